@@ -1,0 +1,21 @@
+// The `pst` subcommands. Each returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pst {
+
+struct ConfigArgs {
+  std::string config;
+  std::vector<std::string> sets;
+};
+
+int run_train(const ConfigArgs& args);
+int run_params(const ConfigArgs& args, bool list_tensors);
+int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir,
+                    int64_t batch_size);
+int run_predict(const std::string& model_path, const std::vector<std::string>& inputs,
+                int64_t bytes, int threads);
+
+}  // namespace pst

@@ -1,0 +1,82 @@
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "core/logging.h"
+#include "model/backend.h"
+#include "ps/local_client.h"
+#include "ps/server.h"
+#include "worker/model_file.h"
+#include "worker/trainer.h"
+
+namespace pst {
+
+int run_train(const ConfigArgs& args) {
+  auto job = load_config(args.config, args.sets);
+  if (!job.ok()) {
+    spdlog::error("{}", job.status().message());
+    return 2;
+  }
+  init_logging(job->train.log_level);
+  spdlog::info("resolved config:\n{}", to_toml(*job));
+  auto data = load_task_data(*job);
+  if (!data.ok()) {
+    spdlog::error("{}", data.status().message());
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(job->train.output, ec);
+  if (ec) {
+    spdlog::error("train.output = \"{}\": cannot create directory: {}", job->train.output, ec.message());
+    return 2;
+  }
+  auto backend = make_backend(job->train.device, static_cast<int>(job->train.threads));
+  if (!backend.ok()) {
+    spdlog::error("{}", backend.status().message());
+    return 2;
+  }
+  Transformer model(job->model, data->src_vocab, data->tgt_vocab, backend->get());
+  std::vector<float> init(static_cast<size_t>(model.num_params()));
+  init_params(model.table(), static_cast<uint64_t>(job->train.seed), init.data());
+  spdlog::info("model: {} parameters ({} tensors), backend {}", model.num_params(),
+               model.table().size(), (*backend)->name());
+
+  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
+  LocalParameterClient client(&server);
+  const std::string dir = job->train.output;
+  {
+    std::ofstream(dir + "/config.toml") << to_toml(*job);
+  }
+  std::FILE* metrics = std::fopen((dir + "/metrics.jsonl").c_str(), "w");
+  if (!metrics) {
+    spdlog::error("cannot write {}/metrics.jsonl", dir);
+    return 2;
+  }
+  TrainerOptions topt;
+  topt.metrics = metrics;
+  Trainer trainer(*job, *data, &model, &client, topt);
+  auto summary = trainer.run();
+  std::fclose(metrics);
+  if (!summary.ok()) {
+    spdlog::error("training failed: {}", summary.status().to_string());
+    return 1;
+  }
+  const std::string model_path = dir + "/model.safetensors";
+  Status s = save_model(model_path, *job, model, data->g2p ? &data->g2p->letters : nullptr,
+                        data->g2p ? &data->g2p->phones : nullptr);
+  if (!s.ok()) {
+    spdlog::error("{}", s.to_string());
+    return 1;
+  }
+  spdlog::info("{} steps ({} applied, {} skipped) in {:.1f}s of training ({:.1f}s wall), {:.0f} tokens/s",
+               summary->steps, summary->applied_steps, summary->skipped_steps,
+               summary->train_seconds, summary->wall_seconds,
+               summary->train_seconds > 0 ? static_cast<double>(summary->tokens) / summary->train_seconds : 0.0);
+  spdlog::info("saved {}", model_path);
+  return 0;
+}
+
+}  // namespace pst

@@ -1,0 +1,37 @@
+// The seam between a worker's training loop and the parameter servers
+// (DESIGN.md §2). The loop pushes its gradient for the weights version it
+// computed on and pulls the next version; it never knows whether the servers
+// run in this process (ps/LocalParameterClient) or across the network.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+
+namespace pst {
+
+// What the servers did with the step a pull reflects.
+struct PullInfo {
+  int64_t version = 0;        // version of the weights copied out
+  int64_t applied_steps = 0;  // optimizer steps applied so far
+  bool applied = true;        // false if the last step was skipped (non-finite gradient)
+  double grad_norm = 0.0;     // global gradient norm of the last step, before clipping
+  double clip_coef = 1.0;
+  double lr = 0.0;            // learning rate the last step used
+};
+
+class ParameterClient {
+ public:
+  virtual ~ParameterClient() = default;
+
+  // Pushes this worker's gradient (flat, in parameter-table order, the mean
+  // over its `tokens` target tokens) computed on weights `version`. The
+  // buffer may be reused as soon as push() returns.
+  virtual Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) = 0;
+
+  // Waits until weights of at least `min_version` exist (or the deadline
+  // passes) and copies them, flat, into `weights`.
+  virtual Result<PullInfo> pull(int64_t min_version, float* weights) = 0;
+};
+
+}  // namespace pst

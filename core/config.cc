@@ -1,0 +1,421 @@
+#include "core/config.h"
+
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <type_traits>
+
+#include <toml++/toml.h>
+
+namespace pst {
+namespace {
+
+template <typename E>
+struct EnumNames;
+
+#define PST_ENUM_NAMES(E, ...)                                             \
+  template <>                                                              \
+  struct EnumNames<E> {                                                    \
+    static const std::vector<std::pair<E, const char*>>& get() {           \
+      static const std::vector<std::pair<E, const char*>> names{__VA_ARGS__}; \
+      return names;                                                        \
+    }                                                                      \
+  };
+
+PST_ENUM_NAMES(ModelKind, {ModelKind::kEncoderDecoder, "encoder_decoder"},
+               {ModelKind::kDecoderOnly, "decoder_only"})
+PST_ENUM_NAMES(NormPlacement, {NormPlacement::kPre, "pre"}, {NormPlacement::kPost, "post"},
+               {NormPlacement::kDeepNorm, "deepnorm"})
+PST_ENUM_NAMES(Activation, {Activation::kRelu, "relu"}, {Activation::kGelu, "gelu"},
+               {Activation::kGeluTanh, "gelu_tanh"})
+PST_ENUM_NAMES(Positions, {Positions::kSinusoidal, "sinusoidal"}, {Positions::kLearned, "learned"})
+PST_ENUM_NAMES(InitScheme, {InitScheme::kXavierUniform, "xavier_uniform"},
+               {InitScheme::kKaimingNormal, "kaiming_normal"}, {InitScheme::kNormal, "normal"},
+               {InitScheme::kDeepNet, "deepnet"})
+PST_ENUM_NAMES(Task, {Task::kG2P, "g2p"}, {Task::kLM, "lm"})
+PST_ENUM_NAMES(OptimizerKind, {OptimizerKind::kAdamW, "adamw"}, {OptimizerKind::kAdam, "adam"})
+PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKind::kLinear, "linear"},
+               {ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kStep, "step"},
+               {ScheduleKind::kExponential, "exponential"},
+               {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
+PST_ENUM_NAMES(DeviceKind, {DeviceKind::kAuto, "auto"}, {DeviceKind::kCpu, "cpu"},
+               {DeviceKind::kCuda, "cuda"})
+
+template <typename E>
+const char* enum_name(E v) {
+  for (const auto& [e, n] : EnumNames<E>::get())
+    if (e == v) return n;
+  return "?";
+}
+
+template <typename E>
+std::string enum_choices() {
+  std::string s;
+  for (const auto& [e, n] : EnumNames<E>::get()) s += (s.empty() ? "" : ", ") + std::string(n);
+  return s;
+}
+
+// One configurable field: how to set it from TOML or from a string, and how
+// to print it. The list is built over a JobConfig instance.
+struct Field {
+  std::string section;
+  std::string key;
+  std::function<Status(const toml::node&)> set_toml;
+  std::function<Status(const std::string&)> set_text;
+  std::function<std::string()> get;
+};
+
+const char* toml_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    default: return "a date or time";
+  }
+}
+
+std::string qualified(const std::string& s, const std::string& k) { return s + "." + k; }
+
+template <typename T>
+Field make_field(const std::string& section, const std::string& key, T* target) {
+  const std::string name = qualified(section, key);
+  Field f{section, key, {}, {}, {}};
+  if constexpr (std::is_same_v<T, int64_t>) {
+    f.set_toml = [=](const toml::node& n) -> Status {
+      if (auto v = n.as_integer()) {
+        *target = v->get();
+        return Status();
+      }
+      return invalid_argument("{}: expected an integer, got {}", name, toml_type_name(n));
+    };
+    f.set_text = [=](const std::string& s) -> Status {
+      int64_t v = 0;
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+      if (ec != std::errc() || p != s.data() + s.size())
+        return invalid_argument("{}: expected an integer, got '{}'", name, s);
+      *target = v;
+      return Status();
+    };
+    f.get = [=] { return std::to_string(*target); };
+  } else if constexpr (std::is_same_v<T, double>) {
+    f.set_toml = [=](const toml::node& n) -> Status {
+      if (auto v = n.as_floating_point()) {
+        *target = v->get();
+      } else if (auto i = n.as_integer()) {
+        *target = static_cast<double>(i->get());
+      } else {
+        return invalid_argument("{}: expected a number, got {}", name, toml_type_name(n));
+      }
+      if (!std::isfinite(*target)) return invalid_argument("{}: must be finite", name);
+      return Status();
+    };
+    f.set_text = [=](const std::string& s) -> Status {
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v))
+        return invalid_argument("{}: expected a finite number, got '{}'", name, s);
+      *target = v;
+      return Status();
+    };
+    f.get = [=] {
+      std::ostringstream os;
+      os.precision(17);
+      os << *target;
+      std::string s = os.str();
+      if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+      return s;
+    };
+  } else if constexpr (std::is_same_v<T, bool>) {
+    f.set_toml = [=](const toml::node& n) -> Status {
+      if (auto v = n.as_boolean()) {
+        *target = v->get();
+        return Status();
+      }
+      return invalid_argument("{}: expected true or false, got {}", name, toml_type_name(n));
+    };
+    f.set_text = [=](const std::string& s) -> Status {
+      if (s == "true" || s == "false") {
+        *target = s == "true";
+        return Status();
+      }
+      return invalid_argument("{}: expected true or false, got '{}'", name, s);
+    };
+    f.get = [=] { return std::string(*target ? "true" : "false"); };
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    f.set_toml = [=](const toml::node& n) -> Status {
+      if (auto v = n.as_string()) {
+        *target = v->get();
+        return Status();
+      }
+      return invalid_argument("{}: expected a string, got {}", name, toml_type_name(n));
+    };
+    f.set_text = [=](const std::string& s) -> Status {
+      *target = s;
+      return Status();
+    };
+    f.get = [=] { return "\"" + *target + "\""; };
+  } else {
+    static_assert(std::is_enum_v<T>);
+    f.set_text = [=](const std::string& s) -> Status {
+      for (const auto& [e, n] : EnumNames<T>::get()) {
+        if (s == n) {
+          *target = e;
+          return Status();
+        }
+      }
+      return invalid_argument("{}: '{}' is not one of: {}", name, s, enum_choices<T>());
+    };
+    auto text = f.set_text;
+    f.set_toml = [=](const toml::node& n) -> Status {
+      if (auto v = n.as_string()) return text(v->get());
+      return invalid_argument("{}: expected a string (one of: {})", name, enum_choices<T>());
+    };
+    f.get = [=] { return "\"" + std::string(enum_name(*target)) + "\""; };
+  }
+  return f;
+}
+
+std::vector<Field> fields_of(JobConfig& c) {
+  std::vector<Field> f;
+  auto& m = c.model;
+  f.push_back(make_field("model", "kind", &m.kind));
+  f.push_back(make_field("model", "d_model", &m.d_model));
+  f.push_back(make_field("model", "heads", &m.heads));
+  f.push_back(make_field("model", "ffn_dim", &m.ffn_dim));
+  f.push_back(make_field("model", "encoder_layers", &m.encoder_layers));
+  f.push_back(make_field("model", "decoder_layers", &m.decoder_layers));
+  f.push_back(make_field("model", "norm", &m.norm));
+  f.push_back(make_field("model", "activation", &m.activation));
+  f.push_back(make_field("model", "positions", &m.positions));
+  f.push_back(make_field("model", "max_len", &m.max_len));
+  f.push_back(make_field("model", "tie_embeddings", &m.tie_embeddings));
+  f.push_back(make_field("model", "bias", &m.bias));
+  f.push_back(make_field("model", "scale_embeddings", &m.scale_embeddings));
+  f.push_back(make_field("model", "dropout", &m.dropout));
+  f.push_back(make_field("model", "attention_dropout", &m.attention_dropout));
+  f.push_back(make_field("model", "embedding_dropout", &m.embedding_dropout));
+  f.push_back(make_field("model", "layernorm_eps", &m.layernorm_eps));
+  f.push_back(make_field("model", "init", &m.init));
+  f.push_back(make_field("model", "init_std", &m.init_std));
+  auto& d = c.data;
+  f.push_back(make_field("data", "task", &d.task));
+  f.push_back(make_field("data", "path", &d.path));
+  f.push_back(make_field("data", "batch_size", &d.batch_size));
+  f.push_back(make_field("data", "seq_len", &d.seq_len));
+  f.push_back(make_field("data", "max_examples", &d.max_examples));
+  f.push_back(make_field("data", "eval_max_examples", &d.eval_max_examples));
+  auto& o = c.optim;
+  f.push_back(make_field("optim", "algorithm", &o.algorithm));
+  f.push_back(make_field("optim", "lr", &o.lr));
+  f.push_back(make_field("optim", "beta1", &o.beta1));
+  f.push_back(make_field("optim", "beta2", &o.beta2));
+  f.push_back(make_field("optim", "eps", &o.eps));
+  f.push_back(make_field("optim", "weight_decay", &o.weight_decay));
+  f.push_back(make_field("optim", "decay_embeddings", &o.decay_embeddings));
+  f.push_back(make_field("optim", "clip_norm", &o.clip_norm));
+  auto& s = c.schedule;
+  f.push_back(make_field("schedule", "kind", &s.kind));
+  f.push_back(make_field("schedule", "warmup_steps", &s.warmup_steps));
+  f.push_back(make_field("schedule", "min_lr", &s.min_lr));
+  f.push_back(make_field("schedule", "total_steps", &s.total_steps));
+  f.push_back(make_field("schedule", "cycle_steps", &s.cycle_steps));
+  f.push_back(make_field("schedule", "cycle_mult", &s.cycle_mult));
+  f.push_back(make_field("schedule", "step_size", &s.step_size));
+  f.push_back(make_field("schedule", "gamma", &s.gamma));
+  f.push_back(make_field("schedule", "decay_rate", &s.decay_rate));
+  auto& t = c.train;
+  f.push_back(make_field("train", "steps", &t.steps));
+  f.push_back(make_field("train", "seed", &t.seed));
+  f.push_back(make_field("train", "threads", &t.threads));
+  f.push_back(make_field("train", "label_smoothing", &t.label_smoothing));
+  f.push_back(make_field("train", "log_every", &t.log_every));
+  f.push_back(make_field("train", "eval_every", &t.eval_every));
+  f.push_back(make_field("train", "max_minutes", &t.max_minutes));
+  f.push_back(make_field("train", "output", &t.output));
+  f.push_back(make_field("train", "device", &t.device));
+  f.push_back(make_field("train", "log_level", &t.log_level));
+  return f;
+}
+
+std::string keys_of(const std::vector<Field>& fields, const std::string& section) {
+  std::string s;
+  for (const auto& f : fields)
+    if (f.section == section) s += (s.empty() ? "" : ", ") + f.key;
+  return s;
+}
+
+const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train"};
+
+std::string sections_list() {
+  std::string s;
+  for (const auto& x : kSections) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+Field* find_field(std::vector<Field>& fields, const std::string& section, const std::string& key) {
+  for (auto& f : fields)
+    if (f.section == section && f.key == key) return &f;
+  return nullptr;
+}
+
+Status check_range(bool ok, const std::string& what) {
+  return ok ? Status() : invalid_argument("{}", what);
+}
+
+}  // namespace
+
+const char* to_string(ModelKind v) { return enum_name(v); }
+const char* to_string(NormPlacement v) { return enum_name(v); }
+const char* to_string(Activation v) { return enum_name(v); }
+const char* to_string(Positions v) { return enum_name(v); }
+const char* to_string(InitScheme v) { return enum_name(v); }
+const char* to_string(Task v) { return enum_name(v); }
+
+Status apply_override(JobConfig& config, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  const auto dot = assignment.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    return invalid_argument("--set '{}': expected section.key=value", assignment);
+  const std::string section = assignment.substr(0, dot);
+  const std::string key = assignment.substr(dot + 1, eq - dot - 1);
+  std::string value = assignment.substr(eq + 1);
+  if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+    value = value.substr(1, value.size() - 2);
+  auto fields = fields_of(config);
+  if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
+    return invalid_argument("--set '{}': unknown section '{}' (allowed: {})", assignment, section,
+                            sections_list());
+  Field* f = find_field(fields, section, key);
+  if (!f)
+    return invalid_argument("--set '{}': unknown key '{}' in [{}] (allowed: {})", assignment, key,
+                            section, keys_of(fields, section));
+  return f->set_text(value);
+}
+
+Result<JobConfig> parse_config(const std::string& toml_text, const std::string& name,
+                               const std::vector<std::string>& overrides) {
+  JobConfig config;
+  auto fields = fields_of(config);
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, name);
+  } catch (const toml::parse_error& e) {
+    return invalid_argument("{}:{}:{}: TOML syntax error: {}", name, e.source().begin.line,
+                            e.source().begin.column, e.description());
+  }
+  for (const auto& [section_key, section_node] : root) {
+    const std::string section(section_key.str());
+    if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
+      return invalid_argument("{}:{}: unknown section [{}] (allowed: {})", name,
+                              section_node.source().begin.line, section, sections_list());
+    const toml::table* table = section_node.as_table();
+    if (!table)
+      return invalid_argument("{}:{}: '{}' must be a table ([{}])", name,
+                              section_node.source().begin.line, section, section);
+    for (const auto& [key_node, value] : *table) {
+      const std::string key(key_node.str());
+      Field* f = find_field(fields, section, key);
+      if (!f)
+        return invalid_argument("{}:{}: unknown key '{}' in [{}] (allowed: {})", name,
+                                value.source().begin.line, key, section, keys_of(fields, section));
+      Status s = f->set_toml(value);
+      if (!s.ok()) return s.with_context(fmt::format("{}:{}", name, value.source().begin.line));
+    }
+  }
+  for (const auto& o : overrides) PST_RETURN_IF_ERROR(apply_override(config, o));
+  PST_RETURN_IF_ERROR(validate(config).with_context(name));
+  return config;
+}
+
+Result<JobConfig> load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) return not_found("config file '{}' cannot be opened", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+Status validate(const JobConfig& c) {
+  const auto& m = c.model;
+  PST_RETURN_IF_ERROR(check_range(m.d_model > 0, fmt::format("model.d_model = {}: must be positive", m.d_model)));
+  PST_RETURN_IF_ERROR(check_range(m.heads > 0, fmt::format("model.heads = {}: must be positive", m.heads)));
+  PST_RETURN_IF_ERROR(check_range(m.d_model % m.heads == 0,
+      fmt::format("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads)));
+  PST_RETURN_IF_ERROR(check_range(m.ffn_dim > 0, fmt::format("model.ffn_dim = {}: must be positive", m.ffn_dim)));
+  PST_RETURN_IF_ERROR(check_range(m.decoder_layers >= 1,
+      fmt::format("model.decoder_layers = {}: must be at least 1", m.decoder_layers)));
+  PST_RETURN_IF_ERROR(check_range(m.kind == ModelKind::kDecoderOnly || m.encoder_layers >= 1,
+      fmt::format("model.encoder_layers = {}: an encoder_decoder model needs at least 1", m.encoder_layers)));
+  PST_RETURN_IF_ERROR(check_range(m.max_len >= 2 && m.max_len <= 65536,
+      fmt::format("model.max_len = {}: must be in [2, 65536]", m.max_len)));
+  for (auto [v, n] : {std::pair{m.dropout, "model.dropout"},
+                      std::pair{m.attention_dropout, "model.attention_dropout"},
+                      std::pair{m.embedding_dropout, "model.embedding_dropout"}}) {
+    PST_RETURN_IF_ERROR(check_range(v >= 0 && v < 1, fmt::format("{} = {}: must be in [0, 1)", n, v)));
+  }
+  PST_RETURN_IF_ERROR(check_range(m.layernorm_eps > 0, fmt::format("model.layernorm_eps = {}: must be positive", m.layernorm_eps)));
+  PST_RETURN_IF_ERROR(check_range(m.init_std > 0, fmt::format("model.init_std = {}: must be positive", m.init_std)));
+  PST_RETURN_IF_ERROR(check_range(m.init != InitScheme::kDeepNet || m.norm == NormPlacement::kDeepNorm,
+      "model.init = \"deepnet\" needs model.norm = \"deepnorm\""));
+  const auto& d = c.data;
+  PST_RETURN_IF_ERROR(check_range(d.batch_size > 0, fmt::format("data.batch_size = {}: must be positive", d.batch_size)));
+  PST_RETURN_IF_ERROR(check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
+  PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0, fmt::format("data.eval_max_examples = {}: must be >= 0", d.eval_max_examples)));
+  PST_RETURN_IF_ERROR(check_range((d.task == Task::kLM) == (m.kind == ModelKind::kDecoderOnly),
+      fmt::format("data.task = \"{}\" needs model.kind = \"{}\"", to_string(d.task),
+                  d.task == Task::kLM ? "decoder_only" : "encoder_decoder")));
+  if (d.task == Task::kLM) {
+    PST_RETURN_IF_ERROR(check_range(d.seq_len >= 2 && d.seq_len <= m.max_len,
+        fmt::format("data.seq_len = {}: must be in [2, model.max_len = {}]", d.seq_len, m.max_len)));
+  }
+  const auto& o = c.optim;
+  PST_RETURN_IF_ERROR(check_range(o.lr > 0, fmt::format("optim.lr = {}: must be positive", o.lr)));
+  PST_RETURN_IF_ERROR(check_range(o.beta1 >= 0 && o.beta1 < 1, fmt::format("optim.beta1 = {}: must be in [0, 1)", o.beta1)));
+  PST_RETURN_IF_ERROR(check_range(o.beta2 >= 0 && o.beta2 < 1, fmt::format("optim.beta2 = {}: must be in [0, 1)", o.beta2)));
+  PST_RETURN_IF_ERROR(check_range(o.eps > 0, fmt::format("optim.eps = {}: must be positive", o.eps)));
+  PST_RETURN_IF_ERROR(check_range(o.weight_decay >= 0, fmt::format("optim.weight_decay = {}: must be >= 0", o.weight_decay)));
+  PST_RETURN_IF_ERROR(check_range(o.clip_norm >= 0, fmt::format("optim.clip_norm = {}: must be >= 0 (0 = off)", o.clip_norm)));
+  const auto& s = c.schedule;
+  PST_RETURN_IF_ERROR(check_range(s.warmup_steps >= 0, fmt::format("schedule.warmup_steps = {}: must be >= 0", s.warmup_steps)));
+  PST_RETURN_IF_ERROR(check_range(s.min_lr >= 0 && s.min_lr <= o.lr,
+      fmt::format("schedule.min_lr = {}: must be in [0, optim.lr = {}]", s.min_lr, o.lr)));
+  PST_RETURN_IF_ERROR(check_range(s.total_steps >= 0, fmt::format("schedule.total_steps = {}: must be >= 0", s.total_steps)));
+  PST_RETURN_IF_ERROR(check_range(s.cycle_steps >= 0, fmt::format("schedule.cycle_steps = {}: must be >= 0", s.cycle_steps)));
+  PST_RETURN_IF_ERROR(check_range(s.cycle_mult >= 1, fmt::format("schedule.cycle_mult = {}: must be >= 1", s.cycle_mult)));
+  PST_RETURN_IF_ERROR(check_range(s.step_size >= 1, fmt::format("schedule.step_size = {}: must be >= 1", s.step_size)));
+  PST_RETURN_IF_ERROR(check_range(s.gamma > 0 && s.gamma <= 1, fmt::format("schedule.gamma = {}: must be in (0, 1]", s.gamma)));
+  PST_RETURN_IF_ERROR(check_range(s.decay_rate >= 0, fmt::format("schedule.decay_rate = {}: must be >= 0", s.decay_rate)));
+  PST_RETURN_IF_ERROR(check_range(s.kind != ScheduleKind::kInverseSqrt || s.warmup_steps >= 1,
+      "schedule.kind = \"inverse_sqrt\" needs schedule.warmup_steps >= 1"));
+  const auto& t = c.train;
+  PST_RETURN_IF_ERROR(check_range(t.steps >= 0, fmt::format("train.steps = {}: must be >= 0", t.steps)));
+  PST_RETURN_IF_ERROR(check_range(t.threads >= 0 && t.threads <= 256, fmt::format("train.threads = {}: must be in [0, 256]", t.threads)));
+  PST_RETURN_IF_ERROR(check_range(t.label_smoothing >= 0 && t.label_smoothing < 1,
+      fmt::format("train.label_smoothing = {}: must be in [0, 1)", t.label_smoothing)));
+  PST_RETURN_IF_ERROR(check_range(t.log_every >= 1, fmt::format("train.log_every = {}: must be >= 1", t.log_every)));
+  PST_RETURN_IF_ERROR(check_range(t.eval_every >= 0, fmt::format("train.eval_every = {}: must be >= 0", t.eval_every)));
+  PST_RETURN_IF_ERROR(check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
+  PST_RETURN_IF_ERROR(check_range(!t.output.empty(), "train.output: must not be empty"));
+  return Status();
+}
+
+std::string to_toml(const JobConfig& config) {
+  JobConfig copy = config;
+  auto fields = fields_of(copy);
+  std::string out, section;
+  for (const auto& f : fields) {
+    if (f.section != section) {
+      out += (section.empty() ? "" : "\n") + std::string("[") + f.section + "]\n";
+      section = f.section;
+    }
+    out += f.key + " = " + f.get() + "\n";
+  }
+  return out;
+}
+
+}  // namespace pst

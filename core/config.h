@@ -1,0 +1,119 @@
+// The job configuration: typed option structs with defaults, filled from a
+// TOML file and `--set section.key=value` overrides, validated in one place.
+// Every field is declared once in config.cc with its documentation; unknown
+// keys and bad values are errors that say what is allowed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace pst {
+
+enum class ModelKind { kEncoderDecoder, kDecoderOnly };
+enum class NormPlacement { kPre, kPost, kDeepNorm };
+enum class Activation { kRelu, kGelu, kGeluTanh };
+enum class Positions { kSinusoidal, kLearned };
+enum class InitScheme { kXavierUniform, kKaimingNormal, kNormal, kDeepNet };
+enum class Task { kG2P, kLM };
+enum class OptimizerKind { kAdamW, kAdam };
+enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
+enum class DeviceKind { kAuto, kCpu, kCuda };
+
+struct ModelConfig {
+  ModelKind kind = ModelKind::kEncoderDecoder;  // encoder_decoder | decoder_only
+  int64_t d_model = 256;                        // width of the residual stream
+  int64_t heads = 4;                            // attention heads; must divide d_model
+  int64_t ffn_dim = 1024;                       // hidden width of the feed-forward block
+  int64_t encoder_layers = 3;                   // ignored for decoder_only
+  int64_t decoder_layers = 3;                   // the layers of a decoder_only model
+  NormPlacement norm = NormPlacement::kPost;    // pre | post | deepnorm
+  Activation activation = Activation::kRelu;    // relu | gelu | gelu_tanh
+  Positions positions = Positions::kSinusoidal;  // sinusoidal | learned
+  int64_t max_len = 64;                         // longest sequence (positions table size)
+  bool tie_embeddings = true;                   // output projection shares the target embedding
+  bool bias = true;                             // biases in linear layers
+  bool scale_embeddings = true;                 // multiply embeddings by sqrt(d_model)
+  double dropout = 0.1;                         // residual and feed-forward dropout
+  double attention_dropout = 0.1;               // dropout on attention probabilities
+  double embedding_dropout = 0.1;               // dropout after embedding + positions
+  double layernorm_eps = 1e-5;                  // LayerNorm epsilon
+  InitScheme init = InitScheme::kXavierUniform;  // xavier_uniform | kaiming_normal | normal | deepnet
+  double init_std = 0.02;                       // sigma of `normal` init and of learned positions
+};
+
+struct DataConfig {
+  Task task = Task::kG2P;  // g2p (CMUdict) | lm (bytes of text files)
+  std::string path;        // data file or directory; empty = the task's Debian default
+  int64_t batch_size = 256;  // examples (words or sequences) per batch
+  int64_t seq_len = 256;     // lm: bytes per training sequence
+  int64_t max_examples = 0;  // use only the first N training examples (0 = all)
+  int64_t eval_max_examples = 0;  // cap on validation examples per evaluation (0 = all)
+};
+
+struct OptimConfig {
+  OptimizerKind algorithm = OptimizerKind::kAdamW;  // adamw (decoupled) | adam (L2 in the gradient)
+  double lr = 1e-3;            // peak learning rate (for inverse_sqrt: a multiplier)
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double eps = 1e-9;
+  double weight_decay = 0.01;
+  bool decay_embeddings = false;  // also decay embeddings and learned positions
+  double clip_norm = 1.0;         // global-norm clipping threshold (0 = off)
+};
+
+struct ScheduleConfig {
+  ScheduleKind kind = ScheduleKind::kCosine;  // constant | linear | cosine | step | exponential | inverse_sqrt
+  int64_t warmup_steps = 0;   // linear warmup from lr/warmup to lr
+  double min_lr = 0.0;        // floor of linear and cosine decay
+  int64_t total_steps = 0;    // decay horizon (0 = train.steps)
+  int64_t cycle_steps = 0;    // cosine: first restart period (0 = no restarts, SGDR otherwise)
+  int64_t cycle_mult = 1;     // cosine: growth factor of the restart period
+  int64_t step_size = 1000;   // step: decay every N steps
+  double gamma = 0.5;         // step: factor per decay
+  double decay_rate = 1e-4;   // exponential: lr0 * exp(-decay_rate * t)
+};
+
+struct TrainConfig {
+  int64_t steps = 10000;       // optimizer steps to run
+  int64_t seed = 1;            // seeds init, shuffling and dropout
+  int64_t threads = 0;         // CPU threads (0 = all cores)
+  double label_smoothing = 0.1;
+  int64_t log_every = 50;      // steps between log lines
+  int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
+  double max_minutes = 0;      // stop after this wall time (0 = no limit)
+  std::string output = "runs/default";  // directory for model.safetensors and logs
+  DeviceKind device = DeviceKind::kAuto;  // auto | cpu | cuda
+  std::string log_level = "info";
+};
+
+struct JobConfig {
+  ModelConfig model;
+  DataConfig data;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainConfig train;
+};
+
+// Parses a TOML file, applies overrides ("section.key=value"), validates.
+Result<JobConfig> load_config(const std::string& path, const std::vector<std::string>& overrides);
+// The same from TOML text (name is used in messages).
+Result<JobConfig> parse_config(const std::string& toml_text, const std::string& name,
+                               const std::vector<std::string>& overrides);
+// Applies one "section.key=value" override.
+Status apply_override(JobConfig& config, const std::string& assignment);
+// Checks cross-field constraints and ranges.
+Status validate(const JobConfig& config);
+// The resolved configuration as TOML text (every field, in declaration order).
+std::string to_toml(const JobConfig& config);
+
+const char* to_string(ModelKind v);
+const char* to_string(NormPlacement v);
+const char* to_string(Activation v);
+const char* to_string(Positions v);
+const char* to_string(InitScheme v);
+const char* to_string(Task v);
+
+}  // namespace pst

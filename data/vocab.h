@@ -1,0 +1,32 @@
+// A vocabulary: token strings <-> ids. Ids 0..3 are the specials pad, bos,
+// eos, unk in every vocabulary pst builds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/batch.h"
+
+namespace pst {
+
+class Vocabulary {
+ public:
+  static constexpr int32_t kPad = kPadId, kBos = 1, kEos = 2, kUnk = 3;
+
+  Vocabulary();
+  // Adds a token if new; returns its id.
+  int32_t add(const std::string& token);
+  // Id of a token, or kUnk.
+  int32_t id(const std::string& token) const;
+  const std::string& token(int32_t id) const { return tokens_.at(static_cast<size_t>(id)); }
+  int64_t size() const { return static_cast<int64_t>(tokens_.size()); }
+  const std::vector<std::string>& tokens() const { return tokens_; }
+
+ private:
+  std::vector<std::string> tokens_;
+  std::unordered_map<std::string, int32_t> ids_;
+};
+
+}  // namespace pst

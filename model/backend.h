@@ -1,0 +1,123 @@
+// The Backend interface: every numeric kernel the Transformer needs. Pointers
+// are device pointers of the backend that allocated them (host memory for the
+// CPU backend). Matrices are row-major. Functions that say "accumulates" add
+// into their output (parameter gradients); the others overwrite it.
+//
+// Thread safety: a Backend is used by one training loop at a time; its
+// kernels parallelise internally.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/config.h"
+#include "model/elementwise.h"
+
+namespace pst {
+
+// Shapes of one multi-head attention call. q is (B, Tq, ldq) with head h at
+// columns [h*D, (h+1)*D); k and v are (B, Tk, ldk/ldv) likewise; out is
+// (B, Tq, ldo). probs is (B, H, Tq, Tk), the softmax before dropout, saved
+// for the backward pass.
+struct AttentionDims {
+  int64_t B = 0, H = 0, Tq = 0, Tk = 0, D = 0;
+  int64_t ldq = 0, ldk = 0, ldv = 0, ldo = 0;
+  bool causal = false;  // query i sees keys j <= i
+  float scale = 1.0f;   // usually 1/sqrt(D)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Device memory. allocate() returns zeroed memory, aligned to 64 bytes.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+
+  virtual void fill(float* x, int64_t n, float value) = 0;
+  virtual void copy(float* dst, const float* src, int64_t n) = 0;
+  // y += x
+  virtual void add(float* y, const float* x, int64_t n) = 0;
+  // y += a * x
+  virtual void axpy(float* y, float a, const float* x, int64_t n) = 0;
+  // y *= a
+  virtual void scale(float* y, float a, int64_t n) = 0;
+
+  // C(M,N) = alpha * op(A) * op(B) + beta * C, row-major; op(A) is (M,K),
+  // op(B) is (K,N); lda/ldb/ldc are the row strides of the stored matrices.
+  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                    int64_t ldc) = 0;
+  // y(rows, cols) += b(cols) broadcast over rows.
+  virtual void add_bias(float* y, const float* b, int64_t rows, int64_t cols) = 0;
+  // db(cols) += column sums of dy(rows, cols). Accumulates.
+  virtual void bias_grad(float* db, const float* dy, int64_t rows, int64_t cols) = 0;
+
+  // y = (x - mean) * rstd * w + b per row; saves mean and rstd (rows).
+  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x,
+                                 const float* w, const float* b, int64_t rows, int64_t C,
+                                 float eps) = 0;
+  // Writes dx; accumulates dw and db.
+  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy,
+                                  const float* x, const float* w, const float* mean,
+                                  const float* rstd, int64_t rows, int64_t C) = 0;
+
+  virtual void activation_forward(Activation a, float* y, const float* x, int64_t n) = 0;
+  // dx = dy * act'(x).
+  virtual void activation_backward(Activation a, float* dx, const float* dy, const float* x,
+                                   int64_t n) = 0;
+
+  // In place is allowed (y == x, dx == dy). p == 0 is a copy.
+  virtual void dropout_forward(float* y, const float* x, int64_t n, float p, DropoutKey key) = 0;
+  virtual void dropout_backward(float* dx, const float* dy, int64_t n, float p,
+                                DropoutKey key) = 0;
+
+  // y(n, C) = table[ids] * scale.
+  virtual void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n,
+                                 int64_t C, float scale) = 0;
+  // dtable[ids] += dy * scale. Accumulates.
+  virtual void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n,
+                                  int64_t C, float scale) = 0;
+  // y(B, T, C) += pos(T, C) for every b.
+  virtual void add_positions(float* y, const float* pos, int64_t B, int64_t T, int64_t C) = 0;
+  // dpos(T, C) += sum over b of dy(b, T, C). Accumulates.
+  virtual void positions_backward(float* dpos, const float* dy, int64_t B, int64_t T,
+                                  int64_t C) = 0;
+
+  // Multi-head scaled dot-product attention with key padding (keys j >=
+  // key_len[b] masked) and an optional causal mask; dropout p on the
+  // probabilities. Writes probs and out.
+  virtual void attention_forward(const AttentionDims& d, const float* q, const float* k,
+                                 const float* v, const int32_t* key_len, float* probs, float* out,
+                                 float p, DropoutKey key) = 0;
+  // Writes dq, dk, dv (same layouts as q, k, v).
+  virtual void attention_backward(const AttentionDims& d, const float* q, const float* k,
+                                  const float* v, const int32_t* key_len, const float* probs,
+                                  const float* dout, float* dq, float* dk, float* dv, float p,
+                                  DropoutKey key) = 0;
+
+  // Cross-entropy with label smoothing over logits (N, V). Rows whose target is
+  // negative are ignored. Returns the summed loss over counted rows (fp64) and
+  // writes dlogits = grad_scale * (softmax - smoothed one-hot), 0 on ignored
+  // rows. dlogits may alias logits. If correct is not null it receives the
+  // number of counted rows whose argmax equals the target.
+  virtual double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                               float smoothing, float grad_scale, float* dlogits,
+                               int64_t* correct) = 0;
+
+  // Row-wise argmax of x(N, V) into out(N).
+  virtual void argmax(const float* x, int64_t N, int64_t V, int32_t* out) = 0;
+};
+
+// The CPU backend (OpenBLAS + OpenMP). threads = 0 uses all cores.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+// Picks a backend for --device: "cuda" fails where CUDA is not compiled in or
+// no device is present; "auto" falls back to the CPU with a log line.
+Result<std::unique_ptr<Backend>> make_backend(DeviceKind device, int threads);
+
+}  // namespace pst

@@ -1,0 +1,464 @@
+// The CPU backend: OpenBLAS sgemm for every matrix product, OpenMP for the
+// rest. OpenBLAS runs single-threaded; parallelism comes from splitting the
+// output of large products across OpenMP threads and from parallel loops over
+// rows, heads and elements, so no two thread pools compete for the 2 cores.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/status.h"
+#include "model/backend.h"
+
+namespace pst {
+namespace {
+
+// Products below this many multiply-adds run on one thread.
+constexpr double kParallelGemmFlops = 2e6;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) {
+    if (threads > 0) omp_set_num_threads(threads);
+    openblas_set_num_threads(1);
+  }
+
+  const char* name() const override { return "cpu"; }
+
+  void* allocate(size_t bytes) override {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, std::max<size_t>(rounded, 64));
+    PST_CHECK_MSG(p != nullptr, "cpu backend: out of memory allocating {} bytes", bytes);
+    std::memset(p, 0, rounded);
+    return p;
+  }
+  void deallocate(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+
+  void fill(float* x, int64_t n, float value) override {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) x[i] = value;
+  }
+  void copy(float* dst, const float* src, int64_t n) override {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+  void add(float* y, const float* x, int64_t n) override {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  }
+  void axpy(float* y, float a, const float* x, int64_t n) override {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+  }
+  void scale(float* y, float a, int64_t n) override {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) y[i] *= a;
+  }
+
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const double flops = static_cast<double>(M) * N * K;
+    if (threads <= 1 || flops < kParallelGemmFlops) {
+      sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+    // Split the larger output dimension into one contiguous slice per thread.
+    const bool split_rows = M >= N;
+    const int64_t extent = split_rows ? M : N;
+    const int parts = static_cast<int>(std::min<int64_t>(threads, extent));
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+    for (int part = 0; part < parts; ++part) {
+      const int64_t begin = extent * part / parts, end = extent * (part + 1) / parts;
+      if (begin == end) continue;
+      if (split_rows) {
+        const float* a = ta ? A + begin : A + begin * lda;
+        sgemm(ta, tb, end - begin, N, K, alpha, a, lda, B, ldb, beta, C + begin * ldc, ldc);
+      } else {
+        const float* b = tb ? B + begin * ldb : B + begin;
+        sgemm(ta, tb, M, end - begin, K, alpha, A, lda, b, ldb, beta, C + begin, ldc);
+      }
+    }
+  }
+
+  void add_bias(float* y, const float* b, int64_t rows, int64_t cols) override {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* yr = y + r * cols;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) yr[c] += b[c];
+    }
+  }
+
+  void bias_grad(float* db, const float* dy, int64_t rows, int64_t cols) override {
+    // Columns are independent, so threads take column blocks and each sums its
+    // rows in order: the result does not depend on the thread count.
+    constexpr int64_t kBlock = 64;
+    const int64_t blocks = (cols + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
+      float acc[kBlock] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* d = dy + r * cols;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += d[c];
+      }
+      for (int64_t c = c0; c < c1; ++c) db[c] += acc[c - c0];
+    }
+  }
+
+  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                         const float* b, int64_t rows, int64_t C, float eps) override {
+#pragma omp parallel for schedule(static) if (rows * C > 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * C;
+      float* yr = y + r * C;
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t c = 0; c < C; ++c) sum += xr[c];
+      const float m = sum / static_cast<float>(C);
+      float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+      for (int64_t c = 0; c < C; ++c) var += (xr[c] - m) * (xr[c] - m);
+      var /= static_cast<float>(C);
+      const float s = 1.0f / std::sqrt(var + eps);
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = (xr[c] - m) * s * w[c] + b[c];
+      mean[r] = m;
+      rstd[r] = s;
+    }
+  }
+
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                          const float* w, const float* mean, const float* rstd, int64_t rows,
+                          int64_t C) override {
+    const int threads = omp_get_max_threads();
+    std::vector<float> partial(static_cast<size_t>(threads) * 2 * C, 0.0f);
+#pragma omp parallel if (rows * C > 32768)
+    {
+      float* pdw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
+      float* pdb = pdw + C;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * C;
+        const float* dyr = dy + r * C;
+        float* dxr = dx + r * C;
+        const float m = mean[r], s = rstd[r];
+        float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+        for (int64_t c = 0; c < C; ++c) {
+          const float xhat = (xr[c] - m) * s;
+          const float g = dyr[c] * w[c];
+          sum_g += g;
+          sum_gx += g * xhat;
+          pdw[c] += dyr[c] * xhat;
+          pdb[c] += dyr[c];
+        }
+        const float mg = sum_g / static_cast<float>(C), mgx = sum_gx / static_cast<float>(C);
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const float xhat = (xr[c] - m) * s;
+          dxr[c] = s * (dyr[c] * w[c] - mg - xhat * mgx);
+        }
+      }
+    }
+    for (int t = 0; t < threads; ++t) {
+      const float* pdw = partial.data() + static_cast<size_t>(t) * 2 * C;
+      for (int64_t c = 0; c < C; ++c) {
+        dw[c] += pdw[c];
+        db[c] += pdw[C + c];
+      }
+    }
+  }
+
+  void activation_forward(Activation a, float* y, const float* x, int64_t n) override {
+    switch (a) {
+      case Activation::kRelu:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) y[i] = relu(x[i]);
+        break;
+      case Activation::kGelu:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+        break;
+      case Activation::kGeluTanh:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(x[i]);
+        break;
+    }
+  }
+
+  void activation_backward(Activation a, float* dx, const float* dy, const float* x,
+                           int64_t n) override {
+    switch (a) {
+      case Activation::kRelu:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * relu_grad(x[i]);
+        break;
+      case Activation::kGelu:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i]);
+        break;
+      case Activation::kGeluTanh:
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+        for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_tanh_grad(x[i]);
+        break;
+    }
+  }
+
+  void dropout_forward(float* y, const float* x, int64_t n, float p, DropoutKey key) override {
+    apply_dropout(y, x, n, p, key, 0);
+  }
+  void dropout_backward(float* dx, const float* dy, int64_t n, float p, DropoutKey key) override {
+    apply_dropout(dx, dy, n, p, key, 0);
+  }
+
+  void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
+                         float scale) override {
+#pragma omp parallel for schedule(static) if (n * C > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = table + static_cast<int64_t>(ids[i]) * C;
+      float* yr = y + i * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = row[c] * scale;
+    }
+  }
+
+  void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n,
+                          int64_t C, float scale) override {
+    // Threads own column ranges so that rows with the same id never race.
+    const int threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads) if (n * C > 65536)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t c0 = C * t / nt, c1 = C * (t + 1) / nt;
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = dtable + static_cast<int64_t>(ids[i]) * C;
+        const float* d = dy + i * C;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) row[c] += d[c] * scale;
+      }
+    }
+  }
+
+  void add_positions(float* y, const float* pos, int64_t B, int64_t T, int64_t C) override {
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * C > 65536)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        float* yr = y + (b * T + t) * C;
+        const float* pr = pos + t * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) yr[c] += pr[c];
+      }
+    }
+  }
+
+  void positions_backward(float* dpos, const float* dy, int64_t B, int64_t T, int64_t C) override {
+#pragma omp parallel for schedule(static) if (B * T * C > 65536)
+    for (int64_t t = 0; t < T; ++t) {
+      float* pr = dpos + t * C;
+      for (int64_t b = 0; b < B; ++b) {
+        const float* d = dy + (b * T + t) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) pr[c] += d[c];
+      }
+    }
+  }
+
+  void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
+                         const int32_t* key_len, float* probs, float* out, float p,
+                         DropoutKey key) override {
+    const int64_t block = d.Tq * d.Tk;
+#pragma omp parallel
+    {
+      std::vector<float> dropped(p > 0.0f ? static_cast<size_t>(block) : 0);
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t b = 0; b < d.B; ++b) {
+        for (int64_t h = 0; h < d.H; ++h) {
+          const float* qb = q + b * d.Tq * d.ldq + h * d.D;
+          const float* kb = k + b * d.Tk * d.ldk + h * d.D;
+          const float* vb = v + b * d.Tk * d.ldv + h * d.D;
+          float* P = probs + (b * d.H + h) * block;
+          const int64_t len = std::min<int64_t>(key_len[b], d.Tk);
+          sgemm(false, true, d.Tq, d.Tk, d.D, d.scale, qb, d.ldq, kb, d.ldk, 0.0f, P, d.Tk);
+          for (int64_t i = 0; i < d.Tq; ++i) {
+            const int64_t visible = d.causal ? std::min(len, i + 1) : len;
+            softmax_row(P + i * d.Tk, visible, d.Tk);
+          }
+          const float* used = P;
+          if (p > 0.0f) {
+            apply_dropout(dropped.data(), P, block, p, key, (b * d.H + h) * block);
+            used = dropped.data();
+          }
+          sgemm(false, false, d.Tq, d.D, d.Tk, 1.0f, used, d.Tk, vb, d.ldv, 0.0f,
+                out + b * d.Tq * d.ldo + h * d.D, d.ldo);
+        }
+      }
+    }
+  }
+
+  void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
+                          const int32_t* /*key_len: masked probs are 0*/, const float* probs, const float* dout, float* dq,
+                          float* dk, float* dv, float p, DropoutKey key) override {
+    const int64_t block = d.Tq * d.Tk;
+#pragma omp parallel
+    {
+      std::vector<float> dP(static_cast<size_t>(block));
+      std::vector<float> dropped(p > 0.0f ? static_cast<size_t>(block) : 0);
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t b = 0; b < d.B; ++b) {
+        for (int64_t h = 0; h < d.H; ++h) {
+          const float* qb = q + b * d.Tq * d.ldq + h * d.D;
+          const float* kb = k + b * d.Tk * d.ldk + h * d.D;
+          const float* vb = v + b * d.Tk * d.ldv + h * d.D;
+          const float* dob = dout + b * d.Tq * d.ldo + h * d.D;
+          const float* P = probs + (b * d.H + h) * block;
+          const int64_t offset = (b * d.H + h) * block;
+          const float* used = P;
+          if (p > 0.0f) {
+            apply_dropout(dropped.data(), P, block, p, key, offset);
+            used = dropped.data();
+          }
+          // dV = P_dropped^T dO
+          sgemm(true, false, d.Tk, d.D, d.Tq, 1.0f, used, d.Tk, dob, d.ldo, 0.0f,
+                dv + b * d.Tk * d.ldv + h * d.D, d.ldv);
+          // dP_dropped = dO V^T, then through dropout
+          sgemm(false, true, d.Tq, d.Tk, d.D, 1.0f, dob, d.ldo, vb, d.ldv, 0.0f, dP.data(), d.Tk);
+          if (p > 0.0f) apply_dropout(dP.data(), dP.data(), block, p, key, offset);
+          // softmax backward: dS = P * (dP - sum(dP * P))
+          for (int64_t i = 0; i < d.Tq; ++i) {
+            const float* pr = P + i * d.Tk;
+            float* g = dP.data() + i * d.Tk;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < d.Tk; ++j) dot += g[j] * pr[j];
+#pragma omp simd
+            for (int64_t j = 0; j < d.Tk; ++j) g[j] = pr[j] * (g[j] - dot);
+          }
+          // dQ = scale * dS K ; dK = scale * dS^T Q
+          sgemm(false, false, d.Tq, d.D, d.Tk, d.scale, dP.data(), d.Tk, kb, d.ldk, 0.0f,
+                dq + b * d.Tq * d.ldq + h * d.D, d.ldq);
+          sgemm(true, false, d.Tk, d.D, d.Tq, d.scale, dP.data(), d.Tk, qb, d.ldq, 0.0f,
+                dk + b * d.Tk * d.ldk + h * d.D, d.ldk);
+        }
+      }
+    }
+  }
+
+  double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                       float smoothing, float grad_scale, float* dlogits,
+                       int64_t* correct) override {
+    double total = 0.0;
+    int64_t right = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total, right) if (N * V > 32768)
+    for (int64_t i = 0; i < N; ++i) {
+      const float* x = logits + i * V;
+      float* g = dlogits ? dlogits + i * V : nullptr;
+      const int32_t t = targets[i];
+      if (t < 0) {
+        if (g) std::fill(g, g + V, 0.0f);
+        continue;
+      }
+      float mx = -std::numeric_limits<float>::infinity();
+      int64_t arg = 0;
+      for (int64_t c = 0; c < V; ++c) {
+        if (x[c] > mx) {
+          mx = x[c];
+          arg = c;
+        }
+      }
+      double sum = 0.0, sum_logits = 0.0;
+      for (int64_t c = 0; c < V; ++c) {
+        sum += std::exp(static_cast<double>(x[c] - mx));
+        sum_logits += x[c];
+      }
+      const double lse = mx + std::log(sum);
+      const double nll = lse - x[t];
+      const double smooth = lse - sum_logits / static_cast<double>(V);
+      total += (1.0 - smoothing) * nll + smoothing * smooth;
+      right += (arg == t) ? 1 : 0;
+      if (g) {
+        const float inv = static_cast<float>(1.0 / sum);
+        const float off = smoothing / static_cast<float>(V);
+        for (int64_t c = 0; c < V; ++c) {
+          const float prob = std::exp(x[c] - mx) * inv;
+          g[c] = grad_scale * (prob - off - (c == t ? 1.0f - smoothing : 0.0f));
+        }
+      }
+    }
+    if (correct) *correct = right;
+    return total;
+  }
+
+  void argmax(const float* x, int64_t N, int64_t V, int32_t* out) override {
+    for (int64_t i = 0; i < N; ++i) {
+      const float* r = x + i * V;
+      out[i] = static_cast<int32_t>(std::max_element(r, r + V) - r);
+    }
+  }
+
+ private:
+  static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
+                static_cast<blasint>(ldc));
+  }
+
+  // Softmax over the first `visible` entries of a row; the rest become 0.
+  static void softmax_row(float* row, int64_t visible, int64_t n) {
+    if (visible <= 0) {
+      std::fill(row, row + n, 0.0f);
+      return;
+    }
+    float mx = row[0];
+    for (int64_t j = 1; j < visible; ++j) mx = std::max(mx, row[j]);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < visible; ++j) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+    std::fill(row + visible, row + n, 0.0f);
+  }
+
+  // y[i] = keep(offset + i) ? x[i] / (1 - p) : 0. Draws one Philox block per
+  // four elements.
+  static void apply_dropout(float* y, const float* x, int64_t n, float p, DropoutKey key,
+                            int64_t offset) {
+    if (p <= 0.0f) {
+      if (y != x) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
+      return;
+    }
+    const float s = 1.0f / (1.0f - p);
+    const Philox rng(key.seed, key.stream);
+#pragma omp parallel for schedule(static) if (n > 65536 && !omp_in_parallel())
+    for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+      const int64_t i1 = std::min(n, i0 + 1024);
+      int64_t i = i0;
+      while (i < i1) {
+        const uint64_t g = static_cast<uint64_t>(offset + i);
+        const PhiloxOut blk = rng.block(g >> 2);
+        for (uint64_t w = g & 3; w < 4 && i < i1; ++w, ++i)
+          y[i] = uniform01(blk.v[w]) >= p ? x[i] * s : 0.0f;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace pst

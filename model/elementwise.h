@@ -1,0 +1,61 @@
+// Element-wise math shared by the CPU backend and CUDA kernels (PST_HD), so
+// that the CPU tests exercise the same formulas the GPU runs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/hd.h"
+#include "core/philox.h"
+
+namespace pst {
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+
+// ReLU and its derivative.
+PST_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+PST_HD float relu_grad(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+
+// GELU with the exact Gaussian CDF: x * Phi(x).
+PST_HD float gelu(float x) { return 0.5f * x * (1.0f + erff(x * kInvSqrt2)); }
+PST_HD float gelu_grad(float x) {
+  const float cdf = 0.5f * (1.0f + erff(x * kInvSqrt2));
+  const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
+  return cdf + x * pdf;
+}
+
+// GELU with the tanh approximation (PyTorch approximate='tanh').
+PST_HD float gelu_tanh(float x) {
+  const float inner = kSqrt2OverPi * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.0f + tanhf(inner));
+}
+PST_HD float gelu_tanh_grad(float x) {
+  const float inner = kSqrt2OverPi * (x + 0.044715f * x * x * x);
+  const float t = tanhf(inner);
+  const float dinner = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
+}
+
+// Identifies one dropout mask: (seed, step, worker, site). Element i is kept
+// when the i-th uniform of the stream is >= p; kept values are scaled by
+// 1/(1-p) (inverted dropout, as torch.nn.Dropout).
+struct DropoutKey {
+  uint64_t seed = 0;
+  uint64_t stream = 0;
+
+  static DropoutKey make(uint64_t seed, uint64_t step, uint64_t worker, uint64_t site) {
+    return DropoutKey{seed, mix_stream(mix_stream(step, worker), site)};
+  }
+};
+
+PST_HD bool dropout_keep(uint64_t key, uint64_t stream, uint64_t i, float p) {
+  const uint64_t blk = i >> 2;
+  const PhiloxOut out = philox4x32_10(static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                                      static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
+                                      static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  return uniform01(out.v[i & 3]) >= p;
+}
+
+}  // namespace pst

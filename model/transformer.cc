@@ -1,0 +1,571 @@
+#include "model/transformer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/status.h"
+
+namespace pst {
+
+std::vector<float> sinusoidal_positions(int64_t max_len, int64_t C) {
+  std::vector<float> pe(static_cast<size_t>(max_len * C));
+  for (int64_t p = 0; p < max_len; ++p) {
+    for (int64_t i = 0; i < C; i += 2) {
+      const double freq = std::exp(static_cast<double>(i) * -(std::log(10000.0) / static_cast<double>(C)));
+      pe[static_cast<size_t>(p * C + i)] = static_cast<float>(std::sin(static_cast<double>(p) * freq));
+      if (i + 1 < C) pe[static_cast<size_t>(p * C + i + 1)] = static_cast<float>(std::cos(static_cast<double>(p) * freq));
+    }
+  }
+  return pe;
+}
+
+namespace {
+
+// Bump allocator over one device buffer. In counting mode (no buffer) it only
+// measures, so the same assignment code sizes the arena and then fills it.
+class Arena {
+ public:
+  explicit Arena(Backend* be) : be_(be) {}
+  ~Arena() {
+    if (base_) be_->deallocate(base_);
+  }
+  void begin(bool counting) {
+    counting_ = counting;
+    used_ = 0;
+  }
+  template <typename T>
+  T* take(int64_t n) {
+    const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
+    T* p = counting_ ? nullptr : reinterpret_cast<T*>(base_ + used_);
+    used_ += bytes;
+    PST_CHECK(counting_ || used_ <= capacity_);
+    return p;
+  }
+  size_t used() const { return used_; }
+  void reserve(size_t bytes) {
+    if (bytes <= capacity_) return;
+    if (base_) be_->deallocate(base_);
+    base_ = static_cast<char*>(be_->allocate(bytes));
+    capacity_ = bytes;
+  }
+
+ private:
+  Backend* be_;
+  char* base_ = nullptr;
+  size_t capacity_ = 0;
+  size_t used_ = 0;
+  bool counting_ = true;
+};
+
+// One residual block: self-attention, cross-attention or feed-forward, with
+// its LayerNorm placed before (pre-LN) or after the residual sum (post-LN,
+// DeepNorm).
+struct Sublayer {
+  enum Kind { kSelfAttn, kCrossAttn, kFfn } kind = kFfn;
+  bool causal = false;
+  float alpha = 1.0f;  // residual scale: x * alpha + f(x) (DeepNorm), 1 otherwise
+  int64_t in_w = -1, in_b = -1, out_w = -1, out_b = -1;  // attn in/out proj; ffn linear1/linear2
+  int64_t norm_w = -1, norm_b = -1;
+  uint64_t site_resid = 0, site_inner = 0;  // dropout sites
+
+  // Activations of the last forward.
+  const float* x = nullptr;  // (rows, C) input
+  float* mean = nullptr;     // (rows)
+  float* rstd = nullptr;     // (rows)
+  float* ln = nullptr;       // (rows, C) pre: LN(x), the input of f; post: LN(sum), the output
+  float* sum = nullptr;      // (rows, C) post: alpha*x + drop(f(x))
+  float* out = nullptr;      // (rows, C) the block's output
+  float* a = nullptr;        // attn: qkv (rows, 3C) or q (rows, C); ffn: h1 (rows, F)
+  float* kv = nullptr;       // cross: (B*S, 2C)
+  float* probs = nullptr;    // attn: (B, H, Tq, Tk)
+  float* ctx = nullptr;      // attn: (rows, C) heads' output; ffn: act(h1) after dropout (rows, F)
+};
+
+struct Stack {
+  std::vector<Sublayer> subs;
+  int64_t final_w = -1, final_b = -1;  // pre-LN final norm
+  float* final_mean = nullptr;
+  float* final_rstd = nullptr;
+  float* final_out = nullptr;
+  const float* top = nullptr;          // output of the stack (after the final norm if any)
+  // embedding
+  int64_t embed = -1, pos = -1;  // pos: learned table, -1 for sinusoidal
+  uint64_t site_embed = 0;
+  float* x0 = nullptr;           // (rows, C) embeddings after dropout
+  int32_t* ids = nullptr;
+  int32_t* key_len = nullptr;
+  int64_t L = 0;                 // sequence length of this batch
+};
+
+}  // namespace
+
+struct Transformer::Impl {
+  Transformer* m;
+  const ModelConfig& cfg;
+  Backend* be;
+  Arena arena;
+  bool enc_dec;
+  int64_t C, H, F;
+  float eps;
+  bool pre;
+  Stack enc, dec;
+  int64_t out_w = -1, out_b = -1;
+  float* sinusoid = nullptr;  // (max_len, C) device, sinusoidal positions
+  float emb_scale = 1.0f;
+
+  // Per-forward state.
+  int64_t B = 0, S = 0, T = 0;
+  ForwardOptions opt;
+  float* logits = nullptr;   // (B*T, V)
+  float* dlogits = nullptr;  // (B*T, V)
+  int32_t* targets = nullptr;
+  bool have_grad = false;
+  // Scratch for the backward pass and for f's output in forward.
+  float *u = nullptr, *dA = nullptr, *dB = nullptr, *du = nullptr, *dln = nullptr, *dctx = nullptr,
+        *dqkv = nullptr, *dh = nullptr, *dmem = nullptr, *dkv = nullptr;
+
+  Impl(Transformer* model, const ModelConfig& c, Backend* backend)
+      : m(model), cfg(c), be(backend), arena(backend) {
+    enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
+    C = cfg.d_model;
+    H = cfg.heads;
+    F = cfg.ffn_dim;
+    eps = static_cast<float>(cfg.layernorm_eps);
+    pre = cfg.norm == NormPlacement::kPre;
+    emb_scale = cfg.scale_embeddings ? std::sqrt(static_cast<float>(C)) : 1.0f;
+    const DeepNormConstants dn = deepnorm_constants(cfg);
+    const ParamTable& t = m->table_;
+    auto off = [&](const std::string& n) { return t.index_of(n) >= 0 ? t.offset_of(n) : int64_t{-1}; };
+    uint64_t site = 1;
+    auto make = [&](Sublayer::Kind kind, const std::string& p, const std::string& norm, bool causal,
+                    double alpha) {
+      Sublayer s;
+      s.kind = kind;
+      s.causal = causal;
+      s.alpha = static_cast<float>(alpha);
+      if (kind == Sublayer::kFfn) {
+        s.in_w = off(p + ".linear1.weight");
+        s.in_b = off(p + ".linear1.bias");
+        s.out_w = off(p + ".linear2.weight");
+        s.out_b = off(p + ".linear2.bias");
+      } else {
+        s.in_w = off(p + ".in_proj_weight");
+        s.in_b = off(p + ".in_proj_bias");
+        s.out_w = off(p + ".out_proj.weight");
+        s.out_b = off(p + ".out_proj.bias");
+      }
+      s.norm_w = off(norm + ".weight");
+      s.norm_b = off(norm + ".bias");
+      s.site_resid = site++;
+      s.site_inner = site++;
+      return s;
+    };
+    if (enc_dec) {
+      enc.embed = off("src_embed.weight");
+      enc.pos = off("src_pos.weight");
+      enc.site_embed = site++;
+      for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
+        const std::string p = fmt::format("encoder.layers.{}", l);
+        enc.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", false, dn.encoder_alpha));
+        enc.subs.push_back(make(Sublayer::kFfn, p, p + ".norm2", false, dn.encoder_alpha));
+      }
+      enc.final_w = off("encoder.norm.weight");
+      enc.final_b = off("encoder.norm.bias");
+      dec.embed = off("tgt_embed.weight");
+      dec.pos = off("tgt_pos.weight");
+      dec.site_embed = site++;
+      for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
+        const std::string p = fmt::format("decoder.layers.{}", l);
+        dec.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", true, dn.decoder_alpha));
+        dec.subs.push_back(make(Sublayer::kCrossAttn, p + ".multihead_attn", p + ".norm2", false, dn.decoder_alpha));
+        dec.subs.push_back(make(Sublayer::kFfn, p, p + ".norm3", false, dn.decoder_alpha));
+      }
+      dec.final_w = off("decoder.norm.weight");
+      dec.final_b = off("decoder.norm.bias");
+      out_w = cfg.tie_embeddings ? off("tgt_embed.weight") : off("output.weight");
+    } else {
+      dec.embed = off("embed.weight");
+      dec.pos = off("pos.weight");
+      dec.site_embed = site++;
+      for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
+        const std::string p = fmt::format("layers.{}", l);
+        dec.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", true, dn.decoder_alpha));
+        dec.subs.push_back(make(Sublayer::kFfn, p, p + ".norm2", false, dn.decoder_alpha));
+      }
+      dec.final_w = off("norm.weight");
+      dec.final_b = off("norm.bias");
+      out_w = cfg.tie_embeddings ? off("embed.weight") : off("output.weight");
+    }
+    out_b = off("output.bias");
+    if (cfg.positions == Positions::kSinusoidal) {
+      const std::vector<float> pe = sinusoidal_positions(cfg.max_len, C);
+      sinusoid = static_cast<float*>(be->allocate(pe.size() * sizeof(float)));
+      be->upload(sinusoid, pe.data(), pe.size() * sizeof(float));
+    }
+  }
+
+  ~Impl() {
+    if (sinusoid) be->deallocate(sinusoid);
+  }
+
+  const float* W(int64_t off) const { return off < 0 ? nullptr : m->weights_ + off; }
+  float* G(int64_t off) const { return off < 0 ? nullptr : m->grads_ + off; }
+
+  // ---- buffer assignment -------------------------------------------------
+
+  void assign_stack(Stack& st, int64_t L, int64_t mem_len) {
+    const int64_t rows = B * L;
+    st.L = L;
+    st.ids = arena.take<int32_t>(rows);
+    st.key_len = arena.take<int32_t>(B);
+    st.x0 = arena.take<float>(rows * C);
+    for (Sublayer& s : st.subs) {
+      s.mean = arena.take<float>(rows);
+      s.rstd = arena.take<float>(rows);
+      s.ln = arena.take<float>(rows * C);
+      s.sum = pre ? nullptr : arena.take<float>(rows * C);
+      s.out = pre ? arena.take<float>(rows * C) : s.ln;
+      switch (s.kind) {
+        case Sublayer::kSelfAttn:
+          s.a = arena.take<float>(rows * 3 * C);
+          s.probs = arena.take<float>(B * H * L * L);
+          s.ctx = arena.take<float>(rows * C);
+          break;
+        case Sublayer::kCrossAttn:
+          s.a = arena.take<float>(rows * C);
+          s.kv = arena.take<float>(B * mem_len * 2 * C);
+          s.probs = arena.take<float>(B * H * L * mem_len);
+          s.ctx = arena.take<float>(rows * C);
+          break;
+        case Sublayer::kFfn:
+          s.a = arena.take<float>(rows * F);
+          s.ctx = arena.take<float>(rows * F);
+          break;
+      }
+    }
+    if (st.final_w >= 0) {
+      st.final_mean = arena.take<float>(rows);
+      st.final_rstd = arena.take<float>(rows);
+      st.final_out = arena.take<float>(rows * C);
+    }
+  }
+
+  void assign_buffers() {
+    if (enc_dec) assign_stack(enc, S, 0);
+    assign_stack(dec, T, S);
+    const int64_t rows = B * std::max(S, T);
+    const int64_t V = m->tgt_vocab_;
+    logits = arena.take<float>(B * T * V);
+    dlogits = arena.take<float>(B * T * V);
+    targets = arena.take<int32_t>(B * T);
+    u = arena.take<float>(rows * C);
+    dA = arena.take<float>(rows * C);
+    dB = arena.take<float>(rows * C);
+    du = arena.take<float>(rows * C);
+    dln = arena.take<float>(rows * C);
+    dctx = arena.take<float>(rows * C);
+    dqkv = arena.take<float>(rows * 3 * C);
+    dh = arena.take<float>(rows * F);
+    dmem = enc_dec ? arena.take<float>(B * S * C) : nullptr;
+    dkv = enc_dec ? arena.take<float>(B * S * 2 * C) : nullptr;
+  }
+
+  void plan(int64_t b, int64_t s, int64_t t) {
+    B = b;
+    S = s;
+    T = t;
+    arena.begin(true);
+    assign_buffers();
+    arena.reserve(arena.used());
+    arena.begin(false);
+    assign_buffers();
+  }
+
+  // ---- building blocks ---------------------------------------------------
+
+  // y(rows, out) = x(rows, in) W(out, in)^T + b
+  void linear_forward(float* y, const float* x, int64_t rows, int64_t in, int64_t out,
+                      const float* w, int64_t ldw, const float* b) {
+    be->gemm(false, true, rows, out, in, 1.0f, x, in, w, ldw, 0.0f, y, out);
+    if (b) be->add_bias(y, b, rows, out);
+  }
+
+  // dW += dy^T x ; db += colsum(dy) ; dx (=|+=) dy W
+  void linear_backward(float* dx, bool accumulate_dx, float* dw, float* db, const float* dy,
+                       const float* x, int64_t rows, int64_t in, int64_t out, const float* w,
+                       int64_t ldw) {
+    be->gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, ldw);
+    if (db) be->bias_grad(db, dy, rows, out);
+    if (dx) be->gemm(false, false, rows, in, out, 1.0f, dy, out, w, ldw, accumulate_dx ? 1.0f : 0.0f, dx, in);
+  }
+
+  DropoutKey key(uint64_t site) const {
+    return DropoutKey::make(opt.seed, opt.step, opt.worker, site);
+  }
+  float p_resid() const { return opt.train ? static_cast<float>(cfg.dropout) : 0.0f; }
+  float p_attn() const { return opt.train ? static_cast<float>(cfg.attention_dropout) : 0.0f; }
+  float p_embed() const { return opt.train ? static_cast<float>(cfg.embedding_dropout) : 0.0f; }
+
+  AttentionDims dims(const Sublayer& s, int64_t Tq, int64_t Tk) const {
+    AttentionDims d;
+    d.B = B;
+    d.H = H;
+    d.Tq = Tq;
+    d.Tk = Tk;
+    d.D = C / H;
+    d.causal = s.causal;
+    d.scale = 1.0f / std::sqrt(static_cast<float>(d.D));
+    if (s.kind == Sublayer::kSelfAttn) {
+      d.ldq = d.ldk = d.ldv = 3 * C;
+    } else {
+      d.ldq = C;
+      d.ldk = d.ldv = 2 * C;
+    }
+    d.ldo = C;
+    return d;
+  }
+
+  // ---- forward -------------------------------------------------------------
+
+  // u(rows, C) = f(in) for the sublayer's function f.
+  void f_forward(Sublayer& s, const float* in, const Stack& st, const float* mem, int64_t mem_len,
+                 const int32_t* mem_key_len) {
+    const int64_t rows = B * st.L;
+    switch (s.kind) {
+      case Sublayer::kSelfAttn: {
+        linear_forward(s.a, in, rows, C, 3 * C, W(s.in_w), C, W(s.in_b));
+        const AttentionDims d = dims(s, st.L, st.L);
+        be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(),
+                              key(s.site_inner));
+        linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
+        break;
+      }
+      case Sublayer::kCrossAttn: {
+        linear_forward(s.a, in, rows, C, C, W(s.in_w), C, W(s.in_b));
+        linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C,
+                       s.in_b >= 0 ? W(s.in_b) + C : nullptr);
+        const AttentionDims d = dims(s, st.L, mem_len);
+        be->attention_forward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, s.ctx, p_attn(),
+                              key(s.site_inner));
+        linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
+        break;
+      }
+      case Sublayer::kFfn: {
+        linear_forward(s.a, in, rows, C, F, W(s.in_w), C, W(s.in_b));
+        be->activation_forward(cfg.activation, s.ctx, s.a, rows * F);
+        be->dropout_forward(s.ctx, s.ctx, rows * F, p_resid(), key(s.site_inner));
+        linear_forward(u, s.ctx, rows, F, C, W(s.out_w), F, W(s.out_b));
+        break;
+      }
+    }
+  }
+
+  void sublayer_forward(Sublayer& s, const float* x, const Stack& st, const float* mem,
+                        int64_t mem_len, const int32_t* mem_key_len) {
+    const int64_t rows = B * st.L;
+    s.x = x;
+    if (pre) {
+      be->layernorm_forward(s.ln, s.mean, s.rstd, x, W(s.norm_w), W(s.norm_b), rows, C, eps);
+      f_forward(s, s.ln, st, mem, mem_len, mem_key_len);
+      be->dropout_forward(u, u, rows * C, p_resid(), key(s.site_resid));
+      be->copy(s.out, x, rows * C);
+      be->add(s.out, u, rows * C);
+    } else {
+      f_forward(s, x, st, mem, mem_len, mem_key_len);
+      be->dropout_forward(s.sum, u, rows * C, p_resid(), key(s.site_resid));
+      be->axpy(s.sum, s.alpha, x, rows * C);
+      be->layernorm_forward(s.ln, s.mean, s.rstd, s.sum, W(s.norm_w), W(s.norm_b), rows, C, eps);
+    }
+  }
+
+  void embed_forward(Stack& st, const std::vector<int32_t>& ids, const std::vector<int32_t>& lens) {
+    const int64_t rows = B * st.L;
+    be->upload(st.ids, ids.data(), ids.size() * sizeof(int32_t));
+    be->upload(st.key_len, lens.data(), lens.size() * sizeof(int32_t));
+    be->embedding_forward(st.x0, st.ids, W(st.embed), rows, C, emb_scale);
+    be->add_positions(st.x0, st.pos >= 0 ? W(st.pos) : sinusoid, B, st.L, C);
+    be->dropout_forward(st.x0, st.x0, rows * C, p_embed(), key(st.site_embed));
+  }
+
+  void stack_forward(Stack& st, const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
+    const float* x = st.x0;
+    for (Sublayer& s : st.subs) {
+      sublayer_forward(s, x, st, mem, mem_len, mem_key_len);
+      x = s.out;
+    }
+    if (st.final_w >= 0) {
+      be->layernorm_forward(st.final_out, st.final_mean, st.final_rstd, x, W(st.final_w),
+                            W(st.final_b), B * st.L, C, eps);
+      x = st.final_out;
+    }
+    st.top = x;
+  }
+
+  LossStats forward(const Batch& batch, const ForwardOptions& o) {
+    PST_CHECK_MSG(batch.T >= 1 && batch.T <= cfg.max_len, "decoder length {} outside [1, max_len={}]",
+                  batch.T, cfg.max_len);
+    PST_CHECK_MSG(!enc_dec || (batch.S >= 1 && batch.S <= cfg.max_len),
+                  "source length {} outside [1, max_len={}]", batch.S, cfg.max_len);
+    opt = o;
+    if (batch.B != B || batch.S != S || batch.T != T) plan(batch.B, enc_dec ? batch.S : 0, batch.T);
+    if (enc_dec) {
+      embed_forward(enc, batch.src, batch.src_len);
+      stack_forward(enc, nullptr, 0, nullptr);
+    }
+    embed_forward(dec, batch.tgt_in, batch.tgt_len);
+    stack_forward(dec, enc_dec ? enc.top : nullptr, S, enc_dec ? enc.key_len : nullptr);
+    const int64_t N = B * T, V = m->tgt_vocab_;
+    linear_forward(logits, dec.top, N, C, V, W(out_w), C, W(out_b));
+    be->upload(targets, batch.tgt_out.data(), batch.tgt_out.size() * sizeof(int32_t));
+    LossStats st;
+    st.tokens = batch.tokens();
+    st.loss_sum = be->cross_entropy(logits, targets, N, V, opt.label_smoothing, opt.grad_scale,
+                                    opt.train ? dlogits : nullptr, &st.correct);
+    have_grad = opt.train;
+    return st;
+  }
+
+  // ---- backward ------------------------------------------------------------
+
+  // Given du = d(loss)/d(f's output), accumulates f's parameter gradients and
+  // writes d(loss)/d(f's input) into din.
+  void f_backward(Sublayer& s, const float* in, const float* du_, float* din, const Stack& st,
+                  const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
+    const int64_t rows = B * st.L;
+    switch (s.kind) {
+      case Sublayer::kSelfAttn: {
+        linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
+        const AttentionDims d = dims(s, st.L, st.L);
+        be->attention_backward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, dctx, dqkv,
+                               dqkv + C, dqkv + 2 * C, p_attn(), key(s.site_inner));
+        linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, 3 * C, W(s.in_w), C);
+        break;
+      }
+      case Sublayer::kCrossAttn: {
+        linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
+        const AttentionDims d = dims(s, st.L, mem_len);
+        // dq goes to dqkv (rows, C); dk, dv to dkv (B*S, 2C).
+        be->attention_backward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, dctx, dqkv, dkv,
+                               dkv + C, p_attn(), key(s.site_inner));
+        linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, C, W(s.in_w), C);
+        linear_backward(dmem, true, G(s.in_w) + C * C, s.in_b >= 0 ? G(s.in_b) + C : nullptr, dkv,
+                        mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C);
+        break;
+      }
+      case Sublayer::kFfn: {
+        linear_backward(dh, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, F, C, W(s.out_w), F);
+        be->dropout_backward(dh, dh, rows * F, p_resid(), key(s.site_inner));
+        be->activation_backward(cfg.activation, dh, dh, s.a, rows * F);
+        linear_backward(din, false, G(s.in_w), G(s.in_b), dh, in, rows, C, F, W(s.in_w), C);
+        break;
+      }
+    }
+  }
+
+  // dout: d(loss)/d(block output). Writes d(loss)/d(block input) into dx.
+  void sublayer_backward(Sublayer& s, const float* dout, float* dx, const Stack& st,
+                         const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
+    const int64_t rows = B * st.L;
+    if (pre) {
+      be->dropout_backward(du, dout, rows * C, p_resid(), key(s.site_resid));
+      f_backward(s, s.ln, du, dln, st, mem, mem_len, mem_key_len);
+      be->layernorm_backward(dx, G(s.norm_w), G(s.norm_b), dln, s.x, W(s.norm_w), s.mean, s.rstd,
+                             rows, C);
+      be->add(dx, dout, rows * C);
+    } else {
+      be->layernorm_backward(dln, G(s.norm_w), G(s.norm_b), dout, s.sum, W(s.norm_w), s.mean,
+                             s.rstd, rows, C);
+      be->dropout_backward(du, dln, rows * C, p_resid(), key(s.site_resid));
+      f_backward(s, s.x, du, dx, st, mem, mem_len, mem_key_len);
+      be->axpy(dx, s.alpha, dln, rows * C);
+    }
+  }
+
+  // dtop: d(loss)/d(stack output), overwritten. Returns the buffer holding
+  // d(loss)/d(x0) after the embedding gradients are accumulated.
+  void stack_backward(Stack& st, float* dtop, const float* mem, int64_t mem_len,
+                      const int32_t* mem_key_len) {
+    const int64_t rows = B * st.L;
+    float* cur = dtop;
+    float* next = cur == dA ? dB : dA;
+    if (st.final_w >= 0) {
+      const float* in = st.subs.empty() ? st.x0 : st.subs.back().out;
+      be->layernorm_backward(next, G(st.final_w), G(st.final_b), cur, in, W(st.final_w),
+                             st.final_mean, st.final_rstd, rows, C);
+      std::swap(cur, next);
+    }
+    for (size_t i = st.subs.size(); i-- > 0;) {
+      sublayer_backward(st.subs[i], cur, next, st, mem, mem_len, mem_key_len);
+      std::swap(cur, next);
+    }
+    be->dropout_backward(cur, cur, rows * C, p_embed(), key(st.site_embed));
+    be->embedding_backward(G(st.embed), st.ids, cur, rows, C, emb_scale);
+    if (st.pos >= 0) be->positions_backward(G(st.pos), cur, B, st.L, C);
+  }
+
+  void backward() {
+    PST_CHECK_MSG(have_grad, "backward() needs a preceding forward() with train = true");
+    have_grad = false;
+    const int64_t N = B * T, V = m->tgt_vocab_;
+    // Output projection: logits = top W_out^T + b.
+    linear_backward(dA, false, G(out_w), G(out_b), dlogits, dec.top, N, C, V, W(out_w), C);
+    if (enc_dec) be->fill(dmem, B * S * C, 0.0f);
+    stack_backward(dec, dA, enc_dec ? enc.top : nullptr, S, enc_dec ? enc.key_len : nullptr);
+    if (enc_dec) {
+      be->copy(dA, dmem, B * S * C);
+      stack_backward(enc, dA, nullptr, 0, nullptr);
+    }
+  }
+};
+
+Transformer::Transformer(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab,
+                         Backend* backend)
+    : cfg_(cfg), src_vocab_(src_vocab), tgt_vocab_(tgt_vocab), be_(backend) {
+  table_ = build_param_table(cfg, src_vocab, tgt_vocab);
+  const size_t bytes = static_cast<size_t>(table_.total_numel()) * sizeof(float);
+  weights_ = static_cast<float*>(be_->allocate(bytes));
+  grads_ = static_cast<float*>(be_->allocate(bytes));
+  impl_ = std::make_unique<Impl>(this, cfg_, be_);
+}
+
+Transformer::~Transformer() {
+  impl_.reset();
+  be_->deallocate(weights_);
+  be_->deallocate(grads_);
+}
+
+void Transformer::zero_grads() { be_->fill(grads_, table_.total_numel(), 0.0f); }
+
+void Transformer::set_weights(const float* host) {
+  be_->upload(weights_, host, static_cast<size_t>(table_.total_numel()) * sizeof(float));
+}
+
+void Transformer::get_weights(float* host) const {
+  be_->download(host, weights_, static_cast<size_t>(table_.total_numel()) * sizeof(float));
+}
+
+void Transformer::get_grads(float* host) const {
+  be_->download(host, grads_, static_cast<size_t>(table_.total_numel()) * sizeof(float));
+}
+
+void Transformer::init_weights(uint64_t seed) {
+  std::vector<float> host(static_cast<size_t>(table_.total_numel()));
+  init_params(table_, seed, host.data());
+  set_weights(host.data());
+}
+
+LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) {
+  return impl_->forward(batch, opt);
+}
+
+void Transformer::backward() { impl_->backward(); }
+
+std::vector<float> Transformer::logits() const {
+  std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));
+  be_->download(out.data(), impl_->logits, out.size() * sizeof(float));
+  return out;
+}
+
+}  // namespace pst

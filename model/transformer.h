@@ -1,0 +1,91 @@
+// Encoder-decoder (Vaswani et al.) and decoder-only (GPT-style) Transformers
+// with forward and backward written by hand, layer by layer (no tape).
+//
+// Dimension letters: B batch, S source length, T decoder length, C d_model,
+// H heads, D = C/H, F ffn_dim, V vocabulary.
+//
+// Memory: weights and gradients are two flat device buffers laid out as the
+// parameter table. Activations live in one arena sized for the largest batch
+// seen so far; each forward overwrites them. Parameter gradients accumulate
+// (+=) until zero_grads(); activation gradients are overwritten.
+//
+// Thread safety: one thread drives a Transformer; kernels parallelise inside.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/batch.h"
+#include "core/config.h"
+#include "model/backend.h"
+#include "model/param_table.h"
+
+namespace pst {
+
+struct ForwardOptions {
+  bool train = false;           // dropout on, gradient of the loss prepared for backward()
+  float grad_scale = 1.0f;      // d(objective)/d(summed token loss), usually 1/tokens
+  float label_smoothing = 0.0f;
+  uint64_t seed = 0;            // dropout stream: (seed, step, worker, site)
+  uint64_t step = 0;
+  uint64_t worker = 0;
+};
+
+struct LossStats {
+  double loss_sum = 0.0;  // summed over counted target tokens
+  int64_t tokens = 0;     // counted target tokens
+  int64_t correct = 0;    // targets equal to the argmax of their logits
+};
+
+class Transformer {
+ public:
+  // src_vocab is ignored for decoder_only models. The backend must outlive the model.
+  Transformer(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab, Backend* backend);
+  ~Transformer();
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const ParamTable& table() const { return table_; }
+  Backend* backend() const { return be_; }
+  int64_t num_params() const { return table_.total_numel(); }
+  int64_t src_vocab() const { return src_vocab_; }
+  int64_t tgt_vocab() const { return tgt_vocab_; }
+
+  // Device buffers of num_params() floats.
+  float* weights() { return weights_; }
+  float* grads() { return grads_; }
+  void zero_grads();
+  void set_weights(const float* host);
+  void get_weights(float* host) const;
+  void get_grads(float* host) const;
+  // Fills the weights with the initial values of (seed, name).
+  void init_weights(uint64_t seed);
+
+  // Runs the model and the loss on a batch. With opt.train, saves what
+  // backward() needs and prepares d(loss)/d(logits) scaled by grad_scale.
+  LossStats forward(const Batch& batch, const ForwardOptions& opt);
+  // Accumulates parameter gradients of the last train forward().
+  void backward();
+
+  // Logits (B*T, V) of the last forward, on the host.
+  std::vector<float> logits() const;
+
+  struct Impl;
+
+ private:
+  ModelConfig cfg_;
+  int64_t src_vocab_, tgt_vocab_;
+  Backend* be_;
+  ParamTable table_;
+  float* weights_ = nullptr;
+  float* grads_ = nullptr;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The sinusoidal position table (max_len, C) of Vaswani et al.:
+// pe[p, 2i] = sin(p / 10000^(2i/C)), pe[p, 2i+1] = cos(p / 10000^(2i/C)).
+std::vector<float> sinusoidal_positions(int64_t max_len, int64_t C);
+
+}  // namespace pst

@@ -1,0 +1,27 @@
+// Global-norm gradient clipping as torch.nn.utils.clip_grad_norm_:
+// norm = ||g||_2 over all parameters, coef = min(1, max_norm / (norm + 1e-6)),
+// g *= coef. pst sums squares in fp64, per shard, so that servers can add
+// their partial sums (DESIGN.md §3 step 4).
+#pragma once
+
+#include <cstdint>
+
+namespace pst {
+
+struct GradStats {
+  double sum_squares = 0.0;
+  bool nonfinite = false;  // some element is inf or NaN
+
+  GradStats& operator+=(const GradStats& o) {
+    sum_squares += o.sum_squares;
+    nonfinite = nonfinite || o.nonfinite;
+    return *this;
+  }
+};
+
+GradStats grad_stats(const float* g, int64_t n);
+
+// Clip coefficient for a global norm; 1 when max_norm is 0 (clipping off).
+double clip_coefficient(double norm, double max_norm);
+
+}  // namespace pst

@@ -1,0 +1,32 @@
+#include "ps/local_client.h"
+
+namespace pst {
+
+Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_sum,
+                                  const float* grads) {
+  if (version != server_->version())
+    return failed_precondition("push: gradient for version {} but the server is at version {}",
+                               version, server_->version());
+  server_->add_push(grads, tokens, loss_sum);
+  const GradStats stats = server_->reduce();
+  const StepReport r = server_->apply(stats);
+  last_.version = r.version;
+  last_.applied_steps = r.applied_steps;
+  last_.applied = r.applied;
+  last_.grad_norm = r.grad_norm;
+  last_.clip_coef = r.clip_coef;
+  last_.lr = r.lr;
+  return Status();
+}
+
+Result<PullInfo> LocalParameterClient::pull(int64_t min_version, float* weights) {
+  if (server_->version() < min_version)
+    return failed_precondition("pull: version {} requested but the server is at {} (no push pending)",
+                               min_version, server_->version());
+  server_->copy_weights(weights);
+  PullInfo info = last_;
+  info.version = server_->version();
+  return info;
+}
+
+}  // namespace pst

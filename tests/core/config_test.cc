@@ -1,0 +1,122 @@
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+TEST(ConfigTest, DefaultsAreValid) { EXPECT_TRUE(validate(JobConfig{}).ok()); }
+
+TEST(ConfigTest, ParsesEverySection) {
+  auto c = parse_config(R"(
+[model]
+kind = "decoder_only"
+d_model = 64
+heads = 8
+norm = "pre"
+activation = "gelu_tanh"
+dropout = 0
+[data]
+task = "lm"
+seq_len = 32
+[optim]
+lr = 3e-4
+clip_norm = 0
+[schedule]
+kind = "inverse_sqrt"
+warmup_steps = 100
+[train]
+steps = 7
+device = "cpu"
+)", "t.toml", {});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->model.kind, ModelKind::kDecoderOnly);
+  EXPECT_EQ(c->model.d_model, 64);
+  EXPECT_EQ(c->model.norm, NormPlacement::kPre);
+  EXPECT_EQ(c->model.activation, Activation::kGeluTanh);
+  EXPECT_EQ(c->model.dropout, 0.0);  // an integer is accepted for a float
+  EXPECT_EQ(c->data.seq_len, 32);
+  EXPECT_DOUBLE_EQ(c->optim.lr, 3e-4);
+  EXPECT_EQ(c->schedule.kind, ScheduleKind::kInverseSqrt);
+  EXPECT_EQ(c->train.steps, 7);
+  EXPECT_EQ(c->train.device, DeviceKind::kCpu);
+}
+
+void expect_error(const std::string& toml, const std::vector<std::string>& sets,
+                  const std::vector<std::string>& fragments) {
+  auto c = parse_config(toml, "job.toml", sets);
+  ASSERT_FALSE(c.ok()) << "accepted: " << toml;
+  for (const auto& f : fragments)
+    EXPECT_NE(c.status().message().find(f), std::string::npos)
+        << "message '" << c.status().message() << "' lacks '" << f << "'";
+}
+
+TEST(ConfigTest, UnknownKeyNamesKeyLineAndAllowedKeys) {
+  expect_error("[model]\nd_model = 8\nheadz = 2\n", {},
+               {"job.toml:3", "unknown key 'headz'", "[model]", "heads"});
+}
+
+TEST(ConfigTest, UnknownSection) { expect_error("[modle]\nx = 1\n", {}, {"unknown section [modle]", "model"}); }
+
+TEST(ConfigTest, WrongType) {
+  expect_error("[model]\nd_model = \"big\"\n", {}, {"model.d_model", "expected an integer", "a string"});
+  expect_error("[model]\ntie_embeddings = 1\n", {}, {"model.tie_embeddings", "true or false"});
+}
+
+TEST(ConfigTest, BadEnumListsChoices) {
+  expect_error("[model]\nnorm = \"middle\"\n", {}, {"model.norm", "'middle'", "pre, post, deepnorm"});
+}
+
+TEST(ConfigTest, DModelNotDivisibleByHeads) {
+  expect_error("[model]\nd_model = 100\nheads = 3\n", {}, {"d_model = 100", "heads = 3", "divisible"});
+}
+
+TEST(ConfigTest, RangesAreChecked) {
+  expect_error("[model]\ndropout = 1.5\n", {}, {"model.dropout", "[0, 1)"});
+  expect_error("[optim]\nlr = -1\n", {}, {"optim.lr"});
+  expect_error("[data]\ntask = \"lm\"\n", {}, {"data.task", "decoder_only"});
+  expect_error("[model]\ninit = \"deepnet\"\n", {}, {"deepnet", "deepnorm"});
+  expect_error("[schedule]\nkind = \"inverse_sqrt\"\n", {}, {"inverse_sqrt", "warmup_steps"});
+}
+
+TEST(ConfigTest, SyntaxErrorHasLine) { expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"}); }
+
+TEST(ConfigTest, OverridesApplyAndAreChecked) {
+  auto c = parse_config("[model]\nd_model = 64\n", "t", {"model.d_model=128", "optim.lr=0.5", "train.output=\"x y\""});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->model.d_model, 128);
+  EXPECT_DOUBLE_EQ(c->optim.lr, 0.5);
+  EXPECT_EQ(c->train.output, "x y");
+  expect_error("", {"model.d_model=abc"}, {"model.d_model", "'abc'"});
+  expect_error("", {"model.nope=1"}, {"unknown key 'nope'"});
+  expect_error("", {"d_model=1"}, {"section.key=value"});
+  expect_error("", {"model.heads=3"}, {"divisible"});  // validation runs after overrides
+}
+
+TEST(ConfigTest, ResolvedTomlRoundTrips) {
+  JobConfig a;
+  a.model.kind = ModelKind::kDecoderOnly;
+  a.data.task = Task::kLM;
+  a.model.max_len = 256;
+  a.model.dropout = 0.123456789012345;
+  a.optim.eps = 1e-9;
+  a.train.output = "/tmp/x";
+  auto b = parse_config(to_toml(a), "round trip", {});
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  EXPECT_EQ(to_toml(*b), to_toml(a));
+  EXPECT_EQ(b->model.dropout, a.model.dropout);
+  EXPECT_EQ(b->optim.eps, a.optim.eps);
+}
+
+TEST(ConfigTest, ShippedConfigsAreValid) {
+  for (const char* f : {"configs/g2p-small.toml", "configs/lm-fortunes.toml", "configs/g2p-tiny.toml"}) {
+    auto c = load_config(testing::source_path(f), {});
+    EXPECT_TRUE(c.ok()) << f << ": " << c.status().to_string();
+  }
+  EXPECT_FALSE(load_config("/nonexistent/job.toml", {}).ok());
+}
+
+}  // namespace
+}  // namespace pst

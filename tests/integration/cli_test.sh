@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# End-to-end checks of the pst command: bad configs and data fail before any
+# work with clear messages; params, train, predict and debug grads work on
+# real data. Usage: cli_test.sh PATH_TO_PST
+set -uo pipefail
+PST=$1
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+failures=0
+passes=0
+
+check() {  # check NAME CONDITION...
+  local name=$1
+  shift
+  if "$@"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $name"
+    failures=$((failures + 1))
+  fi
+}
+
+# run EXPECTED_CODE LOGFILE CMD...: runs with a time bound, checks the exit code.
+run() {
+  local want=$1 log=$2
+  shift 2
+  timeout 300 "$@" >"$log" 2>&1
+  local got=$?
+  if [[ $got -ne $want ]]; then
+    echo "exit code $got (want $want) from: $*"
+    tail -5 "$log"
+    return 1
+  fi
+}
+
+contains() { grep -q -- "$2" "$1" || { echo "'$2' not in $1:"; tail -3 "$1"; return 1; }; }
+
+# Bad configurations fail with exit code 2 and name the key.
+printf '[model]\nheadz = 3\n' >"$TMP/bad1.toml"
+check "unknown key" run 2 "$TMP/o1" "$PST" train --config "$TMP/bad1.toml"
+check "unknown key message" contains "$TMP/o1" "unknown key 'headz' in \[model\]"
+check "heads divisibility" run 2 "$TMP/o2" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set model.heads=5
+check "heads divisibility message" contains "$TMP/o2" "not divisible by model.heads = 5"
+check "wrong type" run 2 "$TMP/o3" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set train.steps=many
+check "wrong type message" contains "$TMP/o3" "train.steps: expected an integer, got 'many'"
+check "missing data" run 2 "$TMP/o4" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set data.path="$TMP/none.dict"
+check "missing data message" contains "$TMP/o4" "$TMP/none.dict"
+check "missing config" run 2 "$TMP/o5" "$PST" train --config "$TMP/none.toml"
+check "no output dir was created for failed jobs" test ! -e runs/g2p-tiny
+
+# params: the components add up to the total, and --list shows every tensor.
+check "params" run 0 "$TMP/p" "$PST" params --config "$ROOT/configs/g2p-small.toml" --list
+sum=$(awk '$1 ~ /^(embeddings|positions|attention|ffn|norms|output)$/ {s += $2} END {print s}' "$TMP/p")
+total=$(awk '$1 == "total" {print $2}' "$TMP/p")
+check "params components sum to total ($sum vs $total)" test "$sum" = "$total"
+tensors=$(grep -c -E '^[a-z_.0-9]+\.(weight|bias|in_proj_weight|in_proj_bias) ' "$TMP/p")
+check "params lists 93 tensors (got $tensors)" test "$tensors" -eq 93
+
+# A short G2P training run writes a model that predict can load.
+check "train g2p" run 0 "$TMP/t" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set train.steps=40 --set train.output="$TMP/g2p" --set train.eval_every=20
+check "train wrote the model" test -s "$TMP/g2p/model.safetensors"
+check "train logged a test WER" grep -q '"kind":"test".*"wer"' "$TMP/g2p/metrics.jsonl"
+check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p/metrics.jsonl")" -eq 2
+check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
+check "predict prints a line per word" test "$(wc -l <"$TMP/pr")" -eq 2
+check "predict echoes the word" contains "$TMP/pr" "^Hello	"
+
+# A corrupt model file is a clear error.
+head -c 100 "$TMP/g2p/model.safetensors" >"$TMP/broken.safetensors"
+check "corrupt model" run 2 "$TMP/pc" "$PST" predict --model "$TMP/broken.safetensors" word
+check "corrupt model message" contains "$TMP/pc" "broken.safetensors"
+
+# Language model: train briefly, generate bytes.
+check "train lm" run 0 "$TMP/tl" "$PST" train --config "$ROOT/configs/lm-fortunes.toml" \
+  --set model.d_model=32 --set model.ffn_dim=64 --set model.decoder_layers=1 --set model.max_len=64 \
+  --set data.seq_len=64 --set data.batch_size=4 --set data.eval_max_examples=8 \
+  --set train.steps=10 --set train.eval_every=0 --set train.output="$TMP/lm"
+check "lm reports bits per byte" grep -q '"kind":"test".*"bits_per_byte"' "$TMP/lm/metrics.jsonl"
+check "generate" run 0 "$TMP/gen" "$PST" predict --model "$TMP/lm/model.safetensors" --bytes 20 "The "
+check "generate prints prompt and continuation" test "$(head -c 24 "$TMP/gen" | wc -c)" -eq 24
+
+# debug grads writes what check_against_torch.py reads.
+check "debug grads" run 0 "$TMP/dg.log" "$PST" debug grads --config "$ROOT/tests/reference/configs/lm_pre.toml" --out "$TMP/dg"
+for f in config.toml weights.safetensors batch.safetensors pst.safetensors; do
+  check "debug grads wrote $f" test -s "$TMP/dg/$f"
+done
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,322 @@
+// Finite-difference checks of every backward kernel of the CPU backend and of
+// whole models: central differences of L = sum(r * y) for a fixed random r,
+// computed in fp64 over the fp32 outputs, against the analytic gradient.
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "model/backend.h"
+#include "model/transformer.h"
+
+namespace pst {
+namespace {
+
+using Vec = std::vector<float>;
+
+Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  Vec v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+// Checks d/dx_i sum(r * f(x)) against grad[i] for every i (or every
+// stride-th), with central differences of step h.
+void check_gradient(const std::string& what, Vec& x, const Vec& grad,
+                    const std::function<double()>& loss, float h = 1e-2f, double rtol = 1e-2,
+                    double atol = 2e-3, size_t stride = 1) {
+  int bad = 0;
+  for (size_t i = 0; i < x.size(); i += stride) {
+    const float saved = x[i];
+    x[i] = saved + h;
+    const double up = loss();
+    x[i] = saved - h;
+    const double down = loss();
+    x[i] = saved;
+    const double fd = (up - down) / (2.0 * h);
+    if (std::abs(fd - grad[i]) > atol + rtol * std::abs(fd) && bad++ < 5)
+      ADD_FAILURE() << what << "[" << i << "]: analytic " << grad[i] << " finite difference " << fd;
+  }
+}
+
+class GradcheckTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Backend> be_ = make_cpu_backend(2);
+};
+
+TEST_F(GradcheckTest, LayerNorm) {
+  const int64_t rows = 5, C = 12;
+  Vec x = random_vec(rows * C, 1, 2.0f), w = random_vec(C, 2), b = random_vec(C, 3);
+  const Vec r = random_vec(rows * C, 4);
+  Vec y(rows * C), mean(rows), rstd(rows);
+  auto loss = [&] {
+    be_->layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, 1e-5f);
+    return dot(r, y);
+  };
+  loss();
+  Vec dx(rows * C), dw(C, 0.0f), db(C, 0.0f);
+  be_->layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(),
+                          rstd.data(), rows, C);
+  check_gradient("layernorm dx", x, dx, loss);
+  check_gradient("layernorm dw", w, dw, loss);
+  check_gradient("layernorm db", b, db, loss);
+  // dw, db accumulate.
+  Vec dw2 = dw;
+  be_->layernorm_backward(dx.data(), dw2.data(), db.data(), r.data(), x.data(), w.data(), mean.data(),
+                          rstd.data(), rows, C);
+  for (int64_t c = 0; c < C; ++c) EXPECT_FLOAT_EQ(dw2[c], 2 * dw[c]);
+}
+
+TEST_F(GradcheckTest, Activations) {
+  for (Activation a : {Activation::kRelu, Activation::kGelu, Activation::kGeluTanh}) {
+    Vec x = random_vec(64, 5, 2.0f);
+    for (auto& v : x)
+      if (std::abs(v) < 0.05f) v += 0.1f;  // keep ReLU away from its kink
+    const Vec r = random_vec(64, 6);
+    Vec y(64), dx(64);
+    auto loss = [&] {
+      be_->activation_forward(a, y.data(), x.data(), 64);
+      return dot(r, y);
+    };
+    be_->activation_backward(a, dx.data(), r.data(), x.data(), 64);
+    check_gradient(std::string("activation ") + to_string(a), x, dx, loss, 1e-3f);
+  }
+  // Values against the closed forms.
+  Vec x{-1.5f, 0.3f, 2.0f}, y(3);
+  be_->activation_forward(Activation::kGelu, y.data(), x.data(), 3);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(y[i], 0.5 * x[i] * (1 + std::erf(x[i] / std::sqrt(2.0))), 1e-6);
+  be_->activation_forward(Activation::kGeluTanh, y.data(), x.data(), 3);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NEAR(y[i], 0.5 * x[i] * (1 + std::tanh(std::sqrt(2 / M_PI) * (x[i] + 0.044715 * std::pow(x[i], 3)))), 1e-6);
+}
+
+struct AttnCase {
+  bool causal;
+  bool cross;
+  float dropout;
+};
+
+class AttentionGradTest : public GradcheckTest, public ::testing::WithParamInterface<AttnCase> {};
+
+TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
+  const AttnCase c = GetParam();
+  AttentionDims d;
+  d.B = 2;
+  d.H = 2;
+  d.D = 3;
+  d.Tq = 4;
+  d.Tk = c.cross ? 5 : 4;
+  d.causal = c.causal;
+  d.scale = 1.0f / std::sqrt(3.0f);
+  const int64_t C = d.H * d.D;
+  // Strided layouts as in the model: q in a (Tq, 3C) row for self-attention.
+  d.ldq = c.cross ? C : 3 * C;
+  d.ldk = d.ldv = c.cross ? 2 * C : 3 * C;
+  d.ldo = C;
+  Vec q = random_vec(d.B * d.Tq * d.ldq, 7), kv = c.cross ? random_vec(d.B * d.Tk * d.ldk, 8) : Vec();
+  Vec& kbuf = c.cross ? kv : q;
+  const int64_t koff = c.cross ? 0 : C, voff = c.cross ? C : 2 * C;
+  const std::vector<int32_t> key_len{static_cast<int32_t>(d.Tk), static_cast<int32_t>(d.Tk - 2)};
+  const DropoutKey key = DropoutKey::make(3, 1, 0, 9);
+  const Vec r = random_vec(d.B * d.Tq * C, 9);
+  Vec probs(d.B * d.H * d.Tq * d.Tk), out(d.B * d.Tq * C);
+  auto loss = [&] {
+    be_->attention_forward(d, q.data(), kbuf.data() + koff, kbuf.data() + voff, key_len.data(),
+                           probs.data(), out.data(), c.dropout, key);
+    return dot(r, out);
+  };
+  loss();
+  // Masked keys get zero probability.
+  for (int64_t h = 0; h < d.H; ++h)
+    for (int64_t i = 0; i < d.Tq; ++i)
+      for (int64_t j = 0; j < d.Tk; ++j) {
+        const float p = probs[((1 * d.H + h) * d.Tq + i) * d.Tk + j];
+        if (j >= key_len[1] || (c.causal && j > i)) {
+          EXPECT_EQ(p, 0.0f);
+        }
+      }
+  Vec dq(q.size(), 0.0f), dkv(kbuf.size(), 0.0f);
+  be_->attention_backward(d, q.data(), kbuf.data() + koff, kbuf.data() + voff, key_len.data(),
+                          probs.data(), r.data(), c.cross ? dq.data() : dkv.data(),
+                          dkv.data() + koff, dkv.data() + voff, c.dropout, key);
+  if (c.cross) {
+    check_gradient("attention dq", q, dq, loss);
+    check_gradient("attention dk,dv", kv, dkv, loss);
+  } else {
+    check_gradient("attention dqkv", q, dkv, loss);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, AttentionGradTest,
+                         ::testing::Values(AttnCase{false, false, 0.0f}, AttnCase{true, false, 0.0f},
+                                           AttnCase{false, true, 0.0f}, AttnCase{true, false, 0.3f},
+                                           AttnCase{false, true, 0.5f}));
+
+TEST_F(GradcheckTest, CrossEntropyWithSmoothingAndIgnoredRows) {
+  const int64_t N = 4, V = 7;
+  Vec logits = random_vec(N * V, 10, 2.0f);
+  const std::vector<int32_t> targets{3, kIgnoreTarget, 0, 6};
+  for (float smoothing : {0.0f, 0.1f}) {
+    Vec g(N * V);
+    auto loss = [&] { return be_->cross_entropy(logits.data(), targets.data(), N, V, smoothing, 1.0f, nullptr, nullptr); };
+    be_->cross_entropy(logits.data(), targets.data(), N, V, smoothing, 1.0f, g.data(), nullptr);
+    check_gradient("cross entropy", logits, g, loss, 1e-2f);
+    for (int64_t v = 0; v < V; ++v) EXPECT_EQ(g[1 * V + v], 0.0f);
+    // The value against the formula: (1-e) * nll + e * mean(-log p).
+    double expect = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (targets[i] < 0) continue;
+      double z = 0;
+      for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(logits[i * V + v]));
+      double mean_nll = 0;
+      for (int64_t v = 0; v < V; ++v) mean_nll += std::log(z) - logits[i * V + v];
+      expect += (1 - smoothing) * (std::log(z) - logits[i * V + targets[i]]) + smoothing * mean_nll / V;
+    }
+    EXPECT_NEAR(loss(), expect, 1e-5 * std::abs(expect));
+  }
+}
+
+TEST_F(GradcheckTest, EmbeddingPositionsAndDropout) {
+  const int64_t V = 6, C = 4, B = 2, T = 3;
+  Vec table = random_vec(V * C, 11), pos = random_vec(T * C, 12);
+  const std::vector<int32_t> ids{1, 5, 1, 0, 2, 5};  // repeated ids accumulate
+  const Vec r = random_vec(B * T * C, 13);
+  const DropoutKey key = DropoutKey::make(1, 2, 3, 4);
+  Vec y(B * T * C);
+  auto loss = [&] {
+    be_->embedding_forward(y.data(), ids.data(), table.data(), B * T, C, 1.7f);
+    be_->add_positions(y.data(), pos.data(), B, T, C);
+    be_->dropout_forward(y.data(), y.data(), B * T * C, 0.4f, key);
+    return dot(r, y);
+  };
+  loss();
+  Vec dy = r, dtable(V * C, 0.0f), dpos(T * C, 0.0f);
+  be_->dropout_backward(dy.data(), dy.data(), B * T * C, 0.4f, key);
+  be_->embedding_backward(dtable.data(), ids.data(), dy.data(), B * T, C, 1.7f);
+  be_->positions_backward(dpos.data(), dy.data(), B, T, C);
+  check_gradient("embedding", table, dtable, loss);
+  check_gradient("positions", pos, dpos, loss);
+}
+
+TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
+  const int64_t n = 100000;
+  Vec x(n, 1.0f), y(n);
+  be_->dropout_forward(y.data(), x.data(), n, 0.3f, DropoutKey::make(1, 0, 0, 1));
+  int64_t kept = 0;
+  for (float v : y) {
+    if (v != 0.0f) {
+      ++kept;
+      EXPECT_FLOAT_EQ(v, 1.0f / 0.7f);
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(kept) / n, 0.7, 0.006);  // 4 standard errors
+  // The scalar keep() rule of the shared element-wise code agrees with the kernel.
+  for (int64_t i = 0; i < 1000; ++i)
+    EXPECT_EQ(y[i] != 0.0f, dropout_keep(1, DropoutKey::make(1, 0, 0, 1).stream, i, 0.3f));
+  Vec y2(n);
+  be_->dropout_forward(y2.data(), x.data(), n, 0.3f, DropoutKey::make(1, 1, 0, 1));
+  EXPECT_NE(y, y2);  // another step draws another mask
+}
+
+TEST_F(GradcheckTest, GemmSplitsMatchOneCall) {
+  // The threaded split of large products gives what a single-slice product gives.
+  const int64_t M = 300, N = 200, K = 64;
+  const Vec A = random_vec(M * K, 14), Bm = random_vec(N * K, 15);
+  Vec C1(M * N), C2(M * N);
+  be_->gemm(false, true, M, N, K, 1.0f, A.data(), K, Bm.data(), K, 0.0f, C1.data(), N);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) s += static_cast<double>(A[i * K + k]) * Bm[j * K + k];
+      C2[i * N + j] = static_cast<float>(s);
+    }
+  for (int64_t i = 0; i < M * N; ++i) ASSERT_NEAR(C1[i], C2[i], 1e-4) << i;
+}
+
+// Whole models: the directional derivative along a random direction u,
+// (L(w + h u) - L(w - h u)) / 2h, against g . u, with dropout on (the same
+// masks in every evaluation, since they are keyed by seed and step).
+struct ModelCase {
+  ModelKind kind;
+  NormPlacement norm;
+};
+
+class ModelGradTest : public GradcheckTest, public ::testing::WithParamInterface<ModelCase> {};
+
+TEST_P(ModelGradTest, DirectionalDerivative) {
+  ModelConfig cfg;
+  cfg.kind = GetParam().kind;
+  cfg.norm = GetParam().norm;
+  cfg.init = cfg.norm == NormPlacement::kDeepNorm ? InitScheme::kDeepNet : InitScheme::kXavierUniform;
+  cfg.d_model = 8;
+  cfg.heads = 2;
+  cfg.ffn_dim = 16;
+  cfg.encoder_layers = 2;
+  cfg.decoder_layers = 2;
+  cfg.max_len = 8;
+  cfg.activation = Activation::kGelu;
+  cfg.positions = Positions::kLearned;
+  cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0.2;
+  Transformer model(cfg, 9, 11, be_.get());
+  model.init_weights(5);
+  Batch b;
+  b.B = 2;
+  b.S = cfg.kind == ModelKind::kEncoderDecoder ? 5 : 0;
+  b.T = 4;
+  if (b.S) {
+    b.src = {4, 5, 6, 7, 2, 8, 4, 2, 0, 0};
+    b.src_len = {5, 3};
+  }
+  b.tgt_in = {1, 4, 5, 6, 1, 7, 0, 0};
+  b.tgt_out = {4, 5, 6, 2, 7, 2, kIgnoreTarget, kIgnoreTarget};
+  b.tgt_len = {4, 2};
+  ForwardOptions opt;
+  opt.train = true;
+  opt.label_smoothing = 0.1f;
+  opt.grad_scale = 1.0f / static_cast<float>(b.tokens());
+  opt.seed = 3;
+  opt.step = 1;
+  const int64_t n = model.num_params();
+  Vec w(n), g(n);
+  model.get_weights(w.data());
+  model.zero_grads();
+  model.forward(b, opt);
+  model.backward();
+  model.get_grads(g.data());
+  for (uint32_t trial = 0; trial < 3; ++trial) {
+    // A unit direction: each weight moves by about h / sqrt(n).
+    Vec u = random_vec(n, 100 + trial);
+    const double norm = std::sqrt(dot(u, u));
+    for (auto& x : u) x = static_cast<float>(x / norm);
+    const float h = 1e-2f;
+    auto loss_at = [&](float s) {
+      Vec ws(n);
+      for (int64_t i = 0; i < n; ++i) ws[i] = w[i] + s * u[i];
+      model.set_weights(ws.data());
+      return model.forward(b, opt).loss_sum / static_cast<double>(b.tokens());
+    };
+    const double fd = (loss_at(h) - loss_at(-h)) / (2 * h);
+    const double an = dot(g, u);
+    EXPECT_NEAR(fd, an, 2e-5 + 2e-3 * std::abs(an)) << "direction " << trial;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ModelGradTest,
+                         ::testing::Values(ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kPost},
+                                           ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kPre},
+                                           ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kDeepNorm},
+                                           ModelCase{ModelKind::kDecoderOnly, NormPlacement::kPre},
+                                           ModelCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm}));
+
+}  // namespace
+}  // namespace pst

@@ -1,0 +1,164 @@
+// The server-side step: non-finite gradients skip the step without advancing
+// the schedule; pushes from several workers, weighted by tokens, give the
+// step of one process on the concatenated batch; tensors split across two
+// servers give the weights of one server.
+#include "ps/server.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "model/transformer.h"
+#include "ps/local_client.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+JobConfig tiny_job() {
+  JobConfig job;
+  job.model.d_model = 8;
+  job.model.heads = 2;
+  job.model.ffn_dim = 16;
+  job.model.encoder_layers = 1;
+  job.model.decoder_layers = 1;
+  job.model.max_len = 8;
+  job.model.dropout = job.model.attention_dropout = job.model.embedding_dropout = 0;
+  job.optim.lr = 1e-2;
+  job.optim.clip_norm = 0.5;
+  job.schedule.kind = ScheduleKind::kLinear;
+  job.schedule.warmup_steps = 3;
+  job.train.steps = 10;
+  return job;
+}
+
+Batch make_batch(const std::vector<std::vector<int32_t>>& src, const std::vector<std::vector<int32_t>>& tgt) {
+  Batch b;
+  b.B = static_cast<int64_t>(src.size());
+  for (const auto& s : src) b.S = std::max<int64_t>(b.S, static_cast<int64_t>(s.size()));
+  for (const auto& t : tgt) b.T = std::max<int64_t>(b.T, static_cast<int64_t>(t.size()) + 1);
+  b.src.assign(b.B * b.S, kPadId);
+  b.tgt_in.assign(b.B * b.T, kPadId);
+  b.tgt_out.assign(b.B * b.T, kIgnoreTarget);
+  for (int64_t r = 0; r < b.B; ++r) {
+    std::copy(src[r].begin(), src[r].end(), b.src.begin() + r * b.S);
+    b.src_len.push_back(static_cast<int32_t>(src[r].size()));
+    b.tgt_in[r * b.T] = 1;
+    for (size_t i = 0; i < tgt[r].size(); ++i) {
+      b.tgt_in[r * b.T + i + 1] = tgt[r][i];
+      b.tgt_out[r * b.T + i] = tgt[r][i];
+    }
+    b.tgt_out[r * b.T + tgt[r].size()] = 2;
+    b.tgt_len.push_back(static_cast<int32_t>(tgt[r].size() + 1));
+  }
+  return b;
+}
+
+std::vector<float> gradient(Transformer& m, const Batch& b, float label_smoothing = 0) {
+  m.zero_grads();
+  ForwardOptions o;
+  o.train = true;
+  o.grad_scale = 1.0f / static_cast<float>(b.tokens());
+  o.label_smoothing = label_smoothing;
+  m.forward(b, o);
+  m.backward();
+  std::vector<float> g(m.num_params());
+  m.get_grads(g.data());
+  return g;
+}
+
+TEST(ServerTest, NonFiniteGradientSkipsStepAndSchedule) {
+  const JobConfig job = tiny_job();
+  auto be = make_cpu_backend(1);
+  Transformer m(job.model, 10, 12, be.get());
+  m.init_weights(1);
+  std::vector<float> w0(m.num_params()), w(m.num_params());
+  m.get_weights(w0.data());
+  ShardOptimizer server(job, m.table(), whole_tensors(m.table()), w0.data());
+  LocalParameterClient client(&server);
+  std::vector<float> g(m.num_params(), 0.01f);
+  g[17] = std::nanf("");
+  ASSERT_TRUE(client.push(0, 5, 1.0, g.data()).ok());
+  auto info = client.pull(1, w.data());
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->applied);
+  EXPECT_EQ(info->applied_steps, 0);
+  EXPECT_EQ(info->version, 1);
+  EXPECT_EQ(w, w0) << "a skipped step must not touch the weights";
+  g[17] = 0.01f;
+  ASSERT_TRUE(client.push(1, 5, 1.0, g.data()).ok());
+  info = client.pull(2, w.data());
+  ASSERT_TRUE(info->applied);
+  EXPECT_EQ(info->applied_steps, 1);
+  EXPECT_DOUBLE_EQ(info->lr, 1e-2 / 3) << "the first applied step uses the schedule's first value";
+  EXPECT_NE(w, w0);
+  // A push for a stale version is refused.
+  EXPECT_FALSE(client.push(0, 5, 1.0, g.data()).ok());
+}
+
+TEST(ServerTest, TokenWeightedPushesEqualTheConcatenatedBatch) {
+  const JobConfig job = tiny_job();
+  auto be = make_cpu_backend(1);
+  Transformer m(job.model, 10, 12, be.get());
+  m.init_weights(2);
+  std::vector<float> w0(m.num_params());
+  m.get_weights(w0.data());
+  const std::vector<std::vector<int32_t>> srcA{{4, 5, 6, 2}, {7, 2}}, tgtA{{4, 5}, {9, 10, 11}};
+  const std::vector<std::vector<int32_t>> srcB{{8, 9, 4, 5, 2}}, tgtB{{6}};
+  auto all_src = srcA, all_tgt = tgtA;
+  all_src.insert(all_src.end(), srcB.begin(), srcB.end());
+  all_tgt.insert(all_tgt.end(), tgtB.begin(), tgtB.end());
+  const Batch A = make_batch(srcA, tgtA), B = make_batch(srcB, tgtB), AB = make_batch(all_src, all_tgt);
+  ASSERT_NE(A.tokens(), B.tokens());
+
+  ShardOptimizer one(job, m.table(), whole_tensors(m.table()), w0.data());
+  const std::vector<float> g_ab = gradient(m, AB, 0.1f);
+  one.add_push(g_ab.data(), AB.tokens(), 0);
+  one.apply(one.reduce());
+
+  ShardOptimizer two(job, m.table(), whole_tensors(m.table()), w0.data());
+  two.add_push(gradient(m, A, 0.1f).data(), A.tokens(), 0);
+  two.add_push(gradient(m, B, 0.1f).data(), B.tokens(), 0);
+  two.apply(two.reduce());
+
+  std::vector<float> w1(m.num_params()), w2(m.num_params());
+  one.copy_weights(w1.data());
+  two.copy_weights(w2.data());
+  EXPECT_TRUE(testing::adam_weights_close(m.table(), w2.data(), w1.data(), g_ab.data(), w0.data(),
+                                          job.optim.lr / 3));
+}
+
+TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
+  const JobConfig job = tiny_job();
+  auto be = make_cpu_backend(1);
+  Transformer m(job.model, 10, 12, be.get());
+  m.init_weights(3);
+  std::vector<float> w0(m.num_params());
+  m.get_weights(w0.data());
+  const Batch b = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}});
+  const std::vector<float> g = gradient(m, b);
+  const auto all = whole_tensors(m.table());
+  std::vector<ChunkRange> even, odd;
+  for (size_t i = 0; i < all.size(); ++i) (i % 2 ? odd : even).push_back(all[i]);
+  ShardOptimizer single(job, m.table(), all, w0.data());
+  ShardOptimizer s0(job, m.table(), even, w0.data()), s1(job, m.table(), odd, w0.data());
+  std::vector<float> w_single(m.num_params()), w_split(m.num_params());
+  for (int step = 0; step < 3; ++step) {
+    single.add_push(g.data(), b.tokens(), 0);
+    single.apply(single.reduce());
+    s0.add_push(g.data(), b.tokens(), 0);
+    s1.add_push(g.data(), b.tokens(), 0);
+    GradStats total = s0.reduce();
+    total += s1.reduce();
+    const StepReport r0 = s0.apply(total), r1 = s1.apply(total);
+    EXPECT_EQ(r0.grad_norm, r1.grad_norm);
+    EXPECT_LT(r0.clip_coef, 1.0) << "clipping must be active in this test";
+  }
+  single.copy_weights(w_single.data());
+  s0.copy_weights(w_split.data());
+  s1.copy_weights(w_split.data());
+  EXPECT_TRUE(testing::all_close(w_split.data(), w_single.data(), w_single.size(), 1e-7, 1e-6, "weights"));
+}
+
+}  // namespace
+}  // namespace pst

@@ -1,0 +1,60 @@
+// Evaluation of a model on a split: teacher-forced loss and token accuracy,
+// plus the task's own metrics. G2P (DESIGN.md §7): greedy decoding, phone
+// error rate = sum of edit distances to the closest reference / sum of that
+// reference's lengths, word error rate = share of words whose prediction
+// matches none of their references. LM: loss per byte, bits per byte,
+// perplexity.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/g2p.h"
+#include "model/transformer.h"
+#include "worker/task_data.h"
+
+namespace pst {
+
+struct EvalResult {
+  int64_t examples = 0;
+  int64_t tokens = 0;
+  double loss = 0.0;            // mean per target token, nats, no label smoothing
+  double token_accuracy = 0.0;  // teacher-forced argmax == target
+  // g2p
+  int64_t words = 0;
+  double per = 0.0;
+  double wer = 0.0;
+  // lm
+  double bits_per_byte = 0.0;
+  double perplexity = 0.0;
+};
+
+// max_examples = 0 evaluates the whole split (for G2P: the first N words).
+// predictions, if not null, receives one "word<TAB>phones" line per word.
+EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
+                    int64_t max_examples, std::vector<std::string>* predictions = nullptr);
+
+// Greedy decoding of an encoder-decoder model: for each source (ids ending in
+// </s>), the target ids up to but excluding </s>, at most max_out of them.
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
+                                                const std::vector<std::vector<int32_t>>& sources,
+                                                int64_t max_out);
+
+// Greedy continuation of a byte prompt by a decoder-only model.
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt,
+                                    int64_t count);
+
+// Levenshtein distance between two token sequences.
+int64_t edit_distance(const std::vector<std::string>& a, const std::vector<std::string>& b);
+
+// PER/WER bookkeeping for one predicted word against its references.
+struct WordScore {
+  int64_t distance = 0;   // to the closest reference
+  int64_t ref_length = 0;  // length of that reference
+  bool correct = false;    // matches some reference exactly
+};
+WordScore score_word(const std::vector<std::string>& predicted,
+                     const std::vector<std::vector<std::string>>& references);
+
+}  // namespace pst

@@ -1,0 +1,74 @@
+#include "worker/model_file.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+
+namespace pst {
+
+Status save_model(const std::string& path, const JobConfig& job, Transformer& model,
+                  const Vocabulary* letters, const Vocabulary* phones) {
+  std::vector<float> w(static_cast<size_t>(model.num_params()));
+  model.get_weights(w.data());
+  SafetensorsFile f;
+  for (const ParamSpec& p : model.table().params()) f.add_f32(p.name, p.shape, w.data() + p.offset);
+  f.set_metadata("format", "pst-model-1");
+  f.set_metadata("config", to_toml(job));
+  if (letters) f.set_metadata("letters", nlohmann::json(letters->tokens()).dump());
+  if (phones) f.set_metadata("phones", nlohmann::json(phones->tokens()).dump());
+  return f.write(path);
+}
+
+namespace {
+
+Result<Vocabulary> vocab_from(const SafetensorsFile& f, const std::string& key, const std::string& path) {
+  Vocabulary v;
+  auto it = f.metadata().find(key);
+  if (it == f.metadata().end()) return data_loss("model '{}': metadata has no '{}' vocabulary", path, key);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    return data_loss("model '{}': vocabulary '{}' is not JSON: {}", path, key, e.what());
+  }
+  if (!j.is_array() || j.size() < 4) return data_loss("model '{}': vocabulary '{}' is not a list of tokens", path, key);
+  for (size_t i = 4; i < j.size(); ++i) {
+    if (!j[i].is_string()) return data_loss("model '{}': vocabulary '{}' entry {} is not a string", path, key, i);
+    v.add(j[i].get<std::string>());
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<LoadedModel> load_model(const std::string& path, int threads) {
+  PST_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::read(path));
+  auto cfg = f.metadata().find("config");
+  if (cfg == f.metadata().end())
+    return data_loss("model '{}': no 'config' metadata; not a pst model file", path);
+  LoadedModel m;
+  PST_ASSIGN_OR_RETURN(m.job, parse_config(cfg->second, path + " (embedded config)", {}));
+  int64_t src_vocab = 0, tgt_vocab = 256;
+  if (m.job.data.task == Task::kG2P) {
+    PST_ASSIGN_OR_RETURN(m.letters, vocab_from(f, "letters", path));
+    PST_ASSIGN_OR_RETURN(m.phones, vocab_from(f, "phones", path));
+    src_vocab = m.letters.size();
+    tgt_vocab = m.phones.size();
+  }
+  m.backend = make_cpu_backend(threads);
+  m.model = std::make_unique<Transformer>(m.job.model, src_vocab, tgt_vocab, m.backend.get());
+  std::vector<float> w(static_cast<size_t>(m.model->num_params()));
+  for (const ParamSpec& p : m.model->table().params()) {
+    const StoredTensor* t = f.find(p.name);
+    if (!t) return data_loss("model '{}': tensor '{}' is missing", path, p.name);
+    if (t->dtype != "F32" || t->shape != p.shape)
+      return data_loss("model '{}': tensor '{}' has dtype {} and {} dims; expected F32 of the config's shape",
+                       path, p.name, t->dtype, t->shape.size());
+    const std::vector<float> data = t->to_f32();
+    std::copy(data.begin(), data.end(), w.begin() + p.offset);
+  }
+  m.model->set_weights(w.data());
+  return m;
+}
+
+}  // namespace pst

@@ -1,0 +1,195 @@
+#include "worker/trainer.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/timer.h"
+#include "data/dataset.h"
+
+namespace pst {
+
+namespace {
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<int64_t>(s);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t / 60) % 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+// A one-line progress bar on a terminal; nothing otherwise.
+class ProgressBar {
+ public:
+  ProgressBar() : tty_(::isatty(STDOUT_FILENO) != 0) {}
+  void draw(int64_t step, int64_t total, const std::string& text) {
+    if (!tty_) return;
+    constexpr int kWidth = 30;
+    const int filled = total > 0 ? static_cast<int>(kWidth * step / total) : 0;
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(stdout, "\r\033[K[%s] %s", bar.c_str(), text.c_str());
+    std::fflush(stdout);
+  }
+  // Clears the bar so that a log line starts on a clean line.
+  void clear() {
+    if (!tty_) return;
+    std::fprintf(stdout, "\r\033[K");
+    std::fflush(stdout);
+  }
+
+ private:
+  bool tty_;
+};
+
+void write_eval(std::FILE* f, const char* kind, Task task, int64_t step, double elapsed,
+                double train_seconds, const EvalResult& r) {
+  if (!f) return;
+  std::string s = fmt::format(
+      "{{\"kind\":\"{}\",\"step\":{},\"elapsed_s\":{:.2f},\"train_s\":{:.2f},\"examples\":{},"
+      "\"tokens\":{},\"loss\":{:.6f},\"token_accuracy\":{:.6f}",
+      kind, step, elapsed, train_seconds, r.examples, r.tokens, r.loss, r.token_accuracy);
+  if (task == Task::kG2P) {
+    s += fmt::format(",\"words\":{},\"per\":{:.6f},\"wer\":{:.6f}", r.words, r.per, r.wer);
+  } else {
+    s += fmt::format(",\"bits_per_byte\":{:.6f},\"perplexity\":{:.4f}", r.bits_per_byte, r.perplexity);
+  }
+  std::fprintf(f, "%s}\n", s.c_str());
+  std::fflush(f);
+}
+
+std::string describe(Task task, const EvalResult& r) {
+  if (task == Task::kG2P)
+    return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
+                       100 * r.token_accuracy, 100 * r.per, 100 * r.wer, r.words);
+  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss,
+                     r.bits_per_byte, r.perplexity, r.tokens);
+}
+
+}  // namespace
+
+Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model,
+                 ParameterClient* client, TrainerOptions options)
+    : job_(job), data_(data), model_(model), client_(client), opt_(options) {}
+
+Result<TrainSummary> Trainer::run() {
+  TrainSummary sum;
+  const TrainConfig& tc = job_.train;
+  BatchIterator it(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed),
+                   opt_.worker, opt_.workers, true);
+  std::vector<float> weights(static_cast<size_t>(model_->num_params()));
+  std::vector<float> grads(weights.size());
+  PST_ASSIGN_OR_RETURN(PullInfo info, client_->pull(0, weights.data()));
+  model_->set_weights(weights.data());
+  int64_t version = info.version;
+
+  Stopwatch wall;
+  ProgressBar bar;
+  double train_seconds = 0;
+  double interval_loss = 0;
+  int64_t interval_tokens = 0, interval_steps = 0;
+  Stopwatch interval_clock;
+  double interval_train = 0;
+  const double deadline = tc.max_minutes > 0 ? tc.max_minutes * 60.0 : 0.0;
+  const int64_t eval_batch = std::max<int64_t>(job_.data.batch_size, 64);
+
+  auto run_valid = [&](int64_t step) {
+    if (data_.valid->size() == 0) return;
+    bar.clear();
+    Stopwatch ev;
+    sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
+    spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe(data_.task, sum.valid), ev.seconds());
+    write_eval(opt_.metrics, "valid", data_.task, step, wall.seconds(), train_seconds, sum.valid);
+  };
+
+  for (int64_t step = 0; step < tc.steps; ++step) {
+    Stopwatch step_clock;
+    const Batch batch = it.next();
+    const int64_t tokens = batch.tokens();
+    model_->zero_grads();
+    ForwardOptions fo;
+    fo.train = true;
+    fo.grad_scale = tokens > 0 ? 1.0f / static_cast<float>(tokens) : 0.0f;
+    fo.label_smoothing = static_cast<float>(tc.label_smoothing);
+    fo.seed = static_cast<uint64_t>(tc.seed);
+    fo.step = static_cast<uint64_t>(step);
+    fo.worker = static_cast<uint64_t>(opt_.worker);
+    const LossStats ls = model_->forward(batch, fo);
+    model_->backward();
+    model_->get_grads(grads.data());
+    PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, grads.data()));
+    PST_ASSIGN_OR_RETURN(info, client_->pull(version + 1, weights.data()));
+    model_->set_weights(weights.data());
+    version = info.version;
+    if (!info.applied) {
+      ++sum.skipped_steps;
+      bar.clear();
+      spdlog::warn("step {}: non-finite gradient; step skipped, schedule not advanced", step + 1);
+    }
+    const double dt = step_clock.seconds();
+    train_seconds += dt;
+    interval_train += dt;
+    sum.tokens += tokens;
+    interval_loss += ls.loss_sum;
+    interval_tokens += tokens;
+    ++interval_steps;
+    sum.steps = step + 1;
+    sum.applied_steps = info.applied_steps;
+
+    const bool last = step + 1 == tc.steps || (deadline > 0 && wall.seconds() >= deadline);
+    if ((step + 1) % tc.log_every == 0 || last) {
+      const double loss = interval_tokens > 0 ? interval_loss / static_cast<double>(interval_tokens) : 0.0;
+      const double tps = interval_train > 0 ? static_cast<double>(interval_tokens) / interval_train : 0.0;
+      const double sec_per_step = train_seconds / static_cast<double>(step + 1);
+      double eta = sec_per_step * static_cast<double>(tc.steps - step - 1);
+      if (deadline > 0) eta = std::min(eta, deadline - wall.seconds());
+      sum.last_loss = loss;
+      bar.clear();
+      spdlog::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad norm {:.3f}  {:.0f} tokens/s  ETA {}",
+                   step + 1, tc.steps, loss, info.lr, info.grad_norm, tps, duration(eta));
+      if (opt_.metrics) {
+        std::fprintf(opt_.metrics,
+                     "{\"kind\":\"train\",\"step\":%lld,\"elapsed_s\":%.2f,\"train_s\":%.2f,"
+                     "\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f}\n",
+                     static_cast<long long>(step + 1), wall.seconds(), train_seconds, loss, info.lr,
+                     info.grad_norm, tps);
+        std::fflush(opt_.metrics);
+      }
+      interval_loss = 0;
+      interval_tokens = 0;
+      interval_steps = 0;
+      interval_train = 0;
+      interval_clock.reset();
+    } else {
+      bar.draw(step + 1, tc.steps,
+               fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", step + 1, tc.steps,
+                           ls.tokens > 0 ? ls.loss_sum / static_cast<double>(ls.tokens) : 0.0,
+                           info.lr, duration((train_seconds / static_cast<double>(step + 1)) *
+                                             static_cast<double>(tc.steps - step - 1))));
+    }
+    if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last) run_valid(step + 1);
+    if (last && step + 1 < tc.steps) {
+      spdlog::info("train.max_minutes = {} reached after {} steps", tc.max_minutes, step + 1);
+      break;
+    }
+  }
+  bar.clear();
+  run_valid(sum.steps);
+  if (opt_.evaluate_test && data_.test->size() > 0) {
+    Stopwatch ev;
+    sum.test = evaluate(*model_, data_, Split::kTest, eval_batch, 0);
+    sum.have_test = true;
+    spdlog::info("test: {} [{:.1f}s]", describe(data_.task, sum.test), ev.seconds());
+    write_eval(opt_.metrics, "test", data_.task, sum.steps, wall.seconds(), train_seconds, sum.test);
+  }
+  sum.train_seconds = train_seconds;
+  sum.wall_seconds = wall.seconds();
+  return sum;
+}
+
+}  // namespace pst
