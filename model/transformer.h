@@ -30,6 +30,9 @@ struct ForwardOptions {
   uint64_t seed = 0;            // dropout stream: (seed, step, worker, site)
   uint64_t step = 0;
   uint64_t worker = 0;
+  // Encoder-decoder inference only: reuse the encoder output of the previous
+  // forward (same batch.src), as greedy decoding does at every step.
+  bool reuse_encoder = false;
 };
 
 struct LossStats {

@@ -66,6 +66,7 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
     for (int64_t b = 0; b < B; ++b)
       std::copy(prefix[b].begin(), prefix[b].end(), batch.tgt_in.begin() + b * t);
     model.forward(batch, opt);
+    opt.reuse_encoder = true;  // the source is the same at every step
     const std::vector<float> logits = model.logits();
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {

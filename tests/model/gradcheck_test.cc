@@ -208,6 +208,23 @@ TEST_F(GradcheckTest, EmbeddingPositionsAndDropout) {
   check_gradient("positions", pos, dpos, loss);
 }
 
+// The vectorisable exp and tanh of model/elementwise.h against libm.
+TEST(ElementwiseTest, ExpAndTanhApproximations) {
+  double worst_exp = 0, worst_tanh = 0;
+  for (int i = -200000; i <= 200000; ++i) {
+    const float x = static_cast<float>(i) * 4.3e-4f;  // [-86, 86]
+    const double e = std::exp(static_cast<double>(x));
+    worst_exp = std::max(worst_exp, std::abs(exp_approx(x) - e) / e);
+    const float y = static_cast<float>(i) * 1e-4f;  // [-20, 20]
+    worst_tanh = std::max(worst_tanh, std::abs(tanh_approx(y) - std::tanh(static_cast<double>(y))));
+  }
+  EXPECT_LT(worst_exp, 3e-7);  // a few ulp
+  EXPECT_LT(worst_tanh, 3e-7);
+  EXPECT_EQ(exp_approx(-1000.0f) < 1e-37f, true);
+  EXPECT_EQ(tanh_approx(100.0f), 1.0f);
+  EXPECT_EQ(tanh_approx(-100.0f), -1.0f);
+}
+
 TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
   const int64_t n = 100000;
   Vec x(n, 1.0f), y(n);

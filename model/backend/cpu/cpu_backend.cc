@@ -423,8 +423,9 @@ class CpuBackend final : public Backend {
     float mx = row[0];
     for (int64_t j = 1; j < visible; ++j) mx = std::max(mx, row[j]);
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < visible; ++j) {
-      row[j] = std::exp(row[j] - mx);
+      row[j] = exp_approx(row[j] - mx);
       sum += row[j];
     }
     const float inv = 1.0f / sum;
