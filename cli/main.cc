@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "Train a model from a job file");
   train->add_option("--config", train_args.config, "TOML job file")->required();
   train->add_option("--set", train_args.sets, "Override a setting: section.key=value (repeatable)");
+  std::string device;
+  train->add_option("--device", device, "auto, cpu or cuda (same as --set train.device=...)");
 
   pst::ConfigArgs params_args;
   bool list = false;
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   predict->add_option("--threads", threads, "CPU threads (0 = all cores)");
 
   CLI11_PARSE(app, argc, argv);
+  if (!device.empty()) train_args.sets.push_back("train.device=" + device);
   if (*train) return pst::run_train(train_args);
   if (*params) return pst::run_params(params_args, list);
   if (*grads) return pst::run_debug_grads(debug_args, seed, out_dir, debug_batch);

@@ -31,24 +31,30 @@ ShardOptimizer::ShardOptimizer(const JobConfig& job, const ParamTable& table,
 }
 
 void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum) {
-  std::vector<float> copy(grad_.size());
+  // Push buffers are kept across steps, so a step allocates nothing.
+  const size_t slot = push_tokens_.size();
+  if (pushed_.size() <= slot) pushed_.emplace_back(grad_.size());
   for (size_t i = 0; i < owned_.size(); ++i)
-    std::copy_n(grads + owned_[i].begin, owned_[i].length, copy.begin() + local_offset_[i]);
-  pushed_.push_back(std::move(copy));
+    std::copy_n(grads + owned_[i].begin, owned_[i].length, pushed_[slot].begin() + local_offset_[i]);
   push_tokens_.push_back(tokens);
   push_loss_ += loss_sum;
 }
 
 GradStats ShardOptimizer::reduce() {
-  PST_CHECK_MSG(!pushed_.empty(), "reduce() without pushes");
+  const size_t pushes = push_tokens_.size();
+  PST_CHECK_MSG(pushes > 0, "reduce() without pushes");
   int64_t total = 0;
   for (int64_t t : push_tokens_) total += t;
   const int64_t n = static_cast<int64_t>(grad_.size());
   // G = sum_w (n_w / N) g_w, in worker order. With one worker the weight is
-  // exactly 1, so G is that worker's gradient bit for bit.
-  for (size_t w = 0; w < pushed_.size(); ++w) {
+  // exactly 1, so G is that worker's gradient bit for bit, taken as it is.
+  if (pushes == 1) {
+    grad_.swap(pushed_[0]);
+    return grad_stats(grad_.data(), n);
+  }
+  for (size_t w = 0; w < pushes; ++w) {
     const float weight = total > 0 ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
-                                   : 1.0f / static_cast<float>(pushed_.size());
+                                   : 1.0f / static_cast<float>(pushes);
     const float* g = pushed_[w].data();
     float* G = grad_.data();
     if (w == 0) {
@@ -66,7 +72,6 @@ StepReport ShardOptimizer::apply(const GradStats& global) {
   StepReport r;
   for (int64_t t : push_tokens_) r.tokens += t;
   r.loss_sum = push_loss_;
-  pushed_.clear();
   push_tokens_.clear();
   push_loss_ = 0.0;
   ++version_;

@@ -67,8 +67,8 @@ class ShardOptimizer {
   std::vector<ChunkRange> owned_;
   std::vector<int64_t> local_offset_;  // start of each owned range in the local buffers
   std::vector<float> weights_, exp_avg_, exp_avg_sq_, grad_;
-  std::vector<std::vector<float>> pushed_;
-  std::vector<int64_t> push_tokens_;
+  std::vector<std::vector<float>> pushed_;  // buffers of this round's pushes (reused)
+  std::vector<int64_t> push_tokens_;        // one per push of this round
   double push_loss_ = 0.0;
   int64_t version_ = 0;
   int64_t applied_ = 0;

@@ -92,8 +92,7 @@ Result<TrainSummary> Trainer::run() {
   ProgressBar bar;
   double train_seconds = 0;
   double interval_loss = 0;
-  int64_t interval_tokens = 0, interval_steps = 0;
-  Stopwatch interval_clock;
+  int64_t interval_tokens = 0;
   double interval_train = 0;
   const double deadline = tc.max_minutes > 0 ? tc.max_minutes * 60.0 : 0.0;
   const int64_t eval_batch = std::max<int64_t>(job_.data.batch_size, 64);
@@ -137,7 +136,6 @@ Result<TrainSummary> Trainer::run() {
     sum.tokens += tokens;
     interval_loss += ls.loss_sum;
     interval_tokens += tokens;
-    ++interval_steps;
     sum.steps = step + 1;
     sum.applied_steps = info.applied_steps;
 
@@ -162,9 +160,7 @@ Result<TrainSummary> Trainer::run() {
       }
       interval_loss = 0;
       interval_tokens = 0;
-      interval_steps = 0;
       interval_train = 0;
-      interval_clock.reset();
     } else {
       bar.draw(step + 1, tc.steps,
                fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", step + 1, tc.steps,

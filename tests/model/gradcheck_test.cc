@@ -104,6 +104,7 @@ struct AttnCase {
   bool causal;
   bool cross;
   float dropout;
+  int64_t T = 4;  // query length; > 64 spans several query blocks of the CPU kernel
 };
 
 class AttentionGradTest : public GradcheckTest, public ::testing::WithParamInterface<AttnCase> {};
@@ -114,8 +115,8 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
   d.B = 2;
   d.H = 2;
   d.D = 3;
-  d.Tq = 4;
-  d.Tk = c.cross ? 5 : 4;
+  d.Tq = c.T;
+  d.Tk = c.cross ? c.T + 1 : c.T;
   d.causal = c.causal;
   d.scale = 1.0f / std::sqrt(3.0f);
   const int64_t C = d.H * d.D;
@@ -126,6 +127,7 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
   Vec q = random_vec(d.B * d.Tq * d.ldq, 7), kv = c.cross ? random_vec(d.B * d.Tk * d.ldk, 8) : Vec();
   Vec& kbuf = c.cross ? kv : q;
   const int64_t koff = c.cross ? 0 : C, voff = c.cross ? C : 2 * C;
+  // Row 1 has two padded keys; with the causal mask they are the last two.
   const std::vector<int32_t> key_len{static_cast<int32_t>(d.Tk), static_cast<int32_t>(d.Tk - 2)};
   const DropoutKey key = DropoutKey::make(3, 1, 0, 9);
   const Vec r = random_vec(d.B * d.Tq * C, 9);
@@ -149,18 +151,20 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
   be_->attention_backward(d, q.data(), kbuf.data() + koff, kbuf.data() + voff, key_len.data(),
                           probs.data(), r.data(), c.cross ? dq.data() : dkv.data(),
                           dkv.data() + koff, dkv.data() + voff, c.dropout, key);
+  const size_t stride = c.T > 8 ? 7 : 1;
   if (c.cross) {
-    check_gradient("attention dq", q, dq, loss);
-    check_gradient("attention dk,dv", kv, dkv, loss);
+    check_gradient("attention dq", q, dq, loss, 1e-2f, 1e-2, 2e-3, stride);
+    check_gradient("attention dk,dv", kv, dkv, loss, 1e-2f, 1e-2, 2e-3, stride);
   } else {
-    check_gradient("attention dqkv", q, dkv, loss);
+    check_gradient("attention dqkv", q, dkv, loss, 1e-2f, 1e-2, 2e-3, stride);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, AttentionGradTest,
                          ::testing::Values(AttnCase{false, false, 0.0f}, AttnCase{true, false, 0.0f},
                                            AttnCase{false, true, 0.0f}, AttnCase{true, false, 0.3f},
-                                           AttnCase{false, true, 0.5f}));
+                                           AttnCase{false, true, 0.5f}, AttnCase{true, false, 0.2f, 130},
+                                           AttnCase{false, true, 0.0f, 70}));
 
 TEST_F(GradcheckTest, CrossEntropyWithSmoothingAndIgnoredRows) {
   const int64_t N = 4, V = 7;

@@ -273,6 +273,26 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Attention works on blocks of query rows. A block only needs the keys its
+  // rows can see: all unpadded keys, or with the causal mask the keys up to
+  // its last row, so padded and future keys cost no arithmetic. Dropout masks
+  // are indexed by the element's place in the full (B, H, Tq, Tk) tensor.
+  static constexpr int64_t kQueryBlock = 64;
+
+  struct QueryBlock {
+    int64_t i0, i1, keys;
+  };
+
+  static std::vector<QueryBlock> query_blocks(const AttentionDims& d, int64_t len) {
+    std::vector<QueryBlock> blocks;
+    const int64_t step = d.causal ? kQueryBlock : d.Tq;
+    for (int64_t i0 = 0; i0 < d.Tq; i0 += step) {
+      const int64_t i1 = std::min(d.Tq, i0 + step);
+      blocks.push_back({i0, i1, d.causal ? std::min(len, i1) : len});
+    }
+    return blocks;
+  }
+
   void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
                          const int32_t* key_len, float* probs, float* out, float p,
                          DropoutKey key) override {
@@ -286,27 +306,39 @@ class CpuBackend final : public Backend {
           const float* qb = q + b * d.Tq * d.ldq + h * d.D;
           const float* kb = k + b * d.Tk * d.ldk + h * d.D;
           const float* vb = v + b * d.Tk * d.ldv + h * d.D;
-          float* P = probs + (b * d.H + h) * block;
-          const int64_t len = std::min<int64_t>(key_len[b], d.Tk);
-          sgemm(false, true, d.Tq, d.Tk, d.D, d.scale, qb, d.ldq, kb, d.ldk, 0.0f, P, d.Tk);
-          for (int64_t i = 0; i < d.Tq; ++i) {
-            const int64_t visible = d.causal ? std::min(len, i + 1) : len;
-            softmax_row(P + i * d.Tk, visible, d.Tk);
+          float* ob = out + b * d.Tq * d.ldo + h * d.D;
+          const int64_t offset = (b * d.H + h) * block;
+          float* P = probs + offset;
+          const int64_t len = std::clamp<int64_t>(key_len[b], 0, d.Tk);
+          for (const QueryBlock& qb_ : query_blocks(d, len)) {
+            const int64_t rows = qb_.i1 - qb_.i0;
+            float* Pb = P + qb_.i0 * d.Tk;
+            if (qb_.keys == 0) {  // every key padded: no attention, zero output
+              std::fill(Pb, Pb + rows * d.Tk, 0.0f);
+              for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(ob + i * d.ldo, ob + i * d.ldo + d.D, 0.0f);
+              continue;
+            }
+            sgemm(false, true, rows, qb_.keys, d.D, d.scale, qb + qb_.i0 * d.ldq, d.ldq, kb, d.ldk,
+                  0.0f, Pb, d.Tk);
+            for (int64_t i = qb_.i0; i < qb_.i1; ++i) {
+              const int64_t visible = d.causal ? std::min(len, i + 1) : len;
+              softmax_row(P + i * d.Tk, visible, d.Tk);
+            }
+            const float* used = Pb;
+            if (p > 0.0f) {
+              apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
+              used = dropped.data();
+            }
+            sgemm(false, false, rows, d.D, qb_.keys, 1.0f, used, d.Tk, vb, d.ldv, 0.0f,
+                  ob + qb_.i0 * d.ldo, d.ldo);
           }
-          const float* used = P;
-          if (p > 0.0f) {
-            apply_dropout(dropped.data(), P, block, p, key, (b * d.H + h) * block);
-            used = dropped.data();
-          }
-          sgemm(false, false, d.Tq, d.D, d.Tk, 1.0f, used, d.Tk, vb, d.ldv, 0.0f,
-                out + b * d.Tq * d.ldo + h * d.D, d.ldo);
         }
       }
     }
   }
 
   void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                          const int32_t* /*key_len: masked probs are 0*/, const float* probs, const float* dout, float* dq,
+                          const int32_t* key_len, const float* probs, const float* dout, float* dq,
                           float* dk, float* dv, float p, DropoutKey key) override {
     const int64_t block = d.Tq * d.Tk;
 #pragma omp parallel
@@ -320,34 +352,52 @@ class CpuBackend final : public Backend {
           const float* kb = k + b * d.Tk * d.ldk + h * d.D;
           const float* vb = v + b * d.Tk * d.ldv + h * d.D;
           const float* dob = dout + b * d.Tq * d.ldo + h * d.D;
-          const float* P = probs + (b * d.H + h) * block;
+          float* dqb = dq + b * d.Tq * d.ldq + h * d.D;
+          float* dkb = dk + b * d.Tk * d.ldk + h * d.D;
+          float* dvb = dv + b * d.Tk * d.ldv + h * d.D;
           const int64_t offset = (b * d.H + h) * block;
-          const float* used = P;
-          if (p > 0.0f) {
-            apply_dropout(dropped.data(), P, block, p, key, offset);
-            used = dropped.data();
+          const float* P = probs + offset;
+          const int64_t len = std::clamp<int64_t>(key_len[b], 0, d.Tk);
+          // dK and dV accumulate over query blocks; keys no block sees get 0.
+          for (int64_t j = 0; j < d.Tk; ++j) {
+            std::fill(dkb + j * d.ldk, dkb + j * d.ldk + d.D, 0.0f);
+            std::fill(dvb + j * d.ldv, dvb + j * d.ldv + d.D, 0.0f);
           }
-          // dV = P_dropped^T dO
-          sgemm(true, false, d.Tk, d.D, d.Tq, 1.0f, used, d.Tk, dob, d.ldo, 0.0f,
-                dv + b * d.Tk * d.ldv + h * d.D, d.ldv);
-          // dP_dropped = dO V^T, then through dropout
-          sgemm(false, true, d.Tq, d.Tk, d.D, 1.0f, dob, d.ldo, vb, d.ldv, 0.0f, dP.data(), d.Tk);
-          if (p > 0.0f) apply_dropout(dP.data(), dP.data(), block, p, key, offset);
-          // softmax backward: dS = P * (dP - sum(dP * P))
-          for (int64_t i = 0; i < d.Tq; ++i) {
-            const float* pr = P + i * d.Tk;
-            float* g = dP.data() + i * d.Tk;
-            float dot = 0.0f;
+          for (const QueryBlock& qb_ : query_blocks(d, len)) {
+            const int64_t rows = qb_.i1 - qb_.i0, nk = qb_.keys;
+            const float* Pb = P + qb_.i0 * d.Tk;
+            if (nk == 0) {
+              for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(dqb + i * d.ldq, dqb + i * d.ldq + d.D, 0.0f);
+              continue;
+            }
+            const float* used = Pb;
+            if (p > 0.0f) {
+              apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
+              used = dropped.data();
+            }
+            const float* dO = dob + qb_.i0 * d.ldo;
+            // dV += P_dropped^T dO
+            sgemm(true, false, nk, d.D, rows, 1.0f, used, d.Tk, dO, d.ldo, 1.0f, dvb, d.ldv);
+            // dP_dropped = dO V^T, then back through dropout
+            float* g = dP.data();
+            sgemm(false, true, rows, nk, d.D, 1.0f, dO, d.ldo, vb, d.ldv, 0.0f, g, d.Tk);
+            if (p > 0.0f) apply_dropout(g, g, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
+            // softmax backward: dS = P * (dP - sum(dP * P)); entries past nk are 0
+            for (int64_t r = 0; r < rows; ++r) {
+              const float* pr = Pb + r * d.Tk;
+              float* gr = g + r * d.Tk;
+              float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-            for (int64_t j = 0; j < d.Tk; ++j) dot += g[j] * pr[j];
+              for (int64_t j = 0; j < nk; ++j) dot += gr[j] * pr[j];
 #pragma omp simd
-            for (int64_t j = 0; j < d.Tk; ++j) g[j] = pr[j] * (g[j] - dot);
+              for (int64_t j = 0; j < nk; ++j) gr[j] = pr[j] * (gr[j] - dot);
+            }
+            // dQ = scale * dS K ; dK += scale * dS^T Q
+            sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f,
+                  dqb + qb_.i0 * d.ldq, d.ldq);
+            sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f,
+                  dkb, d.ldk);
           }
-          // dQ = scale * dS K ; dK = scale * dS^T Q
-          sgemm(false, false, d.Tq, d.D, d.Tk, d.scale, dP.data(), d.Tk, kb, d.ldk, 0.0f,
-                dq + b * d.Tq * d.ldq + h * d.D, d.ldq);
-          sgemm(true, false, d.Tk, d.D, d.Tq, d.scale, dP.data(), d.Tk, qb, d.ldq, 0.0f,
-                dk + b * d.Tk * d.ldk + h * d.D, d.ldk);
         }
       }
     }
