@@ -156,45 +156,49 @@ class TableBuilder {
 
 }  // namespace
 
+std::vector<SublayerLayout> StackLayout::sublayers(int64_t layer) const {
+  const std::string p = fmt::format("{}.{}", layer_prefix, layer);
+  std::vector<SublayerLayout> out{{SublayerLayout::kSelfAttn, p + ".self_attn", p + ".norm1"}};
+  if (cross) out.push_back({SublayerLayout::kCrossAttn, p + ".multihead_attn", p + ".norm2"});
+  out.push_back({SublayerLayout::kFfn, p, fmt::format("{}.norm{}", p, out.size() + 1)});
+  return out;
+}
+
+std::vector<StackLayout> model_layout(const ModelConfig& cfg) {
+  const DeepNormConstants dn = deepnorm_constants(cfg);
+  const bool pre = cfg.norm == NormPlacement::kPre;
+  std::vector<StackLayout> stacks;
+  if (cfg.kind == ModelKind::kDecoderOnly) {
+    stacks.push_back({"embed.weight", "pos.weight", "layers", pre ? "norm" : "", cfg.decoder_layers,
+                      true, false, dn.decoder_alpha, dn.decoder_beta});
+    return stacks;
+  }
+  stacks.push_back({"src_embed.weight", "src_pos.weight", "encoder.layers", pre ? "encoder.norm" : "",
+                    cfg.encoder_layers, false, false, dn.encoder_alpha, dn.encoder_beta});
+  stacks.push_back({"tgt_embed.weight", "tgt_pos.weight", "decoder.layers", pre ? "decoder.norm" : "",
+                    cfg.decoder_layers, true, true, dn.decoder_alpha, dn.decoder_beta});
+  return stacks;
+}
+
 ParamTable build_param_table(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab) {
   ParamTable table;
   TableBuilder b(cfg, &table);
-  const DeepNormConstants dn = deepnorm_constants(cfg);
-  const bool pre = cfg.norm == NormPlacement::kPre;
-  if (cfg.kind == ModelKind::kDecoderOnly) {
-    b.embedding("embed.weight", tgt_vocab);
-    b.positions("pos.weight");
-    for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
-      const std::string p = fmt::format("layers.{}", l);
-      b.attention(p + ".self_attn", dn.decoder_beta);
-      b.ffn(p, dn.decoder_beta);
-      b.norm(p + ".norm1");
-      b.norm(p + ".norm2");
+  const std::vector<StackLayout> stacks = model_layout(cfg);
+  for (const StackLayout& st : stacks) {
+    b.embedding(st.embed, &st == &stacks.back() ? tgt_vocab : src_vocab);
+    b.positions(st.pos);
+    for (int64_t l = 0; l < st.layers; ++l) {
+      const auto subs = st.sublayers(l);
+      for (const SublayerLayout& s : subs) {
+        if (s.kind == SublayerLayout::kFfn) {
+          b.ffn(s.prefix, st.beta);
+        } else {
+          b.attention(s.prefix, st.beta);
+        }
+      }
+      for (const SublayerLayout& s : subs) b.norm(s.norm);
     }
-    if (pre) b.norm("norm");
-  } else {
-    b.embedding("src_embed.weight", src_vocab);
-    b.embedding("tgt_embed.weight", tgt_vocab);
-    b.positions("src_pos.weight");
-    b.positions("tgt_pos.weight");
-    for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
-      const std::string p = fmt::format("encoder.layers.{}", l);
-      b.attention(p + ".self_attn", dn.encoder_beta);
-      b.ffn(p, dn.encoder_beta);
-      b.norm(p + ".norm1");
-      b.norm(p + ".norm2");
-    }
-    if (pre) b.norm("encoder.norm");
-    for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
-      const std::string p = fmt::format("decoder.layers.{}", l);
-      b.attention(p + ".self_attn", dn.decoder_beta);
-      b.attention(p + ".multihead_attn", dn.decoder_beta);
-      b.ffn(p, dn.decoder_beta);
-      b.norm(p + ".norm1");
-      b.norm(p + ".norm2");
-      b.norm(p + ".norm3");
-    }
-    if (pre) b.norm("decoder.norm");
+    if (!st.final_norm.empty()) b.norm(st.final_norm);
   }
   b.output(tgt_vocab);
   return table;

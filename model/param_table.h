@@ -59,6 +59,30 @@ struct DeepNormConstants {
 };
 DeepNormConstants deepnorm_constants(const ModelConfig& cfg);
 
+// How a model's tensors are named, stack by stack: the one description that
+// both the parameter table and the Transformer read.
+struct SublayerLayout {
+  enum Kind { kSelfAttn, kCrossAttn, kFfn } kind = kFfn;
+  std::string prefix;  // "decoder.layers.1.self_attn"; the layer itself for the FFN
+  std::string norm;    // "decoder.layers.1.norm1"
+};
+
+struct StackLayout {
+  std::string embed;         // "src_embed.weight", "tgt_embed.weight" or "embed.weight"
+  std::string pos;           // the learned position table's name
+  std::string layer_prefix;  // "encoder.layers", "decoder.layers" or "layers"
+  std::string final_norm;    // "encoder.norm", ...: pre-LN only, empty otherwise
+  int64_t layers = 0;
+  bool causal = false;       // causal self-attention (decoders)
+  bool cross = false;        // cross-attention on the encoder output (encoder-decoder's decoder)
+  double alpha = 1.0;        // DeepNorm residual scale
+  double beta = 1.0;         // DeepNet init gain
+  std::vector<SublayerLayout> sublayers(int64_t layer) const;
+};
+
+// The encoder (encoder-decoder models only) then the decoder.
+std::vector<StackLayout> model_layout(const ModelConfig& cfg);
+
 // The table for a model. src_vocab is ignored for decoder_only models.
 ParamTable build_param_table(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab);
 

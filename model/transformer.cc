@@ -63,7 +63,11 @@ class Arena {
 // its LayerNorm placed before (pre-LN) or after the residual sum (post-LN,
 // DeepNorm).
 struct Sublayer {
-  enum Kind { kSelfAttn, kCrossAttn, kFfn } kind = kFfn;
+  using Kind = SublayerLayout::Kind;
+  static constexpr Kind kSelfAttn = SublayerLayout::kSelfAttn;
+  static constexpr Kind kCrossAttn = SublayerLayout::kCrossAttn;
+  static constexpr Kind kFfn = SublayerLayout::kFfn;
+  Kind kind = kFfn;
   bool causal = false;
   float alpha = 1.0f;  // residual scale: x * alpha + f(x) (DeepNorm), 1 otherwise
   int64_t in_w = -1, in_b = -1, out_w = -1, out_b = -1;  // attn in/out proj; ffn linear1/linear2
@@ -139,69 +143,39 @@ struct Transformer::Impl {
     eps = static_cast<float>(cfg.layernorm_eps);
     pre = cfg.norm == NormPlacement::kPre;
     emb_scale = cfg.scale_embeddings ? std::sqrt(static_cast<float>(C)) : 1.0f;
-    const DeepNormConstants dn = deepnorm_constants(cfg);
     const ParamTable& t = m->table_;
     auto off = [&](const std::string& n) { return t.index_of(n) >= 0 ? t.offset_of(n) : int64_t{-1}; };
     uint64_t site = 1;
-    auto make = [&](Sublayer::Kind kind, const std::string& p, const std::string& norm, bool causal,
-                    double alpha) {
-      Sublayer s;
-      s.kind = kind;
-      s.causal = causal;
-      s.alpha = static_cast<float>(alpha);
-      if (kind == Sublayer::kFfn) {
-        s.in_w = off(p + ".linear1.weight");
-        s.in_b = off(p + ".linear1.bias");
-        s.out_w = off(p + ".linear2.weight");
-        s.out_b = off(p + ".linear2.bias");
-      } else {
-        s.in_w = off(p + ".in_proj_weight");
-        s.in_b = off(p + ".in_proj_bias");
-        s.out_w = off(p + ".out_proj.weight");
-        s.out_b = off(p + ".out_proj.bias");
+    const std::vector<StackLayout> layout = model_layout(cfg);
+    for (const StackLayout& sl : layout) {
+      Stack& st = &sl == &layout.back() ? dec : enc;
+      st.embed = off(sl.embed);
+      st.pos = off(sl.pos);
+      st.site_embed = site++;
+      for (int64_t l = 0; l < sl.layers; ++l) {
+        for (const SublayerLayout& sub : sl.sublayers(l)) {
+          Sublayer s;
+          s.kind = sub.kind;
+          s.causal = sub.kind == SublayerLayout::kSelfAttn && sl.causal;
+          s.alpha = static_cast<float>(sl.alpha);
+          const bool ffn = sub.kind == SublayerLayout::kFfn;
+          s.in_w = off(sub.prefix + (ffn ? ".linear1.weight" : ".in_proj_weight"));
+          s.in_b = off(sub.prefix + (ffn ? ".linear1.bias" : ".in_proj_bias"));
+          s.out_w = off(sub.prefix + (ffn ? ".linear2.weight" : ".out_proj.weight"));
+          s.out_b = off(sub.prefix + (ffn ? ".linear2.bias" : ".out_proj.bias"));
+          s.norm_w = off(sub.norm + ".weight");
+          s.norm_b = off(sub.norm + ".bias");
+          s.site_resid = site++;
+          s.site_inner = site++;
+          st.subs.push_back(s);
+        }
       }
-      s.norm_w = off(norm + ".weight");
-      s.norm_b = off(norm + ".bias");
-      s.site_resid = site++;
-      s.site_inner = site++;
-      return s;
-    };
-    if (enc_dec) {
-      enc.embed = off("src_embed.weight");
-      enc.pos = off("src_pos.weight");
-      enc.site_embed = site++;
-      for (int64_t l = 0; l < cfg.encoder_layers; ++l) {
-        const std::string p = fmt::format("encoder.layers.{}", l);
-        enc.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", false, dn.encoder_alpha));
-        enc.subs.push_back(make(Sublayer::kFfn, p, p + ".norm2", false, dn.encoder_alpha));
+      if (!sl.final_norm.empty()) {
+        st.final_w = off(sl.final_norm + ".weight");
+        st.final_b = off(sl.final_norm + ".bias");
       }
-      enc.final_w = off("encoder.norm.weight");
-      enc.final_b = off("encoder.norm.bias");
-      dec.embed = off("tgt_embed.weight");
-      dec.pos = off("tgt_pos.weight");
-      dec.site_embed = site++;
-      for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
-        const std::string p = fmt::format("decoder.layers.{}", l);
-        dec.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", true, dn.decoder_alpha));
-        dec.subs.push_back(make(Sublayer::kCrossAttn, p + ".multihead_attn", p + ".norm2", false, dn.decoder_alpha));
-        dec.subs.push_back(make(Sublayer::kFfn, p, p + ".norm3", false, dn.decoder_alpha));
-      }
-      dec.final_w = off("decoder.norm.weight");
-      dec.final_b = off("decoder.norm.bias");
-      out_w = cfg.tie_embeddings ? off("tgt_embed.weight") : off("output.weight");
-    } else {
-      dec.embed = off("embed.weight");
-      dec.pos = off("pos.weight");
-      dec.site_embed = site++;
-      for (int64_t l = 0; l < cfg.decoder_layers; ++l) {
-        const std::string p = fmt::format("layers.{}", l);
-        dec.subs.push_back(make(Sublayer::kSelfAttn, p + ".self_attn", p + ".norm1", true, dn.decoder_alpha));
-        dec.subs.push_back(make(Sublayer::kFfn, p, p + ".norm2", false, dn.decoder_alpha));
-      }
-      dec.final_w = off("norm.weight");
-      dec.final_b = off("norm.bias");
-      out_w = cfg.tie_embeddings ? off("embed.weight") : off("output.weight");
     }
+    out_w = cfg.tie_embeddings ? dec.embed : off("output.weight");
     out_b = off("output.bias");
     if (cfg.positions == Positions::kSinusoidal) {
       const std::vector<float> pe = sinusoidal_positions(cfg.max_len, C);
