@@ -25,6 +25,14 @@ struct AttentionDims {
   int64_t ldq = 0, ldk = 0, ldv = 0, ldo = 0;
   bool causal = false;  // query i sees keys j <= i
   float scale = 1.0f;   // usually 1/sqrt(D)
+
+  // Where head h of batch row b starts in q (and dq), k, v, out (and dout),
+  // and probs.
+  int64_t q_at(int64_t b, int64_t h) const { return b * Tq * ldq + h * D; }
+  int64_t k_at(int64_t b, int64_t h) const { return b * Tk * ldk + h * D; }
+  int64_t v_at(int64_t b, int64_t h) const { return b * Tk * ldv + h * D; }
+  int64_t out_at(int64_t b, int64_t h) const { return b * Tq * ldo + h * D; }
+  int64_t probs_at(int64_t b, int64_t h) const { return (b * H + h) * Tq * Tk; }
 };
 
 class Backend {

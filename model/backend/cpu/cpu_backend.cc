@@ -303,11 +303,11 @@ class CpuBackend final : public Backend {
 #pragma omp for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b) {
         for (int64_t h = 0; h < d.H; ++h) {
-          const float* qb = q + b * d.Tq * d.ldq + h * d.D;
-          const float* kb = k + b * d.Tk * d.ldk + h * d.D;
-          const float* vb = v + b * d.Tk * d.ldv + h * d.D;
-          float* ob = out + b * d.Tq * d.ldo + h * d.D;
-          const int64_t offset = (b * d.H + h) * block;
+          const float* qb = q + d.q_at(b, h);
+          const float* kb = k + d.k_at(b, h);
+          const float* vb = v + d.v_at(b, h);
+          float* ob = out + d.out_at(b, h);
+          const int64_t offset = d.probs_at(b, h);
           float* P = probs + offset;
           const int64_t len = std::clamp<int64_t>(key_len[b], 0, d.Tk);
           for (const QueryBlock& qb_ : query_blocks(d, len)) {
@@ -348,14 +348,14 @@ class CpuBackend final : public Backend {
 #pragma omp for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b) {
         for (int64_t h = 0; h < d.H; ++h) {
-          const float* qb = q + b * d.Tq * d.ldq + h * d.D;
-          const float* kb = k + b * d.Tk * d.ldk + h * d.D;
-          const float* vb = v + b * d.Tk * d.ldv + h * d.D;
-          const float* dob = dout + b * d.Tq * d.ldo + h * d.D;
-          float* dqb = dq + b * d.Tq * d.ldq + h * d.D;
-          float* dkb = dk + b * d.Tk * d.ldk + h * d.D;
-          float* dvb = dv + b * d.Tk * d.ldv + h * d.D;
-          const int64_t offset = (b * d.H + h) * block;
+          const float* qb = q + d.q_at(b, h);
+          const float* kb = k + d.k_at(b, h);
+          const float* vb = v + d.v_at(b, h);
+          const float* dob = dout + d.out_at(b, h);
+          float* dqb = dq + d.q_at(b, h);
+          float* dkb = dk + d.k_at(b, h);
+          float* dvb = dv + d.v_at(b, h);
+          const int64_t offset = d.probs_at(b, h);
           const float* P = probs + offset;
           const int64_t len = std::clamp<int64_t>(key_len[b], 0, d.Tk);
           // dK and dV accumulate over query blocks; keys no block sees get 0.
