@@ -117,9 +117,8 @@ struct Transformer::Impl {
   Stack enc, dec;
   int64_t out_w = -1, out_b = -1;
   float* sinusoid = nullptr;  // (max_len, C) device, sinusoidal positions
-  // Encoder output kept across forwards for reuse_encoder: (B, S, C) and (B).
+  // Encoder output kept across forwards for reuse_encoder: (B, S, C).
   float* memory = nullptr;
-  int32_t* memory_len = nullptr;
   int64_t memory_B = -1, memory_S = -1;
   float emb_scale = 1.0f;
 
@@ -191,9 +190,7 @@ struct Transformer::Impl {
 
   void release_memory() {
     if (memory) be->deallocate(memory);
-    if (memory_len) be->deallocate(memory_len);
     memory = nullptr;
-    memory_len = nullptr;
     memory_B = memory_S = -1;
   }
 
@@ -400,19 +397,17 @@ struct Transformer::Impl {
                   "reuse_encoder needs an inference forward of an encoder-decoder on the same source");
     if (batch.B != B || batch.S != S || batch.T != T) plan(batch.B, enc_dec ? batch.S : 0, batch.T);
     const float* mem = nullptr;
-    const int32_t* mem_len = nullptr;
     if (enc_dec && o.reuse_encoder) {
+      be->upload(enc.key_len, batch.src_len.data(), batch.src_len.size() * sizeof(int32_t));
       mem = memory;
-      mem_len = memory_len;
     } else if (enc_dec) {
       embed_forward(enc, batch.src, batch.src_len);
       stack_forward(enc, nullptr, 0, nullptr);
       mem = enc.top;
-      mem_len = enc.key_len;
-      if (!o.train) keep_memory(mem, mem_len);
+      if (!o.train) keep_memory(mem);
     }
     embed_forward(dec, batch.tgt_in, batch.tgt_len);
-    stack_forward(dec, mem, S, mem_len);
+    stack_forward(dec, mem, S, enc_dec ? enc.key_len : nullptr);
     const int64_t N = B * T, V = m->tgt_vocab_;
     linear_forward(logits, dec.top, N, C, V, W(out_w), C, W(out_b));
     be->upload(targets, batch.tgt_out.data(), batch.tgt_out.size() * sizeof(int32_t));
@@ -426,16 +421,14 @@ struct Transformer::Impl {
 
   // Copies the encoder output out of the arena so that later forwards with
   // reuse_encoder (whose plans may move the arena) can read it.
-  void keep_memory(const float* mem, const int32_t* len) {
+  void keep_memory(const float* mem) {
     if (memory_B != B || memory_S != S) {
       release_memory();
       memory = static_cast<float*>(be->allocate(static_cast<size_t>(B * S * C) * sizeof(float)));
-      memory_len = static_cast<int32_t*>(be->allocate(static_cast<size_t>(B) * sizeof(int32_t)));
       memory_B = B;
       memory_S = S;
     }
     be->copy(memory, mem, B * S * C);
-    be->copy(reinterpret_cast<float*>(memory_len), reinterpret_cast<const float*>(len), B);
   }
 
   // ---- backward ------------------------------------------------------------

@@ -341,3 +341,47 @@ INSTANTIATE_TEST_SUITE_P(Models, ModelGradTest,
 
 }  // namespace
 }  // namespace pst
+
+namespace pst {
+namespace {
+
+// Greedy decoding reuses the encoder output across forwards whose decoder
+// length changes (which re-plans the arena); the logits must be those of a
+// full forward.
+TEST(ReuseEncoderTest, LogitsEqualAFullForward) {
+  auto be = make_cpu_backend(2);
+  ModelConfig cfg;
+  cfg.d_model = 8;
+  cfg.heads = 2;
+  cfg.ffn_dim = 16;
+  cfg.encoder_layers = 2;
+  cfg.decoder_layers = 2;
+  cfg.max_len = 8;
+  Transformer model(cfg, 9, 11, be.get());
+  model.init_weights(6);
+  Batch b;
+  b.B = 2;
+  b.S = 5;
+  b.src = {4, 5, 6, 7, 2, 8, 4, 2, 0, 0};
+  b.src_len = {5, 3};
+  auto with_prefix = [&](int64_t T) {
+    b.T = T;
+    b.tgt_in.assign(b.B * T, 5);
+    b.tgt_out.assign(b.B * T, kIgnoreTarget);
+    b.tgt_len.assign(b.B, static_cast<int32_t>(T));
+  };
+  with_prefix(1);
+  model.forward(b, ForwardOptions{});
+  ForwardOptions reuse;
+  reuse.reuse_encoder = true;
+  for (int64_t T = 2; T <= 4; ++T) {
+    with_prefix(T);
+    model.forward(b, reuse);
+    const Vec reused = model.logits();
+    model.forward(b, ForwardOptions{});
+    EXPECT_EQ(reused, model.logits()) << "decoder length " << T;
+  }
+}
+
+}  // namespace
+}  // namespace pst
