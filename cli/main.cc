@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   train->add_option("--config", train_args.config, "TOML job file")->required();
   train->add_option("--set", train_args.sets, "Override a setting: section.key=value (repeatable)");
   std::string device;
-  train->add_option("--device", device, "auto, cpu or cuda (same as --set train.device=...)");
+  train->add_option("--device", device, "auto, cpu, cuda or cuda:N (same as --set train.device=...)");
 
   pst::ConfigArgs params_args;
   bool list = false;

@@ -33,7 +33,8 @@ int run_train(const ConfigArgs& args) {
     spdlog::error("train.output = \"{}\": cannot create directory: {}", job->train.output, ec.message());
     return 2;
   }
-  auto backend = make_backend(job->train.device, static_cast<int>(job->train.threads));
+  auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
+                              static_cast<int>(job->train.threads));
   if (!backend.ok()) {
     spdlog::error("{}", backend.status().message());
     return 2;

@@ -40,8 +40,8 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
                {ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kStep, "step"},
                {ScheduleKind::kExponential, "exponential"},
                {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
-PST_ENUM_NAMES(DeviceKind, {DeviceKind::kAuto, "auto"}, {DeviceKind::kCpu, "cpu"},
-               {DeviceKind::kCuda, "cuda"})
+PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
+               {MatmulPrecision::kBf16, "bf16"})
 
 template <typename E>
 const char* enum_name(E v) {
@@ -238,6 +238,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("train", "max_minutes", &t.max_minutes));
   f.push_back(make_field("train", "output", &t.output));
   f.push_back(make_field("train", "device", &t.device));
+  f.push_back(make_field("train", "matmul", &t.matmul));
   f.push_back(make_field("train", "log_level", &t.log_level));
   return f;
 }
@@ -275,6 +276,30 @@ const char* to_string(Activation v) { return enum_name(v); }
 const char* to_string(Positions v) { return enum_name(v); }
 const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
+const char* to_string(MatmulPrecision v) { return enum_name(v); }
+
+Result<DeviceSpec> parse_device(const std::string& text) {
+  DeviceSpec d;
+  if (text == "auto") return d;
+  if (text == "cpu") {
+    d.kind = DeviceKind::kCpu;
+    return d;
+  }
+  if (text == "cuda") {
+    d.kind = DeviceKind::kCuda;
+    return d;
+  }
+  if (text.starts_with("cuda:")) {
+    const char* begin = text.data() + 5;
+    const char* end = text.data() + text.size();
+    auto [p, ec] = std::from_chars(begin, end, d.index);
+    if (ec == std::errc() && p == end && begin != end && d.index >= 0) {
+      d.kind = DeviceKind::kCuda;
+      return d;
+    }
+  }
+  return invalid_argument("train.device = \"{}\": allowed are auto, cpu, cuda and cuda:N (N >= 0)", text);
+}
 
 Status apply_override(JobConfig& config, const std::string& assignment) {
   const auto eq = assignment.find('=');
@@ -401,6 +426,7 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(t.eval_every >= 0, fmt::format("train.eval_every = {}: must be >= 0", t.eval_every)));
   PST_RETURN_IF_ERROR(check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
   PST_RETURN_IF_ERROR(check_range(!t.output.empty(), "train.output: must not be empty"));
+  PST_RETURN_IF_ERROR(parse_device(t.device).status());
   return Status();
 }
 

@@ -21,6 +21,15 @@ enum class Task { kG2P, kLM };
 enum class OptimizerKind { kAdamW, kAdam };
 enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
 enum class DeviceKind { kAuto, kCpu, kCuda };
+// Precision of the CUDA backend's matrix products (inputs and outputs stay
+// fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
+enum class MatmulPrecision { kFp32, kTf32, kBf16 };
+
+// A parsed train.device: "auto", "cpu", "cuda" (device 0) or "cuda:N".
+struct DeviceSpec {
+  DeviceKind kind = DeviceKind::kAuto;
+  int index = 0;
+};
 
 struct ModelConfig {
   ModelKind kind = ModelKind::kEncoderDecoder;  // encoder_decoder | decoder_only
@@ -85,7 +94,8 @@ struct TrainConfig {
   int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
   double max_minutes = 0;      // stop after this wall time (0 = no limit)
   std::string output = "runs/default";  // directory for model.safetensors and logs
-  DeviceKind device = DeviceKind::kAuto;  // auto | cpu | cuda
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
+  MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
   std::string log_level = "info";
 };
 
@@ -115,5 +125,9 @@ const char* to_string(Activation v);
 const char* to_string(Positions v);
 const char* to_string(InitScheme v);
 const char* to_string(Task v);
+const char* to_string(MatmulPrecision v);
+
+// Parses train.device; the error names the value and what is allowed.
+Result<DeviceSpec> parse_device(const std::string& text);
 
 }  // namespace pst

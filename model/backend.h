@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "core/config.h"
 #include "model/elementwise.h"
@@ -43,8 +44,17 @@ class Backend {
   // Device memory. allocate() returns zeroed memory, aligned to 64 bytes.
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* p) = 0;
+  // Host memory for transfers to and from the device: page-locked on CUDA,
+  // so copies run at full bus speed. Not zeroed.
+  virtual void* allocate_host(size_t bytes) = 0;
+  virtual void deallocate_host(void* p) = 0;
+  // Copies between host and device memory. Both are complete when they
+  // return: the host buffer may be reused and the data is in place.
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  // Waits until every queued kernel has finished (for timing; the CPU
+  // backend's kernels finish before they return).
+  virtual void synchronize() {}
 
   virtual void fill(float* x, int64_t n, float value) = 0;
   virtual void copy(float* dst, const float* src, int64_t n) = 0;
@@ -117,15 +127,40 @@ class Backend {
                                float smoothing, float grad_scale, float* dlogits,
                                int64_t* correct) = 0;
 
-  // Row-wise argmax of x(N, V) into out(N).
+  // Row-wise argmax of x(N, V) into out(N) (device memory); the first index
+  // among equal maxima.
   virtual void argmax(const float* x, int64_t N, int64_t V, int32_t* out) = 0;
+
+  // One fused Adam/AdamW step over n elements of weights w, moments m and v
+  // and gradient g (model/elementwise.h's adam_update_element, the same bits
+  // on every backend).
+  virtual void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
+                           const AdamConstants& k) = 0;
+};
+
+// Options of the CUDA backend; the CPU backend always computes in fp32.
+struct CudaOptions {
+  int device = 0;  // CUDA device index
+  MatmulPrecision matmul = MatmulPrecision::kFp32;
 };
 
 // The CPU backend (OpenBLAS + OpenMP). threads = 0 uses all cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 
-// Picks a backend for --device: "cuda" fails where CUDA is not compiled in or
-// no device is present; "auto" falls back to the CPU with a log line.
-Result<std::unique_ptr<Backend>> make_backend(DeviceKind device, int threads);
+// True when this build has the CUDA backend (nvcc was found at configure time).
+bool cuda_compiled();
+// The number of CUDA devices; 0 when the build has no CUDA backend or when
+// cudaGetDeviceCount fails for any reason (no driver, no device,
+// CUDA_VISIBLE_DEVICES=""), with the reason in *why when why is not null.
+int cuda_device_count(std::string* why = nullptr);
+// The CUDA backend on one device; an error when CUDA is not compiled in or
+// the device does not exist.
+Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options);
+
+// Picks a backend for train.device: "cuda[:N]" fails where CUDA is not
+// compiled in or the device is absent; "auto" uses CUDA device 0 when one is
+// present, else the CPU with a log line saying why.
+Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul,
+                                              int threads);
 
 }  // namespace pst

@@ -31,8 +31,12 @@ PST_HD float exp_approx(float x) {
   p = fmaf(p, r, 5.0000001201e-1f);
   p = fmaf(p * r, r, r) + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  const float scale = __int_as_float(bits);
+#else
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof(scale));
+#endif
   return p * scale;
 }
 
@@ -83,5 +87,40 @@ PST_HD bool dropout_keep(uint64_t key, uint64_t stream, uint64_t i, float p) {
                                       static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
   return uniform01(out.v[i & 3]) >= p;
 }
+
+// One Adam/AdamW update of one element, in exactly the operation order and
+// rounding of torch.optim.Adam / AdamW (single-tensor path, PyTorch 1.13), so
+// that pst's updates match PyTorch bit for bit:
+//   Adam (L2):  g = fma(w, wd, g)                  grad.add(param, alpha=wd)
+//   AdamW:      w = w * (1 - lr*wd)                param.mul_(1 - lr*wd)
+//   m = fma(g, 1-b1, m*b1)                         exp_avg.mul_(b1).add_(g, alpha=1-b1)
+//   v = fma((1-b2)*g, g, v*b2)                     exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2)
+//   w = w + (-lr/bc1 * m) / (sqrt(v)/sqrt(bc2) + eps)
+// PyTorch's CPU kernels use fused multiply-adds for add(alpha=) and addcmul;
+// fmaf reproduces them. Callers are compiled without implicit contraction
+// (-ffp-contract=off on the host, -fmad=false for the CUDA kernel), so the
+// CPU and CUDA updates agree bit for bit.
+struct AdamConstants {
+  float beta1 = 0.9f, one_minus_beta1 = 0.1f;
+  float beta2 = 0.999f, one_minus_beta2 = 0.001f;
+  float decay_factor = 1.0f;  // AdamW: 1 - lr*wd (1 = no decay)
+  float l2 = 0.0f;            // Adam: wd added to the gradient (0 = none)
+  float neg_step_size = 0.0f;  // -lr / (1 - beta1^step)
+  float bc2_sqrt = 1.0f;       // sqrt(1 - beta2^step)
+  float eps = 1e-8f;
+};
+
+PST_HD void adam_update_element(float& w, float& m, float& v, float g, const AdamConstants& k) {
+  g = fmaf(w, k.l2, g);
+  w = w * k.decay_factor;
+  m = fmaf(g, k.one_minus_beta1, m * k.beta1);
+  v = fmaf(k.one_minus_beta2 * g, g, v * k.beta2);
+  const float denom = sqrtf(v) / k.bc2_sqrt + k.eps;
+  w = w + (k.neg_step_size * m) / denom;
+}
+
+// adam_update_element over n host floats (OpenMP threads for large n).
+// Defined in model/backend/cpu/cpu_adam.cc, compiled with -ffp-contract=off.
+void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k);
 
 }  // namespace pst

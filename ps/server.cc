@@ -15,27 +15,47 @@ std::vector<ChunkRange> whole_tensors(const ParamTable& table) {
 }
 
 ShardOptimizer::ShardOptimizer(const JobConfig& job, const ParamTable& table,
-                               std::vector<ChunkRange> owned, const float* initial)
-    : job_(job), table_(table), schedule_(make_schedule(job)), owned_(std::move(owned)) {
+                               std::vector<ChunkRange> owned, const float* initial, Backend* device)
+    : job_(job), table_(table), schedule_(make_schedule(job)), owned_(std::move(owned)), device_(device) {
   int64_t n = 0;
   for (const ChunkRange& r : owned_) {
     local_offset_.push_back(n);
+    if (!runs_.empty() && runs_.back().flat + runs_.back().length == r.begin) {
+      runs_.back().length += r.length;
+    } else {
+      runs_.push_back({n, r.begin, r.length});
+    }
     n += r.length;
   }
-  weights_.resize(static_cast<size_t>(n));
-  exp_avg_.assign(static_cast<size_t>(n), 0.0f);
-  exp_avg_sq_.assign(static_cast<size_t>(n), 0.0f);
   grad_.assign(static_cast<size_t>(n), 0.0f);
-  for (size_t i = 0; i < owned_.size(); ++i)
-    std::copy_n(initial + owned_[i].begin, owned_[i].length, weights_.begin() + local_offset_[i]);
+  std::vector<float> w(static_cast<size_t>(n));
+  for (const Run& r : runs_) std::copy_n(initial + r.flat, r.length, w.begin() + r.local);
+  if (device_) {
+    // allocate() zeroes, which is the moments' initial value.
+    device_state_ = static_cast<float*>(device_->allocate(4 * static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float)));
+    w_ = device_state_;
+    m_ = w_ + n;
+    v_ = m_ + n;
+    device_->upload(w_, w.data(), static_cast<size_t>(n) * sizeof(float));
+  } else {
+    weights_ = std::move(w);
+    exp_avg_.assign(static_cast<size_t>(n), 0.0f);
+    exp_avg_sq_.assign(static_cast<size_t>(n), 0.0f);
+    w_ = weights_.data();
+    m_ = exp_avg_.data();
+    v_ = exp_avg_sq_.data();
+  }
+}
+
+ShardOptimizer::~ShardOptimizer() {
+  if (device_state_) device_->deallocate(device_state_);
 }
 
 void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum) {
   // Push buffers are kept across steps, so a step allocates nothing.
   const size_t slot = push_tokens_.size();
   if (pushed_.size() <= slot) pushed_.emplace_back(grad_.size());
-  for (size_t i = 0; i < owned_.size(); ++i)
-    std::copy_n(grads + owned_[i].begin, owned_[i].length, pushed_[slot].begin() + local_offset_[i]);
+  for (const Run& r : runs_) std::copy_n(grads + r.flat, r.length, pushed_[slot].begin() + r.local);
   push_tokens_.push_back(tokens);
   push_loss_ += loss_sum;
 }
@@ -99,12 +119,21 @@ StepReport ShardOptimizer::apply(const GradStats& global) {
   const AdamConstants with_decay =
       adam_constants(r.lr, o.beta1, o.beta2, o.eps, o.weight_decay, decoupled, applied_);
   const AdamConstants no_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, 0.0, decoupled, applied_);
+  const float* g = grad_.data();
+  if (device_) {
+    float* dg = v_ + grad_.size();
+    device_->upload(dg, grad_.data(), grad_.size() * sizeof(float));
+    g = dg;
+  }
   for (size_t i = 0; i < owned_.size(); ++i) {
     const ParamSpec& spec = table_[owned_[i].tensor];
     const int64_t off = local_offset_[i];
-    adam_update(weights_.data() + off, exp_avg_.data() + off, exp_avg_sq_.data() + off,
-                grad_.data() + off, owned_[i].length,
-                decays(spec, o.decay_embeddings) ? with_decay : no_decay);
+    const AdamConstants& k = decays(spec, o.decay_embeddings) ? with_decay : no_decay;
+    if (device_) {
+      device_->adam_update(w_ + off, m_ + off, v_ + off, g + off, owned_[i].length, k);
+    } else {
+      adam_update(w_ + off, m_ + off, v_ + off, g + off, owned_[i].length, k);
+    }
   }
   r.applied = true;
   r.applied_steps = applied_;
@@ -112,8 +141,13 @@ StepReport ShardOptimizer::apply(const GradStats& global) {
 }
 
 void ShardOptimizer::copy_weights(float* flat) const {
-  for (size_t i = 0; i < owned_.size(); ++i)
-    std::copy_n(weights_.begin() + local_offset_[i], owned_[i].length, flat + owned_[i].begin);
+  for (const Run& r : runs_) {
+    if (device_) {
+      device_->download(flat + r.flat, w_ + r.local, static_cast<size_t>(r.length) * sizeof(float));
+    } else {
+      std::copy_n(w_ + r.local, r.length, flat + r.flat);
+    }
+  }
 }
 
 }  // namespace pst

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "model/backend.h"
 #include "model/param_table.h"
 #include "ps/adam.h"
 #include "ps/clipping.h"
@@ -41,8 +42,15 @@ struct StepReport {
 class ShardOptimizer {
  public:
   // initial: the model's flat initial weights (only owned ranges are read).
+  // device: where the weights and Adam moments live and the fused update
+  // runs (a GPU backend when a server or a single process runs on one); null
+  // keeps them in host memory. Gradients are reduced on the host either way.
+  // The device backend must outlive the optimizer.
   ShardOptimizer(const JobConfig& job, const ParamTable& table, std::vector<ChunkRange> owned,
-                 const float* initial);
+                 const float* initial, Backend* device = nullptr);
+  ~ShardOptimizer();
+  ShardOptimizer(const ShardOptimizer&) = delete;
+  ShardOptimizer& operator=(const ShardOptimizer&) = delete;
 
   // Records a worker's gradient of this round (flat layout; only owned ranges
   // are read and copied).
@@ -64,9 +72,24 @@ class ShardOptimizer {
   JobConfig job_;
   const ParamTable& table_;
   LrSchedule schedule_;
+  // Owned ranges that are adjacent both in the flat layout and in the local
+  // buffers, merged, so copies move few large blocks.
+  struct Run {
+    int64_t local = 0, flat = 0, length = 0;
+  };
+
   std::vector<ChunkRange> owned_;
   std::vector<int64_t> local_offset_;  // start of each owned range in the local buffers
-  std::vector<float> weights_, exp_avg_, exp_avg_sq_, grad_;
+  std::vector<Run> runs_;
+  std::vector<float> grad_;
+  // The state the update reads and writes: host vectors, or device buffers
+  // of device_ (then state_ points into them).
+  std::vector<float> weights_, exp_avg_, exp_avg_sq_;
+  Backend* device_ = nullptr;
+  float* device_state_ = nullptr;  // weights, exp_avg, exp_avg_sq, grad: 4 x n floats
+  float* w_ = nullptr;
+  float* m_ = nullptr;
+  float* v_ = nullptr;
   std::vector<std::vector<float>> pushed_;  // buffers of this round's pushes (reused)
   std::vector<int64_t> push_tokens_;        // one per push of this round
   double push_loss_ = 0.0;

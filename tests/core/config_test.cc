@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include <tuple>
+
 #include <gtest/gtest.h>
 
 #include "tests/test_util.h"
@@ -41,7 +43,7 @@ device = "cpu"
   EXPECT_DOUBLE_EQ(c->optim.lr, 3e-4);
   EXPECT_EQ(c->schedule.kind, ScheduleKind::kInverseSqrt);
   EXPECT_EQ(c->train.steps, 7);
-  EXPECT_EQ(c->train.device, DeviceKind::kCpu);
+  EXPECT_EQ(c->train.device, "cpu");
 }
 
 void expect_error(const std::string& toml, const std::vector<std::string>& sets,
@@ -51,6 +53,22 @@ void expect_error(const std::string& toml, const std::vector<std::string>& sets,
   for (const auto& f : fragments)
     EXPECT_NE(c.status().message().find(f), std::string::npos)
         << "message '" << c.status().message() << "' lacks '" << f << "'";
+}
+
+TEST(ConfigTest, DeviceSpecs) {
+  for (auto [text, kind, index] : {std::tuple{"auto", DeviceKind::kAuto, 0}, std::tuple{"cpu", DeviceKind::kCpu, 0},
+                                   std::tuple{"cuda", DeviceKind::kCuda, 0}, std::tuple{"cuda:3", DeviceKind::kCuda, 3}}) {
+    auto d = parse_device(text);
+    ASSERT_TRUE(d.ok()) << text;
+    EXPECT_EQ(d->kind, kind) << text;
+    EXPECT_EQ(d->index, index) << text;
+  }
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1x", "CPU", ""})
+    expect_error("", {std::string("train.device=") + bad}, {"train.device", "auto, cpu, cuda and cuda:N"});
+  auto c = parse_config("[train]\nmatmul = \"tf32\"\n", "t", {});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->train.matmul, MatmulPrecision::kTf32);
+  expect_error("[train]\nmatmul = \"fp16\"\n", {}, {"train.matmul", "fp32, tf32, bf16"});
 }
 
 TEST(ConfigTest, UnknownKeyNamesKeyLineAndAllowedKeys) {

@@ -1,6 +1,8 @@
-// Finite-difference checks of every backward kernel of the CPU backend and of
-// whole models: central differences of L = sum(r * y) for a fixed random r,
-// computed in fp64 over the fp32 outputs, against the analytic gradient.
+// Finite-difference checks of every backward kernel and of whole models:
+// central differences of L = sum(r * y) for a fixed random r, computed in
+// fp64 over the fp32 outputs, against the analytic gradient. They run on the
+// backend PST_TEST_DEVICE names (tests/test_backend.h); kernel arguments go
+// through device copies (Mirror), so the same code checks CPU and CUDA.
 #include <cmath>
 #include <functional>
 #include <random>
@@ -10,6 +12,7 @@
 
 #include "model/backend.h"
 #include "model/transformer.h"
+#include "tests/test_backend.h"
 
 namespace pst {
 namespace {
@@ -51,7 +54,14 @@ void check_gradient(const std::string& what, Vec& x, const Vec& grad,
 
 class GradcheckTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Backend> be_ = make_cpu_backend(2);
+  void SetUp() override {
+    be_ = testing::test_backend();
+    if (!be_) GTEST_SKIP() << "PST_TEST_DEVICE=cuda but no CUDA device is present";
+    dev_ = std::make_unique<testing::Mirror>(be_.get());
+  }
+  void TearDown() override { dev_.reset(); }
+  std::unique_ptr<Backend> be_;
+  std::unique_ptr<testing::Mirror> dev_;
 };
 
 TEST_F(GradcheckTest, LayerNorm) {
@@ -59,21 +69,29 @@ TEST_F(GradcheckTest, LayerNorm) {
   Vec x = random_vec(rows * C, 1, 2.0f), w = random_vec(C, 2), b = random_vec(C, 3);
   const Vec r = random_vec(rows * C, 4);
   Vec y(rows * C), mean(rows), rstd(rows);
+  testing::Mirror& d = *dev_;
   auto loss = [&] {
-    be_->layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, 1e-5f);
+    be_->layernorm_forward(d.in(y), d.in(mean), d.in(rstd), d.in(x), d.in(w), d.in(b), rows, C, 1e-5f);
+    d.back(y);
     return dot(r, y);
   };
   loss();
+  d.back(mean);
+  d.back(rstd);
   Vec dx(rows * C), dw(C, 0.0f), db(C, 0.0f);
-  be_->layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(),
-                          rstd.data(), rows, C);
+  be_->layernorm_backward(d.in(dx), d.in(dw), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean),
+                          d.in(rstd), rows, C);
+  d.back(dx);
+  d.back(dw);
+  d.back(db);
   check_gradient("layernorm dx", x, dx, loss);
   check_gradient("layernorm dw", w, dw, loss);
   check_gradient("layernorm db", b, db, loss);
   // dw, db accumulate.
   Vec dw2 = dw;
-  be_->layernorm_backward(dx.data(), dw2.data(), db.data(), r.data(), x.data(), w.data(), mean.data(),
-                          rstd.data(), rows, C);
+  be_->layernorm_backward(d.in(dx), d.in(dw2), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean),
+                          d.in(rstd), rows, C);
+  d.back(dw2);
   for (int64_t c = 0; c < C; ++c) EXPECT_FLOAT_EQ(dw2[c], 2 * dw[c]);
 }
 
@@ -84,18 +102,24 @@ TEST_F(GradcheckTest, Activations) {
       if (std::abs(v) < 0.05f) v += 0.1f;  // keep ReLU away from its kink
     const Vec r = random_vec(64, 6);
     Vec y(64), dx(64);
+    testing::Mirror d(be_.get());
     auto loss = [&] {
-      be_->activation_forward(a, y.data(), x.data(), 64);
+      be_->activation_forward(a, d.in(y), d.in(x), 64);
+      d.back(y);
       return dot(r, y);
     };
-    be_->activation_backward(a, dx.data(), r.data(), x.data(), 64);
+    be_->activation_backward(a, d.in(dx), d.in(r), d.in(x), 64);
+    d.back(dx);
     check_gradient(std::string("activation ") + to_string(a), x, dx, loss, 1e-3f);
   }
   // Values against the closed forms.
   Vec x{-1.5f, 0.3f, 2.0f}, y(3);
-  be_->activation_forward(Activation::kGelu, y.data(), x.data(), 3);
+  testing::Mirror& d = *dev_;
+  be_->activation_forward(Activation::kGelu, d.in(y), d.in(x), 3);
+  d.back(y);
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(y[i], 0.5 * x[i] * (1 + std::erf(x[i] / std::sqrt(2.0))), 1e-6);
-  be_->activation_forward(Activation::kGeluTanh, y.data(), x.data(), 3);
+  be_->activation_forward(Activation::kGeluTanh, d.in(y), d.in(x), 3);
+  d.back(y);
   for (int i = 0; i < 3; ++i)
     EXPECT_NEAR(y[i], 0.5 * x[i] * (1 + std::tanh(std::sqrt(2 / M_PI) * (x[i] + 0.044715 * std::pow(x[i], 3)))), 1e-6);
 }
@@ -132,12 +156,16 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
   const DropoutKey key = DropoutKey::make(3, 1, 0, 9);
   const Vec r = random_vec(d.B * d.Tq * C, 9);
   Vec probs(d.B * d.H * d.Tq * d.Tk), out(d.B * d.Tq * C);
+  testing::Mirror& m = *dev_;
   auto loss = [&] {
-    be_->attention_forward(d, q.data(), kbuf.data() + koff, kbuf.data() + voff, key_len.data(),
-                           probs.data(), out.data(), c.dropout, key);
+    const float* qd = m.in(q);
+    const float* kd = c.cross ? m.in(kv) : qd;
+    be_->attention_forward(d, qd, kd + koff, kd + voff, m.in(key_len), m.in(probs), m.in(out), c.dropout, key);
+    m.back(out);
     return dot(r, out);
   };
   loss();
+  m.back(probs);
   // Masked keys get zero probability.
   for (int64_t h = 0; h < d.H; ++h)
     for (int64_t i = 0; i < d.Tq; ++i)
@@ -148,9 +176,15 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
         }
       }
   Vec dq(q.size(), 0.0f), dkv(kbuf.size(), 0.0f);
-  be_->attention_backward(d, q.data(), kbuf.data() + koff, kbuf.data() + voff, key_len.data(),
-                          probs.data(), r.data(), c.cross ? dq.data() : dkv.data(),
-                          dkv.data() + koff, dkv.data() + voff, c.dropout, key);
+  {
+    const float* qd = m.in(q);
+    const float* kd = c.cross ? m.in(kv) : qd;
+    float* dkvd = m.in(dkv);
+    be_->attention_backward(d, qd, kd + koff, kd + voff, m.in(key_len), m.in(probs), m.in(r),
+                            c.cross ? m.in(dq) : dkvd, dkvd + koff, dkvd + voff, c.dropout, key);
+    m.back(dq);
+    m.back(dkv);
+  }
   const size_t stride = c.T > 8 ? 7 : 1;
   if (c.cross) {
     check_gradient("attention dq", q, dq, loss, 1e-2f, 1e-2, 2e-3, stride);
@@ -172,8 +206,10 @@ TEST_F(GradcheckTest, CrossEntropyWithSmoothingAndIgnoredRows) {
   const std::vector<int32_t> targets{3, kIgnoreTarget, 0, 6};
   for (float smoothing : {0.0f, 0.1f}) {
     Vec g(N * V);
-    auto loss = [&] { return be_->cross_entropy(logits.data(), targets.data(), N, V, smoothing, 1.0f, nullptr, nullptr); };
-    be_->cross_entropy(logits.data(), targets.data(), N, V, smoothing, 1.0f, g.data(), nullptr);
+    testing::Mirror& d = *dev_;
+    auto loss = [&] { return be_->cross_entropy(d.in(logits), d.in(targets), N, V, smoothing, 1.0f, nullptr, nullptr); };
+    be_->cross_entropy(d.in(logits), d.in(targets), N, V, smoothing, 1.0f, d.in(g), nullptr);
+    d.back(g);
     check_gradient("cross entropy", logits, g, loss, 1e-2f);
     for (int64_t v = 0; v < V; ++v) EXPECT_EQ(g[1 * V + v], 0.0f);
     // The value against the formula: (1-e) * nll + e * mean(-log p).
@@ -197,17 +233,23 @@ TEST_F(GradcheckTest, EmbeddingPositionsAndDropout) {
   const Vec r = random_vec(B * T * C, 13);
   const DropoutKey key = DropoutKey::make(1, 2, 3, 4);
   Vec y(B * T * C);
+  testing::Mirror& d = *dev_;
   auto loss = [&] {
-    be_->embedding_forward(y.data(), ids.data(), table.data(), B * T, C, 1.7f);
-    be_->add_positions(y.data(), pos.data(), B, T, C);
-    be_->dropout_forward(y.data(), y.data(), B * T * C, 0.4f, key);
+    float* yd = d.in(y);
+    be_->embedding_forward(yd, d.in(ids), d.in(table), B * T, C, 1.7f);
+    be_->add_positions(yd, d.in(pos), B, T, C);
+    be_->dropout_forward(yd, yd, B * T * C, 0.4f, key);
+    d.back(y);
     return dot(r, y);
   };
   loss();
   Vec dy = r, dtable(V * C, 0.0f), dpos(T * C, 0.0f);
-  be_->dropout_backward(dy.data(), dy.data(), B * T * C, 0.4f, key);
-  be_->embedding_backward(dtable.data(), ids.data(), dy.data(), B * T, C, 1.7f);
-  be_->positions_backward(dpos.data(), dy.data(), B, T, C);
+  float* dyd = d.in(dy);
+  be_->dropout_backward(dyd, dyd, B * T * C, 0.4f, key);
+  be_->embedding_backward(d.in(dtable), d.in(ids), dyd, B * T, C, 1.7f);
+  be_->positions_backward(d.in(dpos), dyd, B, T, C);
+  d.back(dtable);
+  d.back(dpos);
   check_gradient("embedding", table, dtable, loss);
   check_gradient("positions", pos, dpos, loss);
 }
@@ -232,7 +274,9 @@ TEST(ElementwiseTest, ExpAndTanhApproximations) {
 TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
   const int64_t n = 100000;
   Vec x(n, 1.0f), y(n);
-  be_->dropout_forward(y.data(), x.data(), n, 0.3f, DropoutKey::make(1, 0, 0, 1));
+  testing::Mirror& d = *dev_;
+  be_->dropout_forward(d.in(y), d.in(x), n, 0.3f, DropoutKey::make(1, 0, 0, 1));
+  d.back(y);
   int64_t kept = 0;
   for (float v : y) {
     if (v != 0.0f) {
@@ -245,7 +289,8 @@ TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
   for (int64_t i = 0; i < 1000; ++i)
     EXPECT_EQ(y[i] != 0.0f, dropout_keep(1, DropoutKey::make(1, 0, 0, 1).stream, i, 0.3f));
   Vec y2(n);
-  be_->dropout_forward(y2.data(), x.data(), n, 0.3f, DropoutKey::make(1, 1, 0, 1));
+  be_->dropout_forward(d.in(y2), d.in(x), n, 0.3f, DropoutKey::make(1, 1, 0, 1));
+  d.back(y2);
   EXPECT_NE(y, y2);  // another step draws another mask
 }
 
@@ -254,7 +299,9 @@ TEST_F(GradcheckTest, GemmSplitsMatchOneCall) {
   const int64_t M = 300, N = 200, K = 64;
   const Vec A = random_vec(M * K, 14), Bm = random_vec(N * K, 15);
   Vec C1(M * N), C2(M * N);
-  be_->gemm(false, true, M, N, K, 1.0f, A.data(), K, Bm.data(), K, 0.0f, C1.data(), N);
+  testing::Mirror& d = *dev_;
+  be_->gemm(false, true, M, N, K, 1.0f, d.in(A), K, d.in(Bm), K, 0.0f, d.in(C1), N);
+  d.back(C1);
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       double s = 0;
@@ -349,7 +396,7 @@ namespace {
 // length changes (which re-plans the arena); the logits must be those of a
 // full forward.
 TEST(ReuseEncoderTest, LogitsEqualAFullForward) {
-  auto be = make_cpu_backend(2);
+  PST_TEST_BACKEND_OR_SKIP(be);
   ModelConfig cfg;
   cfg.d_model = 8;
   cfg.heads = 2;

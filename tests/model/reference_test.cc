@@ -17,6 +17,7 @@
 #include "cli/reference_step.h"
 #include "core/safetensors.h"
 #include "model/transformer.h"
+#include "tests/test_backend.h"
 #include "tests/test_util.h"
 
 namespace pst {
@@ -44,7 +45,7 @@ TEST_P(ReferenceTest, MatchesTorch) {
   const bool enc_dec = job->model.kind == ModelKind::kEncoderDecoder;
   const int64_t src_vocab = enc_dec ? weights->find("src_embed.weight")->shape[0] : 0;
   const int64_t tgt_vocab = weights->find(enc_dec ? "tgt_embed.weight" : "embed.weight")->shape[0];
-  auto backend = make_cpu_backend(2);
+  PST_TEST_BACKEND_OR_SKIP(backend);
   Transformer model(job->model, src_vocab, tgt_vocab, backend.get());
   std::vector<float> init(static_cast<size_t>(model.num_params()));
   for (const ParamSpec& p : model.table().params()) {

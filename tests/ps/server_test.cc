@@ -1,7 +1,8 @@
 // The server-side step: non-finite gradients skip the step without advancing
 // the schedule; pushes from several workers, weighted by tokens, give the
 // step of one process on the concatenated batch; tensors split across two
-// servers give the weights of one server.
+// servers give the weights of one server; state kept on a backend device
+// (where a GPU server runs the fused update) gives the host's bits.
 #include "ps/server.h"
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "model/transformer.h"
 #include "ps/local_client.h"
+#include "tests/test_backend.h"
 #include "tests/test_util.h"
 
 namespace pst {
@@ -158,6 +160,52 @@ TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
   s0.copy_weights(w_split.data());
   s1.copy_weights(w_split.data());
   EXPECT_TRUE(testing::all_close(w_split.data(), w_single.data(), w_single.size(), 1e-7, 1e-6, "weights"));
+}
+
+// The optimizer state on a backend's device: the fused update there gives the
+// bits of the host update, for the CPU backend (CI) and, when a GPU is
+// present, the CUDA backend. Split ranges check the merged copies.
+TEST(ServerTest, DeviceStateGivesTheHostBits) {
+  JobConfig job = tiny_job();
+  job.optim.weight_decay = 0.1;
+  auto cpu = make_cpu_backend(1);
+  Transformer m(job.model, 10, 12, cpu.get());
+  m.init_weights(4);
+  std::vector<float> w0(m.num_params());
+  m.get_weights(w0.data());
+  const Batch b = make_batch({{4, 5, 6, 2}, {7, 3}}, {{7, 8, 9}, {5}});
+  const std::vector<float> g = gradient(m, b);
+  const auto all = whole_tensors(m.table());
+  std::vector<ChunkRange> odd;
+  for (size_t i = 1; i < all.size(); i += 2) odd.push_back(all[i]);
+  std::vector<std::unique_ptr<Backend>> devices;
+  devices.push_back(make_cpu_backend(1));
+  if (cuda_device_count() > 0) {
+    auto cuda = make_cuda_backend(CudaOptions{});
+    ASSERT_TRUE(cuda.ok()) << cuda.status().to_string();
+    devices.push_back(std::move(*cuda));
+  }
+  for (const auto& ranges : {all, odd}) {
+    ShardOptimizer host(job, m.table(), ranges, w0.data());
+    std::vector<float> want(w0.size(), 0.0f);
+    for (int step = 0; step < 3; ++step) {
+      host.add_push(g.data(), b.tokens(), 0);
+      host.apply(host.reduce());
+    }
+    host.copy_weights(want.data());
+    for (const auto& dev : devices) {
+      ShardOptimizer on_device(job, m.table(), ranges, w0.data(), dev.get());
+      for (int step = 0; step < 3; ++step) {
+        on_device.add_push(g.data(), b.tokens(), 0);
+        const StepReport r = on_device.apply(on_device.reduce());
+        EXPECT_TRUE(r.applied);
+      }
+      std::vector<float> got(w0.size(), 0.0f);
+      on_device.copy_weights(got.data());
+      EXPECT_EQ(got, want) << dev->name() << ", " << ranges.size() << " ranges";
+      EXPECT_NE(got, std::vector<float>(w0.size(), 0.0f));
+    }
+  }
 }
 
 }  // namespace

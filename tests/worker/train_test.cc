@@ -6,6 +6,7 @@
 #include "model/backend.h"
 #include "ps/local_client.h"
 #include "ps/server.h"
+#include "tests/test_backend.h"
 #include "tests/test_util.h"
 #include "worker/evaluate.h"
 #include "worker/trainer.h"
@@ -19,7 +20,7 @@ TEST(TrainTest, TinyConfigOverfits64Words) {
   auto data = load_task_data(*job);
   ASSERT_TRUE(data.ok()) << data.status().to_string();
   ASSERT_EQ(data->g2p->train.size(), 64u);
-  auto be = make_cpu_backend(2);
+  PST_TEST_BACKEND_OR_SKIP(be);
   Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
   std::vector<float> init(model.num_params());
   init_params(model.table(), 1, init.data());
@@ -61,7 +62,7 @@ TEST(TrainTest, EvaluationCountsMatchARecount) {
   ASSERT_TRUE(job.ok());
   auto data = load_task_data(*job);
   ASSERT_TRUE(data.ok());
-  auto be = make_cpu_backend(2);
+  PST_TEST_BACKEND_OR_SKIP(be);
   Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
   model.init_weights(4);
   std::vector<std::string> lines;

@@ -38,6 +38,12 @@ class CpuBackend final : public Backend {
     return p;
   }
   void deallocate(void* p) override { std::free(p); }
+  void* allocate_host(size_t bytes) override {
+    void* p = std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64));
+    PST_CHECK_MSG(p != nullptr, "cpu backend: out of memory allocating {} host bytes", bytes);
+    return p;
+  }
+  void deallocate_host(void* p) override { std::free(p); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
 
@@ -453,6 +459,11 @@ class CpuBackend final : public Backend {
       const float* r = x + i * V;
       out[i] = static_cast<int32_t>(std::max_element(r, r + V) - r);
     }
+  }
+
+  void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
+                   const AdamConstants& k) override {
+    pst::adam_update(w, m, v, g, n, k);
   }
 
  private:
