@@ -6,6 +6,10 @@ built from nn.TransformerEncoderLayer with a causal mask, trained on the same
 bytes. Prints tokens/s in the same format.
 
   /usr/bin/python3 bench/torch_train.py --threads N --steps N --warmup N
+      [--batch N] [--device cpu|cuda] [--matmul fp32|tf32|bf16]
+
+On CUDA, --matmul maps to torch.set_float32_matmul_precision: fp32 "highest",
+tf32 "high", bf16 "medium" (bf16 products with fp32 accumulation).
 """
 import argparse
 import os
@@ -58,32 +62,42 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--matmul", default="fp32", choices=["fp32", "tf32", "bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision({"fp32": "highest", "tf32": "high", "bf16": "medium"}[a.matmul])
     data = torch.frombuffer(bytearray(fortunes_bytes()), dtype=torch.uint8).long()
-    model = GPT()
+    model = GPT().to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n and "pos" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed" not in n and "pos" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}],
                             lr=3e-4, betas=(0.9, 0.98), eps=1e-9)
-    B, T = 8, 256
+    B, T = a.batch, 256
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     total, tokens = 0.0, 0
     g = torch.Generator().manual_seed(1)
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         starts = torch.randint(0, (len(data) - T - 1) // T, (B,), generator=g) * T
-        batch = torch.stack([data[s:s + T + 1] for s in starts.tolist()])
+        batch = torch.stack([data[s:s + T + 1] for s in starts.tolist()]).to(dev)
         x, y = batch[:, :-1], batch[:, 1:]
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync()
         dt = time.perf_counter() - t0
         if step >= a.warmup:
             total += dt
             tokens += B * T
+    if dev.type == "cuda":
+        print(f"torch device={a.device} matmul={a.matmul} batch={B} ", end="")
     print(f"torch threads={a.threads} steps={a.steps} tokens/s={tokens / total:.1f} step_s={total / a.steps:.4f}")
 
 

@@ -4,9 +4,11 @@
 // embeddings, biases, AdamW with clipping at 1.0. The whole training step
 // runs as in `pst train` (forward, backward, push to the in-process server,
 // which clips and applies AdamW, pull). Prints tokens/s and where the time
-// goes.
+// goes. On CUDA the in-process server keeps its state on the GPU, as
+// `pst train` does there.
 //
-//   train_throughput [--threads N] [--steps N] [--warmup N]
+//   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
+//                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,11 +26,29 @@
 using namespace pst;
 
 int main(int argc, char** argv) {
-  int threads = 1, steps = 10, warmup = 2;
+  int threads = 1, steps = 10, warmup = 2, batch = 8;
+  std::string device = "cpu", matmul = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--matmul")) matmul = argv[i + 1];
+  }
+  // The device settings go through the job config's own parsing and checks.
+  JobConfig dev_job;
+  for (const std::string& set : {"train.device=" + device, "train.matmul=" + matmul}) {
+    const Status st = apply_override(dev_job, set);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s\n", st.to_string().c_str());
+      return 2;
+    }
+  }
+  auto spec = parse_device(dev_job.train.device);
+  if (!spec.ok()) {
+    std::fprintf(stderr, "%s\n", spec.status().to_string().c_str());
+    return 2;
   }
   JobConfig job;
   ModelConfig& m = job.model;
@@ -48,7 +68,7 @@ int main(int argc, char** argv) {
   m.dropout = m.attention_dropout = m.embedding_dropout = 0.0;
   job.data.task = Task::kLM;
   job.data.seq_len = 256;
-  job.data.batch_size = 8;
+  job.data.batch_size = batch;
   job.optim.lr = 3e-4;
   job.optim.clip_norm = 1.0;
   job.train.label_smoothing = 0.0;
@@ -63,15 +83,21 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 1 << 20; ++i) bytes.push_back(static_cast<uint8_t>((i * 2654435761u) >> 24));
   }
   TextDataset data(&bytes, 256);
-  BatchIterator it(&data, 8, 1);
+  BatchIterator it(&data, batch, 1);
 
-  auto be = make_cpu_backend(threads);
-  Transformer model(m, 0, 256, be.get());
-  std::vector<float> w(static_cast<size_t>(model.num_params())), g(w.size());
+  auto backend = make_backend(*spec, dev_job.train.matmul, threads);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "%s\n", backend.status().to_string().c_str());
+    return 2;
+  }
+  Backend* be = backend->get();
+  const bool on_gpu = std::string(be->name()) == "cuda";
+  Transformer model(m, 0, 256, be);
+  HostBuffer w(be, static_cast<size_t>(model.num_params())), g(be, w.size());
   init_params(model.table(), 1, w.data());
   model.set_weights(w.data());
-  ShardOptimizer server(job, model.table(), whole_tensors(model.table()), w.data());
-  LocalParameterClient client(&server);
+  ShardOptimizer server(job, model.table(), whole_tensors(model.table()), w.data(), on_gpu ? be : nullptr);
+  LocalParameterClient client(&server, on_gpu);
 
   double t_data = 0, t_fwd = 0, t_bwd = 0, t_opt = 0, total = 0;
   int64_t tokens = 0;
@@ -86,11 +112,18 @@ int main(int argc, char** argv) {
     model.forward(b, fo);
     const double d1 = sw.seconds();
     model.backward();
+    be->synchronize();
     const double d2 = sw.seconds();
-    model.get_grads(g.data());
-    if (!client.push(step, b.tokens(), 0.0, g.data()).ok()) return 1;
-    if (!client.pull(step + 1, w.data()).ok()) return 1;
-    model.set_weights(w.data());
+    if (on_gpu) {
+      if (!client.push(step, b.tokens(), 0.0, model.grads()).ok()) return 1;
+      if (!client.pull(step + 1, model.weights()).ok()) return 1;
+      be->synchronize();
+    } else {
+      model.get_grads(g.data());
+      if (!client.push(step, b.tokens(), 0.0, g.data()).ok()) return 1;
+      if (!client.pull(step + 1, w.data()).ok()) return 1;
+      model.set_weights(w.data());
+    }
     const double d3 = sw.seconds();
     if (step >= warmup) {
       t_data += d0;
@@ -101,6 +134,7 @@ int main(int argc, char** argv) {
       tokens += b.tokens();
     }
   }
+  if (on_gpu) std::printf("pst device=%s matmul=%s batch=%d ", device.c_str(), matmul.c_str(), batch);
   std::printf("pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
               threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total,
               100 * t_bwd / total, 100 * t_opt / total, 100 * t_data / total);

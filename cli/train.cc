@@ -27,16 +27,16 @@ int run_train(const ConfigArgs& args) {
     spdlog::error("{}", data.status().message());
     return 2;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(job->train.output, ec);
-  if (ec) {
-    spdlog::error("train.output = \"{}\": cannot create directory: {}", job->train.output, ec.message());
-    return 2;
-  }
   auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
                               static_cast<int>(job->train.threads));
   if (!backend.ok()) {
     spdlog::error("{}", backend.status().message());
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(job->train.output, ec);
+  if (ec) {
+    spdlog::error("train.output = \"{}\": cannot create directory: {}", job->train.output, ec.message());
     return 2;
   }
   Transformer model(job->model, data->src_vocab, data->tgt_vocab, backend->get());
@@ -45,8 +45,11 @@ int run_train(const ConfigArgs& args) {
   spdlog::info("model: {} parameters ({} tensors), backend {}", model.num_params(),
                model.table().size(), (*backend)->name());
 
-  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
-  LocalParameterClient client(&server);
+  // On a GPU the in-process server keeps its state there and runs the fused
+  // update on it, as a single-GPU PyTorch job does.
+  Backend* server_device = std::string((*backend)->name()) == "cuda" ? backend->get() : nullptr;
+  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data(), server_device);
+  LocalParameterClient client(&server, server_device != nullptr);
   const std::string dir = job->train.output;
   {
     std::ofstream(dir + "/config.toml") << to_toml(*job);

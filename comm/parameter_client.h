@@ -32,6 +32,11 @@ class ParameterClient {
   // Waits until weights of at least `min_version` exist (or the deadline
   // passes) and copies them, flat, into `weights`.
   virtual Result<PullInfo> pull(int64_t min_version, float* weights) = 0;
+
+  // True when push() and pull() take device pointers of the worker's backend
+  // instead of host memory: a server in this process on the same device, so
+  // gradients and weights never cross the bus.
+  virtual bool device_buffers() const { return false; }
 };
 
 }  // namespace pst

@@ -136,6 +136,27 @@ class Backend {
   // on every backend).
   virtual void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
                            const AdamConstants& k) = 0;
+  // Sum of squares of x(n) in fp64 (a fixed order: deterministic), and
+  // whether any element is inf or NaN: the statistics of global-norm clipping.
+  virtual double sum_squares(const float* x, int64_t n, bool* nonfinite) = 0;
+};
+
+// n floats of Backend::allocate_host memory (pinned on CUDA), released on
+// destruction: the buffers that weights and gradients cross the bus through.
+class HostBuffer {
+ public:
+  HostBuffer(Backend* be, size_t n)
+      : be_(be), p_(static_cast<float*>(be->allocate_host(n * sizeof(float)))), n_(n) {}
+  ~HostBuffer() { be_->deallocate_host(p_); }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  float* data() { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  Backend* be_;
+  float* p_;
+  size_t n_;
 };
 
 // Options of the CUDA backend; the CPU backend always computes in fp32.

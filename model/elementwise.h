@@ -120,7 +120,11 @@ PST_HD void adam_update_element(float& w, float& m, float& v, float g, const Ada
 }
 
 // adam_update_element over n host floats (OpenMP threads for large n).
-// Defined in model/backend/cpu/cpu_adam.cc, compiled with -ffp-contract=off.
+// Defined in model/backend/cpu/cpu_optimizer.cc, compiled with -ffp-contract=off.
 void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k);
+
+// The sum of squares of n host floats in fp64, and whether any of them (or
+// the sum) is not finite: the statistics of global-norm clipping.
+double sum_squares(const float* x, int64_t n, bool* nonfinite);
 
 }  // namespace pst

@@ -7,7 +7,11 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   if (version != server_->version())
     return failed_precondition("push: gradient for version {} but the server is at version {}",
                                version, server_->version());
-  server_->add_push(grads, tokens, loss_sum);
+  if (device_buffers_) {
+    server_->add_push_device(grads, tokens, loss_sum);
+  } else {
+    server_->add_push(grads, tokens, loss_sum);
+  }
   const GradStats stats = server_->reduce();
   const StepReport r = server_->apply(stats);
   last_.version = r.version;
@@ -23,7 +27,11 @@ Result<PullInfo> LocalParameterClient::pull(int64_t min_version, float* weights)
   if (server_->version() < min_version)
     return failed_precondition("pull: version {} requested but the server is at {} (no push pending)",
                                min_version, server_->version());
-  server_->copy_weights(weights);
+  if (device_buffers_) {
+    server_->copy_weights_device(weights);
+  } else {
+    server_->copy_weights(weights);
+  }
   PullInfo info = last_;
   info.version = server_->version();
   return info;

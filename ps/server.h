@@ -42,19 +42,22 @@ struct StepReport {
 class ShardOptimizer {
  public:
   // initial: the model's flat initial weights (only owned ranges are read).
-  // device: where the weights and Adam moments live and the fused update
-  // runs (a GPU backend when a server or a single process runs on one); null
-  // keeps them in host memory. Gradients are reduced on the host either way.
-  // The device backend must outlive the optimizer.
+  // device: where the weights, Adam moments and pushed gradients live and
+  // where reduction, clipping and the fused update run (a GPU backend when a
+  // server or a single process runs on one); null keeps everything in host
+  // memory. The device backend must outlive the optimizer.
   ShardOptimizer(const JobConfig& job, const ParamTable& table, std::vector<ChunkRange> owned,
                  const float* initial, Backend* device = nullptr);
   ~ShardOptimizer();
   ShardOptimizer(const ShardOptimizer&) = delete;
   ShardOptimizer& operator=(const ShardOptimizer&) = delete;
 
-  // Records a worker's gradient of this round (flat layout; only owned ranges
-  // are read and copied).
+  // Records a worker's gradient of this round (flat layout, host memory;
+  // only owned ranges are read and copied).
   void add_push(const float* grads, int64_t tokens, double loss_sum);
+  // The same from device memory of the optimizer's device (a worker on the
+  // same GPU); needs a device.
+  void add_push_device(const float* grads, int64_t tokens, double loss_sum);
   int64_t pushes() const { return static_cast<int64_t>(push_tokens_.size()); }
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges.
@@ -62,36 +65,46 @@ class ShardOptimizer {
   // Applies the step with the global statistics (summed over all servers).
   StepReport apply(const GradStats& global);
 
-  // Copies the owned ranges of the current weights into a flat buffer.
+  // Copies the owned ranges of the current weights into a flat host buffer.
   void copy_weights(float* flat) const;
+  // The same into device memory of the optimizer's device; needs a device.
+  void copy_weights_device(float* flat) const;
+  Backend* device() const { return device_; }
   int64_t version() const { return version_; }
   int64_t applied_steps() const { return applied_; }
   const std::vector<ChunkRange>& owned() const { return owned_; }
 
  private:
-  JobConfig job_;
-  const ParamTable& table_;
-  LrSchedule schedule_;
   // Owned ranges that are adjacent both in the flat layout and in the local
   // buffers, merged, so copies move few large blocks.
   struct Run {
     int64_t local = 0, flat = 0, length = 0;
   };
 
+  // The local buffer of the next push slot (allocated on first use, reused).
+  float* next_push_slot();
+
+  JobConfig job_;
+  const ParamTable& table_;
+  LrSchedule schedule_;
   std::vector<ChunkRange> owned_;
   std::vector<int64_t> local_offset_;  // start of each owned range in the local buffers
   std::vector<Run> runs_;
-  std::vector<float> grad_;
-  // The state the update reads and writes: host vectors, or device buffers
-  // of device_ (then state_ points into them).
-  std::vector<float> weights_, exp_avg_, exp_avg_sq_;
+  int64_t n_ = 0;  // owned floats
   Backend* device_ = nullptr;
-  float* device_state_ = nullptr;  // weights, exp_avg, exp_avg_sq, grad: 4 x n floats
+  // Local buffers of n_ floats: host vectors, or device memory of device_
+  // (device_state_ holds weights, exp_avg, exp_avg_sq, grad: 4 n_ floats).
+  // w_, m_, v_ and grad_ point into whichever holds them.
+  std::vector<float> host_state_;
+  float* device_state_ = nullptr;
   float* w_ = nullptr;
   float* m_ = nullptr;
   float* v_ = nullptr;
-  std::vector<std::vector<float>> pushed_;  // buffers of this round's pushes (reused)
-  std::vector<int64_t> push_tokens_;        // one per push of this round
+  float* grad_ = nullptr;                 // the reduced gradient of this round
+  std::vector<float*> pushed_;            // buffers of this round's pushes (reused)
+  std::vector<std::vector<float>> host_pushed_;  // their storage on the host path
+  std::vector<float*> device_pushed_;            // their storage on a device
+  std::vector<int64_t> push_tokens_;      // one per push of this round
   double push_loss_ = 0.0;
   int64_t version_ = 0;
   int64_t applied_ = 0;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include <fmt/format.h>
@@ -82,10 +83,20 @@ Result<TrainSummary> Trainer::run() {
   const TrainConfig& tc = job_.train;
   BatchIterator it(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed),
                    opt_.worker, opt_.workers, true);
-  std::vector<float> weights(static_cast<size_t>(model_->num_params()));
-  std::vector<float> grads(weights.size());
-  PST_ASSIGN_OR_RETURN(PullInfo info, client_->pull(0, weights.data()));
-  model_->set_weights(weights.data());
+  // Weights and gradients cross to the client through pinned host buffers,
+  // or not at all when the client takes the model's device buffers.
+  const bool on_device = client_->device_buffers();
+  std::unique_ptr<HostBuffer> host_weights, host_grads;
+  if (!on_device) {
+    host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(model_->num_params()));
+    host_grads = std::make_unique<HostBuffer>(model_->backend(), host_weights->size());
+  }
+  auto pull = [&](int64_t min_version) -> Result<PullInfo> {
+    PST_ASSIGN_OR_RETURN(PullInfo pi, client_->pull(min_version, on_device ? model_->weights() : host_weights->data()));
+    if (!on_device) model_->set_weights(host_weights->data());
+    return pi;
+  };
+  PST_ASSIGN_OR_RETURN(PullInfo info, pull(0));
   int64_t version = info.version;
 
   Stopwatch wall;
@@ -120,10 +131,13 @@ Result<TrainSummary> Trainer::run() {
     fo.worker = static_cast<uint64_t>(opt_.worker);
     const LossStats ls = model_->forward(batch, fo);
     model_->backward();
-    model_->get_grads(grads.data());
-    PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, grads.data()));
-    PST_ASSIGN_OR_RETURN(info, client_->pull(version + 1, weights.data()));
-    model_->set_weights(weights.data());
+    if (on_device) {
+      PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, model_->grads()));
+    } else {
+      model_->get_grads(host_grads->data());
+      PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, host_grads->data()));
+    }
+    PST_ASSIGN_OR_RETURN(info, pull(version + 1));
     version = info.version;
     if (!info.applied) {
       ++sum.skipped_steps;

@@ -50,6 +50,22 @@ check "missing data message" contains "$TMP/o4" "$TMP/none.dict"
 check "missing config" run 2 "$TMP/o5" "$PST" train --config "$TMP/none.toml"
 check "no output dir was created for failed jobs" test ! -e runs/g2p-tiny
 
+# Devices. CUDA_VISIBLE_DEVICES="" hides every GPU, so these hold on any
+# machine: auto falls back to the CPU with a log line saying why, cuda is an
+# error that names the device and what else is allowed, and a malformed
+# device is a config error.
+check "device auto falls back" run 0 "$TMP/d1" env CUDA_VISIBLE_DEVICES= \
+  "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --device auto --set train.steps=2 \
+  --set train.eval_every=0 --set data.eval_max_examples=4 --set train.output="$TMP/auto"
+check "device auto says why" contains "$TMP/d1" "device auto: no CUDA device (.*); using the CPU"
+check "device auto trained on the cpu" contains "$TMP/d1" "backend cpu"
+check "device cuda without a GPU" run 2 "$TMP/d2" env CUDA_VISIBLE_DEVICES= \
+  "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --device cuda
+check "device cuda message" contains "$TMP/d2" 'train.device = "cuda:0": no CUDA device'
+check "device cuda message offers cpu" contains "$TMP/d2" "use auto or cpu"
+check "bad device" run 2 "$TMP/d3" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --device gpu0
+check "bad device message" contains "$TMP/d3" 'train.device = "gpu0": allowed are auto, cpu, cuda and cuda:N'
+
 # params: the components add up to the total, and --list shows every tensor.
 check "params" run 0 "$TMP/p" "$PST" params --config "$ROOT/configs/g2p-small.toml" --list
 sum=$(awk '$1 ~ /^(embeddings|positions|attention|ffn|norms|output)$/ {s += $2} END {print s}' "$TMP/p")

@@ -465,6 +465,9 @@ class CpuBackend final : public Backend {
                    const AdamConstants& k) override {
     pst::adam_update(w, m, v, g, n, k);
   }
+  double sum_squares(const float* x, int64_t n, bool* nonfinite) override {
+    return pst::sum_squares(x, n, nonfinite);
+  }
 
  private:
   static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

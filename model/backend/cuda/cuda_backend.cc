@@ -268,11 +268,24 @@ class CudaBackend final : public Backend {
                    const AdamConstants& k) override {
     cuda::adam_update(w, m, v, g, n, k, stream_);
   }
+  double sum_squares(const float* x, int64_t n, bool* nonfinite) override {
+    constexpr size_t kBlocks = cuda::kSumSquaresBlocks;
+    char* base = sum_scratch_.get<char>(kBlocks * (sizeof(double) + sizeof(int)));
+    auto* partial = reinterpret_cast<double*>(base);
+    auto* partial_bad = reinterpret_cast<int*>(base + kBlocks * sizeof(double));
+    cuda::sum_squares(x, n, partial, partial_bad, &device_result()->loss, &device_result()->flag, stream_);
+    PST_CUDA_CHECK(cudaMemcpyAsync(result_, device_result(), sizeof(HostResult), cudaMemcpyDeviceToHost, stream_));
+    PST_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    *nonfinite = result_->flag != 0;
+    return result_->loss;
+  }
 
  private:
+  // Scalars that reductions return to the host.
   struct HostResult {
-    double loss;
+    double loss;  // cross-entropy sum, or sum of squares
     int64_t correct;
+    int flag;  // sum_squares: some element not finite
   };
 
   HostResult* device_result() { return result_device_.get<HostResult>(1); }
@@ -294,7 +307,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   HostResult* result_ = nullptr;  // pinned
-  Scratch result_device_, column_scratch_, sort_ints_, sort_temp_, attn_dropped_, attn_grad_, ce_scratch_;
+  Scratch result_device_, sum_scratch_, column_scratch_, sort_ints_, sort_temp_, attn_dropped_, attn_grad_, ce_scratch_;
 };
 
 }  // namespace

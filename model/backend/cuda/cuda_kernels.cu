@@ -395,6 +395,38 @@ __global__ void argmax_kernel(const float* x, int64_t V, int32_t* out) {
   if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(arg == INT64_MAX ? 0 : arg);
 }
 
+__global__ void sum_squares_partial_kernel(const float* x, int64_t n, double* partial, int* partial_bad) {
+  double s = 0.0;
+  int bad = 0;
+  PST_FOR_EACH(i, n) {
+    const float v = x[i];
+    s += static_cast<double>(v) * v;
+    bad |= isfinite(v) ? 0 : 1;
+  }
+  s = block_sum(s);
+  bad = block_sum(bad);
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = s;
+    partial_bad[blockIdx.x] = bad;
+  }
+}
+
+__global__ void sum_squares_final_kernel(const double* partial, const int* partial_bad, int blocks,
+                                         double* result, int* bad) {
+  double s = 0.0;
+  int b = 0;
+  for (int i = threadIdx.x; i < blocks; i += blockDim.x) {
+    s += partial[i];
+    b += partial_bad[i];
+  }
+  s = block_sum(s);
+  b = block_sum(b);
+  if (threadIdx.x == 0) {
+    *result = s;
+    *bad = (b != 0 || !isfinite(s)) ? 1 : 0;
+  }
+}
+
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
 }  // namespace
@@ -531,6 +563,12 @@ void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64
                                                                             dlogits, s.row_loss, s.row_correct);
   cross_entropy_total_kernel<<<1, 1024, 0, stream>>>(s.row_loss, s.row_correct, N, s.total_loss,
                                                       s.total_correct);
+}
+
+void sum_squares(const float* x, int64_t n, double* partial, int* partial_bad, double* result, int* bad,
+                 cudaStream_t stream) {
+  sum_squares_partial_kernel<<<kSumSquaresBlocks, kThreads, 0, stream>>>(x, n, partial, partial_bad);
+  sum_squares_final_kernel<<<1, kThreads, 0, stream>>>(partial, partial_bad, kSumSquaresBlocks, result, bad);
 }
 
 void argmax(const float* x, int64_t N, int64_t V, int32_t* out, cudaStream_t stream) {

@@ -90,6 +90,14 @@ void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64
 
 void argmax(const float* x, int64_t N, int64_t V, int32_t* out, cudaStream_t stream);
 
+// Blocks of the first pass of sum_squares (its scratch holds this many
+// doubles and ints).
+constexpr int kSumSquaresBlocks = 512;
+// result[0] = sum of x^2 in fp64, *bad = 1 if some element is not finite. A
+// fixed grid and tree, so the sum is deterministic.
+void sum_squares(const float* x, int64_t n, double* partial, int* partial_bad, double* result, int* bad,
+                 cudaStream_t stream);
+
 // One fused Adam/AdamW step over n elements (ps/adam.h's element function).
 void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k,
                  cudaStream_t stream);
