@@ -11,6 +11,7 @@
 
 #include "model/transformer.h"
 #include "ps/local_client.h"
+#include "ps/shard_plan.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 
@@ -160,6 +161,46 @@ TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
   s0.copy_weights(w_split.data());
   s1.copy_weights(w_split.data());
   EXPECT_TRUE(testing::all_close(w_split.data(), w_single.data(), w_single.size(), 1e-7, 1e-6, "weights"));
+}
+
+// Tensors cut into chunks of 64 bytes spread over S servers by the shard
+// plan: the servers' partial statistics add up to the global norm, and the
+// weights equal those of one server owning everything.
+TEST(ServerTest, ChunkedShardsGiveTheSameStep) {
+  const JobConfig job = tiny_job();
+  auto be = make_cpu_backend(1);
+  Transformer m(job.model, 10, 12, be.get());
+  m.init_weights(5);
+  std::vector<float> w0(m.num_params());
+  m.get_weights(w0.data());
+  const Batch b = make_batch({{4, 5, 6, 2}, {3, 9}}, {{7, 8, 9}, {4, 4}});
+  const std::vector<float> g = gradient(m, b);
+  ShardOptimizer single(job, m.table(), whole_tensors(m.table()), w0.data());
+  std::vector<float> want(w0.size());
+  for (int step = 0; step < 3; ++step) {
+    single.add_push(g.data(), b.tokens(), 0);
+    single.apply(single.reduce());
+  }
+  single.copy_weights(want.data());
+  for (int servers : {2, 3}) {
+    auto plan = ShardPlan::make(m.table(), servers, 64);
+    ASSERT_TRUE(plan.ok());
+    std::vector<std::unique_ptr<ShardOptimizer>> shards;
+    for (int k = 0; k < servers; ++k)
+      shards.push_back(std::make_unique<ShardOptimizer>(job, m.table(), plan->owned(k), w0.data()));
+    for (int step = 0; step < 3; ++step) {
+      GradStats total;
+      for (auto& s : shards) {
+        s->add_push(g.data(), b.tokens(), 0);
+        total += s->reduce();
+      }
+      for (auto& s : shards) EXPECT_LT(s->apply(total).clip_coef, 1.0);
+    }
+    std::vector<float> got(w0.size(), 0.0f);
+    for (auto& s : shards) s->copy_weights(got.data());
+    EXPECT_TRUE(testing::all_close(got.data(), want.data(), want.size(), 1e-7, 1e-6, "weights"))
+        << servers << " servers";
+  }
 }
 
 // The optimizer state on a backend's device, with gradients pushed from the

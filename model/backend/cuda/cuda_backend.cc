@@ -75,6 +75,8 @@ class CudaBackend final : public Backend {
     PST_CUBLAS_CHECK(cublasCreate(&blas_));
     PST_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
     PST_CUDA_CHECK(cudaMallocHost(&result_, sizeof(HostResult)));
+    // Each reduction writes only its fields; the copy back reads them all.
+    PST_CUDA_CHECK(cudaMemsetAsync(device_result(), 0, sizeof(HostResult), stream_));
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
