@@ -29,6 +29,12 @@ void ParamTable::add(ParamSpec spec) {
   params_.push_back(std::move(spec));
 }
 
+std::vector<int64_t> ParamTable::numels() const {
+  std::vector<int64_t> out;
+  for (const ParamSpec& p : params_) out.push_back(p.numel);
+  return out;
+}
+
 int64_t ParamTable::index_of(const std::string& name) const {
   for (size_t i = 0; i < params_.size(); ++i)
     if (params_[i].name == name) return static_cast<int64_t>(i);

@@ -42,6 +42,8 @@ class ParamTable {
   int64_t size() const { return static_cast<int64_t>(params_.size()); }
   const ParamSpec& operator[](int64_t i) const { return params_[static_cast<size_t>(i)]; }
   int64_t total_numel() const { return total_; }
+  // Every tensor's size in floats, in table order.
+  std::vector<int64_t> numels() const;
   // Index of a named tensor, or -1.
   int64_t index_of(const std::string& name) const;
   // Offset of a named tensor; PST_CHECKs that it exists.

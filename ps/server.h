@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "comm/shard_plan.h"
 #include "core/config.h"
 #include "model/backend.h"
 #include "model/param_table.h"
@@ -17,13 +18,6 @@
 #include "ps/schedule.h"
 
 namespace pst {
-
-// A contiguous range of one tensor, in floats of the model's flat layout.
-struct ChunkRange {
-  int64_t tensor = 0;  // index in the parameter table
-  int64_t begin = 0;   // offset into the flat buffer
-  int64_t length = 0;
-};
 
 // Every tensor as one chunk: the layout of a single in-process server.
 std::vector<ChunkRange> whole_tensors(const ParamTable& table);

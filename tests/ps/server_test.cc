@@ -11,7 +11,7 @@
 
 #include "model/transformer.h"
 #include "ps/local_client.h"
-#include "ps/shard_plan.h"
+#include "comm/shard_plan.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 
@@ -183,7 +183,7 @@ TEST(ServerTest, ChunkedShardsGiveTheSameStep) {
   }
   single.copy_weights(want.data());
   for (int servers : {2, 3}) {
-    auto plan = ShardPlan::make(m.table(), servers, 64);
+    auto plan = ShardPlan::make(m.table().numels(), servers, 64);
     ASSERT_TRUE(plan.ok());
     std::vector<std::unique_ptr<ShardOptimizer>> shards;
     for (int k = 0; k < servers; ++k)

@@ -3,7 +3,7 @@
 // servers differ by at most one chunk; against a brute-force optimum, within
 // Graham's 4/3 bound), the plan is a pure function of its inputs, and bad
 // arguments are errors that say what is allowed.
-#include "ps/shard_plan.h"
+#include "comm/shard_plan.h"
 
 #include <algorithm>
 #include <functional>
@@ -26,7 +26,7 @@ TEST(ShardPlanTest, ChunksTileTheBufferAndEachHasOneOwner) {
   const ParamTable table = g2p_small_table();
   for (int servers : {1, 2, 3, 5}) {
     for (int64_t chunk_bytes : {int64_t{4096}, int64_t{65536}, int64_t{4} << 20}) {
-      auto plan = ShardPlan::make(table, servers, chunk_bytes);
+      auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
       ASSERT_TRUE(plan.ok()) << plan.status().to_string();
       int64_t next = 0, total_bytes = 0;
       int32_t tensor = -1, index = 0;
@@ -69,7 +69,7 @@ TEST(ShardPlanTest, LoadIsBalancedWithinOneChunk) {
   const ParamTable table = g2p_small_table();
   for (int servers : {2, 3, 4, 7}) {
     for (int64_t chunk_bytes : {int64_t{16384}, int64_t{262144}}) {
-      auto plan = ShardPlan::make(table, servers, chunk_bytes);
+      auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
       ASSERT_TRUE(plan.ok());
       int64_t lo = plan->bytes(0), hi = plan->bytes(0), largest = 0;
       for (int s = 0; s < servers; ++s) {
@@ -93,7 +93,7 @@ TEST(ShardPlanTest, WithinGrahamsBoundOfTheBruteForceOptimum) {
     table.add(p);
   }
   for (int servers : {2, 3}) {
-    auto plan = ShardPlan::make(table, servers, 1 << 20);  // one chunk per tensor
+    auto plan = ShardPlan::make(table.numels(), servers, 1 << 20);  // one chunk per tensor
     ASSERT_TRUE(plan.ok());
     int64_t greedy = 0;
     for (int s = 0; s < servers; ++s) greedy = std::max(greedy, plan->bytes(s));
@@ -119,7 +119,7 @@ TEST(ShardPlanTest, WithinGrahamsBoundOfTheBruteForceOptimum) {
 
 TEST(ShardPlanTest, PureFunctionOfItsInputs) {
   const ParamTable table = g2p_small_table();
-  auto a = ShardPlan::make(table, 3, 32768), b = ShardPlan::make(table, 3, 32768);
+  auto a = ShardPlan::make(table.numels(), 3, 32768), b = ShardPlan::make(table.numels(), 3, 32768);
   ASSERT_TRUE(a.ok() && b.ok());
   ASSERT_EQ(a->chunks().size(), b->chunks().size());
   for (size_t i = 0; i < a->chunks().size(); ++i) {
@@ -130,18 +130,20 @@ TEST(ShardPlanTest, PureFunctionOfItsInputs) {
 
 TEST(ShardPlanTest, KeysNamesAndErrors) {
   const ParamTable table = g2p_small_table();
-  auto plan = ShardPlan::make(table, 2, 4096);
+  auto plan = ShardPlan::make(table.numels(), 2, 4096);
   ASSERT_TRUE(plan.ok());
   const int64_t t = table.index_of("decoder.layers.0.linear1.weight");
   ASSERT_GE(t, 0);
-  EXPECT_EQ(plan->describe({static_cast<int32_t>(t), 2}, table), "decoder.layers.0.linear1.weight@2048");
+  EXPECT_EQ(plan->describe({static_cast<int32_t>(t), 2}, table[t].name), "decoder.layers.0.linear1.weight@2048");
+  EXPECT_EQ(plan->describe({0, 100000}, "x"), "(0, 100000)");
   EXPECT_EQ(plan->find({static_cast<int32_t>(table.size()), 0}), nullptr);
   EXPECT_EQ(plan->find({0, 100000}), nullptr);
   EXPECT_EQ(plan->find({-1, 0}), nullptr);
-  auto no_servers = ShardPlan::make(table, 0, 4096);
+  auto no_servers = ShardPlan::make(table.numels(), 0, 4096);
   ASSERT_FALSE(no_servers.ok());
   EXPECT_NE(no_servers.status().message().find("at least 1"), std::string::npos);
-  auto odd = ShardPlan::make(table, 2, 6);
+  EXPECT_FALSE(ShardPlan::make({5, -1}, 2, 4096).ok());
+  auto odd = ShardPlan::make(table.numels(), 2, 6);
   ASSERT_FALSE(odd.ok());
   EXPECT_NE(odd.status().message().find("multiple of 4"), std::string::npos);
 }

@@ -1,4 +1,4 @@
-#include "ps/shard_plan.h"
+#include "comm/shard_plan.h"
 
 #include <algorithm>
 #include <numeric>
@@ -7,7 +7,7 @@
 
 namespace pst {
 
-Result<ShardPlan> ShardPlan::make(const ParamTable& table, int servers, int64_t chunk_bytes) {
+Result<ShardPlan> ShardPlan::make(const std::vector<int64_t>& numels, int servers, int64_t chunk_bytes) {
   if (servers < 1) return invalid_argument("shard plan: {} servers; need at least 1", servers);
   if (chunk_bytes < 4 || chunk_bytes % 4 != 0)
     return invalid_argument("shard plan: chunk_bytes = {}; must be a positive multiple of 4 (one float)",
@@ -16,17 +16,20 @@ Result<ShardPlan> ShardPlan::make(const ParamTable& table, int servers, int64_t 
   plan.servers_ = servers;
   plan.chunk_bytes_ = chunk_bytes;
   const int64_t chunk_floats = chunk_bytes / 4;
-  for (int64_t t = 0; t < table.size(); ++t) {
-    const ParamSpec& p = table[t];
+  int64_t offset = 0;
+  for (size_t t = 0; t < numels.size(); ++t) {
+    if (numels[t] < 0) return invalid_argument("shard plan: tensor {} has {} elements", t, numels[t]);
     plan.first_chunk_.push_back(static_cast<int64_t>(plan.chunks_.size()));
+    plan.offsets_.push_back(offset);
     int32_t index = 0;
-    for (int64_t off = 0; off < p.numel; off += chunk_floats, ++index) {
+    for (int64_t off = 0; off < numels[t]; off += chunk_floats, ++index) {
       Chunk c;
       c.key = {static_cast<int32_t>(t), index};
-      c.begin = p.offset + off;
-      c.length = std::min(chunk_floats, p.numel - off);
+      c.begin = offset + off;
+      c.length = std::min(chunk_floats, numels[t] - off);
       plan.chunks_.push_back(c);
     }
+    offset += numels[t];
   }
   // Largest first (ties in key order), each onto the least loaded server.
   std::vector<size_t> order(plan.chunks_.size());
@@ -58,11 +61,10 @@ std::vector<ChunkRange> ShardPlan::owned(int server) const {
   return out;
 }
 
-std::string ShardPlan::describe(ChunkKey key, const ParamTable& table) const {
+std::string ShardPlan::describe(ChunkKey key, std::string_view tensor_name) const {
   const Chunk* c = find(key);
   if (!c) return fmt::format("({}, {})", key.tensor, key.chunk);
-  const ParamSpec& p = table[key.tensor];
-  return fmt::format("{}@{}", p.name, c->begin - p.offset);
+  return fmt::format("{}@{}", tensor_name, c->begin - offsets_[static_cast<size_t>(key.tensor)]);
 }
 
 }  // namespace pst

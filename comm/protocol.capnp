@@ -1,0 +1,106 @@
+# pst's wire protocol (DESIGN.md §8). A message is a ZeroMQ multipart:
+# frame 0 is a Header in Cap'n Proto's flat encoding; each entry of
+# Header.chunks describes one further frame that carries that chunk's raw
+# little-endian tensor bytes, in order. Receivers validate every header
+# (comm/message.h) before acting on it.
+@0xb014108b3be14759;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("pst::wire");
+
+# Bumped on any incompatible change; a receiver rejects other versions.
+const protocolVersion :UInt16 = 1;
+
+enum Kind {
+  register @0;         # a node announces itself to the scheduler
+  nodeTable @1;        # the scheduler's answer: every node of the job
+  push @2;             # gradient chunks of one worker for one step
+  pushAck @3;
+  pull @4;             # a worker asks for chunks of weights version >= step
+  pullReply @5;        # the weights, one frame per chunk
+  heartbeat @6;
+  clock @7;            # a worker's SSP clock
+  barrier @8;
+  report @9;           # loss and metrics for the scheduler's log
+  checkpointBegin @10;
+  checkpointDone @11;
+  shutdown @12;
+  error @13;           # the answer to a message that was rejected
+}
+
+enum Role {
+  scheduler @0;
+  server @1;
+  worker @2;
+}
+
+enum DType {
+  float32 @0;
+}
+
+# A chunk of a tensor: key (tensor index, chunk index) of the shard plan.
+struct ChunkRef {
+  tensor @0 :Int32;
+  chunk @1 :Int32;
+  dtype @2 :DType;
+  bytes @3 :UInt64;    # size of the frame that carries it
+}
+
+struct NodeInfo {
+  rank @0 :Int32;
+  role @1 :Role;
+  index @2 :Int32;     # among the nodes of its role
+  endpoint @3 :Text;   # where it receives, e.g. tcp://10.0.0.2:5601
+  host @4 :Text;
+}
+
+struct PushInfo {
+  tokens @0 :Int64;    # target tokens behind the gradient
+  lossSum @1 :Float64;
+}
+
+struct StepInfo {
+  applied @0 :Bool;
+  appliedSteps @1 :Int64;
+  gradNorm @2 :Float64;
+  clipCoef @3 :Float64;
+  lr @4 :Float64;
+}
+
+enum ErrorCode {
+  badVersion @0;
+  badJob @1;
+  unknownSender @2;
+  badKind @3;
+  keyNotOwned @4;
+  sizeMismatch @5;
+  truncated @6;
+  badHeader @7;
+  badStep @8;
+  internal @9;
+}
+
+struct ErrorInfo {
+  code @0 :ErrorCode;
+  message @1 :Text;
+}
+
+struct Header {
+  version @0 :UInt16;
+  kind @1 :Kind;
+  jobId @2 :UInt64;
+  sender @3 :Int32;      # rank in the node table; -1 before registration
+  step @4 :Int64;        # weights version the message is about
+  requestId @5 :UInt64;  # echoed by the answer
+  chunks @6 :List(ChunkRef);
+  union {
+    none @7 :Void;
+    node @8 :NodeInfo;            # register
+    nodes @9 :List(NodeInfo);     # nodeTable
+    push @10 :PushInfo;           # push
+    stepInfo @11 :StepInfo;       # pullReply, pushAck
+    clock @12 :Int64;             # clock
+    report @13 :PushInfo;         # report: tokens and loss of a step
+    error @14 :ErrorInfo;         # error
+  }
+}
