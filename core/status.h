@@ -67,6 +67,11 @@ Status failed_precondition(fmt::format_string<Args...> f, Args&&... args) {
   return Status(StatusCode::kFailedPrecondition, fmt::format(f, std::forward<Args>(args)...));
 }
 
+template <typename... Args>
+Status deadline_exceeded(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kDeadlineExceeded, fmt::format(f, std::forward<Args>(args)...));
+}
+
 // Result<T> holds a T or a non-OK Status.
 template <typename T>
 class [[nodiscard]] Result {

@@ -1,0 +1,110 @@
+#include "comm/socket.h"
+
+#include <zmq_addon.hpp>
+
+#include <cerrno>
+
+namespace pst {
+namespace {
+
+// Waits until the socket can take (POLLOUT) or give (POLLIN) a message.
+// False when the deadline passes first.
+bool wait_for(zmq::socket_t& s, short events, Deadline deadline) {
+  zmq::pollitem_t item{s.handle(), 0, events, 0};
+  while (true) {
+    const long ms = deadline.remaining_ms();
+    const int n = zmq::poll(&item, 1, std::chrono::milliseconds(ms));
+    if (n > 0 && (item.revents & events)) return true;
+    if (deadline.expired()) return false;
+  }
+}
+
+Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames, Deadline deadline,
+                   const std::string& to) {
+  const size_t parts = frames.size() + (route ? 1 : 0);
+  size_t sent = 0;
+  auto send_one = [&](zmq::message_t& msg) -> Status {
+    const bool last = ++sent == parts;
+    const zmq::send_flags flags = (last ? zmq::send_flags::none : zmq::send_flags::sndmore) | zmq::send_flags::dontwait;
+    while (true) {
+      try {
+        if (s.send(msg, flags)) return Status();
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EHOSTUNREACH) return io_error("send to {}: the peer is not connected", to);
+        return io_error("send to {}: {}", to, e.what());
+      }
+      if (!wait_for(s, ZMQ_POLLOUT, deadline))
+        return deadline_exceeded("send to {}: not accepted before the deadline (the peer is not reading)", to);
+    }
+  };
+  if (route) {
+    zmq::message_t copy;
+    copy.copy(*const_cast<zmq::message_t*>(route));
+    PST_RETURN_IF_ERROR(send_one(copy));
+  }
+  for (zmq::message_t& f : frames) PST_RETURN_IF_ERROR(send_one(f));
+  return Status();
+}
+
+Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::string& from,
+                              const std::string& waiting_for) {
+  while (true) {
+    if (!wait_for(s, ZMQ_POLLIN, deadline))
+      return deadline_exceeded("no message from {} before the deadline, waiting for {}", from, waiting_for);
+    Frames frames;
+    try {
+      if (zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) return frames;
+    } catch (const zmq::error_t& e) {
+      return io_error("receive from {}: {}", from, e.what());
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std::string& endpoint) {
+  std::unique_ptr<Router> r(new Router(context));
+  try {
+    r->socket_.set(zmq::sockopt::linger, 0);
+    r->socket_.set(zmq::sockopt::router_mandatory, 1);
+    r->socket_.bind(endpoint);
+    r->endpoint_ = r->socket_.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return io_error("bind {}: {}", endpoint, e.what());
+  }
+  return r;
+}
+
+Result<Routed> Router::receive(Deadline deadline, const std::string& waiting_for) {
+  PST_ASSIGN_OR_RETURN(Frames frames, receive_frames(socket_, deadline, "peers of " + endpoint_, waiting_for));
+  if (frames.size() < 2) return data_loss("{}: a message without a route and a header", endpoint_);
+  Routed r;
+  r.route = std::move(frames.front());
+  r.frames.assign(std::make_move_iterator(frames.begin() + 1), std::make_move_iterator(frames.end()));
+  return r;
+}
+
+Status Router::send(const zmq::message_t& route, Frames frames, Deadline deadline) {
+  return send_frames(socket_, &route, frames, deadline, "a peer of " + endpoint_);
+}
+
+Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const std::string& endpoint,
+                                                std::string peer) {
+  std::unique_ptr<Dealer> d(new Dealer(context));
+  d->peer_ = std::move(peer);
+  try {
+    d->socket_.set(zmq::sockopt::linger, 0);
+    d->socket_.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    return io_error("connect to {} at {}: {}", d->peer_, endpoint, e.what());
+  }
+  return d;
+}
+
+Status Dealer::send(Frames frames, Deadline deadline) { return send_frames(socket_, nullptr, frames, deadline, peer_); }
+
+Result<Frames> Dealer::receive(Deadline deadline, const std::string& waiting_for) {
+  return receive_frames(socket_, deadline, peer_, waiting_for);
+}
+
+}  // namespace pst

@@ -1,0 +1,71 @@
+// Deadline-bounded ZeroMQ sockets for pst's multipart messages.
+//
+// A node binds one Router where it receives requests (servers: pushes and
+// pulls; the scheduler: registrations, barriers, heartbeats) and answers
+// through it, possibly later (a pull waits for its version). It reaches each
+// peer through a Dealer connected to that peer's Router. Endpoints are
+// ZeroMQ's: tcp://HOST:PORT (PORT 0 picks a free one; endpoint() then tells
+// which), ipc://PATH, inproc://NAME (one process, one context).
+//
+// Every receive takes a Deadline; when it passes the call returns an error
+// that names the peer and what was waited for. Sends never block forever
+// either. Sockets close with linger 0, so a dead peer cannot hang shutdown.
+//
+// Thread safety: like ZeroMQ sockets, each object is used by one thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "comm/message.h"
+#include "core/deadline.h"
+#include "core/status.h"
+
+namespace pst {
+
+// A message received by a Router, with the route to answer it.
+struct Routed {
+  zmq::message_t route;  // the sending Dealer's routing id
+  Frames frames;
+};
+
+class Router {
+ public:
+  static Result<std::unique_ptr<Router>> bind(zmq::context_t& context, const std::string& endpoint);
+
+  // The bound endpoint, with the port ZeroMQ chose for tcp port 0.
+  const std::string& endpoint() const { return endpoint_; }
+  // The next message; an error once `deadline` passes ("waiting_for" says
+  // what for, e.g. "pushes of step 12").
+  Result<Routed> receive(Deadline deadline, const std::string& waiting_for);
+  // Sends frames to the peer behind `route`. An error (not a silent drop)
+  // when that peer is no longer connected.
+  Status send(const zmq::message_t& route, Frames frames, Deadline deadline);
+  zmq::socket_t& socket() { return socket_; }
+
+ private:
+  explicit Router(zmq::context_t& context) : socket_(context, zmq::socket_type::router) {}
+  zmq::socket_t socket_;
+  std::string endpoint_;
+};
+
+class Dealer {
+ public:
+  // peer: how errors name the other side, e.g. "server 1 (tcp://10.0.0.2:5601)".
+  static Result<std::unique_ptr<Dealer>> connect(zmq::context_t& context, const std::string& endpoint,
+                                                 std::string peer);
+
+  const std::string& peer() const { return peer_; }
+  Status send(Frames frames, Deadline deadline);
+  Result<Frames> receive(Deadline deadline, const std::string& waiting_for);
+  zmq::socket_t& socket() { return socket_; }
+
+ private:
+  explicit Dealer(zmq::context_t& context) : socket_(context, zmq::socket_type::dealer) {}
+  zmq::socket_t socket_;
+  std::string peer_;
+};
+
+}  // namespace pst

@@ -1,0 +1,128 @@
+// Sockets over real ZeroMQ transports (inproc, ipc, tcp on loopback): a Push
+// with a 16 MiB chunk goes out and its reply comes back through the Router,
+// tensor bytes intact; waits end at their deadline with an error naming the
+// peer and what was waited for; a reply to a peer that is gone is an error,
+// not a silent drop; binding a taken port names the endpoint.
+#include "comm/socket.h"
+
+#include <unistd.h>
+
+#include <numeric>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+constexpr uint64_t kJob = 77;
+
+class SocketTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string endpoint() {
+    const std::string kind = GetParam();
+    if (kind == "inproc") return "inproc://socket-test";
+    if (kind == "ipc") return "ipc://" + dir_.file("router.sock");
+    return "tcp://127.0.0.1:0";
+  }
+  zmq::context_t ctx_;
+  testing::TempDir dir_;
+};
+
+TEST_P(SocketTest, PushAndReplyRoundTrip) {
+  auto router = Router::bind(ctx_, endpoint());
+  ASSERT_TRUE(router.ok()) << router.status().to_string();
+  if (GetParam() == "tcp") {
+    EXPECT_NE((*router)->endpoint(), "tcp://127.0.0.1:0") << "the chosen port is reported";
+  }
+  auto dealer = Dealer::connect(ctx_, (*router)->endpoint(), "server 0");
+  ASSERT_TRUE(dealer.ok()) << dealer.status().to_string();
+
+  const int64_t floats = int64_t{4} << 20;  // 16 MiB
+  auto grads = std::make_shared<std::vector<float>>(static_cast<size_t>(floats));
+  std::iota(grads->begin(), grads->end(), 0.0f);
+  auto plan = ShardPlan::make({floats}, 1, floats * 4);
+  ASSERT_TRUE(plan.ok());
+  OutMessage push(wire::Kind::PUSH, kJob, 1, 3, 9);
+  push.header().initPush().setTokens(5);
+  push.add_chunk({0, 0}, grads->data(), floats, grads);
+  ASSERT_TRUE((*dealer)->send(push.finish(), Deadline::after(30)).ok());
+
+  auto got = (*router)->receive(Deadline::after(30), "a push");
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  Rejection why;
+  auto in = InMessage::parse(std::move(got->frames), &why);
+  ASSERT_TRUE(in) << why.message;
+  ASSERT_TRUE(validate(*in, Expectation{kJob, 2, &*plan, 0}, &why)) << why.message;
+  ASSERT_EQ(in->chunk_floats(0), floats);
+  EXPECT_EQ(std::memcmp(in->chunk_data(0), grads->data(), static_cast<size_t>(floats) * 4), 0);
+
+  OutMessage ack(wire::Kind::PUSH_ACK, kJob, 0, 3, 9);
+  ack.header().initStepInfo().setApplied(true);
+  ASSERT_TRUE((*router)->send(got->route, ack.finish(), Deadline::after(30)).ok());
+  auto reply = (*dealer)->receive(Deadline::after(30), "the push ack");
+  ASSERT_TRUE(reply.ok()) << reply.status().to_string();
+  auto back = InMessage::parse(std::move(*reply), &why);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->header().getKind(), wire::Kind::PUSH_ACK);
+  EXPECT_EQ(back->header().getRequestId(), 9u);
+}
+
+TEST_P(SocketTest, WaitsEndAtTheDeadlineNamingThePeer) {
+  auto router = Router::bind(ctx_, endpoint());
+  ASSERT_TRUE(router.ok());
+  auto dealer = Dealer::connect(ctx_, (*router)->endpoint(), "server 1 (test)");
+  ASSERT_TRUE(dealer.ok());
+  auto r = (*dealer)->receive(Deadline::after(0.2), "weights of step 4");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(r.status().message().find("server 1 (test)"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("weights of step 4"), std::string::npos) << r.status().message();
+  auto q = (*router)->receive(Deadline::after(0.1), "pushes of step 4");
+  ASSERT_FALSE(q.ok());
+  EXPECT_NE(q.status().message().find("pushes of step 4"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, SocketTest, ::testing::Values("inproc", "ipc", "tcp"));
+
+TEST(SocketErrorsTest, ReplyToAGonePeerIsAnError) {
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "tcp://127.0.0.1:0");
+  ASSERT_TRUE(router.ok());
+  zmq::message_t route;
+  {
+    auto dealer = Dealer::connect(ctx, (*router)->endpoint(), "worker 0");
+    ASSERT_TRUE(dealer.ok());
+    OutMessage hb(wire::Kind::HEARTBEAT, kJob, 0, 0, 1);
+    ASSERT_TRUE((*dealer)->send(hb.finish(), Deadline::after(10)).ok());
+    auto got = (*router)->receive(Deadline::after(10), "a heartbeat");
+    ASSERT_TRUE(got.ok());
+    route = std::move(got->route);
+  }  // the dealer closes
+  Status s;
+  for (int i = 0; i < 200 && s.ok(); ++i) {  // the disconnect reaches the router asynchronously
+    OutMessage ack(wire::Kind::PUSH_ACK, kJob, 0, 0, 1);
+    ack.header().initStepInfo();
+    s = (*router)->send(route, ack.finish(), Deadline::after(1));
+    if (s.ok()) ::usleep(10000);
+  }
+  ASSERT_FALSE(s.ok()) << "a reply to a closed peer was accepted for 2 s";
+  EXPECT_NE(s.message().find("not connected"), std::string::npos) << s.message();
+}
+
+TEST(SocketErrorsTest, BindingATakenPortNamesTheEndpoint) {
+  zmq::context_t ctx;
+  auto first = Router::bind(ctx, "tcp://127.0.0.1:0");
+  ASSERT_TRUE(first.ok());
+  auto second = Router::bind(ctx, (*first)->endpoint());
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find((*first)->endpoint()), std::string::npos) << second.status().message();
+  auto bad = Router::bind(ctx, "carrier-pigeon://nowhere");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("carrier-pigeon://nowhere"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pst
