@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,15 @@
 namespace pst::testing {
 
 inline std::string source_path(const std::string& rel) { return std::string(PST_SOURCE_DIR) + "/" + rel; }
+
+// n draws of N(0, scale^2) from a seeded generator.
+inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
 
 // A fresh directory under the system temp dir, removed by the destructor.
 class TempDir {

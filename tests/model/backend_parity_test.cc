@@ -30,13 +30,7 @@ namespace {
 
 using Vec = std::vector<float>;
 
-Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using testing::random_vec;
 
 // max |a - b| <= tol * max |b|, with the first mismatches printed.
 ::testing::AssertionResult close(const Vec& a, const Vec& b, double tol, const std::string& what) {

@@ -13,19 +13,14 @@
 #include "model/backend.h"
 #include "model/transformer.h"
 #include "tests/test_backend.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
 
 using Vec = std::vector<float>;
 
-Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using testing::random_vec;
 
 double dot(const Vec& a, const Vec& b) {
   double s = 0;
