@@ -91,6 +91,21 @@ void ShardOptimizer::add_push_device(const float* grads, int64_t tokens, double 
   push_loss_ += loss_sum;
 }
 
+void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum) {
+  PST_CHECK_MSG(ranges.size() == owned_.size(), "push of {} ranges to a shard of {}", ranges.size(), owned_.size());
+  float* slot = next_push_slot();
+  for (size_t i = 0; i < owned_.size(); ++i) {
+    const size_t bytes = static_cast<size_t>(owned_[i].length) * sizeof(float);
+    if (device_) {
+      device_->upload(slot + local_offset_[i], ranges[i], bytes);
+    } else {
+      std::copy_n(ranges[i], owned_[i].length, slot + local_offset_[i]);
+    }
+  }
+  push_tokens_.push_back(tokens);
+  push_loss_ += loss_sum;
+}
+
 GradStats ShardOptimizer::reduce() {
   const size_t pushes = push_tokens_.size();
   PST_CHECK_MSG(pushes > 0, "reduce() without pushes");
@@ -188,6 +203,14 @@ void ShardOptimizer::copy_weights(float* flat) const {
     } else {
       std::copy_n(w_ + r.local, r.length, flat + r.flat);
     }
+  }
+}
+
+void ShardOptimizer::copy_local_weights(float* local) const {
+  if (device_) {
+    device_->download(local, w_, static_cast<size_t>(n_) * sizeof(float));
+  } else {
+    std::copy_n(w_, n_, local);
   }
 }
 

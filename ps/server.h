@@ -52,6 +52,9 @@ class ShardOptimizer {
   // The same from device memory of the optimizer's device (a worker on the
   // same GPU); needs a device.
   void add_push_device(const float* grads, int64_t tokens, double loss_sum);
+  // The same from separate host buffers, one per owned range (in owned()
+  // order), as a remote push delivers them.
+  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum);
   int64_t pushes() const { return static_cast<int64_t>(push_tokens_.size()); }
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges.
@@ -63,6 +66,10 @@ class ShardOptimizer {
   void copy_weights(float* flat) const;
   // The same into device memory of the optimizer's device; needs a device.
   void copy_weights_device(float* flat) const;
+  // The owned weights in local order (owned ranges back to back, n floats).
+  void copy_local_weights(float* local) const;
+  int64_t local_size() const { return n_; }
+  int64_t local_offset(size_t range) const { return local_offset_[range]; }
   Backend* device() const { return device_; }
   int64_t version() const { return version_; }
   int64_t applied_steps() const { return applied_; }

@@ -1,0 +1,48 @@
+// Step 4 of a BSP round (DESIGN.md §3): the servers add their partial
+// gradient statistics (fp64 sum of squares, non-finite flag) so that every
+// server clips with the same global norm and skips the same steps.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "core/deadline.h"
+#include "core/status.h"
+#include "ps/clipping.h"
+
+namespace pst {
+
+class GradStatsReducer {
+ public:
+  virtual ~GradStatsReducer() = default;
+  // Called by every server (index 0..S-1) once per round; returns the sum
+  // of all servers' statistics of that round, or an error at the deadline.
+  virtual Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) = 0;
+};
+
+// One server: its statistics are the global ones.
+class SingleServerReducer final : public GradStatsReducer {
+ public:
+  Result<GradStats> all_reduce(int, int64_t, const GradStats& local, Deadline) override { return local; }
+};
+
+// S servers running as threads of one process. The sum is taken in server
+// order, so it does not depend on which thread arrives first.
+class ThreadStatsReducer final : public GradStatsReducer {
+ public:
+  explicit ThreadStatsReducer(int servers) : partial_(static_cast<size_t>(servers)) {}
+  Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // Guarded by mu_.
+  std::vector<GradStats> partial_;
+  int arrived_ = 0;
+  int64_t generation_ = 0;
+  GradStats result_;
+};
+
+}  // namespace pst

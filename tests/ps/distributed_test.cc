@@ -1,0 +1,244 @@
+// BSP across S servers and W workers, each a thread with its own ZeroMQ
+// sockets over inproc: after k steps the weights equal those of one process
+// training on the concatenated batch (up to float summation order), for
+// S, W in {1, 2, 3}, with tensors cut into chunks spread over the servers.
+// A malformed push is rejected with an Error reply and leaves the round
+// intact.
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "comm/remote_client.h"
+#include "comm/shard_plan.h"
+#include "ps/local_client.h"
+#include "ps/shard_server.h"
+#include "tests/ps/fixtures.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+constexpr uint64_t kJob = 0xb5b;
+constexpr int kSteps = 3;
+
+// Worker w's examples: (source, target) word pairs.
+using Words = std::vector<std::vector<int32_t>>;
+const std::vector<std::pair<Words, Words>> kShards = {
+    {{{4, 5, 6, 2}, {7, 3}}, {{7, 8, 9}, {5}}},
+    {{{8, 3, 3, 5, 6}}, {{6, 6, 7, 8}}},
+    {{{9, 4}, {5, 5, 7}, {3}}, {{4}, {8, 9}, {10, 11, 4}}},
+};
+
+struct Cluster {
+  int servers, workers;
+};
+
+class BspTest : public ::testing::TestWithParam<Cluster> {};
+
+TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
+  const auto [S, W] = GetParam();
+  JobConfig job = testing::tiny_job();
+  job.optim.weight_decay = 0.05;
+  auto cpu = make_cpu_backend(1);
+  Transformer ref(job.model, 12, 12, cpu.get());
+  ref.init_weights(7);
+  std::vector<float> w0(ref.num_params());
+  ref.get_weights(w0.data());
+  const ParamTable& table = ref.table();
+
+  // One process on the concatenated batch.
+  Words src, tgt;
+  for (int w = 0; w < W; ++w) {
+    src.insert(src.end(), kShards[w].first.begin(), kShards[w].first.end());
+    tgt.insert(tgt.end(), kShards[w].second.begin(), kShards[w].second.end());
+  }
+  const Batch joined = testing::make_batch(src, tgt);
+  ShardOptimizer single(job, table, whole_tensors(table), w0.data());
+  LocalParameterClient local(&single);
+  std::vector<float> want(w0.size()), first_grad;
+  for (int step = 0; step < kSteps; ++step) {
+    ASSERT_TRUE(local.pull(step, want.data()).ok());
+    ref.set_weights(want.data());
+    const std::vector<float> g = testing::gradient(ref, joined);
+    if (step == 0) first_grad = g;
+    ASSERT_TRUE(local.push(step, joined.tokens(), 0.0, g.data()).ok());
+  }
+  ASSERT_TRUE(local.pull(kSteps, want.data()).ok());
+
+  // S servers and W workers as threads.
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(table.numels(), S, 64);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{S, W};
+  std::unique_ptr<GradStatsReducer> reducer;
+  if (S == 1) {
+    reducer = std::make_unique<SingleServerReducer>();
+  } else {
+    reducer = std::make_unique<ThreadStatsReducer>(S);
+  }
+  std::vector<std::unique_ptr<ShardServer>> servers;
+  std::vector<std::string> endpoints;
+  for (int k = 0; k < S; ++k) {
+    auto router = Router::bind(ctx, fmt::format("inproc://bsp-test-{}", k));
+    ASSERT_TRUE(router.ok()) << router.status().to_string();
+    endpoints.push_back((*router)->endpoint());
+    servers.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx,
+                                                    std::move(*router), ShardServerOptions{kJob, k, layout, 30.0}));
+  }
+  std::vector<Status> server_status(S), worker_status(W);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < S; ++k) threads.emplace_back([&, k] { server_status[k] = servers[k]->serve(); });
+  std::vector<float> got(w0.size(), 0.0f);
+  for (int w = 0; w < W; ++w) {
+    threads.emplace_back([&, w] {
+      auto be = make_cpu_backend(1);
+      Transformer model(job.model, 12, 12, be.get());
+      const Batch batch = testing::make_batch(kShards[w].first, kShards[w].second);
+      auto client = RemoteParameterClient::connect(ctx, *plan, endpoints, RemoteClientOptions{kJob, w, layout, 30.0});
+      if (!client.ok()) {
+        worker_status[w] = client.status();
+        return;
+      }
+      std::vector<float> weights(w0.size());
+      auto run = [&]() -> Status {
+        for (int step = 0; step < kSteps; ++step) {
+          PST_ASSIGN_OR_RETURN(PullInfo info, (*client)->pull(step, weights.data()));
+          if (info.version != step) return failed_precondition("pulled version {} for step {}", info.version, step);
+          model.set_weights(weights.data());
+          const std::vector<float> g = testing::gradient(model, batch);
+          PST_RETURN_IF_ERROR((*client)->push(step, batch.tokens(), 0.0, g.data()));
+        }
+        PST_ASSIGN_OR_RETURN(PullInfo last, (*client)->pull(kSteps, weights.data()));
+        if (last.version != kSteps || last.applied_steps != kSteps)
+          return failed_precondition("final pull: version {}, {} applied steps", last.version, last.applied_steps);
+        if (w == 0) got = weights;
+        return (*client)->shutdown();
+      };
+      worker_status[w] = run();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int k = 0; k < S; ++k) EXPECT_TRUE(server_status[k].ok()) << "server " << k << ": " << server_status[k].to_string();
+  for (int w = 0; w < W; ++w) EXPECT_TRUE(worker_status[w].ok()) << "worker " << w << ": " << worker_status[w].to_string();
+  for (int k = 0; k < S; ++k) {
+    EXPECT_EQ(servers[k]->version(), kSteps);
+    EXPECT_EQ(servers[k]->rejected(), 0);
+  }
+  EXPECT_TRUE(testing::adam_weights_close(table, got.data(), want.data(), first_grad.data(), w0.data(),
+                                          kSteps * job.optim.lr));
+  EXPECT_NE(got, w0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, BspTest,
+                         ::testing::Values(Cluster{1, 1}, Cluster{1, 2}, Cluster{1, 3}, Cluster{2, 1}, Cluster{2, 2},
+                                           Cluster{2, 3}, Cluster{3, 1}, Cluster{3, 2}, Cluster{3, 3}),
+                         [](const ::testing::TestParamInfo<Cluster>& p) {
+                           return fmt::format("S{}W{}", p.param.servers, p.param.workers);
+                         });
+
+// One server, one worker, and a rogue peer: a push with another job id and
+// a push that lacks a chunk get Error replies naming the problem; the
+// server counts them, and the worker's round goes on unharmed.
+TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
+  JobConfig job = testing::tiny_job();
+  auto cpu = make_cpu_backend(1);
+  Transformer model(job.model, 12, 12, cpu.get());
+  model.init_weights(3);
+  std::vector<float> w0(model.num_params());
+  model.get_weights(w0.data());
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(model.table().numels(), 1, 256);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{1, 2};  // worker 1 plays the rogue
+  SingleServerReducer reducer;
+  auto router = Router::bind(ctx, "inproc://bad-push-test");
+  ASSERT_TRUE(router.ok());
+  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router),
+                     ShardServerOptions{kJob, 0, layout, 30.0});
+  Status served;
+  std::thread t([&] { served = server.serve(); });
+
+  auto rogue = Dealer::connect(ctx, "inproc://bad-push-test", "server 0");
+  ASSERT_TRUE(rogue.ok());
+  const std::vector<float> g(w0.size(), 0.01f);
+  auto send_and_read_error = [&](uint64_t job_id, bool drop_last_chunk) {
+    OutMessage m(wire::Kind::PUSH, job_id, layout.worker_rank(1), 0, 5);
+    m.header().initPush().setTokens(3);
+    const auto& chunks = plan->chunks();
+    for (size_t i = 0; i + (drop_last_chunk ? 1 : 0) < chunks.size(); ++i)
+      m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
+    EXPECT_TRUE((*rogue)->send(m.finish(), Deadline::after(10)).ok());
+    auto reply = (*rogue)->receive(Deadline::after(10), "an error reply");
+    EXPECT_TRUE(reply.ok());
+    Rejection why;
+    auto in = InMessage::parse(std::move(*reply), &why);
+    EXPECT_TRUE(in);
+    EXPECT_EQ(in->header().getKind(), wire::Kind::ERROR);
+    return std::string(in->header().getError().getMessage().cStr());
+  };
+  EXPECT_NE(send_and_read_error(kJob + 1, false).find("job id"), std::string::npos);
+  const std::string missing = send_and_read_error(kJob, true);
+  EXPECT_NE(missing.find("chunks; server 0 owns"), std::string::npos) << missing;
+  EXPECT_EQ(server.rejected(), 2);
+  EXPECT_EQ(server.version(), 0) << "a rejected push must not count";
+
+  // The real workers: a full round with both, then shutdown.
+  std::vector<Status> st(2);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&, w] {
+      auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://bad-push-test"}, RemoteClientOptions{kJob, w, layout, 30.0});
+      if (!c.ok()) {
+        st[w] = c.status();
+        return;
+      }
+      std::vector<float> weights(w0.size());
+      st[w] = (*c)->push(0, 10, 0.0, g.data());
+      if (st[w].ok()) st[w] = (*c)->pull(1, weights.data()).status();
+      if (st[w].ok()) st[w] = (*c)->shutdown();
+    });
+  }
+  for (auto& x : workers) x.join();
+  t.join();
+  EXPECT_TRUE(st[0].ok()) << st[0].to_string();
+  EXPECT_TRUE(st[1].ok()) << st[1].to_string();
+  EXPECT_TRUE(served.ok()) << served.to_string();
+  EXPECT_EQ(server.version(), 1);
+}
+
+// A worker that never pushes: the server gives up at its deadline naming
+// that worker, and the worker that did push gets a deadline error naming the
+// server it waited for.
+TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
+  JobConfig job = testing::tiny_job();
+  auto cpu = make_cpu_backend(1);
+  Transformer model(job.model, 12, 12, cpu.get());
+  std::vector<float> w0(model.num_params(), 0.5f);
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(model.table().numels(), 1, 4096);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{1, 2};
+  SingleServerReducer reducer;
+  auto router = Router::bind(ctx, "inproc://missing-worker-test");
+  ASSERT_TRUE(router.ok());
+  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router),
+                     ShardServerOptions{kJob, 0, layout, 0.5});
+  Status served;
+  std::thread t([&] { served = server.serve(); });
+  auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://missing-worker-test"}, RemoteClientOptions{kJob, 0, layout, 1.0});
+  ASSERT_TRUE(c.ok());
+  const std::vector<float> g(w0.size(), 0.01f);
+  ASSERT_TRUE((*c)->push(0, 10, 0.0, g.data()).ok());
+  std::vector<float> weights(w0.size());
+  auto pulled = (*c)->pull(1, weights.data());
+  t.join();
+  ASSERT_FALSE(served.ok());
+  EXPECT_EQ(served.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(served.message().find("pushes of step 0 from worker 1 (rank 3)"), std::string::npos) << served.message();
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(pulled.status().message().find("server 0"), std::string::npos) << pulled.status().message();
+  EXPECT_NE(pulled.status().message().find("weights of version 1"), std::string::npos) << pulled.status().message();
+}
+
+}  // namespace
+}  // namespace pst
