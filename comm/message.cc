@@ -114,7 +114,8 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
     m->header_ = m->reader_->getRoot<wire::Header>();
     // Touch every field a receiver reads, so a bad pointer or the traversal
     // limit fails here rather than in a handler.
-    for (auto c : m->header_.getChunks()) (void)c.getBytes();
+    m->chunks_ = m->header_.getChunks();
+    for (auto c : m->chunks_) (void)c.getBytes();
     switch (m->header_.which()) {
       case wire::Header::NODE: (void)m->header_.getNode().getEndpoint(); break;
       case wire::Header::NODES:
@@ -131,7 +132,7 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
 }
 
 ChunkKey InMessage::key(size_t i) const {
-  const auto r = header_.getChunks()[static_cast<unsigned>(i)];
+  const auto r = chunks_[static_cast<unsigned>(i)];
   return {r.getTensor(), r.getChunk()};
 }
 
@@ -169,7 +170,7 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
   if (chunks > 0 && !e.plan)
     return reject(why, wire::ErrorCode::KEY_NOT_OWNED, fmt::format("{} carries chunks; none are accepted here", kind_name(kind)));
   for (size_t i = 0; i < chunks; ++i) {
-    const auto ref = h.getChunks()[static_cast<unsigned>(i)];
+    const auto ref = m.chunk_refs()[static_cast<unsigned>(i)];
     const ChunkKey key{ref.getTensor(), ref.getChunk()};
     const Chunk* c = e.plan->find(key);
     if (!c)

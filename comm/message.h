@@ -79,7 +79,10 @@ class InMessage {
                                           uint64_t word_limit = kHeaderWordLimit);
 
   wire::Header::Reader header() const { return header_; }
-  size_t chunks() const { return static_cast<size_t>(header_.getChunks().size()); }
+  // Header.chunks, read once: every getChunks() would count the whole list
+  // against the traversal limit again.
+  capnp::List<wire::ChunkRef>::Reader chunk_refs() const { return chunks_; }
+  size_t chunks() const { return static_cast<size_t>(chunks_.size()); }
   ChunkKey key(size_t i) const;
   // The bytes of chunk i as floats (frame i + 1; valid for Push and PullReply
   // after validate()).
@@ -94,6 +97,7 @@ class InMessage {
   kj::Array<capnp::word> aligned_;  // frame 0, copied when not word aligned
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
   wire::Header::Reader header_;
+  capnp::List<wire::ChunkRef>::Reader chunks_;
 };
 
 // What a receiver expects of every message.

@@ -237,9 +237,16 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("train", "eval_every", &t.eval_every));
   f.push_back(make_field("train", "max_minutes", &t.max_minutes));
   f.push_back(make_field("train", "output", &t.output));
+  f.push_back(make_field("train", "test_at_end", &t.test_at_end));
   f.push_back(make_field("train", "device", &t.device));
   f.push_back(make_field("train", "matmul", &t.matmul));
   f.push_back(make_field("train", "log_level", &t.log_level));
+  auto& k = c.cluster;
+  f.push_back(make_field("cluster", "servers", &k.servers));
+  f.push_back(make_field("cluster", "workers", &k.workers));
+  f.push_back(make_field("cluster", "chunk_bytes", &k.chunk_bytes));
+  f.push_back(make_field("cluster", "timeout_s", &k.timeout_s));
+  f.push_back(make_field("cluster", "host", &k.host));
   return f;
 }
 
@@ -250,7 +257,7 @@ std::string keys_of(const std::vector<Field>& fields, const std::string& section
   return s;
 }
 
-const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train"};
+const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster"};
 
 std::string sections_list() {
   std::string s;
@@ -427,6 +434,15 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
   PST_RETURN_IF_ERROR(check_range(!t.output.empty(), "train.output: must not be empty"));
   PST_RETURN_IF_ERROR(parse_device(t.device).status());
+  const auto& k = c.cluster;
+  PST_RETURN_IF_ERROR(check_range(k.servers >= 1 && k.servers <= 1024,
+      fmt::format("cluster.servers = {}: must be in [1, 1024]", k.servers)));
+  PST_RETURN_IF_ERROR(check_range(k.workers >= 1 && k.workers <= 4096,
+      fmt::format("cluster.workers = {}: must be in [1, 4096]", k.workers)));
+  PST_RETURN_IF_ERROR(check_range(k.chunk_bytes >= 4 && k.chunk_bytes % 4 == 0 && k.chunk_bytes <= (int64_t{1} << 31),
+      fmt::format("cluster.chunk_bytes = {}: must be a multiple of 4 in [4, 2^31]", k.chunk_bytes)));
+  PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
+  PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
   return Status();
 }
 

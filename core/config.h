@@ -94,9 +94,22 @@ struct TrainConfig {
   int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
   double max_minutes = 0;      // stop after this wall time (0 = no limit)
   std::string output = "runs/default";  // directory for model.safetensors and logs
+  bool test_at_end = true;     // evaluate the test split after the last step
   std::string device = "auto";  // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
   MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
   std::string log_level = "info";
+};
+
+// The processes of a job (DESIGN.md §1, §4). Under mpirun the number of
+// workers is the number of ranks less the scheduler and the servers; a run
+// without mpirun plays the workers one after another in one process (the
+// same shards, the same steps).
+struct ClusterConfig {
+  int64_t servers = 1;                 // parameter servers (S)
+  int64_t workers = 1;                 // workers (W) of a run without mpirun
+  int64_t chunk_bytes = 4 << 20;       // largest piece of a tensor that one message carries
+  double timeout_s = 120;              // longest wait for a peer before the job fails, naming it
+  std::string host = "127.0.0.1";      // address servers and the scheduler bind and advertise
 };
 
 struct JobConfig {
@@ -105,6 +118,7 @@ struct JobConfig {
   OptimConfig optim;
   ScheduleConfig schedule;
   TrainConfig train;
+  ClusterConfig cluster;
 };
 
 // Parses a TOML file, applies overrides ("section.key=value"), validates.

@@ -9,6 +9,8 @@
 namespace pst {
 
 // level: trace, debug, info, warn, error, off. Unknown names keep "info".
-void init_logging(const std::string& level);
+// who, when not empty, tags every line (e.g. "worker 1"), for jobs whose
+// processes share one terminal.
+void init_logging(const std::string& level, const std::string& who = "");
 
 }  // namespace pst

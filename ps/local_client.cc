@@ -12,6 +12,7 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   } else {
     server_->add_push(grads, tokens, loss_sum);
   }
+  if (server_->pushes() < pushes_per_round_) return Status();
   const GradStats stats = server_->reduce();
   const StepReport r = server_->apply(stats);
   last_.version = r.version;

@@ -12,8 +12,10 @@ namespace pst {
 class LocalParameterClient final : public ParameterClient {
  public:
   // The optimizer must outlive the client.
-  explicit LocalParameterClient(ShardOptimizer* server, bool device_buffers = false)
-      : server_(server), device_buffers_(device_buffers) {}
+  // pushes_per_round: the pushes that make one step (the workers a single
+  // process plays); the step is applied when the last of them arrives.
+  explicit LocalParameterClient(ShardOptimizer* server, bool device_buffers = false, int pushes_per_round = 1)
+      : server_(server), device_buffers_(device_buffers), pushes_per_round_(pushes_per_round) {}
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Result<PullInfo> pull(int64_t min_version, float* weights) override;
@@ -22,6 +24,7 @@ class LocalParameterClient final : public ParameterClient {
  private:
   ShardOptimizer* server_;
   bool device_buffers_;
+  int pushes_per_round_;
   PullInfo last_;
 };
 

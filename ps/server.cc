@@ -55,10 +55,13 @@ ShardOptimizer::~ShardOptimizer() {
   device_->deallocate(device_state_);
 }
 
-float* ShardOptimizer::next_push_slot() {
+float* ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss_sum) {
+  if (slot < 0) slot = static_cast<int64_t>(push_tokens_.size());
+  const size_t k = static_cast<size_t>(slot);
+  if (push_tokens_.size() <= k) push_tokens_.resize(k + 1, -1);
+  PST_CHECK_MSG(push_tokens_[k] < 0, "push slot {} filled twice in one round", slot);
   // Push buffers are kept across steps, so a step allocates nothing.
-  const size_t slot = push_tokens_.size();
-  if (pushed_.size() <= slot) {
+  while (pushed_.size() <= k) {
     if (device_) {
       device_pushed_.push_back(static_cast<float*>(device_->allocate(std::max<size_t>(n_, 1) * sizeof(float))));
       pushed_.push_back(device_pushed_.back());
@@ -67,11 +70,14 @@ float* ShardOptimizer::next_push_slot() {
       pushed_.push_back(host_pushed_.back().data());
     }
   }
-  return pushed_[slot];
+  push_tokens_[k] = tokens;
+  push_loss_ += loss_sum;
+  ++pushes_;
+  return pushed_[k];
 }
 
 void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum) {
-  float* slot = next_push_slot();
+  float* slot = claim_push_slot(-1, tokens, loss_sum);
   for (const Run& r : runs_) {
     if (device_) {
       device_->upload(slot + r.local, grads + r.flat, static_cast<size_t>(r.length) * sizeof(float));
@@ -79,21 +85,18 @@ void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_su
       std::copy_n(grads + r.flat, r.length, slot + r.local);
     }
   }
-  push_tokens_.push_back(tokens);
-  push_loss_ += loss_sum;
 }
 
 void ShardOptimizer::add_push_device(const float* grads, int64_t tokens, double loss_sum) {
   PST_CHECK_MSG(device_ != nullptr, "add_push_device on a host optimizer");
-  float* slot = next_push_slot();
+  float* slot = claim_push_slot(-1, tokens, loss_sum);
   for (const Run& r : runs_) device_->copy(slot + r.local, grads + r.flat, r.length);
-  push_tokens_.push_back(tokens);
-  push_loss_ += loss_sum;
 }
 
-void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum) {
+void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum,
+                                     int64_t slot_index) {
   PST_CHECK_MSG(ranges.size() == owned_.size(), "push of {} ranges to a shard of {}", ranges.size(), owned_.size());
-  float* slot = next_push_slot();
+  float* slot = claim_push_slot(slot_index, tokens, loss_sum);
   for (size_t i = 0; i < owned_.size(); ++i) {
     const size_t bytes = static_cast<size_t>(owned_[i].length) * sizeof(float);
     if (device_) {
@@ -102,13 +105,12 @@ void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, in
       std::copy_n(ranges[i], owned_[i].length, slot + local_offset_[i]);
     }
   }
-  push_tokens_.push_back(tokens);
-  push_loss_ += loss_sum;
 }
 
 GradStats ShardOptimizer::reduce() {
   const size_t pushes = push_tokens_.size();
-  PST_CHECK_MSG(pushes > 0, "reduce() without pushes");
+  PST_CHECK_MSG(pushes > 0 && pushes_ == static_cast<int64_t>(pushes), "reduce() with {} of {} push slots filled",
+                pushes_, pushes);
   int64_t total = 0;
   for (int64_t t : push_tokens_) total += t;
   const int64_t n = n_;
@@ -151,6 +153,7 @@ StepReport ShardOptimizer::apply(const GradStats& global) {
   for (int64_t t : push_tokens_) r.tokens += t;
   r.loss_sum = push_loss_;
   push_tokens_.clear();
+  pushes_ = 0;
   push_loss_ = 0.0;
   ++version_;
   r.version = version_;

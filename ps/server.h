@@ -53,9 +53,12 @@ class ShardOptimizer {
   // same GPU); needs a device.
   void add_push_device(const float* grads, int64_t tokens, double loss_sum);
   // The same from separate host buffers, one per owned range (in owned()
-  // order), as a remote push delivers them.
-  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum);
-  int64_t pushes() const { return static_cast<int64_t>(push_tokens_.size()); }
+  // order), as a remote push delivers them. slot: the pushing worker's index,
+  // so that pushes combine in worker order whatever order they arrive in
+  // (-1: the next free slot).
+  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum,
+                       int64_t slot = -1);
+  int64_t pushes() const { return pushes_; }
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges.
   GradStats reduce();
@@ -82,8 +85,9 @@ class ShardOptimizer {
     int64_t local = 0, flat = 0, length = 0;
   };
 
-  // The local buffer of the next push slot (allocated on first use, reused).
-  float* next_push_slot();
+  // The local buffer of push slot `slot` (-1: the next), allocated on first
+  // use and reused; records the push's tokens and loss.
+  float* claim_push_slot(int64_t slot, int64_t tokens, double loss_sum);
 
   JobConfig job_;
   const ParamTable& table_;
@@ -105,7 +109,8 @@ class ShardOptimizer {
   std::vector<float*> pushed_;            // buffers of this round's pushes (reused)
   std::vector<std::vector<float>> host_pushed_;  // their storage on the host path
   std::vector<float*> device_pushed_;            // their storage on a device
-  std::vector<int64_t> push_tokens_;      // one per push of this round
+  std::vector<int64_t> push_tokens_;      // per slot of this round; -1: empty
+  int64_t pushes_ = 0;                    // filled slots
   double push_loss_ = 0.0;
   int64_t version_ = 0;
   int64_t applied_ = 0;

@@ -155,7 +155,7 @@ Status ShardServer::on_push(const zmq::message_t& route, const InMessage& m) {
     ranges[r] = m.chunk_data(i);
   }
   const auto push = m.header().getPush();
-  opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum());
+  opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), w);
   pushed_[static_cast<size_t>(w)] = true;
   ++pushes_;
   OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step,

@@ -1,6 +1,7 @@
 #include "ps/stats_reducer.h"
 
 #include <chrono>
+#include <cmath>
 
 namespace pst {
 
@@ -25,6 +26,16 @@ Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const
                              server, step, arrived_, partial_.size());
   }
   return result_;
+}
+
+Result<GradStats> MpiStatsReducer::all_reduce(int server, int64_t step, const GradStats& local, Deadline) {
+  double in[2] = {local.sum_squares, local.nonfinite ? 1.0 : 0.0}, out[2] = {0, 0};
+  if (MPI_Allreduce(in, out, 2, MPI_DOUBLE, MPI_SUM, comm_) != MPI_SUCCESS)
+    return failed_precondition("server {}: MPI_Allreduce of the gradient statistics of step {} failed", server, step);
+  GradStats g;
+  g.sum_squares = out[0];
+  g.nonfinite = out[1] > 0.0 || !std::isfinite(out[0]);
+  return g;
 }
 
 }  // namespace pst

@@ -3,6 +3,8 @@
 // server clips with the same global norm and skips the same steps.
 #pragma once
 
+#include <mpi.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -43,6 +45,18 @@ class ThreadStatsReducer final : public GradStatsReducer {
   int arrived_ = 0;
   int64_t generation_ = 0;
   GradStats result_;
+};
+
+// S server processes under mpirun: MPI_Allreduce on the servers'
+// communicator. MPI has no deadline; a server that dies makes mpirun end
+// the whole job, naming it.
+class MpiStatsReducer final : public GradStatsReducer {
+ public:
+  explicit MpiStatsReducer(MPI_Comm servers) : comm_(servers) {}
+  Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override;
+
+ private:
+  MPI_Comm comm_;
 };
 
 }  // namespace pst

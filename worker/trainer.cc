@@ -27,7 +27,7 @@ std::string duration(double s) {
 // A one-line progress bar on a terminal; nothing otherwise.
 class ProgressBar {
  public:
-  ProgressBar() : tty_(::isatty(STDOUT_FILENO) != 0) {}
+  explicit ProgressBar(bool enabled) : tty_(enabled && ::isatty(STDOUT_FILENO) != 0) {}
   void draw(int64_t step, int64_t total, const std::string& text) {
     if (!tty_) return;
     constexpr int kWidth = 30;
@@ -81,8 +81,10 @@ Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model,
 Result<TrainSummary> Trainer::run() {
   TrainSummary sum;
   const TrainConfig& tc = job_.train;
-  BatchIterator it(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed),
-                   opt_.worker, opt_.workers, true);
+  std::vector<BatchIterator> iterators;
+  for (int64_t shard : opt_.shards)
+    iterators.emplace_back(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed), shard,
+                           opt_.workers, true);
   // Weights and gradients cross to the client through pinned host buffers,
   // or not at all when the client takes the model's device buffers.
   const bool on_device = client_->device_buffers();
@@ -100,16 +102,16 @@ Result<TrainSummary> Trainer::run() {
   int64_t version = info.version;
 
   Stopwatch wall;
-  ProgressBar bar;
+  ProgressBar bar(opt_.progress);
   double train_seconds = 0;
   double interval_loss = 0;
   int64_t interval_tokens = 0;
   double interval_train = 0;
-  const double deadline = tc.max_minutes > 0 ? tc.max_minutes * 60.0 : 0.0;
+  const double deadline = tc.max_minutes > 0 && opt_.stop_at_max_minutes ? tc.max_minutes * 60.0 : 0.0;
   const int64_t eval_batch = std::max<int64_t>(job_.data.batch_size, 64);
 
   auto run_valid = [&](int64_t step) {
-    if (data_.valid->size() == 0) return;
+    if (!opt_.evaluate || data_.valid->size() == 0) return;
     bar.clear();
     Stopwatch ev;
     sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
@@ -119,23 +121,30 @@ Result<TrainSummary> Trainer::run() {
 
   for (int64_t step = 0; step < tc.steps; ++step) {
     Stopwatch step_clock;
-    const Batch batch = it.next();
-    const int64_t tokens = batch.tokens();
-    model_->zero_grads();
-    ForwardOptions fo;
-    fo.train = true;
-    fo.grad_scale = tokens > 0 ? 1.0f / static_cast<float>(tokens) : 0.0f;
-    fo.label_smoothing = static_cast<float>(tc.label_smoothing);
-    fo.seed = static_cast<uint64_t>(tc.seed);
-    fo.step = static_cast<uint64_t>(step);
-    fo.worker = static_cast<uint64_t>(opt_.worker);
-    const LossStats ls = model_->forward(batch, fo);
-    model_->backward();
-    if (on_device) {
-      PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, model_->grads()));
-    } else {
-      model_->get_grads(host_grads->data());
-      PST_RETURN_IF_ERROR(client_->push(version, tokens, ls.loss_sum, host_grads->data()));
+    int64_t tokens = 0;
+    LossStats ls;
+    for (size_t i = 0; i < opt_.shards.size(); ++i) {
+      const Batch batch = iterators[i].next();
+      const int64_t shard_tokens = batch.tokens();
+      model_->zero_grads();
+      ForwardOptions fo;
+      fo.train = true;
+      fo.grad_scale = shard_tokens > 0 ? 1.0f / static_cast<float>(shard_tokens) : 0.0f;
+      fo.label_smoothing = static_cast<float>(tc.label_smoothing);
+      fo.seed = static_cast<uint64_t>(tc.seed);
+      fo.step = static_cast<uint64_t>(step);
+      fo.worker = static_cast<uint64_t>(opt_.shards[i]);
+      const LossStats shard_loss = model_->forward(batch, fo);
+      model_->backward();
+      if (on_device) {
+        PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, model_->grads()));
+      } else {
+        model_->get_grads(host_grads->data());
+        PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
+      }
+      tokens += shard_tokens;
+      ls.tokens += shard_loss.tokens;
+      ls.loss_sum += shard_loss.loss_sum;
     }
     PST_ASSIGN_OR_RETURN(info, pull(version + 1));
     version = info.version;
@@ -190,7 +199,7 @@ Result<TrainSummary> Trainer::run() {
   }
   bar.clear();
   run_valid(sum.steps);
-  if (opt_.evaluate_test && data_.test->size() > 0) {
+  if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0) {
     Stopwatch ev;
     sum.test = evaluate(*model_, data_, Split::kTest, eval_batch, 0);
     sum.have_test = true;

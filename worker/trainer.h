@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "comm/parameter_client.h"
 #include "core/config.h"
@@ -29,9 +30,15 @@ struct TrainSummary {
 };
 
 struct TrainerOptions {
-  int64_t worker = 0;
+  // The data shards this loop trains on each step, each pushed as worker
+  // `shard` of `workers` (its every W-th batch and its dropout masks): one
+  // shard for a worker process, all of them when one process plays every
+  // worker of a job.
+  std::vector<int64_t> shards = {0};
   int64_t workers = 1;
-  bool evaluate_test = true;  // test metrics at the end
+  bool evaluate = true;  // validation (train.eval_every) and test (train.test_at_end) metrics
+  bool stop_at_max_minutes = true;  // honour train.max_minutes (a lone process only)
+  bool progress = true;             // a progress bar when stdout is a terminal
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
 };
 

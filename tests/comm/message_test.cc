@@ -250,5 +250,25 @@ TEST_F(MessageTest, ErrorReplyCarriesCodeAndRequestId) {
   EXPECT_EQ(kind_name(wire::Kind::PULL_REPLY), "pullReply");
 }
 
+// Thousands of chunks in one message: reading them all (validate, then the
+// keys and data) stays within the header's traversal limit.
+TEST(MessageSizeTest, ManyChunksStayWithinTheTraversalLimit) {
+  auto plan = ShardPlan::make({4 * 5000}, 1, 16);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->chunks().size(), 5000u);
+  std::vector<float> data(4 * 5000, 1.5f);
+  OutMessage m(wire::Kind::PULL_REPLY, kJob, 1, 3, 2);
+  m.header().initStepInfo();
+  for (const Chunk& c : plan->chunks()) m.add_chunk(c.key, data.data() + c.begin, c.length, nullptr);
+  Rejection why;
+  auto in = InMessage::parse(m.finish(), &why);
+  ASSERT_TRUE(in) << why.message;
+  ASSERT_TRUE(validate(*in, Expectation{kJob, 3, &*plan, 0}, &why)) << why.message;
+  for (size_t i = 0; i < in->chunks(); ++i) {
+    ASSERT_EQ(in->key(i), plan->chunks()[i].key);
+    ASSERT_EQ(in->chunk_data(i)[3], 1.5f);
+  }
+}
+
 }  // namespace
 }  // namespace pst

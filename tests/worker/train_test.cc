@@ -26,8 +26,8 @@ TEST(TrainTest, TinyConfigOverfits64Words) {
   init_params(model.table(), 1, init.data());
   ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
   LocalParameterClient client(&server);
+  job->train.test_at_end = false;
   TrainerOptions opt;
-  opt.evaluate_test = false;
   Trainer trainer(*job, *data, &model, &client, opt);
   auto sum = trainer.run();
   ASSERT_TRUE(sum.ok()) << sum.status().to_string();

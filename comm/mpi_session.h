@@ -1,0 +1,46 @@
+// The MPI side of a job that mpirun launched (DESIGN.md §1): MPI is the
+// bootstrap (who is who, where everyone listens) and carries the servers'
+// reduction of gradient statistics; tensors travel over ZeroMQ.
+//
+// MPI is initialised with MPI_THREAD_SERIALIZED: a server calls it from its
+// update thread, never from two threads at once.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace pst {
+
+// True when this process was started by mpirun (Open MPI, MPICH or Slurm's PMI).
+bool launched_by_mpirun();
+
+class MpiSession {
+ public:
+  static Result<std::unique_ptr<MpiSession>> init();
+  ~MpiSession();  // MPI_Finalize
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // Ranks of this job on this host (for sharing the cores).
+  int local_size() const { return local_size_; }
+  // Every rank's string, in rank order (MPI_Allgather of fixed-size records).
+  Result<std::vector<std::string>> allgather(const std::string& mine);
+  // The communicator of the ranks that pass the same color (MPI_Comm_split);
+  // freed with the session.
+  MPI_Comm split(int color);
+  void barrier();
+
+ private:
+  MpiSession() = default;
+  int rank_ = 0, size_ = 1, local_size_ = 1;
+  std::vector<MPI_Comm> comms_;
+};
+
+}  // namespace pst

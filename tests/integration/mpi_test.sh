@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Jobs under mpirun, as real processes on this machine (loopback only):
+#  1. BSP equivalence: for S, W in {1, 2, 3}, `mpirun -np 1+S+W pst train`
+#     (1 scheduler, S servers, W workers) gives the weights of one process
+#     that plays the W workers in turn (`--set cluster.workers=W`, the
+#     concatenated batch of every step), with dropout on and tensors cut into
+#     chunks over the servers.
+#  2. kill -9 of a worker or of a server mid-run: the job ends non-zero well
+#     within its deadline, and the output names the dead rank.
+# Usage: mpi_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
+set -uo pipefail
+PST=$1
+DIFF=$2
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d)
+STARTED=()
+cleanup() {
+  for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  for f in "$TMP"/pid.*; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+failures=0
+passes=0
+check() {  # check NAME CONDITION...
+  local name=$1
+  shift
+  if "$@"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $name"
+    failures=$((failures + 1))
+  fi
+}
+
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.steps=5 --set train.eval_every=0
+     --set train.test_at_end=false --set data.batch_size=16 --set model.dropout=0.1
+     --set model.attention_dropout=0.1 --set cluster.chunk_bytes=4096 --set cluster.timeout_s=60)
+
+# 1. Equivalence.
+for W in 1 2 3; do
+  check "reference W=$W" timeout 300 "$PST" train "${JOB[@]}" --set cluster.workers=$W \
+    --set train.output="$TMP/ref$W" >"$TMP/ref$W.log" 2>&1
+done
+for S in 1 2 3; do
+  for W in 1 2 3; do
+    out="$TMP/s${S}w${W}"
+    if timeout 300 "${MPIRUN[@]}" -np $((1 + S + W)) "$PST" train "${JOB[@]}" --set cluster.servers=$S \
+         --set train.output="$out" >"$out.log" 2>&1; then
+      passes=$((passes + 1))
+      # Up to float summation order (the global norm's partial sums): 1e-6 of each tensor's scale.
+      check "S=$S W=$W equals one process on the concatenated batches" \
+        "$DIFF" "$out/model.safetensors" "$TMP/ref$W/model.safetensors" 0 1e-6
+    else
+      echo "FAIL: mpirun S=$S W=$W"
+      tail -20 "$out.log"
+      failures=$((failures + 1))
+    fi
+  done
+done
+
+# 2. kill -9 of one rank: worker 1 (rank 3 of 1 + 1 + 2) or server 0 (rank 1).
+kill_rank() {
+  local rank=$1 what=$2 log="$TMP/kill$1.log"
+  rm -f "$TMP"/pid.*
+  "${MPIRUN[@]}" -np 4 bash -c 'echo $$ > "'"$TMP"'/pid.$OMPI_COMM_WORLD_RANK"; exec "$0" "$@"' \
+    "$PST" train "${JOB[@]}" --set train.steps=1000000 --set train.log_every=20 --set cluster.timeout_s=10 \
+    --set train.output="$TMP/kill$rank" >"$log" 2>&1 &
+  local mpirun_pid=$!
+  STARTED+=("$mpirun_pid")
+  for _ in $(seq 1 120); do
+    grep -q "step 40/" "$log" && break
+    sleep 0.5
+  done
+  if ! grep -q "step 40/" "$log"; then
+    echo "the job did not reach step 40:"
+    tail -5 "$log"
+    return 1
+  fi
+  kill -9 "$(cat "$TMP/pid.$rank")"
+  local start=$SECONDS
+  while kill -0 "$mpirun_pid" 2>/dev/null && ((SECONDS - start < 60)); do sleep 0.2; done
+  if kill -0 "$mpirun_pid" 2>/dev/null; then
+    echo "the job still runs 60 s after $what was killed"
+    return 1
+  fi
+  wait "$mpirun_pid"
+  local rc=$?
+  echo "killed $what: mpirun exited with $rc after $((SECONDS - start)) s"
+  [[ $rc -ne 0 ]] || { echo "mpirun exited 0"; return 1; }
+  grep -q "rank $rank" "$log" || { echo "the output does not name rank $rank:"; tail -8 "$log"; return 1; }
+}
+check "kill -9 of a worker ends the job, naming it" kill_rank 3 "worker 1"
+check "kill -9 of a server ends the job, naming it" kill_rank 1 "server 0"
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]
