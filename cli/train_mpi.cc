@@ -147,8 +147,11 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
                                                    : fmt::format("worker {}", layout.worker_index(rank));
   init_logging(job->train.log_level, who);
   if (job->train.threads == 0) {
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    job->train.threads = std::max<int64_t>(1, static_cast<int64_t>(cores) / std::max(1, session.local_size()));
+    // Workers share this host's cores; servers compute only while the
+    // workers wait for them (BSP), so they may use every core.
+    const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+    const int64_t local_workers = session.local_size() == session.size() ? workers : session.local_size();
+    job->train.threads = layout.is_worker(rank) ? std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers)) : cores;
   }
   if (rank == 0) spdlog::info("resolved config:\n{}", to_toml(*job));
   const uint64_t job_id = fnv1a64(to_toml(*job));

@@ -1,0 +1,163 @@
+// Push+pull throughput of pst's parameter servers against raw ZeroMQ, both
+// measured in this run over TCP on loopback, each node a thread.
+//
+// pst: W workers (RemoteParameterClient) and S servers (ShardServer, the
+// real BSP round: aggregation, global norm, AdamW, snapshot). Each round a
+// worker pushes its gradient of N bytes (float32) and pulls the new weights:
+// throughput = 2 x N x W / time per round.
+// Baseline: W pairs of ZeroMQ PUSH/PULL sockets, each moving 2 x N bytes per
+// round as single zero-copy messages (what push + pull move), the same formula.
+//
+// Also the latency of a 4 KiB push + pull round trip (S = W = 1).
+//
+//   pushpull [--rounds N] [--chunk-mib M]
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "comm/remote_client.h"
+#include "core/timer.h"
+#include "model/param_table.h"
+#include "ps/shard_server.h"
+
+using namespace pst;
+
+namespace {
+
+constexpr uint64_t kJob = 0xbe;
+
+// A parameter table of n floats in tensors of at most 1M floats.
+ParamTable flat_table(int64_t n) {
+  ParamTable t;
+  for (int64_t off = 0, i = 0; off < n; off += 1 << 20, ++i) {
+    ParamSpec p;
+    p.name = fmt::format("w{}", i);
+    p.shape = {std::min<int64_t>(1 << 20, n - off)};
+    p.is_matrix_weight = true;
+    t.add(p);
+  }
+  return t;
+}
+
+// Seconds per round of push + pull, averaged over `rounds` after 2 warm-up rounds.
+double pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes) {
+  const int64_t n = bytes / 4;
+  const ParamTable table = flat_table(n);
+  JobConfig job;
+  job.optim.clip_norm = 1.0;
+  auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
+  std::vector<float> w0(static_cast<size_t>(n), 0.01f);
+  zmq::context_t ctx(2);
+  const JobLayout layout{servers, workers};
+  std::unique_ptr<GradStatsReducer> reducer;
+  if (servers == 1) {
+    reducer = std::make_unique<SingleServerReducer>();
+  } else {
+    reducer = std::make_unique<ThreadStatsReducer>(servers);
+  }
+  std::vector<std::unique_ptr<ShardServer>> srv;
+  std::vector<std::string> endpoints;
+  for (int k = 0; k < servers; ++k) {
+    auto r = Router::bind(ctx, "tcp://127.0.0.1:0");
+    if (!r.ok()) std::abort();
+    endpoints.push_back((*r)->endpoint());
+    srv.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*r),
+                                                ShardServerOptions{kJob, k, layout, 120.0}));
+  }
+  std::vector<std::thread> threads;
+  for (auto& s : srv) threads.emplace_back([&s] {
+    const Status st = s->serve();
+    if (!st.ok()) std::fprintf(stderr, "%s\n", st.message().c_str());
+  });
+  std::vector<double> seconds(static_cast<size_t>(workers));
+  for (int w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      auto c = RemoteParameterClient::connect(ctx, *plan, endpoints, RemoteClientOptions{kJob, w, layout, 120.0});
+      std::vector<float> g(static_cast<size_t>(n), 0.001f), weights(static_cast<size_t>(n));
+      Stopwatch sw;
+      for (int r = 0; r < rounds + 2; ++r) {
+        if (r == 2) sw.reset();
+        if (!(*c)->push(r, 100, 0.0, g.data()).ok() || !(*c)->pull(r + 1, weights.data()).ok()) std::abort();
+      }
+      seconds[static_cast<size_t>(w)] = sw.seconds() / rounds;
+      (void)(*c)->shutdown();
+    });
+  }
+  for (auto& t : threads) t.join();
+  double worst = 0;
+  for (double s : seconds) worst = std::max(worst, s);
+  return worst;
+}
+
+// Seconds per round of W concurrent PUSH/PULL pairs, each moving 2 x bytes.
+double zmq_round(int64_t bytes, int pairs, int rounds) {
+  zmq::context_t ctx(2);
+  std::vector<double> seconds(static_cast<size_t>(pairs));
+  std::vector<std::thread> threads;
+  std::vector<std::string> endpoints(static_cast<size_t>(pairs));
+  std::vector<std::unique_ptr<zmq::socket_t>> pulls;
+  for (int p = 0; p < pairs; ++p) {
+    pulls.push_back(std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::pull));
+    pulls.back()->bind("tcp://127.0.0.1:0");
+    endpoints[static_cast<size_t>(p)] = pulls.back()->get(zmq::sockopt::last_endpoint);
+  }
+  auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(bytes), 1);
+  for (int p = 0; p < pairs; ++p) {
+    threads.emplace_back([&, p] {
+      zmq::socket_t& in = *pulls[static_cast<size_t>(p)];
+      Stopwatch sw;
+      for (int r = 0; r < 2 * (rounds + 2); ++r) {
+        if (r == 4) sw.reset();
+        zmq::message_t m;
+        if (!in.recv(m)) std::abort();
+      }
+      seconds[static_cast<size_t>(p)] = sw.seconds() / rounds;
+    });
+    threads.emplace_back([&, p] {
+      zmq::socket_t out(ctx, zmq::socket_type::push);
+      out.connect(endpoints[static_cast<size_t>(p)]);
+      for (int r = 0; r < 2 * (rounds + 2); ++r) {
+        auto* keep = new std::shared_ptr<std::vector<char>>(buffer);
+        zmq::message_t m(buffer->data(), buffer->size(),
+                         [](void*, void* hint) { delete static_cast<std::shared_ptr<std::vector<char>>*>(hint); }, keep);
+        out.send(m, zmq::send_flags::none);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  double worst = 0;
+  for (double s : seconds) worst = std::max(worst, s);
+  return worst;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 10;
+  int64_t chunk_mib = 4;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--chunk-mib")) chunk_mib = std::atoll(argv[i + 1]);
+  }
+  std::printf("%-8s %-5s %14s %14s %8s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio");
+  for (int64_t mib : {1, 4, 16, 64}) {
+    for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
+      const int64_t bytes = mib << 20;
+      const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
+      const double pst = pst_round(bytes, s, w, r, chunk_mib << 20);
+      const double raw = zmq_round(bytes, w, r);
+      const double gbs_pst = 2.0 * static_cast<double>(bytes) * w / pst / 1e9;
+      const double gbs_raw = 2.0 * static_cast<double>(bytes) * w / raw / 1e9;
+      std::printf("%-8lld %d/%-3d %14.3f %14.3f %8.2f\n", static_cast<long long>(mib), s, w, gbs_pst, gbs_raw,
+                  gbs_pst / gbs_raw);
+    }
+  }
+  const int small_rounds = rounds * 50;
+  const double latency = pst_round(4096, 1, 1, small_rounds, chunk_mib << 20);
+  std::printf("4 KiB push+pull round trip (S=W=1): %.1f us\n", latency * 1e6);
+  return 0;
+}
