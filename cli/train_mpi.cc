@@ -146,6 +146,10 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
                           : layout.is_server(rank) ? fmt::format("server {}", layout.server_index(rank))
                                                    : fmt::format("worker {}", layout.worker_index(rank));
   init_logging(job->train.log_level, who);
+  if (rank == 0) spdlog::info("resolved config:\n{}", to_toml(*job));
+  // The job id is a hash of the resolved config, the same on every rank, so
+  // it is taken before any per-process setting.
+  const uint64_t job_id = fnv1a64(to_toml(*job));
   if (job->train.threads == 0) {
     // Workers share this host's cores; servers compute only while the
     // workers wait for them (BSP), so they may use every core.
@@ -153,8 +157,6 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     const int64_t local_workers = session.local_size() == session.size() ? workers : session.local_size();
     job->train.threads = layout.is_worker(rank) ? std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers)) : cores;
   }
-  if (rank == 0) spdlog::info("resolved config:\n{}", to_toml(*job));
-  const uint64_t job_id = fnv1a64(to_toml(*job));
 
   auto data = load_task_data(*job);
   if (!data.ok()) {
