@@ -87,6 +87,10 @@ int run_train(const ConfigArgs& args) {
   // its own shard of the data and dropout masks), which gives the steps of
   // the distributed job; cluster.servers only matters across processes.
   const int64_t workers = job->cluster.workers;
+  if (job->cluster.consistency != Consistency::kBsp)
+    spdlog::info("cluster.consistency = {}: one process runs its workers in lockstep (BSP); the mode applies "
+                 "to mpirun jobs",
+                 to_string(job->cluster.consistency));
   if (job->cluster.servers > 1)
     spdlog::info("cluster.servers = {}: one process keeps every shard (servers are separate only under mpirun)",
                  job->cluster.servers);

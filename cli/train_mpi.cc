@@ -60,7 +60,8 @@ int run_server(const JobConfig& job, const TaskData& data, MpiSession& mpi, MPI_
   }
   const std::string endpoint = router->endpoint();
   ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router),
-                     ShardServerOptions{job_id, k, layout, job.cluster.timeout_s});
+                     ShardServerOptions{job_id, k, layout, job.cluster.timeout_s, job.cluster.consistency,
+                                        job.cluster.staleness});
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan->owned(k).size(),
                static_cast<double>(plan->bytes(k)) / (1 << 20));
   Heartbeat heartbeat(ctx, scheduler, job_id, mpi.rank(), heartbeat_interval(job));
@@ -107,6 +108,7 @@ int run_worker(const JobConfig& job, const TaskData& data, MpiSession& mpi, zmq:
   topt.progress = w == 0;
   topt.stop_at_max_minutes = false;
   topt.metrics = metrics;
+  if (job.cluster.consistency != Consistency::kBsp) topt.clip_norm = job.optim.clip_norm;
   Trainer trainer(job, data, &model, client->get(), topt);
   auto summary = trainer.run();
   if (metrics) std::fclose(metrics);

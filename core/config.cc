@@ -40,6 +40,7 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
                {ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kStep, "step"},
                {ScheduleKind::kExponential, "exponential"},
                {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
+PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
 PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
                {MatmulPrecision::kBf16, "bf16"})
 
@@ -247,6 +248,8 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "chunk_bytes", &k.chunk_bytes));
   f.push_back(make_field("cluster", "timeout_s", &k.timeout_s));
   f.push_back(make_field("cluster", "host", &k.host));
+  f.push_back(make_field("cluster", "consistency", &k.consistency));
+  f.push_back(make_field("cluster", "staleness", &k.staleness));
   return f;
 }
 
@@ -284,6 +287,7 @@ const char* to_string(Positions v) { return enum_name(v); }
 const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(MatmulPrecision v) { return enum_name(v); }
+const char* to_string(Consistency v) { return enum_name(v); }
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;
@@ -443,6 +447,7 @@ Status validate(const JobConfig& c) {
       fmt::format("cluster.chunk_bytes = {}: must be a multiple of 4 in [4, 2^31]", k.chunk_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
+  PST_RETURN_IF_ERROR(check_range(k.staleness >= 0, fmt::format("cluster.staleness = {}: must be >= 0", k.staleness)));
   return Status();
 }
 

@@ -21,6 +21,9 @@ enum class Task { kG2P, kLM };
 enum class OptimizerKind { kAdamW, kAdam };
 enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
 enum class DeviceKind { kAuto, kCpu, kCuda };
+// How servers and workers stay in step (DESIGN.md §3): bulk-synchronous,
+// asynchronous, or stale-synchronous with a bound.
+enum class Consistency { kBsp, kAsp, kSsp };
 // Precision of the CUDA backend's matrix products (inputs and outputs stay
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
@@ -109,6 +112,8 @@ struct ClusterConfig {
   int64_t workers = 1;                 // workers (W) of a run without mpirun
   int64_t chunk_bytes = 4 << 20;       // largest piece of a tensor that one message carries
   double timeout_s = 120;              // longest wait for a peer before the job fails, naming it
+  Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
+  int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
   std::string host = "127.0.0.1";      // address servers and the scheduler bind and advertise
 };
 
@@ -140,6 +145,7 @@ const char* to_string(Positions v);
 const char* to_string(InitScheme v);
 const char* to_string(Task v);
 const char* to_string(MatmulPrecision v);
+const char* to_string(Consistency v);
 
 // Parses train.device; the error names the value and what is allowed.
 Result<DeviceSpec> parse_device(const std::string& text);

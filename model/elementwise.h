@@ -127,4 +127,11 @@ void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const 
 // the sum) is not finite: the statistics of global-norm clipping.
 double sum_squares(const float* x, int64_t n, bool* nonfinite);
 
+// The factor of global-norm clipping (torch.nn.utils.clip_grad_norm_):
+// min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0 (clipping off).
+inline double clip_coefficient(double norm, double max_norm) {
+  if (max_norm <= 0.0) return 1.0;
+  return fmin(1.0, max_norm / (norm + 1e-6));
+}
+
 }  // namespace pst

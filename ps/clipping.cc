@@ -2,7 +2,6 @@
 
 #include "model/elementwise.h"
 
-#include <algorithm>
 #include <cmath>
 
 namespace pst {
@@ -13,9 +12,5 @@ GradStats grad_stats(const float* g, int64_t n) {
   return s;
 }
 
-double clip_coefficient(double norm, double max_norm) {
-  if (max_norm <= 0.0) return 1.0;
-  return std::min(1.0, max_norm / (norm + 1e-6));
-}
 
 }  // namespace pst

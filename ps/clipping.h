@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "model/elementwise.h"
+
 namespace pst {
 
 struct GradStats {
@@ -21,7 +23,7 @@ struct GradStats {
 
 GradStats grad_stats(const float* g, int64_t n);
 
-// Clip coefficient for a global norm; 1 when max_norm is 0 (clipping off).
-double clip_coefficient(double norm, double max_norm);
+// clip_coefficient (the factor for a global norm) is in model/elementwise.h,
+// shared with workers that clip their own gradient (ASP, SSP).
 
 }  // namespace pst

@@ -148,7 +148,7 @@ GradStats ShardOptimizer::reduce() {
   return grad_stats(grad_, n);
 }
 
-StepReport ShardOptimizer::apply(const GradStats& global) {
+StepReport ShardOptimizer::apply(const GradStats& global, bool clip) {
   StepReport r;
   for (int64_t t : push_tokens_) r.tokens += t;
   r.loss_sum = push_loss_;
@@ -165,7 +165,7 @@ StepReport ShardOptimizer::apply(const GradStats& global) {
     r.grad_norm = std::numeric_limits<double>::quiet_NaN();
     return r;
   }
-  r.clip_coef = clip_coefficient(r.grad_norm, job_.optim.clip_norm);
+  r.clip_coef = clip ? clip_coefficient(r.grad_norm, job_.optim.clip_norm) : 1.0;
   r.lr = schedule_.lr(applied_);
   ++applied_;
   if (r.clip_coef < 1.0) {

@@ -63,7 +63,8 @@ class ShardOptimizer {
   // over the owned ranges.
   GradStats reduce();
   // Applies the step with the global statistics (summed over all servers).
-  StepReport apply(const GradStats& global);
+  // clip = false when the workers clip their own gradients (ASP, SSP).
+  StepReport apply(const GradStats& global, bool clip = true);
 
   // Copies the owned ranges of the current weights into a flat host buffer.
   void copy_weights(float* flat) const;

@@ -24,7 +24,9 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       router_(std::move(router)),
       notify_recv_(context, zmq::socket_type::pair),
       notify_send_(context, zmq::socket_type::pair),
-      pushed_(static_cast<size_t>(options.layout.workers), false) {
+      pushed_(static_cast<size_t>(options.layout.workers), false),
+      clocks_(static_cast<size_t>(options.layout.workers), 0),
+      finished_(static_cast<size_t>(options.layout.workers), false) {
   for (const Chunk& c : plan_.chunks()) {
     if (c.server != options_.server) continue;
     range_of_key_[key_id(c.key)] = owned_chunks_.size();
@@ -51,7 +53,7 @@ ShardServer::~ShardServer() {
 Status ShardServer::serve() {
   const int workers = options_.layout.workers;
   Deadline deadline = Deadline::after(options_.timeout_s);
-  while (!(shutdowns_ == workers && !updating_)) {
+  while (!(shutdowns_ == workers && !updating_ && queued_.empty())) {
     zmq::pollitem_t items[2] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0},
                                 {notify_recv_.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 2, std::chrono::milliseconds(deadline.remaining_ms()));
@@ -74,6 +76,10 @@ Status ShardServer::serve() {
         return deadline_exceeded("server {}: the update of step {} did not finish within {} s (waiting for the "
                                  "other servers' gradient statistics)",
                                  options_.server, version_, options_.timeout_s);
+      if (options_.consistency != Consistency::kBsp)
+        return deadline_exceeded("server {}: no message for {} s from any worker (at version {}; {} of {} workers "
+                                 "finished)",
+                                 options_.server, options_.timeout_s, version_, shutdowns_, workers);
       std::string missing;
       for (int w = 0; w < workers; ++w)
         if (!pushed_[static_cast<size_t>(w)])
@@ -107,9 +113,17 @@ void ShardServer::handle(Routed msg) {
     return;
   }
   switch (kind) {
-    case wire::Kind::PUSH: error_ = on_push(msg.route, *m); break;
+    case wire::Kind::PUSH: error_ = on_push(msg.route, std::move(m)); break;
     case wire::Kind::PULL: error_ = on_pull(std::move(msg.route), *m); break;
-    case wire::Kind::SHUTDOWN: ++shutdowns_; break;
+    case wire::Kind::SHUTDOWN: {
+      const size_t w = static_cast<size_t>(options_.layout.worker_index(m->header().getSender()));
+      if (!finished_[w]) {
+        finished_[w] = true;
+        ++shutdowns_;
+        error_ = answer_ready_pulls();  // the slowest live worker may have changed
+      }
+      break;
+    }
     case wire::Kind::HEARTBEAT: break;
     default:
       error_ = reject(msg.route,
@@ -127,42 +141,102 @@ Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, co
   return Status();  // a bad peer never stops the server
 }
 
-Status ShardServer::on_push(const zmq::message_t& route, const InMessage& m) {
+bool ShardServer::push_ranges(const InMessage& m, std::vector<const float*>* ranges, Rejection* why) const {
   const int64_t step = m.header().getStep();
   const int w = options_.layout.worker_index(m.header().getSender());
-  if (step != version_ || updating_)
+  if (m.chunks() != owned_chunks_.size()) {
+    *why = {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} has {} chunks; server {} owns {}",
+                                                     step, w, m.chunks(), options_.server, owned_chunks_.size())};
+    return false;
+  }
+  ranges->assign(owned_chunks_.size(), nullptr);
+  for (size_t i = 0; i < m.chunks(); ++i) {
+    const size_t r = range_of_key_.at(key_id(m.key(i)));  // validate() checked ownership
+    if ((*ranges)[r]) {
+      *why = {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} repeats chunk {}", step, w,
+                                                       plan_.describe(m.key(i), table_[m.key(i).tensor].name))};
+      return false;
+    }
+    (*ranges)[r] = m.chunk_data(i);
+  }
+  return true;
+}
+
+Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessage> message) {
+  const InMessage& m = *message;
+  const int64_t step = m.header().getStep();
+  const int w = options_.layout.worker_index(m.header().getSender());
+  const bool bsp = options_.consistency == Consistency::kBsp;
+  if (bsp && (step != version_ || updating_))
     return reject(route,
                   {wire::ErrorCode::BAD_STEP, fmt::format("push of step {} from worker {}; server {} takes step {}{}",
                                                           step, w, options_.server, version_,
                                                           updating_ ? " and is applying it" : "")},
                   &m);
-  if (pushed_[static_cast<size_t>(w)])
+  if (!bsp && step > version_)
+    return reject(route,
+                  {wire::ErrorCode::BAD_STEP, fmt::format("push from worker {} computed on version {}; server {} has "
+                                                          "made only {}",
+                                                          w, step, options_.server, version_)},
+                  &m);
+  if (bsp && pushed_[static_cast<size_t>(w)])
     return reject(route, {wire::ErrorCode::BAD_STEP, fmt::format("second push of step {} from worker {}", step, w)},
                   &m);
-  if (m.chunks() != owned_chunks_.size())
-    return reject(route,
-                  {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} has {} chunks; server {} owns {}",
-                                                            step, w, m.chunks(), options_.server, owned_chunks_.size())},
-                  &m);
-  std::vector<const float*> ranges(owned_chunks_.size(), nullptr);
-  for (size_t i = 0; i < m.chunks(); ++i) {
-    const size_t r = range_of_key_.at(key_id(m.key(i)));  // validate() checked ownership
-    if (ranges[r])
-      return reject(route,
-                    {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} repeats chunk {}", step, w,
-                                                              plan_.describe(m.key(i), table_[m.key(i).tensor].name))},
-                    &m);
-    ranges[r] = m.chunk_data(i);
+  std::vector<const float*> ranges;
+  Rejection why;
+  if (!push_ranges(m, &ranges, &why)) return reject(route, why, &m);
+  if (bsp) {
+    const auto push = m.header().getPush();
+    opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), w);
+    pushed_[static_cast<size_t>(w)] = true;
+    ++pushes_;
   }
-  const auto push = m.header().getPush();
-  opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), w);
-  pushed_[static_cast<size_t>(w)] = true;
-  ++pushes_;
   OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step,
                  m.header().getRequestId());
   ack.header().initStepInfo();
   PST_RETURN_IF_ERROR(router_->send(route, ack.finish(), Deadline::after(options_.timeout_s)));
-  if (pushes_ == options_.layout.workers) start_update();
+  if (bsp) {
+    if (pushes_ == options_.layout.workers) start_update();
+    return Status();
+  }
+  // ASP, SSP: each push is its own update, in arrival order.
+  ++clocks_[static_cast<size_t>(w)];
+  queued_.push_back(std::move(message));
+  if (!updating_) start_next_async();
+  return answer_ready_pulls();  // a slow worker's push may release others
+}
+
+void ShardServer::start_next_async() {
+  std::unique_ptr<InMessage> m = std::move(queued_.front());
+  queued_.erase(queued_.begin());
+  std::vector<const float*> ranges;
+  Rejection why;
+  PST_CHECK(push_ranges(*m, &ranges, &why));  // checked when it arrived
+  max_staleness_ = std::max(max_staleness_, version_ - m->header().getStep());
+  const auto push = m->header().getPush();
+  opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), 0);
+  start_update();
+}
+
+bool ShardServer::pull_allowed(int64_t min_version, int worker) const {
+  if (version_ < min_version) return false;
+  if (options_.consistency != Consistency::kSsp) return true;
+  int64_t slowest = INT64_MAX;
+  for (size_t w = 0; w < clocks_.size(); ++w)
+    if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
+  return slowest == INT64_MAX || clocks_[static_cast<size_t>(worker)] - slowest <= options_.staleness;
+}
+
+Status ShardServer::answer_ready_pulls() {
+  std::vector<PendingPull> still;
+  for (PendingPull& p : pending_) {
+    if (pull_allowed(p.min_version, p.worker)) {
+      PST_RETURN_IF_ERROR(answer_pull(p.route, p.request_id, p.worker));
+    } else {
+      still.push_back(std::move(p));
+    }
+  }
+  pending_ = std::move(still);
   return Status();
 }
 
@@ -174,12 +248,19 @@ Status ShardServer::on_pull(zmq::message_t route, const InMessage& m) {
                    fmt::format("pull of version {}; server {} is at {} (a pull may wait for the next version only)",
                                want, options_.server, version_)},
                   &m);
-  if (want <= version_) return answer_pull(route, m.header().getRequestId());
-  pending_.push_back({std::move(route), m.header().getRequestId(), want, m.header().getSender()});
+  const int w = options_.layout.worker_index(m.header().getSender());
+  if (pull_allowed(want, w)) return answer_pull(route, m.header().getRequestId(), w);
+  pending_.push_back({std::move(route), m.header().getRequestId(), want, w});
   return Status();
 }
 
-Status ShardServer::answer_pull(const zmq::message_t& route, uint64_t request_id) {
+Status ShardServer::answer_pull(const zmq::message_t& route, uint64_t request_id, int worker) {
+  if (options_.consistency != Consistency::kBsp) {
+    int64_t slowest = INT64_MAX;
+    for (size_t w = 0; w < clocks_.size(); ++w)
+      if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
+    if (slowest != INT64_MAX) max_lead_ = std::max(max_lead_, clocks_[static_cast<size_t>(worker)] - slowest);
+  }
   OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version_,
                    request_id);
   auto info = reply.header().initStepInfo();
@@ -212,11 +293,13 @@ void ShardServer::update_loop() {
     }
     // The receive thread leaves opt_ alone while updating_ is set.
     const GradStats local = opt_.reduce();
-    auto global = reducer_->all_reduce(options_.server, opt_.version(), local, Deadline::after(options_.timeout_s));
+    const bool bsp = options_.consistency == Consistency::kBsp;
+    Result<GradStats> global = local;
+    if (bsp) global = reducer_->all_reduce(options_.server, opt_.version(), local, Deadline::after(options_.timeout_s));
     Status status;
     StepReport report;
     if (global.ok()) {
-      report = opt_.apply(*global);
+      report = opt_.apply(*global, /*clip=*/bsp);
     } else {
       status = global.status();
     }
@@ -245,15 +328,8 @@ Status ShardServer::finish_update() {
   take_snapshot();
   std::fill(pushed_.begin(), pushed_.end(), false);
   pushes_ = 0;
-  std::vector<PendingPull> still;
-  for (PendingPull& p : pending_) {
-    if (p.min_version <= version_) {
-      PST_RETURN_IF_ERROR(answer_pull(p.route, p.request_id));
-    } else {
-      still.push_back(std::move(p));
-    }
-  }
-  pending_ = std::move(still);
+  PST_RETURN_IF_ERROR(answer_ready_pulls());
+  if (!queued_.empty()) start_next_async();
   return Status();
 }
 

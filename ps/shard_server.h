@@ -1,8 +1,13 @@
-// One parameter server in a BSP job (DESIGN.md §3): it receives the workers'
-// pushes and pulls on its Router, keeps its chunks of the shard plan in a
-// ShardOptimizer, and once every worker has pushed step v it reduces,
-// agrees on the global gradient statistics with the other servers, clips,
-// applies Adam/AdamW and answers the pulls waiting for v+1.
+// One parameter server (DESIGN.md §3): it receives the workers' pushes and
+// pulls on its Router and keeps its chunks of the shard plan in a
+// ShardOptimizer.
+//  - BSP: once every worker has pushed step v it reduces, agrees on the
+//    global gradient statistics with the other servers, clips, applies
+//    Adam/AdamW and answers the pulls waiting for v+1.
+//  - ASP: it applies each push on its own, in arrival order (the workers clip
+//    their gradients), and answers a pull as soon as its version exists.
+//  - SSP(s): as ASP, but a worker that has pushed c times gets weights only
+//    while the slowest live worker has pushed at least c - s times.
 //
 // The update runs on its own thread; the receive thread keeps validating and
 // answering messages meanwhile (pulls of the current version are served from
@@ -37,6 +42,8 @@ struct ShardServerOptions {
   int server = 0;         // index among the servers, 0..S-1
   JobLayout layout;
   double timeout_s = 60;  // longest wait without progress (pushes of a round, statistics)
+  Consistency consistency = Consistency::kBsp;
+  int64_t staleness = 0;  // SSP's bound
 };
 
 class ShardServer {
@@ -57,20 +64,32 @@ class ShardServer {
   const std::string& endpoint() const { return router_->endpoint(); }
   int64_t rejected() const { return rejected_.load(); }
   int64_t version() const { return version_; }
+  // Instruments of the consistency modes, read after serve() returns: the
+  // largest lead (pushes of the pulling worker less those of the slowest
+  // live worker) at which a pull was answered, and the largest staleness
+  // (versions applied since the weights a push was computed on).
+  int64_t max_clock_lead() const { return max_lead_; }
+  int64_t max_staleness() const { return max_staleness_; }
 
  private:
   struct PendingPull {
     zmq::message_t route;
     uint64_t request_id = 0;
     int64_t min_version = 0;
-    int32_t sender = 0;
+    int worker = 0;
   };
 
   void handle(Routed msg);
   Status reject(const zmq::message_t& route, const Rejection& why, const InMessage* m);
-  Status on_push(const zmq::message_t& route, const InMessage& m);
+  Status on_push(const zmq::message_t& route, std::unique_ptr<InMessage> m);
+  // Maps a push's chunks to the owned ranges; false (and *why) when the set
+  // of chunks is not exactly the server's.
+  bool push_ranges(const InMessage& m, std::vector<const float*>* ranges, Rejection* why) const;
+  bool pull_allowed(int64_t min_version, int worker) const;
+  Status answer_ready_pulls();
+  void start_next_async();
   Status on_pull(zmq::message_t route, const InMessage& m);
-  Status answer_pull(const zmq::message_t& route, uint64_t request_id);
+  Status answer_pull(const zmq::message_t& route, uint64_t request_id, int worker);
   void start_update();
   void update_loop();
   Status finish_update();
@@ -93,6 +112,11 @@ class ShardServer {
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;
+  std::vector<int64_t> clocks_;               // pushes received per worker
+  std::vector<bool> finished_;                // workers that sent Shutdown
+  std::vector<std::unique_ptr<InMessage>> queued_;  // ASP/SSP pushes waiting for the update thread
+  int64_t max_lead_ = 0;
+  int64_t max_staleness_ = 0;
   std::shared_ptr<std::vector<float>> snapshot_;  // weights of version_, local order
   StepReport last_;
   Status error_;

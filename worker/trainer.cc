@@ -78,6 +78,16 @@ Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model,
                  ParameterClient* client, TrainerOptions options)
     : job_(job), data_(data), model_(model), client_(client), opt_(options) {}
 
+void Trainer::clip_gradient() {
+  // Without a global view (ASP, SSP) each worker clips its own gradient;
+  // a non-finite one is pushed as it is, and the servers skip it.
+  Backend* be = model_->backend();
+  bool nonfinite = false;
+  const double norm = std::sqrt(be->sum_squares(model_->grads(), model_->num_params(), &nonfinite));
+  const double coef = clip_coefficient(norm, opt_.clip_norm);
+  if (!nonfinite && coef < 1.0) be->scale(model_->grads(), static_cast<float>(coef), model_->num_params());
+}
+
 Result<TrainSummary> Trainer::run() {
   TrainSummary sum;
   const TrainConfig& tc = job_.train;
@@ -136,6 +146,7 @@ Result<TrainSummary> Trainer::run() {
       fo.worker = static_cast<uint64_t>(opt_.shards[i]);
       const LossStats shard_loss = model_->forward(batch, fo);
       model_->backward();
+      if (opt_.clip_norm > 0) clip_gradient();
       if (on_device) {
         PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, model_->grads()));
       } else {

@@ -39,6 +39,7 @@ struct TrainerOptions {
   bool evaluate = true;  // validation (train.eval_every) and test (train.test_at_end) metrics
   bool stop_at_max_minutes = true;  // honour train.max_minutes (a lone process only)
   bool progress = true;             // a progress bar when stdout is a terminal
+  double clip_norm = 0;             // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
 };
 
@@ -51,6 +52,8 @@ class Trainer {
   Result<TrainSummary> run();
 
  private:
+  void clip_gradient();
+
   const JobConfig& job_;
   const TaskData& data_;
   Transformer* model_;

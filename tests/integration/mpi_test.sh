@@ -5,7 +5,8 @@
 #     that plays the W workers in turn (`--set cluster.workers=W`, the
 #     concatenated batch of every step), with dropout on and tensors cut into
 #     chunks over the servers.
-#  2. kill -9 of a worker or of a server mid-run: the job ends non-zero well
+#  2. ASP and SSP(1) jobs finish, and their loss falls.
+#  3. kill -9 of a worker or of a server mid-run: the job ends non-zero well
 #     within its deadline, and the output names the dead rank.
 # Usage: mpi_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
 set -uo pipefail
@@ -61,7 +62,18 @@ for S in 1 2 3; do
   done
 done
 
-# 2. kill -9 of one rank: worker 1 (rank 3 of 1 + 1 + 2) or server 0 (rank 1).
+# 2. ASP and SSP jobs run to their end and the loss falls.
+for mode in asp ssp; do
+  log="$TMP/$mode.log"
+  check "$mode job" timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --set train.steps=60 \
+    --set train.log_every=10 --set cluster.servers=2 --set cluster.consistency=$mode --set cluster.staleness=1 \
+    --set train.output="$TMP/$mode" >"$log" 2>&1
+  first=$(grep -o '\[worker 0\] step 10/60  loss [0-9.]*' "$log" | awk '{print $NF}')
+  last=$(grep -o '\[worker 0\] step 60/60  loss [0-9.]*' "$log" | awk '{print $NF}')
+  check "$mode loss falls ($first -> $last)" awk -v a="$first" -v b="$last" 'BEGIN {exit !(a != "" && b != "" && b < 0.8 * a)}'
+done
+
+# 3. kill -9 of one rank: worker 1 (rank 3 of 1 + 1 + 2) or server 0 (rank 1).
 kill_rank() {
   local rank=$1 what=$2 log="$TMP/kill$1.log"
   rm -f "$TMP"/pid.*

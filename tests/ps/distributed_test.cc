@@ -3,7 +3,11 @@
 // training on the concatenated batch (up to float summation order), for
 // S, W in {1, 2, 3}, with tensors cut into chunks spread over the servers.
 // A malformed push is rejected with an Error reply and leaves the round
-// intact.
+// intact. ASP and SSP: with one slow worker the servers' clocks show how far
+// the others run ahead; SSP(s) never answers a pull beyond s, and the loss
+// still falls.
+#include <chrono>
+#include <cmath>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -239,6 +243,106 @@ TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
   EXPECT_NE(pulled.status().message().find("server 0"), std::string::npos) << pulled.status().message();
   EXPECT_NE(pulled.status().message().find("weights of version 1"), std::string::npos) << pulled.status().message();
 }
+
+struct AsyncCase {
+  Consistency mode;
+  int64_t staleness;
+};
+
+class AsyncTest : public ::testing::TestWithParam<AsyncCase> {};
+
+TEST_P(AsyncTest, StalenessBoundHoldsAndTheLossFalls) {
+  const AsyncCase c = GetParam();
+  const int S = 2, W = 3, kRounds = 12;
+  JobConfig job = testing::tiny_job();
+  job.optim.lr = 3e-3;
+  job.schedule.kind = ScheduleKind::kConstant;  // every push is an update: 36 of them
+  auto cpu = make_cpu_backend(1);
+  Transformer ref(job.model, 12, 12, cpu.get());
+  ref.init_weights(11);
+  std::vector<float> w0(ref.num_params());
+  ref.get_weights(w0.data());
+  std::vector<Batch> batches;
+  for (int w = 0; w < W; ++w) batches.push_back(testing::make_batch(kShards[w].first, kShards[w].second));
+  auto mean_loss = [&](const std::vector<float>& weights) {
+    ref.set_weights(weights.data());
+    double loss = 0;
+    int64_t tokens = 0;
+    for (const Batch& b : batches) {
+      loss += ref.forward(b, ForwardOptions{}).loss_sum;
+      tokens += b.tokens();
+    }
+    return loss / static_cast<double>(tokens);
+  };
+
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(ref.table().numels(), S, 256);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{S, W};
+  SingleServerReducer unused;
+  std::vector<std::unique_ptr<ShardServer>> servers;
+  std::vector<std::string> endpoints;
+  for (int k = 0; k < S; ++k) {
+    auto router = Router::bind(ctx, fmt::format("inproc://async-test-{}", k));
+    ASSERT_TRUE(router.ok());
+    endpoints.push_back((*router)->endpoint());
+    servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, ctx, std::move(*router),
+                                                    ShardServerOptions{kJob, k, layout, 30.0, c.mode, c.staleness}));
+  }
+  std::vector<Status> status(S + W);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < S; ++k) threads.emplace_back([&, k] { status[k] = servers[k]->serve(); });
+  std::vector<float> final_weights(w0.size());
+  for (int w = 0; w < W; ++w) {
+    threads.emplace_back([&, w] {
+      auto be = make_cpu_backend(1);
+      Transformer model(job.model, 12, 12, be.get());
+      auto client = RemoteParameterClient::connect(ctx, *plan, endpoints, RemoteClientOptions{kJob, w, layout, 30.0});
+      if (!client.ok()) {
+        status[S + w] = client.status();
+        return;
+      }
+      std::vector<float> weights(w0.size());
+      auto run = [&]() -> Status {
+        PST_ASSIGN_OR_RETURN(PullInfo info, (*client)->pull(0, weights.data()));
+        for (int round = 0; round < kRounds; ++round) {
+          if (w == W - 1) std::this_thread::sleep_for(std::chrono::milliseconds(15));  // the slow worker
+          model.set_weights(weights.data());
+          std::vector<float> g = testing::gradient(model, batches[static_cast<size_t>(w)]);
+          bool bad = false;
+          const double coef = clip_coefficient(std::sqrt(sum_squares(g.data(), static_cast<int64_t>(g.size()), &bad)),
+                                               job.optim.clip_norm);
+          for (float& x : g) x *= static_cast<float>(coef);
+          PST_RETURN_IF_ERROR((*client)->push(info.version, batches[static_cast<size_t>(w)].tokens(), 0.0, g.data()));
+          PST_ASSIGN_OR_RETURN(info, (*client)->pull(info.version + 1, weights.data()));
+        }
+        return (*client)->shutdown();
+      };
+      status[S + w] = run();
+      if (w == W - 1) final_weights = weights;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < status.size(); ++i) ASSERT_TRUE(status[i].ok()) << i << ": " << status[i].to_string();
+  for (int k = 0; k < S; ++k) {
+    EXPECT_EQ(servers[k]->version(), W * kRounds) << "every push is an update";
+    if (c.mode == Consistency::kSsp) {
+      EXPECT_LE(servers[k]->max_clock_lead(), c.staleness) << "server " << k;
+    } else {
+      // Without a bound the fast workers finish while the slow one is at its start.
+      EXPECT_GT(servers[k]->max_clock_lead(), 2) << "server " << k;
+    }
+  }
+  const double before = mean_loss(w0), after = mean_loss(final_weights);
+  EXPECT_LT(after, 0.7 * before) << "loss " << before << " -> " << after;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, AsyncTest,
+                         ::testing::Values(AsyncCase{Consistency::kAsp, 0}, AsyncCase{Consistency::kSsp, 1},
+                                           AsyncCase{Consistency::kSsp, 2}),
+                         [](const ::testing::TestParamInfo<AsyncCase>& p) {
+                           return fmt::format("{}{}", to_string(p.param.mode), p.param.staleness);
+                         });
 
 }  // namespace
 }  // namespace pst
