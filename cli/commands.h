@@ -12,6 +12,8 @@ struct ConfigArgs {
 };
 
 int run_train(const ConfigArgs& args);
+// `pst train --role scheduler|server|worker --scheduler ENDPOINT` (no MPI).
+int run_train_role(const ConfigArgs& args, const std::string& role, const std::string& scheduler);
 int run_params(const ConfigArgs& args, bool list_tensors);
 int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir,
                     int64_t batch_size);

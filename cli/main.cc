@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   train->add_option("--set", train_args.sets, "Override a setting: section.key=value (repeatable)");
   std::string device;
   train->add_option("--device", device, "auto, cpu, cuda or cuda:N (same as --set train.device=...)");
+  std::string role, scheduler;
+  train->add_option("--role", role, "scheduler, server or worker: one process of a job started without mpirun");
+  train->add_option("--scheduler", scheduler, "With --role: the scheduler's endpoint (it binds there), e.g. tcp://host:5555");
   int64_t servers = 0;
   train->add_option("--servers", servers, "Parameter servers of an mpirun job (same as --set cluster.servers=...)");
 
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!device.empty()) train_args.sets.push_back("train.device=" + device);
   if (servers > 0) train_args.sets.push_back("cluster.servers=" + std::to_string(servers));
+  if (*train && !role.empty()) return pst::run_train_role(train_args, role, scheduler);
   if (*train) return pst::run_train(train_args);
   if (*params) return pst::run_params(params_args, list);
   if (*grads) return pst::run_debug_grads(debug_args, seed, out_dir, debug_batch);

@@ -3,10 +3,19 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include <zmq.hpp>
 
 #include "cli/commands.h"
+#include "comm/layout.h"
+#include "comm/socket.h"
 #include "core/config.h"
+#include "ps/stats_reducer.h"
+#include "scheduler/scheduler.h"
 #include "model/transformer.h"
 #include "worker/task_data.h"
 #include "worker/trainer.h"
@@ -19,6 +28,27 @@ std::FILE* open_output(const JobConfig& job);
 // Writes model.safetensors and the closing log lines; the exit code.
 int finish_training(const JobConfig& job, const TaskData& data, Transformer& model,
                     const Result<TrainSummary>& summary);
+
+// What a process of a multi-process job learns from its bootstrap (MPI, or
+// the scheduler's rendezvous when roles start on their own).
+struct NodeBootstrap {
+  int32_t rank = 0;
+  JobLayout layout;
+  uint64_t job_id = 0;
+  std::string scheduler;             // the scheduler's endpoint (heartbeats)
+  std::vector<std::string> servers;  // endpoints of servers 0..S-1
+  // Returns once every server is ready (the start barrier).
+  std::function<Status()> start_barrier;
+  // The reduction of gradient statistics a server uses.
+  std::function<std::unique_ptr<GradStatsReducer>()> reducer;
+};
+
+int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
+                    const NodeBootstrap& node);
+int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, const NodeBootstrap& node);
+int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap& node, bool rendezvous);
+// train.threads = 0 for a node: workers share the host's cores; servers may use them all.
+void set_node_threads(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
 
 int run_train_mpi(const ConfigArgs& args);
 

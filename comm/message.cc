@@ -21,7 +21,6 @@ wire::Header::Which needed_member(wire::Kind k) {
     case wire::Kind::PUSH_ACK:
     case wire::Kind::PULL_REPLY: return wire::Header::STEP_INFO;
     case wire::Kind::CLOCK: return wire::Header::CLOCK;
-    case wire::Kind::REPORT: return wire::Header::REPORT;
     case wire::Kind::ERROR: return wire::Header::ERROR;
     default: return wire::Header::NONE;
   }

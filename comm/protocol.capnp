@@ -21,7 +21,7 @@ enum Kind {
   heartbeat @6;
   clock @7;            # a worker's SSP clock
   barrier @8;
-  report @9;           # loss and metrics for the scheduler's log
+  report @9;           # to the scheduler: loss and metrics, or a server's gradient statistics
   checkpointBegin @10;
   checkpointDone @11;
   shutdown @12;
@@ -67,6 +67,13 @@ struct StepInfo {
   lr @4 :Float64;
 }
 
+# A server's share of a BSP round's gradient statistics, and (in the
+# scheduler's answer) their sum over all servers.
+struct GradStatsInfo {
+  sumSquares @0 :Float64;
+  nonfinite @1 :Bool;
+}
+
 enum ErrorCode {
   badVersion @0;
   badJob @1;
@@ -102,5 +109,7 @@ struct Header {
     clock @12 :Int64;             # clock
     report @13 :PushInfo;         # report: tokens and loss of a step
     error @14 :ErrorInfo;         # error
+    stats @16 :GradStatsInfo;     # report: gradient statistics of round `step`
   }
+  rank @15 :Int32;       # nodeTable: the rank given to the node it answers
 }

@@ -63,7 +63,9 @@ Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
 Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uint64_t request_id, wire::Kind kind,
                                                                       const std::string& what) {
   Dealer& d = *servers_[static_cast<size_t>(k)];
-  const Deadline deadline = Deadline::after(options_.timeout_s);
+  // A server may wait timeout_s for the slowest worker before it gives up
+  // and says whom it waited for; waiting twice that lets its answer arrive.
+  const Deadline deadline = Deadline::after(kind == wire::Kind::PULL_REPLY ? 2 * options_.timeout_s : options_.timeout_s);
   while (true) {
     PST_ASSIGN_OR_RETURN(Frames frames, d.receive(deadline, what));
     Rejection why;

@@ -51,6 +51,21 @@ ShardServer::~ShardServer() {
 }
 
 Status ShardServer::serve() {
+  Status s = serve_until_done();
+  if (!s.ok()) {
+    // Workers waiting for weights learn why, and whom the server waited for,
+    // instead of waiting out their own deadline.
+    for (PendingPull& p : pending_)
+      (void)router_->send(p.route,
+                          error_reply({wire::ErrorCode::INTERNAL, s.message()}, options_.job_id,
+                                      options_.layout.server_rank(options_.server), nullptr),
+                          Deadline::after(1));
+    pending_.clear();
+  }
+  return s;
+}
+
+Status ShardServer::serve_until_done() {
   const int workers = options_.layout.workers;
   Deadline deadline = Deadline::after(options_.timeout_s);
   while (!(shutdowns_ == workers && !updating_ && queued_.empty())) {
@@ -65,10 +80,9 @@ Status ShardServer::serve() {
     }
     if (items[0].revents & ZMQ_POLLIN) {
       auto msg = router_->receive(Deadline::after(0), "a message");
-      if (msg.ok()) {
-        handle(std::move(*msg));
-        deadline = Deadline::after(options_.timeout_s);
-      }
+      // Only pushes and shutdowns are progress: a worker that keeps asking
+      // for weights must not hide another that stopped pushing.
+      if (msg.ok() && handle(std::move(*msg))) deadline = Deadline::after(options_.timeout_s);
     }
     if (!error_.ok()) return error_;
     if (deadline.expired()) {
@@ -91,17 +105,17 @@ Status ShardServer::serve() {
   return Status();
 }
 
-void ShardServer::handle(Routed msg) {
+bool ShardServer::handle(Routed msg) {
   Rejection why;
   auto m = InMessage::parse(std::move(msg.frames), &why);
   if (!m) {
     error_ = reject(msg.route, why, nullptr);
-    return;
+    return false;
   }
   const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
   if (!validate(*m, e, &why)) {
     error_ = reject(msg.route, why, m.get());
-    return;
+    return false;
   }
   const wire::Kind kind = m->header().getKind();
   if ((kind == wire::Kind::PUSH || kind == wire::Kind::PULL || kind == wire::Kind::SHUTDOWN) &&
@@ -110,7 +124,7 @@ void ShardServer::handle(Routed msg) {
                     {wire::ErrorCode::UNKNOWN_SENDER,
                      fmt::format("{} from rank {}, which is not a worker", kind_name(kind), m->header().getSender())},
                     m.get());
-    return;
+    return false;
   }
   switch (kind) {
     case wire::Kind::PUSH: error_ = on_push(msg.route, std::move(m)); break;
@@ -130,6 +144,7 @@ void ShardServer::handle(Routed msg) {
                       {wire::ErrorCode::BAD_KIND, fmt::format("a server does not take {} messages", kind_name(kind))},
                       m.get());
   }
+  return kind == wire::Kind::PUSH || kind == wire::Kind::SHUTDOWN;
 }
 
 Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, const InMessage* m) {

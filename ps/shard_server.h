@@ -79,7 +79,9 @@ class ShardServer {
     int worker = 0;
   };
 
-  void handle(Routed msg);
+  Status serve_until_done();
+  // Handles one message; true when it was progress (a push or a shutdown).
+  bool handle(Routed msg);
   Status reject(const zmq::message_t& route, const Rejection& why, const InMessage* m);
   Status on_push(const zmq::message_t& route, std::unique_ptr<InMessage> m);
   // Maps a push's chunks to the owned ranges; false (and *why) when the set

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 
+#include <fmt/format.h>
+
 namespace pst {
 
 Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) {
@@ -26,6 +28,32 @@ Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const
                              server, step, arrived_, partial_.size());
   }
   return result_;
+}
+
+Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, const GradStats& local,
+                                                  Deadline deadline) {
+  const uint64_t request = request_++;
+  OutMessage m(wire::Kind::REPORT, job_id_, rank_, step, request);
+  auto st = m.header().initStats();
+  st.setSumSquares(local.sum_squares);
+  st.setNonfinite(local.nonfinite);
+  PST_RETURN_IF_ERROR(scheduler_->send(m.finish(), deadline));
+  const std::string what = fmt::format("the sum of the gradient statistics of step {}", step);
+  while (true) {
+    PST_ASSIGN_OR_RETURN(Frames frames, scheduler_->receive(deadline, what));
+    Rejection why;
+    auto reply = InMessage::parse(std::move(frames), &why);
+    if (!reply) return data_loss("server {}: {}: {}", server, what, why.message);
+    const auto h = reply->header();
+    if (h.getKind() == wire::Kind::ERROR)
+      return failed_precondition("server {}: the scheduler rejected the statistics of step {}: {}", server, step,
+                                 h.getError().getMessage().cStr());
+    if (h.getKind() != wire::Kind::REPORT || h.which() != wire::Header::STATS || h.getRequestId() != request) continue;
+    GradStats g;
+    g.sum_squares = h.getStats().getSumSquares();
+    g.nonfinite = h.getStats().getNonfinite();
+    return g;
+  }
 }
 
 Result<GradStats> MpiStatsReducer::all_reduce(int server, int64_t step, const GradStats& local, Deadline) {

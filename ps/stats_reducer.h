@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "comm/socket.h"
 #include "core/deadline.h"
 #include "core/status.h"
 #include "ps/clipping.h"
@@ -45,6 +46,22 @@ class ThreadStatsReducer final : public GradStatsReducer {
   int arrived_ = 0;
   int64_t generation_ = 0;
   GradStats result_;
+};
+
+// S server processes started without MPI: each reports its statistics to
+// the scheduler, which answers with the sum (added in server order). The
+// Dealer is used only by the calling (update) thread.
+class SchedulerStatsReducer final : public GradStatsReducer {
+ public:
+  SchedulerStatsReducer(std::unique_ptr<Dealer> scheduler, uint64_t job_id, int32_t rank)
+      : scheduler_(std::move(scheduler)), job_id_(job_id), rank_(rank) {}
+  Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override;
+
+ private:
+  std::unique_ptr<Dealer> scheduler_;
+  uint64_t job_id_;
+  int32_t rank_;
+  uint64_t request_ = 1;
 };
 
 // S server processes under mpirun: MPI_Allreduce on the servers'

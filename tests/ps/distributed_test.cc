@@ -211,8 +211,8 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
 }
 
 // A worker that never pushes: the server gives up at its deadline naming
-// that worker, and the worker that did push gets a deadline error naming the
-// server it waited for.
+// that worker, and the worker waiting for weights gets that verdict from the
+// server, naming the missing worker.
 TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
   JobConfig job = testing::tiny_job();
   auto cpu = make_cpu_backend(1);
@@ -242,6 +242,8 @@ TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
   ASSERT_FALSE(pulled.ok());
   EXPECT_NE(pulled.status().message().find("server 0"), std::string::npos) << pulled.status().message();
   EXPECT_NE(pulled.status().message().find("weights of version 1"), std::string::npos) << pulled.status().message();
+  // The server's verdict reaches the waiting worker: it names the missing one.
+  EXPECT_NE(pulled.status().message().find("worker 1 (rank 3)"), std::string::npos) << pulled.status().message();
 }
 
 struct AsyncCase {

@@ -1,0 +1,131 @@
+// The servers and workers of a multi-process job, whichever bootstrap
+// started them (mpirun: cli/train_mpi.cc; `--role`: cli/train_role.cc).
+#include <spdlog/spdlog.h>
+
+#include "cli/train_common.h"
+#include "comm/heartbeat.h"
+#include "comm/remote_client.h"
+#include "model/param_table.h"
+#include "ps/shard_server.h"
+
+namespace pst {
+namespace {
+
+// Heartbeats go out a few times per timeout, at most once a second.
+double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
+
+}  // namespace
+
+int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
+                    const NodeBootstrap& node) {
+  const JobLayout& layout = node.layout;
+  const int k = layout.server_index(node.rank);
+  const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
+  auto plan = ShardPlan::make(table.numels(), layout.servers, job.cluster.chunk_bytes);
+  if (!plan.ok()) {
+    spdlog::error("{}", plan.status().message());
+    return 2;
+  }
+  std::vector<float> initial(static_cast<size_t>(table.total_numel()));
+  init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
+  std::unique_ptr<GradStatsReducer> reducer = node.reducer();
+  const std::string endpoint = router->endpoint();
+  ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router),
+                     ShardServerOptions{node.job_id, k, layout, job.cluster.timeout_s, job.cluster.consistency,
+                                        job.cluster.staleness});
+  spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan->owned(k).size(),
+               static_cast<double>(plan->bytes(k)) / (1 << 20));
+  Heartbeat heartbeat(ctx, node.scheduler, node.job_id, node.rank, heartbeat_interval(job));
+  Status s = node.start_barrier();
+  if (s.ok()) s = server.serve();
+  if (!s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  heartbeat.finish();
+  spdlog::info("server {}: {} steps, {} messages rejected", k, server.version(), server.rejected());
+  return 0;
+}
+
+int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, const NodeBootstrap& node) {
+  const JobLayout& layout = node.layout;
+  const int w = layout.worker_index(node.rank);
+  auto backend = make_backend(*parse_device(job.train.device), job.train.matmul, static_cast<int>(job.train.threads));
+  if (!backend.ok()) {
+    spdlog::error("{}", backend.status().message());
+    return 2;
+  }
+  Transformer model(job.model, data.src_vocab, data.tgt_vocab, backend->get());
+  auto plan = ShardPlan::make(model.table().numels(), layout.servers, job.cluster.chunk_bytes);
+  if (!plan.ok()) {
+    spdlog::error("{}", plan.status().message());
+    return 2;
+  }
+  auto client = RemoteParameterClient::connect(ctx, *plan, node.servers,
+                                               RemoteClientOptions{node.job_id, w, layout, job.cluster.timeout_s});
+  if (!client.ok()) {
+    spdlog::error("{}", client.status().message());
+    return 2;
+  }
+  std::FILE* metrics = w == 0 ? open_output(job) : nullptr;
+  if (w == 0 && !metrics) return 2;
+  Heartbeat heartbeat(ctx, node.scheduler, node.job_id, node.rank, heartbeat_interval(job));
+  const Status ready = node.start_barrier();
+  if (!ready.ok()) {
+    spdlog::error("{}", ready.message());
+    return 1;
+  }
+  TrainerOptions topt;
+  topt.shards = {w};
+  topt.workers = layout.workers;
+  topt.evaluate = w == 0;
+  topt.progress = w == 0;
+  topt.stop_at_max_minutes = false;
+  topt.metrics = metrics;
+  if (job.cluster.consistency != Consistency::kBsp) topt.clip_norm = job.optim.clip_norm;
+  Trainer trainer(job, data, &model, client->get(), topt);
+  auto summary = trainer.run();
+  if (metrics) std::fclose(metrics);
+  if (!summary.ok()) {
+    spdlog::error("training failed: {}", summary.status().to_string());
+    return 1;
+  }
+  const Status s = (*client)->shutdown();
+  if (!s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  heartbeat.finish();
+  if (w != 0) return 0;
+  return finish_training(job, data, model, summary);
+}
+
+int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap& node, bool rendezvous) {
+  spdlog::info("job {:016x}: 1 scheduler, {} servers, {} workers; scheduler at {}", node.job_id, node.layout.servers,
+               node.layout.workers, router.endpoint());
+  if (!rendezvous) {
+    const Status b = node.start_barrier();
+    if (!b.ok()) {
+      spdlog::error("{}", b.message());
+      return 1;
+    }
+  }
+  const Status s = run_scheduler(router, SchedulerOptions{node.job_id, node.layout, job.cluster.timeout_s, rendezvous});
+  if (!s.ok()) {
+    spdlog::error("{}", s.message());
+    return 1;
+  }
+  spdlog::info("every node has finished");
+  return 0;
+}
+
+void set_node_threads(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local) {
+  if (job.train.threads != 0) return;
+  // Workers share this host's cores; servers compute only while the
+  // workers wait for them (BSP), so they may use every core.
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t local_workers = all_local ? layout.workers : local_processes;
+  job.train.threads = layout.is_worker(rank) ? std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers)) : cores;
+}
+
+}  // namespace pst

@@ -1,0 +1,143 @@
+// `pst train --role scheduler|server|worker --scheduler ENDPOINT`: the
+// processes of a job started one by one, without MPI (containers, a process
+// manager). The scheduler binds ENDPOINT; the others connect to it, register
+// (servers with the endpoint they bound on cluster.host), get their rank and
+// the node table, and pass the start barrier; the servers sum their
+// gradient statistics through the scheduler. Every process reads the same
+// job file: cluster.servers and cluster.workers say how many to wait for.
+#include <unistd.h>
+
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/train_common.h"
+#include "comm/message.h"
+#include "core/logging.h"
+#include "core/philox.h"
+
+namespace pst {
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+// Registers with the scheduler; fills rank and the servers' endpoints.
+Status register_node(Dealer& scheduler, wire::Role role, const std::string& endpoint, NodeBootstrap& node,
+                     double timeout_s) {
+  const uint64_t request = std::random_device{}();
+  OutMessage m(wire::Kind::REGISTER, node.job_id, -1, 0, request);
+  auto info = m.header().initNode();
+  info.setRole(role);
+  info.setEndpoint(endpoint);
+  info.setHost(host_name());
+  PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
+  PST_ASSIGN_OR_RETURN(Frames frames, scheduler.receive(Deadline::after(timeout_s), "the node table (rendezvous)"));
+  Rejection why;
+  auto reply = InMessage::parse(std::move(frames), &why);
+  if (!reply) return data_loss("{}: a bad answer to the registration: {}", scheduler.peer(), why.message);
+  const auto h = reply->header();
+  if (h.getKind() == wire::Kind::ERROR)
+    return failed_precondition("{} refused the registration: {}", scheduler.peer(), h.getError().getMessage().cStr());
+  if (h.getKind() != wire::Kind::NODE_TABLE || h.which() != wire::Header::NODES || h.getRequestId() != request)
+    return data_loss("{}: answered the registration with {}", scheduler.peer(), kind_name(h.getKind()));
+  node.rank = h.getRank();
+  node.servers.assign(static_cast<size_t>(node.layout.servers), "");
+  for (auto n : h.getNodes())
+    if (n.getRole() == wire::Role::SERVER && n.getIndex() >= 0 && n.getIndex() < node.layout.servers)
+      node.servers[static_cast<size_t>(n.getIndex())] = n.getEndpoint().cStr();
+  for (const std::string& e : node.servers)
+    if (e.empty()) return data_loss("{}: the node table lacks a server", scheduler.peer());
+  if (!(role == wire::Role::SERVER ? node.layout.is_server(node.rank) : node.layout.is_worker(node.rank)))
+    return data_loss("{}: gave rank {}, not one of a {}", scheduler.peer(), node.rank,
+                     role == wire::Role::SERVER ? "server" : "worker");
+  return Status();
+}
+
+}  // namespace
+
+int run_train_role(const ConfigArgs& args, const std::string& role, const std::string& scheduler) {
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  if (role != "scheduler" && role != "server" && role != "worker") {
+    spdlog::error("--role {}: allowed are scheduler, server and worker", role);
+    return 2;
+  }
+  if (scheduler.empty()) {
+    spdlog::error("--role {} needs --scheduler ENDPOINT (e.g. tcp://scheduler:5555)", role);
+    return 2;
+  }
+  auto job = load_config(args.config, args.sets);
+  if (!job.ok()) {
+    spdlog::error("{}", job.status().message());
+    return 2;
+  }
+  init_logging(job->train.log_level, role);
+  NodeBootstrap node;
+  node.layout = JobLayout{static_cast<int>(job->cluster.servers), static_cast<int>(job->cluster.workers)};
+  node.job_id = fnv1a64(to_toml(*job));
+  node.scheduler = scheduler;
+  zmq::context_t ctx;
+  const double timeout = job->cluster.timeout_s;
+
+  if (role == "scheduler") {
+    spdlog::info("resolved config:\n{}", to_toml(*job));
+    auto router = Router::bind(ctx, scheduler);
+    if (!router.ok()) {
+      spdlog::error("{}", router.status().message());
+      return 2;
+    }
+    return run_scheduler_node(*job, **router, node, /*rendezvous=*/true);
+  }
+  auto data = load_task_data(*job);
+  if (!data.ok()) {
+    spdlog::error("{}", data.status().message());
+    return 2;
+  }
+  std::unique_ptr<Router> router;
+  if (role == "server") {
+    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", job->cluster.host));
+    if (!r.ok()) {
+      spdlog::error("{}", r.status().message());
+      return 2;
+    }
+    router = std::move(*r);
+  }
+  auto control = Dealer::connect(ctx, scheduler, "the scheduler (" + scheduler + ")");
+  if (!control.ok()) {
+    spdlog::error("{}", control.status().message());
+    return 2;
+  }
+  const Status reg = register_node(**control, role == "server" ? wire::Role::SERVER : wire::Role::WORKER,
+                                   router ? router->endpoint() : "", node, timeout);
+  if (!reg.ok()) {
+    spdlog::error("{}", reg.message());
+    return 1;
+  }
+  init_logging(job->train.log_level, role == "server" ? fmt::format("server {}", node.layout.server_index(node.rank))
+                                                      : fmt::format("worker {}", node.layout.worker_index(node.rank)));
+  set_node_threads(*job, node.layout, node.rank, 1, false);
+  Dealer& ctl = **control;
+  node.start_barrier = [&]() -> Status {
+    OutMessage b(wire::Kind::BARRIER, node.job_id, node.rank, 0, 1);
+    PST_RETURN_IF_ERROR(ctl.send(b.finish(), Deadline::after(timeout)));
+    PST_ASSIGN_OR_RETURN(Frames frames, ctl.receive(Deadline::after(timeout), "the start barrier (every server ready)"));
+    Rejection why;
+    auto reply = InMessage::parse(std::move(frames), &why);
+    if (!reply || reply->header().getKind() != wire::Kind::BARRIER)
+      return data_loss("{}: a bad answer at the start barrier", ctl.peer());
+    return Status();
+  };
+  node.reducer = [&]() -> std::unique_ptr<GradStatsReducer> {
+    if (node.layout.servers == 1) return std::make_unique<SingleServerReducer>();
+    auto d = Dealer::connect(ctx, scheduler, "the scheduler (" + scheduler + ")");
+    PST_CHECK_MSG(d.ok(), "{}", d.status().message());
+    return std::make_unique<SchedulerStatsReducer>(std::move(*d), node.job_id, node.rank);
+  };
+  if (role == "server") return run_server_node(*job, *data, ctx, std::move(router), node);
+  return run_worker_node(*job, *data, ctx, node);
+}
+
+}  // namespace pst

@@ -1,0 +1,188 @@
+#include "scheduler/scheduler.h"
+
+#include <chrono>
+#include <map>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "comm/message.h"
+
+namespace pst {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string node_name(const JobLayout& l, int32_t rank) {
+  if (l.is_server(rank)) return fmt::format("server {} (rank {})", l.server_index(rank), rank);
+  if (l.is_worker(rank)) return fmt::format("worker {} (rank {})", l.worker_index(rank), rank);
+  return fmt::format("rank {}", rank);
+}
+
+struct Registrant {
+  zmq::message_t route;
+  wire::Role role;
+  std::string endpoint, host;
+  uint64_t request_id;
+};
+
+// Phase 1: collects Register messages and answers each with the node table.
+Status rendezvous(Router& router, const SchedulerOptions& o) {
+  const JobLayout& l = o.layout;
+  std::vector<Registrant> servers, workers;
+  const Deadline deadline = Deadline::after(o.timeout_s);
+  const Expectation e{o.job_id, l.nodes(), nullptr, -1};
+  while (static_cast<int>(servers.size()) < l.servers || static_cast<int>(workers.size()) < l.workers) {
+    auto msg = router.receive(deadline, fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
+                                                    servers.size(), l.servers, workers.size(), l.workers));
+    if (!msg.ok()) return msg.status();
+    Rejection why;
+    auto m = InMessage::parse(std::move(msg->frames), &why);
+    if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER)
+      why = {wire::ErrorCode::BAD_KIND, fmt::format("{} before the rendezvous is over", kind_name(m->header().getKind()))};
+    else if (m && why.message.empty()) {
+      const auto node = m->header().getNode();
+      auto& list = node.getRole() == wire::Role::SERVER ? servers : workers;
+      const int limit = node.getRole() == wire::Role::SERVER ? l.servers : l.workers;
+      if (node.getRole() != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
+        list.push_back({std::move(msg->route), node.getRole(), node.getEndpoint().cStr(), node.getHost().cStr(),
+                        m->header().getRequestId()});
+        continue;
+      }
+      why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
+    }
+    spdlog::warn("scheduler: rejected a message: {}", why.message);
+    (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(1));
+  }
+  auto send_table = [&](const Registrant& r, int32_t rank) {
+    OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, r.request_id);
+    t.header().setRank(rank);
+    auto nodes = t.header().initNodes(static_cast<unsigned>(servers.size() + workers.size()));
+    unsigned i = 0;
+    for (size_t k = 0; k < servers.size(); ++k, ++i) {
+      nodes[i].setRank(l.server_rank(static_cast<int>(k)));
+      nodes[i].setRole(wire::Role::SERVER);
+      nodes[i].setIndex(static_cast<int32_t>(k));
+      nodes[i].setEndpoint(servers[k].endpoint);
+      nodes[i].setHost(servers[k].host);
+    }
+    for (size_t w = 0; w < workers.size(); ++w, ++i) {
+      nodes[i].setRank(l.worker_rank(static_cast<int>(w)));
+      nodes[i].setRole(wire::Role::WORKER);
+      nodes[i].setIndex(static_cast<int32_t>(w));
+      nodes[i].setHost(workers[w].host);
+    }
+    return router.send(r.route, t.finish(), Deadline::after(o.timeout_s));
+  };
+  for (size_t k = 0; k < servers.size(); ++k) PST_RETURN_IF_ERROR(send_table(servers[k], l.server_rank(static_cast<int>(k))));
+  for (size_t w = 0; w < workers.size(); ++w) PST_RETURN_IF_ERROR(send_table(workers[w], l.worker_rank(static_cast<int>(w))));
+  spdlog::info("scheduler: {} servers and {} workers registered", l.servers, l.workers);
+  return Status();
+}
+
+}  // namespace
+
+Status run_scheduler(Router& router, const SchedulerOptions& o) {
+  const JobLayout& l = o.layout;
+  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o));
+  const int32_t nodes = l.nodes();
+  std::vector<Clock::time_point> last_seen(static_cast<size_t>(nodes), Clock::now());
+  std::vector<bool> done(static_cast<size_t>(nodes), false);
+  int remaining = nodes - 1;
+  // Barrier: the routes waiting for release; released once every server is in.
+  std::vector<std::pair<zmq::message_t, uint64_t>> barrier;
+  int servers_at_barrier = 0;
+  bool released = false;
+  // Statistics of rounds in progress: per round, each server's part and route.
+  struct Round {
+    std::vector<double> sum;
+    std::vector<bool> nonfinite, in;
+    std::vector<std::pair<zmq::message_t, uint64_t>> routes;
+    int count = 0;
+  };
+  std::map<int64_t, Round> rounds;
+  const Expectation e{o.job_id, nodes, nullptr, -1};
+  while (remaining > 0) {
+    auto msg = router.receive(Deadline::after(std::min(1.0, o.timeout_s)), "messages of the job");
+    if (msg.ok()) {
+      Rejection why;
+      auto m = InMessage::parse(std::move(msg->frames), &why);
+      if (!m || !validate(*m, e, &why)) {
+        spdlog::warn("scheduler: rejected a message: {}", why.message);
+        (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(1));
+        continue;
+      }
+      const auto h = m->header();
+      const int32_t rank = h.getSender();
+      last_seen[static_cast<size_t>(rank)] = Clock::now();
+      switch (h.getKind()) {
+        case wire::Kind::SHUTDOWN:
+          if (!done[static_cast<size_t>(rank)]) {
+            done[static_cast<size_t>(rank)] = true;
+            --remaining;
+          }
+          break;
+        case wire::Kind::BARRIER:
+          if (released) break;
+          barrier.emplace_back(std::move(msg->route), h.getRequestId());
+          if (l.is_server(rank)) ++servers_at_barrier;
+          if (servers_at_barrier == l.servers && static_cast<int>(barrier.size()) == l.servers + l.workers) {
+            for (auto& [route, request] : barrier) {
+              OutMessage r(wire::Kind::BARRIER, o.job_id, 0, 0, request);
+              PST_RETURN_IF_ERROR(router.send(route, r.finish(), Deadline::after(o.timeout_s)));
+            }
+            released = true;
+            spdlog::info("scheduler: every server is ready; the job starts");
+          }
+          break;
+        case wire::Kind::REPORT: {
+          if (h.which() != wire::Header::STATS || !l.is_server(rank)) break;
+          const size_t k = static_cast<size_t>(l.server_index(rank));
+          Round& r = rounds[h.getStep()];
+          if (r.in.empty()) {
+            r.sum.assign(static_cast<size_t>(l.servers), 0.0);
+            r.nonfinite.assign(static_cast<size_t>(l.servers), false);
+            r.in.assign(static_cast<size_t>(l.servers), false);
+            r.routes.resize(static_cast<size_t>(l.servers));
+          }
+          if (r.in[k]) break;
+          r.in[k] = true;
+          r.sum[k] = h.getStats().getSumSquares();
+          r.nonfinite[k] = h.getStats().getNonfinite();
+          r.routes[k] = {std::move(msg->route), h.getRequestId()};
+          if (++r.count < l.servers) break;
+          double total = 0;
+          bool bad = false;
+          for (int s = 0; s < l.servers; ++s) {
+            total += r.sum[static_cast<size_t>(s)];
+            bad = bad || r.nonfinite[static_cast<size_t>(s)];
+          }
+          for (auto& [route, request] : r.routes) {
+            OutMessage reply(wire::Kind::REPORT, o.job_id, 0, h.getStep(), request);
+            auto st = reply.header().initStats();
+            st.setSumSquares(total);
+            st.setNonfinite(bad);
+            PST_RETURN_IF_ERROR(router.send(route, reply.finish(), Deadline::after(o.timeout_s)));
+          }
+          rounds.erase(h.getStep());
+          break;
+        }
+        default:
+          break;  // heartbeats
+      }
+    } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
+      return msg.status();
+    }
+    const auto now = Clock::now();
+    for (int32_t r = 1; r < nodes; ++r) {
+      const double silent = std::chrono::duration<double>(now - last_seen[static_cast<size_t>(r)]).count();
+      if (!done[static_cast<size_t>(r)] && silent > o.timeout_s)
+        return deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
+                                 node_name(l, r), silent);
+    }
+  }
+  return Status();
+}
+
+}  // namespace pst

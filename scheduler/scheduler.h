@@ -1,0 +1,35 @@
+// The scheduler (DESIGN.md §1). Under mpirun it only watches the job; when
+// the roles start on their own (`pst train --role ... --scheduler ENDPOINT`,
+// no MPI) it is also the rendezvous, the start barrier and the servers'
+// reduction of gradient statistics:
+//  1. Rendezvous: S servers and W workers send Register (servers with their
+//     endpoint); once all have, each gets the node table and its rank
+//     (servers 1..S, workers S+1..S+W, in order of arrival per role).
+//  2. Start barrier: every node sends Barrier; all are answered once every
+//     server has (a server sends it after its shards are initialised and its
+//     socket bound), so no push reaches a server that is not ready.
+//  3. Statistics: each server reports its partial sum of squares of round v;
+//     when all have, each gets the sum, added in server order.
+//  4. Heartbeats and Shutdowns: the job ends when every node has sent
+//     Shutdown; a node silent for longer than the timeout is taken as dead,
+//     and the error names it.
+#pragma once
+
+#include <cstdint>
+
+#include "comm/layout.h"
+#include "comm/socket.h"
+#include "core/status.h"
+
+namespace pst {
+
+struct SchedulerOptions {
+  uint64_t job_id = 0;
+  JobLayout layout;
+  double timeout_s = 120;
+  bool rendezvous = true;  // false under mpirun, where MPI gave out ranks and endpoints
+};
+
+Status run_scheduler(Router& router, const SchedulerOptions& options);
+
+}  // namespace pst

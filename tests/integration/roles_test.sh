@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# A job whose processes start on their own, without MPI, as containers would
+# run them (`pst train --role ... --scheduler ENDPOINT`), on loopback:
+#  1. a scheduler, 2 servers and 2 workers give the weights of one process
+#     playing the 2 workers (the servers sum their statistics through the
+#     scheduler);
+#  2. kill -9 of a worker: every other process ends non-zero within a few
+#     deadlines (cluster.timeout_s = 4), and each names the dead worker;
+#  3. kill -9 of a server: every other process ends non-zero, and the
+#     scheduler names the dead server.
+# Usage: roles_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
+set -uo pipefail
+PST=$1
+DIFF=$2
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+export OMP_NUM_THREADS=1
+failures=0
+passes=0
+check() {  # check NAME CONDITION...
+  local name=$1
+  shift
+  if "$@"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $name"
+    failures=$((failures + 1))
+  fi
+}
+
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set train.test_at_end=false
+     --set data.batch_size=16 --set model.dropout=0.1 --set model.attention_dropout=0.1
+     --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=2 --set train.threads=1)
+
+# start_job NAME STEPS TIMEOUT: starts the 5 processes; their PIDs go to
+# SCHED, SERVERS and WORKERS (workers in order of start).
+start_job() {
+  local name=$1 steps=$2 timeout=$3 sock="ipc://$TMP/$1.sock"
+  local args=("${JOB[@]}" --set train.steps="$steps" --set cluster.timeout_s="$timeout" --set train.log_every=1
+              --set train.output="$TMP/$name")
+  "$PST" train "${args[@]}" --role scheduler --scheduler "$sock" >"$TMP/$name.scheduler.log" 2>&1 &
+  SCHED=$!
+  SERVERS=()
+  WORKERS=()
+  for i in 0 1; do
+    "$PST" train "${args[@]}" --role server --scheduler "$sock" >"$TMP/$name.server$i.log" 2>&1 &
+    SERVERS+=($!)
+  done
+  for i in 0 1; do
+    "$PST" train "${args[@]}" --role worker --scheduler "$sock" >"$TMP/$name.worker$i.log" 2>&1 &
+    WORKERS+=($!)
+  done
+  PIDS+=("$SCHED" "${SERVERS[@]}" "${WORKERS[@]}")
+}
+
+# wait_all SECONDS PID...: waits for the processes to end; fails if one is
+# still running after SECONDS. Exit codes go to CODES.
+wait_all() {
+  local limit=$1 start=$SECONDS
+  shift
+  CODES=()
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS - start < limit)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid still runs after $limit s"
+      return 1
+    fi
+    wait "$pid"
+    CODES+=($?)
+  done
+}
+
+# 1. Equivalence with one process playing both workers.
+start_job eq 5 60
+check "the role job ends" wait_all 120 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
+check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
+check "reference" timeout 120 "$PST" train "${JOB[@]}" --set train.steps=5 --set train.output="$TMP/ref" \
+  >"$TMP/ref.log" 2>&1
+check "2 servers + 2 workers equal one process" "$DIFF" "$TMP/eq/model.safetensors" "$TMP/ref/model.safetensors" 0 1e-6
+
+# which_worker NAME PID: the index the scheduler gave the worker with that PID.
+which_worker() {
+  local i
+  for i in 0 1; do
+    if [[ ${WORKERS[$i]} == "$2" ]]; then
+      grep -o '\[worker [0-9]\]' "$TMP/$1.worker$i.log" | head -1 | tr -dc '0-9'
+      return
+    fi
+  done
+}
+
+# 2. kill -9 of a worker.
+start_job kw 1000000 4
+for _ in $(seq 1 100); do grep -q "step 3/" "$TMP/kw.worker0.log" "$TMP/kw.worker1.log" 2>/dev/null && break; sleep 0.2; done
+sleep 1
+victim=${WORKERS[1]}
+index=$(which_worker kw "$victim")
+kill -9 "$victim"
+check "all others end after a worker's death" wait_all 40 "$SCHED" "${SERVERS[@]}" "${WORKERS[0]}"
+check "and exit non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
+for log in kw.scheduler kw.server0 kw.server1 kw.worker0; do
+  check "$log names worker $index" grep -q "worker $index (rank" "$TMP/$log.log"
+done
+
+# 3. kill -9 of a server.
+start_job ks 1000000 4
+for _ in $(seq 1 100); do grep -q "step 3/" "$TMP/ks.worker0.log" "$TMP/ks.worker1.log" 2>/dev/null && break; sleep 0.2; done
+sleep 1
+kill -9 "${SERVERS[0]}"
+check "all others end after a server's death" wait_all 40 "$SCHED" "${SERVERS[1]}" "${WORKERS[@]}"
+check "and exit non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
+check "the scheduler names the dead server" grep -q "server [01] (rank [12]) sent nothing" "$TMP/ks.scheduler.log"
+
+echo "$passes passed, $failures failed"
+if [[ $failures -ne 0 ]]; then
+  for f in "$TMP"/k*.log; do echo "== $f"; tail -n 3 "$f"; done
+fi
+[[ $failures -eq 0 ]]
