@@ -1,12 +1,17 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cli/train_common.h"
 #include "comm/mpi_session.h"
+#include "comm/remote_client.h"
+#include "core/philox.h"
+#include "ps/shard_server.h"
+#include "ps/stats_reducer.h"
 #include "core/logging.h"
 #include "model/backend.h"
 #include "ps/local_client.h"
@@ -51,6 +56,95 @@ int finish_training(const JobConfig& job, const TaskData& data, Transformer& mod
   return 0;
 }
 
+int run_train_threads(JobConfig& job, const TaskData& data) {
+  const JobLayout layout{static_cast<int>(job.cluster.servers), static_cast<int>(job.cluster.workers)};
+  const uint64_t job_id = fnv1a64(to_toml(job));
+  const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
+  auto plan = ShardPlan::make(table.numels(), layout.servers, job.cluster.chunk_bytes);
+  if (!plan.ok()) {
+    spdlog::error("{}", plan.status().message());
+    return 2;
+  }
+  if (job.train.threads == 0)
+    job.train.threads = std::max<int64_t>(1, std::max(1u, std::thread::hardware_concurrency()) / layout.workers);
+  std::vector<float> initial(static_cast<size_t>(table.total_numel()));
+  init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
+  std::unique_ptr<GradStatsReducer> reducer;
+  if (layout.servers == 1) {
+    reducer = std::make_unique<SingleServerReducer>();
+  } else {
+    reducer = std::make_unique<ThreadStatsReducer>(layout.servers);
+  }
+  zmq::context_t ctx;
+  std::vector<std::unique_ptr<ShardServer>> servers;
+  std::vector<std::string> endpoints;
+  for (int k = 0; k < layout.servers; ++k) {
+    auto router = Router::bind(ctx, fmt::format("inproc://pst-server-{}", k));
+    if (!router.ok()) {
+      spdlog::error("{}", router.status().message());
+      return 2;
+    }
+    endpoints.push_back((*router)->endpoint());
+    servers.push_back(std::make_unique<ShardServer>(job, table, *plan, initial.data(), reducer.get(), ctx,
+                                                    std::move(*router),
+                                                    ShardServerOptions{job_id, k, layout, job.cluster.timeout_s,
+                                                                       job.cluster.consistency, job.cluster.staleness}));
+  }
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<Transformer>> models;
+  for (int w = 0; w < layout.workers; ++w) {
+    auto be = make_backend(*parse_device(job.train.device), job.train.matmul, static_cast<int>(job.train.threads));
+    if (!be.ok()) {
+      spdlog::error("{}", be.status().message());
+      return 2;
+    }
+    backends.push_back(std::move(*be));
+    models.push_back(std::make_unique<Transformer>(job.model, data.src_vocab, data.tgt_vocab, backends.back().get()));
+  }
+  spdlog::info("{} servers and {} workers as threads of this process; backend {}, {} threads per worker",
+               layout.servers, layout.workers, backends[0]->name(), job.train.threads);
+  std::FILE* metrics = open_output(job);
+  if (!metrics) return 2;
+  std::vector<Status> status(static_cast<size_t>(layout.servers + layout.workers));
+  Result<TrainSummary> summary0 = failed_precondition("worker 0 did not run");
+  std::vector<std::thread> threads;
+  for (int k = 0; k < layout.servers; ++k)
+    threads.emplace_back([&, k] { status[static_cast<size_t>(k)] = servers[static_cast<size_t>(k)]->serve(); });
+  for (int w = 0; w < layout.workers; ++w) {
+    threads.emplace_back([&, w] {
+      Status& st = status[static_cast<size_t>(layout.servers + w)];
+      auto client = RemoteParameterClient::connect(ctx, *plan, endpoints,
+                                                   RemoteClientOptions{job_id, w, layout, job.cluster.timeout_s});
+      if (!client.ok()) {
+        st = client.status();
+        return;
+      }
+      TrainerOptions topt;
+      topt.shards = {w};
+      topt.workers = layout.workers;
+      topt.evaluate = w == 0;
+      topt.progress = w == 0;
+      topt.stop_at_max_minutes = false;
+      topt.metrics = w == 0 ? metrics : nullptr;
+      if (job.cluster.consistency != Consistency::kBsp) topt.clip_norm = job.optim.clip_norm;
+      Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(), topt);
+      auto summary = trainer.run();
+      st = summary.ok() ? (*client)->shutdown() : summary.status();
+      if (w == 0) summary0 = std::move(summary);
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::fclose(metrics);
+  for (size_t i = 0; i < status.size(); ++i) {
+    if (status[i].ok()) continue;
+    const int i_ = static_cast<int>(i);
+    spdlog::error("{} {}: {}", i_ < layout.servers ? "server" : "worker",
+                  i_ < layout.servers ? i_ : i_ - layout.servers, status[i].message());
+    return 1;
+  }
+  return finish_training(job, data, *models[0], summary0);
+}
+
 int run_train(const ConfigArgs& args) {
   if (launched_by_mpirun()) return run_train_mpi(args);
   auto job = load_config(args.config, args.sets);
@@ -65,6 +159,8 @@ int run_train(const ConfigArgs& args) {
     spdlog::error("{}", data.status().message());
     return 2;
   }
+  if ((job->cluster.servers > 1 || job->cluster.workers > 1) && job->cluster.in_process == InProcess::kThreads)
+    return run_train_threads(*job, *data);
   auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
                               static_cast<int>(job->train.threads));
   if (!backend.ok()) {
@@ -83,17 +179,13 @@ int run_train(const ConfigArgs& args) {
   ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data(), server_device);
   std::FILE* metrics = open_output(*job);
   if (!metrics) return 2;
-  // Without mpirun one process plays every worker of the job in turn (each
-  // its own shard of the data and dropout masks), which gives the steps of
-  // the distributed job; cluster.servers only matters across processes.
+  // One thread plays every worker of the job in turn (each its own shard of
+  // the data and dropout masks): the steps of the distributed job, computed
+  // in order; one server keeps every shard.
   const int64_t workers = job->cluster.workers;
   if (job->cluster.consistency != Consistency::kBsp)
-    spdlog::info("cluster.consistency = {}: one process runs its workers in lockstep (BSP); the mode applies "
-                 "to mpirun jobs",
+    spdlog::info("cluster.consistency = {}: one thread runs its workers in lockstep (BSP)",
                  to_string(job->cluster.consistency));
-  if (job->cluster.servers > 1)
-    spdlog::info("cluster.servers = {}: one process keeps every shard (servers are separate only under mpirun)",
-                 job->cluster.servers);
   LocalParameterClient client(&server, server_device != nullptr, static_cast<int>(workers));
   TrainerOptions topt;
   topt.metrics = metrics;

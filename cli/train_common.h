@@ -51,5 +51,7 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
 void set_node_threads(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
 
 int run_train_mpi(const ConfigArgs& args);
+// A job of several servers or workers as threads of this process (inproc).
+int run_train_threads(JobConfig& job, const TaskData& data);
 
 }  // namespace pst

@@ -41,6 +41,7 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
                {ScheduleKind::kExponential, "exponential"},
                {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
 PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
+PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
 PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
                {MatmulPrecision::kBf16, "bf16"})
 
@@ -250,6 +251,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "host", &k.host));
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));
+  f.push_back(make_field("cluster", "in_process", &k.in_process));
   return f;
 }
 
@@ -288,6 +290,7 @@ const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(MatmulPrecision v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
+const char* to_string(InProcess v) { return enum_name(v); }
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;

@@ -24,6 +24,10 @@ enum class DeviceKind { kAuto, kCpu, kCuda };
 // How servers and workers stay in step (DESIGN.md §3): bulk-synchronous,
 // asynchronous, or stale-synchronous with a bound.
 enum class Consistency { kBsp, kAsp, kSsp };
+// A job of several servers or workers in one process (no mpirun, no --role):
+// each role a thread over inproc sockets, or one thread playing every worker
+// in turn (the reference the tests hold distributed jobs to).
+enum class InProcess { kThreads, kSequential };
 // Precision of the CUDA backend's matrix products (inputs and outputs stay
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
@@ -114,6 +118,7 @@ struct ClusterConfig {
   double timeout_s = 120;              // longest wait for a peer before the job fails, naming it
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
+  InProcess in_process = InProcess::kThreads;  // threads | sequential (runs without mpirun)
   std::string host = "127.0.0.1";      // address servers and the scheduler bind and advertise
 };
 
@@ -146,6 +151,7 @@ const char* to_string(InitScheme v);
 const char* to_string(Task v);
 const char* to_string(MatmulPrecision v);
 const char* to_string(Consistency v);
+const char* to_string(InProcess v);
 
 // Parses train.device; the error names the value and what is allowed.
 Result<DeviceSpec> parse_device(const std::string& text);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Jobs under mpirun, as real processes on this machine (loopback only):
 #  1. BSP equivalence: for S, W in {1, 2, 3}, `mpirun -np 1+S+W pst train`
-#     (1 scheduler, S servers, W workers) gives the weights of one process
-#     that plays the W workers in turn (`--set cluster.workers=W`, the
-#     concatenated batch of every step), with dropout on and tensors cut into
-#     chunks over the servers.
+#     (1 scheduler, S servers, W workers) gives the weights of one thread
+#     that plays the W workers in turn (`cluster.in_process = "sequential"`,
+#     the concatenated batch of every step), with dropout on and tensors cut
+#     into chunks over the servers; so does the job as threads of one
+#     process (S = 2, W = 3).
 #  2. ASP and SSP(1) jobs finish, and their loss falls.
 #  3. kill -9 of a worker or of a server mid-run: the job ends non-zero well
 #     within its deadline, and the output names the dead rank.
@@ -43,8 +44,13 @@ JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.steps=5 --set train.eval
 # 1. Equivalence.
 for W in 1 2 3; do
   check "reference W=$W" timeout 300 "$PST" train "${JOB[@]}" --set cluster.workers=$W \
-    --set train.output="$TMP/ref$W" >"$TMP/ref$W.log" 2>&1
+    --set cluster.in_process=sequential --set train.output="$TMP/ref$W" >"$TMP/ref$W.log" 2>&1
 done
+# The same job as threads of one process (the default without mpirun).
+check "threads S=2 W=3" timeout 300 "$PST" train "${JOB[@]}" --set cluster.servers=2 --set cluster.workers=3 \
+  --set train.output="$TMP/threads" >"$TMP/threads.log" 2>&1
+check "threads S=2 W=3 equal one thread playing the workers" \
+  "$DIFF" "$TMP/threads/model.safetensors" "$TMP/ref3/model.safetensors" 0 1e-6
 for S in 1 2 3; do
   for W in 1 2 3; do
     out="$TMP/s${S}w${W}"

@@ -80,8 +80,8 @@ wait_all() {
 start_job eq 5 60
 check "the role job ends" wait_all 120 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
 check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
-check "reference" timeout 120 "$PST" train "${JOB[@]}" --set train.steps=5 --set train.output="$TMP/ref" \
-  >"$TMP/ref.log" 2>&1
+check "reference" timeout 120 "$PST" train "${JOB[@]}" --set train.steps=5 --set cluster.in_process=sequential \
+  --set train.output="$TMP/ref" >"$TMP/ref.log" 2>&1
 check "2 servers + 2 workers equal one process" "$DIFF" "$TMP/eq/model.safetensors" "$TMP/ref/model.safetensors" 0 1e-6
 
 # which_worker NAME PID: the index the scheduler gave the worker with that PID.
