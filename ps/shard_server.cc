@@ -233,12 +233,17 @@ void ShardServer::start_next_async() {
   start_update();
 }
 
-bool ShardServer::pull_allowed(int64_t min_version, int worker) const {
-  if (version_ < min_version) return false;
-  if (options_.consistency != Consistency::kSsp) return true;
+int64_t ShardServer::slowest_live_clock() const {
   int64_t slowest = INT64_MAX;
   for (size_t w = 0; w < clocks_.size(); ++w)
     if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
+  return slowest;
+}
+
+bool ShardServer::pull_allowed(int64_t min_version, int worker) const {
+  if (version_ < min_version) return false;
+  if (options_.consistency != Consistency::kSsp) return true;
+  const int64_t slowest = slowest_live_clock();
   return slowest == INT64_MAX || clocks_[static_cast<size_t>(worker)] - slowest <= options_.staleness;
 }
 
@@ -271,9 +276,7 @@ Status ShardServer::on_pull(zmq::message_t route, const InMessage& m) {
 
 Status ShardServer::answer_pull(const zmq::message_t& route, uint64_t request_id, int worker) {
   if (options_.consistency != Consistency::kBsp) {
-    int64_t slowest = INT64_MAX;
-    for (size_t w = 0; w < clocks_.size(); ++w)
-      if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
+    const int64_t slowest = slowest_live_clock();
     if (slowest != INT64_MAX) max_lead_ = std::max(max_lead_, clocks_[static_cast<size_t>(worker)] - slowest);
   }
   OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version_,

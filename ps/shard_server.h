@@ -88,6 +88,8 @@ class ShardServer {
   // of chunks is not exactly the server's.
   bool push_ranges(const InMessage& m, std::vector<const float*>* ranges, Rejection* why) const;
   bool pull_allowed(int64_t min_version, int worker) const;
+  // Pushes of the slowest worker that has not finished; INT64_MAX when all have.
+  int64_t slowest_live_clock() const;
   Status answer_ready_pulls();
   void start_next_async();
   Status on_pull(zmq::message_t route, const InMessage& m);

@@ -24,18 +24,7 @@ cleanup() {
 trap cleanup EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 MPIRUN=(mpirun --oversubscribe --bind-to none)
-failures=0
-passes=0
-check() {  # check NAME CONDITION...
-  local name=$1
-  shift
-  if "$@"; then
-    passes=$((passes + 1))
-  else
-    echo "FAIL: $name"
-    failures=$((failures + 1))
-  fi
-}
+source "$(dirname "$0")/check.sh"
 
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.steps=5 --set train.eval_every=0
      --set train.test_at_end=false --set data.batch_size=16 --set model.dropout=0.1

@@ -21,18 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export OMP_NUM_THREADS=1
-failures=0
-passes=0
-check() {  # check NAME CONDITION...
-  local name=$1
-  shift
-  if "$@"; then
-    passes=$((passes + 1))
-  else
-    echo "FAIL: $name"
-    failures=$((failures + 1))
-  fi
-}
+source "$(dirname "$0")/check.sh"
 
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set train.test_at_end=false
      --set data.batch_size=16 --set model.dropout=0.1 --set model.attention_dropout=0.1

@@ -1,0 +1,14 @@
+# Sourced by the integration scripts: check NAME CONDITION... runs the
+# condition and counts it in passes or failures, printing "FAIL: NAME".
+failures=0
+passes=0
+check() {
+  local name=$1
+  shift
+  if "$@"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $name"
+    failures=$((failures + 1))
+  fi
+}
