@@ -177,9 +177,17 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
     const auto now = Clock::now();
     for (int32_t r = 1; r < nodes; ++r) {
       const double silent = std::chrono::duration<double>(now - last_seen[static_cast<size_t>(r)]).count();
-      if (!done[static_cast<size_t>(r)] && silent > o.timeout_s)
-        return deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
-                                 node_name(l, r), silent);
+      if (done[static_cast<size_t>(r)] || silent <= o.timeout_s) continue;
+      const Status dead = deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
+                                            node_name(l, r), silent);
+      // Servers waiting for statistics and nodes at the barrier learn why.
+      const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
+      for (auto& [step, round] : rounds)
+        for (auto& [route, request] : round.routes)
+          if (route.size() > 0) (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
+      if (!released)
+        for (auto& [route, request] : barrier) (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
+      return dead;
     }
   }
   return Status();
