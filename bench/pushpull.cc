@@ -8,6 +8,10 @@
 // Baseline: W pairs of ZeroMQ PUSH/PULL sockets, each moving 2 x N bytes per
 // round as single zero-copy messages (what push + pull move), the same formula.
 //
+// The last column takes the servers' update (aggregation, statistics, AdamW,
+// snapshot; measured on their update threads) out of pst's round: what the
+// transport and the protocol cost, the part raw ZeroMQ stands for.
+//
 // Also the latency of a 4 KiB push + pull round trip (S = W = 1).
 //
 //   pushpull [--rounds N] [--chunk-mib M]
@@ -43,8 +47,13 @@ ParamTable flat_table(int64_t n) {
   return t;
 }
 
-// Seconds per round of push + pull, averaged over `rounds` after 2 warm-up rounds.
-double pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes) {
+struct PstRound {
+  double seconds = 0;         // per round, the slowest worker
+  double update_seconds = 0;  // per round, the slowest server's update
+};
+
+// Push + pull, averaged over `rounds` after 2 warm-up rounds.
+PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes) {
   const int64_t n = bytes / 4;
   const ParamTable table = flat_table(n);
   JobConfig job;
@@ -88,9 +97,10 @@ double pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t ch
     });
   }
   for (auto& t : threads) t.join();
-  double worst = 0;
-  for (double s : seconds) worst = std::max(worst, s);
-  return worst;
+  PstRound r;
+  for (double s : seconds) r.seconds = std::max(r.seconds, s);
+  for (auto& s : srv) r.update_seconds = std::max(r.update_seconds, s->update_seconds() / static_cast<double>(s->updates()));
+  return r;
 }
 
 // Seconds per round of W concurrent PUSH/PULL pairs, each moving 2 x bytes.
@@ -143,21 +153,24 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--chunk-mib")) chunk_mib = std::atoll(argv[i + 1]);
   }
-  std::printf("%-8s %-5s %14s %14s %8s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio");
+  std::printf("%-8s %-5s %10s %12s %7s %10s %16s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio",
+              "update ms", "ratio w/o update");
   for (int64_t mib : {1, 4, 16, 64}) {
     for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
       const int64_t bytes = mib << 20;
       const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
-      const double pst = pst_round(bytes, s, w, r, chunk_mib << 20);
+      const PstRound pst = pst_round(bytes, s, w, r, chunk_mib << 20);
       const double raw = zmq_round(bytes, w, r);
-      const double gbs_pst = 2.0 * static_cast<double>(bytes) * w / pst / 1e9;
-      const double gbs_raw = 2.0 * static_cast<double>(bytes) * w / raw / 1e9;
-      std::printf("%-8lld %d/%-3d %14.3f %14.3f %8.2f\n", static_cast<long long>(mib), s, w, gbs_pst, gbs_raw,
-                  gbs_pst / gbs_raw);
+      const double moved = 2.0 * static_cast<double>(bytes) * w;
+      const double gbs_pst = moved / pst.seconds / 1e9;
+      const double gbs_raw = moved / raw / 1e9;
+      const double gbs_transport = moved / std::max(1e-9, pst.seconds - pst.update_seconds) / 1e9;
+      std::printf("%-8lld %d/%-3d %10.3f %12.3f %7.2f %10.2f %16.2f\n", static_cast<long long>(mib), s, w, gbs_pst,
+                  gbs_raw, gbs_pst / gbs_raw, pst.update_seconds * 1e3, gbs_transport / gbs_raw);
     }
   }
   const int small_rounds = rounds * 50;
-  const double latency = pst_round(4096, 1, 1, small_rounds, chunk_mib << 20);
+  const double latency = pst_round(4096, 1, 1, small_rounds, chunk_mib << 20).seconds;
   std::printf("4 KiB push+pull round trip (S=W=1): %.1f us\n", latency * 1e6);
   return 0;
 }

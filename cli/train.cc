@@ -87,8 +87,7 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
     endpoints.push_back((*router)->endpoint());
     servers.push_back(std::make_unique<ShardServer>(job, table, *plan, initial.data(), reducer.get(), ctx,
                                                     std::move(*router),
-                                                    ShardServerOptions{job_id, k, layout, job.cluster.timeout_s,
-                                                                       job.cluster.consistency, job.cluster.staleness}));
+                                                    shard_server_options(job, job_id, k, layout)));
   }
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<Transformer>> models;
@@ -119,15 +118,8 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
         st = client.status();
         return;
       }
-      TrainerOptions topt;
-      topt.shards = {w};
-      topt.workers = layout.workers;
-      topt.evaluate = w == 0;
-      topt.progress = w == 0;
-      topt.stop_at_max_minutes = false;
-      topt.metrics = w == 0 ? metrics : nullptr;
-      if (job.cluster.consistency != Consistency::kBsp) topt.clip_norm = job.optim.clip_norm;
-      Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(), topt);
+      Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(),
+                      worker_trainer_options(job, layout, w, *backends[static_cast<size_t>(w)], metrics));
       auto summary = trainer.run();
       st = summary.ok() ? (*client)->shutdown() : summary.status();
       if (w == 0) summary0 = std::move(summary);

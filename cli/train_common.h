@@ -45,10 +45,14 @@ struct NodeBootstrap {
 
 int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                     const NodeBootstrap& node);
+// The trainer options of worker w of a job of several processes or threads.
+TrainerOptions worker_trainer_options(const JobConfig& job, const JobLayout& layout, int w, const Backend& backend,
+                                      std::FILE* metrics);
 int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, const NodeBootstrap& node);
 int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap& node, bool rendezvous);
-// train.threads = 0 for a node: workers share the host's cores; servers may use them all.
-void set_node_threads(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
+// Per-process settings left to auto: train.threads = 0 (workers share the
+// host's cores; servers may use them all) and cluster.stream_bytes = 0.
+void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
 
 int run_train_mpi(const ConfigArgs& args);
 // A job of several servers or workers as threads of this process (inproc).

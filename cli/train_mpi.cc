@@ -48,7 +48,7 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   // The job id is a hash of the resolved config, the same on every rank, so
   // it is taken before any per-process setting.
   const uint64_t job_id = fnv1a64(to_toml(*job));
-  set_node_threads(*job, layout, rank, session.local_size(), session.local_size() == session.size());
+  resolve_node_settings(*job, layout, rank, session.local_size(), session.local_size() == session.size());
 
   auto data = load_task_data(*job);
   if (!data.ok()) {

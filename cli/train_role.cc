@@ -118,7 +118,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   }
   init_logging(job->train.log_level, role == "server" ? fmt::format("server {}", node.layout.server_index(node.rank))
                                                       : fmt::format("worker {}", node.layout.worker_index(node.rank)));
-  set_node_threads(*job, node.layout, node.rank, 1, false);
+  resolve_node_settings(*job, node.layout, node.rank, 1, false);
   Dealer& ctl = **control;
   node.start_barrier = [&]() -> Status {
     OutMessage b(wire::Kind::BARRIER, node.job_id, node.rank, 0, 1);

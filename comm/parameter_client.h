@@ -37,6 +37,39 @@ class ParameterClient {
   // instead of host memory: a server in this process on the same device, so
   // gradients and weights never cross the bus.
   virtual bool device_buffers() const { return false; }
+
+  // Streaming (DESIGN.md §4), so that communication overlaps compute.
+  //
+  // A push in parts: begin_push(), then push_final(begin) each time
+  // grads[begin, n) is final (begin non-increasing, as backward finishes
+  // layers from the last down), then finish_push(), which sends what is left
+  // and returns when the buffer may be reused. grads stays untouched until then.
+  //
+  // A pull in layer order: begin_pull() asks every server and returns once
+  // each has answered (the step info is known then); weights[0, end) are in
+  // place after await_weights(end) (end non-decreasing, as forward reaches
+  // later layers); await_weights(n) ends the pull, which must happen before
+  // the next push or pull.
+  //
+  // These defaults do everything in finish_push() and begin_pull(); streams()
+  // says whether a client does better.
+  virtual bool streams() const { return false; }
+  virtual Status begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) {
+    pending_ = {version, tokens, loss_sum, grads};
+    return Status();
+  }
+  virtual Status push_final(int64_t /*begin*/) { return Status(); }
+  virtual Status finish_push() { return push(pending_.version, pending_.tokens, pending_.loss_sum, pending_.grads); }
+  virtual Result<PullInfo> begin_pull(int64_t min_version, float* weights) { return pull(min_version, weights); }
+  virtual Status await_weights(int64_t /*end*/) { return Status(); }
+
+ private:
+  struct PendingPush {
+    int64_t version = 0, tokens = 0;
+    double loss_sum = 0.0;
+    const float* grads = nullptr;
+  };
+  PendingPush pending_;
 };
 
 }  // namespace pst

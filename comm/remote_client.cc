@@ -45,6 +45,24 @@ class ReleaseLatch {
 
 }  // namespace
 
+struct RemoteParameterClient::PushState {
+  int64_t version = 0, tokens = 0;
+  double loss_sum = 0.0;
+  const float* grads = nullptr;
+  uint64_t request = 0;
+  std::vector<size_t> unsent;  // per server: chunks [0, unsent) not sent yet
+  std::vector<int> parts;      // per server: parts sent
+  ReleaseLatch latch;
+  std::shared_ptr<const void> token;  // on every frame; the latch opens when the last goes
+};
+
+RemoteParameterClient::RemoteParameterClient(const ShardPlan& plan, RemoteClientOptions options)
+    : plan_(plan), options_(options), owned_(static_cast<size_t>(plan.servers())) {
+  for (const Chunk& c : plan_.chunks()) owned_[static_cast<size_t>(c.server)].push_back(c);
+}
+
+RemoteParameterClient::~RemoteParameterClient() = default;
+
 Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
     zmq::context_t& context, const ShardPlan& plan, const std::vector<std::string>& server_endpoints,
     RemoteClientOptions options) {
@@ -85,62 +103,153 @@ Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uin
 }
 
 Status RemoteParameterClient::push(int64_t version, int64_t tokens, double loss_sum, const float* grads) {
-  const int32_t rank = options_.layout.worker_rank(options_.worker);
-  const uint64_t request = next_request_++;
-  ReleaseLatch latch;
-  {
-    // Every frame holds a copy of the token; the latch opens when the last goes.
-    std::shared_ptr<const void> token = latch.token();
-    for (int k = 0; k < plan_.servers(); ++k) {
-      OutMessage m(wire::Kind::PUSH, options_.job_id, rank, version, request);
-      auto p = m.header().initPush();
-      p.setTokens(tokens);
-      p.setLossSum(loss_sum);
-      for (const Chunk& c : plan_.chunks())
-        if (c.server == k) m.add_chunk(c.key, grads + c.begin, c.length, token);
-      PST_RETURN_IF_ERROR(servers_[static_cast<size_t>(k)]->send(m.finish(), Deadline::after(options_.timeout_s)));
-    }
+  PST_RETURN_IF_ERROR(begin_push(version, tokens, loss_sum, grads));
+  return finish_push();
+}
+
+Status RemoteParameterClient::begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) {
+  PST_CHECK_MSG(!push_, "begin_push() while the push of step {} is unfinished", push_ ? push_->version : 0);
+  push_ = std::make_unique<PushState>();
+  PushState& p = *push_;
+  p.version = version;
+  p.tokens = tokens;
+  p.loss_sum = loss_sum;
+  p.grads = grads;
+  p.request = next_request_++;
+  for (const auto& chunks : owned_) p.unsent.push_back(chunks.size());
+  p.parts.assign(owned_.size(), 0);
+  p.token = p.latch.token();
+  return Status();
+}
+
+Status RemoteParameterClient::send_part(int k, size_t first) {
+  PushState& p = *push_;
+  const size_t ks = static_cast<size_t>(k);
+  OutMessage m(wire::Kind::PUSH, options_.job_id, options_.layout.worker_rank(options_.worker), p.version, p.request);
+  auto h = m.header().initPush();
+  h.setTokens(p.tokens);
+  h.setLossSum(p.loss_sum);
+  for (size_t i = first; i < p.unsent[ks]; ++i) {
+    const Chunk& c = owned_[ks][i];
+    m.add_chunk(c.key, p.grads + c.begin, c.length, p.token);
   }
+  p.unsent[ks] = first;
+  ++p.parts[ks];
+  return servers_[ks]->send(m.finish(), Deadline::after(options_.timeout_s));
+}
+
+Status RemoteParameterClient::push_final(int64_t begin) {
+  PST_CHECK_MSG(push_ != nullptr, "push_final() without begin_push()");
+  for (int k = 0; k < plan_.servers(); ++k) {
+    const auto& chunks = owned_[static_cast<size_t>(k)];
+    size_t first = push_->unsent[static_cast<size_t>(k)];
+    while (first > 0 && chunks[first - 1].begin >= begin) --first;
+    if (first < push_->unsent[static_cast<size_t>(k)]) PST_RETURN_IF_ERROR(send_part(k, first));
+  }
+  return Status();
+}
+
+Status RemoteParameterClient::finish_push() {
+  PST_CHECK_MSG(push_ != nullptr, "finish_push() without begin_push()");
+  Status status;
+  for (int k = 0; k < plan_.servers() && status.ok(); ++k) {
+    // What is left; a server that owns nothing gets one empty part.
+    const size_t ks = static_cast<size_t>(k);
+    if (push_->unsent[ks] > 0 || push_->parts[ks] == 0) status = send_part(k, 0);
+  }
+  std::unique_ptr<PushState> done = std::move(push_);
+  done->token.reset();
+  PST_RETURN_IF_ERROR(status);
+  const std::string what = fmt::format("the acknowledgement of the push of step {}", done->version);
   for (int k = 0; k < plan_.servers(); ++k)
-    PST_RETURN_IF_ERROR(
-        await_reply(k, request, wire::Kind::PUSH_ACK, fmt::format("the acknowledgement of the push of step {}", version))
-            .status());
-  if (!latch.wait(Deadline::after(options_.timeout_s)))
-    return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", version,
+    for (int part = 0; part < done->parts[static_cast<size_t>(k)]; ++part)
+      PST_RETURN_IF_ERROR(await_reply(k, done->request, wire::Kind::PUSH_ACK, what).status());
+  if (!done->latch.wait(Deadline::after(options_.timeout_s)))
+    return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
                              options_.timeout_s);
   return Status();
 }
 
 Result<PullInfo> RemoteParameterClient::pull(int64_t min_version, float* weights) {
+  PST_ASSIGN_OR_RETURN(PullInfo info, begin_pull(min_version, weights));
+  PST_RETURN_IF_ERROR(await_weights(INT64_MAX));
+  return info;
+}
+
+Status RemoteParameterClient::receive_pull_part(int k, PullInfo* info) {
+  const size_t ks = static_cast<size_t>(k);
+  Dealer& d = *servers_[ks];
+  PST_ASSIGN_OR_RETURN(auto m, await_reply(k, pull_request_, wire::Kind::PULL_REPLY,
+                                           fmt::format("weights of version {}", pull_min_version_)));
+  const auto& chunks = owned_[ks];
+  size_t& next = pull_next_[ks];
+  if (m->chunks() == 0 && !chunks.empty())
+    return data_loss("{}: an empty part of the weights of version {}", d.peer(), pull_min_version_);
+  const int64_t version = m->header().getStep();
+  if (next == 0) {
+    pull_versions_[ks] = version;
+  } else if (version != pull_versions_[ks]) {
+    return data_loss("{}: parts of versions {} and {} in one pull", d.peer(), pull_versions_[ks], version);
+  }
+  for (size_t i = 0; i < m->chunks(); ++i) {
+    // validate() checked that the chunk exists, is k's and has the right size;
+    // parts carry k's chunks once each, in flat order.
+    if (next >= chunks.size() || !(m->key(i) == chunks[next].key))
+      return data_loss("{}: chunk {} of the weights of version {} out of order (expected {})", d.peer(),
+                       plan_.describe(m->key(i), ""), pull_min_version_,
+                       next < chunks.size() ? plan_.describe(chunks[next].key, "") : "no more");
+    std::copy_n(m->chunk_data(i), chunks[next].length, pull_weights_ + chunks[next].begin);
+    ++next;
+  }
+  if (info) {
+    const auto s = m->header().getStepInfo();
+    info->version = version;
+    info->applied = s.getApplied();
+    info->applied_steps = s.getAppliedSteps();
+    info->grad_norm = s.getGradNorm();
+    info->clip_coef = s.getClipCoef();
+    info->lr = s.getLr();
+  }
+  return Status();
+}
+
+Result<PullInfo> RemoteParameterClient::begin_pull(int64_t min_version, float* weights) {
+  PST_CHECK_MSG(pull_weights_ == nullptr, "begin_pull() while the pull of version {} is unfinished",
+                pull_min_version_);
   const int32_t rank = options_.layout.worker_rank(options_.worker);
-  const uint64_t request = next_request_++;
+  pull_request_ = next_request_++;
+  pull_min_version_ = min_version;
+  pull_weights_ = weights;
+  pull_next_.assign(owned_.size(), 0);
+  pull_versions_.assign(owned_.size(), 0);
   for (int k = 0; k < plan_.servers(); ++k) {
-    OutMessage m(wire::Kind::PULL, options_.job_id, rank, min_version, request);
+    OutMessage m(wire::Kind::PULL, options_.job_id, rank, min_version, pull_request_);
     PST_RETURN_IF_ERROR(servers_[static_cast<size_t>(k)]->send(m.finish(), Deadline::after(options_.timeout_s)));
   }
+  // Every server's first part: the version and what the step did.
   PullInfo info;
-  info.version = INT64_MAX;
+  int64_t version = INT64_MAX;
+  // (BSP servers answer the same version; ASP/SSP servers may differ, and
+  // the pull reports the oldest.)
   for (int k = 0; k < plan_.servers(); ++k) {
-    PST_ASSIGN_OR_RETURN(auto m, await_reply(k, request, wire::Kind::PULL_REPLY,
-                                             fmt::format("weights of version {}", min_version)));
-    size_t expected = 0;
-    for (const Chunk& c : plan_.chunks()) expected += c.server == k ? 1 : 0;
-    if (m->chunks() != expected)
-      return data_loss("{}: weights of version {} in {} chunks; it owns {}", servers_[static_cast<size_t>(k)]->peer(),
-                       min_version, m->chunks(), expected);
-    for (size_t i = 0; i < m->chunks(); ++i) {
-      const Chunk* c = plan_.find(m->key(i));  // validate() checked it exists, is k's and has the right size
-      std::copy_n(m->chunk_data(i), c->length, weights + c->begin);
-    }
-    const auto s = m->header().getStepInfo();
-    info.version = std::min<int64_t>(info.version, m->header().getStep());
-    info.applied = s.getApplied();
-    info.applied_steps = s.getAppliedSteps();
-    info.grad_norm = s.getGradNorm();
-    info.clip_coef = s.getClipCoef();
-    info.lr = s.getLr();
+    PST_RETURN_IF_ERROR(receive_pull_part(k, &info));
+    version = std::min(version, info.version);
   }
+  info.version = version;
   return info;
+}
+
+Status RemoteParameterClient::await_weights(int64_t end) {
+  if (pull_weights_ == nullptr) return Status();
+  for (int k = 0; k < plan_.servers(); ++k) {
+    const size_t ks = static_cast<size_t>(k);
+    while (pull_next_[ks] < owned_[ks].size() && owned_[ks][pull_next_[ks]].begin < end)
+      PST_RETURN_IF_ERROR(receive_pull_part(k, nullptr));
+  }
+  bool complete = true;
+  for (size_t k = 0; k < owned_.size(); ++k) complete = complete && pull_next_[k] == owned_[k].size();
+  if (complete) pull_weights_ = nullptr;
+  return Status();
 }
 
 Status RemoteParameterClient::shutdown() {

@@ -1,10 +1,11 @@
 // The ParameterClient of a worker whose servers are other threads or
-// processes: push() sends each server the chunks it owns (the tensor bytes
-// leave without a copy) and waits for every acknowledgement; pull() asks
-// every server for its chunks of a weights version and assembles the flat
-// buffer. Every wait has the configured deadline; an error names the server
-// and what was waited for, and an Error reply from a server is returned with
-// that server's message.
+// processes. A push sends each server the chunks it owns (the tensor bytes
+// leave without a copy), in parts as backward announces layers final, and
+// waits for an acknowledgement of every part; a pull asks every server for
+// its chunks of a weights version and copies them into the flat buffer as
+// they arrive, first layers first, so forward can start on them. Every wait
+// has the configured deadline; an error names the server and what was waited
+// for, and an Error reply from a server is returned with its message.
 //
 // Thread safety: one thread uses a client (ZeroMQ sockets are single-threaded).
 #pragma once
@@ -34,22 +35,45 @@ class RemoteParameterClient final : public ParameterClient {
   static Result<std::unique_ptr<RemoteParameterClient>> connect(zmq::context_t& context, const ShardPlan& plan,
                                                                 const std::vector<std::string>& server_endpoints,
                                                                 RemoteClientOptions options);
+  ~RemoteParameterClient() override;
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Result<PullInfo> pull(int64_t min_version, float* weights) override;
+  bool streams() const override { return true; }
+  Status begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
+  Status push_final(int64_t begin) override;
+  Status finish_push() override;
+  Result<PullInfo> begin_pull(int64_t min_version, float* weights) override;
+  Status await_weights(int64_t end) override;
   // Tells every server this worker is done.
   Status shutdown();
 
  private:
-  RemoteParameterClient(const ShardPlan& plan, RemoteClientOptions options) : plan_(plan), options_(options) {}
+  RemoteParameterClient(const ShardPlan& plan, RemoteClientOptions options);
   // The next reply from server k with this request id; an Error reply
   // becomes an error status.
   Result<std::unique_ptr<InMessage>> await_reply(int k, uint64_t request_id, wire::Kind kind, const std::string& what);
+  // Sends server k its chunks [first, push_unsent_[k]) of the push in progress.
+  Status send_part(int k, size_t first);
+  // Receives the next part of server k's pull reply and copies its chunks.
+  Status receive_pull_part(int k, PullInfo* info);
 
   const ShardPlan& plan_;
   RemoteClientOptions options_;
   std::vector<std::unique_ptr<Dealer>> servers_;
+  std::vector<std::vector<Chunk>> owned_;  // per server, in flat order
   uint64_t next_request_ = 1;
+
+  // The push in progress: chunks [0, push_unsent_[k]) of server k are unsent;
+  // push_parts_[k] parts went to it. The token rides on every frame.
+  struct PushState;
+  std::unique_ptr<PushState> push_;
+  // The pull in progress: chunks [0, pull_next_[k]) of server k have arrived.
+  float* pull_weights_ = nullptr;
+  uint64_t pull_request_ = 0;
+  int64_t pull_min_version_ = 0;
+  std::vector<size_t> pull_next_;
+  std::vector<int64_t> pull_versions_;  // per server, from its first part
 };
 
 }  // namespace pst

@@ -42,6 +42,7 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
                {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
 PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
 PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
+PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
 PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
                {MatmulPrecision::kBf16, "bf16"})
 
@@ -247,6 +248,8 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "servers", &k.servers));
   f.push_back(make_field("cluster", "workers", &k.workers));
   f.push_back(make_field("cluster", "chunk_bytes", &k.chunk_bytes));
+  f.push_back(make_field("cluster", "overlap", &k.overlap));
+  f.push_back(make_field("cluster", "stream_bytes", &k.stream_bytes));
   f.push_back(make_field("cluster", "timeout_s", &k.timeout_s));
   f.push_back(make_field("cluster", "host", &k.host));
   f.push_back(make_field("cluster", "consistency", &k.consistency));
@@ -291,6 +294,7 @@ const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(MatmulPrecision v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }
+const char* to_string(Overlap v) { return enum_name(v); }
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;
@@ -448,6 +452,8 @@ Status validate(const JobConfig& c) {
       fmt::format("cluster.workers = {}: must be in [1, 4096]", k.workers)));
   PST_RETURN_IF_ERROR(check_range(k.chunk_bytes >= 4 && k.chunk_bytes % 4 == 0 && k.chunk_bytes <= (int64_t{1} << 31),
       fmt::format("cluster.chunk_bytes = {}: must be a multiple of 4 in [4, 2^31]", k.chunk_bytes)));
+  PST_RETURN_IF_ERROR(check_range(k.stream_bytes >= 4,
+      fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
   PST_RETURN_IF_ERROR(check_range(k.staleness >= 0, fmt::format("cluster.staleness = {}: must be >= 0", k.staleness)));

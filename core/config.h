@@ -28,6 +28,7 @@ enum class Consistency { kBsp, kAsp, kSsp };
 // each role a thread over inproc sockets, or one thread playing every worker
 // in turn (the reference the tests hold distributed jobs to).
 enum class InProcess { kThreads, kSequential };
+enum class Overlap { kAuto, kOn, kOff };
 // Precision of the CUDA backend's matrix products (inputs and outputs stay
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
@@ -115,6 +116,13 @@ struct ClusterConfig {
   int64_t servers = 1;                 // parameter servers (S)
   int64_t workers = 1;                 // workers (W) of a run without mpirun
   int64_t chunk_bytes = 4 << 20;       // largest piece of a tensor that one message carries
+  // Workers push each layer during backward and pull in layer order during
+  // forward; in BSP servers also send updated weights before their update
+  // ends. auto: on for GPU workers and for processes with a host of their
+  // own, off where CPU workers share their host's cores with the job's
+  // other processes (the traffic would take cycles from compute).
+  Overlap overlap = Overlap::kAuto;    // auto | on | off
+  int64_t stream_bytes = 256 << 10;    // bsp + overlap: a server's updated bytes between streamed parts
   double timeout_s = 120;              // longest wait for a peer before the job fails, naming it
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
@@ -152,6 +160,7 @@ const char* to_string(Task v);
 const char* to_string(MatmulPrecision v);
 const char* to_string(Consistency v);
 const char* to_string(InProcess v);
+const char* to_string(Overlap v);
 
 // Parses train.device; the error names the value and what is allowed.
 Result<DeviceSpec> parse_device(const std::string& text);

@@ -101,6 +101,12 @@ struct Stack {
   int32_t* ids = nullptr;
   int32_t* key_len = nullptr;
   int64_t L = 0;                 // sequence length of this batch
+  // The stack's block of the flat parameter buffer: [begin, end), with
+  // layer l's parameters from layer_begin[l] (each layer's block ends where
+  // the next begins; the final norm sits before end).
+  int64_t begin = 0, end = 0;
+  std::vector<int64_t> layer_begin;
+  size_t subs_per_layer = 1;
 };
 
 }  // namespace
@@ -116,6 +122,7 @@ struct Transformer::Impl {
   bool pre;
   Stack enc, dec;
   int64_t out_w = -1, out_b = -1;
+  int64_t out_begin = 0;      // the output layer's block: [out_begin, num_params)
   float* sinusoid = nullptr;  // (max_len, C) device, sinusoidal positions
   // Encoder output kept across forwards for reuse_encoder: (B, S, C).
   float* memory = nullptr;
@@ -168,6 +175,8 @@ struct Transformer::Impl {
           s.site_inner = site++;
           st.subs.push_back(s);
         }
+        st.layer_begin.push_back(st.subs[st.subs.size() - sl.sublayers(l).size()].in_w);
+        st.subs_per_layer = sl.sublayers(l).size();
       }
       if (!sl.final_norm.empty()) {
         st.final_w = off(sl.final_norm + ".weight");
@@ -176,6 +185,16 @@ struct Transformer::Impl {
     }
     out_w = cfg.tie_embeddings ? dec.embed : off("output.weight");
     out_b = off("output.bias");
+    // Blocks in table order: [encoder] decoder, output.
+    out_begin = t.total_numel();
+    if (!cfg.tie_embeddings) out_begin = std::min(out_begin, out_w);
+    if (out_b >= 0) out_begin = std::min(out_begin, out_b);
+    dec.begin = dec.embed;
+    dec.end = out_begin;
+    if (enc_dec) {
+      enc.begin = enc.embed;
+      enc.end = dec.begin;
+    }
     if (cfg.positions == Positions::kSinusoidal) {
       const std::vector<float> pe = sinusoidal_positions(cfg.max_len, C);
       sinusoid = static_cast<float*>(be->allocate(pe.size() * sizeof(float)));
@@ -373,12 +392,23 @@ struct Transformer::Impl {
     be->dropout_forward(st.x0, st.x0, rows * C, p_embed(), key(st.site_embed));
   }
 
+  void need(int64_t end) const {
+    if (opt.need_weights) opt.need_weights(end);
+  }
+  // The end of layer l's block (l = -1: the embeddings').
+  static int64_t layer_end(const Stack& st, int64_t l) {
+    const size_t next = static_cast<size_t>(l + 1);
+    return next < st.layer_begin.size() ? st.layer_begin[next] : st.end;
+  }
+
   void stack_forward(Stack& st, const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
     const float* x = st.x0;
-    for (Sublayer& s : st.subs) {
-      sublayer_forward(s, x, st, mem, mem_len, mem_key_len);
-      x = s.out;
+    for (size_t i = 0; i < st.subs.size(); ++i) {
+      if (i % st.subs_per_layer == 0) need(layer_end(st, static_cast<int64_t>(i / st.subs_per_layer)));
+      sublayer_forward(st.subs[i], x, st, mem, mem_len, mem_key_len);
+      x = st.subs[i].out;
     }
+    need(st.end);
     if (st.final_w >= 0) {
       be->layernorm_forward(st.final_out, st.final_mean, st.final_rstd, x, W(st.final_w),
                             W(st.final_b), B * st.L, C, eps);
@@ -401,13 +431,16 @@ struct Transformer::Impl {
       be->upload(enc.key_len, batch.src_len.data(), batch.src_len.size() * sizeof(int32_t));
       mem = memory;
     } else if (enc_dec) {
+      need(layer_end(enc, -1));
       embed_forward(enc, batch.src, batch.src_len);
       stack_forward(enc, nullptr, 0, nullptr);
       mem = enc.top;
       if (!o.train) keep_memory(mem);
     }
+    need(layer_end(dec, -1));
     embed_forward(dec, batch.tgt_in, batch.tgt_len);
     stack_forward(dec, mem, S, enc_dec ? enc.key_len : nullptr);
+    need(m->num_params());
     const int64_t N = B * T, V = m->tgt_vocab_;
     linear_forward(logits, dec.top, N, C, V, W(out_w), C, W(out_b));
     be->upload(targets, batch.tgt_out.data(), batch.tgt_out.size() * sizeof(int32_t));
@@ -490,7 +523,7 @@ struct Transformer::Impl {
   // dtop: d(loss)/d(stack output), overwritten. Returns the buffer holding
   // d(loss)/d(x0) after the embedding gradients are accumulated.
   void stack_backward(Stack& st, float* dtop, const float* mem, int64_t mem_len,
-                      const int32_t* mem_key_len) {
+                      const int32_t* mem_key_len, const GradientsFinal& on_final) {
     const int64_t rows = B * st.L;
     float* cur = dtop;
     float* next = cur == dA ? dB : dA;
@@ -503,23 +536,27 @@ struct Transformer::Impl {
     for (size_t i = st.subs.size(); i-- > 0;) {
       sublayer_backward(st.subs[i], cur, next, st, mem, mem_len, mem_key_len);
       std::swap(cur, next);
+      if (on_final && i % st.subs_per_layer == 0) on_final(st.layer_begin[i / st.subs_per_layer]);
     }
     be->dropout_backward(cur, cur, rows * C, p_embed(), key(st.site_embed));
     be->embedding_backward(G(st.embed), st.ids, cur, rows, C, emb_scale);
     if (st.pos >= 0) be->positions_backward(G(st.pos), cur, B, st.L, C);
+    if (on_final) on_final(st.begin);
   }
 
-  void backward() {
+  void backward(const GradientsFinal& on_final) {
     PST_CHECK_MSG(have_grad, "backward() needs a preceding forward() with train = true");
     have_grad = false;
     const int64_t N = B * T, V = m->tgt_vocab_;
-    // Output projection: logits = top W_out^T + b.
+    // Output projection: logits = top W_out^T + b. With tied embeddings its
+    // weight is the decoder's embedding, final only after the decoder.
     linear_backward(dA, false, G(out_w), G(out_b), dlogits, dec.top, N, C, V, W(out_w), C);
+    if (on_final) on_final(out_begin);
     if (enc_dec) be->fill(dmem, B * S * C, 0.0f);
-    stack_backward(dec, dA, enc_dec ? enc.top : nullptr, S, enc_dec ? enc.key_len : nullptr);
+    stack_backward(dec, dA, enc_dec ? enc.top : nullptr, S, enc_dec ? enc.key_len : nullptr, on_final);
     if (enc_dec) {
       be->copy(dA, dmem, B * S * C);
-      stack_backward(enc, dA, nullptr, 0, nullptr);
+      stack_backward(enc, dA, nullptr, 0, nullptr, on_final);
     }
   }
 };
@@ -546,6 +583,18 @@ void Transformer::set_weights(const float* host) {
   be_->upload(weights_, host, static_cast<size_t>(table_.total_numel()) * sizeof(float));
 }
 
+void Transformer::set_weights(const float* host, int64_t begin, int64_t end) {
+  PST_CHECK_MSG(0 <= begin && begin <= end && end <= table_.total_numel(), "weights [{}, {}) of {}", begin, end,
+                table_.total_numel());
+  be_->upload(weights_ + begin, host + begin, static_cast<size_t>(end - begin) * sizeof(float));
+}
+
+void Transformer::get_grads(float* host, int64_t begin, int64_t end) const {
+  PST_CHECK_MSG(0 <= begin && begin <= end && end <= table_.total_numel(), "gradients [{}, {}) of {}", begin, end,
+                table_.total_numel());
+  be_->download(host + begin, grads_ + begin, static_cast<size_t>(end - begin) * sizeof(float));
+}
+
 void Transformer::get_weights(float* host) const {
   be_->download(host, weights_, static_cast<size_t>(table_.total_numel()) * sizeof(float));
 }
@@ -564,7 +613,7 @@ LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) {
   return impl_->forward(batch, opt);
 }
 
-void Transformer::backward() { impl_->backward(); }
+void Transformer::backward(const GradientsFinal& on_final) { impl_->backward(on_final); }
 
 std::vector<float> Transformer::logits() const {
   std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));

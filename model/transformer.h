@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -33,7 +34,19 @@ struct ForwardOptions {
   // Encoder-decoder inference only: reuse the encoder output of the previous
   // forward (same batch.src), as greedy decoding does at every step.
   bool reuse_encoder = false;
+  // Called with an offset `end` of the flat parameter buffer before the
+  // forward first reads a weight below it (non-decreasing, the last call is
+  // num_params()); every weight below `end` must be in place when it
+  // returns. A worker uses it to start on the first layers while the rest of
+  // the weights are still arriving (DESIGN.md §4).
+  std::function<void(int64_t end)> need_weights;
 };
+
+// Called by backward() with an offset `begin` once the gradients of
+// [begin, num_params()) are complete: backward writes them no more until the
+// next zero_grads(). Non-increasing; the last call is 0. A worker uses it to
+// push each layer's gradient while backward goes on with the layers below.
+using GradientsFinal = std::function<void(int64_t begin)>;
 
 struct LossStats {
   double loss_sum = 0.0;  // summed over counted target tokens
@@ -61,6 +74,9 @@ class Transformer {
   float* grads() { return grads_; }
   void zero_grads();
   void set_weights(const float* host);
+  // Parts of the flat buffers: floats [begin, end).
+  void set_weights(const float* host, int64_t begin, int64_t end);
+  void get_grads(float* host, int64_t begin, int64_t end) const;
   void get_weights(float* host) const;
   void get_grads(float* host) const;
   // Fills the weights with the initial values of (seed, name).
@@ -70,7 +86,7 @@ class Transformer {
   // backward() needs and prepares d(loss)/d(logits) scaled by grad_scale.
   LossStats forward(const Batch& batch, const ForwardOptions& opt);
   // Accumulates parameter gradients of the last train forward().
-  void backward();
+  void backward(const GradientsFinal& on_final = nullptr);
 
   // Logits (B*T, V) of the last forward, on the host.
   std::vector<float> logits() const;

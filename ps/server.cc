@@ -148,7 +148,7 @@ GradStats ShardOptimizer::reduce() {
   return grad_stats(grad_, n);
 }
 
-StepReport ShardOptimizer::apply(const GradStats& global, bool clip) {
+StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progress& progress) {
   StepReport r;
   for (int64_t t : push_tokens_) r.tokens += t;
   r.loss_sum = push_loss_;
@@ -193,6 +193,11 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip) {
     } else {
       adam_update(w_ + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
     }
+    if (progress) {
+      r.applied = true;
+      r.applied_steps = applied_;
+      progress(r, i + 1);
+    }
   }
   r.applied = true;
   r.applied_steps = applied_;
@@ -214,6 +219,18 @@ void ShardOptimizer::copy_local_weights(float* local) const {
     device_->download(local, w_, static_cast<size_t>(n_) * sizeof(float));
   } else {
     std::copy_n(w_, n_, local);
+  }
+}
+
+void ShardOptimizer::copy_local_weights(float* local, size_t first, size_t last) const {
+  PST_CHECK_MSG(first <= last && last <= owned_.size(), "owned ranges [{}, {}) of {}", first, last, owned_.size());
+  if (first == last) return;
+  const int64_t begin = local_offset_[first];
+  const int64_t end = last < owned_.size() ? local_offset_[last] : n_;
+  if (device_) {
+    device_->download(local + begin, w_ + begin, static_cast<size_t>(end - begin) * sizeof(float));
+  } else {
+    std::copy(w_ + begin, w_ + end, local + begin);
   }
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "comm/shard_plan.h"
@@ -64,7 +65,11 @@ class ShardOptimizer {
   GradStats reduce();
   // Applies the step with the global statistics (summed over all servers).
   // clip = false when the workers clip their own gradients (ASP, SSP).
-  StepReport apply(const GradStats& global, bool clip = true);
+  // progress, when given, is called after each owned range is updated, in
+  // owned() order, with the report (complete but for the weights) and the
+  // number of ranges updated so far; not at all when the step is skipped.
+  using Progress = std::function<void(const StepReport&, size_t ranges_done)>;
+  StepReport apply(const GradStats& global, bool clip = true, const Progress& progress = nullptr);
 
   // Copies the owned ranges of the current weights into a flat host buffer.
   void copy_weights(float* flat) const;
@@ -72,6 +77,8 @@ class ShardOptimizer {
   void copy_weights_device(float* flat) const;
   // The owned weights in local order (owned ranges back to back, n floats).
   void copy_local_weights(float* local) const;
+  // The same for owned ranges [first, last) only, at their local offsets.
+  void copy_local_weights(float* local, size_t first, size_t last) const;
   int64_t local_size() const { return n_; }
   int64_t local_offset(size_t range) const { return local_offset_[range]; }
   Backend* device() const { return device_; }

@@ -1,5 +1,9 @@
 #include "ps/shard_server.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include <fmt/format.h>
@@ -11,7 +15,25 @@ uint64_t key_id(ChunkKey k) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(k.tensor)) << 32) | static_cast<uint32_t>(k.chunk);
 }
 
+// The update thread tells the receive loop how far it got: owned chunks
+// written to the next snapshot (>= 0), or kUpdateDone.
+constexpr int64_t kUpdateDone = -1;
+
 }  // namespace
+
+ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, int server, JobLayout layout) {
+  ShardServerOptions o;
+  o.job_id = job_id;
+  o.server = server;
+  o.layout = layout;
+  o.timeout_s = job.cluster.timeout_s;
+  o.consistency = job.cluster.consistency;
+  o.staleness = job.cluster.staleness;
+  // overlap = auto here: not resolved to on (resolve_node_settings), so the
+  // server shares its host's cores with workers and does not stream.
+  o.stream_bytes = job.cluster.overlap == Overlap::kOn ? job.cluster.stream_bytes : INT64_MAX;
+  return o;
+}
 
 ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const ShardPlan& plan, const float* initial,
                          GradStatsReducer* reducer, zmq::context_t& context, std::unique_ptr<Router> router,
@@ -25,6 +47,7 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       notify_recv_(context, zmq::socket_type::pair),
       notify_send_(context, zmq::socket_type::pair),
       pushed_(static_cast<size_t>(options.layout.workers), false),
+      partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
       finished_(static_cast<size_t>(options.layout.workers), false) {
   for (const Chunk& c : plan_.chunks()) {
@@ -37,7 +60,8 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
   notify_send_.set(zmq::sockopt::linger, 0);
   notify_recv_.bind(name);
   notify_send_.connect(name);
-  take_snapshot();
+  snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
+  opt_.copy_local_weights(snapshot_->data());
   update_thread_ = std::thread([this] { update_loop(); });
 }
 
@@ -61,6 +85,7 @@ Status ShardServer::serve() {
                                       options_.layout.server_rank(options_.server), nullptr),
                           Deadline::after(1));
     pending_.clear();
+    waiting_pulls_ = 0;
   }
   return s;
 }
@@ -73,10 +98,16 @@ Status ShardServer::serve_until_done() {
                                 {notify_recv_.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 2, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
     if (items[1].revents & ZMQ_POLLIN) {
-      zmq::message_t done;
-      (void)notify_recv_.recv(done, zmq::recv_flags::dontwait);
-      PST_RETURN_IF_ERROR(finish_update());
-      deadline = Deadline::after(options_.timeout_s);
+      zmq::message_t note;
+      (void)notify_recv_.recv(note, zmq::recv_flags::dontwait);
+      int64_t done = kUpdateDone;
+      if (note.size() == sizeof(done)) std::memcpy(&done, note.data(), sizeof(done));
+      if (done == kUpdateDone) {
+        PST_RETURN_IF_ERROR(finish_update());
+        deadline = Deadline::after(options_.timeout_s);
+      } else {
+        PST_RETURN_IF_ERROR(on_progress(static_cast<size_t>(done)));
+      }
     }
     if (items[0].revents & ZMQ_POLLIN) {
       auto msg = router_->receive(Deadline::after(0), "a message");
@@ -92,9 +123,13 @@ Status ShardServer::serve_until_done() {
                                  "finished)",
                                  options_.server, options_.timeout_s, version_, shutdowns_, workers);
       std::string missing;
-      for (int w = 0; w < workers; ++w)
-        if (!pushed_[static_cast<size_t>(w)])
-          missing += fmt::format("{}worker {} (rank {})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w));
+      for (int w = 0; w < workers; ++w) {
+        if (pushed_[static_cast<size_t>(w)]) continue;
+        const PartialPush& p = partial_[static_cast<size_t>(w)];
+        missing += fmt::format("{}worker {} (rank {}{})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w),
+                               p.parts.empty() ? "" : fmt::format("; {} of {} chunks arrived", p.received,
+                                                                  owned_chunks_.size()));
+      }
       return deadline_exceeded("server {}: no message for {} s while waiting for pushes of step {} from {}",
                                options_.server, options_.timeout_s, version_, missing);
     }
@@ -153,80 +188,95 @@ Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, co
   return Status();  // a bad peer never stops the server
 }
 
-bool ShardServer::push_ranges(const InMessage& m, std::vector<const float*>* ranges, Rejection* why) const {
-  const int64_t step = m.header().getStep();
-  const int w = options_.layout.worker_index(m.header().getSender());
-  if (m.chunks() != owned_chunks_.size()) {
-    *why = {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} has {} chunks; server {} owns {}",
-                                                     step, w, m.chunks(), options_.server, owned_chunks_.size())};
+bool ShardServer::add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rejection* why) const {
+  const int64_t step = m->header().getStep();
+  const int w = options_.layout.worker_index(m->header().getSender());
+  const auto h = m->header().getPush();
+  if (m->chunks() == 0 && !owned_chunks_.empty()) {
+    *why = {wire::ErrorCode::BAD_HEADER,
+            fmt::format("an empty part of the push of step {} from worker {}", step, w)};
     return false;
   }
-  ranges->assign(owned_chunks_.size(), nullptr);
-  for (size_t i = 0; i < m.chunks(); ++i) {
-    const size_t r = range_of_key_.at(key_id(m.key(i)));  // validate() checked ownership
-    if ((*ranges)[r]) {
+  if (!push.parts.empty() && (step != push.step || h.getTokens() != push.tokens || h.getLossSum() != push.loss_sum)) {
+    *why = {wire::ErrorCode::BAD_HEADER,
+            fmt::format("a part of the push of step {} from worker {} ({} tokens, loss sum {}) does not match its "
+                        "first part (step {}, {} tokens, loss sum {})",
+                        step, w, h.getTokens(), h.getLossSum(), push.step, push.tokens, push.loss_sum)};
+    return false;
+  }
+  std::vector<size_t> ranges;
+  for (size_t i = 0; i < m->chunks(); ++i) ranges.push_back(range_of_key_.at(key_id(m->key(i))));  // validated
+  std::vector<size_t> sorted = ranges;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if ((i > 0 && sorted[i] == sorted[i - 1]) || (!push.ranges.empty() && push.ranges[sorted[i]])) {
+      const ChunkKey key = owned_chunks_[sorted[i]].key;
       *why = {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} repeats chunk {}", step, w,
-                                                       plan_.describe(m.key(i), table_[m.key(i).tensor].name))};
+                                                       plan_.describe(key, table_[key.tensor].name))};
       return false;
     }
-    (*ranges)[r] = m.chunk_data(i);
   }
+  if (push.parts.empty()) {
+    push.worker = w;
+    push.step = step;
+    push.tokens = h.getTokens();
+    push.loss_sum = h.getLossSum();
+    push.ranges.assign(owned_chunks_.size(), nullptr);
+  }
+  for (size_t i = 0; i < ranges.size(); ++i) push.ranges[ranges[i]] = m->chunk_data(i);
+  push.received += ranges.size();
+  push.parts.push_back(std::move(m));
   return true;
 }
 
 Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessage> message) {
-  const InMessage& m = *message;
-  const int64_t step = m.header().getStep();
-  const int w = options_.layout.worker_index(m.header().getSender());
+  const int64_t step = message->header().getStep();
+  const uint64_t request = message->header().getRequestId();
+  const int w = options_.layout.worker_index(message->header().getSender());
   const bool bsp = options_.consistency == Consistency::kBsp;
   if (bsp && (step != version_ || updating_))
     return reject(route,
                   {wire::ErrorCode::BAD_STEP, fmt::format("push of step {} from worker {}; server {} takes step {}{}",
                                                           step, w, options_.server, version_,
                                                           updating_ ? " and is applying it" : "")},
-                  &m);
+                  message.get());
   if (!bsp && step > version_)
     return reject(route,
                   {wire::ErrorCode::BAD_STEP, fmt::format("push from worker {} computed on version {}; server {} has "
                                                           "made only {}",
                                                           w, step, options_.server, version_)},
-                  &m);
+                  message.get());
   if (bsp && pushed_[static_cast<size_t>(w)])
     return reject(route, {wire::ErrorCode::BAD_STEP, fmt::format("second push of step {} from worker {}", step, w)},
-                  &m);
-  std::vector<const float*> ranges;
+                  message.get());
+  PartialPush& push = partial_[static_cast<size_t>(w)];
   Rejection why;
-  if (!push_ranges(m, &ranges, &why)) return reject(route, why, &m);
-  if (bsp) {
-    const auto push = m.header().getPush();
-    opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), w);
-    pushed_[static_cast<size_t>(w)] = true;
-    ++pushes_;
-  }
-  OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step,
-                 m.header().getRequestId());
+  if (!add_part(push, message, &why)) return reject(route, why, message.get());
+  OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step, request);
   ack.header().initStepInfo();
   PST_RETURN_IF_ERROR(router_->send(route, ack.finish(), Deadline::after(options_.timeout_s)));
+  if (push.received < owned_chunks_.size()) return Status();
+  PartialPush done = std::move(push);
+  push = PartialPush{};
   if (bsp) {
+    opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w);
+    pushed_[static_cast<size_t>(w)] = true;
+    ++pushes_;
     if (pushes_ == options_.layout.workers) start_update();
     return Status();
   }
   // ASP, SSP: each push is its own update, in arrival order.
   ++clocks_[static_cast<size_t>(w)];
-  queued_.push_back(std::move(message));
+  queued_.push_back(std::move(done));
   if (!updating_) start_next_async();
   return answer_ready_pulls();  // a slow worker's push may release others
 }
 
 void ShardServer::start_next_async() {
-  std::unique_ptr<InMessage> m = std::move(queued_.front());
+  PartialPush push = std::move(queued_.front());
   queued_.erase(queued_.begin());
-  std::vector<const float*> ranges;
-  Rejection why;
-  PST_CHECK(push_ranges(*m, &ranges, &why));  // checked when it arrived
-  max_staleness_ = std::max(max_staleness_, version_ - m->header().getStep());
-  const auto push = m->header().getPush();
-  opt_.add_push_ranges(ranges, push.getTokens(), push.getLossSum(), 0);
+  max_staleness_ = std::max(max_staleness_, version_ - push.step);
+  opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, 0);
   start_update();
 }
 
@@ -248,12 +298,13 @@ Status ShardServer::answer_ready_pulls() {
   std::vector<PendingPull> still;
   for (PendingPull& p : pending_) {
     if (pull_allowed(p.min_version, p.worker)) {
-      PST_RETURN_IF_ERROR(answer_pull(p.route, p.request_id, p.worker));
+      PST_RETURN_IF_ERROR(answer_pull(p));
     } else {
       still.push_back(std::move(p));
     }
   }
   pending_ = std::move(still);
+  waiting_pulls_ = static_cast<int64_t>(pending_.size());
   return Status();
 }
 
@@ -266,30 +317,69 @@ Status ShardServer::on_pull(zmq::message_t route, const InMessage& m) {
                                want, options_.server, version_)},
                   &m);
   const int w = options_.layout.worker_index(m.header().getSender());
-  if (pull_allowed(want, w)) return answer_pull(route, m.header().getRequestId(), w);
-  pending_.push_back({std::move(route), m.header().getRequestId(), want, w});
+  PendingPull p{std::move(route), m.header().getRequestId(), want, w, 0};
+  if (pull_allowed(want, w)) return answer_pull(p);
+  pending_.push_back(std::move(p));
+  waiting_pulls_ = static_cast<int64_t>(pending_.size());
   return Status();
 }
 
-Status ShardServer::answer_pull(const zmq::message_t& route, uint64_t request_id, int worker) {
+Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& weights, const Snapshot& owner,
+                                   int64_t version, const StepReport& report, size_t last) {
+  OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version,
+                   p.request_id);
+  auto info = reply.header().initStepInfo();
+  info.setApplied(report.applied || version == 0);
+  info.setAppliedSteps(report.applied_steps);
+  info.setGradNorm(report.grad_norm);
+  info.setClipCoef(report.clip_coef);
+  info.setLr(report.lr);
+  for (size_t i = p.sent; i < last; ++i)
+    reply.add_chunk(owned_chunks_[i].key, weights.data() + opt_.local_offset(i), owned_chunks_[i].length, owner);
+  p.sent = last;
+  return router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
+}
+
+Status ShardServer::answer_pull(PendingPull& p) {
   if (options_.consistency != Consistency::kBsp) {
     const int64_t slowest = slowest_live_clock();
-    if (slowest != INT64_MAX) max_lead_ = std::max(max_lead_, clocks_[static_cast<size_t>(worker)] - slowest);
+    if (slowest != INT64_MAX) max_lead_ = std::max(max_lead_, clocks_[static_cast<size_t>(p.worker)] - slowest);
   }
-  OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version_,
-                   request_id);
-  auto info = reply.header().initStepInfo();
-  info.setApplied(last_.applied || version_ == 0);
-  info.setAppliedSteps(opt_.applied_steps());
-  info.setGradNorm(last_.grad_norm);
-  info.setClipCoef(last_.clip_coef);
-  info.setLr(last_.lr);
-  for (size_t i = 0; i < owned_chunks_.size(); ++i)
-    reply.add_chunk(owned_chunks_[i].key, snapshot_->data() + opt_.local_offset(i), owned_chunks_[i].length, snapshot_);
-  return router_->send(route, reply.finish(), Deadline::after(options_.timeout_s));
+  // What streaming during the update has not sent (a server that owns
+  // nothing answers with one empty part).
+  if (p.sent == owned_chunks_.size() && p.sent > 0) return Status();
+  StepReport report = last_;
+  report.applied_steps = opt_.applied_steps();
+  return send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size());
+}
+
+Status ShardServer::on_progress(size_t done) {
+  if (options_.consistency != Consistency::kBsp || owned_chunks_.empty()) return Status();
+  // The last chunk waits for the end of the update: a worker cannot finish
+  // its forward, and push the next step, before this server takes it.
+  done = std::min(done, owned_chunks_.size() - 1);
+  StepReport report;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    report = progress_report_;
+  }
+  for (PendingPull& p : pending_)
+    if (p.min_version <= version_ + 1 && p.sent < done) {
+      PST_RETURN_IF_ERROR(send_pull_part(p, *next_snapshot_, next_snapshot_, version_ + 1, report, done));
+      ++streamed_parts_;
+    }
+  return Status();
 }
 
 void ShardServer::start_update() {
+  // The update writes the next snapshot; the current one keeps serving
+  // pulls of version_. The one before is reused once ZeroMQ lets go of it.
+  if (spare_ && spare_.use_count() == 1) {
+    next_snapshot_ = std::move(spare_);
+  } else {
+    next_snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
+  }
+  spare_.reset();
   updating_ = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -299,6 +389,11 @@ void ShardServer::start_update() {
 }
 
 void ShardServer::update_loop() {
+  auto post = [&](int64_t value) {
+    zmq::message_t note(sizeof(value));
+    std::memcpy(note.data(), &value, sizeof(value));
+    (void)notify_send_.send(note, zmq::send_flags::none);
+  };
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -306,19 +401,41 @@ void ShardServer::update_loop() {
       if (stop_) return;
       update_requested_ = false;
     }
-    // The receive thread leaves opt_ alone while updating_ is set.
+    // The receive thread leaves opt_ and next_snapshot_ alone while updating_ is set.
+    const auto started = std::chrono::steady_clock::now();
+    int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
     const GradStats local = opt_.reduce();
     const bool bsp = options_.consistency == Consistency::kBsp;
     Result<GradStats> global = local;
     // Another server may wait timeout_s for a worker before it gives up, and
     // the scheduler judges a silent node within timeout_s and a heartbeat:
     // waiting twice that lets their verdict, which names the culprit, arrive.
-    if (bsp)
+    if (bsp) {
+      const auto before = std::chrono::steady_clock::now();
       global = reducer_->all_reduce(options_.server, opt_.version(), local, Deadline::after(2 * options_.timeout_s));
+      waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - before).count();
+    }
     Status status;
     StepReport report;
+    float* next = next_snapshot_->data();
+    size_t copied = 0;
+    int64_t unannounced = 0;
+    // BSP: each updated range goes to the next snapshot, and every
+    // stream_bytes the receive loop may send it to the waiting pulls.
+    const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {
+      opt_.copy_local_weights(next, copied, done);
+      for (; copied < done; ++copied) unannounced += opt_.owned()[copied].length * int64_t{sizeof(float)};
+      if (unannounced < options_.stream_bytes) return;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        progress_report_ = r;
+      }
+      post(static_cast<int64_t>(done));
+      unannounced = 0;
+    };
     if (global.ok()) {
-      report = opt_.apply(*global, /*clip=*/bsp);
+      report = opt_.apply(*global, /*clip=*/bsp, bsp ? progress : nullptr);
+      opt_.copy_local_weights(next, copied, opt_.owned().size());  // a skipped step, ASP, SSP
     } else {
       status = global.status();
     }
@@ -327,8 +444,10 @@ void ShardServer::update_loop() {
       update_status_ = status;
       update_report_ = report;
     }
-    zmq::message_t done(1);
-    (void)notify_send_.send(done, zmq::send_flags::none);
+    update_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
+                  waited_ns;
+    ++updates_;
+    post(kUpdateDone);
   }
 }
 
@@ -344,20 +463,13 @@ Status ShardServer::finish_update() {
   PST_RETURN_IF_ERROR(status);
   last_ = report;
   version_ = report.version;
-  take_snapshot();
+  spare_ = std::move(snapshot_);
+  snapshot_ = std::move(next_snapshot_);
   std::fill(pushed_.begin(), pushed_.end(), false);
   pushes_ = 0;
   PST_RETURN_IF_ERROR(answer_ready_pulls());
   if (!queued_.empty()) start_next_async();
   return Status();
-}
-
-void ShardServer::take_snapshot() {
-  // Pull replies send the snapshot without copying; a snapshot still held by
-  // ZeroMQ stays untouched and a fresh one is made.
-  if (!snapshot_ || snapshot_.use_count() > 1)
-    snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
-  opt_.copy_local_weights(snapshot_->data());
 }
 
 }  // namespace pst

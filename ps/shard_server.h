@@ -9,11 +9,18 @@
 //  - SSP(s): as ASP, but a worker that has pushed c times gets weights only
 //    while the slowest live worker has pushed at least c - s times.
 //
+// A worker's push may come in parts (as its backward finishes layers); it
+// counts once every owned chunk has arrived, exactly once. A pull is
+// answered in parts in flat order: in BSP, the parts of version v+1 go out
+// while the update is still applying AdamW to later chunks, so the worker's
+// forward starts on the first layers early (DESIGN.md §4).
+//
 // The update runs on its own thread; the receive thread keeps validating and
 // answering messages meanwhile (pulls of the current version are served from
-// a snapshot of the weights, so they never see a half-applied step). Bad
-// messages get an Error reply and count as rejected; they never stop the
-// server or touch the optimizer.
+// a snapshot of the weights, so they never see a half-applied step; the
+// update writes the next snapshot range by range). Bad messages get an Error
+// reply and count as rejected; they never stop the server or touch the
+// optimizer.
 //
 // Thread safety: serve() runs on one thread; rejected() may be read from any.
 #pragma once
@@ -44,7 +51,14 @@ struct ShardServerOptions {
   double timeout_s = 60;  // longest wait without progress (pushes of a round, statistics)
   Consistency consistency = Consistency::kBsp;
   int64_t staleness = 0;  // SSP's bound
+  // BSP: an update lets the waiting pulls have its chunks after at least
+  // this many bytes, so parts are neither one per small tensor nor the
+  // whole shard.
+  int64_t stream_bytes = 256 << 10;
 };
+
+// The options of server k of a job from its [cluster] settings.
+ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, int server, JobLayout layout);
 
 class ShardServer {
  public:
@@ -70,6 +84,14 @@ class ShardServer {
   // (versions applied since the weights a push was computed on).
   int64_t max_clock_lead() const { return max_lead_; }
   int64_t max_staleness() const { return max_staleness_; }
+  // Pull parts sent while an update was still running (BSP streaming), and
+  // pulls waiting now; readable from any thread.
+  int64_t streamed_parts() const { return streamed_parts_.load(); }
+  int64_t waiting_pulls() const { return waiting_pulls_.load(); }
+  // Updates applied and the seconds they took on the update thread
+  // (aggregation, statistics, clipping, Adam/AdamW, the next snapshot).
+  int64_t updates() const { return updates_.load(); }
+  double update_seconds() const { return static_cast<double>(update_ns_.load()) * 1e-9; }
 
  private:
   struct PendingPull {
@@ -77,27 +99,42 @@ class ShardServer {
     uint64_t request_id = 0;
     int64_t min_version = 0;
     int worker = 0;
+    size_t sent = 0;  // owned chunks already sent (streamed during an update)
   };
+  // A worker's push of one step, part by part.
+  struct PartialPush {
+    int worker = 0;
+    int64_t step = 0, tokens = 0;
+    double loss_sum = 0.0;
+    std::vector<std::unique_ptr<InMessage>> parts;
+    std::vector<const float*> ranges;  // per owned chunk; null until it arrives
+    size_t received = 0;
+  };
+  using Snapshot = std::shared_ptr<std::vector<float>>;
 
   Status serve_until_done();
   // Handles one message; true when it was progress (a push or a shutdown).
   bool handle(Routed msg);
   Status reject(const zmq::message_t& route, const Rejection& why, const InMessage* m);
   Status on_push(const zmq::message_t& route, std::unique_ptr<InMessage> m);
-  // Maps a push's chunks to the owned ranges; false (and *why) when the set
-  // of chunks is not exactly the server's.
-  bool push_ranges(const InMessage& m, std::vector<const float*>* ranges, Rejection* why) const;
+  // Adds a part to the worker's push; false (and *why) when it does not fit
+  // (another step, other tokens, a chunk it already sent, an empty part).
+  bool add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rejection* why) const;
   bool pull_allowed(int64_t min_version, int worker) const;
   // Pushes of the slowest worker that has not finished; INT64_MAX when all have.
   int64_t slowest_live_clock() const;
   Status answer_ready_pulls();
   void start_next_async();
   Status on_pull(zmq::message_t route, const InMessage& m);
-  Status answer_pull(const zmq::message_t& route, uint64_t request_id, int worker);
+  // Sends chunks [p.sent, last) of `weights` (version `version`) to a pull.
+  Status send_pull_part(PendingPull& p, const std::vector<float>& weights, const Snapshot& owner, int64_t version,
+                        const StepReport& report, size_t last);
+  Status answer_pull(PendingPull& p);
   void start_update();
   void update_loop();
   Status finish_update();
-  void take_snapshot();
+  // The update has written owned chunks [0, done) of next_snapshot_.
+  Status on_progress(size_t done);
 
   const ParamTable& table_;
   const ShardPlan& plan_;
@@ -111,20 +148,27 @@ class ShardServer {
 
   // Receive-thread state.
   int64_t version_ = 0;
-  std::vector<bool> pushed_;  // per worker, this round
+  std::vector<bool> pushed_;  // per worker, this round (BSP)
+  std::vector<PartialPush> partial_;  // per worker: the push arriving
   int pushes_ = 0;
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;
   std::vector<int64_t> clocks_;               // pushes received per worker
   std::vector<bool> finished_;                // workers that sent Shutdown
-  std::vector<std::unique_ptr<InMessage>> queued_;  // ASP/SSP pushes waiting for the update thread
+  std::vector<PartialPush> queued_;  // ASP/SSP pushes waiting for the update thread
   int64_t max_lead_ = 0;
   int64_t max_staleness_ = 0;
-  std::shared_ptr<std::vector<float>> snapshot_;  // weights of version_, local order
+  Snapshot snapshot_;       // weights of version_, local order
+  Snapshot next_snapshot_;  // the update's, written range by range
+  Snapshot spare_;          // the one before, reused once ZeroMQ lets go of it
   StepReport last_;
   Status error_;
   std::atomic<int64_t> rejected_{0};
+  std::atomic<int64_t> streamed_parts_{0};
+  std::atomic<int64_t> waiting_pulls_{0};
+  std::atomic<int64_t> updates_{0};
+  std::atomic<int64_t> update_ns_{0};
 
   // Update thread; mu_ guards the fields below it.
   std::thread update_thread_;
@@ -133,7 +177,8 @@ class ShardServer {
   bool update_requested_ = false;
   bool stop_ = false;
   Status update_status_;
-  StepReport update_report_;
+  StepReport update_report_;    // final once the update is done
+  StepReport progress_report_;  // the report the streamed parts carry
 };
 
 }  // namespace pst

@@ -98,16 +98,34 @@ Result<TrainSummary> Trainer::run() {
   // Weights and gradients cross to the client through pinned host buffers,
   // or not at all when the client takes the model's device buffers.
   const bool on_device = client_->device_buffers();
+  const int64_t n = model_->num_params();
   std::unique_ptr<HostBuffer> host_weights, host_grads;
   if (!on_device) {
-    host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(model_->num_params()));
+    host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(n));
     host_grads = std::make_unique<HostBuffer>(model_->backend(), host_weights->size());
   }
+  // A streaming client (DESIGN.md §4) delivers the weights in layer order:
+  // a pull is begun after the pushes, and the next forward completes it
+  // layer by layer as it needs them. The model holds weights [0, have) of
+  // the version pulled last.
+  const bool stream = client_->streams() && opt_.overlap;
+  int64_t have = n;
+  auto need = [&](int64_t end) -> Status {
+    if (end <= have) return Status();
+    PST_RETURN_IF_ERROR(client_->await_weights(end));
+    if (!on_device) model_->set_weights(host_weights->data(), have, end);
+    have = end;
+    return Status();
+  };
   auto pull = [&](int64_t min_version) -> Result<PullInfo> {
-    PST_ASSIGN_OR_RETURN(PullInfo pi, client_->pull(min_version, on_device ? model_->weights() : host_weights->data()));
-    if (!on_device) model_->set_weights(host_weights->data());
+    PST_ASSIGN_OR_RETURN(PullInfo pi, client_->begin_pull(min_version, on_device ? model_->weights() : host_weights->data()));
+    have = on_device ? n : 0;
+    if (!stream) PST_RETURN_IF_ERROR(need(n));
     return pi;
   };
+  // Gradients go out layer by layer as backward finishes them, unless this
+  // worker clips them first, which needs all of them (ASP, SSP).
+  const bool stream_push = stream && !on_device && opt_.clip_norm <= 0;
   PST_ASSIGN_OR_RETURN(PullInfo info, pull(0));
   int64_t version = info.version;
 
@@ -122,6 +140,7 @@ Result<TrainSummary> Trainer::run() {
 
   auto run_valid = [&](int64_t step) {
     if (!opt_.evaluate || data_.valid->size() == 0) return;
+    // (need(n) has completed the pull: run() does it before any evaluation.)
     bar.clear();
     Stopwatch ev;
     sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
@@ -137,6 +156,7 @@ Result<TrainSummary> Trainer::run() {
       const Batch batch = iterators[i].next();
       const int64_t shard_tokens = batch.tokens();
       model_->zero_grads();
+      Status hooks;  // the first failure inside a hook; the pass runs on and it is returned after
       ForwardOptions fo;
       fo.train = true;
       fo.grad_scale = shard_tokens > 0 ? 1.0f / static_cast<float>(shard_tokens) : 0.0f;
@@ -144,14 +164,31 @@ Result<TrainSummary> Trainer::run() {
       fo.seed = static_cast<uint64_t>(tc.seed);
       fo.step = static_cast<uint64_t>(step);
       fo.worker = static_cast<uint64_t>(opt_.shards[i]);
+      if (stream && have < n)
+        fo.need_weights = [&](int64_t end) {
+          if (hooks.ok()) hooks = need(end);
+        };
       const LossStats shard_loss = model_->forward(batch, fo);
-      model_->backward();
-      if (opt_.clip_norm > 0) clip_gradient();
-      if (on_device) {
-        PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, model_->grads()));
+      PST_RETURN_IF_ERROR(hooks);
+      if (stream_push) {
+        PST_RETURN_IF_ERROR(client_->begin_push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
+        int64_t final_from = n;
+        model_->backward([&](int64_t begin) {
+          model_->get_grads(host_grads->data(), begin, final_from);
+          final_from = begin;
+          if (hooks.ok()) hooks = client_->push_final(begin);
+        });
+        PST_RETURN_IF_ERROR(hooks);
+        PST_RETURN_IF_ERROR(client_->finish_push());
       } else {
-        model_->get_grads(host_grads->data());
-        PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
+        model_->backward();
+        if (opt_.clip_norm > 0) clip_gradient();
+        if (on_device) {
+          PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, model_->grads()));
+        } else {
+          model_->get_grads(host_grads->data());
+          PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
+        }
       }
       tokens += shard_tokens;
       ls.tokens += shard_loss.tokens;
@@ -202,13 +239,17 @@ Result<TrainSummary> Trainer::run() {
                            info.lr, duration((train_seconds / static_cast<double>(step + 1)) *
                                              static_cast<double>(tc.steps - step - 1))));
     }
-    if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last) run_valid(step + 1);
+    if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && opt_.evaluate) {
+      PST_RETURN_IF_ERROR(need(n));
+      run_valid(step + 1);
+    }
     if (last && step + 1 < tc.steps) {
       spdlog::info("train.max_minutes = {} reached after {} steps", tc.max_minutes, step + 1);
       break;
     }
   }
   bar.clear();
+  PST_RETURN_IF_ERROR(need(n));  // the last pull, before evaluation and before the caller reads the model
   run_valid(sum.steps);
   if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0) {
     Stopwatch ev;

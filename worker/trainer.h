@@ -41,6 +41,8 @@ struct TrainerOptions {
   bool progress = true;             // a progress bar when stdout is a terminal
   double clip_norm = 0;             // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
+  // Push per layer and pull in layer order when the client can (cluster.overlap).
+  bool overlap = false;
 };
 
 class Trainer {

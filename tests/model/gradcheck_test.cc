@@ -12,6 +12,7 @@
 
 #include "model/backend.h"
 #include "model/transformer.h"
+#include "tests/model/fixtures.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 
@@ -317,32 +318,10 @@ struct ModelCase {
 class ModelGradTest : public GradcheckTest, public ::testing::WithParamInterface<ModelCase> {};
 
 TEST_P(ModelGradTest, DirectionalDerivative) {
-  ModelConfig cfg;
-  cfg.kind = GetParam().kind;
-  cfg.norm = GetParam().norm;
-  cfg.init = cfg.norm == NormPlacement::kDeepNorm ? InitScheme::kDeepNet : InitScheme::kXavierUniform;
-  cfg.d_model = 8;
-  cfg.heads = 2;
-  cfg.ffn_dim = 16;
-  cfg.encoder_layers = 2;
-  cfg.decoder_layers = 2;
-  cfg.max_len = 8;
-  cfg.activation = Activation::kGelu;
-  cfg.positions = Positions::kLearned;
-  cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0.2;
+  const ModelConfig cfg = testing::tiny_model(GetParam().kind, GetParam().norm);
   Transformer model(cfg, 9, 11, be_.get());
   model.init_weights(5);
-  Batch b;
-  b.B = 2;
-  b.S = cfg.kind == ModelKind::kEncoderDecoder ? 5 : 0;
-  b.T = 4;
-  if (b.S) {
-    b.src = {4, 5, 6, 7, 2, 8, 4, 2, 0, 0};
-    b.src_len = {5, 3};
-  }
-  b.tgt_in = {1, 4, 5, 6, 1, 7, 0, 0};
-  b.tgt_out = {4, 5, 6, 2, 7, 2, kIgnoreTarget, kIgnoreTarget};
-  b.tgt_len = {4, 2};
+  const Batch b = testing::tiny_batch(cfg.kind == ModelKind::kEncoderDecoder);
   ForwardOptions opt;
   opt.train = true;
   opt.label_smoothing = 0.1f;

@@ -35,12 +35,44 @@ const std::vector<std::pair<Words, Words>> kShards = {
 
 struct Cluster {
   int servers, workers;
+  bool stream = false;  // pushes per layer and pulls in layer order, through the model's hooks
 };
+
+// One step of a worker through the streaming calls: the pull of `step`
+// completes layer by layer as forward needs it, and each layer's gradient is
+// pushed as soon as backward announces it final.
+Status streamed_step(RemoteParameterClient& c, Transformer& model, const Batch& batch, int64_t step,
+                     std::vector<float>& weights, std::vector<float>& grads) {
+  PST_ASSIGN_OR_RETURN(PullInfo info, c.begin_pull(step, weights.data()));
+  if (info.version != step) return failed_precondition("pulled version {} for step {}", info.version, step);
+  Status hooks;
+  int64_t have = 0;
+  ForwardOptions o;
+  o.train = true;
+  o.grad_scale = 1.0f / static_cast<float>(batch.tokens());
+  o.need_weights = [&](int64_t end) {
+    if (hooks.ok()) hooks = c.await_weights(end);
+    model.set_weights(weights.data(), have, end);
+    have = end;
+  };
+  model.zero_grads();
+  model.forward(batch, o);
+  PST_RETURN_IF_ERROR(hooks);
+  PST_RETURN_IF_ERROR(c.begin_push(step, batch.tokens(), 0.0, grads.data()));
+  int64_t final_from = model.num_params();
+  model.backward([&](int64_t begin) {
+    model.get_grads(grads.data(), begin, final_from);
+    final_from = begin;
+    if (hooks.ok()) hooks = c.push_final(begin);
+  });
+  PST_RETURN_IF_ERROR(hooks);
+  return c.finish_push();
+}
 
 class BspTest : public ::testing::TestWithParam<Cluster> {};
 
 TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
-  const auto [S, W] = GetParam();
+  const auto [S, W, stream] = GetParam();
   JobConfig job = testing::tiny_job();
   job.optim.weight_decay = 0.05;
   auto cpu = make_cpu_backend(1);
@@ -86,8 +118,10 @@ TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
     auto router = Router::bind(ctx, fmt::format("inproc://bsp-test-{}", k));
     ASSERT_TRUE(router.ok()) << router.status().to_string();
     endpoints.push_back((*router)->endpoint());
+    ShardServerOptions so{kJob, k, layout, 30.0};
+    so.stream_bytes = stream ? 4 : so.stream_bytes;  // streaming: every chunk as soon as it is updated
     servers.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx,
-                                                    std::move(*router), ShardServerOptions{kJob, k, layout, 30.0}));
+                                                    std::move(*router), so));
   }
   std::vector<Status> server_status(S), worker_status(W);
   std::vector<std::thread> threads;
@@ -103,9 +137,13 @@ TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
         worker_status[w] = client.status();
         return;
       }
-      std::vector<float> weights(w0.size());
+      std::vector<float> weights(w0.size()), grads(w0.size());
       auto run = [&]() -> Status {
         for (int step = 0; step < kSteps; ++step) {
+          if (stream) {
+            PST_RETURN_IF_ERROR(streamed_step(**client, model, batch, step, weights, grads));
+            continue;
+          }
           PST_ASSIGN_OR_RETURN(PullInfo info, (*client)->pull(step, weights.data()));
           if (info.version != step) return failed_precondition("pulled version {} for step {}", info.version, step);
           model.set_weights(weights.data());
@@ -135,14 +173,78 @@ TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, BspTest,
                          ::testing::Values(Cluster{1, 1}, Cluster{1, 2}, Cluster{1, 3}, Cluster{2, 1}, Cluster{2, 2},
-                                           Cluster{2, 3}, Cluster{3, 1}, Cluster{3, 2}, Cluster{3, 3}),
+                                           Cluster{2, 3}, Cluster{3, 1}, Cluster{3, 2}, Cluster{3, 3},
+                                           Cluster{1, 1, true}, Cluster{1, 2, true}, Cluster{2, 3, true},
+                                           Cluster{3, 2, true}, Cluster{3, 3, true}),
                          [](const ::testing::TestParamInfo<Cluster>& p) {
-                           return fmt::format("S{}W{}", p.param.servers, p.param.workers);
+                           return fmt::format("S{}W{}{}", p.param.servers, p.param.workers,
+                                              p.param.stream ? "Streamed" : "");
                          });
 
-// One server, one worker, and a rogue peer: a push with another job id and
-// a push that lacks a chunk get Error replies naming the problem; the
-// server counts them, and the worker's round goes on unharmed.
+// A pull that waits while the update runs gets the new weights in parts as
+// AdamW gets through the chunks, all but the last before the update ends;
+// the assembled weights are those of the whole step.
+TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
+  JobConfig job = testing::tiny_job();
+  auto cpu = make_cpu_backend(1);
+  Transformer model(job.model, 12, 12, cpu.get());
+  model.init_weights(4);
+  std::vector<float> w0(model.num_params());
+  model.get_weights(w0.data());
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(model.table().numels(), 1, 128);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{1, 2};
+  SingleServerReducer reducer;
+  auto router = Router::bind(ctx, "inproc://stream-test");
+  ASSERT_TRUE(router.ok());
+  ShardServerOptions so{kJob, 0, layout, 30.0};
+  so.stream_bytes = 4;
+  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router), so);
+  Status served;
+  std::thread t([&] { served = server.serve(); });
+  const std::vector<float> g = testing::random_vec(w0.size(), 9, 0.1f);
+  std::vector<Status> st(2);
+  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.emplace_back([&, w] {
+      auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://stream-test"}, RemoteClientOptions{kJob, w, layout, 30.0});
+      if (!c.ok()) {
+        st[w] = c.status();
+        return;
+      }
+      // Worker 1 pushes only once worker 0's pull is waiting at the server.
+      if (w == 1) {
+        const Deadline d = Deadline::after(20);
+        while (server.waiting_pulls() < 1 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      st[w] = (*c)->push(0, 5, 0.0, g.data());
+      if (st[w].ok()) st[w] = (*c)->pull(1, weights[w].data()).status();
+      if (st[w].ok()) st[w] = (*c)->shutdown();
+    });
+  }
+  for (auto& x : workers) x.join();
+  t.join();
+  ASSERT_TRUE(st[0].ok()) << st[0].to_string();
+  ASSERT_TRUE(st[1].ok()) << st[1].to_string();
+  ASSERT_TRUE(served.ok()) << served.to_string();
+  EXPECT_GT(server.streamed_parts(), 0) << "nothing went out before the update ended";
+  ShardOptimizer ref(job, model.table(), whole_tensors(model.table()), w0.data());
+  ref.add_push(g.data(), 5, 0.0);
+  ref.add_push(g.data(), 5, 0.0);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  EXPECT_EQ(weights[0], want);
+  EXPECT_EQ(weights[1], want);
+}
+
+// One server, two workers, and worker 1 speaks through a raw socket: a push
+// with another job id, a part that repeats a chunk, a part whose tokens
+// differ from its first part's, and an empty part get Error replies naming
+// the problem; the server counts them, and the push goes on unharmed: its
+// last part completes it and the round ends with both workers' gradients.
 TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   JobConfig job = testing::tiny_job();
   auto cpu = make_cpu_backend(1);
@@ -153,7 +255,9 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   zmq::context_t ctx;
   auto plan = ShardPlan::make(model.table().numels(), 1, 256);
   ASSERT_TRUE(plan.ok());
-  const JobLayout layout{1, 2};  // worker 1 plays the rogue
+  const auto& chunks = plan->chunks();
+  ASSERT_GT(chunks.size(), 2u);
+  const JobLayout layout{1, 2};
   SingleServerReducer reducer;
   auto router = Router::bind(ctx, "inproc://bad-push-test");
   ASSERT_TRUE(router.ok());
@@ -162,32 +266,41 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   Status served;
   std::thread t([&] { served = server.serve(); });
 
-  auto rogue = Dealer::connect(ctx, "inproc://bad-push-test", "server 0");
-  ASSERT_TRUE(rogue.ok());
+  auto raw = Dealer::connect(ctx, "inproc://bad-push-test", "server 0");
+  ASSERT_TRUE(raw.ok());
   const std::vector<float> g(w0.size(), 0.01f);
-  auto send_and_read_error = [&](uint64_t job_id, bool drop_last_chunk) {
+  // Sends a part of worker 1's push of step 0 with chunks [first, last) and
+  // returns the reply: "ack" or the Error's message.
+  auto send_part = [&](uint64_t job_id, size_t first, size_t last, int64_t tokens) -> std::string {
     OutMessage m(wire::Kind::PUSH, job_id, layout.worker_rank(1), 0, 5);
-    m.header().initPush().setTokens(3);
-    const auto& chunks = plan->chunks();
-    for (size_t i = 0; i + (drop_last_chunk ? 1 : 0) < chunks.size(); ++i)
-      m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
-    EXPECT_TRUE((*rogue)->send(m.finish(), Deadline::after(10)).ok());
-    auto reply = (*rogue)->receive(Deadline::after(10), "an error reply");
-    EXPECT_TRUE(reply.ok());
+    m.header().initPush().setTokens(tokens);
+    for (size_t i = first; i < last; ++i) m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
+    EXPECT_TRUE((*raw)->send(m.finish(), Deadline::after(10)).ok());
+    auto reply = (*raw)->receive(Deadline::after(10), "a reply");
+    if (!reply.ok()) return reply.status().to_string();
     Rejection why;
     auto in = InMessage::parse(std::move(*reply), &why);
-    EXPECT_TRUE(in);
+    if (!in) return "unparsable reply: " + why.message;
+    if (in->header().getKind() == wire::Kind::PUSH_ACK) return "ack";
     EXPECT_EQ(in->header().getKind(), wire::Kind::ERROR);
-    return std::string(in->header().getError().getMessage().cStr());
+    return in->header().getError().getMessage().cStr();
   };
-  EXPECT_NE(send_and_read_error(kJob + 1, false).find("job id"), std::string::npos);
-  const std::string missing = send_and_read_error(kJob, true);
-  EXPECT_NE(missing.find("chunks; server 0 owns"), std::string::npos) << missing;
-  EXPECT_EQ(server.rejected(), 2);
-  EXPECT_EQ(server.version(), 0) << "a rejected push must not count";
+  const size_t n = chunks.size();
+  EXPECT_NE(send_part(kJob + 1, 0, n, 3).find("job id"), std::string::npos);
+  EXPECT_EQ(send_part(kJob, 0, n - 1, 3), "ack");
+  const std::string repeat = send_part(kJob, 0, 1, 3);
+  EXPECT_NE(repeat.find("repeats chunk"), std::string::npos) << repeat;
+  const std::string mismatch = send_part(kJob, n - 1, n, 4);
+  EXPECT_NE(mismatch.find("does not match its first part"), std::string::npos) << mismatch;
+  const std::string empty = send_part(kJob, 0, 0, 3);
+  EXPECT_NE(empty.find("empty part"), std::string::npos) << empty;
+  EXPECT_EQ(server.rejected(), 4);
+  EXPECT_EQ(server.version(), 0) << "a rejected part must not count";
+  EXPECT_EQ(send_part(kJob, n - 1, n, 3), "ack");
 
-  // The real workers: a full round with both, then shutdown.
+  // Worker 0 pushes the same gradient; both pull the step and finish.
   std::vector<Status> st(2);
+  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
   std::vector<std::thread> workers;
   for (int w = 0; w < 2; ++w) {
     workers.emplace_back([&, w] {
@@ -196,9 +309,8 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
         st[w] = c.status();
         return;
       }
-      std::vector<float> weights(w0.size());
-      st[w] = (*c)->push(0, 10, 0.0, g.data());
-      if (st[w].ok()) st[w] = (*c)->pull(1, weights.data()).status();
+      if (w == 0) st[w] = (*c)->push(0, 10, 0.0, g.data());
+      if (st[w].ok()) st[w] = (*c)->pull(1, weights[w].data()).status();
       if (st[w].ok()) st[w] = (*c)->shutdown();
     });
   }
@@ -208,6 +320,15 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_TRUE(st[1].ok()) << st[1].to_string();
   EXPECT_TRUE(served.ok()) << served.to_string();
   EXPECT_EQ(server.version(), 1);
+  EXPECT_EQ(server.rejected(), 4);
+  // The step used the mean gradient g: one AdamW step from w0.
+  ShardOptimizer ref(job, model.table(), whole_tensors(model.table()), w0.data());
+  ref.add_push(g.data(), 13, 0.0);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  EXPECT_EQ(weights[0], want);
+  EXPECT_EQ(weights[1], want);
 }
 
 // A worker that never pushes: the server gives up at its deadline naming
