@@ -5,7 +5,9 @@
 #     that plays the W workers in turn (`cluster.in_process = "sequential"`,
 #     the concatenated batch of every step), with dropout on and tensors cut
 #     into chunks over the servers; so does the job as threads of one
-#     process (S = 2, W = 3).
+#     process (S = 2, W = 3), and so does S = 2, W = 3 under mpirun with
+#     overlap on (pushes per layer, pulls in layer order, servers streaming
+#     every 1 KiB of updated weights).
 #  2. ASP and SSP(1) jobs finish, and their loss falls.
 #  3. kill -9 of a worker or of a server mid-run: the job ends non-zero well
 #     within its deadline, and the output names the dead rank.
@@ -56,6 +58,12 @@ for S in 1 2 3; do
     fi
   done
 done
+
+check "mpirun S=2 W=3 with overlap on" timeout 300 "${MPIRUN[@]}" -np 6 "$PST" train "${JOB[@]}" \
+  --set cluster.servers=2 --set cluster.overlap=on --set cluster.stream_bytes=1024 \
+  --set train.output="$TMP/overlap" >"$TMP/overlap.log" 2>&1
+check "overlap on equals one process on the concatenated batches" \
+  "$DIFF" "$TMP/overlap/model.safetensors" "$TMP/ref3/model.safetensors" 0 1e-6
 
 # 2. ASP and SSP jobs run to their end and the loss falls.
 for mode in asp ssp; do
