@@ -56,6 +56,13 @@ int finish_training(const JobConfig& job, const TaskData& data, Transformer& mod
   return 0;
 }
 
+// The /metrics of a job that is one process, and its file_sd with that one target.
+static Result<std::unique_ptr<MetricsServer>> start_process_metrics(const JobConfig& job, uint64_t job_id) {
+  PST_ASSIGN_OR_RETURN(auto m, start_metrics(job, 0));
+  if (m) PST_RETURN_IF_ERROR(write_file_sd(file_sd_path(job), {{m->endpoint(), "process", 0}}, job_id));
+  return m;
+}
+
 int run_train_threads(JobConfig& job, const TaskData& data) {
   const JobLayout layout{static_cast<int>(job.cluster.servers), static_cast<int>(job.cluster.workers)};
   const uint64_t job_id = fnv1a64(to_toml(job));
@@ -75,6 +82,13 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
   } else {
     reducer = std::make_unique<ThreadStatsReducer>(layout.servers);
   }
+  auto prom = start_process_metrics(job, job_id);
+  if (!prom.ok()) {
+    spdlog::error("{}", prom.status().message());
+    return 2;
+  }
+  std::vector<std::unique_ptr<ServerMetrics>> server_metrics;
+  std::vector<std::unique_ptr<WorkerMetrics>> worker_metrics;
   zmq::context_t ctx;
   std::vector<std::unique_ptr<ShardServer>> servers;
   std::vector<std::string> endpoints;
@@ -85,10 +99,16 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
       return 2;
     }
     endpoints.push_back((*router)->endpoint());
+    ShardServerOptions options = shard_server_options(job, job_id, k, layout);
+    if (*prom) {
+      server_metrics.push_back(std::make_unique<ServerMetrics>((*prom)->families(), layout.server_rank(k), k));
+      options.metrics = server_metrics.back().get();
+    }
     servers.push_back(std::make_unique<ShardServer>(job, table, *plan, initial.data(), reducer.get(), ctx,
-                                                    std::move(*router),
-                                                    shard_server_options(job, job_id, k, layout)));
+                                                    std::move(*router), options));
   }
+  for (int w = 0; w < layout.workers && *prom; ++w)
+    worker_metrics.push_back(std::make_unique<WorkerMetrics>((*prom)->families(), layout.worker_rank(w)));
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<Transformer>> models;
   for (int w = 0; w < layout.workers; ++w) {
@@ -118,8 +138,9 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
         st = client.status();
         return;
       }
-      Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(),
-                      worker_trainer_options(job, layout, w, *backends[static_cast<size_t>(w)], metrics));
+      TrainerOptions topt = worker_trainer_options(job, layout, w, *backends[static_cast<size_t>(w)], metrics);
+      if (*prom) topt.monitor = worker_metrics[static_cast<size_t>(w)].get();
+      Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(), topt);
       auto summary = trainer.run();
       st = summary.ok() ? (*client)->shutdown() : summary.status();
       if (w == 0) summary0 = std::move(summary);
@@ -134,7 +155,9 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
                   i_ < layout.servers ? i_ : i_ - layout.servers, status[i].message());
     return 1;
   }
-  return finish_training(job, data, *models[0], summary0);
+  const int rc = finish_training(job, data, *models[0], summary0);
+  if (rc == 0) linger_metrics(job, prom->get());
+  return rc;
 }
 
 int run_train(const ConfigArgs& args) {
@@ -179,7 +202,15 @@ int run_train(const ConfigArgs& args) {
     spdlog::info("cluster.consistency = {}: one thread runs its workers in lockstep (BSP)",
                  to_string(job->cluster.consistency));
   LocalParameterClient client(&server, server_device != nullptr, static_cast<int>(workers));
+  auto prom = start_process_metrics(*job, fnv1a64(to_toml(*job)));
+  if (!prom.ok()) {
+    spdlog::error("{}", prom.status().message());
+    return 2;
+  }
+  std::unique_ptr<WorkerMetrics> monitor;
+  if (*prom) monitor = std::make_unique<WorkerMetrics>((*prom)->families(), 0);
   TrainerOptions topt;
+  topt.monitor = monitor.get();
   topt.metrics = metrics;
   topt.workers = workers;
   topt.shards.clear();
@@ -187,7 +218,9 @@ int run_train(const ConfigArgs& args) {
   Trainer trainer(*job, *data, &model, &client, topt);
   auto summary = trainer.run();
   std::fclose(metrics);
-  return finish_training(*job, *data, model, summary);
+  const int rc = finish_training(*job, *data, model, summary);
+  if (rc == 0) linger_metrics(*job, prom->get());
+  return rc;
 }
 
 }  // namespace pst

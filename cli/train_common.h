@@ -17,6 +17,7 @@
 #include "ps/stats_reducer.h"
 #include "scheduler/scheduler.h"
 #include "model/transformer.h"
+#include "monitoring/metrics.h"
 #include "worker/task_data.h"
 #include "worker/trainer.h"
 
@@ -41,7 +42,19 @@ struct NodeBootstrap {
   std::function<Status()> start_barrier;
   // The reduction of gradient statistics a server uses.
   std::function<std::unique_ptr<GradStatsReducer>()> reducer;
+  // This process's /metrics, if on; the scheduler's scrape targets known
+  // before its rendezvous (under mpirun: every process's).
+  MetricsServer* metrics = nullptr;
+  std::vector<ScrapeTarget> targets;
 };
+
+// Starts this process's /metrics at metrics.port + port_offset when
+// metrics.enabled (null when off).
+Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int port_offset);
+// metrics.file_sd, or its default under train.output.
+std::string file_sd_path(const JobConfig& job);
+// Keeps /metrics up for metrics.linger_s after the work is done.
+void linger_metrics(const JobConfig& job, const MetricsServer* metrics);
 
 int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                     const NodeBootstrap& node);

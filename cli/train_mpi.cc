@@ -70,6 +70,16 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     spdlog::error("{}", endpoints.status().message());
     return 2;
   }
+  auto metrics = start_metrics(*job, rank);
+  if (!metrics.ok()) {
+    spdlog::error("{}", metrics.status().message());
+    return 2;
+  }
+  auto metric_endpoints = session.allgather(*metrics ? (*metrics)->endpoint() : "");
+  if (!metric_endpoints.ok()) {
+    spdlog::error("{}", metric_endpoints.status().message());
+    return 2;
+  }
   MPI_Comm server_comm = session.split(layout.is_server(rank) ? 1 : 0);
   NodeBootstrap node;
   node.rank = rank;
@@ -77,6 +87,10 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   node.job_id = job_id;
   node.scheduler = (*endpoints)[0];
   node.servers.assign(endpoints->begin() + 1, endpoints->begin() + 1 + servers);
+  node.metrics = metrics->get();
+  for (int r = 0; r < session.size(); ++r)
+    node.targets.push_back({(*metric_endpoints)[static_cast<size_t>(r)],
+                            r == 0 ? "scheduler" : layout.is_server(r) ? "server" : "worker", r});
   // Every rank passes the barrier after its setup: servers once their
   // shards are initialised and their sockets bound.
   node.start_barrier = [&session] {
@@ -87,9 +101,16 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     if (servers == 1) return std::make_unique<SingleServerReducer>();
     return std::make_unique<MpiStatsReducer>(server_comm);
   };
-  if (rank == 0) return run_scheduler_node(*job, *router, node, /*rendezvous=*/false);
-  if (layout.is_server(rank)) return run_server_node(*job, *data, ctx, std::move(router), node);
-  return run_worker_node(*job, *data, ctx, node);
+  int rc = 0;
+  if (rank == 0) {
+    rc = run_scheduler_node(*job, *router, node, /*rendezvous=*/false);
+  } else if (layout.is_server(rank)) {
+    rc = run_server_node(*job, *data, ctx, std::move(router), node);
+  } else {
+    rc = run_worker_node(*job, *data, ctx, node);
+  }
+  if (rc == 0) linger_metrics(*job, node.metrics);
+  return rc;
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The servers and workers of a multi-process job, whichever bootstrap
 // started them (mpirun: cli/train_mpi.cc; `--role`: cli/train_role.cc).
+#include <chrono>
 #include <string_view>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -32,9 +34,11 @@ int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
   init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
   std::unique_ptr<GradStatsReducer> reducer = node.reducer();
   const std::string endpoint = router->endpoint();
-  ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router),
-                     ShardServerOptions{node.job_id, k, layout, job.cluster.timeout_s, job.cluster.consistency,
-                                        job.cluster.staleness});
+  std::unique_ptr<ServerMetrics> metrics;
+  if (node.metrics) metrics = std::make_unique<ServerMetrics>(node.metrics->families(), node.rank, k);
+  ShardServerOptions options = shard_server_options(job, node.job_id, k, layout);
+  options.metrics = metrics.get();
+  ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router), options);
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan->owned(k).size(),
                static_cast<double>(plan->bytes(k)) / (1 << 20));
   Heartbeat heartbeat(ctx, node.scheduler, node.job_id, node.rank, heartbeat_interval(job));
@@ -92,7 +96,11 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
     spdlog::error("{}", ready.message());
     return 1;
   }
-  Trainer trainer(job, data, &model, client->get(), worker_trainer_options(job, layout, w, **backend, metrics));
+  TrainerOptions topt = worker_trainer_options(job, layout, w, **backend, metrics);
+  std::unique_ptr<WorkerMetrics> monitor;
+  if (node.metrics) monitor = std::make_unique<WorkerMetrics>(node.metrics->families(), node.rank);
+  topt.monitor = monitor.get();
+  Trainer trainer(job, data, &model, client->get(), topt);
   auto summary = trainer.run();
   if (metrics) std::fclose(metrics);
   if (!summary.ok()) {
@@ -119,13 +127,42 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
       return 1;
     }
   }
-  const Status s = run_scheduler(router, SchedulerOptions{node.job_id, node.layout, job.cluster.timeout_s, rendezvous});
+  SchedulerOptions options;
+  options.job_id = node.job_id;
+  options.layout = node.layout;
+  options.timeout_s = job.cluster.timeout_s;
+  options.rendezvous = rendezvous;
+  std::unique_ptr<SchedulerMetrics> metrics;
+  if (node.metrics) {
+    metrics = std::make_unique<SchedulerMetrics>(node.metrics->families(), node.rank);
+    options.metrics = metrics.get();
+    options.file_sd = file_sd_path(job);
+    options.targets = node.targets;
+  }
+  const Status s = run_scheduler(router, options);
   if (!s.ok()) {
     spdlog::error("{}", s.message());
     return 1;
   }
   spdlog::info("every node has finished");
   return 0;
+}
+
+Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int port_offset) {
+  if (!job.metrics.enabled) return std::unique_ptr<MetricsServer>();
+  PST_ASSIGN_OR_RETURN(auto m, MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu"));
+  spdlog::info("metrics at http://{}/metrics", m->endpoint());
+  return m;
+}
+
+std::string file_sd_path(const JobConfig& job) {
+  return job.metrics.file_sd.empty() ? job.train.output + "/prometheus-targets.json" : job.metrics.file_sd;
+}
+
+void linger_metrics(const JobConfig& job, const MetricsServer* metrics) {
+  if (!metrics || job.metrics.linger_s <= 0) return;
+  spdlog::info("metrics stay up for {} s (metrics.linger_s)", job.metrics.linger_s);
+  std::this_thread::sleep_for(std::chrono::duration<double>(job.metrics.linger_s));
 }
 
 void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local) {

@@ -26,14 +26,15 @@ std::string host_name() {
 }
 
 // Registers with the scheduler; fills rank and the servers' endpoints.
-Status register_node(Dealer& scheduler, wire::Role role, const std::string& endpoint, NodeBootstrap& node,
-                     double timeout_s) {
+Status register_node(Dealer& scheduler, wire::Role role, const std::string& endpoint, const std::string& metrics,
+                     NodeBootstrap& node, double timeout_s) {
   const uint64_t request = std::random_device{}();
   OutMessage m(wire::Kind::REGISTER, node.job_id, -1, 0, request);
   auto info = m.header().initNode();
   info.setRole(role);
   info.setEndpoint(endpoint);
   info.setHost(host_name());
+  info.setMetrics(metrics);
   PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
   PST_ASSIGN_OR_RETURN(Frames frames, scheduler.receive(Deadline::after(timeout_s), "the node table (rendezvous)"));
   Rejection why;
@@ -81,6 +82,18 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   node.scheduler = scheduler;
   zmq::context_t ctx;
   const double timeout = job->cluster.timeout_s;
+  // Each role normally has a host (a container) of its own: metrics.port as
+  // it is, no rank offset (the rank is not known before the rendezvous).
+  auto metrics = start_metrics(*job, 0);
+  if (!metrics.ok()) {
+    spdlog::error("{}", metrics.status().message());
+    return 2;
+  }
+  node.metrics = metrics->get();
+  auto finish = [&](int rc) {
+    if (rc == 0) linger_metrics(*job, node.metrics);
+    return rc;
+  };
 
   if (role == "scheduler") {
     spdlog::info("resolved config:\n{}", to_toml(*job));
@@ -89,7 +102,8 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
       spdlog::error("{}", router.status().message());
       return 2;
     }
-    return run_scheduler_node(*job, **router, node, /*rendezvous=*/true);
+    if (node.metrics) node.targets.push_back({node.metrics->endpoint(), "scheduler", 0});
+    return finish(run_scheduler_node(*job, **router, node, /*rendezvous=*/true));
   }
   auto data = load_task_data(*job);
   if (!data.ok()) {
@@ -111,7 +125,8 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     return 2;
   }
   const Status reg = register_node(**control, role == "server" ? wire::Role::SERVER : wire::Role::WORKER,
-                                   router ? router->endpoint() : "", node, timeout);
+                                   router ? router->endpoint() : "", node.metrics ? node.metrics->endpoint() : "",
+                                   node, timeout);
   if (!reg.ok()) {
     spdlog::error("{}", reg.message());
     return 1;
@@ -136,8 +151,8 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     PST_CHECK_MSG(d.ok(), "{}", d.status().message());
     return std::make_unique<SchedulerStatsReducer>(std::move(*d), node.job_id, node.rank);
   };
-  if (role == "server") return run_server_node(*job, *data, ctx, std::move(router), node);
-  return run_worker_node(*job, *data, ctx, node);
+  if (role == "server") return finish(run_server_node(*job, *data, ctx, std::move(router), node));
+  return finish(run_worker_node(*job, *data, ctx, node));
 }
 
 }  // namespace pst

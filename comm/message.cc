@@ -34,12 +34,21 @@ bool reject(Rejection* why, wire::ErrorCode code, std::string message) {
 
 }  // namespace
 
-std::string kind_name(wire::Kind kind) {
-  const auto enumerants = capnp::Schema::from<wire::Kind>().getEnumerants();
-  const auto raw = static_cast<uint16_t>(kind);
+namespace {
+
+template <typename Enum>
+std::string enumerant_name(Enum value, const char* what) {
+  const auto enumerants = capnp::Schema::from<Enum>().getEnumerants();
+  const auto raw = static_cast<uint16_t>(value);
   if (raw < enumerants.size()) return enumerants[raw].getProto().getName().cStr();
-  return fmt::format("kind {}", raw);
+  return fmt::format("{} {}", what, raw);
 }
+
+}  // namespace
+
+std::string kind_name(wire::Kind kind) { return enumerant_name(kind, "kind"); }
+
+std::string error_code_name(wire::ErrorCode code) { return enumerant_name(code, "code"); }
 
 OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t step, uint64_t request_id)
     : header_(builder_.initRoot<wire::Header>()) {

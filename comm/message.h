@@ -120,5 +120,6 @@ Frames error_reply(const Rejection& why, uint64_t job_id, int32_t sender, const 
 
 // "push", "pullReply", ... (the schema's names), or "kind 77" when unknown.
 std::string kind_name(wire::Kind kind);
+std::string error_code_name(wire::ErrorCode code);  // "badJob", ...
 
 }  // namespace pst

@@ -52,6 +52,7 @@ struct NodeInfo {
   index @2 :Int32;     # among the nodes of its role
   endpoint @3 :Text;   # where it receives, e.g. tcp://10.0.0.2:5601
   host @4 :Text;
+  metrics @5 :Text;    # host:port of its Prometheus /metrics; empty when off
 }
 
 struct PushInfo {

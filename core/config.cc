@@ -255,6 +255,12 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));
   f.push_back(make_field("cluster", "in_process", &k.in_process));
+  auto& mc = c.metrics;
+  f.push_back(make_field("metrics", "enabled", &mc.enabled));
+  f.push_back(make_field("metrics", "bind", &mc.bind));
+  f.push_back(make_field("metrics", "port", &mc.port));
+  f.push_back(make_field("metrics", "file_sd", &mc.file_sd));
+  f.push_back(make_field("metrics", "linger_s", &mc.linger_s));
   return f;
 }
 
@@ -265,7 +271,7 @@ std::string keys_of(const std::vector<Field>& fields, const std::string& section
   return s;
 }
 
-const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster"};
+const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics"};
 
 std::string sections_list() {
   std::string s;
@@ -456,6 +462,11 @@ Status validate(const JobConfig& c) {
       fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
+  const auto& mc = c.metrics;
+  PST_RETURN_IF_ERROR(check_range(mc.port >= 0 && mc.port <= 65535,
+      fmt::format("metrics.port = {}: must be in [0, 65535] (0: an ephemeral port per process)", mc.port)));
+  PST_RETURN_IF_ERROR(check_range(!mc.bind.empty(), "metrics.bind: must not be empty"));
+  PST_RETURN_IF_ERROR(check_range(mc.linger_s >= 0, fmt::format("metrics.linger_s = {}: must be >= 0", mc.linger_s)));
   PST_RETURN_IF_ERROR(check_range(k.staleness >= 0, fmt::format("cluster.staleness = {}: must be >= 0", k.staleness)));
   return Status();
 }

@@ -130,6 +130,15 @@ struct ClusterConfig {
   std::string host = "127.0.0.1";      // address servers and the scheduler bind and advertise
 };
 
+// Prometheus metrics (DESIGN.md §10): every process serves /metrics.
+struct MetricsConfig {
+  bool enabled = true;
+  std::string bind = "127.0.0.1";  // address the /metrics endpoints bind
+  int64_t port = 0;                // base port: a process serves at port + its rank; 0: an ephemeral port
+  std::string file_sd;             // Prometheus file_sd JSON the job writes; empty: <train.output>/prometheus-targets.json
+  double linger_s = 0;             // keep serving /metrics this long after training ends (one more scrape)
+};
+
 struct JobConfig {
   ModelConfig model;
   DataConfig data;
@@ -137,6 +146,7 @@ struct JobConfig {
   ScheduleConfig schedule;
   TrainConfig train;
   ClusterConfig cluster;
+  MetricsConfig metrics;
 };
 
 // Parses a TOML file, applies overrides ("section.key=value"), validates.

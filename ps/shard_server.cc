@@ -181,6 +181,7 @@ bool ShardServer::handle(Routed msg) {
 
 Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, const InMessage* m) {
   ++rejected_;
+  if (options_.metrics) options_.metrics->rejected(error_code_name(why.code).c_str());
   spdlog::warn("server {}: rejected a message: {}", options_.server, why.message);
   const Status s = router_->send(route, error_reply(why, options_.job_id, options_.layout.server_rank(options_.server), m),
                                  Deadline::after(options_.timeout_s));
@@ -250,11 +251,20 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
     return reject(route, {wire::ErrorCode::BAD_STEP, fmt::format("second push of step {} from worker {}", step, w)},
                   message.get());
   PartialPush& push = partial_[static_cast<size_t>(w)];
+  const auto arrived = std::chrono::steady_clock::now();
   Rejection why;
   if (!add_part(push, message, &why)) return reject(route, why, message.get());
+  if (options_.metrics) {
+    int64_t bytes = 0;
+    const InMessage& part = *push.parts.back();
+    for (size_t i = 0; i < part.chunks(); ++i) bytes += plan_.find(part.key(i))->length * int64_t{sizeof(float)};
+    options_.metrics->bytes_in(bytes);
+  }
   OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step, request);
   ack.header().initStepInfo();
   PST_RETURN_IF_ERROR(router_->send(route, ack.finish(), Deadline::after(options_.timeout_s)));
+  if (options_.metrics)
+    options_.metrics->request("push", std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
   if (push.received < owned_chunks_.size()) return Status();
   PartialPush done = std::move(push);
   push = PartialPush{};
@@ -276,6 +286,7 @@ void ShardServer::start_next_async() {
   PartialPush push = std::move(queued_.front());
   queued_.erase(queued_.begin());
   max_staleness_ = std::max(max_staleness_, version_ - push.step);
+  if (options_.metrics) options_.metrics->staleness(version_ - push.step);
   opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, 0);
   start_update();
 }
@@ -334,9 +345,13 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
   info.setGradNorm(report.grad_norm);
   info.setClipCoef(report.clip_coef);
   info.setLr(report.lr);
-  for (size_t i = p.sent; i < last; ++i)
+  int64_t bytes = 0;
+  for (size_t i = p.sent; i < last; ++i) {
     reply.add_chunk(owned_chunks_[i].key, weights.data() + opt_.local_offset(i), owned_chunks_[i].length, owner);
+    bytes += owned_chunks_[i].length * int64_t{sizeof(float)};
+  }
   p.sent = last;
+  if (options_.metrics) options_.metrics->bytes_out(bytes);
   return router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
 }
 
@@ -350,7 +365,10 @@ Status ShardServer::answer_pull(PendingPull& p) {
   if (p.sent == owned_chunks_.size() && p.sent > 0) return Status();
   StepReport report = last_;
   report.applied_steps = opt_.applied_steps();
-  return send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size());
+  PST_RETURN_IF_ERROR(send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size()));
+  if (options_.metrics)
+    options_.metrics->request("pull", std::chrono::duration<double>(std::chrono::steady_clock::now() - p.arrived).count());
+  return Status();
 }
 
 Status ShardServer::on_progress(size_t done) {
@@ -444,9 +462,13 @@ void ShardServer::update_loop() {
       update_status_ = status;
       update_report_ = report;
     }
-    update_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
-                  waited_ns;
+    const int64_t ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
+        waited_ns;
+    update_ns_ += ns;
     ++updates_;
+    if (options_.metrics && status.ok())
+      options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied, report.applied && report.clip_coef < 1.0);
     post(kUpdateDone);
   }
 }

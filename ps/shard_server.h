@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -39,6 +40,7 @@
 #include "comm/message.h"
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
+#include "monitoring/metrics.h"
 #include "ps/server.h"
 #include "ps/stats_reducer.h"
 
@@ -55,6 +57,7 @@ struct ShardServerOptions {
   // this many bytes, so parts are neither one per small tensor nor the
   // whole shard.
   int64_t stream_bytes = 256 << 10;
+  ServerMetrics* metrics = nullptr;  // Prometheus series of this server, if any
 };
 
 // The options of server k of a job from its [cluster] settings.
@@ -100,6 +103,7 @@ class ShardServer {
     int64_t min_version = 0;
     int worker = 0;
     size_t sent = 0;  // owned chunks already sent (streamed during an update)
+    std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
   };
   // A worker's push of one step, part by part.
   struct PartialPush {

@@ -23,12 +23,12 @@ std::string node_name(const JobLayout& l, int32_t rank) {
 struct Registrant {
   zmq::message_t route;
   wire::Role role;
-  std::string endpoint, host;
+  std::string endpoint, host, metrics;
   uint64_t request_id;
 };
 
 // Phase 1: collects Register messages and answers each with the node table.
-Status rendezvous(Router& router, const SchedulerOptions& o) {
+Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets) {
   const JobLayout& l = o.layout;
   std::vector<Registrant> servers, workers;
   const Deadline deadline = Deadline::after(o.timeout_s);
@@ -47,7 +47,7 @@ Status rendezvous(Router& router, const SchedulerOptions& o) {
       const int limit = node.getRole() == wire::Role::SERVER ? l.servers : l.workers;
       if (node.getRole() != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
         list.push_back({std::move(msg->route), node.getRole(), node.getEndpoint().cStr(), node.getHost().cStr(),
-                        m->header().getRequestId()});
+                        node.getMetrics().cStr(), m->header().getRequestId()});
         continue;
       }
       why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
@@ -77,6 +77,10 @@ Status rendezvous(Router& router, const SchedulerOptions& o) {
   };
   for (size_t k = 0; k < servers.size(); ++k) PST_RETURN_IF_ERROR(send_table(servers[k], l.server_rank(static_cast<int>(k))));
   for (size_t w = 0; w < workers.size(); ++w) PST_RETURN_IF_ERROR(send_table(workers[w], l.worker_rank(static_cast<int>(w))));
+  for (size_t k = 0; k < servers.size(); ++k)
+    targets->push_back({servers[k].metrics, "server", l.server_rank(static_cast<int>(k))});
+  for (size_t w = 0; w < workers.size(); ++w)
+    targets->push_back({workers[w].metrics, "worker", l.worker_rank(static_cast<int>(w))});
   spdlog::info("scheduler: {} servers and {} workers registered", l.servers, l.workers);
   return Status();
 }
@@ -85,7 +89,19 @@ Status rendezvous(Router& router, const SchedulerOptions& o) {
 
 Status run_scheduler(Router& router, const SchedulerOptions& o) {
   const JobLayout& l = o.layout;
-  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o));
+  std::vector<ScrapeTarget> targets = o.targets;
+  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets));
+  if (!o.file_sd.empty()) {
+    PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
+    spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
+  }
+  int64_t alive_servers = l.servers, alive_workers = l.workers;
+  auto publish_alive = [&] {
+    if (!o.metrics) return;
+    o.metrics->set_alive("server", alive_servers);
+    o.metrics->set_alive("worker", alive_workers);
+  };
+  publish_alive();
   const int32_t nodes = l.nodes();
   std::vector<Clock::time_point> last_seen(static_cast<size_t>(nodes), Clock::now());
   std::vector<bool> done(static_cast<size_t>(nodes), false);
@@ -121,6 +137,8 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
           if (!done[static_cast<size_t>(rank)]) {
             done[static_cast<size_t>(rank)] = true;
             --remaining;
+            --(l.is_server(rank) ? alive_servers : alive_workers);
+            publish_alive();
           }
           break;
         case wire::Kind::BARRIER:
@@ -180,6 +198,11 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       if (done[static_cast<size_t>(r)] || silent <= o.timeout_s) continue;
       const Status dead = deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
                                             node_name(l, r), silent);
+      if (o.metrics) {
+        o.metrics->failure(l.is_server(r) ? "server" : "worker");
+        --(l.is_server(r) ? alive_servers : alive_workers);
+        publish_alive();
+      }
       // Servers waiting for statistics and nodes at the barrier learn why.
       const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
       for (auto& [step, round] : rounds)

@@ -13,13 +13,19 @@
 //  4. Heartbeats and Shutdowns: the job ends when every node has sent
 //     Shutdown; a node silent for longer than the timeout is taken as dead,
 //     and the error names it.
+// With metrics, it keeps pst_nodes_alive and pst_node_failures_total, and
+// writes the Prometheus file_sd file listing every process's /metrics
+// (those it was given, and those the nodes registered).
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "comm/layout.h"
 #include "comm/socket.h"
 #include "core/status.h"
+#include "monitoring/metrics.h"
 
 namespace pst {
 
@@ -28,6 +34,9 @@ struct SchedulerOptions {
   JobLayout layout;
   double timeout_s = 120;
   bool rendezvous = true;  // false under mpirun, where MPI gave out ranks and endpoints
+  SchedulerMetrics* metrics = nullptr;
+  std::string file_sd;               // where to write the scrape targets; empty: nowhere
+  std::vector<ScrapeTarget> targets;  // known before the rendezvous (the scheduler's own; all under mpirun)
 };
 
 Status run_scheduler(Router& router, const SchedulerOptions& options);

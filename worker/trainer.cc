@@ -110,15 +110,20 @@ Result<TrainSummary> Trainer::run() {
   // the version pulled last.
   const bool stream = client_->streams() && opt_.overlap;
   int64_t have = n;
+  WorkerMetrics* mon = opt_.monitor;
   auto need = [&](int64_t end) -> Status {
     if (end <= have) return Status();
+    Stopwatch waited;
     PST_RETURN_IF_ERROR(client_->await_weights(end));
+    if (mon) mon->observe_phase(WorkerMetrics::kWait, waited.seconds());
     if (!on_device) model_->set_weights(host_weights->data(), have, end);
     have = end;
     return Status();
   };
   auto pull = [&](int64_t min_version) -> Result<PullInfo> {
+    Stopwatch pulled;
     PST_ASSIGN_OR_RETURN(PullInfo pi, client_->begin_pull(min_version, on_device ? model_->weights() : host_weights->data()));
+    if (mon) mon->observe_phase(WorkerMetrics::kPull, pulled.seconds());
     have = on_device ? n : 0;
     if (!stream) PST_RETURN_IF_ERROR(need(n));
     return pi;
@@ -144,6 +149,7 @@ Result<TrainSummary> Trainer::run() {
     bar.clear();
     Stopwatch ev;
     sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
+    if (mon) mon->set_eval_loss(sum.valid.loss);
     spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe(data_.task, sum.valid), ev.seconds());
     write_eval(opt_.metrics, "valid", data_.task, step, wall.seconds(), train_seconds, sum.valid);
   };
@@ -168,8 +174,14 @@ Result<TrainSummary> Trainer::run() {
         fo.need_weights = [&](int64_t end) {
           if (hooks.ok()) hooks = need(end);
         };
+      Stopwatch phase;
+      auto phase_done = [&](WorkerMetrics::Phase p) {
+        if (mon) mon->observe_phase(p, phase.seconds());
+        phase.reset();
+      };
       const LossStats shard_loss = model_->forward(batch, fo);
       PST_RETURN_IF_ERROR(hooks);
+      phase_done(WorkerMetrics::kForward);
       if (stream_push) {
         PST_RETURN_IF_ERROR(client_->begin_push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
         int64_t final_from = n;
@@ -179,17 +191,17 @@ Result<TrainSummary> Trainer::run() {
           if (hooks.ok()) hooks = client_->push_final(begin);
         });
         PST_RETURN_IF_ERROR(hooks);
+        phase_done(WorkerMetrics::kBackward);
         PST_RETURN_IF_ERROR(client_->finish_push());
       } else {
         model_->backward();
         if (opt_.clip_norm > 0) clip_gradient();
-        if (on_device) {
-          PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, model_->grads()));
-        } else {
-          model_->get_grads(host_grads->data());
-          PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum, host_grads->data()));
-        }
+        if (!on_device) model_->get_grads(host_grads->data());
+        phase_done(WorkerMetrics::kBackward);
+        PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum,
+                                          on_device ? model_->grads() : host_grads->data()));
       }
+      phase_done(WorkerMetrics::kPush);
       tokens += shard_tokens;
       ls.tokens += shard_loss.tokens;
       ls.loss_sum += shard_loss.loss_sum;
@@ -209,6 +221,7 @@ Result<TrainSummary> Trainer::run() {
     interval_tokens += tokens;
     sum.steps = step + 1;
     sum.applied_steps = info.applied_steps;
+    if (mon) mon->step_done(tokens, dt, info.lr, info.grad_norm);
 
     const bool last = step + 1 == tc.steps || (deadline > 0 && wall.seconds() >= deadline);
     if ((step + 1) % tc.log_every == 0 || last) {
@@ -218,6 +231,7 @@ Result<TrainSummary> Trainer::run() {
       double eta = sec_per_step * static_cast<double>(tc.steps - step - 1);
       if (deadline > 0) eta = std::min(eta, deadline - wall.seconds());
       sum.last_loss = loss;
+      if (mon) mon->set_train_loss(loss);
       bar.clear();
       spdlog::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad norm {:.3f}  {:.0f} tokens/s  ETA {}",
                    step + 1, tc.steps, loss, info.lr, info.grad_norm, tps, duration(eta));

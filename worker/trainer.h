@@ -10,6 +10,7 @@
 
 #include "comm/parameter_client.h"
 #include "core/config.h"
+#include "monitoring/metrics.h"
 #include "model/transformer.h"
 #include "worker/evaluate.h"
 #include "worker/task_data.h"
@@ -43,6 +44,7 @@ struct TrainerOptions {
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;
+  WorkerMetrics* monitor = nullptr;  // Prometheus series of this worker, if any
 };
 
 class Trainer {

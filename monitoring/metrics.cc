@@ -1,0 +1,270 @@
+#include "monitoring/metrics.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <prometheus/text_serializer.h>
+
+namespace pst {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+// Seconds, from 100 us to about 100 s, a factor of ~2.15 apart.
+Histogram::BucketBoundaries seconds_buckets() {
+  Histogram::BucketBoundaries b;
+  for (double v = 1e-4; v < 200; v *= 2.154434690031884) b.push_back(v);
+  return b;
+}
+
+Labels node_labels(const char* role, int rank) { return {{"role", role}, {"rank", std::to_string(rank)}}; }
+
+Labels with(Labels l, const std::string& key, const std::string& value) {
+  l[key] = value;
+  return l;
+}
+
+}  // namespace
+
+MetricFamilies::MetricFamilies(prometheus::Registry& r)
+    : build_info(BuildGauge().Name("pst_build_info").Help("pst's version and backend (value 1)").Register(r)),
+      worker_steps(BuildCounter().Name("pst_worker_steps_total").Help("Training steps a worker finished").Register(r)),
+      tokens(BuildCounter().Name("pst_tokens_total").Help("Target tokens a worker trained on").Register(r)),
+      last_step_timestamp(BuildGauge()
+                              .Name("pst_last_step_timestamp_seconds")
+                              .Help("Unix time at which a worker finished its last step")
+                              .Register(r)),
+      train_loss(BuildGauge()
+                     .Name("pst_train_loss")
+                     .Help("Mean training loss per token over the last logged interval")
+                     .Register(r)),
+      eval_loss(BuildGauge().Name("pst_eval_loss").Help("Validation loss per token of the last evaluation").Register(r)),
+      learning_rate(BuildGauge().Name("pst_learning_rate").Help("Learning rate of the last step").Register(r)),
+      grad_norm(BuildGauge().Name("pst_grad_norm").Help("Global gradient norm of the last step, before clipping").Register(r)),
+      step_duration(BuildHistogram().Name("pst_step_duration_seconds").Help("Wall time of a worker's step").Register(r)),
+      phase_duration(BuildHistogram()
+                         .Name("pst_phase_duration_seconds")
+                         .Help("Wall time of a phase of a worker's step (forward, backward, push, pull, wait)")
+                         .Register(r)),
+      optimizer_steps(BuildCounter()
+                          .Name("pst_optimizer_steps_total")
+                          .Help("Optimizer steps a server applied to its shard")
+                          .Register(r)),
+      skipped_steps(BuildCounter()
+                        .Name("pst_skipped_steps_total")
+                        .Help("Steps a server skipped, by reason")
+                        .Register(r)),
+      clipped_steps(BuildCounter()
+                        .Name("pst_grad_clipped_steps_total")
+                        .Help("Steps whose gradient was scaled down by clipping")
+                        .Register(r)),
+      request_duration(BuildHistogram()
+                           .Name("pst_ps_request_duration_seconds")
+                           .Help("Server time from a request's arrival to its answer, by op")
+                           .Register(r)),
+      update_duration(BuildHistogram()
+                          .Name("pst_ps_update_duration_seconds")
+                          .Help("Server time of one update (aggregation, statistics, optimizer, snapshot)")
+                          .Register(r)),
+      transport_bytes(BuildCounter()
+                          .Name("pst_transport_bytes_total")
+                          .Help("Tensor bytes a server received (in) and sent (out)")
+                          .Register(r)),
+      rejected(BuildCounter()
+                   .Name("pst_messages_rejected_total")
+                   .Help("Messages a server rejected, by reason")
+                   .Register(r)),
+      staleness(BuildHistogram()
+                    .Name("pst_gradient_staleness_steps")
+                    .Help("Versions applied between the weights a push was computed on and its update")
+                    .Register(r)),
+      nodes_alive(BuildGauge().Name("pst_nodes_alive").Help("Nodes of the job alive, by role").Register(r)),
+      node_failures(BuildCounter()
+                        .Name("pst_node_failures_total")
+                        .Help("Nodes judged dead, by role")
+                        .Register(r)) {}
+
+WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)
+    : steps_(f.worker_steps.Add(node_labels("worker", rank))),
+      tokens_(f.tokens.Add(node_labels("worker", rank))),
+      last_step_(f.last_step_timestamp.Add(node_labels("worker", rank))),
+      train_loss_(f.train_loss.Add(node_labels("worker", rank))),
+      eval_loss_(f.eval_loss.Add(node_labels("worker", rank))),
+      lr_(f.learning_rate.Add(node_labels("worker", rank))),
+      grad_norm_(f.grad_norm.Add(node_labels("worker", rank))),
+      step_duration_(f.step_duration.Add(node_labels("worker", rank), seconds_buckets())) {
+  static const char* const kNames[kPhases] = {"forward", "backward", "push", "pull", "wait"};
+  for (int p = 0; p < kPhases; ++p)
+    phase_[p] = &f.phase_duration.Add(with(node_labels("worker", rank), "phase", kNames[p]), seconds_buckets());
+}
+
+void WorkerMetrics::step_done(int64_t tokens, double seconds, double lr, double grad_norm) {
+  steps_.Increment();
+  tokens_.Increment(static_cast<double>(tokens));
+  step_duration_.Observe(seconds);
+  lr_.Set(lr);
+  grad_norm_.Set(grad_norm);
+  last_step_.SetToCurrentTime();
+}
+
+ServerMetrics::ServerMetrics(MetricFamilies& f, int rank, int shard)
+    : f_(f),
+      labels_(with(node_labels("server", rank), "shard", std::to_string(shard))),
+      steps_(f.optimizer_steps.Add(labels_)),
+      skipped_(f.skipped_steps.Add(with(labels_, "reason", "nonfinite"))),
+      clipped_(f.clipped_steps.Add(labels_)),
+      update_(f.update_duration.Add(labels_, seconds_buckets())),
+      push_(f.request_duration.Add(with(labels_, "op", "push"), seconds_buckets())),
+      pull_(f.request_duration.Add(with(labels_, "op", "pull"), seconds_buckets())),
+      in_(f.transport_bytes.Add(with(labels_, "direction", "in"))),
+      out_(f.transport_bytes.Add(with(labels_, "direction", "out"))),
+      staleness_(f.staleness.Add(labels_, Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64})) {}
+
+void ServerMetrics::update_done(double seconds, bool applied, bool clipped) {
+  update_.Observe(seconds);
+  if (applied) {
+    steps_.Increment();
+  } else {
+    skipped_.Increment();
+  }
+  if (clipped) clipped_.Increment();
+}
+
+void ServerMetrics::request(const char* op, double seconds) {
+  (std::string_view(op) == "push" ? push_ : pull_).Observe(seconds);
+}
+
+void ServerMetrics::rejected(const char* reason) { f_.rejected.Add(with(labels_, "reason", reason)).Increment(); }
+
+SchedulerMetrics::SchedulerMetrics(MetricFamilies& f, int rank) : f_(f), labels_(node_labels("scheduler", rank)) {}
+
+Labels SchedulerMetrics::with(const char* role) const { return pst::with(labels_, "node_role", role); }
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig& config, int rank,
+                                                            const std::string& backend) {
+  std::unique_ptr<MetricsServer> m(new MetricsServer());
+  m->registry_ = std::make_shared<prometheus::Registry>();
+  m->families_ = std::make_unique<MetricFamilies>(*m->registry_);
+  m->families_->build_info.Add({{"version", PST_VERSION}, {"backend", backend}}).Set(1);
+  const int64_t port = config.port > 0 ? config.port + rank : 0;
+  const std::string address = fmt::format("{}:{}", config.bind, port);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return io_error("metrics: socket(): {}", std::strerror(errno));
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, config.bind.c_str(), &a.sin_addr) != 1) {
+    ::close(fd);
+    return invalid_argument("metrics.bind = '{}': not an IPv4 address", config.bind);
+  }
+  socklen_t len = sizeof(a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    const std::string why = std::strerror(errno);
+    ::close(fd);
+    return io_error("metrics: cannot serve /metrics at {} (metrics.bind, metrics.port + rank {}): {}", address, rank,
+                    why);
+  }
+  m->listen_fd_ = fd;
+  m->endpoint_ = fmt::format("{}:{}", config.bind, ntohs(a.sin_port));
+  m->thread_ = std::thread([p = m.get()] { p->serve(); });
+  return m;
+}
+
+MetricsServer::~MetricsServer() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void MetricsServer::serve() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    answer(c);
+    ::close(c);
+  }
+}
+
+void MetricsServer::answer(int fd) const {
+  // One request per connection (HTTP/1.0 style): read the request line
+  // (bounded in size and time), answer, close.
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  std::string request;
+  char buf[1024];
+  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    request.append(buf, static_cast<size_t>(n));
+  }
+  const std::string line = request.substr(0, request.find("\r\n"));
+  std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+  if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
+    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+  } else if (line.rfind("GET /healthz ", 0) == 0) {
+    body = "ok\n";
+  } else if (line.rfind("GET ", 0) == 0) {
+    status = "404 Not Found";
+    body = "pst serves /metrics and /healthz\n";
+  } else {
+    status = "405 Method Not Allowed";
+    body = "only GET\n";
+  }
+  const std::string head = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                       status, type, body.size());
+  const std::string out = head + body;
+  size_t sent = 0;
+  while (sent < out.size()) {
+    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+Status write_file_sd(const std::string& path, const std::vector<ScrapeTarget>& targets, uint64_t job_id) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const ScrapeTarget& t : targets) {
+    if (t.endpoint.empty()) continue;
+    // Target labels must not be role or rank: the series carry those, and
+    // Prometheus would rename them.
+    groups.push_back({{"targets", {t.endpoint}},
+                      {"labels", {{"pst_job", fmt::format("{:016x}", job_id)},
+                                  {"pst_node_role", t.role},
+                                  {"pst_node_rank", std::to_string(t.rank)}}}});
+  }
+  std::error_code ec;
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << groups.dump(2) << "\n";
+    if (!out.flush()) return io_error("metrics.file_sd: cannot write {}", tmp);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return io_error("metrics.file_sd: cannot rename {} to {}: {}", tmp, path, ec.message());
+  return Status();
+}
+
+}  // namespace pst

@@ -1,0 +1,164 @@
+// Prometheus metrics of a pst process (DESIGN.md §10), served on /metrics
+// through prometheus-cpp. One MetricsServer per process owns the HTTP
+// endpoint and the registry; the scheduler, each server and each worker of
+// the process add their series to it with labels role, rank and (servers)
+// shard, so a process that plays several roles (threads of one process)
+// still exposes one consistent set. Base units only: seconds, bytes.
+//
+// Thread safety: prometheus-cpp metrics are safe to update from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "core/config.h"
+#include "core/status.h"
+
+namespace pst {
+
+// Every metric family pst exports, created once per registry.
+struct MetricFamilies {
+  explicit MetricFamilies(prometheus::Registry& r);
+
+  prometheus::Family<prometheus::Gauge>& build_info;
+  // Workers.
+  prometheus::Family<prometheus::Counter>& worker_steps;
+  prometheus::Family<prometheus::Counter>& tokens;
+  prometheus::Family<prometheus::Gauge>& last_step_timestamp;
+  prometheus::Family<prometheus::Gauge>& train_loss;
+  prometheus::Family<prometheus::Gauge>& eval_loss;
+  prometheus::Family<prometheus::Gauge>& learning_rate;
+  prometheus::Family<prometheus::Gauge>& grad_norm;
+  prometheus::Family<prometheus::Histogram>& step_duration;
+  prometheus::Family<prometheus::Histogram>& phase_duration;
+  // Servers.
+  prometheus::Family<prometheus::Counter>& optimizer_steps;
+  prometheus::Family<prometheus::Counter>& skipped_steps;
+  prometheus::Family<prometheus::Counter>& clipped_steps;
+  prometheus::Family<prometheus::Histogram>& request_duration;
+  prometheus::Family<prometheus::Histogram>& update_duration;
+  prometheus::Family<prometheus::Counter>& transport_bytes;
+  prometheus::Family<prometheus::Counter>& rejected;
+  prometheus::Family<prometheus::Histogram>& staleness;
+  // Scheduler.
+  prometheus::Family<prometheus::Gauge>& nodes_alive;
+  prometheus::Family<prometheus::Counter>& node_failures;
+};
+
+using Labels = std::map<std::string, std::string>;
+
+// The series of one worker.
+class WorkerMetrics {
+ public:
+  WorkerMetrics(MetricFamilies& f, int rank);
+  enum Phase { kForward, kBackward, kPush, kPull, kWait, kPhases };
+  void observe_phase(Phase p, double seconds) { phase_[p]->Observe(seconds); }
+  // After each step.
+  void step_done(int64_t tokens, double seconds, double lr, double grad_norm);
+  // The mean loss of the last logged interval (the value the log prints).
+  void set_train_loss(double loss) { train_loss_.Set(loss); }
+  void set_eval_loss(double loss) { eval_loss_.Set(loss); }
+
+ private:
+  prometheus::Counter& steps_;
+  prometheus::Counter& tokens_;
+  prometheus::Gauge& last_step_;
+  prometheus::Gauge& train_loss_;
+  prometheus::Gauge& eval_loss_;
+  prometheus::Gauge& lr_;
+  prometheus::Gauge& grad_norm_;
+  prometheus::Histogram& step_duration_;
+  prometheus::Histogram* phase_[kPhases];
+};
+
+// The series of one parameter server (shard = its index among the servers).
+class ServerMetrics {
+ public:
+  ServerMetrics(MetricFamilies& f, int rank, int shard);
+  void update_done(double seconds, bool applied, bool clipped);
+  void request(const char* op, double seconds);  // op: push | pull
+  void bytes_in(int64_t n) { in_.Increment(static_cast<double>(n)); }
+  void bytes_out(int64_t n) { out_.Increment(static_cast<double>(n)); }
+  void rejected(const char* reason);
+  void staleness(int64_t steps) { staleness_.Observe(static_cast<double>(steps)); }
+
+ private:
+  MetricFamilies& f_;
+  Labels labels_;
+  prometheus::Counter& steps_;
+  prometheus::Counter& skipped_;
+  prometheus::Counter& clipped_;
+  prometheus::Histogram& update_;
+  prometheus::Histogram& push_;
+  prometheus::Histogram& pull_;
+  prometheus::Counter& in_;
+  prometheus::Counter& out_;
+  prometheus::Histogram& staleness_;
+};
+
+// The scheduler's view of the cluster.
+class SchedulerMetrics {
+ public:
+  SchedulerMetrics(MetricFamilies& f, int rank);
+  void set_alive(const char* role, int64_t n) { f_.nodes_alive.Add(with(role)).Set(static_cast<double>(n)); }
+  void failure(const char* role) { f_.node_failures.Add(with(role)).Increment(); }
+
+ private:
+  Labels with(const char* role) const;
+  MetricFamilies& f_;
+  Labels labels_;
+};
+
+// One per process: the /metrics endpoint and the registry behind it. The
+// HTTP side is a small server of pst's own on one thread (GET /metrics in
+// Prometheus's text format through prometheus-cpp's serializer, GET
+// /healthz): prometheus-cpp's Exposer starts civetweb threads with 100 KiB
+// stacks, which cannot hold the static TLS of OpenBLAS and cuBLAS, so
+// pthread_create fails in the pst binary.
+class MetricsServer {
+ public:
+  // Binds metrics.bind at metrics.port + rank (an ephemeral port when
+  // metrics.port = 0). backend: "cpu" or "cuda", for pst_build_info.
+  static Result<std::unique_ptr<MetricsServer>> start(const MetricsConfig& config, int rank, const std::string& backend);
+  ~MetricsServer();
+
+  // host:port where /metrics is served.
+  const std::string& endpoint() const { return endpoint_; }
+  MetricFamilies& families() { return *families_; }
+
+ private:
+  MetricsServer() = default;
+  void serve();
+  void answer(int fd) const;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<MetricFamilies> families_;
+  int listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::string endpoint_;
+};
+
+// A Prometheus file_sd target: the endpoint of a process and its role.
+struct ScrapeTarget {
+  std::string endpoint;  // host:port
+  std::string role;      // scheduler | server | worker | process (several roles)
+  int rank = 0;
+};
+
+// Writes the file_sd JSON listing every target, atomically (temp + rename),
+// so that one scrape config finds the whole job whatever S and W are.
+Status write_file_sd(const std::string& path, const std::vector<ScrapeTarget>& targets, uint64_t job_id);
+
+}  // namespace pst

@@ -1,0 +1,125 @@
+// The /metrics endpoint: a real HTTP GET over loopback returns the series
+// with the values set through WorkerMetrics/ServerMetrics/SchedulerMetrics,
+// labelled role/rank/shard; the file_sd file lists the targets.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "monitoring/metrics.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+// GET http://endpoint/path; the body ("" on failure).
+std::string http_get(const std::string& endpoint, const std::string& path) {
+  const auto colon = endpoint.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(colon + 1))));
+  inet_pton(AF_INET, endpoint.substr(0, colon).c_str(), &a.sin_addr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return "";
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+// The value of the series whose line starts with `series` (name and labels).
+double value_of(const std::string& text, const std::string& series) {
+  const auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST(MetricsTest, ServesTheSeriesOverHttp) {
+  MetricsConfig config;
+  auto server = MetricsServer::start(config, 3, "cpu");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string ep = (*server)->endpoint();
+  EXPECT_EQ(ep.rfind("127.0.0.1:", 0), 0u) << ep;
+  WorkerMetrics w((*server)->families(), 3);
+  ServerMetrics s((*server)->families(), 1, 0);
+  SchedulerMetrics sch((*server)->families(), 0);
+  w.step_done(120, 0.25, 1e-3, 2.5);
+  w.step_done(80, 0.5, 2e-3, 1.5);
+  w.set_train_loss(3.25);
+  w.observe_phase(WorkerMetrics::kForward, 0.1);
+  s.update_done(0.01, true, true);
+  s.update_done(0.02, false, false);
+  s.bytes_in(4096);
+  s.rejected("badJob");
+  s.rejected("badJob");
+  sch.set_alive("worker", 2);
+  sch.failure("server");
+  const std::string text = "\n" + http_get(ep, "/metrics");
+  EXPECT_EQ(value_of(text, "pst_tokens_total{rank=\"3\",role=\"worker\"}"), 200) << text;
+  EXPECT_EQ(value_of(text, "pst_worker_steps_total{rank=\"3\",role=\"worker\"}"), 2);
+  EXPECT_EQ(value_of(text, "pst_train_loss{rank=\"3\",role=\"worker\"}"), 3.25);
+  EXPECT_EQ(value_of(text, "pst_learning_rate{rank=\"3\",role=\"worker\"}"), 2e-3);
+  EXPECT_EQ(value_of(text, "pst_step_duration_seconds_count{rank=\"3\",role=\"worker\"}"), 2);
+  EXPECT_EQ(value_of(text, "pst_step_duration_seconds_sum{rank=\"3\",role=\"worker\"}"), 0.75);
+  EXPECT_EQ(value_of(text, "pst_phase_duration_seconds_count{phase=\"forward\",rank=\"3\",role=\"worker\"}"), 1);
+  EXPECT_EQ(value_of(text, "pst_optimizer_steps_total{rank=\"1\",role=\"server\",shard=\"0\"}"), 1);
+  EXPECT_EQ(value_of(text, "pst_skipped_steps_total{rank=\"1\",reason=\"nonfinite\",role=\"server\",shard=\"0\"}"), 1);
+  EXPECT_EQ(value_of(text, "pst_grad_clipped_steps_total{rank=\"1\",role=\"server\",shard=\"0\"}"), 1);
+  EXPECT_EQ(value_of(text, "pst_transport_bytes_total{direction=\"in\",rank=\"1\",role=\"server\",shard=\"0\"}"), 4096);
+  EXPECT_EQ(value_of(text, "pst_messages_rejected_total{rank=\"1\",reason=\"badJob\",role=\"server\",shard=\"0\"}"), 2);
+  EXPECT_EQ(value_of(text, "pst_nodes_alive{node_role=\"worker\",rank=\"0\",role=\"scheduler\"}"), 2);
+  EXPECT_EQ(value_of(text, "pst_node_failures_total{node_role=\"server\",rank=\"0\",role=\"scheduler\"}"), 1);
+  EXPECT_NE(text.find("pst_build_info{backend=\"cpu\",version=\""), std::string::npos);
+  // The last step's timestamp is now, in seconds.
+  const double ts = value_of(text, "pst_last_step_timestamp_seconds{rank=\"3\",role=\"worker\"}");
+  EXPECT_NEAR(ts, static_cast<double>(time(nullptr)), 60);
+}
+
+TEST(MetricsTest, FixedPortsAreBasePlusRankAndABusyPortIsAnError) {
+  MetricsConfig config;
+  auto first = MetricsServer::start(config, 0, "cpu");
+  ASSERT_TRUE(first.ok());
+  const int busy = std::stoi((*first)->endpoint().substr((*first)->endpoint().rfind(':') + 1));
+  config.port = busy - 2;
+  auto clash = MetricsServer::start(config, 2, "cpu");
+  ASSERT_FALSE(clash.ok());
+  EXPECT_NE(clash.status().message().find("metrics.port + rank 2"), std::string::npos) << clash.status().message();
+}
+
+TEST(MetricsTest, FileSdListsEveryTarget) {
+  testing::TempDir dir;
+  const std::string path = dir.file("sd/targets.json");
+  ASSERT_TRUE(write_file_sd(path, {{"127.0.0.1:9100", "scheduler", 0}, {"127.0.0.1:9101", "server", 1}, {"", "worker", 2}},
+                            0xabc)
+                  .ok());
+  std::ifstream in(path);
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j.size(), 2u) << "a process without metrics is not a target";
+  EXPECT_EQ(j[1]["targets"][0], "127.0.0.1:9101");
+  EXPECT_EQ(j[1]["labels"]["pst_node_role"], "server");
+  EXPECT_EQ(j[1]["labels"]["pst_node_rank"], "1");
+  EXPECT_EQ(j[0]["labels"]["pst_job"], "0000000000000abc");
+}
+
+}  // namespace
+}  // namespace pst
