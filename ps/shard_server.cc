@@ -262,7 +262,10 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   }
   OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step, request);
   ack.header().initStepInfo();
-  PST_RETURN_IF_ERROR(router_->send(route, ack.finish(), Deadline::after(options_.timeout_s)));
+  const Status acked = router_->send(route, ack.finish(), Deadline::after(options_.timeout_s));
+  // A worker that cannot take its acknowledgement has gone; the push counts,
+  // and the next round's deadline names the worker if it does not come back.
+  if (!acked.ok()) spdlog::warn("server {}: worker {} did not take the acknowledgement: {}", options_.server, w, acked.message());
   if (options_.metrics)
     options_.metrics->request("push", std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
   if (push.received < owned_chunks_.size()) return Status();
@@ -352,7 +355,15 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
   }
   p.sent = last;
   if (options_.metrics) options_.metrics->bytes_out(bytes);
-  return router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
+  const Status sent = router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
+  if (!sent.ok()) {
+    // The worker has gone (killed while its pull waited). Its pull is
+    // dropped; the next round's deadline names it unless it comes back.
+    spdlog::warn("server {}: worker {} did not take weights of version {}: {}", options_.server, p.worker, version,
+                 sent.message());
+    p.gone = true;
+  }
+  return Status();
 }
 
 Status ShardServer::answer_pull(PendingPull& p) {
@@ -362,7 +373,7 @@ Status ShardServer::answer_pull(PendingPull& p) {
   }
   // What streaming during the update has not sent (a server that owns
   // nothing answers with one empty part).
-  if (p.sent == owned_chunks_.size() && p.sent > 0) return Status();
+  if (p.gone || (p.sent == owned_chunks_.size() && p.sent > 0)) return Status();
   StepReport report = last_;
   report.applied_steps = opt_.applied_steps();
   PST_RETURN_IF_ERROR(send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size()));
@@ -382,7 +393,7 @@ Status ShardServer::on_progress(size_t done) {
     report = progress_report_;
   }
   for (PendingPull& p : pending_)
-    if (p.min_version <= version_ + 1 && p.sent < done) {
+    if (!p.gone && p.min_version <= version_ + 1 && p.sent < done) {
       PST_RETURN_IF_ERROR(send_pull_part(p, *next_snapshot_, next_snapshot_, version_ + 1, report, done));
       ++streamed_parts_;
     }

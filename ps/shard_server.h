@@ -103,6 +103,7 @@ class ShardServer {
     int64_t min_version = 0;
     int worker = 0;
     size_t sent = 0;  // owned chunks already sent (streamed during an update)
+    bool gone = false;  // a send to the worker failed: it has gone
     std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
   };
   // A worker's push of one step, part by part.

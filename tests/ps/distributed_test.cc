@@ -331,6 +331,59 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_EQ(weights[1], want);
 }
 
+// A worker that pushes, asks for the next weights and dies before they
+// come: the server's parts to it fail, and the server must carry on (not
+// stop naming nobody); the next round then ends at the deadline naming that
+// worker, while the live worker got the step it was owed.
+TEST(ShardServerTest, AWorkerThatDiesWaitingForWeightsIsNamedByTheNextRound) {
+  JobConfig job = testing::tiny_job();
+  auto cpu = make_cpu_backend(1);
+  Transformer model(job.model, 12, 12, cpu.get());
+  std::vector<float> w0(model.num_params(), 0.5f);
+  zmq::context_t ctx;
+  auto plan = ShardPlan::make(model.table().numels(), 1, 128);
+  ASSERT_TRUE(plan.ok());
+  const JobLayout layout{1, 2};
+  SingleServerReducer reducer;
+  auto router = Router::bind(ctx, "inproc://gone-worker-test");
+  ASSERT_TRUE(router.ok());
+  ShardServerOptions so{kJob, 0, layout, 1.0};
+  so.stream_bytes = 4;
+  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router), so);
+  Status served;
+  std::thread t([&] { served = server.serve(); });
+  const std::vector<float> g(w0.size(), 0.01f);
+  {
+    auto doomed = RemoteParameterClient::connect(ctx, *plan, {"inproc://gone-worker-test"},
+                                                 RemoteClientOptions{kJob, 1, layout, 5.0});
+    ASSERT_TRUE(doomed.ok());
+    ASSERT_TRUE((*doomed)->push(0, 10, 0.0, g.data()).ok());
+    // Its pull request, by hand: the client would wait for the answer.
+    auto raw = Dealer::connect(ctx, "inproc://gone-worker-test", "server 0");
+    ASSERT_TRUE(raw.ok());
+    OutMessage pull(wire::Kind::PULL, kJob, layout.worker_rank(1), 1, 99);
+    ASSERT_TRUE((*raw)->send(pull.finish(), Deadline::after(5)).ok());
+    const Deadline d = Deadline::after(20);
+    while (server.waiting_pulls() < 1 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(server.waiting_pulls(), 1);
+  }  // worker 1's sockets close: it has gone
+  auto live = RemoteParameterClient::connect(ctx, *plan, {"inproc://gone-worker-test"},
+                                             RemoteClientOptions{kJob, 0, layout, 5.0});
+  ASSERT_TRUE(live.ok());
+  std::vector<float> weights(w0.size());
+  ASSERT_TRUE((*live)->push(0, 10, 0.0, g.data()).ok());
+  auto step1 = (*live)->pull(1, weights.data());
+  ASSERT_TRUE(step1.ok()) << step1.status().to_string();
+  EXPECT_EQ(step1->version, 1);
+  ASSERT_TRUE((*live)->push(1, 10, 0.0, g.data()).ok());
+  auto step2 = (*live)->pull(2, weights.data());
+  t.join();
+  ASSERT_FALSE(served.ok());
+  EXPECT_NE(served.message().find("worker 1 (rank"), std::string::npos) << served.message();
+  ASSERT_FALSE(step2.ok());
+  EXPECT_NE(step2.status().message().find("worker 1 (rank"), std::string::npos) << step2.status().message();
+}
+
 // A worker that never pushes: the server gives up at its deadline naming
 // that worker, and the worker waiting for weights gets that verdict from the
 // server, naming the missing worker.

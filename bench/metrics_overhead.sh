@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The cost of Prometheus metrics: training tokens/s of g2p-small with 1 server
+# and 1 worker under mpirun, metrics on (every process serving /metrics and
+# scraped every second by a loop of curl requests, as a 1 s Prometheus
+# scrape would) against metrics.enabled = false, alternating runs, in one
+# invocation, printed as a ratio.
+#   bench/metrics_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+STEPS=${2:-60}
+ROUNDS=${3:-2}
+TMP=$(mktemp -d)
+SCRAPER=
+trap '[[ -n $SCRAPER ]] && kill $SCRAPER 2>/dev/null; rm -rf "$TMP"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+JOB=(--config "$ROOT/configs/g2p-small.toml" --set train.steps="$STEPS" --set train.eval_every=0
+     --set train.test_at_end=false --set train.log_every="$STEPS" --set data.eval_max_examples=50)
+rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
+run() {  # run NAME ARGS...: tokens/s of one mpirun job
+  local name=$1
+  shift
+  mpirun --oversubscribe --bind-to none -np 3 "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
+    --set train.output="$TMP/$name" "$@" >"$TMP/$name.log" 2>&1
+  rate "$TMP/$name.log"
+}
+on_sum=0 off_sum=0
+for r in $(seq 1 "$ROUNDS"); do
+  # Scrape every endpoint of the file_sd file once a second while the job runs.
+  ( while true; do
+      if [[ -f $TMP/targets.json ]]; then
+        for ep in $(grep -o '"[0-9.]*:[0-9]*"' "$TMP/targets.json" | tr -d '"'); do
+          curl -s -o /dev/null --max-time 1 "http://$ep/metrics" || true
+        done
+      fi
+      sleep 1
+    done ) &
+  SCRAPER=$!
+  on=$(run "on$r" --set metrics.file_sd="$TMP/targets.json")
+  kill $SCRAPER; wait $SCRAPER 2>/dev/null || true; SCRAPER=
+  rm -f "$TMP/targets.json"
+  off=$(run "off$r" --set metrics.enabled=false)
+  echo "round $r: metrics on $on tokens/s, off $off tokens/s"
+  on_sum=$((on_sum + on)) off_sum=$((off_sum + off))
+done
+awk -v a="$on_sum" -v b="$off_sum" 'BEGIN {printf "metrics on / off = %.3f (overhead %.1f%%)\n", a / b, 100 * (1 - a / b)}'
