@@ -234,6 +234,38 @@ void ShardOptimizer::copy_local_weights(float* local, size_t first, size_t last)
   }
 }
 
+void ShardOptimizer::export_state(std::vector<float>* weights, std::vector<float>* exp_avg,
+                                  std::vector<float>* exp_avg_sq) const {
+  const size_t n = static_cast<size_t>(n_);
+  const float* src[3] = {w_, m_, v_};
+  std::vector<float>* dst[3] = {weights, exp_avg, exp_avg_sq};
+  for (int k = 0; k < 3; ++k) {
+    dst[k]->resize(n);
+    if (device_) {
+      device_->download(dst[k]->data(), src[k], n * sizeof(float));
+    } else {
+      std::copy_n(src[k], n, dst[k]->data());
+    }
+  }
+}
+
+void ShardOptimizer::import_state(const float* weights, const float* exp_avg, const float* exp_avg_sq,
+                                  int64_t version, int64_t applied_steps) {
+  PST_CHECK_MSG(pushes_ == 0, "import_state() with {} pushes pending", pushes_);
+  const size_t n = static_cast<size_t>(n_);
+  float* dst[3] = {w_, m_, v_};
+  const float* src[3] = {weights, exp_avg, exp_avg_sq};
+  for (int k = 0; k < 3; ++k) {
+    if (device_) {
+      device_->upload(dst[k], src[k], n * sizeof(float));
+    } else {
+      std::copy_n(src[k], n, dst[k]);
+    }
+  }
+  version_ = version;
+  applied_ = applied_steps;
+}
+
 void ShardOptimizer::copy_weights_device(float* flat) const {
   PST_CHECK_MSG(device_ != nullptr, "copy_weights_device on a host optimizer");
   for (const Run& r : runs_) device_->copy(flat + r.flat, w_ + r.local, r.length);

@@ -80,6 +80,13 @@ class ShardOptimizer {
   // The same for owned ranges [first, last) only, at their local offsets.
   void copy_local_weights(float* local, size_t first, size_t last) const;
   int64_t local_size() const { return n_; }
+  // The owned weights and Adam moments (local order), for a checkpoint.
+  void export_state(std::vector<float>* weights, std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq) const;
+  // Restores them (local order, local_size() floats each) with the round and
+  // optimizer-step counters, as a resumed job starts: the schedule goes on
+  // from applied_steps.
+  void import_state(const float* weights, const float* exp_avg, const float* exp_avg_sq, int64_t version,
+                    int64_t applied_steps);
   int64_t local_offset(size_t range) const { return local_offset_[range]; }
   Backend* device() const { return device_; }
   int64_t version() const { return version_; }

@@ -1,0 +1,276 @@
+#include "ps/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace pst {
+namespace {
+
+constexpr int kFormat = 1;
+const char* const kKinds[3] = {"param", "exp_avg", "exp_avg_sq"};
+
+Result<std::string> read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("{}: cannot open", path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+uint64_t xxh3_of(const std::string& bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+// Writes path atomically: temp file, fsync, rename, fsync of the directory.
+Status write_atomic(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return io_error("{}: cannot create: {}", tmp, std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      return io_error("{}: write failed: {}", tmp, std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) return io_error("{}: fsync failed: {}", tmp, std::strerror(errno));
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return io_error("{}: cannot rename to {}: {}", tmp, path, ec.message());
+  const int dfd = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return Status();
+}
+
+Result<CheckpointFile> describe_file(const std::string& dir, const std::string& name) {
+  PST_ASSIGN_OR_RETURN(std::string bytes, read_all(dir + "/" + name));
+  return CheckpointFile{name, static_cast<int64_t>(bytes.size()), xxh3_of(bytes)};
+}
+
+// "step-000000123" -> 123; -1 for other names.
+int64_t step_of(const std::string& name) {
+  if (name.size() != 14 || name.rfind("step-", 0) != 0) return -1;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    v = v * 10 + (name[i] - '0');
+  }
+  return v;
+}
+
+std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const int64_t s = step_of(e.path().filename().string());
+    if (s >= 0 && e.is_directory()) out.emplace_back(s, e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::string checkpoint_dir(const std::string& root, int64_t step) { return fmt::format("{}/step-{:09d}", root, step); }
+
+Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table, const ShardState& state) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return io_error("{}: cannot create the checkpoint directory: {}", dir, ec.message());
+  SafetensorsFile f;
+  const std::vector<float>* parts[3] = {&state.weights, &state.exp_avg, &state.exp_avg_sq};
+  int64_t local = 0;
+  for (const ChunkRange& r : state.ranges) {
+    const ParamSpec& p = table[r.tensor];
+    for (int k = 0; k < 3; ++k)
+      f.add_f32(fmt::format("{}/{}@{}", kKinds[k], p.name, r.begin - p.offset), {r.length}, parts[k]->data() + local);
+    local += r.length;
+  }
+  PST_CHECK_MSG(static_cast<size_t>(local) == state.weights.size(), "shard state of {} floats for ranges of {}",
+                state.weights.size(), local);
+  f.set_metadata("format", std::to_string(kFormat));
+  f.set_metadata("server", std::to_string(server));
+  const std::string name = fmt::format("server-{}.safetensors", server);
+  PST_RETURN_IF_ERROR(f.write(dir + "/" + name));
+  return describe_file(dir, name);
+}
+
+Status write_manifest(const std::string& dir, const Manifest& m) {
+  for (const CheckpointFile& f : m.files) {
+    PST_ASSIGN_OR_RETURN(CheckpointFile on_disk, describe_file(dir, f.name));
+    if (on_disk.bytes != f.bytes || on_disk.xxh3 != f.xxh3)
+      return data_loss("{}/{}: {} bytes with checksum {:016x} on disk; the writer reported {} bytes, {:016x}", dir,
+                       f.name, on_disk.bytes, on_disk.xxh3, f.bytes, f.xxh3);
+  }
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["step"] = m.step;
+  j["applied_steps"] = m.applied_steps;
+  j["skipped_steps"] = m.skipped_steps;
+  j["loss"] = m.loss;
+  j["config"] = m.config;
+  j["seed"] = m.seed;
+  j["data_position"] = {{"step", m.step}, {"seed", m.seed}};
+  j["servers"] = m.servers;
+  j["chunk_bytes"] = m.chunk_bytes;
+  j["params"] = nlohmann::json::array();
+  for (const auto& [name, shape] : m.params) j["params"].push_back({{"name", name}, {"shape", shape}});
+  j["files"] = nlohmann::json::array();
+  for (const CheckpointFile& f : m.files)
+    j["files"].push_back({{"name", f.name}, {"bytes", f.bytes}, {"xxh3", fmt::format("{:016x}", f.xxh3)}});
+  return write_atomic(dir + "/manifest.json", j.dump(2) + "\n");
+}
+
+Result<Manifest> read_checkpoint(const std::string& dir) {
+  const std::string path = dir + "/manifest.json";
+  if (!fs::exists(path)) return not_found("{}: no manifest.json (not a complete checkpoint)", dir);
+  PST_ASSIGN_OR_RETURN(std::string text, read_all(path));
+  Manifest m;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    if (j.at("format").get<int>() != kFormat)
+      return data_loss("{}: checkpoint format {}; this pst reads format {}", path, j.at("format").get<int>(), kFormat);
+    m.step = j.at("step").get<int64_t>();
+    m.applied_steps = j.at("applied_steps").get<int64_t>();
+    m.skipped_steps = j.at("skipped_steps").get<int64_t>();
+    m.loss = j.at("loss").get<double>();
+    m.config = j.at("config").get<std::string>();
+    m.seed = j.at("seed").get<uint64_t>();
+    m.servers = j.at("servers").get<int64_t>();
+    m.chunk_bytes = j.at("chunk_bytes").get<int64_t>();
+    for (const auto& p : j.at("params")) m.params.emplace_back(p.at("name"), p.at("shape").get<std::vector<int64_t>>());
+    for (const auto& f : j.at("files")) {
+      CheckpointFile cf;
+      cf.name = f.at("name").get<std::string>();
+      cf.bytes = f.at("bytes").get<int64_t>();
+      cf.xxh3 = std::stoull(f.at("xxh3").get<std::string>(), nullptr, 16);
+      if (cf.name.find('/') != std::string::npos || cf.name.empty())
+        return data_loss("{}: file name '{}' is not a plain name", path, cf.name);
+      m.files.push_back(cf);
+    }
+  } catch (const std::exception& e) {
+    return data_loss("{}: not a valid manifest: {}", path, e.what());
+  }
+  if (m.files.empty()) return data_loss("{}: lists no files", path);
+  for (const CheckpointFile& f : m.files) {
+    auto on_disk = describe_file(dir, f.name);
+    if (!on_disk.ok()) return data_loss("{}: {} is missing: {}", dir, f.name, on_disk.status().message());
+    if (on_disk->bytes != f.bytes)
+      return data_loss("{}/{}: {} bytes; the manifest says {} (truncated or replaced)", dir, f.name, on_disk->bytes,
+                       f.bytes);
+    if (on_disk->xxh3 != f.xxh3)
+      return data_loss("{}/{}: checksum {:016x}; the manifest says {:016x} (the file is corrupt)", dir, f.name,
+                       on_disk->xxh3, f.xxh3);
+  }
+  return m;
+}
+
+Result<std::string> latest_checkpoint(const std::string& root) {
+  auto dirs = step_dirs(root);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    auto m = read_checkpoint(it->second);
+    if (m.ok()) return it->second;
+    spdlog::warn("skipping {}: {}", it->second, m.status().message());
+  }
+  return not_found("{}: no complete checkpoint (step-NNNNNNNNN directories with a valid manifest.json)", root);
+}
+
+Status check_model(const Manifest& m, const ParamTable& table) {
+  const size_t n = std::min(m.params.size(), static_cast<size_t>(table.size()));
+  for (size_t i = 0; i < n; ++i) {
+    const ParamSpec& p = table[static_cast<int64_t>(i)];
+    if (m.params[i].first != p.name || m.params[i].second != p.shape)
+      return failed_precondition("the checkpoint's parameter {} is {} {}; this model's is {} {} (a different "
+                                 "model config)",
+                                 i, m.params[i].first, fmt::format("{}", fmt::join(m.params[i].second, "x")), p.name,
+                                 fmt::format("{}", fmt::join(p.shape, "x")));
+  }
+  if (m.params.size() != static_cast<size_t>(table.size()))
+    return failed_precondition("the checkpoint has {} parameters; this model has {} (a different model config)",
+                               m.params.size(), table.size());
+  return Status();
+}
+
+Result<ShardState> load_shard(const std::string& dir, const Manifest& m, const ParamTable& table,
+                              const std::vector<ChunkRange>& ranges) {
+  PST_RETURN_IF_ERROR(check_model(m, table));
+  // Every stored piece: (kind, tensor name) -> offset in the tensor -> data.
+  std::map<std::pair<int, std::string>, std::map<int64_t, std::vector<float>>> pieces;
+  for (const CheckpointFile& f : m.files) {
+    PST_ASSIGN_OR_RETURN(SafetensorsFile st, SafetensorsFile::read(dir + "/" + f.name));
+    for (const auto& [key, t] : st.tensors()) {
+      const auto slash = key.find('/'), at = key.rfind('@');
+      int kind = -1;
+      for (int k = 0; k < 3; ++k)
+        if (key.compare(0, slash, kKinds[k]) == 0) kind = k;
+      if (slash == std::string::npos || at == std::string::npos || at < slash || kind < 0 || t.dtype != "F32" ||
+          t.shape.size() != 1)
+        return data_loss("{}/{}: unexpected tensor '{}'", dir, f.name, key);
+      pieces[{kind, key.substr(slash + 1, at - slash - 1)}][std::stoll(key.substr(at + 1))] = t.to_f32();
+    }
+  }
+  ShardState s;
+  s.ranges = ranges;
+  std::vector<float>* out[3] = {&s.weights, &s.exp_avg, &s.exp_avg_sq};
+  for (const ChunkRange& r : ranges) {
+    const ParamSpec& p = table[r.tensor];
+    for (int k = 0; k < 3; ++k) {
+      const auto it = pieces.find({k, p.name});
+      if (it == pieces.end()) return data_loss("{}: no {} of {}", dir, kKinds[k], p.name);
+      // Copy [r.begin, r.begin + r.length) of the tensor from the pieces covering it.
+      int64_t pos = r.begin - p.offset;
+      const int64_t end = pos + r.length;
+      while (pos < end) {
+        auto piece = it->second.upper_bound(pos);
+        if (piece == it->second.begin()) return data_loss("{}: {} of {} lacks offset {}", dir, kKinds[k], p.name, pos);
+        --piece;
+        const int64_t from = pos - piece->first;
+        const int64_t have = static_cast<int64_t>(piece->second.size()) - from;
+        if (have <= 0) return data_loss("{}: {} of {} lacks offset {}", dir, kKinds[k], p.name, pos);
+        const int64_t take = std::min(have, end - pos);
+        out[k]->insert(out[k]->end(), piece->second.begin() + from, piece->second.begin() + from + take);
+        pos += take;
+      }
+    }
+  }
+  return s;
+}
+
+Status prune_checkpoints(const std::string& root, int64_t keep) {
+  auto dirs = step_dirs(root);
+  std::vector<std::string> complete;
+  int64_t newest_complete = -1;
+  for (const auto& [step, dir] : dirs)
+    if (fs::exists(dir + "/manifest.json")) {
+      complete.push_back(dir);
+      newest_complete = step;
+    }
+  std::error_code ec;
+  for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(keep, 1)) < complete.size(); ++i) {
+    fs::remove_all(complete[i], ec);
+    if (ec) return io_error("{}: cannot remove: {}", complete[i], ec.message());
+  }
+  for (const auto& [step, dir] : dirs)
+    if (step < newest_complete && !fs::exists(dir + "/manifest.json")) fs::remove_all(dir, ec);
+  return Status();
+}
+
+}  // namespace pst

@@ -1,0 +1,80 @@
+// Sharded checkpoints (DESIGN.md §9). A checkpoint of step v is a directory
+// ROOT/step-<v, 9 digits>/ holding one safetensors file per server with its
+// chunks' weights and Adam moments, named by (tensor name, float offset in
+// the tensor): "param/<name>@<offset>", "exp_avg/<name>@<offset>",
+// "exp_avg_sq/<name>@<offset>"; and manifest.json, written last and
+// atomically, with the step, the optimizer's counters, the resolved config,
+// the parameter table (names and shapes), the data position and seeds, and
+// each file's size and XXH3-64 checksum. A directory without a manifest is
+// not a checkpoint. Loading re-shards by (name, offset), so a job may resume
+// with another number of servers (or chunk size).
+//
+// Each server writes its file (temp + fsync + rename, by SafetensorsFile);
+// the manifest goes last, so a crash while writing leaves at most a
+// directory without a manifest, which readers skip.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/shard_plan.h"
+#include "core/status.h"
+#include "model/param_table.h"
+
+namespace pst {
+
+// A server's part of a checkpoint: its owned ranges (in owned order) and
+// their weights and moments, back to back in the same order.
+struct ShardState {
+  std::vector<ChunkRange> ranges;
+  std::vector<float> weights, exp_avg, exp_avg_sq;
+};
+
+struct CheckpointFile {
+  std::string name;  // relative to the checkpoint directory
+  int64_t bytes = 0;
+  uint64_t xxh3 = 0;
+};
+
+struct Manifest {
+  int64_t step = 0;           // weights version (rounds done)
+  int64_t applied_steps = 0;  // optimizer steps applied (the schedule's counter)
+  int64_t skipped_steps = 0;
+  double loss = 0.0;          // the last logged training loss, for `checkpoint inspect`
+  std::string config;         // the job's resolved config (TOML)
+  uint64_t seed = 0;          // train.seed: data order and dropout masks follow from (seed, step)
+  int64_t servers = 0;
+  int64_t chunk_bytes = 0;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> params;  // the parameter table: names and shapes
+  std::vector<CheckpointFile> files;
+};
+
+// ROOT/step-<step>.
+std::string checkpoint_dir(const std::string& root, int64_t step);
+
+// Writes server k's file into dir (created if needed); its size and checksum.
+Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,
+                                   const ShardState& state);
+// Writes manifest.json atomically (temp + fsync + rename) after checking
+// that every file it names is present with that size and checksum.
+Status write_manifest(const std::string& dir, const Manifest& manifest);
+
+// Reads dir's manifest and verifies every file (present, size, checksum);
+// errors name the directory and what is wrong.
+Result<Manifest> read_checkpoint(const std::string& dir);
+// The newest complete checkpoint under root: the highest step whose
+// manifest and files verify (a broken newer one is skipped with a warning).
+Result<std::string> latest_checkpoint(const std::string& root);
+// Checks that a checkpoint's parameter table is the model's (names and
+// shapes, in order): a clear error naming the first difference.
+Status check_model(const Manifest& m, const ParamTable& table);
+// The state of `ranges` (any split into servers and chunks) from a verified
+// checkpoint: pieces are found by (tensor name, offset) in any of its files.
+Result<ShardState> load_shard(const std::string& dir, const Manifest& m, const ParamTable& table,
+                              const std::vector<ChunkRange>& ranges);
+// Removes all but the newest `keep` complete checkpoints under root, and
+// directories without a manifest older than the newest complete one.
+Status prune_checkpoints(const std::string& root, int64_t keep);
+
+}  // namespace pst

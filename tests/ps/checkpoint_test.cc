@@ -1,0 +1,251 @@
+// Sharded checkpoint files (DESIGN.md §9): written by S servers, read back
+// by any other split of servers (re-sharding by name and offset) with the
+// same values; a directory without a manifest, a truncated file, a flipped
+// byte, a missing file and a different model are each a clear error, and
+// `latest` falls back to the previous complete checkpoint; pruning keeps
+// the newest K.
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include <gtest/gtest.h>
+
+#include "ps/checkpoint.h"
+#include "ps/server.h"
+#include "tests/ps/fixtures.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A checkpoint of `table` at `step` written by `servers` servers, with the
+// flat state w[i] = i, m[i] = -i, v[i] = 2i (so any misplaced float shows).
+Manifest write_checkpoint(const std::string& root, const ParamTable& table, int servers, int64_t chunk_bytes,
+                          int64_t step) {
+  auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
+  EXPECT_TRUE(plan.ok());
+  const std::string dir = checkpoint_dir(root, step);
+  Manifest m;
+  m.step = step;
+  m.applied_steps = step - 1;
+  m.skipped_steps = 1;
+  m.loss = 2.5;
+  m.config = "[model]\n";
+  m.seed = 7;
+  m.servers = servers;
+  m.chunk_bytes = chunk_bytes;
+  for (const ParamSpec& p : table.params()) m.params.emplace_back(p.name, p.shape);
+  for (int k = 0; k < servers; ++k) {
+    ShardState s;
+    s.ranges = plan->owned(k);
+    for (const ChunkRange& r : s.ranges)
+      for (int64_t i = r.begin; i < r.begin + r.length; ++i) {
+        s.weights.push_back(static_cast<float>(i));
+        s.exp_avg.push_back(-static_cast<float>(i));
+        s.exp_avg_sq.push_back(2.0f * static_cast<float>(i));
+      }
+    auto f = write_shard(dir, k, table, s);
+    EXPECT_TRUE(f.ok()) << f.status().to_string();
+    m.files.push_back(*f);
+  }
+  EXPECT_TRUE(write_manifest(dir, m).ok());
+  return m;
+}
+
+ParamTable tiny_table() {
+  const JobConfig job = testing::tiny_job();
+  return build_param_table(job.model, 12, 12);
+}
+
+TEST(CheckpointTest, AnySplitOfServersReadsTheSameState) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 3, 256, 40);
+  auto m = read_checkpoint(checkpoint_dir(root.path(), 40));
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->step, 40);
+  EXPECT_EQ(m->applied_steps, 39);
+  EXPECT_EQ(m->servers, 3);
+  EXPECT_EQ(m->files.size(), 3u);
+  for (auto [servers, chunk] : {std::pair{1, int64_t{1} << 20}, std::pair{2, int64_t{128}}, std::pair{3, int64_t{256}}}) {
+    auto plan = ShardPlan::make(table.numels(), servers, chunk);
+    ASSERT_TRUE(plan.ok());
+    for (int k = 0; k < servers; ++k) {
+      auto s = load_shard(checkpoint_dir(root.path(), 40), *m, table, plan->owned(k));
+      ASSERT_TRUE(s.ok()) << s.status().to_string();
+      size_t local = 0;
+      for (const ChunkRange& r : plan->owned(k))
+        for (int64_t i = r.begin; i < r.begin + r.length; ++i, ++local) {
+          ASSERT_EQ(s->weights[local], static_cast<float>(i)) << servers << " servers, server " << k;
+          ASSERT_EQ(s->exp_avg[local], -static_cast<float>(i));
+          ASSERT_EQ(s->exp_avg_sq[local], 2.0f * static_cast<float>(i));
+        }
+      EXPECT_EQ(local, s->weights.size());
+    }
+  }
+}
+
+TEST(CheckpointTest, DamageIsDetectedAndLatestFallsBack) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 2, 256, 10);
+  write_checkpoint(root.path(), table, 2, 256, 20);
+  const std::string newest = checkpoint_dir(root.path(), 20);
+  const std::string file = newest + "/server-1.safetensors";
+  auto latest = latest_checkpoint(root.path());
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, newest);
+
+  // A flipped byte.
+  std::string bytes;
+  {
+    std::ifstream in(file, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x10;
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << flipped;
+  auto r = read_checkpoint(newest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("server-1.safetensors: checksum"), std::string::npos) << r.status().message();
+  EXPECT_EQ(*latest_checkpoint(root.path()), checkpoint_dir(root.path(), 10)) << "latest must fall back";
+
+  // Truncated.
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() - 100);
+  r = read_checkpoint(newest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("truncated"), std::string::npos) << r.status().message();
+
+  // Missing.
+  fs::remove(file);
+  r = read_checkpoint(newest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("server-1.safetensors is missing"), std::string::npos) << r.status().message();
+
+  // No manifest: not a checkpoint.
+  std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+  ASSERT_TRUE(read_checkpoint(newest).ok());
+  fs::remove(newest + "/manifest.json");
+  r = read_checkpoint(newest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("no manifest.json"), std::string::npos);
+  EXPECT_EQ(*latest_checkpoint(root.path()), checkpoint_dir(root.path(), 10));
+
+  // A manifest that does not parse.
+  std::ofstream(newest + "/manifest.json") << "{\"format\": 1, \"step\": ";
+  r = read_checkpoint(newest);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("not a valid manifest"), std::string::npos) << r.status().message();
+}
+
+TEST(CheckpointTest, AnotherModelIsRejected) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 1, 1024, 5);
+  auto m = read_checkpoint(checkpoint_dir(root.path(), 5));
+  ASSERT_TRUE(m.ok());
+  JobConfig other = testing::tiny_job();
+  other.model.ffn_dim = 24;
+  const ParamTable bigger = build_param_table(other.model, 12, 12);
+  const Status s = check_model(*m, bigger);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("linear1.weight 16x8; this model's is"), std::string::npos) << s.message();
+  EXPECT_FALSE(load_shard(checkpoint_dir(root.path(), 5), *m, bigger, whole_tensors(bigger)).ok());
+}
+
+TEST(CheckpointTest, PruneKeepsTheNewestComplete) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  for (int64_t step : {10, 20, 30, 40}) write_checkpoint(root.path(), table, 1, 1024, step);
+  fs::create_directories(checkpoint_dir(root.path(), 25));  // an interrupted write: no manifest
+  fs::create_directories(checkpoint_dir(root.path(), 50));  // one in progress, newer than all
+  ASSERT_TRUE(prune_checkpoints(root.path(), 2).ok());
+  EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 10)));
+  EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 20)));
+  EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 25)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 30)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 40)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 50))) << "a newer write in progress is left alone";
+}
+
+// The resume invariant at the optimizer's level: 2 servers take 3 steps,
+// write a checkpoint, and 3 fresh servers (another split) restore it and
+// take 3 more; the weights equal 6 uninterrupted steps of one optimizer bit
+// for bit, the learning rate of the schedule included (warmup of 3 steps,
+// then linear decay).
+TEST(CheckpointTest, ResumingOnAnotherSplitContinuesTheSameSteps) {
+  testing::TempDir root;
+  JobConfig job = testing::tiny_job();
+  job.optim.weight_decay = 0.1;
+  const ParamTable table = build_param_table(job.model, 12, 12);
+  std::vector<float> w0(static_cast<size_t>(table.total_numel()));
+  init_params(table, 5, w0.data());
+  auto grad = [&](int step) { return testing::random_vec(w0.size(), 100 + static_cast<uint32_t>(step), 0.5f); };
+  // Steps [first, last) on the optimizers of a plan, each with its share.
+  auto run = [&](std::vector<std::unique_ptr<ShardOptimizer>>& opts, int first, int last) {
+    for (int step = first; step < last; ++step) {
+      const std::vector<float> g = grad(step);
+      GradStats total;
+      for (auto& o : opts) {
+        o->add_push(g.data(), 10, 0.0);
+        const GradStats part = o->reduce();
+        total.sum_squares += part.sum_squares;
+        total.nonfinite = total.nonfinite || part.nonfinite;
+      }
+      for (auto& o : opts) o->apply(total);
+    }
+  };
+  auto flat = [&](std::vector<std::unique_ptr<ShardOptimizer>>& opts) {
+    std::vector<float> w(w0.size());
+    for (auto& o : opts) o->copy_weights(w.data());
+    return w;
+  };
+  std::vector<std::unique_ptr<ShardOptimizer>> one;
+  one.push_back(std::make_unique<ShardOptimizer>(job, table, whole_tensors(table), w0.data()));
+  run(one, 0, 6);
+
+  auto plan2 = ShardPlan::make(table.numels(), 2, 256);
+  std::vector<std::unique_ptr<ShardOptimizer>> two;
+  for (int k = 0; k < 2; ++k) two.push_back(std::make_unique<ShardOptimizer>(job, table, plan2->owned(k), w0.data()));
+  run(two, 0, 3);
+  Manifest m;
+  m.step = two[0]->version();
+  m.applied_steps = two[0]->applied_steps();
+  m.servers = 2;
+  m.chunk_bytes = 256;
+  for (const ParamSpec& p : table.params()) m.params.emplace_back(p.name, p.shape);
+  const std::string dir = checkpoint_dir(root.path(), m.step);
+  for (int k = 0; k < 2; ++k) {
+    ShardState s;
+    s.ranges = plan2->owned(k);
+    two[static_cast<size_t>(k)]->export_state(&s.weights, &s.exp_avg, &s.exp_avg_sq);
+    auto f = write_shard(dir, k, table, s);
+    ASSERT_TRUE(f.ok());
+    m.files.push_back(*f);
+  }
+  ASSERT_TRUE(write_manifest(dir, m).ok());
+
+  auto latest = latest_checkpoint(root.path());
+  ASSERT_TRUE(latest.ok());
+  auto back = read_checkpoint(*latest);
+  ASSERT_TRUE(back.ok());
+  auto plan3 = ShardPlan::make(table.numels(), 3, 128);
+  std::vector<std::unique_ptr<ShardOptimizer>> three;
+  for (int k = 0; k < 3; ++k) {
+    three.push_back(std::make_unique<ShardOptimizer>(job, table, plan3->owned(k), w0.data()));
+    auto s = load_shard(*latest, *back, table, plan3->owned(k));
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    three.back()->import_state(s->weights.data(), s->exp_avg.data(), s->exp_avg_sq.data(), back->step,
+                               back->applied_steps);
+  }
+  EXPECT_EQ(three[0]->version(), 3);
+  run(three, 3, 6);
+  const std::vector<float> want = flat(one), got = flat(three);
+  EXPECT_EQ(got, want);
+  EXPECT_NE(got, flat(two)) << "the resumed servers must have moved on";
+}
+
+}  // namespace
+}  // namespace pst
