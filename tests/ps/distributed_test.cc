@@ -7,6 +7,7 @@
 // the others run ahead; SSP(s) never answers a pull beyond s, and the loss
 // still falls.
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <thread>
 
@@ -181,61 +182,114 @@ INSTANTIATE_TEST_SUITE_P(Threads, BspTest,
                                               p.param.stream ? "Streamed" : "");
                          });
 
+// One server of the tiny model, for two workers, serving on its own thread
+// over inproc://NAME from the initial weights w0.
+class ServedShard {
+ public:
+  static constexpr JobLayout kLayout{1, 2};
+
+  ServedShard(const std::string& name, const std::vector<float>& w0, int64_t chunk_bytes, double timeout_s,
+              int64_t stream_bytes = ShardServerOptions{}.stream_bytes)
+      : job_(testing::tiny_job()),
+        table_(build_param_table(job_.model, 12, 12)),
+        endpoint_("inproc://" + name),
+        plan_(*ShardPlan::make(table_.numels(), 1, chunk_bytes)) {
+    auto router = Router::bind(ctx_, endpoint_);
+    PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
+    ShardServerOptions so{kJob, 0, kLayout, timeout_s};
+    so.stream_bytes = stream_bytes;
+    server_ = std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so);
+    thread_ = std::thread([this] { served_ = server_->serve(); });
+  }
+  ~ServedShard() { (void)join(); }
+
+  // What serve() returned, once it has.
+  Status join() {
+    if (thread_.joinable()) thread_.join();
+    return served_;
+  }
+  std::unique_ptr<RemoteParameterClient> client(int worker, double timeout_s) {
+    auto c = RemoteParameterClient::connect(ctx_, plan_, {endpoint_}, RemoteClientOptions{kJob, worker, kLayout, timeout_s});
+    PST_CHECK_MSG(c.ok(), "{}", c.status().to_string());
+    return std::move(*c);
+  }
+  // Runs `work` for workers 0 and 1 on threads of their own, each with its
+  // client; their statuses.
+  std::vector<Status> run_workers(const std::function<Status(RemoteParameterClient&, int)>& work) {
+    std::vector<Status> st(2);
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 2; ++w)
+      threads.emplace_back([&, w] { st[static_cast<size_t>(w)] = work(*client(w, 30.0), w); });
+    for (auto& t : threads) t.join();
+    return st;
+  }
+
+  const JobConfig& job() const { return job_; }
+  const ParamTable& table() const { return table_; }
+  const ShardPlan& plan() const { return plan_; }
+  const std::string& endpoint() const { return endpoint_; }
+  zmq::context_t& context() { return ctx_; }
+  ShardServer& server() { return *server_; }
+
+ private:
+  JobConfig job_;
+  ParamTable table_;
+  std::string endpoint_;
+  ShardPlan plan_;
+  zmq::context_t ctx_;
+  SingleServerReducer reducer_;
+  std::unique_ptr<ShardServer> server_;
+  Status served_;
+  std::thread thread_;
+};
+
+// The initial weights of the tiny model for a seed.
+std::vector<float> initial_weights(uint64_t seed) {
+  const ParamTable table = build_param_table(testing::tiny_job().model, 12, 12);
+  std::vector<float> w(static_cast<size_t>(table.total_numel()));
+  init_params(table, seed, w.data());
+  return w;
+}
+
+// The weights after one step from w0 on the pushes (tokens each) of g, by
+// one in-process optimizer: the oracle of a served round.
+std::vector<float> one_step(const ServedShard& s, const std::vector<float>& w0, const std::vector<float>& g,
+                            const std::vector<int64_t>& tokens) {
+  ShardOptimizer ref(s.job(), s.table(), whole_tensors(s.table()), w0.data());
+  for (int64_t t : tokens) ref.add_push(g.data(), t, 0.0);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  return want;
+}
+
+// Blocks until the server holds `n` waiting pulls (at most 20 s).
+void await_waiting_pulls(ShardServer& server, int64_t n) {
+  const Deadline d = Deadline::after(20);
+  while (server.waiting_pulls() < n && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 // A pull that waits while the update runs gets the new weights in parts as
 // AdamW gets through the chunks, all but the last before the update ends;
 // the assembled weights are those of the whole step.
 TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
-  JobConfig job = testing::tiny_job();
-  auto cpu = make_cpu_backend(1);
-  Transformer model(job.model, 12, 12, cpu.get());
-  model.init_weights(4);
-  std::vector<float> w0(model.num_params());
-  model.get_weights(w0.data());
-  zmq::context_t ctx;
-  auto plan = ShardPlan::make(model.table().numels(), 1, 128);
-  ASSERT_TRUE(plan.ok());
-  const JobLayout layout{1, 2};
-  SingleServerReducer reducer;
-  auto router = Router::bind(ctx, "inproc://stream-test");
-  ASSERT_TRUE(router.ok());
-  ShardServerOptions so{kJob, 0, layout, 30.0};
-  so.stream_bytes = 4;
-  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router), so);
-  Status served;
-  std::thread t([&] { served = server.serve(); });
+  const std::vector<float> w0 = initial_weights(4);
+  ServedShard s("stream-test", w0, 128, 30.0, /*stream_bytes=*/4);
   const std::vector<float> g = testing::random_vec(w0.size(), 9, 0.1f);
-  std::vector<Status> st(2);
   std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
-  std::vector<std::thread> workers;
-  for (int w = 0; w < 2; ++w) {
-    workers.emplace_back([&, w] {
-      auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://stream-test"}, RemoteClientOptions{kJob, w, layout, 30.0});
-      if (!c.ok()) {
-        st[w] = c.status();
-        return;
-      }
-      // Worker 1 pushes only once worker 0's pull is waiting at the server.
-      if (w == 1) {
-        const Deadline d = Deadline::after(20);
-        while (server.waiting_pulls() < 1 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      st[w] = (*c)->push(0, 5, 0.0, g.data());
-      if (st[w].ok()) st[w] = (*c)->pull(1, weights[w].data()).status();
-      if (st[w].ok()) st[w] = (*c)->shutdown();
-    });
-  }
-  for (auto& x : workers) x.join();
-  t.join();
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    // Worker 1 pushes only once worker 0's pull is waiting at the server.
+    if (w == 1) await_waiting_pulls(s.server(), 1);
+    PST_RETURN_IF_ERROR(c.push(0, 5, 0.0, g.data()));
+    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
+    return c.shutdown();
+  });
+  const Status served = s.join();
   ASSERT_TRUE(st[0].ok()) << st[0].to_string();
   ASSERT_TRUE(st[1].ok()) << st[1].to_string();
   ASSERT_TRUE(served.ok()) << served.to_string();
-  EXPECT_GT(server.streamed_parts(), 0) << "nothing went out before the update ended";
-  ShardOptimizer ref(job, model.table(), whole_tensors(model.table()), w0.data());
-  ref.add_push(g.data(), 5, 0.0);
-  ref.add_push(g.data(), 5, 0.0);
-  ref.apply(ref.reduce());
-  std::vector<float> want(w0.size());
-  ref.copy_weights(want.data());
+  EXPECT_GT(s.server().streamed_parts(), 0) << "nothing went out before the update ended";
+  const std::vector<float> want = one_step(s, w0, g, {5, 5});
   EXPECT_EQ(weights[0], want);
   EXPECT_EQ(weights[1], want);
 }
@@ -246,33 +300,17 @@ TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
 // the problem; the server counts them, and the push goes on unharmed: its
 // last part completes it and the round ends with both workers' gradients.
 TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
-  JobConfig job = testing::tiny_job();
-  auto cpu = make_cpu_backend(1);
-  Transformer model(job.model, 12, 12, cpu.get());
-  model.init_weights(3);
-  std::vector<float> w0(model.num_params());
-  model.get_weights(w0.data());
-  zmq::context_t ctx;
-  auto plan = ShardPlan::make(model.table().numels(), 1, 256);
-  ASSERT_TRUE(plan.ok());
-  const auto& chunks = plan->chunks();
+  const std::vector<float> w0 = initial_weights(3);
+  ServedShard s("bad-push-test", w0, 256, 30.0);
+  const auto& chunks = s.plan().chunks();
   ASSERT_GT(chunks.size(), 2u);
-  const JobLayout layout{1, 2};
-  SingleServerReducer reducer;
-  auto router = Router::bind(ctx, "inproc://bad-push-test");
-  ASSERT_TRUE(router.ok());
-  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router),
-                     ShardServerOptions{kJob, 0, layout, 30.0});
-  Status served;
-  std::thread t([&] { served = server.serve(); });
-
-  auto raw = Dealer::connect(ctx, "inproc://bad-push-test", "server 0");
+  auto raw = Dealer::connect(s.context(), s.endpoint(), "server 0");
   ASSERT_TRUE(raw.ok());
   const std::vector<float> g(w0.size(), 0.01f);
   // Sends a part of worker 1's push of step 0 with chunks [first, last) and
   // returns the reply: "ack" or the Error's message.
   auto send_part = [&](uint64_t job_id, size_t first, size_t last, int64_t tokens) -> std::string {
-    OutMessage m(wire::Kind::PUSH, job_id, layout.worker_rank(1), 0, 5);
+    OutMessage m(wire::Kind::PUSH, job_id, ServedShard::kLayout.worker_rank(1), 0, 5);
     m.header().initPush().setTokens(tokens);
     for (size_t i = first; i < last; ++i) m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
     EXPECT_TRUE((*raw)->send(m.finish(), Deadline::after(10)).ok());
@@ -294,39 +332,25 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_NE(mismatch.find("does not match its first part"), std::string::npos) << mismatch;
   const std::string empty = send_part(kJob, 0, 0, 3);
   EXPECT_NE(empty.find("empty part"), std::string::npos) << empty;
-  EXPECT_EQ(server.rejected(), 4);
-  EXPECT_EQ(server.version(), 0) << "a rejected part must not count";
+  EXPECT_EQ(s.server().rejected(), 4);
+  EXPECT_EQ(s.server().version(), 0) << "a rejected part must not count";
   EXPECT_EQ(send_part(kJob, n - 1, n, 3), "ack");
 
   // Worker 0 pushes the same gradient; both pull the step and finish.
-  std::vector<Status> st(2);
   std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
-  std::vector<std::thread> workers;
-  for (int w = 0; w < 2; ++w) {
-    workers.emplace_back([&, w] {
-      auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://bad-push-test"}, RemoteClientOptions{kJob, w, layout, 30.0});
-      if (!c.ok()) {
-        st[w] = c.status();
-        return;
-      }
-      if (w == 0) st[w] = (*c)->push(0, 10, 0.0, g.data());
-      if (st[w].ok()) st[w] = (*c)->pull(1, weights[w].data()).status();
-      if (st[w].ok()) st[w] = (*c)->shutdown();
-    });
-  }
-  for (auto& x : workers) x.join();
-  t.join();
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    if (w == 0) PST_RETURN_IF_ERROR(c.push(0, 10, 0.0, g.data()));
+    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
+    return c.shutdown();
+  });
+  const Status served = s.join();
   EXPECT_TRUE(st[0].ok()) << st[0].to_string();
   EXPECT_TRUE(st[1].ok()) << st[1].to_string();
   EXPECT_TRUE(served.ok()) << served.to_string();
-  EXPECT_EQ(server.version(), 1);
-  EXPECT_EQ(server.rejected(), 4);
+  EXPECT_EQ(s.server().version(), 1);
+  EXPECT_EQ(s.server().rejected(), 4);
   // The step used the mean gradient g: one AdamW step from w0.
-  ShardOptimizer ref(job, model.table(), whole_tensors(model.table()), w0.data());
-  ref.add_push(g.data(), 13, 0.0);
-  ref.apply(ref.reduce());
-  std::vector<float> want(w0.size());
-  ref.copy_weights(want.data());
+  const std::vector<float> want = one_step(s, w0, g, {13});
   EXPECT_EQ(weights[0], want);
   EXPECT_EQ(weights[1], want);
 }
@@ -336,48 +360,29 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
 // stop naming nobody); the next round then ends at the deadline naming that
 // worker, while the live worker got the step it was owed.
 TEST(ShardServerTest, AWorkerThatDiesWaitingForWeightsIsNamedByTheNextRound) {
-  JobConfig job = testing::tiny_job();
-  auto cpu = make_cpu_backend(1);
-  Transformer model(job.model, 12, 12, cpu.get());
-  std::vector<float> w0(model.num_params(), 0.5f);
-  zmq::context_t ctx;
-  auto plan = ShardPlan::make(model.table().numels(), 1, 128);
-  ASSERT_TRUE(plan.ok());
-  const JobLayout layout{1, 2};
-  SingleServerReducer reducer;
-  auto router = Router::bind(ctx, "inproc://gone-worker-test");
-  ASSERT_TRUE(router.ok());
-  ShardServerOptions so{kJob, 0, layout, 1.0};
-  so.stream_bytes = 4;
-  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router), so);
-  Status served;
-  std::thread t([&] { served = server.serve(); });
+  const std::vector<float> w0(initial_weights(0).size(), 0.5f);
+  ServedShard s("gone-worker-test", w0, 128, 1.0, /*stream_bytes=*/4);
   const std::vector<float> g(w0.size(), 0.01f);
   {
-    auto doomed = RemoteParameterClient::connect(ctx, *plan, {"inproc://gone-worker-test"},
-                                                 RemoteClientOptions{kJob, 1, layout, 5.0});
-    ASSERT_TRUE(doomed.ok());
-    ASSERT_TRUE((*doomed)->push(0, 10, 0.0, g.data()).ok());
+    auto doomed = s.client(1, 5.0);
+    ASSERT_TRUE(doomed->push(0, 10, 0.0, g.data()).ok());
     // Its pull request, by hand: the client would wait for the answer.
-    auto raw = Dealer::connect(ctx, "inproc://gone-worker-test", "server 0");
+    auto raw = Dealer::connect(s.context(), s.endpoint(), "server 0");
     ASSERT_TRUE(raw.ok());
-    OutMessage pull(wire::Kind::PULL, kJob, layout.worker_rank(1), 1, 99);
+    OutMessage pull(wire::Kind::PULL, kJob, ServedShard::kLayout.worker_rank(1), 1, 99);
     ASSERT_TRUE((*raw)->send(pull.finish(), Deadline::after(5)).ok());
-    const Deadline d = Deadline::after(20);
-    while (server.waiting_pulls() < 1 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    ASSERT_EQ(server.waiting_pulls(), 1);
+    await_waiting_pulls(s.server(), 1);
+    ASSERT_EQ(s.server().waiting_pulls(), 1);
   }  // worker 1's sockets close: it has gone
-  auto live = RemoteParameterClient::connect(ctx, *plan, {"inproc://gone-worker-test"},
-                                             RemoteClientOptions{kJob, 0, layout, 5.0});
-  ASSERT_TRUE(live.ok());
+  auto live = s.client(0, 5.0);
   std::vector<float> weights(w0.size());
-  ASSERT_TRUE((*live)->push(0, 10, 0.0, g.data()).ok());
-  auto step1 = (*live)->pull(1, weights.data());
+  ASSERT_TRUE(live->push(0, 10, 0.0, g.data()).ok());
+  auto step1 = live->pull(1, weights.data());
   ASSERT_TRUE(step1.ok()) << step1.status().to_string();
   EXPECT_EQ(step1->version, 1);
-  ASSERT_TRUE((*live)->push(1, 10, 0.0, g.data()).ok());
-  auto step2 = (*live)->pull(2, weights.data());
-  t.join();
+  ASSERT_TRUE(live->push(1, 10, 0.0, g.data()).ok());
+  auto step2 = live->pull(2, weights.data());
+  const Status served = s.join();
   ASSERT_FALSE(served.ok());
   EXPECT_NE(served.message().find("worker 1 (rank"), std::string::npos) << served.message();
   ASSERT_FALSE(step2.ok());
@@ -388,28 +393,14 @@ TEST(ShardServerTest, AWorkerThatDiesWaitingForWeightsIsNamedByTheNextRound) {
 // that worker, and the worker waiting for weights gets that verdict from the
 // server, naming the missing worker.
 TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
-  JobConfig job = testing::tiny_job();
-  auto cpu = make_cpu_backend(1);
-  Transformer model(job.model, 12, 12, cpu.get());
-  std::vector<float> w0(model.num_params(), 0.5f);
-  zmq::context_t ctx;
-  auto plan = ShardPlan::make(model.table().numels(), 1, 4096);
-  ASSERT_TRUE(plan.ok());
-  const JobLayout layout{1, 2};
-  SingleServerReducer reducer;
-  auto router = Router::bind(ctx, "inproc://missing-worker-test");
-  ASSERT_TRUE(router.ok());
-  ShardServer server(job, model.table(), *plan, w0.data(), &reducer, ctx, std::move(*router),
-                     ShardServerOptions{kJob, 0, layout, 0.5});
-  Status served;
-  std::thread t([&] { served = server.serve(); });
-  auto c = RemoteParameterClient::connect(ctx, *plan, {"inproc://missing-worker-test"}, RemoteClientOptions{kJob, 0, layout, 1.0});
-  ASSERT_TRUE(c.ok());
+  const std::vector<float> w0(initial_weights(0).size(), 0.5f);
+  ServedShard s("missing-worker-test", w0, 4096, 0.5);
+  auto c = s.client(0, 1.0);
   const std::vector<float> g(w0.size(), 0.01f);
-  ASSERT_TRUE((*c)->push(0, 10, 0.0, g.data()).ok());
+  ASSERT_TRUE(c->push(0, 10, 0.0, g.data()).ok());
   std::vector<float> weights(w0.size());
-  auto pulled = (*c)->pull(1, weights.data());
-  t.join();
+  auto pulled = c->pull(1, weights.data());
+  const Status served = s.join();
   ASSERT_FALSE(served.ok());
   EXPECT_EQ(served.code(), StatusCode::kDeadlineExceeded);
   EXPECT_NE(served.message().find("pushes of step 0 from worker 1 (rank 3)"), std::string::npos) << served.message();
