@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/evaluate.h"
+
 namespace pst {
 
 struct ConfigArgs {
@@ -17,7 +19,23 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
 int run_params(const ConfigArgs& args, bool list_tensors);
 int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir,
                     int64_t batch_size);
-int run_predict(const std::string& model_path, const std::vector<std::string>& inputs,
-                int64_t bytes, int threads);
+// `pst checkpoint inspect DIR`: DIR's manifest (or, for a root of step
+// directories, each one's state and the newest complete one's), every file
+// verified. `pst checkpoint export DIR --out FILE`: the weights as one model
+// file, as `pst train` writes model.safetensors.
+int run_checkpoint_inspect(const std::string& dir);
+int run_checkpoint_export(const std::string& dir, const std::string& out);
+int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
+                const DecodeOptions& decode);
+
+struct EvalArgs {
+  std::string model, split = "test", predictions, data;
+  int64_t max_examples = 0;
+  int threads = 0;
+  DecodeOptions decode;
+};
+// `pst eval`: the task's metrics of a model on a split, and optionally its
+// predictions (G2P), one "word<TAB>phones" line per word.
+int run_eval(const EvalArgs& args);
 
 }  // namespace pst

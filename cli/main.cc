@@ -2,8 +2,10 @@
 
 #include "cli/commands.h"
 #include "core/logging.h"
+#include "core/stop.h"
 
 int main(int argc, char** argv) {
+  pst::install_stop_handlers();  // before any thread starts (core/stop.h)
   pst::init_logging("info");
   CLI::App app{"pst: a parameter-server system for training Transformer models"};
   app.require_subcommand(1);
@@ -17,6 +19,10 @@ int main(int argc, char** argv) {
   std::string role, scheduler;
   train->add_option("--role", role, "scheduler, server or worker: one process of a job started without mpirun");
   train->add_option("--scheduler", scheduler, "With --role: the scheduler's endpoint (it binds there), e.g. tcp://host:5555");
+  std::string resume;
+  train->add_option("--resume", resume,
+                    "Continue from a checkpoint: latest (the newest complete one under checkpoint.dir) or its "
+                    "directory (same as --set checkpoint.resume=...)");
   int64_t servers = 0;
   train->add_option("--servers", servers, "Parameter servers of an mpirun job (same as --set cluster.servers=...)");
 
@@ -49,14 +55,45 @@ int main(int argc, char** argv) {
   predict->add_option("inputs", inputs, "Words (G2P) or prompts (LM)")->required();
   predict->add_option("--bytes", gen_bytes, "LM: bytes to generate per prompt");
   predict->add_option("--threads", threads, "CPU threads (0 = all cores)");
+  pst::DecodeOptions decode;
+  predict->add_option("--beam", decode.beam, "G2P: beam size (1 = greedy decoding)");
+  predict->add_option("--length-penalty", decode.length_penalty,
+                      "G2P beam search: rank by log-probability / length^this (0 = none, 1 = per token)");
+
+  pst::EvalArgs eval_args;
+  auto* eval = app.add_subcommand("eval", "The task's metrics of a model on a split of its data");
+  eval->add_option("--model", eval_args.model, "model.safetensors (pst train, or pst checkpoint export)")->required();
+  eval->add_option("--split", eval_args.split, "train, valid or test");
+  eval->add_option("--predictions", eval_args.predictions, "G2P: write word<TAB>phones per word to this file");
+  eval->add_option("--max-examples", eval_args.max_examples, "Only the first N words (G2P) or examples (0 = all)");
+  eval->add_option("--data", eval_args.data, "The data file, if not the one the model was trained on (data.path)");
+  eval->add_option("--threads", eval_args.threads, "CPU threads (0 = all cores)");
+  eval->add_option("--beam", eval_args.decode.beam, "G2P: beam size (1 = greedy decoding)");
+  eval->add_option("--length-penalty", eval_args.decode.length_penalty,
+                   "G2P beam search: rank by log-probability / length^this (0 = none, 1 = per token)");
+
+  auto* checkpoint = app.add_subcommand("checkpoint", "Inspect or export a checkpoint of pst train");
+  checkpoint->require_subcommand(1);
+  std::string ck_dir, ck_out;
+  auto* inspect = checkpoint->add_subcommand(
+      "inspect", "Step, loss, config, shards, sizes and checksums (verified) of a checkpoint");
+  inspect->add_option("dir", ck_dir, "A checkpoint directory, or a root of them (its newest complete one)")->required();
+  auto* export_ = checkpoint->add_subcommand(
+      "export", "The weights of a checkpoint as one safetensors file (as pst train's model.safetensors)");
+  export_->add_option("dir", ck_dir, "A checkpoint directory, or a root of them (its newest complete one)")->required();
+  export_->add_option("--out", ck_out, "The file to write")->required();
 
   CLI11_PARSE(app, argc, argv);
   if (!device.empty()) train_args.sets.push_back("train.device=" + device);
   if (servers > 0) train_args.sets.push_back("cluster.servers=" + std::to_string(servers));
+  if (!resume.empty()) train_args.sets.push_back("checkpoint.resume=" + resume);
   if (*train && !role.empty()) return pst::run_train_role(train_args, role, scheduler);
   if (*train) return pst::run_train(train_args);
   if (*params) return pst::run_params(params_args, list);
   if (*grads) return pst::run_debug_grads(debug_args, seed, out_dir, debug_batch);
-  if (*predict) return pst::run_predict(model_path, inputs, gen_bytes, threads);
+  if (*inspect) return pst::run_checkpoint_inspect(ck_dir);
+  if (*export_) return pst::run_checkpoint_export(ck_dir, ck_out);
+  if (*predict) return pst::run_predict(model_path, inputs, gen_bytes, threads, decode);
+  if (*eval) return pst::run_eval(eval_args);
   return 1;
 }

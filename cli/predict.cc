@@ -1,4 +1,7 @@
+// `pst predict` and `pst eval`: a trained model file (pst train's
+// model.safetensors, or pst checkpoint export's) on words or a data split.
 #include <cstdio>
+#include <fstream>
 
 #include <spdlog/spdlog.h>
 
@@ -6,11 +9,34 @@
 #include "data/g2p.h"
 #include "worker/evaluate.h"
 #include "worker/model_file.h"
+#include "worker/task_data.h"
 
 namespace pst {
+namespace {
 
-int run_predict(const std::string& model_path, const std::vector<std::string>& inputs,
-                int64_t bytes, int threads) {
+Status check_decode(const DecodeOptions& d) {
+  if (d.beam < 1) return invalid_argument("--beam {}: must be >= 1 (1: greedy decoding)", d.beam);
+  if (!(d.length_penalty >= 0))
+    return invalid_argument("--length-penalty {}: must be >= 0 (0: none; 1: log-probability per token)",
+                            d.length_penalty);
+  return Status();
+}
+
+std::string join_phones(const Vocabulary& phones, const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += (s.empty() ? "" : " ") + phones.token(id);
+  return s;
+}
+
+}  // namespace
+
+int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
+                const DecodeOptions& decode) {
+  const Status ok = check_decode(decode);
+  if (!ok.ok()) {
+    spdlog::error("{}", ok.message());
+    return 2;
+  }
   auto loaded = load_model(model_path, threads);
   if (!loaded.ok()) {
     spdlog::error("{}", loaded.status().message());
@@ -31,17 +57,65 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
       src.push_back(Vocabulary::kEos);
       srcs.push_back(std::move(src));
     }
-    const auto out = greedy_decode(model, srcs, model.config().max_len - 1);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      std::string phones;
-      for (int32_t id : out[i]) phones += (phones.empty() ? "" : " ") + loaded->phones.token(id);
-      std::printf("%s\t%s\n", inputs[i].c_str(), phones.c_str());
+    const int64_t max_out = model.config().max_len - 1;
+    if (decode.beam == 1) {
+      const auto out = greedy_decode(model, srcs, max_out);
+      for (size_t i = 0; i < inputs.size(); ++i)
+        std::printf("%s\t%s\n", inputs[i].c_str(), join_phones(loaded->phones, out[i]).c_str());
+    } else {
+      const auto out = beam_decode(model, srcs, max_out, decode);
+      for (size_t i = 0; i < inputs.size(); ++i)
+        std::printf("%s\t%s\t%.4f\n", inputs[i].c_str(), join_phones(loaded->phones, out[i].ids).c_str(),
+                    out[i].score);
     }
   } else {
     for (const std::string& prompt : inputs) {
       const auto gen = generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes);
       std::printf("%s%s\n", prompt.c_str(), std::string(gen.begin(), gen.end()).c_str());
     }
+  }
+  return 0;
+}
+
+int run_eval(const EvalArgs& args) {
+  auto fail = [](const Status& s) {
+    spdlog::error("{}", s.message());
+    return 2;
+  };
+  Status s = check_decode(args.decode);
+  if (!s.ok()) return fail(s);
+  Split split = Split::kTest;
+  if (args.split == "train") {
+    split = Split::kTrain;
+  } else if (args.split == "valid") {
+    split = Split::kValid;
+  } else if (args.split != "test") {
+    return fail(invalid_argument("--split {}: must be train, valid or test", args.split));
+  }
+  auto loaded = load_model(args.model, args.threads);
+  if (!loaded.ok()) return fail(loaded.status());
+  JobConfig job = loaded->job;
+  if (!args.data.empty()) job.data.path = args.data;
+  auto data = load_task_data(job);
+  if (!data.ok()) return fail(data.status());
+  // The model's ids must mean what the data's mean.
+  if (data->g2p && (data->g2p->letters.tokens() != loaded->letters.tokens() ||
+                    data->g2p->phones.tokens() != loaded->phones.tokens()))
+    return fail(failed_precondition("{}: its letter and phone vocabularies differ from those of the data {}; "
+                                    "evaluate on the data the model was trained on",
+                                    args.model, data_path(job)));
+  std::vector<std::string> lines;
+  const bool write = !args.predictions.empty();
+  if (write && data->task != Task::kG2P)
+    return fail(invalid_argument("--predictions: only G2P models decode outputs (a language model is scored by loss)"));
+  const EvalResult r = evaluate(*loaded->model, *data, split, std::max<int64_t>(job.data.batch_size, 64),
+                                args.max_examples, write ? &lines : nullptr, args.decode);
+  std::printf("%s %s: %s\n", args.model.c_str(), to_string(split), describe_eval(data->task, r).c_str());
+  if (write) {
+    std::ofstream out(args.predictions);
+    for (const std::string& l : lines) out << l << '\n';
+    if (!out.good()) return fail(io_error("{}: cannot write the predictions", args.predictions));
+    spdlog::info("{} predictions (word, tab, phones) in {}", lines.size(), args.predictions);
   }
   return 0;
 }

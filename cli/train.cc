@@ -56,6 +56,28 @@ int finish_training(const JobConfig& job, const TaskData& data, Transformer& mod
   return 0;
 }
 
+// A graceful stop of a job without servers: its one optimizer is the
+// checkpoint's one shard.
+static Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt,
+                                double loss) {
+  const std::string root = checkpoint_root(job);
+  const std::string dir = checkpoint_dir(root, opt.version());
+  ShardState state;
+  state.ranges = opt.owned();
+  opt.export_state(&state.weights, &state.exp_avg, &state.exp_avg_sq);
+  PST_ASSIGN_OR_RETURN(CheckpointFile file, write_shard(dir, 0, table, state));
+  StepReport report;
+  report.version = opt.version();
+  report.applied_steps = opt.applied_steps();
+  Manifest m = step_manifest(to_toml(job), static_cast<uint64_t>(job.train.seed), table, 1, job.cluster.chunk_bytes,
+                             report);
+  m.loss = loss;
+  m.files = {file};
+  PST_ASSIGN_OR_RETURN(int64_t bytes, complete_checkpoint(root, dir, m, job.checkpoint.keep));
+  spdlog::info("checkpoint of step {}: {:.1f} MiB ({})", m.step, static_cast<double>(bytes) / (1 << 20), dir);
+  return Status();
+}
+
 // The /metrics of a job that is one process, and its file_sd with that one target.
 static Result<std::unique_ptr<MetricsServer>> start_process_metrics(const JobConfig& job, uint64_t job_id) {
   PST_ASSIGN_OR_RETURN(auto m, start_metrics(job, 0));
@@ -109,6 +131,18 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
   }
   for (int w = 0; w < layout.workers && *prom; ++w)
     worker_metrics.push_back(std::make_unique<WorkerMetrics>((*prom)->families(), layout.worker_rank(w)));
+  auto resume = resume_point(job, table);
+  if (!resume.ok()) {
+    spdlog::error("{}", resume.status().message());
+    return 2;
+  }
+  for (int k = 0; k < layout.servers && *resume; ++k) {
+    const Status s = restore_server(*servers[static_cast<size_t>(k)], **resume, table, *plan, k);
+    if (!s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
+  }
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<Transformer>> models;
   for (int w = 0; w < layout.workers; ++w) {
@@ -140,6 +174,7 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
       }
       TrainerOptions topt = worker_trainer_options(job, layout, w, *backends[static_cast<size_t>(w)], metrics);
       if (*prom) topt.monitor = worker_metrics[static_cast<size_t>(w)].get();
+      if (*resume) topt.first_step = (*resume)->manifest.step;
       Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(), topt);
       auto summary = trainer.run();
       st = summary.ok() ? (*client)->shutdown() : summary.status();
@@ -174,8 +209,17 @@ int run_train(const ConfigArgs& args) {
     spdlog::error("{}", data.status().message());
     return 2;
   }
-  if ((job->cluster.servers > 1 || job->cluster.workers > 1) && job->cluster.in_process == InProcess::kThreads)
+  // Checkpoints are the servers' work: a job that writes or resumes them
+  // runs its server as a thread even when it has one server and one worker.
+  const bool checkpoints =
+      job->checkpoint.every_steps > 0 || job->checkpoint.every_minutes > 0 || !job->checkpoint.resume.empty();
+  if ((job->cluster.servers > 1 || job->cluster.workers > 1 || checkpoints) &&
+      job->cluster.in_process == InProcess::kThreads)
     return run_train_threads(*job, *data);
+  if (checkpoints) {
+    spdlog::error("checkpoints need cluster.in_process = threads (or mpirun, or --role): servers write them");
+    return 2;
+  }
   auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
                               static_cast<int>(job->train.threads));
   if (!backend.ok()) {
@@ -218,6 +262,10 @@ int run_train(const ConfigArgs& args) {
   Trainer trainer(*job, *data, &model, &client, topt);
   auto summary = trainer.run();
   std::fclose(metrics);
+  if (summary.ok() && summary->stopped) {
+    const Status s = checkpoint_single(*job, model.table(), server, summary->last_loss);
+    if (!s.ok()) spdlog::error("the checkpoint at the stop was not written: {}", s.message());
+  }
   const int rc = finish_training(*job, *data, model, summary);
   if (rc == 0) linger_metrics(*job, prom->get());
   return rc;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "scheduler/scheduler.h"
 #include "model/transformer.h"
 #include "monitoring/metrics.h"
+#include "ps/checkpoint.h"
+#include "ps/shard_server.h"
 #include "worker/task_data.h"
 #include "worker/trainer.h"
 
@@ -47,6 +50,18 @@ struct NodeBootstrap {
   MetricsServer* metrics = nullptr;
   std::vector<ScrapeTarget> targets;
 };
+
+// A checkpoint to resume from (checkpoint.resume): its directory and
+// verified manifest.
+struct ResumePoint {
+  std::string dir;
+  Manifest manifest;
+};
+// Null for a fresh job; an error names what is wrong with the checkpoint.
+Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table);
+// Loads server k's ranges of the checkpoint into the server.
+Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
+                      int k);
 
 // Starts this process's /metrics at metrics.port + port_offset when
 // metrics.enabled (null when off).

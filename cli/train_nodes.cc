@@ -39,6 +39,13 @@ int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
   ShardServerOptions options = shard_server_options(job, node.job_id, k, layout);
   options.metrics = metrics.get();
   ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router), options);
+  auto resume = resume_point(job, table);
+  Status restored = resume.status();
+  if (restored.ok() && *resume) restored = restore_server(server, **resume, table, *plan, k);
+  if (!restored.ok()) {
+    spdlog::error("{}", restored.message());
+    return 2;
+  }
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan->owned(k).size(),
                static_cast<double>(plan->bytes(k)) / (1 << 20));
   Heartbeat heartbeat(ctx, node.scheduler, node.job_id, node.rank, heartbeat_interval(job));
@@ -97,6 +104,12 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
     return 1;
   }
   TrainerOptions topt = worker_trainer_options(job, layout, w, **backend, metrics);
+  auto resume = resume_point(job, model.table());
+  if (!resume.ok()) {
+    spdlog::error("{}", resume.status().message());
+    return 2;
+  }
+  if (*resume) topt.first_step = (*resume)->manifest.step;
   std::unique_ptr<WorkerMetrics> monitor;
   if (node.metrics) monitor = std::make_unique<WorkerMetrics>(node.metrics->families(), node.rank);
   topt.monitor = monitor.get();
@@ -146,6 +159,29 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
   }
   spdlog::info("every node has finished");
   return 0;
+}
+
+Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table) {
+  const std::string& r = job.checkpoint.resume;
+  if (r.empty()) return std::optional<ResumePoint>();
+  std::string dir = r;
+  if (r == "latest") {
+    PST_ASSIGN_OR_RETURN(dir, latest_checkpoint(checkpoint_root(job)));
+  }
+  PST_ASSIGN_OR_RETURN(Manifest m, read_checkpoint(dir));
+  PST_RETURN_IF_ERROR(check_model(m, table).with_context(dir));
+  if (m.step >= job.train.steps)
+    return failed_precondition("{} is at step {}; train.steps = {} leaves nothing to do", dir, m.step, job.train.steps);
+  return std::optional<ResumePoint>(ResumePoint{dir, std::move(m)});
+}
+
+Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
+                      int k) {
+  PST_ASSIGN_OR_RETURN(ShardState state, load_shard(from.dir, from.manifest, table, plan.owned(k)));
+  server.restore(state, from.manifest.step, from.manifest.applied_steps);
+  spdlog::info("server {}: resumed from {} (step {}, {} optimizer steps)", k, from.dir, from.manifest.step,
+               from.manifest.applied_steps);
+  return Status();
 }
 
 Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int port_offset) {

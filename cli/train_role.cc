@@ -145,8 +145,10 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
       return data_loss("{}: a bad answer at the start barrier", ctl.peer());
     return Status();
   };
+  // The scheduler adds the servers' statistics, even those of one server:
+  // its answer is how a stop asked of the scheduler (docker compose stop)
+  // reaches the servers at one step (DESIGN.md §9).
   node.reducer = [&]() -> std::unique_ptr<GradStatsReducer> {
-    if (node.layout.servers == 1) return std::make_unique<SingleServerReducer>();
     auto d = Dealer::connect(ctx, scheduler, "the scheduler (" + scheduler + ")");
     PST_CHECK_MSG(d.ok(), "{}", d.status().message());
     return std::make_unique<SchedulerStatsReducer>(std::move(*d), node.job_id, node.rank);

@@ -18,6 +18,7 @@ struct PullInfo {
   double grad_norm = 0.0;     // global gradient norm of the last step, before clipping
   double clip_coef = 1.0;
   double lr = 0.0;            // learning rate the last step used
+  bool stop = false;          // the job stops at this version (graceful stop, DESIGN.md §9)
 };
 
 class ParameterClient {

@@ -58,6 +58,7 @@ struct NodeInfo {
 struct PushInfo {
   tokens @0 :Int64;    # target tokens behind the gradient
   lossSum @1 :Float64;
+  stop @2 :Bool;       # the worker was asked to stop (a signal): the job stops after this step
 }
 
 struct StepInfo {
@@ -66,6 +67,7 @@ struct StepInfo {
   gradNorm @2 :Float64;
   clipCoef @3 :Float64;
   lr @4 :Float64;
+  stop @5 :Bool;       # the job stops at this version (graceful stop; its checkpoint is written)
 }
 
 # A server's share of a BSP round's gradient statistics, and (in the
@@ -73,6 +75,8 @@ struct StepInfo {
 struct GradStatsInfo {
   sumSquares @0 :Float64;
   nonfinite @1 :Bool;
+  checkpoint @2 :Bool; # a checkpoint of this round is due
+  stop @3 :Bool;       # the job stops after this round
 }
 
 enum ErrorCode {

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "core/stop.h"
+
 namespace pst {
 namespace {
 
@@ -48,6 +50,7 @@ class ReleaseLatch {
 struct RemoteParameterClient::PushState {
   int64_t version = 0, tokens = 0;
   double loss_sum = 0.0;
+  bool stop = false;  // this process was asked to stop: the job stops after this step
   const float* grads = nullptr;
   uint64_t request = 0;
   std::vector<size_t> unsent;  // per server: chunks [0, unsent) not sent yet
@@ -114,6 +117,7 @@ Status RemoteParameterClient::begin_push(int64_t version, int64_t tokens, double
   p.version = version;
   p.tokens = tokens;
   p.loss_sum = loss_sum;
+  p.stop = stop_requested();
   p.grads = grads;
   p.request = next_request_++;
   for (const auto& chunks : owned_) p.unsent.push_back(chunks.size());
@@ -129,6 +133,7 @@ Status RemoteParameterClient::send_part(int k, size_t first) {
   auto h = m.header().initPush();
   h.setTokens(p.tokens);
   h.setLossSum(p.loss_sum);
+  h.setStop(p.stop);
   for (size_t i = first; i < p.unsent[ks]; ++i) {
     const Chunk& c = owned_[ks][i];
     m.add_chunk(c.key, p.grads + c.begin, c.length, p.token);
@@ -209,6 +214,7 @@ Status RemoteParameterClient::receive_pull_part(int k, PullInfo* info) {
     info->grad_norm = s.getGradNorm();
     info->clip_coef = s.getClipCoef();
     info->lr = s.getLr();
+    info->stop = info->stop || s.getStop();  // any server's
   }
   return Status();
 }

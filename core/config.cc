@@ -261,6 +261,12 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("metrics", "port", &mc.port));
   f.push_back(make_field("metrics", "file_sd", &mc.file_sd));
   f.push_back(make_field("metrics", "linger_s", &mc.linger_s));
+  auto& ck = c.checkpoint;
+  f.push_back(make_field("checkpoint", "every_steps", &ck.every_steps));
+  f.push_back(make_field("checkpoint", "every_minutes", &ck.every_minutes));
+  f.push_back(make_field("checkpoint", "dir", &ck.dir));
+  f.push_back(make_field("checkpoint", "keep", &ck.keep));
+  f.push_back(make_field("checkpoint", "resume", &ck.resume));
   return f;
 }
 
@@ -271,7 +277,7 @@ std::string keys_of(const std::vector<Field>& fields, const std::string& section
   return s;
 }
 
-const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics"};
+const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics", "checkpoint"};
 
 std::string sections_list() {
   std::string s;
@@ -462,6 +468,15 @@ Status validate(const JobConfig& c) {
       fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
+  const auto& ck = c.checkpoint;
+  PST_RETURN_IF_ERROR(check_range(ck.every_steps >= 0,
+      fmt::format("checkpoint.every_steps = {}: must be >= 0 (0: no checkpoints)", ck.every_steps)));
+  PST_RETURN_IF_ERROR(check_range(ck.every_minutes >= 0,
+      fmt::format("checkpoint.every_minutes = {}: must be >= 0 (0: none by time)", ck.every_minutes)));
+  PST_RETURN_IF_ERROR(check_range(ck.keep >= 1, fmt::format("checkpoint.keep = {}: must be >= 1", ck.keep)));
+  PST_RETURN_IF_ERROR(check_range((ck.every_steps == 0 && ck.every_minutes == 0) || k.consistency == Consistency::kBsp,
+      "checkpoint.every_steps, checkpoint.every_minutes: checkpoints need cluster.consistency = bsp (ASP and SSP "
+      "servers hold no common step)"));
   const auto& mc = c.metrics;
   PST_RETURN_IF_ERROR(check_range(mc.port >= 0 && mc.port <= 65535,
       fmt::format("metrics.port = {}: must be in [0, 65535] (0: an ephemeral port per process)", mc.port)));

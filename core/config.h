@@ -139,6 +139,17 @@ struct MetricsConfig {
   double linger_s = 0;             // keep serving /metrics this long after training ends (one more scrape)
 };
 
+// Sharded checkpoints (DESIGN.md §9), written by the servers of a BSP job:
+// every every_steps steps, every every_minutes minutes, and at a graceful
+// stop (a signal, core/stop.h).
+struct CheckpointConfig {
+  int64_t every_steps = 0;    // a checkpoint after every this many steps; 0: none
+  double every_minutes = 0;   // one at the first step that ends this long after the last; 0: none
+  std::string dir;          // root of the step-NNNNNNNNN directories; empty: <train.output>/checkpoints
+  int64_t keep = 3;         // complete checkpoints kept (older ones are removed)
+  std::string resume;       // start from: "" (a fresh job), "latest" (the newest complete under dir) or a checkpoint directory
+};
+
 struct JobConfig {
   ModelConfig model;
   DataConfig data;
@@ -147,6 +158,7 @@ struct JobConfig {
   TrainConfig train;
   ClusterConfig cluster;
   MetricsConfig metrics;
+  CheckpointConfig checkpoint;
 };
 
 // Parses a TOML file, applies overrides ("section.key=value"), validates.

@@ -70,20 +70,26 @@ void BatchIterator::build_epoch(int64_t epoch) {
   built_epoch_ = epoch;
 }
 
-Batch BatchIterator::next() {
+const std::vector<int64_t>& BatchIterator::take() {
   if (built_epoch_ != pos_.epoch) build_epoch(pos_.epoch);
   while (pos_.batch >= static_cast<int64_t>(order_.size())) {
     pos_.batch -= static_cast<int64_t>(order_.size());
     ++pos_.epoch;
     build_epoch(pos_.epoch);
   }
-  Batch b = collate(*data_, order_[static_cast<size_t>(pos_.batch)]);
+  const std::vector<int64_t>& rows = order_[static_cast<size_t>(pos_.batch)];
   pos_.batch += workers_;
   if (pos_.batch >= static_cast<int64_t>(order_.size())) {
     pos_.batch -= static_cast<int64_t>(order_.size());
     ++pos_.epoch;
   }
-  return b;
+  return rows;
+}
+
+Batch BatchIterator::next() { return collate(*data_, take()); }
+
+void BatchIterator::skip(int64_t batches) {
+  for (int64_t i = 0; i < batches; ++i) (void)take();
 }
 
 std::vector<std::vector<int64_t>> sequential_batches(int64_t n, int64_t batch_size) {

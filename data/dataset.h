@@ -47,12 +47,17 @@ class BatchIterator {
   BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed, int64_t worker = 0,
                 int64_t workers = 1, bool bucket = true);
   Batch next();
+  // Moves past `batches` batches as next() would, without building them (a
+  // resumed job starts where the checkpointed one stopped).
+  void skip(int64_t batches);
   DataPosition position() const { return pos_; }
   void seek(DataPosition pos);
   int64_t batches_per_epoch() const { return static_cast<int64_t>(order_.size()); }
 
  private:
   void build_epoch(int64_t epoch);
+  // The rows of the next batch; advances the position.
+  const std::vector<int64_t>& take();
 
   const Dataset* data_;
   int64_t batch_size_;

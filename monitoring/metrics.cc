@@ -93,6 +93,14 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                     .Name("pst_gradient_staleness_steps")
                     .Help("Versions applied between the weights a push was computed on and its update")
                     .Register(r)),
+      checkpoint_duration(BuildHistogram()
+                              .Name("pst_checkpoint_duration_seconds")
+                              .Help("Time a server took to write its checkpoint file (server 0: and the manifest)")
+                              .Register(r)),
+      last_checkpoint(BuildGauge()
+                          .Name("pst_last_checkpoint_timestamp_seconds")
+                          .Help("Unix time of the last checkpoint a server wrote")
+                          .Register(r)),
       nodes_alive(BuildGauge().Name("pst_nodes_alive").Help("Nodes of the job alive, by role").Register(r)),
       node_failures(BuildCounter()
                         .Name("pst_node_failures_total")
@@ -133,7 +141,9 @@ ServerMetrics::ServerMetrics(MetricFamilies& f, int rank, int shard)
       pull_(f.request_duration.Add(with(labels_, "op", "pull"), seconds_buckets())),
       in_(f.transport_bytes.Add(with(labels_, "direction", "in"))),
       out_(f.transport_bytes.Add(with(labels_, "direction", "out"))),
-      staleness_(f.staleness.Add(labels_, Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64})) {}
+      staleness_(f.staleness.Add(labels_, Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64})),
+      checkpoint_(f.checkpoint_duration.Add(labels_, seconds_buckets())),
+      last_checkpoint_(f.last_checkpoint.Add(labels_)) {}
 
 void ServerMetrics::update_done(double seconds, bool applied, bool clipped) {
   update_.Observe(seconds);

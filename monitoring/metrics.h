@@ -51,6 +51,8 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Counter>& transport_bytes;
   prometheus::Family<prometheus::Counter>& rejected;
   prometheus::Family<prometheus::Histogram>& staleness;
+  prometheus::Family<prometheus::Histogram>& checkpoint_duration;
+  prometheus::Family<prometheus::Gauge>& last_checkpoint;
   // Scheduler.
   prometheus::Family<prometheus::Gauge>& nodes_alive;
   prometheus::Family<prometheus::Counter>& node_failures;
@@ -92,6 +94,11 @@ class ServerMetrics {
   void bytes_out(int64_t n) { out_.Increment(static_cast<double>(n)); }
   void rejected(const char* reason);
   void staleness(int64_t steps) { staleness_.Observe(static_cast<double>(steps)); }
+  // A checkpoint file written in `seconds` (server 0: its manifest too).
+  void checkpoint_done(double seconds) {
+    checkpoint_.Observe(seconds);
+    last_checkpoint_.SetToCurrentTime();
+  }
 
  private:
   MetricFamilies& f_;
@@ -105,6 +112,8 @@ class ServerMetrics {
   prometheus::Counter& in_;
   prometheus::Counter& out_;
   prometheus::Histogram& staleness_;
+  prometheus::Histogram& checkpoint_;
+  prometheus::Gauge& last_checkpoint_;
 };
 
 // The scheduler's view of the cluster.

@@ -5,6 +5,8 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -60,11 +62,6 @@ Status write_atomic(const std::string& path, const std::string& bytes) {
   return Status();
 }
 
-Result<CheckpointFile> describe_file(const std::string& dir, const std::string& name) {
-  PST_ASSIGN_OR_RETURN(std::string bytes, read_all(dir + "/" + name));
-  return CheckpointFile{name, static_cast<int64_t>(bytes.size()), xxh3_of(bytes)};
-}
-
 // "step-000000123" -> 123; -1 for other names.
 int64_t step_of(const std::string& name) {
   if (name.size() != 14 || name.rfind("step-", 0) != 0) return -1;
@@ -89,6 +86,13 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) 
 
 }  // namespace
 
+Result<CheckpointFile> checkpoint_file(const std::string& dir, const std::string& name) {
+  PST_ASSIGN_OR_RETURN(std::string bytes, read_all(dir + "/" + name));
+  return CheckpointFile{name, static_cast<int64_t>(bytes.size()), xxh3_of(bytes)};
+}
+
+std::string shard_file_name(int server) { return fmt::format("server-{}.safetensors", server); }
+
 std::string checkpoint_dir(const std::string& root, int64_t step) { return fmt::format("{}/step-{:09d}", root, step); }
 
 Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table, const ShardState& state) {
@@ -108,14 +112,48 @@ Result<CheckpointFile> write_shard(const std::string& dir, int server, const Par
                 state.weights.size(), local);
   f.set_metadata("format", std::to_string(kFormat));
   f.set_metadata("server", std::to_string(server));
-  const std::string name = fmt::format("server-{}.safetensors", server);
+  const std::string name = shard_file_name(server);
   PST_RETURN_IF_ERROR(f.write(dir + "/" + name));
-  return describe_file(dir, name);
+  return checkpoint_file(dir, name);
+}
+
+Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTable& table, int64_t servers,
+                       int64_t chunk_bytes, const StepReport& report) {
+  Manifest m;
+  m.step = report.version;
+  m.applied_steps = report.applied_steps;
+  m.skipped_steps = report.version - report.applied_steps;
+  m.loss = report.tokens > 0 ? report.loss_sum / static_cast<double>(report.tokens) : 0.0;
+  m.config = config;
+  m.seed = seed;
+  m.servers = servers;
+  m.chunk_bytes = chunk_bytes;
+  for (const ParamSpec& p : table.params()) m.params.emplace_back(p.name, p.shape);
+  return m;
+}
+
+Status collect_files(const std::string& dir, Manifest* m, Deadline deadline) {
+  m->files.clear();
+  for (int k = 0; k < m->servers; ++k) {
+    while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired())
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    PST_ASSIGN_OR_RETURN(CheckpointFile f, checkpoint_file(dir, shard_file_name(k)));
+    m->files.push_back(f);
+  }
+  return Status();
+}
+
+Result<int64_t> complete_checkpoint(const std::string& root, const std::string& dir, const Manifest& m, int64_t keep) {
+  PST_RETURN_IF_ERROR(write_manifest(dir, m));
+  PST_RETURN_IF_ERROR(prune_checkpoints(root, keep));
+  int64_t bytes = 0;
+  for (const CheckpointFile& f : m.files) bytes += f.bytes;
+  return bytes;
 }
 
 Status write_manifest(const std::string& dir, const Manifest& m) {
   for (const CheckpointFile& f : m.files) {
-    PST_ASSIGN_OR_RETURN(CheckpointFile on_disk, describe_file(dir, f.name));
+    PST_ASSIGN_OR_RETURN(CheckpointFile on_disk, checkpoint_file(dir, f.name));
     if (on_disk.bytes != f.bytes || on_disk.xxh3 != f.xxh3)
       return data_loss("{}/{}: {} bytes with checksum {:016x} on disk; the writer reported {} bytes, {:016x}", dir,
                        f.name, on_disk.bytes, on_disk.xxh3, f.bytes, f.xxh3);
@@ -171,7 +209,7 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
   }
   if (m.files.empty()) return data_loss("{}: lists no files", path);
   for (const CheckpointFile& f : m.files) {
-    auto on_disk = describe_file(dir, f.name);
+    auto on_disk = checkpoint_file(dir, f.name);
     if (!on_disk.ok()) return data_loss("{}: {} is missing: {}", dir, f.name, on_disk.status().message());
     if (on_disk->bytes != f.bytes)
       return data_loss("{}/{}: {} bytes; the manifest says {} (truncated or replaced)", dir, f.name, on_disk->bytes,
@@ -265,7 +303,10 @@ Status prune_checkpoints(const std::string& root, int64_t keep) {
     }
   std::error_code ec;
   for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(keep, 1)) < complete.size(); ++i) {
-    fs::remove_all(complete[i], ec);
+    // The manifest goes first: a prune cut short leaves an incomplete
+    // directory, never one that claims to be complete with files missing.
+    fs::remove(complete[i] + "/manifest.json", ec);
+    if (!ec) fs::remove_all(complete[i], ec);
     if (ec) return io_error("{}: cannot remove: {}", complete[i], ec.message());
   }
   for (const auto& [step, dir] : dirs)

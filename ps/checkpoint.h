@@ -19,8 +19,10 @@
 #include <vector>
 
 #include "comm/shard_plan.h"
+#include "core/deadline.h"
 #include "core/status.h"
 #include "model/param_table.h"
+#include "ps/server.h"
 
 namespace pst {
 
@@ -53,9 +55,24 @@ struct Manifest {
 // ROOT/step-<step>.
 std::string checkpoint_dir(const std::string& root, int64_t step);
 
+// The manifest of a checkpoint after the step `report` describes, its files
+// still to be added: config is the job's resolved TOML.
+Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTable& table, int64_t servers,
+                       int64_t chunk_bytes, const StepReport& report);
+// The manifest's files, once each of the servers' has appeared in dir, as
+// they are on disk; an error when one is still missing at the deadline.
+Status collect_files(const std::string& dir, Manifest* m, Deadline deadline);
+// Writes the manifest, then prunes root to keep (write_manifest,
+// prune_checkpoints); the bytes of the checkpoint's files.
+Result<int64_t> complete_checkpoint(const std::string& root, const std::string& dir, const Manifest& m, int64_t keep);
+
 // Writes server k's file into dir (created if needed); its size and checksum.
 Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,
                                    const ShardState& state);
+// The size and checksum of dir/name as it is on disk.
+Result<CheckpointFile> checkpoint_file(const std::string& dir, const std::string& name);
+// The name of server k's file.
+std::string shard_file_name(int server);
 // Writes manifest.json atomically (temp + fsync + rename) after checking
 // that every file it names is present with that size and checksum.
 Status write_manifest(const std::string& dir, const Manifest& manifest);

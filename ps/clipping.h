@@ -13,10 +13,18 @@ namespace pst {
 struct GradStats {
   double sum_squares = 0.0;
   bool nonfinite = false;  // some element is inf or NaN
+  // Control flags that ride on the servers' reduction, so that every server
+  // acts on them at the same step (DESIGN.md §9): some server wants a
+  // checkpoint of this step (checkpoint.every_minutes), some node asked the
+  // job to stop after it (a signal).
+  bool checkpoint = false;
+  bool stop = false;
 
   GradStats& operator+=(const GradStats& o) {
     sum_squares += o.sum_squares;
     nonfinite = nonfinite || o.nonfinite;
+    checkpoint = checkpoint || o.checkpoint;
+    stop = stop || o.stop;
     return *this;
   }
 };

@@ -1,5 +1,7 @@
 #include "ps/local_client.h"
 
+#include "core/stop.h"
+
 namespace pst {
 
 Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_sum,
@@ -13,7 +15,8 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
     server_->add_push(grads, tokens, loss_sum);
   }
   if (server_->pushes() < pushes_per_round_) return Status();
-  const GradStats stats = server_->reduce();
+  GradStats stats = server_->reduce();
+  stats.stop = stop_requested();
   const StepReport r = server_->apply(stats);
   last_.version = r.version;
   last_.applied_steps = r.applied_steps;
@@ -21,6 +24,7 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   last_.grad_norm = r.grad_norm;
   last_.clip_coef = r.clip_coef;
   last_.lr = r.lr;
+  last_.stop = stats.stop;
   return Status();
 }
 

@@ -32,6 +32,9 @@ struct StepReport {
   double lr = 0.0;            // learning rate of this step (of the next one if skipped)
   int64_t tokens = 0;         // tokens in this step's pushes
   double loss_sum = 0.0;      // summed loss in this step's pushes
+  // Set by the shard server from the reduced control flags (GradStats).
+  bool checkpoint = false;    // a checkpoint of this version is written
+  bool stop = false;          // the job stops at this version
 };
 
 class ShardOptimizer {

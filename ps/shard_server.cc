@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
+#include <filesystem>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/stop.h"
 
 namespace pst {
 namespace {
@@ -19,7 +21,16 @@ uint64_t key_id(ChunkKey k) {
 // written to the next snapshot (>= 0), or kUpdateDone.
 constexpr int64_t kUpdateDone = -1;
 
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
+
+std::string checkpoint_root(const JobConfig& job) {
+  return job.checkpoint.dir.empty() ? job.train.output + "/checkpoints" : job.checkpoint.dir;
+}
 
 ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, int server, JobLayout layout) {
   ShardServerOptions o;
@@ -32,6 +43,10 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
   // overlap = auto here: not resolved to on (resolve_node_settings), so the
   // server shares its host's cores with workers and does not stream.
   o.stream_bytes = job.cluster.overlap == Overlap::kOn ? job.cluster.stream_bytes : INT64_MAX;
+  o.checkpoint_root = checkpoint_root(job);
+  o.checkpoint_every = job.checkpoint.every_steps;
+  o.checkpoint_minutes = job.checkpoint.every_minutes;
+  o.checkpoint_keep = job.checkpoint.keep;
   return o;
 }
 
@@ -50,6 +65,10 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
       finished_(static_cast<size_t>(options.layout.workers), false) {
+  last_checkpoint_ns_ = steady_ns();
+  job_toml_ = to_toml(job);
+  seed_ = static_cast<uint64_t>(job.train.seed);
+  chunk_bytes_ = plan.chunk_bytes();
   for (const Chunk& c : plan_.chunks()) {
     if (c.server != options_.server) continue;
     range_of_key_[key_id(c.key)] = owned_chunks_.size();
@@ -72,6 +91,64 @@ ShardServer::~ShardServer() {
   }
   cv_.notify_all();
   update_thread_.join();
+  if (manifest_thread_.joinable()) manifest_thread_.join();
+}
+
+void ShardServer::restore(const ShardState& state, int64_t version, int64_t applied_steps) {
+  PST_CHECK_MSG(static_cast<int64_t>(state.weights.size()) == opt_.local_size(), "restore: {} floats for a shard of {}",
+                state.weights.size(), opt_.local_size());
+  opt_.import_state(state.weights.data(), state.exp_avg.data(), state.exp_avg_sq.data(), version, applied_steps);
+  version_ = version;
+  last_ = StepReport{};
+  last_.version = version;
+  last_.applied = true;
+  last_.applied_steps = applied_steps;
+  opt_.copy_local_weights(snapshot_->data());
+}
+
+void ShardServer::checkpoint_if_due(const StepReport& report) {
+  const bool due = report.checkpoint || (options_.checkpoint_every > 0 && version_ % options_.checkpoint_every == 0);
+  if (!due || options_.consistency != Consistency::kBsp || options_.checkpoint_root.empty()) {
+    if (report.stop && options_.server == 0)
+      spdlog::warn("server 0: the job stops at step {} without a checkpoint ({})", version_,
+                   options_.consistency != Consistency::kBsp ? "ASP and SSP servers hold no common step"
+                                                             : "no checkpoint directory");
+    return;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  last_checkpoint_ns_ = steady_ns();
+  const std::string dir = checkpoint_dir(options_.checkpoint_root, version_);
+  ShardState state;
+  state.ranges = opt_.owned();
+  opt_.export_state(&state.weights, &state.exp_avg, &state.exp_avg_sq);
+  auto file = write_shard(dir, options_.server, table_, state);
+  if (!file.ok()) {
+    // Training goes on; without this file the step gets no manifest, and
+    // the previous checkpoint stays the latest.
+    spdlog::error("server {}: checkpoint of step {} not written: {}", options_.server, version_, file.status().message());
+    return;
+  }
+  const double wrote = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (options_.server != 0) {
+    if (options_.metrics) options_.metrics->checkpoint_done(wrote);
+    return;
+  }
+  Manifest m = step_manifest(job_toml_, seed_, table_, plan_.servers(), chunk_bytes_, report);
+  if (manifest_thread_.joinable()) manifest_thread_.join();
+  // The other servers write theirs meanwhile; each appears whole (rename).
+  manifest_thread_ = std::thread([this, dir, m, started]() mutable {
+    Status s = collect_files(dir, &m, Deadline::after(2 * options_.timeout_s));
+    Result<int64_t> bytes = s.ok() ? complete_checkpoint(options_.checkpoint_root, dir, m, options_.checkpoint_keep)
+                                   : Result<int64_t>(s);
+    if (!bytes.ok()) {
+      spdlog::error("server 0: checkpoint of step {} left without a manifest: {}", m.step, bytes.status().message());
+      return;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (options_.metrics) options_.metrics->checkpoint_done(seconds);
+    spdlog::info("checkpoint of step {}: {} files, {:.1f} MiB, {:.2f} s ({})", m.step, m.files.size(),
+                 static_cast<double>(*bytes) / (1 << 20), seconds, dir);
+  });
 }
 
 Status ShardServer::serve() {
@@ -87,6 +164,8 @@ Status ShardServer::serve() {
     pending_.clear();
     waiting_pulls_ = 0;
   }
+  // A checkpoint begun is complete (or has failed) when serve() returns.
+  if (manifest_thread_.joinable()) manifest_thread_.join();
   return s;
 }
 
@@ -254,6 +333,8 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   const auto arrived = std::chrono::steady_clock::now();
   Rejection why;
   if (!add_part(push, message, &why)) return reject(route, why, message.get());
+  if (push.parts.back()->header().getPush().getStop() && !stop_asked_.exchange(true))
+    spdlog::info("server {}: worker {} asks the job to stop after step {}", options_.server, w, step + 1);
   if (options_.metrics) {
     int64_t bytes = 0;
     const InMessage& part = *push.parts.back();
@@ -348,6 +429,7 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
   info.setGradNorm(report.grad_norm);
   info.setClipCoef(report.clip_coef);
   info.setLr(report.lr);
+  info.setStop(report.stop || (stopped_at_ >= 0 && version >= stopped_at_));
   int64_t bytes = 0;
   for (size_t i = p.sent; i < last; ++i) {
     reply.add_chunk(owned_chunks_[i].key, weights.data() + opt_.local_offset(i), owned_chunks_[i].length, owner);
@@ -433,7 +515,12 @@ void ShardServer::update_loop() {
     // The receive thread leaves opt_ and next_snapshot_ alone while updating_ is set.
     const auto started = std::chrono::steady_clock::now();
     int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
-    const GradStats local = opt_.reduce();
+    GradStats local = opt_.reduce();
+    // The control flags: every server adds its own, so all act on the same
+    // step (a checkpoint of it; the job's end after it).
+    local.stop = stop_asked_.load() || stop_requested();
+    local.checkpoint = options_.checkpoint_minutes > 0 &&
+                       static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
     const bool bsp = options_.consistency == Consistency::kBsp;
     Result<GradStats> global = local;
     // Another server may wait timeout_s for a worker before it gives up, and
@@ -451,19 +538,24 @@ void ShardServer::update_loop() {
     int64_t unannounced = 0;
     // BSP: each updated range goes to the next snapshot, and every
     // stream_bytes the receive loop may send it to the waiting pulls.
+    auto with_flags = [&](StepReport r) {
+      r.stop = global.ok() && global->stop;
+      r.checkpoint = global.ok() && (global->checkpoint || global->stop);
+      return r;
+    };
     const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {
       opt_.copy_local_weights(next, copied, done);
       for (; copied < done; ++copied) unannounced += opt_.owned()[copied].length * int64_t{sizeof(float)};
       if (unannounced < options_.stream_bytes) return;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        progress_report_ = r;
+        progress_report_ = with_flags(r);
       }
       post(static_cast<int64_t>(done));
       unannounced = 0;
     };
     if (global.ok()) {
-      report = opt_.apply(*global, /*clip=*/bsp, bsp ? progress : nullptr);
+      report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp ? progress : nullptr));
       opt_.copy_local_weights(next, copied, opt_.owned().size());  // a skipped step, ASP, SSP
     } else {
       status = global.status();
@@ -498,6 +590,11 @@ Status ShardServer::finish_update() {
   version_ = report.version;
   spare_ = std::move(snapshot_);
   snapshot_ = std::move(next_snapshot_);
+  checkpoint_if_due(report);
+  if (report.stop && stopped_at_ < 0) {
+    stopped_at_ = version_;
+    spdlog::info("server {}: the job stops at step {} (stop requested)", options_.server, version_);
+  }
   std::fill(pushed_.begin(), pushed_.end(), false);
   pushes_ = 0;
   PST_RETURN_IF_ERROR(answer_ready_pulls());

@@ -41,6 +41,7 @@
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
 #include "monitoring/metrics.h"
+#include "ps/checkpoint.h"
 #include "ps/server.h"
 #include "ps/stats_reducer.h"
 
@@ -58,9 +59,22 @@ struct ShardServerOptions {
   // whole shard.
   int64_t stream_bytes = 256 << 10;
   ServerMetrics* metrics = nullptr;  // Prometheus series of this server, if any
+  // BSP checkpoints: after every `checkpoint_every` versions, at the first
+  // version done `checkpoint_minutes` after the last checkpoint, and at a
+  // graceful stop, each server writes its file under checkpoint_root/step-N;
+  // server 0 writes the manifest once every server's file is there, and
+  // prunes to keep. The servers agree on the version through the
+  // reduction of the gradient statistics (GradStats' flags). An empty root:
+  // none.
+  std::string checkpoint_root = "";
+  int64_t checkpoint_every = 0;
+  double checkpoint_minutes = 0;
+  int64_t checkpoint_keep = 3;
 };
 
-// The options of server k of a job from its [cluster] settings.
+// checkpoint.dir, or its default under train.output.
+std::string checkpoint_root(const JobConfig& job);
+// The options of server k of a job from its [cluster] and [checkpoint] settings.
 ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, int server, JobLayout layout);
 
 class ShardServer {
@@ -75,10 +89,14 @@ class ShardServer {
   ShardServer& operator=(const ShardServer&) = delete;
 
   // Serves until every worker has sent Shutdown (OK) or a wait passes its
-  // deadline or a peer fails (the error names whom and what for).
+  // deadline or a peer fails (the error names whom and what for). A
+  // checkpoint begun is complete (or has failed) when it returns.
   Status serve();
 
   const std::string& endpoint() const { return router_->endpoint(); }
+  // Before serve(): the state of a checkpoint (owned ranges in owned order),
+  // its version and optimizer-step count.
+  void restore(const ShardState& state, int64_t version, int64_t applied_steps);
   int64_t rejected() const { return rejected_.load(); }
   int64_t version() const { return version_; }
   // Instruments of the consistency modes, read after serve() returns: the
@@ -94,6 +112,8 @@ class ShardServer {
   // Updates applied and the seconds they took on the update thread
   // (aggregation, statistics, clipping, Adam/AdamW, the next snapshot).
   int64_t updates() const { return updates_.load(); }
+  // The version the job stopped at (a graceful stop), or -1; after serve().
+  int64_t stopped_at() const { return stopped_at_; }
   double update_seconds() const { return static_cast<double>(update_ns_.load()) * 1e-9; }
 
  private:
@@ -140,6 +160,9 @@ class ShardServer {
   Status finish_update();
   // The update has written owned chunks [0, done) of next_snapshot_.
   Status on_progress(size_t done);
+  // After an update: this server's checkpoint file when one is due (and, on
+  // server 0, the manifest on a thread of its own).
+  void checkpoint_if_due(const StepReport& report);
 
   const ParamTable& table_;
   const ShardPlan& plan_;
@@ -174,6 +197,17 @@ class ShardServer {
   std::atomic<int64_t> waiting_pulls_{0};
   std::atomic<int64_t> updates_{0};
   std::atomic<int64_t> update_ns_{0};
+
+  // Graceful stop: a worker's push asked for it (receive thread -> update thread).
+  std::atomic<bool> stop_asked_{false};
+  int64_t stopped_at_ = -1;  // receive thread
+  // When the last checkpoint was written (or the server started), for
+  // checkpoint_minutes; steady-clock nanoseconds.
+  std::atomic<int64_t> last_checkpoint_ns_{0};
+  std::string job_toml_;
+  uint64_t seed_ = 0;
+  int64_t chunk_bytes_ = 0;
+  std::thread manifest_thread_;
 
   // Update thread; mu_ guards the fields below it.
   std::thread update_thread_;

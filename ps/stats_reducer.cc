@@ -37,6 +37,8 @@ Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, co
   auto st = m.header().initStats();
   st.setSumSquares(local.sum_squares);
   st.setNonfinite(local.nonfinite);
+  st.setCheckpoint(local.checkpoint);
+  st.setStop(local.stop);
   PST_RETURN_IF_ERROR(scheduler_->send(m.finish(), deadline));
   const std::string what = fmt::format("the sum of the gradient statistics of step {}", step);
   while (true) {
@@ -52,17 +54,23 @@ Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, co
     GradStats g;
     g.sum_squares = h.getStats().getSumSquares();
     g.nonfinite = h.getStats().getNonfinite();
+    g.checkpoint = h.getStats().getCheckpoint();
+    g.stop = h.getStats().getStop();
     return g;
   }
 }
 
 Result<GradStats> MpiStatsReducer::all_reduce(int server, int64_t step, const GradStats& local, Deadline) {
-  double in[2] = {local.sum_squares, local.nonfinite ? 1.0 : 0.0}, out[2] = {0, 0};
-  if (MPI_Allreduce(in, out, 2, MPI_DOUBLE, MPI_SUM, comm_) != MPI_SUCCESS)
+  auto flag = [](bool b) { return b ? 1.0 : 0.0; };
+  double in[4] = {local.sum_squares, flag(local.nonfinite), flag(local.checkpoint), flag(local.stop)};
+  double out[4] = {0, 0, 0, 0};
+  if (MPI_Allreduce(in, out, 4, MPI_DOUBLE, MPI_SUM, comm_) != MPI_SUCCESS)
     return failed_precondition("server {}: MPI_Allreduce of the gradient statistics of step {} failed", server, step);
   GradStats g;
   g.sum_squares = out[0];
   g.nonfinite = out[1] > 0.0 || !std::isfinite(out[0]);
+  g.checkpoint = out[2] > 0.0;
+  g.stop = out[3] > 0.0;
   return g;
 }
 

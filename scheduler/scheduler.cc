@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/message.h"
+#include "core/stop.h"
 
 namespace pst {
 namespace {
@@ -114,10 +115,12 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   struct Round {
     std::vector<double> sum;
     std::vector<bool> nonfinite, in;
+    bool checkpoint = false, stop = false;
     std::vector<std::pair<zmq::message_t, uint64_t>> routes;
     int count = 0;
   };
   std::map<int64_t, Round> rounds;
+  bool stop_logged = false;
   const Expectation e{o.job_id, nodes, nullptr, -1};
   while (remaining > 0) {
     auto msg = router.receive(Deadline::after(std::min(1.0, o.timeout_s)), "messages of the job");
@@ -168,6 +171,8 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
           r.in[k] = true;
           r.sum[k] = h.getStats().getSumSquares();
           r.nonfinite[k] = h.getStats().getNonfinite();
+          r.checkpoint = r.checkpoint || h.getStats().getCheckpoint();
+          r.stop = r.stop || h.getStats().getStop();
           r.routes[k] = {std::move(msg->route), h.getRequestId()};
           if (++r.count < l.servers) break;
           double total = 0;
@@ -176,11 +181,21 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             total += r.sum[static_cast<size_t>(s)];
             bad = bad || r.nonfinite[static_cast<size_t>(s)];
           }
+          // A stop asked of the scheduler (a signal) joins the servers' own:
+          // all of them checkpoint this round and the job ends after it.
+          const bool stop = r.stop || stop_requested();  // read once: every server gets the same answer
+          if (stop && !r.stop && !stop_logged) {
+            spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
+                         stop_signal(), h.getStep() + 1);
+            stop_logged = true;
+          }
           for (auto& [route, request] : r.routes) {
             OutMessage reply(wire::Kind::REPORT, o.job_id, 0, h.getStep(), request);
             auto st = reply.header().initStats();
             st.setSumSquares(total);
             st.setNonfinite(bad);
+            st.setCheckpoint(r.checkpoint);
+            st.setStop(stop);
             PST_RETURN_IF_ERROR(router.send(route, reply.finish(), Deadline::after(o.timeout_s)));
           }
           rounds.erase(h.getStep());

@@ -89,6 +89,126 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
   return out;
 }
 
+std::string describe_eval(Task task, const EvalResult& r) {
+  if (task == Task::kG2P)
+    return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
+                       100 * r.token_accuracy, 100 * r.per, 100 * r.wer, r.words);
+  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss,
+                     r.bits_per_byte, r.perplexity, r.tokens);
+}
+
+std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                    int64_t max_out, const DecodeOptions& options) {
+  PST_CHECK_MSG(options.beam >= 1 && options.length_penalty >= 0, "beam {} and length penalty {}", options.beam,
+                options.length_penalty);
+  const int64_t B = static_cast<int64_t>(sources.size());
+  const int64_t K = options.beam;
+  const int64_t V = model.tgt_vocab();
+  max_out = std::max<int64_t>(1, std::min<int64_t>(max_out, model.config().max_len - 1));
+  const auto normalized = [&](double log_prob, int64_t length) {
+    return options.length_penalty == 0 ? log_prob
+                                       : log_prob / std::pow(static_cast<double>(length), options.length_penalty);
+  };
+  // Row b * K + k of every batch is hypothesis k of source b, so the source
+  // side stays the same from step to step (the encoder runs once).
+  Batch batch;
+  batch.B = B * K;
+  for (const auto& s : sources) batch.S = std::max<int64_t>(batch.S, static_cast<int64_t>(s.size()));
+  batch.src.assign(static_cast<size_t>(B * K * batch.S), kPadId);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < K; ++k) {
+      std::copy(sources[b].begin(), sources[b].end(), batch.src.begin() + (b * K + k) * batch.S);
+      batch.src_len.push_back(static_cast<int32_t>(sources[b].size()));
+    }
+  struct Live {
+    std::vector<int32_t> ids;
+    double log_prob = 0.0;
+  };
+  std::vector<std::vector<Live>> live(static_cast<size_t>(B), std::vector<Live>(1));
+  std::vector<std::vector<Hypothesis>> finished(static_cast<size_t>(B));
+  ForwardOptions opt;
+  std::vector<double> logp(static_cast<size_t>(V));
+  for (int64_t t = 1;; ++t) {  // t - 1 ids so far
+    bool any = false;
+    for (const auto& l : live) any = any || !l.empty();
+    if (!any) break;
+    batch.T = t;
+    batch.tgt_in.assign(static_cast<size_t>(B * K * t), kPadId);
+    batch.tgt_out.assign(static_cast<size_t>(B * K * t), kIgnoreTarget);
+    batch.tgt_len.assign(static_cast<size_t>(B * K), static_cast<int32_t>(t));
+    for (int64_t b = 0; b < B; ++b)
+      for (size_t k = 0; k < live[b].size(); ++k) {
+        int32_t* row = batch.tgt_in.data() + (b * K + static_cast<int64_t>(k)) * t;
+        row[0] = 1;  // <s>
+        std::copy(live[b][k].ids.begin(), live[b][k].ids.end(), row + 1);
+      }
+    model.forward(batch, opt);
+    opt.reuse_encoder = true;
+    const std::vector<float> logits = model.logits();
+    for (int64_t b = 0; b < B; ++b) {
+      auto& beams = live[b];
+      if (beams.empty()) continue;
+      struct Candidate {
+        double log_prob;
+        size_t from;
+        int32_t id;
+      };
+      std::vector<Candidate> cand;
+      for (size_t k = 0; k < beams.size(); ++k) {
+        if (t - 1 == max_out) {  // as long as allowed: finished without </s>
+          finished[b].push_back({beams[k].ids, beams[k].log_prob, normalized(beams[k].log_prob, max_out)});
+          continue;
+        }
+        const float* row = logits.data() + ((b * K + static_cast<int64_t>(k)) * t + (t - 1)) * V;
+        double top = row[0];
+        for (int64_t v = 1; v < V; ++v) top = std::max(top, static_cast<double>(row[v]));
+        double sum = 0.0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - top);
+        const double lse = top + std::log(sum);
+        // </s> first, then the non-special ids in order: among equal
+        // log-probabilities the earlier wins, as in greedy_decode.
+        cand.push_back({beams[k].log_prob + (static_cast<double>(row[2]) - lse), k, 2});
+        for (int32_t v = 4; v < V; ++v)
+          cand.push_back({beams[k].log_prob + (static_cast<double>(row[v]) - lse), k, v});
+      }
+      const size_t keep = std::min(cand.size(), static_cast<size_t>(K));
+      std::stable_sort(cand.begin(), cand.end(),
+                       [](const Candidate& x, const Candidate& y) { return x.log_prob > y.log_prob; });
+      std::vector<Live> next;
+      for (size_t i = 0; i < keep; ++i) {
+        const Candidate& c = cand[i];
+        const Live& from = beams[c.from];
+        if (c.id == 2) {
+          finished[b].push_back({from.ids, c.log_prob, normalized(c.log_prob, static_cast<int64_t>(from.ids.size()) + 1)});
+        } else {
+          Live l{from.ids, c.log_prob};
+          l.ids.push_back(c.id);
+          next.push_back(std::move(l));
+        }
+      }
+      beams = std::move(next);
+      // A live hypothesis ends with at most max_out ids (</s> included) and a
+      // log-probability no higher than it has now: it cannot score above
+      // log_prob / max_out^alpha (alpha >= 0, log_prob <= 0).
+      if (!finished[b].empty() && !beams.empty()) {
+        double best = -INFINITY, bound = -INFINITY;
+        for (const Hypothesis& h : finished[b]) best = std::max(best, h.score);
+        for (const Live& l : beams) bound = std::max(bound, normalized(l.log_prob, max_out));
+        if (best >= bound) beams.clear();
+      }
+    }
+  }
+  std::vector<Hypothesis> out(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& f = finished[b];
+    size_t best = 0;
+    for (size_t i = 1; i < f.size(); ++i)
+      if (f[i].score > f[best].score) best = i;
+    out[b] = f[best];
+  }
+  return out;
+}
+
 std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt,
                                     int64_t count) {
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
@@ -115,7 +235,7 @@ std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_
 }
 
 EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
-                    int64_t max_examples, std::vector<std::string>* predictions) {
+                    int64_t max_examples, std::vector<std::string>* predictions, const DecodeOptions& decode) {
   EvalResult r;
   const Dataset& ds = data.split(split);
   int64_t n = ds.size();
@@ -155,7 +275,12 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     for (int64_t w : ids) srcs.push_back(g.encode_word(words[w].word));
     int64_t longest = 0;
     for (const auto& s : srcs) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
-    const auto decoded = greedy_decode(model, srcs, 2 * longest + 4);
+    std::vector<std::vector<int32_t>> decoded;
+    if (decode.beam == 1) {
+      decoded = greedy_decode(model, srcs, 2 * longest + 4);
+    } else {
+      for (Hypothesis& h : beam_decode(model, srcs, 2 * longest + 4, decode)) decoded.push_back(std::move(h.ids));
+    }
     for (size_t k = 0; k < ids.size(); ++k) {
       std::vector<std::string> phones;
       for (int32_t id : decoded[k]) phones.push_back(data.g2p->phones.token(id));

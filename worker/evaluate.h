@@ -30,16 +30,49 @@ struct EvalResult {
   double perplexity = 0.0;
 };
 
+// One line of the task's metrics, as the training log prints them.
+std::string describe_eval(Task task, const EvalResult& r);
+
+// How G2P words are decoded: greedy (beam 1) or beam search.
+struct DecodeOptions {
+  int64_t beam = 1;
+  // Beam search ranks finished hypotheses by log P(y | x) / |y|^alpha, |y|
+  // counting </s> (as Hugging Face's length_penalty and fairseq's lenpen):
+  // 0 is the plain log-probability, which favours short outputs; 1 the
+  // mean per token. Must be >= 0.
+  double length_penalty = 1.0;
+};
+
 // max_examples = 0 evaluates the whole split (for G2P: the first N words).
 // predictions, if not null, receives one "word<TAB>phones" line per word.
 EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
-                    int64_t max_examples, std::vector<std::string>* predictions = nullptr);
+                    int64_t max_examples, std::vector<std::string>* predictions = nullptr,
+                    const DecodeOptions& decode = {});
 
 // Greedy decoding of an encoder-decoder model: for each source (ids ending in
 // </s>), the target ids up to but excluding </s>, at most max_out of them.
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
                                                 const std::vector<std::vector<int32_t>>& sources,
                                                 int64_t max_out);
+
+// A decoded output: its ids (without </s>), log P(ids, </s> | source) (no
+// </s> term when it stopped at max_out), and that divided by the length
+// penalty.
+struct Hypothesis {
+  std::vector<int32_t> ids;
+  double log_prob = 0.0;
+  double score = 0.0;
+};
+
+// Beam search: each step extends the `beam` live hypotheses of a source by
+// every token (</s> or a non-special one), keeps the `beam` best extensions
+// by log-probability, and sets those ending in </s> aside as finished (the
+// beam narrows; with beam 1 this is greedy decoding, ties included). A
+// hypothesis of max_out ids finishes there. It stops once no live
+// hypothesis can beat the best finished one (log-probabilities only fall as
+// outputs grow), and returns that one per source.
+std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                    int64_t max_out, const DecodeOptions& options);
 
 // Greedy continuation of a byte prompt by a decoder-only model.
 std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt,

@@ -64,14 +64,6 @@ void write_eval(std::FILE* f, const char* kind, Task task, int64_t step, double 
   std::fflush(f);
 }
 
-std::string describe(Task task, const EvalResult& r) {
-  if (task == Task::kG2P)
-    return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
-                       100 * r.token_accuracy, 100 * r.per, 100 * r.wer, r.words);
-  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss,
-                     r.bits_per_byte, r.perplexity, r.tokens);
-}
-
 }  // namespace
 
 Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model,
@@ -95,6 +87,7 @@ Result<TrainSummary> Trainer::run() {
   for (int64_t shard : opt_.shards)
     iterators.emplace_back(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed), shard,
                            opt_.workers, true);
+  for (BatchIterator& it : iterators) it.skip(opt_.first_step);
   // Weights and gradients cross to the client through pinned host buffers,
   // or not at all when the client takes the model's device buffers.
   const bool on_device = client_->device_buffers();
@@ -131,8 +124,10 @@ Result<TrainSummary> Trainer::run() {
   // Gradients go out layer by layer as backward finishes them, unless this
   // worker clips them first, which needs all of them (ASP, SSP).
   const bool stream_push = stream && !on_device && opt_.clip_norm <= 0;
-  PST_ASSIGN_OR_RETURN(PullInfo info, pull(0));
+  PST_ASSIGN_OR_RETURN(PullInfo info, pull(opt_.first_step));
   int64_t version = info.version;
+  if (opt_.first_step > 0 && version != opt_.first_step)
+    return failed_precondition("the servers hold version {}; this worker starts at step {}", version, opt_.first_step);
 
   Stopwatch wall;
   ProgressBar bar(opt_.progress);
@@ -150,11 +145,11 @@ Result<TrainSummary> Trainer::run() {
     Stopwatch ev;
     sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
     if (mon) mon->set_eval_loss(sum.valid.loss);
-    spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe(data_.task, sum.valid), ev.seconds());
+    spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe_eval(data_.task, sum.valid), ev.seconds());
     write_eval(opt_.metrics, "valid", data_.task, step, wall.seconds(), train_seconds, sum.valid);
   };
 
-  for (int64_t step = 0; step < tc.steps; ++step) {
+  for (int64_t step = opt_.first_step; step < tc.steps; ++step) {
     Stopwatch step_clock;
     int64_t tokens = 0;
     LossStats ls;
@@ -223,11 +218,12 @@ Result<TrainSummary> Trainer::run() {
     sum.applied_steps = info.applied_steps;
     if (mon) mon->step_done(tokens, dt, info.lr, info.grad_norm);
 
-    const bool last = step + 1 == tc.steps || (deadline > 0 && wall.seconds() >= deadline);
+    sum.stopped = info.stop && step + 1 < tc.steps;
+    const bool last = step + 1 == tc.steps || (deadline > 0 && wall.seconds() >= deadline) || sum.stopped;
     if ((step + 1) % tc.log_every == 0 || last) {
       const double loss = interval_tokens > 0 ? interval_loss / static_cast<double>(interval_tokens) : 0.0;
       const double tps = interval_train > 0 ? static_cast<double>(interval_tokens) / interval_train : 0.0;
-      const double sec_per_step = train_seconds / static_cast<double>(step + 1);
+      const double sec_per_step = train_seconds / static_cast<double>(step + 1 - opt_.first_step);
       double eta = sec_per_step * static_cast<double>(tc.steps - step - 1);
       if (deadline > 0) eta = std::min(eta, deadline - wall.seconds());
       sum.last_loss = loss;
@@ -250,12 +246,16 @@ Result<TrainSummary> Trainer::run() {
       bar.draw(step + 1, tc.steps,
                fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", step + 1, tc.steps,
                            ls.tokens > 0 ? ls.loss_sum / static_cast<double>(ls.tokens) : 0.0,
-                           info.lr, duration((train_seconds / static_cast<double>(step + 1)) *
+                           info.lr, duration((train_seconds / static_cast<double>(step + 1 - opt_.first_step)) *
                                              static_cast<double>(tc.steps - step - 1))));
     }
     if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && opt_.evaluate) {
       PST_RETURN_IF_ERROR(need(n));
       run_valid(step + 1);
+    }
+    if (sum.stopped) {
+      spdlog::info("stopped after step {} (stop requested); resume with --resume latest", step + 1);
+      break;
     }
     if (last && step + 1 < tc.steps) {
       spdlog::info("train.max_minutes = {} reached after {} steps", tc.max_minutes, step + 1);
@@ -264,12 +264,12 @@ Result<TrainSummary> Trainer::run() {
   }
   bar.clear();
   PST_RETURN_IF_ERROR(need(n));  // the last pull, before evaluation and before the caller reads the model
-  run_valid(sum.steps);
-  if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0) {
+  if (!sum.stopped) run_valid(sum.steps);
+  if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0 && !sum.stopped) {
     Stopwatch ev;
     sum.test = evaluate(*model_, data_, Split::kTest, eval_batch, 0);
     sum.have_test = true;
-    spdlog::info("test: {} [{:.1f}s]", describe(data_.task, sum.test), ev.seconds());
+    spdlog::info("test: {} [{:.1f}s]", describe_eval(data_.task, sum.test), ev.seconds());
     write_eval(opt_.metrics, "test", data_.task, sum.steps, wall.seconds(), train_seconds, sum.test);
   }
   sum.train_seconds = train_seconds;

@@ -28,6 +28,7 @@ struct TrainSummary {
   EvalResult valid;
   EvalResult test;
   bool have_test = false;
+  bool stopped = false;       // a graceful stop ended training before train.steps (no evaluation after it)
 };
 
 struct TrainerOptions {
@@ -45,6 +46,10 @@ struct TrainerOptions {
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;
   WorkerMetrics* monitor = nullptr;  // Prometheus series of this worker, if any
+  // The step a resumed job starts at (the checkpoint's): the data iterators
+  // skip the batches of the steps before it, and the first pull asks for
+  // that version.
+  int64_t first_step = 0;
 };
 
 class Trainer {

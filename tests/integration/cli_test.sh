@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the pst command: bad configs and data fail before any
-# work with clear messages; params, train, predict and debug grads work on
-# real data. Usage: cli_test.sh PATH_TO_PST
+# work with clear messages; params, train, eval, predict and debug grads work
+# on real data. Usage: cli_test.sh PATH_TO_PST
 set -uo pipefail
 PST=$1
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -64,13 +64,30 @@ check "params lists 93 tensors (got $tensors)" test "$tensors" -eq 93
 
 # A short G2P training run writes a model that predict can load.
 check "train g2p" run 0 "$TMP/t" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
-  --set train.steps=40 --set train.output="$TMP/g2p" --set train.eval_every=20
+  --set train.steps=40 --set train.output="$TMP/g2p" --set train.eval_every=20 --set data.eval_max_examples=100
 check "train wrote the model" test -s "$TMP/g2p/model.safetensors"
 check "train logged a test WER" grep -q '"kind":"test".*"wer"' "$TMP/g2p/metrics.jsonl"
 check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p/metrics.jsonl")" -eq 2
 check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
 check "predict prints a line per word" test "$(wc -l <"$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"
+
+# eval: the validation metrics of the model are those train logged at its end.
+check "eval" run 0 "$TMP/ev" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --max-examples 100 \
+  --predictions "$TMP/pred.txt"
+want=$(grep '"kind":"valid"' "$TMP/g2p/metrics.jsonl" | tail -n 1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print("PER %.2f%%  WER %.2f%%  (%d words)" % (100*r["per"], 100*r["wer"], r["words"]))')
+check "eval prints train's last validation PER and WER ($want)" contains "$TMP/ev" "$want"
+check "eval wrote a prediction per word" test "$(wc -l <"$TMP/pred.txt")" -eq 100
+check "eval --beam 1" run 0 "$TMP/ev1" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --max-examples 100 \
+  --beam 1 --predictions "$TMP/pred1.txt"
+check "beam 1 predicts what greedy decoding does" cmp -s "$TMP/pred.txt" "$TMP/pred1.txt"
+check "eval --beam 3" run 0 "$TMP/ev3" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --beam 3 \
+  --max-examples 50
+check "eval --beam 3 decodes 50 words" contains "$TMP/ev3" "(50 words)"
+check "bad beam" run 2 "$TMP/ev4" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 0
+check "bad beam message" contains "$TMP/ev4" "--beam 0: must be >= 1"
+check "bad split" run 2 "$TMP/ev5" "$PST" eval --model "$TMP/g2p/model.safetensors" --split dev
+check "bad split message" contains "$TMP/ev5" "--split dev: must be train, valid or test"
 
 # A corrupt model file is a clear error.
 head -c 100 "$TMP/g2p/model.safetensors" >"$TMP/broken.safetensors"
@@ -85,6 +102,10 @@ check "train lm" run 0 "$TMP/tl" "$PST" train --config "$ROOT/configs/lm-fortune
 check "lm reports bits per byte" grep -q '"kind":"test".*"bits_per_byte"' "$TMP/lm/metrics.jsonl"
 check "generate" run 0 "$TMP/gen" "$PST" predict --model "$TMP/lm/model.safetensors" --bytes 20 "The "
 check "generate prints prompt and continuation" test "$(head -c 24 "$TMP/gen" | wc -c)" -eq 24
+check "eval lm" run 0 "$TMP/evl" "$PST" eval --model "$TMP/lm/model.safetensors" --split test
+want=$(grep '"kind":"test"' "$TMP/lm/metrics.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("bits/byte %.4f" % r["bits_per_byte"])')
+check "eval lm prints train's test bits per byte ($want)" contains "$TMP/evl" "$want"
+check "lm predictions refused" run 2 "$TMP/evl2" "$PST" eval --model "$TMP/lm/model.safetensors" --predictions "$TMP/x"
 
 # debug grads writes what check_against_torch.py reads.
 check "debug grads" run 0 "$TMP/dg.log" "$PST" debug grads --config "$ROOT/tests/reference/configs/lm_pre.toml" --out "$TMP/dg"

@@ -7,7 +7,10 @@
 #  2. kill -9 of a worker: every other process ends non-zero within a few
 #     deadlines (cluster.timeout_s = 4), and each names the dead worker;
 #  3. kill -9 of a server: every other process ends non-zero, and the
-#     scheduler names the dead server.
+#     scheduler names the dead server;
+#  4. SIGTERM to the scheduler alone (docker compose stop): every process
+#     ends with status 0 after the same step, a checkpoint of that step is
+#     complete, and a job resumed from it equals an uninterrupted one.
 # Usage: roles_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
 set -uo pipefail
 PST=$1
@@ -106,8 +109,25 @@ check "all others end after a server's death" wait_all 40 "$SCHED" "${SERVERS[1]
 check "and exit non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
 check "the scheduler names the dead server" grep -q "server [01] (rank [12]) sent nothing" "$TMP/ks.scheduler.log"
 
+# 4. A graceful stop through the scheduler.
+start_job gs 1000000 20
+for _ in $(seq 1 150); do grep -q "step 20/" "$TMP/gs.worker0.log" 2>/dev/null && break; sleep 0.2; done
+kill -TERM "$SCHED"
+check "every process ends after SIGTERM to the scheduler" wait_all 60 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
+check "and exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
+stopped=$(grep -ho "stopped after step [0-9]*" "$TMP"/gs.worker*.log | sort -u)
+check "both workers stopped after the same step ($stopped)" test "$(echo "$stopped" | wc -l)" = 1
+step=${stopped##* }
+check "a complete checkpoint of step $step" test -f "$TMP/gs/checkpoints/$(printf 'step-%09d' "$step")/manifest.json"
+check "uninterrupted to step $((step + 3))" timeout 300 "$PST" train "${JOB[@]}" --set train.steps=$((step + 3)) \
+  --set train.output="$TMP/gs-full" >"$TMP/gs-full.log" 2>&1
+check "resumed to step $((step + 3))" timeout 300 "$PST" train "${JOB[@]}" --set train.steps=$((step + 3)) \
+  --set train.output="$TMP/gs-resumed" --resume "$TMP/gs/checkpoints/$(printf 'step-%09d' "$step")" \
+  >"$TMP/gs-resumed.log" 2>&1
+check "resumed equals uninterrupted" "$DIFF" "$TMP/gs-resumed/model.safetensors" "$TMP/gs-full/model.safetensors" 0 1e-6
+
 echo "$passes passed, $failures failed"
 if [[ $failures -ne 0 ]]; then
-  for f in "$TMP"/k*.log; do echo "== $f"; tail -n 3 "$f"; done
+  for f in "$TMP"/k*.log "$TMP"/gs*.log; do echo "== $f"; tail -n 3 "$f"; done
 fi
 [[ $failures -eq 0 ]]

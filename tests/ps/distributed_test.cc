@@ -7,6 +7,7 @@
 // the others run ahead; SSP(s) never answers a pull beyond s, and the loss
 // still falls.
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <cmath>
 #include <thread>
@@ -15,7 +16,10 @@
 
 #include "comm/remote_client.h"
 #include "comm/shard_plan.h"
+#include "core/stop.h"
+#include "ps/checkpoint.h"
 #include "ps/local_client.h"
+#include "ps/stats_reducer.h"
 #include "ps/shard_server.h"
 #include "tests/ps/fixtures.h"
 #include "tests/test_util.h"
@@ -189,7 +193,7 @@ class ServedShard {
   static constexpr JobLayout kLayout{1, 2};
 
   ServedShard(const std::string& name, const std::vector<float>& w0, int64_t chunk_bytes, double timeout_s,
-              int64_t stream_bytes = ShardServerOptions{}.stream_bytes)
+              int64_t stream_bytes = ShardServerOptions{}.stream_bytes, const std::string& checkpoint_root = "")
       : job_(testing::tiny_job()),
         table_(build_param_table(job_.model, 12, 12)),
         endpoint_("inproc://" + name),
@@ -198,6 +202,7 @@ class ServedShard {
     PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
     ShardServerOptions so{kJob, 0, kLayout, timeout_s};
     so.stream_bytes = stream_bytes;
+    so.checkpoint_root = checkpoint_root;
     server_ = std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so);
     thread_ = std::thread([this] { served_ = server_->serve(); });
   }
@@ -292,6 +297,92 @@ TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
   const std::vector<float> want = one_step(s, w0, g, {5, 5});
   EXPECT_EQ(weights[0], want);
   EXPECT_EQ(weights[1], want);
+}
+
+// A graceful stop asked by one worker (core/stop.h; the flag rides on its
+// push, as when a signal reaches only that worker's process): the update of
+// that step reports the stop to both workers' pulls, a complete checkpoint
+// of the step holds the step's weights, and the server records where the job
+// stopped.
+TEST(ShardServerTest, AStopAskedByOneWorkerEndsTheJobAtThatStepWithACheckpoint) {
+  const std::vector<float> w0 = initial_weights(6);
+  testing::TempDir root;
+  ServedShard s("stop-test", w0, 256, 30.0, ShardServerOptions{}.stream_bytes, root.path());
+  const std::vector<float> g = testing::random_vec(w0.size(), 10, 0.1f);
+  std::vector<PullInfo> info(2);
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    if (w == 0) {
+      request_stop();
+      const Status pushed = c.push(0, 5, 0.0, g.data());
+      clear_stop_request();  // only the flag on worker 0's push is left to carry it
+      PST_RETURN_IF_ERROR(pushed);
+    } else {
+      await_waiting_pulls(s.server(), 1);  // worker 0 has pushed and waits
+      PST_RETURN_IF_ERROR(c.push(0, 5, 0.0, g.data()));
+    }
+    std::vector<float> weights(w0.size());
+    PST_ASSIGN_OR_RETURN(info[static_cast<size_t>(w)], c.pull(1, weights.data()));
+    return c.shutdown();
+  });
+  const Status served = s.join();
+  ASSERT_TRUE(st[0].ok()) << st[0].to_string();
+  ASSERT_TRUE(st[1].ok()) << st[1].to_string();
+  ASSERT_TRUE(served.ok()) << served.to_string();
+  EXPECT_TRUE(info[0].stop);
+  EXPECT_TRUE(info[1].stop);
+  EXPECT_EQ(s.server().stopped_at(), 1);
+  const std::string dir = checkpoint_dir(root.path(), 1);
+  auto m = read_checkpoint(dir);
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->step, 1);
+  EXPECT_EQ(m->applied_steps, 1);
+  auto state = load_shard(dir, *m, s.table(), whole_tensors(s.table()));
+  ASSERT_TRUE(state.ok()) << state.status().to_string();
+  EXPECT_EQ(state->weights, one_step(s, w0, g, {5, 5}));
+}
+
+// Without a stop, the pulls carry none and nothing is written.
+TEST(ShardServerTest, NoStopNoCheckpoint) {
+  const std::vector<float> w0 = initial_weights(6);
+  testing::TempDir root;
+  ServedShard s("no-stop-test", w0, 256, 30.0, ShardServerOptions{}.stream_bytes, root.path());
+  const std::vector<float> g = testing::random_vec(w0.size(), 10, 0.1f);
+  std::vector<PullInfo> info(2);
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    PST_RETURN_IF_ERROR(c.push(0, 5, 0.0, g.data()));
+    std::vector<float> weights(w0.size());
+    PST_ASSIGN_OR_RETURN(info[static_cast<size_t>(w)], c.pull(1, weights.data()));
+    return c.shutdown();
+  });
+  ASSERT_TRUE(s.join().ok());
+  ASSERT_TRUE(st[0].ok() && st[1].ok());
+  EXPECT_FALSE(info[0].stop || info[1].stop);
+  EXPECT_EQ(s.server().stopped_at(), -1);
+  EXPECT_FALSE(std::filesystem::exists(checkpoint_dir(root.path(), 1)));
+}
+
+// The servers' reduction carries the control flags: one server's stop or
+// checkpoint reaches all of them, with the statistics' sum unchanged.
+TEST(ThreadStatsReducerTest, ControlFlagsReachEveryServer) {
+  ThreadStatsReducer reducer(3);
+  std::vector<Result<GradStats>> out(3, GradStats{});
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      GradStats local;
+      local.sum_squares = k + 1.0;
+      local.stop = k == 2;
+      local.checkpoint = k == 0;
+      out[static_cast<size_t>(k)] = reducer.all_reduce(k, 7, local, Deadline::after(20));
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& r : out) {
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->sum_squares, 6.0);
+    EXPECT_TRUE(r->stop);
+    EXPECT_TRUE(r->checkpoint);
+    EXPECT_FALSE(r->nonfinite);
+  }
 }
 
 // One server, two workers, and worker 1 speaks through a raw socket: a push

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The cost of Prometheus metrics: training tokens/s of g2p-small with 1 server
-# and 1 worker under mpirun, metrics on (every process serving /metrics and
-# scraped every second by a loop of curl requests, as a 1 s Prometheus
-# scrape would) against metrics.enabled = false, alternating runs, in one
-# invocation, printed as a ratio.
-#   bench/metrics_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS]
+# The cost of running a job as an operator would: training tokens/s of
+# g2p-small with 1 server and 1 worker under mpirun, with Prometheus metrics
+# on (every process serving /metrics and scraped every second by a loop of
+# curl requests, as a 1 s Prometheus scrape would) and a checkpoint every
+# EVERY steps, against metrics.enabled = false and no checkpoints;
+# alternating runs in one invocation, printed as a ratio, with each
+# checkpoint's size and write time.
+#   bench/ops_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS] [EVERY]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-60}
 ROUNDS=${3:-2}
+EVERY=${4:-200}
 TMP=$(mktemp -d)
 SCRAPER=
 trap '[[ -n $SCRAPER ]] && kill $SCRAPER 2>/dev/null; rm -rf "$TMP"' EXIT
@@ -36,11 +39,12 @@ for r in $(seq 1 "$ROUNDS"); do
       sleep 1
     done ) &
   SCRAPER=$!
-  on=$(run "on$r" --set metrics.file_sd="$TMP/targets.json")
+  on=$(run "on$r" --set metrics.file_sd="$TMP/targets.json" --set checkpoint.every_steps="$EVERY")
+  grep -o "checkpoint of step .*" "$TMP/on$r.log" | sed 's/^/  /'
   kill $SCRAPER; wait $SCRAPER 2>/dev/null || true; SCRAPER=
   rm -f "$TMP/targets.json"
   off=$(run "off$r" --set metrics.enabled=false)
-  echo "round $r: metrics on $on tokens/s, off $off tokens/s"
+  echo "round $r: metrics and checkpoints on $on tokens/s, both off $off tokens/s"
   on_sum=$((on_sum + on)) off_sum=$((off_sum + off))
 done
-awk -v a="$on_sum" -v b="$off_sum" 'BEGIN {printf "metrics on / off = %.3f (overhead %.1f%%)\n", a / b, 100 * (1 - a / b)}'
+awk -v a="$on_sum" -v b="$off_sum" 'BEGIN {printf "on / off = %.3f (overhead %.1f%%)\n", a / b, 100 * (1 - a / b)}'

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Checkpoints and resume, with real files (DESIGN.md §9):
+#  1. 2 servers + 2 workers as threads: 40 steps equal 20 steps with a
+#     checkpoint every 10, then --resume latest to 40, bit for bit (the
+#     learning rate schedule and the data position included).
+#  2. Another number of servers: a checkpoint of 2 servers resumed by 3, and
+#     one of 3 resumed by 1, equal uninterrupted jobs of 3 and 1 servers (to
+#     1e-6 of each tensor's scale: the global norm's partial sums differ).
+#  3. Under mpirun (1 + 2 + 2): checkpoint, then resume under mpirun.
+#  4. Damage: a flipped byte in the newest checkpoint makes resuming from it
+#     fail naming the file, and `latest` falls back to the previous one (pst
+#     checkpoint inspect lists the damage and exits 1 on it); a different
+#     model config is refused.
+#  5. kill -9 of a server of a job that checkpoints every step: the newest
+#     complete checkpoint left behind verifies, and a job resumes from it.
+#  6. Graceful stops (core/stop.h): SIGTERM to a threads job, SIGUSR1 to
+#     mpirun, SIGINT to a one-process job without servers: each exits 0
+#     after a step N with a complete checkpoint of N, and resuming from it
+#     gives what an uninterrupted job of N + 3 steps gives. pst checkpoint
+#     export of the stop's checkpoint is the job's model file, bit for bit.
+# Usage: checkpoint_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
+set -uo pipefail
+PST=$1
+DIFF=$2
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d)
+cleanup() {
+  [[ -f $TMP/mpirun.pid ]] && kill -9 "$(cat "$TMP/mpirun.pid")" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+source "$(dirname "$0")/check.sh"
+
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set train.test_at_end=false
+     --set data.batch_size=16 --set model.dropout=0.1 --set model.attention_dropout=0.1
+     --set cluster.chunk_bytes=4096 --set cluster.workers=2 --set metrics.enabled=false)
+train() {  # train NAME ARGS...: one job (threads) whose log goes to NAME.log
+  local name=$1
+  shift
+  timeout 300 "$PST" train "${JOB[@]}" --set train.output="$TMP/$name" "$@" >"$TMP/$name.log" 2>&1
+}
+
+# 1. Bit for bit after a resume.
+check "full 40 steps, 2 servers" train full2 --set cluster.servers=2 --set train.steps=40
+check "20 steps with checkpoints" train part2 --set cluster.servers=2 --set train.steps=20 \
+  --set checkpoint.every_steps=10 --set checkpoint.dir="$TMP/ck2"
+check "two complete checkpoints" test -f "$TMP/ck2/step-000000010/manifest.json" -a -f "$TMP/ck2/step-000000020/manifest.json"
+check "resume latest to 40" train resumed2 --set cluster.servers=2 --set train.steps=40 \
+  --set checkpoint.dir="$TMP/ck2" --resume latest
+check "it resumed at step 20" grep -q "resumed from $TMP/ck2/step-000000020 (step 20" "$TMP/resumed2.log"
+check "resumed equals uninterrupted, bit for bit" "$DIFF" "$TMP/resumed2/model.safetensors" "$TMP/full2/model.safetensors" 0 0
+
+# 2. Another number of servers.
+check "full 40 steps, 3 servers" train full3 --set cluster.servers=3 --set train.steps=40
+check "full 40 steps, 1 server" train full1 --set cluster.servers=1 --set train.steps=40
+check "resume 2 -> 3 servers" train r23 --set cluster.servers=3 --set train.steps=40 --resume "$TMP/ck2/step-000000020"
+check "2 -> 3 equals 3 servers throughout" "$DIFF" "$TMP/r23/model.safetensors" "$TMP/full3/model.safetensors" 0 1e-6
+check "20 steps, 3 servers, checkpoints" train part3 --set cluster.servers=3 --set train.steps=20 \
+  --set checkpoint.every_steps=20 --set checkpoint.dir="$TMP/ck3"
+check "resume 3 -> 1 server" train r31 --set cluster.servers=1 --set train.steps=40 --set checkpoint.dir="$TMP/ck3" \
+  --resume latest
+check "3 -> 1 equals 1 server throughout" "$DIFF" "$TMP/r31/model.safetensors" "$TMP/full1/model.safetensors" 0 1e-6
+
+# 3. mpirun.
+check "mpirun: 20 steps with checkpoints" timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --servers 2 \
+  --set train.steps=20 --set checkpoint.every_steps=20 --set checkpoint.dir="$TMP/ckm" \
+  --set train.output="$TMP/mpi1" >"$TMP/mpi1.log" 2>&1
+check "mpirun: resume to 40" timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --servers 2 \
+  --set train.steps=40 --set checkpoint.dir="$TMP/ckm" --resume latest --set train.output="$TMP/mpi2" >"$TMP/mpi2.log" 2>&1
+check "mpirun resumed equals uninterrupted" "$DIFF" "$TMP/mpi2/model.safetensors" "$TMP/full2/model.safetensors" 0 1e-6
+
+# 4. Damage.
+file="$TMP/ck2/step-000000020/server-1.safetensors"
+python3 - "$file" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[len(b) // 2] ^= 0x10
+open(p, "wb").write(bytes(b))
+PY
+train bad --set cluster.servers=2 --set train.steps=40 --resume "$TMP/ck2/step-000000020"
+rc=$?
+check "a flipped byte: resuming from it fails (exit $rc)" test $rc = 2
+check "and the error names the file" grep -q "server-1.safetensors: checksum" "$TMP/bad.log"
+"$PST" checkpoint inspect "$TMP/ck2" >"$TMP/inspect-root.txt" 2>&1
+rc=$?
+check "inspect of the root: exit 0 (the newest complete one verifies; exit $rc)" test $rc = 0
+check "  lists the damaged step" grep -q "step-000000020.*server-1.safetensors: checksum" "$TMP/inspect-root.txt"
+check "  and shows step 10" grep -q "^step  *10 (10 optimizer steps applied" "$TMP/inspect-root.txt"
+"$PST" checkpoint inspect "$TMP/ck2/step-000000020" >"$TMP/inspect-bad.txt" 2>&1
+rc=$?
+check "inspect of the damaged one: exit 1 ($rc)" test $rc = 1
+check "latest falls back to step 10" train fallback --set cluster.servers=2 --set train.steps=40 \
+  --set checkpoint.dir="$TMP/ck2" --resume latest
+check "it resumed at step 10" grep -q "resumed from $TMP/ck2/step-000000010 (step 10" "$TMP/fallback.log"
+check "and still equals uninterrupted" "$DIFF" "$TMP/fallback/model.safetensors" "$TMP/full2/model.safetensors" 0 0
+train other --set cluster.servers=2 --set train.steps=40 --set model.ffn_dim=48 --set checkpoint.dir="$TMP/ck2" \
+  --resume latest
+rc=$?
+check "another model config is refused (exit $rc)" test $rc = 2
+check "naming the difference" grep -q "a different model config" "$TMP/other.log"
+
+# 5. kill -9 of a server while the job checkpoints every step.
+timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --servers 2 --set train.steps=100000 --set checkpoint.every_steps=1 \
+  --set checkpoint.keep=2 --set checkpoint.dir="$TMP/ckk" --set train.output="$TMP/killed" >"$TMP/killed.log" 2>&1 &
+echo $! >"$TMP/mpirun.pid"
+for _ in $(seq 1 150); do
+  [[ $(ls -d "$TMP"/ckk/step-* 2>/dev/null | wc -l) -ge 2 ]] && break
+  sleep 0.2
+done
+sleep 0.5
+server=""  # rank 1, the first server (rank 0 is the scheduler)
+for pid in $(pgrep -f "^$PST train .*train.output=$TMP/killed"); do
+  grep -qz "^OMPI_COMM_WORLD_RANK=1$" "/proc/$pid/environ" 2>/dev/null && server=$pid
+done
+check "a server process to kill" test -n "$server"
+[[ -n $server ]] && kill -9 "$server"
+wait "$(cat "$TMP/mpirun.pid")" 2>/dev/null
+rm -f "$TMP/mpirun.pid"
+newest=$(ls "$TMP"/ckk/step-*/manifest.json 2>/dev/null | sort | tail -n 1)
+check "a complete checkpoint survived the kill" test -n "$newest"
+step=$(basename "$(dirname "$newest")")
+step=$((10#${step#step-}))
+check "a job resumes from what the kill left" train afterkill --set cluster.servers=2 --set checkpoint.dir="$TMP/ckk" \
+  --resume latest --set train.steps=$((step + 3))
+check "from step $step" grep -q "resumed from $TMP/ckk/step-0*$step (step $step" "$TMP/afterkill.log"
+
+# 6. Graceful stops. stop_job NAME SIGNAL PATTERN: waits for step 10 in
+# NAME.log, sends SIGNAL to the process whose command line matches PATTERN
+# (pst itself or mpirun, not the timeout around it), and waits for the job
+# started last in the background; the step it stopped after goes to STOPPED.
+stop_job() {
+  local name=$1 sig=$2 job=$! pid=""
+  for _ in $(seq 1 300); do grep -q "step 10/" "$TMP/$name.log" 2>/dev/null && break; sleep 0.1; done
+  pid=$(pgrep -f "$3" | head -n 1)
+  check "$name: the process to signal" test -n "$pid"
+  [[ -n $pid ]] && kill "-$sig" "$pid"
+  wait "$job"
+  check "$name: exits 0 after SIG$sig" test $? = 0
+  STOPPED=$(grep -o "stopped after step [0-9]*" "$TMP/$name.log" | head -n 1)
+  STOPPED=${STOPPED##* }
+  check "$name: stops after a step ($STOPPED)" test -n "$STOPPED"
+}
+# resumes_exactly NAME TOLERANCE ARGS...: the checkpoint of step STOPPED
+# under NAME/checkpoints resumed to STOPPED + 3 equals a job of that many
+# steps (both run with ARGS).
+resumes_exactly() {
+  local name=$1 tol=$2
+  shift 2
+  local dir
+  dir=$TMP/$name/checkpoints/$(printf 'step-%09d' "${STOPPED:-0}")
+  check "$name: a complete checkpoint of step $STOPPED" test -f "$dir/manifest.json"
+  check "$name: resumed to $((STOPPED + 3))" train "$name-resumed" "$@" --set train.steps=$((STOPPED + 3)) --resume "$dir"
+  check "$name: uninterrupted to $((STOPPED + 3))" train "$name-full" "$@" --set train.steps=$((STOPPED + 3))
+  check "$name: resumed equals uninterrupted" "$DIFF" "$TMP/$name-resumed/model.safetensors" \
+    "$TMP/$name-full/model.safetensors" 0 "$tol"
+}
+LONG=(--set train.steps=100000 --set train.log_every=1 --set cluster.timeout_s=20)
+train sigterm --set cluster.servers=2 "${LONG[@]}" &
+stop_job sigterm TERM "^$PST train .*train.output=$TMP/sigterm( |\$)"
+resumes_exactly sigterm 0 --set cluster.servers=2
+# Export: the checkpoint's weights are the stopped job's model file.
+check "export of the stop's checkpoint" "$PST" checkpoint export "$TMP/sigterm/checkpoints" --out "$TMP/export.safetensors"
+check "equals the job's model.safetensors, bit for bit" "$DIFF" "$TMP/export.safetensors" \
+  "$TMP/sigterm/model.safetensors" 0 0
+"$PST" checkpoint inspect "$TMP/sigterm/checkpoints" >"$TMP/inspect.txt" 2>&1
+check "inspect names the step, 2 verified files and the config" bash -c "grep -q '^step  *$STOPPED ' '$TMP/inspect.txt' &&
+  test \$(grep -c 'server-[01].safetensors .* verified' '$TMP/inspect.txt') = 2 && grep -q '^\[model\]' '$TMP/inspect.txt'"
+check "pst eval takes the export" "$PST" eval --model "$TMP/export.safetensors" --split valid --max-examples 20
+
+timeout 120 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --servers 2 "${LONG[@]}" --set train.output="$TMP/sigusr1" \
+  >"$TMP/sigusr1.log" 2>&1 &
+stop_job sigusr1 USR1 "^mpirun .*train.output=$TMP/sigusr1( |\$)"
+resumes_exactly sigusr1 1e-6 --set cluster.servers=2
+
+train sigint --set cluster.servers=1 --set cluster.workers=1 "${LONG[@]}" &
+stop_job sigint INT "^$PST train .*train.output=$TMP/sigint( |\$)"
+resumes_exactly sigint 1e-6 --set cluster.servers=1 --set cluster.workers=1
+
+echo "killed job: newest complete checkpoint at step $step; $(ls -d "$TMP"/ckk/step-* | wc -l) step directories left"
+echo "checkpoint_test: $passes checks passed, $failures failed"
+if [[ $failures -ne 0 ]]; then
+  for f in "$TMP"/*.log; do echo "== $f"; tail -n 4 "$f"; done
+fi
+[[ $failures -eq 0 ]]

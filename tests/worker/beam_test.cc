@@ -1,0 +1,167 @@
+// Beam search (worker/evaluate.h) against two oracles: with beam 1 it is
+// greedy decoding, and with a beam wider than every output of up to two ids
+// it is exhaustive, so its answer is the brute-force best over all of them,
+// scored independently by teacher-forced forward passes.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/backend.h"
+#include "tests/test_backend.h"
+#include "tests/test_util.h"
+#include "worker/evaluate.h"
+
+namespace pst {
+namespace {
+
+struct Fixture {
+  JobConfig job;
+  TaskData data;
+  std::vector<std::vector<int32_t>> sources;
+};
+
+Fixture make_fixture(int words) {
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"), {});
+  PST_CHECK_MSG(job.ok(), "{}", job.status().to_string());
+  auto data = load_task_data(*job);
+  PST_CHECK_MSG(data.ok(), "{}", data.status().to_string());
+  Fixture f{*job, std::move(*data), {}};
+  const auto& g = static_cast<const G2PDataset&>(*f.data.valid);
+  for (int i = 0; i < words; ++i) f.sources.push_back(g.encode_word(f.data.g2p->valid[static_cast<size_t>(i)].word));
+  return f;
+}
+
+// log P(ids [, </s>] | source) of each of `outputs`, by teacher-forced
+// forward passes (one per source; rows padded, which the causal decoder
+// does not see): the </s> term only for outputs shorter than max_out
+// (decoding stops there).
+std::vector<double> log_probs(Transformer& model, const std::vector<int32_t>& source,
+                              const std::vector<std::vector<int32_t>>& outputs, int64_t max_out) {
+  const int64_t V = model.tgt_vocab();
+  const int64_t B = static_cast<int64_t>(outputs.size());
+  Batch b;
+  b.B = B;
+  b.S = static_cast<int64_t>(source.size());
+  b.T = 1;
+  for (const auto& ids : outputs) b.T = std::max<int64_t>(b.T, static_cast<int64_t>(ids.size()) + 1);
+  b.tgt_in.assign(static_cast<size_t>(B * b.T), kPadId);
+  b.tgt_out.assign(static_cast<size_t>(B * b.T), kIgnoreTarget);
+  for (int64_t r = 0; r < B; ++r) {
+    b.src.insert(b.src.end(), source.begin(), source.end());
+    b.src_len.push_back(static_cast<int32_t>(source.size()));
+    b.tgt_in[static_cast<size_t>(r * b.T)] = 1;
+    std::copy(outputs[r].begin(), outputs[r].end(), b.tgt_in.begin() + r * b.T + 1);
+    b.tgt_len.push_back(static_cast<int32_t>(outputs[r].size()) + 1);
+  }
+  model.forward(b, ForwardOptions{});
+  const std::vector<float> logits = model.logits();
+  std::vector<double> out;
+  for (int64_t r = 0; r < B; ++r) {
+    const auto& ids = outputs[r];
+    const int64_t n = static_cast<int64_t>(ids.size());
+    double total = 0.0;
+    for (int64_t t = 0; t < (n < max_out ? n + 1 : n); ++t) {
+      const float* row = logits.data() + (r * b.T + t) * V;
+      double sum = 0.0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]));
+      total += static_cast<double>(row[t < n ? ids[static_cast<size_t>(t)] : 2]) - std::log(sum);
+    }
+    out.push_back(total);
+  }
+  return out;
+}
+
+TEST(BeamSearchTest, BeamOfOneIsGreedyDecoding) {
+  Fixture f = make_fixture(24);
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  for (uint64_t seed : {3, 4}) {
+    model.init_weights(seed);
+    const auto greedy = greedy_decode(model, f.sources, 12);
+    for (double alpha : {0.0, 0.6, 1.0}) {
+      const auto beam = beam_decode(model, f.sources, 12, DecodeOptions{1, alpha});
+      ASSERT_EQ(beam.size(), greedy.size());
+      for (size_t i = 0; i < beam.size(); ++i) EXPECT_EQ(beam[i].ids, greedy[i]) << "word " << i << " alpha " << alpha;
+    }
+  }
+}
+
+TEST(BeamSearchTest, AWideBeamFindsTheBestOutputOfAll) {
+  Fixture f = make_fixture(4);
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  // Random weights, doubled, so outputs differ clearly in probability; then
+  // the same with </s> just ahead of every other id after the first step of
+  // source 0, so that the search must look past a finished output that
+  // leads (a longer one may rank first once divided by its length penalty).
+  std::vector<float> w(static_cast<size_t>(model.num_params()));
+  init_params(model.table(), 5, w.data());
+  for (float& x : w) x *= 2.0f;
+  const size_t eos_bias = static_cast<size_t>(model.table().offset_of("output.bias") + 2);
+  for (bool eos_leads : {false, true}) {
+  if (eos_leads) {
+    model.set_weights(w.data());
+    greedy_decode(model, {f.sources[0]}, 1);  // one step: the logits after <s>
+    const std::vector<float> first = model.logits();
+    const float top = *std::max_element(first.begin() + 4, first.end());
+    w[eos_bias] += top - first[2] + 0.05f;
+  }
+  model.set_weights(w.data());
+  const int64_t max_out = 2;
+  const int32_t V = static_cast<int32_t>(model.tgt_vocab());
+  // Every output of at most max_out non-special ids.
+  std::vector<std::vector<int32_t>> all = {{}};
+  for (int32_t a = 4; a < V; ++a) {
+    all.push_back({a});
+    for (int32_t c = 4; c < V; ++c) all.push_back({a, c});
+  }
+  std::vector<std::vector<double>> lps;
+  for (const auto& src : f.sources) lps.push_back(log_probs(model, src, all, max_out));
+  // Wider than the 30 * 29 extensions of the second step: nothing is pruned
+  // but by the bound.
+  const int64_t wide = 900;
+  for (double alpha : {0.0, 0.5, 1.0, 2.0}) {
+    const auto beam = beam_decode(model, f.sources, max_out, DecodeOptions{wide, alpha});
+    for (size_t s = 0; s < f.sources.size(); ++s) {
+      size_t best = 0;
+      std::vector<double> scores;
+      for (size_t i = 0; i < all.size(); ++i) {
+        const int64_t n = static_cast<int64_t>(all[i].size());
+        scores.push_back(lps[s][i] / std::pow(static_cast<double>(n < max_out ? n + 1 : n), alpha));
+        if (scores[i] > scores[best]) best = i;
+      }
+      const size_t mine = static_cast<size_t>(std::find(all.begin(), all.end(), beam[s].ids) - all.begin());
+      ASSERT_LT(mine, all.size());
+      EXPECT_NEAR(beam[s].log_prob, lps[s][mine], 1e-4) << "source " << s;
+      // The brute-force best, or one within float noise of it.
+      EXPECT_NEAR(scores[mine], scores[best], 1e-5) << "source " << s << " alpha " << alpha << (eos_leads ? " (</s> leads)" : "");
+    }
+  }
+  }
+}
+
+// evaluate() with beam 1 writes greedy decoding's predictions and metrics;
+// with beam 4 it decodes and writes every word; the teacher-forced loss does
+// not depend on decoding.
+TEST(BeamSearchTest, EvaluateDecodesEveryWordWithABeam) {
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"), {});
+  ASSERT_TRUE(job.ok());
+  auto data = load_task_data(*job);
+  ASSERT_TRUE(data.ok());
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
+  model.init_weights(6);
+  std::vector<std::string> greedy_lines, beam1_lines, beam4_lines;
+  const EvalResult g = evaluate(model, *data, Split::kValid, 16, 30, &greedy_lines);
+  const EvalResult b1 = evaluate(model, *data, Split::kValid, 16, 30, &beam1_lines, DecodeOptions{1, 1.0});
+  const EvalResult b4 = evaluate(model, *data, Split::kValid, 16, 30, &beam4_lines, DecodeOptions{4, 1.0});
+  EXPECT_EQ(greedy_lines, beam1_lines);
+  EXPECT_EQ(g.wer, b1.wer);
+  EXPECT_EQ(b4.words, 30);
+  EXPECT_EQ(beam4_lines.size(), 30u);
+  EXPECT_EQ(b4.loss, g.loss);  // teacher-forced, not decoded
+}
+
+}  // namespace
+}  // namespace pst
