@@ -22,10 +22,7 @@ namespace fs = std::filesystem;
 Result<std::string> resolve_checkpoint(const std::string& dir) {
   if (!fs::exists(dir)) return not_found("{}: no such directory", dir);
   if (fs::exists(dir + "/manifest.json")) return dir;
-  bool root = false;
-  for (const auto& e : fs::directory_iterator(dir))
-    root = root || (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0);
-  if (!root) return read_checkpoint(dir).status();  // names the missing manifest
+  if (step_dirs(dir).empty()) return read_checkpoint(dir).status();  // names the missing manifest
   return latest_checkpoint(dir);
 }
 
@@ -41,11 +38,9 @@ Result<JobConfig> checkpoint_job(const std::string& dir, const Manifest& m) {
 int run_checkpoint_inspect(const std::string& dir) {
   // A root: every step directory and what it is.
   if (fs::exists(dir) && !fs::exists(dir + "/manifest.json")) {
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string name = e.path().filename().string();
-      if (!e.is_directory() || name.rfind("step-", 0) != 0) continue;
-      auto m = read_checkpoint(e.path().string());
-      std::printf("%s\t%s\n", name.c_str(), m.ok() ? "complete, verified" : m.status().message().c_str());
+    for (const auto& [step, path] : step_dirs(dir)) {
+      auto m = read_checkpoint(path);
+      std::printf("%s\t%s\n", fs::path(path).filename().c_str(), m.ok() ? "complete, verified" : m.status().message().c_str());
     }
   }
   auto path = resolve_checkpoint(dir);

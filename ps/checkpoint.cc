@@ -73,6 +73,8 @@ int64_t step_of(const std::string& name) {
   return v;
 }
 
+}  // namespace
+
 std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) {
   std::vector<std::pair<int64_t, std::string>> out;
   std::error_code ec;
@@ -83,8 +85,6 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) 
   std::sort(out.begin(), out.end());
   return out;
 }
-
-}  // namespace
 
 Result<CheckpointFile> checkpoint_file(const std::string& dir, const std::string& name) {
   PST_ASSIGN_OR_RETURN(std::string bytes, read_all(dir + "/" + name));

@@ -54,6 +54,8 @@ struct Manifest {
 
 // ROOT/step-<step>.
 std::string checkpoint_dir(const std::string& root, int64_t step);
+// The step-N directories under root (complete or not), by step.
+std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root);
 
 // The manifest of a checkpoint after the step `report` describes, its files
 // still to be added: config is the job's resolved TOML.

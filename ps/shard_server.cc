@@ -68,7 +68,6 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
   last_checkpoint_ns_ = steady_ns();
   job_toml_ = to_toml(job);
   seed_ = static_cast<uint64_t>(job.train.seed);
-  chunk_bytes_ = plan.chunk_bytes();
   for (const Chunk& c : plan_.chunks()) {
     if (c.server != options_.server) continue;
     range_of_key_[key_id(c.key)] = owned_chunks_.size();
@@ -133,7 +132,7 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
     if (options_.metrics) options_.metrics->checkpoint_done(wrote);
     return;
   }
-  Manifest m = step_manifest(job_toml_, seed_, table_, plan_.servers(), chunk_bytes_, report);
+  Manifest m = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
   if (manifest_thread_.joinable()) manifest_thread_.join();
   // The other servers write theirs meanwhile; each appears whole (rename).
   manifest_thread_ = std::thread([this, dir, m, started]() mutable {

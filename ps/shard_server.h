@@ -206,7 +206,6 @@ class ShardServer {
   std::atomic<int64_t> last_checkpoint_ns_{0};
   std::string job_toml_;
   uint64_t seed_ = 0;
-  int64_t chunk_bytes_ = 0;
   std::thread manifest_thread_;
 
   // Update thread; mu_ guards the fields below it.
