@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The cost of running a job as an operator would: training tokens/s of
 # g2p-small with 1 server and 1 worker under mpirun, with Prometheus metrics
-# on (every process serving /metrics and scraped every second by a loop of
-# curl requests, as a 1 s Prometheus scrape would) and a checkpoint every
-# EVERY steps, against metrics.enabled = false and no checkpoints;
-# alternating runs in one invocation, printed as a ratio, with each
-# checkpoint's size and write time.
-#   bench/ops_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS] [EVERY]
+# on (every process serving /metrics and scraped every SCRAPE seconds by a
+# loop of curl requests, as Prometheus would; monitoring/prometheus/
+# prometheus.yml scrapes every 15 s) and a checkpoint every EVERY steps,
+# against metrics.enabled = false and no checkpoints; alternating runs in
+# one invocation, printed as a ratio, with each checkpoint's size and write
+# time.
+#   bench/ops_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS] [EVERY] [SCRAPE]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-60}
 ROUNDS=${3:-2}
 EVERY=${4:-200}
+SCRAPE=${5:-15}
 TMP=$(mktemp -d)
 SCRAPER=
 trap '[[ -n $SCRAPER ]] && kill $SCRAPER 2>/dev/null; rm -rf "$TMP"' EXIT
@@ -29,14 +31,14 @@ run() {  # run NAME ARGS...: tokens/s of one mpirun job
 }
 on_sum=0 off_sum=0
 for r in $(seq 1 "$ROUNDS"); do
-  # Scrape every endpoint of the file_sd file once a second while the job runs.
+  # Scrape every endpoint of the file_sd file every SCRAPE s while the job runs.
   ( while true; do
       if [[ -f $TMP/targets.json ]]; then
         for ep in $(grep -o '"[0-9.]*:[0-9]*"' "$TMP/targets.json" | tr -d '"'); do
           curl -s -o /dev/null --max-time 1 "http://$ep/metrics" || true
         done
       fi
-      sleep 1
+      sleep "$SCRAPE"
     done ) &
   SCRAPER=$!
   on=$(run "on$r" --set metrics.file_sd="$TMP/targets.json" --set checkpoint.every_steps="$EVERY")

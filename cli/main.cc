@@ -1,6 +1,10 @@
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "core/config.h"
 #include "core/logging.h"
 #include "core/stop.h"
 
@@ -83,7 +87,28 @@ int main(int argc, char** argv) {
   export_->add_option("dir", ck_dir, "A checkpoint directory, or a root of them (its newest complete one)")->required();
   export_->add_option("--out", ck_out, "The file to write")->required();
 
+  std::string key_out;
+  auto* keygen = app.add_subcommand("keygen", "Write a CURVE key pair for security.key_file");
+  keygen->add_option("--out", key_out, "The key file to write (mode 0600)")->required();
+  std::string health_endpoint = "127.0.0.1:9100";
+  double health_timeout = 3;
+  auto* health = app.add_subcommand("health", "Exit 0 when a pst process's /healthz says it is ready (HEALTHCHECK)");
+  health->add_option("endpoint", health_endpoint, "HOST:PORT of its metrics endpoint (default 127.0.0.1:9100)");
+  health->add_option("--timeout", health_timeout, "Seconds to wait for the answer");
+
   CLI11_PARSE(app, argc, argv);
+  if (*train || *params || *grads) {
+    // Containers pass settings as PST_<SECTION>_<KEY> variables; --set wins.
+    std::vector<std::string> environment;
+    for (char** e = environ; *e; ++e) environment.emplace_back(*e);
+    auto from_env = pst::env_overrides(environment);
+    if (!from_env.ok()) {
+      spdlog::error("{}", from_env.status().message());
+      return 2;
+    }
+    for (pst::ConfigArgs* a : {&train_args, &params_args, &debug_args})
+      a->sets.insert(a->sets.begin(), from_env->begin(), from_env->end());
+  }
   if (!device.empty()) train_args.sets.push_back("train.device=" + device);
   if (servers > 0) train_args.sets.push_back("cluster.servers=" + std::to_string(servers));
   if (!resume.empty()) train_args.sets.push_back("checkpoint.resume=" + resume);
@@ -93,6 +118,8 @@ int main(int argc, char** argv) {
   if (*grads) return pst::run_debug_grads(debug_args, seed, out_dir, debug_batch);
   if (*inspect) return pst::run_checkpoint_inspect(ck_dir);
   if (*export_) return pst::run_checkpoint_export(ck_dir, ck_out);
+  if (*keygen) return pst::run_keygen(key_out);
+  if (*health) return pst::run_health(health_endpoint, health_timeout);
   if (*predict) return pst::run_predict(model_path, inputs, gen_bytes, threads, decode);
   if (*eval) return pst::run_eval(eval_args);
   return 1;

@@ -81,13 +81,14 @@ static Status checkpoint_single(const JobConfig& job, const ParamTable& table, c
 // The /metrics of a job that is one process, and its file_sd with that one target.
 static Result<std::unique_ptr<MetricsServer>> start_process_metrics(const JobConfig& job, uint64_t job_id) {
   PST_ASSIGN_OR_RETURN(auto m, start_metrics(job, 0));
+  if (m) m->set_ready();  // one process: no rendezvous to wait for
   if (m) PST_RETURN_IF_ERROR(write_file_sd(file_sd_path(job), {{m->endpoint(), "process", 0}}, job_id));
   return m;
 }
 
 int run_train_threads(JobConfig& job, const TaskData& data) {
   const JobLayout layout{static_cast<int>(job.cluster.servers), static_cast<int>(job.cluster.workers)};
-  const uint64_t job_id = fnv1a64(to_toml(job));
+  const uint64_t job_id = pst::job_id(job);
   const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
   auto plan = ShardPlan::make(table.numels(), layout.servers, job.cluster.chunk_bytes);
   if (!plan.ok()) {
@@ -246,7 +247,7 @@ int run_train(const ConfigArgs& args) {
     spdlog::info("cluster.consistency = {}: one thread runs its workers in lockstep (BSP)",
                  to_string(job->cluster.consistency));
   LocalParameterClient client(&server, server_device != nullptr, static_cast<int>(workers));
-  auto prom = start_process_metrics(*job, fnv1a64(to_toml(*job)));
+  auto prom = start_process_metrics(*job, job_id(*job));
   if (!prom.ok()) {
     spdlog::error("{}", prom.status().message());
     return 2;

@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "comm/layout.h"
+#include "comm/security.h"
 #include "comm/socket.h"
 #include "core/config.h"
 #include "ps/stats_reducer.h"
@@ -63,8 +64,16 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
 Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
                       int k);
 
+// This machine's host name (gethostname).
+std::string host_name();
+// CURVE on ctx's sockets when security.curve (comm/security.h): the key
+// pair of security.key_file, else `given` (an mpirun job's, from rank 0);
+// nullptr when off. Keep it while the context's sockets live.
+Result<std::unique_ptr<CurveSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                      const std::optional<CurveKeys>& given);
 // Starts this process's /metrics at metrics.port + port_offset when
-// metrics.enabled (null when off).
+// metrics.enabled (null when off). With metrics.bind = 0.0.0.0 its endpoint
+// names the address cluster.host resolves to.
 Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int port_offset);
 // metrics.file_sd, or its default under train.output.
 std::string file_sd_path(const JobConfig& job);

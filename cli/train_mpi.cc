@@ -44,10 +44,11 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
                           : layout.is_server(rank) ? fmt::format("server {}", layout.server_index(rank))
                                                    : fmt::format("worker {}", layout.worker_index(rank));
   init_logging(job->train.log_level, who);
+  spdlog::info("rank {} of {} on host {}", rank, session.size(), host_name());
   if (rank == 0) spdlog::info("resolved config:\n{}", to_toml(*job));
-  // The job id is a hash of the resolved config, the same on every rank, so
-  // it is taken before any per-process setting.
-  const uint64_t job_id = fnv1a64(to_toml(*job));
+  // The job id hashes the settings every rank shares (core/config.h); it is
+  // taken before resolve_node_settings adjusts this process's own.
+  const uint64_t job_id = pst::job_id(*job);
   resolve_node_settings(*job, layout, rank, session.local_size(), session.local_size() == session.size());
 
   auto data = load_task_data(*job);
@@ -55,10 +56,40 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     spdlog::error("{}", data.status().message());
     return 2;
   }
+  // CURVE keys: the key file's, or a pair rank 0 makes and hands to every
+  // rank over MPI (the launch is the trusted channel).
+  std::optional<CurveKeys> keys;
+  if (job->security.curve && job->security.key_file.empty()) {
+    std::string mine;
+    if (rank == 0) {
+      auto made = make_curve_keys();
+      if (!made.ok()) {
+        spdlog::error("{}", made.status().message());
+        return 2;
+      }
+      mine = made->public_key + made->secret_key;
+    }
+    auto all = session.allgather(mine);
+    if (!all.ok()) {
+      spdlog::error("{}", all.status().message());
+      return 2;
+    }
+    keys = CurveKeys{(*all)[0].substr(0, 40), (*all)[0].substr(40)};
+  }
   zmq::context_t ctx;
+  auto security = enable_security(*job, ctx, keys);
+  if (!security.ok()) {
+    spdlog::error("{}", security.status().message());
+    return 2;
+  }
   std::unique_ptr<Router> router;
   if (rank == 0 || layout.is_server(rank)) {
-    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", job->cluster.host));
+    auto host = resolve_host(job->cluster.host, job->cluster.interface);
+    if (!host.ok()) {
+      spdlog::error("{}", host.status().message());
+      return 2;
+    }
+    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host));
     if (!r.ok()) {
       spdlog::error("{}", r.status().message());
       return 2;

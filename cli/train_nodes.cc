@@ -1,5 +1,7 @@
 // The servers and workers of a multi-process job, whichever bootstrap
 // started them (mpirun: cli/train_mpi.cc; `--role`: cli/train_role.cc).
+#include <unistd.h>
+
 #include <chrono>
 #include <string_view>
 #include <thread>
@@ -19,6 +21,12 @@ namespace {
 double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
 
 }  // namespace
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
 
 int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                     const NodeBootstrap& node) {
@@ -50,6 +58,7 @@ int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
                static_cast<double>(plan->bytes(k)) / (1 << 20));
   Heartbeat heartbeat(ctx, node.scheduler, node.job_id, node.rank, heartbeat_interval(job));
   Status s = node.start_barrier();
+  if (s.ok() && node.metrics) node.metrics->set_ready();
   if (s.ok()) s = server.serve();
   if (!s.ok()) {
     spdlog::error("{}", s.message());
@@ -103,6 +112,7 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
     spdlog::error("{}", ready.message());
     return 1;
   }
+  if (node.metrics) node.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, **backend, metrics);
   auto resume = resume_point(job, model.table());
   if (!resume.ok()) {
@@ -133,24 +143,28 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
 int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap& node, bool rendezvous) {
   spdlog::info("job {:016x}: 1 scheduler, {} servers, {} workers; scheduler at {}", node.job_id, node.layout.servers,
                node.layout.workers, router.endpoint());
-  if (!rendezvous) {
-    const Status b = node.start_barrier();
-    if (!b.ok()) {
-      spdlog::error("{}", b.message());
-      return 1;
-    }
-  }
   SchedulerOptions options;
   options.job_id = node.job_id;
   options.layout = node.layout;
   options.timeout_s = job.cluster.timeout_s;
   options.rendezvous = rendezvous;
+  options.on_start = [&node] {
+    if (node.metrics) node.metrics->set_ready();
+  };
   std::unique_ptr<SchedulerMetrics> metrics;
   if (node.metrics) {
     metrics = std::make_unique<SchedulerMetrics>(node.metrics->families(), node.rank);
     options.metrics = metrics.get();
     options.file_sd = file_sd_path(job);
     options.targets = node.targets;
+  }
+  if (!rendezvous) {  // under mpirun the ranks meet at an MPI barrier first
+    const Status b = node.start_barrier();
+    if (!b.ok()) {
+      spdlog::error("{}", b.message());
+      return 1;
+    }
+    options.on_start();
   }
   const Status s = run_scheduler(router, options);
   if (!s.ok()) {
@@ -161,11 +175,32 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
   return 0;
 }
 
+Result<std::unique_ptr<CurveSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                      const std::optional<CurveKeys>& given) {
+  if (!job.security.curve) return std::unique_ptr<CurveSecurity>();
+  CurveKeys keys;
+  if (!job.security.key_file.empty()) {
+    PST_ASSIGN_OR_RETURN(keys, read_curve_keys(job.security.key_file));
+  } else if (given) {
+    keys = *given;
+  } else {
+    return invalid_argument("security.curve = true: processes started with --role need security.key_file (a key "
+                            "pair from pst keygen, e.g. a container secret)");
+  }
+  PST_ASSIGN_OR_RETURN(auto security, CurveSecurity::enable(ctx, keys));
+  spdlog::info("CURVE on: sockets are encrypted and admit only holders of the job's key pair");
+  return security;
+}
+
 Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table) {
   const std::string& r = job.checkpoint.resume;
   if (r.empty()) return std::optional<ResumePoint>();
   std::string dir = r;
-  if (r == "latest") {
+  if (r == "auto" && step_dirs(checkpoint_root(job)).empty()) {
+    spdlog::info("checkpoint.resume = auto: no checkpoint under {} yet; a fresh start", checkpoint_root(job));
+    return std::optional<ResumePoint>();
+  }
+  if (r == "latest" || r == "auto") {
     PST_ASSIGN_OR_RETURN(dir, latest_checkpoint(checkpoint_root(job)));
   }
   PST_ASSIGN_OR_RETURN(Manifest m, read_checkpoint(dir));
@@ -186,7 +221,12 @@ Status restore_server(ShardServer& server, const ResumePoint& from, const ParamT
 
 Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int port_offset) {
   if (!job.metrics.enabled) return std::unique_ptr<MetricsServer>();
-  PST_ASSIGN_OR_RETURN(auto m, MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu"));
+  std::string advertise;  // scrape targets name the process's address, not 0.0.0.0
+  if (job.metrics.bind == "0.0.0.0") {
+    PST_ASSIGN_OR_RETURN(advertise, resolve_host(job.cluster.host, job.cluster.interface));
+  }
+  PST_ASSIGN_OR_RETURN(auto m, MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu",
+                                                    advertise));
   spdlog::info("metrics at http://{}/metrics", m->endpoint());
   return m;
 }

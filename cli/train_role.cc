@@ -5,8 +5,8 @@
 // the node table, and pass the start barrier; the servers sum their
 // gradient statistics through the scheduler. Every process reads the same
 // job file: cluster.servers and cluster.workers say how many to wait for.
-#include <unistd.h>
-
+#include <algorithm>
+#include <cstdlib>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -15,14 +15,23 @@
 #include "comm/message.h"
 #include "core/logging.h"
 #include "core/philox.h"
+#include "core/stop.h"
 
 namespace pst {
 namespace {
 
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
+// The scheduler's answer, waiting at most timeout_s, or less when the
+// process is asked to stop meanwhile (docker compose stop before the job
+// has started).
+Result<Frames> answer_or_stop(Dealer& scheduler, double timeout_s, const std::string& waiting_for) {
+  const Deadline end = Deadline::after(timeout_s);
+  while (true) {
+    auto frames = scheduler.receive(Deadline::after(std::min(1.0, static_cast<double>(end.remaining_ms()) / 1000)),
+                                    waiting_for);
+    if (frames.ok() || end.expired()) return frames;
+    if (stop_requested())
+      return failed_precondition("stopped by signal {} while waiting for {}", stop_signal(), waiting_for);
+  }
 }
 
 // Registers with the scheduler; fills rank and the servers' endpoints.
@@ -36,7 +45,7 @@ Status register_node(Dealer& scheduler, wire::Role role, const std::string& endp
   info.setHost(host_name());
   info.setMetrics(metrics);
   PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
-  PST_ASSIGN_OR_RETURN(Frames frames, scheduler.receive(Deadline::after(timeout_s), "the node table (rendezvous)"));
+  PST_ASSIGN_OR_RETURN(Frames frames, answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)"));
   Rejection why;
   auto reply = InMessage::parse(std::move(frames), &why);
   if (!reply) return data_loss("{}: a bad answer to the registration: {}", scheduler.peer(), why.message);
@@ -78,9 +87,14 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   init_logging(job->train.log_level, role);
   NodeBootstrap node;
   node.layout = JobLayout{static_cast<int>(job->cluster.servers), static_cast<int>(job->cluster.workers)};
-  node.job_id = fnv1a64(to_toml(*job));
+  node.job_id = job_id(*job);
   node.scheduler = scheduler;
   zmq::context_t ctx;
+  auto security = enable_security(*job, ctx, std::nullopt);
+  if (!security.ok()) {
+    spdlog::error("{}", security.status().message());
+    return 2;
+  }
   const double timeout = job->cluster.timeout_s;
   // Each role normally has a host (a container) of its own: metrics.port as
   // it is, no rank offset (the rank is not known before the rendezvous).
@@ -112,7 +126,12 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   }
   std::unique_ptr<Router> router;
   if (role == "server") {
-    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", job->cluster.host));
+    auto host = resolve_host(job->cluster.host, job->cluster.interface);
+    if (!host.ok()) {
+      spdlog::error("{}", host.status().message());
+      return 2;
+    }
+    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host));
     if (!r.ok()) {
       spdlog::error("{}", r.status().message());
       return 2;
@@ -138,7 +157,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   node.start_barrier = [&]() -> Status {
     OutMessage b(wire::Kind::BARRIER, node.job_id, node.rank, 0, 1);
     PST_RETURN_IF_ERROR(ctl.send(b.finish(), Deadline::after(timeout)));
-    PST_ASSIGN_OR_RETURN(Frames frames, ctl.receive(Deadline::after(timeout), "the start barrier (every server ready)"));
+    PST_ASSIGN_OR_RETURN(Frames frames, answer_or_stop(ctl, timeout, "the start barrier (every server ready)"));
     Rejection why;
     auto reply = InMessage::parse(std::move(frames), &why);
     if (!reply || reply->header().getKind() != wire::Kind::BARRIER)

@@ -1,8 +1,17 @@
 #include "comm/socket.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+
 #include <zmq_addon.hpp>
 
 #include <cerrno>
+#include <cstring>
+
+#include "comm/security.h"
 
 namespace pst {
 namespace {
@@ -60,13 +69,68 @@ Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::st
   }
 }
 
+// CURVE on a socket of a context that has it (comm/security.h), except
+// inproc ones.
+void secure(zmq::context_t& context, zmq::socket_t& s, const std::string& endpoint, bool server) {
+  if (endpoint.starts_with("inproc://")) return;
+  const auto keys = curve_keys_of(context);
+  if (!keys) return;
+  if (server) {
+    s.set(zmq::sockopt::zap_domain, "pst");
+    s.set(zmq::sockopt::curve_server, 1);
+    s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+  } else {
+    s.set(zmq::sockopt::curve_serverkey, keys->public_key);
+    s.set(zmq::sockopt::curve_publickey, keys->public_key);
+    s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+  }
+}
+
 }  // namespace
+
+Result<std::string> resolve_host(const std::string& host, const std::string& interface) {
+  if (host != "auto") {
+    in_addr a{};
+    if (::inet_pton(AF_INET, host.c_str(), &a) == 1) return host;
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    addrinfo* found = nullptr;
+    const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+    if (rc != 0 || !found)
+      return not_found("cluster.host = \"{}\": not an IPv4 address, and the name does not resolve ({}); allowed: an "
+                       "address, a host name or auto",
+                       host, ::gai_strerror(rc));
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text, sizeof(text));
+    ::freeaddrinfo(found);
+    return std::string(text);
+  }
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return io_error("cluster.host = auto: cannot list the interfaces: {}", std::strerror(errno));
+  std::string address, names;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
+    names += (names.empty() ? "" : ", ") + std::string(i->ifa_name);
+    const bool wanted = interface.empty() ? !(i->ifa_flags & IFF_LOOPBACK) : interface == i->ifa_name;
+    if (!wanted || !address.empty()) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof(text));
+    address = text;
+  }
+  ::freeifaddrs(list);
+  if (!address.empty()) return address;
+  if (!interface.empty())
+    return not_found("cluster.interface = \"{}\": no such interface with an IPv4 address that is up (there are: {})",
+                     interface, names);
+  return std::string("127.0.0.1");  // a host with loopback only
+}
 
 Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std::string& endpoint) {
   std::unique_ptr<Router> r(new Router(context));
   try {
     r->socket_.set(zmq::sockopt::linger, 0);
     r->socket_.set(zmq::sockopt::router_mandatory, 1);
+    secure(context, r->socket_, endpoint, /*server=*/true);
     r->socket_.bind(endpoint);
     r->endpoint_ = r->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -94,6 +158,7 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
   d->peer_ = std::move(peer);
   try {
     d->socket_.set(zmq::sockopt::linger, 0);
+    secure(context, d->socket_, endpoint, /*server=*/false);
     d->socket_.connect(endpoint);
   } catch (const zmq::error_t& e) {
     return io_error("connect to {} at {}: {}", d->peer_, endpoint, e.what());

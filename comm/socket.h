@@ -11,6 +11,9 @@
 // that names the peer and what was waited for. Sends never block forever
 // either. Sockets close with linger 0, so a dead peer cannot hang shutdown.
 //
+// With CURVE on for the context (comm/security.h), tcp:// and ipc://
+// sockets are CURVE servers (Router) and clients (Dealer).
+//
 // Thread safety: like ZeroMQ sockets, each object is used by one thread.
 #pragma once
 
@@ -24,6 +27,12 @@
 #include "core/status.h"
 
 namespace pst {
+
+// The IPv4 address cluster.host names: an address as it is, the first IPv4
+// address of a host name, or for "auto" the address of `interface` (empty:
+// of the first interface that is up and not loopback; 127.0.0.1 on a host
+// with loopback alone). Errors name the value and what is allowed.
+Result<std::string> resolve_host(const std::string& host, const std::string& interface);
 
 // A message received by a Router, with the route to answer it.
 struct Routed {

@@ -1,5 +1,7 @@
 #include "core/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -8,6 +10,8 @@
 #include <type_traits>
 
 #include <toml++/toml.h>
+
+#include "core/philox.h"
 
 namespace pst {
 namespace {
@@ -255,6 +259,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));
   f.push_back(make_field("cluster", "in_process", &k.in_process));
+  f.push_back(make_field("cluster", "interface", &k.interface));
   auto& mc = c.metrics;
   f.push_back(make_field("metrics", "enabled", &mc.enabled));
   f.push_back(make_field("metrics", "bind", &mc.bind));
@@ -267,6 +272,9 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("checkpoint", "dir", &ck.dir));
   f.push_back(make_field("checkpoint", "keep", &ck.keep));
   f.push_back(make_field("checkpoint", "resume", &ck.resume));
+  auto& sc = c.security;
+  f.push_back(make_field("security", "curve", &sc.curve));
+  f.push_back(make_field("security", "key_file", &sc.key_file));
   return f;
 }
 
@@ -277,7 +285,8 @@ std::string keys_of(const std::vector<Field>& fields, const std::string& section
   return s;
 }
 
-const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics", "checkpoint"};
+const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics", "checkpoint",
+                                          "security"};
 
 std::string sections_list() {
   std::string s;
@@ -350,6 +359,29 @@ Status apply_override(JobConfig& config, const std::string& assignment) {
     return invalid_argument("--set '{}': unknown key '{}' in [{}] (allowed: {})", assignment, key,
                             section, keys_of(fields, section));
   return f->set_text(value);
+}
+
+Result<std::vector<std::string>> env_overrides(const std::vector<std::string>& environment) {
+  JobConfig defaults;
+  auto fields = fields_of(defaults);
+  std::vector<std::string> out;
+  for (const std::string& entry : environment) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos || !entry.starts_with("PST_")) continue;
+    const std::string name = entry.substr(0, eq);
+    std::string rest = name.substr(4);
+    std::transform(rest.begin(), rest.end(), rest.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    const auto under = rest.find('_');
+    const std::string section = rest.substr(0, under);
+    if (std::find(kSections.begin(), kSections.end(), section) == kSections.end()) continue;
+    const std::string key = under == std::string::npos ? "" : rest.substr(under + 1);
+    if (!find_field(fields, section, key))
+      return invalid_argument("environment variable {}: unknown key '{}' in [{}] (allowed: {}; PST_{}_KEY=VALUE "
+                              "means --set {}.key=VALUE)",
+                              name, key, section, keys_of(fields, section), name.substr(4, section.size()), section);
+    out.push_back(section + "." + key + "=" + entry.substr(eq + 1));
+  }
+  return out;
 }
 
 Result<JobConfig> parse_config(const std::string& toml_text, const std::string& name,
@@ -467,7 +499,10 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(k.stream_bytes >= 4,
       fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
-  PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty"));
+  PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
+  PST_RETURN_IF_ERROR(check_range(k.interface.empty() || k.host == "auto",
+      fmt::format("cluster.interface = \"{}\": only used with cluster.host = \"auto\" (host is \"{}\")", k.interface,
+                  k.host)));
   const auto& ck = c.checkpoint;
   PST_RETURN_IF_ERROR(check_range(ck.every_steps >= 0,
       fmt::format("checkpoint.every_steps = {}: must be >= 0 (0: no checkpoints)", ck.every_steps)));
@@ -498,6 +533,19 @@ std::string to_toml(const JobConfig& config) {
     out += f.key + " = " + f.get() + "\n";
   }
   return out;
+}
+
+uint64_t job_id(const JobConfig& config) {
+  JobConfig shared = config;
+  const JobConfig defaults;
+  shared.train.device = defaults.train.device;
+  shared.train.threads = defaults.train.threads;
+  shared.train.log_level = defaults.train.log_level;
+  shared.cluster.host = defaults.cluster.host;
+  shared.cluster.interface = defaults.cluster.interface;
+  shared.metrics = defaults.metrics;
+  shared.security.key_file = defaults.security.key_file;
+  return fnv1a64(to_toml(shared));
 }
 
 }  // namespace pst

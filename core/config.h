@@ -127,7 +127,23 @@ struct ClusterConfig {
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
   InProcess in_process = InProcess::kThreads;  // threads | sequential (runs without mpirun)
-  std::string host = "127.0.0.1";      // address servers and the scheduler bind and advertise
+  // Address servers (and an mpirun job's scheduler) bind and advertise: an
+  // IPv4 address, a host name, or auto: the IPv4 address of
+  // cluster.interface, or of the first interface that is up and not loopback
+  // (a container's eth0, one host of several).
+  std::string host = "127.0.0.1";
+  std::string interface = "";          // with host = auto: the interface to take the address of (e.g. eth0)
+};
+
+// ZeroMQ CURVE on every TCP socket of a job (DESIGN.md §8): messages are
+// encrypted, and a connection is accepted only from a process that holds the
+// job's key pair. Off by default: CURVE costs throughput (ENVIRONMENT.md).
+struct SecurityConfig {
+  bool curve = false;
+  // The job's key pair (pst keygen; a container secret). Empty: an mpirun
+  // job makes one at launch and hands it to its ranks over MPI; processes
+  // started with --role need the file.
+  std::string key_file = "";
 };
 
 // Prometheus metrics (DESIGN.md §10): every process serves /metrics.
@@ -147,7 +163,10 @@ struct CheckpointConfig {
   double every_minutes = 0;   // one at the first step that ends this long after the last; 0: none
   std::string dir;          // root of the step-NNNNNNNNN directories; empty: <train.output>/checkpoints
   int64_t keep = 3;         // complete checkpoints kept (older ones are removed)
-  std::string resume;       // start from: "" (a fresh job), "latest" (the newest complete under dir) or a checkpoint directory
+  // Start from: "" (a fresh job), "latest" (the newest complete checkpoint
+  // under dir), "auto" (latest if dir holds any checkpoint, else a fresh
+  // job: a container that restarts continues) or a checkpoint directory.
+  std::string resume;
 };
 
 struct JobConfig {
@@ -159,6 +178,7 @@ struct JobConfig {
   ClusterConfig cluster;
   MetricsConfig metrics;
   CheckpointConfig checkpoint;
+  SecurityConfig security;
 };
 
 // Parses a TOML file, applies overrides ("section.key=value"), validates.
@@ -166,12 +186,24 @@ Result<JobConfig> load_config(const std::string& path, const std::vector<std::st
 // The same from TOML text (name is used in messages).
 Result<JobConfig> parse_config(const std::string& toml_text, const std::string& name,
                                const std::vector<std::string>& overrides);
+// The overrides that environment variables ask for, for containers:
+// PST_<SECTION>_<KEY>=VALUE is --set section.key=VALUE (PST_TRAIN_STEPS=500
+// is train.steps=500). Variables whose next word after PST_ is not a section
+// are someone else's and left alone; a known section with an unknown key is
+// an error that names the variable. environment: NAME=VALUE strings.
+Result<std::vector<std::string>> env_overrides(const std::vector<std::string>& environment);
 // Applies one "section.key=value" override.
 Status apply_override(JobConfig& config, const std::string& assignment);
 // Checks cross-field constraints and ranges.
 Status validate(const JobConfig& config);
 // The resolved configuration as TOML text (every field, in declaration order).
 std::string to_toml(const JobConfig& config);
+// The job's id: a hash of the settings every process of the job must share,
+// that is all but those that may differ from process to process
+// (train.device, train.threads, train.log_level, cluster.host,
+// cluster.interface, [metrics], security.key_file). Messages carry it; a
+// process with another id is refused at the rendezvous.
+uint64_t job_id(const JobConfig& config);
 
 const char* to_string(ModelKind v);
 const char* to_string(NormPlacement v);

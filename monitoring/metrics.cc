@@ -1,6 +1,7 @@
 #include "monitoring/metrics.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -16,6 +17,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <prometheus/text_serializer.h>
+
+#include "core/deadline.h"
 
 namespace pst {
 namespace {
@@ -166,7 +169,7 @@ SchedulerMetrics::SchedulerMetrics(MetricFamilies& f, int rank) : f_(f), labels_
 Labels SchedulerMetrics::with(const char* role) const { return pst::with(labels_, "node_role", role); }
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig& config, int rank,
-                                                            const std::string& backend) {
+                                                            const std::string& backend, const std::string& advertise) {
   std::unique_ptr<MetricsServer> m(new MetricsServer());
   m->registry_ = std::make_shared<prometheus::Registry>();
   m->families_ = std::make_unique<MetricFamilies>(*m->registry_);
@@ -193,7 +196,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig&
                     why);
   }
   m->listen_fd_ = fd;
-  m->endpoint_ = fmt::format("{}:{}", config.bind, ntohs(a.sin_port));
+  m->endpoint_ = fmt::format("{}:{}", advertise.empty() ? config.bind : advertise, ntohs(a.sin_port));
   m->thread_ = std::thread([p = m.get()] { p->serve(); });
   return m;
 }
@@ -232,8 +235,13 @@ void MetricsServer::answer(int fd) const {
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
   if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
     body = prometheus::TextSerializer().Serialize(registry_->Collect());
-  } else if (line.rfind("GET /healthz ", 0) == 0) {
-    body = "ok\n";
+  } else if (line.rfind("GET /healthz ", 0) == 0 || line == "GET /healthz") {
+    if (ready_) {
+      body = "ok\n";
+    } else {
+      status = "503 Service Unavailable";
+      body = "starting: the job's rendezvous is not complete\n";
+    }
   } else if (line.rfind("GET ", 0) == 0) {
     status = "404 Not Found";
     body = "pst serves /metrics and /healthz\n";
@@ -250,6 +258,64 @@ void MetricsServer::answer(int fd) const {
     if (n <= 0) return;
     sent += static_cast<size_t>(n);
   }
+}
+
+Result<HttpAnswer> http_get(const std::string& endpoint, const std::string& path, double seconds) {
+  const auto colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size())
+    return invalid_argument("'{}': expected HOST:PORT (e.g. 127.0.0.1:9100)", endpoint);
+  const std::string host = endpoint.substr(0, colon), port = endpoint.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    return not_found("'{}': {}", endpoint, ::gai_strerror(rc));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    ::freeaddrinfo(found);
+    return io_error("socket: {}", std::strerror(errno));
+  }
+  const Deadline deadline = Deadline::after(seconds);
+  auto wait = [&](short events) {
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, static_cast<int>(deadline.remaining_ms())) > 0;
+  };
+  const int c = ::connect(fd, found->ai_addr, found->ai_addrlen);
+  ::freeaddrinfo(found);
+  int err = c == 0 ? 0 : errno;
+  if (err == EINPROGRESS && wait(POLLOUT)) {
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  } else if (err == EINPROGRESS) {
+    err = ETIMEDOUT;
+  }
+  std::string answer;
+  if (err == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + endpoint + "\r\n\r\n";
+    size_t sent = 0;
+    while (sent < request.size() && wait(POLLOUT)) {
+      const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    char buf[4096];
+    while (sent == request.size() && wait(POLLIN)) {
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      answer.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  if (err != 0) return io_error("connect to {}: {}", endpoint, std::strerror(err));
+  // "HTTP/1.x CODE reason\r\n...\r\n\r\nbody"
+  const auto body = answer.find("\r\n\r\n");
+  HttpAnswer a;
+  if (answer.rfind("HTTP/1.", 0) != 0 || answer.size() < 12 || body == std::string::npos ||
+      std::sscanf(answer.c_str() + 9, "%3d", &a.status) != 1)
+    return data_loss("{}: not an HTTP answer within {} s", endpoint, seconds);
+  a.body = answer.substr(body + 4);
+  return a;
 }
 
 Status write_file_sd(const std::string& path, const std::vector<ScrapeTarget>& targets, uint64_t job_id) {

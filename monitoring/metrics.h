@@ -139,11 +139,17 @@ class MetricsServer {
  public:
   // Binds metrics.bind at metrics.port + rank (an ephemeral port when
   // metrics.port = 0). backend: "cpu" or "cuda", for pst_build_info.
-  static Result<std::unique_ptr<MetricsServer>> start(const MetricsConfig& config, int rank, const std::string& backend);
+  // advertise: the address endpoint() names, if not metrics.bind (which
+  // may be 0.0.0.0).
+  static Result<std::unique_ptr<MetricsServer>> start(const MetricsConfig& config, int rank, const std::string& backend,
+                                                      const std::string& advertise = "");
   ~MetricsServer();
 
   // host:port where /metrics is served.
   const std::string& endpoint() const { return endpoint_; }
+  // /healthz answers 503 ("starting") until this is called, then 200 ("ok"):
+  // a process is ready once it has passed the job's rendezvous.
+  void set_ready() { ready_ = true; }
   MetricFamilies& families() { return *families_; }
 
  private:
@@ -154,10 +160,18 @@ class MetricsServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricFamilies> families_;
   int listen_fd_ = -1;
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, ready_{false};
   std::thread thread_;
   std::string endpoint_;
 };
+
+// An HTTP GET of http://HOST:PORT/path (HTTP/1.0, IPv4), bounded by
+// `seconds` in all: the status code and body. For `pst health` and tests.
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+};
+Result<HttpAnswer> http_get(const std::string& endpoint, const std::string& path, double seconds);
 
 // A Prometheus file_sd target: the endpoint of a process and its role.
 struct ScrapeTarget {

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -90,7 +92,7 @@ ShardServer::~ShardServer() {
   }
   cv_.notify_all();
   update_thread_.join();
-  if (manifest_thread_.joinable()) manifest_thread_.join();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
 }
 
 void ShardServer::restore(const ShardState& state, int64_t version, int64_t applied_steps) {
@@ -117,25 +119,34 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
   const auto started = std::chrono::steady_clock::now();
   last_checkpoint_ns_ = steady_ns();
   const std::string dir = checkpoint_dir(options_.checkpoint_root, version_);
-  ShardState state;
-  state.ranges = opt_.owned();
-  opt_.export_state(&state.weights, &state.exp_avg, &state.exp_avg_sq);
-  auto file = write_shard(dir, options_.server, table_, state);
-  if (!file.ok()) {
-    // Training goes on; without this file the step gets no manifest, and
-    // the previous checkpoint stays the latest.
-    spdlog::error("server {}: checkpoint of step {} not written: {}", options_.server, version_, file.status().message());
-    return;
-  }
-  const double wrote = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (options_.server != 0) {
-    if (options_.metrics) options_.metrics->checkpoint_done(wrote);
-    return;
-  }
-  Manifest m = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
-  if (manifest_thread_.joinable()) manifest_thread_.join();
-  // The other servers write theirs meanwhile; each appears whole (rename).
-  manifest_thread_ = std::thread([this, dir, m, started]() mutable {
+  // A copy of the state of this step (a memcpy of the shard's weights and
+  // moments) is all the update waits for; the file is written, fsynced and
+  // renamed on a thread of its own while training goes on, and server 0's
+  // thread then waits for every server's file and writes the manifest. One
+  // checkpoint at a time: the next one first waits for this one.
+  auto state = std::make_shared<ShardState>();
+  state->ranges = opt_.owned();
+  opt_.export_state(&state->weights, &state->exp_avg, &state->exp_avg_sq);
+  std::optional<Manifest> manifest;
+  if (options_.server == 0)
+    manifest = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  checkpoint_thread_ = std::thread([this, dir, state, manifest, started, step = version_]() mutable {
+    auto file = write_shard(dir, options_.server, table_, *state);
+    state.reset();
+    if (!file.ok()) {
+      // Without this file the step gets no manifest, and the previous
+      // checkpoint stays the latest.
+      spdlog::error("server {}: checkpoint of step {} not written: {}", options_.server, step, file.status().message());
+      return;
+    }
+    if (!manifest) {
+      const double wrote = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (options_.metrics) options_.metrics->checkpoint_done(wrote);
+      return;
+    }
+    Manifest& m = *manifest;
+    // The other servers write theirs meanwhile; each appears whole (rename).
     Status s = collect_files(dir, &m, Deadline::after(2 * options_.timeout_s));
     Result<int64_t> bytes = s.ok() ? complete_checkpoint(options_.checkpoint_root, dir, m, options_.checkpoint_keep)
                                    : Result<int64_t>(s);
@@ -164,7 +175,7 @@ Status ShardServer::serve() {
     waiting_pulls_ = 0;
   }
   // A checkpoint begun is complete (or has failed) when serve() returns.
-  if (manifest_thread_.joinable()) manifest_thread_.join();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   return s;
 }
 

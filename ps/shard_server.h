@@ -160,8 +160,9 @@ class ShardServer {
   Status finish_update();
   // The update has written owned chunks [0, done) of next_snapshot_.
   Status on_progress(size_t done);
-  // After an update: this server's checkpoint file when one is due (and, on
-  // server 0, the manifest on a thread of its own).
+  // After an update, when a checkpoint is due: a copy of this server's
+  // state, written to its file (and, on server 0, the manifest after every
+  // server's file) on checkpoint_thread_ while training goes on.
   void checkpoint_if_due(const StepReport& report);
 
   const ParamTable& table_;
@@ -206,7 +207,7 @@ class ShardServer {
   std::atomic<int64_t> last_checkpoint_ns_{0};
   std::string job_toml_;
   uint64_t seed_ = 0;
-  std::thread manifest_thread_;
+  std::thread checkpoint_thread_;
 
   // Update thread; mu_ guards the fields below it.
   std::thread update_thread_;

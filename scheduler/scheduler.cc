@@ -155,6 +155,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             }
             released = true;
             spdlog::info("scheduler: every server is ready; the job starts");
+            if (o.on_start) o.on_start();
           }
           break;
         case wire::Kind::REPORT: {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@ struct SchedulerOptions {
   SchedulerMetrics* metrics = nullptr;
   std::string file_sd;               // where to write the scrape targets; empty: nowhere
   std::vector<ScrapeTarget> targets;  // known before the rendezvous (the scheduler's own; all under mpirun)
+  std::function<void()> on_start;     // rendezvous: called when the start barrier releases the job
 };
 
 Status run_scheduler(Router& router, const SchedulerOptions& options);

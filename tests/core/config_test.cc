@@ -113,6 +113,52 @@ TEST(ConfigTest, OverridesApplyAndAreChecked) {
   expect_error("", {"model.heads=3"}, {"divisible"});  // validation runs after overrides
 }
 
+TEST(ConfigTest, EnvironmentVariablesAreOverrides) {
+  auto o = env_overrides({"HOME=/root", "PST_TRAIN_STEPS=500", "PST_TRAIN_EVAL_EVERY=0", "PST_CLUSTER_HOST=auto",
+                          "PST_SECURITY_KEY_FILE=/run/secrets/pst_key", "PST_BIN=/usr/bin/pst", "PSTX_TRAIN_STEPS=1",
+                          "PST_METRICS_BIND=0.0.0.0=x"});
+  ASSERT_TRUE(o.ok()) << o.status().to_string();
+  const std::vector<std::string> want{"train.steps=500", "train.eval_every=0", "cluster.host=auto",
+                                      "security.key_file=/run/secrets/pst_key", "metrics.bind=0.0.0.0=x"};
+  EXPECT_EQ(*o, want);
+  auto c = parse_config("", "t", {"train.steps=500", "train.eval_every=0", "cluster.host=auto",
+                                  "security.key_file=/run/secrets/pst_key", "security.curve=true"});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->train.steps, 500);
+  EXPECT_TRUE(c->security.curve);
+  EXPECT_EQ(c->security.key_file, "/run/secrets/pst_key");
+  auto bad = env_overrides({"PST_TRAIN_STEP=5"});
+  ASSERT_FALSE(bad.ok());
+  for (const char* part : {"PST_TRAIN_STEP", "unknown key 'step' in [train]", "steps", "--set train.key=VALUE"})
+    EXPECT_NE(bad.status().message().find(part), std::string::npos) << part << " in " << bad.status().message();
+  EXPECT_FALSE(env_overrides({"PST_SECURITY=1"}).ok()) << "a section without a key";
+}
+
+TEST(ConfigTest, JobIdIgnoresPerProcessSettingsOnly) {
+  const JobConfig base;
+  JobConfig local = base;
+  local.train.device = "cuda";
+  local.train.threads = 3;
+  local.train.log_level = "debug";
+  local.cluster.host = "auto";
+  local.cluster.interface = "eth0";
+  local.metrics.bind = "0.0.0.0";
+  local.metrics.port = 9100;
+  local.security.key_file = "/run/secrets/k";
+  EXPECT_EQ(job_id(local), job_id(base));
+  for (const char* o : {"train.steps=7", "model.d_model=128", "cluster.servers=3", "security.curve=true",
+                        "optim.lr=0.5", "checkpoint.every_steps=5"}) {
+    JobConfig other = base;
+    ASSERT_TRUE(apply_override(other, o).ok()) << o;
+    EXPECT_NE(job_id(other), job_id(base)) << o;
+  }
+}
+
+TEST(ConfigTest, InterfaceNeedsHostAuto) {
+  expect_error("", {"cluster.interface=eth0"}, {"cluster.interface = \"eth0\"", "auto"});
+  EXPECT_TRUE(parse_config("", "t", {"cluster.interface=eth0", "cluster.host=auto"}).ok());
+}
+
 TEST(ConfigTest, ResolvedTomlRoundTrips) {
   JobConfig a;
   a.model.kind = ModelKind::kDecoderOnly;

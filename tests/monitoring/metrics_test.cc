@@ -21,30 +21,8 @@ namespace {
 
 // GET http://endpoint/path; the body ("" on failure).
 std::string http_get(const std::string& endpoint, const std::string& path) {
-  const auto colon = endpoint.rfind(':');
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(colon + 1))));
-  inet_pton(AF_INET, endpoint.substr(0, colon).c_str(), &a.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return "";
-  }
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  const auto body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
+  auto a = pst::http_get(endpoint, path, 10);
+  return a.ok() ? a->body : "";
 }
 
 // The value of the series whose line starts with `series` (name and labels).
@@ -93,6 +71,46 @@ TEST(MetricsTest, ServesTheSeriesOverHttp) {
   // The last step's timestamp is now, in seconds.
   const double ts = value_of(text, "pst_last_step_timestamp_seconds{rank=\"3\",role=\"worker\"}");
   EXPECT_NEAR(ts, static_cast<double>(time(nullptr)), 60);
+}
+
+TEST(MetricsTest, HealthzIsReadyOnlyAfterSetReady) {
+  MetricsConfig config;
+  auto server = MetricsServer::start(config, 0, "cpu");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string ep = (*server)->endpoint();
+  auto before = pst::http_get(ep, "/healthz", 10);
+  ASSERT_TRUE(before.ok()) << before.status().to_string();
+  EXPECT_EQ(before->status, 503);
+  EXPECT_NE(before->body.find("rendezvous"), std::string::npos) << before->body;
+  (*server)->set_ready();
+  auto after = pst::http_get(ep, "/healthz", 10);
+  ASSERT_TRUE(after.ok()) << after.status().to_string();
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(after->body, "ok\n");
+  auto other = pst::http_get(ep, "/nothing", 10);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->status, 404);
+  // Nothing listens on a port just released: an error, not a hang.
+  std::string closed_ep;
+  {
+    auto tmp = MetricsServer::start(config, 0, "cpu");
+    ASSERT_TRUE(tmp.ok());
+    closed_ep = (*tmp)->endpoint();
+  }
+  EXPECT_FALSE(pst::http_get(closed_ep, "/healthz", 5).ok());
+  EXPECT_FALSE(pst::http_get("no-port", "/healthz", 5).ok());
+}
+
+TEST(MetricsTest, AdvertisedAddressNamesTheEndpoint) {
+  MetricsConfig config;
+  config.bind = "0.0.0.0";
+  auto server = MetricsServer::start(config, 0, "cpu", "127.0.0.1");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  EXPECT_EQ((*server)->endpoint().rfind("127.0.0.1:", 0), 0u) << (*server)->endpoint();
+  (*server)->set_ready();
+  auto a = pst::http_get((*server)->endpoint(), "/healthz", 10);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_EQ(a->status, 200);
 }
 
 TEST(MetricsTest, FixedPortsAreBasePlusRankAndABusyPortIsAnError) {

@@ -1,0 +1,263 @@
+// CURVE over real TCP sockets on loopback (comm/security.h): a Dealer with
+// the job's key pair reaches a CURVE Router and the bytes on the wire (seen
+// by a recording TCP relay between them) do not contain the payload, which
+// they do without CURVE; a Dealer with another key pair, or without CURVE,
+// is refused by the ZAP handler and nothing reaches the Router. Key files
+// round-trip, and damaged ones get errors that name the line. cluster.host
+// resolution: addresses, names, auto with an interface.
+#include "comm/security.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "comm/socket.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+constexpr uint64_t kJob = 5;
+const std::string kSecretText = "the-plain-text-that-must-not-be-on-the-wire";
+
+// A TCP relay on 127.0.0.1 to `target_port` that records what the client sends.
+class Relay {
+ public:
+  explicit Relay(int target_port) : target_port_(target_port) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::listen(listen_fd_, 4), 0);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Relay() {
+    stop_ = true;
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+  std::string seen() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  void run() {
+    pollfd l{listen_fd_, POLLIN, 0};
+    while (!stop_ && ::poll(&l, 1, 50) <= 0) {
+    }
+    if (stop_) return;
+    const int client = ::accept(listen_fd_, nullptr, nullptr);
+    const int server = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (::connect(server, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) stop_ = true;
+    char buf[65536];
+    while (!stop_) {
+      pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (::poll(p, 2, 50) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLHUP))) continue;
+        const ssize_t n = ::recv(p[i].fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+          stop_ = true;
+          break;
+        }
+        if (i == 0) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          seen_.append(buf, static_cast<size_t>(n));
+        }
+        (void)::send(i == 0 ? server : client, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
+      }
+    }
+    ::close(client);
+    ::close(server);
+  }
+
+  int target_port_, port_ = 0, listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::string seen_;
+  std::thread thread_;
+};
+
+int port_of(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
+
+// A Report message carrying `text` as its error message, sent through a
+// Dealer on `ctx` to `endpoint`; true if the Router got it within `seconds`.
+bool send_through(zmq::context_t& ctx, const std::string& endpoint, Router& router, double seconds) {
+  auto dealer = Dealer::connect(ctx, endpoint, "the router");
+  EXPECT_TRUE(dealer.ok()) << dealer.status().to_string();
+  OutMessage m(wire::Kind::ERROR, kJob, 1, 0, 1);
+  m.header().initError().setMessage(kSecretText);
+  EXPECT_TRUE((*dealer)->send(m.finish(), Deadline::after(seconds)).ok());
+  auto got = router.receive(Deadline::after(seconds), "the message");
+  if (!got.ok()) return false;
+  Rejection why;
+  auto in = InMessage::parse(std::move(got->frames), &why);
+  return in && in->header().getError().getMessage().cStr() == kSecretText;
+}
+
+TEST(CurveTest, TheJobsKeyPairGetsThroughEncrypted) {
+  auto keys = make_curve_keys();
+  ASSERT_TRUE(keys.ok()) << keys.status().to_string();
+  zmq::context_t ctx;
+  auto security = CurveSecurity::enable(ctx, *keys);
+  ASSERT_TRUE(security.ok()) << security.status().to_string();
+  auto router = Router::bind(ctx, "tcp://127.0.0.1:0");
+  ASSERT_TRUE(router.ok());
+  Relay relay(port_of((*router)->endpoint()));
+  EXPECT_TRUE(send_through(ctx, relay.endpoint(), **router, 20));
+  EXPECT_EQ((*security)->admitted(), 1u);
+  EXPECT_EQ((*security)->refused(), 0u);
+  const std::string wire = relay.seen();
+  EXPECT_GT(wire.size(), kSecretText.size());
+  EXPECT_EQ(wire.find(kSecretText), std::string::npos) << "the payload is on the wire in plain text";
+  EXPECT_NE(wire.find("CURVE"), std::string::npos) << "the greeting names the mechanism";
+}
+
+TEST(CurveTest, WithoutCurveThePayloadIsPlainOnTheWire) {
+  // The control for the test above: the relay does see plain payloads.
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "tcp://127.0.0.1:0");
+  ASSERT_TRUE(router.ok());
+  Relay relay(port_of((*router)->endpoint()));
+  EXPECT_TRUE(send_through(ctx, relay.endpoint(), **router, 20));
+  EXPECT_NE(relay.seen().find(kSecretText), std::string::npos);
+}
+
+TEST(CurveTest, AnotherKeyPairOrNoCurveIsRefused) {
+  auto keys = make_curve_keys();
+  auto other = make_curve_keys();
+  ASSERT_TRUE(keys.ok() && other.ok());
+  zmq::context_t server_ctx;
+  auto security = CurveSecurity::enable(server_ctx, *keys);
+  ASSERT_TRUE(security.ok());
+  auto router = Router::bind(server_ctx, "tcp://127.0.0.1:0");
+  ASSERT_TRUE(router.ok());
+  {
+    // A client that knows the job's public key (which is no secret) but
+    // holds another key pair: the handshake gets as far as ZAP, which
+    // refuses it.
+    zmq::context_t ctx;
+    zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    dealer.set(zmq::sockopt::curve_serverkey, keys->public_key);
+    dealer.set(zmq::sockopt::curve_publickey, other->public_key);
+    dealer.set(zmq::sockopt::curve_secretkey, other->secret_key);
+    dealer.connect((*router)->endpoint());
+    OutMessage m(wire::Kind::ERROR, kJob, 1, 0, 1);
+    m.header().initError().setMessage(kSecretText);
+    Frames frames = m.finish();
+    for (size_t i = 0; i < frames.size(); ++i)
+      (void)dealer.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                                         : zmq::send_flags::dontwait);
+    EXPECT_FALSE((*router)->receive(Deadline::after(2), "nothing").ok());
+  }
+  EXPECT_EQ((*security)->admitted(), 0u);
+  EXPECT_GE((*security)->refused(), 1u);
+  {
+    // No CURVE at all: the handshake fails, nothing arrives.
+    zmq::context_t plain;
+    EXPECT_FALSE(send_through(plain, (*router)->endpoint(), **router, 2));
+  }
+  EXPECT_EQ((*security)->admitted(), 0u);
+  // The job's own key pair still gets in.
+  EXPECT_TRUE(send_through(server_ctx, (*router)->endpoint(), **router, 20));
+  EXPECT_EQ((*security)->admitted(), 1u);
+}
+
+TEST(CurveTest, InprocStaysPlainAndWorks) {
+  auto keys = make_curve_keys();
+  ASSERT_TRUE(keys.ok());
+  zmq::context_t ctx;
+  auto security = CurveSecurity::enable(ctx, *keys);
+  ASSERT_TRUE(security.ok());
+  auto router = Router::bind(ctx, "inproc://curve-test");
+  ASSERT_TRUE(router.ok());
+  EXPECT_TRUE(send_through(ctx, "inproc://curve-test", **router, 20));
+  EXPECT_EQ((*security)->admitted(), 0u) << "no ZAP for inproc";
+  EXPECT_FALSE(CurveSecurity::enable(ctx, *keys).ok()) << "once per context";
+}
+
+TEST(CurveTest, KeyFilesRoundTripAndDamageIsNamed) {
+  testing::TempDir dir;
+  auto keys = make_curve_keys();
+  ASSERT_TRUE(keys.ok());
+  const std::string path = dir.file("job.key");
+  ASSERT_TRUE(write_curve_keys(path, *keys).ok());
+  auto back = read_curve_keys(path);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->public_key, keys->public_key);
+  EXPECT_EQ(back->secret_key, keys->secret_key);
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  auto write = [&](const std::string& text) {
+    std::ofstream(path, std::ios::trunc) << text;
+    return read_curve_keys(path);
+  };
+  auto other = make_curve_keys();
+  ASSERT_TRUE(other.ok());
+  auto r = write("public-key " + keys->public_key + "\n");
+  EXPECT_NE(r.status().message().find("needs both"), std::string::npos) << r.status().to_string();
+  r = write("public-key " + keys->public_key + "\nsecret-key " + keys->secret_key.substr(0, 39) + "\n");
+  EXPECT_NE(r.status().message().find(":2: secret-key must be 40 Z85"), std::string::npos) << r.status().to_string();
+  r = write("public-key " + other->public_key + "\nsecret-key " + keys->secret_key + "\n");
+  EXPECT_NE(r.status().message().find("not the one of the secret key"), std::string::npos) << r.status().to_string();
+  r = write("# comment\nprivate " + keys->secret_key + "\n");
+  EXPECT_NE(r.status().message().find(":2: expected"), std::string::npos) << r.status().to_string();
+  EXPECT_FALSE(read_curve_keys(dir.file("missing.key")).ok());
+  // Z85 has '#': a key with one still reads back.
+  for (int i = 0; i < 200; ++i) {
+    auto k = make_curve_keys();
+    ASSERT_TRUE(k.ok());
+    if (k->public_key.find('#') == std::string::npos && k->secret_key.find('#') == std::string::npos) continue;
+    ASSERT_TRUE(write_curve_keys(path, *k).ok());
+    auto again = read_curve_keys(path);
+    ASSERT_TRUE(again.ok()) << again.status().to_string();
+    EXPECT_EQ(again->secret_key, k->secret_key);
+    break;
+  }
+}
+
+TEST(ResolveHostTest, AddressesNamesAndAuto) {
+  EXPECT_EQ(*resolve_host("127.0.0.1", ""), "127.0.0.1");
+  EXPECT_EQ(*resolve_host("10.1.2.3", ""), "10.1.2.3");
+  auto local = resolve_host("localhost", "");
+  ASSERT_TRUE(local.ok()) << local.status().to_string();
+  EXPECT_EQ(local->rfind("127.", 0), 0u) << *local;
+  auto lo = resolve_host("auto", "lo");
+  ASSERT_TRUE(lo.ok()) << lo.status().to_string();
+  EXPECT_EQ(*lo, "127.0.0.1");
+  auto any = resolve_host("auto", "");
+  ASSERT_TRUE(any.ok()) << any.status().to_string();
+  in_addr a{};
+  EXPECT_EQ(::inet_pton(AF_INET, any->c_str(), &a), 1) << *any;
+  auto missing = resolve_host("auto", "nosuchif0");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("cluster.interface = \"nosuchif0\""), std::string::npos);
+  EXPECT_NE(missing.status().message().find("lo"), std::string::npos) << "lists the interfaces there are";
+  auto bad = resolve_host("no-such-host.invalid", "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("cluster.host = \"no-such-host.invalid\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pst
