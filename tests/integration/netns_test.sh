@@ -168,13 +168,15 @@ expect "/healthz before the rendezvous is 503" "$(echo "$h" | grep -c 'HTTP 503'
 # A process without the job's key pair cannot join: a worker with the
 # job's settings but another key file, from the launcher's address, gets no
 # answer (its CURVE handshake fails; had it registered, it would hold a
-# worker's place and the job below could not start).
+# worker's place and the job below could not start). timeout --foreground
+# signals the process once: without it, timeout signals its process group
+# too, and a second SIGTERM ends pst at once, before it can say why.
 "$PST" keygen --out "$TMP/other.key" >/dev/null
 intruder_env=$(awk -F'\t' -v n="${WORKERS[0]}" '$1 == n {print $3}' "$TMP/roles.tsv")
 mapfile -t ienv < <(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.loads(sys.argv[1]).items()]' "$intruder_env")
 set +e
 (cd /opt/pst && env -i PATH=/usr/bin:/bin "${ienv[@]}" "${TEST_ENV[@]}" PST_SECURITY_KEY_FILE="$TMP/other.key" \
-   PST_METRICS_ENABLED=false timeout 8 "$PST" train --config configs/g2p-small.toml --role worker \
+   PST_METRICS_ENABLED=false timeout --foreground 8 "$PST" train --config configs/g2p-small.toml --role worker \
    --scheduler tcp://scheduler:5555) >"$TMP/intruder.log" 2>&1
 irc=$?
 set -e
