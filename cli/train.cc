@@ -65,16 +65,15 @@ static Status checkpoint_single(const JobConfig& job, const ParamTable& table, c
   ShardState state;
   state.ranges = opt.owned();
   opt.export_state(&state.weights, &state.exp_avg, &state.exp_avg_sq);
-  PST_ASSIGN_OR_RETURN(CheckpointFile file, write_shard(dir, 0, table, state));
   StepReport report;
   report.version = opt.version();
   report.applied_steps = opt.applied_steps();
   Manifest m = step_manifest(to_toml(job), static_cast<uint64_t>(job.train.seed), table, 1, job.cluster.chunk_bytes,
                              report);
   m.loss = loss;
-  m.files = {file};
-  PST_ASSIGN_OR_RETURN(int64_t bytes, complete_checkpoint(root, dir, m, job.checkpoint.keep));
-  spdlog::info("checkpoint of step {}: {:.1f} MiB ({})", m.step, static_cast<double>(bytes) / (1 << 20), dir);
+  PST_ASSIGN_OR_RETURN(int64_t bytes, write_checkpoint_part(root, dir, 0, table, state, std::move(m),
+                                                            job.checkpoint.keep, Deadline::after(0)));
+  spdlog::info("checkpoint of step {}: {:.1f} MiB ({})", opt.version(), static_cast<double>(bytes) / (1 << 20), dir);
   return Status();
 }
 

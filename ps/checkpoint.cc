@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -132,22 +132,26 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
   return m;
 }
 
-Status collect_files(const std::string& dir, Manifest* m, Deadline deadline) {
-  m->files.clear();
-  for (int k = 0; k < m->servers; ++k) {
-    while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired())
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    PST_ASSIGN_OR_RETURN(CheckpointFile f, checkpoint_file(dir, shard_file_name(k)));
-    m->files.push_back(f);
+Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
+                                      const ParamTable& table, const ShardState& state,
+                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline) {
+  PST_ASSIGN_OR_RETURN(CheckpointFile mine, write_shard(dir, server, table, state));
+  if (!manifest) return mine.bytes;
+  Manifest& m = *manifest;
+  m.files.clear();
+  int64_t bytes = 0;
+  for (int k = 0; k < m.servers; ++k) {
+    CheckpointFile f = mine;
+    if (k != server) {
+      while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired())
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      PST_ASSIGN_OR_RETURN(f, checkpoint_file(dir, shard_file_name(k)));
+    }
+    m.files.push_back(f);
+    bytes += f.bytes;
   }
-  return Status();
-}
-
-Result<int64_t> complete_checkpoint(const std::string& root, const std::string& dir, const Manifest& m, int64_t keep) {
   PST_RETURN_IF_ERROR(write_manifest(dir, m));
   PST_RETURN_IF_ERROR(prune_checkpoints(root, keep));
-  int64_t bytes = 0;
-  for (const CheckpointFile& f : m.files) bytes += f.bytes;
   return bytes;
 }
 

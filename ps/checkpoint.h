@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,12 +62,15 @@ std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root);
 // still to be added: config is the job's resolved TOML.
 Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTable& table, int64_t servers,
                        int64_t chunk_bytes, const StepReport& report);
-// The manifest's files, once each of the servers' has appeared in dir, as
-// they are on disk; an error when one is still missing at the deadline.
-Status collect_files(const std::string& dir, Manifest* m, Deadline deadline);
-// Writes the manifest, then prunes root to keep (write_manifest,
-// prune_checkpoints); the bytes of the checkpoint's files.
-Result<int64_t> complete_checkpoint(const std::string& root, const std::string& dir, const Manifest& m, int64_t keep);
+// One server's part of the checkpoint in dir (under root): its file. The
+// server that holds the manifest (server 0; a job of one process) then
+// waits for every other server's file to appear (each appears whole, by
+// rename; an error at the deadline), writes the manifest last and prunes
+// root to `keep`. Returns the bytes of the checkpoint's files for the
+// manifest's holder, of its own file for the others.
+Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
+                                      const ParamTable& table, const ShardState& state,
+                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline);
 
 // Writes server k's file into dir (created if needed); its size and checksum.
 Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,

@@ -132,32 +132,22 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
     manifest = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   checkpoint_thread_ = std::thread([this, dir, state, manifest, started, step = version_]() mutable {
-    auto file = write_shard(dir, options_.server, table_, *state);
+    auto bytes = write_checkpoint_part(options_.checkpoint_root, dir, options_.server, table_, *state,
+                                       std::move(manifest), options_.checkpoint_keep,
+                                       Deadline::after(2 * options_.timeout_s));
     state.reset();
-    if (!file.ok()) {
-      // Without this file the step gets no manifest, and the previous
-      // checkpoint stays the latest.
-      spdlog::error("server {}: checkpoint of step {} not written: {}", options_.server, step, file.status().message());
-      return;
-    }
-    if (!manifest) {
-      const double wrote = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      if (options_.metrics) options_.metrics->checkpoint_done(wrote);
-      return;
-    }
-    Manifest& m = *manifest;
-    // The other servers write theirs meanwhile; each appears whole (rename).
-    Status s = collect_files(dir, &m, Deadline::after(2 * options_.timeout_s));
-    Result<int64_t> bytes = s.ok() ? complete_checkpoint(options_.checkpoint_root, dir, m, options_.checkpoint_keep)
-                                   : Result<int64_t>(s);
     if (!bytes.ok()) {
-      spdlog::error("server 0: checkpoint of step {} left without a manifest: {}", m.step, bytes.status().message());
+      // Without this file, or without the manifest, the previous checkpoint
+      // stays the latest.
+      spdlog::error("server {}: checkpoint of step {} not completed: {}", options_.server, step,
+                    bytes.status().message());
       return;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (options_.metrics) options_.metrics->checkpoint_done(seconds);
-    spdlog::info("checkpoint of step {}: {} files, {:.1f} MiB, {:.2f} s ({})", m.step, m.files.size(),
-                 static_cast<double>(*bytes) / (1 << 20), seconds, dir);
+    if (options_.server == 0)
+      spdlog::info("checkpoint of step {}: {} files, {:.1f} MiB, {:.2f} s ({})", step, plan_.servers(),
+                   static_cast<double>(*bytes) / (1 << 20), seconds, dir);
   });
 }
 
