@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """The pst containers of a resolved compose file, as a test starts them.
 
-Prints one line per container: NAME ROLE ENV ARGV, where ENV is the
+Prints one line per container, NAME<TAB>ROLE; with --env NAME, that
 container's environment (the final stage's ENV of the Dockerfile, then the
-service's environment) and ARGV the arguments after the image's ENTRYPOINT
-(pst), each a JSON value. A service with deploy.replicas N gives
-NAME-1..NAME-N, as compose names its containers.
-  tests/docker/compose_roles.py RESOLVED_COMPOSE.yml DOCKERFILE
+service's environment), a VAR=VALUE line each; with --argv NAME, the
+arguments after the image's ENTRYPOINT (pst), a line each. A service with
+deploy.replicas N gives NAME-1..NAME-N, as compose names its containers.
+  tests/docker/compose_roles.py RESOLVED_COMPOSE.yml DOCKERFILE [--env|--argv NAME]
 """
-import json
 import shlex
 import sys
 
@@ -30,8 +29,8 @@ def image_env(dockerfile):
     return env
 
 
-def main():
-    compose, dockerfile = sys.argv[1], sys.argv[2]
+def containers(compose, dockerfile):
+    """(name, role, env, argv) of every pst container."""
     doc = yaml.safe_load(open(compose))
     base = image_env(dockerfile)
     for name, svc in doc["services"].items():
@@ -49,7 +48,22 @@ def main():
         replicas = int((svc.get("deploy") or {}).get("replicas", 1))
         names = [name] if "deploy" not in svc else [f"{name}-{i}" for i in range(1, replicas + 1)]
         for n in names:
-            print(n, role, json.dumps(env, separators=(",", ":")), json.dumps(cmd, separators=(",", ":")), sep="\t")
+            yield n, role, env, cmd
+
+
+def main():
+    compose, dockerfile = sys.argv[1], sys.argv[2]
+    mode, wanted = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else (None, None)
+    found = False
+    for name, role, env, argv in containers(compose, dockerfile):
+        if mode is None:
+            print(name, role, sep="\t")
+        elif name == wanted:
+            found = True
+            lines = [f"{k}={v}" for k, v in env.items()] if mode == "--env" else argv
+            print("\n".join(lines))
+    if mode is not None and not found:
+        sys.exit(f"compose_roles: no pst container {wanted}")
 
 
 if __name__ == "__main__":

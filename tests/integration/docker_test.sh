@@ -31,8 +31,7 @@ check "the GPU override gives workers the CUDA image and a GPU" \
 assert w['image']=='pst:cuda' and w['deploy']['resources']['reservations']['devices'][0]['capabilities']==['gpu']" "$TMP/gpu.yml"
 # Every setting the stack passes is one pst knows (a typo is an error that
 # names the variable).
-env_file=$(python3 tests/docker/compose_roles.py "$TMP/cpu.yml" docker/Dockerfile | sed -n 1p | cut -f3)
-mapfile -t envs < <(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.loads(sys.argv[1]).items()]' "$env_file")
+mapfile -t envs < <(python3 tests/docker/compose_roles.py "$TMP/cpu.yml" docker/Dockerfile --env scheduler)
 check "pst resolves the stack's settings (pst params reads the same variables)" \
   quiet env -i PATH=/usr/bin:/bin "${envs[@]}" "$PST" params --config configs/g2p-small.toml
 out=$(env -i PATH=/usr/bin:/bin PST_TRAIN_STEPZ=1 "$PST" train --config configs/g2p-tiny.toml 2>&1 || true)

@@ -81,7 +81,9 @@ ip link set br0 up
 mkdir -p "$TMP/docker-secrets"
 "$PST" keygen --out /run/secrets/pst_curve_key >/dev/null
 (cd "$ROOT/docker" && docker-compose -f compose.yaml config) >"$TMP/resolved.yml"
-python3 "$ROOT/tests/docker/compose_roles.py" "$TMP/resolved.yml" "$ROOT/docker/Dockerfile" >"$TMP/roles.tsv"
+# roles [--env|--argv NAME]: the stack's pst containers (tests/docker/compose_roles.py).
+roles() { python3 "$ROOT/tests/docker/compose_roles.py" "$TMP/resolved.yml" "$ROOT/docker/Dockerfile" "$@"; }
+roles >"$TMP/roles.tsv"
 echo "netns_test: containers of docker/compose.yaml:"
 cut -f1,2 "$TMP/roles.tsv" | sed 's/^/  /'
 expect "compose gives a scheduler, 2 servers and 2 workers" \
@@ -92,7 +94,7 @@ declare -A ADDR
 i=2
 hosts="127.0.0.1 localhost
 10.77.0.1 launcher"
-while IFS=$'\t' read -r name role env argv; do
+while IFS=$'\t' read -r name role; do
   ip netns add "$name"
   ip link add "v$i" type veth peer name eth0 netns "$name"
   ip link set "v$i" master br0 up
@@ -115,11 +117,9 @@ TEST_ENV=(PST_TRAIN_STEPS=200 PST_SCHEDULE_WARMUP_STEPS=50 PST_TRAIN_LOG_EVERY=1
 # start NAME LOG: the container NAME's process in its namespace, as compose
 # runs it (env -i: the container's environment and nothing else).
 start() {
-  local name=$1 log=$2 env argv
-  env=$(awk -F'\t' -v n="$name" '$1 == n {print $3}' "$TMP/roles.tsv")
-  argv=$(awk -F'\t' -v n="$name" '$1 == n {print $4}' "$TMP/roles.tsv")
-  mapfile -t envs < <(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.loads(sys.argv[1]).items()]' "$env")
-  mapfile -t args < <(python3 -c 'import json,sys; [print(a) for a in json.loads(sys.argv[1])]' "$argv")
+  local name=$1 log=$2
+  mapfile -t envs < <(roles --env "$name")
+  mapfile -t args < <(roles --argv "$name")
   (cd /opt/pst && exec ip netns exec "$name" env -i PATH=/usr/bin:/bin HOME=/opt/pst "${envs[@]}" "${TEST_ENV[@]}" \
      "$PST" "${args[@]}") >"$log" 2>&1 &
   PIDS+=($!)
@@ -172,8 +172,7 @@ expect "/healthz before the rendezvous is 503" "$(echo "$h" | grep -c 'HTTP 503'
 # signals the process once: without it, timeout signals its process group
 # too, and a second SIGTERM ends pst at once, before it can say why.
 "$PST" keygen --out "$TMP/other.key" >/dev/null
-intruder_env=$(awk -F'\t' -v n="${WORKERS[0]}" '$1 == n {print $3}' "$TMP/roles.tsv")
-mapfile -t ienv < <(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.loads(sys.argv[1]).items()]' "$intruder_env")
+mapfile -t ienv < <(roles --env "${WORKERS[0]}")
 set +e
 (cd /opt/pst && env -i PATH=/usr/bin:/bin "${ienv[@]}" "${TEST_ENV[@]}" PST_SECURITY_KEY_FILE="$TMP/other.key" \
    PST_METRICS_ENABLED=false timeout --foreground 8 "$PST" train --config configs/g2p-small.toml --role worker \
