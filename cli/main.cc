@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "core/logging.h"
 #include "core/stop.h"
+#include "core/terminal.h"
 
 int main(int argc, char** argv) {
   pst::install_stop_handlers();  // before any thread starts (core/stop.h)
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
                     "directory (same as --set checkpoint.resume=...)");
   int64_t servers = 0;
   train->add_option("--servers", servers, "Parameter servers of an mpirun job (same as --set cluster.servers=...)");
+  bool overwrite = false, no_progress = false;
+  train->add_flag("--overwrite", overwrite,
+                  "Start afresh in a train.output that holds another run, removing its model and checkpoints "
+                  "(same as --set train.overwrite=true)");
+  train->add_flag("--no-progress", no_progress, "No progress bar, even on a terminal");
 
   pst::ConfigArgs params_args;
   bool list = false;
@@ -112,6 +118,8 @@ int main(int argc, char** argv) {
   if (!device.empty()) train_args.sets.push_back("train.device=" + device);
   if (servers > 0) train_args.sets.push_back("cluster.servers=" + std::to_string(servers));
   if (!resume.empty()) train_args.sets.push_back("checkpoint.resume=" + resume);
+  if (overwrite) train_args.sets.push_back("train.overwrite=true");
+  if (no_progress) pst::disable_progress();
   if (*train && !role.empty()) return pst::run_train_role(train_args, role, scheduler);
   if (*train) return pst::run_train(train_args);
   if (*params) return pst::run_params(params_args, list);

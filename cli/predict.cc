@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "core/stop.h"
 #include "data/g2p.h"
 #include "worker/evaluate.h"
 #include "worker/model_file.h"
@@ -57,7 +58,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
       src.push_back(Vocabulary::kEos);
       srcs.push_back(std::move(src));
     }
-    const int64_t max_out = model.config().max_len - 1;
+    const std::vector<int64_t> max_out = g2p_output_limits(srcs);
     if (decode.beam == 1) {
       const auto out = greedy_decode(model, srcs, max_out);
       for (size_t i = 0; i < inputs.size(); ++i)
@@ -110,6 +111,10 @@ int run_eval(const EvalArgs& args) {
     return fail(invalid_argument("--predictions: only G2P models decode outputs (a language model is scored by loss)"));
   const EvalResult r = evaluate(*loaded->model, *data, split, std::max<int64_t>(job.data.batch_size, 64),
                                 args.max_examples, write ? &lines : nullptr, args.decode);
+  if (r.stopped) {
+    spdlog::error("evaluation stopped by signal {}; no metrics", stop_signal());
+    return 128 + stop_signal();
+  }
   std::printf("%s %s: %s\n", args.model.c_str(), to_string(split), describe_eval(data->task, r).c_str());
   if (write) {
     std::ofstream out(args.predictions);

@@ -30,29 +30,60 @@ std::FILE* open_output(const JobConfig& job) {
     return nullptr;
   }
   std::ofstream(dir + "/config.toml") << to_toml(job);
-  std::FILE* metrics = std::fopen((dir + "/metrics.jsonl").c_str(), "w");
+  // A resumed run adds to the history of the run it continues.
+  const char* mode = job.checkpoint.resume.empty() ? "w" : "a";
+  std::FILE* metrics = std::fopen((dir + "/metrics.jsonl").c_str(), mode);
   if (!metrics) spdlog::error("cannot write {}/metrics.jsonl", dir);
   return metrics;
 }
 
-int finish_training(const JobConfig& job, const TaskData& data, Transformer& model,
-                    const Result<TrainSummary>& summary) {
+Status check_output_is_free(const JobConfig& job) {
+  if (!job.checkpoint.resume.empty() || job.train.overwrite) return Status();
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const char* name : {"model.safetensors", "metrics.jsonl"})
+    if (std::filesystem::exists(job.train.output + "/" + name, ec)) found.push_back(name);
+  const std::string root = checkpoint_root(job);
+  const size_t checkpoints = step_dirs(root).size();
+  if (checkpoints > 0) found.push_back(fmt::format("{} checkpoints in {}", checkpoints, root));
+  if (found.empty()) return Status();
+  std::string list;
+  for (const std::string& f : found) list += (list.empty() ? "" : ", ") + f;
+  return failed_precondition(
+      "train.output = \"{}\" holds another run ({}): continue it with --resume latest, start over with --overwrite "
+      "(removes them), or choose another train.output",
+      job.train.output, list);
+}
+
+Status clear_previous_run(const JobConfig& job) {
+  if (!job.train.overwrite || !job.checkpoint.resume.empty()) return Status();
+  std::error_code ec;
+  for (const auto& [step, dir] : step_dirs(checkpoint_root(job))) {
+    std::filesystem::remove_all(dir, ec);
+    if (ec) return io_error("--overwrite: cannot remove {}: {}", dir, ec.message());
+  }
+  std::filesystem::remove(job.train.output + "/model.safetensors", ec);
+  if (ec) return io_error("--overwrite: cannot remove {}/model.safetensors: {}", job.train.output, ec.message());
+  return Status();
+}
+
+Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model) {
+  const std::string model_path = job.train.output + "/model.safetensors";
+  PST_RETURN_IF_ERROR(save_model(model_path, job, model, data.g2p ? &data.g2p->letters : nullptr,
+                                 data.g2p ? &data.g2p->phones : nullptr));
+  spdlog::info("saved {}", model_path);
+  return Status();
+}
+
+int finish_training(const Result<TrainSummary>& summary) {
   if (!summary.ok()) {
     spdlog::error("training failed: {}", summary.status().to_string());
-    return 1;
-  }
-  const std::string model_path = job.train.output + "/model.safetensors";
-  Status s = save_model(model_path, job, model, data.g2p ? &data.g2p->letters : nullptr,
-                        data.g2p ? &data.g2p->phones : nullptr);
-  if (!s.ok()) {
-    spdlog::error("{}", s.to_string());
     return 1;
   }
   spdlog::info("{} steps ({} applied, {} skipped) in {:.1f}s of training ({:.1f}s wall), {:.0f} tokens/s",
                summary->steps, summary->applied_steps, summary->skipped_steps, summary->train_seconds,
                summary->wall_seconds,
                summary->train_seconds > 0 ? static_cast<double>(summary->tokens) / summary->train_seconds : 0.0);
-  spdlog::info("saved {}", model_path);
   return 0;
 }
 
@@ -94,8 +125,7 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
     spdlog::error("{}", plan.status().message());
     return 2;
   }
-  if (job.train.threads == 0)
-    job.train.threads = std::max<int64_t>(1, std::max(1u, std::thread::hardware_concurrency()) / layout.workers);
+  job.train.threads = resolve_threads(job.train.threads, layout.workers, "each worker");
   std::vector<float> initial(static_cast<size_t>(table.total_numel()));
   init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
   std::unique_ptr<GradStatsReducer> reducer;
@@ -173,6 +203,7 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
         return;
       }
       TrainerOptions topt = worker_trainer_options(job, layout, w, *backends[static_cast<size_t>(w)], metrics);
+      if (w == 0) topt.save = [&] { return save_trained_model(job, data, *models[0]); };
       if (*prom) topt.monitor = worker_metrics[static_cast<size_t>(w)].get();
       if (*resume) topt.first_step = (*resume)->manifest.step;
       Trainer trainer(job, data, models[static_cast<size_t>(w)].get(), client->get(), topt);
@@ -190,8 +221,9 @@ int run_train_threads(JobConfig& job, const TaskData& data) {
                   i_ < layout.servers ? i_ : i_ - layout.servers, status[i].message());
     return 1;
   }
-  const int rc = finish_training(job, data, *models[0], summary0);
+  const int rc = finish_training(summary0);
   if (rc == 0) linger_metrics(job, prom->get());
+  if (rc == 0) retire_scrape_targets(job, job_id, prom->get());
   return rc;
 }
 
@@ -204,6 +236,11 @@ int run_train(const ConfigArgs& args) {
   }
   init_logging(job->train.log_level);
   spdlog::info("resolved config:\n{}", to_toml(*job));
+  for (const Status& s : {check_output_is_free(*job), clear_previous_run(*job)})
+    if (!s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
   auto data = load_task_data(*job);
   if (!data.ok()) {
     spdlog::error("{}", data.status().message());
@@ -220,6 +257,7 @@ int run_train(const ConfigArgs& args) {
     spdlog::error("checkpoints need cluster.in_process = threads (or mpirun, or --role): servers write them");
     return 2;
   }
+  job->train.threads = resolve_threads(job->train.threads, 1, "worker");
   auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
                               static_cast<int>(job->train.threads));
   if (!backend.ok()) {
@@ -259,6 +297,7 @@ int run_train(const ConfigArgs& args) {
   topt.workers = workers;
   topt.shards.clear();
   for (int64_t w = 0; w < workers; ++w) topt.shards.push_back(w);
+  topt.save = [&] { return save_trained_model(*job, *data, model); };
   Trainer trainer(*job, *data, &model, &client, topt);
   auto summary = trainer.run();
   std::fclose(metrics);
@@ -266,8 +305,9 @@ int run_train(const ConfigArgs& args) {
     const Status s = checkpoint_single(*job, model.table(), server, summary->last_loss);
     if (!s.ok()) spdlog::error("the checkpoint at the stop was not written: {}", s.message());
   }
-  const int rc = finish_training(*job, *data, model, summary);
+  const int rc = finish_training(summary);
   if (rc == 0) linger_metrics(*job, prom->get());
+  if (rc == 0) retire_scrape_targets(*job, job_id(*job), prom->get());
   return rc;
 }
 

@@ -27,12 +27,23 @@
 
 namespace pst {
 
-// Opens train.output with its config.toml and metrics.jsonl; null on error
-// (logged).
+// Opens train.output with its config.toml and metrics.jsonl (appended to
+// when the job resumes); null on error (logged).
 std::FILE* open_output(const JobConfig& job);
-// Writes model.safetensors and the closing log lines; the exit code.
-int finish_training(const JobConfig& job, const TaskData& data, Transformer& model,
-                    const Result<TrainSummary>& summary);
+// A fresh job (no checkpoint.resume) refuses an output folder that holds
+// another run's model, metrics or checkpoints, unless train.overwrite: its
+// files would be mixed with the new ones, and --resume latest would then
+// continue the wrong run. Every process of a job checks, before it starts.
+Status check_output_is_free(const JobConfig& job);
+// With train.overwrite on a fresh job: removes the previous run's
+// checkpoints and model. Called by the process that owns them (the one
+// process, or server 0) before the job starts; metrics.jsonl is rewritten.
+Status clear_previous_run(const JobConfig& job);
+// Writes train.output/model.safetensors (worker 0, once the last weights
+// are in; TrainerOptions::save).
+Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model);
+// The closing log lines; the exit code.
+int finish_training(const Result<TrainSummary>& summary);
 
 // What a process of a multi-process job learns from its bootstrap (MPI, or
 // the scheduler's rendezvous when roles start on their own).
@@ -79,6 +90,12 @@ Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int p
 std::string file_sd_path(const JobConfig& job);
 // Keeps /metrics up for metrics.linger_s after the work is done.
 void linger_metrics(const JobConfig& job, const MetricsServer* metrics);
+// Called by the process that wrote the job's file_sd (the scheduler, or the
+// one process) after the job ended well and lingered: the file then lists
+// no target, so Prometheus stops scraping processes that have exited on
+// purpose and PstNodeDown (up == 0) does not fire for them. A failed job
+// keeps its targets: its dead processes are worth an alert.
+void retire_scrape_targets(const JobConfig& job, uint64_t job_id, const MetricsServer* metrics);
 
 int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                     const NodeBootstrap& node);
@@ -90,6 +107,10 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
 // Per-process settings left to auto: train.threads = 0 (workers share the
 // host's cores; servers may use them all) and cluster.stream_bytes = 0.
 void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
+// The compute threads of one worker or server: `configured` when positive,
+// else this process's CPU budget (core/cpus.h) divided among `sharers`
+// workers unless the budget is the process's own. Logs the count and why.
+int64_t resolve_threads(int64_t configured, int sharers, const char* who);
 
 int run_train_mpi(const ConfigArgs& args);
 // A job of several servers or workers as threads of this process (inproc).

@@ -46,6 +46,12 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   init_logging(job->train.log_level, who);
   spdlog::info("rank {} of {} on host {}", rank, session.size(), host_name());
   if (rank == 0) spdlog::info("resolved config:\n{}", to_toml(*job));
+  // Every rank checks before its first collective; worker 0 writes the
+  // output only after them.
+  if (const Status free = check_output_is_free(*job); !free.ok()) {
+    if (rank == 0) spdlog::error("{}", free.message());
+    return 2;
+  }
   // The job id hashes the settings every rank shares (core/config.h); it is
   // taken before resolve_node_settings adjusts this process's own.
   const uint64_t job_id = pst::job_id(*job);
@@ -141,6 +147,7 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     rc = run_worker_node(*job, *data, ctx, node);
   }
   if (rc == 0) linger_metrics(*job, node.metrics);
+  if (rc == 0 && rank == 0) retire_scrape_targets(*job, job_id, node.metrics);
   return rc;
 }
 

@@ -11,6 +11,7 @@
 #include "cli/train_common.h"
 #include "comm/heartbeat.h"
 #include "comm/remote_client.h"
+#include "core/cpus.h"
 #include "model/param_table.h"
 #include "ps/shard_server.h"
 
@@ -44,6 +45,12 @@ int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
   const std::string endpoint = router->endpoint();
   std::unique_ptr<ServerMetrics> metrics;
   if (node.metrics) metrics = std::make_unique<ServerMetrics>(node.metrics->families(), node.rank, k);
+  if (k == 0) {
+    if (const Status cleared = clear_previous_run(job); !cleared.ok()) {
+      spdlog::error("{}", cleared.message());
+      return 2;
+    }
+  }
   ShardServerOptions options = shard_server_options(job, node.job_id, k, layout);
   options.metrics = metrics.get();
   ShardServer server(job, table, *plan, initial.data(), reducer.get(), ctx, std::move(router), options);
@@ -114,6 +121,7 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
   }
   if (node.metrics) node.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, **backend, metrics);
+  if (w == 0) topt.save = [&] { return save_trained_model(job, data, model); };
   auto resume = resume_point(job, model.table());
   if (!resume.ok()) {
     spdlog::error("{}", resume.status().message());
@@ -137,7 +145,7 @@ int run_worker_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
   }
   heartbeat.finish();
   if (w != 0) return 0;
-  return finish_training(job, data, model, summary);
+  return finish_training(summary);
 }
 
 int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap& node, bool rendezvous) {
@@ -147,6 +155,7 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
   options.job_id = node.job_id;
   options.layout = node.layout;
   options.timeout_s = job.cluster.timeout_s;
+  options.start_timeout_s = job.cluster.start_timeout_s;
   options.rendezvous = rendezvous;
   options.on_start = [&node] {
     if (node.metrics) node.metrics->set_ready();
@@ -241,6 +250,16 @@ void linger_metrics(const JobConfig& job, const MetricsServer* metrics) {
   std::this_thread::sleep_for(std::chrono::duration<double>(job.metrics.linger_s));
 }
 
+void retire_scrape_targets(const JobConfig& job, uint64_t job_id, const MetricsServer* metrics) {
+  if (!metrics) return;
+  const std::string path = file_sd_path(job);
+  const Status s = write_file_sd(path, {}, job_id);
+  if (!s.ok())
+    spdlog::warn("the job's scrape targets stay in {}: {}", path, s.message());
+  else
+    spdlog::info("the job ended well: no scrape targets left in {}", path);
+}
+
 void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local) {
   // Overlap pays where communication does not take cycles from compute: on
   // a host of the process's own (the network's time is then hidden), not
@@ -248,12 +267,30 @@ void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank
   // 8-12% of tokens/s). A GPU worker turns auto on itself (run_worker_node).
   const bool shares_host = all_local || local_processes > 1;
   if (job.cluster.overlap == Overlap::kAuto && !shares_host) job.cluster.overlap = Overlap::kOn;
-  if (job.train.threads != 0) return;
+  if (!layout.is_server(rank) && !layout.is_worker(rank)) return;  // the scheduler computes nothing
   // Workers share this host's cores; servers compute only while the
   // workers wait for them (BSP), so they may use every core.
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t local_workers = all_local ? layout.workers : local_processes;
-  job.train.threads = layout.is_worker(rank) ? std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers)) : cores;
+  const int local_workers = all_local ? layout.workers : local_processes;
+  job.train.threads = resolve_threads(job.train.threads, layout.is_worker(rank) ? local_workers : 1,
+                                      layout.is_worker(rank) ? "worker" : "server");
+}
+
+int64_t resolve_threads(int64_t configured, int sharers, const char* who) {
+  if (configured > 0) {
+    spdlog::info("{}: {} compute threads (train.threads)", who, configured);
+    return configured;
+  }
+  const CpuBudget budget = cpu_budget();
+  // A budget set for this process (OMP_NUM_THREADS, a pinned affinity mask,
+  // a quota) is its own; the machine's CPUs are shared with the job's other
+  // workers on the host.
+  const int share = budget.own ? 1 : std::max(1, sharers);
+  const int64_t threads = std::max(1, budget.cpus / share);
+  if (share > 1)
+    spdlog::info("{}: {} compute threads ({}, shared by {} workers)", who, threads, budget.why, share);
+  else
+    spdlog::info("{}: {} compute threads ({})", who, threads, budget.why);
+  return threads;
 }
 
 }  // namespace pst

@@ -2,7 +2,7 @@
 // processes of a job started one by one, without MPI (containers, a process
 // manager). The scheduler binds ENDPOINT; the others connect to it, register
 // (servers with the endpoint they bound on cluster.host), get their rank and
-// the node table, and pass the start barrier; the servers sum their
+// the node table, load their data and pass the start barrier; the servers sum their
 // gradient statistics through the scheduler. Every process reads the same
 // job file: cluster.servers and cluster.workers say how many to wait for.
 #include <algorithm>
@@ -20,9 +20,9 @@
 namespace pst {
 namespace {
 
-// The scheduler's answer, waiting at most timeout_s, or less when the
-// process is asked to stop meanwhile (docker compose stop before the job
-// has started).
+// The scheduler's answer, waiting at most timeout_s (the start deadline,
+// cluster.start_timeout_s), or less when the process is asked to stop
+// meanwhile (docker compose stop before the job has started).
 Result<Frames> answer_or_stop(Dealer& scheduler, double timeout_s, const std::string& waiting_for) {
   const Deadline end = Deadline::after(timeout_s);
   while (true) {
@@ -85,6 +85,12 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     return 2;
   }
   init_logging(job->train.log_level, role);
+  // Every process checks before it registers; worker 0 writes the output
+  // only after the rendezvous, which waits for all of them.
+  if (const Status free = check_output_is_free(*job); !free.ok()) {
+    spdlog::error("{}", free.message());
+    return 2;
+  }
   NodeBootstrap node;
   node.layout = JobLayout{static_cast<int>(job->cluster.servers), static_cast<int>(job->cluster.workers)};
   node.job_id = job_id(*job);
@@ -95,7 +101,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     spdlog::error("{}", security.status().message());
     return 2;
   }
-  const double timeout = job->cluster.timeout_s;
+  const double timeout = job->cluster.timeout_s, start_timeout = job->cluster.start_timeout_s;
   // Each role normally has a host (a container) of its own: metrics.port as
   // it is, no rank offset (the rank is not known before the rendezvous).
   auto metrics = start_metrics(*job, 0);
@@ -106,6 +112,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   node.metrics = metrics->get();
   auto finish = [&](int rc) {
     if (rc == 0) linger_metrics(*job, node.metrics);
+    if (rc == 0 && role == "scheduler") retire_scrape_targets(*job, node.job_id, node.metrics);
     return rc;
   };
 
@@ -118,11 +125,6 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     }
     if (node.metrics) node.targets.push_back({node.metrics->endpoint(), "scheduler", 0});
     return finish(run_scheduler_node(*job, **router, node, /*rendezvous=*/true));
-  }
-  auto data = load_task_data(*job);
-  if (!data.ok()) {
-    spdlog::error("{}", data.status().message());
-    return 2;
   }
   std::unique_ptr<Router> router;
   if (role == "server") {
@@ -145,10 +147,17 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   }
   const Status reg = register_node(**control, role == "server" ? wire::Role::SERVER : wire::Role::WORKER,
                                    router ? router->endpoint() : "", node.metrics ? node.metrics->endpoint() : "",
-                                   node, timeout);
+                                   node, start_timeout);
   if (!reg.ok()) {
     spdlog::error("{}", reg.message());
     return 1;
+  }
+  // A node registers first and loads its data afterwards: the rendezvous
+  // waits for nodes that are still starting, not for the slowest loader.
+  auto data = load_task_data(*job);
+  if (!data.ok()) {
+    spdlog::error("{}", data.status().message());
+    return 2;
   }
   init_logging(job->train.log_level, role == "server" ? fmt::format("server {}", node.layout.server_index(node.rank))
                                                       : fmt::format("worker {}", node.layout.worker_index(node.rank)));
@@ -157,7 +166,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   node.start_barrier = [&]() -> Status {
     OutMessage b(wire::Kind::BARRIER, node.job_id, node.rank, 0, 1);
     PST_RETURN_IF_ERROR(ctl.send(b.finish(), Deadline::after(timeout)));
-    PST_ASSIGN_OR_RETURN(Frames frames, answer_or_stop(ctl, timeout, "the start barrier (every server ready)"));
+    PST_ASSIGN_OR_RETURN(Frames frames, answer_or_stop(ctl, start_timeout, "the start barrier (every server ready)"));
     Rejection why;
     auto reply = InMessage::parse(std::move(frames), &why);
     if (!reply || reply->header().getKind() != wire::Kind::BARRIER)

@@ -13,11 +13,9 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/terminal.h"  // launched_by_mpirun()
 
 namespace pst {
-
-// True when this process was started by mpirun (Open MPI, MPICH or Slurm's PMI).
-bool launched_by_mpirun();
 
 class MpiSession {
  public:

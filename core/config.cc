@@ -216,6 +216,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("data", "seq_len", &d.seq_len));
   f.push_back(make_field("data", "max_examples", &d.max_examples));
   f.push_back(make_field("data", "eval_max_examples", &d.eval_max_examples));
+  f.push_back(make_field("data", "test_max_examples", &d.test_max_examples));
   auto& o = c.optim;
   f.push_back(make_field("optim", "algorithm", &o.algorithm));
   f.push_back(make_field("optim", "lr", &o.lr));
@@ -248,6 +249,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("train", "device", &t.device));
   f.push_back(make_field("train", "matmul", &t.matmul));
   f.push_back(make_field("train", "log_level", &t.log_level));
+  f.push_back(make_field("train", "overwrite", &t.overwrite));
   auto& k = c.cluster;
   f.push_back(make_field("cluster", "servers", &k.servers));
   f.push_back(make_field("cluster", "workers", &k.workers));
@@ -255,6 +257,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "overlap", &k.overlap));
   f.push_back(make_field("cluster", "stream_bytes", &k.stream_bytes));
   f.push_back(make_field("cluster", "timeout_s", &k.timeout_s));
+  f.push_back(make_field("cluster", "start_timeout_s", &k.start_timeout_s));
   f.push_back(make_field("cluster", "host", &k.host));
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));
@@ -453,6 +456,7 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(d.batch_size > 0, fmt::format("data.batch_size = {}: must be positive", d.batch_size)));
   PST_RETURN_IF_ERROR(check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
   PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0, fmt::format("data.eval_max_examples = {}: must be >= 0", d.eval_max_examples)));
+  PST_RETURN_IF_ERROR(check_range(d.test_max_examples >= 0, fmt::format("data.test_max_examples = {}: must be >= 0", d.test_max_examples)));
   PST_RETURN_IF_ERROR(check_range((d.task == Task::kLM) == (m.kind == ModelKind::kDecoderOnly),
       fmt::format("data.task = \"{}\" needs model.kind = \"{}\"", to_string(d.task),
                   d.task == Task::kLM ? "decoder_only" : "encoder_decoder")));
@@ -473,7 +477,8 @@ Status validate(const JobConfig& c) {
       fmt::format("schedule.min_lr = {}: must be in [0, optim.lr = {}]", s.min_lr, o.lr)));
   PST_RETURN_IF_ERROR(check_range(s.total_steps >= 0, fmt::format("schedule.total_steps = {}: must be >= 0", s.total_steps)));
   PST_RETURN_IF_ERROR(check_range(s.cycle_steps >= 0, fmt::format("schedule.cycle_steps = {}: must be >= 0", s.cycle_steps)));
-  PST_RETURN_IF_ERROR(check_range(s.cycle_mult >= 1, fmt::format("schedule.cycle_mult = {}: must be >= 1", s.cycle_mult)));
+  PST_RETURN_IF_ERROR(check_range(s.cycle_mult >= 1 && s.cycle_mult <= 1000,
+      fmt::format("schedule.cycle_mult = {}: must be in [1, 1000]", s.cycle_mult)));
   PST_RETURN_IF_ERROR(check_range(s.step_size >= 1, fmt::format("schedule.step_size = {}: must be >= 1", s.step_size)));
   PST_RETURN_IF_ERROR(check_range(s.gamma > 0 && s.gamma <= 1, fmt::format("schedule.gamma = {}: must be in (0, 1]", s.gamma)));
   PST_RETURN_IF_ERROR(check_range(s.decay_rate >= 0, fmt::format("schedule.decay_rate = {}: must be >= 0", s.decay_rate)));
@@ -489,6 +494,12 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
   PST_RETURN_IF_ERROR(check_range(!t.output.empty(), "train.output: must not be empty"));
   PST_RETURN_IF_ERROR(parse_device(t.device).status());
+  {
+    static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    const bool known = std::any_of(std::begin(kLevels), std::end(kLevels), [&](const char* l) { return t.log_level == l; });
+    PST_RETURN_IF_ERROR(check_range(known, fmt::format("train.log_level = \"{}\": allowed are trace, debug, info, "
+                                                       "warn, error, critical and off", t.log_level)));
+  }
   const auto& k = c.cluster;
   PST_RETURN_IF_ERROR(check_range(k.servers >= 1 && k.servers <= 1024,
       fmt::format("cluster.servers = {}: must be in [1, 1024]", k.servers)));
@@ -499,6 +510,8 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(k.stream_bytes >= 4,
       fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
   PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
+  PST_RETURN_IF_ERROR(check_range(k.start_timeout_s > 0,
+      fmt::format("cluster.start_timeout_s = {}: must be positive", k.start_timeout_s)));
   PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
   PST_RETURN_IF_ERROR(check_range(k.interface.empty() || k.host == "auto",
       fmt::format("cluster.interface = \"{}\": only used with cluster.host = \"auto\" (host is \"{}\")", k.interface,

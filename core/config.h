@@ -68,6 +68,7 @@ struct DataConfig {
   int64_t seq_len = 256;     // lm: bytes per training sequence
   int64_t max_examples = 0;  // use only the first N training examples (0 = all)
   int64_t eval_max_examples = 0;  // cap on validation examples per evaluation (0 = all)
+  int64_t test_max_examples = 0;  // cap on test examples (G2P: words) at the end of training (0 = all)
 };
 
 struct OptimConfig {
@@ -102,10 +103,13 @@ struct TrainConfig {
   int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
   double max_minutes = 0;      // stop after this wall time (0 = no limit)
   std::string output = "runs/default";  // directory for model.safetensors and logs
+  // A fresh job into an output that holds another run's model, metrics or
+  // checkpoints removes them (`--overwrite`); false: the job refuses to start.
+  bool overwrite = false;
   bool test_at_end = true;     // evaluate the test split after the last step
   std::string device = "auto";  // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
   MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
-  std::string log_level = "info";
+  std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
 };
 
 // The processes of a job (DESIGN.md §1, §4). Under mpirun the number of
@@ -123,7 +127,10 @@ struct ClusterConfig {
   // other processes (the traffic would take cycles from compute).
   Overlap overlap = Overlap::kAuto;    // auto | on | off
   int64_t stream_bytes = 256 << 10;    // bsp + overlap: a server's updated bytes between streamed parts
-  double timeout_s = 120;              // longest wait for a peer before the job fails, naming it
+  double timeout_s = 120;              // longest wait for a peer of a running job before it fails, naming it
+  // Longest wait for the job's processes to start: the rendezvous, loading
+  // data and the start barrier (containers may be pulled and started late).
+  double start_timeout_s = 600;
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
   InProcess in_process = InProcess::kThreads;  // threads | sequential (runs without mpirun)

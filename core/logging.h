@@ -8,9 +8,10 @@
 
 namespace pst {
 
-// level: trace, debug, info, warn, error, off. Unknown names keep "info".
-// who, when not empty, tags every line (e.g. "worker 1"), for jobs whose
-// processes share one terminal.
+// level: trace, debug, info, warn, error, critical, off (config validation
+// rejects others; here an unknown name keeps "info"). who, when not empty,
+// tags every line (e.g. "worker 1"), for jobs whose processes share one
+// terminal. Levels are coloured only where core/terminal.h allows it.
 void init_logging(const std::string& level, const std::string& who = "");
 
 }  // namespace pst

@@ -151,7 +151,7 @@ Result<int64_t> write_checkpoint_part(const std::string& root, const std::string
     bytes += f.bytes;
   }
   PST_RETURN_IF_ERROR(write_manifest(dir, m));
-  PST_RETURN_IF_ERROR(prune_checkpoints(root, keep));
+  PST_RETURN_IF_ERROR(prune_checkpoints(root, keep, m.step));
   return bytes;
 }
 
@@ -296,8 +296,9 @@ Result<ShardState> load_shard(const std::string& dir, const Manifest& m, const P
   return s;
 }
 
-Status prune_checkpoints(const std::string& root, int64_t keep) {
+Status prune_checkpoints(const std::string& root, int64_t keep, int64_t written) {
   auto dirs = step_dirs(root);
+  std::erase_if(dirs, [&](const auto& d) { return d.first > written; });
   std::vector<std::string> complete;
   int64_t newest_complete = -1;
   for (const auto& [step, dir] : dirs)

@@ -96,8 +96,11 @@ Status check_model(const Manifest& m, const ParamTable& table);
 // checkpoint: pieces are found by (tensor name, offset) in any of its files.
 Result<ShardState> load_shard(const std::string& dir, const Manifest& m, const ParamTable& table,
                               const std::vector<ChunkRange>& ranges);
-// Removes all but the newest `keep` complete checkpoints under root, and
-// directories without a manifest older than the newest complete one.
-Status prune_checkpoints(const std::string& root, int64_t keep);
+// After the checkpoint of step `written`: removes all but the newest `keep`
+// complete checkpoints of steps up to `written` under root, and directories
+// without a manifest older than the newest of those. Checkpoints of later
+// steps (a run resumed from an earlier step left them) are not this run's
+// to remove, and the one just written is always kept.
+Status prune_checkpoints(const std::string& root, int64_t keep, int64_t written);
 
 }  // namespace pst

@@ -28,16 +28,18 @@ double LrSchedule::lr(int64_t t) const {
     case ScheduleKind::kCosine: {
       if (cfg_.cycle_steps > 0) {
         // SGDR: the period starts at T_0 and grows by T_mult at each restart.
-        double t_cur = s, t_i = static_cast<double>(cfg_.cycle_steps);
-        const double mult = static_cast<double>(cfg_.cycle_mult);
-        if (mult == 1.0) {
-          t_cur = std::fmod(s, t_i);
+        // The cycle is found in integers: a logarithm's quotient can fall
+        // just below a whole number at a restart and miss it.
+        int64_t t_cur = t - w, t_i = cfg_.cycle_steps;
+        if (cfg_.cycle_mult == 1) {
+          t_cur %= t_i;
         } else {
-          const double n = std::floor(std::log(s / t_i * (mult - 1.0) + 1.0) / std::log(mult));
-          t_cur = s - t_i * (std::pow(mult, n) - 1.0) / (mult - 1.0);
-          t_i = t_i * std::pow(mult, n);
+          while (t_cur >= t_i) {
+            t_cur -= t_i;
+            t_i *= cfg_.cycle_mult;
+          }
         }
-        return lo + (base_ - lo) * (1.0 + std::cos(M_PI * t_cur / t_i)) / 2.0;
+        return lo + (base_ - lo) * (1.0 + std::cos(M_PI * static_cast<double>(t_cur) / static_cast<double>(t_i))) / 2.0;
       }
       return lo + (base_ - lo) * (1.0 + std::cos(M_PI * std::min(s, D) / D)) / 2.0;
     }

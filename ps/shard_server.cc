@@ -49,6 +49,8 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
   o.checkpoint_every = job.checkpoint.every_steps;
   o.checkpoint_minutes = job.checkpoint.every_minutes;
   o.checkpoint_keep = job.checkpoint.keep;
+  if (job.checkpoint.every_steps > 0 || job.checkpoint.every_minutes > 0) o.final_step = job.train.steps;
+  o.max_minutes = job.train.max_minutes;
   return o;
 }
 
@@ -108,7 +110,8 @@ void ShardServer::restore(const ShardState& state, int64_t version, int64_t appl
 }
 
 void ShardServer::checkpoint_if_due(const StepReport& report) {
-  const bool due = report.checkpoint || (options_.checkpoint_every > 0 && version_ % options_.checkpoint_every == 0);
+  const bool due = report.checkpoint || (options_.checkpoint_every > 0 && version_ % options_.checkpoint_every == 0) ||
+                   (options_.final_step > 0 && version_ == options_.final_step);
   if (!due || options_.consistency != Consistency::kBsp || options_.checkpoint_root.empty()) {
     if (report.stop && options_.server == 0)
       spdlog::warn("server 0: the job stops at step {} without a checkpoint ({})", version_,
@@ -152,6 +155,7 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
 }
 
 Status ShardServer::serve() {
+  serve_started_ns_ = steady_ns();
   Status s = serve_until_done();
   if (!s.ok()) {
     // Workers waiting for weights learn why, and whom the server waited for,
@@ -518,7 +522,12 @@ void ShardServer::update_loop() {
     GradStats local = opt_.reduce();
     // The control flags: every server adds its own, so all act on the same
     // step (a checkpoint of it; the job's end after it).
-    local.stop = stop_asked_.load() || stop_requested();
+    const bool time_up = options_.max_minutes > 0 &&
+                         static_cast<double>(steady_ns() - serve_started_ns_.load()) >= options_.max_minutes * 60e9;
+    if (time_up && !time_up_logged_.exchange(true))
+      spdlog::info("server {}: train.max_minutes = {} reached; the job stops after this step", options_.server,
+                   options_.max_minutes);
+    local.stop = stop_asked_.load() || stop_requested() || time_up;
     local.checkpoint = options_.checkpoint_minutes > 0 &&
                        static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
     const bool bsp = options_.consistency == Consistency::kBsp;

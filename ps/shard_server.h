@@ -70,6 +70,13 @@ struct ShardServerOptions {
   int64_t checkpoint_every = 0;
   double checkpoint_minutes = 0;
   int64_t checkpoint_keep = 3;
+  // A checkpoint of this version too, when checkpoints are on (the job's
+  // last step, written before its final evaluation); 0: none.
+  int64_t final_step = 0;
+  // train.max_minutes: after this long from serve(), the servers stop the
+  // job after the step in progress, as a signal would (with a checkpoint
+  // in BSP); 0: no limit.
+  double max_minutes = 0;
 };
 
 // checkpoint.dir, or its default under train.output.
@@ -205,6 +212,8 @@ class ShardServer {
   // When the last checkpoint was written (or the server started), for
   // checkpoint_minutes; steady-clock nanoseconds.
   std::atomic<int64_t> last_checkpoint_ns_{0};
+  std::atomic<int64_t> serve_started_ns_{0};  // for max_minutes
+  std::atomic<bool> time_up_logged_{false};
   std::string job_toml_;
   uint64_t seed_ = 0;
   std::thread checkpoint_thread_;

@@ -32,7 +32,7 @@ struct Registrant {
 Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets) {
   const JobLayout& l = o.layout;
   std::vector<Registrant> servers, workers;
-  const Deadline deadline = Deadline::after(o.timeout_s);
+  const Deadline deadline = Deadline::after(o.start_timeout_s);
   const Expectation e{o.job_id, l.nodes(), nullptr, -1};
   while (static_cast<int>(servers.size()) < l.servers || static_cast<int>(workers.size()) < l.workers) {
     auto msg = router.receive(deadline, fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
@@ -134,6 +134,17 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       }
       const auto h = m->header();
       const int32_t rank = h.getSender();
+      if (rank < 1 || rank >= nodes) {
+        // A registration after the rendezvous (a node started late, or once
+        // too often) has no rank: the job's members are fixed.
+        const Rejection late{wire::ErrorCode::BAD_HEADER,
+                             h.getKind() == wire::Kind::REGISTER
+                                 ? "the job has started: its servers and workers have all registered"
+                                 : fmt::format("sender {} is not a node of this job (ranks 1..{})", rank, nodes - 1)};
+        spdlog::warn("scheduler: rejected a message: {}", late.message);
+        (void)router.send(msg->route, error_reply(late, o.job_id, 0, m.get()), Deadline::after(1));
+        continue;
+      }
       last_seen[static_cast<size_t>(rank)] = Clock::now();
       switch (h.getKind()) {
         case wire::Kind::SHUTDOWN:
@@ -209,9 +220,13 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       return msg.status();
     }
     const auto now = Clock::now();
+    // Before the start barrier, nodes registered with --role may still be
+    // loading their data (and send no heartbeat yet): the start deadline
+    // applies. Under mpirun every node beats from the start.
+    const double limit = released || !o.rendezvous ? o.timeout_s : o.start_timeout_s;
     for (int32_t r = 1; r < nodes; ++r) {
       const double silent = std::chrono::duration<double>(now - last_seen[static_cast<size_t>(r)]).count();
-      if (done[static_cast<size_t>(r)] || silent <= o.timeout_s) continue;
+      if (done[static_cast<size_t>(r)] || silent <= limit) continue;
       const Status dead = deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
                                             node_name(l, r), silent);
       if (o.metrics) {

@@ -33,7 +33,8 @@ namespace pst {
 struct SchedulerOptions {
   uint64_t job_id = 0;
   JobLayout layout;
-  double timeout_s = 120;
+  double timeout_s = 120;        // a running job's node that sends nothing this long is dead
+  double start_timeout_s = 600;  // the rendezvous, and a node's silence before the start barrier
   bool rendezvous = true;  // false under mpirun, where MPI gave out ranks and endpoints
   SchedulerMetrics* metrics = nullptr;
   std::string file_sd;               // where to write the scrape targets; empty: nowhere

@@ -4,6 +4,10 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/stop.h"
+#include "core/timer.h"
 
 namespace pst {
 
@@ -40,12 +44,39 @@ WordScore score_word(const std::vector<std::string>& predicted,
   return best;
 }
 
+int64_t g2p_output_limit(int64_t letters) { return 2 * letters + 5; }
+
+std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& sources) {
+  std::vector<int64_t> limits;
+  for (const auto& s : sources) limits.push_back(g2p_output_limit(std::max<int64_t>(0, static_cast<int64_t>(s.size()) - 1)));
+  return limits;
+}
+
+namespace {
+
+// Each source's limit, at least 1 and at most the model's max_len - 1.
+std::vector<int64_t> clamp_limits(const Transformer& model, std::vector<int64_t> limits, size_t sources) {
+  PST_CHECK_MSG(limits.size() == sources, "{} output limits for {} sources", limits.size(), sources);
+  for (int64_t& l : limits) l = std::max<int64_t>(1, std::min<int64_t>(l, model.config().max_len - 1));
+  return limits;
+}
+
+}  // namespace
+
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
                                                 const std::vector<std::vector<int32_t>>& sources,
                                                 int64_t max_out) {
+  return greedy_decode(model, sources, std::vector<int64_t>(sources.size(), max_out));
+}
+
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
+                                                const std::vector<std::vector<int32_t>>& sources,
+                                                const std::vector<int64_t>& max_outs) {
   const int64_t B = static_cast<int64_t>(sources.size());
   const int64_t V = model.tgt_vocab();
-  max_out = std::min<int64_t>(max_out, model.config().max_len - 1);
+  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
+  int64_t max_out = 0;
+  for (int64_t l : limit) max_out = std::max(max_out, l);
   Batch batch;
   batch.B = B;
   for (const auto& s : sources) batch.S = std::max<int64_t>(batch.S, static_cast<int64_t>(s.size()));
@@ -76,7 +107,7 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
       int32_t best = 2;
       for (int32_t v = 4; v < V; ++v)
         if (row[v] > row[best]) best = v;
-      if (best == 2 || t == max_out + 1) {
+      if (best == 2 || t == limit[b] + 1) {
         done[b] = true;
         continue;
       }
@@ -99,12 +130,17 @@ std::string describe_eval(Task task, const EvalResult& r) {
 
 std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                     int64_t max_out, const DecodeOptions& options) {
+  return beam_decode(model, sources, std::vector<int64_t>(sources.size(), max_out), options);
+}
+
+std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                    const std::vector<int64_t>& max_outs, const DecodeOptions& options) {
   PST_CHECK_MSG(options.beam >= 1 && options.length_penalty >= 0, "beam {} and length penalty {}", options.beam,
                 options.length_penalty);
   const int64_t B = static_cast<int64_t>(sources.size());
   const int64_t K = options.beam;
   const int64_t V = model.tgt_vocab();
-  max_out = std::max<int64_t>(1, std::min<int64_t>(max_out, model.config().max_len - 1));
+  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
   const auto normalized = [&](double log_prob, int64_t length) {
     return options.length_penalty == 0 ? log_prob
                                        : log_prob / std::pow(static_cast<double>(length), options.length_penalty);
@@ -155,8 +191,8 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
       };
       std::vector<Candidate> cand;
       for (size_t k = 0; k < beams.size(); ++k) {
-        if (t - 1 == max_out) {  // as long as allowed: finished without </s>
-          finished[b].push_back({beams[k].ids, beams[k].log_prob, normalized(beams[k].log_prob, max_out)});
+        if (t - 1 == limit[b]) {  // as long as allowed: finished without </s>
+          finished[b].push_back({beams[k].ids, beams[k].log_prob, normalized(beams[k].log_prob, limit[b])});
           continue;
         }
         const float* row = logits.data() + ((b * K + static_cast<int64_t>(k)) * t + (t - 1)) * V;
@@ -193,7 +229,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
       if (!finished[b].empty() && !beams.empty()) {
         double best = -INFINITY, bound = -INFINITY;
         for (const Hypothesis& h : finished[b]) best = std::max(best, h.score);
-        for (const Live& l : beams) bound = std::max(bound, normalized(l.log_prob, max_out));
+        for (const Live& l : beams) bound = std::max(bound, normalized(l.log_prob, limit[b]));
         if (best >= bound) beams.clear();
       }
     }
@@ -251,7 +287,21 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   double loss = 0.0;
   int64_t correct = 0;
   ForwardOptions opt;
+  Stopwatch since_report;
+  const char* what = to_string(split);
+  auto report = [&](const char* phase, int64_t done, int64_t total, const char* unit) {
+    if (since_report.seconds() < 10) return;
+    spdlog::info("{}: {} {}/{} {}", what, phase, done, total, unit);
+    since_report.reset();
+  };
+  int64_t scored = 0;
   for (const auto& ids : sequential_batches(n, batch_size)) {
+    if (stop_requested()) {
+      r.stopped = true;
+      return r;
+    }
+    report("scoring", scored, n, "examples");
+    scored += static_cast<int64_t>(ids.size());
     const Batch b = collate(ds, ids);
     const LossStats s = model.forward(b, opt);
     loss += s.loss_sum;
@@ -269,17 +319,22 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   const auto& g = static_cast<const G2PDataset&>(ds);
   const auto& words = data.g2p->split(split);
   const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
-  int64_t dist = 0, ref_len = 0, wrong = 0;
+  int64_t dist = 0, ref_len = 0, wrong = 0, decoded_words = 0;
   for (const auto& ids : sequential_batches(nwords, batch_size)) {
+    if (stop_requested()) {
+      r.stopped = true;
+      return r;
+    }
+    report("decoded", decoded_words, nwords, "words");
+    decoded_words += static_cast<int64_t>(ids.size());
     std::vector<std::vector<int32_t>> srcs;
     for (int64_t w : ids) srcs.push_back(g.encode_word(words[w].word));
-    int64_t longest = 0;
-    for (const auto& s : srcs) longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
+    const std::vector<int64_t> limits = g2p_output_limits(srcs);
     std::vector<std::vector<int32_t>> decoded;
     if (decode.beam == 1) {
-      decoded = greedy_decode(model, srcs, 2 * longest + 4);
+      decoded = greedy_decode(model, srcs, limits);
     } else {
-      for (Hypothesis& h : beam_decode(model, srcs, 2 * longest + 4, decode)) decoded.push_back(std::move(h.ids));
+      for (Hypothesis& h : beam_decode(model, srcs, limits, decode)) decoded.push_back(std::move(h.ids));
     }
     for (size_t k = 0; k < ids.size(); ++k) {
       std::vector<std::string> phones;

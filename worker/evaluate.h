@@ -28,6 +28,7 @@ struct EvalResult {
   // lm
   double bits_per_byte = 0.0;
   double perplexity = 0.0;
+  bool stopped = false;  // a stop was asked for: the figures cover part of the split
 };
 
 // One line of the task's metrics, as the training log prints them.
@@ -45,12 +46,25 @@ struct DecodeOptions {
 
 // max_examples = 0 evaluates the whole split (for G2P: the first N words).
 // predictions, if not null, receives one "word<TAB>phones" line per word.
+// A stop (core/stop.h) ends it at the next batch, with `stopped` set. Every
+// 10 s of a long evaluation a log line says how far it has come.
 EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
                     int64_t max_examples, std::vector<std::string>* predictions = nullptr,
                     const DecodeOptions& decode = {});
 
+// The most phones decoded for a word of this many letters: 2 x letters + 5
+// (every CMUdict pronunciation fits; "w" has 7 phones). A model that never
+// emits </s> stops there instead of at the model's max_len.
+int64_t g2p_output_limit(int64_t letters);
+// g2p_output_limit of each source (ids ending in </s>).
+std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& sources);
+
 // Greedy decoding of an encoder-decoder model: for each source (ids ending in
-// </s>), the target ids up to but excluding </s>, at most max_out of them.
+// </s>), the target ids up to but excluding </s>, at most max_out of them
+// (one limit for all, or one per source; never past the model's max_len).
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
+                                                const std::vector<std::vector<int32_t>>& sources,
+                                                const std::vector<int64_t>& max_out);
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
                                                 const std::vector<std::vector<int32_t>>& sources,
                                                 int64_t max_out);
@@ -71,6 +85,8 @@ struct Hypothesis {
 // hypothesis of max_out ids finishes there. It stops once no live
 // hypothesis can beat the best finished one (log-probabilities only fall as
 // outputs grow), and returns that one per source.
+std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                    const std::vector<int64_t>& max_out, const DecodeOptions& options);
 std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                     int64_t max_out, const DecodeOptions& options);
 

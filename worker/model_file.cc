@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cpus.h"
 #include "core/safetensors.h"
 
 namespace pst {
@@ -55,7 +56,7 @@ Result<LoadedModel> load_model(const std::string& path, int threads) {
     src_vocab = m.letters.size();
     tgt_vocab = m.phones.size();
   }
-  m.backend = make_cpu_backend(threads);
+  m.backend = make_cpu_backend(threads > 0 ? threads : cpu_budget().cpus);
   m.model = std::make_unique<Transformer>(m.job.model, src_vocab, tgt_vocab, m.backend.get());
   std::vector<float> w(static_cast<size_t>(m.model->num_params()));
   for (const ParamSpec& p : m.model->table().params()) {

@@ -1,7 +1,5 @@
 #include "worker/trainer.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -9,6 +7,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/stop.h"
+#include "core/terminal.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 
@@ -24,10 +24,10 @@ std::string duration(double s) {
   return fmt::format("{}s", t);
 }
 
-// A one-line progress bar on a terminal; nothing otherwise.
+// A one-line progress bar on a terminal (core/terminal.h); nothing otherwise.
 class ProgressBar {
  public:
-  explicit ProgressBar(bool enabled) : tty_(enabled && ::isatty(STDOUT_FILENO) != 0) {}
+  explicit ProgressBar(bool enabled) : tty_(enabled && progress_allowed()) {}
   void draw(int64_t step, int64_t total, const std::string& text) {
     if (!tty_) return;
     constexpr int kWidth = 30;
@@ -144,6 +144,10 @@ Result<TrainSummary> Trainer::run() {
     bar.clear();
     Stopwatch ev;
     sum.valid = evaluate(*model_, data_, Split::kValid, eval_batch, job_.data.eval_max_examples);
+    if (sum.valid.stopped) {
+      sum.eval_stopped = true;
+      return;
+    }
     if (mon) mon->set_eval_loss(sum.valid.loss);
     spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe_eval(data_.task, sum.valid), ev.seconds());
     write_eval(opt_.metrics, "valid", data_.task, step, wall.seconds(), train_seconds, sum.valid);
@@ -218,8 +222,9 @@ Result<TrainSummary> Trainer::run() {
     sum.applied_steps = info.applied_steps;
     if (mon) mon->step_done(tokens, dt, info.lr, info.grad_norm);
 
-    sum.stopped = info.stop && step + 1 < tc.steps;
-    const bool last = step + 1 == tc.steps || (deadline > 0 && wall.seconds() >= deadline) || sum.stopped;
+    const bool time_up = deadline > 0 && wall.seconds() >= deadline && step + 1 < tc.steps;
+    sum.stopped = (info.stop || time_up) && step + 1 < tc.steps;
+    const bool last = step + 1 == tc.steps || sum.stopped;
     if ((step + 1) % tc.log_every == 0 || last) {
       const double loss = interval_tokens > 0 ? interval_loss / static_cast<double>(interval_tokens) : 0.0;
       const double tps = interval_train > 0 ? static_cast<double>(interval_tokens) / interval_train : 0.0;
@@ -254,25 +259,33 @@ Result<TrainSummary> Trainer::run() {
       run_valid(step + 1);
     }
     if (sum.stopped) {
-      spdlog::info("stopped after step {} (stop requested); resume with --resume latest", step + 1);
-      break;
-    }
-    if (last && step + 1 < tc.steps) {
-      spdlog::info("train.max_minutes = {} reached after {} steps", tc.max_minutes, step + 1);
+      if (time_up)
+        spdlog::info("train.max_minutes = {} reached after step {}; resume with --resume latest", tc.max_minutes,
+                     step + 1);
+      else
+        spdlog::info("stopped after step {} (a signal, or train.max_minutes on the servers); resume with --resume "
+                     "latest", step + 1);
       break;
     }
   }
   bar.clear();
   PST_RETURN_IF_ERROR(need(n));  // the last pull, before evaluation and before the caller reads the model
-  if (!sum.stopped) run_valid(sum.steps);
-  if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0 && !sum.stopped) {
-    Stopwatch ev;
-    sum.test = evaluate(*model_, data_, Split::kTest, eval_batch, 0);
-    sum.have_test = true;
-    spdlog::info("test: {} [{:.1f}s]", describe_eval(data_.task, sum.test), ev.seconds());
-    write_eval(opt_.metrics, "test", data_.task, sum.steps, wall.seconds(), train_seconds, sum.test);
-  }
   sum.train_seconds = train_seconds;
+  if (opt_.save) PST_RETURN_IF_ERROR(opt_.save());
+  sum.eval_stopped = false;  // (a stop during an earlier validation has stopped training too)
+  if (!sum.stopped) run_valid(sum.steps);
+  if (opt_.evaluate && tc.test_at_end && data_.test->size() > 0 && !sum.stopped && !sum.eval_stopped) {
+    Stopwatch ev;
+    sum.test = evaluate(*model_, data_, Split::kTest, eval_batch, job_.data.test_max_examples);
+    if (sum.test.stopped) {
+      sum.eval_stopped = true;
+    } else {
+      sum.have_test = true;
+      spdlog::info("test: {} [{:.1f}s]", describe_eval(data_.task, sum.test), ev.seconds());
+      write_eval(opt_.metrics, "test", data_.task, sum.steps, wall.seconds(), train_seconds, sum.test);
+    }
+  }
+  if (sum.eval_stopped) spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());
   sum.wall_seconds = wall.seconds();
   return sum;
 }

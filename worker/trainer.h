@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,10 @@ struct TrainSummary {
   EvalResult valid;
   EvalResult test;
   bool have_test = false;
-  bool stopped = false;       // a graceful stop ended training before train.steps (no evaluation after it)
+  // A graceful stop (a signal, train.max_minutes) ended training before
+  // train.steps: no evaluation after it; --resume latest continues.
+  bool stopped = false;
+  bool eval_stopped = false;  // a stop during the final evaluation cut it short
 };
 
 struct TrainerOptions {
@@ -39,8 +43,10 @@ struct TrainerOptions {
   std::vector<int64_t> shards = {0};
   int64_t workers = 1;
   bool evaluate = true;  // validation (train.eval_every) and test (train.test_at_end) metrics
-  bool stop_at_max_minutes = true;  // honour train.max_minutes (a lone process only)
-  bool progress = true;             // a progress bar when stdout is a terminal
+  // Honour train.max_minutes here (a lone process); with servers they do,
+  // by stopping the job as a signal would.
+  bool stop_at_max_minutes = true;
+  bool progress = true;             // a progress bar where core/terminal.h allows one
   double clip_norm = 0;             // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
   // Push per layer and pull in layer order when the client can (cluster.overlap).
@@ -50,6 +56,10 @@ struct TrainerOptions {
   // skip the batches of the steps before it, and the first pull asks for
   // that version.
   int64_t first_step = 0;
+  // Called once the last weights are in the model, before the final
+  // validation and test: writes the model, so that a stop during that
+  // evaluation (which ends it at once) keeps it. Null: nothing to write.
+  std::function<Status()> save;
 };
 
 class Trainer {

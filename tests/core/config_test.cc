@@ -99,6 +99,21 @@ TEST(ConfigTest, RangesAreChecked) {
   expect_error("[schedule]\nkind = \"inverse_sqrt\"\n", {}, {"inverse_sqrt", "warmup_steps"});
 }
 
+TEST(ConfigTest, LogLevelsAreCheckedLikeEveryOtherKey) {
+  expect_error("[train]\nlog_level = \"debgu\"\n", {}, {"train.log_level = \"debgu\"", "trace, debug, info"});
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"})
+    EXPECT_TRUE(parse_config("", "job.toml", {std::string("train.log_level=") + level}).ok()) << level;
+}
+
+TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
+  expect_error("", {"cluster.start_timeout_s=0"}, {"cluster.start_timeout_s = 0", "positive"});
+  expect_error("", {"schedule.cycle_mult=0"}, {"schedule.cycle_mult = 0", "[1, 1000]"});
+  auto c = parse_config("", "job.toml", {"cluster.start_timeout_s=30", "data.test_max_examples=7"});
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->cluster.start_timeout_s, 30);
+  EXPECT_EQ(c->data.test_max_examples, 7);
+}
+
 TEST(ConfigTest, SyntaxErrorHasLine) { expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"}); }
 
 TEST(ConfigTest, OverridesApplyAndAreChecked) {

@@ -10,7 +10,10 @@
 #    servers and steps of both workers = train.steps, worker 0's
 #    pst_train_loss = the last loss in train.output/metrics.jsonl;
 #  - promtool: the config and the alert rules are valid, the rules' unit
-#    tests pass, and every query of the Grafana dashboard parses.
+#    tests pass, and every query of the Grafana dashboard parses;
+#  - alerts (PstNodeDown's `for` shortened to 3 s): none after the job ended
+#    well (it retired its scrape targets), PstNodeDown firing after a
+#    worker of a second job was killed with kill -9.
 # Usage: prometheus_test.sh PATH_TO_PST
 set -uo pipefail
 PST=$1
@@ -46,6 +49,16 @@ check "every dashboard query parses" promtool check rules "$TMP/dashboard.rules.
 mkdir -p "$TMP/prom/targets"
 cp -r "$ROOT/monitoring/prometheus/." "$TMP/prom/"
 sed -i 's/scrape_interval: 15s/scrape_interval: 1s/; s/evaluation_interval: 15s/evaluation_interval: 1s/' "$TMP/prom/prometheus.yml"
+python3 - "$TMP/prom/rules/pst.rules.yml" <<'EOF'
+import sys, yaml
+path = sys.argv[1]
+doc = yaml.safe_load(open(path))
+for group in doc["groups"]:
+    for rule in group["rules"]:
+        if rule.get("alert") == "PstNodeDown":
+            rule["for"] = "3s"
+yaml.safe_dump(doc, open(path, "w"))
+EOF
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 API="http://127.0.0.1:$PORT/api/v1"
 prometheus --config.file="$TMP/prom/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
@@ -124,6 +137,35 @@ check "pst_train_loss is finite and falls ($first_loss -> $last_loss)" \
 logged=$(grep '"kind":"train"' "$TMP/out/metrics.jsonl" | tail -1 | grep -o '"loss":[0-9.]*' | cut -d: -f2)
 check "worker 0's last pst_train_loss equals the logged $logged (got $last_loss)" \
   awk -v a="$last_loss" -v b="${logged:-x}" 'BEGIN {d = a - b; exit !(b != "x" && d < 1e-5 && d > -1e-5)}'
+
+# 3. Alerts. The job ended well: its targets are gone, nothing is down.
+alerts() { query 'ALERTS{alertname="PstNodeDown"}' | grep -o '"alertstate": "[a-z]*"' | sort -u | tr '\n' ' '; }
+sleep 8
+check "no PstNodeDown after the job ended well (got: $(alerts))" test -z "$(alerts)"
+check "its file_sd lists no target" python3 -c "import json, sys; sys.exit(json.load(open('$TMP/prom/targets/pst.json')) != [])"
+
+# A second job loses a worker to kill -9: mpirun ends it, nobody retires its
+# targets, and PstNodeDown fires.
+rm -rf "$TMP/out2"
+mpirun --oversubscribe --bind-to none -np 4 bash -c 'echo $$ > "'"$TMP"'/pid.$OMPI_COMM_WORLD_RANK"; exec "$0" "$@"' \
+  "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set train.steps=1000000 --set train.log_every=20 \
+  --set train.output="$TMP/out2" --set metrics.file_sd="$TMP/prom/targets/pst2.json" >"$TMP/job2.log" 2>&1 &
+echo $! >"$TMP/mpirun.pid"
+for _ in $(seq 1 120); do grep -q "step 40/" "$TMP/job2.log" && break; sleep 0.5; done
+check "the second job trains" grep -q "step 40/" "$TMP/job2.log"
+for _ in $(seq 1 20); do
+  [[ $(query 'count(up{job="pst"} == 1)' | awk '{print $NF}') == 4 ]] && break
+  sleep 0.5
+done
+kill -9 "$(cat "$TMP/pid.3")"
+timeout 60 tail --pid="$(cat "$TMP/mpirun.pid")" -f /dev/null
+firing=
+for _ in $(seq 1 60); do
+  firing=$(alerts)
+  [[ $firing == *firing* ]] && break
+  sleep 0.5
+done
+check "PstNodeDown fires after kill -9 (got: $firing)" bash -c "[[ '$firing' == *firing* ]]"
 
 echo "prometheus_test: $passes checks passed, $failures failed (loss $first_loss -> $last_loss over $n scrapes)"
 [[ $failures == 0 ]]

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # A job whose processes start on their own, without MPI, as containers would
 # run them (`pst train --role ... --scheduler ENDPOINT`), on loopback:
-#  1. a scheduler, 2 servers and 2 workers give the weights of one process
-#     playing the 2 workers (the servers sum their statistics through the
-#     scheduler);
+#  1. a scheduler, 2 servers and 2 workers, and a scheduler, 1 server and
+#     1 worker, give the weights of one process playing the workers, bit for
+#     bit (the servers sum their statistics through the scheduler; the
+#     references compute with 1 thread, the role processes with as many as
+#     they resolve); a worker started after more than cluster.timeout_s
+#     still joins (the rendezvous waits cluster.start_timeout_s), and one
+#     more worker after the start is refused by name while the job goes on;
 #  2. kill -9 of a worker: every other process ends non-zero within a few
 #     deadlines (cluster.timeout_s = 4), and each names the dead worker;
 #  3. kill -9 of a server: every other process ends non-zero, and the
@@ -13,8 +17,8 @@
 #     complete, and a job resumed from it equals an uninterrupted one.
 # Usage: roles_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
 set -uo pipefail
-PST=$1
-DIFF=$2
+PST=$(realpath "$1")
+DIFF=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d)
 PIDS=()
@@ -23,32 +27,39 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-export OMP_NUM_THREADS=1
+unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"
 
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set train.test_at_end=false
      --set data.batch_size=16 --set model.dropout=0.1 --set model.attention_dropout=0.1
      --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=2 --set train.threads=1)
 
-# start_job NAME STEPS TIMEOUT: starts the 5 processes; their PIDs go to
-# SCHED, SERVERS and WORKERS (workers in order of start).
+# start_job NAME STEPS TIMEOUT [SERVERS WORKERS [WORKER_DELAY [EXTRA...]]]:
+# starts the processes (2 servers and 2 workers unless told), the workers
+# WORKER_DELAY seconds after the others; their PIDs go to SCHED, SERVERS and
+# WORKERS (workers in order of start), their arguments to ARGS.
 start_job() {
-  local name=$1 steps=$2 timeout=$3 sock="ipc://$TMP/$1.sock"
-  local args=("${JOB[@]}" --set train.steps="$steps" --set cluster.timeout_s="$timeout" --set train.log_every=1
-              --set train.output="$TMP/$name")
+  local name=$1 steps=$2 timeout=$3 nservers=${4:-2} nworkers=${5:-2} delay=${6:-0} sock="ipc://$TMP/$1.sock"
+  shift $(($# < 6 ? $# : 6))
+  ARGS=("${JOB[@]}" --set train.steps="$steps" --set cluster.timeout_s="$timeout" --set train.log_every=1
+        --set cluster.servers="$nservers" --set cluster.workers="$nworkers" --set train.output="$TMP/$name" "$@")
+  local args=("${ARGS[@]}")
+  cd "$TMP" || return 1  # (relative outputs are under $TMP)
   "$PST" train "${args[@]}" --role scheduler --scheduler "$sock" >"$TMP/$name.scheduler.log" 2>&1 &
   SCHED=$!
   SERVERS=()
   WORKERS=()
-  for i in 0 1; do
+  for ((i = 0; i < nservers; i++)); do
     "$PST" train "${args[@]}" --role server --scheduler "$sock" >"$TMP/$name.server$i.log" 2>&1 &
     SERVERS+=($!)
   done
-  for i in 0 1; do
+  sleep "$delay"
+  for ((i = 0; i < nworkers; i++)); do
     "$PST" train "${args[@]}" --role worker --scheduler "$sock" >"$TMP/$name.worker$i.log" 2>&1 &
     WORKERS+=($!)
   done
   PIDS+=("$SCHED" "${SERVERS[@]}" "${WORKERS[@]}")
+  cd - >/dev/null || return 1
 }
 
 # wait_all SECONDS PID...: waits for the processes to end; fails if one is
@@ -68,13 +79,34 @@ wait_all() {
   done
 }
 
-# 1. Equivalence with one process playing both workers.
-start_job eq 5 60
+# 1. Equivalence with one process playing the workers, whatever the threads.
+start_job eq 5 60 2 2 0 --set train.threads=0
 check "the role job ends" wait_all 120 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
 check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
-check "reference" timeout 120 "$PST" train "${JOB[@]}" --set train.steps=5 --set cluster.in_process=sequential \
-  --set train.output="$TMP/ref" >"$TMP/ref.log" 2>&1
-check "2 servers + 2 workers equal one process" "$DIFF" "$TMP/eq/model.safetensors" "$TMP/ref/model.safetensors" 0 1e-6
+check "reference" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=5 \
+  --set cluster.in_process=sequential --set train.output="$TMP/ref" >"$TMP/ref.log" 2>&1
+check "2 servers + 2 workers equal one process, bit for bit" \
+  "$DIFF" "$TMP/eq/model.safetensors" "$TMP/ref/model.safetensors" 0 0
+check "the role workers computed with 2 threads" grep -q "worker: 2 compute threads" "$TMP/eq.worker0.log"
+
+# The worker starts 6 s after the others, past cluster.timeout_s = 2; once
+# the job runs, one more worker of the same job (as from another host: its
+# train.output, relative, is another folder) registers and is refused.
+start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1
+for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
+mkdir -p "$TMP/elsewhere"
+(cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --role worker --scheduler "ipc://$TMP/eq1.sock") \
+  >"$TMP/late.log" 2>&1
+late=$?
+check "a worker past the rendezvous exits non-zero ($late)" test "$late" -ne 0
+check "and is told the job has started" grep -q "the job has started" "$TMP/late.log"
+check "the 1 + 1 + 1 job with a late worker ends" wait_all 180 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
+check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0"
+check "reference W=1" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=40 \
+  --set cluster.servers=1 --set cluster.workers=1 --set cluster.in_process=sequential --set train.output="$TMP/ref1" \
+  >"$TMP/ref1.log" 2>&1
+check "1 server + 1 worker equal one process, bit for bit" \
+  "$DIFF" "$TMP/eq1/model.safetensors" "$TMP/ref1/model.safetensors" 0 0
 
 # which_worker NAME PID: the index the scheduler gave the worker with that PID.
 which_worker() {
@@ -124,7 +156,7 @@ check "uninterrupted to step $((step + 3))" timeout 300 "$PST" train "${JOB[@]}"
 check "resumed to step $((step + 3))" timeout 300 "$PST" train "${JOB[@]}" --set train.steps=$((step + 3)) \
   --set train.output="$TMP/gs-resumed" --resume "$TMP/gs/checkpoints/$(printf 'step-%09d' "$step")" \
   >"$TMP/gs-resumed.log" 2>&1
-check "resumed equals uninterrupted" "$DIFF" "$TMP/gs-resumed/model.safetensors" "$TMP/gs-full/model.safetensors" 0 1e-6
+check "resumed equals uninterrupted, bit for bit" "$DIFF" "$TMP/gs-resumed/model.safetensors" "$TMP/gs-full/model.safetensors" 0 0
 
 echo "$passes passed, $failures failed"
 if [[ $failures -ne 0 ]]; then

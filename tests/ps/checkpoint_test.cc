@@ -161,13 +161,29 @@ TEST(CheckpointTest, PruneKeepsTheNewestComplete) {
   for (int64_t step : {10, 20, 30, 40}) write_checkpoint(root.path(), table, 1, 1024, step);
   fs::create_directories(checkpoint_dir(root.path(), 25));  // an interrupted write: no manifest
   fs::create_directories(checkpoint_dir(root.path(), 50));  // one in progress, newer than all
-  ASSERT_TRUE(prune_checkpoints(root.path(), 2).ok());
+  ASSERT_TRUE(prune_checkpoints(root.path(), 2, 40).ok());
   EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 10)));
   EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 20)));
   EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 25)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 30)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 40)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 50))) << "a newer write in progress is left alone";
+}
+
+// A run resumed from step 20 of a run that went on to step 40 writes step
+// 30: keeping the newest 2 by step number alone would remove the step just
+// written. Later steps are left alone, the new one and its predecessor stay.
+TEST(CheckpointTest, PruneNeverRemovesTheCheckpointJustWritten) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  for (int64_t step : {10, 20, 35, 40}) write_checkpoint(root.path(), table, 1, 1024, step);
+  write_checkpoint(root.path(), table, 1, 1024, 30);
+  ASSERT_TRUE(prune_checkpoints(root.path(), 2, 30).ok());
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 30))) << "the checkpoint just written";
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 20)));
+  EXPECT_FALSE(fs::exists(checkpoint_dir(root.path(), 10)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 35)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(root.path(), 40)));
 }
 
 // The resume invariant at the optimizer's level: 2 servers take 3 steps,

@@ -68,6 +68,43 @@ TEST(ScheduleTest, WarmupThenFormulas) {
   }
 }
 
+// CosineAnnealingWarmRestarts as torch steps it, one step at a time: T_cur
+// grows by one and, on reaching T_i, wraps to 0 while T_i grows by T_mult.
+// Every restart must give the full rate; a cycle index taken from a
+// logarithm misses some (T_0 = 5, T_mult = 3 at step 605).
+TEST(ScheduleTest, WarmRestartsMatchTorchSteppedOneStepAtATime) {
+  const double base = 0.1, eta_min = 0.001;
+  int64_t restarts = 0;
+  for (int64_t mult = 1; mult <= 5; ++mult) {
+    for (int64_t t0 : {1, 2, 3, 5, 7, 12}) {
+      for (int64_t warmup : {0, 3}) {
+        ScheduleConfig c = sched(ScheduleKind::kCosine, warmup);
+        c.cycle_steps = t0;
+        c.cycle_mult = mult;
+        c.min_lr = eta_min;
+        LrSchedule s(c, base, 64, 1000);
+        int64_t t_cur = 0, t_i = t0;
+        int mismatches = 0;
+        for (int64_t step = warmup; step < warmup + 200000 && mismatches < 3; ++step) {
+          if (step > warmup && ++t_cur >= t_i) {
+            t_cur -= t_i;
+            t_i *= mult;
+          }
+          const double expect =
+              eta_min + (base - eta_min) * (1 + std::cos(M_PI * static_cast<double>(t_cur) / static_cast<double>(t_i))) / 2;
+          if (t_cur == 0) ++restarts;
+          if (std::abs(s.lr(step) - expect) > 1e-12) {
+            ++mismatches;
+            ADD_FAILURE() << "T_0 " << t0 << " T_mult " << mult << " warmup " << warmup << " step " << step
+                          << ": lr " << s.lr(step) << ", torch " << expect << " (T_cur " << t_cur << " of " << t_i << ")";
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(restarts, 1000);
+}
+
 TEST(ScheduleTest, MatchesTorchSchedulers) {
   auto f = SafetensorsFile::read(testing::source_path("tests/reference/fixtures/optim/schedules.safetensors"));
   ASSERT_TRUE(f.ok());
@@ -99,6 +136,14 @@ TEST(ScheduleTest, MatchesTorchSchedulers) {
   c.cycle_steps = 12;
   c.cycle_mult = 1;
   cases.push_back({"sgdr1", c, 60});
+  c = sched(ScheduleKind::kCosine);
+  c.cycle_steps = 5;
+  c.cycle_mult = 3;
+  c.min_lr = 0.001;
+  cases.push_back({"sgdr3", c, 700});
+  c.cycle_steps = 3;
+  c.cycle_mult = 4;
+  cases.push_back({"sgdr4", c, 700});
   for (const Case& k : cases) {
     const auto expect = f->find(k.name)->to_f32();
     LrSchedule s(k.cfg, 0.1, 64, k.total);

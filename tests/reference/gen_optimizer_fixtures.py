@@ -73,7 +73,7 @@ def schedules_fixture():
     steps = 60
     out = {}
 
-    def record(name, make):
+    def record(name, make, steps=steps):
         p = torch.zeros(1, requires_grad=True)
         opt = torch.optim.SGD([p], lr=0.1)
         sched = make(opt)
@@ -91,6 +91,9 @@ def schedules_fixture():
     record("exponential", lambda o: S.ExponentialLR(o, gamma=math.exp(-0.05)))
     record("sgdr", lambda o: S.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2, eta_min=0.001))
     record("sgdr1", lambda o: S.CosineAnnealingWarmRestarts(o, T_0=12, T_mult=1, eta_min=0.0))
+    # Past restarts where a logarithm's quotient falls short (step 605 for T_0 = 5, T_mult = 3).
+    record("sgdr3", lambda o: S.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=3, eta_min=0.001), steps=700)
+    record("sgdr4", lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=4, eta_min=0.001), steps=700)
     pst_torch.write_safetensors(os.path.join(OUT, "schedules.safetensors"), out)
 
 

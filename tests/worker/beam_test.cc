@@ -165,3 +165,50 @@ TEST(BeamSearchTest, EvaluateDecodesEveryWordWithABeam) {
 
 }  // namespace
 }  // namespace pst
+
+namespace pst {
+namespace {
+
+// A model that can never emit </s> (its output bias for it is -1e4) decodes
+// each word to exactly its own limit, 2 x letters + 5, greedy and beam
+// alike; before, every word of a batch ran to the batch's longest.
+TEST(DecodeLimitTest, EveryWordStopsAtItsOwnLimit) {
+  Fixture f = make_fixture(16);
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  model.init_weights(5);
+  std::vector<float> w(static_cast<size_t>(model.num_params()));
+  model.get_weights(w.data());
+  w[static_cast<size_t>(model.table().offset_of("output.bias") + 2)] = -1e4f;
+  model.set_weights(w.data());
+  const std::vector<int64_t> limits = g2p_output_limits(f.sources);
+  for (size_t i = 0; i < f.sources.size(); ++i)
+    EXPECT_EQ(limits[i], 2 * (static_cast<int64_t>(f.sources[i].size()) - 1) + 5);
+  const auto greedy = greedy_decode(model, f.sources, limits);
+  const auto beam = beam_decode(model, f.sources, limits, DecodeOptions{3, 1.0});
+  for (size_t i = 0; i < f.sources.size(); ++i) {
+    const int64_t want = std::min<int64_t>(limits[i], f.job.model.max_len - 1);
+    EXPECT_EQ(static_cast<int64_t>(greedy[i].size()), want) << "greedy, word " << i;
+    EXPECT_EQ(static_cast<int64_t>(beam[i].ids.size()), want) << "beam, word " << i;
+  }
+}
+
+// The limit never cuts off a right answer: every pronunciation in CMUdict
+// fits its word's limit.
+TEST(DecodeLimitTest, EveryCmudictPronunciationFits) {
+  auto job = load_config(testing::source_path("configs/g2p-small.toml"), {});
+  ASSERT_TRUE(job.ok());
+  auto data = load_task_data(*job);
+  ASSERT_TRUE(data.ok()) << data.status().to_string();
+  int64_t prons = 0;
+  for (const auto* split : {&data->g2p->train, &data->g2p->valid, &data->g2p->test})
+    for (const G2PWord& w : *split)
+      for (const auto& p : w.prons) {
+        ++prons;
+        EXPECT_LE(static_cast<int64_t>(p.size()), g2p_output_limit(static_cast<int64_t>(w.word.size()))) << w.word;
+      }
+  EXPECT_GT(prons, 100000);
+}
+
+}  // namespace
+}  // namespace pst

@@ -2,6 +2,12 @@
 // rest. OpenBLAS runs single-threaded; parallelism comes from splitting the
 // output of large products across OpenMP threads and from parallel loops over
 // rows, heads and elements, so no two thread pools compete for the 2 cores.
+//
+// Results do not depend on the number of threads, bit for bit: every
+// reduction is cut into blocks whose boundaries follow from the shapes alone
+// (never from the thread count), each block is summed in index order by one
+// thread, and the blocks' partial results are combined in block order.
+// Threads only decide who computes a block, not what it computes.
 #include <cblas.h>
 #include <omp.h>
 
@@ -18,8 +24,17 @@
 namespace pst {
 namespace {
 
-// Products below this many multiply-adds run on one thread.
+// Products below this many multiply-adds are one sgemm call.
 constexpr double kParallelGemmFlops = 2e6;
+// Larger products are cut along their larger output dimension into blocks
+// of at least kGemmMinBlock rows (or columns), at most kGemmMaxBlocks of
+// them, of equal size up to a multiple of kGemmAlign. Smaller blocks cost
+// OpenBLAS efficiency; fewer leave cores idle.
+constexpr int64_t kGemmMinBlock = 256;
+constexpr int64_t kGemmMaxBlocks = 8;
+constexpr int64_t kGemmAlign = 16;
+// Rows per block of the layer-norm parameter gradients.
+constexpr int64_t kRowBlock = 32;
 
 class CpuBackend final : public Backend {
  public:
@@ -70,20 +85,21 @@ class CpuBackend final : public Backend {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
             int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
-    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
     const double flops = static_cast<double>(M) * N * K;
-    if (threads <= 1 || flops < kParallelGemmFlops) {
+    if (flops < kParallelGemmFlops) {
       sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
-    // Split the larger output dimension into one contiguous slice per thread.
+    // The blocks depend on the shape only: OpenBLAS may choose another kernel
+    // for another block size, so a split that followed the thread count
+    // would change the rounding with it.
     const bool split_rows = M >= N;
     const int64_t extent = split_rows ? M : N;
-    const int parts = static_cast<int>(std::min<int64_t>(threads, extent));
-#pragma omp parallel for num_threads(parts) schedule(static, 1)
-    for (int part = 0; part < parts; ++part) {
-      const int64_t begin = extent * part / parts, end = extent * (part + 1) / parts;
-      if (begin == end) continue;
+    const int64_t blocks = std::clamp<int64_t>(extent / kGemmMinBlock, 1, kGemmMaxBlocks);
+    auto edge = [&](int64_t b) { return b == blocks ? extent : extent * b / blocks / kGemmAlign * kGemmAlign; };
+#pragma omp parallel for schedule(static) if (blocks > 1 && !omp_in_parallel())
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t begin = edge(blk), end = edge(blk + 1);
       if (split_rows) {
         const float* a = ta ? A + begin : A + begin * lda;
         sgemm(ta, tb, end - begin, N, K, alpha, a, lda, B, ldb, beta, C + begin * ldc, ldc);
@@ -146,14 +162,15 @@ class CpuBackend final : public Backend {
   void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                           const float* w, const float* mean, const float* rstd, int64_t rows,
                           int64_t C) override {
-    const int threads = omp_get_max_threads();
-    std::vector<float> partial(static_cast<size_t>(threads) * 2 * C, 0.0f);
-#pragma omp parallel if (rows * C > 32768)
-    {
-      float* pdw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
+    // dx row by row; dw and db summed over blocks of kRowBlock rows, then
+    // over the blocks in order.
+    const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+    std::vector<float> partial(static_cast<size_t>(blocks) * 2 * C, 0.0f);
+#pragma omp parallel for schedule(static) if (rows * C > 32768)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      float* pdw = partial.data() + static_cast<size_t>(blk) * 2 * C;
       float* pdb = pdw + C;
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t r = blk * kRowBlock; r < std::min(rows, (blk + 1) * kRowBlock); ++r) {
         const float* xr = x + r * C;
         const float* dyr = dy + r * C;
         float* dxr = dx + r * C;
@@ -176,8 +193,8 @@ class CpuBackend final : public Backend {
         }
       }
     }
-    for (int t = 0; t < threads; ++t) {
-      const float* pdw = partial.data() + static_cast<size_t>(t) * 2 * C;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const float* pdw = partial.data() + static_cast<size_t>(blk) * 2 * C;
       for (int64_t c = 0; c < C; ++c) {
         dw[c] += pdw[c];
         db[c] += pdw[C + c];
@@ -412,9 +429,10 @@ class CpuBackend final : public Backend {
   double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
                        float smoothing, float grad_scale, float* dlogits,
                        int64_t* correct) override {
-    double total = 0.0;
+    // Each row's loss lands in its own slot and the slots are added in order.
+    std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
     int64_t right = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total, right) if (N * V > 32768)
+#pragma omp parallel for schedule(static) reduction(+ : right) if (N * V > 32768)
     for (int64_t i = 0; i < N; ++i) {
       const float* x = logits + i * V;
       float* g = dlogits ? dlogits + i * V : nullptr;
@@ -439,7 +457,7 @@ class CpuBackend final : public Backend {
       const double lse = mx + std::log(sum);
       const double nll = lse - x[t];
       const double smooth = lse - sum_logits / static_cast<double>(V);
-      total += (1.0 - smoothing) * nll + smoothing * smooth;
+      row_loss[static_cast<size_t>(i)] = (1.0 - smoothing) * nll + smoothing * smooth;
       right += (arg == t) ? 1 : 0;
       if (g) {
         const float inv = static_cast<float>(1.0 / sum);
@@ -451,6 +469,8 @@ class CpuBackend final : public Backend {
       }
     }
     if (correct) *correct = right;
+    double total = 0.0;
+    for (double l : row_loss) total += l;
     return total;
   }
 

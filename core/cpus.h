@@ -1,0 +1,44 @@
+// How many CPUs this process may use, and why: the number a process that
+// leaves `train.threads = 0` runs its compute threads on.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace pst {
+
+struct CpuBudget {
+  int cpus = 1;  // at least 1
+  // The source that set it, for the log: "OMP_NUM_THREADS=3",
+  // "affinity mask of 2 CPUs", "cgroup CPU quota of 1.5 CPUs" ...
+  std::string why;
+  // The process was limited to fewer CPUs than the machine has (by its
+  // affinity mask or cgroup quota): the budget is its own, not a host's to
+  // share with the job's other processes.
+  bool own = false;
+};
+
+// What the budget is computed from; each field empty where the source is
+// absent. Kept apart from the reading so that tests can give any input.
+struct CpuSources {
+  std::optional<std::string> omp_num_threads;  // the environment variable
+  int online = 1;                               // CPUs of the machine
+  int affinity = 0;                             // CPUs in the affinity mask (0: unknown)
+  std::optional<std::string> cgroup_v2_max;     // cpu.max: "QUOTA PERIOD" or "max PERIOD"
+  std::optional<std::string> cgroup_v1_quota;   // cpu.cfs_quota_us (-1: none)
+  std::optional<std::string> cgroup_v1_period;  // cpu.cfs_period_us
+};
+
+// OMP_NUM_THREADS when it is set to a positive number (its first entry, as
+// OpenMP reads a list); otherwise the smallest of the machine's CPUs, the
+// affinity mask and the cgroup quota rounded up.
+CpuBudget cpu_budget(const CpuSources& sources);
+
+// The sources of this process: its environment, sched_getaffinity and the
+// cgroup files under /sys/fs/cgroup (v2, then v1).
+CpuSources read_cpu_sources();
+
+// cpu_budget(read_cpu_sources()).
+CpuBudget cpu_budget();
+
+}  // namespace pst

@@ -1,0 +1,115 @@
+// The determinism contract of the CPU backend: a forward and backward pass,
+// and the squared norm the servers clip with, give the same bits with 1, 2,
+// 3 or 4 threads. The model is large enough that every parallel path runs
+// (matrix products cut into blocks, layer-norm gradients summed by blocks,
+// loss rows, sum_squares blocks); with a split that followed the thread
+// count, OpenBLAS's rounding changed with it.
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/philox.h"
+#include "model/backend.h"
+#include "model/elementwise.h"
+#include "model/transformer.h"
+#include "tests/model/fixtures.h"
+
+namespace pst {
+namespace {
+
+struct PassResult {
+  double loss = 0;
+  std::vector<float> grads;
+};
+
+Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64_t seed) {
+  const Philox rng(seed, 0);
+  uint64_t k = 0;
+  auto draw = [&](int32_t lo, int32_t hi) { return lo + static_cast<int32_t>(rng.block(k++).v[0] % uint32_t(hi - lo)); };
+  Batch b;
+  b.B = B;
+  b.S = S;
+  b.T = T;
+  for (int64_t i = 0; i < B; ++i) {
+    const int32_t slen = draw(2, static_cast<int32_t>(S) + 1), tlen = draw(2, static_cast<int32_t>(T) + 1);
+    b.src_len.push_back(slen);
+    b.tgt_len.push_back(tlen);
+    for (int64_t s = 0; s < S; ++s) b.src.push_back(s < slen ? draw(4, vocab) : 0);
+    for (int64_t t = 0; t < T; ++t) {
+      b.tgt_in.push_back(t < tlen ? (t == 0 ? 1 : draw(4, vocab)) : 0);
+      b.tgt_out.push_back(t < tlen ? draw(4, vocab) : kIgnoreTarget);
+    }
+  }
+  return b;
+}
+
+PassResult pass(int threads, const Batch& batch, int32_t vocab) {
+  auto be = make_cpu_backend(threads);
+  ModelConfig cfg = testing::tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre);
+  cfg.d_model = 128;
+  cfg.heads = 4;
+  cfg.ffn_dim = 512;
+  cfg.max_len = 32;
+  cfg.dropout = cfg.attention_dropout = 0.1f;
+  Transformer model(cfg, vocab, vocab, be.get());
+  model.init_weights(3);
+  ForwardOptions opt;
+  opt.train = true;
+  opt.grad_scale = 1.0f / static_cast<float>(batch.tokens());
+  opt.label_smoothing = 0.1f;
+  opt.seed = 5;
+  model.zero_grads();
+  PassResult r;
+  r.loss = model.forward(batch, opt).loss_sum;
+  model.backward();
+  r.grads.resize(static_cast<size_t>(model.num_params()));
+  model.get_grads(r.grads.data());
+  return r;
+}
+
+TEST(ThreadsTest, ForwardAndBackwardAreBitwiseEqualForAnyThreadCount) {
+  const int32_t vocab = 40;
+  // 96 x 24 target rows: products of 2304 rows, cut into blocks.
+  const Batch batch = random_batch(96, 20, 24, vocab, 11);
+  const PassResult one = pass(1, batch, vocab);
+  for (int threads : {2, 3, 4}) {
+    const PassResult r = pass(threads, batch, vocab);
+    EXPECT_EQ(std::memcmp(&r.loss, &one.loss, sizeof(double)), 0)
+        << threads << " threads: loss " << r.loss << ", 1 thread " << one.loss;
+    ASSERT_EQ(r.grads.size(), one.grads.size());
+    int shown = 0;
+    for (size_t i = 0; i < r.grads.size() && shown < 5; ++i)
+      if (std::memcmp(&r.grads[i], &one.grads[i], sizeof(float)) != 0) {
+        ADD_FAILURE() << threads << " threads: gradient " << i << " is " << r.grads[i] << ", with 1 thread "
+                      << one.grads[i];
+        ++shown;
+      }
+  }
+  omp_set_num_threads(1);
+}
+
+TEST(ThreadsTest, SumSquaresIsBitwiseEqualForAnyThreadCountAndMatchesTheSum) {
+  std::vector<float> x(3'000'001);
+  const Philox rng(9, 1);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = uniform01(rng.block(i).v[0]) * 2.0f - 1.0f;
+  long double exact = 0;
+  for (float v : x) exact += static_cast<long double>(v) * v;
+  omp_set_num_threads(1);
+  bool bad = true;
+  const double one = sum_squares(x.data(), static_cast<int64_t>(x.size()), &bad);
+  EXPECT_FALSE(bad);
+  EXPECT_NEAR(one, static_cast<double>(exact), 1e-12 * static_cast<double>(exact));
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    const double got = sum_squares(x.data(), static_cast<int64_t>(x.size()), &bad);
+    EXPECT_EQ(std::memcmp(&got, &one, sizeof(double)), 0) << threads << " threads: " << got << " against " << one;
+  }
+  omp_set_num_threads(1);
+}
+
+}  // namespace
+}  // namespace pst
