@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -320,13 +321,21 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   const auto& words = data.g2p->split(split);
   const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
   int64_t dist = 0, ref_len = 0, wrong = 0, decoded_words = 0;
-  for (const auto& ids : sequential_batches(nwords, batch_size)) {
+  // Words are decoded in order of length, so that a batch runs about as
+  // many steps as each of its words needs; predictions keep the split's order.
+  std::vector<int64_t> by_length(static_cast<size_t>(nwords));
+  std::iota(by_length.begin(), by_length.end(), 0);
+  std::stable_sort(by_length.begin(), by_length.end(),
+                   [&](int64_t a, int64_t b) { return words[a].word.size() < words[b].word.size(); });
+  std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
+  for (auto ids : sequential_batches(nwords, batch_size)) {
     if (stop_requested()) {
       r.stopped = true;
       return r;
     }
     report("decoded", decoded_words, nwords, "words");
     decoded_words += static_cast<int64_t>(ids.size());
+    for (int64_t& w : ids) w = by_length[static_cast<size_t>(w)];
     std::vector<std::vector<int32_t>> srcs;
     for (int64_t w : ids) srcs.push_back(g.encode_word(words[w].word));
     const std::vector<int64_t> limits = g2p_output_limits(srcs);
@@ -345,12 +354,13 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
       ref_len += sc.ref_length;
       wrong += sc.correct ? 0 : 1;
       if (predictions) {
-        std::string line = w.word + "\t";
+        std::string& line = lines[static_cast<size_t>(ids[k])];
+        line = w.word + "\t";
         for (size_t p = 0; p < phones.size(); ++p) line += (p ? " " : "") + phones[p];
-        predictions->push_back(line);
       }
     }
   }
+  if (predictions) predictions->insert(predictions->end(), lines.begin(), lines.end());
   r.words = nwords;
   r.per = ref_len > 0 ? static_cast<double>(dist) / static_cast<double>(ref_len) : 0.0;
   r.wer = nwords > 0 ? static_cast<double>(wrong) / static_cast<double>(nwords) : 0.0;
