@@ -125,7 +125,13 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
     m->chunks_ = m->header_.getChunks();
     for (auto c : m->chunks_) (void)c.getBytes();
     switch (m->header_.which()) {
-      case wire::Header::NODE: (void)m->header_.getNode().getEndpoint(); break;
+      case wire::Header::NODE: {
+        const auto node = m->header_.getNode();
+        (void)node.getEndpoint();
+        (void)node.getHost();
+        (void)node.getMetrics();
+        break;
+      }
       case wire::Header::NODES:
         for (auto n : m->header_.getNodes()) (void)n.getEndpoint();
         break;

@@ -9,7 +9,9 @@
 #include <zmq_addon.hpp>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "comm/security.h"
 
@@ -42,8 +44,15 @@ Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames
         if (e.num() == EHOSTUNREACH) return io_error("send to {}: the peer is not connected", to);
         return io_error("send to {}: {}", to, e.what());
       }
-      if (!wait_for(s, ZMQ_POLLOUT, deadline))
+      if (deadline.expired())
         return deadline_exceeded("send to {}: not accepted before the deadline (the peer is not reading)", to);
+      if (route) {
+        // A ROUTER polls writable while any peer has room; this one has
+        // none (ZMQ_ROUTER_MANDATORY said EAGAIN), so retry, not poll.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      } else if (!wait_for(s, ZMQ_POLLOUT, deadline)) {
+        return deadline_exceeded("send to {}: not accepted before the deadline (the peer is not reading)", to);
+      }
     }
   };
   if (route) {

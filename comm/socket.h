@@ -50,7 +50,8 @@ class Router {
   // what for, e.g. "pushes of step 12").
   Result<Routed> receive(Deadline deadline, const std::string& waiting_for);
   // Sends frames to the peer behind `route`. An error (not a silent drop)
-  // when that peer is no longer connected.
+  // when that peer is no longer connected, or when its queue stays full
+  // (it does not read) until `deadline`; other peers never wait for it.
   Status send(const zmq::message_t& route, Frames frames, Deadline deadline);
   zmq::socket_t& socket() { return socket_; }
 

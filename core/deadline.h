@@ -12,7 +12,11 @@ class Deadline {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // Waits longer than kLongest seconds (about 31 years) are taken as that
+  // long: a larger count would overflow the clock's nanoseconds.
+  static constexpr double kLongest = 1e9;
   static Deadline after(double seconds) {
+    seconds = seconds >= 0 ? std::min(seconds, kLongest) : 0.0;  // NaN: now
     return Deadline(Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
   }
   static Deadline never() { return Deadline(Clock::time_point::max()); }

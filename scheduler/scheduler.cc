@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
 #include "comm/message.h"
@@ -23,10 +24,29 @@ std::string node_name(const JobLayout& l, int32_t rank) {
 
 struct Registrant {
   zmq::message_t route;
-  wire::Role role;
+  wire::Role role = wire::Role::WORKER;
   std::string endpoint, host, metrics;
-  uint64_t request_id;
+  uint64_t request_id = 0;
 };
+
+// The fields of a registration, each read once, inside a boundary: a
+// malformed pointer (outside the segment, past the traversal limit) throws
+// kj::Exception, which becomes a rejection, never a crash.
+bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
+  try {
+    const auto node = m.header().getNode();
+    r->role = node.getRole();
+    r->endpoint = node.getEndpoint().cStr();
+    r->host = node.getHost().cStr();
+    r->metrics = node.getMetrics().cStr();
+    r->request_id = m.header().getRequestId();
+    return true;
+  } catch (const kj::Exception& e) {
+    *why = {wire::ErrorCode::BAD_HEADER,
+            fmt::format("a registration that cannot be read: {}", e.getDescription().cStr())};
+    return false;
+  }
+}
 
 // Phase 1: collects Register messages and answers each with the node table.
 Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets) {
@@ -43,18 +63,20 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER)
       why = {wire::ErrorCode::BAD_KIND, fmt::format("{} before the rendezvous is over", kind_name(m->header().getKind()))};
     else if (m && why.message.empty()) {
-      const auto node = m->header().getNode();
-      auto& list = node.getRole() == wire::Role::SERVER ? servers : workers;
-      const int limit = node.getRole() == wire::Role::SERVER ? l.servers : l.workers;
-      if (node.getRole() != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
-        list.push_back({std::move(msg->route), node.getRole(), node.getEndpoint().cStr(), node.getHost().cStr(),
-                        node.getMetrics().cStr(), m->header().getRequestId()});
-        continue;
+      Registrant r;
+      if (read_registration(*m, &r, &why)) {
+        auto& list = r.role == wire::Role::SERVER ? servers : workers;
+        const int limit = r.role == wire::Role::SERVER ? l.servers : l.workers;
+        if (r.role != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
+          r.route = std::move(msg->route);
+          list.push_back(std::move(r));
+          continue;
+        }
+        why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
       }
-      why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
     }
     spdlog::warn("scheduler: rejected a message: {}", why.message);
-    (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(1));
+    (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(0));
   }
   auto send_table = [&](const Registrant& r, int32_t rank) {
     OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, r.request_id);
@@ -129,7 +151,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       auto m = InMessage::parse(std::move(msg->frames), &why);
       if (!m || !validate(*m, e, &why)) {
         spdlog::warn("scheduler: rejected a message: {}", why.message);
-        (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(1));
+        (void)router.send(msg->route, error_reply(why, o.job_id, 0, m.get()), Deadline::after(0));
         continue;
       }
       const auto h = m->header();
@@ -142,79 +164,86 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
                                  ? "the job has started: its servers and workers have all registered"
                                  : fmt::format("sender {} is not a node of this job (ranks 1..{})", rank, nodes - 1)};
         spdlog::warn("scheduler: rejected a message: {}", late.message);
-        (void)router.send(msg->route, error_reply(late, o.job_id, 0, m.get()), Deadline::after(1));
+        (void)router.send(msg->route, error_reply(late, o.job_id, 0, m.get()), Deadline::after(0));
         continue;
       }
       last_seen[static_cast<size_t>(rank)] = Clock::now();
-      switch (h.getKind()) {
-        case wire::Kind::SHUTDOWN:
-          if (!done[static_cast<size_t>(rank)]) {
-            done[static_cast<size_t>(rank)] = true;
-            --remaining;
-            --(l.is_server(rank) ? alive_servers : alive_workers);
-            publish_alive();
-          }
-          break;
-        case wire::Kind::BARRIER:
-          if (released) break;
-          barrier.emplace_back(std::move(msg->route), h.getRequestId());
-          if (l.is_server(rank)) ++servers_at_barrier;
-          if (servers_at_barrier == l.servers && static_cast<int>(barrier.size()) == l.servers + l.workers) {
-            for (auto& [route, request] : barrier) {
-              OutMessage r(wire::Kind::BARRIER, o.job_id, 0, 0, request);
-              PST_RETURN_IF_ERROR(router.send(route, r.finish(), Deadline::after(o.timeout_s)));
+      try {
+        switch (h.getKind()) {
+          case wire::Kind::SHUTDOWN:
+            if (!done[static_cast<size_t>(rank)]) {
+              done[static_cast<size_t>(rank)] = true;
+              --remaining;
+              --(l.is_server(rank) ? alive_servers : alive_workers);
+              publish_alive();
             }
-            released = true;
-            spdlog::info("scheduler: every server is ready; the job starts");
-            if (o.on_start) o.on_start();
+            break;
+          case wire::Kind::BARRIER:
+            if (released) break;
+            barrier.emplace_back(std::move(msg->route), h.getRequestId());
+            if (l.is_server(rank)) ++servers_at_barrier;
+            if (servers_at_barrier == l.servers && static_cast<int>(barrier.size()) == l.servers + l.workers) {
+              for (auto& [route, request] : barrier) {
+                OutMessage r(wire::Kind::BARRIER, o.job_id, 0, 0, request);
+                PST_RETURN_IF_ERROR(router.send(route, r.finish(), Deadline::after(o.timeout_s)));
+              }
+              released = true;
+              spdlog::info("scheduler: every server is ready; the job starts");
+              if (o.on_start) o.on_start();
+            }
+            break;
+          case wire::Kind::REPORT: {
+            if (h.which() != wire::Header::STATS || !l.is_server(rank)) break;
+            const size_t k = static_cast<size_t>(l.server_index(rank));
+            Round& r = rounds[h.getStep()];
+            if (r.in.empty()) {
+              r.sum.assign(static_cast<size_t>(l.servers), 0.0);
+              r.nonfinite.assign(static_cast<size_t>(l.servers), false);
+              r.in.assign(static_cast<size_t>(l.servers), false);
+              r.routes.resize(static_cast<size_t>(l.servers));
+            }
+            if (r.in[k]) break;
+            r.in[k] = true;
+            r.sum[k] = h.getStats().getSumSquares();
+            r.nonfinite[k] = h.getStats().getNonfinite();
+            r.checkpoint = r.checkpoint || h.getStats().getCheckpoint();
+            r.stop = r.stop || h.getStats().getStop();
+            r.routes[k] = {std::move(msg->route), h.getRequestId()};
+            if (++r.count < l.servers) break;
+            double total = 0;
+            bool bad = false;
+            for (int s = 0; s < l.servers; ++s) {
+              total += r.sum[static_cast<size_t>(s)];
+              bad = bad || r.nonfinite[static_cast<size_t>(s)];
+            }
+            // A stop asked of the scheduler (a signal) joins the servers' own:
+            // all of them checkpoint this round and the job ends after it.
+            const bool stop = r.stop || stop_requested();  // read once: every server gets the same answer
+            if (stop && !r.stop && !stop_logged) {
+              spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
+                           stop_signal(), h.getStep() + 1);
+              stop_logged = true;
+            }
+            for (auto& [route, request] : r.routes) {
+              OutMessage reply(wire::Kind::REPORT, o.job_id, 0, h.getStep(), request);
+              auto st = reply.header().initStats();
+              st.setSumSquares(total);
+              st.setNonfinite(bad);
+              st.setCheckpoint(r.checkpoint);
+              st.setStop(stop);
+              PST_RETURN_IF_ERROR(router.send(route, reply.finish(), Deadline::after(o.timeout_s)));
+            }
+            rounds.erase(h.getStep());
+            break;
           }
-          break;
-        case wire::Kind::REPORT: {
-          if (h.which() != wire::Header::STATS || !l.is_server(rank)) break;
-          const size_t k = static_cast<size_t>(l.server_index(rank));
-          Round& r = rounds[h.getStep()];
-          if (r.in.empty()) {
-            r.sum.assign(static_cast<size_t>(l.servers), 0.0);
-            r.nonfinite.assign(static_cast<size_t>(l.servers), false);
-            r.in.assign(static_cast<size_t>(l.servers), false);
-            r.routes.resize(static_cast<size_t>(l.servers));
-          }
-          if (r.in[k]) break;
-          r.in[k] = true;
-          r.sum[k] = h.getStats().getSumSquares();
-          r.nonfinite[k] = h.getStats().getNonfinite();
-          r.checkpoint = r.checkpoint || h.getStats().getCheckpoint();
-          r.stop = r.stop || h.getStats().getStop();
-          r.routes[k] = {std::move(msg->route), h.getRequestId()};
-          if (++r.count < l.servers) break;
-          double total = 0;
-          bool bad = false;
-          for (int s = 0; s < l.servers; ++s) {
-            total += r.sum[static_cast<size_t>(s)];
-            bad = bad || r.nonfinite[static_cast<size_t>(s)];
-          }
-          // A stop asked of the scheduler (a signal) joins the servers' own:
-          // all of them checkpoint this round and the job ends after it.
-          const bool stop = r.stop || stop_requested();  // read once: every server gets the same answer
-          if (stop && !r.stop && !stop_logged) {
-            spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
-                         stop_signal(), h.getStep() + 1);
-            stop_logged = true;
-          }
-          for (auto& [route, request] : r.routes) {
-            OutMessage reply(wire::Kind::REPORT, o.job_id, 0, h.getStep(), request);
-            auto st = reply.header().initStats();
-            st.setSumSquares(total);
-            st.setNonfinite(bad);
-            st.setCheckpoint(r.checkpoint);
-            st.setStop(stop);
-            PST_RETURN_IF_ERROR(router.send(route, reply.finish(), Deadline::after(o.timeout_s)));
-          }
-          rounds.erase(h.getStep());
-          break;
+          default:
+            break;  // heartbeats
         }
-        default:
-          break;  // heartbeats
+      } catch (const kj::Exception& e) {  // a field that cannot be read
+        const Rejection bad{wire::ErrorCode::BAD_HEADER,
+                            fmt::format("a message that cannot be read: {}", e.getDescription().cStr())};
+        spdlog::warn("scheduler: rejected a message: {}", bad.message);
+        (void)router.send(msg->route, error_reply(bad, o.job_id, 0, nullptr), Deadline::after(0));
       }
     } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
       return msg.status();

@@ -126,3 +126,68 @@ TEST(SocketErrorsTest, BindingATakenPortNamesTheEndpoint) {
 
 }  // namespace
 }  // namespace pst
+
+namespace pst {
+namespace {
+
+// A peer that stops reading: once its queue is full, a send to it fails at
+// the deadline, naming the cause, while a send to a peer that reads still
+// goes through at once (a ROUTER polls writable while any peer has room,
+// and the send used to spin on that forever).
+TEST(SocketErrorsTest, APeerThatDoesNotReadFailsAtTheDeadlineAndBlocksNobody) {
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "inproc://not-reading");
+  ASSERT_TRUE(router.ok());
+  auto idle = Dealer::connect(ctx, "inproc://not-reading", "router");
+  auto reader = Dealer::connect(ctx, "inproc://not-reading", "router");
+  ASSERT_TRUE(idle.ok() && reader.ok());
+  (*idle)->socket().set(zmq::sockopt::rcvhwm, 1);
+  auto hello = [](Dealer& d) {
+    Frames f;
+    f.emplace_back("hi", 2);
+    return d.send(std::move(f), Deadline::after(5));
+  };
+  ASSERT_TRUE(hello(**idle).ok());
+  ASSERT_TRUE(hello(**reader).ok());
+  auto a = (*router)->receive(Deadline::after(5), "hello");
+  auto b = (*router)->receive(Deadline::after(5), "hello");
+  ASSERT_TRUE(a.ok() && b.ok());
+  // Which route is whose: answer one and see who gets it.
+  Frames ping;
+  ping.emplace_back("ping", 4);
+  ASSERT_TRUE((*router)->send(a->route, std::move(ping), Deadline::after(5)).ok());
+  const bool a_is_reader = (*reader)->receive(Deadline::after(1), "ping").ok();
+  const zmq::message_t& idle_route = a_is_reader ? b->route : a->route;
+  const zmq::message_t& reader_route = a_is_reader ? a->route : b->route;
+  if (!a_is_reader) {
+    ASSERT_TRUE((*idle)->receive(Deadline::after(1), "ping").ok());
+  }
+
+  Status s;
+  int sent = 0;
+  while (s.ok() && sent < 100000) {
+    Frames f;
+    f.emplace_back("x", 1);
+    s = (*router)->send(idle_route, std::move(f), Deadline::after(0.2));
+    if (s.ok()) ++sent;
+  }
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.to_string();
+  EXPECT_NE(s.message().find("not reading"), std::string::npos) << s.message();
+  EXPECT_LT(sent, 100000) << "the queue never filled";
+  Frames f;
+  f.emplace_back("y", 1);
+  EXPECT_TRUE((*router)->send(reader_route, std::move(f), Deadline::after(0)).ok());
+  EXPECT_TRUE((*reader)->receive(Deadline::after(1), "y").ok());
+}
+
+TEST(DeadlineTest, HugeWaitsDoNotOverflow) {
+  for (double s : {9.3e9, 1e19, 1e300}) {
+    const Deadline d = Deadline::after(s);
+    EXPECT_FALSE(d.expired()) << s;
+    EXPECT_GT(d.remaining_ms(), 1000000) << s;
+  }
+  EXPECT_TRUE(Deadline::after(-5).expired());
+}
+
+}  // namespace
+}  // namespace pst

@@ -446,6 +446,46 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_EQ(weights[1], want);
 }
 
+// A peer that floods the server with bad messages and never reads the
+// Error replies: once its queue is full the server drops them, and the
+// round of the real workers goes on (it used to spin on that one peer
+// forever, ignoring its deadline).
+TEST(ShardServerTest, APeerThatDoesNotReadItsErrorsHoldsUpNobody) {
+  const std::vector<float> w0 = initial_weights(4);
+  ServedShard s("flood-test", w0, 256, 30.0);
+  auto flood = Dealer::connect(s.context(), s.endpoint(), "server 0");
+  ASSERT_TRUE(flood.ok());
+  (*flood)->socket().set(zmq::sockopt::rcvhwm, 1);
+  constexpr int kBad = 3000;  // well past the pipe's high-water marks
+  int sent = 0;
+  for (int i = 0; i < kBad; ++i) {
+    Frames junk;
+    junk.emplace_back("junk", 4);
+    if ((*flood)->send(std::move(junk), Deadline::after(5)).ok()) ++sent;
+  }
+  EXPECT_EQ(sent, kBad);
+  // The server gets through all of them (it used to stop at the first reply
+  // that found the queue full).
+  const Deadline d = Deadline::after(20);
+  while (s.server().rejected() < kBad && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(s.server().rejected(), kBad);
+  const std::vector<float> g(w0.size(), 0.02f);
+  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    PST_RETURN_IF_ERROR(c.push(0, 10, 0.0, g.data()));
+    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
+    return c.shutdown();
+  });
+  const Status served = s.join();
+  EXPECT_TRUE(st[0].ok()) << st[0].to_string();
+  EXPECT_TRUE(st[1].ok()) << st[1].to_string();
+  EXPECT_TRUE(served.ok()) << served.to_string();
+  EXPECT_EQ(s.server().rejected(), kBad);
+  const std::vector<float> want = one_step(s, w0, g, {10, 10});
+  EXPECT_EQ(weights[0], want);
+  EXPECT_EQ(weights[1], want);
+}
+
 // A worker that pushes, asks for the next weights and dies before they
 // come: the server's parts to it fail, and the server must carry on (not
 // stop naming nobody); the next round then ends at the deadline naming that
