@@ -95,7 +95,7 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
       spdlog::error("{}", host.status().message());
       return 2;
     }
-    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host));
+    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host), max_frame_bytes(job->cluster.chunk_bytes));
     if (!r.ok()) {
       spdlog::error("{}", r.status().message());
       return 2;

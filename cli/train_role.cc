@@ -118,7 +118,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
 
   if (role == "scheduler") {
     spdlog::info("resolved config:\n{}", to_toml(*job));
-    auto router = Router::bind(ctx, scheduler);
+    auto router = Router::bind(ctx, scheduler, max_frame_bytes(job->cluster.chunk_bytes));
     if (!router.ok()) {
       spdlog::error("{}", router.status().message());
       return 2;
@@ -133,7 +133,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
       spdlog::error("{}", host.status().message());
       return 2;
     }
-    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host));
+    auto r = Router::bind(ctx, fmt::format("tcp://{}:0", *host), max_frame_bytes(job->cluster.chunk_bytes));
     if (!r.ok()) {
       spdlog::error("{}", r.status().message());
       return 2;

@@ -15,6 +15,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -64,6 +65,12 @@ class OutMessage {
 // (a NodeTable of a few hundred nodes or a few thousand chunk keys), so a
 // megabyte bounds the work a hostile frame can cause.
 constexpr uint64_t kHeaderWordLimit = uint64_t{1} << 17;
+
+// The largest frame a job's peers may send: a header frame within the
+// traversal limit, or one chunk of chunk_bytes (comm/shard_plan.h).
+inline int64_t max_frame_bytes(int64_t chunk_bytes) {
+  return std::max<int64_t>(chunk_bytes, static_cast<int64_t>(kHeaderWordLimit * 8));
+}
 
 struct Rejection {
   wire::ErrorCode code = wire::ErrorCode::INTERNAL;

@@ -134,11 +134,13 @@ Result<std::string> resolve_host(const std::string& host, const std::string& int
   return std::string("127.0.0.1");  // a host with loopback only
 }
 
-Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std::string& endpoint) {
+Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std::string& endpoint,
+                                             int64_t max_message_bytes) {
   std::unique_ptr<Router> r(new Router(context));
   try {
     r->socket_.set(zmq::sockopt::linger, 0);
     r->socket_.set(zmq::sockopt::router_mandatory, 1);
+    if (max_message_bytes > 0) r->socket_.set(zmq::sockopt::maxmsgsize, max_message_bytes);
     secure(context, r->socket_, endpoint, /*server=*/true);
     r->socket_.bind(endpoint);
     r->endpoint_ = r->socket_.get(zmq::sockopt::last_endpoint);

@@ -42,7 +42,10 @@ struct Routed {
 
 class Router {
  public:
-  static Result<std::unique_ptr<Router>> bind(zmq::context_t& context, const std::string& endpoint);
+  // max_message_bytes > 0: ZeroMQ drops the connection of a peer that sends
+  // a larger frame (ZMQ_MAXMSGSIZE; tcp and ipc), before it is buffered.
+  static Result<std::unique_ptr<Router>> bind(zmq::context_t& context, const std::string& endpoint,
+                                              int64_t max_message_bytes = -1);
 
   // The bound endpoint, with the port ZeroMQ chose for tcp port 0.
   const std::string& endpoint() const { return endpoint_; }

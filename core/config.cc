@@ -4,6 +4,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -423,6 +424,9 @@ Result<JobConfig> parse_config(const std::string& toml_text, const std::string& 
 }
 
 Result<JobConfig> load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    return invalid_argument("config file '{}' is a directory; --config takes a TOML job file", path);
   std::ifstream in(path);
   if (!in) return not_found("config file '{}' cannot be opened", path);
   std::stringstream ss;

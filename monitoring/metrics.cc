@@ -90,7 +90,7 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                           .Register(r)),
       rejected(BuildCounter()
                    .Name("pst_messages_rejected_total")
-                   .Help("Messages a server rejected, by reason")
+                   .Help("Messages a server or the scheduler rejected, by reason")
                    .Register(r)),
       staleness(BuildHistogram()
                     .Name("pst_gradient_staleness_steps")
@@ -167,6 +167,10 @@ void ServerMetrics::rejected(const char* reason) { f_.rejected.Add(with(labels_,
 SchedulerMetrics::SchedulerMetrics(MetricFamilies& f, int rank) : f_(f), labels_(node_labels("scheduler", rank)) {}
 
 Labels SchedulerMetrics::with(const char* role) const { return pst::with(labels_, "node_role", role); }
+
+void SchedulerMetrics::rejected(const char* reason) {
+  f_.rejected.Add(pst::with(labels_, "reason", reason)).Increment();
+}
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig& config, int rank,
                                                             const std::string& backend, const std::string& advertise) {

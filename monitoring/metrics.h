@@ -122,6 +122,7 @@ class SchedulerMetrics {
   SchedulerMetrics(MetricFamilies& f, int rank);
   void set_alive(const char* role, int64_t n) { f_.nodes_alive.Add(with(role)).Set(static_cast<double>(n)); }
   void failure(const char* role) { f_.node_failures.Add(with(role)).Increment(); }
+  void rejected(const char* reason);
 
  private:
   Labels with(const char* role) const;

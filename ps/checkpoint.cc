@@ -181,6 +181,29 @@ Status write_manifest(const std::string& dir, const Manifest& m) {
   return write_atomic(dir + "/manifest.json", j.dump(2) + "\n");
 }
 
+// Every number of a manifest within what a job can write: a damaged or
+// crafted one must not resume "happily" at step -5 with 0 servers.
+static Status check_manifest_fields(const std::string& path, const std::string& dir, const Manifest& m) {
+  auto bad = [&](const char* field, auto value, const char* allowed) {
+    return data_loss("{}: {} = {}: must be {}", path, field, value, allowed);
+  };
+  if (m.step < 0) return bad("step", m.step, ">= 0");
+  const std::string name = fs::path(dir).filename().string();
+  if (name.starts_with("step-") && name != fs::path(checkpoint_dir("", m.step)).filename().string())
+    return data_loss("{}: step = {}, but the directory is {}", path, m.step, name);
+  if (m.applied_steps < 0 || m.applied_steps > m.step) return bad("applied_steps", m.applied_steps, "in [0, step]");
+  if (m.skipped_steps < 0 || m.skipped_steps > m.step) return bad("skipped_steps", m.skipped_steps, "in [0, step]");
+  if (m.servers < 1 || m.servers > 1024) return bad("servers", m.servers, "in [1, 1024]");
+  if (m.chunk_bytes < 4 || m.chunk_bytes % 4 != 0 || m.chunk_bytes > (int64_t{1} << 31))
+    return bad("chunk_bytes", m.chunk_bytes, "a multiple of 4 in [4, 2^31]");
+  if (static_cast<int64_t>(m.files.size()) != m.servers)
+    return data_loss("{}: lists {} files for {} servers", path, m.files.size(), m.servers);
+  if (m.params.empty()) return data_loss("{}: lists no parameters", path);
+  for (const CheckpointFile& f : m.files)
+    if (f.bytes < 0) return data_loss("{}: {} has {} bytes", path, f.name, f.bytes);
+  return Status();
+}
+
 Result<Manifest> read_checkpoint(const std::string& dir) {
   const std::string path = dir + "/manifest.json";
   if (!fs::exists(path)) return not_found("{}: no manifest.json (not a complete checkpoint)", dir);
@@ -212,6 +235,7 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
     return data_loss("{}: not a valid manifest: {}", path, e.what());
   }
   if (m.files.empty()) return data_loss("{}: lists no files", path);
+  PST_RETURN_IF_ERROR(check_manifest_fields(path, dir, m));
   for (const CheckpointFile& f : m.files) {
     auto on_disk = checkpoint_file(dir, f.name);
     if (!on_disk.ok()) return data_loss("{}: {} is missing: {}", dir, f.name, on_disk.status().message());

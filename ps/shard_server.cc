@@ -265,12 +265,12 @@ bool ShardServer::handle(Routed msg) {
 Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, const InMessage* m) {
   ++rejected_;
   if (options_.metrics) options_.metrics->rejected(error_code_name(why.code).c_str());
-  spdlog::warn("server {}: rejected a message: {}", options_.server, why.message);
+  reject_log_.warn(fmt::format("server {}: rejected a message: {}", options_.server, why.message));
   // Sent only if the peer has room for it: a peer that does not read its
   // errors (a flood of bad messages) must not hold up the server.
   const Status s = router_->send(route, error_reply(why, options_.job_id, options_.layout.server_rank(options_.server), m),
                                  Deadline::after(0));
-  if (!s.ok()) spdlog::warn("server {}: could not send the error reply: {}", options_.server, s.message());
+  if (!s.ok()) reject_log_.warn(fmt::format("server {}: could not send the error reply: {}", options_.server, s.message()));
   return Status();  // a bad peer never stops the server
 }
 

@@ -40,6 +40,7 @@
 #include "comm/message.h"
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
+#include "core/logging.h"
 #include "monitoring/metrics.h"
 #include "ps/checkpoint.h"
 #include "ps/server.h"
@@ -201,6 +202,7 @@ class ShardServer {
   StepReport last_;
   Status error_;
   std::atomic<int64_t> rejected_{0};
+  WarnThrottle reject_log_;  // receive thread
   std::atomic<int64_t> streamed_parts_{0};
   std::atomic<int64_t> waiting_pulls_{0};
   std::atomic<int64_t> updates_{0};

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "comm/message.h"
 #include "tests/test_util.h"
 
 namespace pst {
@@ -187,6 +188,34 @@ TEST(DeadlineTest, HugeWaitsDoNotOverflow) {
     EXPECT_GT(d.remaining_ms(), 1000000) << s;
   }
   EXPECT_TRUE(Deadline::after(-5).expired());
+}
+
+}  // namespace
+}  // namespace pst
+
+namespace pst {
+namespace {
+
+// A frame over the Router's limit never reaches the application (ZeroMQ drops
+// the sender's connection while decoding), and other peers go on.
+TEST(SocketErrorsTest, FramesOverTheLimitAreDroppedBeforeTheyAreBuffered) {
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "tcp://127.0.0.1:0", max_frame_bytes(4096));
+  ASSERT_TRUE(router.ok()) << router.status().to_string();
+  auto big = Dealer::connect(ctx, (*router)->endpoint(), "router");
+  auto small = Dealer::connect(ctx, (*router)->endpoint(), "router");
+  ASSERT_TRUE(big.ok() && small.ok());
+  Frames huge;
+  huge.emplace_back(static_cast<size_t>(max_frame_bytes(4096)) + 1);
+  ASSERT_TRUE((*big)->send(std::move(huge), Deadline::after(5)).ok());
+  Frames ok;
+  ok.emplace_back(static_cast<size_t>(max_frame_bytes(4096)));
+  ASSERT_TRUE((*small)->send(std::move(ok), Deadline::after(5)).ok());
+  auto got = (*router)->receive(Deadline::after(10), "the frame within the limit");
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  ASSERT_EQ(got->frames.size(), 1u);
+  EXPECT_EQ(got->frames[0].size(), static_cast<size_t>(max_frame_bytes(4096)));
+  EXPECT_FALSE((*router)->receive(Deadline::after(1), "nothing more").ok()) << "the oversized frame came through";
 }
 
 }  // namespace

@@ -114,6 +114,13 @@ TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   EXPECT_EQ(c->data.test_max_examples, 7);
 }
 
+TEST(ConfigTest, ADirectoryIsNotAJobFile) {
+  testing::TempDir dir;
+  auto c = load_config(dir.path(), {});
+  ASSERT_FALSE(c.ok()) << "a directory was read as an empty job file";
+  EXPECT_NE(c.status().message().find("is a directory"), std::string::npos) << c.status().message();
+}
+
 TEST(ConfigTest, SyntaxErrorHasLine) { expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"}); }
 
 TEST(ConfigTest, OverridesApplyAndAreChecked) {

@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <tuple>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "ps/checkpoint.h"
 #include "ps/server.h"
@@ -138,6 +140,42 @@ TEST(CheckpointTest, DamageIsDetectedAndLatestFallsBack) {
   r = read_checkpoint(newest);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("not a valid manifest"), std::string::npos) << r.status().message();
+}
+
+// Numbers a job cannot have written: each field out of range is named, and
+// the checkpoint is refused (it used to resume at step -5 with 0 servers).
+TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 2, 256, 10);
+  const std::string dir = checkpoint_dir(root.path(), 10);
+  const std::string path = dir + "/manifest.json";
+  nlohmann::json good;
+  {
+    std::ifstream in(path);
+    good = nlohmann::json::parse(in);
+  }
+  ASSERT_TRUE(read_checkpoint(dir).ok());
+  const std::vector<std::tuple<const char*, nlohmann::json, const char*>> cases = {
+      {"step", -5, "step = -5: must be >= 0"},
+      {"step", 11, "step = 11, but the directory is step-000000010"},
+      {"applied_steps", 12, "applied_steps = 12: must be in [0, step]"},
+      {"skipped_steps", -1, "skipped_steps = -1"},
+      {"servers", 0, "servers = 0: must be in [1, 1024]"},
+      {"servers", 3, "lists 2 files for 3 servers"},
+      {"chunk_bytes", 0, "chunk_bytes = 0: must be a multiple of 4"},
+      {"chunk_bytes", 257, "chunk_bytes = 257"},
+  };
+  for (const auto& [field, value, want] : cases) {
+    nlohmann::json j = good;
+    j[field] = value;
+    std::ofstream(path, std::ios::trunc) << j.dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok()) << field << " = " << value.dump() << " was accepted";
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
+  std::ofstream(path, std::ios::trunc) << good.dump();
+  EXPECT_TRUE(read_checkpoint(dir).ok());
 }
 
 TEST(CheckpointTest, AnotherModelIsRejected) {

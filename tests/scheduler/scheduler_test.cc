@@ -2,8 +2,9 @@
 // Router over inproc, run_scheduler on a thread of its own). A REGISTER
 // whose host pointer lies outside its segment, one whose endpoint passes the
 // traversal limit once but not twice, and a REGISTER after the rendezvous
-// are each answered with an Error naming the problem; the real nodes then
-// register, get their ranks, and end the job, and the scheduler returns OK.
+// are each answered with an Error naming the problem and counted in
+// pst_messages_rejected_total; the real nodes then register, get their
+// ranks, and end the job, and the scheduler returns OK.
 // (The first two threw an uncaught kj::Exception; the last wrote
 // last_seen[-1].)
 #include "scheduler/scheduler.h"
@@ -14,7 +15,10 @@
 
 #include <gtest/gtest.h>
 
+#include <prometheus/registry.h>
+
 #include "comm/message.h"
+#include "monitoring/metrics.h"
 
 namespace pst {
 namespace {
@@ -52,6 +56,10 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   o.layout = JobLayout{1, 1};
   o.timeout_s = 20;
   o.start_timeout_s = 20;
+  prometheus::Registry registry;
+  MetricFamilies families(registry);
+  SchedulerMetrics metrics(families, 0);
+  o.metrics = &metrics;
   Status done = failed_precondition("run_scheduler has not returned");
   std::thread scheduler([&] { done = run_scheduler(**router, o); });
   auto connect = [&] {
@@ -107,6 +115,12 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   }
   scheduler.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
+  // The three rejections are counted, by reason.
+  double rejected = 0;
+  for (const auto& family : registry.Collect())
+    if (family.name == "pst_messages_rejected_total")
+      for (const auto& m : family.metric) rejected += m.counter.value;
+  EXPECT_EQ(rejected, 3);
 }
 
 }  // namespace
