@@ -16,7 +16,7 @@ namespace pst {
 namespace {
 
 Status check_decode(const DecodeOptions& d) {
-  if (d.beam < 1) return invalid_argument("--beam {}: must be >= 1 (1: greedy decoding)", d.beam);
+  if (d.beam < 1 || d.beam > 1024) return invalid_argument("--beam {}: must be in [1, 1024] (1: greedy decoding)", d.beam);
   if (!(d.length_penalty >= 0))
     return invalid_argument("--length-penalty {}: must be >= 0 (0: none; 1: log-probability per token)",
                             d.length_penalty);

@@ -37,6 +37,12 @@ std::FILE* open_output(const JobConfig& job) {
   return metrics;
 }
 
+Result<TaskData> load_job_data(const JobConfig& job) {
+  PST_ASSIGN_OR_RETURN(TaskData data, load_task_data(job));
+  PST_RETURN_IF_ERROR(check_fits_in_memory(build_param_table(job.model, data.src_vocab, data.tgt_vocab), 4));
+  return data;
+}
+
 Status check_output_is_free(const JobConfig& job) {
   if (!job.checkpoint.resume.empty() || job.train.overwrite) return Status();
   std::vector<std::string> found;
@@ -241,7 +247,7 @@ int run_train(const ConfigArgs& args) {
       spdlog::error("{}", s.message());
       return 2;
     }
-  auto data = load_task_data(*job);
+  auto data = load_job_data(*job);
   if (!data.ok()) {
     spdlog::error("{}", data.status().message());
     return 2;

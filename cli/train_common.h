@@ -27,6 +27,10 @@
 
 namespace pst {
 
+// The job's data, once its model is known to fit in this machine's memory
+// (4 fp32 copies of the parameters: a worker's weights, gradients and
+// transfer buffers, or a server's weights, moments and gradient).
+Result<TaskData> load_job_data(const JobConfig& job);
 // Opens train.output with its config.toml and metrics.jsonl (appended to
 // when the job resumes); null on error (logged).
 std::FILE* open_output(const JobConfig& job);

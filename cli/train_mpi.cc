@@ -57,7 +57,7 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   const uint64_t job_id = pst::job_id(*job);
   resolve_node_settings(*job, layout, rank, session.local_size(), session.local_size() == session.size());
 
-  auto data = load_task_data(*job);
+  auto data = load_job_data(*job);
   if (!data.ok()) {
     spdlog::error("{}", data.status().message());
     return 2;

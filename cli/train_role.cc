@@ -154,7 +154,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   }
   // A node registers first and loads its data afterwards: the rendezvous
   // waits for nodes that are still starting, not for the slowest loader.
-  auto data = load_task_data(*job);
+  auto data = load_job_data(*job);
   if (!data.ok()) {
     spdlog::error("{}", data.status().message());
     return 2;

@@ -436,11 +436,20 @@ Result<JobConfig> load_config(const std::string& path, const std::vector<std::st
 
 Status validate(const JobConfig& c) {
   const auto& m = c.model;
-  PST_RETURN_IF_ERROR(check_range(m.d_model > 0, fmt::format("model.d_model = {}: must be positive", m.d_model)));
-  PST_RETURN_IF_ERROR(check_range(m.heads > 0, fmt::format("model.heads = {}: must be positive", m.heads)));
+  // Upper bounds far past any model this code can train, so that sizes and
+  // products of sizes stay in range; whether a model fits in memory is
+  // checked before its buffers are allocated (model/param_table.h).
+  PST_RETURN_IF_ERROR(check_range(m.d_model > 0 && m.d_model <= 65536,
+      fmt::format("model.d_model = {}: must be in [1, 65536]", m.d_model)));
+  PST_RETURN_IF_ERROR(check_range(m.heads > 0 && m.heads <= 1024,
+      fmt::format("model.heads = {}: must be in [1, 1024]", m.heads)));
+  PST_RETURN_IF_ERROR(check_range(m.encoder_layers <= 1024 && m.decoder_layers <= 1024,
+      fmt::format("model.encoder_layers = {}, model.decoder_layers = {}: at most 1024 each", m.encoder_layers,
+                  m.decoder_layers)));
   PST_RETURN_IF_ERROR(check_range(m.d_model % m.heads == 0,
       fmt::format("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads)));
-  PST_RETURN_IF_ERROR(check_range(m.ffn_dim > 0, fmt::format("model.ffn_dim = {}: must be positive", m.ffn_dim)));
+  PST_RETURN_IF_ERROR(check_range(m.ffn_dim > 0 && m.ffn_dim <= (int64_t{1} << 20),
+      fmt::format("model.ffn_dim = {}: must be in [1, 2^20]", m.ffn_dim)));
   PST_RETURN_IF_ERROR(check_range(m.decoder_layers >= 1,
       fmt::format("model.decoder_layers = {}: must be at least 1", m.decoder_layers)));
   PST_RETURN_IF_ERROR(check_range(m.kind == ModelKind::kDecoderOnly || m.encoder_layers >= 1,
@@ -457,7 +466,8 @@ Status validate(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(m.init != InitScheme::kDeepNet || m.norm == NormPlacement::kDeepNorm,
       "model.init = \"deepnet\" needs model.norm = \"deepnorm\""));
   const auto& d = c.data;
-  PST_RETURN_IF_ERROR(check_range(d.batch_size > 0, fmt::format("data.batch_size = {}: must be positive", d.batch_size)));
+  PST_RETURN_IF_ERROR(check_range(d.batch_size > 0 && d.batch_size <= (int64_t{1} << 20),
+      fmt::format("data.batch_size = {}: must be in [1, 2^20]", d.batch_size)));
   PST_RETURN_IF_ERROR(check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
   PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0, fmt::format("data.eval_max_examples = {}: must be >= 0", d.eval_max_examples)));
   PST_RETURN_IF_ERROR(check_range(d.test_max_examples >= 0, fmt::format("data.test_max_examples = {}: must be >= 0", d.test_max_examples)));

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -92,6 +93,9 @@ Status SafetensorsFile::write(const std::string& path) const {
 }
 
 Result<SafetensorsFile> SafetensorsFile::read(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    return invalid_argument("'{}' is not a regular file (a safetensors file is expected)", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found("safetensors file '{}' cannot be opened", path);
   in.seekg(0, std::ios::end);

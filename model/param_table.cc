@@ -1,5 +1,7 @@
 #include "model/param_table.h"
 
+#include <unistd.h>
+
 #include <cmath>
 
 #include <fmt/format.h>
@@ -208,6 +210,16 @@ ParamTable build_param_table(const ModelConfig& cfg, int64_t src_vocab, int64_t 
   }
   b.output(tgt_vocab);
   return table;
+}
+
+Status check_fits_in_memory(const ParamTable& table, int copies) {
+  const double bytes = static_cast<double>(table.total_numel()) * 4.0 * copies;
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (memory > 0 && bytes > memory)
+    return failed_precondition("the model has {} parameters: {} fp32 copies of them (weights, gradients, Adam "
+                               "moments, buffers) need {:.1f} GiB, more than this machine's {:.1f} GiB of memory",
+                               table.total_numel(), copies, bytes / (1 << 30), memory / (1 << 30));
+  return Status();
 }
 
 void init_params(const ParamTable& table, uint64_t seed, float* weights) {

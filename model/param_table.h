@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/status.h"
 
 namespace pst {
 
@@ -87,6 +88,12 @@ std::vector<StackLayout> model_layout(const ModelConfig& cfg);
 
 // The table for a model. src_vocab is ignored for decoder_only models.
 ParamTable build_param_table(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab);
+
+// Whether `copies` fp32 copies of the table's parameters (weights,
+// gradients, Adam moments, transfer buffers) fit in this machine's memory:
+// an error naming the count and both sizes before anything is allocated,
+// instead of an abort on "out of memory".
+Status check_fits_in_memory(const ParamTable& table, int copies);
 
 // Fills weights (host, table.total_numel() floats) with the initial values.
 // Each tensor's values depend only on (seed, name).

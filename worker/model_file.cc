@@ -56,16 +56,23 @@ Result<LoadedModel> load_model(const std::string& path, int threads) {
     src_vocab = m.letters.size();
     tgt_vocab = m.phones.size();
   }
-  m.backend = make_cpu_backend(threads > 0 ? threads : cpu_budget().cpus);
-  m.model = std::make_unique<Transformer>(m.job.model, src_vocab, tgt_vocab, m.backend.get());
-  std::vector<float> w(static_cast<size_t>(m.model->num_params()));
-  for (const ParamSpec& p : m.model->table().params()) {
+  // The whole file is checked against the table of its embedded config
+  // before anything of that size is allocated: a crafted config must not
+  // make the model's buffers before its tensors are seen to match.
+  const ParamTable table = build_param_table(m.job.model, src_vocab, tgt_vocab);
+  for (const ParamSpec& p : table.params()) {
     const StoredTensor* t = f.find(p.name);
     if (!t) return data_loss("model '{}': tensor '{}' is missing", path, p.name);
     if (t->dtype != "F32" || t->shape != p.shape)
       return data_loss("model '{}': tensor '{}' has dtype {} and {} dims; expected F32 of the config's shape",
                        path, p.name, t->dtype, t->shape.size());
-    const std::vector<float> data = t->to_f32();
+  }
+  PST_RETURN_IF_ERROR(check_fits_in_memory(table, 3));
+  m.backend = make_cpu_backend(threads > 0 ? threads : cpu_budget().cpus);
+  m.model = std::make_unique<Transformer>(m.job.model, src_vocab, tgt_vocab, m.backend.get());
+  std::vector<float> w(static_cast<size_t>(m.model->num_params()));
+  for (const ParamSpec& p : m.model->table().params()) {
+    const std::vector<float> data = f.find(p.name)->to_f32();
     std::copy(data.begin(), data.end(), w.begin() + p.offset);
   }
   m.model->set_weights(w.data());

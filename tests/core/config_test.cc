@@ -114,6 +114,13 @@ TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   EXPECT_EQ(c->data.test_max_examples, 7);
 }
 
+TEST(ConfigTest, SizesHaveUpperBounds) {
+  expect_error("", {"model.d_model=1000000000"}, {"model.d_model = 1000000000", "[1, 65536]"});
+  expect_error("", {"model.ffn_dim=1000000000000"}, {"model.ffn_dim = 1000000000000", "[1, 2^20]"});
+  expect_error("", {"model.decoder_layers=1000000"}, {"model.decoder_layers = 1000000", "at most 1024"});
+  expect_error("", {"data.batch_size=100000000"}, {"data.batch_size = 100000000"});
+}
+
 TEST(ConfigTest, ADirectoryIsNotAJobFile) {
   testing::TempDir dir;
   auto c = load_config(dir.path(), {});

@@ -36,6 +36,12 @@ check "wrong type message" contains "$TMP/o3" "train.steps: expected an integer,
 check "missing data" run 2 "$TMP/o4" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set data.path="$TMP/none.dict"
 check "missing data message" contains "$TMP/o4" "$TMP/none.dict"
 check "missing config" run 2 "$TMP/o5" "$PST" train --config "$TMP/none.toml"
+check "a model larger than memory" run 2 "$TMP/o6" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set model.d_model=65536 --set model.heads=1024 --set model.ffn_dim=1048576 --set model.encoder_layers=1024 \
+  --set model.decoder_layers=1024 --set train.output="$TMP/huge"
+check "a model larger than memory: message" contains "$TMP/o6" "GiB of memory"
+check "a directory as --config" run 2 "$TMP/o7" "$PST" train --config "$TMP"
+check "a directory as --config: message" contains "$TMP/o7" "is a directory"
 check "no output dir was created for failed jobs" test ! -e runs/g2p-tiny
 
 # Devices. CUDA_VISIBLE_DEVICES="" hides every GPU, so these hold on any
@@ -85,7 +91,8 @@ check "eval --beam 3" run 0 "$TMP/ev3" "$PST" eval --model "$TMP/g2p/model.safet
   --max-examples 50
 check "eval --beam 3 decodes 50 words" contains "$TMP/ev3" "(50 words)"
 check "bad beam" run 2 "$TMP/ev4" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 0
-check "bad beam message" contains "$TMP/ev4" "--beam 0: must be >= 1"
+check "bad beam message" contains "$TMP/ev4" "--beam 0: must be in \[1, 1024\]"
+check "huge beam" run 2 "$TMP/ev6" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 1000000
 check "bad split" run 2 "$TMP/ev5" "$PST" eval --model "$TMP/g2p/model.safetensors" --split dev
 check "bad split message" contains "$TMP/ev5" "--split dev: must be train, valid or test"
 
