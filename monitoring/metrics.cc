@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -212,29 +213,54 @@ MetricsServer::~MetricsServer() {
 }
 
 void MetricsServer::serve() {
+  struct Connection {
+    int fd;
+    Deadline deadline;
+    std::string in, out;
+    size_t sent = 0;
+  };
+  std::vector<Connection> conns;
+  auto close_at = [&](size_t i) {
+    ::close(conns[i].fd);
+    conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+  };
   while (!stop_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    answer(c);
-    ::close(c);
+    std::vector<pollfd> fds;
+    fds.push_back({listen_fd_, POLLIN, 0});
+    for (const Connection& c : conns) fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+    if (::poll(fds.data(), fds.size(), 100) < 0) continue;
+    // Answer what is ready; drop what is done, failed or past its deadline.
+    for (size_t i = conns.size(); i-- > 0;) {
+      Connection& c = conns[i];
+      const short ev = fds[i + 1].revents;
+      bool done = c.deadline.expired() || (ev & (POLLERR | POLLNVAL)) != 0;
+      if (!done && c.out.empty() && (ev & (POLLIN | POLLHUP))) {
+        char buf[1024];
+        const ssize_t n = ::recv(c.fd, buf, sizeof(buf), 0);
+        if (n > 0) c.in.append(buf, static_cast<size_t>(n));
+        if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() >= 8192 || n == 0) c.out = answer(c.in);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) done = true;
+      }
+      if (!done && !c.out.empty() && (ev & POLLOUT)) {
+        const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+        if (n > 0) c.sent += static_cast<size_t>(n);
+        done = (n < 0 && errno != EAGAIN && errno != EINTR) || c.sent == c.out.size();
+      }
+      if (done) close_at(i);
+    }
+    if (fds[0].revents & POLLIN) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) {
+        if (conns.size() >= kMaxConnections) close_at(0);
+        conns.push_back({fd, Deadline::after(kRequestSeconds), {}, {}, 0});
+      }
+    }
   }
+  for (size_t i = conns.size(); i-- > 0;) close_at(i);
 }
 
-void MetricsServer::answer(int fd) const {
-  // One request per connection (HTTP/1.0 style): read the request line
-  // (bounded in size and time), answer, close.
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  std::string request;
-  char buf[1024];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    request.append(buf, static_cast<size_t>(n));
-  }
+std::string MetricsServer::answer(const std::string& request) const {
+  // One request per connection (HTTP/1.0 style): the request line decides.
   const std::string line = request.substr(0, request.find("\r\n"));
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
   if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
@@ -253,15 +279,8 @@ void MetricsServer::answer(int fd) const {
     status = "405 Method Not Allowed";
     body = "only GET\n";
   }
-  const std::string head = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                       status, type, body.size());
-  const std::string out = head + body;
-  size_t sent = 0;
-  while (sent < out.size()) {
-    const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += static_cast<size_t>(n);
-  }
+  return fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", status,
+                     type, body.size(), body);
 }
 
 Result<HttpAnswer> http_get(const std::string& endpoint, const std::string& path, double seconds) {

@@ -135,7 +135,10 @@ class SchedulerMetrics {
 // Prometheus's text format through prometheus-cpp's serializer, GET
 // /healthz): prometheus-cpp's Exposer starts civetweb threads with 100 KiB
 // stacks, which cannot hold the static TLS of OpenBLAS and cuBLAS, so
-// pthread_create fails in the pst binary.
+// pthread_create fails in the pst binary. Connections are served together,
+// non-blocking, each within kRequestSeconds from its accept and at most
+// kMaxConnections at once (the oldest is dropped for a new one), so slow or
+// idle clients cannot hold up a scrape.
 class MetricsServer {
  public:
   // Binds metrics.bind at metrics.port + rank (an ephemeral port when
@@ -154,9 +157,12 @@ class MetricsServer {
   MetricFamilies& families() { return *families_; }
 
  private:
+  static constexpr double kRequestSeconds = 5;
+  static constexpr size_t kMaxConnections = 64;
   MetricsServer() = default;
   void serve();
-  void answer(int fd) const;
+  // The whole HTTP answer to a request (its head, up to the blank line).
+  std::string answer(const std::string& request) const;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricFamilies> families_;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -71,6 +72,39 @@ TEST(MetricsTest, ServesTheSeriesOverHttp) {
   // The last step's timestamp is now, in seconds.
   const double ts = value_of(text, "pst_last_step_timestamp_seconds{rank=\"3\",role=\"worker\"}");
   EXPECT_NEAR(ts, static_cast<double>(time(nullptr)), 60);
+}
+
+// A client that sends one byte and stalls and 70 that connect and send
+// nothing: a scrape and a health check still get their answer at once (one
+// connection at a time, with 2 s to read each, made them wait for minutes).
+TEST(MetricsTest, SlowAndIdleClientsDoNotHoldUpAScrape) {
+  MetricsConfig config;
+  auto server = MetricsServer::start(config, 0, "cpu");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  const std::string ep = (*server)->endpoint();
+  const int port = std::stoi(ep.substr(ep.rfind(':') + 1));
+  auto connect_to = [&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+  };
+  std::vector<int> idle;
+  const int slow = connect_to();
+  ASSERT_EQ(::send(slow, "G", 1, 0), 1);
+  for (int i = 0; i < 70; ++i) idle.push_back(connect_to());
+  auto scrape = pst::http_get(ep, "/metrics", 10);
+  ASSERT_TRUE(scrape.ok()) << scrape.status().to_string();
+  EXPECT_EQ(scrape->status, 200);
+  EXPECT_NE(scrape->body.find("pst_build_info"), std::string::npos);
+  auto health = pst::http_get(ep, "/healthz", 10);
+  ASSERT_TRUE(health.ok()) << health.status().to_string();
+  EXPECT_EQ(health->status, 503);
+  ::close(slow);
+  for (int fd : idle) ::close(fd);
 }
 
 TEST(MetricsTest, HealthzIsReadyOnlyAfterSetReady) {
