@@ -242,11 +242,12 @@ int run_train(const ConfigArgs& args) {
   }
   init_logging(job->train.log_level);
   spdlog::info("resolved config:\n{}", to_toml(*job));
-  for (const Status& s : {check_output_is_free(*job), clear_previous_run(*job)})
-    if (!s.ok()) {
-      spdlog::error("{}", s.message());
-      return 2;
-    }
+  Status free = check_output_is_free(*job);
+  if (free.ok()) free = clear_previous_run(*job);
+  if (!free.ok()) {
+    spdlog::error("{}", free.message());
+    return 2;
+  }
   auto data = load_job_data(*job);
   if (!data.ok()) {
     spdlog::error("{}", data.status().message());
@@ -290,7 +291,8 @@ int run_train(const ConfigArgs& args) {
     spdlog::info("cluster.consistency = {}: one thread runs its workers in lockstep (BSP)",
                  to_string(job->cluster.consistency));
   LocalParameterClient client(&server, server_device != nullptr, static_cast<int>(workers));
-  auto prom = start_process_metrics(*job, job_id(*job));
+  const uint64_t id = job_id(*job);
+  auto prom = start_process_metrics(*job, id);
   if (!prom.ok()) {
     spdlog::error("{}", prom.status().message());
     return 2;
@@ -313,7 +315,7 @@ int run_train(const ConfigArgs& args) {
   }
   const int rc = finish_training(summary);
   if (rc == 0) linger_metrics(*job, prom->get());
-  if (rc == 0) retire_scrape_targets(*job, job_id(*job), prom->get());
+  if (rc == 0) retire_scrape_targets(*job, id, prom->get());
   return rc;
 }
 

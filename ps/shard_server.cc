@@ -65,6 +65,10 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       router_(std::move(router)),
       notify_recv_(context, zmq::socket_type::pair),
       notify_send_(context, zmq::socket_type::pair),
+      rejecter_(options.job_id, options.layout.server_rank(options.server), fmt::format("server {}", options.server),
+                [metrics = options.metrics](const char* reason) {
+                  if (metrics) metrics->rejected(reason);
+                }),
       pushed_(static_cast<size_t>(options.layout.workers), false),
       partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
@@ -263,14 +267,7 @@ bool ShardServer::handle(Routed msg) {
 }
 
 Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, const InMessage* m) {
-  ++rejected_;
-  if (options_.metrics) options_.metrics->rejected(error_code_name(why.code).c_str());
-  reject_log_.warn(fmt::format("server {}: rejected a message: {}", options_.server, why.message));
-  // Sent only if the peer has room for it: a peer that does not read its
-  // errors (a flood of bad messages) must not hold up the server.
-  const Status s = router_->send(route, error_reply(why, options_.job_id, options_.layout.server_rank(options_.server), m),
-                                 Deadline::after(0));
-  if (!s.ok()) reject_log_.warn(fmt::format("server {}: could not send the error reply: {}", options_.server, s.message()));
+  rejecter_.reject(*router_, route, why, m);
   return Status();  // a bad peer never stops the server
 }
 

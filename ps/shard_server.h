@@ -38,9 +38,9 @@
 
 #include "comm/layout.h"
 #include "comm/message.h"
+#include "comm/rejecter.h"
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
-#include "core/logging.h"
 #include "monitoring/metrics.h"
 #include "ps/checkpoint.h"
 #include "ps/server.h"
@@ -105,7 +105,7 @@ class ShardServer {
   // Before serve(): the state of a checkpoint (owned ranges in owned order),
   // its version and optimizer-step count.
   void restore(const ShardState& state, int64_t version, int64_t applied_steps);
-  int64_t rejected() const { return rejected_.load(); }
+  int64_t rejected() const { return rejecter_.count(); }
   int64_t version() const { return version_; }
   // Instruments of the consistency modes, read after serve() returns: the
   // largest lead (pushes of the pulling worker less those of the slowest
@@ -182,6 +182,7 @@ class ShardServer {
   zmq::socket_t notify_recv_, notify_send_;  // update thread -> receive loop
   std::unordered_map<uint64_t, size_t> range_of_key_;  // (tensor << 32 | chunk) -> owned range index
   std::vector<Chunk> owned_chunks_;
+  Rejecter rejecter_;  // reject() on the receive thread
 
   // Receive-thread state.
   int64_t version_ = 0;
@@ -201,8 +202,6 @@ class ShardServer {
   Snapshot spare_;          // the one before, reused once ZeroMQ lets go of it
   StepReport last_;
   Status error_;
-  std::atomic<int64_t> rejected_{0};
-  WarnThrottle reject_log_;  // receive thread
   std::atomic<int64_t> streamed_parts_{0};
   std::atomic<int64_t> waiting_pulls_{0};
   std::atomic<int64_t> updates_{0};

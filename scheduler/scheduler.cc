@@ -9,7 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/message.h"
-#include "core/logging.h"
+#include "comm/rejecter.h"
 #include "core/stop.h"
 
 namespace pst {
@@ -28,28 +28,6 @@ struct Registrant {
   wire::Role role = wire::Role::WORKER;
   std::string endpoint, host, metrics;
   uint64_t request_id = 0;
-};
-
-// What the scheduler does with a message it will not take: counts it
-// (pst_messages_rejected_total), logs it at a bounded rate, and answers with
-// an Error if the peer has room for it (a peer that does not read holds up
-// nobody).
-class Rejecter {
- public:
-  Rejecter(Router& router, const SchedulerOptions& o) : router_(router), o_(o) {}
-  void operator()(const zmq::message_t& route, const Rejection& why, const InMessage* m) {
-    ++count_;
-    if (o_.metrics) o_.metrics->rejected(error_code_name(why.code).c_str());
-    log_.warn(fmt::format("scheduler: rejected a message: {}", why.message));
-    (void)router_.send(route, error_reply(why, o_.job_id, 0, m), Deadline::after(0));
-  }
-  int64_t count() const { return count_; }
-
- private:
-  Router& router_;
-  const SchedulerOptions& o_;
-  WarnThrottle log_;
-  int64_t count_ = 0;
 };
 
 // The fields of a registration, each read once, inside a boundary: a
@@ -72,7 +50,7 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
 }
 
 // Phase 1: collects Register messages and answers each with the node table.
-Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& reject) {
+Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& rejecter) {
   const JobLayout& l = o.layout;
   std::vector<Registrant> servers, workers;
   const Deadline deadline = Deadline::after(o.start_timeout_s);
@@ -98,7 +76,7 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
         why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
       }
     }
-    reject(msg->route, why, m.get());
+    rejecter.reject(router, msg->route, why, m.get());
   }
   auto send_table = [&](const Registrant& r, int32_t rank) {
     OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, r.request_id);
@@ -135,8 +113,12 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
 Status run_scheduler(Router& router, const SchedulerOptions& o) {
   const JobLayout& l = o.layout;
   std::vector<ScrapeTarget> targets = o.targets;
-  Rejecter reject(router, o);
-  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, reject));
+  // Rejections are counted (pst_messages_rejected_total), logged at a
+  // bounded rate and answered only where the peer has room (comm/rejecter.h).
+  Rejecter rejecter(o.job_id, 0, "scheduler", [metrics = o.metrics](const char* reason) {
+    if (metrics) metrics->rejected(reason);
+  });
+  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter));
   if (!o.file_sd.empty()) {
     PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
     spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
@@ -173,7 +155,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       Rejection why;
       auto m = InMessage::parse(std::move(msg->frames), &why);
       if (!m || !validate(*m, e, &why)) {
-        reject(msg->route, why, m.get());
+        rejecter.reject(router, msg->route, why, m.get());
         continue;
       }
       const auto h = m->header();
@@ -185,7 +167,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
                              h.getKind() == wire::Kind::REGISTER
                                  ? "the job has started: its servers and workers have all registered"
                                  : fmt::format("sender {} is not a node of this job (ranks 1..{})", rank, nodes - 1)};
-        reject(msg->route, late, m.get());
+        rejecter.reject(router, msg->route, late, m.get());
         continue;
       }
       last_seen[static_cast<size_t>(rank)] = Clock::now();
@@ -261,9 +243,10 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             break;  // heartbeats
         }
       } catch (const kj::Exception& e) {  // a field that cannot be read
-        reject(msg->route, {wire::ErrorCode::BAD_HEADER,
-                            fmt::format("a message that cannot be read: {}", e.getDescription().cStr())},
-               nullptr);
+        rejecter.reject(router, msg->route,
+                        {wire::ErrorCode::BAD_HEADER,
+                         fmt::format("a message that cannot be read: {}", e.getDescription().cStr())},
+                        nullptr);
       }
     } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
       return msg.status();
@@ -293,7 +276,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       return dead;
     }
   }
-  if (reject.count() > 0) spdlog::info("scheduler: {} messages rejected", reject.count());
+  if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected", rejecter.count());
   return Status();
 }
 

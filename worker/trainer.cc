@@ -222,7 +222,7 @@ Result<TrainSummary> Trainer::run() {
     sum.applied_steps = info.applied_steps;
     if (mon) mon->step_done(tokens, dt, info.lr, info.grad_norm);
 
-    const bool time_up = deadline > 0 && wall.seconds() >= deadline && step + 1 < tc.steps;
+    const bool time_up = deadline > 0 && wall.seconds() >= deadline;
     sum.stopped = (info.stop || time_up) && step + 1 < tc.steps;
     const bool last = step + 1 == tc.steps || sum.stopped;
     if ((step + 1) % tc.log_every == 0 || last) {

@@ -12,3 +12,6 @@ check() {
     failures=$((failures + 1))
   fi
 }
+
+# contains FILE PATTERN: grep, showing the file's tail when PATTERN is not in it.
+contains() { grep -q -- "$2" "$1" || { echo "'$2' not in $1:"; tail -5 "$1"; return 1; }; }

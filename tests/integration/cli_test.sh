@@ -23,7 +23,6 @@ run() {
   fi
 }
 
-contains() { grep -q -- "$2" "$1" || { echo "'$2' not in $1:"; tail -3 "$1"; return 1; }; }
 
 # Bad configurations fail with exit code 2 and name the key.
 printf '[model]\nheadz = 3\n' >"$TMP/bad1.toml"

@@ -29,7 +29,6 @@ unset OMP_NUM_THREADS NO_COLOR
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 source "$(dirname "$0")/check.sh"
 
-contains() { grep -q -- "$2" "$1" || { echo "'$2' not in $1:"; tail -5 "$1"; return 1; }; }
 lacks() { ! grep -q -- "$2" "$1" || { echo "'$2' in $1"; return 1; }; }
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set data.eval_max_examples=20)
 

@@ -268,6 +268,27 @@ std::vector<float> one_step(const ServedShard& s, const std::vector<float>& w0, 
   return want;
 }
 
+// One BSP round of both workers on the served shard: each (after
+// before_push(w), if given) pushes g with `tokens`, pulls step 1 and shuts
+// down; every status is OK, and both hold the oracle's step from w0.
+void expect_one_round(ServedShard& s, const std::vector<float>& w0, const std::vector<float>& g, int64_t tokens,
+                      const std::function<void(int)>& before_push = nullptr) {
+  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    if (before_push) before_push(w);
+    PST_RETURN_IF_ERROR(c.push(0, tokens, 0.0, g.data()));
+    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
+    return c.shutdown();
+  });
+  const Status served = s.join();
+  EXPECT_TRUE(st[0].ok()) << st[0].to_string();
+  EXPECT_TRUE(st[1].ok()) << st[1].to_string();
+  EXPECT_TRUE(served.ok()) << served.to_string();
+  const std::vector<float> want = one_step(s, w0, g, {tokens, tokens});
+  EXPECT_EQ(weights[0], want);
+  EXPECT_EQ(weights[1], want);
+}
+
 // Blocks until the server holds `n` waiting pulls (at most 20 s).
 void await_waiting_pulls(ShardServer& server, int64_t n) {
   const Deadline d = Deadline::after(20);
@@ -281,22 +302,11 @@ TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
   const std::vector<float> w0 = initial_weights(4);
   ServedShard s("stream-test", w0, 128, 30.0, /*stream_bytes=*/4);
   const std::vector<float> g = testing::random_vec(w0.size(), 9, 0.1f);
-  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
-  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
-    // Worker 1 pushes only once worker 0's pull is waiting at the server.
+  // Worker 1 pushes only once worker 0's pull is waiting at the server.
+  expect_one_round(s, w0, g, 5, [&](int w) {
     if (w == 1) await_waiting_pulls(s.server(), 1);
-    PST_RETURN_IF_ERROR(c.push(0, 5, 0.0, g.data()));
-    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
-    return c.shutdown();
   });
-  const Status served = s.join();
-  ASSERT_TRUE(st[0].ok()) << st[0].to_string();
-  ASSERT_TRUE(st[1].ok()) << st[1].to_string();
-  ASSERT_TRUE(served.ok()) << served.to_string();
   EXPECT_GT(s.server().streamed_parts(), 0) << "nothing went out before the update ended";
-  const std::vector<float> want = one_step(s, w0, g, {5, 5});
-  EXPECT_EQ(weights[0], want);
-  EXPECT_EQ(weights[1], want);
 }
 
 // A graceful stop asked by one worker (core/stop.h; the flag rides on its
@@ -469,21 +479,8 @@ TEST(ShardServerTest, APeerThatDoesNotReadItsErrorsHoldsUpNobody) {
   const Deadline d = Deadline::after(20);
   while (s.server().rejected() < kBad && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(s.server().rejected(), kBad);
-  const std::vector<float> g(w0.size(), 0.02f);
-  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
-  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
-    PST_RETURN_IF_ERROR(c.push(0, 10, 0.0, g.data()));
-    PST_RETURN_IF_ERROR(c.pull(1, weights[static_cast<size_t>(w)].data()).status());
-    return c.shutdown();
-  });
-  const Status served = s.join();
-  EXPECT_TRUE(st[0].ok()) << st[0].to_string();
-  EXPECT_TRUE(st[1].ok()) << st[1].to_string();
-  EXPECT_TRUE(served.ok()) << served.to_string();
+  expect_one_round(s, w0, std::vector<float>(w0.size(), 0.02f), 10);
   EXPECT_EQ(s.server().rejected(), kBad);
-  const std::vector<float> want = one_step(s, w0, g, {10, 10});
-  EXPECT_EQ(weights[0], want);
-  EXPECT_EQ(weights[1], want);
 }
 
 // A worker that pushes, asks for the next weights and dies before they
