@@ -12,9 +12,13 @@
 // snapshot; measured on their update threads) out of pst's round: what the
 // transport and the protocol cost, the part raw ZeroMQ stands for.
 //
-// Also the latency of a 4 KiB push + pull round trip (S = W = 1).
+// Also the latency of a 4 KiB push + pull round trip (S = W = 1), and what
+// each security.mode costs: rounds of 4 KiB and 4 MiB (S = W = 1) with
+// sockets open (none), with the job's secret (PLAIN, checked once per
+// connection) and with CURVE (every byte encrypted), as ratios to none
+// measured in the same run.
 //
-//   pushpull [--rounds N] [--chunk-mib M]
+//   pushpull [--rounds N] [--chunk-mib M] [--security-only]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +28,7 @@
 #include <fmt/format.h>
 
 #include "comm/remote_client.h"
+#include "comm/security.h"
 #include "core/timer.h"
 #include "model/param_table.h"
 #include "ps/shard_server.h"
@@ -53,7 +58,8 @@ struct PstRound {
 };
 
 // Push + pull, averaged over `rounds` after 2 warm-up rounds.
-PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes) {
+PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes,
+                   SecurityMode mode = SecurityMode::kNone) {
   const int64_t n = bytes / 4;
   const ParamTable table = flat_table(n);
   JobConfig job;
@@ -61,6 +67,10 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
   auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
   std::vector<float> w0(static_cast<size_t>(n), 0.01f);
   zmq::context_t ctx(2);
+  auto keys = make_job_keys();
+  if (!keys.ok()) std::abort();
+  auto security = JobSecurity::enable(ctx, mode, *keys);
+  if (!security.ok()) std::abort();
   const JobLayout layout{servers, workers};
   std::unique_ptr<GradStatsReducer> reducer;
   if (servers == 1) {
@@ -149,10 +159,26 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
 int main(int argc, char** argv) {
   int rounds = 10;
   int64_t chunk_mib = 4;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--chunk-mib")) chunk_mib = std::atoll(argv[i + 1]);
+  bool security_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--security-only")) security_only = true;
+    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--chunk-mib") && i + 1 < argc) chunk_mib = std::atoll(argv[++i]);
   }
+  // security.mode: the modes interleaved, three times each, the best kept.
+  std::printf("%-8s %12s %12s %12s %14s %14s\n", "size", "none us", "secret us", "curve us", "secret/none",
+              "curve/none");
+  for (int64_t bytes : {int64_t{4096}, int64_t{4} << 20}) {
+    const int r = bytes <= 4096 ? rounds * 50 : rounds;
+    double best[3] = {1e30, 1e30, 1e30};
+    for (int rep = 0; rep < 3; ++rep) {
+      const SecurityMode modes[3] = {SecurityMode::kNone, SecurityMode::kSecret, SecurityMode::kCurve};
+      for (int i = 0; i < 3; ++i) best[i] = std::min(best[i], pst_round(bytes, 1, 1, r, chunk_mib << 20, modes[i]).seconds);
+    }
+    std::printf("%-8s %12.1f %12.1f %12.1f %14.2f %14.2f\n", bytes <= 4096 ? "4 KiB" : "4 MiB", best[0] * 1e6,
+                best[1] * 1e6, best[2] * 1e6, best[1] / best[0], best[2] / best[0]);
+  }
+  if (security_only) return 0;
   std::printf("%-8s %-5s %10s %12s %7s %10s %16s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio",
               "update ms", "ratio w/o update");
   for (int64_t mib : {1, 4, 16, 64}) {

@@ -25,7 +25,7 @@ int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out
 // file, as `pst train` writes model.safetensors.
 int run_checkpoint_inspect(const std::string& dir);
 int run_checkpoint_export(const std::string& dir, const std::string& out);
-// `pst keygen --out FILE`: a CURVE key pair for security.key_file.
+// `pst keygen --out FILE`: a job's keys (secret and CURVE pair) for security.key_file.
 int run_keygen(const std::string& out);
 // `pst health [HOST:PORT]`: exit 0 when the process there answers /healthz
 // with 200 (it has passed the rendezvous), else 1; for HEALTHCHECK.

@@ -1,5 +1,5 @@
 // `pst keygen` and `pst health`: what a deployment needs beside training (a
-// CURVE key pair for security.key_file; a health probe for a container's
+// job's keys for security.key_file; a health probe for a container's
 // HEALTHCHECK that needs no curl in the image).
 #include <cstdio>
 #include <string>
@@ -13,14 +13,15 @@
 namespace pst {
 
 int run_keygen(const std::string& out) {
-  auto keys = make_curve_keys();
+  auto keys = make_job_keys();
   Status s = keys.status();
-  if (s.ok()) s = write_curve_keys(out, *keys);
+  if (s.ok()) s = write_job_keys(out, *keys);
   if (!s.ok()) {
     spdlog::error("{}", s.message());
     return 1;
   }
-  std::printf("wrote a CURVE key pair to %s (mode 0600); public key %s\n", out.c_str(), keys->public_key.c_str());
+  std::printf("wrote the job's keys to %s (mode 0600: a secret and a CURVE key pair); public key %s\n", out.c_str(),
+              keys->public_key.c_str());
   return 0;
 }
 

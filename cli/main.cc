@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   export_->add_option("--out", ck_out, "The file to write")->required();
 
   std::string key_out;
-  auto* keygen = app.add_subcommand("keygen", "Write a CURVE key pair for security.key_file");
+  auto* keygen = app.add_subcommand("keygen", "Write a job's keys (a secret and a CURVE key pair) for security.key_file");
   keygen->add_option("--out", key_out, "The key file to write (mode 0600)")->required();
   std::string health_endpoint = "127.0.0.1:9100";
   double health_timeout = 3;

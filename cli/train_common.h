@@ -81,11 +81,11 @@ Status restore_server(ShardServer& server, const ResumePoint& from, const ParamT
 
 // This machine's host name (gethostname).
 std::string host_name();
-// CURVE on ctx's sockets when security.curve (comm/security.h): the key
-// pair of security.key_file, else `given` (an mpirun job's, from rank 0);
-// nullptr when off. Keep it while the context's sockets live.
-Result<std::unique_ptr<CurveSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
-                                                      const std::optional<CurveKeys>& given);
+// security.mode on ctx's sockets (comm/security.h): the keys of
+// security.key_file, else `given` (an mpirun job's, from rank 0); nullptr
+// when the mode is none. Keep it while the context's sockets live.
+Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                     const std::optional<JobKeys>& given);
 // Starts this process's /metrics at metrics.port + port_offset when
 // metrics.enabled (null when off). With metrics.bind = 0.0.0.0 its endpoint
 // names the address cluster.host resolves to.

@@ -62,25 +62,26 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
     spdlog::error("{}", data.status().message());
     return 2;
   }
-  // CURVE keys: the key file's, or a pair rank 0 makes and hands to every
+  // The job's keys: the key file's, or keys rank 0 makes and hands to every
   // rank over MPI (the launch is the trusted channel).
-  std::optional<CurveKeys> keys;
-  if (job->security.curve && job->security.key_file.empty()) {
+  std::optional<JobKeys> keys;
+  if (job->security.mode != SecurityMode::kNone && job->security.key_file.empty()) {
     std::string mine;
     if (rank == 0) {
-      auto made = make_curve_keys();
+      auto made = make_job_keys();
       if (!made.ok()) {
         spdlog::error("{}", made.status().message());
         return 2;
       }
-      mine = made->public_key + made->secret_key;
+      mine = made->secret + made->public_key + made->secret_key;
     }
     auto all = session.allgather(mine);
     if (!all.ok()) {
       spdlog::error("{}", all.status().message());
       return 2;
     }
-    keys = CurveKeys{(*all)[0].substr(0, 40), (*all)[0].substr(40)};
+    const std::string& k = (*all)[0];
+    keys = JobKeys{k.substr(0, 40), k.substr(40, 40), k.substr(80)};
   }
   zmq::context_t ctx;
   auto security = enable_security(*job, ctx, keys);

@@ -72,7 +72,8 @@ int run_server_node(const JobConfig& job, const TaskData& data, zmq::context_t& 
     return 1;
   }
   heartbeat.finish();
-  spdlog::info("server {}: {} steps, {} messages rejected", k, server.version(), server.rejected());
+  spdlog::info("server {}: {} steps, {} messages rejected{}", k, server.version(), server.rejected(),
+               server.rejected() > 0 ? fmt::format(" ({})", server.rejected_reasons()) : "");
   return 0;
 }
 
@@ -184,20 +185,28 @@ int run_scheduler_node(const JobConfig& job, Router& router, const NodeBootstrap
   return 0;
 }
 
-Result<std::unique_ptr<CurveSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
-                                                      const std::optional<CurveKeys>& given) {
-  if (!job.security.curve) return std::unique_ptr<CurveSecurity>();
-  CurveKeys keys;
+Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                     const std::optional<JobKeys>& given) {
+  const SecurityMode mode = job.security.mode;
+  if (mode == SecurityMode::kNone) {
+    spdlog::warn("security.mode = none: any process that reaches the job's ports can join, push and pull");
+    return std::unique_ptr<JobSecurity>();
+  }
+  JobKeys keys;
   if (!job.security.key_file.empty()) {
-    PST_ASSIGN_OR_RETURN(keys, read_curve_keys(job.security.key_file));
+    PST_ASSIGN_OR_RETURN(keys, read_job_keys(job.security.key_file, mode));
   } else if (given) {
     keys = *given;
   } else {
-    return invalid_argument("security.curve = true: processes started with --role need security.key_file (a key "
-                            "pair from pst keygen, e.g. a container secret)");
+    return invalid_argument("security.mode = {}: processes started with --role need security.key_file (the job's "
+                            "keys from pst keygen, e.g. a container secret), or security.mode = none on a network "
+                            "that is private to the job",
+                            to_string(mode));
   }
-  PST_ASSIGN_OR_RETURN(auto security, CurveSecurity::enable(ctx, keys));
-  spdlog::info("CURVE on: sockets are encrypted and admit only holders of the job's key pair");
+  PST_ASSIGN_OR_RETURN(auto security, JobSecurity::enable(ctx, mode, keys));
+  spdlog::info(mode == SecurityMode::kCurve
+                   ? "CURVE on: sockets are encrypted and admit only holders of the job's key pair"
+                   : "job secret on: sockets admit only processes that prove the job's secret (not encrypted)");
   return security;
 }
 

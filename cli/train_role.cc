@@ -45,7 +45,13 @@ Status register_node(Dealer& scheduler, wire::Role role, const std::string& endp
   info.setHost(host_name());
   info.setMetrics(metrics);
   PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
-  PST_ASSIGN_OR_RETURN(Frames frames, answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)"));
+  auto answer = answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)");
+  if (!answer.ok() && answer.status().code() == StatusCode::kDeadlineExceeded)
+    return deadline_exceeded("{} (is the scheduler running, and does this process have the job's security.mode and "
+                             "security.key_file? The scheduler refuses a connection that does not prove them, "
+                             "without an answer)",
+                             answer.status().message());
+  PST_ASSIGN_OR_RETURN(Frames frames, std::move(answer));
   Rejection why;
   auto reply = InMessage::parse(std::move(frames), &why);
   if (!reply) return data_loss("{}: a bad answer to the registration: {}", scheduler.peer(), why.message);

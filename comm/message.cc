@@ -157,7 +157,7 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
                   fmt::format("protocol version {} (this build speaks {})", h.getVersion(), wire::PROTOCOL_VERSION));
   if (h.getJobId() != e.job_id)
     return reject(why, wire::ErrorCode::BAD_JOB,
-                  fmt::format("job id {:016x} (this job is {:016x})", h.getJobId(), e.job_id));
+                  fmt::format("job id {:016x} is not this job's", h.getJobId()));
   const wire::Kind kind = h.getKind();
   if (static_cast<uint16_t>(kind) > static_cast<uint16_t>(wire::Kind::ERROR))
     return reject(why, wire::ErrorCode::BAD_KIND, fmt::format("unknown message {}", kind_name(kind)));

@@ -90,6 +90,7 @@ enum ErrorCode {
   badHeader @7;
   badStep @8;
   internal @9;
+  spoofed @10;         # a rank's message from another process than the one that rank is bound to (never answered)
 }
 
 struct ErrorInfo {

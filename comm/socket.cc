@@ -8,9 +8,13 @@
 
 #include <zmq_addon.hpp>
 
+#include <fmt/format.h>
+
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <random>
 #include <thread>
 
 #include "comm/security.h"
@@ -78,24 +82,70 @@ Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::st
   }
 }
 
-// CURVE on a socket of a context that has it (comm/security.h), except
-// inproc ones.
+// The job's security on a socket of a context that has it (comm/security.h),
+// except inproc ones.
 void secure(zmq::context_t& context, zmq::socket_t& s, const std::string& endpoint, bool server) {
   if (endpoint.starts_with("inproc://")) return;
-  const auto keys = curve_keys_of(context);
-  if (!keys) return;
-  if (server) {
-    s.set(zmq::sockopt::zap_domain, "pst");
+  const auto security = security_of(context);
+  if (!security) return;
+  const JobKeys& keys = security->keys;
+  if (server) s.set(zmq::sockopt::zap_domain, "pst");
+  if (security->mode == SecurityMode::kSecret) {
+    if (server) {
+      s.set(zmq::sockopt::plain_server, 1);
+    } else {
+      s.set(zmq::sockopt::plain_username, "pst");
+      s.set(zmq::sockopt::plain_password, keys.secret);
+    }
+  } else if (server) {
     s.set(zmq::sockopt::curve_server, 1);
-    s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+    s.set(zmq::sockopt::curve_secretkey, keys.secret_key);
   } else {
-    s.set(zmq::sockopt::curve_serverkey, keys->public_key);
-    s.set(zmq::sockopt::curve_publickey, keys->public_key);
-    s.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+    s.set(zmq::sockopt::curve_serverkey, keys.public_key);
+    s.set(zmq::sockopt::curve_publickey, keys.public_key);
+    s.set(zmq::sockopt::curve_secretkey, keys.secret_key);
   }
 }
 
+constexpr size_t kIdentityBytes = 16;
+
+// This process's identity: random, drawn once; the first byte is not zero
+// (ZeroMQ keeps routing ids that start with zero for the ones it makes).
+const std::string& process_identity() {
+  static const std::string identity = [] {
+    std::random_device random;
+    std::string id(kIdentityBytes, '\0');
+    for (char& c : id) c = static_cast<char>(random() & 0xff);
+    id[0] = static_cast<char>(1 + (static_cast<unsigned char>(id[0]) % 255));
+    return id;
+  }();
+  return identity;
+}
+
+// A routing id for the next Dealer of this process: the identity and a
+// counter, so that every socket's id is unique and all name one process.
+std::string next_routing_id() {
+  static std::atomic<uint32_t> counter{0};
+  const uint32_t n = counter++;
+  std::string id = process_identity();
+  id.append(reinterpret_cast<const char*>(&n), sizeof(n));
+  return id;
+}
+
 }  // namespace
+
+std::string peer_identity(const zmq::message_t& route) {
+  const std::string id = route.to_string();
+  const bool ours = id.size() == kIdentityBytes + sizeof(uint32_t) && id[0] != 0;
+  return ours ? id.substr(0, kIdentityBytes) : id;
+}
+
+std::string peer_identity_text(const std::string& identity) {
+  std::string hex;
+  for (size_t i = 0; i < std::min<size_t>(identity.size(), 4); ++i)
+    hex += fmt::format("{:02x}", static_cast<unsigned char>(identity[i]));
+  return hex;
+}
 
 Result<std::string> resolve_host(const std::string& host, const std::string& interface) {
   if (host != "auto") {
@@ -140,6 +190,9 @@ Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std:
   try {
     r->socket_.set(zmq::sockopt::linger, 0);
     r->socket_.set(zmq::sockopt::router_mandatory, 1);
+    // A peer that reconnects with its routing id takes its place back (the
+    // old connection may not have been noticed dead yet).
+    r->socket_.set(zmq::sockopt::router_handover, 1);
     if (max_message_bytes > 0) r->socket_.set(zmq::sockopt::maxmsgsize, max_message_bytes);
     secure(context, r->socket_, endpoint, /*server=*/true);
     r->socket_.bind(endpoint);
@@ -169,6 +222,7 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
   d->peer_ = std::move(peer);
   try {
     d->socket_.set(zmq::sockopt::linger, 0);
+    d->socket_.set(zmq::sockopt::routing_id, next_routing_id());
     secure(context, d->socket_, endpoint, /*server=*/false);
     d->socket_.connect(endpoint);
   } catch (const zmq::error_t& e) {

@@ -11,8 +11,14 @@
 // that names the peer and what was waited for. Sends never block forever
 // either. Sockets close with linger 0, so a dead peer cannot hang shutdown.
 //
-// With CURVE on for the context (comm/security.h), tcp:// and ipc://
-// sockets are CURVE servers (Router) and clients (Dealer).
+// With security on for the context (comm/security.h), tcp:// and ipc://
+// Routers admit only peers that prove the job's secret or key pair, and
+// Dealers prove it.
+//
+// Every Dealer of a process presents a routing id that starts with the
+// process's random identity (peer_identity() reads it back from a route):
+// a receiver binds a rank to the identity it first heard that rank from and
+// drops what other processes send in that rank's name (comm/rejecter.h).
 //
 // Thread safety: like ZeroMQ sockets, each object is used by one thread.
 #pragma once
@@ -39,6 +45,12 @@ struct Routed {
   zmq::message_t route;  // the sending Dealer's routing id
   Frames frames;
 };
+
+// The process behind a route: the identity part of a pst Dealer's routing
+// id, or the whole id of any other peer.
+std::string peer_identity(const zmq::message_t& route);
+// The first bytes of an identity in hex, for log lines.
+std::string peer_identity_text(const std::string& identity);
 
 class Router {
  public:

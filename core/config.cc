@@ -48,6 +48,9 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
 PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
 PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
 PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
+PST_ENUM_NAMES(SecurityMode, {SecurityMode::kSecret, "secret"}, {SecurityMode::kCurve, "curve"},
+               {SecurityMode::kNone, "none"})
+PST_ENUM_NAMES(CheckpointFailure, {CheckpointFailure::kContinue, "continue"}, {CheckpointFailure::kStop, "stop"})
 PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
                {MatmulPrecision::kBf16, "bf16"})
 
@@ -275,9 +278,10 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("checkpoint", "every_minutes", &ck.every_minutes));
   f.push_back(make_field("checkpoint", "dir", &ck.dir));
   f.push_back(make_field("checkpoint", "keep", &ck.keep));
+  f.push_back(make_field("checkpoint", "on_failure", &ck.on_failure));
   f.push_back(make_field("checkpoint", "resume", &ck.resume));
   auto& sc = c.security;
-  f.push_back(make_field("security", "curve", &sc.curve));
+  f.push_back(make_field("security", "mode", &sc.mode));
   f.push_back(make_field("security", "key_file", &sc.key_file));
   return f;
 }
@@ -320,6 +324,8 @@ const char* to_string(MatmulPrecision v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }
 const char* to_string(Overlap v) { return enum_name(v); }
+const char* to_string(SecurityMode v) { return enum_name(v); }
+const char* to_string(CheckpointFailure v) { return enum_name(v); }
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;

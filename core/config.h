@@ -142,14 +142,19 @@ struct ClusterConfig {
   std::string interface = "";          // with host = auto: the interface to take the address of (e.g. eth0)
 };
 
-// ZeroMQ CURVE on every TCP socket of a job (DESIGN.md §8): messages are
-// encrypted, and a connection is accepted only from a process that holds the
-// job's key pair. Off by default: CURVE costs throughput (ENVIRONMENT.md).
+// Who may connect to a job's TCP and IPC sockets (comm/security.h):
+//   secret (the default): only a process that proves the job's secret when it
+//     connects (ZeroMQ PLAIN through the ZAP handler); nothing is encrypted.
+//   curve: only a holder of the job's CURVE key pair, and everything on the
+//     wire is encrypted (costs throughput; README measures it).
+//   none: anyone who reaches a port (a network that is private to the job).
+enum class SecurityMode { kNone, kSecret, kCurve };
+
 struct SecurityConfig {
-  bool curve = false;
-  // The job's key pair (pst keygen; a container secret). Empty: an mpirun
-  // job makes one at launch and hands it to its ranks over MPI; processes
-  // started with --role need the file.
+  SecurityMode mode = SecurityMode::kSecret;
+  // The job's keys (pst keygen; a container secret): the secret and the key
+  // pair. Empty: an mpirun job makes them at launch and hands them to its
+  // ranks over MPI; processes started with --role need the file.
   std::string key_file = "";
 };
 
@@ -165,11 +170,17 @@ struct MetricsConfig {
 // Sharded checkpoints (DESIGN.md §9), written by the servers of a BSP job:
 // every every_steps steps, every every_minutes minutes, and at a graceful
 // stop (a signal, core/stop.h).
+// What a checkpoint that cannot be completed (a full disk) does to the job:
+// continue training (the previous checkpoint stays the latest) or stop after
+// the next step.
+enum class CheckpointFailure { kContinue, kStop };
+
 struct CheckpointConfig {
   int64_t every_steps = 0;    // a checkpoint after every this many steps; 0: none
   double every_minutes = 0;   // one at the first step that ends this long after the last; 0: none
   std::string dir;          // root of the step-NNNNNNNNN directories; empty: <train.output>/checkpoints
   int64_t keep = 3;         // complete checkpoints kept (older ones are removed)
+  CheckpointFailure on_failure = CheckpointFailure::kContinue;  // continue | stop
   // Start from: "" (a fresh job), "latest" (the newest complete checkpoint
   // under dir), "auto" (latest if dir holds any checkpoint, else a fresh
   // job: a container that restarts continues) or a checkpoint directory.
@@ -222,6 +233,8 @@ const char* to_string(MatmulPrecision v);
 const char* to_string(Consistency v);
 const char* to_string(InProcess v);
 const char* to_string(Overlap v);
+const char* to_string(SecurityMode v);
+const char* to_string(CheckpointFailure v);
 
 // Parses train.device; the error names the value and what is allowed.
 Result<DeviceSpec> parse_device(const std::string& text);

@@ -105,6 +105,11 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                           .Name("pst_last_checkpoint_timestamp_seconds")
                           .Help("Unix time of the last checkpoint a server wrote")
                           .Register(r)),
+      checkpoint_failures(BuildCounter()
+                              .Name("pst_checkpoint_failures_total")
+                              .Help("Checkpoints a server could not complete (its file, or server 0: the manifest); "
+                                    "the previous checkpoint stays the latest")
+                              .Register(r)),
       nodes_alive(BuildGauge().Name("pst_nodes_alive").Help("Nodes of the job alive, by role").Register(r)),
       node_failures(BuildCounter()
                         .Name("pst_node_failures_total")
@@ -147,7 +152,8 @@ ServerMetrics::ServerMetrics(MetricFamilies& f, int rank, int shard)
       out_(f.transport_bytes.Add(with(labels_, "direction", "out"))),
       staleness_(f.staleness.Add(labels_, Histogram::BucketBoundaries{0, 1, 2, 4, 8, 16, 32, 64})),
       checkpoint_(f.checkpoint_duration.Add(labels_, seconds_buckets())),
-      last_checkpoint_(f.last_checkpoint.Add(labels_)) {}
+      last_checkpoint_(f.last_checkpoint.Add(labels_)),
+      checkpoint_failures_(f.checkpoint_failures.Add(labels_)) {}
 
 void ServerMetrics::update_done(double seconds, bool applied, bool clipped) {
   update_.Observe(seconds);

@@ -53,6 +53,7 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Histogram>& staleness;
   prometheus::Family<prometheus::Histogram>& checkpoint_duration;
   prometheus::Family<prometheus::Gauge>& last_checkpoint;
+  prometheus::Family<prometheus::Counter>& checkpoint_failures;
   // Scheduler.
   prometheus::Family<prometheus::Gauge>& nodes_alive;
   prometheus::Family<prometheus::Counter>& node_failures;
@@ -99,6 +100,7 @@ class ServerMetrics {
     checkpoint_.Observe(seconds);
     last_checkpoint_.SetToCurrentTime();
   }
+  void checkpoint_failed() { checkpoint_failures_.Increment(); }
 
  private:
   MetricFamilies& f_;
@@ -114,6 +116,7 @@ class ServerMetrics {
   prometheus::Histogram& staleness_;
   prometheus::Histogram& checkpoint_;
   prometheus::Gauge& last_checkpoint_;
+  prometheus::Counter& checkpoint_failures_;
 };
 
 // The scheduler's view of the cluster.

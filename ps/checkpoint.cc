@@ -23,8 +23,24 @@ namespace fs = std::filesystem;
 namespace pst {
 namespace {
 
-constexpr int kFormat = 1;
+// Format 2 adds the manifest's own checksum (manifest_xxh3); format 1
+// checkpoints (without it) still load.
+constexpr int kFormat = 2;
+constexpr int kFormatWithoutChecksum = 1;
 const char* const kKinds[3] = {"param", "exp_avg", "exp_avg_sq"};
+
+// XXH3-64 of a manifest's JSON without its manifest_xxh3 field, in the
+// compact form of sorted keys (nlohmann::json keeps object keys sorted).
+std::string manifest_checksum(nlohmann::json j) {
+  j.erase("manifest_xxh3");
+  const std::string canonical = j.dump();
+  return fmt::format("{:016x}", XXH3_64bits(canonical.data(), canonical.size()));
+}
+
+// Where a server that could not write its part of a checkpoint says why.
+std::string failure_file_name(int server) { return fmt::format("server-{}.failed", server); }
+
+std::string first_line(const std::string& text) { return text.substr(0, std::min<size_t>(text.find('\n'), 500)); }
 
 Result<std::string> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -45,15 +61,25 @@ Status write_atomic(const std::string& path, const std::string& bytes) {
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n <= 0) {
+      const int err = errno;
       ::close(fd);
-      return io_error("{}: write failed: {}", tmp, std::strerror(errno));
+      ::unlink(tmp.c_str());  // a full disk keeps no half-written temp file
+      return io_error("{}: write failed: {}", tmp, std::strerror(err));
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return io_error("{}: fsync failed: {}", tmp, std::strerror(errno));
+  const bool synced = ::fsync(fd) == 0;
+  const int err = errno;
+  if (::close(fd) != 0 || !synced) {
+    ::unlink(tmp.c_str());
+    return io_error("{}: fsync failed: {}", tmp, std::strerror(err));
+  }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) return io_error("{}: cannot rename to {}: {}", tmp, path, ec.message());
+  if (ec) {
+    ::unlink(tmp.c_str());
+    return io_error("{}: cannot rename to {}: {}", tmp, path, ec.message());
+  }
   const int dfd = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
@@ -135,7 +161,14 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
 Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
                                       const ParamTable& table, const ShardState& state,
                                       std::optional<Manifest> manifest, int64_t keep, Deadline deadline) {
-  PST_ASSIGN_OR_RETURN(CheckpointFile mine, write_shard(dir, server, table, state));
+  auto written = write_shard(dir, server, table, state);
+  if (!written.ok()) {
+    // The manifest's holder stops waiting for this file when it sees the
+    // reason (a few bytes: they fit where the file did not, most times).
+    (void)write_atomic(dir + "/" + failure_file_name(server), written.status().message() + "\n");
+    return written.status();
+  }
+  const CheckpointFile mine = *written;
   if (!manifest) return mine.bytes;
   Manifest& m = *manifest;
   m.files.clear();
@@ -143,8 +176,15 @@ Result<int64_t> write_checkpoint_part(const std::string& root, const std::string
   for (int k = 0; k < m.servers; ++k) {
     CheckpointFile f = mine;
     if (k != server) {
-      while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired())
+      const std::string failed = dir + "/" + failure_file_name(k);
+      while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired()) {
+        if (fs::exists(failed)) {
+          auto why = read_all(failed);
+          return io_error("server {} could not write its part: {}", k,
+                          why.ok() ? first_line(*why) : std::string("(its reason cannot be read)"));
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       PST_ASSIGN_OR_RETURN(f, checkpoint_file(dir, shard_file_name(k)));
     }
     m.files.push_back(f);
@@ -178,6 +218,7 @@ Status write_manifest(const std::string& dir, const Manifest& m) {
   j["files"] = nlohmann::json::array();
   for (const CheckpointFile& f : m.files)
     j["files"].push_back({{"name", f.name}, {"bytes", f.bytes}, {"xxh3", fmt::format("{:016x}", f.xxh3)}});
+  j["manifest_xxh3"] = manifest_checksum(j);
   return write_atomic(dir + "/manifest.json", j.dump(2) + "\n");
 }
 
@@ -211,8 +252,20 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
   Manifest m;
   try {
     const auto j = nlohmann::json::parse(text);
-    if (j.at("format").get<int>() != kFormat)
-      return data_loss("{}: checkpoint format {}; this pst reads format {}", path, j.at("format").get<int>(), kFormat);
+    const int format = j.at("format").get<int>();
+    if (format != kFormat && format != kFormatWithoutChecksum)
+      return data_loss("{}: checkpoint format {}; this pst reads formats {} and {}", path, format,
+                       kFormatWithoutChecksum, kFormat);
+    // The manifest's own checksum: a damaged manifest (a changed number, a
+    // lost line) is named as such before any of its fields is believed.
+    if (format == kFormat) {
+      const std::string stored = j.at("manifest_xxh3").get<std::string>();
+      const std::string computed = manifest_checksum(j);
+      if (stored != computed)
+        return data_loss("{}: the manifest's checksum is {}, its contents hash to {} (the manifest is damaged or was "
+                         "edited)",
+                         path, stored, computed);
+    }
     m.step = j.at("step").get<int64_t>();
     m.applied_steps = j.at("applied_steps").get<int64_t>();
     m.skipped_steps = j.at("skipped_steps").get<int64_t>();

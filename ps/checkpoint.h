@@ -5,13 +5,16 @@
 // "exp_avg_sq/<name>@<offset>"; and manifest.json, written last and
 // atomically, with the step, the optimizer's counters, the resolved config,
 // the parameter table (names and shapes), the data position and seeds, and
-// each file's size and XXH3-64 checksum. A directory without a manifest is
-// not a checkpoint. Loading re-shards by (name, offset), so a job may resume
+// each file's size and XXH3-64 checksum, and the manifest's own checksum. A
+// directory without a manifest is not a checkpoint. Loading re-shards by (name, offset), so a job may resume
 // with another number of servers (or chunk size).
 //
 // Each server writes its file (temp + fsync + rename, by SafetensorsFile);
 // the manifest goes last, so a crash while writing leaves at most a
-// directory without a manifest, which readers skip.
+// directory without a manifest, which readers skip. A server that cannot
+// write its file (a full disk) removes its temp file and leaves
+// server-K.failed with the reason, so that the manifest's holder gives up
+// at once instead of waiting out its deadline.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +69,8 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
 // server that holds the manifest (server 0; a job of one process) then
 // waits for every other server's file to appear (each appears whole, by
 // rename; an error at the deadline), writes the manifest last and prunes
-// root to `keep`. Returns the bytes of the checkpoint's files for the
+// root to `keep`; it gives up as soon as another server says it failed.
+// Returns the bytes of the checkpoint's files for the
 // manifest's holder, of its own file for the others.
 Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
                                       const ParamTable& table, const ShardState& state,

@@ -49,6 +49,7 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
   o.checkpoint_every = job.checkpoint.every_steps;
   o.checkpoint_minutes = job.checkpoint.every_minutes;
   o.checkpoint_keep = job.checkpoint.keep;
+  o.stop_on_checkpoint_failure = job.checkpoint.on_failure == CheckpointFailure::kStop;
   if (job.checkpoint.every_steps > 0 || job.checkpoint.every_minutes > 0) o.final_step = job.train.steps;
   o.max_minutes = job.train.max_minutes;
   return o;
@@ -69,6 +70,7 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
                 [metrics = options.metrics](const char* reason) {
                   if (metrics) metrics->rejected(reason);
                 }),
+      senders_(options.layout.nodes()),
       pushed_(static_cast<size_t>(options.layout.workers), false),
       partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
@@ -145,9 +147,13 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
     state.reset();
     if (!bytes.ok()) {
       // Without this file, or without the manifest, the previous checkpoint
-      // stays the latest.
-      spdlog::error("server {}: checkpoint of step {} not completed: {}", options_.server, step,
+      // stays the latest; training goes on unless the policy says stop.
+      spdlog::error("server {}: checkpoint of step {} not completed ({}): {}", options_.server, step,
+                    options_.stop_on_checkpoint_failure ? "checkpoint.on_failure = stop: the job stops after the next step"
+                                                        : "training goes on; the previous checkpoint stays the latest",
                     bytes.status().message());
+      if (options_.metrics) options_.metrics->checkpoint_failed();
+      checkpoint_failed_ = true;
       return;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -174,6 +180,12 @@ Status ShardServer::serve() {
   }
   // A checkpoint begun is complete (or has failed) when serve() returns.
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  // The stop that checkpoint.on_failure = stop asked for is not a success:
+  // the job ends short of its steps, and its exit status says so.
+  if (s.ok() && options_.stop_on_checkpoint_failure && checkpoint_failed_)
+    return io_error("server {}: stopped at step {} because a checkpoint could not be completed "
+                    "(checkpoint.on_failure = stop; the reason is logged above)",
+                    options_.server, version_);
   return s;
 }
 
@@ -200,7 +212,9 @@ Status ShardServer::serve_until_done() {
       auto msg = router_->receive(Deadline::after(0), "a message");
       // Only pushes and shutdowns are progress: a worker that keeps asking
       // for weights must not hide another that stopped pushing.
-      if (msg.ok() && handle(std::move(*msg))) deadline = Deadline::after(options_.timeout_s);
+      const bool progress = msg.ok() && handle(std::move(*msg));
+      ++received_;  // after handling: a reader of received() sees its effects
+      if (progress) deadline = Deadline::after(options_.timeout_s);
     }
     if (!error_.ok()) return error_;
     // While updating, the update thread's own deadline bounds the wait.
@@ -234,6 +248,10 @@ bool ShardServer::handle(Routed msg) {
   const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
   if (!validate(*m, e, &why)) {
     error_ = reject(msg.route, why, m.get());
+    return false;
+  }
+  if (!senders_.admit(m->header().getSender(), msg.route)) {
+    rejecter_.drop(senders_.spoofed(m->header().getSender(), msg.route));
     return false;
   }
   const wire::Kind kind = m->header().getKind();
@@ -526,7 +544,8 @@ void ShardServer::update_loop() {
     if (time_up && !time_up_logged_.exchange(true))
       spdlog::info("server {}: train.max_minutes = {} reached; the job stops after this step", options_.server,
                    options_.max_minutes);
-    local.stop = stop_asked_.load() || stop_requested() || time_up;
+    local.stop = stop_asked_.load() || stop_requested() || time_up ||
+                 (options_.stop_on_checkpoint_failure && checkpoint_failed_.load());
     local.checkpoint = options_.checkpoint_minutes > 0 &&
                        static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
     const bool bsp = options_.consistency == Consistency::kBsp;

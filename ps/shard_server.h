@@ -71,6 +71,11 @@ struct ShardServerOptions {
   int64_t checkpoint_every = 0;
   double checkpoint_minutes = 0;
   int64_t checkpoint_keep = 3;
+  // checkpoint.on_failure = stop: a checkpoint this server could not
+  // complete stops the job after the next step (with one more try at a
+  // checkpoint); otherwise training goes on and the previous checkpoint
+  // stays the latest.
+  bool stop_on_checkpoint_failure = false;
   // A checkpoint of this version too, when checkpoints are on (the job's
   // last step, written before its final evaluation); 0: none.
   int64_t final_step = 0;
@@ -106,6 +111,9 @@ class ShardServer {
   // its version and optimizer-step count.
   void restore(const ShardState& state, int64_t version, int64_t applied_steps);
   int64_t rejected() const { return rejecter_.count(); }
+  std::string rejected_reasons() const { return rejecter_.reasons(); }
+  // Messages taken off the socket so far (valid or not).
+  int64_t received() const { return received_.load(); }
   int64_t version() const { return version_; }
   // Instruments of the consistency modes, read after serve() returns: the
   // largest lead (pushes of the pulling worker less those of the slowest
@@ -183,6 +191,7 @@ class ShardServer {
   std::unordered_map<uint64_t, size_t> range_of_key_;  // (tensor << 32 | chunk) -> owned range index
   std::vector<Chunk> owned_chunks_;
   Rejecter rejecter_;  // reject() on the receive thread
+  RankBinding senders_;  // which process speaks for each rank (receive thread)
 
   // Receive-thread state.
   int64_t version_ = 0;
@@ -203,6 +212,7 @@ class ShardServer {
   StepReport last_;
   Status error_;
   std::atomic<int64_t> streamed_parts_{0};
+  std::atomic<int64_t> received_{0};
   std::atomic<int64_t> waiting_pulls_{0};
   std::atomic<int64_t> updates_{0};
   std::atomic<int64_t> update_ns_{0};
@@ -215,6 +225,7 @@ class ShardServer {
   std::atomic<int64_t> last_checkpoint_ns_{0};
   std::atomic<int64_t> serve_started_ns_{0};  // for max_minutes
   std::atomic<bool> time_up_logged_{false};
+  std::atomic<bool> checkpoint_failed_{false};  // checkpoint thread -> update thread
   std::string job_toml_;
   uint64_t seed_ = 0;
   std::thread checkpoint_thread_;

@@ -23,6 +23,8 @@ std::string node_name(const JobLayout& l, int32_t rank) {
   return fmt::format("rank {}", rank);
 }
 
+constexpr size_t kMaxOpenRounds = 8;
+
 struct Registrant {
   zmq::message_t route;
   wire::Role role = wire::Role::WORKER;
@@ -50,7 +52,8 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
 }
 
 // Phase 1: collects Register messages and answers each with the node table.
-Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& rejecter) {
+Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& rejecter,
+                  RankBinding& senders) {
   const JobLayout& l = o.layout;
   std::vector<Registrant> servers, workers;
   const Deadline deadline = Deadline::after(o.start_timeout_s);
@@ -79,6 +82,7 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     rejecter.reject(router, msg->route, why, m.get());
   }
   auto send_table = [&](const Registrant& r, int32_t rank) {
+    senders.bind(rank, r.route);  // the rank speaks from the process that registered
     OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, r.request_id);
     t.header().setRank(rank);
     auto nodes = t.header().initNodes(static_cast<unsigned>(servers.size() + workers.size()));
@@ -118,7 +122,10 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   Rejecter rejecter(o.job_id, 0, "scheduler", [metrics = o.metrics](const char* reason) {
     if (metrics) metrics->rejected(reason);
   });
-  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter));
+  // Which process speaks for each rank: the one that registered it, or
+  // (mpirun, no rendezvous) the first one heard in its name.
+  RankBinding senders(l.nodes());
+  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter, senders));
   if (!o.file_sd.empty()) {
     PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
     spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
@@ -170,6 +177,10 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
         rejecter.reject(router, msg->route, late, m.get());
         continue;
       }
+      if (!senders.admit(rank, msg->route)) {
+        rejecter.drop(senders.spoofed(rank, msg->route));
+        continue;
+      }
       last_seen[static_cast<size_t>(rank)] = Clock::now();
       try {
         switch (h.getKind()) {
@@ -198,6 +209,16 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
           case wire::Kind::REPORT: {
             if (h.which() != wire::Header::STATS || !l.is_server(rank)) break;
             const size_t k = static_cast<size_t>(l.server_index(rank));
+            // A BSP job has one round in flight, two around its edges: more
+            // open rounds are a server's bug, not state to keep.
+            if (!rounds.count(h.getStep()) && rounds.size() >= kMaxOpenRounds) {
+              rejecter.reject(router, msg->route,
+                              {wire::ErrorCode::BAD_STEP,
+                               fmt::format("statistics of step {} while {} rounds are open (at most {})", h.getStep(),
+                                           rounds.size(), kMaxOpenRounds)},
+                              m.get());
+              break;
+            }
             Round& r = rounds[h.getStep()];
             if (r.in.empty()) {
               r.sum.assign(static_cast<size_t>(l.servers), 0.0);
@@ -276,7 +297,8 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       return dead;
     }
   }
-  if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected", rejecter.count());
+  if (rejecter.count() > 0)
+    spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
   return Status();
 }
 

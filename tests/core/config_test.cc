@@ -151,10 +151,11 @@ TEST(ConfigTest, EnvironmentVariablesAreOverrides) {
                                       "security.key_file=/run/secrets/pst_key", "metrics.bind=0.0.0.0=x"};
   EXPECT_EQ(*o, want);
   auto c = parse_config("", "t", {"train.steps=500", "train.eval_every=0", "cluster.host=auto",
-                                  "security.key_file=/run/secrets/pst_key", "security.curve=true"});
+                                  "security.key_file=/run/secrets/pst_key", "security.mode=curve"});
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->train.steps, 500);
-  EXPECT_TRUE(c->security.curve);
+  EXPECT_EQ(c->security.mode, SecurityMode::kCurve);
+  EXPECT_EQ(JobConfig().security.mode, SecurityMode::kSecret) << "authentication is on by default";
   EXPECT_EQ(c->security.key_file, "/run/secrets/pst_key");
   auto bad = env_overrides({"PST_TRAIN_STEP=5"});
   ASSERT_FALSE(bad.ok());
@@ -175,7 +176,7 @@ TEST(ConfigTest, JobIdIgnoresPerProcessSettingsOnly) {
   local.metrics.port = 9100;
   local.security.key_file = "/run/secrets/k";
   EXPECT_EQ(job_id(local), job_id(base));
-  for (const char* o : {"train.steps=7", "model.d_model=128", "cluster.servers=3", "security.curve=true",
+  for (const char* o : {"train.steps=7", "model.d_model=128", "cluster.servers=3", "security.mode=curve",
                         "optim.lr=0.5", "checkpoint.every_steps=5"}) {
     JobConfig other = base;
     ASSERT_TRUE(apply_override(other, o).ok()) << o;

@@ -267,7 +267,7 @@ def lint_compose(path, context):
                 mounts.append((parts[0], parts[1] if len(parts) > 1 else parts[0], "volume"))
         if not any(t and output.startswith(t.rstrip("/") + "/") and ty == "volume" for _, t, ty in mounts):
             bad("compose-volumes", f"{n}: no named volume holds train.output {output!r}")
-        if env_of(svc).get("PST_SECURITY_CURVE") == "true":
+        if env_of(svc).get("PST_SECURITY_MODE", "secret") != "none":
             key = env_of(svc).get("PST_SECURITY_KEY_FILE", "")
             secrets = [s if isinstance(s, str) else s.get("source") for s in svc.get("secrets") or []]
             if not key.startswith("/run/secrets/") or key.rsplit("/", 1)[-1] not in secrets:

@@ -18,6 +18,10 @@
 #     after a step N with a complete checkpoint of N, and resuming from it
 #     gives what an uninterrupted job of N + 3 steps gives. pst checkpoint
 #     export of the stop's checkpoint is the job's model file, bit for bit.
+#  7. A full disk (a 64 KiB tmpfs in a mount namespace of the job's own):
+#     every checkpoint fails, training goes on to the same weights as a job
+#     without checkpoints, no temp file is left, and the failures are named;
+#     with checkpoint.on_failure = stop the job stops early and exits 1.
 # Usage: checkpoint_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
 set -uo pipefail
 PST=$1
@@ -178,6 +182,34 @@ resumes_exactly sigusr1 1e-6 --set cluster.servers=2
 train sigint --set cluster.servers=1 --set cluster.workers=1 "${LONG[@]}" &
 stop_job sigint INT "^$PST train .*train.output=$TMP/sigint( |\$)"
 resumes_exactly sigint 1e-6 --set cluster.servers=1 --set cluster.workers=1
+
+# 7. A full disk. full_disk NAME ARGS...: a threads job whose checkpoint
+# directory is a 64 KiB tmpfs (a server file of g2p-tiny is larger); the
+# files left there go to NAME.files.
+full_disk() {
+  local name=$1
+  shift
+  mkdir -p "$TMP/$name.disk"
+  timeout 300 unshare -m --propagation private bash -c 'mount -t tmpfs -o size=64k tmpfs "$1" && shift &&
+    "$@"; rc=$?; find "$0" -type f >"$0.files"; exit $rc' "$TMP/$name.disk" "$TMP/$name.disk" \
+    "$PST" train "${JOB[@]}" --set train.output="$TMP/$name" --set checkpoint.dir="$TMP/$name.disk" "$@" \
+    >"$TMP/$name.log" 2>&1
+}
+check "a job whose checkpoints do not fit goes on and exits 0" full_disk fulldisk --set cluster.servers=2 \
+  --set train.steps=40 --set checkpoint.every_steps=10
+check "the failures are named" grep -q "checkpoint of step 10 not completed (training goes on" "$TMP/fulldisk.log"
+check "as no space left" grep -q "No space left on device" "$TMP/fulldisk.log"
+check "it trained as if nothing happened" "$DIFF" "$TMP/fulldisk/model.safetensors" "$TMP/full2/model.safetensors" 0 0
+check "no temp file is left ($(tr '\n' ' ' <"$TMP/fulldisk.disk.files"))" \
+  bash -c "! grep -q '\.tmp\$' '$TMP/fulldisk.disk.files'"
+check "no manifest was written" bash -c "! grep -q 'manifest.json' '$TMP/fulldisk.disk.files'"
+full_disk fullstop --set cluster.servers=2 --set train.steps=40 --set checkpoint.every_steps=10 \
+  --set checkpoint.on_failure=stop
+rc=$?
+check "with checkpoint.on_failure = stop the job exits 1 ($rc)" test "$rc" = 1
+check "naming the policy" grep -q "because a checkpoint could not be completed (checkpoint.on_failure = stop" \
+  "$TMP/fullstop.log"
+check "before its 40 steps" bash -c "! grep -q 'step 40/' '$TMP/fullstop.log'"
 
 echo "killed job: newest complete checkpoint at step $step; $(ls -d "$TMP"/ckk/step-* | wc -l) step directories left"
 echo "checkpoint_test: $passes checks passed, $failures failed"

@@ -30,7 +30,12 @@ trap cleanup EXIT
 unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"
 
-JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set train.test_at_end=false
+# The job's keys: security.mode = secret (the default) admits only
+# processes that prove its secret.
+"$PST" keygen --out "$TMP/job.key" >/dev/null
+"$PST" keygen --out "$TMP/other.key" >/dev/null
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key"
+     --set train.eval_every=0 --set train.test_at_end=false
      --set data.batch_size=16 --set model.dropout=0.1 --set model.attention_dropout=0.1
      --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=2 --set train.threads=1)
 
@@ -92,14 +97,29 @@ check "the role workers computed with 2 threads" grep -q "worker: 2 compute thre
 # The worker starts 6 s after the others, past cluster.timeout_s = 2; once
 # the job runs, one more worker of the same job (as from another host: its
 # train.output, relative, is another folder) registers and is refused.
-start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1
-for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
+# While the scheduler waits for that worker, a worker of the same config with
+# another job's keys tries to register: it is refused at the handshake,
+# learns nothing, and says what to check.
 mkdir -p "$TMP/elsewhere"
+(cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${JOB[@]}" --set security.key_file="$TMP/other.key" \
+  --set cluster.servers=1 --set cluster.workers=1 --set cluster.start_timeout_s=4 --role worker \
+  --scheduler "ipc://$TMP/eq1.sock") >"$TMP/stranger.log" 2>&1 &
+STRANGER=$!
+start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1
+wait "$STRANGER"
+stranger=$?
+check "a worker with another job's secret exits non-zero ($stranger)" test "$stranger" -ne 0
+check "and is told to check its security settings" grep -q "security.key_file? The scheduler refuses" "$TMP/stranger.log"
+check "the scheduler refused its connection" grep -q "refused a connection" "$TMP/eq1.scheduler.log"
+for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --role worker --scheduler "ipc://$TMP/eq1.sock") \
   >"$TMP/late.log" 2>&1
 late=$?
 check "a worker past the rendezvous exits non-zero ($late)" test "$late" -ne 0
 check "and is told the job has started" grep -q "the job has started" "$TMP/late.log"
+(cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --set security.key_file= --role worker \
+  --scheduler "ipc://$TMP/eq1.sock") >"$TMP/keyless.log" 2>&1
+check "a --role process without keys is told what it needs" grep -q "need security.key_file" "$TMP/keyless.log"
 check "the 1 + 1 + 1 job with a late worker ends" wait_all 180 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
 check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0"
 check "reference W=1" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=40 \

@@ -10,7 +10,9 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <xxhash.h>
 
 #include "ps/checkpoint.h"
 #include "ps/server.h"
@@ -166,10 +168,27 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
       {"chunk_bytes", 0, "chunk_bytes = 0: must be a multiple of 4"},
       {"chunk_bytes", 257, "chunk_bytes = 257"},
   };
+  // The manifest checks itself: an edit is refused by its checksum before
+  // any field is read, unless the editor also re-signs it, as here.
+  {
+    nlohmann::json j = good;
+    j["step"] = 9;
+    std::ofstream(path, std::ios::trunc) << j.dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("the manifest's checksum is"), std::string::npos) << r.status().message();
+  }
+  auto resign = [](nlohmann::json j) {
+    nlohmann::json body = j;
+    body.erase("manifest_xxh3");
+    const std::string canonical = body.dump();
+    j["manifest_xxh3"] = fmt::format("{:016x}", XXH3_64bits(canonical.data(), canonical.size()));
+    return j;
+  };
   for (const auto& [field, value, want] : cases) {
     nlohmann::json j = good;
     j[field] = value;
-    std::ofstream(path, std::ios::trunc) << j.dump();
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
     const auto r = read_checkpoint(dir);
     ASSERT_FALSE(r.ok()) << field << " = " << value.dump() << " was accepted";
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();

@@ -410,6 +410,7 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   const std::vector<float> g(w0.size(), 0.01f);
   // Sends a part of worker 1's push of step 0 with chunks [first, last) and
   // returns the reply: "ack" or the Error's message.
+  uint64_t reply_job = 0;  // the job id of the last reply
   auto send_part = [&](uint64_t job_id, size_t first, size_t last, int64_t tokens) -> std::string {
     OutMessage m(wire::Kind::PUSH, job_id, ServedShard::kLayout.worker_rank(1), 0, 5);
     m.header().initPush().setTokens(tokens);
@@ -420,13 +421,18 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
     Rejection why;
     auto in = InMessage::parse(std::move(*reply), &why);
     if (!in) return "unparsable reply: " + why.message;
+    reply_job = in->header().getJobId();
     if (in->header().getKind() == wire::Kind::PUSH_ACK) return "ack";
     EXPECT_EQ(in->header().getKind(), wire::Kind::ERROR);
     return in->header().getError().getMessage().cStr();
   };
   const size_t n = chunks.size();
-  EXPECT_NE(send_part(kJob + 1, 0, n, 3).find("job id"), std::string::npos);
+  const std::string other_job = send_part(kJob + 1, 0, n, 3);
+  EXPECT_NE(other_job.find("is not this job's"), std::string::npos) << other_job;
+  EXPECT_EQ(reply_job, 0u) << "a peer that does not know the job's id must not learn it";
+  EXPECT_EQ(other_job.find(fmt::format("{:016x}", kJob)), std::string::npos) << other_job;
   EXPECT_EQ(send_part(kJob, 0, n - 1, 3), "ack");
+  EXPECT_EQ(reply_job, kJob);
   const std::string repeat = send_part(kJob, 0, 1, 3);
   EXPECT_NE(repeat.find("repeats chunk"), std::string::npos) << repeat;
   const std::string mismatch = send_part(kJob, n - 1, n, 4);
@@ -481,6 +487,50 @@ TEST(ShardServerTest, APeerThatDoesNotReadItsErrorsHoldsUpNobody) {
   EXPECT_EQ(s.server().rejected(), kBad);
   expect_one_round(s, w0, std::vector<float>(w0.size(), 0.02f), 10);
   EXPECT_EQ(s.server().rejected(), kBad);
+}
+
+// Once a worker's rank has been heard from this process, another process
+// (here a raw socket with a routing id of its own) cannot speak in its
+// name: a forged push, pull and shutdown are dropped without an answer and
+// counted, and the round of the real workers ends with their gradients only
+// (without the binding the forged push was applied and the real one refused).
+TEST(ShardServerTest, AnotherProcessCannotSpeakForABoundWorker) {
+  const std::vector<float> w0 = initial_weights(5);
+  ServedShard s("spoof-test", w0, 256, 30.0);
+  {
+    auto own = Dealer::connect(s.context(), s.endpoint(), "server 0");
+    ASSERT_TRUE(own.ok());
+    for (int w = 0; w < 2; ++w) {
+      OutMessage beat(wire::Kind::HEARTBEAT, kJob, ServedShard::kLayout.worker_rank(w), 0, 1);
+      ASSERT_TRUE((*own)->send(beat.finish(), Deadline::after(10)).ok());
+    }
+  }
+  zmq::socket_t impostor(s.context(), zmq::socket_type::dealer);
+  impostor.set(zmq::sockopt::linger, 0);
+  impostor.set(zmq::sockopt::routing_id, std::string("impostor-process-id0"));
+  impostor.connect(s.endpoint());
+  const std::vector<float> huge(w0.size(), 1000.0f);
+  std::vector<Frames> forged;
+  {
+    OutMessage push(wire::Kind::PUSH, kJob, ServedShard::kLayout.worker_rank(0), 0, 7);
+    push.header().initPush().setTokens(10);
+    for (const Chunk& c : s.plan().chunks()) push.add_chunk(c.key, huge.data() + c.begin, c.length, nullptr);
+    forged.push_back(push.finish());
+    OutMessage pull(wire::Kind::PULL, kJob, ServedShard::kLayout.worker_rank(1), 1, 8);
+    forged.push_back(pull.finish());
+    OutMessage bye(wire::Kind::SHUTDOWN, kJob, ServedShard::kLayout.worker_rank(1), 0, 9);
+    forged.push_back(bye.finish());
+  }
+  for (Frames& f : forged)
+    for (size_t i = 0; i < f.size(); ++i)
+      ASSERT_TRUE(impostor.send(f[i], i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
+  const Deadline d = Deadline::after(20);
+  while (s.server().rejected() < 3 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(s.server().rejected(), 3);
+  zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
+  EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(500)), 0) << "a spoofed message gets no answer";
+  expect_one_round(s, w0, std::vector<float>(w0.size(), 0.02f), 10);
+  EXPECT_EQ(s.server().rejected(), 3);
 }
 
 // A worker that pushes, asks for the next weights and dies before they
