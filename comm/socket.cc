@@ -28,7 +28,14 @@ bool wait_for(zmq::socket_t& s, short events, Deadline deadline) {
   zmq::pollitem_t item{s.handle(), 0, events, 0};
   while (true) {
     const long ms = deadline.remaining_ms();
-    const int n = zmq::poll(&item, 1, std::chrono::milliseconds(ms));
+    int n = 0;
+    try {
+      n = zmq::poll(&item, 1, std::chrono::milliseconds(ms));
+    } catch (const zmq::error_t& e) {
+      // A signal handled by this thread (pst blocks its own, core/stop.h;
+      // a host program may not) interrupts the wait: wait again.
+      if (e.num() != EINTR) throw;
+    }
     if (n > 0 && (item.revents & events)) return true;
     if (deadline.expired()) return false;
   }

@@ -13,7 +13,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = [] {
-    const std::string d = "/tmp/pst-fuzz-manifest-" + std::to_string(::getpid()) + "/step-000000010";
+    const std::string d = "/dev/shm/pst-fuzz-manifest-" + std::to_string(::getpid()) + "/step-000000010";
     std::filesystem::create_directories(d);
     return d;
   }();

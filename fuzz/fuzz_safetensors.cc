@@ -9,7 +9,7 @@
 #include "core/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/pst-fuzz-safetensors-" + std::to_string(::getpid());
+  static const std::string path = "/dev/shm/pst-fuzz-safetensors-" + std::to_string(::getpid());
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);

@@ -1,6 +1,6 @@
 // Writes the seed corpora of the fuzz targets from real messages and files
 // (fuzz/frames.h gives the multipart form): seeds DIR makes DIR/message,
-// DIR/server, DIR/safetensors and DIR/manifest (configs come from
+// DIR/server, DIR/scheduler, DIR/safetensors and DIR/manifest (configs come from
 // configs/*.toml, copied by scripts/fuzz).
 #include <filesystem>
 #include <fstream>
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string root = argv[1];
-  for (const char* d : {"message", "server", "safetensors", "manifest"}) fs::create_directories(root + "/" + d);
+  for (const char* d : {"message", "server", "scheduler", "safetensors", "manifest"}) fs::create_directories(root + "/" + d);
   const JobConfig job = fuzz::fuzz_job();
   const ParamTable table = build_param_table(job.model, 12, 12);
   const ShardPlan plan = *ShardPlan::make(table.numels(), 1, fuzz::kFuzzChunkBytes);
@@ -47,6 +47,14 @@ int main(int argc, char** argv) {
     n.setHost("host-a");
     n.setMetrics("10.0.0.2:9100");
     add("register", m);
+  }
+  {
+    OutMessage m(wire::Kind::REGISTER, fuzz::kFuzzJob, -1, 0, 9);
+    auto n = m.header().initNode();
+    n.setRole(wire::Role::SERVER);
+    n.setEndpoint("tcp://10.0.0.3:5601");
+    n.setHost("host-b");
+    add("register-server", m);
   }
   {
     OutMessage m(wire::Kind::PUSH, fuzz::kFuzzJob, worker, 0, 2);
@@ -105,6 +113,7 @@ int main(int argc, char** argv) {
     const std::string bytes = fuzz::join_frames(frames);
     save(root + "/message/" + name, bytes);
     save(root + "/server/" + name, bytes);
+    save(root + "/scheduler/" + name, bytes);
   }
 
   // A checkpoint of the fuzz job's model: its server file and manifest.

@@ -1,6 +1,7 @@
 #include "ps/shard_server.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -195,7 +196,12 @@ Status ShardServer::serve_until_done() {
   while (!(shutdowns_ == workers && !updating_ && queued_.empty())) {
     zmq::pollitem_t items[2] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0},
                                 {notify_recv_.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 2, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;  // a signal interrupted the wait: look again
+      continue;
+    }
     if (items[1].revents & ZMQ_POLLIN) {
       zmq::message_t note;
       (void)notify_recv_.recv(note, zmq::recv_flags::dontwait);

@@ -25,6 +25,18 @@ std::string node_name(const JobLayout& l, int32_t rank) {
 
 constexpr size_t kMaxOpenRounds = 8;
 
+// Adds one to *counter (when there is one) as it goes out of scope: after
+// the message has been handled, whichever way.
+struct Counted {
+  explicit Counted(std::atomic<int64_t>* counter) : counter_(counter) {}
+  ~Counted() {
+    if (counter_) ++*counter_;
+  }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+  std::atomic<int64_t>* counter_;
+};
+
 struct Registrant {
   zmq::message_t route;
   wire::Role role = wire::Role::WORKER;
@@ -62,6 +74,7 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     auto msg = router.receive(deadline, fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
                                                     servers.size(), l.servers, workers.size(), l.workers));
     if (!msg.ok()) return msg.status();
+    const Counted counted(o.received);
     Rejection why;
     auto m = InMessage::parse(std::move(msg->frames), &why);
     if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER)
@@ -159,6 +172,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   while (remaining > 0) {
     auto msg = router.receive(Deadline::after(std::min(1.0, o.timeout_s)), "messages of the job");
     if (msg.ok()) {
+      const Counted counted(o.received);
       Rejection why;
       auto m = InMessage::parse(std::move(msg->frames), &why);
       if (!m || !validate(*m, e, &why)) {

@@ -18,6 +18,7 @@
 // (those it was given, and those the nodes registered).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -40,6 +41,9 @@ struct SchedulerOptions {
   std::string file_sd;               // where to write the scrape targets; empty: nowhere
   std::vector<ScrapeTarget> targets;  // known before the rendezvous (the scheduler's own; all under mpirun)
   std::function<void()> on_start;     // rendezvous: called when the start barrier releases the job
+  // Counts every message taken off the socket, once handled (tests and
+  // fuzz/fuzz_scheduler.cc wait on it); null: not counted.
+  std::atomic<int64_t>* received = nullptr;
 };
 
 Status run_scheduler(Router& router, const SchedulerOptions& options);

@@ -5,7 +5,11 @@
 // not a silent drop; binding a taken port names the endpoint.
 #include "comm/socket.h"
 
+#include <pthread.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <csignal>
 
 #include <numeric>
 #include <thread>
@@ -216,6 +220,51 @@ TEST(SocketErrorsTest, FramesOverTheLimitAreDroppedBeforeTheyAreBuffered) {
   ASSERT_EQ(got->frames.size(), 1u);
   EXPECT_EQ(got->frames[0].size(), static_cast<size_t>(max_frame_bytes(4096)));
   EXPECT_FALSE((*router)->receive(Deadline::after(1), "nothing more").ok()) << "the oversized frame came through";
+}
+
+}  // namespace
+}  // namespace pst
+
+namespace pst {
+namespace {
+
+std::atomic<int> g_interrupts{0};
+void count_interrupt(int) { ++g_interrupts; }
+
+// A signal that this thread handles (a program that embeds pst may install
+// one; pst blocks its own, core/stop.h) interrupts the poll inside a
+// receive: the wait goes on to its deadline instead of throwing
+// zmq::error_t(EINTR) out of pst (fuzz_scheduler found this one).
+TEST(SocketErrorsTest, ASignalDuringAWaitDoesNotEndIt) {
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = count_interrupt;
+  sa.sa_flags = 0;  // no SA_RESTART: poll returns EINTR
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR2);
+  ASSERT_EQ(::pthread_sigmask(SIG_UNBLOCK, &set, nullptr), 0);
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "inproc://interrupted");
+  ASSERT_TRUE(router.ok());
+  auto dealer = Dealer::connect(ctx, "inproc://interrupted", "the router");
+  ASSERT_TRUE(dealer.ok());
+  const pthread_t waiter = ::pthread_self();
+  std::atomic<bool> waiting{true};
+  std::thread signaller([&] {
+    for (int i = 0; i < 20 && waiting; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (waiting) ::pthread_kill(waiter, SIGUSR2);
+    }
+  });
+  Status got;
+  EXPECT_NO_THROW(got = (*dealer)->receive(Deadline::after(0.6), "nothing").status());
+  waiting = false;
+  signaller.join();
+  EXPECT_EQ(got.code(), StatusCode::kDeadlineExceeded) << got.to_string();
+  EXPECT_GT(g_interrupts.load(), 0) << "the signal never came";
+  ::sigaction(SIGUSR2, &old, nullptr);
 }
 
 }  // namespace

@@ -66,6 +66,16 @@ total=$(awk '$1 == "total" {print $2}' "$TMP/p")
 check "params components sum to total ($sum vs $total)" test "$sum" = "$total"
 tensors=$(grep -c -E '^[a-z_.0-9]+\.(weight|bias|in_proj_weight|in_proj_bias) ' "$TMP/p")
 check "params lists 93 tensors (got $tensors)" test "$tensors" -eq 93
+# At the size bounds the counts are exact (they used to overflow int64): the
+# feed-forward blocks of 2 x 1024 layers hold 2048 x (2 d f + f + d).
+check "params at the size bounds" run 0 "$TMP/pmax" "$PST" params --config "$ROOT/configs/g2p-tiny.toml" \
+  --set model.d_model=65536 --set model.ffn_dim=1048576 --set model.heads=1024 --set model.encoder_layers=1024 \
+  --set model.decoder_layers=1024
+ffn=$(awk '$1 == "ffn" {print $2}' "$TMP/pmax")
+check "ffn parameters at the bounds are 2048 (2 d f + f + d) ($ffn)" \
+  test "$ffn" = "$(python3 -c 'd, f = 65536, 1048576; print(2048 * (2 * d * f + f + d))')"
+max_total=$(awk '$1 == "total" {print $2}' "$TMP/pmax")
+check "and the total is positive ($max_total)" test "${max_total:-0}" -gt 0
 
 # A short G2P training run writes a model that predict can load.
 check "train g2p" run 0 "$TMP/t" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \

@@ -66,6 +66,10 @@ check "mpirun S=2 W=3 with overlap on" timeout 300 "${MPIRUN[@]}" -np 6 "$PST" t
   --set train.output="$TMP/overlap" >"$TMP/overlap.log" 2>&1
 check "overlap on equals one process on the concatenated batches, bit for bit" \
   "$DIFF" "$TMP/overlap/model.safetensors" "$TMP/ref3/model.safetensors" 0 0
+# Security is on by default: rank 0 made the job's secret at launch and
+# every rank proves it (security.mode = secret, security.key_file empty).
+check "every rank of the mpirun job has the job secret on" \
+  test "$(grep -c 'job secret on' "$TMP/overlap.log")" = 6
 
 # 2. ASP and SSP jobs run to their end and the loss falls.
 for mode in asp ssp; do

@@ -6,12 +6,17 @@
 // pst_messages_rejected_total; the real nodes then register, get their
 // ranks, and end the job, and the scheduler returns OK.
 // (The first two threw an uncaught kj::Exception; the last wrote
-// last_seen[-1].)
+// last_seen[-1].) Shutdowns and statistics sent in the registered nodes'
+// names by another process are dropped without an answer and do not end the
+// job.
 #include "scheduler/scheduler.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -60,8 +65,14 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   MetricFamilies families(registry);
   SchedulerMetrics metrics(families, 0);
   o.metrics = &metrics;
+  std::atomic<int64_t> received{0};
+  o.received = &received;
   Status done = failed_precondition("run_scheduler has not returned");
-  std::thread scheduler([&] { done = run_scheduler(**router, o); });
+  std::atomic<bool> returned{false};
+  std::thread scheduler([&] {
+    done = run_scheduler(**router, o);
+    returned = true;
+  });
   auto connect = [&] {
     auto d = Dealer::connect(ctx, "inproc://scheduler-test", "the scheduler");
     PST_CHECK_MSG(d.ok(), "{}", d.status().to_string());
@@ -108,6 +119,34 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   EXPECT_EQ(kind, wire::Kind::ERROR);
   EXPECT_NE(message.find("the job has started"), std::string::npos) << message;
 
+  // Another process (a raw socket with a routing id of its own) in the
+  // registered nodes' names: Shutdowns that would end the job and
+  // statistics that would stop it are dropped without an answer.
+  zmq::socket_t impostor(ctx, zmq::socket_type::dealer);
+  impostor.set(zmq::sockopt::linger, 0);
+  impostor.set(zmq::sockopt::routing_id, std::string("impostor-process-id0"));
+  impostor.connect("inproc://scheduler-test");
+  const int64_t before = received.load();
+  std::vector<Frames> forged;
+  for (int32_t rank : {server_rank, worker_rank}) {
+    OutMessage bye(wire::Kind::SHUTDOWN, kJob, rank, 0, 10);
+    forged.push_back(bye.finish());
+  }
+  {
+    OutMessage stats(wire::Kind::REPORT, kJob, server_rank, 0, 11);
+    stats.header().initStats().setStop(true);
+    forged.push_back(stats.finish());
+  }
+  for (Frames& f : forged)
+    for (size_t i = 0; i < f.size(); ++i)
+      ASSERT_TRUE(impostor.send(f[i], i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
+  const Deadline handled = Deadline::after(20);
+  while (received.load() < before + 3 && !handled.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(received.load(), before + 3);
+  EXPECT_FALSE(returned.load()) << "forged Shutdowns ended the job";
+  zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
+  EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(300)), 0) << "a spoofed message gets no answer";
+
   // The job ends well.
   for (const auto& [d, rank] : {std::pair{server.get(), server_rank}, std::pair{worker.get(), worker_rank}}) {
     OutMessage bye(wire::Kind::SHUTDOWN, kJob, rank, 0, 9);
@@ -115,12 +154,85 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   }
   scheduler.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
-  // The three rejections are counted, by reason.
-  double rejected = 0;
+  // The six rejections are counted, by reason.
+  double rejected = 0, spoofed = 0;
   for (const auto& family : registry.Collect())
     if (family.name == "pst_messages_rejected_total")
-      for (const auto& m : family.metric) rejected += m.counter.value;
-  EXPECT_EQ(rejected, 3);
+      for (const auto& m : family.metric) {
+        rejected += m.counter.value;
+        for (const auto& l : m.label)
+          if (l.name == "reason" && l.value == "spoofed") spoofed += m.counter.value;
+      }
+  EXPECT_EQ(rejected, 6);
+  EXPECT_EQ(spoofed, 3);
+}
+
+}  // namespace
+}  // namespace pst
+
+namespace pst {
+namespace {
+
+// A server that reports the statistics of many rounds the other server has
+// not reached (a bug, or a rogue member): the scheduler keeps at most 8
+// rounds open and rejects the next, so its memory stays bounded (spoofed
+// reports grew it by 86 MiB); the open rounds still complete when the other
+// server reports, each with the sum of both.
+TEST(SchedulerTest, OpenRoundsAreBounded) {
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "inproc://scheduler-rounds");
+  ASSERT_TRUE(router.ok());
+  SchedulerOptions o;
+  o.job_id = kJob;
+  o.layout = JobLayout{2, 1};
+  o.timeout_s = 20;
+  o.start_timeout_s = 20;
+  Status done;
+  std::thread scheduler([&] { done = run_scheduler(**router, o); });
+  std::vector<std::unique_ptr<Dealer>> nodes;
+  std::vector<int32_t> ranks;
+  for (int i = 0; i < 3; ++i) {
+    auto d = Dealer::connect(ctx, "inproc://scheduler-rounds", "the scheduler");
+    ASSERT_TRUE(d.ok());
+    nodes.push_back(std::move(*d));
+    const wire::Role role = i < 2 ? wire::Role::SERVER : wire::Role::WORKER;
+    ASSERT_TRUE(nodes.back()->send(registration(role, i < 2 ? "inproc://s" : "", "h", 20 + i), Deadline::after(5)).ok());
+  }
+  for (auto& d : nodes) {
+    int32_t rank = 0;
+    ASSERT_EQ(answer(*d, &rank).first, wire::Kind::NODE_TABLE);
+    ranks.push_back(rank);
+  }
+  auto report = [&](int node, int64_t step, double sum) {
+    OutMessage m(wire::Kind::REPORT, kJob, ranks[static_cast<size_t>(node)], step, 100 + static_cast<uint64_t>(step));
+    m.header().initStats().setSumSquares(sum);
+    return nodes[static_cast<size_t>(node)]->send(m.finish(), Deadline::after(5));
+  };
+  for (int64_t step = 0; step < 8; ++step) ASSERT_TRUE(report(0, step, 1.0).ok());
+  ASSERT_TRUE(report(0, 8, 1.0).ok());
+  auto [kind, message] = answer(*nodes[0]);
+  EXPECT_EQ(kind, wire::Kind::ERROR);
+  EXPECT_NE(message.find("while 8 rounds are open (at most 8)"), std::string::npos) << message;
+  // The other server reaches the 8 open rounds: each completes, for both.
+  for (int64_t step = 0; step < 8; ++step) {
+    ASSERT_TRUE(report(1, step, 2.0).ok());
+    for (int node : {0, 1}) {
+      auto frames = nodes[static_cast<size_t>(node)]->receive(Deadline::after(20), "the sum");
+      ASSERT_TRUE(frames.ok()) << frames.status().to_string();
+      Rejection why;
+      auto m = InMessage::parse(std::move(*frames), &why);
+      ASSERT_TRUE(m);
+      ASSERT_EQ(m->header().getKind(), wire::Kind::REPORT);
+      EXPECT_EQ(m->header().getStep(), step);
+      EXPECT_EQ(m->header().getStats().getSumSquares(), 3.0);
+    }
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    OutMessage bye(wire::Kind::SHUTDOWN, kJob, ranks[i], 0, 9);
+    ASSERT_TRUE(nodes[i]->send(bye.finish(), Deadline::after(5)).ok());
+  }
+  scheduler.join();
+  EXPECT_TRUE(done.ok()) << done.to_string();
 }
 
 }  // namespace
