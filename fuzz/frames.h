@@ -4,16 +4,20 @@
 // this form, so the fuzzer starts from what peers really send.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/message.h"
 #include "comm/shard_plan.h"
+#include "comm/socket.h"
 #include "core/config.h"
 #include "model/param_table.h"
 #include "model/transformer.h"
+#include "tests/ps/fixtures.h"
 
 namespace pst::fuzz {
 
@@ -42,16 +46,28 @@ inline std::string join_frames(const Frames& frames) {
   return out;
 }
 
-// The small job every target serves: a 1-server, 2-worker layout of a tiny
-// Transformer, cut into chunks of 256 bytes.
+// Sends one input through `dealer` to a live server or scheduler and waits
+// until handled() has moved past its value before the send, or stopped()
+// says the receiver has returned; 10 s without either is a hang (a trap,
+// which libFuzzer reports with the input). Then drains the answers so the
+// Dealer's queue never fills.
+template <typename Handled, typename Stopped>
+void deliver(Dealer& dealer, Frames frames, Handled handled, Stopped stopped) {
+  const int64_t before = handled();
+  if (!dealer.send(std::move(frames), Deadline::after(10)).ok()) __builtin_trap();
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (handled() == before && !stopped()) {
+    if (std::chrono::steady_clock::now() > give_up) __builtin_trap();
+    std::this_thread::yield();
+  }
+  while (dealer.receive(Deadline::after(0), "answers").ok()) {
+  }
+}
+
+// The small job every target serves (the server suites' tiny model): a
+// 1-server, 2-worker layout cut into chunks of 256 bytes.
 inline JobConfig fuzz_job() {
-  JobConfig job;
-  job.model.d_model = 8;
-  job.model.heads = 2;
-  job.model.ffn_dim = 16;
-  job.model.encoder_layers = 1;
-  job.model.decoder_layers = 1;
-  job.model.max_len = 8;
+  JobConfig job = testing::tiny_job();
   job.train.steps = 1000000;
   return job;
 }

@@ -70,19 +70,7 @@ Served& served() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Served& s = served();
   if (s.done) s.restart();
-  Frames frames = fuzz::split_frames(data, size);
-  const int64_t before = s.server->received();
-  if (!s.dealer->send(std::move(frames), Deadline::after(10)).ok()) __builtin_trap();
-  // Wait until the server has handled it (or stopped because of it).
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (s.server->received() == before && !s.done) {
-    if (std::chrono::steady_clock::now() > give_up) __builtin_trap();  // a hang
-    std::this_thread::yield();
-  }
-  // Drain the answers, if any, so the Dealer's queue never fills.
-  while (true) {
-    auto reply = s.dealer->receive(Deadline::after(0), "replies");
-    if (!reply.ok()) break;
-  }
+  fuzz::deliver(*s.dealer, fuzz::split_frames(data, size), [&] { return s.server->received(); },
+                [&] { return s.done.load(); });
   return 0;
 }

@@ -102,7 +102,7 @@ check "the role workers computed with 2 threads" grep -q "worker: 2 compute thre
 # learns nothing, and says what to check.
 mkdir -p "$TMP/elsewhere"
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${JOB[@]}" --set security.key_file="$TMP/other.key" \
-  --set cluster.servers=1 --set cluster.workers=1 --set cluster.start_timeout_s=4 --role worker \
+  --set cluster.servers=1 --set cluster.workers=1 --set cluster.start_timeout_s=8 --role worker \
   --scheduler "ipc://$TMP/eq1.sock") >"$TMP/stranger.log" 2>&1 &
 STRANGER=$!
 start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1

@@ -52,32 +52,62 @@ std::pair<wire::Kind, std::string> answer(Dealer& d, int32_t* rank = nullptr) {
   return {kind, kind == wire::Kind::ERROR ? m->header().getError().getMessage().cStr() : ""};
 }
 
-TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
-  zmq::context_t ctx;
-  auto router = Router::bind(ctx, "inproc://scheduler-test");
-  ASSERT_TRUE(router.ok());
-  SchedulerOptions o;
-  o.job_id = kJob;
-  o.layout = JobLayout{1, 1};
-  o.timeout_s = 20;
-  o.start_timeout_s = 20;
-  prometheus::Registry registry;
-  MetricFamilies families(registry);
-  SchedulerMetrics metrics(families, 0);
-  o.metrics = &metrics;
-  std::atomic<int64_t> received{0};
-  o.received = &received;
-  Status done = failed_precondition("run_scheduler has not returned");
-  std::atomic<bool> returned{false};
-  std::thread scheduler([&] {
-    done = run_scheduler(**router, o);
-    returned = true;
-  });
-  auto connect = [&] {
-    auto d = Dealer::connect(ctx, "inproc://scheduler-test", "the scheduler");
+// run_scheduler on a thread of its own behind a Router over inproc://NAME,
+// for `layout`, with deadlines of 20 s, metrics and a count of the messages
+// it has handled.
+class ScheduledJob {
+ public:
+  ScheduledJob(const std::string& name, JobLayout layout)
+      : endpoint_("inproc://" + name), families_(registry_), metrics_(families_, 0) {
+    auto router = Router::bind(ctx_, endpoint_);
+    PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
+    router_ = std::move(*router);
+    options_.job_id = kJob;
+    options_.layout = layout;
+    options_.timeout_s = 20;
+    options_.start_timeout_s = 20;
+    options_.metrics = &metrics_;
+    options_.received = &received_;
+    thread_ = std::thread([this] {
+      done_ = run_scheduler(*router_, options_);
+      returned_ = true;
+    });
+  }
+  ~ScheduledJob() { (void)join(); }
+
+  std::unique_ptr<Dealer> connect() {
+    auto d = Dealer::connect(ctx_, endpoint_, "the scheduler");
     PST_CHECK_MSG(d.ok(), "{}", d.status().to_string());
     return std::move(*d);
-  };
+  }
+  // What run_scheduler returned, once it has.
+  Status join() {
+    if (thread_.joinable()) thread_.join();
+    return done_;
+  }
+  bool returned() const { return returned_; }
+  int64_t received() const { return received_.load(); }
+  zmq::context_t& context() { return ctx_; }
+  const std::string& endpoint() const { return endpoint_; }
+  prometheus::Registry& registry() { return registry_; }
+
+ private:
+  zmq::context_t ctx_;
+  std::string endpoint_;
+  std::unique_ptr<Router> router_;
+  prometheus::Registry registry_;
+  MetricFamilies families_;
+  SchedulerMetrics metrics_;
+  SchedulerOptions options_;
+  std::atomic<int64_t> received_{0};
+  std::atomic<bool> returned_{false};
+  Status done_ = failed_precondition("run_scheduler has not returned");
+  std::thread thread_;
+};
+
+TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
+  ScheduledJob job("scheduler-test", JobLayout{1, 1});
+  auto connect = [&] { return job.connect(); };
 
   // The host's text pointer (9 bytes: "HOSTNAME" and its NUL) sent far
   // outside the segment.
@@ -122,11 +152,11 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   // Another process (a raw socket with a routing id of its own) in the
   // registered nodes' names: Shutdowns that would end the job and
   // statistics that would stop it are dropped without an answer.
-  zmq::socket_t impostor(ctx, zmq::socket_type::dealer);
+  zmq::socket_t impostor(job.context(), zmq::socket_type::dealer);
   impostor.set(zmq::sockopt::linger, 0);
   impostor.set(zmq::sockopt::routing_id, std::string("impostor-process-id0"));
-  impostor.connect("inproc://scheduler-test");
-  const int64_t before = received.load();
+  impostor.connect(job.endpoint());
+  const int64_t before = job.received();
   std::vector<Frames> forged;
   for (int32_t rank : {server_rank, worker_rank}) {
     OutMessage bye(wire::Kind::SHUTDOWN, kJob, rank, 0, 10);
@@ -141,9 +171,9 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
     for (size_t i = 0; i < f.size(); ++i)
       ASSERT_TRUE(impostor.send(f[i], i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
   const Deadline handled = Deadline::after(20);
-  while (received.load() < before + 3 && !handled.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_EQ(received.load(), before + 3);
-  EXPECT_FALSE(returned.load()) << "forged Shutdowns ended the job";
+  while (job.received() < before + 3 && !handled.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(job.received(), before + 3);
+  EXPECT_FALSE(job.returned()) << "forged Shutdowns ended the job";
   zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
   EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(300)), 0) << "a spoofed message gets no answer";
 
@@ -152,11 +182,11 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
     OutMessage bye(wire::Kind::SHUTDOWN, kJob, rank, 0, 9);
     ASSERT_TRUE(d->send(bye.finish(), Deadline::after(5)).ok());
   }
-  scheduler.join();
+  const Status done = job.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
   // The six rejections are counted, by reason.
   double rejected = 0, spoofed = 0;
-  for (const auto& family : registry.Collect())
+  for (const auto& family : job.registry().Collect())
     if (family.name == "pst_messages_rejected_total")
       for (const auto& m : family.metric) {
         rejected += m.counter.value;
@@ -179,22 +209,11 @@ namespace {
 // reports grew it by 86 MiB); the open rounds still complete when the other
 // server reports, each with the sum of both.
 TEST(SchedulerTest, OpenRoundsAreBounded) {
-  zmq::context_t ctx;
-  auto router = Router::bind(ctx, "inproc://scheduler-rounds");
-  ASSERT_TRUE(router.ok());
-  SchedulerOptions o;
-  o.job_id = kJob;
-  o.layout = JobLayout{2, 1};
-  o.timeout_s = 20;
-  o.start_timeout_s = 20;
-  Status done;
-  std::thread scheduler([&] { done = run_scheduler(**router, o); });
+  ScheduledJob job("scheduler-rounds", JobLayout{2, 1});
   std::vector<std::unique_ptr<Dealer>> nodes;
   std::vector<int32_t> ranks;
   for (int i = 0; i < 3; ++i) {
-    auto d = Dealer::connect(ctx, "inproc://scheduler-rounds", "the scheduler");
-    ASSERT_TRUE(d.ok());
-    nodes.push_back(std::move(*d));
+    nodes.push_back(job.connect());
     const wire::Role role = i < 2 ? wire::Role::SERVER : wire::Role::WORKER;
     ASSERT_TRUE(nodes.back()->send(registration(role, i < 2 ? "inproc://s" : "", "h", 20 + i), Deadline::after(5)).ok());
   }
@@ -231,7 +250,7 @@ TEST(SchedulerTest, OpenRoundsAreBounded) {
     OutMessage bye(wire::Kind::SHUTDOWN, kJob, ranks[i], 0, 9);
     ASSERT_TRUE(nodes[i]->send(bye.finish(), Deadline::after(5)).ok());
   }
-  scheduler.join();
+  const Status done = job.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
 }
 
