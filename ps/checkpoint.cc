@@ -161,6 +161,11 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
 Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
                                       const ParamTable& table, const ShardState& state,
                                       std::optional<Manifest> manifest, int64_t keep, Deadline deadline) {
+  // A marker of this step left by an earlier run (one that failed here and
+  // was resumed from before) is not about this checkpoint.
+  std::error_code ignored;
+  fs::remove(dir + "/" + failure_file_name(server), ignored);
+  const auto begun = fs::file_time_type::clock::now();
   auto written = write_shard(dir, server, table, state);
   if (!written.ok()) {
     // The manifest's holder stops waiting for this file when it sees the
@@ -178,7 +183,12 @@ Result<int64_t> write_checkpoint_part(const std::string& root, const std::string
     if (k != server) {
       const std::string failed = dir + "/" + failure_file_name(k);
       while (!fs::exists(dir + "/" + shard_file_name(k)) && !deadline.expired()) {
-        if (fs::exists(failed)) {
+        // A marker written since this checkpoint began (the servers start
+        // it after the same step, seconds apart at most); an older one is
+        // another run's, about to be removed by its server.
+        std::error_code ec;
+        const auto when = fs::last_write_time(failed, ec);
+        if (!ec && when >= begun - std::chrono::seconds(60)) {
           auto why = read_all(failed);
           return io_error("server {} could not write its part: {}", k,
                           why.ok() ? first_line(*why) : std::string("(its reason cannot be read)"));

@@ -3,10 +3,13 @@
 // same values; a directory without a manifest, a truncated file, a flipped
 // byte, a missing file and a different model are each a clear error, and
 // `latest` falls back to the previous complete checkpoint; pruning keeps
-// the newest K.
+// the newest K; a server that cannot write its part ends the checkpoint at
+// once, leaving the previous one the latest.
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <thread>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -195,6 +198,64 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
   }
   std::ofstream(path, std::ios::trunc) << good.dump();
   EXPECT_TRUE(read_checkpoint(dir).ok());
+}
+
+// The state of server k of `servers` for `table`, as write_checkpoint makes it.
+ShardState shard_state(const ParamTable& table, int servers, int k) {
+  auto plan = ShardPlan::make(table.numels(), servers, 256);
+  ShardState s;
+  s.ranges = plan->owned(k);
+  for (const ChunkRange& r : s.ranges)
+    for (int64_t i = r.begin; i < r.begin + r.length; ++i) {
+      s.weights.push_back(static_cast<float>(i));
+      s.exp_avg.push_back(-static_cast<float>(i));
+      s.exp_avg_sq.push_back(2.0f * static_cast<float>(i));
+    }
+  return s;
+}
+
+// Server 1 cannot write its part (its temp file's path is taken by a
+// directory, as a full disk would refuse it): it says why in
+// server-1.failed, and server 0, which holds the manifest, gives up at once
+// naming server 1 and its reason instead of waiting out its 60 s deadline
+// (it waited 2 x timeout_s, stalling the next checkpoint's update). No
+// manifest is written, and the previous checkpoint stays the latest. A
+// marker left by an earlier run is not taken for this checkpoint's.
+TEST(CheckpointTest, AServerThatCannotWriteItsPartEndsTheCheckpointAtOnce) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 2, 256, 10);
+  const std::string dir = checkpoint_dir(root.path(), 20);
+  fs::create_directories(dir + "/" + shard_file_name(1) + ".tmp");
+  Manifest m = *read_checkpoint(checkpoint_dir(root.path(), 10));
+  m.step = 20;
+  auto failed = write_checkpoint_part(root.path(), dir, 1, table, shard_state(table, 2, 1), std::nullopt, 3,
+                                      Deadline::after(60));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_TRUE(fs::exists(dir + "/server-1.failed"));
+  const Deadline patience = Deadline::after(50);
+  auto holder = write_checkpoint_part(root.path(), dir, 0, table, shard_state(table, 2, 0), m, 3, Deadline::after(60));
+  ASSERT_FALSE(holder.ok());
+  EXPECT_FALSE(patience.expired()) << "server 0 waited out its deadline";
+  EXPECT_NE(holder.status().message().find("server 1 could not write its part"), std::string::npos)
+      << holder.status().message();
+  EXPECT_NE(holder.status().message().find(failed.status().message().substr(0, 40)), std::string::npos)
+      << holder.status().message();
+  EXPECT_FALSE(fs::exists(dir + "/manifest.json"));
+  EXPECT_EQ(*latest_checkpoint(root.path()), checkpoint_dir(root.path(), 10));
+
+  // Another run reaches step 20 again: the old marker (an hour old) does not
+  // end the checkpoint; server 1's file, written a moment later, completes it.
+  fs::remove_all(dir + "/" + shard_file_name(1) + ".tmp");
+  fs::last_write_time(dir + "/server-1.failed", fs::file_time_type::clock::now() - std::chrono::hours(1));
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_TRUE(write_shard(dir, 1, table, shard_state(table, 2, 1)).ok());
+  });
+  auto again = write_checkpoint_part(root.path(), dir, 0, table, shard_state(table, 2, 0), m, 3, Deadline::after(60));
+  late.join();
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(*latest_checkpoint(root.path()), dir);
 }
 
 TEST(CheckpointTest, AnotherModelIsRejected) {
