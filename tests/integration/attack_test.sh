@@ -63,6 +63,9 @@ attack() {  # attack NAME ARGS...: the attacker for 3 s; its summary goes to NAM
   local name=$1
   shift
   timeout 60 "$ATTACKER" --seconds 3 "$@" "${ENDPOINTS[@]}" >"$TMP/$name.txt" 2>&1
+  local rc=$?
+  [[ $rc == 0 ]] || echo "the attacker $name exited $rc"
+  return $rc
 }
 field() { grep -o "$2 [0-9]*" "$TMP/$1.txt" | head -1 | cut -d' ' -f2; }
 
@@ -70,8 +73,7 @@ field() { grep -o "$2 [0-9]*" "$TMP/$1.txt" | head -1 | cut -d' ' -f2; }
 # another job's keys (the ZAP handler refuses the secret and logs it).
 "$PST" keygen --out "$TMP/other.key" >/dev/null
 check "the outsider's attack runs" attack outsider --job-id 0123456789abcdef
-check "the outsider queued thousands of messages ($(grep -o 'spoofed *sent [0-9]*' "$TMP/outsider.txt"))" \
-  test "$(grep -o 'spoofed *sent [0-9]*' "$TMP/outsider.txt" | grep -o '[0-9]*$')" -gt 1000
+check "the outsider kept trying ($(field outsider rounds) rounds)" test "$(field outsider rounds)" -gt 100
 check "and got no answer at all" test "$(field outsider answers)" = 0
 check "the guesser's attack runs" attack guesser --job-id 0123456789abcdef --key-file "$TMP/other.key"
 check "and got no answer either" test "$(field guesser answers)" = 0

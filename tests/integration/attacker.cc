@@ -147,6 +147,9 @@ int main(int argc, char** argv) {
     sec = SocketSecurity{mode, *keys};
   }
   std::mt19937_64 rng(42);
+  // The gradients of the forged pushes travel without copies: they must
+  // outlive the context, whose I/O threads may still be sending them.
+  const std::vector<float> huge(1 << 16, 1e6f);
   zmq::context_t ctx;
   std::vector<zmq::socket_t> peers;
   for (const std::string& e : endpoints) peers.push_back(raw_dealer(ctx, e, sec, rng));
@@ -158,7 +161,6 @@ int main(int argc, char** argv) {
     flooders.back().set(zmq::sockopt::rcvhwm, 1);
   }
   Tally random_t, damaged_t, other_job_t, spoofed_t, late_t, flood_t;
-  std::vector<float> huge(1 << 16, 1e6f);
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   int64_t round = 0;
   while (std::chrono::steady_clock::now() < end) {

@@ -106,17 +106,17 @@ mkdir -p "$TMP/elsewhere"
   --scheduler "ipc://$TMP/eq1.sock") >"$TMP/stranger.log" 2>&1 &
 STRANGER=$!
 start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1
-wait "$STRANGER"
-stranger=$?
-check "a worker with another job's secret exits non-zero ($stranger)" test "$stranger" -ne 0
-check "and is told to check its security settings" grep -q "security.key_file? The scheduler refuses" "$TMP/stranger.log"
-check "the scheduler refused its connection" grep -q "refused a connection" "$TMP/eq1.scheduler.log"
 for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --role worker --scheduler "ipc://$TMP/eq1.sock") \
   >"$TMP/late.log" 2>&1
 late=$?
 check "a worker past the rendezvous exits non-zero ($late)" test "$late" -ne 0
 check "and is told the job has started" grep -q "the job has started" "$TMP/late.log"
+wait "$STRANGER"
+stranger=$?
+check "a worker with another job's secret exits non-zero ($stranger)" test "$stranger" -ne 0
+check "and is told to check its security settings" grep -q "security.key_file? The scheduler refuses" "$TMP/stranger.log"
+check "the scheduler refused its connection" grep -q "refused a connection" "$TMP/eq1.scheduler.log"
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --set security.key_file= --role worker \
   --scheduler "ipc://$TMP/eq1.sock") >"$TMP/keyless.log" 2>&1
 check "a --role process without keys is told what it needs" grep -q "need security.key_file" "$TMP/keyless.log"
