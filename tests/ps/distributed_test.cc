@@ -504,6 +504,10 @@ TEST(ShardServerTest, AnotherProcessCannotSpeakForABoundWorker) {
       OutMessage beat(wire::Kind::HEARTBEAT, kJob, ServedShard::kLayout.worker_rank(w), 0, 1);
       ASSERT_TRUE((*own)->send(beat.finish(), Deadline::after(10)).ok());
     }
+    // Both heard (and the ranks bound) before this socket closes.
+    const Deadline heard = Deadline::after(20);
+    while (s.server().received() < 2 && !heard.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(s.server().received(), 2);
   }
   zmq::socket_t impostor(s.context(), zmq::socket_type::dealer);
   impostor.set(zmq::sockopt::linger, 0);
