@@ -27,6 +27,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The flat state of server k of `servers` for `table`: w[i] = i, m[i] = -i,
+// v[i] = 2i (so any misplaced float shows).
+ShardState shard_state(const ParamTable& table, int servers, int k, int64_t chunk_bytes = 256) {
+  auto plan = ShardPlan::make(table.numels(), servers, chunk_bytes);
+  ShardState s;
+  s.ranges = plan->owned(k);
+  for (const ChunkRange& r : s.ranges)
+    for (int64_t i = r.begin; i < r.begin + r.length; ++i) {
+      s.weights.push_back(static_cast<float>(i));
+      s.exp_avg.push_back(-static_cast<float>(i));
+      s.exp_avg_sq.push_back(2.0f * static_cast<float>(i));
+    }
+  return s;
+}
+
 // A checkpoint of `table` at `step` written by `servers` servers, with the
 // flat state w[i] = i, m[i] = -i, v[i] = 2i (so any misplaced float shows).
 Manifest write_checkpoint(const std::string& root, const ParamTable& table, int servers, int64_t chunk_bytes,
@@ -45,15 +60,7 @@ Manifest write_checkpoint(const std::string& root, const ParamTable& table, int 
   m.chunk_bytes = chunk_bytes;
   for (const ParamSpec& p : table.params()) m.params.emplace_back(p.name, p.shape);
   for (int k = 0; k < servers; ++k) {
-    ShardState s;
-    s.ranges = plan->owned(k);
-    for (const ChunkRange& r : s.ranges)
-      for (int64_t i = r.begin; i < r.begin + r.length; ++i) {
-        s.weights.push_back(static_cast<float>(i));
-        s.exp_avg.push_back(-static_cast<float>(i));
-        s.exp_avg_sq.push_back(2.0f * static_cast<float>(i));
-      }
-    auto f = write_shard(dir, k, table, s);
+    auto f = write_shard(dir, k, table, shard_state(table, servers, k, chunk_bytes));
     EXPECT_TRUE(f.ok()) << f.status().to_string();
     m.files.push_back(*f);
   }
@@ -198,20 +205,6 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
   }
   std::ofstream(path, std::ios::trunc) << good.dump();
   EXPECT_TRUE(read_checkpoint(dir).ok());
-}
-
-// The state of server k of `servers` for `table`, as write_checkpoint makes it.
-ShardState shard_state(const ParamTable& table, int servers, int k) {
-  auto plan = ShardPlan::make(table.numels(), servers, 256);
-  ShardState s;
-  s.ranges = plan->owned(k);
-  for (const ChunkRange& r : s.ranges)
-    for (int64_t i = r.begin; i < r.begin + r.length; ++i) {
-      s.weights.push_back(static_cast<float>(i));
-      s.exp_avg.push_back(-static_cast<float>(i));
-      s.exp_avg_sq.push_back(2.0f * static_cast<float>(i));
-    }
-  return s;
 }
 
 // Server 1 cannot write its part (its temp file's path is taken by a
