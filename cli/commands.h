@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "worker/evaluate.h"
 
 namespace pst {
@@ -39,6 +41,17 @@ struct EvalArgs {
   int threads = 0;
   DecodeOptions decode;
 };
+// `pst config defaults`: a job file of every key at its default, each key
+// under its one-line doc. `pst config show --config F [--set ...]`: the same
+// for a job's resolved settings.
+int run_config_defaults();
+int run_config_show(const ConfigArgs& args);
+
+// Before CLI11 parses: a word where a subcommand must stand that names none
+// is a usage error naming the nearest one (`pst trian` -> "did you mean
+// train?"), exit 2; 0 when every command word is known.
+int check_command_names(const CLI::App& app, int argc, char** argv);
+
 // `pst eval`: the task's metrics of a model on a split, and optionally its
 // predictions (G2P), one "word<TAB>phones" line per word.
 int run_eval(const EvalArgs& args);

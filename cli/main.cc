@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
@@ -8,12 +9,15 @@
 #include "core/logging.h"
 #include "core/stop.h"
 #include "core/terminal.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   pst::install_stop_handlers();  // before any thread starts (core/stop.h)
   pst::init_logging("info");
   CLI::App app{"pst: a parameter-server system for training Transformer models"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", fmt::format("pst {} (commit {})", pst::version(), pst::git_commit()));
+  app.option_defaults()->always_capture_default();  // --help shows each option's default
 
   pst::ConfigArgs train_args;
   auto* train = app.add_subcommand("train", "Train a model from a job file");
@@ -102,8 +106,23 @@ int main(int argc, char** argv) {
   health->add_option("endpoint", health_endpoint, "HOST:PORT of its metrics endpoint (default 127.0.0.1:9100)");
   health->add_option("--timeout", health_timeout, "Seconds to wait for the answer");
 
-  CLI11_PARSE(app, argc, argv);
-  if (*train || *params || *grads) {
+  auto* config = app.add_subcommand("config", "Every setting of a job file, with its default and what it does");
+  config->require_subcommand(1);
+  config->add_subcommand("defaults", "Print a job file of every key at its default, each with its one-line doc");
+  pst::ConfigArgs show_args;
+  auto* show = config->add_subcommand("show", "Print a job's resolved settings (file, PST_* variables, --set)");
+  show->add_option("--config", show_args.config, "TOML job file")->required();
+  show->add_option("--set", show_args.sets, "Override a setting: section.key=value");
+
+  if (int rc = pst::check_command_names(app, argc, argv); rc != 0) return rc;
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version end here with 0; a usage error exits 2, as
+    // POSIX utilities do (CLI11's own codes are 100 and up).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (*train || *params || *grads || *show) {
     // Containers pass settings as PST_<SECTION>_<KEY> variables; --set wins.
     std::vector<std::string> environment;
     for (char** e = environ; *e; ++e) environment.emplace_back(*e);
@@ -112,7 +131,7 @@ int main(int argc, char** argv) {
       spdlog::error("{}", from_env.status().message());
       return 2;
     }
-    for (pst::ConfigArgs* a : {&train_args, &params_args, &debug_args})
+    for (pst::ConfigArgs* a : {&train_args, &params_args, &debug_args, &show_args})
       a->sets.insert(a->sets.begin(), from_env->begin(), from_env->end());
   }
   if (!device.empty()) train_args.sets.push_back("train.device=" + device);
@@ -130,5 +149,7 @@ int main(int argc, char** argv) {
   if (*health) return pst::run_health(health_endpoint, health_timeout);
   if (*predict) return pst::run_predict(model_path, inputs, gen_bytes, threads, decode);
   if (*eval) return pst::run_eval(eval_args);
+  if (*show) return pst::run_config_show(show_args);
+  if (*config) return pst::run_config_defaults();
   return 1;
 }

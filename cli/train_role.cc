@@ -181,7 +181,7 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
   };
   // The scheduler adds the servers' statistics, even those of one server:
   // its answer is how a stop asked of the scheduler (docker compose stop)
-  // reaches the servers at one step (DESIGN.md §9).
+  // reaches the servers at one step (docs/design.md, Checkpoints).
   node.reducer = [&]() -> std::unique_ptr<GradStatsReducer> {
     auto d = Dealer::connect(ctx, scheduler, "the scheduler (" + scheduler + ")");
     PST_CHECK_MSG(d.ok(), "{}", d.status().message());

@@ -1,4 +1,4 @@
-// The MPI side of a job that mpirun launched (DESIGN.md §1): MPI is the
+// The MPI side of a job that mpirun launched (docs/design.md, Roles and launch): MPI is the
 // bootstrap (who is who, where everyone listens) and carries the servers'
 // reduction of gradient statistics; tensors travel over ZeroMQ.
 //

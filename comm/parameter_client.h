@@ -1,5 +1,5 @@
 // The seam between a worker's training loop and the parameter servers
-// (DESIGN.md §2). The loop pushes its gradient for the weights version it
+// (docs/design.md, Modules). The loop pushes its gradient for the weights version it
 // computed on and pulls the next version; it never knows whether the servers
 // run in this process (ps/LocalParameterClient) or across the network.
 #pragma once
@@ -18,7 +18,7 @@ struct PullInfo {
   double grad_norm = 0.0;     // global gradient norm of the last step, before clipping
   double clip_coef = 1.0;
   double lr = 0.0;            // learning rate the last step used
-  bool stop = false;          // the job stops at this version (graceful stop, DESIGN.md §9)
+  bool stop = false;          // the job stops at this version (graceful stop, docs/design.md, Checkpoints)
 };
 
 class ParameterClient {
@@ -39,7 +39,7 @@ class ParameterClient {
   // gradients and weights never cross the bus.
   virtual bool device_buffers() const { return false; }
 
-  // Streaming (DESIGN.md §4), so that communication overlaps compute.
+  // Streaming (docs/design.md, Streaming), so that communication overlaps compute.
   //
   // A push in parts: begin_push(), then push_final(begin) each time
   // grads[begin, n) is final (begin non-increasing, as backward finishes

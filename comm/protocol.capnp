@@ -1,4 +1,4 @@
-# pst's wire protocol (DESIGN.md §8). A message is a ZeroMQ multipart:
+# pst's wire protocol (docs/design.md, Wire protocol). A message is a ZeroMQ multipart:
 # frame 0 is a Header in Cap'n Proto's flat encoding; each entry of
 # Header.chunks describes one further frame that carries that chunk's raw
 # little-endian tensor bytes, in order. Receivers validate every header

@@ -1,5 +1,5 @@
-// Who may talk to a job's sockets (config [security], docs in README
-// "Security").
+// Who may talk to a job's sockets (config [security]; docs/design.md and
+// docs/operations.md, "Security").
 //
 // A job has keys: a secret (32 random bytes, Z85) and a CURVE key pair.
 // With security.mode = secret every Router admits a connection only when the

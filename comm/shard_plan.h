@@ -1,4 +1,4 @@
-// Which server owns which part of the model (DESIGN.md §4): every tensor is
+// Which server owns which part of the model (docs/design.md, Parameters and shards): every tensor is
 // cut into chunks of at most chunk_bytes, and chunks go to servers by a pure
 // function of (parameter table, S, chunk_bytes) that balances bytes. A chunk's
 // key is (tensor index, chunk index); every process computes the same plan

@@ -554,7 +554,7 @@ Status validate(const JobConfig& c) {
   return Status();
 }
 
-std::string to_toml(const JobConfig& config) {
+static std::string toml_of(const JobConfig& config, bool with_docs) {
   JobConfig copy = config;
   auto fields = fields_of(copy);
   std::string out, section;
@@ -563,9 +563,22 @@ std::string to_toml(const JobConfig& config) {
       out += (section.empty() ? "" : "\n") + std::string("[") + f.section + "]\n";
       section = f.section;
     }
+    if (with_docs)
+      for (const ConfigDoc& d : config_docs())
+        if (d.section == f.section && d.key == f.key) out += std::string("# ") + d.doc + "\n";
     out += f.key + " = " + f.get() + "\n";
   }
   return out;
+}
+
+std::string to_toml(const JobConfig& config) { return toml_of(config, false); }
+std::string to_documented_toml(const JobConfig& config) { return toml_of(config, true); }
+
+std::vector<std::string> config_keys() {
+  JobConfig c;
+  std::vector<std::string> keys;
+  for (const auto& f : fields_of(c)) keys.push_back(qualified(f.section, f.key));
+  return keys;
 }
 
 uint64_t job_id(const JobConfig& config) {

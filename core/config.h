@@ -21,7 +21,7 @@ enum class Task { kG2P, kLM };
 enum class OptimizerKind { kAdamW, kAdam };
 enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
 enum class DeviceKind { kAuto, kCpu, kCuda };
-// How servers and workers stay in step (DESIGN.md §3): bulk-synchronous,
+// How servers and workers stay in step (docs/design.md, One BSP step): bulk-synchronous,
 // asynchronous, or stale-synchronous with a bound.
 enum class Consistency { kBsp, kAsp, kSsp };
 // A job of several servers or workers in one process (no mpirun, no --role):
@@ -74,10 +74,10 @@ struct DataConfig {
 struct OptimConfig {
   OptimizerKind algorithm = OptimizerKind::kAdamW;  // adamw (decoupled) | adam (L2 in the gradient)
   double lr = 1e-3;            // peak learning rate (for inverse_sqrt: a multiplier)
-  double beta1 = 0.9;
-  double beta2 = 0.98;
-  double eps = 1e-9;
-  double weight_decay = 0.01;
+  double beta1 = 0.9;          // decay of the first moment (the gradient's running mean)
+  double beta2 = 0.98;         // decay of the second moment (the squared gradient's running mean)
+  double eps = 1e-9;           // added to the second moment's square root
+  double weight_decay = 0.01;  // adamw: decoupled decay per step (lr * wd * w); adam: L2 coefficient
   bool decay_embeddings = false;  // also decay embeddings and learned positions
   double clip_norm = 1.0;         // global-norm clipping threshold (0 = off)
 };
@@ -98,7 +98,7 @@ struct TrainConfig {
   int64_t steps = 10000;       // optimizer steps to run
   int64_t seed = 1;            // seeds init, shuffling and dropout
   int64_t threads = 0;         // CPU threads (0 = all cores)
-  double label_smoothing = 0.1;
+  double label_smoothing = 0.1;  // share of the target's probability spread over all classes
   int64_t log_every = 50;      // steps between log lines
   int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
   double max_minutes = 0;      // stop after this wall time (0 = no limit)
@@ -112,7 +112,7 @@ struct TrainConfig {
   std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
 };
 
-// The processes of a job (DESIGN.md §1, §4). Under mpirun the number of
+// The processes of a job (docs/design.md, Roles and launch; Streaming). Under mpirun the number of
 // workers is the number of ranks less the scheduler and the servers; a run
 // without mpirun plays the workers one after another in one process (the
 // same shards, the same steps).
@@ -146,28 +146,28 @@ struct ClusterConfig {
 //   secret (the default): only a process that proves the job's secret when it
 //     connects (ZeroMQ PLAIN through the ZAP handler); nothing is encrypted.
 //   curve: only a holder of the job's CURVE key pair, and everything on the
-//     wire is encrypted (costs throughput; README measures it).
+//     wire is encrypted (costs throughput; docs/benchmarks.md measures it).
 //   none: anyone who reaches a port (a network that is private to the job).
 enum class SecurityMode { kNone, kSecret, kCurve };
 
 struct SecurityConfig {
-  SecurityMode mode = SecurityMode::kSecret;
+  SecurityMode mode = SecurityMode::kSecret;  // secret (proved at connect) | curve (keys, encrypted) | none (open)
   // The job's keys (pst keygen; a container secret): the secret and the key
   // pair. Empty: an mpirun job makes them at launch and hands them to its
   // ranks over MPI; processes started with --role need the file.
   std::string key_file = "";
 };
 
-// Prometheus metrics (DESIGN.md §10): every process serves /metrics.
+// Prometheus metrics (docs/operations.md, Metrics): every process serves /metrics.
 struct MetricsConfig {
-  bool enabled = true;
+  bool enabled = true;             // serve /metrics and /healthz
   std::string bind = "127.0.0.1";  // address the /metrics endpoints bind
   int64_t port = 0;                // base port: a process serves at port + its rank; 0: an ephemeral port
   std::string file_sd;             // Prometheus file_sd JSON the job writes; empty: <train.output>/prometheus-targets.json
   double linger_s = 0;             // keep serving /metrics this long after training ends (one more scrape)
 };
 
-// Sharded checkpoints (DESIGN.md §9), written by the servers of a BSP job:
+// Sharded checkpoints (docs/design.md, Checkpoints), written by the servers of a BSP job:
 // every every_steps steps, every every_minutes minutes, and at a graceful
 // stop (a signal, core/stop.h).
 // What a checkpoint that cannot be completed (a full disk) does to the job:
@@ -216,6 +216,21 @@ Status apply_override(JobConfig& config, const std::string& assignment);
 Status validate(const JobConfig& config);
 // The resolved configuration as TOML text (every field, in declaration order).
 std::string to_toml(const JobConfig& config);
+// The same with each key's one-line documentation as a comment above it
+// (`pst config defaults`: a job file of every default).
+std::string to_documented_toml(const JobConfig& config);
+
+// Every configurable key, "section.key", in the order of to_toml.
+std::vector<std::string> config_keys();
+
+// A key's one-line documentation: its comment in this header, collected by
+// scripts/config_docs.py at build time.
+struct ConfigDoc {
+  const char* section;
+  const char* key;
+  const char* doc;
+};
+const std::vector<ConfigDoc>& config_docs();
 // The job's id: a hash of the settings every process of the job must share,
 // that is all but those that may differ from process to process
 // (train.device, train.threads, train.log_level, cluster.host,

@@ -1,4 +1,4 @@
-// A point in time by which a blocking wait must end (DESIGN.md §11: every
+// A point in time by which a blocking wait must end (docs/design.md, Errors and configuration: every
 // blocking wait has a deadline).
 #pragma once
 

@@ -1,4 +1,4 @@
-// Graceful stop (DESIGN.md §9): SIGTERM, SIGINT and SIGUSR1 ask the job to
+// Graceful stop (docs/design.md, Checkpoints): SIGTERM, SIGINT and SIGUSR1 ask the job to
 // finish the step in progress, write a checkpoint of it and end; nothing is
 // lost. A second SIGTERM or SIGINT ends the process at once (exit status
 // 128 + the signal).

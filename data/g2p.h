@@ -1,5 +1,5 @@
 // Grapheme-to-phoneme data from CMUdict as Debian's festlex-cmu ships it
-// (DESIGN.md §7): lowercased letters -> phones, syllable brackets and stress
+// (docs/design.md, Data): lowercased letters -> phones, syllable brackets and stress
 // digits stripped, every distinct pronunciation of a word kept, and a split
 // fixed by MD5 of the word so results compare across tools.
 #pragma once

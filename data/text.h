@@ -1,4 +1,4 @@
-// Byte-level language-model data (DESIGN.md §7): the bytes of text files,
+// Byte-level language-model data (docs/design.md, Data): the bytes of text files,
 // split into train/valid/test by 4 KiB blocks whose bucket is MD5 of
 // "<file name>:<block index>" mod 100 (< 90 train, 90..94 valid, >= 95 test).
 #pragma once

@@ -1,6 +1,6 @@
 // The parameter table: every trainable tensor of a model, with its name,
 // shape, initial-value rule and weight-decay flag. Its order and contents are a
-// pure function of the model config and vocabulary sizes (DESIGN.md §4); the
+// pure function of the model config and vocabulary sizes (docs/design.md, Parameters and shards); the
 // model's flat weight buffer stores the tensors in this order.
 #pragma once
 

@@ -38,7 +38,7 @@ struct ForwardOptions {
   // forward first reads a weight below it (non-decreasing, the last call is
   // num_params()); every weight below `end` must be in place when it
   // returns. A worker uses it to start on the first layers while the rest of
-  // the weights are still arriving (DESIGN.md §4).
+  // the weights are still arriving (docs/design.md, Streaming).
   std::function<void(int64_t end)> need_weights;
 };
 

@@ -20,6 +20,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "core/deadline.h"
+#include "core/version.h"
 
 namespace pst {
 namespace {
@@ -46,7 +47,7 @@ Labels with(Labels l, const std::string& key, const std::string& value) {
 }  // namespace
 
 MetricFamilies::MetricFamilies(prometheus::Registry& r)
-    : build_info(BuildGauge().Name("pst_build_info").Help("pst's version and backend (value 1)").Register(r)),
+    : build_info(BuildGauge().Name("pst_build_info").Help("pst's version, git commit and backend (value 1)").Register(r)),
       worker_steps(BuildCounter().Name("pst_worker_steps_total").Help("Training steps a worker finished").Register(r)),
       tokens(BuildCounter().Name("pst_tokens_total").Help("Target tokens a worker trained on").Register(r)),
       last_step_timestamp(BuildGauge()
@@ -184,7 +185,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig&
   std::unique_ptr<MetricsServer> m(new MetricsServer());
   m->registry_ = std::make_shared<prometheus::Registry>();
   m->families_ = std::make_unique<MetricFamilies>(*m->registry_);
-  m->families_->build_info.Add({{"version", PST_VERSION}, {"backend", backend}}).Set(1);
+  m->families_->build_info.Add({{"version", version()}, {"commit", git_commit()}, {"backend", backend}}).Set(1);
   const int64_t port = config.port > 0 ? config.port + rank : 0;
   const std::string address = fmt::format("{}:{}", config.bind, port);
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -1,4 +1,4 @@
-// Prometheus metrics of a pst process (DESIGN.md §10), served on /metrics
+// Prometheus metrics of a pst process (docs/operations.md, Metrics), served on /metrics
 // through prometheus-cpp. One MetricsServer per process owns the HTTP
 // endpoint and the registry; the scheduler, each server and each worker of
 // the process add their series to it with labels role, rank and (servers)

@@ -1,4 +1,4 @@
-// Sharded checkpoints (DESIGN.md §9). A checkpoint of step v is a directory
+// Sharded checkpoints (docs/design.md, Checkpoints). A checkpoint of step v is a directory
 // ROOT/step-<v, 9 digits>/ holding one safetensors file per server with its
 // chunks' weights and Adam moments, named by (tensor name, float offset in
 // the tensor): "param/<name>@<offset>", "exp_avg/<name>@<offset>",

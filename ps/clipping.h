@@ -1,7 +1,7 @@
 // Global-norm gradient clipping as torch.nn.utils.clip_grad_norm_:
 // norm = ||g||_2 over all parameters, coef = min(1, max_norm / (norm + 1e-6)),
 // g *= coef. pst sums squares in fp64, per shard, so that servers can add
-// their partial sums (DESIGN.md §3 step 4).
+// their partial sums (docs/design.md, One BSP step, step 4).
 #pragma once
 
 #include <cstdint>
@@ -14,7 +14,7 @@ struct GradStats {
   double sum_squares = 0.0;
   bool nonfinite = false;  // some element is inf or NaN
   // Control flags that ride on the servers' reduction, so that every server
-  // acts on them at the same step (DESIGN.md §9): some server wants a
+  // acts on them at the same step (docs/design.md, Checkpoints): some server wants a
   // checkpoint of this step (checkpoint.every_minutes), some node asked the
   // job to stop after it (a signal).
   bool checkpoint = false;

@@ -1,4 +1,4 @@
-// Learning-rate schedules (DESIGN.md §5). Each is a pure function of the
+// Learning-rate schedules (docs/design.md, Optimizer and schedules). Each is a pure function of the
 // applied-step counter t (0 for the first update); skipped steps do not
 // advance t. All but inverse_sqrt take an optional linear warmup:
 // lr(t) = lr * (t+1)/warmup for t < warmup, then the decay below with

@@ -1,4 +1,4 @@
-// The server side of one BSP step (DESIGN.md §3, steps 3-5) for the chunks a
+// The server side of one BSP step (docs/design.md, One BSP step, steps 3-5) for the chunks a
 // server owns: collect the workers' pushes, form the token-weighted mean
 // gradient, report its partial sum of squares, then clip and apply
 // Adam/AdamW under the learning-rate schedule.

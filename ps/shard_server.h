@@ -1,4 +1,4 @@
-// One parameter server (DESIGN.md §3): it receives the workers' pushes and
+// One parameter server (docs/design.md, One BSP step): it receives the workers' pushes and
 // pulls on its Router and keeps its chunks of the shard plan in a
 // ShardOptimizer.
 //  - BSP: once every worker has pushed step v it reduces, agrees on the
@@ -13,7 +13,7 @@
 // counts once every owned chunk has arrived, exactly once. A pull is
 // answered in parts in flat order: in BSP, the parts of version v+1 go out
 // while the update is still applying AdamW to later chunks, so the worker's
-// forward starts on the first layers early (DESIGN.md §4).
+// forward starts on the first layers early (docs/design.md, Streaming).
 //
 // The update runs on its own thread; the receive thread keeps validating and
 // answering messages meanwhile (pulls of the current version are served from

@@ -1,4 +1,4 @@
-// Step 4 of a BSP round (DESIGN.md §3): the servers add their partial
+// Step 4 of a BSP round (docs/design.md, One BSP step): the servers add their partial
 // gradient statistics (fp64 sum of squares, non-finite flag) so that every
 // server clips with the same global norm and skips the same steps.
 #pragma once

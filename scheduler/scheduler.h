@@ -1,4 +1,4 @@
-// The scheduler (DESIGN.md §1). Under mpirun it only watches the job; when
+// The scheduler (docs/design.md, Roles and launch). Under mpirun it only watches the job; when
 // the roles start on their own (`pst train --role ... --scheduler ENDPOINT`,
 // no MPI) it is also the rendezvous, the start barrier and the servers'
 // reduction of gradient statistics:

@@ -1,5 +1,5 @@
 // Evaluation of a model on a split: teacher-forced loss and token accuracy,
-// plus the task's own metrics. G2P (DESIGN.md §7): greedy decoding, phone
+// plus the task's own metrics. G2P (docs/design.md, Data): greedy decoding, phone
 // error rate = sum of edit distances to the closest reference / sum of that
 // reference's lengths, word error rate = share of words whose prediction
 // matches none of their references. LM: loss per byte, bits per byte,

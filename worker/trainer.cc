@@ -97,7 +97,7 @@ Result<TrainSummary> Trainer::run() {
     host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(n));
     host_grads = std::make_unique<HostBuffer>(model_->backend(), host_weights->size());
   }
-  // A streaming client (DESIGN.md §4) delivers the weights in layer order:
+  // A streaming client (docs/design.md, Streaming) delivers the weights in layer order:
   // a pull is begun after the pushes, and the next forward completes it
   // layer by layer as it needs them. The model holds weights [0, have) of
   // the version pulled last.

@@ -1,4 +1,4 @@
-// The worker's training loop (DESIGN.md §3 from the worker's side): pull
+// The worker's training loop (docs/design.md, One BSP step, from the worker's side): pull
 // weights, forward and backward on its batches, push the gradient, repeat;
 // validation every train.eval_every steps, test metrics at the end. It talks
 // to the servers only through a ParameterClient.

@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include <set>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -10,6 +11,29 @@ namespace pst {
 namespace {
 
 TEST(ConfigTest, DefaultsAreValid) { EXPECT_TRUE(validate(JobConfig{}).ok()); }
+
+// `pst config defaults` prints every key with the comment of its field in
+// core/config.h: no key may lack one, and none may be documented that the
+// parser does not know (a renamed field).
+TEST(ConfigTest, EveryKeyHasItsOneLineDocumentation) {
+  std::set<std::string> keys, documented;
+  for (const std::string& k : config_keys()) keys.insert(k);
+  for (const ConfigDoc& d : config_docs()) {
+    const std::string key = std::string(d.section) + "." + d.key;
+    EXPECT_TRUE(documented.insert(key).second) << key << " is documented twice";
+    EXPECT_GT(std::string(d.doc).size(), 3u) << key;
+  }
+  EXPECT_EQ(documented, keys);
+  EXPECT_GT(keys.size(), 60u);
+}
+
+TEST(ConfigTest, TheDocumentedDefaultsAreAJobFileOfTheDefaults) {
+  const std::string text = to_documented_toml(JobConfig{});
+  EXPECT_NE(text.find("# peak learning rate (for inverse_sqrt: a multiplier)\nlr = "), std::string::npos) << text;
+  auto back = parse_config(text, "pst config defaults", {});
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(to_toml(*back), to_toml(JobConfig{}));
+}
 
 TEST(ConfigTest, ParsesEverySection) {
   auto c = parse_config(R"(

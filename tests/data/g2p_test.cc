@@ -98,7 +98,7 @@ TEST(G2PTest, BadFilesAreClearErrors) {
 }
 
 // The real dictionary of festlex-cmu (installed by scripts/setup) gives the
-// split sizes of DESIGN.md §7, counted independently with Python's hashlib.
+// split sizes of docs/design.md (Data), counted independently with Python's hashlib.
 TEST(G2PTest, DebianCmudictSplit) {
   auto c = load_cmudict(kDefaultCmudictPath);
   ASSERT_TRUE(c.ok()) << c.status().to_string();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checkpoints and resume, with real files (DESIGN.md §9):
+# Checkpoints and resume, with real files (docs/design.md, Checkpoints):
 #  1. 2 servers + 2 workers as threads: 40 steps equal 20 steps with a
 #     checkpoint every 10, then --resume latest to 40, bit for bit (the
 #     learning rate schedule and the data position included).

@@ -23,6 +23,30 @@ run() {
   fi
 }
 
+# What the command says about itself. The version names the commit that git
+# reports for this tree (the build records it; "unknown" outside git).
+commit=$(git -C "$ROOT" describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown)
+check "--version" run 0 "$TMP/v" "$PST" --version
+check "--version names the version and the commit" contains "$TMP/v" "pst [0-9]*\.[0-9]*\.[0-9]* (commit $commit)"
+# Usage errors exit 2 and name the nearest command.
+check "a misspelt command" run 2 "$TMP/u1" "$PST" trian --config x
+check "a misspelt command is named" contains "$TMP/u1" "unknown command 'trian'; did you mean 'train'?"
+check "a misspelt subcommand" run 2 "$TMP/u2" "$PST" checkpoint inspekt x
+check "a misspelt subcommand is named" contains "$TMP/u2" "pst checkpoint: unknown command 'inspekt'; did you mean 'inspect'?"
+check "a command pst does not have, with --help" run 2 "$TMP/u3" "$PST" tune --help
+check "it is not mistaken for another" contains "$TMP/u3" "unknown command 'tune'\$"
+check "no command" run 2 "$TMP/u4" "$PST"
+check "an unknown option" run 2 "$TMP/u5" "$PST" eval --model m --bogus
+check "a missing option" run 2 "$TMP/u6" "$PST" train
+check "--help" run 0 "$TMP/u7" "$PST" eval --help
+check "--help shows defaults" contains "$TMP/u7" "--split TEXT=test"
+# pst config defaults: a job file of every default, each key documented.
+check "config defaults" run 0 "$TMP/defaults.toml" "$PST" config defaults
+check "config defaults documents a key" contains "$TMP/defaults.toml" "# optimizer steps to run"
+check "the defaults are a job file" run 0 "$TMP/d1" "$PST" config show --config "$TMP/defaults.toml"
+check "which reads back as itself" cmp "$TMP/defaults.toml" "$TMP/d1"
+check "config show applies --set" run 0 "$TMP/d2" "$PST" config show --config "$ROOT/configs/g2p-tiny.toml" --set train.steps=7
+check "config show prints the resolved value" contains "$TMP/d2" "^steps = 7$"
 
 # Bad configurations fail with exit code 2 and name the key.
 printf '[model]\nheadz = 3\n' >"$TMP/bad1.toml"

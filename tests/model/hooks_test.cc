@@ -1,5 +1,5 @@
 // The streaming hooks a worker uses to overlap communication with compute
-// (DESIGN.md §4). Forward: weights beyond the announced end are NaN until
+// (docs/design.md, Streaming). Forward: weights beyond the announced end are NaN until
 // need_weights asks for them, so a read ahead of the announcement would turn
 // the loss into NaN; the loss must equal a plain forward's bit for bit.
 // Backward: the gradients of [begin, n) are copied the moment they are

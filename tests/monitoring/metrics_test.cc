@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "core/version.h"
 #include "monitoring/metrics.h"
 #include "tests/test_util.h"
 
@@ -68,7 +70,10 @@ TEST(MetricsTest, ServesTheSeriesOverHttp) {
   EXPECT_EQ(value_of(text, "pst_messages_rejected_total{rank=\"1\",reason=\"badJob\",role=\"server\",shard=\"0\"}"), 2);
   EXPECT_EQ(value_of(text, "pst_nodes_alive{node_role=\"worker\",rank=\"0\",role=\"scheduler\"}"), 2);
   EXPECT_EQ(value_of(text, "pst_node_failures_total{node_role=\"server\",rank=\"0\",role=\"scheduler\"}"), 1);
-  EXPECT_NE(text.find("pst_build_info{backend=\"cpu\",version=\""), std::string::npos);
+  EXPECT_NE(text.find(fmt::format("pst_build_info{{backend=\"cpu\",commit=\"{}\",version=\"{}\"}} 1", git_commit(),
+                                  version())),
+            std::string::npos)
+      << text;
   // The last step's timestamp is now, in seconds.
   const double ts = value_of(text, "pst_last_step_timestamp_seconds{rank=\"3\",role=\"worker\"}");
   EXPECT_NEAR(ts, static_cast<double>(time(nullptr)), 60);

@@ -1,4 +1,4 @@
-// Sharded checkpoint files (DESIGN.md §9): written by S servers, read back
+// Sharded checkpoint files (docs/design.md, Checkpoints): written by S servers, read back
 // by any other split of servers (re-sharding by name and offset) with the
 // same values; a directory without a manifest, a truncated file, a flipped
 // byte, a missing file and a different model are each a clear error, and

@@ -1,4 +1,4 @@
-// Every schedule of DESIGN.md §5 against its formula, written out here, and
+// Every schedule of docs/design.md (Optimizer and schedules) against its formula, written out here, and
 // where PyTorch has the schedule, against torch.optim.lr_scheduler's values.
 #include "ps/schedule.h"
 

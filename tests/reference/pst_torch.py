@@ -1,7 +1,7 @@
 """PyTorch twins of pst's models, built from torch.nn's own modules.
 
 pst's parameter names are the names these modules give their parameters, so a
-pst weights file loads with load_state_dict (the mapping is in README.md):
+pst weights file loads with load_state_dict (the mapping is in docs/design.md):
 
   encoder-decoder                   decoder-only
   src_embed / tgt_embed (Embedding) embed (Embedding)
@@ -271,7 +271,7 @@ def decays(name, decay_embeddings):
 
 
 def schedule_lr(job, t):
-    """pst's schedule formulas (DESIGN.md §5), written independently of the C++."""
+    """pst's schedule formulas (docs/design.md, Optimizer and schedules), written independently of the C++."""
     s, o = job["schedule"], job["optim"]
     base, w = o["lr"], s["warmup_steps"]
     total = s["total_steps"] or job["train"]["steps"]
