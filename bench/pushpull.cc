@@ -88,10 +88,11 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
                                                 ShardServerOptions{kJob, k, layout, 120.0}));
   }
   std::vector<std::thread> threads;
-  for (auto& s : srv) threads.emplace_back([&s] {
-    const Status st = s->serve();
-    if (!st.ok()) std::fprintf(stderr, "%s\n", st.message().c_str());
-  });
+  for (auto& s : srv)
+    threads.emplace_back([&s] {
+      const Status st = s->serve();
+      if (!st.ok()) std::fprintf(stderr, "%s\n", st.message().c_str());
+    });
   std::vector<double> seconds(static_cast<size_t>(workers));
   for (int w = 0; w < workers; ++w) {
     threads.emplace_back([&, w] {
@@ -109,7 +110,8 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
   for (auto& t : threads) t.join();
   PstRound r;
   for (double s : seconds) r.seconds = std::max(r.seconds, s);
-  for (auto& s : srv) r.update_seconds = std::max(r.update_seconds, s->update_seconds() / static_cast<double>(s->updates()));
+  for (auto& s : srv)
+    r.update_seconds = std::max(r.update_seconds, s->update_seconds() / static_cast<double>(s->updates()));
   return r;
 }
 
@@ -142,8 +144,9 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
       out.connect(endpoints[static_cast<size_t>(p)]);
       for (int r = 0; r < 2 * (rounds + 2); ++r) {
         auto* keep = new std::shared_ptr<std::vector<char>>(buffer);
-        zmq::message_t m(buffer->data(), buffer->size(),
-                         [](void*, void* hint) { delete static_cast<std::shared_ptr<std::vector<char>>*>(hint); }, keep);
+        zmq::message_t m(
+            buffer->data(), buffer->size(),
+            [](void*, void* hint) { delete static_cast<std::shared_ptr<std::vector<char>>*>(hint); }, keep);
         out.send(m, zmq::send_flags::none);
       }
     });
@@ -161,9 +164,12 @@ int main(int argc, char** argv) {
   int64_t chunk_mib = 4;
   bool security_only = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--security-only")) security_only = true;
-    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--chunk-mib") && i + 1 < argc) chunk_mib = std::atoll(argv[++i]);
+    if (!std::strcmp(argv[i], "--security-only"))
+      security_only = true;
+    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc)
+      rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--chunk-mib") && i + 1 < argc)
+      chunk_mib = std::atoll(argv[++i]);
   }
   // security.mode: the modes interleaved, three times each, the best kept.
   std::printf("%-8s %12s %12s %12s %14s %14s\n", "size", "none us", "secret us", "curve us", "secret/none",
@@ -173,14 +179,15 @@ int main(int argc, char** argv) {
     double best[3] = {1e30, 1e30, 1e30};
     for (int rep = 0; rep < 3; ++rep) {
       const SecurityMode modes[3] = {SecurityMode::kNone, SecurityMode::kSecret, SecurityMode::kCurve};
-      for (int i = 0; i < 3; ++i) best[i] = std::min(best[i], pst_round(bytes, 1, 1, r, chunk_mib << 20, modes[i]).seconds);
+      for (int i = 0; i < 3; ++i)
+        best[i] = std::min(best[i], pst_round(bytes, 1, 1, r, chunk_mib << 20, modes[i]).seconds);
     }
     std::printf("%-8s %12.1f %12.1f %12.1f %14.2f %14.2f\n", bytes <= 4096 ? "4 KiB" : "4 MiB", best[0] * 1e6,
                 best[1] * 1e6, best[2] * 1e6, best[1] / best[0], best[2] / best[0]);
   }
   if (security_only) return 0;
-  std::printf("%-8s %-5s %10s %12s %7s %10s %16s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio",
-              "update ms", "ratio w/o update");
+  std::printf("%-8s %-5s %10s %12s %7s %10s %16s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio", "update ms",
+              "ratio w/o update");
   for (int64_t mib : {1, 4, 16, 64}) {
     for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
       const int64_t bytes = mib << 20;

@@ -29,12 +29,18 @@ int main(int argc, char** argv) {
   int threads = 1, steps = 10, warmup = 2, batch = 8;
   std::string device = "cpu", matmul = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--matmul")) matmul = argv[i + 1];
+    if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--steps"))
+      steps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--warmup"))
+      warmup = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--batch"))
+      batch = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--device"))
+      device = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--matmul"))
+      matmul = argv[i + 1];
   }
   // The device settings go through the job config's own parsing and checks.
   JobConfig dev_job;
@@ -135,8 +141,9 @@ int main(int argc, char** argv) {
     }
   }
   if (on_gpu) std::printf("pst device=%s matmul=%s batch=%d ", device.c_str(), matmul.c_str(), batch);
-  std::printf("pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
-              threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total,
-              100 * t_bwd / total, 100 * t_opt / total, 100 * t_data / total);
+  std::printf(
+      "pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
+      threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total, 100 * t_bwd / total,
+      100 * t_opt / total, 100 * t_data / total);
   return 0;
 }

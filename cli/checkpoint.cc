@@ -40,7 +40,8 @@ int run_checkpoint_inspect(const std::string& dir) {
   if (fs::exists(dir) && !fs::exists(dir + "/manifest.json")) {
     for (const auto& [step, path] : step_dirs(dir)) {
       auto m = read_checkpoint(path);
-      std::printf("%s\t%s\n", fs::path(path).filename().c_str(), m.ok() ? "complete, verified" : m.status().message().c_str());
+      std::printf("%s\t%s\n", fs::path(path).filename().c_str(),
+                  m.ok() ? "complete, verified" : m.status().message().c_str());
     }
   }
   auto path = resolve_checkpoint(dir);

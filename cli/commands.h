@@ -19,8 +19,7 @@ int run_train(const ConfigArgs& args);
 // `pst train --role scheduler|server|worker --scheduler ENDPOINT` (no MPI).
 int run_train_role(const ConfigArgs& args, const std::string& role, const std::string& scheduler);
 int run_params(const ConfigArgs& args, bool list_tensors);
-int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir,
-                    int64_t batch_size);
+int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir, int64_t batch_size);
 // `pst checkpoint inspect DIR`: DIR's manifest (or, for a root of step
 // directories, each one's state and the newest complete one's), every file
 // verified. `pst checkpoint export DIR --out FILE`: the weights as one model

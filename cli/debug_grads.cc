@@ -4,15 +4,14 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/reference_step.h"
 #include "core/safetensors.h"
 #include "model/backend.h"
-#include "cli/reference_step.h"
 #include "worker/task_data.h"
 
 namespace pst {
 
-int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir,
-                    int64_t batch_size) {
+int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir, int64_t batch_size) {
   auto job = load_config(args.config, args.sets);
   if (!job.ok()) {
     spdlog::error("{}", job.status().message());
@@ -50,16 +49,15 @@ int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out
   const ReferenceStep ref = run_reference_step(*job, model, batch, kReferenceSteps);
   SafetensorsFile out = reference_step_file(model.table(), ref, batch, model.tgt_vocab());
   for (const auto& [file, path] : {std::pair{&weights_file, "/weights.safetensors"},
-                                  std::pair{&batch_file, "/batch.safetensors"},
-                                  std::pair{&out, "/pst.safetensors"}}) {
+                                   std::pair{&batch_file, "/batch.safetensors"}, std::pair{&out, "/pst.safetensors"}}) {
     Status s = file->write(out_dir + path);
     if (!s.ok()) {
       spdlog::error("{}", s.to_string());
       return 1;
     }
   }
-  spdlog::info("wrote {}: loss {:.6f} over {} tokens; weights after {} steps", out_dir,
-               ref.loss, batch.tokens(), kReferenceSteps);
+  spdlog::info("wrote {}: loss {:.6f} over {} tokens; weights after {} steps", out_dir, ref.loss, batch.tokens(),
+               kReferenceSteps);
   return 0;
 }
 

@@ -1,8 +1,8 @@
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
 #include "core/config.h"
@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   train->add_option("--device", device, "auto, cpu, cuda or cuda:N (same as --set train.device=...)");
   std::string role, scheduler;
   train->add_option("--role", role, "scheduler, server or worker: one process of a job started without mpirun");
-  train->add_option("--scheduler", scheduler, "With --role: the scheduler's endpoint (it binds there), e.g. tcp://host:5555");
+  train->add_option("--scheduler", scheduler,
+                    "With --role: the scheduler's endpoint (it binds there), e.g. tcp://host:5555");
   std::string resume;
   train->add_option("--resume", resume,
                     "Continue from a checkpoint: latest (the newest complete one under checkpoint.dir) or its "
@@ -52,8 +53,8 @@ int main(int argc, char** argv) {
   pst::ConfigArgs debug_args;
   int64_t seed = 1, debug_batch = 0;
   std::string out_dir;
-  auto* grads = debug->add_subcommand(
-      "grads", "Write weights, one batch, the loss and all gradients as safetensors files");
+  auto* grads =
+      debug->add_subcommand("grads", "Write weights, one batch, the loss and all gradients as safetensors files");
   grads->add_option("--config", debug_args.config, "TOML job file")->required();
   grads->add_option("--set", debug_args.sets, "Override a setting: section.key=value");
   grads->add_option("--seed", seed, "Seed of the initial weights and of the batch order");
@@ -98,7 +99,8 @@ int main(int argc, char** argv) {
   export_->add_option("--out", ck_out, "The file to write")->required();
 
   std::string key_out;
-  auto* keygen = app.add_subcommand("keygen", "Write a job's keys (a secret and a CURVE key pair) for security.key_file");
+  auto* keygen =
+      app.add_subcommand("keygen", "Write a job's keys (a secret and a CURVE key pair) for security.key_file");
   keygen->add_option("--out", key_out, "The key file to write (mode 0600)")->required();
   std::string health_endpoint = "127.0.0.1:9100";
   double health_timeout = 3;

@@ -53,17 +53,15 @@ int run_params(const ConfigArgs& args, bool list_tensors) {
   const ModelCost cost = model_cost(job->model, table, src_len, tgt_len);
   std::printf("%-12s %14s %8s\n", "component", "parameters", "share");
   for (int c = 0; c < 6; ++c) {
-    std::printf("%-12s %14lld %7.2f%%\n", to_string(static_cast<Component>(c)),
-                static_cast<long long>(cost.counts[c]),
+    std::printf("%-12s %14lld %7.2f%%\n", to_string(static_cast<Component>(c)), static_cast<long long>(cost.counts[c]),
                 100.0 * static_cast<double>(cost.counts[c]) / static_cast<double>(cost.total));
   }
   std::printf("%-12s %14lld\n", "total", static_cast<long long>(cost.total));
   const double bytes = static_cast<double>(cost.total) * 4.0;
   std::printf("\nweights (fp32)            %s\n", human_bytes(bytes).c_str());
   std::printf("weights + Adam moments    %s\n", human_bytes(3 * bytes).c_str());
-  std::printf("training FLOPs per token  %.3g  (forward %.3g; %s lengths %lld -> %lld)\n",
-              cost.train_flops_per_token, cost.forward_flops_per_token,
-              job->data.task == Task::kG2P ? "mean training" : "sequence",
+  std::printf("training FLOPs per token  %.3g  (forward %.3g; %s lengths %lld -> %lld)\n", cost.train_flops_per_token,
+              cost.forward_flops_per_token, job->data.task == Task::kG2P ? "mean training" : "sequence",
               static_cast<long long>(src_len), static_cast<long long>(tgt_len));
   if (list_tensors) {
     std::printf("\n%-48s %-16s %-11s %s\n", "tensor", "shape", "component", "decay");

@@ -16,7 +16,8 @@ namespace pst {
 namespace {
 
 Status check_decode(const DecodeOptions& d) {
-  if (d.beam < 1 || d.beam > 1024) return invalid_argument("--beam {}: must be in [1, 1024] (1: greedy decoding)", d.beam);
+  if (d.beam < 1 || d.beam > 1024)
+    return invalid_argument("--beam {}: must be in [1, 1024] (1: greedy decoding)", d.beam);
   if (!(d.length_penalty >= 0))
     return invalid_argument("--length-penalty {}: must be >= 0 (0: none; 1: log-probability per token)",
                             d.length_penalty);
@@ -66,8 +67,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     } else {
       const auto out = beam_decode(model, srcs, max_out, decode);
       for (size_t i = 0; i < inputs.size(); ++i)
-        std::printf("%s\t%s\t%.4f\n", inputs[i].c_str(), join_phones(loaded->phones, out[i].ids).c_str(),
-                    out[i].score);
+        std::printf("%s\t%s\t%.4f\n", inputs[i].c_str(), join_phones(loaded->phones, out[i].ids).c_str(), out[i].score);
     }
   } else {
     for (const std::string& prompt : inputs) {
@@ -102,9 +102,10 @@ int run_eval(const EvalArgs& args) {
   // The model's ids must mean what the data's mean.
   if (data->g2p && (data->g2p->letters.tokens() != loaded->letters.tokens() ||
                     data->g2p->phones.tokens() != loaded->phones.tokens()))
-    return fail(failed_precondition("{}: its letter and phone vocabularies differ from those of the data {}; "
-                                    "evaluate on the data the model was trained on",
-                                    args.model, data_path(job)));
+    return fail(
+        failed_precondition("{}: its letter and phone vocabularies differ from those of the data {}; "
+                            "evaluate on the data the model was trained on",
+                            args.model, data_path(job)));
   std::vector<std::string> lines;
   const bool write = !args.predictions.empty();
   if (write && data->task != Task::kG2P)

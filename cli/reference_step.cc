@@ -4,8 +4,7 @@
 
 namespace pst {
 
-ReferenceStep run_reference_step(const JobConfig& job, Transformer& model, const Batch& batch,
-                                 int steps) {
+ReferenceStep run_reference_step(const JobConfig& job, Transformer& model, const Batch& batch, int steps) {
   ReferenceStep r;
   const int64_t n = model.num_params();
   std::vector<float> weights(static_cast<size_t>(n)), grads(static_cast<size_t>(n));
@@ -55,8 +54,8 @@ Result<Batch> batch_from(const SafetensorsFile& f) {
   const StoredTensor* tin = f.find("tgt_in");
   const StoredTensor* tout = f.find("tgt_out");
   const StoredTensor* tlen = f.find("tgt_len");
-  if (!tin || !tout || !tlen || tin->dtype != "I32" || tin->shape.size() != 2 ||
-      tout->shape != tin->shape || tlen->dtype != "I32" || tout->dtype != "I32")
+  if (!tin || !tout || !tlen || tin->dtype != "I32" || tin->shape.size() != 2 || tout->shape != tin->shape ||
+      tlen->dtype != "I32" || tout->dtype != "I32")
     return data_loss("batch file: needs I32 tgt_in, tgt_out (B, T) and tgt_len (B)");
   b.B = tin->shape[0];
   b.T = tin->shape[1];
@@ -74,8 +73,8 @@ Result<Batch> batch_from(const SafetensorsFile& f) {
   return b;
 }
 
-SafetensorsFile reference_step_file(const ParamTable& table, const ReferenceStep& r,
-                                    const Batch& batch, int64_t vocab) {
+SafetensorsFile reference_step_file(const ParamTable& table, const ReferenceStep& r, const Batch& batch,
+                                    int64_t vocab) {
   SafetensorsFile f;
   const float loss = static_cast<float>(r.loss);
   f.add_f32("loss", {1}, &loss);

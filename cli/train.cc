@@ -9,13 +9,13 @@
 #include "cli/train_common.h"
 #include "comm/mpi_session.h"
 #include "comm/remote_client.h"
-#include "core/philox.h"
-#include "ps/shard_server.h"
-#include "ps/stats_reducer.h"
 #include "core/logging.h"
+#include "core/philox.h"
 #include "model/backend.h"
 #include "ps/local_client.h"
 #include "ps/server.h"
+#include "ps/shard_server.h"
+#include "ps/stats_reducer.h"
 #include "worker/model_file.h"
 #include "worker/trainer.h"
 
@@ -95,8 +95,7 @@ int finish_training(const Result<TrainSummary>& summary) {
 
 // A graceful stop of a job without servers: its one optimizer is the
 // checkpoint's one shard.
-static Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt,
-                                double loss) {
+static Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt, double loss) {
   const std::string root = checkpoint_root(job);
   const std::string dir = checkpoint_dir(root, opt.version());
   ShardState state;
@@ -105,8 +104,8 @@ static Status checkpoint_single(const JobConfig& job, const ParamTable& table, c
   StepReport report;
   report.version = opt.version();
   report.applied_steps = opt.applied_steps();
-  Manifest m = step_manifest(to_toml(job), static_cast<uint64_t>(job.train.seed), table, 1, job.cluster.chunk_bytes,
-                             report);
+  Manifest m =
+      step_manifest(to_toml(job), static_cast<uint64_t>(job.train.seed), table, 1, job.cluster.chunk_bytes, report);
   m.loss = loss;
   PST_ASSIGN_OR_RETURN(int64_t bytes, write_checkpoint_part(root, dir, 0, table, state, std::move(m),
                                                             job.checkpoint.keep, Deadline::after(0)));
@@ -265,8 +264,8 @@ int run_train(const ConfigArgs& args) {
     return 2;
   }
   job->train.threads = resolve_threads(job->train.threads, 1, "worker");
-  auto backend = make_backend(*parse_device(job->train.device), job->train.matmul,
-                              static_cast<int>(job->train.threads));
+  auto backend =
+      make_backend(*parse_device(job->train.device), job->train.matmul, static_cast<int>(job->train.threads));
   if (!backend.ok()) {
     spdlog::error("{}", backend.status().message());
     return 2;
@@ -274,8 +273,8 @@ int run_train(const ConfigArgs& args) {
   Transformer model(job->model, data->src_vocab, data->tgt_vocab, backend->get());
   std::vector<float> init(static_cast<size_t>(model.num_params()));
   init_params(model.table(), static_cast<uint64_t>(job->train.seed), init.data());
-  spdlog::info("model: {} parameters ({} tensors), backend {}", model.num_params(),
-               model.table().size(), (*backend)->name());
+  spdlog::info("model: {} parameters ({} tensors), backend {}", model.num_params(), model.table().size(),
+               (*backend)->name());
 
   // On a GPU the in-process server keeps its state there and runs the fused
   // update on it, as a single-GPU PyTorch job does.

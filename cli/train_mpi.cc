@@ -33,14 +33,15 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   const int workers = session.size() - 1 - servers;
   if (workers < 1) {
     if (rank == 0)
-      spdlog::error("mpirun -np {} with cluster.servers = {} leaves no worker: -np must be at least {} "
-                    "(1 scheduler + servers + workers)",
-                    session.size(), servers, servers + 2);
+      spdlog::error(
+          "mpirun -np {} with cluster.servers = {} leaves no worker: -np must be at least {} "
+          "(1 scheduler + servers + workers)",
+          session.size(), servers, servers + 2);
     return 2;
   }
   job->cluster.workers = workers;
   const JobLayout layout{servers, workers};
-  const std::string who = rank == 0 ? "scheduler"
+  const std::string who = rank == 0                ? "scheduler"
                           : layout.is_server(rank) ? fmt::format("server {}", layout.server_index(rank))
                                                    : fmt::format("worker {}", layout.worker_index(rank));
   init_logging(job->train.log_level, who);
@@ -128,7 +129,10 @@ int train_rank(MpiSession& session, const ConfigArgs& args) {
   node.metrics = metrics->get();
   for (int r = 0; r < session.size(); ++r)
     node.targets.push_back({(*metric_endpoints)[static_cast<size_t>(r)],
-                            r == 0 ? "scheduler" : layout.is_server(r) ? "server" : "worker", r});
+                            r == 0                ? "scheduler"
+                            : layout.is_server(r) ? "server"
+                                                  : "worker",
+                            r});
   // Every rank passes the barrier after its setup: servers once their
   // shards are initialised and their sockets bound.
   node.start_barrier = [&session] {

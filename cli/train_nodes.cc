@@ -19,7 +19,9 @@ namespace pst {
 namespace {
 
 // Heartbeats go out a few times per timeout, at most once a second.
-double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
+double heartbeat_interval(const JobConfig& job) {
+  return std::min(1.0, job.cluster.timeout_s / 4);
+}
 
 }  // namespace
 
@@ -198,10 +200,11 @@ Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::
   } else if (given) {
     keys = *given;
   } else {
-    return invalid_argument("security.mode = {}: processes started with --role need security.key_file (the job's "
-                            "keys from pst keygen, e.g. a container secret), or security.mode = none on a network "
-                            "that is private to the job",
-                            to_string(mode));
+    return invalid_argument(
+        "security.mode = {}: processes started with --role need security.key_file (the job's "
+        "keys from pst keygen, e.g. a container secret), or security.mode = none on a network "
+        "that is private to the job",
+        to_string(mode));
   }
   PST_ASSIGN_OR_RETURN(auto security, JobSecurity::enable(ctx, mode, keys));
   spdlog::info(mode == SecurityMode::kCurve
@@ -243,8 +246,8 @@ Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int p
   if (job.metrics.bind == "0.0.0.0") {
     PST_ASSIGN_OR_RETURN(advertise, resolve_host(job.cluster.host, job.cluster.interface));
   }
-  PST_ASSIGN_OR_RETURN(auto m, MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu",
-                                                    advertise));
+  PST_ASSIGN_OR_RETURN(auto m,
+                       MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu", advertise));
   spdlog::info("metrics at http://{}/metrics", m->endpoint());
   return m;
 }

@@ -26,8 +26,8 @@ namespace {
 Result<Frames> answer_or_stop(Dealer& scheduler, double timeout_s, const std::string& waiting_for) {
   const Deadline end = Deadline::after(timeout_s);
   while (true) {
-    auto frames = scheduler.receive(Deadline::after(std::min(1.0, static_cast<double>(end.remaining_ms()) / 1000)),
-                                    waiting_for);
+    auto frames =
+        scheduler.receive(Deadline::after(std::min(1.0, static_cast<double>(end.remaining_ms()) / 1000)), waiting_for);
     if (frames.ok() || end.expired()) return frames;
     if (stop_requested())
       return failed_precondition("stopped by signal {} while waiting for {}", stop_signal(), waiting_for);
@@ -47,10 +47,11 @@ Status register_node(Dealer& scheduler, wire::Role role, const std::string& endp
   PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
   auto answer = answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)");
   if (!answer.ok() && answer.status().code() == StatusCode::kDeadlineExceeded)
-    return deadline_exceeded("{} (is the scheduler running, and does this process have the job's security.mode and "
-                             "security.key_file? The scheduler refuses a connection that does not prove them, "
-                             "without an answer)",
-                             answer.status().message());
+    return deadline_exceeded(
+        "{} (is the scheduler running, and does this process have the job's security.mode and "
+        "security.key_file? The scheduler refuses a connection that does not prove them, "
+        "without an answer)",
+        answer.status().message());
   PST_ASSIGN_OR_RETURN(Frames frames, std::move(answer));
   Rejection why;
   auto reply = InMessage::parse(std::move(frames), &why);
@@ -152,8 +153,8 @@ int run_train_role(const ConfigArgs& args, const std::string& role, const std::s
     return 2;
   }
   const Status reg = register_node(**control, role == "server" ? wire::Role::SERVER : wire::Role::WORKER,
-                                   router ? router->endpoint() : "", node.metrics ? node.metrics->endpoint() : "",
-                                   node, start_timeout);
+                                   router ? router->endpoint() : "", node.metrics ? node.metrics->endpoint() : "", node,
+                                   start_timeout);
   if (!reg.ok()) {
     spdlog::error("{}", reg.message());
     return 1;

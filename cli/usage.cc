@@ -58,9 +58,9 @@ int check_command_names(const CLI::App& app, int argc, char** argv) {
         names += (names.empty() ? "" : ", ") + s->get_name();
       }
       // A suggestion only for a slip of a letter or two, not for any word.
-      const std::string hint =
-          best <= std::max<int64_t>(2, static_cast<int64_t>(word.size()) / 3) ? fmt::format("; did you mean '{}'?", nearest)
-                                                                             : std::string();
+      const std::string hint = best <= std::max<int64_t>(2, static_cast<int64_t>(word.size()) / 3)
+                                   ? fmt::format("; did you mean '{}'?", nearest)
+                                   : std::string();
       std::fprintf(stderr, "%s: unknown command '%s'%s\nCommands: %s (%s --help says more)\n", path.c_str(),
                    word.c_str(), hint.c_str(), names.c_str(), path.c_str());
       return 2;

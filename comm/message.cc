@@ -10,19 +10,28 @@
 namespace pst {
 namespace {
 
-bool carries_bytes(wire::Kind k) { return k == wire::Kind::PUSH || k == wire::Kind::PULL_REPLY; }
+bool carries_bytes(wire::Kind k) {
+  return k == wire::Kind::PUSH || k == wire::Kind::PULL_REPLY;
+}
 
 // The union member each kind must carry (NONE: no requirement).
 wire::Header::Which needed_member(wire::Kind k) {
   switch (k) {
-    case wire::Kind::REGISTER: return wire::Header::NODE;
-    case wire::Kind::NODE_TABLE: return wire::Header::NODES;
-    case wire::Kind::PUSH: return wire::Header::PUSH;
+    case wire::Kind::REGISTER:
+      return wire::Header::NODE;
+    case wire::Kind::NODE_TABLE:
+      return wire::Header::NODES;
+    case wire::Kind::PUSH:
+      return wire::Header::PUSH;
     case wire::Kind::PUSH_ACK:
-    case wire::Kind::PULL_REPLY: return wire::Header::STEP_INFO;
-    case wire::Kind::CLOCK: return wire::Header::CLOCK;
-    case wire::Kind::ERROR: return wire::Header::ERROR;
-    default: return wire::Header::NONE;
+    case wire::Kind::PULL_REPLY:
+      return wire::Header::STEP_INFO;
+    case wire::Kind::CLOCK:
+      return wire::Header::CLOCK;
+    case wire::Kind::ERROR:
+      return wire::Header::ERROR;
+    default:
+      return wire::Header::NONE;
   }
 }
 
@@ -46,9 +55,13 @@ std::string enumerant_name(Enum value, const char* what) {
 
 }  // namespace
 
-std::string kind_name(wire::Kind kind) { return enumerant_name(kind, "kind"); }
+std::string kind_name(wire::Kind kind) {
+  return enumerant_name(kind, "kind");
+}
 
-std::string error_code_name(wire::ErrorCode code) { return enumerant_name(code, "code"); }
+std::string error_code_name(wire::ErrorCode code) {
+  return enumerant_name(code, "code");
+}
 
 OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t step, uint64_t request_id)
     : header_(builder_.initRoot<wire::Header>()) {
@@ -64,7 +77,9 @@ void OutMessage::add_chunk(ChunkKey key, const float* data, int64_t floats, std:
   payload_.push_back({key, data, floats, std::move(owner)});
 }
 
-void OutMessage::add_key(ChunkKey key, int64_t floats) { payload_.push_back({key, nullptr, floats, nullptr}); }
+void OutMessage::add_key(ChunkKey key, int64_t floats) {
+  payload_.push_back({key, nullptr, floats, nullptr});
+}
 
 Frames OutMessage::finish() {
   auto refs = header_.initChunks(static_cast<unsigned>(payload_.size()));
@@ -117,28 +132,31 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
   capnp::ReaderOptions options;
   options.traversalLimitInWords = word_limit;
   options.nestingLimit = 16;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    m->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(view, options);
-    m->header_ = m->reader_->getRoot<wire::Header>();
-    // Touch every field a receiver reads, so a bad pointer or the traversal
-    // limit fails here rather than in a handler.
-    m->chunks_ = m->header_.getChunks();
-    for (auto c : m->chunks_) (void)c.getBytes();
-    switch (m->header_.which()) {
-      case wire::Header::NODE: {
-        const auto node = m->header_.getNode();
-        (void)node.getEndpoint();
-        (void)node.getHost();
-        (void)node.getMetrics();
-        break;
-      }
-      case wire::Header::NODES:
-        for (auto n : m->header_.getNodes()) (void)n.getEndpoint();
-        break;
-      case wire::Header::ERROR: (void)m->header_.getError().getMessage(); break;
-      default: break;
-    }
-  })) {
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                 m->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(view, options);
+                 m->header_ = m->reader_->getRoot<wire::Header>();
+                 // Touch every field a receiver reads, so a bad pointer or the traversal
+                 // limit fails here rather than in a handler.
+                 m->chunks_ = m->header_.getChunks();
+                 for (auto c : m->chunks_) (void)c.getBytes();
+                 switch (m->header_.which()) {
+                   case wire::Header::NODE: {
+                     const auto node = m->header_.getNode();
+                     (void)node.getEndpoint();
+                     (void)node.getHost();
+                     (void)node.getMetrics();
+                     break;
+                   }
+                   case wire::Header::NODES:
+                     for (auto n : m->header_.getNodes()) (void)n.getEndpoint();
+                     break;
+                   case wire::Header::ERROR:
+                     (void)m->header_.getError().getMessage();
+                     break;
+                   default:
+                     break;
+                 }
+               })) {
     reject(why, wire::ErrorCode::BAD_HEADER, fmt::format("undecodable header: {}", e->getDescription().cStr()));
     return nullptr;
   }
@@ -156,40 +174,41 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
     return reject(why, wire::ErrorCode::BAD_VERSION,
                   fmt::format("protocol version {} (this build speaks {})", h.getVersion(), wire::PROTOCOL_VERSION));
   if (h.getJobId() != e.job_id)
-    return reject(why, wire::ErrorCode::BAD_JOB,
-                  fmt::format("job id {:016x} is not this job's", h.getJobId()));
+    return reject(why, wire::ErrorCode::BAD_JOB, fmt::format("job id {:016x} is not this job's", h.getJobId()));
   const wire::Kind kind = h.getKind();
   if (static_cast<uint16_t>(kind) > static_cast<uint16_t>(wire::Kind::ERROR))
     return reject(why, wire::ErrorCode::BAD_KIND, fmt::format("unknown message {}", kind_name(kind)));
   const int32_t sender = h.getSender();
   const bool unregistered_ok = kind == wire::Kind::REGISTER && sender == -1;
   if (!unregistered_ok && (sender < 0 || sender >= e.nodes))
-    return reject(why, wire::ErrorCode::UNKNOWN_SENDER,
-                  fmt::format("{} from sender {}, not in the node table (ranks 0..{})", kind_name(kind), sender,
-                              e.nodes - 1));
+    return reject(
+        why, wire::ErrorCode::UNKNOWN_SENDER,
+        fmt::format("{} from sender {}, not in the node table (ranks 0..{})", kind_name(kind), sender, e.nodes - 1));
   const wire::Header::Which need = needed_member(kind);
   if (need != wire::Header::NONE && h.which() != need)
-    return reject(why, wire::ErrorCode::BAD_HEADER, fmt::format("{} without its {} fields", kind_name(kind),
-                                                                kind_name(kind)));
+    return reject(why, wire::ErrorCode::BAD_HEADER,
+                  fmt::format("{} without its {} fields", kind_name(kind), kind_name(kind)));
   const size_t chunks = m.chunks();
   const bool bytes = carries_bytes(kind);
   const size_t frames = bytes ? chunks + 1 : 1;
   if (bytes && m.frames() < frames)
-    return reject(why, wire::ErrorCode::TRUNCATED,
-                  fmt::format("{} names {} chunks but carries {} data frames", kind_name(kind), chunks,
-                              m.frames() - 1));
+    return reject(
+        why, wire::ErrorCode::TRUNCATED,
+        fmt::format("{} names {} chunks but carries {} data frames", kind_name(kind), chunks, m.frames() - 1));
   if (m.frames() != frames)
     return reject(why, wire::ErrorCode::BAD_HEADER,
                   fmt::format("{} has {} frames; expected {}", kind_name(kind), m.frames(), frames));
   if (chunks > 0 && !e.plan)
-    return reject(why, wire::ErrorCode::KEY_NOT_OWNED, fmt::format("{} carries chunks; none are accepted here", kind_name(kind)));
+    return reject(why, wire::ErrorCode::KEY_NOT_OWNED,
+                  fmt::format("{} carries chunks; none are accepted here", kind_name(kind)));
   for (size_t i = 0; i < chunks; ++i) {
     const auto ref = m.chunk_refs()[static_cast<unsigned>(i)];
     const ChunkKey key{ref.getTensor(), ref.getChunk()};
     const Chunk* c = e.plan->find(key);
     if (!c)
-      return reject(why, wire::ErrorCode::KEY_NOT_OWNED,
-                    fmt::format("{}: key ({}, {}) does not exist in the shard plan", kind_name(kind), key.tensor, key.chunk));
+      return reject(
+          why, wire::ErrorCode::KEY_NOT_OWNED,
+          fmt::format("{}: key ({}, {}) does not exist in the shard plan", kind_name(kind), key.tensor, key.chunk));
     if (e.owner >= 0 && c->server != e.owner)
       return reject(why, wire::ErrorCode::KEY_NOT_OWNED,
                     fmt::format("{}: key ({}, {}) belongs to server {}, not to server {}", kind_name(kind), key.tensor,

@@ -82,8 +82,7 @@ class InMessage {
   // Takes the frames of one received multipart and decodes frame 0.
   // Garbage (not a Cap'n Proto message, over the traversal limit, empty) is
   // a Rejection with code badHeader.
-  static std::unique_ptr<InMessage> parse(Frames frames, Rejection* why,
-                                          uint64_t word_limit = kHeaderWordLimit);
+  static std::unique_ptr<InMessage> parse(Frames frames, Rejection* why, uint64_t word_limit = kHeaderWordLimit);
 
   wire::Header::Reader header() const { return header_; }
   // Header.chunks, read once: every getChunks() would count the whole list
@@ -110,9 +109,9 @@ class InMessage {
 // What a receiver expects of every message.
 struct Expectation {
   uint64_t job_id = 0;
-  int32_t nodes = 0;               // senders are ranks 0..nodes-1 (Register may come from -1)
+  int32_t nodes = 0;                // senders are ranks 0..nodes-1 (Register may come from -1)
   const ShardPlan* plan = nullptr;  // chunk keys must exist in it (null: no chunks accepted)
-  int32_t owner = -1;              // and belong to this server (-1: any owner, as a worker)
+  int32_t owner = -1;               // and belong to this server (-1: any owner, as a worker)
 };
 
 // True when the message may be used; otherwise fills *why. Checks: version,

@@ -17,8 +17,8 @@ struct PullInfo {
   bool applied = true;        // false if the last step was skipped (non-finite gradient)
   double grad_norm = 0.0;     // global gradient norm of the last step, before clipping
   double clip_coef = 1.0;
-  double lr = 0.0;            // learning rate the last step used
-  bool stop = false;          // the job stops at this version (graceful stop, docs/design.md, Checkpoints)
+  double lr = 0.0;    // learning rate the last step used
+  bool stop = false;  // the job stops at this version (graceful stop, docs/design.md, Checkpoints)
 };
 
 class ParameterClient {

@@ -74,8 +74,8 @@ Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
                             plan.servers());
   std::unique_ptr<RemoteParameterClient> c(new RemoteParameterClient(plan, options));
   for (size_t k = 0; k < server_endpoints.size(); ++k) {
-    PST_ASSIGN_OR_RETURN(auto d, Dealer::connect(context, server_endpoints[k],
-                                                 fmt::format("server {} ({})", k, server_endpoints[k])));
+    PST_ASSIGN_OR_RETURN(
+        auto d, Dealer::connect(context, server_endpoints[k], fmt::format("server {} ({})", k, server_endpoints[k])));
     c->servers_.push_back(std::move(d));
   }
   return c;
@@ -86,7 +86,8 @@ Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uin
   Dealer& d = *servers_[static_cast<size_t>(k)];
   // A server may wait timeout_s for the slowest worker before it gives up
   // and says whom it waited for; waiting twice that lets its answer arrive.
-  const Deadline deadline = Deadline::after(kind == wire::Kind::PULL_REPLY ? 2 * options_.timeout_s : options_.timeout_s);
+  const Deadline deadline =
+      Deadline::after(kind == wire::Kind::PULL_REPLY ? 2 * options_.timeout_s : options_.timeout_s);
   while (true) {
     PST_ASSIGN_OR_RETURN(Frames frames, d.receive(deadline, what));
     Rejection why;
@@ -220,8 +221,7 @@ Status RemoteParameterClient::receive_pull_part(int k, PullInfo* info) {
 }
 
 Result<PullInfo> RemoteParameterClient::begin_pull(int64_t min_version, float* weights) {
-  PST_CHECK_MSG(pull_weights_ == nullptr, "begin_pull() while the pull of version {} is unfinished",
-                pull_min_version_);
+  PST_CHECK_MSG(pull_weights_ == nullptr, "begin_pull() while the pull of version {} is unfinished", pull_min_version_);
   const int32_t rank = options_.layout.worker_rank(options_.worker);
   pull_request_ = next_request_++;
   pull_min_version_ = min_version;

@@ -65,12 +65,14 @@ Status write_job_keys(const std::string& path, const JobKeys& keys) {
 
 Status check_job_keys(const JobKeys& keys, SecurityMode mode) {
   if (mode == SecurityMode::kSecret && !is_z85_key(keys.secret))
-    return invalid_argument("security.mode = secret needs the job's secret: 40 Z85 characters (a 'job-secret' line "
-                            "of the key file that pst keygen writes)");
+    return invalid_argument(
+        "security.mode = secret needs the job's secret: 40 Z85 characters (a 'job-secret' line "
+        "of the key file that pst keygen writes)");
   if (mode == SecurityMode::kCurve) {
     if (!is_z85_key(keys.public_key) || !is_z85_key(keys.secret_key))
-      return invalid_argument("security.mode = curve needs the job's CURVE key pair: 40 Z85 characters each "
-                              "('public-key' and 'secret-key' lines of the key file that pst keygen writes)");
+      return invalid_argument(
+          "security.mode = curve needs the job's CURVE key pair: 40 Z85 characters each "
+          "('public-key' and 'secret-key' lines of the key file that pst keygen writes)");
     char derived[41] = {};
     if (zmq_curve_public(derived, keys.secret_key.c_str()) != 0 || keys.public_key != derived)
       return invalid_argument("the CURVE public key is not the one of the secret key");
@@ -131,7 +133,8 @@ Result<std::unique_ptr<JobSecurity>> JobSecurity::enable(zmq::context_t& context
   std::unique_ptr<JobSecurity> s(new JobSecurity(context, mode, keys));
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    if (g_security.count(s->context_handle_)) return failed_precondition("security is already on for this ZeroMQ context");
+    if (g_security.count(s->context_handle_))
+      return failed_precondition("security is already on for this ZeroMQ context");
     try {
       // The handler is bound before any socket asks for it: without one,
       // libzmq would admit every client.

@@ -10,8 +10,7 @@ namespace pst {
 Result<ShardPlan> ShardPlan::make(const std::vector<int64_t>& numels, int servers, int64_t chunk_bytes) {
   if (servers < 1) return invalid_argument("shard plan: {} servers; need at least 1", servers);
   if (chunk_bytes < 4 || chunk_bytes % 4 != 0)
-    return invalid_argument("shard plan: chunk_bytes = {}; must be a positive multiple of 4 (one float)",
-                            chunk_bytes);
+    return invalid_argument("shard plan: chunk_bytes = {}; must be a positive multiple of 4 (one float)", chunk_bytes);
   ShardPlan plan;
   plan.servers_ = servers;
   plan.chunk_bytes_ = chunk_bytes;

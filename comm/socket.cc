@@ -163,16 +163,18 @@ Result<std::string> resolve_host(const std::string& host, const std::string& int
     addrinfo* found = nullptr;
     const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
     if (rc != 0 || !found)
-      return not_found("cluster.host = \"{}\": not an IPv4 address, and the name does not resolve ({}); allowed: an "
-                       "address, a host name or auto",
-                       host, ::gai_strerror(rc));
+      return not_found(
+          "cluster.host = \"{}\": not an IPv4 address, and the name does not resolve ({}); allowed: an "
+          "address, a host name or auto",
+          host, ::gai_strerror(rc));
     char text[INET_ADDRSTRLEN] = {};
     ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text, sizeof(text));
     ::freeaddrinfo(found);
     return std::string(text);
   }
   ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return io_error("cluster.host = auto: cannot list the interfaces: {}", std::strerror(errno));
+  if (::getifaddrs(&list) != 0)
+    return io_error("cluster.host = auto: cannot list the interfaces: {}", std::strerror(errno));
   std::string address, names;
   for (ifaddrs* i = list; i; i = i->ifa_next) {
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
@@ -238,7 +240,9 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
   return d;
 }
 
-Status Dealer::send(Frames frames, Deadline deadline) { return send_frames(socket_, nullptr, frames, deadline, peer_); }
+Status Dealer::send(Frames frames, Deadline deadline) {
+  return send_frames(socket_, nullptr, frames, deadline, peer_);
+}
 
 Result<Frames> Dealer::receive(Deadline deadline, const std::string& waiting_for) {
   return receive_frames(socket_, deadline, peer_, waiting_for);

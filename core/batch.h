@@ -13,14 +13,14 @@ constexpr int32_t kIgnoreTarget = -1;
 constexpr int32_t kPadId = 0;
 
 struct Batch {
-  int64_t B = 0;  // examples
-  int64_t S = 0;  // source length (encoder input); 0 for a decoder-only model
-  int64_t T = 0;  // decoder length
-  std::vector<int32_t> src;      // (B, S), kPadId after src_len[b]
-  std::vector<int32_t> src_len;  // (B)
-  std::vector<int32_t> tgt_in;   // (B, T) decoder input, kPadId after tgt_len[b]
-  std::vector<int32_t> tgt_out;  // (B, T) next-token targets, kIgnoreTarget where padded
-  std::vector<int32_t> tgt_len;  // (B)
+  int64_t B = 0;                     // examples
+  int64_t S = 0;                     // source length (encoder input); 0 for a decoder-only model
+  int64_t T = 0;                     // decoder length
+  std::vector<int32_t> src;          // (B, S), kPadId after src_len[b]
+  std::vector<int32_t> src_len;      // (B)
+  std::vector<int32_t> tgt_in;       // (B, T) decoder input, kPadId after tgt_len[b]
+  std::vector<int32_t> tgt_out;      // (B, T) next-token targets, kIgnoreTarget where padded
+  std::vector<int32_t> tgt_len;      // (B)
   std::vector<int64_t> example_ids;  // index of each row's example in its dataset split
 
   int64_t tokens() const {

@@ -20,17 +20,16 @@ namespace {
 template <typename E>
 struct EnumNames;
 
-#define PST_ENUM_NAMES(E, ...)                                             \
-  template <>                                                              \
-  struct EnumNames<E> {                                                    \
-    static const std::vector<std::pair<E, const char*>>& get() {           \
+#define PST_ENUM_NAMES(E, ...)                                                \
+  template <>                                                                 \
+  struct EnumNames<E> {                                                       \
+    static const std::vector<std::pair<E, const char*>>& get() {              \
       static const std::vector<std::pair<E, const char*>> names{__VA_ARGS__}; \
-      return names;                                                        \
-    }                                                                      \
+      return names;                                                           \
+    }                                                                         \
   };
 
-PST_ENUM_NAMES(ModelKind, {ModelKind::kEncoderDecoder, "encoder_decoder"},
-               {ModelKind::kDecoderOnly, "decoder_only"})
+PST_ENUM_NAMES(ModelKind, {ModelKind::kEncoderDecoder, "encoder_decoder"}, {ModelKind::kDecoderOnly, "decoder_only"})
 PST_ENUM_NAMES(NormPlacement, {NormPlacement::kPre, "pre"}, {NormPlacement::kPost, "post"},
                {NormPlacement::kDeepNorm, "deepnorm"})
 PST_ENUM_NAMES(Activation, {Activation::kRelu, "relu"}, {Activation::kGelu, "gelu"},
@@ -43,8 +42,7 @@ PST_ENUM_NAMES(Task, {Task::kG2P, "g2p"}, {Task::kLM, "lm"})
 PST_ENUM_NAMES(OptimizerKind, {OptimizerKind::kAdamW, "adamw"}, {OptimizerKind::kAdam, "adam"})
 PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKind::kLinear, "linear"},
                {ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kStep, "step"},
-               {ScheduleKind::kExponential, "exponential"},
-               {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
+               {ScheduleKind::kExponential, "exponential"}, {ScheduleKind::kInverseSqrt, "inverse_sqrt"})
 PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
 PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
 PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
@@ -80,17 +78,26 @@ struct Field {
 
 const char* toml_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    default: return "a date or time";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date or time";
   }
 }
 
-std::string qualified(const std::string& s, const std::string& k) { return s + "." + k; }
+std::string qualified(const std::string& s, const std::string& k) {
+  return s + "." + k;
+}
 
 template <typename T>
 Field make_field(const std::string& section, const std::string& key, T* target) {
@@ -293,8 +300,8 @@ std::string keys_of(const std::vector<Field>& fields, const std::string& section
   return s;
 }
 
-const std::vector<std::string> kSections{"model", "data", "optim", "schedule", "train", "cluster", "metrics", "checkpoint",
-                                          "security"};
+const std::vector<std::string> kSections{"model",   "data",    "optim",      "schedule", "train",
+                                         "cluster", "metrics", "checkpoint", "security"};
 
 std::string sections_list() {
   std::string s;
@@ -314,18 +321,42 @@ Status check_range(bool ok, const std::string& what) {
 
 }  // namespace
 
-const char* to_string(ModelKind v) { return enum_name(v); }
-const char* to_string(NormPlacement v) { return enum_name(v); }
-const char* to_string(Activation v) { return enum_name(v); }
-const char* to_string(Positions v) { return enum_name(v); }
-const char* to_string(InitScheme v) { return enum_name(v); }
-const char* to_string(Task v) { return enum_name(v); }
-const char* to_string(MatmulPrecision v) { return enum_name(v); }
-const char* to_string(Consistency v) { return enum_name(v); }
-const char* to_string(InProcess v) { return enum_name(v); }
-const char* to_string(Overlap v) { return enum_name(v); }
-const char* to_string(SecurityMode v) { return enum_name(v); }
-const char* to_string(CheckpointFailure v) { return enum_name(v); }
+const char* to_string(ModelKind v) {
+  return enum_name(v);
+}
+const char* to_string(NormPlacement v) {
+  return enum_name(v);
+}
+const char* to_string(Activation v) {
+  return enum_name(v);
+}
+const char* to_string(Positions v) {
+  return enum_name(v);
+}
+const char* to_string(InitScheme v) {
+  return enum_name(v);
+}
+const char* to_string(Task v) {
+  return enum_name(v);
+}
+const char* to_string(MatmulPrecision v) {
+  return enum_name(v);
+}
+const char* to_string(Consistency v) {
+  return enum_name(v);
+}
+const char* to_string(InProcess v) {
+  return enum_name(v);
+}
+const char* to_string(Overlap v) {
+  return enum_name(v);
+}
+const char* to_string(SecurityMode v) {
+  return enum_name(v);
+}
+const char* to_string(CheckpointFailure v) {
+  return enum_name(v);
+}
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;
@@ -358,16 +389,14 @@ Status apply_override(JobConfig& config, const std::string& assignment) {
   const std::string section = assignment.substr(0, dot);
   const std::string key = assignment.substr(dot + 1, eq - dot - 1);
   std::string value = assignment.substr(eq + 1);
-  if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-    value = value.substr(1, value.size() - 2);
+  if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
   auto fields = fields_of(config);
   if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
-    return invalid_argument("--set '{}': unknown section '{}' (allowed: {})", assignment, section,
-                            sections_list());
+    return invalid_argument("--set '{}': unknown section '{}' (allowed: {})", assignment, section, sections_list());
   Field* f = find_field(fields, section, key);
   if (!f)
-    return invalid_argument("--set '{}': unknown key '{}' in [{}] (allowed: {})", assignment, key,
-                            section, keys_of(fields, section));
+    return invalid_argument("--set '{}': unknown key '{}' in [{}] (allowed: {})", assignment, key, section,
+                            keys_of(fields, section));
   return f->set_text(value);
 }
 
@@ -386,9 +415,10 @@ Result<std::vector<std::string>> env_overrides(const std::vector<std::string>& e
     if (std::find(kSections.begin(), kSections.end(), section) == kSections.end()) continue;
     const std::string key = under == std::string::npos ? "" : rest.substr(under + 1);
     if (!find_field(fields, section, key))
-      return invalid_argument("environment variable {}: unknown key '{}' in [{}] (allowed: {}; PST_{}_KEY=VALUE "
-                              "means --set {}.key=VALUE)",
-                              name, key, section, keys_of(fields, section), name.substr(4, section.size()), section);
+      return invalid_argument(
+          "environment variable {}: unknown key '{}' in [{}] (allowed: {}; PST_{}_KEY=VALUE "
+          "means --set {}.key=VALUE)",
+          name, key, section, keys_of(fields, section), name.substr(4, section.size()), section);
     out.push_back(section + "." + key + "=" + entry.substr(eq + 1));
   }
   return out;
@@ -402,24 +432,24 @@ Result<JobConfig> parse_config(const std::string& toml_text, const std::string& 
   try {
     root = toml::parse(toml_text, name);
   } catch (const toml::parse_error& e) {
-    return invalid_argument("{}:{}:{}: TOML syntax error: {}", name, e.source().begin.line,
-                            e.source().begin.column, e.description());
+    return invalid_argument("{}:{}:{}: TOML syntax error: {}", name, e.source().begin.line, e.source().begin.column,
+                            e.description());
   }
   for (const auto& [section_key, section_node] : root) {
     const std::string section(section_key.str());
     if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
-      return invalid_argument("{}:{}: unknown section [{}] (allowed: {})", name,
-                              section_node.source().begin.line, section, sections_list());
+      return invalid_argument("{}:{}: unknown section [{}] (allowed: {})", name, section_node.source().begin.line,
+                              section, sections_list());
     const toml::table* table = section_node.as_table();
     if (!table)
-      return invalid_argument("{}:{}: '{}' must be a table ([{}])", name,
-                              section_node.source().begin.line, section, section);
+      return invalid_argument("{}:{}: '{}' must be a table ([{}])", name, section_node.source().begin.line, section,
+                              section);
     for (const auto& [key_node, value] : *table) {
       const std::string key(key_node.str());
       Field* f = find_field(fields, section, key);
       if (!f)
-        return invalid_argument("{}:{}: unknown key '{}' in [{}] (allowed: {})", name,
-                                value.source().begin.line, key, section, keys_of(fields, section));
+        return invalid_argument("{}:{}: unknown key '{}' in [{}] (allowed: {})", name, value.source().begin.line, key,
+                                section, keys_of(fields, section));
       Status s = f->set_toml(value);
       if (!s.ok()) return s.with_context(fmt::format("{}:{}", name, value.source().begin.line));
     }
@@ -446,108 +476,135 @@ Status validate(const JobConfig& c) {
   // products of sizes stay in range; whether a model fits in memory is
   // checked before its buffers are allocated (model/param_table.h).
   PST_RETURN_IF_ERROR(check_range(m.d_model > 0 && m.d_model <= 65536,
-      fmt::format("model.d_model = {}: must be in [1, 65536]", m.d_model)));
-  PST_RETURN_IF_ERROR(check_range(m.heads > 0 && m.heads <= 1024,
-      fmt::format("model.heads = {}: must be in [1, 1024]", m.heads)));
+                                  fmt::format("model.d_model = {}: must be in [1, 65536]", m.d_model)));
+  PST_RETURN_IF_ERROR(
+      check_range(m.heads > 0 && m.heads <= 1024, fmt::format("model.heads = {}: must be in [1, 1024]", m.heads)));
   PST_RETURN_IF_ERROR(check_range(m.encoder_layers <= 1024 && m.decoder_layers <= 1024,
-      fmt::format("model.encoder_layers = {}, model.decoder_layers = {}: at most 1024 each", m.encoder_layers,
-                  m.decoder_layers)));
-  PST_RETURN_IF_ERROR(check_range(m.d_model % m.heads == 0,
-      fmt::format("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads)));
+                                  fmt::format("model.encoder_layers = {}, model.decoder_layers = {}: at most 1024 each",
+                                              m.encoder_layers, m.decoder_layers)));
+  PST_RETURN_IF_ERROR(
+      check_range(m.d_model % m.heads == 0,
+                  fmt::format("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads)));
   PST_RETURN_IF_ERROR(check_range(m.ffn_dim > 0 && m.ffn_dim <= (int64_t{1} << 20),
-      fmt::format("model.ffn_dim = {}: must be in [1, 2^20]", m.ffn_dim)));
+                                  fmt::format("model.ffn_dim = {}: must be in [1, 2^20]", m.ffn_dim)));
   PST_RETURN_IF_ERROR(check_range(m.decoder_layers >= 1,
-      fmt::format("model.decoder_layers = {}: must be at least 1", m.decoder_layers)));
-  PST_RETURN_IF_ERROR(check_range(m.kind == ModelKind::kDecoderOnly || m.encoder_layers >= 1,
+                                  fmt::format("model.decoder_layers = {}: must be at least 1", m.decoder_layers)));
+  PST_RETURN_IF_ERROR(check_range(
+      m.kind == ModelKind::kDecoderOnly || m.encoder_layers >= 1,
       fmt::format("model.encoder_layers = {}: an encoder_decoder model needs at least 1", m.encoder_layers)));
   PST_RETURN_IF_ERROR(check_range(m.max_len >= 2 && m.max_len <= 65536,
-      fmt::format("model.max_len = {}: must be in [2, 65536]", m.max_len)));
-  for (auto [v, n] : {std::pair{m.dropout, "model.dropout"},
-                      std::pair{m.attention_dropout, "model.attention_dropout"},
+                                  fmt::format("model.max_len = {}: must be in [2, 65536]", m.max_len)));
+  for (auto [v, n] : {std::pair{m.dropout, "model.dropout"}, std::pair{m.attention_dropout, "model.attention_dropout"},
                       std::pair{m.embedding_dropout, "model.embedding_dropout"}}) {
     PST_RETURN_IF_ERROR(check_range(v >= 0 && v < 1, fmt::format("{} = {}: must be in [0, 1)", n, v)));
   }
-  PST_RETURN_IF_ERROR(check_range(m.layernorm_eps > 0, fmt::format("model.layernorm_eps = {}: must be positive", m.layernorm_eps)));
+  PST_RETURN_IF_ERROR(
+      check_range(m.layernorm_eps > 0, fmt::format("model.layernorm_eps = {}: must be positive", m.layernorm_eps)));
   PST_RETURN_IF_ERROR(check_range(m.init_std > 0, fmt::format("model.init_std = {}: must be positive", m.init_std)));
   PST_RETURN_IF_ERROR(check_range(m.init != InitScheme::kDeepNet || m.norm == NormPlacement::kDeepNorm,
-      "model.init = \"deepnet\" needs model.norm = \"deepnorm\""));
+                                  "model.init = \"deepnet\" needs model.norm = \"deepnorm\""));
   const auto& d = c.data;
   PST_RETURN_IF_ERROR(check_range(d.batch_size > 0 && d.batch_size <= (int64_t{1} << 20),
-      fmt::format("data.batch_size = {}: must be in [1, 2^20]", d.batch_size)));
-  PST_RETURN_IF_ERROR(check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
-  PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0, fmt::format("data.eval_max_examples = {}: must be >= 0", d.eval_max_examples)));
-  PST_RETURN_IF_ERROR(check_range(d.test_max_examples >= 0, fmt::format("data.test_max_examples = {}: must be >= 0", d.test_max_examples)));
+                                  fmt::format("data.batch_size = {}: must be in [1, 2^20]", d.batch_size)));
+  PST_RETURN_IF_ERROR(
+      check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
+  PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0,
+                                  fmt::format("data.eval_max_examples = {}: must be >= 0", d.eval_max_examples)));
+  PST_RETURN_IF_ERROR(check_range(d.test_max_examples >= 0,
+                                  fmt::format("data.test_max_examples = {}: must be >= 0", d.test_max_examples)));
   PST_RETURN_IF_ERROR(check_range((d.task == Task::kLM) == (m.kind == ModelKind::kDecoderOnly),
-      fmt::format("data.task = \"{}\" needs model.kind = \"{}\"", to_string(d.task),
-                  d.task == Task::kLM ? "decoder_only" : "encoder_decoder")));
+                                  fmt::format("data.task = \"{}\" needs model.kind = \"{}\"", to_string(d.task),
+                                              d.task == Task::kLM ? "decoder_only" : "encoder_decoder")));
   if (d.task == Task::kLM) {
-    PST_RETURN_IF_ERROR(check_range(d.seq_len >= 2 && d.seq_len <= m.max_len,
-        fmt::format("data.seq_len = {}: must be in [2, model.max_len = {}]", d.seq_len, m.max_len)));
+    PST_RETURN_IF_ERROR(
+        check_range(d.seq_len >= 2 && d.seq_len <= m.max_len,
+                    fmt::format("data.seq_len = {}: must be in [2, model.max_len = {}]", d.seq_len, m.max_len)));
   }
   const auto& o = c.optim;
   PST_RETURN_IF_ERROR(check_range(o.lr > 0, fmt::format("optim.lr = {}: must be positive", o.lr)));
-  PST_RETURN_IF_ERROR(check_range(o.beta1 >= 0 && o.beta1 < 1, fmt::format("optim.beta1 = {}: must be in [0, 1)", o.beta1)));
-  PST_RETURN_IF_ERROR(check_range(o.beta2 >= 0 && o.beta2 < 1, fmt::format("optim.beta2 = {}: must be in [0, 1)", o.beta2)));
+  PST_RETURN_IF_ERROR(
+      check_range(o.beta1 >= 0 && o.beta1 < 1, fmt::format("optim.beta1 = {}: must be in [0, 1)", o.beta1)));
+  PST_RETURN_IF_ERROR(
+      check_range(o.beta2 >= 0 && o.beta2 < 1, fmt::format("optim.beta2 = {}: must be in [0, 1)", o.beta2)));
   PST_RETURN_IF_ERROR(check_range(o.eps > 0, fmt::format("optim.eps = {}: must be positive", o.eps)));
-  PST_RETURN_IF_ERROR(check_range(o.weight_decay >= 0, fmt::format("optim.weight_decay = {}: must be >= 0", o.weight_decay)));
-  PST_RETURN_IF_ERROR(check_range(o.clip_norm >= 0, fmt::format("optim.clip_norm = {}: must be >= 0 (0 = off)", o.clip_norm)));
+  PST_RETURN_IF_ERROR(
+      check_range(o.weight_decay >= 0, fmt::format("optim.weight_decay = {}: must be >= 0", o.weight_decay)));
+  PST_RETURN_IF_ERROR(
+      check_range(o.clip_norm >= 0, fmt::format("optim.clip_norm = {}: must be >= 0 (0 = off)", o.clip_norm)));
   const auto& s = c.schedule;
-  PST_RETURN_IF_ERROR(check_range(s.warmup_steps >= 0, fmt::format("schedule.warmup_steps = {}: must be >= 0", s.warmup_steps)));
+  PST_RETURN_IF_ERROR(
+      check_range(s.warmup_steps >= 0, fmt::format("schedule.warmup_steps = {}: must be >= 0", s.warmup_steps)));
   PST_RETURN_IF_ERROR(check_range(s.min_lr >= 0 && s.min_lr <= o.lr,
-      fmt::format("schedule.min_lr = {}: must be in [0, optim.lr = {}]", s.min_lr, o.lr)));
-  PST_RETURN_IF_ERROR(check_range(s.total_steps >= 0, fmt::format("schedule.total_steps = {}: must be >= 0", s.total_steps)));
-  PST_RETURN_IF_ERROR(check_range(s.cycle_steps >= 0, fmt::format("schedule.cycle_steps = {}: must be >= 0", s.cycle_steps)));
+                                  fmt::format("schedule.min_lr = {}: must be in [0, optim.lr = {}]", s.min_lr, o.lr)));
+  PST_RETURN_IF_ERROR(
+      check_range(s.total_steps >= 0, fmt::format("schedule.total_steps = {}: must be >= 0", s.total_steps)));
+  PST_RETURN_IF_ERROR(
+      check_range(s.cycle_steps >= 0, fmt::format("schedule.cycle_steps = {}: must be >= 0", s.cycle_steps)));
   PST_RETURN_IF_ERROR(check_range(s.cycle_mult >= 1 && s.cycle_mult <= 1000,
-      fmt::format("schedule.cycle_mult = {}: must be in [1, 1000]", s.cycle_mult)));
+                                  fmt::format("schedule.cycle_mult = {}: must be in [1, 1000]", s.cycle_mult)));
   PST_RETURN_IF_ERROR(check_range(s.step_size >= 1, fmt::format("schedule.step_size = {}: must be >= 1", s.step_size)));
-  PST_RETURN_IF_ERROR(check_range(s.gamma > 0 && s.gamma <= 1, fmt::format("schedule.gamma = {}: must be in (0, 1]", s.gamma)));
-  PST_RETURN_IF_ERROR(check_range(s.decay_rate >= 0, fmt::format("schedule.decay_rate = {}: must be >= 0", s.decay_rate)));
+  PST_RETURN_IF_ERROR(
+      check_range(s.gamma > 0 && s.gamma <= 1, fmt::format("schedule.gamma = {}: must be in (0, 1]", s.gamma)));
+  PST_RETURN_IF_ERROR(
+      check_range(s.decay_rate >= 0, fmt::format("schedule.decay_rate = {}: must be >= 0", s.decay_rate)));
   PST_RETURN_IF_ERROR(check_range(s.kind != ScheduleKind::kInverseSqrt || s.warmup_steps >= 1,
-      "schedule.kind = \"inverse_sqrt\" needs schedule.warmup_steps >= 1"));
+                                  "schedule.kind = \"inverse_sqrt\" needs schedule.warmup_steps >= 1"));
   const auto& t = c.train;
   PST_RETURN_IF_ERROR(check_range(t.steps >= 0, fmt::format("train.steps = {}: must be >= 0", t.steps)));
-  PST_RETURN_IF_ERROR(check_range(t.threads >= 0 && t.threads <= 256, fmt::format("train.threads = {}: must be in [0, 256]", t.threads)));
+  PST_RETURN_IF_ERROR(check_range(t.threads >= 0 && t.threads <= 256,
+                                  fmt::format("train.threads = {}: must be in [0, 256]", t.threads)));
   PST_RETURN_IF_ERROR(check_range(t.label_smoothing >= 0 && t.label_smoothing < 1,
-      fmt::format("train.label_smoothing = {}: must be in [0, 1)", t.label_smoothing)));
+                                  fmt::format("train.label_smoothing = {}: must be in [0, 1)", t.label_smoothing)));
   PST_RETURN_IF_ERROR(check_range(t.log_every >= 1, fmt::format("train.log_every = {}: must be >= 1", t.log_every)));
   PST_RETURN_IF_ERROR(check_range(t.eval_every >= 0, fmt::format("train.eval_every = {}: must be >= 0", t.eval_every)));
-  PST_RETURN_IF_ERROR(check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
+  PST_RETURN_IF_ERROR(
+      check_range(t.max_minutes >= 0, fmt::format("train.max_minutes = {}: must be >= 0", t.max_minutes)));
   PST_RETURN_IF_ERROR(check_range(!t.output.empty(), "train.output: must not be empty"));
   PST_RETURN_IF_ERROR(parse_device(t.device).status());
   {
     static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-    const bool known = std::any_of(std::begin(kLevels), std::end(kLevels), [&](const char* l) { return t.log_level == l; });
+    const bool known =
+        std::any_of(std::begin(kLevels), std::end(kLevels), [&](const char* l) { return t.log_level == l; });
     PST_RETURN_IF_ERROR(check_range(known, fmt::format("train.log_level = \"{}\": allowed are trace, debug, info, "
-                                                       "warn, error, critical and off", t.log_level)));
+                                                       "warn, error, critical and off",
+                                                       t.log_level)));
   }
   const auto& k = c.cluster;
   PST_RETURN_IF_ERROR(check_range(k.servers >= 1 && k.servers <= 1024,
-      fmt::format("cluster.servers = {}: must be in [1, 1024]", k.servers)));
+                                  fmt::format("cluster.servers = {}: must be in [1, 1024]", k.servers)));
   PST_RETURN_IF_ERROR(check_range(k.workers >= 1 && k.workers <= 4096,
-      fmt::format("cluster.workers = {}: must be in [1, 4096]", k.workers)));
-  PST_RETURN_IF_ERROR(check_range(k.chunk_bytes >= 4 && k.chunk_bytes % 4 == 0 && k.chunk_bytes <= (int64_t{1} << 31),
-      fmt::format("cluster.chunk_bytes = {}: must be a multiple of 4 in [4, 2^31]", k.chunk_bytes)));
-  PST_RETURN_IF_ERROR(check_range(k.stream_bytes >= 4,
-      fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
-  PST_RETURN_IF_ERROR(check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
+                                  fmt::format("cluster.workers = {}: must be in [1, 4096]", k.workers)));
+  PST_RETURN_IF_ERROR(
+      check_range(k.chunk_bytes >= 4 && k.chunk_bytes % 4 == 0 && k.chunk_bytes <= (int64_t{1} << 31),
+                  fmt::format("cluster.chunk_bytes = {}: must be a multiple of 4 in [4, 2^31]", k.chunk_bytes)));
+  PST_RETURN_IF_ERROR(
+      check_range(k.stream_bytes >= 4, fmt::format("cluster.stream_bytes = {}: must be >= 4", k.stream_bytes)));
+  PST_RETURN_IF_ERROR(
+      check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(k.start_timeout_s > 0,
-      fmt::format("cluster.start_timeout_s = {}: must be positive", k.start_timeout_s)));
-  PST_RETURN_IF_ERROR(check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
-  PST_RETURN_IF_ERROR(check_range(k.interface.empty() || k.host == "auto",
-      fmt::format("cluster.interface = \"{}\": only used with cluster.host = \"auto\" (host is \"{}\")", k.interface,
-                  k.host)));
+                                  fmt::format("cluster.start_timeout_s = {}: must be positive", k.start_timeout_s)));
+  PST_RETURN_IF_ERROR(
+      check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
+  PST_RETURN_IF_ERROR(
+      check_range(k.interface.empty() || k.host == "auto",
+                  fmt::format("cluster.interface = \"{}\": only used with cluster.host = \"auto\" (host is \"{}\")",
+                              k.interface, k.host)));
   const auto& ck = c.checkpoint;
-  PST_RETURN_IF_ERROR(check_range(ck.every_steps >= 0,
-      fmt::format("checkpoint.every_steps = {}: must be >= 0 (0: no checkpoints)", ck.every_steps)));
-  PST_RETURN_IF_ERROR(check_range(ck.every_minutes >= 0,
-      fmt::format("checkpoint.every_minutes = {}: must be >= 0 (0: none by time)", ck.every_minutes)));
+  PST_RETURN_IF_ERROR(
+      check_range(ck.every_steps >= 0,
+                  fmt::format("checkpoint.every_steps = {}: must be >= 0 (0: no checkpoints)", ck.every_steps)));
+  PST_RETURN_IF_ERROR(
+      check_range(ck.every_minutes >= 0,
+                  fmt::format("checkpoint.every_minutes = {}: must be >= 0 (0: none by time)", ck.every_minutes)));
   PST_RETURN_IF_ERROR(check_range(ck.keep >= 1, fmt::format("checkpoint.keep = {}: must be >= 1", ck.keep)));
-  PST_RETURN_IF_ERROR(check_range((ck.every_steps == 0 && ck.every_minutes == 0) || k.consistency == Consistency::kBsp,
+  PST_RETURN_IF_ERROR(check_range(
+      (ck.every_steps == 0 && ck.every_minutes == 0) || k.consistency == Consistency::kBsp,
       "checkpoint.every_steps, checkpoint.every_minutes: checkpoints need cluster.consistency = bsp (ASP and SSP "
       "servers hold no common step)"));
   const auto& mc = c.metrics;
-  PST_RETURN_IF_ERROR(check_range(mc.port >= 0 && mc.port <= 65535,
-      fmt::format("metrics.port = {}: must be in [0, 65535] (0: an ephemeral port per process)", mc.port)));
+  PST_RETURN_IF_ERROR(
+      check_range(mc.port >= 0 && mc.port <= 65535,
+                  fmt::format("metrics.port = {}: must be in [0, 65535] (0: an ephemeral port per process)", mc.port)));
   PST_RETURN_IF_ERROR(check_range(!mc.bind.empty(), "metrics.bind: must not be empty"));
   PST_RETURN_IF_ERROR(check_range(mc.linger_s >= 0, fmt::format("metrics.linger_s = {}: must be >= 0", mc.linger_s)));
   PST_RETURN_IF_ERROR(check_range(k.staleness >= 0, fmt::format("cluster.staleness = {}: must be >= 0", k.staleness)));
@@ -571,8 +628,12 @@ static std::string toml_of(const JobConfig& config, bool with_docs) {
   return out;
 }
 
-std::string to_toml(const JobConfig& config) { return toml_of(config, false); }
-std::string to_documented_toml(const JobConfig& config) { return toml_of(config, true); }
+std::string to_toml(const JobConfig& config) {
+  return toml_of(config, false);
+}
+std::string to_documented_toml(const JobConfig& config) {
+  return toml_of(config, true);
+}
 
 std::vector<std::string> config_keys() {
   JobConfig c;

@@ -40,76 +40,76 @@ struct DeviceSpec {
 };
 
 struct ModelConfig {
-  ModelKind kind = ModelKind::kEncoderDecoder;  // encoder_decoder | decoder_only
-  int64_t d_model = 256;                        // width of the residual stream
-  int64_t heads = 4;                            // attention heads; must divide d_model
-  int64_t ffn_dim = 1024;                       // hidden width of the feed-forward block
-  int64_t encoder_layers = 3;                   // ignored for decoder_only
-  int64_t decoder_layers = 3;                   // the layers of a decoder_only model
-  NormPlacement norm = NormPlacement::kPost;    // pre | post | deepnorm
-  Activation activation = Activation::kRelu;    // relu | gelu | gelu_tanh
+  ModelKind kind = ModelKind::kEncoderDecoder;   // encoder_decoder | decoder_only
+  int64_t d_model = 256;                         // width of the residual stream
+  int64_t heads = 4;                             // attention heads; must divide d_model
+  int64_t ffn_dim = 1024;                        // hidden width of the feed-forward block
+  int64_t encoder_layers = 3;                    // ignored for decoder_only
+  int64_t decoder_layers = 3;                    // the layers of a decoder_only model
+  NormPlacement norm = NormPlacement::kPost;     // pre | post | deepnorm
+  Activation activation = Activation::kRelu;     // relu | gelu | gelu_tanh
   Positions positions = Positions::kSinusoidal;  // sinusoidal | learned
-  int64_t max_len = 64;                         // longest sequence (positions table size)
-  bool tie_embeddings = true;                   // output projection shares the target embedding
-  bool bias = true;                             // biases in linear layers
-  bool scale_embeddings = true;                 // multiply embeddings by sqrt(d_model)
-  double dropout = 0.1;                         // residual and feed-forward dropout
-  double attention_dropout = 0.1;               // dropout on attention probabilities
-  double embedding_dropout = 0.1;               // dropout after embedding + positions
-  double layernorm_eps = 1e-5;                  // LayerNorm epsilon
+  int64_t max_len = 64;                          // longest sequence (positions table size)
+  bool tie_embeddings = true;                    // output projection shares the target embedding
+  bool bias = true;                              // biases in linear layers
+  bool scale_embeddings = true;                  // multiply embeddings by sqrt(d_model)
+  double dropout = 0.1;                          // residual and feed-forward dropout
+  double attention_dropout = 0.1;                // dropout on attention probabilities
+  double embedding_dropout = 0.1;                // dropout after embedding + positions
+  double layernorm_eps = 1e-5;                   // LayerNorm epsilon
   InitScheme init = InitScheme::kXavierUniform;  // xavier_uniform | kaiming_normal | normal | deepnet
-  double init_std = 0.02;                       // sigma of `normal` init and of learned positions
+  double init_std = 0.02;                        // sigma of `normal` init and of learned positions
 };
 
 struct DataConfig {
-  Task task = Task::kG2P;  // g2p (CMUdict) | lm (bytes of text files)
-  std::string path;        // data file or directory; empty = the task's Debian default
-  int64_t batch_size = 256;  // examples (words or sequences) per batch
-  int64_t seq_len = 256;     // lm: bytes per training sequence
-  int64_t max_examples = 0;  // use only the first N training examples (0 = all)
+  Task task = Task::kG2P;         // g2p (CMUdict) | lm (bytes of text files)
+  std::string path;               // data file or directory; empty = the task's Debian default
+  int64_t batch_size = 256;       // examples (words or sequences) per batch
+  int64_t seq_len = 256;          // lm: bytes per training sequence
+  int64_t max_examples = 0;       // use only the first N training examples (0 = all)
   int64_t eval_max_examples = 0;  // cap on validation examples per evaluation (0 = all)
   int64_t test_max_examples = 0;  // cap on test examples (G2P: words) at the end of training (0 = all)
 };
 
 struct OptimConfig {
   OptimizerKind algorithm = OptimizerKind::kAdamW;  // adamw (decoupled) | adam (L2 in the gradient)
-  double lr = 1e-3;            // peak learning rate (for inverse_sqrt: a multiplier)
-  double beta1 = 0.9;          // decay of the first moment (the gradient's running mean)
-  double beta2 = 0.98;         // decay of the second moment (the squared gradient's running mean)
-  double eps = 1e-9;           // added to the second moment's square root
-  double weight_decay = 0.01;  // adamw: decoupled decay per step (lr * wd * w); adam: L2 coefficient
+  double lr = 1e-3;                                 // peak learning rate (for inverse_sqrt: a multiplier)
+  double beta1 = 0.9;                               // decay of the first moment (the gradient's running mean)
+  double beta2 = 0.98;                              // decay of the second moment (the squared gradient's running mean)
+  double eps = 1e-9;                                // added to the second moment's square root
+  double weight_decay = 0.01;     // adamw: decoupled decay per step (lr * wd * w); adam: L2 coefficient
   bool decay_embeddings = false;  // also decay embeddings and learned positions
   double clip_norm = 1.0;         // global-norm clipping threshold (0 = off)
 };
 
 struct ScheduleConfig {
   ScheduleKind kind = ScheduleKind::kCosine;  // constant | linear | cosine | step | exponential | inverse_sqrt
-  int64_t warmup_steps = 0;   // linear warmup from lr/warmup to lr
-  double min_lr = 0.0;        // floor of linear and cosine decay
-  int64_t total_steps = 0;    // decay horizon (0 = train.steps)
-  int64_t cycle_steps = 0;    // cosine: first restart period (0 = no restarts, SGDR otherwise)
-  int64_t cycle_mult = 1;     // cosine: growth factor of the restart period
-  int64_t step_size = 1000;   // step: decay every N steps
-  double gamma = 0.5;         // step: factor per decay
-  double decay_rate = 1e-4;   // exponential: lr0 * exp(-decay_rate * t)
+  int64_t warmup_steps = 0;                   // linear warmup from lr/warmup to lr
+  double min_lr = 0.0;                        // floor of linear and cosine decay
+  int64_t total_steps = 0;                    // decay horizon (0 = train.steps)
+  int64_t cycle_steps = 0;                    // cosine: first restart period (0 = no restarts, SGDR otherwise)
+  int64_t cycle_mult = 1;                     // cosine: growth factor of the restart period
+  int64_t step_size = 1000;                   // step: decay every N steps
+  double gamma = 0.5;                         // step: factor per decay
+  double decay_rate = 1e-4;                   // exponential: lr0 * exp(-decay_rate * t)
 };
 
 struct TrainConfig {
-  int64_t steps = 10000;       // optimizer steps to run
-  int64_t seed = 1;            // seeds init, shuffling and dropout
-  int64_t threads = 0;         // CPU threads (0 = all cores)
-  double label_smoothing = 0.1;  // share of the target's probability spread over all classes
-  int64_t log_every = 50;      // steps between log lines
-  int64_t eval_every = 1000;   // steps between validation runs (0 = only at the end)
-  double max_minutes = 0;      // stop after this wall time (0 = no limit)
+  int64_t steps = 10000;                // optimizer steps to run
+  int64_t seed = 1;                     // seeds init, shuffling and dropout
+  int64_t threads = 0;                  // CPU threads (0 = all cores)
+  double label_smoothing = 0.1;         // share of the target's probability spread over all classes
+  int64_t log_every = 50;               // steps between log lines
+  int64_t eval_every = 1000;            // steps between validation runs (0 = only at the end)
+  double max_minutes = 0;               // stop after this wall time (0 = no limit)
   std::string output = "runs/default";  // directory for model.safetensors and logs
   // A fresh job into an output that holds another run's model, metrics or
   // checkpoints removes them (`--overwrite`); false: the job refuses to start.
   bool overwrite = false;
-  bool test_at_end = true;     // evaluate the test split after the last step
-  std::string device = "auto";  // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
+  bool test_at_end = true;                          // evaluate the test split after the last step
+  std::string device = "auto";                      // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
   MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
-  std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
+  std::string log_level = "info";                   // trace | debug | info | warn | error | critical | off
 };
 
 // The processes of a job (docs/design.md, Roles and launch; Streaming). Under mpirun the number of
@@ -117,29 +117,29 @@ struct TrainConfig {
 // without mpirun plays the workers one after another in one process (the
 // same shards, the same steps).
 struct ClusterConfig {
-  int64_t servers = 1;                 // parameter servers (S)
-  int64_t workers = 1;                 // workers (W) of a run without mpirun
-  int64_t chunk_bytes = 4 << 20;       // largest piece of a tensor that one message carries
+  int64_t servers = 1;            // parameter servers (S)
+  int64_t workers = 1;            // workers (W) of a run without mpirun
+  int64_t chunk_bytes = 4 << 20;  // largest piece of a tensor that one message carries
   // Workers push each layer during backward and pull in layer order during
   // forward; in BSP servers also send updated weights before their update
   // ends. auto: on for GPU workers and for processes with a host of their
   // own, off where CPU workers share their host's cores with the job's
   // other processes (the traffic would take cycles from compute).
-  Overlap overlap = Overlap::kAuto;    // auto | on | off
-  int64_t stream_bytes = 256 << 10;    // bsp + overlap: a server's updated bytes between streamed parts
-  double timeout_s = 120;              // longest wait for a peer of a running job before it fails, naming it
+  Overlap overlap = Overlap::kAuto;  // auto | on | off
+  int64_t stream_bytes = 256 << 10;  // bsp + overlap: a server's updated bytes between streamed parts
+  double timeout_s = 120;            // longest wait for a peer of a running job before it fails, naming it
   // Longest wait for the job's processes to start: the rendezvous, loading
   // data and the start barrier (containers may be pulled and started late).
   double start_timeout_s = 600;
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
-  int64_t staleness = 2;               // ssp: how many clocks a worker may run ahead of the slowest
-  InProcess in_process = InProcess::kThreads;  // threads | sequential (runs without mpirun)
+  int64_t staleness = 2;                        // ssp: how many clocks a worker may run ahead of the slowest
+  InProcess in_process = InProcess::kThreads;   // threads | sequential (runs without mpirun)
   // Address servers (and an mpirun job's scheduler) bind and advertise: an
   // IPv4 address, a host name, or auto: the IPv4 address of
   // cluster.interface, or of the first interface that is up and not loopback
   // (a container's eth0, one host of several).
   std::string host = "127.0.0.1";
-  std::string interface = "";          // with host = auto: the interface to take the address of (e.g. eth0)
+  std::string interface = "";  // with host = auto: the interface to take the address of (e.g. eth0)
 };
 
 // Who may connect to a job's TCP and IPC sockets (comm/security.h):
@@ -163,8 +163,8 @@ struct MetricsConfig {
   bool enabled = true;             // serve /metrics and /healthz
   std::string bind = "127.0.0.1";  // address the /metrics endpoints bind
   int64_t port = 0;                // base port: a process serves at port + its rank; 0: an ephemeral port
-  std::string file_sd;             // Prometheus file_sd JSON the job writes; empty: <train.output>/prometheus-targets.json
-  double linger_s = 0;             // keep serving /metrics this long after training ends (one more scrape)
+  std::string file_sd;  // Prometheus file_sd JSON the job writes; empty: <train.output>/prometheus-targets.json
+  double linger_s = 0;  // keep serving /metrics this long after training ends (one more scrape)
 };
 
 // Sharded checkpoints (docs/design.md, Checkpoints), written by the servers of a BSP job:
@@ -176,10 +176,10 @@ struct MetricsConfig {
 enum class CheckpointFailure { kContinue, kStop };
 
 struct CheckpointConfig {
-  int64_t every_steps = 0;    // a checkpoint after every this many steps; 0: none
-  double every_minutes = 0;   // one at the first step that ends this long after the last; 0: none
-  std::string dir;          // root of the step-NNNNNNNNN directories; empty: <train.output>/checkpoints
-  int64_t keep = 3;         // complete checkpoints kept (older ones are removed)
+  int64_t every_steps = 0;   // a checkpoint after every this many steps; 0: none
+  double every_minutes = 0;  // one at the first step that ends this long after the last; 0: none
+  std::string dir;           // root of the step-NNNNNNNNN directories; empty: <train.output>/checkpoints
+  int64_t keep = 3;          // complete checkpoints kept (older ones are removed)
   CheckpointFailure on_failure = CheckpointFailure::kContinue;  // continue | stop
   // Start from: "" (a fresh job), "latest" (the newest complete checkpoint
   // under dir), "auto" (latest if dir holds any checkpoint, else a fresh

@@ -21,7 +21,7 @@ struct CpuBudget {
 // What the budget is computed from; each field empty where the source is
 // absent. Kept apart from the reading so that tests can give any input.
 struct CpuSources {
-  std::optional<std::string> omp_num_threads;  // the environment variable
+  std::optional<std::string> omp_num_threads;   // the environment variable
   int online = 1;                               // CPUs of the machine
   int affinity = 0;                             // CPUs in the affinity mask (0: unknown)
   std::optional<std::string> cgroup_v2_max;     // cpu.max: "QUOTA PERIOD" or "max PERIOD"

@@ -24,8 +24,7 @@ PST_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
 }
 
 // key: 64 bits; counter: 128 bits as (c0, c1, c2, c3).
-PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
-                               uint32_t k1) {
+PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
@@ -45,7 +44,9 @@ PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c
 }
 
 // Uniform in [0, 1) with 24 bits of resolution (exactly representable floats).
-PST_HD float uniform01(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
+PST_HD float uniform01(uint32_t bits) {
+  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
+}
 
 // A stream of random numbers addressed by element index.
 // Thread-safe: every call is a pure function of (key, stream, index).
@@ -64,7 +65,7 @@ class Philox {
   double normal(uint64_t i) const {
     const PhiloxOut b = block(i);
     const double u1 = (static_cast<double>(b.v[0]) + 1.0) / 4294967297.0;  // (0, 1)
-    const double u2 = static_cast<double>(b.v[1]) / 4294967296.0;           // [0, 1)
+    const double u2 = static_cast<double>(b.v[1]) / 4294967296.0;          // [0, 1)
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
 

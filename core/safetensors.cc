@@ -40,16 +40,14 @@ std::vector<int32_t> StoredTensor::to_i32() const {
   return out;
 }
 
-void SafetensorsFile::add_f32(const std::string& name, std::vector<int64_t> shape,
-                              const float* data) {
+void SafetensorsFile::add_f32(const std::string& name, std::vector<int64_t> shape, const float* data) {
   StoredTensor t{"F32", std::move(shape), {}};
   t.bytes.resize(static_cast<size_t>(t.numel()) * 4);
   if (!t.bytes.empty()) std::memcpy(t.bytes.data(), data, t.bytes.size());
   tensors_[name] = std::move(t);
 }
 
-void SafetensorsFile::add_i32(const std::string& name, std::vector<int64_t> shape,
-                              const int32_t* data) {
+void SafetensorsFile::add_i32(const std::string& name, std::vector<int64_t> shape, const int32_t* data) {
   StoredTensor t{"I32", std::move(shape), {}};
   t.bytes.resize(static_cast<size_t>(t.numel()) * 4);
   if (!t.bytes.empty()) std::memcpy(t.bytes.data(), data, t.bytes.size());
@@ -132,9 +130,8 @@ Result<SafetensorsFile> SafetensorsFile::read(const std::string& path) {
       }
       continue;
     }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-        !entry.contains("data_offsets") || !entry["dtype"].is_string() ||
-        !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets") ||
+        !entry["dtype"].is_string() || !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
         entry["data_offsets"].size() != 2)
       return data_loss("'{}': tensor '{}' needs dtype, shape and data_offsets [begin, end]", path, name);
     StoredTensor t;
@@ -150,11 +147,11 @@ Result<SafetensorsFile> SafetensorsFile::read(const std::string& path) {
       return data_loss("'{}': tensor '{}' has bad data_offsets", path, name);
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size)
-      return data_loss("'{}': tensor '{}' bytes [{}, {}) lie outside the {} data bytes", path, name,
-                       begin, end, data_size);
+      return data_loss("'{}': tensor '{}' bytes [{}, {}) lie outside the {} data bytes", path, name, begin, end,
+                       data_size);
     if (static_cast<uint64_t>(t.numel() * esize) != end - begin)
-      return data_loss("'{}': tensor '{}' has {} bytes but its shape needs {}", path, name,
-                       end - begin, t.numel() * esize);
+      return data_loss("'{}': tensor '{}' has {} bytes but its shape needs {}", path, name, end - begin,
+                       t.numel() * esize);
     t.bytes.assign(data.begin() + static_cast<int64_t>(begin), data.begin() + static_cast<int64_t>(end));
     file.tensors_[name] = std::move(t);
   }

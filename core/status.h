@@ -76,7 +76,7 @@ Status deadline_exceeded(fmt::format_string<Args...> f, Args&&... args) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(v_).ok()) {
       v_ = Status(StatusCode::kInternal, "Result constructed from an OK status");
@@ -104,9 +104,9 @@ class [[nodiscard]] Result {
 #define PST_CONCAT_INNER(a, b) a##b
 #define PST_CONCAT(a, b) PST_CONCAT_INNER(a, b)
 
-#define PST_RETURN_IF_ERROR(expr)            \
-  do {                                       \
-    ::pst::Status pst_status_ = (expr);      \
+#define PST_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::pst::Status pst_status_ = (expr);        \
     if (!pst_status_.ok()) return pst_status_; \
   } while (0)
 
@@ -115,8 +115,7 @@ class [[nodiscard]] Result {
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
 
-#define PST_ASSIGN_OR_RETURN(lhs, expr) \
-  PST_ASSIGN_OR_RETURN_IMPL(PST_CONCAT(pst_result_, __LINE__), lhs, expr)
+#define PST_ASSIGN_OR_RETURN(lhs, expr) PST_ASSIGN_OR_RETURN_IMPL(PST_CONCAT(pst_result_, __LINE__), lhs, expr)
 
 // Invariant checks: abort with file:line. Never use for input from outside.
 #define PST_CHECK(cond)                                              \
@@ -124,7 +123,7 @@ class [[nodiscard]] Result {
     if (!(cond)) ::pst::check_failed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
 
-#define PST_CHECK_MSG(cond, ...)                                                     \
-  do {                                                                               \
+#define PST_CHECK_MSG(cond, ...)                                                           \
+  do {                                                                                     \
     if (!(cond)) ::pst::check_failed(__FILE__, __LINE__, #cond, fmt::format(__VA_ARGS__)); \
   } while (0)

@@ -34,10 +34,9 @@ Batch collate(const Dataset& data, const std::vector<int64_t>& ids) {
   return b;
 }
 
-BatchIterator::BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed,
-                             int64_t worker, int64_t workers, bool bucket)
-    : data_(data), batch_size_(batch_size), seed_(seed), worker_(worker), workers_(workers),
-      bucket_(bucket) {
+BatchIterator::BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed, int64_t worker, int64_t workers,
+                             bool bucket)
+    : data_(data), batch_size_(batch_size), seed_(seed), worker_(worker), workers_(workers), bucket_(bucket) {
   PST_CHECK(data_->size() > 0 && batch_size_ > 0 && workers_ > 0 && worker_ >= 0 && worker_ < workers_);
   pos_.batch = worker_;
   build_epoch(0);
@@ -59,9 +58,7 @@ void BatchIterator::build_epoch(int64_t epoch) {
   for (int64_t w0 = 0; w0 < n; w0 += window) {
     const auto first = idx.begin() + w0, last = idx.begin() + std::min(n, w0 + window);
     if (bucket_) {
-      std::stable_sort(first, last, [&](int64_t a, int64_t b) {
-        return data_->length_key(a) < data_->length_key(b);
-      });
+      std::stable_sort(first, last, [&](int64_t a, int64_t b) { return data_->length_key(a) < data_->length_key(b); });
     }
     for (auto it = first; it < last; it += std::min<int64_t>(batch_size_, last - it))
       order_.emplace_back(it, std::min(last, it + batch_size_));
@@ -86,7 +83,9 @@ const std::vector<int64_t>& BatchIterator::take() {
   return rows;
 }
 
-Batch BatchIterator::next() { return collate(*data_, take()); }
+Batch BatchIterator::next() {
+  return collate(*data_, take());
+}
 
 void BatchIterator::skip(int64_t batches) {
   for (int64_t i = 0; i < batches; ++i) (void)take();

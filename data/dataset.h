@@ -44,8 +44,8 @@ struct DataPosition {
 // batches w, w+W, w+2W, ... of that order; a final partial batch is kept.
 class BatchIterator {
  public:
-  BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed, int64_t worker = 0,
-                int64_t workers = 1, bool bucket = true);
+  BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed, int64_t worker = 0, int64_t workers = 1,
+                bool bucket = true);
   Batch next();
   // Moves past `batches` batches as next() would, without building them (a
   // resumed job starts where the checkpointed one stopped).

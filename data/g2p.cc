@@ -13,9 +13,12 @@ namespace pst {
 
 const char* to_string(Split s) {
   switch (s) {
-    case Split::kTrain: return "train";
-    case Split::kValid: return "valid";
-    case Split::kTest: return "test";
+    case Split::kTrain:
+      return "train";
+    case Split::kValid:
+      return "valid";
+    case Split::kTest:
+      return "test";
   }
   return "?";
 }
@@ -39,8 +42,7 @@ const std::vector<G2PWord>& G2PCorpus::split(Split s) const {
   return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
 }
 
-bool parse_cmudict_line(const std::string& line, std::string* word,
-                        std::vector<std::string>* phones) {
+bool parse_cmudict_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
   // ("word" pos (((ph ph) 1) ((ph) 0)))
   size_t i = 0;
   if (line.size() < 4 || line[0] != '(' || line[1] != '"') return false;
@@ -48,8 +50,7 @@ bool parse_cmudict_line(const std::string& line, std::string* word,
   if (close == std::string::npos || close == 2) return false;
   *word = line.substr(2, close - 2);
   for (char& c : *word) {
-    if (std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c)))
-      return false;
+    if (std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c))) return false;
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
   i = close + 1;
@@ -104,7 +105,7 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
   while (std::getline(in, line)) {
     ++corpus.lines;
     if (corpus.lines == 1 && (line == "MNCL" || line == "MNCL\r")) continue;  // festival header
-    if (line.empty() || line[0] == ';') continue;  // blank or comment
+    if (line.empty() || line[0] == ';') continue;                             // blank or comment
     if (!parse_cmudict_line(line, &word, &phones)) {
       if (corpus.skipped_lines++ == 0) corpus.first_skipped_line = corpus.lines;
       continue;
@@ -112,8 +113,7 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
     ++entries;
     auto [it, fresh] = prons.try_emplace(word);
     if (fresh) order.push_back(word);
-    if (std::find(it->second.begin(), it->second.end(), phones) == it->second.end())
-      it->second.push_back(phones);
+    if (std::find(it->second.begin(), it->second.end(), phones) == it->second.end()) it->second.push_back(phones);
   }
   if (corpus.lines == 0) return invalid_argument("CMUdict file '{}' is empty", path);
   if (entries == 0)
@@ -133,8 +133,12 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
         if (max_train_words == 0 || static_cast<int64_t>(corpus.train.size()) < max_train_words)
           corpus.train.push_back(std::move(gw));
         break;
-      case Split::kValid: corpus.valid.push_back(std::move(gw)); break;
-      case Split::kTest: corpus.test.push_back(std::move(gw)); break;
+      case Split::kValid:
+        corpus.valid.push_back(std::move(gw));
+        break;
+      case Split::kTest:
+        corpus.test.push_back(std::move(gw));
+        break;
     }
   }
   if (corpus.train.empty()) return invalid_argument("CMUdict file '{}': no word falls in the training split", path);
@@ -148,8 +152,7 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
   return corpus;
 }
 
-G2PDataset::G2PDataset(const G2PCorpus* corpus, Split split)
-    : corpus_(corpus), words_(&corpus->split(split)) {
+G2PDataset::G2PDataset(const G2PCorpus* corpus, Split split) : corpus_(corpus), words_(&corpus->split(split)) {
   for (size_t w = 0; w < words_->size(); ++w)
     for (size_t p = 0; p < (*words_)[w].prons.size(); ++p)
       refs_.emplace_back(static_cast<int64_t>(w), static_cast<int64_t>(p));

@@ -34,7 +34,7 @@ struct G2PCorpus {
   Vocabulary letters;  // source vocabulary, built from the training words
   Vocabulary phones;   // target vocabulary, built from the training pronunciations
   int64_t lines = 0;
-  int64_t skipped_lines = 0;      // malformed lines skipped
+  int64_t skipped_lines = 0;       // malformed lines skipped
   int64_t first_skipped_line = 0;  // 1-based, 0 if none
 
   const std::vector<G2PWord>& split(Split s) const;
@@ -47,8 +47,7 @@ struct G2PCorpus {
 Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words = 0);
 
 // Parses one entry line; returns false if it is malformed.
-bool parse_cmudict_line(const std::string& line, std::string* word,
-                        std::vector<std::string>* phones);
+bool parse_cmudict_line(const std::string& line, std::string* word, std::vector<std::string>* phones);
 
 // The examples of one split: one per (word, pronunciation). Source: letters
 // then </s>; decoder input: <s> then phones; targets: phones then </s>.

@@ -25,9 +25,15 @@ void add_blocks(TextCorpus& c, const std::string& name, const std::vector<uint8_
     const auto last = bytes.begin() + std::min<int64_t>(static_cast<int64_t>(bytes.size()), (b + 1) * kTextBlockBytes);
     std::vector<uint8_t>* dst = nullptr;
     switch (split_of(name + ":" + std::to_string(b))) {
-      case Split::kTrain: dst = &c.train; break;
-      case Split::kValid: dst = &c.valid; break;
-      case Split::kTest: dst = &c.test; break;
+      case Split::kTrain:
+        dst = &c.train;
+        break;
+      case Split::kValid:
+        dst = &c.valid;
+        break;
+      case Split::kTest:
+        dst = &c.test;
+        break;
     }
     dst->insert(dst->end(), first, last);
   }
@@ -39,7 +45,8 @@ Result<TextCorpus> load_text(const std::string& path) {
   namespace fs = std::filesystem;
   TextCorpus c;
   std::error_code ec;
-  if (!fs::exists(path, ec)) return not_found("text data path '{}' does not exist (install Debian's fortunes or set data.path)", path);
+  if (!fs::exists(path, ec))
+    return not_found("text data path '{}' does not exist (install Debian's fortunes or set data.path)", path);
   if (fs::is_directory(path, ec)) {
     std::vector<fs::path> files;
     for (const auto& e : fs::directory_iterator(path, ec)) {
@@ -67,8 +74,8 @@ Result<TextCorpus> load_text(const std::string& path) {
     add_blocks(c, fs::path(path).filename().string(), bytes);
   }
   if (c.train.empty())
-    return invalid_argument("text data '{}' has no training bytes ({} files read, {} skipped)", path,
-                            c.files.size(), c.skipped_files);
+    return invalid_argument("text data '{}' has no training bytes ({} files read, {} skipped)", path, c.files.size(),
+                            c.skipped_files);
   return c;
 }
 

@@ -67,7 +67,7 @@ Scheduled& scheduled() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Scheduled& s = scheduled();
   if (s.done) s.restart();
-  fuzz::deliver(*s.dealer, fuzz::split_frames(data, size), [&] { return s.received.load(); },
-                [&] { return s.done.load(); });
+  fuzz::deliver(
+      *s.dealer, fuzz::split_frames(data, size), [&] { return s.received.load(); }, [&] { return s.done.load(); });
   return 0;
 }

@@ -70,7 +70,7 @@ Served& served() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Served& s = served();
   if (s.done) s.restart();
-  fuzz::deliver(*s.dealer, fuzz::split_frames(data, size), [&] { return s.server->received(); },
-                [&] { return s.done.load(); });
+  fuzz::deliver(
+      *s.dealer, fuzz::split_frames(data, size), [&] { return s.server->received(); }, [&] { return s.done.load(); });
   return 0;
 }

@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string root = argv[1];
-  for (const char* d : {"message", "server", "scheduler", "safetensors", "manifest"}) fs::create_directories(root + "/" + d);
+  for (const char* d : {"message", "server", "scheduler", "safetensors", "manifest"})
+    fs::create_directories(root + "/" + d);
   const JobConfig job = fuzz::fuzz_job();
   const ParamTable table = build_param_table(job.model, 12, 12);
   const ShardPlan plan = *ShardPlan::make(table.numels(), 1, fuzz::kFuzzChunkBytes);

@@ -67,65 +67,56 @@ class Backend {
 
   // C(M,N) = alpha * op(A) * op(B) + beta * C, row-major; op(A) is (M,K),
   // op(B) is (K,N); lda/ldb/ldc are the row strides of the stored matrices.
-  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                    int64_t ldc) = 0;
+  virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
   // y(rows, cols) += b(cols) broadcast over rows.
   virtual void add_bias(float* y, const float* b, int64_t rows, int64_t cols) = 0;
   // db(cols) += column sums of dy(rows, cols). Accumulates.
   virtual void bias_grad(float* db, const float* dy, int64_t rows, int64_t cols) = 0;
 
   // y = (x - mean) * rstd * w + b per row; saves mean and rstd (rows).
-  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x,
-                                 const float* w, const float* b, int64_t rows, int64_t C,
-                                 float eps) = 0;
+  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                                 int64_t rows, int64_t C, float eps) = 0;
   // Writes dx; accumulates dw and db.
-  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy,
-                                  const float* x, const float* w, const float* mean,
-                                  const float* rstd, int64_t rows, int64_t C) = 0;
+  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                                  const float* mean, const float* rstd, int64_t rows, int64_t C) = 0;
 
   virtual void activation_forward(Activation a, float* y, const float* x, int64_t n) = 0;
   // dx = dy * act'(x).
-  virtual void activation_backward(Activation a, float* dx, const float* dy, const float* x,
-                                   int64_t n) = 0;
+  virtual void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n) = 0;
 
   // In place is allowed (y == x, dx == dy). p == 0 is a copy.
   virtual void dropout_forward(float* y, const float* x, int64_t n, float p, DropoutKey key) = 0;
-  virtual void dropout_backward(float* dx, const float* dy, int64_t n, float p,
-                                DropoutKey key) = 0;
+  virtual void dropout_backward(float* dx, const float* dy, int64_t n, float p, DropoutKey key) = 0;
 
   // y(n, C) = table[ids] * scale.
-  virtual void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n,
-                                 int64_t C, float scale) = 0;
+  virtual void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
+                                 float scale) = 0;
   // dtable[ids] += dy * scale. Accumulates.
-  virtual void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n,
-                                  int64_t C, float scale) = 0;
+  virtual void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n, int64_t C,
+                                  float scale) = 0;
   // y(B, T, C) += pos(T, C) for every b.
   virtual void add_positions(float* y, const float* pos, int64_t B, int64_t T, int64_t C) = 0;
   // dpos(T, C) += sum over b of dy(b, T, C). Accumulates.
-  virtual void positions_backward(float* dpos, const float* dy, int64_t B, int64_t T,
-                                  int64_t C) = 0;
+  virtual void positions_backward(float* dpos, const float* dy, int64_t B, int64_t T, int64_t C) = 0;
 
   // Multi-head scaled dot-product attention with key padding (keys j >=
   // key_len[b] masked) and an optional causal mask; dropout p on the
   // probabilities. Writes probs and out.
-  virtual void attention_forward(const AttentionDims& d, const float* q, const float* k,
-                                 const float* v, const int32_t* key_len, float* probs, float* out,
-                                 float p, DropoutKey key) = 0;
+  virtual void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
+                                 const int32_t* key_len, float* probs, float* out, float p, DropoutKey key) = 0;
   // Writes dq, dk, dv (same layouts as q, k, v).
-  virtual void attention_backward(const AttentionDims& d, const float* q, const float* k,
-                                  const float* v, const int32_t* key_len, const float* probs,
-                                  const float* dout, float* dq, float* dk, float* dv, float p,
-                                  DropoutKey key) = 0;
+  virtual void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
+                                  const int32_t* key_len, const float* probs, const float* dout, float* dq, float* dk,
+                                  float* dv, float p, DropoutKey key) = 0;
 
   // Cross-entropy with label smoothing over logits (N, V). Rows whose target is
   // negative are ignored. Returns the summed loss over counted rows (fp64) and
   // writes dlogits = grad_scale * (softmax - smoothed one-hot), 0 on ignored
   // rows. dlogits may alias logits. If correct is not null it receives the
   // number of counted rows whose argmax equals the target.
-  virtual double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
-                               float smoothing, float grad_scale, float* dlogits,
-                               int64_t* correct) = 0;
+  virtual double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float smoothing,
+                               float grad_scale, float* dlogits, int64_t* correct) = 0;
 
   // Row-wise argmax of x(N, V) into out(N) (device memory); the first index
   // among equal maxima.
@@ -134,8 +125,7 @@ class Backend {
   // One fused Adam/AdamW step over n elements of weights w, moments m and v
   // and gradient g (model/elementwise.h's adam_update_element, the same bits
   // on every backend).
-  virtual void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
-                           const AdamConstants& k) = 0;
+  virtual void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) = 0;
   // Sum of squares of x(n) in fp64 (a fixed order: deterministic), and
   // whether any element is inf or NaN: the statistics of global-norm clipping.
   virtual double sum_squares(const float* x, int64_t n, bool* nonfinite) = 0;
@@ -145,8 +135,7 @@ class Backend {
 // destruction: the buffers that weights and gradients cross the bus through.
 class HostBuffer {
  public:
-  HostBuffer(Backend* be, size_t n)
-      : be_(be), p_(static_cast<float*>(be->allocate_host(n * sizeof(float)))), n_(n) {}
+  HostBuffer(Backend* be, size_t n) : be_(be), p_(static_cast<float*>(be->allocate_host(n * sizeof(float)))), n_(n) {}
   ~HostBuffer() { be_->deallocate_host(p_); }
   HostBuffer(const HostBuffer&) = delete;
   HostBuffer& operator=(const HostBuffer&) = delete;
@@ -181,7 +170,6 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options);
 // Picks a backend for train.device: "cuda[:N]" fails where CUDA is not
 // compiled in or the device is absent; "auto" uses CUDA device 0 when one is
 // present, else the CPU with a log line saying why.
-Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul,
-                                              int threads);
+Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads);
 
 }  // namespace pst

@@ -42,14 +42,22 @@ PST_HD float exp_approx(float x) {
 
 // tanh(x) = 1 - 2 / (e^(2x) + 1), absolute error about 2e-7 (all pst needs:
 // GELU uses 1 + tanh).
-PST_HD float tanh_approx(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
+PST_HD float tanh_approx(float x) {
+  return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f);
+}
 
 // ReLU and its derivative.
-PST_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
-PST_HD float relu_grad(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+PST_HD float relu(float x) {
+  return x > 0.0f ? x : 0.0f;
+}
+PST_HD float relu_grad(float x) {
+  return x > 0.0f ? 1.0f : 0.0f;
+}
 
 // GELU with the exact Gaussian CDF: x * Phi(x).
-PST_HD float gelu(float x) { return 0.5f * x * (1.0f + erff(x * kInvSqrt2)); }
+PST_HD float gelu(float x) {
+  return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
+}
 PST_HD float gelu_grad(float x) {
   const float cdf = 0.5f * (1.0f + erff(x * kInvSqrt2));
   const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
@@ -82,9 +90,9 @@ struct DropoutKey {
 
 PST_HD bool dropout_keep(uint64_t key, uint64_t stream, uint64_t i, float p) {
   const uint64_t blk = i >> 2;
-  const PhiloxOut out = philox4x32_10(static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                                      static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32),
-                                      static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  const PhiloxOut out =
+      philox4x32_10(static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32), static_cast<uint32_t>(stream),
+                    static_cast<uint32_t>(stream >> 32), static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
   return uniform01(out.v[i & 3]) >= p;
 }
 
@@ -103,8 +111,8 @@ PST_HD bool dropout_keep(uint64_t key, uint64_t stream, uint64_t i, float p) {
 struct AdamConstants {
   float beta1 = 0.9f, one_minus_beta1 = 0.1f;
   float beta2 = 0.999f, one_minus_beta2 = 0.001f;
-  float decay_factor = 1.0f;  // AdamW: 1 - lr*wd (1 = no decay)
-  float l2 = 0.0f;            // Adam: wd added to the gradient (0 = none)
+  float decay_factor = 1.0f;   // AdamW: 1 - lr*wd (1 = no decay)
+  float l2 = 0.0f;             // Adam: wd added to the gradient (0 = none)
   float neg_step_size = 0.0f;  // -lr / (1 - beta1^step)
   float bc2_sqrt = 1.0f;       // sqrt(1 - beta2^step)
   float eps = 1e-8f;

@@ -13,12 +13,18 @@ namespace pst {
 
 const char* to_string(Component c) {
   switch (c) {
-    case Component::kEmbeddings: return "embeddings";
-    case Component::kPositions: return "positions";
-    case Component::kAttention: return "attention";
-    case Component::kFfn: return "ffn";
-    case Component::kNorms: return "norms";
-    case Component::kOutput: return "output";
+    case Component::kEmbeddings:
+      return "embeddings";
+    case Component::kPositions:
+      return "positions";
+    case Component::kAttention:
+      return "attention";
+    case Component::kFfn:
+      return "ffn";
+    case Component::kNorms:
+      return "norms";
+    case Component::kOutput:
+      return "output";
   }
   return "?";
 }
@@ -74,8 +80,7 @@ class TableBuilder {
 
   // Initial values of a linear layer's weight (out, in) under the model's
   // scheme; `gain` is the DeepNet beta for the rows it applies to.
-  InitSegment linear_init(int64_t rows_begin, int64_t rows_end, int64_t fan_in, int64_t fan_out,
-                          double gain) const {
+  InitSegment linear_init(int64_t rows_begin, int64_t rows_end, int64_t fan_in, int64_t fan_out, double gain) const {
     InitSegment s;
     s.row_begin = rows_begin;
     s.row_end = rows_end;
@@ -123,8 +128,8 @@ class TableBuilder {
 
   void norm(const std::string& prefix) {
     const int64_t C = cfg_.d_model;
-    table_->add(ParamSpec{prefix + ".weight", {C}, Component::kNorms, false,
-                          {InitSegment{InitSegment::kOnes, 0, C, 0.0}}, 0, 0});
+    table_->add(ParamSpec{
+        prefix + ".weight", {C}, Component::kNorms, false, {InitSegment{InitSegment::kOnes, 0, C, 0.0}}, 0, 0});
     table_->add(ParamSpec{prefix + ".bias", {C}, Component::kNorms, false, {zeros(C)}, 0, 0});
   }
 
@@ -134,25 +139,38 @@ class TableBuilder {
   }
 
   void embedding(const std::string& name, int64_t vocab) {
-    const double std = cfg_.scale_embeddings ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model))
-                                             : cfg_.init_std;
-    table_->add(ParamSpec{name, {vocab, cfg_.d_model}, Component::kEmbeddings, false,
-                          {InitSegment{InitSegment::kNormal, 0, vocab, std}}, 0, 0});
+    const double std = cfg_.scale_embeddings ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model)) : cfg_.init_std;
+    table_->add(ParamSpec{name,
+                          {vocab, cfg_.d_model},
+                          Component::kEmbeddings,
+                          false,
+                          {InitSegment{InitSegment::kNormal, 0, vocab, std}},
+                          0,
+                          0});
   }
 
   void positions(const std::string& name) {
     if (cfg_.positions != Positions::kLearned) return;
-    table_->add(ParamSpec{name, {cfg_.max_len, cfg_.d_model}, Component::kPositions, false,
-                          {InitSegment{InitSegment::kNormal, 0, cfg_.max_len, cfg_.init_std}}, 0, 0});
+    table_->add(ParamSpec{name,
+                          {cfg_.max_len, cfg_.d_model},
+                          Component::kPositions,
+                          false,
+                          {InitSegment{InitSegment::kNormal, 0, cfg_.max_len, cfg_.init_std}},
+                          0,
+                          0});
   }
 
   void output(int64_t vocab) {
     if (!cfg_.tie_embeddings) {
-      table_->add(ParamSpec{"output.weight", {vocab, cfg_.d_model}, Component::kOutput, true,
-                            {linear_init(0, vocab, cfg_.d_model, vocab, 1.0)}, 0, 0});
+      table_->add(ParamSpec{"output.weight",
+                            {vocab, cfg_.d_model},
+                            Component::kOutput,
+                            true,
+                            {linear_init(0, vocab, cfg_.d_model, vocab, 1.0)},
+                            0,
+                            0});
     }
-    if (cfg_.bias)
-      table_->add(ParamSpec{"output.bias", {vocab}, Component::kOutput, false, {zeros(vocab)}, 0, 0});
+    if (cfg_.bias) table_->add(ParamSpec{"output.bias", {vocab}, Component::kOutput, false, {zeros(vocab)}, 0, 0});
   }
 
  private:
@@ -177,8 +195,8 @@ std::vector<StackLayout> model_layout(const ModelConfig& cfg) {
   const bool pre = cfg.norm == NormPlacement::kPre;
   std::vector<StackLayout> stacks;
   if (cfg.kind == ModelKind::kDecoderOnly) {
-    stacks.push_back({"embed.weight", "pos.weight", "layers", pre ? "norm" : "", cfg.decoder_layers,
-                      true, false, dn.decoder_alpha, dn.decoder_beta});
+    stacks.push_back({"embed.weight", "pos.weight", "layers", pre ? "norm" : "", cfg.decoder_layers, true, false,
+                      dn.decoder_alpha, dn.decoder_beta});
     return stacks;
   }
   stacks.push_back({"src_embed.weight", "src_pos.weight", "encoder.layers", pre ? "encoder.norm" : "",
@@ -216,9 +234,10 @@ Status check_fits_in_memory(const ParamTable& table, int copies) {
   const double bytes = static_cast<double>(table.total_numel()) * 4.0 * copies;
   const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
   if (memory > 0 && bytes > memory)
-    return failed_precondition("the model has {} parameters: {} fp32 copies of them (weights, gradients, Adam "
-                               "moments, buffers) need {:.1f} GiB, more than this machine's {:.1f} GiB of memory",
-                               table.total_numel(), copies, bytes / (1 << 30), memory / (1 << 30));
+    return failed_precondition(
+        "the model has {} parameters: {} fp32 copies of them (weights, gradients, Adam "
+        "moments, buffers) need {:.1f} GiB, more than this machine's {:.1f} GiB of memory",
+        table.total_numel(), copies, bytes / (1 << 30), memory / (1 << 30));
   return Status();
 }
 
@@ -230,9 +249,15 @@ void init_params(const ParamTable& table, uint64_t seed, float* weights) {
     for (const InitSegment& s : p.init) {
       for (int64_t i = s.row_begin * row_size; i < s.row_end * row_size; ++i) {
         switch (s.kind) {
-          case InitSegment::kZeros: w[i] = 0.0f; break;
-          case InitSegment::kOnes: w[i] = 1.0f; break;
-          case InitSegment::kNormal: w[i] = static_cast<float>(s.a * rng.normal(static_cast<uint64_t>(i))); break;
+          case InitSegment::kZeros:
+            w[i] = 0.0f;
+            break;
+          case InitSegment::kOnes:
+            w[i] = 1.0f;
+            break;
+          case InitSegment::kNormal:
+            w[i] = static_cast<float>(s.a * rng.normal(static_cast<uint64_t>(i)));
+            break;
           case InitSegment::kUniform:
             w[i] = static_cast<float>(s.a * (2.0 * rng.uniform(static_cast<uint64_t>(i)) - 1.0));
             break;
@@ -244,12 +269,10 @@ void init_params(const ParamTable& table, uint64_t seed, float* weights) {
 
 bool decays(const ParamSpec& p, bool decay_embeddings) {
   if (p.is_matrix_weight) return true;
-  return decay_embeddings &&
-         (p.component == Component::kEmbeddings || p.component == Component::kPositions);
+  return decay_embeddings && (p.component == Component::kEmbeddings || p.component == Component::kPositions);
 }
 
-ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t src_len,
-                     int64_t tgt_len) {
+ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t src_len, int64_t tgt_len) {
   ModelCost cost;
   for (const ParamSpec& p : table.params()) {
     cost.counts[static_cast<int>(p.component)] += p.numel;
@@ -257,9 +280,8 @@ ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t sr
   }
   const double C = static_cast<double>(cfg.d_model), F = static_cast<double>(cfg.ffn_dim);
   const double layer_linear = 4.0 * C * C + 2.0 * C * F;  // q, k, v, out + two FFN matrices
-  const int64_t vocab_rows = table[table.index_of(cfg.kind == ModelKind::kDecoderOnly
-                                                      ? "embed.weight"
-                                                      : "tgt_embed.weight")].shape[0];
+  const int64_t vocab_rows =
+      table[table.index_of(cfg.kind == ModelKind::kDecoderOnly ? "embed.weight" : "tgt_embed.weight")].shape[0];
   const double out = 2.0 * C * static_cast<double>(vocab_rows);
   const double T = static_cast<double>(tgt_len), S = static_cast<double>(src_len);
   const double Ld = static_cast<double>(cfg.decoder_layers);
@@ -269,8 +291,7 @@ ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t sr
     const double Le = static_cast<double>(cfg.encoder_layers);
     const double enc_per_src = Le * (2.0 * layer_linear + 4.0 * S * C);
     const double kv_per_src = Ld * 2.0 * 2.0 * C * C;
-    const double dec_per_tgt =
-        Ld * (2.0 * (layer_linear + 2.0 * C * C) + 4.0 * T * C + 4.0 * S * C) + out;
+    const double dec_per_tgt = Ld * (2.0 * (layer_linear + 2.0 * C * C) + 4.0 * T * C + 4.0 * S * C) + out;
     cost.forward_flops_per_token = (S * (enc_per_src + kv_per_src)) / T + dec_per_tgt;
   }
   cost.train_flops_per_token = 3.0 * cost.forward_flops_per_token;

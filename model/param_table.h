@@ -25,12 +25,12 @@ struct InitSegment {
 };
 
 struct ParamSpec {
-  std::string name;              // e.g. "decoder.layers.2.linear1.weight"
-  std::vector<int64_t> shape;    // row-major; weights of linear layers are (out, in)
+  std::string name;            // e.g. "decoder.layers.2.linear1.weight"
+  std::vector<int64_t> shape;  // row-major; weights of linear layers are (out, in)
   Component component = Component::kAttention;
   bool is_matrix_weight = false;  // weights of linear layers: decayed by default
   std::vector<InitSegment> init;
-  int64_t offset = 0;             // in floats, into the flat buffer
+  int64_t offset = 0;  // in floats, into the flat buffer
   int64_t numel = 0;
 };
 
@@ -76,10 +76,10 @@ struct StackLayout {
   std::string layer_prefix;  // "encoder.layers", "decoder.layers" or "layers"
   std::string final_norm;    // "encoder.norm", ...: pre-LN only, empty otherwise
   int64_t layers = 0;
-  bool causal = false;       // causal self-attention (decoders)
-  bool cross = false;        // cross-attention on the encoder output (encoder-decoder's decoder)
-  double alpha = 1.0;        // DeepNorm residual scale
-  double beta = 1.0;         // DeepNet init gain
+  bool causal = false;  // causal self-attention (decoders)
+  bool cross = false;   // cross-attention on the encoder output (encoder-decoder's decoder)
+  double alpha = 1.0;   // DeepNorm residual scale
+  double beta = 1.0;    // DeepNet init gain
   std::vector<SublayerLayout> sublayers(int64_t layer) const;
 };
 
@@ -109,7 +109,6 @@ struct ModelCost {
   double forward_flops_per_token = 0;  // at the given context lengths
   double train_flops_per_token = 0;    // forward + backward (3x forward)
 };
-ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t src_len,
-                     int64_t tgt_len);
+ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t src_len, int64_t tgt_len);
 
 }  // namespace pst

@@ -15,7 +15,8 @@ std::vector<float> sinusoidal_positions(int64_t max_len, int64_t C) {
     for (int64_t i = 0; i < C; i += 2) {
       const double freq = std::exp(static_cast<double>(i) * -(std::log(10000.0) / static_cast<double>(C)));
       pe[static_cast<size_t>(p * C + i)] = static_cast<float>(std::sin(static_cast<double>(p) * freq));
-      if (i + 1 < C) pe[static_cast<size_t>(p * C + i + 1)] = static_cast<float>(std::cos(static_cast<double>(p) * freq));
+      if (i + 1 < C)
+        pe[static_cast<size_t>(p * C + i + 1)] = static_cast<float>(std::cos(static_cast<double>(p) * freq));
     }
   }
   return pe;
@@ -69,7 +70,7 @@ struct Sublayer {
   static constexpr Kind kFfn = SublayerLayout::kFfn;
   Kind kind = kFfn;
   bool causal = false;
-  float alpha = 1.0f;  // residual scale: x * alpha + f(x) (DeepNorm), 1 otherwise
+  float alpha = 1.0f;                                    // residual scale: x * alpha + f(x) (DeepNorm), 1 otherwise
   int64_t in_w = -1, in_b = -1, out_w = -1, out_b = -1;  // attn in/out proj; ffn linear1/linear2
   int64_t norm_w = -1, norm_b = -1;
   uint64_t site_resid = 0, site_inner = 0;  // dropout sites
@@ -93,14 +94,14 @@ struct Stack {
   float* final_mean = nullptr;
   float* final_rstd = nullptr;
   float* final_out = nullptr;
-  const float* top = nullptr;          // output of the stack (after the final norm if any)
+  const float* top = nullptr;  // output of the stack (after the final norm if any)
   // embedding
   int64_t embed = -1, pos = -1;  // pos: learned table, -1 for sinusoidal
   uint64_t site_embed = 0;
-  float* x0 = nullptr;           // (rows, C) embeddings after dropout
+  float* x0 = nullptr;  // (rows, C) embeddings after dropout
   int32_t* ids = nullptr;
   int32_t* key_len = nullptr;
-  int64_t L = 0;                 // sequence length of this batch
+  int64_t L = 0;  // sequence length of this batch
   // The stack's block of the flat parameter buffer: [begin, end), with
   // layer l's parameters from layer_begin[l] (each layer's block ends where
   // the next begins; the final norm sits before end).
@@ -137,11 +138,10 @@ struct Transformer::Impl {
   int32_t* targets = nullptr;
   bool have_grad = false;
   // Scratch for the backward pass and for f's output in forward.
-  float *u = nullptr, *dA = nullptr, *dB = nullptr, *du = nullptr, *dln = nullptr, *dctx = nullptr,
-        *dqkv = nullptr, *dh = nullptr, *dmem = nullptr, *dkv = nullptr;
+  float *u = nullptr, *dA = nullptr, *dB = nullptr, *du = nullptr, *dln = nullptr, *dctx = nullptr, *dqkv = nullptr,
+        *dh = nullptr, *dmem = nullptr, *dkv = nullptr;
 
-  Impl(Transformer* model, const ModelConfig& c, Backend* backend)
-      : m(model), cfg(c), be(backend), arena(backend) {
+  Impl(Transformer* model, const ModelConfig& c, Backend* backend) : m(model), cfg(c), be(backend), arena(backend) {
     enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
     C = cfg.d_model;
     H = cfg.heads;
@@ -289,24 +289,21 @@ struct Transformer::Impl {
   // ---- building blocks ---------------------------------------------------
 
   // y(rows, out) = x(rows, in) W(out, in)^T + b
-  void linear_forward(float* y, const float* x, int64_t rows, int64_t in, int64_t out,
-                      const float* w, int64_t ldw, const float* b) {
+  void linear_forward(float* y, const float* x, int64_t rows, int64_t in, int64_t out, const float* w, int64_t ldw,
+                      const float* b) {
     be->gemm(false, true, rows, out, in, 1.0f, x, in, w, ldw, 0.0f, y, out);
     if (b) be->add_bias(y, b, rows, out);
   }
 
   // dW += dy^T x ; db += colsum(dy) ; dx (=|+=) dy W
-  void linear_backward(float* dx, bool accumulate_dx, float* dw, float* db, const float* dy,
-                       const float* x, int64_t rows, int64_t in, int64_t out, const float* w,
-                       int64_t ldw) {
+  void linear_backward(float* dx, bool accumulate_dx, float* dw, float* db, const float* dy, const float* x,
+                       int64_t rows, int64_t in, int64_t out, const float* w, int64_t ldw) {
     be->gemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, ldw);
     if (db) be->bias_grad(db, dy, rows, out);
     if (dx) be->gemm(false, false, rows, in, out, 1.0f, dy, out, w, ldw, accumulate_dx ? 1.0f : 0.0f, dx, in);
   }
 
-  DropoutKey key(uint64_t site) const {
-    return DropoutKey::make(opt.seed, opt.step, opt.worker, site);
-  }
+  DropoutKey key(uint64_t site) const { return DropoutKey::make(opt.seed, opt.step, opt.worker, site); }
   float p_resid() const { return opt.train ? static_cast<float>(cfg.dropout) : 0.0f; }
   float p_attn() const { return opt.train ? static_cast<float>(cfg.attention_dropout) : 0.0f; }
   float p_embed() const { return opt.train ? static_cast<float>(cfg.embedding_dropout) : 0.0f; }
@@ -340,18 +337,15 @@ struct Transformer::Impl {
       case Sublayer::kSelfAttn: {
         linear_forward(s.a, in, rows, C, 3 * C, W(s.in_w), C, W(s.in_b));
         const AttentionDims d = dims(s, st.L, st.L);
-        be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(),
-                              key(s.site_inner));
+        be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
       }
       case Sublayer::kCrossAttn: {
         linear_forward(s.a, in, rows, C, C, W(s.in_w), C, W(s.in_b));
-        linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C,
-                       s.in_b >= 0 ? W(s.in_b) + C : nullptr);
+        linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C, s.in_b >= 0 ? W(s.in_b) + C : nullptr);
         const AttentionDims d = dims(s, st.L, mem_len);
-        be->attention_forward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, s.ctx, p_attn(),
-                              key(s.site_inner));
+        be->attention_forward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
       }
@@ -365,8 +359,8 @@ struct Transformer::Impl {
     }
   }
 
-  void sublayer_forward(Sublayer& s, const float* x, const Stack& st, const float* mem,
-                        int64_t mem_len, const int32_t* mem_key_len) {
+  void sublayer_forward(Sublayer& s, const float* x, const Stack& st, const float* mem, int64_t mem_len,
+                        const int32_t* mem_key_len) {
     const int64_t rows = B * st.L;
     s.x = x;
     if (pre) {
@@ -410,18 +404,18 @@ struct Transformer::Impl {
     }
     need(st.end);
     if (st.final_w >= 0) {
-      be->layernorm_forward(st.final_out, st.final_mean, st.final_rstd, x, W(st.final_w),
-                            W(st.final_b), B * st.L, C, eps);
+      be->layernorm_forward(st.final_out, st.final_mean, st.final_rstd, x, W(st.final_w), W(st.final_b), B * st.L, C,
+                            eps);
       x = st.final_out;
     }
     st.top = x;
   }
 
   LossStats forward(const Batch& batch, const ForwardOptions& o) {
-    PST_CHECK_MSG(batch.T >= 1 && batch.T <= cfg.max_len, "decoder length {} outside [1, max_len={}]",
-                  batch.T, cfg.max_len);
-    PST_CHECK_MSG(!enc_dec || (batch.S >= 1 && batch.S <= cfg.max_len),
-                  "source length {} outside [1, max_len={}]", batch.S, cfg.max_len);
+    PST_CHECK_MSG(batch.T >= 1 && batch.T <= cfg.max_len, "decoder length {} outside [1, max_len={}]", batch.T,
+                  cfg.max_len);
+    PST_CHECK_MSG(!enc_dec || (batch.S >= 1 && batch.S <= cfg.max_len), "source length {} outside [1, max_len={}]",
+                  batch.S, cfg.max_len);
     opt = o;
     PST_CHECK_MSG(!o.reuse_encoder || (!o.train && enc_dec && memory_B == batch.B && memory_S == batch.S),
                   "reuse_encoder needs an inference forward of an encoder-decoder on the same source");
@@ -468,15 +462,15 @@ struct Transformer::Impl {
 
   // Given du = d(loss)/d(f's output), accumulates f's parameter gradients and
   // writes d(loss)/d(f's input) into din.
-  void f_backward(Sublayer& s, const float* in, const float* du_, float* din, const Stack& st,
-                  const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
+  void f_backward(Sublayer& s, const float* in, const float* du_, float* din, const Stack& st, const float* mem,
+                  int64_t mem_len, const int32_t* mem_key_len) {
     const int64_t rows = B * st.L;
     switch (s.kind) {
       case Sublayer::kSelfAttn: {
         linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
         const AttentionDims d = dims(s, st.L, st.L);
-        be->attention_backward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, dctx, dqkv,
-                               dqkv + C, dqkv + 2 * C, p_attn(), key(s.site_inner));
+        be->attention_backward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, dctx, dqkv, dqkv + C, dqkv + 2 * C,
+                               p_attn(), key(s.site_inner));
         linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, 3 * C, W(s.in_w), C);
         break;
       }
@@ -484,11 +478,11 @@ struct Transformer::Impl {
         linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
         const AttentionDims d = dims(s, st.L, mem_len);
         // dq goes to dqkv (rows, C); dk, dv to dkv (B*S, 2C).
-        be->attention_backward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, dctx, dqkv, dkv,
-                               dkv + C, p_attn(), key(s.site_inner));
+        be->attention_backward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, dctx, dqkv, dkv, dkv + C, p_attn(),
+                               key(s.site_inner));
         linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, C, W(s.in_w), C);
-        linear_backward(dmem, true, G(s.in_w) + C * C, s.in_b >= 0 ? G(s.in_b) + C : nullptr, dkv,
-                        mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C);
+        linear_backward(dmem, true, G(s.in_w) + C * C, s.in_b >= 0 ? G(s.in_b) + C : nullptr, dkv, mem, B * mem_len, C,
+                        2 * C, W(s.in_w) + C * C, C);
         break;
       }
       case Sublayer::kFfn: {
@@ -502,18 +496,16 @@ struct Transformer::Impl {
   }
 
   // dout: d(loss)/d(block output). Writes d(loss)/d(block input) into dx.
-  void sublayer_backward(Sublayer& s, const float* dout, float* dx, const Stack& st,
-                         const float* mem, int64_t mem_len, const int32_t* mem_key_len) {
+  void sublayer_backward(Sublayer& s, const float* dout, float* dx, const Stack& st, const float* mem, int64_t mem_len,
+                         const int32_t* mem_key_len) {
     const int64_t rows = B * st.L;
     if (pre) {
       be->dropout_backward(du, dout, rows * C, p_resid(), key(s.site_resid));
       f_backward(s, s.ln, du, dln, st, mem, mem_len, mem_key_len);
-      be->layernorm_backward(dx, G(s.norm_w), G(s.norm_b), dln, s.x, W(s.norm_w), s.mean, s.rstd,
-                             rows, C);
+      be->layernorm_backward(dx, G(s.norm_w), G(s.norm_b), dln, s.x, W(s.norm_w), s.mean, s.rstd, rows, C);
       be->add(dx, dout, rows * C);
     } else {
-      be->layernorm_backward(dln, G(s.norm_w), G(s.norm_b), dout, s.sum, W(s.norm_w), s.mean,
-                             s.rstd, rows, C);
+      be->layernorm_backward(dln, G(s.norm_w), G(s.norm_b), dout, s.sum, W(s.norm_w), s.mean, s.rstd, rows, C);
       be->dropout_backward(du, dln, rows * C, p_resid(), key(s.site_resid));
       f_backward(s, s.x, du, dx, st, mem, mem_len, mem_key_len);
       be->axpy(dx, s.alpha, dln, rows * C);
@@ -522,15 +514,15 @@ struct Transformer::Impl {
 
   // dtop: d(loss)/d(stack output), overwritten. Returns the buffer holding
   // d(loss)/d(x0) after the embedding gradients are accumulated.
-  void stack_backward(Stack& st, float* dtop, const float* mem, int64_t mem_len,
-                      const int32_t* mem_key_len, const GradientsFinal& on_final) {
+  void stack_backward(Stack& st, float* dtop, const float* mem, int64_t mem_len, const int32_t* mem_key_len,
+                      const GradientsFinal& on_final) {
     const int64_t rows = B * st.L;
     float* cur = dtop;
     float* next = cur == dA ? dB : dA;
     if (st.final_w >= 0) {
       const float* in = st.subs.empty() ? st.x0 : st.subs.back().out;
-      be->layernorm_backward(next, G(st.final_w), G(st.final_b), cur, in, W(st.final_w),
-                             st.final_mean, st.final_rstd, rows, C);
+      be->layernorm_backward(next, G(st.final_w), G(st.final_b), cur, in, W(st.final_w), st.final_mean, st.final_rstd,
+                             rows, C);
       std::swap(cur, next);
     }
     for (size_t i = st.subs.size(); i-- > 0;) {
@@ -561,8 +553,7 @@ struct Transformer::Impl {
   }
 };
 
-Transformer::Transformer(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab,
-                         Backend* backend)
+Transformer::Transformer(const ModelConfig& cfg, int64_t src_vocab, int64_t tgt_vocab, Backend* backend)
     : cfg_(cfg), src_vocab_(src_vocab), tgt_vocab_(tgt_vocab), be_(backend) {
   table_ = build_param_table(cfg, src_vocab, tgt_vocab);
   const size_t bytes = static_cast<size_t>(table_.total_numel()) * sizeof(float);
@@ -577,7 +568,9 @@ Transformer::~Transformer() {
   be_->deallocate(grads_);
 }
 
-void Transformer::zero_grads() { be_->fill(grads_, table_.total_numel(), 0.0f); }
+void Transformer::zero_grads() {
+  be_->fill(grads_, table_.total_numel(), 0.0f);
+}
 
 void Transformer::set_weights(const float* host) {
   be_->upload(weights_, host, static_cast<size_t>(table_.total_numel()) * sizeof(float));
@@ -613,7 +606,9 @@ LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) {
   return impl_->forward(batch, opt);
 }
 
-void Transformer::backward(const GradientsFinal& on_final) { impl_->backward(on_final); }
+void Transformer::backward(const GradientsFinal& on_final) {
+  impl_->backward(on_final);
+}
 
 std::vector<float> Transformer::logits() const {
   std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));

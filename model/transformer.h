@@ -25,10 +25,10 @@
 namespace pst {
 
 struct ForwardOptions {
-  bool train = false;           // dropout on, gradient of the loss prepared for backward()
-  float grad_scale = 1.0f;      // d(objective)/d(summed token loss), usually 1/tokens
+  bool train = false;       // dropout on, gradient of the loss prepared for backward()
+  float grad_scale = 1.0f;  // d(objective)/d(summed token loss), usually 1/tokens
   float label_smoothing = 0.0f;
-  uint64_t seed = 0;            // dropout stream: (seed, step, worker, site)
+  uint64_t seed = 0;  // dropout stream: (seed, step, worker, site)
   uint64_t step = 0;
   uint64_t worker = 0;
   // Encoder-decoder inference only: reuse the encoder output of the previous

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <prometheus/text_serializer.h>
+#include <nlohmann/json.hpp>
 
 #include "core/deadline.h"
 #include "core/version.h"
@@ -37,7 +37,9 @@ Histogram::BucketBoundaries seconds_buckets() {
   return b;
 }
 
-Labels node_labels(const char* role, int rank) { return {{"role", role}, {"rank", std::to_string(rank)}}; }
+Labels node_labels(const char* role, int rank) {
+  return {{"role", role}, {"rank", std::to_string(rank)}};
+}
 
 Labels with(Labels l, const std::string& key, const std::string& value) {
   l[key] = value;
@@ -47,7 +49,8 @@ Labels with(Labels l, const std::string& key, const std::string& value) {
 }  // namespace
 
 MetricFamilies::MetricFamilies(prometheus::Registry& r)
-    : build_info(BuildGauge().Name("pst_build_info").Help("pst's version, git commit and backend (value 1)").Register(r)),
+    : build_info(
+          BuildGauge().Name("pst_build_info").Help("pst's version, git commit and backend (value 1)").Register(r)),
       worker_steps(BuildCounter().Name("pst_worker_steps_total").Help("Training steps a worker finished").Register(r)),
       tokens(BuildCounter().Name("pst_tokens_total").Help("Target tokens a worker trained on").Register(r)),
       last_step_timestamp(BuildGauge()
@@ -58,10 +61,15 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                      .Name("pst_train_loss")
                      .Help("Mean training loss per token over the last logged interval")
                      .Register(r)),
-      eval_loss(BuildGauge().Name("pst_eval_loss").Help("Validation loss per token of the last evaluation").Register(r)),
+      eval_loss(
+          BuildGauge().Name("pst_eval_loss").Help("Validation loss per token of the last evaluation").Register(r)),
       learning_rate(BuildGauge().Name("pst_learning_rate").Help("Learning rate of the last step").Register(r)),
-      grad_norm(BuildGauge().Name("pst_grad_norm").Help("Global gradient norm of the last step, before clipping").Register(r)),
-      step_duration(BuildHistogram().Name("pst_step_duration_seconds").Help("Wall time of a worker's step").Register(r)),
+      grad_norm(BuildGauge()
+                    .Name("pst_grad_norm")
+                    .Help("Global gradient norm of the last step, before clipping")
+                    .Register(r)),
+      step_duration(
+          BuildHistogram().Name("pst_step_duration_seconds").Help("Wall time of a worker's step").Register(r)),
       phase_duration(BuildHistogram()
                          .Name("pst_phase_duration_seconds")
                          .Help("Wall time of a phase of a worker's step (forward, backward, push, pull, wait)")
@@ -70,10 +78,8 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                           .Name("pst_optimizer_steps_total")
                           .Help("Optimizer steps a server applied to its shard")
                           .Register(r)),
-      skipped_steps(BuildCounter()
-                        .Name("pst_skipped_steps_total")
-                        .Help("Steps a server skipped, by reason")
-                        .Register(r)),
+      skipped_steps(
+          BuildCounter().Name("pst_skipped_steps_total").Help("Steps a server skipped, by reason").Register(r)),
       clipped_steps(BuildCounter()
                         .Name("pst_grad_clipped_steps_total")
                         .Help("Steps whose gradient was scaled down by clipping")
@@ -112,10 +118,7 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                                     "the previous checkpoint stays the latest")
                               .Register(r)),
       nodes_alive(BuildGauge().Name("pst_nodes_alive").Help("Nodes of the job alive, by role").Register(r)),
-      node_failures(BuildCounter()
-                        .Name("pst_node_failures_total")
-                        .Help("Nodes judged dead, by role")
-                        .Register(r)) {}
+      node_failures(BuildCounter().Name("pst_node_failures_total").Help("Nodes judged dead, by role").Register(r)) {}
 
 WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)
     : steps_(f.worker_steps.Add(node_labels("worker", rank))),
@@ -170,11 +173,15 @@ void ServerMetrics::request(const char* op, double seconds) {
   (std::string_view(op) == "push" ? push_ : pull_).Observe(seconds);
 }
 
-void ServerMetrics::rejected(const char* reason) { f_.rejected.Add(with(labels_, "reason", reason)).Increment(); }
+void ServerMetrics::rejected(const char* reason) {
+  f_.rejected.Add(with(labels_, "reason", reason)).Increment();
+}
 
 SchedulerMetrics::SchedulerMetrics(MetricFamilies& f, int rank) : f_(f), labels_(node_labels("scheduler", rank)) {}
 
-Labels SchedulerMetrics::with(const char* role) const { return pst::with(labels_, "node_role", role); }
+Labels SchedulerMetrics::with(const char* role) const {
+  return pst::with(labels_, "node_role", role);
+}
 
 void SchedulerMetrics::rejected(const char* reason) {
   f_.rejected.Add(pst::with(labels_, "reason", reason)).Increment();
@@ -355,9 +362,10 @@ Status write_file_sd(const std::string& path, const std::vector<ScrapeTarget>& t
     // Target labels must not be role or rank: the series carry those, and
     // Prometheus would rename them.
     groups.push_back({{"targets", {t.endpoint}},
-                      {"labels", {{"pst_job", fmt::format("{:016x}", job_id)},
-                                  {"pst_node_role", t.role},
-                                  {"pst_node_rank", std::to_string(t.rank)}}}});
+                      {"labels",
+                       {{"pst_job", fmt::format("{:016x}", job_id)},
+                        {"pst_node_role", t.role},
+                        {"pst_node_rank", std::to_string(t.rank)}}}});
   }
   std::error_code ec;
   const std::filesystem::path p(path);

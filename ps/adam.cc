@@ -2,8 +2,8 @@
 
 namespace pst {
 
-AdamConstants adam_constants(double lr, double beta1, double beta2, double eps, double wd,
-                             bool decoupled, int64_t step) {
+AdamConstants adam_constants(double lr, double beta1, double beta2, double eps, double wd, bool decoupled,
+                             int64_t step) {
   AdamConstants k;
   k.beta1 = static_cast<float>(beta1);
   k.one_minus_beta1 = static_cast<float>(1.0 - beta1);

@@ -13,7 +13,7 @@ namespace pst {
 
 // step is the 1-based count of this tensor's updates, including this one.
 // wd is applied decoupled (AdamW) or as L2 (Adam) as the caller decides.
-AdamConstants adam_constants(double lr, double beta1, double beta2, double eps, double wd,
-                             bool decoupled, int64_t step);
+AdamConstants adam_constants(double lr, double beta1, double beta2, double eps, double wd, bool decoupled,
+                             int64_t step);
 
 }  // namespace pst

@@ -13,8 +13,8 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
 
@@ -38,9 +38,13 @@ std::string manifest_checksum(nlohmann::json j) {
 }
 
 // Where a server that could not write its part of a checkpoint says why.
-std::string failure_file_name(int server) { return fmt::format("server-{}.failed", server); }
+std::string failure_file_name(int server) {
+  return fmt::format("server-{}.failed", server);
+}
 
-std::string first_line(const std::string& text) { return text.substr(0, std::min<size_t>(text.find('\n'), 500)); }
+std::string first_line(const std::string& text) {
+  return text.substr(0, std::min<size_t>(text.find('\n'), 500));
+}
 
 Result<std::string> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -50,7 +54,9 @@ Result<std::string> read_all(const std::string& path) {
   return s.str();
 }
 
-uint64_t xxh3_of(const std::string& bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+uint64_t xxh3_of(const std::string& bytes) {
+  return XXH3_64bits(bytes.data(), bytes.size());
+}
 
 // Writes path atomically: temp file, fsync, rename, fsync of the directory.
 Status write_atomic(const std::string& path, const std::string& bytes) {
@@ -117,11 +123,16 @@ Result<CheckpointFile> checkpoint_file(const std::string& dir, const std::string
   return CheckpointFile{name, static_cast<int64_t>(bytes.size()), xxh3_of(bytes)};
 }
 
-std::string shard_file_name(int server) { return fmt::format("server-{}.safetensors", server); }
+std::string shard_file_name(int server) {
+  return fmt::format("server-{}.safetensors", server);
+}
 
-std::string checkpoint_dir(const std::string& root, int64_t step) { return fmt::format("{}/step-{:09d}", root, step); }
+std::string checkpoint_dir(const std::string& root, int64_t step) {
+  return fmt::format("{}/step-{:09d}", root, step);
+}
 
-Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table, const ShardState& state) {
+Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,
+                                   const ShardState& state) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return io_error("{}: cannot create the checkpoint directory: {}", dir, ec.message());
@@ -272,9 +283,10 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
       const std::string stored = j.at("manifest_xxh3").get<std::string>();
       const std::string computed = manifest_checksum(j);
       if (stored != computed)
-        return data_loss("{}: the manifest's checksum is {}, its contents hash to {} (the manifest is damaged or was "
-                         "edited)",
-                         path, stored, computed);
+        return data_loss(
+            "{}: the manifest's checksum is {}, its contents hash to {} (the manifest is damaged or was "
+            "edited)",
+            path, stored, computed);
     }
     m.step = j.at("step").get<int64_t>();
     m.applied_steps = j.at("applied_steps").get<int64_t>();
@@ -327,10 +339,11 @@ Status check_model(const Manifest& m, const ParamTable& table) {
   for (size_t i = 0; i < n; ++i) {
     const ParamSpec& p = table[static_cast<int64_t>(i)];
     if (m.params[i].first != p.name || m.params[i].second != p.shape)
-      return failed_precondition("the checkpoint's parameter {} is {} {}; this model's is {} {} (a different "
-                                 "model config)",
-                                 i, m.params[i].first, fmt::format("{}", fmt::join(m.params[i].second, "x")), p.name,
-                                 fmt::format("{}", fmt::join(p.shape, "x")));
+      return failed_precondition(
+          "the checkpoint's parameter {} is {} {}; this model's is {} {} (a different "
+          "model config)",
+          i, m.params[i].first, fmt::format("{}", fmt::join(m.params[i].second, "x")), p.name,
+          fmt::format("{}", fmt::join(p.shape, "x")));
   }
   if (m.params.size() != static_cast<size_t>(table.size()))
     return failed_precondition("the checkpoint has {} parameters; this model has {} (a different model config)",

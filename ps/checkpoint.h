@@ -47,9 +47,9 @@ struct Manifest {
   int64_t step = 0;           // weights version (rounds done)
   int64_t applied_steps = 0;  // optimizer steps applied (the schedule's counter)
   int64_t skipped_steps = 0;
-  double loss = 0.0;          // the last logged training loss, for `checkpoint inspect`
-  std::string config;         // the job's resolved config (TOML)
-  uint64_t seed = 0;          // train.seed: data order and dropout masks follow from (seed, step)
+  double loss = 0.0;   // the last logged training loss, for `checkpoint inspect`
+  std::string config;  // the job's resolved config (TOML)
+  uint64_t seed = 0;   // train.seed: data order and dropout masks follow from (seed, step)
   int64_t servers = 0;
   int64_t chunk_bytes = 0;
   std::vector<std::pair<std::string, std::vector<int64_t>>> params;  // the parameter table: names and shapes

@@ -12,5 +12,4 @@ GradStats grad_stats(const float* g, int64_t n) {
   return s;
 }
 
-
 }  // namespace pst

@@ -4,11 +4,10 @@
 
 namespace pst {
 
-Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_sum,
-                                  const float* grads) {
+Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_sum, const float* grads) {
   if (version != server_->version())
-    return failed_precondition("push: gradient for version {} but the server is at version {}",
-                               version, server_->version());
+    return failed_precondition("push: gradient for version {} but the server is at version {}", version,
+                               server_->version());
   if (device_buffers_) {
     server_->add_push_device(grads, tokens, loss_sum);
   } else {
@@ -30,8 +29,8 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
 
 Result<PullInfo> LocalParameterClient::pull(int64_t min_version, float* weights) {
   if (server_->version() < min_version)
-    return failed_precondition("pull: version {} requested but the server is at {} (no push pending)",
-                               min_version, server_->version());
+    return failed_precondition("pull: version {} requested but the server is at {} (no push pending)", min_version,
+                               server_->version());
   if (device_buffers_) {
     server_->copy_weights_device(weights);
   } else {

@@ -5,8 +5,7 @@
 
 namespace pst {
 
-LrSchedule::LrSchedule(const ScheduleConfig& cfg, double base_lr, int64_t d_model,
-                       int64_t total_steps)
+LrSchedule::LrSchedule(const ScheduleConfig& cfg, double base_lr, int64_t d_model, int64_t total_steps)
     : cfg_(cfg), base_(base_lr), d_model_(d_model), total_(total_steps) {}
 
 double LrSchedule::lr(int64_t t) const {

@@ -14,8 +14,8 @@ std::vector<ChunkRange> whole_tensors(const ParamTable& table) {
   return out;
 }
 
-ShardOptimizer::ShardOptimizer(const JobConfig& job, const ParamTable& table,
-                               std::vector<ChunkRange> owned, const float* initial, Backend* device)
+ShardOptimizer::ShardOptimizer(const JobConfig& job, const ParamTable& table, std::vector<ChunkRange> owned,
+                               const float* initial, Backend* device)
     : job_(job), table_(table), schedule_(make_schedule(job)), owned_(std::move(owned)), device_(device) {
   for (const ChunkRange& r : owned_) {
     local_offset_.push_back(n_);
@@ -120,8 +120,9 @@ GradStats ShardOptimizer::reduce() {
     std::swap(grad_, pushed_[0]);
   } else {
     for (size_t w = 0; w < pushes; ++w) {
-      const float weight = total > 0 ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
-                                     : 1.0f / static_cast<float>(pushes);
+      const float weight = total > 0
+                               ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
+                               : 1.0f / static_cast<float>(pushes);
       const float* g = pushed_[w];
       float* G = grad_;
       if (device_) {
@@ -181,8 +182,7 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
   }
   const OptimConfig& o = job_.optim;
   const bool decoupled = o.algorithm == OptimizerKind::kAdamW;
-  const AdamConstants with_decay =
-      adam_constants(r.lr, o.beta1, o.beta2, o.eps, o.weight_decay, decoupled, applied_);
+  const AdamConstants with_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, o.weight_decay, decoupled, applied_);
   const AdamConstants no_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, 0.0, decoupled, applied_);
   for (size_t i = 0; i < owned_.size(); ++i) {
     const ParamSpec& spec = table_[owned_[i].tensor];
@@ -249,8 +249,8 @@ void ShardOptimizer::export_state(std::vector<float>* weights, std::vector<float
   }
 }
 
-void ShardOptimizer::import_state(const float* weights, const float* exp_avg, const float* exp_avg_sq,
-                                  int64_t version, int64_t applied_steps) {
+void ShardOptimizer::import_state(const float* weights, const float* exp_avg, const float* exp_avg_sq, int64_t version,
+                                  int64_t applied_steps) {
   PST_CHECK_MSG(pushes_ == 0, "import_state() with {} pushes pending", pushes_);
   const size_t n = static_cast<size_t>(n_);
   float* dst[3] = {w_, m_, v_};

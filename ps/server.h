@@ -29,12 +29,12 @@ struct StepReport {
   bool applied = false;       // false when skipped (non-finite gradient)
   double grad_norm = 0.0;     // global norm before clipping
   double clip_coef = 1.0;
-  double lr = 0.0;            // learning rate of this step (of the next one if skipped)
-  int64_t tokens = 0;         // tokens in this step's pushes
-  double loss_sum = 0.0;      // summed loss in this step's pushes
+  double lr = 0.0;        // learning rate of this step (of the next one if skipped)
+  int64_t tokens = 0;     // tokens in this step's pushes
+  double loss_sum = 0.0;  // summed loss in this step's pushes
   // Set by the shard server from the reduced control flags (GradStats).
-  bool checkpoint = false;    // a checkpoint of this version is written
-  bool stop = false;          // the job stops at this version
+  bool checkpoint = false;  // a checkpoint of this version is written
+  bool stop = false;        // the job stops at this version
 };
 
 class ShardOptimizer {
@@ -44,8 +44,8 @@ class ShardOptimizer {
   // where reduction, clipping and the fused update run (a GPU backend when a
   // server or a single process runs on one); null keeps everything in host
   // memory. The device backend must outlive the optimizer.
-  ShardOptimizer(const JobConfig& job, const ParamTable& table, std::vector<ChunkRange> owned,
-                 const float* initial, Backend* device = nullptr);
+  ShardOptimizer(const JobConfig& job, const ParamTable& table, std::vector<ChunkRange> owned, const float* initial,
+                 Backend* device = nullptr);
   ~ShardOptimizer();
   ShardOptimizer(const ShardOptimizer&) = delete;
   ShardOptimizer& operator=(const ShardOptimizer&) = delete;
@@ -60,8 +60,7 @@ class ShardOptimizer {
   // order), as a remote push delivers them. slot: the pushing worker's index,
   // so that pushes combine in worker order whatever order they arrive in
   // (-1: the next free slot).
-  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum,
-                       int64_t slot = -1);
+  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1);
   int64_t pushes() const { return pushes_; }
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges.
@@ -123,12 +122,12 @@ class ShardOptimizer {
   float* w_ = nullptr;
   float* m_ = nullptr;
   float* v_ = nullptr;
-  float* grad_ = nullptr;                 // the reduced gradient of this round
-  std::vector<float*> pushed_;            // buffers of this round's pushes (reused)
+  float* grad_ = nullptr;                        // the reduced gradient of this round
+  std::vector<float*> pushed_;                   // buffers of this round's pushes (reused)
   std::vector<std::vector<float>> host_pushed_;  // their storage on the host path
   std::vector<float*> device_pushed_;            // their storage on a device
-  std::vector<int64_t> push_tokens_;      // per slot of this round; -1: empty
-  int64_t pushes_ = 0;                    // filled slots
+  std::vector<int64_t> push_tokens_;             // per slot of this round; -1: empty
+  int64_t pushes_ = 0;                           // filled slots
   double push_loss_ = 0.0;
   int64_t version_ = 0;
   int64_t applied_ = 0;

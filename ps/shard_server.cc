@@ -142,16 +142,17 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
     manifest = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   checkpoint_thread_ = std::thread([this, dir, state, manifest, started, step = version_]() mutable {
-    auto bytes = write_checkpoint_part(options_.checkpoint_root, dir, options_.server, table_, *state,
-                                       std::move(manifest), options_.checkpoint_keep,
-                                       Deadline::after(2 * options_.timeout_s));
+    auto bytes =
+        write_checkpoint_part(options_.checkpoint_root, dir, options_.server, table_, *state, std::move(manifest),
+                              options_.checkpoint_keep, Deadline::after(2 * options_.timeout_s));
     state.reset();
     if (!bytes.ok()) {
       // Without this file, or without the manifest, the previous checkpoint
       // stays the latest; training goes on unless the policy says stop.
       spdlog::error("server {}: checkpoint of step {} not completed ({}): {}", options_.server, step,
-                    options_.stop_on_checkpoint_failure ? "checkpoint.on_failure = stop: the job stops after the next step"
-                                                        : "training goes on; the previous checkpoint stays the latest",
+                    options_.stop_on_checkpoint_failure
+                        ? "checkpoint.on_failure = stop: the job stops after the next step"
+                        : "training goes on; the previous checkpoint stays the latest",
                     bytes.status().message());
       if (options_.metrics) options_.metrics->checkpoint_failed();
       checkpoint_failed_ = true;
@@ -184,9 +185,10 @@ Status ShardServer::serve() {
   // The stop that checkpoint.on_failure = stop asked for is not a success:
   // the job ends short of its steps, and its exit status says so.
   if (s.ok() && options_.stop_on_checkpoint_failure && checkpoint_failed_)
-    return io_error("server {}: stopped at step {} because a checkpoint could not be completed "
-                    "(checkpoint.on_failure = stop; the reason is logged above)",
-                    options_.server, version_);
+    return io_error(
+        "server {}: stopped at step {} because a checkpoint could not be completed "
+        "(checkpoint.on_failure = stop; the reason is logged above)",
+        options_.server, version_);
   return s;
 }
 
@@ -226,16 +228,17 @@ Status ShardServer::serve_until_done() {
     // While updating, the update thread's own deadline bounds the wait.
     if (deadline.expired() && !updating_) {
       if (options_.consistency != Consistency::kBsp)
-        return deadline_exceeded("server {}: no message for {} s from any worker (at version {}; {} of {} workers "
-                                 "finished)",
-                                 options_.server, options_.timeout_s, version_, shutdowns_, workers);
+        return deadline_exceeded(
+            "server {}: no message for {} s from any worker (at version {}; {} of {} workers "
+            "finished)",
+            options_.server, options_.timeout_s, version_, shutdowns_, workers);
       std::string missing;
       for (int w = 0; w < workers; ++w) {
         if (pushed_[static_cast<size_t>(w)]) continue;
         const PartialPush& p = partial_[static_cast<size_t>(w)];
-        missing += fmt::format("{}worker {} (rank {}{})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w),
-                               p.parts.empty() ? "" : fmt::format("; {} of {} chunks arrived", p.received,
-                                                                  owned_chunks_.size()));
+        missing += fmt::format(
+            "{}worker {} (rank {}{})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w),
+            p.parts.empty() ? "" : fmt::format("; {} of {} chunks arrived", p.received, owned_chunks_.size()));
       }
       return deadline_exceeded("server {}: no message for {} s while waiting for pushes of step {} from {}",
                                options_.server, options_.timeout_s, version_, missing);
@@ -270,8 +273,12 @@ bool ShardServer::handle(Routed msg) {
     return false;
   }
   switch (kind) {
-    case wire::Kind::PUSH: error_ = on_push(msg.route, std::move(m)); break;
-    case wire::Kind::PULL: error_ = on_pull(std::move(msg.route), *m); break;
+    case wire::Kind::PUSH:
+      error_ = on_push(msg.route, std::move(m));
+      break;
+    case wire::Kind::PULL:
+      error_ = on_pull(std::move(msg.route), *m);
+      break;
     case wire::Kind::SHUTDOWN: {
       const size_t w = static_cast<size_t>(options_.layout.worker_index(m->header().getSender()));
       if (!finished_[w]) {
@@ -281,7 +288,8 @@ bool ShardServer::handle(Routed msg) {
       }
       break;
     }
-    case wire::Kind::HEARTBEAT: break;
+    case wire::Kind::HEARTBEAT:
+      break;
     default:
       error_ = reject(msg.route,
                       {wire::ErrorCode::BAD_KIND, fmt::format("a server does not take {} messages", kind_name(kind))},
@@ -300,8 +308,7 @@ bool ShardServer::add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rej
   const int w = options_.layout.worker_index(m->header().getSender());
   const auto h = m->header().getPush();
   if (m->chunks() == 0 && !owned_chunks_.empty()) {
-    *why = {wire::ErrorCode::BAD_HEADER,
-            fmt::format("an empty part of the push of step {} from worker {}", step, w)};
+    *why = {wire::ErrorCode::BAD_HEADER, fmt::format("an empty part of the push of step {} from worker {}", step, w)};
     return false;
   }
   if (!push.parts.empty() && (step != push.step || h.getTokens() != push.tokens || h.getLossSum() != push.loss_sum)) {
@@ -342,11 +349,11 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   const int w = options_.layout.worker_index(message->header().getSender());
   const bool bsp = options_.consistency == Consistency::kBsp;
   if (bsp && (step != version_ || updating_))
-    return reject(route,
-                  {wire::ErrorCode::BAD_STEP, fmt::format("push of step {} from worker {}; server {} takes step {}{}",
-                                                          step, w, options_.server, version_,
-                                                          updating_ ? " and is applying it" : "")},
-                  message.get());
+    return reject(
+        route,
+        {wire::ErrorCode::BAD_STEP, fmt::format("push of step {} from worker {}; server {} takes step {}{}", step, w,
+                                                options_.server, version_, updating_ ? " and is applying it" : "")},
+        message.get());
   if (!bsp && step > version_)
     return reject(route,
                   {wire::ErrorCode::BAD_STEP, fmt::format("push from worker {} computed on version {}; server {} has "
@@ -373,9 +380,11 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   const Status acked = router_->send(route, ack.finish(), Deadline::after(options_.timeout_s));
   // A worker that cannot take its acknowledgement has gone; the push counts,
   // and the next round's deadline names the worker if it does not come back.
-  if (!acked.ok()) spdlog::warn("server {}: worker {} did not take the acknowledgement: {}", options_.server, w, acked.message());
+  if (!acked.ok())
+    spdlog::warn("server {}: worker {} did not take the acknowledgement: {}", options_.server, w, acked.message());
   if (options_.metrics)
-    options_.metrics->request("push", std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
+    options_.metrics->request("push",
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
   if (push.received < owned_chunks_.size()) return Status();
   PartialPush done = std::move(push);
   push = PartialPush{};
@@ -487,7 +496,8 @@ Status ShardServer::answer_pull(PendingPull& p) {
   report.applied_steps = opt_.applied_steps();
   PST_RETURN_IF_ERROR(send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size()));
   if (options_.metrics)
-    options_.metrics->request("pull", std::chrono::duration<double>(std::chrono::steady_clock::now() - p.arrived).count());
+    options_.metrics->request("pull",
+                              std::chrono::duration<double>(std::chrono::steady_clock::now() - p.arrived).count());
   return Status();
 }
 
@@ -552,8 +562,9 @@ void ShardServer::update_loop() {
                    options_.max_minutes);
     local.stop = stop_asked_.load() || stop_requested() || time_up ||
                  (options_.stop_on_checkpoint_failure && checkpoint_failed_.load());
-    local.checkpoint = options_.checkpoint_minutes > 0 &&
-                       static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
+    local.checkpoint =
+        options_.checkpoint_minutes > 0 &&
+        static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
     const bool bsp = options_.consistency == Consistency::kBsp;
     Result<GradStats> global = local;
     // Another server may wait timeout_s for a worker before it gives up, and
@@ -562,7 +573,8 @@ void ShardServer::update_loop() {
     if (bsp) {
       const auto before = std::chrono::steady_clock::now();
       global = reducer_->all_reduce(options_.server, opt_.version(), local, Deadline::after(2 * options_.timeout_s));
-      waited_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - before).count();
+      waited_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - before).count();
     }
     Status status;
     StepReport report;
@@ -604,7 +616,8 @@ void ShardServer::update_loop() {
     update_ns_ += ns;
     ++updates_;
     if (options_.metrics && status.ok())
-      options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied, report.applied && report.clip_coef < 1.0);
+      options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied,
+                                    report.applied && report.clip_coef < 1.0);
     post(kUpdateDone);
   }
 }

@@ -50,7 +50,7 @@ namespace pst {
 
 struct ShardServerOptions {
   uint64_t job_id = 0;
-  int server = 0;         // index among the servers, 0..S-1
+  int server = 0;  // index among the servers, 0..S-1
   JobLayout layout;
   double timeout_s = 60;  // longest wait without progress (pushes of a round, statistics)
   Consistency consistency = Consistency::kBsp;
@@ -138,7 +138,7 @@ class ShardServer {
     uint64_t request_id = 0;
     int64_t min_version = 0;
     int worker = 0;
-    size_t sent = 0;  // owned chunks already sent (streamed during an update)
+    size_t sent = 0;    // owned chunks already sent (streamed during an update)
     bool gone = false;  // a send to the worker failed: it has gone
     std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
   };
@@ -187,22 +187,22 @@ class ShardServer {
   ShardServerOptions options_;
   ShardOptimizer opt_;
   std::unique_ptr<Router> router_;
-  zmq::socket_t notify_recv_, notify_send_;  // update thread -> receive loop
+  zmq::socket_t notify_recv_, notify_send_;            // update thread -> receive loop
   std::unordered_map<uint64_t, size_t> range_of_key_;  // (tensor << 32 | chunk) -> owned range index
   std::vector<Chunk> owned_chunks_;
-  Rejecter rejecter_;  // reject() on the receive thread
+  Rejecter rejecter_;    // reject() on the receive thread
   RankBinding senders_;  // which process speaks for each rank (receive thread)
 
   // Receive-thread state.
   int64_t version_ = 0;
-  std::vector<bool> pushed_;  // per worker, this round (BSP)
+  std::vector<bool> pushed_;          // per worker, this round (BSP)
   std::vector<PartialPush> partial_;  // per worker: the push arriving
   int pushes_ = 0;
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;
-  std::vector<int64_t> clocks_;               // pushes received per worker
-  std::vector<bool> finished_;                // workers that sent Shutdown
+  std::vector<int64_t> clocks_;      // pushes received per worker
+  std::vector<bool> finished_;       // workers that sent Shutdown
   std::vector<PartialPush> queued_;  // ASP/SSP pushes waiting for the update thread
   int64_t max_lead_ = 0;
   int64_t max_staleness_ = 0;

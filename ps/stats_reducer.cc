@@ -31,7 +31,7 @@ Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const
 }
 
 Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, const GradStats& local,
-                                                  Deadline deadline) {
+                                                    Deadline deadline) {
   const uint64_t request = request_++;
   OutMessage m(wire::Kind::REPORT, job_id_, rank_, step, request);
   auto st = m.header().initStats();

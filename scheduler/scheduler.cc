@@ -78,7 +78,8 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     Rejection why;
     auto m = InMessage::parse(std::move(msg->frames), &why);
     if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER)
-      why = {wire::ErrorCode::BAD_KIND, fmt::format("{} before the rendezvous is over", kind_name(m->header().getKind()))};
+      why = {wire::ErrorCode::BAD_KIND,
+             fmt::format("{} before the rendezvous is over", kind_name(m->header().getKind()))};
     else if (m && why.message.empty()) {
       Registrant r;
       if (read_registration(*m, &r, &why)) {
@@ -89,7 +90,8 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
           list.push_back(std::move(r));
           continue;
         }
-        why = {wire::ErrorCode::BAD_HEADER, "a registration beyond the job's servers and workers (or a second scheduler)"};
+        why = {wire::ErrorCode::BAD_HEADER,
+               "a registration beyond the job's servers and workers (or a second scheduler)"};
       }
     }
     rejecter.reject(router, msg->route, why, m.get());
@@ -115,8 +117,10 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     }
     return router.send(r.route, t.finish(), Deadline::after(o.timeout_s));
   };
-  for (size_t k = 0; k < servers.size(); ++k) PST_RETURN_IF_ERROR(send_table(servers[k], l.server_rank(static_cast<int>(k))));
-  for (size_t w = 0; w < workers.size(); ++w) PST_RETURN_IF_ERROR(send_table(workers[w], l.worker_rank(static_cast<int>(w))));
+  for (size_t k = 0; k < servers.size(); ++k)
+    PST_RETURN_IF_ERROR(send_table(servers[k], l.server_rank(static_cast<int>(k))));
+  for (size_t w = 0; w < workers.size(); ++w)
+    PST_RETURN_IF_ERROR(send_table(workers[w], l.worker_rank(static_cast<int>(w))));
   for (size_t k = 0; k < servers.size(); ++k)
     targets->push_back({servers[k].metrics, "server", l.server_rank(static_cast<int>(k))});
   for (size_t w = 0; w < workers.size(); ++w)
@@ -226,11 +230,11 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             // A BSP job has one round in flight, two around its edges: more
             // open rounds are a server's bug, not state to keep.
             if (!rounds.count(h.getStep()) && rounds.size() >= kMaxOpenRounds) {
-              rejecter.reject(router, msg->route,
-                              {wire::ErrorCode::BAD_STEP,
-                               fmt::format("statistics of step {} while {} rounds are open (at most {})", h.getStep(),
-                                           rounds.size(), kMaxOpenRounds)},
-                              m.get());
+              rejecter.reject(
+                  router, msg->route,
+                  {wire::ErrorCode::BAD_STEP, fmt::format("statistics of step {} while {} rounds are open (at most {})",
+                                                          h.getStep(), rounds.size(), kMaxOpenRounds)},
+                  m.get());
               break;
             }
             Round& r = rounds[h.getStep()];
@@ -278,10 +282,10 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             break;  // heartbeats
         }
       } catch (const kj::Exception& e) {  // a field that cannot be read
-        rejecter.reject(router, msg->route,
-                        {wire::ErrorCode::BAD_HEADER,
-                         fmt::format("a message that cannot be read: {}", e.getDescription().cStr())},
-                        nullptr);
+        rejecter.reject(
+            router, msg->route,
+            {wire::ErrorCode::BAD_HEADER, fmt::format("a message that cannot be read: {}", e.getDescription().cStr())},
+            nullptr);
       }
     } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
       return msg.status();
@@ -294,8 +298,8 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
     for (int32_t r = 1; r < nodes; ++r) {
       const double silent = std::chrono::duration<double>(now - last_seen[static_cast<size_t>(r)]).count();
       if (done[static_cast<size_t>(r)] || silent <= limit) continue;
-      const Status dead = deadline_exceeded("scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead",
-                                            node_name(l, r), silent);
+      const Status dead = deadline_exceeded(
+          "scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead", node_name(l, r), silent);
       if (o.metrics) {
         o.metrics->failure(l.is_server(r) ? "server" : "worker");
         --(l.is_server(r) ? alive_servers : alive_workers);
@@ -305,14 +309,15 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
       const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
       for (auto& [step, round] : rounds)
         for (auto& [route, request] : round.routes)
-          if (route.size() > 0) (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
+          if (route.size() > 0)
+            (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
       if (!released)
-        for (auto& [route, request] : barrier) (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
+        for (auto& [route, request] : barrier)
+          (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
       return dead;
     }
   }
-  if (rejecter.count() > 0)
-    spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
+  if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
   return Status();
 }
 

@@ -36,9 +36,9 @@ struct SchedulerOptions {
   JobLayout layout;
   double timeout_s = 120;        // a running job's node that sends nothing this long is dead
   double start_timeout_s = 600;  // the rendezvous, and a node's silence before the start barrier
-  bool rendezvous = true;  // false under mpirun, where MPI gave out ranks and endpoints
+  bool rendezvous = true;        // false under mpirun, where MPI gave out ranks and endpoints
   SchedulerMetrics* metrics = nullptr;
-  std::string file_sd;               // where to write the scrape targets; empty: nowhere
+  std::string file_sd;                // where to write the scrape targets; empty: nowhere
   std::vector<ScrapeTarget> targets;  // known before the rendezvous (the scheduler's own; all under mpirun)
   std::function<void()> on_start;     // rendezvous: called when the start barrier releases the job
   // Counts every message taken off the socket, once handled (tests and

@@ -31,8 +31,8 @@ inline std::unique_ptr<Backend> test_backend(int threads = 2) {
   return be.ok() ? std::move(*be) : nullptr;
 }
 
-#define PST_TEST_BACKEND_OR_SKIP(var)                                           \
-  std::unique_ptr<::pst::Backend> var = ::pst::testing::test_backend();         \
+#define PST_TEST_BACKEND_OR_SKIP(var)                                   \
+  std::unique_ptr<::pst::Backend> var = ::pst::testing::test_backend(); \
   if (!var) GTEST_SKIP() << "PST_TEST_DEVICE=cuda but no CUDA device is present"
 
 // Device copies of host vectors: in(v) uploads v into the buffer that

@@ -13,7 +13,9 @@
 
 namespace pst::testing {
 
-inline std::string source_path(const std::string& rel) { return std::string(PST_SOURCE_DIR) + "/" + rel; }
+inline std::string source_path(const std::string& rel) {
+  return std::string(PST_SOURCE_DIR) + "/" + rel;
+}
 
 // n draws of N(0, scale^2) from a seeded generator.
 inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
@@ -44,16 +46,16 @@ class TempDir {
 
 // Checks max |a - b| <= tol (per element) and prints the first mismatches
 // with their indices.
-inline ::testing::AssertionResult all_close(const float* a, const float* b, size_t n, double atol,
-                                            double rtol, const std::string& what) {
+inline ::testing::AssertionResult all_close(const float* a, const float* b, size_t n, double atol, double rtol,
+                                            const std::string& what) {
   size_t bad = 0;
   std::string msg;
   for (size_t i = 0; i < n; ++i) {
     const double d = std::abs(static_cast<double>(a[i]) - b[i]);
     if (!(d <= atol + rtol * std::abs(static_cast<double>(b[i])))) {
       if (bad < 5)
-        msg += what + "[" + std::to_string(i) + "]: got " + std::to_string(a[i]) + ", want " +
-               std::to_string(b[i]) + "\n";
+        msg +=
+            what + "[" + std::to_string(i) + "]: got " + std::to_string(a[i]) + ", want " + std::to_string(b[i]) + "\n";
       ++bad;
     }
   }
@@ -67,9 +69,8 @@ inline ::testing::AssertionResult all_close(const float* a, const float* b, size
 // whatever the noise is; those may differ by 2 * lr_sum. Every other element
 // must agree to 1e-4 of its tensor's scale plus 1e-3 * lr_sum.
 template <typename Table>
-::testing::AssertionResult adam_weights_close(const Table& table, const float* mine,
-                                              const float* ref, const float* ref_grad,
-                                              const float* initial, double lr_sum) {
+::testing::AssertionResult adam_weights_close(const Table& table, const float* mine, const float* ref,
+                                              const float* ref_grad, const float* initial, double lr_sum) {
   std::string msg;
   size_t bad = 0;
   for (const auto& p : table.params()) {
@@ -83,8 +84,8 @@ template <typename Table>
       const double tol = noise ? 2 * lr_sum : 1e-4 * scale + 1e-3 * lr_sum;
       const double d = std::abs(static_cast<double>(mine[i]) - ref[i]);
       if (!(d <= tol) && bad++ < 5)
-        msg += p.name + "[" + std::to_string(i - p.offset) + "]: got " + std::to_string(mine[i]) +
-               ", want " + std::to_string(ref[i]) + " (tolerance " + std::to_string(tol) + ")\n";
+        msg += p.name + "[" + std::to_string(i - p.offset) + "]: got " + std::to_string(mine[i]) + ", want " +
+               std::to_string(ref[i]) + " (tolerance " + std::to_string(tol) + ")\n";
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();

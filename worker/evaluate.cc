@@ -34,8 +34,7 @@ WordScore score_word(const std::vector<std::string>& predicted,
     const int64_t d = edit_distance(predicted, ref);
     // Closest reference; among equally close ones the shorter, so PER is not
     // flattered by a long reference.
-    if (first || d < best.distance ||
-        (d == best.distance && static_cast<int64_t>(ref.size()) < best.ref_length)) {
+    if (first || d < best.distance || (d == best.distance && static_cast<int64_t>(ref.size()) < best.ref_length)) {
       best.distance = d;
       best.ref_length = static_cast<int64_t>(ref.size());
       first = false;
@@ -45,11 +44,14 @@ WordScore score_word(const std::vector<std::string>& predicted,
   return best;
 }
 
-int64_t g2p_output_limit(int64_t letters) { return 2 * letters + 5; }
+int64_t g2p_output_limit(int64_t letters) {
+  return 2 * letters + 5;
+}
 
 std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& sources) {
   std::vector<int64_t> limits;
-  for (const auto& s : sources) limits.push_back(g2p_output_limit(std::max<int64_t>(0, static_cast<int64_t>(s.size()) - 1)));
+  for (const auto& s : sources)
+    limits.push_back(g2p_output_limit(std::max<int64_t>(0, static_cast<int64_t>(s.size()) - 1)));
   return limits;
 }
 
@@ -64,14 +66,12 @@ std::vector<int64_t> clamp_limits(const Transformer& model, std::vector<int64_t>
 
 }  // namespace
 
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
-                                                const std::vector<std::vector<int32_t>>& sources,
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                                 int64_t max_out) {
   return greedy_decode(model, sources, std::vector<int64_t>(sources.size(), max_out));
 }
 
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
-                                                const std::vector<std::vector<int32_t>>& sources,
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                                 const std::vector<int64_t>& max_outs) {
   const int64_t B = static_cast<int64_t>(sources.size());
   const int64_t V = model.tgt_vocab();
@@ -95,8 +95,7 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
     batch.tgt_in.assign(static_cast<size_t>(B * t), kPadId);
     batch.tgt_out.assign(static_cast<size_t>(B * t), kIgnoreTarget);
     batch.tgt_len.assign(static_cast<size_t>(B), static_cast<int32_t>(t));
-    for (int64_t b = 0; b < B; ++b)
-      std::copy(prefix[b].begin(), prefix[b].end(), batch.tgt_in.begin() + b * t);
+    for (int64_t b = 0; b < B; ++b) std::copy(prefix[b].begin(), prefix[b].end(), batch.tgt_in.begin() + b * t);
     model.forward(batch, opt);
     opt.reuse_encoder = true;  // the source is the same at every step
     const std::vector<float> logits = model.logits();
@@ -125,8 +124,8 @@ std::string describe_eval(Task task, const EvalResult& r) {
   if (task == Task::kG2P)
     return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
                        100 * r.token_accuracy, 100 * r.per, 100 * r.wer, r.words);
-  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss,
-                     r.bits_per_byte, r.perplexity, r.tokens);
+  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss, r.bits_per_byte,
+                     r.perplexity, r.tokens);
 }
 
 std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
@@ -205,8 +204,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
         // </s> first, then the non-special ids in order: among equal
         // log-probabilities the earlier wins, as in greedy_decode.
         cand.push_back({beams[k].log_prob + (static_cast<double>(row[2]) - lse), k, 2});
-        for (int32_t v = 4; v < V; ++v)
-          cand.push_back({beams[k].log_prob + (static_cast<double>(row[v]) - lse), k, v});
+        for (int32_t v = 4; v < V; ++v) cand.push_back({beams[k].log_prob + (static_cast<double>(row[v]) - lse), k, v});
       }
       const size_t keep = std::min(cand.size(), static_cast<size_t>(K));
       std::stable_sort(cand.begin(), cand.end(),
@@ -216,7 +214,8 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
         const Candidate& c = cand[i];
         const Live& from = beams[c.from];
         if (c.id == 2) {
-          finished[b].push_back({from.ids, c.log_prob, normalized(c.log_prob, static_cast<int64_t>(from.ids.size()) + 1)});
+          finished[b].push_back(
+              {from.ids, c.log_prob, normalized(c.log_prob, static_cast<int64_t>(from.ids.size()) + 1)});
         } else {
           Live l{from.ids, c.log_prob};
           l.ids.push_back(c.id);
@@ -246,8 +245,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
   return out;
 }
 
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt,
-                                    int64_t count) {
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count) {
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
   if (ctx.empty()) ctx.push_back('\n');
   std::vector<uint8_t> out;
@@ -271,8 +269,8 @@ std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_
   return out;
 }
 
-EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
-                    int64_t max_examples, std::vector<std::string>* predictions, const DecodeOptions& decode) {
+EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size, int64_t max_examples,
+                    std::vector<std::string>* predictions, const DecodeOptions& decode) {
   EvalResult r;
   const Dataset& ds = data.split(split);
   int64_t n = ds.size();

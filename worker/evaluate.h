@@ -48,9 +48,8 @@ struct DecodeOptions {
 // predictions, if not null, receives one "word<TAB>phones" line per word.
 // A stop (core/stop.h) ends it at the next batch, with `stopped` set. Every
 // 10 s of a long evaluation a log line says how far it has come.
-EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size,
-                    int64_t max_examples, std::vector<std::string>* predictions = nullptr,
-                    const DecodeOptions& decode = {});
+EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size, int64_t max_examples,
+                    std::vector<std::string>* predictions = nullptr, const DecodeOptions& decode = {});
 
 // The most phones decoded for a word of this many letters: 2 x letters + 5
 // (every CMUdict pronunciation fits; "w" has 7 phones). A model that never
@@ -62,11 +61,9 @@ std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& 
 // Greedy decoding of an encoder-decoder model: for each source (ids ending in
 // </s>), the target ids up to but excluding </s>, at most max_out of them
 // (one limit for all, or one per source; never past the model's max_len).
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
-                                                const std::vector<std::vector<int32_t>>& sources,
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                                 const std::vector<int64_t>& max_out);
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model,
-                                                const std::vector<std::vector<int32_t>>& sources,
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                                 int64_t max_out);
 
 // A decoded output: its ids (without </s>), log P(ids, </s> | source) (no
@@ -91,15 +88,14 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
                                     int64_t max_out, const DecodeOptions& options);
 
 // Greedy continuation of a byte prompt by a decoder-only model.
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt,
-                                    int64_t count);
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count);
 
 // Levenshtein distance between two token sequences.
 int64_t edit_distance(const std::vector<std::string>& a, const std::vector<std::string>& b);
 
 // PER/WER bookkeeping for one predicted word against its references.
 struct WordScore {
-  int64_t distance = 0;   // to the closest reference
+  int64_t distance = 0;    // to the closest reference
   int64_t ref_length = 0;  // length of that reference
   bool correct = false;    // matches some reference exactly
 };

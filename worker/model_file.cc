@@ -7,8 +7,8 @@
 
 namespace pst {
 
-Status save_model(const std::string& path, const JobConfig& job, Transformer& model,
-                  const Vocabulary* letters, const Vocabulary* phones) {
+Status save_model(const std::string& path, const JobConfig& job, Transformer& model, const Vocabulary* letters,
+                  const Vocabulary* phones) {
   std::vector<float> w(static_cast<size_t>(model.num_params()));
   model.get_weights(w.data());
   SafetensorsFile f;
@@ -45,8 +45,7 @@ Result<Vocabulary> vocab_from(const SafetensorsFile& f, const std::string& key, 
 Result<LoadedModel> load_model(const std::string& path, int threads) {
   PST_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::read(path));
   auto cfg = f.metadata().find("config");
-  if (cfg == f.metadata().end())
-    return data_loss("model '{}': no 'config' metadata; not a pst model file", path);
+  if (cfg == f.metadata().end()) return data_loss("model '{}': no 'config' metadata; not a pst model file", path);
   LoadedModel m;
   PST_ASSIGN_OR_RETURN(m.job, parse_config(cfg->second, path + " (embedded config)", {}));
   int64_t src_vocab = 0, tgt_vocab = 256;
@@ -64,8 +63,8 @@ Result<LoadedModel> load_model(const std::string& path, int threads) {
     const StoredTensor* t = f.find(p.name);
     if (!t) return data_loss("model '{}': tensor '{}' is missing", path, p.name);
     if (t->dtype != "F32" || t->shape != p.shape)
-      return data_loss("model '{}': tensor '{}' has dtype {} and {} dims; expected F32 of the config's shape",
-                       path, p.name, t->dtype, t->shape.size());
+      return data_loss("model '{}': tensor '{}' has dtype {} and {} dims; expected F32 of the config's shape", path,
+                       p.name, t->dtype, t->shape.size());
   }
   PST_RETURN_IF_ERROR(check_fits_in_memory(table, 3));
   m.backend = make_cpu_backend(threads > 0 ? threads : cpu_budget().cpus);

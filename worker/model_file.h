@@ -14,8 +14,8 @@
 
 namespace pst {
 
-Status save_model(const std::string& path, const JobConfig& job, Transformer& model,
-                  const Vocabulary* letters, const Vocabulary* phones);
+Status save_model(const std::string& path, const JobConfig& job, Transformer& model, const Vocabulary* letters,
+                  const Vocabulary* phones);
 
 struct LoadedModel {
   JobConfig job;

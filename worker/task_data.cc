@@ -28,9 +28,8 @@ Result<TaskData> load_task_data(const JobConfig& job) {
     d.test = std::make_unique<G2PDataset>(d.g2p.get(), Split::kTest);
     d.src_vocab = d.g2p->letters.size();
     d.tgt_vocab = d.g2p->phones.size();
-    spdlog::info("data: {} words ({} train / {} valid / {} test), {} letters, {} phones", path,
-                 d.g2p->train.size(), d.g2p->valid.size(), d.g2p->test.size(),
-                 d.src_vocab - 4, d.tgt_vocab - 4);
+    spdlog::info("data: {} words ({} train / {} valid / {} test), {} letters, {} phones", path, d.g2p->train.size(),
+                 d.g2p->valid.size(), d.g2p->test.size(), d.src_vocab - 4, d.tgt_vocab - 4);
     int64_t longest = 0;
     for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
       for (const G2PWord& w : d.g2p->split(s)) {
@@ -47,9 +46,8 @@ Result<TaskData> load_task_data(const JobConfig& job) {
     d.valid = std::make_unique<TextDataset>(&d.text->valid, job.data.seq_len);
     d.test = std::make_unique<TextDataset>(&d.text->test, job.data.seq_len);
     d.tgt_vocab = kByteVocab;
-    spdlog::info("data: {} ({} files, {} skipped): {} / {} / {} bytes train / valid / test", path,
-                 d.text->files.size(), d.text->skipped_files, d.text->train.size(),
-                 d.text->valid.size(), d.text->test.size());
+    spdlog::info("data: {} ({} files, {} skipped): {} / {} / {} bytes train / valid / test", path, d.text->files.size(),
+                 d.text->skipped_files, d.text->train.size(), d.text->valid.size(), d.text->test.size());
     if (d.train->size() == 0)
       return invalid_argument("data '{}': fewer training bytes ({}) than data.seq_len + 1 = {}", path,
                               d.text->train.size(), job.data.seq_len + 1);

@@ -48,8 +48,8 @@ class ProgressBar {
   bool tty_;
 };
 
-void write_eval(std::FILE* f, const char* kind, Task task, int64_t step, double elapsed,
-                double train_seconds, const EvalResult& r) {
+void write_eval(std::FILE* f, const char* kind, Task task, int64_t step, double elapsed, double train_seconds,
+                const EvalResult& r) {
   if (!f) return;
   std::string s = fmt::format(
       "{{\"kind\":\"{}\",\"step\":{},\"elapsed_s\":{:.2f},\"train_s\":{:.2f},\"examples\":{},"
@@ -66,8 +66,8 @@ void write_eval(std::FILE* f, const char* kind, Task task, int64_t step, double 
 
 }  // namespace
 
-Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model,
-                 ParameterClient* client, TrainerOptions options)
+Trainer::Trainer(const JobConfig& job, const TaskData& data, Transformer* model, ParameterClient* client,
+                 TrainerOptions options)
     : job_(job), data_(data), model_(model), client_(client), opt_(options) {}
 
 void Trainer::clip_gradient() {
@@ -85,8 +85,8 @@ Result<TrainSummary> Trainer::run() {
   const TrainConfig& tc = job_.train;
   std::vector<BatchIterator> iterators;
   for (int64_t shard : opt_.shards)
-    iterators.emplace_back(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed), shard,
-                           opt_.workers, true);
+    iterators.emplace_back(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed), shard, opt_.workers,
+                           true);
   for (BatchIterator& it : iterators) it.skip(opt_.first_step);
   // Weights and gradients cross to the client through pinned host buffers,
   // or not at all when the client takes the model's device buffers.
@@ -115,7 +115,8 @@ Result<TrainSummary> Trainer::run() {
   };
   auto pull = [&](int64_t min_version) -> Result<PullInfo> {
     Stopwatch pulled;
-    PST_ASSIGN_OR_RETURN(PullInfo pi, client_->begin_pull(min_version, on_device ? model_->weights() : host_weights->data()));
+    PST_ASSIGN_OR_RETURN(PullInfo pi,
+                         client_->begin_pull(min_version, on_device ? model_->weights() : host_weights->data()));
     if (mon) mon->observe_phase(WorkerMetrics::kPull, pulled.seconds());
     have = on_device ? n : 0;
     if (!stream) PST_RETURN_IF_ERROR(need(n));
@@ -234,14 +235,14 @@ Result<TrainSummary> Trainer::run() {
       sum.last_loss = loss;
       if (mon) mon->set_train_loss(loss);
       bar.clear();
-      spdlog::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad norm {:.3f}  {:.0f} tokens/s  ETA {}",
-                   step + 1, tc.steps, loss, info.lr, info.grad_norm, tps, duration(eta));
+      spdlog::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad norm {:.3f}  {:.0f} tokens/s  ETA {}", step + 1, tc.steps,
+                   loss, info.lr, info.grad_norm, tps, duration(eta));
       if (opt_.metrics) {
         std::fprintf(opt_.metrics,
                      "{\"kind\":\"train\",\"step\":%lld,\"elapsed_s\":%.2f,\"train_s\":%.2f,"
                      "\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f}\n",
-                     static_cast<long long>(step + 1), wall.seconds(), train_seconds, loss, info.lr,
-                     info.grad_norm, tps);
+                     static_cast<long long>(step + 1), wall.seconds(), train_seconds, loss, info.lr, info.grad_norm,
+                     tps);
         std::fflush(opt_.metrics);
       }
       interval_loss = 0;
@@ -250,9 +251,9 @@ Result<TrainSummary> Trainer::run() {
     } else {
       bar.draw(step + 1, tc.steps,
                fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", step + 1, tc.steps,
-                           ls.tokens > 0 ? ls.loss_sum / static_cast<double>(ls.tokens) : 0.0,
-                           info.lr, duration((train_seconds / static_cast<double>(step + 1 - opt_.first_step)) *
-                                             static_cast<double>(tc.steps - step - 1))));
+                           ls.tokens > 0 ? ls.loss_sum / static_cast<double>(ls.tokens) : 0.0, info.lr,
+                           duration((train_seconds / static_cast<double>(step + 1 - opt_.first_step)) *
+                                    static_cast<double>(tc.steps - step - 1))));
     }
     if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && opt_.evaluate) {
       PST_RETURN_IF_ERROR(need(n));
@@ -263,8 +264,10 @@ Result<TrainSummary> Trainer::run() {
         spdlog::info("train.max_minutes = {} reached after step {}; resume with --resume latest", tc.max_minutes,
                      step + 1);
       else
-        spdlog::info("stopped after step {} (a signal, or train.max_minutes on the servers); resume with --resume "
-                     "latest", step + 1);
+        spdlog::info(
+            "stopped after step {} (a signal, or train.max_minutes on the servers); resume with --resume "
+            "latest",
+            step + 1);
       break;
     }
   }
@@ -285,7 +288,8 @@ Result<TrainSummary> Trainer::run() {
       write_eval(opt_.metrics, "test", data_.task, sum.steps, wall.seconds(), train_seconds, sum.test);
     }
   }
-  if (sum.eval_stopped) spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());
+  if (sum.eval_stopped)
+    spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());
   sum.wall_seconds = wall.seconds();
   return sum;
 }

@@ -11,8 +11,8 @@
 
 #include "comm/parameter_client.h"
 #include "core/config.h"
-#include "monitoring/metrics.h"
 #include "model/transformer.h"
+#include "monitoring/metrics.h"
 #include "worker/evaluate.h"
 #include "worker/task_data.h"
 
@@ -22,10 +22,10 @@ struct TrainSummary {
   int64_t steps = 0;          // rounds run
   int64_t applied_steps = 0;  // optimizer steps applied
   int64_t skipped_steps = 0;
-  double train_seconds = 0;   // wall time of training steps, excluding evaluation
+  double train_seconds = 0;  // wall time of training steps, excluding evaluation
   double wall_seconds = 0;
-  int64_t tokens = 0;         // target tokens trained on
-  double last_loss = 0;       // mean loss of the last logging interval
+  int64_t tokens = 0;    // target tokens trained on
+  double last_loss = 0;  // mean loss of the last logging interval
   EvalResult valid;
   EvalResult test;
   bool have_test = false;
@@ -46,8 +46,8 @@ struct TrainerOptions {
   // Honour train.max_minutes here (a lone process); with servers they do,
   // by stopping the job as a signal would.
   bool stop_at_max_minutes = true;
-  bool progress = true;             // a progress bar where core/terminal.h allows one
-  double clip_norm = 0;             // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
+  bool progress = true;          // a progress bar where core/terminal.h allows one
+  double clip_norm = 0;          // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;

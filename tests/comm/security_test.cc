@@ -98,7 +98,9 @@ class Relay {
   std::thread thread_;
 };
 
-int port_of(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
+int port_of(const std::string& endpoint) {
+  return std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
+}
 
 // A Report message carrying `text` as its error message, sent through a
 // Dealer on `ctx` to `endpoint`; true if the Router got it within `seconds`.
@@ -175,11 +177,14 @@ TEST(CurveTest, AnotherKeyPairOrNoCurveIsRefused) {
   ASSERT_TRUE(router.ok());
   // A client that knows the job's public key (which is no secret) but holds
   // another key pair: the handshake gets as far as ZAP, which refuses it.
-  EXPECT_FALSE(raw_gets_through(**router, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::curve_serverkey, keys->public_key);
-    d.set(zmq::sockopt::curve_publickey, other->public_key);
-    d.set(zmq::sockopt::curve_secretkey, other->secret_key);
-  }, 2));
+  EXPECT_FALSE(raw_gets_through(
+      **router,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::curve_serverkey, keys->public_key);
+        d.set(zmq::sockopt::curve_publickey, other->public_key);
+        d.set(zmq::sockopt::curve_secretkey, other->secret_key);
+      },
+      2));
   EXPECT_EQ((*security)->admitted(), 0u);
   EXPECT_GE((*security)->refused(), 1u);
   {
@@ -209,31 +214,52 @@ TEST(SecretTest, AnotherSecretAnotherMechanismOrNoneIsRefused) {
   auto router = Router::bind(server_ctx, "tcp://127.0.0.1:0");
   ASSERT_TRUE(router.ok());
   Router& r = **router;
-  EXPECT_FALSE(raw_gets_through(r, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::plain_username, "pst");
-    d.set(zmq::sockopt::plain_password, other->secret);
-  }, 2)) << "another job's secret";
-  EXPECT_FALSE(raw_gets_through(r, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::plain_username, "admin");
-    d.set(zmq::sockopt::plain_password, keys->secret);
-  }, 2)) << "the secret under another user name";
-  EXPECT_FALSE(raw_gets_through(r, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::plain_username, "pst");
-    d.set(zmq::sockopt::plain_password, keys->secret.substr(0, 39));
-  }, 2)) << "a prefix of the secret";
-  EXPECT_FALSE(raw_gets_through(r, [](zmq::socket_t&) {}, 2)) << "no security at all";
-  EXPECT_FALSE(raw_gets_through(r, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::curve_serverkey, keys->public_key);
-    d.set(zmq::sockopt::curve_publickey, keys->public_key);
-    d.set(zmq::sockopt::curve_secretkey, keys->secret_key);
-  }, 2)) << "CURVE with the job's pair, where the job asks for its secret";
+  EXPECT_FALSE(raw_gets_through(
+      r,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::plain_username, "pst");
+        d.set(zmq::sockopt::plain_password, other->secret);
+      },
+      2))
+      << "another job's secret";
+  EXPECT_FALSE(raw_gets_through(
+      r,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::plain_username, "admin");
+        d.set(zmq::sockopt::plain_password, keys->secret);
+      },
+      2))
+      << "the secret under another user name";
+  EXPECT_FALSE(raw_gets_through(
+      r,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::plain_username, "pst");
+        d.set(zmq::sockopt::plain_password, keys->secret.substr(0, 39));
+      },
+      2))
+      << "a prefix of the secret";
+  EXPECT_FALSE(raw_gets_through(
+      r, [](zmq::socket_t&) {}, 2))
+      << "no security at all";
+  EXPECT_FALSE(raw_gets_through(
+      r,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::curve_serverkey, keys->public_key);
+        d.set(zmq::sockopt::curve_publickey, keys->public_key);
+        d.set(zmq::sockopt::curve_secretkey, keys->secret_key);
+      },
+      2))
+      << "CURVE with the job's pair, where the job asks for its secret";
   EXPECT_EQ((*security)->admitted(), 0u);
   EXPECT_GE((*security)->refused(), 3u) << "the PLAIN attempts reach the ZAP handler";
   // The job's own secret still gets in.
-  EXPECT_TRUE(raw_gets_through(r, [&](zmq::socket_t& d) {
-    d.set(zmq::sockopt::plain_username, "pst");
-    d.set(zmq::sockopt::plain_password, keys->secret);
-  }, 20));
+  EXPECT_TRUE(raw_gets_through(
+      r,
+      [&](zmq::socket_t& d) {
+        d.set(zmq::sockopt::plain_username, "pst");
+        d.set(zmq::sockopt::plain_password, keys->secret);
+      },
+      20));
   EXPECT_EQ((*security)->admitted(), 1u);
 }
 

@@ -10,7 +10,9 @@
 namespace pst {
 namespace {
 
-TEST(ConfigTest, DefaultsAreValid) { EXPECT_TRUE(validate(JobConfig{}).ok()); }
+TEST(ConfigTest, DefaultsAreValid) {
+  EXPECT_TRUE(validate(JobConfig{}).ok());
+}
 
 // `pst config defaults` prints every key with the comment of its field in
 // core/config.h: no key may lack one, and none may be documented that the
@@ -56,7 +58,8 @@ warmup_steps = 100
 [train]
 steps = 7
 device = "cpu"
-)", "t.toml", {});
+)",
+                        "t.toml", {});
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->model.kind, ModelKind::kDecoderOnly);
   EXPECT_EQ(c->model.d_model, 64);
@@ -80,8 +83,9 @@ void expect_error(const std::string& toml, const std::vector<std::string>& sets,
 }
 
 TEST(ConfigTest, DeviceSpecs) {
-  for (auto [text, kind, index] : {std::tuple{"auto", DeviceKind::kAuto, 0}, std::tuple{"cpu", DeviceKind::kCpu, 0},
-                                   std::tuple{"cuda", DeviceKind::kCuda, 0}, std::tuple{"cuda:3", DeviceKind::kCuda, 3}}) {
+  for (auto [text, kind, index] :
+       {std::tuple{"auto", DeviceKind::kAuto, 0}, std::tuple{"cpu", DeviceKind::kCpu, 0},
+        std::tuple{"cuda", DeviceKind::kCuda, 0}, std::tuple{"cuda:3", DeviceKind::kCuda, 3}}) {
     auto d = parse_device(text);
     ASSERT_TRUE(d.ok()) << text;
     EXPECT_EQ(d->kind, kind) << text;
@@ -96,11 +100,12 @@ TEST(ConfigTest, DeviceSpecs) {
 }
 
 TEST(ConfigTest, UnknownKeyNamesKeyLineAndAllowedKeys) {
-  expect_error("[model]\nd_model = 8\nheadz = 2\n", {},
-               {"job.toml:3", "unknown key 'headz'", "[model]", "heads"});
+  expect_error("[model]\nd_model = 8\nheadz = 2\n", {}, {"job.toml:3", "unknown key 'headz'", "[model]", "heads"});
 }
 
-TEST(ConfigTest, UnknownSection) { expect_error("[modle]\nx = 1\n", {}, {"unknown section [modle]", "model"}); }
+TEST(ConfigTest, UnknownSection) {
+  expect_error("[modle]\nx = 1\n", {}, {"unknown section [modle]", "model"});
+}
 
 TEST(ConfigTest, WrongType) {
   expect_error("[model]\nd_model = \"big\"\n", {}, {"model.d_model", "expected an integer", "a string"});
@@ -152,7 +157,9 @@ TEST(ConfigTest, ADirectoryIsNotAJobFile) {
   EXPECT_NE(c.status().message().find("is a directory"), std::string::npos) << c.status().message();
 }
 
-TEST(ConfigTest, SyntaxErrorHasLine) { expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"}); }
+TEST(ConfigTest, SyntaxErrorHasLine) {
+  expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"});
+}
 
 TEST(ConfigTest, OverridesApplyAndAreChecked) {
   auto c = parse_config("[model]\nd_model = 64\n", "t", {"model.d_model=128", "optim.lr=0.5", "train.output=\"x y\""});
@@ -174,8 +181,9 @@ TEST(ConfigTest, EnvironmentVariablesAreOverrides) {
   const std::vector<std::string> want{"train.steps=500", "train.eval_every=0", "cluster.host=auto",
                                       "security.key_file=/run/secrets/pst_key", "metrics.bind=0.0.0.0=x"};
   EXPECT_EQ(*o, want);
-  auto c = parse_config("", "t", {"train.steps=500", "train.eval_every=0", "cluster.host=auto",
-                                  "security.key_file=/run/secrets/pst_key", "security.mode=curve"});
+  auto c = parse_config("", "t",
+                        {"train.steps=500", "train.eval_every=0", "cluster.host=auto",
+                         "security.key_file=/run/secrets/pst_key", "security.mode=curve"});
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->train.steps, 500);
   EXPECT_EQ(c->security.mode, SecurityMode::kCurve);

@@ -76,7 +76,8 @@ TEST(SafetensorsTest, CorruptFilesAreClearErrors) {
       {with_header("{", ""), "not valid JSON"},
       {std::string("\xff\xff\xff\xff\x00\x00\x00\x00", 8) + "{}", "exceeds the file"},
       {with_header(R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')), "outside"},
-      {with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')), "its shape needs 12"},
+      {with_header(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')),
+       "its shape needs 12"},
       {with_header(R"({"x":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}})", std::string(8, '\0')), "BF16"},
       {with_header(R"({"x":{"dtype":"F32"}})", ""), "needs dtype, shape and data_offsets"},
   };

@@ -11,8 +11,8 @@ namespace {
 
 TEST(G2PTest, SplitBucketMatchesPythonHashlib) {
   // int(hashlib.md5(w.encode()).hexdigest(), 16) % 100, computed with Python.
-  const std::vector<std::pair<std::string, int>> expect = {
-      {"aardvark", 45}, {"hello", 94}, {"zebra", 11}, {"", 66}, {"a", 97}, {"testing", 1}, {"cmu", 4}};
+  const std::vector<std::pair<std::string, int>> expect = {{"aardvark", 45}, {"hello", 94},  {"zebra", 11}, {"", 66},
+                                                           {"a", 97},        {"testing", 1}, {"cmu", 4}};
   for (const auto& [w, b] : expect) EXPECT_EQ(split_bucket(w), b) << w;
   EXPECT_EQ(split_of("hello"), Split::kValid);
   EXPECT_EQ(split_of("a"), Split::kTest);
@@ -32,7 +32,9 @@ TEST(G2PTest, ParsesFestivalEntries) {
     EXPECT_FALSE(parse_cmudict_line(bad, &w, &ph)) << bad;
 }
 
-void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+void write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
 
 TEST(G2PTest, LoadsWordsWithAllPronunciationsInOneSplit) {
   testing::TempDir dir;

@@ -25,7 +25,8 @@ TEST(TextTest, BlocksGoToSplitsByHash) {
   // Recompute the split of each 4 KiB block with the documented rule.
   size_t train = 0;
   for (size_t b = 0; b * 4096 < text.size(); ++b)
-    if (split_of("one.txt:" + std::to_string(b)) == Split::kTrain) train += std::min<size_t>(4096, text.size() - b * 4096);
+    if (split_of("one.txt:" + std::to_string(b)) == Split::kTrain)
+      train += std::min<size_t>(4096, text.size() - b * 4096);
   EXPECT_EQ(c->train.size(), train);
 }
 

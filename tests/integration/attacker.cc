@@ -56,8 +56,8 @@ zmq::socket_t raw_dealer(zmq::context_t& ctx, const std::string& endpoint, const
 
 void send(zmq::socket_t& s, Frames frames, Tally& t) {
   for (size_t i = 0; i < frames.size(); ++i) {
-    const auto flags = (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none) |
-                       zmq::send_flags::dontwait;
+    const auto flags =
+        (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none) | zmq::send_flags::dontwait;
     try {
       if (!s.send(frames[i], flags)) return;
     } catch (const zmq::error_t&) {

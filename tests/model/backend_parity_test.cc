@@ -102,8 +102,8 @@ TEST_F(BackendParityTest, ElementwiseAndEmbeddings) {
   for (auto& id : ids) id = static_cast<int32_t>(rng() % 7 == 0 ? 0 : rng() % V);  // many repeats of 0
   const Vec table = random_vec(V * C, 4), pos = random_vec(T * C, 5), dy = random_vec(rows * C, 6);
   Vec ec(rows * C), eg(rows * C), dtc = random_vec(V * C, 7), dtg = dtc, dpc = random_vec(T * C, 8), dpg = dpc;
-  for (auto [be, m, e, dt, dp] : {std::tuple{cpu_.get(), c_.get(), &ec, &dtc, &dpc},
-                                  std::tuple{gpu_.get(), g_.get(), &eg, &dtg, &dpg}}) {
+  for (auto [be, m, e, dt, dp] :
+       {std::tuple{cpu_.get(), c_.get(), &ec, &dtc, &dpc}, std::tuple{gpu_.get(), g_.get(), &eg, &dtg, &dpg}}) {
     float* ep = m->in(*e);
     be->embedding_forward(ep, m->in(ids), m->in(table), rows, C, 1.5f);
     be->add_positions(ep, m->in(pos), B, T, C);
@@ -327,7 +327,8 @@ TEST_P(TrainingStepParityTest, MatchesTheCpuBackend) {
     const Vec gc(rc.grads.begin() + p.offset, rc.grads.begin() + p.offset + p.numel);
     EXPECT_TRUE(close(gg, gc, 1e-4, "grad/" + p.name));
   }
-  for (size_t k = 0; k < rc.grad_norm.size(); ++k) EXPECT_NEAR(rg.grad_norm[k], rc.grad_norm[k], 1e-5 * rc.grad_norm[k]);
+  for (size_t k = 0; k < rc.grad_norm.size(); ++k)
+    EXPECT_NEAR(rg.grad_norm[k], rc.grad_norm[k], 1e-5 * rc.grad_norm[k]);
   double lr_sum = 0;
   for (double lr : rc.lr) lr_sum += lr;
   EXPECT_TRUE(testing::adam_weights_close(shapes.table(), rg.after.data(), rc.after.data(), rc.grads.data(),

@@ -31,9 +31,8 @@ double dot(const Vec& a, const Vec& b) {
 
 // Checks d/dx_i sum(r * f(x)) against grad[i] for every i (or every
 // stride-th), with central differences of step h.
-void check_gradient(const std::string& what, Vec& x, const Vec& grad,
-                    const std::function<double()>& loss, float h = 1e-2f, double rtol = 1e-2,
-                    double atol = 2e-3, size_t stride = 1) {
+void check_gradient(const std::string& what, Vec& x, const Vec& grad, const std::function<double()>& loss,
+                    float h = 1e-2f, double rtol = 1e-2, double atol = 2e-3, size_t stride = 1) {
   int bad = 0;
   for (size_t i = 0; i < x.size(); i += stride) {
     const float saved = x[i];
@@ -75,8 +74,7 @@ TEST_F(GradcheckTest, LayerNorm) {
   d.back(mean);
   d.back(rstd);
   Vec dx(rows * C), dw(C, 0.0f), db(C, 0.0f);
-  be_->layernorm_backward(d.in(dx), d.in(dw), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean),
-                          d.in(rstd), rows, C);
+  be_->layernorm_backward(d.in(dx), d.in(dw), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean), d.in(rstd), rows, C);
   d.back(dx);
   d.back(dw);
   d.back(db);
@@ -85,8 +83,7 @@ TEST_F(GradcheckTest, LayerNorm) {
   check_gradient("layernorm db", b, db, loss);
   // dw, db accumulate.
   Vec dw2 = dw;
-  be_->layernorm_backward(d.in(dx), d.in(dw2), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean),
-                          d.in(rstd), rows, C);
+  be_->layernorm_backward(d.in(dx), d.in(dw2), d.in(db), d.in(r), d.in(x), d.in(w), d.in(mean), d.in(rstd), rows, C);
   d.back(dw2);
   for (int64_t c = 0; c < C; ++c) EXPECT_FLOAT_EQ(dw2[c], 2 * dw[c]);
 }
@@ -176,8 +173,8 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
     const float* qd = m.in(q);
     const float* kd = c.cross ? m.in(kv) : qd;
     float* dkvd = m.in(dkv);
-    be_->attention_backward(d, qd, kd + koff, kd + voff, m.in(key_len), m.in(probs), m.in(r),
-                            c.cross ? m.in(dq) : dkvd, dkvd + koff, dkvd + voff, c.dropout, key);
+    be_->attention_backward(d, qd, kd + koff, kd + voff, m.in(key_len), m.in(probs), m.in(r), c.cross ? m.in(dq) : dkvd,
+                            dkvd + koff, dkvd + voff, c.dropout, key);
     m.back(dq);
     m.back(dkv);
   }
@@ -203,7 +200,9 @@ TEST_F(GradcheckTest, CrossEntropyWithSmoothingAndIgnoredRows) {
   for (float smoothing : {0.0f, 0.1f}) {
     Vec g(N * V);
     testing::Mirror& d = *dev_;
-    auto loss = [&] { return be_->cross_entropy(d.in(logits), d.in(targets), N, V, smoothing, 1.0f, nullptr, nullptr); };
+    auto loss = [&] {
+      return be_->cross_entropy(d.in(logits), d.in(targets), N, V, smoothing, 1.0f, nullptr, nullptr);
+    };
     be_->cross_entropy(d.in(logits), d.in(targets), N, V, smoothing, 1.0f, d.in(g), nullptr);
     d.back(g);
     check_gradient("cross entropy", logits, g, loss, 1e-2f);

@@ -70,8 +70,8 @@ TEST(ParamTableTest, InitialValuesDependOnlyOnSeedAndName) {
   init_params(ta, 7, wa.data());
   init_params(tb, 7, wb.data());
   init_params(ta, 8, wc.data());
-  for (const char* name : {"decoder.layers.1.linear1.weight", "encoder.layers.0.self_attn.in_proj_weight",
-                           "tgt_embed.weight"}) {
+  for (const char* name :
+       {"decoder.layers.1.linear1.weight", "encoder.layers.0.self_attn.in_proj_weight", "tgt_embed.weight"}) {
     const ParamSpec& pa = ta[ta.index_of(name)];
     const ParamSpec& pb = tb[tb.index_of(name)];
     for (int64_t i = 0; i < pa.numel; ++i) ASSERT_EQ(wa[pa.offset + i], wb[pb.offset + i]) << name;
@@ -143,7 +143,7 @@ TEST(ParamTableTest, DeepNetInitAndConstants) {
     return std::sqrt(s2 / static_cast<double>((r1 - r0) * C));
   };
   const double xavier = std::sqrt(2.0 / (C + C));
-  EXPECT_NEAR(rms_rows(0, 2 * C), xavier, 0.02 * xavier);                       // q, k: gain 1
+  EXPECT_NEAR(rms_rows(0, 2 * C), xavier, 0.02 * xavier);                                        // q, k: gain 1
   EXPECT_NEAR(rms_rows(2 * C, 3 * C), k.decoder_beta * xavier, 0.03 * k.decoder_beta * xavier);  // v: gain beta
 }
 

@@ -77,13 +77,14 @@ TEST_P(ReferenceTest, MatchesTorch) {
   std::vector<float> torch_grads(init.size()), torch_after(init.size());
   for (const ParamSpec& p : model.table().params()) {
     const auto g = torch->find("grad/" + p.name)->to_f32();
-    EXPECT_TRUE(testing::all_close(r.grads.data() + p.offset, g.data(), g.size(), 1e-4 * max_abs(g), 0, "grad/" + p.name));
+    EXPECT_TRUE(
+        testing::all_close(r.grads.data() + p.offset, g.data(), g.size(), 1e-4 * max_abs(g), 0, "grad/" + p.name));
     const auto after = torch->find("after/" + p.name)->to_f32();
     std::copy(g.begin(), g.end(), torch_grads.begin() + p.offset);
     std::copy(after.begin(), after.end(), torch_after.begin() + p.offset);
   }
-  EXPECT_TRUE(testing::adam_weights_close(model.table(), r.after.data(), torch_after.data(),
-                                          torch_grads.data(), init.data(), lr_sum));
+  EXPECT_TRUE(testing::adam_weights_close(model.table(), r.after.data(), torch_after.data(), torch_grads.data(),
+                                          init.data(), lr_sum));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest,

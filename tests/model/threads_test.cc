@@ -29,7 +29,9 @@ struct PassResult {
 Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64_t seed) {
   const Philox rng(seed, 0);
   uint64_t k = 0;
-  auto draw = [&](int32_t lo, int32_t hi) { return lo + static_cast<int32_t>(rng.block(k++).v[0] % uint32_t(hi - lo)); };
+  auto draw = [&](int32_t lo, int32_t hi) {
+    return lo + static_cast<int32_t>(rng.block(k++).v[0] % uint32_t(hi - lo));
+  };
   Batch b;
   b.B = B;
   b.S = S;

@@ -166,8 +166,8 @@ TEST(MetricsTest, FixedPortsAreBasePlusRankAndABusyPortIsAnError) {
 TEST(MetricsTest, FileSdListsEveryTarget) {
   testing::TempDir dir;
   const std::string path = dir.file("sd/targets.json");
-  ASSERT_TRUE(write_file_sd(path, {{"127.0.0.1:9100", "scheduler", 0}, {"127.0.0.1:9101", "server", 1}, {"", "worker", 2}},
-                            0xabc)
+  ASSERT_TRUE(write_file_sd(
+                  path, {{"127.0.0.1:9100", "scheduler", 0}, {"127.0.0.1:9101", "server", 1}, {"", "worker", 2}}, 0xabc)
                   .ok());
   std::ifstream in(path);
   const auto j = nlohmann::json::parse(in);

@@ -12,10 +12,10 @@
 #include <thread>
 #include <tuple>
 
-#include <gtest/gtest.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <gtest/gtest.h>
 #include <xxhash.h>
+#include <nlohmann/json.hpp>
 
 #include "ps/checkpoint.h"
 #include "ps/server.h"
@@ -83,7 +83,8 @@ TEST(CheckpointTest, AnySplitOfServersReadsTheSameState) {
   EXPECT_EQ(m->applied_steps, 39);
   EXPECT_EQ(m->servers, 3);
   EXPECT_EQ(m->files.size(), 3u);
-  for (auto [servers, chunk] : {std::pair{1, int64_t{1} << 20}, std::pair{2, int64_t{128}}, std::pair{3, int64_t{256}}}) {
+  for (auto [servers, chunk] :
+       {std::pair{1, int64_t{1} << 20}, std::pair{2, int64_t{128}}, std::pair{3, int64_t{256}}}) {
     auto plan = ShardPlan::make(table.numels(), servers, chunk);
     ASSERT_TRUE(plan.ok());
     for (int k = 0; k < servers; ++k) {
@@ -222,8 +223,8 @@ TEST(CheckpointTest, AServerThatCannotWriteItsPartEndsTheCheckpointAtOnce) {
   fs::create_directories(dir + "/" + shard_file_name(1) + ".tmp");
   Manifest m = *read_checkpoint(checkpoint_dir(root.path(), 10));
   m.step = 20;
-  auto failed = write_checkpoint_part(root.path(), dir, 1, table, shard_state(table, 2, 1), std::nullopt, 3,
-                                      Deadline::after(60));
+  auto failed =
+      write_checkpoint_part(root.path(), dir, 1, table, shard_state(table, 2, 1), std::nullopt, 3, Deadline::after(60));
   ASSERT_FALSE(failed.ok());
   EXPECT_TRUE(fs::exists(dir + "/server-1.failed"));
   const Deadline patience = Deadline::after(50);

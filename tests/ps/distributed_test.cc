@@ -7,9 +7,9 @@
 // the others run ahead; SSP(s) never answers a pull beyond s, and the loss
 // still falls.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <functional>
-#include <cmath>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -19,8 +19,8 @@
 #include "core/stop.h"
 #include "ps/checkpoint.h"
 #include "ps/local_client.h"
-#include "ps/stats_reducer.h"
 #include "ps/shard_server.h"
+#include "ps/stats_reducer.h"
 #include "tests/ps/fixtures.h"
 #include "tests/test_util.h"
 
@@ -125,8 +125,8 @@ TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
     endpoints.push_back((*router)->endpoint());
     ShardServerOptions so{kJob, k, layout, 30.0};
     so.stream_bytes = stream ? 4 : so.stream_bytes;  // streaming: every chunk as soon as it is updated
-    servers.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx,
-                                                    std::move(*router), so));
+    servers.push_back(
+        std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*router), so));
   }
   std::vector<Status> server_status(S), worker_status(W);
   std::vector<std::thread> threads;
@@ -165,14 +165,16 @@ TEST_P(BspTest, MatchesOneProcessOnTheConcatenatedBatch) {
     });
   }
   for (auto& t : threads) t.join();
-  for (int k = 0; k < S; ++k) EXPECT_TRUE(server_status[k].ok()) << "server " << k << ": " << server_status[k].to_string();
-  for (int w = 0; w < W; ++w) EXPECT_TRUE(worker_status[w].ok()) << "worker " << w << ": " << worker_status[w].to_string();
+  for (int k = 0; k < S; ++k)
+    EXPECT_TRUE(server_status[k].ok()) << "server " << k << ": " << server_status[k].to_string();
+  for (int w = 0; w < W; ++w)
+    EXPECT_TRUE(worker_status[w].ok()) << "worker " << w << ": " << worker_status[w].to_string();
   for (int k = 0; k < S; ++k) {
     EXPECT_EQ(servers[k]->version(), kSteps);
     EXPECT_EQ(servers[k]->rejected(), 0);
   }
-  EXPECT_TRUE(testing::adam_weights_close(table, got.data(), want.data(), first_grad.data(), w0.data(),
-                                          kSteps * job.optim.lr));
+  EXPECT_TRUE(
+      testing::adam_weights_close(table, got.data(), want.data(), first_grad.data(), w0.data(), kSteps * job.optim.lr));
   EXPECT_NE(got, w0);
 }
 
@@ -214,7 +216,8 @@ class ServedShard {
     return served_;
   }
   std::unique_ptr<RemoteParameterClient> client(int worker, double timeout_s) {
-    auto c = RemoteParameterClient::connect(ctx_, plan_, {endpoint_}, RemoteClientOptions{kJob, worker, kLayout, timeout_s});
+    auto c =
+        RemoteParameterClient::connect(ctx_, plan_, {endpoint_}, RemoteClientOptions{kJob, worker, kLayout, timeout_s});
     PST_CHECK_MSG(c.ok(), "{}", c.status().to_string());
     return std::move(*c);
   }
@@ -414,7 +417,8 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   auto send_part = [&](uint64_t job_id, size_t first, size_t last, int64_t tokens) -> std::string {
     OutMessage m(wire::Kind::PUSH, job_id, ServedShard::kLayout.worker_rank(1), 0, 5);
     m.header().initPush().setTokens(tokens);
-    for (size_t i = first; i < last; ++i) m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
+    for (size_t i = first; i < last; ++i)
+      m.add_chunk(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length, nullptr);
     EXPECT_TRUE((*raw)->send(m.finish(), Deadline::after(10)).ok());
     auto reply = (*raw)->receive(Deadline::after(10), "a reply");
     if (!reply.ok()) return reply.status().to_string();
@@ -635,7 +639,8 @@ TEST_P(AsyncTest, StalenessBoundHoldsAndTheLossFalls) {
     auto router = Router::bind(ctx, fmt::format("inproc://async-test-{}", k));
     ASSERT_TRUE(router.ok());
     endpoints.push_back((*router)->endpoint());
-    servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, ctx, std::move(*router),
+    servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, ctx,
+                                                    std::move(*router),
                                                     ShardServerOptions{kJob, k, layout, 30.0, c.mode, c.staleness}));
   }
   std::vector<Status> status(S + W);

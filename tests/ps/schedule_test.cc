@@ -91,12 +91,13 @@ TEST(ScheduleTest, WarmRestartsMatchTorchSteppedOneStepAtATime) {
             t_i *= mult;
           }
           const double expect =
-              eta_min + (base - eta_min) * (1 + std::cos(M_PI * static_cast<double>(t_cur) / static_cast<double>(t_i))) / 2;
+              eta_min +
+              (base - eta_min) * (1 + std::cos(M_PI * static_cast<double>(t_cur) / static_cast<double>(t_i))) / 2;
           if (t_cur == 0) ++restarts;
           if (std::abs(s.lr(step) - expect) > 1e-12) {
             ++mismatches;
-            ADD_FAILURE() << "T_0 " << t0 << " T_mult " << mult << " warmup " << warmup << " step " << step
-                          << ": lr " << s.lr(step) << ", torch " << expect << " (T_cur " << t_cur << " of " << t_i << ")";
+            ADD_FAILURE() << "T_0 " << t0 << " T_mult " << mult << " warmup " << warmup << " step " << step << ": lr "
+                          << s.lr(step) << ", torch " << expect << " (T_cur " << t_cur << " of " << t_i << ")";
           }
         }
       }

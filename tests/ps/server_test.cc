@@ -9,11 +9,11 @@
 
 #include <gtest/gtest.h>
 
+#include "comm/shard_plan.h"
 #include "model/transformer.h"
 #include "ps/local_client.h"
-#include "comm/shard_plan.h"
-#include "tests/test_backend.h"
 #include "tests/ps/fixtures.h"
+#include "tests/test_backend.h"
 #include "tests/test_util.h"
 
 namespace pst {
@@ -80,8 +80,7 @@ TEST(ServerTest, TokenWeightedPushesEqualTheConcatenatedBatch) {
   std::vector<float> w1(m.num_params()), w2(m.num_params());
   one.copy_weights(w1.data());
   two.copy_weights(w2.data());
-  EXPECT_TRUE(testing::adam_weights_close(m.table(), w2.data(), w1.data(), g_ab.data(), w0.data(),
-                                          job.optim.lr / 3));
+  EXPECT_TRUE(testing::adam_weights_close(m.table(), w2.data(), w1.data(), g_ab.data(), w0.data(), job.optim.lr / 3));
 }
 
 TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
@@ -215,12 +214,13 @@ TEST(ServerTest, DeviceStateGivesTheHostSteps) {
         for (bool device_push : {false, true}) {
           ShardOptimizer on_device(job, m.table(), ranges, w0.data(), dev.get());
           const std::vector<float> got = run(on_device, device_push ? dev.get() : nullptr);
-          const std::string what = fmt::format("{}, {} pushes, {} ranges, {} push", dev->name(), pushes,
-                                               ranges.size(), device_push ? "device" : "host");
+          const std::string what = fmt::format("{}, {} pushes, {} ranges, {} push", dev->name(), pushes, ranges.size(),
+                                               device_push ? "device" : "host");
           if (pushes == 1 && std::string(dev->name()) == "cpu") {
             EXPECT_EQ(got, want) << what;
           } else {
-            EXPECT_TRUE(testing::adam_weights_close(m.table(), got.data(), want.data(), g1.data(), w0.data(), 3 * job.optim.lr))
+            EXPECT_TRUE(
+                testing::adam_weights_close(m.table(), got.data(), want.data(), g1.data(), w0.data(), 3 * job.optim.lr))
                 << what;
           }
           EXPECT_NE(got, w0) << what;

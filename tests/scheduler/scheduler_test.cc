@@ -220,7 +220,8 @@ TEST(SchedulerTest, OpenRoundsAreBounded) {
   for (int i = 0; i < 3; ++i) {
     nodes.push_back(job.connect());
     const wire::Role role = i < 2 ? wire::Role::SERVER : wire::Role::WORKER;
-    ASSERT_TRUE(nodes.back()->send(registration(role, i < 2 ? "inproc://s" : "", "h", 20 + i), Deadline::after(5)).ok());
+    ASSERT_TRUE(
+        nodes.back()->send(registration(role, i < 2 ? "inproc://s" : "", "h", 20 + i), Deadline::after(5)).ok());
   }
   for (auto& d : nodes) {
     int32_t rank = 0;

@@ -100,44 +100,45 @@ TEST(BeamSearchTest, AWideBeamFindsTheBestOutputOfAll) {
   for (float& x : w) x *= 2.0f;
   const size_t eos_bias = static_cast<size_t>(model.table().offset_of("output.bias") + 2);
   for (bool eos_leads : {false, true}) {
-  if (eos_leads) {
-    model.set_weights(w.data());
-    greedy_decode(model, {f.sources[0]}, 1);  // one step: the logits after <s>
-    const std::vector<float> first = model.logits();
-    const float top = *std::max_element(first.begin() + 4, first.end());
-    w[eos_bias] += top - first[2] + 0.05f;
-  }
-  model.set_weights(w.data());
-  const int64_t max_out = 2;
-  const int32_t V = static_cast<int32_t>(model.tgt_vocab());
-  // Every output of at most max_out non-special ids.
-  std::vector<std::vector<int32_t>> all = {{}};
-  for (int32_t a = 4; a < V; ++a) {
-    all.push_back({a});
-    for (int32_t c = 4; c < V; ++c) all.push_back({a, c});
-  }
-  std::vector<std::vector<double>> lps;
-  for (const auto& src : f.sources) lps.push_back(log_probs(model, src, all, max_out));
-  // Wider than the 30 * 29 extensions of the second step: nothing is pruned
-  // but by the bound.
-  const int64_t wide = 900;
-  for (double alpha : {0.0, 0.5, 1.0, 2.0}) {
-    const auto beam = beam_decode(model, f.sources, max_out, DecodeOptions{wide, alpha});
-    for (size_t s = 0; s < f.sources.size(); ++s) {
-      size_t best = 0;
-      std::vector<double> scores;
-      for (size_t i = 0; i < all.size(); ++i) {
-        const int64_t n = static_cast<int64_t>(all[i].size());
-        scores.push_back(lps[s][i] / std::pow(static_cast<double>(n < max_out ? n + 1 : n), alpha));
-        if (scores[i] > scores[best]) best = i;
-      }
-      const size_t mine = static_cast<size_t>(std::find(all.begin(), all.end(), beam[s].ids) - all.begin());
-      ASSERT_LT(mine, all.size());
-      EXPECT_NEAR(beam[s].log_prob, lps[s][mine], 1e-4) << "source " << s;
-      // The brute-force best, or one within float noise of it.
-      EXPECT_NEAR(scores[mine], scores[best], 1e-5) << "source " << s << " alpha " << alpha << (eos_leads ? " (</s> leads)" : "");
+    if (eos_leads) {
+      model.set_weights(w.data());
+      greedy_decode(model, {f.sources[0]}, 1);  // one step: the logits after <s>
+      const std::vector<float> first = model.logits();
+      const float top = *std::max_element(first.begin() + 4, first.end());
+      w[eos_bias] += top - first[2] + 0.05f;
     }
-  }
+    model.set_weights(w.data());
+    const int64_t max_out = 2;
+    const int32_t V = static_cast<int32_t>(model.tgt_vocab());
+    // Every output of at most max_out non-special ids.
+    std::vector<std::vector<int32_t>> all = {{}};
+    for (int32_t a = 4; a < V; ++a) {
+      all.push_back({a});
+      for (int32_t c = 4; c < V; ++c) all.push_back({a, c});
+    }
+    std::vector<std::vector<double>> lps;
+    for (const auto& src : f.sources) lps.push_back(log_probs(model, src, all, max_out));
+    // Wider than the 30 * 29 extensions of the second step: nothing is pruned
+    // but by the bound.
+    const int64_t wide = 900;
+    for (double alpha : {0.0, 0.5, 1.0, 2.0}) {
+      const auto beam = beam_decode(model, f.sources, max_out, DecodeOptions{wide, alpha});
+      for (size_t s = 0; s < f.sources.size(); ++s) {
+        size_t best = 0;
+        std::vector<double> scores;
+        for (size_t i = 0; i < all.size(); ++i) {
+          const int64_t n = static_cast<int64_t>(all[i].size());
+          scores.push_back(lps[s][i] / std::pow(static_cast<double>(n < max_out ? n + 1 : n), alpha));
+          if (scores[i] > scores[best]) best = i;
+        }
+        const size_t mine = static_cast<size_t>(std::find(all.begin(), all.end(), beam[s].ids) - all.begin());
+        ASSERT_LT(mine, all.size());
+        EXPECT_NEAR(beam[s].log_prob, lps[s][mine], 1e-4) << "source " << s;
+        // The brute-force best, or one within float noise of it.
+        EXPECT_NEAR(scores[mine], scores[best], 1e-5)
+            << "source " << s << " alpha " << alpha << (eos_leads ? " (</s> leads)" : "");
+      }
+    }
   }
 }
 

@@ -82,8 +82,8 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) y[i] *= a;
   }
 
-  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+            int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
     const double flops = static_cast<double>(M) * N * K;
     if (flops < kParallelGemmFlops) {
@@ -137,8 +137,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
-                         const float* b, int64_t rows, int64_t C, float eps) override {
+  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                         int64_t rows, int64_t C, float eps) override {
 #pragma omp parallel for schedule(static) if (rows * C > 32768)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * C;
@@ -159,9 +159,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                          const float* w, const float* mean, const float* rstd, int64_t rows,
-                          int64_t C) override {
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t rows, int64_t C) override {
     // dx row by row; dw and db summed over blocks of kRowBlock rows, then
     // over the blocks in order.
     const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
@@ -219,8 +218,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void activation_backward(Activation a, float* dx, const float* dy, const float* x,
-                           int64_t n) override {
+  void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n) override {
     switch (a) {
       case Activation::kRelu:
 #pragma omp parallel for simd schedule(static) if (n > 32768)
@@ -244,8 +242,7 @@ class CpuBackend final : public Backend {
     apply_dropout(dx, dy, n, p, key, 0);
   }
 
-  void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
-                         float scale) override {
+  void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C, float scale) override {
 #pragma omp parallel for schedule(static) if (n * C > 65536)
     for (int64_t i = 0; i < n; ++i) {
       const float* row = table + static_cast<int64_t>(ids[i]) * C;
@@ -255,8 +252,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n,
-                          int64_t C, float scale) override {
+  void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n, int64_t C,
+                          float scale) override {
     // Threads own column ranges so that rows with the same id never race.
     const int threads = omp_get_max_threads();
 #pragma omp parallel num_threads(threads) if (n * C > 65536)
@@ -316,9 +313,8 @@ class CpuBackend final : public Backend {
     return blocks;
   }
 
-  void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                         const int32_t* key_len, float* probs, float* out, float p,
-                         DropoutKey key) override {
+  void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v, const int32_t* key_len,
+                         float* probs, float* out, float p, DropoutKey key) override {
     const int64_t block = d.Tq * d.Tk;
 #pragma omp parallel
     {
@@ -341,8 +337,7 @@ class CpuBackend final : public Backend {
               for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(ob + i * d.ldo, ob + i * d.ldo + d.D, 0.0f);
               continue;
             }
-            sgemm(false, true, rows, qb_.keys, d.D, d.scale, qb + qb_.i0 * d.ldq, d.ldq, kb, d.ldk,
-                  0.0f, Pb, d.Tk);
+            sgemm(false, true, rows, qb_.keys, d.D, d.scale, qb + qb_.i0 * d.ldq, d.ldq, kb, d.ldk, 0.0f, Pb, d.Tk);
             for (int64_t i = qb_.i0; i < qb_.i1; ++i) {
               const int64_t visible = d.causal ? std::min(len, i + 1) : len;
               softmax_row(P + i * d.Tk, visible, d.Tk);
@@ -352,8 +347,7 @@ class CpuBackend final : public Backend {
               apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
               used = dropped.data();
             }
-            sgemm(false, false, rows, d.D, qb_.keys, 1.0f, used, d.Tk, vb, d.ldv, 0.0f,
-                  ob + qb_.i0 * d.ldo, d.ldo);
+            sgemm(false, false, rows, d.D, qb_.keys, 1.0f, used, d.Tk, vb, d.ldv, 0.0f, ob + qb_.i0 * d.ldo, d.ldo);
           }
         }
       }
@@ -361,8 +355,8 @@ class CpuBackend final : public Backend {
   }
 
   void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                          const int32_t* key_len, const float* probs, const float* dout, float* dq,
-                          float* dk, float* dv, float p, DropoutKey key) override {
+                          const int32_t* key_len, const float* probs, const float* dout, float* dq, float* dk,
+                          float* dv, float p, DropoutKey key) override {
     const int64_t block = d.Tq * d.Tk;
 #pragma omp parallel
     {
@@ -416,19 +410,16 @@ class CpuBackend final : public Backend {
               for (int64_t j = 0; j < nk; ++j) gr[j] = pr[j] * (gr[j] - dot);
             }
             // dQ = scale * dS K ; dK += scale * dS^T Q
-            sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f,
-                  dqb + qb_.i0 * d.ldq, d.ldq);
-            sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f,
-                  dkb, d.ldk);
+            sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f, dqb + qb_.i0 * d.ldq, d.ldq);
+            sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f, dkb, d.ldk);
           }
         }
       }
     }
   }
 
-  double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
-                       float smoothing, float grad_scale, float* dlogits,
-                       int64_t* correct) override {
+  double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float smoothing,
+                       float grad_scale, float* dlogits, int64_t* correct) override {
     // Each row's loss lands in its own slot and the slots are added in order.
     std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
     int64_t right = 0;
@@ -481,8 +472,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
-                   const AdamConstants& k) override {
+  void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) override {
     pst::adam_update(w, m, v, g, n, k);
   }
   double sum_squares(const float* x, int64_t n, bool* nonfinite) override {
@@ -490,12 +480,11 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
-                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-                static_cast<blasint>(ldc));
+  static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
+                static_cast<blasint>(N), static_cast<blasint>(K), alpha, A, static_cast<blasint>(lda), B,
+                static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
   }
 
   // Softmax over the first `visible` entries of a row; the rest become 0.
@@ -520,8 +509,7 @@ class CpuBackend final : public Backend {
 
   // y[i] = keep(offset + i) ? x[i] / (1 - p) : 0. Draws one Philox block per
   // four elements.
-  static void apply_dropout(float* y, const float* x, int64_t n, float p, DropoutKey key,
-                            int64_t offset) {
+  static void apply_dropout(float* y, const float* x, int64_t n, float p, DropoutKey key, int64_t offset) {
     if (p <= 0.0f) {
       if (y != x) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
       return;
@@ -535,8 +523,7 @@ class CpuBackend final : public Backend {
       while (i < i1) {
         const uint64_t g = static_cast<uint64_t>(offset + i);
         const PhiloxOut blk = rng.block(g >> 2);
-        for (uint64_t w = g & 3; w < 4 && i < i1; ++w, ++i)
-          y[i] = uniform01(blk.v[w]) >= p ? x[i] * s : 0.0f;
+        for (uint64_t w = g & 3; w < 4 && i < i1; ++w, ++i) y[i] = uniform01(blk.v[w]) >= p ? x[i] * s : 0.0f;
       }
     }
   }
@@ -544,6 +531,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace pst

@@ -16,8 +16,7 @@ __global__ void adam_kernel(float* w, float* m, float* v, const float* g, int64_
 
 }  // namespace
 
-void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k,
-                 cudaStream_t stream) {
+void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k, cudaStream_t stream) {
   if (n <= 0) return;
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t{1} << 20);
   adam_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(w, m, v, g, n, k);

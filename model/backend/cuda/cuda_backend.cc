@@ -19,17 +19,16 @@
 #include "model/backend.h"
 #include "model/backend/cuda/cuda_kernels.h"
 
-#define PST_CUDA_CHECK(expr)                                                                  \
-  do {                                                                                        \
-    const cudaError_t pst_err_ = (expr);                                                      \
+#define PST_CUDA_CHECK(expr)                                                                      \
+  do {                                                                                            \
+    const cudaError_t pst_err_ = (expr);                                                          \
     PST_CHECK_MSG(pst_err_ == cudaSuccess, "{} failed: {}", #expr, cudaGetErrorString(pst_err_)); \
   } while (0)
 
-#define PST_CUBLAS_CHECK(expr)                                                                   \
-  do {                                                                                           \
-    const cublasStatus_t pst_st_ = (expr);                                                       \
-    PST_CHECK_MSG(pst_st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr,                      \
-                  cublasGetStatusString(pst_st_));                                               \
+#define PST_CUBLAS_CHECK(expr)                                                                               \
+  do {                                                                                                       \
+    const cublasStatus_t pst_st_ = (expr);                                                                   \
+    PST_CHECK_MSG(pst_st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr, cublasGetStatusString(pst_st_)); \
   } while (0)
 
 namespace pst {
@@ -60,9 +59,12 @@ class Scratch {
 
 cublasComputeType_t compute_type(MatmulPrecision p) {
   switch (p) {
-    case MatmulPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
-    case MatmulPrecision::kFp32: break;
+    case MatmulPrecision::kTf32:
+      return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MatmulPrecision::kBf16:
+      return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MatmulPrecision::kFp32:
+      break;
   }
   return CUBLAS_COMPUTE_32F;
 }
@@ -91,8 +93,8 @@ class CudaBackend final : public Backend {
     void* p = nullptr;
     const size_t rounded = std::max<size_t>((bytes + 63) / 64 * 64, 64);
     const cudaError_t err = cudaMalloc(&p, rounded);
-    PST_CHECK_MSG(err == cudaSuccess, "cuda backend: cannot allocate {} bytes on device {}: {}", bytes,
-                  options_.device, cudaGetErrorString(err));
+    PST_CHECK_MSG(err == cudaSuccess, "cuda backend: cannot allocate {} bytes on device {}: {}", bytes, options_.device,
+                  cudaGetErrorString(err));
     PST_CUDA_CHECK(cudaMemsetAsync(p, 0, rounded, stream_));
     return p;
   }
@@ -124,8 +126,8 @@ class CudaBackend final : public Backend {
   void fill(float* x, int64_t n, float value) override { cuda::fill(x, n, value, stream_); }
   void copy(float* dst, const float* src, int64_t n) override {
     if (n > 0 && dst != src)
-      PST_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float),
-                                     cudaMemcpyDeviceToDevice, stream_));
+      PST_CUDA_CHECK(
+          cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
   void add(float* y, const float* x, int64_t n) override { cuda::add(y, x, n, stream_); }
   void axpy(float* y, float a, const float* x, int64_t n) override { cuda::axpy(y, a, x, n, stream_); }
@@ -133,13 +135,13 @@ class CudaBackend final : public Backend {
 
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
   // cuBLAS gets B first and the dimensions swapped.
-  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+            int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
     PST_CUBLAS_CHECK(cublasGemmEx(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B,
-                                  CUDA_R_32F, static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda),
-                                  &beta, C, CUDA_R_32F, static_cast<int>(ldc), compute_, CUBLAS_GEMM_DEFAULT));
+                                  static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F,
+                                  static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda), &beta, C, CUDA_R_32F,
+                                  static_cast<int>(ldc), compute_, CUBLAS_GEMM_DEFAULT));
   }
 
   void add_bias(float* y, const float* b, int64_t rows, int64_t cols) override {
@@ -149,13 +151,12 @@ class CudaBackend final : public Backend {
     cuda::column_sums(db, dy, rows, cols, column_scratch_.get<float>(cuda::column_scratch(rows, cols)), stream_);
   }
 
-  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
-                         const float* b, int64_t rows, int64_t C, float eps) override {
+  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                         int64_t rows, int64_t C, float eps) override {
     cuda::layernorm_forward(y, mean, rstd, x, w, b, rows, C, eps, stream_);
   }
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                          const float* w, const float* mean, const float* rstd, int64_t rows,
-                          int64_t C) override {
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t rows, int64_t C) override {
     cuda::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, C,
                              column_scratch_.get<float>(cuda::column_scratch(rows, C)), stream_);
   }
@@ -163,8 +164,7 @@ class CudaBackend final : public Backend {
   void activation_forward(Activation a, float* y, const float* x, int64_t n) override {
     cuda::activation_forward(a, y, x, n, stream_);
   }
-  void activation_backward(Activation a, float* dx, const float* dy, const float* x,
-                           int64_t n) override {
+  void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n) override {
     cuda::activation_backward(a, dx, dy, x, n, stream_);
   }
 
@@ -175,8 +175,7 @@ class CudaBackend final : public Backend {
     cuda::dropout(dx, dy, n, p, key, 0, stream_);
   }
 
-  void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
-                         float scale) override {
+  void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C, float scale) override {
     cuda::embedding_forward(y, ids, table, n, C, scale, stream_);
   }
   void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n, int64_t C,
@@ -199,9 +198,8 @@ class CudaBackend final : public Backend {
     cuda::column_sums(dpos, dy, B, T * C, column_scratch_.get<float>(cuda::column_scratch(B, T * C)), stream_);
   }
 
-  void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                         const int32_t* key_len, float* probs, float* out, float p,
-                         DropoutKey key) override {
+  void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v, const int32_t* key_len,
+                         float* probs, float* out, float p, DropoutKey key) override {
     if (d.B == 0 || d.Tq == 0) return;
     const int64_t TT = d.Tq * d.Tk, HTT = d.H * TT;
     for (int64_t h = 0; h < d.H; ++h)
@@ -211,14 +209,13 @@ class CudaBackend final : public Backend {
     cuda::attention_softmax(d, key_len, probs, dropped, p, key, stream_);
     const float* used = dropped ? dropped : probs;
     for (int64_t h = 0; h < d.H; ++h)
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + h * d.D, d.ldv,
-                   d.Tk * d.ldv, 0.0f, out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + h * d.D, d.ldv, d.Tk * d.ldv,
+                   0.0f, out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
   }
 
   void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
-                          const int32_t* /*key_len: masked probabilities are already 0*/,
-                          const float* probs, const float* dout, float* dq, float* dk, float* dv,
-                          float p, DropoutKey key) override {
+                          const int32_t* /*key_len: masked probabilities are already 0*/, const float* probs,
+                          const float* dout, float* dq, float* dk, float* dv, float p, DropoutKey key) override {
     if (d.B == 0 || d.Tq == 0) return;
     const int64_t TT = d.Tq * d.Tk, HTT = d.H * TT, n = d.B * HTT;
     const float* used = probs;
@@ -230,24 +227,23 @@ class CudaBackend final : public Backend {
     float* g = attn_grad_.get<float>(static_cast<size_t>(n));
     for (int64_t h = 0; h < d.H; ++h) {
       // dV = P_dropped^T dO; dP_dropped = dO V^T
-      gemm_batched(true, false, d.Tk, d.D, d.Tq, 1.0f, used + h * TT, d.Tk, HTT, dout + h * d.D, d.ldo,
-                   d.Tq * d.ldo, 0.0f, dv + h * d.D, d.ldv, d.Tk * d.ldv, d.B);
+      gemm_batched(true, false, d.Tk, d.D, d.Tq, 1.0f, used + h * TT, d.Tk, HTT, dout + h * d.D, d.ldo, d.Tq * d.ldo,
+                   0.0f, dv + h * d.D, d.ldv, d.Tk * d.ldv, d.B);
       gemm_batched(false, true, d.Tq, d.Tk, d.D, 1.0f, dout + h * d.D, d.ldo, d.Tq * d.ldo, v + h * d.D, d.ldv,
                    d.Tk * d.ldv, 0.0f, g + h * TT, d.Tk, HTT, d.B);
     }
     cuda::attention_softmax_backward(d, probs, g, p, key, stream_);
     for (int64_t h = 0; h < d.H; ++h) {
       // dQ = scale dS K; dK = scale dS^T Q
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + h * d.D, d.ldk,
-                   d.Tk * d.ldk, 0.0f, dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
-      gemm_batched(true, false, d.Tk, d.D, d.Tq, d.scale, g + h * TT, d.Tk, HTT, q + h * d.D, d.ldq,
-                   d.Tq * d.ldq, 0.0f, dk + h * d.D, d.ldk, d.Tk * d.ldk, d.B);
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + h * d.D, d.ldk, d.Tk * d.ldk,
+                   0.0f, dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
+      gemm_batched(true, false, d.Tk, d.D, d.Tq, d.scale, g + h * TT, d.Tk, HTT, q + h * d.D, d.ldq, d.Tq * d.ldq, 0.0f,
+                   dk + h * d.D, d.ldk, d.Tk * d.ldk, d.B);
     }
   }
 
-  double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
-                       float smoothing, float grad_scale, float* dlogits,
-                       int64_t* correct) override {
+  double cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float smoothing,
+                       float grad_scale, float* dlogits, int64_t* correct) override {
     cuda::CrossEntropyScratch s;
     const size_t rows = static_cast<size_t>(std::max<int64_t>(N, 1));
     char* base = ce_scratch_.get<char>(rows * (sizeof(double) + sizeof(int32_t)) + 64);
@@ -262,12 +258,9 @@ class CudaBackend final : public Backend {
     return result_->loss;
   }
 
-  void argmax(const float* x, int64_t N, int64_t V, int32_t* out) override {
-    cuda::argmax(x, N, V, out, stream_);
-  }
+  void argmax(const float* x, int64_t N, int64_t V, int32_t* out) override { cuda::argmax(x, N, V, out, stream_); }
 
-  void adam_update(float* w, float* m, float* v, const float* g, int64_t n,
-                   const AdamConstants& k) override {
+  void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) override {
     cuda::adam_update(w, m, v, g, n, k, stream_);
   }
   double sum_squares(const float* x, int64_t n, bool* nonfinite) override {
@@ -293,15 +286,15 @@ class CudaBackend final : public Backend {
   HostResult* device_result() { return result_device_.get<HostResult>(1); }
 
   // Row-major strided-batched product: C_i = alpha op(A_i) op(B_i) + beta C_i.
-  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                    int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
-                    float beta, float* C, int64_t ldc, int64_t stride_c, int64_t batch) {
+  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                    int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+                    int64_t stride_c, int64_t batch) {
     if (M == 0 || N == 0 || batch == 0) return;
     PST_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N),
-        static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F, static_cast<int>(ldb), stride_b, A,
-        CUDA_R_32F, static_cast<int>(lda), stride_a, &beta, C, CUDA_R_32F, static_cast<int>(ldc), stride_c,
-        static_cast<int>(batch), compute_, CUBLAS_GEMM_DEFAULT));
+        blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+        static_cast<int>(K), &alpha, B, CUDA_R_32F, static_cast<int>(ldb), stride_b, A, CUDA_R_32F,
+        static_cast<int>(lda), stride_a, &beta, C, CUDA_R_32F, static_cast<int>(ldc), stride_c, static_cast<int>(batch),
+        compute_, CUBLAS_GEMM_DEFAULT));
   }
 
   CudaOptions options_;
@@ -314,7 +307,9 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-bool cuda_compiled() { return true; }
+bool cuda_compiled() {
+  return true;
+}
 
 int cuda_device_count(std::string* why) {
   int n = 0;
@@ -338,9 +333,9 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
   const cudaError_t err = cudaGetDeviceProperties(&prop, options.device);
   if (err != cudaSuccess)
     return failed_precondition("cuda:{}: cudaGetDeviceProperties: {}", options.device, cudaGetErrorString(err));
-  spdlog::info("CUDA device {}: {} (sm_{}{}, {} SMs, {:.1f} GiB), matrix products in {}", options.device,
-               prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-               static_cast<double>(prop.totalGlobalMem) / (1 << 30), to_string(options.matmul));
+  spdlog::info("CUDA device {}: {} (sm_{}{}, {} SMs, {:.1f} GiB), matrix products in {}", options.device, prop.name,
+               prop.major, prop.minor, prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / (1 << 30),
+               to_string(options.matmul));
   return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(options));
 }
 

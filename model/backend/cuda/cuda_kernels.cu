@@ -21,7 +21,7 @@ unsigned grid_for(int64_t n, int threads = kThreads) {
 }
 
 // Grid-stride loop over [0, n).
-#define PST_FOR_EACH(i, n)                                                              \
+#define PST_FOR_EACH(i, n)                                                               \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
@@ -60,7 +60,8 @@ __device__ void block_max_arg(float& v, int64_t& arg) {
       ai = bi;
     }
   };
-  for (int o = 16; o > 0; o >>= 1) merge(v, arg, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, arg, o));
+  for (int o = 16; o > 0; o >>= 1)
+    merge(v, arg, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, arg, o));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   __syncthreads();
   if (lane == 0) {
@@ -70,7 +71,8 @@ __device__ void block_max_arg(float& v, int64_t& arg) {
   __syncthreads();
   v = lane < warps ? pv[lane] : -FLT_MAX;
   arg = lane < warps ? pa[lane] : INT64_MAX;
-  for (int o = 16; o > 0; o >>= 1) merge(v, arg, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, arg, o));
+  for (int o = 16; o > 0; o >>= 1)
+    merge(v, arg, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, arg, o));
 }
 
 // ---- element-wise -----------------------------------------------------------
@@ -97,15 +99,21 @@ __global__ void add_positions_kernel(float* y, const float* pos, int64_t n, int6
 
 template <Activation A>
 __device__ float act(float x) {
-  if constexpr (A == Activation::kRelu) return relu(x);
-  else if constexpr (A == Activation::kGelu) return gelu(x);
-  else return gelu_tanh(x);
+  if constexpr (A == Activation::kRelu)
+    return relu(x);
+  else if constexpr (A == Activation::kGelu)
+    return gelu(x);
+  else
+    return gelu_tanh(x);
 }
 template <Activation A>
 __device__ float act_grad(float x) {
-  if constexpr (A == Activation::kRelu) return relu_grad(x);
-  else if constexpr (A == Activation::kGelu) return gelu_grad(x);
-  else return gelu_tanh_grad(x);
+  if constexpr (A == Activation::kRelu)
+    return relu_grad(x);
+  else if constexpr (A == Activation::kGelu)
+    return gelu_grad(x);
+  else
+    return gelu_tanh_grad(x);
 }
 template <Activation A>
 __global__ void activation_forward_kernel(float* y, const float* x, int64_t n) {
@@ -116,8 +124,8 @@ __global__ void activation_backward_kernel(float* dx, const float* dy, const flo
   PST_FOR_EACH(i, n) dx[i] = dy[i] * act_grad<A>(x[i]);
 }
 
-__global__ void dropout_kernel(float* y, const float* x, int64_t n, float p, uint64_t seed,
-                               uint64_t stream, int64_t offset) {
+__global__ void dropout_kernel(float* y, const float* x, int64_t n, float p, uint64_t seed, uint64_t stream,
+                               int64_t offset) {
   const float s = 1.0f / (1.0f - p);
   PST_FOR_EACH(i, n) {
     const bool keep = dropout_keep(seed, stream, static_cast<uint64_t>(offset + i), p);
@@ -188,9 +196,8 @@ void column_reduce(float* out, F f, int64_t rows, int64_t cols, float* scratch, 
 
 constexpr int kRowsPerBlock = 8;
 
-__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x,
-                                         const float* w, const float* b, int64_t rows, int64_t C,
-                                         float eps) {
+__global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                         const float* b, int64_t rows, int64_t C, float eps) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
   if (r >= rows) return;
   const float* xr = x + r * C;
@@ -211,9 +218,8 @@ __global__ void layernorm_forward_kernel(float* y, float* mean, float* rstd, con
   }
 }
 
-__global__ void layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* w,
-                                          const float* mean, const float* rstd, int64_t rows,
-                                          int64_t C) {
+__global__ void layernorm_backward_kernel(float* dx, const float* dy, const float* x, const float* w, const float* mean,
+                                          const float* rstd, int64_t rows, int64_t C) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
   if (r >= rows) return;
   const float* xr = x + r * C;
@@ -228,14 +234,13 @@ __global__ void layernorm_backward_kernel(float* dx, const float* dy, const floa
   const float mg = warp_sum(sum_g) / static_cast<float>(C);
   const float mgx = warp_sum(sum_gx) / static_cast<float>(C);
   float* dxr = dx + r * C;
-  for (int64_t c = threadIdx.x; c < C; c += 32)
-    dxr[c] = s * (dyr[c] * w[c] - mg - ((xr[c] - m) * s) * mgx);
+  for (int64_t c = threadIdx.x; c < C; c += 32) dxr[c] = s * (dyr[c] * w[c] - mg - ((xr[c] - m) * s) * mgx);
 }
 
 // ---- embeddings -------------------------------------------------------------
 
-__global__ void embedding_forward_kernel(float* y, const int32_t* ids, const float* table,
-                                         int64_t n, int64_t C, float scale) {
+__global__ void embedding_forward_kernel(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
+                                         float scale) {
   PST_FOR_EACH(i, n * C) {
     const int64_t row = i / C, c = i % C;
     y[i] = table[static_cast<int64_t>(ids[row]) * C + c] * scale;
@@ -248,8 +253,8 @@ __global__ void iota_kernel(int32_t* out, int64_t n) {
 
 // One block per sorted position; the first position of each run of equal ids
 // adds that run's rows (in order of their original index: the sort is stable).
-__global__ void embedding_backward_kernel(float* dtable, const int32_t* keys, const int32_t* order,
-                                          const float* dy, int64_t n, int64_t C, float scale) {
+__global__ void embedding_backward_kernel(float* dtable, const int32_t* keys, const int32_t* order, const float* dy,
+                                          int64_t n, int64_t C, float scale) {
   const int64_t i = blockIdx.x;
   if (i > 0 && keys[i] == keys[i - 1]) return;
   const int32_t id = keys[i];
@@ -266,9 +271,9 @@ __global__ void embedding_backward_kernel(float* dtable, const int32_t* keys, co
 // One warp per row (b, h, i) of the (B, H, Tq, Tk) probabilities; the row's
 // first element is element r * Tk of the tensor, which is also its place in
 // the dropout stream.
-__global__ void attention_softmax_kernel(int64_t rows, int64_t H, int64_t Tq, int64_t Tk,
-                                         bool causal, const int32_t* key_len, float* probs,
-                                         float* dropped, float p, uint64_t seed, uint64_t stream) {
+__global__ void attention_softmax_kernel(int64_t rows, int64_t H, int64_t Tq, int64_t Tk, bool causal,
+                                         const int32_t* key_len, float* probs, float* dropped, float p, uint64_t seed,
+                                         uint64_t stream) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
   if (r >= rows) return;
   const int64_t b = r / (H * Tq), i = r % Tq;
@@ -297,8 +302,8 @@ __global__ void attention_softmax_kernel(int64_t rows, int64_t H, int64_t Tq, in
   }
 }
 
-__global__ void attention_softmax_backward_kernel(int64_t rows, int64_t Tk, const float* probs,
-                                                  float* g, float p, uint64_t seed, uint64_t stream) {
+__global__ void attention_softmax_backward_kernel(int64_t rows, int64_t Tk, const float* probs, float* g, float p,
+                                                  uint64_t seed, uint64_t stream) {
   const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
   if (r >= rows) return;
   const float* pr = probs + r * Tk;
@@ -317,9 +322,8 @@ __global__ void attention_softmax_backward_kernel(int64_t rows, int64_t Tk, cons
 
 // ---- cross-entropy and argmax: one block per row ----------------------------
 
-__global__ void cross_entropy_kernel(const float* logits, const int32_t* targets, int64_t V,
-                                     float smoothing, float grad_scale, float* dlogits,
-                                     double* row_loss, int32_t* row_correct) {
+__global__ void cross_entropy_kernel(const float* logits, const int32_t* targets, int64_t V, float smoothing,
+                                     float grad_scale, float* dlogits, double* row_loss, int32_t* row_correct) {
   const int64_t i = blockIdx.x;
   const float* x = logits + i * V;
   float* g = dlogits ? dlogits + i * V : nullptr;
@@ -366,8 +370,8 @@ __global__ void cross_entropy_kernel(const float* logits, const int32_t* targets
   }
 }
 
-__global__ void cross_entropy_total_kernel(const double* row_loss, const int32_t* row_correct,
-                                           int64_t N, double* total, int64_t* correct) {
+__global__ void cross_entropy_total_kernel(const double* row_loss, const int32_t* row_correct, int64_t N, double* total,
+                                           int64_t* correct) {
   double s = 0.0;
   long long k = 0;
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
@@ -411,8 +415,8 @@ __global__ void sum_squares_partial_kernel(const float* x, int64_t n, double* pa
   }
 }
 
-__global__ void sum_squares_final_kernel(const double* partial, const int* partial_bad, int blocks,
-                                         double* result, int* bad) {
+__global__ void sum_squares_final_kernel(const double* partial, const int* partial_bad, int blocks, double* result,
+                                         int* bad) {
   double s = 0.0;
   int b = 0;
   for (int i = threadIdx.x; i < blocks; i += blockDim.x) {
@@ -427,7 +431,9 @@ __global__ void sum_squares_final_kernel(const double* partial, const int* parti
   }
 }
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
 
 }  // namespace
 
@@ -451,24 +457,23 @@ void add_positions(float* y, const float* pos, int64_t B, int64_t T, int64_t C, 
   if (n > 0) add_positions_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, pos, n, T * C);
 }
 
-void column_sums(float* out, const float* x, int64_t rows, int64_t cols, float* scratch,
-                 cudaStream_t stream) {
+void column_sums(float* out, const float* x, int64_t rows, int64_t cols, float* scratch, cudaStream_t stream) {
   column_reduce(out, PlainValue{x, cols}, rows, cols, scratch, stream);
 }
 
-void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
-                       const float* b, int64_t rows, int64_t C, float eps, cudaStream_t stream) {
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t rows,
+                       int64_t C, float eps, cudaStream_t stream) {
   if (rows == 0) return;
-  layernorm_forward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(y, mean, rstd, x, w, b,
-                                                                                     rows, C, eps);
+  layernorm_forward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(y, mean, rstd, x, w, b, rows, C,
+                                                                                     eps);
 }
 
-void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                        const float* w, const float* mean, const float* rstd, int64_t rows,
-                        int64_t C, float* scratch, cudaStream_t stream) {
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                        const float* mean, const float* rstd, int64_t rows, int64_t C, float* scratch,
+                        cudaStream_t stream) {
   if (rows == 0) return;
-  layernorm_backward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(dx, dy, x, w, mean,
-                                                                                      rstd, rows, C);
+  layernorm_backward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(dx, dy, x, w, mean, rstd, rows,
+                                                                                      C);
   column_reduce(dw, NormalisedProduct{dy, x, mean, rstd, C}, rows, C, scratch, stream);
   column_reduce(db, PlainValue{dy, C}, rows, C, scratch, stream);
 }
@@ -488,8 +493,7 @@ void activation_forward(Activation a, float* y, const float* x, int64_t n, cudaS
   }
 }
 
-void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n,
-                         cudaStream_t stream) {
+void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   switch (a) {
     case Activation::kRelu:
@@ -504,8 +508,7 @@ void activation_backward(Activation a, float* dx, const float* dy, const float* 
   }
 }
 
-void dropout(float* y, const float* x, int64_t n, float p, DropoutKey key, int64_t offset,
-             cudaStream_t stream) {
+void dropout(float* y, const float* x, int64_t n, float p, DropoutKey key, int64_t offset, cudaStream_t stream) {
   if (n == 0) return;
   if (p <= 0.0f) {
     if (y != x) cudaMemcpyAsync(y, x, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream);
@@ -514,55 +517,53 @@ void dropout(float* y, const float* x, int64_t n, float p, DropoutKey key, int64
   dropout_kernel<<<grid_for(n), kThreads, 0, stream>>>(y, x, n, p, key.seed, key.stream, offset);
 }
 
-void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C,
-                       float scale, cudaStream_t stream) {
+void embedding_forward(float* y, const int32_t* ids, const float* table, int64_t n, int64_t C, float scale,
+                       cudaStream_t stream) {
   if (n * C > 0) embedding_forward_kernel<<<grid_for(n * C), kThreads, 0, stream>>>(y, ids, table, n, C, scale);
 }
 
 size_t embedding_sort_temp_bytes(int64_t n) {
   size_t bytes = 0;
-  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
-                                  static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                  static_cast<int32_t*>(nullptr), static_cast<int>(n));
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                                  static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                                  static_cast<int>(n));
   return bytes;
 }
 
-void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n, int64_t C,
-                        float scale, const EmbeddingSortScratch& s, cudaStream_t stream) {
+void embedding_backward(float* dtable, const int32_t* ids, const float* dy, int64_t n, int64_t C, float scale,
+                        const EmbeddingSortScratch& s, cudaStream_t stream) {
   if (n == 0 || C == 0) return;
   iota_kernel<<<grid_for(n), kThreads, 0, stream>>>(s.order_in, n);
   size_t bytes = s.temp_bytes;
-  cub::DeviceRadixSort::SortPairs(s.temp, bytes, ids, s.keys_out, s.order_in, s.order_out,
-                                  static_cast<int>(n), 0, static_cast<int>(sizeof(int32_t) * 8), stream);
+  cub::DeviceRadixSort::SortPairs(s.temp, bytes, ids, s.keys_out, s.order_in, s.order_out, static_cast<int>(n), 0,
+                                  static_cast<int>(sizeof(int32_t) * 8), stream);
   const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
-  embedding_backward_kernel<<<static_cast<unsigned>(n), threads, 0, stream>>>(dtable, s.keys_out, s.order_out,
-                                                                             dy, n, C, scale);
+  embedding_backward_kernel<<<static_cast<unsigned>(n), threads, 0, stream>>>(dtable, s.keys_out, s.order_out, dy, n, C,
+                                                                              scale);
 }
 
-void attention_softmax(const AttentionDims& d, const int32_t* key_len, float* probs, float* dropped,
-                       float p, DropoutKey key, cudaStream_t stream) {
+void attention_softmax(const AttentionDims& d, const int32_t* key_len, float* probs, float* dropped, float p,
+                       DropoutKey key, cudaStream_t stream) {
   const int64_t rows = d.B * d.H * d.Tq;
   if (rows == 0) return;
   attention_softmax_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(
       rows, d.H, d.Tq, d.Tk, d.causal, key_len, probs, dropped, p, key.seed, key.stream);
 }
 
-void attention_softmax_backward(const AttentionDims& d, const float* probs, float* g, float p,
-                                DropoutKey key, cudaStream_t stream) {
+void attention_softmax_backward(const AttentionDims& d, const float* probs, float* g, float p, DropoutKey key,
+                                cudaStream_t stream) {
   const int64_t rows = d.B * d.H * d.Tq;
   if (rows == 0) return;
-  attention_softmax_backward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(
-      rows, d.Tk, probs, g, p, key.seed, key.stream);
+  attention_softmax_backward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(rows, d.Tk, probs, g, p,
+                                                                                              key.seed, key.stream);
 }
 
-void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V,
-                   float smoothing, float grad_scale, float* dlogits, const CrossEntropyScratch& s,
-                   cudaStream_t stream) {
+void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float smoothing, float grad_scale,
+                   float* dlogits, const CrossEntropyScratch& s, cudaStream_t stream) {
   if (N > 0)
     cross_entropy_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(logits, targets, V, smoothing, grad_scale,
                                                                             dlogits, s.row_loss, s.row_correct);
-  cross_entropy_total_kernel<<<1, 1024, 0, stream>>>(s.row_loss, s.row_correct, N, s.total_loss,
-                                                      s.total_correct);
+  cross_entropy_total_kernel<<<1, 1024, 0, stream>>>(s.row_loss, s.row_correct, N, s.total_loss, s.total_correct);
 }
 
 void sum_squares(const float* x, int64_t n, double* partial, int* partial_bad, double* result, int* bad,
