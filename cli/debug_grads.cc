@@ -4,9 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
-#include "cli/reference_step.h"
 #include "core/safetensors.h"
 #include "model/backend.h"
+#include "ps/reference_step.h"
 #include "worker/task_data.h"
 
 namespace pst {

@@ -18,10 +18,10 @@
 
 #include <gtest/gtest.h>
 
-#include "cli/reference_step.h"
 #include "model/backend.h"
 #include "model/transformer.h"
 #include "ps/adam.h"
+#include "ps/reference_step.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 

@@ -14,9 +14,9 @@
 
 #include <gtest/gtest.h>
 
-#include "cli/reference_step.h"
 #include "core/safetensors.h"
 #include "model/transformer.h"
+#include "ps/reference_step.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 

@@ -1,4 +1,4 @@
-#include "cli/reference_step.h"
+#include "ps/reference_step.h"
 
 #include "ps/server.h"
 
