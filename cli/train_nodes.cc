@@ -19,9 +19,7 @@ namespace pst {
 namespace {
 
 // Heartbeats go out a few times per timeout, at most once a second.
-double heartbeat_interval(const JobConfig& job) {
-  return std::min(1.0, job.cluster.timeout_s / 4);
-}
+double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
 
 }  // namespace
 

@@ -10,28 +10,19 @@
 namespace pst {
 namespace {
 
-bool carries_bytes(wire::Kind k) {
-  return k == wire::Kind::PUSH || k == wire::Kind::PULL_REPLY;
-}
+bool carries_bytes(wire::Kind k) { return k == wire::Kind::PUSH || k == wire::Kind::PULL_REPLY; }
 
 // The union member each kind must carry (NONE: no requirement).
 wire::Header::Which needed_member(wire::Kind k) {
   switch (k) {
-    case wire::Kind::REGISTER:
-      return wire::Header::NODE;
-    case wire::Kind::NODE_TABLE:
-      return wire::Header::NODES;
-    case wire::Kind::PUSH:
-      return wire::Header::PUSH;
+    case wire::Kind::REGISTER: return wire::Header::NODE;
+    case wire::Kind::NODE_TABLE: return wire::Header::NODES;
+    case wire::Kind::PUSH: return wire::Header::PUSH;
     case wire::Kind::PUSH_ACK:
-    case wire::Kind::PULL_REPLY:
-      return wire::Header::STEP_INFO;
-    case wire::Kind::CLOCK:
-      return wire::Header::CLOCK;
-    case wire::Kind::ERROR:
-      return wire::Header::ERROR;
-    default:
-      return wire::Header::NONE;
+    case wire::Kind::PULL_REPLY: return wire::Header::STEP_INFO;
+    case wire::Kind::CLOCK: return wire::Header::CLOCK;
+    case wire::Kind::ERROR: return wire::Header::ERROR;
+    default: return wire::Header::NONE;
   }
 }
 
@@ -55,13 +46,9 @@ std::string enumerant_name(Enum value, const char* what) {
 
 }  // namespace
 
-std::string kind_name(wire::Kind kind) {
-  return enumerant_name(kind, "kind");
-}
+std::string kind_name(wire::Kind kind) { return enumerant_name(kind, "kind"); }
 
-std::string error_code_name(wire::ErrorCode code) {
-  return enumerant_name(code, "code");
-}
+std::string error_code_name(wire::ErrorCode code) { return enumerant_name(code, "code"); }
 
 OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t step, uint64_t request_id)
     : header_(builder_.initRoot<wire::Header>()) {
@@ -77,9 +64,7 @@ void OutMessage::add_chunk(ChunkKey key, const float* data, int64_t floats, std:
   payload_.push_back({key, data, floats, std::move(owner)});
 }
 
-void OutMessage::add_key(ChunkKey key, int64_t floats) {
-  payload_.push_back({key, nullptr, floats, nullptr});
-}
+void OutMessage::add_key(ChunkKey key, int64_t floats) { payload_.push_back({key, nullptr, floats, nullptr}); }
 
 Frames OutMessage::finish() {
   auto refs = header_.initChunks(static_cast<unsigned>(payload_.size()));
@@ -150,11 +135,8 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
                    case wire::Header::NODES:
                      for (auto n : m->header_.getNodes()) (void)n.getEndpoint();
                      break;
-                   case wire::Header::ERROR:
-                     (void)m->header_.getError().getMessage();
-                     break;
-                   default:
-                     break;
+                   case wire::Header::ERROR: (void)m->header_.getError().getMessage(); break;
+                   default: break;
                  }
                })) {
     reject(why, wire::ErrorCode::BAD_HEADER, fmt::format("undecodable header: {}", e->getDescription().cStr()));

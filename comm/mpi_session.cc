@@ -46,8 +46,6 @@ MPI_Comm MpiSession::split(int color) {
   return c;
 }
 
-void MpiSession::barrier() {
-  MPI_Barrier(MPI_COMM_WORLD);
-}
+void MpiSession::barrier() { MPI_Barrier(MPI_COMM_WORLD); }
 
 }  // namespace pst

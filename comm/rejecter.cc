@@ -22,9 +22,7 @@ void Rejecter::reject(Router& router, const zmq::message_t& route, const Rejecti
   if (!s.ok()) log_.warn(fmt::format("{}: could not send the error reply: {}", who_, s.message()));
 }
 
-void Rejecter::drop(const Rejection& why) {
-  note(why);
-}
+void Rejecter::drop(const Rejection& why) { note(why); }
 
 std::string Rejecter::reasons() const {
   std::string out;

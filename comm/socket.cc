@@ -240,9 +240,7 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
   return d;
 }
 
-Status Dealer::send(Frames frames, Deadline deadline) {
-  return send_frames(socket_, nullptr, frames, deadline, peer_);
-}
+Status Dealer::send(Frames frames, Deadline deadline) { return send_frames(socket_, nullptr, frames, deadline, peer_); }
 
 Result<Frames> Dealer::receive(Deadline deadline, const std::string& waiting_for) {
   return receive_frames(socket_, deadline, peer_, waiting_for);

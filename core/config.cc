@@ -78,26 +78,17 @@ struct Field {
 
 const char* toml_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::string:
-      return "a string";
-    case toml::node_type::integer:
-      return "an integer";
-    case toml::node_type::floating_point:
-      return "a float";
-    case toml::node_type::boolean:
-      return "a boolean";
-    default:
-      return "a date or time";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    default: return "a date or time";
   }
 }
 
-std::string qualified(const std::string& s, const std::string& k) {
-  return s + "." + k;
-}
+std::string qualified(const std::string& s, const std::string& k) { return s + "." + k; }
 
 template <typename T>
 Field make_field(const std::string& section, const std::string& key, T* target) {
@@ -315,48 +306,22 @@ Field* find_field(std::vector<Field>& fields, const std::string& section, const 
   return nullptr;
 }
 
-Status check_range(bool ok, const std::string& what) {
-  return ok ? Status() : invalid_argument("{}", what);
-}
+Status check_range(bool ok, const std::string& what) { return ok ? Status() : invalid_argument("{}", what); }
 
 }  // namespace
 
-const char* to_string(ModelKind v) {
-  return enum_name(v);
-}
-const char* to_string(NormPlacement v) {
-  return enum_name(v);
-}
-const char* to_string(Activation v) {
-  return enum_name(v);
-}
-const char* to_string(Positions v) {
-  return enum_name(v);
-}
-const char* to_string(InitScheme v) {
-  return enum_name(v);
-}
-const char* to_string(Task v) {
-  return enum_name(v);
-}
-const char* to_string(MatmulPrecision v) {
-  return enum_name(v);
-}
-const char* to_string(Consistency v) {
-  return enum_name(v);
-}
-const char* to_string(InProcess v) {
-  return enum_name(v);
-}
-const char* to_string(Overlap v) {
-  return enum_name(v);
-}
-const char* to_string(SecurityMode v) {
-  return enum_name(v);
-}
-const char* to_string(CheckpointFailure v) {
-  return enum_name(v);
-}
+const char* to_string(ModelKind v) { return enum_name(v); }
+const char* to_string(NormPlacement v) { return enum_name(v); }
+const char* to_string(Activation v) { return enum_name(v); }
+const char* to_string(Positions v) { return enum_name(v); }
+const char* to_string(InitScheme v) { return enum_name(v); }
+const char* to_string(Task v) { return enum_name(v); }
+const char* to_string(MatmulPrecision v) { return enum_name(v); }
+const char* to_string(Consistency v) { return enum_name(v); }
+const char* to_string(InProcess v) { return enum_name(v); }
+const char* to_string(Overlap v) { return enum_name(v); }
+const char* to_string(SecurityMode v) { return enum_name(v); }
+const char* to_string(CheckpointFailure v) { return enum_name(v); }
 
 Result<DeviceSpec> parse_device(const std::string& text) {
   DeviceSpec d;
@@ -628,12 +593,8 @@ static std::string toml_of(const JobConfig& config, bool with_docs) {
   return out;
 }
 
-std::string to_toml(const JobConfig& config) {
-  return toml_of(config, false);
-}
-std::string to_documented_toml(const JobConfig& config) {
-  return toml_of(config, true);
-}
+std::string to_toml(const JobConfig& config) { return toml_of(config, false); }
+std::string to_documented_toml(const JobConfig& config) { return toml_of(config, true); }
 
 std::vector<std::string> config_keys() {
   JobConfig c;

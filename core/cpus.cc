@@ -93,8 +93,6 @@ CpuSources read_cpu_sources() {
   return s;
 }
 
-CpuBudget cpu_budget() {
-  return cpu_budget(read_cpu_sources());
-}
+CpuBudget cpu_budget() { return cpu_budget(read_cpu_sources()); }
 
 }  // namespace pst

@@ -44,9 +44,7 @@ PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c
 }
 
 // Uniform in [0, 1) with 24 bits of resolution (exactly representable floats).
-PST_HD float uniform01(uint32_t bits) {
-  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
-}
+PST_HD float uniform01(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
 
 // A stream of random numbers addressed by element index.
 // Thread-safe: every call is a pure function of (key, stream, index).

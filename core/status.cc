@@ -4,22 +4,14 @@ namespace pst {
 
 const char* status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk:
-      return "OK";
-    case StatusCode::kInvalidArgument:
-      return "invalid argument";
-    case StatusCode::kNotFound:
-      return "not found";
-    case StatusCode::kDataLoss:
-      return "data loss";
-    case StatusCode::kIo:
-      return "I/O error";
-    case StatusCode::kFailedPrecondition:
-      return "failed precondition";
-    case StatusCode::kDeadlineExceeded:
-      return "deadline exceeded";
-    case StatusCode::kInternal:
-      return "internal error";
+    case StatusCode::kOk: return "OK";
+    case StatusCode::kInvalidArgument: return "invalid argument";
+    case StatusCode::kNotFound: return "not found";
+    case StatusCode::kDataLoss: return "data loss";
+    case StatusCode::kIo: return "I/O error";
+    case StatusCode::kFailedPrecondition: return "failed precondition";
+    case StatusCode::kDeadlineExceeded: return "deadline exceeded";
+    case StatusCode::kInternal: return "internal error";
   }
   return "unknown";
 }

@@ -47,18 +47,12 @@ void install_stop_handlers() {
   }).detach();
 }
 
-bool stop_requested() {
-  return g_stop.load(std::memory_order_relaxed) >= 0;
-}
-int stop_signal() {
-  return std::max(g_stop.load(), 0);
-}
+bool stop_requested() { return g_stop.load(std::memory_order_relaxed) >= 0; }
+int stop_signal() { return std::max(g_stop.load(), 0); }
 void request_stop() {
   int expected = -1;
   g_stop.compare_exchange_strong(expected, 0);
 }
-void clear_stop_request() {
-  g_stop = -1;
-}
+void clear_stop_request() { g_stop = -1; }
 
 }  // namespace pst

@@ -29,12 +29,8 @@ bool color_allowed() {
   return own_terminal() && (no_color == nullptr || no_color[0] == '\0');
 }
 
-bool progress_allowed() {
-  return own_terminal() && !progress_disabled.load();
-}
+bool progress_allowed() { return own_terminal() && !progress_disabled.load(); }
 
-void disable_progress() {
-  progress_disabled = true;
-}
+void disable_progress() { progress_disabled = true; }
 
 }  // namespace pst

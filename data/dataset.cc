@@ -83,9 +83,7 @@ const std::vector<int64_t>& BatchIterator::take() {
   return rows;
 }
 
-Batch BatchIterator::next() {
-  return collate(*data_, take());
-}
+Batch BatchIterator::next() { return collate(*data_, take()); }
 
 void BatchIterator::skip(int64_t batches) {
   for (int64_t i = 0; i < batches; ++i) (void)take();

@@ -13,12 +13,9 @@ namespace pst {
 
 const char* to_string(Split s) {
   switch (s) {
-    case Split::kTrain:
-      return "train";
-    case Split::kValid:
-      return "valid";
-    case Split::kTest:
-      return "test";
+    case Split::kTrain: return "train";
+    case Split::kValid: return "valid";
+    case Split::kTest: return "test";
   }
   return "?";
 }
@@ -133,12 +130,8 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
         if (max_train_words == 0 || static_cast<int64_t>(corpus.train.size()) < max_train_words)
           corpus.train.push_back(std::move(gw));
         break;
-      case Split::kValid:
-        corpus.valid.push_back(std::move(gw));
-        break;
-      case Split::kTest:
-        corpus.test.push_back(std::move(gw));
-        break;
+      case Split::kValid: corpus.valid.push_back(std::move(gw)); break;
+      case Split::kTest: corpus.test.push_back(std::move(gw)); break;
     }
   }
   if (corpus.train.empty()) return invalid_argument("CMUdict file '{}': no word falls in the training split", path);

@@ -25,15 +25,9 @@ void add_blocks(TextCorpus& c, const std::string& name, const std::vector<uint8_
     const auto last = bytes.begin() + std::min<int64_t>(static_cast<int64_t>(bytes.size()), (b + 1) * kTextBlockBytes);
     std::vector<uint8_t>* dst = nullptr;
     switch (split_of(name + ":" + std::to_string(b))) {
-      case Split::kTrain:
-        dst = &c.train;
-        break;
-      case Split::kValid:
-        dst = &c.valid;
-        break;
-      case Split::kTest:
-        dst = &c.test;
-        break;
+      case Split::kTrain: dst = &c.train; break;
+      case Split::kValid: dst = &c.valid; break;
+      case Split::kTest: dst = &c.test; break;
     }
     dst->insert(dst->end(), first, last);
   }

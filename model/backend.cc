@@ -6,9 +6,7 @@ namespace pst {
 
 #if !defined(PST_HAVE_CUDA)
 // This build has no CUDA backend (nvcc was not found at configure time).
-bool cuda_compiled() {
-  return false;
-}
+bool cuda_compiled() { return false; }
 
 int cuda_device_count(std::string* why) {
   if (why) *why = "this build has no CUDA backend (nvcc was not found when it was configured)";
@@ -22,8 +20,7 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions&) {
 
 Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads) {
   switch (device.kind) {
-    case DeviceKind::kCpu:
-      return make_cpu_backend(threads);
+    case DeviceKind::kCpu: return make_cpu_backend(threads);
     case DeviceKind::kAuto: {
       std::string why;
       if (cuda_device_count(&why) > 0) return make_cuda_backend(CudaOptions{0, matmul});

@@ -42,22 +42,14 @@ PST_HD float exp_approx(float x) {
 
 // tanh(x) = 1 - 2 / (e^(2x) + 1), absolute error about 2e-7 (all pst needs:
 // GELU uses 1 + tanh).
-PST_HD float tanh_approx(float x) {
-  return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f);
-}
+PST_HD float tanh_approx(float x) { return 1.0f - 2.0f / (exp_approx(2.0f * x) + 1.0f); }
 
 // ReLU and its derivative.
-PST_HD float relu(float x) {
-  return x > 0.0f ? x : 0.0f;
-}
-PST_HD float relu_grad(float x) {
-  return x > 0.0f ? 1.0f : 0.0f;
-}
+PST_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+PST_HD float relu_grad(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
 // GELU with the exact Gaussian CDF: x * Phi(x).
-PST_HD float gelu(float x) {
-  return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
-}
+PST_HD float gelu(float x) { return 0.5f * x * (1.0f + erff(x * kInvSqrt2)); }
 PST_HD float gelu_grad(float x) {
   const float cdf = 0.5f * (1.0f + erff(x * kInvSqrt2));
   const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);

@@ -13,18 +13,12 @@ namespace pst {
 
 const char* to_string(Component c) {
   switch (c) {
-    case Component::kEmbeddings:
-      return "embeddings";
-    case Component::kPositions:
-      return "positions";
-    case Component::kAttention:
-      return "attention";
-    case Component::kFfn:
-      return "ffn";
-    case Component::kNorms:
-      return "norms";
-    case Component::kOutput:
-      return "output";
+    case Component::kEmbeddings: return "embeddings";
+    case Component::kPositions: return "positions";
+    case Component::kAttention: return "attention";
+    case Component::kFfn: return "ffn";
+    case Component::kNorms: return "norms";
+    case Component::kOutput: return "output";
   }
   return "?";
 }
@@ -249,15 +243,9 @@ void init_params(const ParamTable& table, uint64_t seed, float* weights) {
     for (const InitSegment& s : p.init) {
       for (int64_t i = s.row_begin * row_size; i < s.row_end * row_size; ++i) {
         switch (s.kind) {
-          case InitSegment::kZeros:
-            w[i] = 0.0f;
-            break;
-          case InitSegment::kOnes:
-            w[i] = 1.0f;
-            break;
-          case InitSegment::kNormal:
-            w[i] = static_cast<float>(s.a * rng.normal(static_cast<uint64_t>(i)));
-            break;
+          case InitSegment::kZeros: w[i] = 0.0f; break;
+          case InitSegment::kOnes: w[i] = 1.0f; break;
+          case InitSegment::kNormal: w[i] = static_cast<float>(s.a * rng.normal(static_cast<uint64_t>(i))); break;
           case InitSegment::kUniform:
             w[i] = static_cast<float>(s.a * (2.0 * rng.uniform(static_cast<uint64_t>(i)) - 1.0));
             break;

@@ -568,9 +568,7 @@ Transformer::~Transformer() {
   be_->deallocate(grads_);
 }
 
-void Transformer::zero_grads() {
-  be_->fill(grads_, table_.total_numel(), 0.0f);
-}
+void Transformer::zero_grads() { be_->fill(grads_, table_.total_numel(), 0.0f); }
 
 void Transformer::set_weights(const float* host) {
   be_->upload(weights_, host, static_cast<size_t>(table_.total_numel()) * sizeof(float));
@@ -602,13 +600,9 @@ void Transformer::init_weights(uint64_t seed) {
   set_weights(host.data());
 }
 
-LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) {
-  return impl_->forward(batch, opt);
-}
+LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) { return impl_->forward(batch, opt); }
 
-void Transformer::backward(const GradientsFinal& on_final) {
-  impl_->backward(on_final);
-}
+void Transformer::backward(const GradientsFinal& on_final) { impl_->backward(on_final); }
 
 std::vector<float> Transformer::logits() const {
   std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));

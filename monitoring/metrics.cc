@@ -37,9 +37,7 @@ Histogram::BucketBoundaries seconds_buckets() {
   return b;
 }
 
-Labels node_labels(const char* role, int rank) {
-  return {{"role", role}, {"rank", std::to_string(rank)}};
-}
+Labels node_labels(const char* role, int rank) { return {{"role", role}, {"rank", std::to_string(rank)}}; }
 
 Labels with(Labels l, const std::string& key, const std::string& value) {
   l[key] = value;
@@ -173,15 +171,11 @@ void ServerMetrics::request(const char* op, double seconds) {
   (std::string_view(op) == "push" ? push_ : pull_).Observe(seconds);
 }
 
-void ServerMetrics::rejected(const char* reason) {
-  f_.rejected.Add(with(labels_, "reason", reason)).Increment();
-}
+void ServerMetrics::rejected(const char* reason) { f_.rejected.Add(with(labels_, "reason", reason)).Increment(); }
 
 SchedulerMetrics::SchedulerMetrics(MetricFamilies& f, int rank) : f_(f), labels_(node_labels("scheduler", rank)) {}
 
-Labels SchedulerMetrics::with(const char* role) const {
-  return pst::with(labels_, "node_role", role);
-}
+Labels SchedulerMetrics::with(const char* role) const { return pst::with(labels_, "node_role", role); }
 
 void SchedulerMetrics::rejected(const char* reason) {
   f_.rejected.Add(pst::with(labels_, "reason", reason)).Increment();

@@ -38,13 +38,9 @@ std::string manifest_checksum(nlohmann::json j) {
 }
 
 // Where a server that could not write its part of a checkpoint says why.
-std::string failure_file_name(int server) {
-  return fmt::format("server-{}.failed", server);
-}
+std::string failure_file_name(int server) { return fmt::format("server-{}.failed", server); }
 
-std::string first_line(const std::string& text) {
-  return text.substr(0, std::min<size_t>(text.find('\n'), 500));
-}
+std::string first_line(const std::string& text) { return text.substr(0, std::min<size_t>(text.find('\n'), 500)); }
 
 Result<std::string> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -54,9 +50,7 @@ Result<std::string> read_all(const std::string& path) {
   return s.str();
 }
 
-uint64_t xxh3_of(const std::string& bytes) {
-  return XXH3_64bits(bytes.data(), bytes.size());
-}
+uint64_t xxh3_of(const std::string& bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
 // Writes path atomically: temp file, fsync, rename, fsync of the directory.
 Status write_atomic(const std::string& path, const std::string& bytes) {
@@ -123,13 +117,9 @@ Result<CheckpointFile> checkpoint_file(const std::string& dir, const std::string
   return CheckpointFile{name, static_cast<int64_t>(bytes.size()), xxh3_of(bytes)};
 }
 
-std::string shard_file_name(int server) {
-  return fmt::format("server-{}.safetensors", server);
-}
+std::string shard_file_name(int server) { return fmt::format("server-{}.safetensors", server); }
 
-std::string checkpoint_dir(const std::string& root, int64_t step) {
-  return fmt::format("{}/step-{:09d}", root, step);
-}
+std::string checkpoint_dir(const std::string& root, int64_t step) { return fmt::format("{}/step-{:09d}", root, step); }
 
 Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,
                                    const ShardState& state) {

@@ -20,10 +20,8 @@ double LrSchedule::lr(int64_t t) const {
   const double D = static_cast<double>(std::max<int64_t>(1, total_ - w));
   const double lo = cfg_.min_lr;
   switch (cfg_.kind) {
-    case ScheduleKind::kConstant:
-      return base_;
-    case ScheduleKind::kLinear:
-      return lo + (base_ - lo) * std::max(0.0, 1.0 - s / D);
+    case ScheduleKind::kConstant: return base_;
+    case ScheduleKind::kLinear: return lo + (base_ - lo) * std::max(0.0, 1.0 - s / D);
     case ScheduleKind::kCosine: {
       if (cfg_.cycle_steps > 0) {
         // SGDR: the period starts at T_0 and grows by T_mult at each restart.
@@ -42,12 +40,9 @@ double LrSchedule::lr(int64_t t) const {
       }
       return lo + (base_ - lo) * (1.0 + std::cos(M_PI * std::min(s, D) / D)) / 2.0;
     }
-    case ScheduleKind::kStep:
-      return base_ * std::pow(cfg_.gamma, std::floor(s / static_cast<double>(cfg_.step_size)));
-    case ScheduleKind::kExponential:
-      return base_ * std::exp(-cfg_.decay_rate * s);
-    case ScheduleKind::kInverseSqrt:
-      break;
+    case ScheduleKind::kStep: return base_ * std::pow(cfg_.gamma, std::floor(s / static_cast<double>(cfg_.step_size)));
+    case ScheduleKind::kExponential: return base_ * std::exp(-cfg_.decay_rate * s);
+    case ScheduleKind::kInverseSqrt: break;
   }
   return base_;
 }

@@ -273,12 +273,8 @@ bool ShardServer::handle(Routed msg) {
     return false;
   }
   switch (kind) {
-    case wire::Kind::PUSH:
-      error_ = on_push(msg.route, std::move(m));
-      break;
-    case wire::Kind::PULL:
-      error_ = on_pull(std::move(msg.route), *m);
-      break;
+    case wire::Kind::PUSH: error_ = on_push(msg.route, std::move(m)); break;
+    case wire::Kind::PULL: error_ = on_pull(std::move(msg.route), *m); break;
     case wire::Kind::SHUTDOWN: {
       const size_t w = static_cast<size_t>(options_.layout.worker_index(m->header().getSender()));
       if (!finished_[w]) {
@@ -288,8 +284,7 @@ bool ShardServer::handle(Routed msg) {
       }
       break;
     }
-    case wire::Kind::HEARTBEAT:
-      break;
+    case wire::Kind::HEARTBEAT: break;
     default:
       error_ = reject(msg.route,
                       {wire::ErrorCode::BAD_KIND, fmt::format("a server does not take {} messages", kind_name(kind))},

@@ -278,8 +278,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
             rounds.erase(h.getStep());
             break;
           }
-          default:
-            break;  // heartbeats
+          default: break;  // heartbeats
         }
       } catch (const kj::Exception& e) {  // a field that cannot be read
         rejecter.reject(

@@ -13,9 +13,7 @@
 
 namespace pst::testing {
 
-inline std::string source_path(const std::string& rel) {
-  return std::string(PST_SOURCE_DIR) + "/" + rel;
-}
+inline std::string source_path(const std::string& rel) { return std::string(PST_SOURCE_DIR) + "/" + rel; }
 
 // n draws of N(0, scale^2) from a seeded generator.
 inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f) {

@@ -44,9 +44,7 @@ WordScore score_word(const std::vector<std::string>& predicted,
   return best;
 }
 
-int64_t g2p_output_limit(int64_t letters) {
-  return 2 * letters + 5;
-}
+int64_t g2p_output_limit(int64_t letters) { return 2 * letters + 5; }
 
 std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& sources) {
   std::vector<int64_t> limits;

@@ -98,9 +98,7 @@ class Relay {
   std::thread thread_;
 };
 
-int port_of(const std::string& endpoint) {
-  return std::stoi(endpoint.substr(endpoint.rfind(':') + 1));
-}
+int port_of(const std::string& endpoint) { return std::stoi(endpoint.substr(endpoint.rfind(':') + 1)); }
 
 // A Report message carrying `text` as its error message, sent through a
 // Dealer on `ctx` to `endpoint`; true if the Router got it within `seconds`.

@@ -229,9 +229,7 @@ namespace pst {
 namespace {
 
 std::atomic<int> g_interrupts{0};
-void count_interrupt(int) {
-  ++g_interrupts;
-}
+void count_interrupt(int) { ++g_interrupts; }
 
 // A signal that this thread handles (a program that embeds pst may install
 // one; pst blocks its own, core/stop.h) interrupts the poll inside a

@@ -10,9 +10,7 @@
 namespace pst {
 namespace {
 
-TEST(ConfigTest, DefaultsAreValid) {
-  EXPECT_TRUE(validate(JobConfig{}).ok());
-}
+TEST(ConfigTest, DefaultsAreValid) { EXPECT_TRUE(validate(JobConfig{}).ok()); }
 
 // `pst config defaults` prints every key with the comment of its field in
 // core/config.h: no key may lack one, and none may be documented that the
@@ -103,9 +101,7 @@ TEST(ConfigTest, UnknownKeyNamesKeyLineAndAllowedKeys) {
   expect_error("[model]\nd_model = 8\nheadz = 2\n", {}, {"job.toml:3", "unknown key 'headz'", "[model]", "heads"});
 }
 
-TEST(ConfigTest, UnknownSection) {
-  expect_error("[modle]\nx = 1\n", {}, {"unknown section [modle]", "model"});
-}
+TEST(ConfigTest, UnknownSection) { expect_error("[modle]\nx = 1\n", {}, {"unknown section [modle]", "model"}); }
 
 TEST(ConfigTest, WrongType) {
   expect_error("[model]\nd_model = \"big\"\n", {}, {"model.d_model", "expected an integer", "a string"});
@@ -157,9 +153,7 @@ TEST(ConfigTest, ADirectoryIsNotAJobFile) {
   EXPECT_NE(c.status().message().find("is a directory"), std::string::npos) << c.status().message();
 }
 
-TEST(ConfigTest, SyntaxErrorHasLine) {
-  expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"});
-}
+TEST(ConfigTest, SyntaxErrorHasLine) { expect_error("[model]\nd_model = = 3\n", {}, {"job.toml:2", "syntax"}); }
 
 TEST(ConfigTest, OverridesApplyAndAreChecked) {
   auto c = parse_config("[model]\nd_model = 64\n", "t", {"model.d_model=128", "optim.lr=0.5", "train.output=\"x y\""});

@@ -55,9 +55,7 @@ TEST(SafetensorsTest, LayoutMatchesFormat) {
   EXPECT_EQ(back[1], 2.0f);
 }
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+void write_bytes(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
 std::string with_header(const std::string& json, const std::string& data) {
   std::string s(8, '\0');

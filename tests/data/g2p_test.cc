@@ -32,9 +32,7 @@ TEST(G2PTest, ParsesFestivalEntries) {
     EXPECT_FALSE(parse_cmudict_line(bad, &w, &ph)) << bad;
 }
 
-void write(const std::string& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(G2PTest, LoadsWordsWithAllPronunciationsInOneSplit) {
   testing::TempDir dir;

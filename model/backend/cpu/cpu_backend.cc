@@ -475,9 +475,7 @@ class CpuBackend final : public Backend {
   void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) override {
     pst::adam_update(w, m, v, g, n, k);
   }
-  double sum_squares(const float* x, int64_t n, bool* nonfinite) override {
-    return pst::sum_squares(x, n, nonfinite);
-  }
+  double sum_squares(const float* x, int64_t n, bool* nonfinite) override { return pst::sum_squares(x, n, nonfinite); }
 
  private:
   static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -531,8 +529,6 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<CpuBackend>(threads);
-}
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
 
 }  // namespace pst

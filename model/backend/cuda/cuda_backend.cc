@@ -59,12 +59,9 @@ class Scratch {
 
 cublasComputeType_t compute_type(MatmulPrecision p) {
   switch (p) {
-    case MatmulPrecision::kTf32:
-      return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case MatmulPrecision::kBf16:
-      return CUBLAS_COMPUTE_32F_FAST_16BF;
-    case MatmulPrecision::kFp32:
-      break;
+    case MatmulPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MatmulPrecision::kFp32: break;
   }
   return CUBLAS_COMPUTE_32F;
 }
@@ -307,9 +304,7 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-bool cuda_compiled() {
-  return true;
-}
+bool cuda_compiled() { return true; }
 
 int cuda_device_count(std::string* why) {
   int n = 0;

@@ -77,18 +77,10 @@ __device__ void block_max_arg(float& v, int64_t& arg) {
 
 // ---- element-wise -----------------------------------------------------------
 
-__global__ void fill_kernel(float* x, int64_t n, float value) {
-  PST_FOR_EACH(i, n) x[i] = value;
-}
-__global__ void add_kernel(float* y, const float* x, int64_t n) {
-  PST_FOR_EACH(i, n) y[i] += x[i];
-}
-__global__ void axpy_kernel(float* y, float a, const float* x, int64_t n) {
-  PST_FOR_EACH(i, n) y[i] += a * x[i];
-}
-__global__ void scale_kernel(float* y, float a, int64_t n) {
-  PST_FOR_EACH(i, n) y[i] *= a;
-}
+__global__ void fill_kernel(float* x, int64_t n, float value) { PST_FOR_EACH(i, n) x[i] = value; }
+__global__ void add_kernel(float* y, const float* x, int64_t n) { PST_FOR_EACH(i, n) y[i] += x[i]; }
+__global__ void axpy_kernel(float* y, float a, const float* x, int64_t n) { PST_FOR_EACH(i, n) y[i] += a * x[i]; }
+__global__ void scale_kernel(float* y, float a, int64_t n) { PST_FOR_EACH(i, n) y[i] *= a; }
 __global__ void add_bias_kernel(float* y, const float* b, int64_t n, int64_t cols) {
   PST_FOR_EACH(i, n) y[i] += b[i % cols];
 }
@@ -247,9 +239,7 @@ __global__ void embedding_forward_kernel(float* y, const int32_t* ids, const flo
   }
 }
 
-__global__ void iota_kernel(int32_t* out, int64_t n) {
-  PST_FOR_EACH(i, n) out[i] = static_cast<int32_t>(i);
-}
+__global__ void iota_kernel(int32_t* out, int64_t n) { PST_FOR_EACH(i, n) out[i] = static_cast<int32_t>(i); }
 
 // One block per sorted position; the first position of each run of equal ids
 // adds that run's rows (in order of their original index: the sort is stable).
@@ -431,9 +421,7 @@ __global__ void sum_squares_final_kernel(const double* partial, const int* parti
   }
 }
 
-unsigned row_blocks(int64_t rows) {
-  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-}
+unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
 }  // namespace
 
