@@ -21,7 +21,7 @@
 #include "model/backend.h"
 #include "model/transformer.h"
 #include "ps/local_client.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 using namespace pst;
 

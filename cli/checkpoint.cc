@@ -8,7 +8,7 @@
 #include "cli/commands.h"
 #include "model/backend.h"
 #include "ps/checkpoint.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 #include "worker/model_file.h"
 #include "worker/task_data.h"
 

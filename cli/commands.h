@@ -1,4 +1,5 @@
-// The `pst` subcommands. Each returns the process exit code.
+// The `pst` subcommands other than train (job/job.h). Each returns the
+// process exit code.
 #pragma once
 
 #include <string>
@@ -15,9 +16,6 @@ struct ConfigArgs {
   std::vector<std::string> sets;
 };
 
-int run_train(const ConfigArgs& args);
-// `pst train --role scheduler|server|worker --scheduler ENDPOINT` (no MPI).
-int run_train_role(const ConfigArgs& args, const std::string& role, const std::string& scheduler);
 int run_params(const ConfigArgs& args, bool list_tensors);
 int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out_dir, int64_t batch_size);
 // `pst checkpoint inspect DIR`: DIR's manifest (or, for a root of step

@@ -6,21 +6,18 @@
 
 #include <cstdint>
 
+#include "comm/step_report.h"
 #include "core/status.h"
 
 namespace pst {
 
-// What the servers did with the step a pull reflects.
-struct PullInfo {
-  int64_t version = 0;        // version of the weights copied out
-  int64_t applied_steps = 0;  // optimizer steps applied so far
-  bool applied = true;        // false if the last step was skipped (non-finite gradient)
-  double grad_norm = 0.0;     // global gradient norm of the last step, before clipping
-  double clip_coef = 1.0;
-  double lr = 0.0;    // learning rate the last step used
-  bool stop = false;  // the job stops at this version (graceful stop, docs/design.md, Checkpoints)
-};
-
+// A pull answers with the StepReport of the step its weights reflect
+// (comm/step_report.h).
+//
+// Thread safety: a client belongs to one worker thread, which makes every
+// call; a push or pull in progress (begin_push .. finish_push, begin_pull ..
+// await_weights(n)) is finished before the next begins. Implementations may
+// run threads of their own behind it (comm/remote_client.h).
 class ParameterClient {
  public:
   virtual ~ParameterClient() = default;
@@ -32,7 +29,7 @@ class ParameterClient {
 
   // Waits until weights of at least `min_version` exist (or the deadline
   // passes) and copies them, flat, into `weights`.
-  virtual Result<PullInfo> pull(int64_t min_version, float* weights) = 0;
+  virtual Result<StepReport> pull(int64_t min_version, float* weights) = 0;
 
   // True when push() and pull() take device pointers of the worker's backend
   // instead of host memory: a server in this process on the same device, so
@@ -61,7 +58,7 @@ class ParameterClient {
   }
   virtual Status push_final(int64_t /*begin*/) { return Status(); }
   virtual Status finish_push() { return push(pending_.version, pending_.tokens, pending_.loss_sum, pending_.grads); }
-  virtual Result<PullInfo> begin_pull(int64_t min_version, float* weights) { return pull(min_version, weights); }
+  virtual Result<StepReport> begin_pull(int64_t min_version, float* weights) { return pull(min_version, weights); }
   virtual Status await_weights(int64_t /*end*/) { return Status(); }
 
  private:

@@ -19,11 +19,11 @@ enum Kind {
   pull @4;             # a worker asks for chunks of weights version >= step
   pullReply @5;        # the weights, one frame per chunk
   heartbeat @6;
-  clock @7;            # a worker's SSP clock
+  reserved7 @7;        # never sent; receivers reject it (a Cap'n Proto enumerant cannot be removed)
   barrier @8;
   report @9;           # to the scheduler: loss and metrics, or a server's gradient statistics
-  checkpointBegin @10;
-  checkpointDone @11;
+  reserved10 @10;      # never sent; receivers reject it
+  reserved11 @11;      # never sent; receivers reject it
   shutdown @12;
   error @13;           # the answer to a message that was rejected
 }
@@ -112,7 +112,7 @@ struct Header {
     nodes @9 :List(NodeInfo);     # nodeTable
     push @10 :PushInfo;           # push
     stepInfo @11 :StepInfo;       # pullReply, pushAck
-    clock @12 :Int64;             # clock
+    reserved12 @12 :Int64;        # never set
     report @13 :PushInfo;         # report: tokens and loss of a step
     error @14 :ErrorInfo;         # error
     stats @16 :GradStatsInfo;     # report: gradient statistics of round `step`

@@ -176,13 +176,13 @@ Status RemoteParameterClient::finish_push() {
   return Status();
 }
 
-Result<PullInfo> RemoteParameterClient::pull(int64_t min_version, float* weights) {
-  PST_ASSIGN_OR_RETURN(PullInfo info, begin_pull(min_version, weights));
+Result<StepReport> RemoteParameterClient::pull(int64_t min_version, float* weights) {
+  PST_ASSIGN_OR_RETURN(StepReport info, begin_pull(min_version, weights));
   PST_RETURN_IF_ERROR(await_weights(INT64_MAX));
   return info;
 }
 
-Status RemoteParameterClient::receive_pull_part(int k, PullInfo* info) {
+Status RemoteParameterClient::receive_pull_part(int k, StepReport* info) {
   const size_t ks = static_cast<size_t>(k);
   Dealer& d = *servers_[ks];
   PST_ASSIGN_OR_RETURN(auto m, await_reply(k, pull_request_, wire::Kind::PULL_REPLY,
@@ -208,19 +208,15 @@ Status RemoteParameterClient::receive_pull_part(int k, PullInfo* info) {
     ++next;
   }
   if (info) {
-    const auto s = m->header().getStepInfo();
+    const bool stop = info->stop;  // any server's
+    *info = from_wire(m->header().getStepInfo());
     info->version = version;
-    info->applied = s.getApplied();
-    info->applied_steps = s.getAppliedSteps();
-    info->grad_norm = s.getGradNorm();
-    info->clip_coef = s.getClipCoef();
-    info->lr = s.getLr();
-    info->stop = info->stop || s.getStop();  // any server's
+    info->stop = info->stop || stop;
   }
   return Status();
 }
 
-Result<PullInfo> RemoteParameterClient::begin_pull(int64_t min_version, float* weights) {
+Result<StepReport> RemoteParameterClient::begin_pull(int64_t min_version, float* weights) {
   PST_CHECK_MSG(pull_weights_ == nullptr, "begin_pull() while the pull of version {} is unfinished", pull_min_version_);
   const int32_t rank = options_.layout.worker_rank(options_.worker);
   pull_request_ = next_request_++;
@@ -233,7 +229,7 @@ Result<PullInfo> RemoteParameterClient::begin_pull(int64_t min_version, float* w
     PST_RETURN_IF_ERROR(servers_[static_cast<size_t>(k)]->send(m.finish(), Deadline::after(options_.timeout_s)));
   }
   // Every server's first part: the version and what the step did.
-  PullInfo info;
+  StepReport info;
   int64_t version = INT64_MAX;
   // (BSP servers answer the same version; ASP/SSP servers may differ, and
   // the pull reports the oldest.)

@@ -38,12 +38,12 @@ class RemoteParameterClient final : public ParameterClient {
   ~RemoteParameterClient() override;
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
-  Result<PullInfo> pull(int64_t min_version, float* weights) override;
+  Result<StepReport> pull(int64_t min_version, float* weights) override;
   bool streams() const override { return true; }
   Status begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Status push_final(int64_t begin) override;
   Status finish_push() override;
-  Result<PullInfo> begin_pull(int64_t min_version, float* weights) override;
+  Result<StepReport> begin_pull(int64_t min_version, float* weights) override;
   Status await_weights(int64_t end) override;
   // Tells every server this worker is done.
   Status shutdown();
@@ -56,7 +56,7 @@ class RemoteParameterClient final : public ParameterClient {
   // Sends server k its chunks [first, push_unsent_[k]) of the push in progress.
   Status send_part(int k, size_t first);
   // Receives the next part of server k's pull reply and copies its chunks.
-  Status receive_pull_part(int k, PullInfo* info);
+  Status receive_pull_part(int k, StepReport* info);
 
   const ShardPlan& plan_;
   RemoteClientOptions options_;

@@ -10,11 +10,11 @@
 #include <memory>
 #include <thread>
 
+#include "comm/grad_stats.h"
 #include "comm/socket.h"
 #include "fuzz/frames.h"
 #include "model/param_table.h"
 #include "ps/shard_server.h"
-#include "ps/stats_reducer.h"
 
 namespace {
 

@@ -102,9 +102,8 @@ int main(int argc, char** argv) {
     add("error", m);
   }
   {
-    OutMessage m(wire::Kind::CLOCK, fuzz::kFuzzJob, worker, 0, 7);
-    m.header().setClock(3);
-    add("clock", m);
+    OutMessage m(wire::Kind::RESERVED7, fuzz::kFuzzJob, worker, 0, 7);  // rejected
+    add("reserved", m);
   }
   for (wire::Kind k : {wire::Kind::HEARTBEAT, wire::Kind::SHUTDOWN, wire::Kind::BARRIER}) {
     OutMessage m(k, fuzz::kFuzzJob, worker, 0, 8);

@@ -26,7 +26,7 @@
 #include "core/deadline.h"
 #include "core/status.h"
 #include "model/param_table.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 namespace pst {
 

@@ -6,28 +6,10 @@
 
 #include <cstdint>
 
+#include "comm/grad_stats.h"
 #include "model/elementwise.h"
 
 namespace pst {
-
-struct GradStats {
-  double sum_squares = 0.0;
-  bool nonfinite = false;  // some element is inf or NaN
-  // Control flags that ride on the servers' reduction, so that every server
-  // acts on them at the same step (docs/design.md, Checkpoints): some server wants a
-  // checkpoint of this step (checkpoint.every_minutes), some node asked the
-  // job to stop after it (a signal).
-  bool checkpoint = false;
-  bool stop = false;
-
-  GradStats& operator+=(const GradStats& o) {
-    sum_squares += o.sum_squares;
-    nonfinite = nonfinite || o.nonfinite;
-    checkpoint = checkpoint || o.checkpoint;
-    stop = stop || o.stop;
-    return *this;
-  }
-};
 
 GradStats grad_stats(const float* g, int64_t n);
 

@@ -15,19 +15,13 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   }
   if (server_->pushes() < pushes_per_round_) return Status();
   GradStats stats = server_->reduce();
-  stats.stop = stop_requested();
-  const StepReport r = server_->apply(stats);
-  last_.version = r.version;
-  last_.applied_steps = r.applied_steps;
-  last_.applied = r.applied;
-  last_.grad_norm = r.grad_norm;
-  last_.clip_coef = r.clip_coef;
-  last_.lr = r.lr;
-  last_.stop = stats.stop;
+  stats.control.stop = stop_requested();
+  last_ = server_->apply(stats);
+  last_.stop = stats.control.stop;
   return Status();
 }
 
-Result<PullInfo> LocalParameterClient::pull(int64_t min_version, float* weights) {
+Result<StepReport> LocalParameterClient::pull(int64_t min_version, float* weights) {
   if (server_->version() < min_version)
     return failed_precondition("pull: version {} requested but the server is at {} (no push pending)", min_version,
                                server_->version());
@@ -36,7 +30,7 @@ Result<PullInfo> LocalParameterClient::pull(int64_t min_version, float* weights)
   } else {
     server_->copy_weights(weights);
   }
-  PullInfo info = last_;
+  StepReport info = last_;
   info.version = server_->version();
   return info;
 }

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "comm/parameter_client.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 namespace pst {
 
@@ -18,14 +18,14 @@ class LocalParameterClient final : public ParameterClient {
       : server_(server), device_buffers_(device_buffers), pushes_per_round_(pushes_per_round) {}
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
-  Result<PullInfo> pull(int64_t min_version, float* weights) override;
+  Result<StepReport> pull(int64_t min_version, float* weights) override;
   bool device_buffers() const override { return device_buffers_; }
 
  private:
   ShardOptimizer* server_;
   bool device_buffers_;
   int pushes_per_round_;
-  PullInfo last_;
+  StepReport last_{.applied = true};  // version 0 counts as applied, as a server answers it
 };
 
 }  // namespace pst

@@ -1,6 +1,6 @@
 #include "ps/reference_step.h"
 
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 namespace pst {
 

@@ -406,114 +406,6 @@ void ShardServer::start_next_async() {
   start_update();
 }
 
-int64_t ShardServer::slowest_live_clock() const {
-  int64_t slowest = INT64_MAX;
-  for (size_t w = 0; w < clocks_.size(); ++w)
-    if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
-  return slowest;
-}
-
-bool ShardServer::pull_allowed(int64_t min_version, int worker) const {
-  if (version_ < min_version) return false;
-  if (options_.consistency != Consistency::kSsp) return true;
-  const int64_t slowest = slowest_live_clock();
-  return slowest == INT64_MAX || clocks_[static_cast<size_t>(worker)] - slowest <= options_.staleness;
-}
-
-Status ShardServer::answer_ready_pulls() {
-  std::vector<PendingPull> still;
-  for (PendingPull& p : pending_) {
-    if (pull_allowed(p.min_version, p.worker)) {
-      PST_RETURN_IF_ERROR(answer_pull(p));
-    } else {
-      still.push_back(std::move(p));
-    }
-  }
-  pending_ = std::move(still);
-  waiting_pulls_ = static_cast<int64_t>(pending_.size());
-  return Status();
-}
-
-Status ShardServer::on_pull(zmq::message_t route, const InMessage& m) {
-  const int64_t want = m.header().getStep();
-  if (want > version_ + 1)
-    return reject(route,
-                  {wire::ErrorCode::BAD_STEP,
-                   fmt::format("pull of version {}; server {} is at {} (a pull may wait for the next version only)",
-                               want, options_.server, version_)},
-                  &m);
-  const int w = options_.layout.worker_index(m.header().getSender());
-  PendingPull p{std::move(route), m.header().getRequestId(), want, w, 0};
-  if (pull_allowed(want, w)) return answer_pull(p);
-  pending_.push_back(std::move(p));
-  waiting_pulls_ = static_cast<int64_t>(pending_.size());
-  return Status();
-}
-
-Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& weights, const Snapshot& owner,
-                                   int64_t version, const StepReport& report, size_t last) {
-  OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version,
-                   p.request_id);
-  auto info = reply.header().initStepInfo();
-  info.setApplied(report.applied || version == 0);
-  info.setAppliedSteps(report.applied_steps);
-  info.setGradNorm(report.grad_norm);
-  info.setClipCoef(report.clip_coef);
-  info.setLr(report.lr);
-  info.setStop(report.stop || (stopped_at_ >= 0 && version >= stopped_at_));
-  int64_t bytes = 0;
-  for (size_t i = p.sent; i < last; ++i) {
-    reply.add_chunk(owned_chunks_[i].key, weights.data() + opt_.local_offset(i), owned_chunks_[i].length, owner);
-    bytes += owned_chunks_[i].length * int64_t{sizeof(float)};
-  }
-  p.sent = last;
-  if (options_.metrics) options_.metrics->bytes_out(bytes);
-  const Status sent = router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
-  if (!sent.ok()) {
-    // The worker has gone (killed while its pull waited). Its pull is
-    // dropped; the next round's deadline names it unless it comes back.
-    spdlog::warn("server {}: worker {} did not take weights of version {}: {}", options_.server, p.worker, version,
-                 sent.message());
-    p.gone = true;
-  }
-  return Status();
-}
-
-Status ShardServer::answer_pull(PendingPull& p) {
-  if (options_.consistency != Consistency::kBsp) {
-    const int64_t slowest = slowest_live_clock();
-    if (slowest != INT64_MAX) max_lead_ = std::max(max_lead_, clocks_[static_cast<size_t>(p.worker)] - slowest);
-  }
-  // What streaming during the update has not sent (a server that owns
-  // nothing answers with one empty part).
-  if (p.gone || (p.sent == owned_chunks_.size() && p.sent > 0)) return Status();
-  StepReport report = last_;
-  report.applied_steps = opt_.applied_steps();
-  PST_RETURN_IF_ERROR(send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size()));
-  if (options_.metrics)
-    options_.metrics->request("pull",
-                              std::chrono::duration<double>(std::chrono::steady_clock::now() - p.arrived).count());
-  return Status();
-}
-
-Status ShardServer::on_progress(size_t done) {
-  if (options_.consistency != Consistency::kBsp || owned_chunks_.empty()) return Status();
-  // The last chunk waits for the end of the update: a worker cannot finish
-  // its forward, and push the next step, before this server takes it.
-  done = std::min(done, owned_chunks_.size() - 1);
-  StepReport report;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    report = progress_report_;
-  }
-  for (PendingPull& p : pending_)
-    if (!p.gone && p.min_version <= version_ + 1 && p.sent < done) {
-      PST_RETURN_IF_ERROR(send_pull_part(p, *next_snapshot_, next_snapshot_, version_ + 1, report, done));
-      ++streamed_parts_;
-    }
-  return Status();
-}
-
 void ShardServer::start_update() {
   // The update writes the next snapshot; the current one keeps serving
   // pulls of version_. The one before is reused once ZeroMQ lets go of it.
@@ -529,6 +421,22 @@ void ShardServer::start_update() {
     update_requested_ = true;
   }
   cv_.notify_all();
+}
+
+StepControl ShardServer::local_control() {
+  // Every server adds its own flags, so all act on the same step (a
+  // checkpoint of it; the job's end after it).
+  const bool time_up = options_.max_minutes > 0 &&
+                       static_cast<double>(steady_ns() - serve_started_ns_.load()) >= options_.max_minutes * 60e9;
+  if (time_up && !time_up_logged_.exchange(true))
+    spdlog::info("server {}: train.max_minutes = {} reached; the job stops after this step", options_.server,
+                 options_.max_minutes);
+  StepControl c;
+  c.stop = stop_asked_.load() || stop_requested() || time_up ||
+           (options_.stop_on_checkpoint_failure && checkpoint_failed_.load());
+  c.checkpoint = options_.checkpoint_minutes > 0 &&
+                 static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
+  return c;
 }
 
 void ShardServer::update_loop() {
@@ -548,18 +456,7 @@ void ShardServer::update_loop() {
     const auto started = std::chrono::steady_clock::now();
     int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
     GradStats local = opt_.reduce();
-    // The control flags: every server adds its own, so all act on the same
-    // step (a checkpoint of it; the job's end after it).
-    const bool time_up = options_.max_minutes > 0 &&
-                         static_cast<double>(steady_ns() - serve_started_ns_.load()) >= options_.max_minutes * 60e9;
-    if (time_up && !time_up_logged_.exchange(true))
-      spdlog::info("server {}: train.max_minutes = {} reached; the job stops after this step", options_.server,
-                   options_.max_minutes);
-    local.stop = stop_asked_.load() || stop_requested() || time_up ||
-                 (options_.stop_on_checkpoint_failure && checkpoint_failed_.load());
-    local.checkpoint =
-        options_.checkpoint_minutes > 0 &&
-        static_cast<double>(steady_ns() - last_checkpoint_ns_.load()) >= options_.checkpoint_minutes * 60e9;
+    local.control = local_control();
     const bool bsp = options_.consistency == Consistency::kBsp;
     Result<GradStats> global = local;
     // Another server may wait timeout_s for a worker before it gives up, and
@@ -579,8 +476,8 @@ void ShardServer::update_loop() {
     // BSP: each updated range goes to the next snapshot, and every
     // stream_bytes the receive loop may send it to the waiting pulls.
     auto with_flags = [&](StepReport r) {
-      r.stop = global.ok() && global->stop;
-      r.checkpoint = global.ok() && (global->checkpoint || global->stop);
+      r.stop = global.ok() && global->control.stop;
+      r.checkpoint = global.ok() && (global->control.checkpoint || global->control.stop);
       return r;
     };
     const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {

@@ -36,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "comm/grad_stats.h"
 #include "comm/layout.h"
 #include "comm/message.h"
 #include "comm/rejecter.h"
@@ -43,8 +44,7 @@
 #include "comm/socket.h"
 #include "monitoring/metrics.h"
 #include "ps/checkpoint.h"
-#include "ps/server.h"
-#include "ps/stats_reducer.h"
+#include "ps/shard_optimizer.h"
 
 namespace pst {
 
@@ -173,6 +173,8 @@ class ShardServer {
   Status answer_pull(PendingPull& p);
   void start_update();
   void update_loop();
+  // This server's control flags for the step being reduced (update thread).
+  StepControl local_control();
   Status finish_update();
   // The update has written owned chunks [0, done) of next_snapshot_.
   Status on_progress(size_t done);

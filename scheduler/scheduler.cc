@@ -8,6 +8,7 @@
 #include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
+#include "comm/grad_stats.h"
 #include "comm/message.h"
 #include "comm/rejecter.h"
 #include "core/stop.h"
@@ -129,10 +130,219 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
   return Status();
 }
 
+// Phase 2, the running job: one message at a time, then the liveness check.
+// Owned and called by run_scheduler's thread.
+class JobWatch {
+ public:
+  JobWatch(Router& router, const SchedulerOptions& o, Rejecter& rejecter, RankBinding& senders)
+      : router_(router),
+        o_(o),
+        l_(o.layout),
+        rejecter_(rejecter),
+        senders_(senders),
+        nodes_(l_.nodes()),
+        last_seen_(static_cast<size_t>(nodes_), Clock::now()),
+        done_(static_cast<size_t>(nodes_), false),
+        remaining_(nodes_ - 1),
+        alive_servers_(l_.servers),
+        alive_workers_(l_.workers) {
+    publish_alive();
+  }
+
+  bool running() const { return remaining_ > 0; }
+
+  // The next message (if one comes within a second), then the verdict on
+  // silent nodes. An error ends the job.
+  Status step() {
+    auto msg = router_.receive(Deadline::after(std::min(1.0, o_.timeout_s)), "messages of the job");
+    if (msg.ok()) {
+      PST_RETURN_IF_ERROR(handle(*msg));
+    } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
+      return msg.status();
+    }
+    return check_liveness();
+  }
+
+ private:
+  struct Round {                  // statistics of a round in progress
+    std::vector<GradStats> part;  // server k's statistics
+    std::vector<bool> in;
+    std::vector<std::pair<zmq::message_t, uint64_t>> routes;
+    int count = 0;
+  };
+
+  void publish_alive() {
+    if (!o_.metrics) return;
+    o_.metrics->set_alive("server", alive_servers_);
+    o_.metrics->set_alive("worker", alive_workers_);
+  }
+
+  Status handle(Routed& msg) {
+    const Counted counted(o_.received);
+    Rejection why;
+    auto m = InMessage::parse(std::move(msg.frames), &why);
+    const Expectation e{o_.job_id, nodes_, nullptr, -1};
+    if (!m || !validate(*m, e, &why)) {
+      rejecter_.reject(router_, msg.route, why, m.get());
+      return Status();
+    }
+    const auto h = m->header();
+    const int32_t rank = h.getSender();
+    if (rank < 1 || rank >= nodes_) {
+      // A registration after the rendezvous (a node started late, or once
+      // too often) has no rank: the job's members are fixed.
+      const Rejection late{wire::ErrorCode::BAD_HEADER,
+                           h.getKind() == wire::Kind::REGISTER
+                               ? "the job has started: its servers and workers have all registered"
+                               : fmt::format("sender {} is not a node of this job (ranks 1..{})", rank, nodes_ - 1)};
+      rejecter_.reject(router_, msg.route, late, m.get());
+      return Status();
+    }
+    if (!senders_.admit(rank, msg.route)) {
+      rejecter_.drop(senders_.spoofed(rank, msg.route));
+      return Status();
+    }
+    last_seen_[static_cast<size_t>(rank)] = Clock::now();
+    try {
+      switch (h.getKind()) {
+        case wire::Kind::SHUTDOWN: on_shutdown(rank); break;
+        case wire::Kind::BARRIER: return on_barrier(rank, msg, h.getRequestId());
+        case wire::Kind::REPORT: return on_stats(rank, msg, *m);
+        default: break;  // heartbeats
+      }
+    } catch (const kj::Exception& ex) {  // a field that cannot be read
+      rejecter_.reject(
+          router_, msg.route,
+          {wire::ErrorCode::BAD_HEADER, fmt::format("a message that cannot be read: {}", ex.getDescription().cStr())},
+          nullptr);
+    }
+    return Status();
+  }
+
+  void on_shutdown(int32_t rank) {
+    if (done_[static_cast<size_t>(rank)]) return;
+    done_[static_cast<size_t>(rank)] = true;
+    --remaining_;
+    --(l_.is_server(rank) ? alive_servers_ : alive_workers_);
+    publish_alive();
+  }
+
+  // The start barrier: released once every server (and node) is in.
+  Status on_barrier(int32_t rank, Routed& msg, uint64_t request) {
+    if (released_) return Status();
+    barrier_.emplace_back(std::move(msg.route), request);
+    if (l_.is_server(rank)) ++servers_at_barrier_;
+    if (servers_at_barrier_ < l_.servers || static_cast<int>(barrier_.size()) < l_.servers + l_.workers)
+      return Status();
+    for (auto& [route, id] : barrier_) {
+      OutMessage r(wire::Kind::BARRIER, o_.job_id, 0, 0, id);
+      PST_RETURN_IF_ERROR(router_.send(route, r.finish(), Deadline::after(o_.timeout_s)));
+    }
+    released_ = true;
+    spdlog::info("scheduler: every server is ready; the job starts");
+    if (o_.on_start) o_.on_start();
+    return Status();
+  }
+
+  // A server's statistics of a round; once every server's are in, each gets
+  // the sum, added in server order.
+  Status on_stats(int32_t rank, Routed& msg, const InMessage& m) {
+    const auto h = m.header();
+    if (h.which() != wire::Header::STATS || !l_.is_server(rank)) return Status();
+    const size_t k = static_cast<size_t>(l_.server_index(rank));
+    // A BSP job has one round in flight, two around its edges: more open
+    // rounds are a server's bug, not state to keep.
+    if (!rounds_.count(h.getStep()) && rounds_.size() >= kMaxOpenRounds) {
+      rejecter_.reject(
+          router_, msg.route,
+          {wire::ErrorCode::BAD_STEP, fmt::format("statistics of step {} while {} rounds are open (at most {})",
+                                                  h.getStep(), rounds_.size(), kMaxOpenRounds)},
+          &m);
+      return Status();
+    }
+    Round& r = rounds_[h.getStep()];
+    if (r.in.empty()) {
+      r.part.assign(static_cast<size_t>(l_.servers), GradStats{});
+      r.in.assign(static_cast<size_t>(l_.servers), false);
+      r.routes.resize(static_cast<size_t>(l_.servers));
+    }
+    if (r.in[k]) return Status();
+    r.in[k] = true;
+    r.part[k] = from_wire(h.getStats());
+    r.routes[k] = {std::move(msg.route), h.getRequestId()};
+    if (++r.count < l_.servers) return Status();
+    GradStats total;  // added in server order
+    for (const GradStats& p : r.part) total += p;
+    // A stop asked of the scheduler (a signal) joins the servers' own: all
+    // of them checkpoint this round and the job ends after it.
+    const bool asked = total.control.stop;
+    total.control.stop = asked || stop_requested();  // read once: every server gets the same answer
+    if (total.control.stop && !asked && !stop_logged_) {
+      spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
+                   stop_signal(), h.getStep() + 1);
+      stop_logged_ = true;
+    }
+    for (auto& [route, request] : r.routes) {
+      OutMessage reply(wire::Kind::REPORT, o_.job_id, 0, h.getStep(), request);
+      to_wire(total, reply.header().initStats());
+      PST_RETURN_IF_ERROR(router_.send(route, reply.finish(), Deadline::after(o_.timeout_s)));
+    }
+    rounds_.erase(h.getStep());
+    return Status();
+  }
+
+  // A node silent for longer than the limit is dead: the job ends, and the
+  // servers waiting for statistics and the nodes at the barrier learn why.
+  Status check_liveness() {
+    const auto now = Clock::now();
+    // Before the start barrier, nodes registered with --role may still be
+    // loading their data (and send no heartbeat yet): the start deadline
+    // applies. Under mpirun every node beats from the start.
+    const double limit = released_ || !o_.rendezvous ? o_.timeout_s : o_.start_timeout_s;
+    for (int32_t r = 1; r < nodes_; ++r) {
+      const double silent = std::chrono::duration<double>(now - last_seen_[static_cast<size_t>(r)]).count();
+      if (done_[static_cast<size_t>(r)] || silent <= limit) continue;
+      const Status dead = deadline_exceeded(
+          "scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead", node_name(l_, r), silent);
+      if (o_.metrics) {
+        o_.metrics->failure(l_.is_server(r) ? "server" : "worker");
+        --(l_.is_server(r) ? alive_servers_ : alive_workers_);
+        publish_alive();
+      }
+      const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
+      for (auto& [step, round] : rounds_)
+        for (auto& [route, request] : round.routes)
+          if (route.size() > 0)
+            (void)router_.send(route, error_reply(verdict, o_.job_id, 0, nullptr), Deadline::after(1));
+      if (!released_)
+        for (auto& [route, request] : barrier_)
+          (void)router_.send(route, error_reply(verdict, o_.job_id, 0, nullptr), Deadline::after(1));
+      return dead;
+    }
+    return Status();
+  }
+
+  Router& router_;
+  const SchedulerOptions& o_;
+  const JobLayout& l_;
+  Rejecter& rejecter_;
+  RankBinding& senders_;
+  const int32_t nodes_;
+  std::vector<Clock::time_point> last_seen_;
+  std::vector<bool> done_;
+  int remaining_;
+  int64_t alive_servers_, alive_workers_;
+  // The start barrier: the routes waiting for release.
+  std::vector<std::pair<zmq::message_t, uint64_t>> barrier_;
+  int servers_at_barrier_ = 0;
+  bool released_ = false;
+  std::map<int64_t, Round> rounds_;
+  bool stop_logged_ = false;
+};
+
 }  // namespace
 
 Status run_scheduler(Router& router, const SchedulerOptions& o) {
-  const JobLayout& l = o.layout;
   std::vector<ScrapeTarget> targets = o.targets;
   // Rejections are counted (pst_messages_rejected_total), logged at a
   // bounded rate and answered only where the peer has room (comm/rejecter.h).
@@ -141,181 +351,14 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   });
   // Which process speaks for each rank: the one that registered it, or
   // (mpirun, no rendezvous) the first one heard in its name.
-  RankBinding senders(l.nodes());
+  RankBinding senders(o.layout.nodes());
   if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter, senders));
   if (!o.file_sd.empty()) {
     PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
     spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
   }
-  int64_t alive_servers = l.servers, alive_workers = l.workers;
-  auto publish_alive = [&] {
-    if (!o.metrics) return;
-    o.metrics->set_alive("server", alive_servers);
-    o.metrics->set_alive("worker", alive_workers);
-  };
-  publish_alive();
-  const int32_t nodes = l.nodes();
-  std::vector<Clock::time_point> last_seen(static_cast<size_t>(nodes), Clock::now());
-  std::vector<bool> done(static_cast<size_t>(nodes), false);
-  int remaining = nodes - 1;
-  // Barrier: the routes waiting for release; released once every server is in.
-  std::vector<std::pair<zmq::message_t, uint64_t>> barrier;
-  int servers_at_barrier = 0;
-  bool released = false;
-  // Statistics of rounds in progress: per round, each server's part and route.
-  struct Round {
-    std::vector<double> sum;
-    std::vector<bool> nonfinite, in;
-    bool checkpoint = false, stop = false;
-    std::vector<std::pair<zmq::message_t, uint64_t>> routes;
-    int count = 0;
-  };
-  std::map<int64_t, Round> rounds;
-  bool stop_logged = false;
-  const Expectation e{o.job_id, nodes, nullptr, -1};
-  while (remaining > 0) {
-    auto msg = router.receive(Deadline::after(std::min(1.0, o.timeout_s)), "messages of the job");
-    if (msg.ok()) {
-      const Counted counted(o.received);
-      Rejection why;
-      auto m = InMessage::parse(std::move(msg->frames), &why);
-      if (!m || !validate(*m, e, &why)) {
-        rejecter.reject(router, msg->route, why, m.get());
-        continue;
-      }
-      const auto h = m->header();
-      const int32_t rank = h.getSender();
-      if (rank < 1 || rank >= nodes) {
-        // A registration after the rendezvous (a node started late, or once
-        // too often) has no rank: the job's members are fixed.
-        const Rejection late{wire::ErrorCode::BAD_HEADER,
-                             h.getKind() == wire::Kind::REGISTER
-                                 ? "the job has started: its servers and workers have all registered"
-                                 : fmt::format("sender {} is not a node of this job (ranks 1..{})", rank, nodes - 1)};
-        rejecter.reject(router, msg->route, late, m.get());
-        continue;
-      }
-      if (!senders.admit(rank, msg->route)) {
-        rejecter.drop(senders.spoofed(rank, msg->route));
-        continue;
-      }
-      last_seen[static_cast<size_t>(rank)] = Clock::now();
-      try {
-        switch (h.getKind()) {
-          case wire::Kind::SHUTDOWN:
-            if (!done[static_cast<size_t>(rank)]) {
-              done[static_cast<size_t>(rank)] = true;
-              --remaining;
-              --(l.is_server(rank) ? alive_servers : alive_workers);
-              publish_alive();
-            }
-            break;
-          case wire::Kind::BARRIER:
-            if (released) break;
-            barrier.emplace_back(std::move(msg->route), h.getRequestId());
-            if (l.is_server(rank)) ++servers_at_barrier;
-            if (servers_at_barrier == l.servers && static_cast<int>(barrier.size()) == l.servers + l.workers) {
-              for (auto& [route, request] : barrier) {
-                OutMessage r(wire::Kind::BARRIER, o.job_id, 0, 0, request);
-                PST_RETURN_IF_ERROR(router.send(route, r.finish(), Deadline::after(o.timeout_s)));
-              }
-              released = true;
-              spdlog::info("scheduler: every server is ready; the job starts");
-              if (o.on_start) o.on_start();
-            }
-            break;
-          case wire::Kind::REPORT: {
-            if (h.which() != wire::Header::STATS || !l.is_server(rank)) break;
-            const size_t k = static_cast<size_t>(l.server_index(rank));
-            // A BSP job has one round in flight, two around its edges: more
-            // open rounds are a server's bug, not state to keep.
-            if (!rounds.count(h.getStep()) && rounds.size() >= kMaxOpenRounds) {
-              rejecter.reject(
-                  router, msg->route,
-                  {wire::ErrorCode::BAD_STEP, fmt::format("statistics of step {} while {} rounds are open (at most {})",
-                                                          h.getStep(), rounds.size(), kMaxOpenRounds)},
-                  m.get());
-              break;
-            }
-            Round& r = rounds[h.getStep()];
-            if (r.in.empty()) {
-              r.sum.assign(static_cast<size_t>(l.servers), 0.0);
-              r.nonfinite.assign(static_cast<size_t>(l.servers), false);
-              r.in.assign(static_cast<size_t>(l.servers), false);
-              r.routes.resize(static_cast<size_t>(l.servers));
-            }
-            if (r.in[k]) break;
-            r.in[k] = true;
-            r.sum[k] = h.getStats().getSumSquares();
-            r.nonfinite[k] = h.getStats().getNonfinite();
-            r.checkpoint = r.checkpoint || h.getStats().getCheckpoint();
-            r.stop = r.stop || h.getStats().getStop();
-            r.routes[k] = {std::move(msg->route), h.getRequestId()};
-            if (++r.count < l.servers) break;
-            double total = 0;
-            bool bad = false;
-            for (int s = 0; s < l.servers; ++s) {
-              total += r.sum[static_cast<size_t>(s)];
-              bad = bad || r.nonfinite[static_cast<size_t>(s)];
-            }
-            // A stop asked of the scheduler (a signal) joins the servers' own:
-            // all of them checkpoint this round and the job ends after it.
-            const bool stop = r.stop || stop_requested();  // read once: every server gets the same answer
-            if (stop && !r.stop && !stop_logged) {
-              spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
-                           stop_signal(), h.getStep() + 1);
-              stop_logged = true;
-            }
-            for (auto& [route, request] : r.routes) {
-              OutMessage reply(wire::Kind::REPORT, o.job_id, 0, h.getStep(), request);
-              auto st = reply.header().initStats();
-              st.setSumSquares(total);
-              st.setNonfinite(bad);
-              st.setCheckpoint(r.checkpoint);
-              st.setStop(stop);
-              PST_RETURN_IF_ERROR(router.send(route, reply.finish(), Deadline::after(o.timeout_s)));
-            }
-            rounds.erase(h.getStep());
-            break;
-          }
-          default: break;  // heartbeats
-        }
-      } catch (const kj::Exception& e) {  // a field that cannot be read
-        rejecter.reject(
-            router, msg->route,
-            {wire::ErrorCode::BAD_HEADER, fmt::format("a message that cannot be read: {}", e.getDescription().cStr())},
-            nullptr);
-      }
-    } else if (msg.status().code() != StatusCode::kDeadlineExceeded) {
-      return msg.status();
-    }
-    const auto now = Clock::now();
-    // Before the start barrier, nodes registered with --role may still be
-    // loading their data (and send no heartbeat yet): the start deadline
-    // applies. Under mpirun every node beats from the start.
-    const double limit = released || !o.rendezvous ? o.timeout_s : o.start_timeout_s;
-    for (int32_t r = 1; r < nodes; ++r) {
-      const double silent = std::chrono::duration<double>(now - last_seen[static_cast<size_t>(r)]).count();
-      if (done[static_cast<size_t>(r)] || silent <= limit) continue;
-      const Status dead = deadline_exceeded(
-          "scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead", node_name(l, r), silent);
-      if (o.metrics) {
-        o.metrics->failure(l.is_server(r) ? "server" : "worker");
-        --(l.is_server(r) ? alive_servers : alive_workers);
-        publish_alive();
-      }
-      // Servers waiting for statistics and nodes at the barrier learn why.
-      const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
-      for (auto& [step, round] : rounds)
-        for (auto& [route, request] : round.routes)
-          if (route.size() > 0)
-            (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
-      if (!released)
-        for (auto& [route, request] : barrier)
-          (void)router.send(route, error_reply(verdict, o.job_id, 0, nullptr), Deadline::after(1));
-      return dead;
-    }
-  }
+  JobWatch watch(router, o, rejecter, senders);
+  while (watch.running()) PST_RETURN_IF_ERROR(watch.step());
   if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
   return Status();
 }

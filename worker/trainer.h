@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,22 +63,35 @@ struct TrainerOptions {
   std::function<Status()> save;
 };
 
+// Thread safety: a Trainer is used by one thread (its model's and client's
+// owner); run() once.
 class Trainer {
  public:
   // model, client and data must outlive the trainer. The model's weights are
   // replaced by the first pull.
   Trainer(const JobConfig& job, const TaskData& data, Transformer* model, ParameterClient* client,
           TrainerOptions options);
+  ~Trainer();
   Result<TrainSummary> run();
 
  private:
+  struct Run;         // the state of one run(), in trainer.cc
+  struct StepTotals;  // one step's tokens and loss over its shards
   void clip_gradient();
+  Status need(int64_t end);
+  Result<StepReport> pull(int64_t min_version);
+  // Forward, backward and push of shard i's batch at `step`; adds to `totals`.
+  Status train_shard(size_t i, int64_t step, int64_t version, StepTotals& totals);
+  void log_step(int64_t step, const StepReport& info, const StepTotals& totals, bool last);
+  void validate(int64_t step);
+  void test();
 
   const JobConfig& job_;
   const TaskData& data_;
   Transformer* model_;
   ParameterClient* client_;
   TrainerOptions opt_;
+  std::unique_ptr<Run> run_;
 };
 
 }  // namespace pst

@@ -112,6 +112,10 @@ TEST_F(MessageTest, WrongVersionJobKindOrSender) {
     m->header().setKind(static_cast<wire::Kind>(77));
     expect_rejected(m->finish(), wire::ErrorCode::BAD_KIND, "kind 77");
   }
+  for (wire::Kind reserved : {wire::Kind::RESERVED7, wire::Kind::RESERVED10, wire::Kind::RESERVED11}) {
+    OutMessage m(reserved, kJob, 3, 0, 1);  // kinds the schema keeps but pst never sends
+    expect_rejected(m.finish(), wire::ErrorCode::BAD_KIND, "unknown message reserved");
+  }
   {
     auto m = push();
     m->header().setSender(9);

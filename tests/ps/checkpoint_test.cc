@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ps/checkpoint.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 #include "tests/ps/fixtures.h"
 #include "tests/test_util.h"
 

@@ -3,7 +3,7 @@
 // step of one process on the concatenated batch; tensors split across two
 // servers give the weights of one server; state kept on a backend device
 // (where a GPU server runs the fused update) gives the host's bits.
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 #include <cmath>
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Compares `pst debug grads --out DIR` with PyTorch for any configuration.
 
-  build/cli/pst debug grads --config job.toml --seed 1 --out /tmp/g
+  build/bin/pst debug grads --config job.toml --seed 1 --out /tmp/g
   tests/reference/check_against_torch.py /tmp/g
 
 Loads pst's initial weights into the torch.nn twin of the model

@@ -9,7 +9,7 @@ weights after 3 steps of clip_grad_norm_ + AdamW under the warmup schedule.
 pst's own outputs (pst.safetensors) are not committed: the C++ tests
 recompute them.
 
-Usage: tests/reference/gen_fixtures.py BUILD/cli/pst   (Debian's python3-torch)
+Usage: tests/reference/gen_fixtures.py BUILD/bin/pst   (Debian's python3-torch)
 """
 import os
 import subprocess
@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    pst = sys.argv[1] if len(sys.argv) > 1 else "build/cli/pst"
+    pst = sys.argv[1] if len(sys.argv) > 1 else "build/bin/pst"
     configs = sorted(f for f in os.listdir(os.path.join(HERE, "configs")) if f.endswith(".toml"))
     for cfg in configs:
         name = cfg[:-5]

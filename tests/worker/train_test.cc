@@ -5,7 +5,7 @@
 
 #include "model/backend.h"
 #include "ps/local_client.h"
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 #include "worker/evaluate.h"

@@ -1,6 +1,8 @@
 // A node's line to the scheduler: a thread that sends a Heartbeat every
 // interval, and a Shutdown ("ended well") when the node finishes. A node
-// that dies stops both, which is how the scheduler tells it is gone.
+// that dies stops both, which is how the scheduler tells it is gone. A job
+// without a scheduler (threads of one process) passes an empty endpoint:
+// nothing is sent.
 //
 // Thread safety: finish() and the destructor are called by the owner thread.
 #pragma once

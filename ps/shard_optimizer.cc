@@ -1,4 +1,4 @@
-#include "ps/server.h"
+#include "ps/shard_optimizer.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "comm/heartbeat.h"
+#include "scheduler/heartbeat.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,7 +9,7 @@ namespace pst {
 Heartbeat::Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
                      double interval_s)
     : context_(context), endpoint_(scheduler_endpoint), job_id_(job_id), rank_(rank), interval_s_(interval_s) {
-  thread_ = std::thread([this] { run(); });
+  if (!endpoint_.empty()) thread_ = std::thread([this] { run(); });
 }
 
 Heartbeat::~Heartbeat() {

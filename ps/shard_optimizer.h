@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/shard_plan.h"
+#include "comm/step_report.h"
 #include "core/config.h"
 #include "model/backend.h"
 #include "model/param_table.h"
@@ -22,20 +23,6 @@ namespace pst {
 
 // Every tensor as one chunk: the layout of a single in-process server.
 std::vector<ChunkRange> whole_tensors(const ParamTable& table);
-
-struct StepReport {
-  int64_t version = 0;        // rounds completed, including this one
-  int64_t applied_steps = 0;  // optimizer steps applied so far
-  bool applied = false;       // false when skipped (non-finite gradient)
-  double grad_norm = 0.0;     // global norm before clipping
-  double clip_coef = 1.0;
-  double lr = 0.0;        // learning rate of this step (of the next one if skipped)
-  int64_t tokens = 0;     // tokens in this step's pushes
-  double loss_sum = 0.0;  // summed loss in this step's pushes
-  // Set by the shard server from the reduced control flags (GradStats).
-  bool checkpoint = false;  // a checkpoint of this version is written
-  bool stop = false;        // the job stops at this version
-};
 
 class ShardOptimizer {
  public:

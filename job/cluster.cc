@@ -1,0 +1,85 @@
+#include "job/cluster.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "core/cpus.h"
+#include "model/param_table.h"
+
+namespace pst {
+
+Result<TaskData> load_job_data(const JobConfig& job) {
+  PST_ASSIGN_OR_RETURN(TaskData data, load_task_data(job));
+  PST_RETURN_IF_ERROR(check_fits_in_memory(build_param_table(job.model, data.src_vocab, data.tgt_vocab), 4));
+  return data;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                     const std::optional<JobKeys>& given) {
+  const SecurityMode mode = job.security.mode;
+  if (mode == SecurityMode::kNone) {
+    spdlog::warn("security.mode = none: any process that reaches the job's ports can join, push and pull");
+    return std::unique_ptr<JobSecurity>();
+  }
+  JobKeys keys;
+  if (!job.security.key_file.empty()) {
+    PST_ASSIGN_OR_RETURN(keys, read_job_keys(job.security.key_file, mode));
+  } else if (given) {
+    keys = *given;
+  } else {
+    return invalid_argument(
+        "security.mode = {}: processes started with --role need security.key_file (the job's "
+        "keys from pst keygen, e.g. a container secret), or security.mode = none on a network "
+        "that is private to the job",
+        to_string(mode));
+  }
+  PST_ASSIGN_OR_RETURN(auto security, JobSecurity::enable(ctx, mode, keys));
+  spdlog::info(mode == SecurityMode::kCurve
+                   ? "CURVE on: sockets are encrypted and admit only holders of the job's key pair"
+                   : "job secret on: sockets admit only processes that prove the job's secret (not encrypted)");
+  return security;
+}
+
+void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local) {
+  // Overlap pays where communication does not take cycles from compute: on
+  // a host of the process's own (the network's time is then hidden), not
+  // where CPU processes of the job share the cores (on 2 shared cores it cost
+  // 8-12% of tokens/s). A GPU worker turns auto on itself (run_worker).
+  const bool shares_host = all_local || local_processes > 1;
+  if (job.cluster.overlap == Overlap::kAuto && !shares_host) job.cluster.overlap = Overlap::kOn;
+  if (!layout.is_server(rank) && !layout.is_worker(rank)) return;  // the scheduler computes nothing
+  // Workers share this host's cores; servers compute only while the
+  // workers wait for them (BSP), so they may use every core.
+  const int local_workers = all_local ? layout.workers : local_processes;
+  job.train.threads = resolve_threads(job.train.threads, layout.is_worker(rank) ? local_workers : 1,
+                                      layout.is_worker(rank) ? "worker" : "server");
+}
+
+int64_t resolve_threads(int64_t configured, int sharers, const char* who) {
+  if (configured > 0) {
+    spdlog::info("{}: {} compute threads (train.threads)", who, configured);
+    return configured;
+  }
+  const CpuBudget budget = cpu_budget();
+  // A budget set for this process (OMP_NUM_THREADS, a pinned affinity mask,
+  // a quota) is its own; the machine's CPUs are shared with the job's other
+  // workers on the host.
+  const int share = budget.own ? 1 : std::max(1, sharers);
+  const int64_t threads = std::max(1, budget.cpus / share);
+  if (share > 1)
+    spdlog::info("{}: {} compute threads ({}, shared by {} workers)", who, threads, budget.why, share);
+  else
+    spdlog::info("{}: {} compute threads ({})", who, threads, budget.why);
+  return threads;
+}
+
+}  // namespace pst

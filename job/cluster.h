@@ -1,0 +1,66 @@
+// What one process of a job learns from its bootstrap, and the settings it
+// resolves for itself. job/ is the composition root: each launch mode has
+// one bootstrap that makes a Cluster (job/local.cc: threads of one process;
+// job/mpi.cc: mpirun; job/role.cc: processes started on their own that
+// meet at the scheduler), and every mode then runs the same nodes
+// (job/nodes.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "comm/grad_stats.h"
+#include "comm/layout.h"
+#include "comm/security.h"
+#include "core/config.h"
+#include "monitoring/metrics.h"
+#include "worker/task_data.h"
+
+namespace pst {
+
+// Made by a bootstrap, then read by the node this process (or thread) runs;
+// start_barrier and reducer are called from that node's thread only.
+struct Cluster {
+  int32_t rank = 0;
+  JobLayout layout;
+  uint64_t job_id = 0;
+  std::string scheduler;             // the scheduler's endpoint (heartbeats); empty: none (threads)
+  std::vector<std::string> servers;  // endpoints of servers 0..S-1
+  // Returns once every server is ready (the start barrier).
+  std::function<Status()> start_barrier;
+  // The reduction of gradient statistics a server uses.
+  std::function<Result<std::shared_ptr<GradStatsReducer>>()> reducer;
+  // This process's /metrics, if on; the scheduler's scrape targets known
+  // before its rendezvous (under mpirun: every process's).
+  MetricsServer* metrics = nullptr;
+  std::vector<ScrapeTarget> targets;
+};
+
+// The job's data, once its model is known to fit in this machine's memory
+// (4 fp32 copies of the parameters: a worker's weights, gradients and
+// transfer buffers, or a server's weights, moments and gradient).
+Result<TaskData> load_job_data(const JobConfig& job);
+
+// This machine's host name (gethostname).
+std::string host_name();
+// security.mode on ctx's sockets (comm/security.h): the keys of
+// security.key_file, else `given` (an mpirun job's, from rank 0); nullptr
+// when the mode is none. Keep it while the context's sockets live.
+Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::context_t& ctx,
+                                                     const std::optional<JobKeys>& given);
+
+// Per-process settings left to auto: train.threads = 0 (workers share the
+// host's cores; servers may use them all) and cluster.overlap = auto.
+void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local);
+// The compute threads of one worker or server: `configured` when positive,
+// else this process's CPU budget (core/cpus.h) divided among `sharers`
+// workers unless the budget is the process's own. Logs the count and why.
+int64_t resolve_threads(int64_t configured, int sharers, const char* who);
+
+}  // namespace pst

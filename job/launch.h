@@ -1,0 +1,18 @@
+// The bootstraps of `pst train`, one per launch mode (job/job.h's train
+// picks one). Internal to job/.
+#pragma once
+
+#include "job/job.h"
+
+namespace pst {
+
+// Every server and worker of the job in this process: as threads over
+// inproc sockets (train_threads), or one thread playing every worker in
+// turn against an in-process optimizer.
+Status train_local(const TrainArgs& args);
+// One rank of an mpirun job.
+Status train_mpi(const TrainArgs& args);
+// One process with --role, meeting the others at the scheduler.
+Status train_role(const TrainArgs& args);
+
+}  // namespace pst

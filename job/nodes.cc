@@ -1,0 +1,131 @@
+#include "job/nodes.h"
+
+#include <algorithm>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "comm/remote_client.h"
+#include "core/philox.h"
+#include "job/outputs.h"
+#include "job/resume.h"
+#include "model/param_table.h"
+#include "ps/shard_server.h"
+#include "scheduler/heartbeat.h"
+#include "scheduler/scheduler.h"
+
+namespace pst {
+namespace {
+
+// Heartbeats go out a few times per timeout, at most once a second.
+double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
+
+}  // namespace
+
+Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
+                  const Cluster& cluster) {
+  const JobLayout& layout = cluster.layout;
+  const int k = layout.server_index(cluster.rank);
+  const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
+  PST_ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::make(table.numels(), layout.servers, job.cluster.chunk_bytes));
+  std::vector<float> initial(static_cast<size_t>(table.total_numel()));
+  init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
+  PST_ASSIGN_OR_RETURN(std::shared_ptr<GradStatsReducer> reducer, cluster.reducer());
+  const std::string endpoint = router->endpoint();
+  std::unique_ptr<ServerMetrics> metrics;
+  if (cluster.metrics) metrics = std::make_unique<ServerMetrics>(cluster.metrics->families(), cluster.rank, k);
+  if (k == 0) PST_RETURN_IF_ERROR(clear_previous_run(job));
+  ShardServerOptions options = shard_server_options(job, cluster.job_id, k, layout);
+  options.metrics = metrics.get();
+  ShardServer server(job, table, plan, initial.data(), reducer.get(), ctx, std::move(router), options);
+  PST_ASSIGN_OR_RETURN(std::optional<ResumePoint> resume, resume_point(job, table));
+  if (resume) PST_RETURN_IF_ERROR(restore_server(server, *resume, table, plan, k));
+  spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
+               static_cast<double>(plan.bytes(k)) / (1 << 20));
+  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, heartbeat_interval(job));
+  PST_RETURN_IF_ERROR(cluster.start_barrier());
+  if (cluster.metrics) cluster.metrics->set_ready();
+  PST_RETURN_IF_ERROR(server.serve());
+  heartbeat.finish();
+  spdlog::info("server {}: {} steps, {} messages rejected{}", k, server.version(), server.rejected(),
+               server.rejected() > 0 ? fmt::format(" ({})", server.rejected_reasons()) : "");
+  return Status();
+}
+
+TrainerOptions worker_trainer_options(const JobConfig& job, const JobLayout& layout, int w, const Backend& backend,
+                                      std::FILE* metrics) {
+  TrainerOptions topt;
+  topt.shards = {w};
+  topt.workers = layout.workers;
+  topt.evaluate = w == 0;
+  topt.progress = w == 0;
+  topt.stop_at_max_minutes = false;
+  topt.metrics = w == 0 ? metrics : nullptr;
+  topt.overlap = job.cluster.overlap == Overlap::kOn ||
+                 (job.cluster.overlap == Overlap::kAuto && std::string_view(backend.name()) == "cuda");
+  if (job.cluster.consistency != Consistency::kBsp) topt.clip_norm = job.optim.clip_norm;
+  return topt;
+}
+
+Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, const Cluster& cluster) {
+  const JobLayout& layout = cluster.layout;
+  const int w = layout.worker_index(cluster.rank);
+  PST_ASSIGN_OR_RETURN(auto backend, make_backend(*parse_device(job.train.device), job.train.matmul,
+                                                  static_cast<int>(job.train.threads)));
+  Transformer model(job.model, data.src_vocab, data.tgt_vocab, backend.get());
+  PST_ASSIGN_OR_RETURN(ShardPlan plan,
+                       ShardPlan::make(model.table().numels(), layout.servers, job.cluster.chunk_bytes));
+  PST_ASSIGN_OR_RETURN(auto client, RemoteParameterClient::connect(
+                                        ctx, plan, cluster.servers,
+                                        RemoteClientOptions{cluster.job_id, w, layout, job.cluster.timeout_s}));
+  OutputFile metrics;  // worker 0's
+  if (w == 0) {
+    PST_ASSIGN_OR_RETURN(metrics, open_output(job));
+  }
+  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, heartbeat_interval(job));
+  PST_RETURN_IF_ERROR(cluster.start_barrier());
+  if (cluster.metrics) cluster.metrics->set_ready();
+  TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
+  if (w == 0) topt.save = [&] { return save_trained_model(job, data, model); };
+  PST_ASSIGN_OR_RETURN(std::optional<ResumePoint> resume, resume_point(job, model.table()));
+  if (resume) topt.first_step = resume->manifest.step;
+  std::unique_ptr<WorkerMetrics> monitor;
+  if (cluster.metrics) monitor = std::make_unique<WorkerMetrics>(cluster.metrics->families(), cluster.rank);
+  topt.monitor = monitor.get();
+  Trainer trainer(job, data, &model, client.get(), topt);
+  auto summary = trainer.run();
+  if (!summary.ok()) return summary.status().with_context("training failed");
+  PST_RETURN_IF_ERROR(client->shutdown());
+  heartbeat.finish();
+  return w == 0 ? report_summary(summary) : Status();
+}
+
+Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluster, bool rendezvous) {
+  spdlog::info("job {:016x}: 1 scheduler, {} servers, {} workers; scheduler at {}", cluster.job_id,
+               cluster.layout.servers, cluster.layout.workers, router.endpoint());
+  SchedulerOptions options;
+  options.job_id = cluster.job_id;
+  options.layout = cluster.layout;
+  options.timeout_s = job.cluster.timeout_s;
+  options.start_timeout_s = job.cluster.start_timeout_s;
+  options.rendezvous = rendezvous;
+  options.on_start = [&cluster] {
+    if (cluster.metrics) cluster.metrics->set_ready();
+  };
+  std::unique_ptr<SchedulerMetrics> metrics;
+  if (cluster.metrics) {
+    metrics = std::make_unique<SchedulerMetrics>(cluster.metrics->families(), cluster.rank);
+    options.metrics = metrics.get();
+    options.file_sd = file_sd_path(job);
+    options.targets = cluster.targets;
+  }
+  if (!rendezvous) {  // under mpirun the ranks meet at an MPI barrier first
+    PST_RETURN_IF_ERROR(cluster.start_barrier());
+    options.on_start();
+  }
+  PST_RETURN_IF_ERROR(pst::run_scheduler(router, options));
+  spdlog::info("every node has finished");
+  return Status();
+}
+
+}  // namespace pst

@@ -1,0 +1,52 @@
+#include "job/resume.h"
+
+#include <spdlog/spdlog.h>
+
+namespace pst {
+
+Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table) {
+  const std::string& r = job.checkpoint.resume;
+  if (r.empty()) return std::optional<ResumePoint>();
+  std::string dir = r;
+  if (r == "auto" && step_dirs(checkpoint_root(job)).empty()) {
+    spdlog::info("checkpoint.resume = auto: no checkpoint under {} yet; a fresh start", checkpoint_root(job));
+    return std::optional<ResumePoint>();
+  }
+  if (r == "latest" || r == "auto") {
+    PST_ASSIGN_OR_RETURN(dir, latest_checkpoint(checkpoint_root(job)));
+  }
+  PST_ASSIGN_OR_RETURN(Manifest m, read_checkpoint(dir));
+  PST_RETURN_IF_ERROR(check_model(m, table).with_context(dir));
+  if (m.step >= job.train.steps)
+    return failed_precondition("{} is at step {}; train.steps = {} leaves nothing to do", dir, m.step, job.train.steps);
+  return std::optional<ResumePoint>(ResumePoint{dir, std::move(m)});
+}
+
+Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
+                      int k) {
+  PST_ASSIGN_OR_RETURN(ShardState state, load_shard(from.dir, from.manifest, table, plan.owned(k)));
+  server.restore(state, from.manifest.step, from.manifest.applied_steps);
+  spdlog::info("server {}: resumed from {} (step {}, {} optimizer steps)", k, from.dir, from.manifest.step,
+               from.manifest.applied_steps);
+  return Status();
+}
+
+Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt, double loss) {
+  const std::string root = checkpoint_root(job);
+  const std::string dir = checkpoint_dir(root, opt.version());
+  ShardState state;
+  state.ranges = opt.owned();
+  opt.export_state(&state.weights, &state.exp_avg, &state.exp_avg_sq);
+  StepReport report;
+  report.version = opt.version();
+  report.applied_steps = opt.applied_steps();
+  Manifest m =
+      step_manifest(to_toml(job), static_cast<uint64_t>(job.train.seed), table, 1, job.cluster.chunk_bytes, report);
+  m.loss = loss;
+  PST_ASSIGN_OR_RETURN(int64_t bytes, write_checkpoint_part(root, dir, 0, table, state, std::move(m),
+                                                            job.checkpoint.keep, Deadline::after(0)));
+  spdlog::info("checkpoint of step {}: {:.1f} MiB ({})", opt.version(), static_cast<double>(bytes) / (1 << 20), dir);
+  return Status();
+}
+
+}  // namespace pst

@@ -1,0 +1,31 @@
+// Resuming a job from a checkpoint (checkpoint.resume), and the checkpoint
+// of a job that has no servers (one process, its one optimizer).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "comm/shard_plan.h"
+#include "core/config.h"
+#include "model/param_table.h"
+#include "ps/checkpoint.h"
+#include "ps/shard_optimizer.h"
+#include "ps/shard_server.h"
+
+namespace pst {
+
+// A checkpoint to resume from: its directory and verified manifest.
+struct ResumePoint {
+  std::string dir;
+  Manifest manifest;
+};
+// Null for a fresh job; an error names what is wrong with the checkpoint.
+Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table);
+// Loads server k's ranges of the checkpoint into the server.
+Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
+                      int k);
+// A graceful stop of a job without servers: its one optimizer is the
+// checkpoint's one shard.
+Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt, double loss);
+
+}  // namespace pst

@@ -1,0 +1,104 @@
+#include "scheduler/client.h"
+
+#include <algorithm>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "comm/message.h"
+#include "core/deadline.h"
+#include "core/stop.h"
+
+namespace pst {
+namespace {
+
+// The scheduler's answer, waiting at most timeout_s (the start deadline,
+// cluster.start_timeout_s), or less when the process is asked to stop
+// meanwhile (docker compose stop before the job has started).
+Result<Frames> answer_or_stop(Dealer& scheduler, double timeout_s, const std::string& waiting_for) {
+  const Deadline end = Deadline::after(timeout_s);
+  while (true) {
+    auto frames =
+        scheduler.receive(Deadline::after(std::min(1.0, static_cast<double>(end.remaining_ms()) / 1000)), waiting_for);
+    if (frames.ok() || end.expired()) return frames;
+    if (stop_requested())
+      return failed_precondition("stopped by signal {} while waiting for {}", stop_signal(), waiting_for);
+  }
+}
+
+}  // namespace
+
+Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, const JobLayout& layout,
+                                          const NodeRegistration& node, double timeout_s) {
+  const uint64_t request = std::random_device{}();
+  OutMessage m(wire::Kind::REGISTER, job_id, -1, 0, request);
+  auto info = m.header().initNode();
+  info.setRole(node.role);
+  info.setEndpoint(node.endpoint);
+  info.setHost(node.host);
+  info.setMetrics(node.metrics);
+  PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
+  auto answer = answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)");
+  if (!answer.ok() && answer.status().code() == StatusCode::kDeadlineExceeded)
+    return deadline_exceeded(
+        "{} (is the scheduler running, and does this process have the job's security.mode and "
+        "security.key_file? The scheduler refuses a connection that does not prove them, "
+        "without an answer)",
+        answer.status().message());
+  PST_ASSIGN_OR_RETURN(Frames frames, std::move(answer));
+  Rejection why;
+  auto reply = InMessage::parse(std::move(frames), &why);
+  if (!reply) return data_loss("{}: a bad answer to the registration: {}", scheduler.peer(), why.message);
+  const auto h = reply->header();
+  if (h.getKind() == wire::Kind::ERROR)
+    return failed_precondition("{} refused the registration: {}", scheduler.peer(), h.getError().getMessage().cStr());
+  if (h.getKind() != wire::Kind::NODE_TABLE || h.which() != wire::Header::NODES || h.getRequestId() != request)
+    return data_loss("{}: answered the registration with {}", scheduler.peer(), kind_name(h.getKind()));
+  NodeTable table;
+  table.rank = h.getRank();
+  table.servers.assign(static_cast<size_t>(layout.servers), "");
+  for (auto n : h.getNodes())
+    if (n.getRole() == wire::Role::SERVER && n.getIndex() >= 0 && n.getIndex() < layout.servers)
+      table.servers[static_cast<size_t>(n.getIndex())] = n.getEndpoint().cStr();
+  for (const std::string& e : table.servers)
+    if (e.empty()) return data_loss("{}: the node table lacks a server", scheduler.peer());
+  const bool server = node.role == wire::Role::SERVER;
+  if (!(server ? layout.is_server(table.rank) : layout.is_worker(table.rank)))
+    return data_loss("{}: gave rank {}, not one of a {}", scheduler.peer(), table.rank, server ? "server" : "worker");
+  return table;
+}
+
+Status pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s, double start_timeout_s) {
+  OutMessage b(wire::Kind::BARRIER, job_id, rank, 0, 1);
+  PST_RETURN_IF_ERROR(scheduler.send(b.finish(), Deadline::after(timeout_s)));
+  PST_ASSIGN_OR_RETURN(Frames frames,
+                       answer_or_stop(scheduler, start_timeout_s, "the start barrier (every server ready)"));
+  Rejection why;
+  auto reply = InMessage::parse(std::move(frames), &why);
+  if (!reply || reply->header().getKind() != wire::Kind::BARRIER)
+    return data_loss("{}: a bad answer at the start barrier", scheduler.peer());
+  return Status();
+}
+
+Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, const GradStats& local,
+                                                    Deadline deadline) {
+  const uint64_t request = request_++;
+  OutMessage m(wire::Kind::REPORT, job_id_, rank_, step, request);
+  to_wire(local, m.header().initStats());
+  PST_RETURN_IF_ERROR(scheduler_->send(m.finish(), deadline));
+  const std::string what = fmt::format("the sum of the gradient statistics of step {}", step);
+  while (true) {
+    PST_ASSIGN_OR_RETURN(Frames frames, scheduler_->receive(deadline, what));
+    Rejection why;
+    auto reply = InMessage::parse(std::move(frames), &why);
+    if (!reply) return data_loss("server {}: {}: {}", server, what, why.message);
+    const auto h = reply->header();
+    if (h.getKind() == wire::Kind::ERROR)
+      return failed_precondition("server {}: the scheduler rejected the statistics of step {}: {}", server, step,
+                                 h.getError().getMessage().cStr());
+    if (h.getKind() != wire::Kind::REPORT || h.which() != wire::Header::STATS || h.getRequestId() != request) continue;
+    return from_wire(h.getStats());
+  }
+}
+
+}  // namespace pst
