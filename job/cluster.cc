@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/cpus.h"
+#include "core/philox.h"
 #include "model/param_table.h"
 
 namespace pst {
@@ -15,6 +16,21 @@ Result<TaskData> load_job_data(const JobConfig& job) {
   PST_ASSIGN_OR_RETURN(TaskData data, load_task_data(job));
   PST_RETURN_IF_ERROR(check_fits_in_memory(build_param_table(job.model, data.src_vocab, data.tgt_vocab), 4));
   return data;
+}
+
+Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, Cluster& cluster) {
+  const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
+  PST_ASSIGN_OR_RETURN(cluster.resume, resume_point(job, table));
+  if (!servers) return Status();
+  auto initial = std::make_shared<std::vector<float>>(static_cast<size_t>(table.total_numel()));
+  init_params(table, static_cast<uint64_t>(job.train.seed), initial->data());
+  cluster.initial = std::move(initial);
+  return Status();
+}
+
+Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::context_t& ctx) {
+  PST_ASSIGN_OR_RETURN(std::string host, resolve_host(job.cluster.host, job.cluster.interface));
+  return Router::bind(ctx, fmt::format("tcp://{}:0", host), max_frame_bytes(job.cluster.chunk_bytes));
 }
 
 std::string host_name() {

@@ -18,7 +18,9 @@
 #include "comm/grad_stats.h"
 #include "comm/layout.h"
 #include "comm/security.h"
+#include "comm/socket.h"
 #include "core/config.h"
+#include "job/resume.h"
 #include "monitoring/metrics.h"
 #include "worker/task_data.h"
 
@@ -40,7 +42,20 @@ struct Cluster {
   // before its rendezvous (under mpirun: every process's).
   MetricsServer* metrics = nullptr;
   std::vector<ScrapeTarget> targets;
+  // Made once per process by prepare_start (threads: shared by every node):
+  // the checkpoint the job resumes from (checkpoint.resume, every file read
+  // and verified), and for servers the initial weights their shards start
+  // from before it is restored.
+  std::optional<ResumePoint> resume;
+  std::shared_ptr<const std::vector<float>> initial;
 };
+
+// Fills cluster.resume, and cluster.initial when `servers` run in this process.
+Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, Cluster& cluster);
+
+// A server's Router (or the scheduler's under mpirun): bound on cluster.host
+// at a port the OS picks.
+Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::context_t& ctx);
 
 // The job's data, once its model is known to fit in this machine's memory
 // (4 fp32 copies of the parameters: a worker's weights, gradients and

@@ -64,6 +64,7 @@ class StartBarrier {
 // the data and dropout masks): the steps of the distributed job, computed
 // in order; one optimizer keeps every shard.
 Status train_sequential(JobConfig& job, const TaskData& data) {
+  PST_RETURN_IF_ERROR(clear_previous_run(job));  // (with servers, server 0 does it)
   job.train.threads = resolve_threads(job.train.threads, 1, "worker");
   PST_ASSIGN_OR_RETURN(auto backend, make_backend(*parse_device(job.train.device), job.train.matmul,
                                                   static_cast<int>(job.train.threads)));
@@ -126,7 +127,11 @@ Status train_threads(JobConfig& job, const TaskData& data) {
   else
     reducer = std::make_shared<ThreadStatsReducer>(layout.servers);
   StartBarrier barrier(layout.servers + layout.workers);
-  std::vector<Cluster> nodes(static_cast<size_t>(layout.servers + layout.workers));
+  // The checkpoint is read and verified, and the initial weights made, once
+  // for every node.
+  Cluster start;
+  PST_RETURN_IF_ERROR(prepare_start(job, data, /*servers=*/true, start));
+  std::vector<Cluster> nodes(static_cast<size_t>(layout.servers + layout.workers), start);
   for (size_t i = 0; i < nodes.size(); ++i) {
     Cluster& c = nodes[i];
     c.rank = static_cast<int32_t>(i) + 1;  // rank 0 is the scheduler's, which a job of threads has none of
@@ -168,7 +173,6 @@ Status train_local(const TrainArgs& args) {
   init_logging(job.train.log_level);
   spdlog::info("resolved config:\n{}", to_toml(job));
   PST_RETURN_IF_ERROR(check_output_is_free(job));
-  PST_RETURN_IF_ERROR(clear_previous_run(job));
   PST_ASSIGN_OR_RETURN(TaskData data, load_job_data(job));
   // Checkpoints are the servers' work: a job that writes or resumes them
   // runs its server as a thread even when it has one server and one worker.

@@ -59,9 +59,7 @@ Result<Cluster> mpi_cluster(MpiSession& session, const JobConfig& job, const Job
                             zmq::context_t& ctx, std::unique_ptr<Router>& router, MetricsServer* metrics) {
   const int rank = session.rank();
   if (rank == 0 || layout.is_server(rank)) {
-    PST_ASSIGN_OR_RETURN(std::string host, resolve_host(job.cluster.host, job.cluster.interface));
-    PST_ASSIGN_OR_RETURN(router,
-                         Router::bind(ctx, fmt::format("tcp://{}:0", host), max_frame_bytes(job.cluster.chunk_bytes)));
+    PST_ASSIGN_OR_RETURN(router, bind_node_router(job, ctx));
   }
   PST_ASSIGN_OR_RETURN(auto endpoints, session.allgather(router ? router->endpoint() : ""));
   PST_ASSIGN_OR_RETURN(auto metric_endpoints, session.allgather(metrics ? metrics->endpoint() : ""));
@@ -113,6 +111,7 @@ Status train_rank(MpiSession& session, JobConfig& job) {
   PST_ASSIGN_OR_RETURN(auto metrics, start_metrics(job, rank));
   std::unique_ptr<Router> router;
   PST_ASSIGN_OR_RETURN(Cluster cluster, mpi_cluster(session, job, layout, job_id, ctx, router, metrics.get()));
+  if (rank != 0) PST_RETURN_IF_ERROR(prepare_start(job, data, layout.is_server(rank), cluster));
   if (rank == 0) {
     PST_RETURN_IF_ERROR(run_scheduler(job, *router, cluster, /*rendezvous=*/false));
   } else if (layout.is_server(rank)) {

@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/remote_client.h"
-#include "core/philox.h"
 #include "job/outputs.h"
 #include "job/resume.h"
 #include "model/param_table.h"
@@ -28,8 +27,7 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   const int k = layout.server_index(cluster.rank);
   const ParamTable table = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
   PST_ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::make(table.numels(), layout.servers, job.cluster.chunk_bytes));
-  std::vector<float> initial(static_cast<size_t>(table.total_numel()));
-  init_params(table, static_cast<uint64_t>(job.train.seed), initial.data());
+  PST_CHECK_MSG(cluster.initial != nullptr, "server {}: the bootstrap made no initial weights", k);
   PST_ASSIGN_OR_RETURN(std::shared_ptr<GradStatsReducer> reducer, cluster.reducer());
   const std::string endpoint = router->endpoint();
   std::unique_ptr<ServerMetrics> metrics;
@@ -37,9 +35,8 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (k == 0) PST_RETURN_IF_ERROR(clear_previous_run(job));
   ShardServerOptions options = shard_server_options(job, cluster.job_id, k, layout);
   options.metrics = metrics.get();
-  ShardServer server(job, table, plan, initial.data(), reducer.get(), ctx, std::move(router), options);
-  PST_ASSIGN_OR_RETURN(std::optional<ResumePoint> resume, resume_point(job, table));
-  if (resume) PST_RETURN_IF_ERROR(restore_server(server, *resume, table, plan, k));
+  ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), ctx, std::move(router), options);
+  if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k));
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
                static_cast<double>(plan.bytes(k)) / (1 << 20));
   Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, heartbeat_interval(job));
@@ -87,8 +84,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
   if (w == 0) topt.save = [&] { return save_trained_model(job, data, model); };
-  PST_ASSIGN_OR_RETURN(std::optional<ResumePoint> resume, resume_point(job, model.table()));
-  if (resume) topt.first_step = resume->manifest.step;
+  if (cluster.resume) topt.first_step = cluster.resume->manifest.step;
   std::unique_ptr<WorkerMetrics> monitor;
   if (cluster.metrics) monitor = std::make_unique<WorkerMetrics>(cluster.metrics->families(), cluster.rank);
   topt.monitor = monitor.get();

@@ -32,9 +32,7 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   const bool server = args.role == "server";
   std::unique_ptr<Router> router;
   if (server) {
-    PST_ASSIGN_OR_RETURN(std::string host, resolve_host(job.cluster.host, job.cluster.interface));
-    PST_ASSIGN_OR_RETURN(router,
-                         Router::bind(ctx, fmt::format("tcp://{}:0", host), max_frame_bytes(job.cluster.chunk_bytes)));
+    PST_ASSIGN_OR_RETURN(router, bind_node_router(job, ctx));
   }
   const std::string scheduler_name = "the scheduler (" + args.scheduler + ")";
   PST_ASSIGN_OR_RETURN(auto control, Dealer::connect(ctx, args.scheduler, scheduler_name));
@@ -50,6 +48,7 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   init_logging(job.train.log_level, server ? fmt::format("server {}", cluster.layout.server_index(cluster.rank))
                                            : fmt::format("worker {}", cluster.layout.worker_index(cluster.rank)));
   resolve_node_settings(job, cluster.layout, cluster.rank, 1, false);
+  PST_RETURN_IF_ERROR(prepare_start(job, data, server, cluster));
   Dealer& ctl = *control;
   cluster.start_barrier = [&] {
     return pass_start_barrier(ctl, cluster.job_id, cluster.rank, job.cluster.timeout_s, job.cluster.start_timeout_s);
