@@ -2,13 +2,43 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
+
 namespace pst {
+
+GradStats sum_over_servers(const std::vector<GradStats>& parts) {
+  GradStats total;
+  for (const GradStats& p : parts) {
+    total.sum_squares += p.sum_squares;
+    total.nonfinite = total.nonfinite || p.nonfinite;
+    total.control |= p.control;
+    if (p.contributors.empty()) continue;
+    if (total.contributors.empty()) {
+      total.contributors = p.contributors;
+    } else {
+      for (size_t w = 0; w < total.contributors.size() && w < p.contributors.size(); ++w)
+        total.contributors[w] = total.contributors[w] && p.contributors[w];
+    }
+  }
+  for (const GradStats& p : parts)
+    total.redo = total.redo || (!p.contributors.empty() && p.contributors != total.contributors);
+  return total;
+}
+
+bool contributors_fit(const GradStats& part, int workers, std::string* why) {
+  if (part.contributors.empty() || part.contributors.size() == static_cast<size_t>(workers)) return true;
+  *why = fmt::format("contributors of {} workers; the job has {}", part.contributors.size(), workers);
+  return false;
+}
 
 void to_wire(const GradStats& stats, wire::GradStatsInfo::Builder out) {
   out.setSumSquares(stats.sum_squares);
   out.setNonfinite(stats.nonfinite);
   out.setCheckpoint(stats.control.checkpoint);
   out.setStop(stats.control.stop);
+  out.setRedo(stats.redo);
+  auto c = out.initContributors(static_cast<unsigned>(stats.contributors.size()));
+  for (unsigned w = 0; w < c.size(); ++w) c.set(w, stats.contributors[w] != 0);
 }
 
 GradStats from_wire(wire::GradStatsInfo::Reader in) {
@@ -17,6 +47,8 @@ GradStats from_wire(wire::GradStatsInfo::Reader in) {
   g.nonfinite = in.getNonfinite();
   g.control.checkpoint = in.getCheckpoint();
   g.control.stop = in.getStop();
+  g.redo = in.getRedo();
+  for (bool c : in.getContributors()) g.contributors.push_back(c ? 1 : 0);
   return g;
 }
 
@@ -25,8 +57,7 @@ Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const
   partial_[static_cast<size_t>(server)] = local;
   const int64_t generation = generation_;
   if (++arrived_ == static_cast<int>(partial_.size())) {
-    GradStats total;
-    for (const GradStats& p : partial_) total += p;
+    const GradStats total = sum_over_servers(partial_);
     result_ = total;
     arrived_ = 0;
     ++generation_;

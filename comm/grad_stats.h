@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "comm/protocol.capnp.h"
@@ -41,14 +42,21 @@ struct GradStats {
   double sum_squares = 0.0;
   bool nonfinite = false;  // some element is inf or NaN
   StepControl control;
-
-  GradStats& operator+=(const GradStats& o) {
-    sum_squares += o.sum_squares;
-    nonfinite = nonfinite || o.nonfinite;
-    control |= o.control;
-    return *this;
-  }
+  // Per worker, 1 when its push of the round is in the sum (docs/design.md,
+  // Membership): a worker removed mid-round may have reached one server and
+  // not another. The sum over servers keeps the workers every server has;
+  // empty: not given (a job whose membership cannot change).
+  std::vector<uint8_t> contributors;
+  // In a sum: some server summed other workers than `contributors`, so every
+  // server reduces again over them and the round's statistics are taken again.
+  bool redo = false;
 };
+
+// The statistics of a round over the servers, added in server order (so the
+// result does not depend on which arrived first); the contributors are the
+// workers in every part, and redo says whether some part had more. Every
+// reducer takes its sum here.
+GradStats sum_over_servers(const std::vector<GradStats>& parts);
 
 // The one conversion between GradStats and the wire (GradStatsInfo).
 void to_wire(const GradStats& stats, wire::GradStatsInfo::Builder out);
@@ -59,8 +67,9 @@ GradStats from_wire(wire::GradStatsInfo::Reader in);
 class GradStatsReducer {
  public:
   virtual ~GradStatsReducer() = default;
-  // Called by every server (index 0..S-1) once per round; returns the sum
-  // of all servers' statistics of that round, or an error at the deadline.
+  // Called by every server (index 0..S-1) once per round (twice when the
+  // first sum says redo); returns sum_over_servers of every server's
+  // statistics of that round, or an error at the deadline.
   virtual Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) = 0;
 };
 
@@ -86,5 +95,9 @@ class ThreadStatsReducer final : public GradStatsReducer {
   int64_t generation_ = 0;
   GradStats result_;
 };
+
+// Checks a part from another process: its contributors are one flag per
+// worker of the job (or none); an error names the server and what is wrong.
+bool contributors_fit(const GradStats& part, int workers, std::string* why);
 
 }  // namespace pst

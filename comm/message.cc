@@ -21,6 +21,7 @@ wire::Header::Which needed_member(wire::Kind k) {
     case wire::Kind::PUSH_ACK:
     case wire::Kind::PULL_REPLY: return wire::Header::STEP_INFO;
     case wire::Kind::ERROR: return wire::Header::ERROR;
+    case wire::Kind::MEMBERSHIP: return wire::Header::DEPARTED;
     default: return wire::Header::NONE;
   }
 }
@@ -157,7 +158,7 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
   if (h.getJobId() != e.job_id)
     return reject(why, wire::ErrorCode::BAD_JOB, fmt::format("job id {:016x} is not this job's", h.getJobId()));
   const wire::Kind kind = h.getKind();
-  if (static_cast<uint16_t>(kind) > static_cast<uint16_t>(wire::Kind::ERROR) || kind == wire::Kind::RESERVED7 ||
+  if (static_cast<uint16_t>(kind) > static_cast<uint16_t>(wire::Kind::MEMBERSHIP) || kind == wire::Kind::RESERVED7 ||
       kind == wire::Kind::RESERVED10 || kind == wire::Kind::RESERVED11)
     return reject(why, wire::ErrorCode::BAD_KIND, fmt::format("unknown message {}", kind_name(kind)));
   const int32_t sender = h.getSender();

@@ -26,6 +26,7 @@ enum Kind {
   reserved11 @11;      # never sent; receivers reject it
   shutdown @12;
   error @13;           # the answer to a message that was rejected
+  membership @14;      # the scheduler to a server's heartbeat line: the workers taken as dead
 }
 
 enum Role {
@@ -68,6 +69,8 @@ struct StepInfo {
   clipCoef @3 :Float64;
   lr @4 :Float64;
   stop @5 :Bool;       # the job stops at this version (graceful stop; its checkpoint is written)
+  batch @6 :Int64 = -1; # pullReply in BSP: the batch of the epoch order (counted over epochs) the
+                        # pulling worker trains on next; -1: its own walk (ASP, SSP)
 }
 
 # A server's share of a BSP round's gradient statistics, and (in the
@@ -77,6 +80,9 @@ struct GradStatsInfo {
   nonfinite @1 :Bool;
   checkpoint @2 :Bool; # a checkpoint of this round is due
   stop @3 :Bool;       # the job stops after this round
+  contributors @4 :List(Bool); # per worker: its push of this round is in this server's sum
+                               # (the scheduler's answer: in every server's)
+  redo @5 :Bool;       # the answer: servers summed different workers; all reduce again over contributors
 }
 
 enum ErrorCode {
@@ -116,6 +122,7 @@ struct Header {
     report @13 :PushInfo;         # report: tokens and loss of a step
     error @14 :ErrorInfo;         # error
     stats @16 :GradStatsInfo;     # report: gradient statistics of round `step`
+    departed @17 :List(Int32);    # membership: ranks of the workers removed from the job so far
   }
   rank @15 :Int32;       # nodeTable: the rank given to the node it answers
 }

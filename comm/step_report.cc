@@ -9,6 +9,7 @@ void to_wire(const StepReport& report, wire::StepInfo::Builder out) {
   out.setClipCoef(report.clip_coef);
   out.setLr(report.lr);
   out.setStop(report.stop);
+  out.setBatch(report.batch);
 }
 
 StepReport from_wire(wire::StepInfo::Reader in) {
@@ -19,6 +20,7 @@ StepReport from_wire(wire::StepInfo::Reader in) {
   r.clip_coef = in.getClipCoef();
   r.lr = in.getLr();
   r.stop = in.getStop();
+  r.batch = in.getBatch();
   return r;
 }
 

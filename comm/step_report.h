@@ -21,11 +21,14 @@ struct StepReport {
   // The reduced control flags (comm/grad_stats.h, StepControl).
   bool checkpoint = false;  // a checkpoint of this version is written (servers only)
   bool stop = false;        // the job stops at this version (graceful stop, docs/design.md, Checkpoints)
+  // A pull in BSP: the batch the pulling worker trains on next
+  // (data/data_cursor.h); -1: its own walk of the data (ASP, SSP, one process).
+  int64_t batch = -1;
 };
 
 // The one conversion between StepReport and the wire (StepInfo: applied,
-// applied steps, norm, clip coefficient, learning rate, stop). The version
-// travels in the header.
+// applied steps, norm, clip coefficient, learning rate, stop, batch). The
+// version travels in the header.
 void to_wire(const StepReport& report, wire::StepInfo::Builder out);
 StepReport from_wire(wire::StepInfo::Reader in);
 

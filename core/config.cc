@@ -260,6 +260,9 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "stream_bytes", &k.stream_bytes));
   f.push_back(make_field("cluster", "timeout_s", &k.timeout_s));
   f.push_back(make_field("cluster", "start_timeout_s", &k.start_timeout_s));
+  f.push_back(make_field("cluster", "heartbeat_s", &k.heartbeat_s));
+  f.push_back(make_field("cluster", "heartbeat_misses", &k.heartbeat_misses));
+  f.push_back(make_field("cluster", "min_workers", &k.min_workers));
   f.push_back(make_field("cluster", "host", &k.host));
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));

@@ -131,6 +131,13 @@ struct ClusterConfig {
   // Longest wait for the job's processes to start: the rendezvous, loading
   // data and the start barrier (containers may be pulled and started late).
   double start_timeout_s = 600;
+  // Liveness (docs/design.md, Membership): every process sends the scheduler
+  // a heartbeat from a thread of its own (busy compute does not delay it).
+  double heartbeat_s = 1.0;      // seconds between a process's heartbeats
+  int64_t heartbeat_misses = 5;  // a process silent this many heartbeats is dead (a --role worker: removed)
+  // A --role job goes on without a dead worker while at least this many
+  // remain; below it the job stops with a checkpoint.
+  int64_t min_workers = 1;
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;                        // ssp: how many clocks a worker may run ahead of the slowest
   InProcess in_process = InProcess::kThreads;   // threads | sequential (runs without mpirun)

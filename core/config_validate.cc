@@ -146,6 +146,14 @@ Status validate_cluster(const JobConfig& c) {
       check_range(k.timeout_s > 0, fmt::format("cluster.timeout_s = {}: must be positive", k.timeout_s)));
   PST_RETURN_IF_ERROR(check_range(k.start_timeout_s > 0,
                                   fmt::format("cluster.start_timeout_s = {}: must be positive", k.start_timeout_s)));
+  PST_RETURN_IF_ERROR(check_range(k.heartbeat_s >= 0.01 && k.heartbeat_s <= 60,
+                                  fmt::format("cluster.heartbeat_s = {}: must be in [0.01, 60]", k.heartbeat_s)));
+  PST_RETURN_IF_ERROR(
+      check_range(k.heartbeat_misses >= 2 && k.heartbeat_misses <= 1000,
+                  fmt::format("cluster.heartbeat_misses = {}: must be in [2, 1000]", k.heartbeat_misses)));
+  PST_RETURN_IF_ERROR(check_range(
+      k.min_workers >= 1 && k.min_workers <= k.workers,
+      fmt::format("cluster.min_workers = {}: must be in [1, cluster.workers = {}]", k.min_workers, k.workers)));
   PST_RETURN_IF_ERROR(
       check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
   PST_RETURN_IF_ERROR(

@@ -47,6 +47,11 @@ void BatchIterator::seek(DataPosition pos) {
   if (built_epoch_ != pos_.epoch) build_epoch(pos_.epoch);
 }
 
+void BatchIterator::seek_batch(int64_t g) {
+  const int64_t n = batches_per_epoch();  // the same in every epoch
+  seek({g / n, g % n});
+}
+
 void BatchIterator::build_epoch(int64_t epoch) {
   const int64_t n = data_->size();
   std::vector<int64_t> idx(static_cast<size_t>(n));

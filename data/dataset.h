@@ -52,6 +52,9 @@ class BatchIterator {
   void skip(int64_t batches);
   DataPosition position() const { return pos_; }
   void seek(DataPosition pos);
+  // Moves to batch g counted over epochs (batch g mod N of epoch g div N;
+  // data/data_cursor.h), so that next() yields it.
+  void seek_batch(int64_t g);
   int64_t batches_per_epoch() const { return static_cast<int64_t>(order_.size()); }
 
  private:

@@ -94,7 +94,14 @@ int main(int argc, char** argv) {
     OutMessage m(wire::Kind::REPORT, fuzz::kFuzzJob, server, 3, 5);
     auto st = m.header().initStats();
     st.setSumSquares(1.5);
+    auto c = st.initContributors(2);
+    c.set(0, true);
     add("report-stats", m);
+  }
+  {
+    OutMessage m(wire::Kind::MEMBERSHIP, fuzz::kFuzzJob, 0, 0, 9);
+    m.header().initDeparted(1).set(0, worker);
+    add("membership", m);
   }
   {
     OutMessage m(wire::Kind::ERROR, fuzz::kFuzzJob, server, 0, 6);

@@ -14,12 +14,6 @@
 #include "scheduler/scheduler.h"
 
 namespace pst {
-namespace {
-
-// Heartbeats go out a few times per timeout, at most once a second.
-double heartbeat_interval(const JobConfig& job) { return std::min(1.0, job.cluster.timeout_s / 4); }
-
-}  // namespace
 
 Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                   const Cluster& cluster) {
@@ -36,10 +30,12 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   ShardServerOptions options = shard_server_options(job, cluster.job_id, k, layout);
   options.metrics = metrics.get();
   ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), ctx, std::move(router), options);
-  if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k));
+  if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k, layout.workers));
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
                static_cast<double>(plan.bytes(k)) / (1 << 20));
-  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, heartbeat_interval(job));
+  // The scheduler's word on membership comes on the heartbeat's line.
+  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s,
+                      [&server](const std::vector<int32_t>& removed) { server.remove_workers(removed); });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
@@ -79,12 +75,15 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (w == 0) {
     PST_ASSIGN_OR_RETURN(metrics, open_output(job));
   }
-  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, heartbeat_interval(job));
+  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s);
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
   if (w == 0) topt.save = [&] { return save_trained_model(job, data, model); };
-  if (cluster.resume) topt.first_step = cluster.resume->manifest.step;
+  if (cluster.resume) {
+    topt.first_step = cluster.resume->manifest.step;
+    topt.data_pool = cluster.resume->manifest.data_pool(layout.workers);
+  }
   std::unique_ptr<WorkerMetrics> monitor;
   if (cluster.metrics) monitor = std::make_unique<WorkerMetrics>(cluster.metrics->families(), cluster.rank);
   topt.monitor = monitor.get();
@@ -103,6 +102,8 @@ Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluste
   options.job_id = cluster.job_id;
   options.layout = cluster.layout;
   options.timeout_s = job.cluster.timeout_s;
+  options.liveness_s = job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
+  options.min_workers = static_cast<int>(job.cluster.min_workers);
   options.start_timeout_s = job.cluster.start_timeout_s;
   options.rendezvous = rendezvous;
   options.on_start = [&cluster] {

@@ -23,9 +23,10 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
 }
 
 Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
-                      int k) {
+                      int k, int workers) {
   PST_ASSIGN_OR_RETURN(ShardState state, load_shard(from.dir, from.manifest, table, plan.owned(k)));
-  server.restore(state, from.manifest.step, from.manifest.applied_steps);
+  const Manifest& m = from.manifest;
+  server.restore(state, m.step, m.applied_steps, m.data_pool(workers));
   spdlog::info("server {}: resumed from {} (step {}, {} optimizer steps)", k, from.dir, from.manifest.step,
                from.manifest.applied_steps);
   return Status();

@@ -21,9 +21,10 @@ struct ResumePoint {
 };
 // Null for a fresh job; an error names what is wrong with the checkpoint.
 Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table);
-// Loads server k's ranges of the checkpoint into the server.
+// Loads server k's ranges of the checkpoint, and the data pool, into the
+// server of a job of `workers`.
 Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
-                      int k);
+                      int k, int workers);
 // A graceful stop of a job without servers: its one optimizer is the
 // checkpoint's one shard.
 Status checkpoint_single(const JobConfig& job, const ParamTable& table, const ShardOptimizer& opt, double loss);

@@ -115,7 +115,10 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                               .Help("Checkpoints a server could not complete (its file, or server 0: the manifest); "
                                     "the previous checkpoint stays the latest")
                               .Register(r)),
-      nodes_alive(BuildGauge().Name("pst_nodes_alive").Help("Nodes of the job alive, by role").Register(r)),
+      cluster_members(BuildGauge()
+                          .Name("pst_cluster_members")
+                          .Help("Members of the job: nodes registered and neither finished nor removed, by role")
+                          .Register(r)),
       node_failures(BuildCounter().Name("pst_node_failures_total").Help("Nodes judged dead, by role").Register(r)) {}
 
 WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)

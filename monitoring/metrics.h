@@ -55,7 +55,7 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Gauge>& last_checkpoint;
   prometheus::Family<prometheus::Counter>& checkpoint_failures;
   // Scheduler.
-  prometheus::Family<prometheus::Gauge>& nodes_alive;
+  prometheus::Family<prometheus::Gauge>& cluster_members;
   prometheus::Family<prometheus::Counter>& node_failures;
 };
 
@@ -123,7 +123,7 @@ class ServerMetrics {
 class SchedulerMetrics {
  public:
   SchedulerMetrics(MetricFamilies& f, int rank);
-  void set_alive(const char* role, int64_t n) { f_.nodes_alive.Add(with(role)).Set(static_cast<double>(n)); }
+  void set_members(const char* role, int64_t n) { f_.cluster_members.Add(with(role)).Set(static_cast<double>(n)); }
   void failure(const char* role) { f_.node_failures.Add(with(role)).Increment(); }
   void rejected(const char* reason);
 

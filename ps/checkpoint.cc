@@ -144,6 +144,11 @@ Result<CheckpointFile> write_shard(const std::string& dir, int server, const Par
   return checkpoint_file(dir, name);
 }
 
+DataPool Manifest::data_pool(int64_t workers) const {
+  if (data_next < 0) return DataPool{step * workers, {}};  // every worker trained every step
+  return DataPool{data_next, data_holes};
+}
+
 Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTable& table, int64_t servers,
                        int64_t chunk_bytes, const StepReport& report) {
   Manifest m;
@@ -222,6 +227,10 @@ Status write_manifest(const std::string& dir, const Manifest& m) {
   j["config"] = m.config;
   j["seed"] = m.seed;
   j["data_position"] = {{"step", m.step}, {"seed", m.seed}};
+  if (m.data_next >= 0) {
+    j["data_position"]["next"] = m.data_next;
+    j["data_position"]["holes"] = m.data_holes;
+  }
   j["servers"] = m.servers;
   j["chunk_bytes"] = m.chunk_bytes;
   j["params"] = nlohmann::json::array();
@@ -253,6 +262,13 @@ static Status check_manifest_fields(const std::string& path, const std::string& 
   if (m.params.empty()) return data_loss("{}: lists no parameters", path);
   for (const CheckpointFile& f : m.files)
     if (f.bytes < 0) return data_loss("{}: {} has {} bytes", path, f.name, f.bytes);
+  if (m.data_next < -1) return bad("data_position.next", m.data_next, ">= 0");
+  std::vector<int64_t> holes = m.data_holes;
+  std::sort(holes.begin(), holes.end());
+  for (size_t i = 0; i < holes.size(); ++i)
+    if (holes[i] < 0 || holes[i] >= m.data_next || (i > 0 && holes[i] == holes[i - 1]))
+      return data_loss("{}: data_position.holes: {} is not a batch before next = {}, or is listed twice", path,
+                       holes[i], m.data_next);
   return Status();
 }
 
@@ -284,6 +300,10 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
     m.loss = j.at("loss").get<double>();
     m.config = j.at("config").get<std::string>();
     m.seed = j.at("seed").get<uint64_t>();
+    if (j.contains("data_position") && j["data_position"].contains("next")) {
+      m.data_next = j["data_position"].at("next").get<int64_t>();
+      m.data_holes = j["data_position"].at("holes").get<std::vector<int64_t>>();
+    }
     m.servers = j.at("servers").get<int64_t>();
     m.chunk_bytes = j.at("chunk_bytes").get<int64_t>();
     for (const auto& p : j.at("params")) m.params.emplace_back(p.at("name"), p.at("shape").get<std::vector<int64_t>>());

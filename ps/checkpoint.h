@@ -25,6 +25,7 @@
 #include "comm/shard_plan.h"
 #include "core/deadline.h"
 #include "core/status.h"
+#include "data/data_cursor.h"
 #include "model/param_table.h"
 #include "ps/shard_optimizer.h"
 
@@ -50,6 +51,14 @@ struct Manifest {
   double loss = 0.0;   // the last logged training loss, for `checkpoint inspect`
   std::string config;  // the job's resolved config (TOML)
   uint64_t seed = 0;   // train.seed: data order and dropout masks follow from (seed, step)
+  // The data pool of the next step (data/data_cursor.h): batches from
+  // data_next on, and the holes before it; -1: not recorded (a checkpoint of
+  // an earlier pst or of one process), step x workers then.
+  int64_t data_next = -1;
+  std::vector<int64_t> data_holes;
+
+  // The pool a job of `workers` resumes from.
+  DataPool data_pool(int64_t workers) const;
   int64_t servers = 0;
   int64_t chunk_bytes = 0;
   std::vector<std::pair<std::string, std::vector<int64_t>>> params;  // the parameter table: names and shapes

@@ -58,7 +58,10 @@ ShardOptimizer::~ShardOptimizer() {
 float* ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss_sum) {
   if (slot < 0) slot = static_cast<int64_t>(push_tokens_.size());
   const size_t k = static_cast<size_t>(slot);
-  if (push_tokens_.size() <= k) push_tokens_.resize(k + 1, -1);
+  if (push_tokens_.size() <= k) {
+    push_tokens_.resize(k + 1, -1);
+    push_loss_.resize(k + 1, 0.0);
+  }
   PST_CHECK_MSG(push_tokens_[k] < 0, "push slot {} filled twice in one round", slot);
   // Push buffers are kept across steps, so a step allocates nothing.
   while (pushed_.size() <= k) {
@@ -71,7 +74,7 @@ float* ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss
     }
   }
   push_tokens_[k] = tokens;
-  push_loss_ += loss_sum;
+  push_loss_[k] = loss_sum;
   ++pushes_;
   return pushed_[k];
 }
@@ -108,31 +111,49 @@ void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, in
 }
 
 GradStats ShardOptimizer::reduce() {
-  const size_t pushes = push_tokens_.size();
-  PST_CHECK_MSG(pushes > 0 && pushes_ == static_cast<int64_t>(pushes), "reduce() with {} of {} push slots filled",
-                pushes_, pushes);
+  const size_t slots = push_tokens_.size();
+  PST_CHECK_MSG(slots > 0 && pushes_ == static_cast<int64_t>(slots), "reduce() with {} of {} push slots filled",
+                pushes_, slots);
+  return reduce(std::vector<uint8_t>(slots, 1));
+}
+
+GradStats ShardOptimizer::reduce(const std::vector<uint8_t>& only) {
+  if (swapped_ >= 0) {  // a reduce of this round took that push's buffer: give it back
+    std::swap(grad_, pushed_[static_cast<size_t>(swapped_)]);
+    swapped_ = -1;
+  }
+  included_.assign(push_tokens_.size(), 0);
+  std::vector<size_t> in;
   int64_t total = 0;
-  for (int64_t t : push_tokens_) total += t;
+  for (size_t w = 0; w < push_tokens_.size(); ++w)
+    if (w < only.size() && only[w] && push_tokens_[w] >= 0) {
+      included_[w] = 1;
+      in.push_back(w);
+      total += push_tokens_[w];
+    }
+  if (in.empty()) return GradStats{};
   const int64_t n = n_;
   // G = sum_w (n_w / N) g_w, in worker order. With one worker the weight is
   // exactly 1, so G is that worker's gradient bit for bit, taken as it is.
-  if (pushes == 1) {
-    std::swap(grad_, pushed_[0]);
+  if (in.size() == 1) {
+    swapped_ = static_cast<int64_t>(in[0]);
+    std::swap(grad_, pushed_[in[0]]);
   } else {
-    for (size_t w = 0; w < pushes; ++w) {
+    for (size_t i = 0; i < in.size(); ++i) {
+      const size_t w = in[i];
       const float weight = total > 0
                                ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
-                               : 1.0f / static_cast<float>(pushes);
+                               : 1.0f / static_cast<float>(in.size());
       const float* g = pushed_[w];
       float* G = grad_;
       if (device_) {
-        if (w == 0) {
+        if (i == 0) {
           device_->copy(G, g, n);
           device_->scale(G, weight, n);
         } else {
           device_->axpy(G, weight, g, n);
         }
-      } else if (w == 0) {
+      } else if (i == 0) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; ++i) G[i] = g[i] * weight;
       } else {
@@ -151,19 +172,26 @@ GradStats ShardOptimizer::reduce() {
 
 StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progress& progress) {
   StepReport r;
-  for (int64_t t : push_tokens_) r.tokens += t;
-  r.loss_sum = push_loss_;
+  bool any = false;
+  for (size_t w = 0; w < included_.size(); ++w)
+    if (included_[w]) {
+      r.tokens += push_tokens_[w];
+      r.loss_sum += push_loss_[w];
+      any = true;
+    }
   push_tokens_.clear();
+  push_loss_.clear();
+  included_.clear();
   pushes_ = 0;
-  push_loss_ = 0.0;
+  swapped_ = -1;
   ++version_;
   r.version = version_;
   r.grad_norm = std::sqrt(global.sum_squares);
-  if (global.nonfinite) {
+  if (global.nonfinite || !any) {  // no push in the sum: every worker of the round was removed
     r.applied = false;
     r.applied_steps = applied_;
     r.lr = schedule_.lr(applied_);
-    r.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    r.grad_norm = any ? std::numeric_limits<double>::quiet_NaN() : 0.0;
     return r;
   }
   r.clip_coef = clip ? clip_coefficient(r.grad_norm, job_.optim.clip_norm) : 1.0;

@@ -50,8 +50,14 @@ class ShardOptimizer {
   void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1);
   int64_t pushes() const { return pushes_; }
   // Forms the token-weighted mean of the pushes and returns its statistics
-  // over the owned ranges.
+  // over the owned ranges; every slot claimed this round must be filled.
   GradStats reduce();
+  // The same over the slots flagged in `only` (a slot of a worker that was
+  // removed mid-round may be empty or left out), in slot order, so the
+  // result equals a job of just those workers bit for bit. May be called
+  // again with fewer slots before apply() (the servers' redo, comm/grad_stats.h).
+  // With no slot flagged, apply() skips the step.
+  GradStats reduce(const std::vector<uint8_t>& only);
   // Applies the step with the global statistics (summed over all servers).
   // clip = false when the workers clip their own gradients (ASP, SSP).
   // progress, when given, is called after each owned range is updated, in
@@ -114,8 +120,10 @@ class ShardOptimizer {
   std::vector<std::vector<float>> host_pushed_;  // their storage on the host path
   std::vector<float*> device_pushed_;            // their storage on a device
   std::vector<int64_t> push_tokens_;             // per slot of this round; -1: empty
+  std::vector<double> push_loss_;                // per slot of this round
+  std::vector<uint8_t> included_;                // per slot: in the last reduce()
   int64_t pushes_ = 0;                           // filled slots
-  double push_loss_ = 0.0;
+  int64_t swapped_ = -1;  // a slot whose buffer reduce() swapped with grad_ (one push), this round
   int64_t version_ = 0;
   int64_t applied_ = 0;
 };

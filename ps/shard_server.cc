@@ -67,6 +67,8 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       router_(std::move(router)),
       notify_recv_(context, zmq::socket_type::pair),
       notify_send_(context, zmq::socket_type::pair),
+      removal_recv_(context, zmq::socket_type::pair),
+      removal_send_(context, zmq::socket_type::pair),
       rejecter_(options.job_id, options.layout.server_rank(options.server), fmt::format("server {}", options.server),
                 [metrics = options.metrics](const char* reason) {
                   if (metrics) metrics->rejected(reason);
@@ -75,7 +77,10 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       pushed_(static_cast<size_t>(options.layout.workers), false),
       partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
-      finished_(static_cast<size_t>(options.layout.workers), false) {
+      finished_(static_cast<size_t>(options.layout.workers), false),
+      removed_(static_cast<size_t>(options.layout.workers), false),
+      cursor_(options.layout.workers, DataPool{}),
+      last_contributors_(static_cast<size_t>(options.layout.workers), 1) {
   last_checkpoint_ns_ = steady_ns();
   job_toml_ = to_toml(job);
   seed_ = static_cast<uint64_t>(job.train.seed);
@@ -89,6 +94,13 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
   notify_send_.set(zmq::sockopt::linger, 0);
   notify_recv_.bind(name);
   notify_send_.connect(name);
+  const std::string removals = fmt::format("inproc://pst-removals-{}", static_cast<const void*>(this));
+  removal_recv_.set(zmq::sockopt::linger, 0);
+  removal_send_.set(zmq::sockopt::linger, 0);
+  removal_recv_.bind(removals);
+  removal_send_.connect(removals);
+  cursor_.assign_all();
+  batches_ = cursor_.batches();
   snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
   opt_.copy_local_weights(snapshot_->data());
   update_thread_ = std::thread([this] { update_loop(); });
@@ -104,7 +116,7 @@ ShardServer::~ShardServer() {
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
 }
 
-void ShardServer::restore(const ShardState& state, int64_t version, int64_t applied_steps) {
+void ShardServer::restore(const ShardState& state, int64_t version, int64_t applied_steps, const DataPool& pool) {
   PST_CHECK_MSG(static_cast<int64_t>(state.weights.size()) == opt_.local_size(), "restore: {} floats for a shard of {}",
                 state.weights.size(), opt_.local_size());
   opt_.import_state(state.weights.data(), state.exp_avg.data(), state.exp_avg_sq.data(), version, applied_steps);
@@ -114,6 +126,72 @@ void ShardServer::restore(const ShardState& state, int64_t version, int64_t appl
   last_.applied = true;
   last_.applied_steps = applied_steps;
   opt_.copy_local_weights(snapshot_->data());
+  cursor_ = DataCursor(options_.layout.workers, pool);
+  cursor_.assign_all();
+  batches_ = cursor_.batches();
+}
+
+void ShardServer::remove_workers(const std::vector<int32_t>& ranks) {
+  std::lock_guard<std::mutex> lock(removal_mu_);
+  removals_.insert(removals_.end(), ranks.begin(), ranks.end());
+  zmq::message_t note(size_t{0});
+  (void)removal_send_.send(note, zmq::send_flags::dontwait);
+}
+
+Rejection ShardServer::removed_verdict(int worker) const {
+  return {wire::ErrorCode::UNKNOWN_SENDER,
+          fmt::format("worker {} (rank {}) was removed from the job: the scheduler heard nothing from it for longer "
+                      "than cluster.heartbeat_s x cluster.heartbeat_misses; a removed worker does not come back",
+                      worker, options_.layout.worker_rank(worker))};
+}
+
+int ShardServer::ended_workers() const {
+  int n = 0;
+  for (size_t w = 0; w < finished_.size(); ++w) n += finished_[w] || removed_[w] ? 1 : 0;
+  return n;
+}
+
+bool ShardServer::round_complete() const {
+  for (size_t w = 0; w < pushed_.size(); ++w)
+    if (!pushed_[w] && !removed_[w]) return false;
+  return true;
+}
+
+Status ShardServer::take_removals() {
+  std::vector<int32_t> ranks;
+  {
+    std::lock_guard<std::mutex> lock(removal_mu_);
+    ranks.swap(removals_);
+  }
+  bool changed = false;
+  for (int32_t rank : ranks) {
+    if (!options_.layout.is_worker(rank)) continue;
+    const size_t w = static_cast<size_t>(options_.layout.worker_index(rank));
+    if (removed_[w] || finished_[w]) continue;
+    removed_[w] = true;
+    changed = true;
+    const bool bsp = options_.consistency == Consistency::kBsp;
+    spdlog::warn("server {}: worker {} (rank {}) was removed from the job at step {}{}", options_.server, w, rank,
+                 version_, bsp && !pushed_[w] && !updating_ ? "; the step goes on with the workers that push it" : "");
+    if (!pushed_[w]) partial_[w] = PartialPush{};  // a part of its push never counts
+    // Its waiting pulls are answered with the verdict: a worker that was
+    // only stopped (SIGSTOP) reads it when it runs again, and exits.
+    std::erase_if(pending_, [&](const PendingPull& p) {
+      if (p.worker != static_cast<int>(w)) return false;
+      (void)router_->send(p.route,
+                          error_reply(removed_verdict(static_cast<int>(w)), options_.job_id,
+                                      options_.layout.server_rank(options_.server), nullptr),
+                          Deadline::after(0.1));
+      return true;
+    });
+    waiting_pulls_ = static_cast<int64_t>(pending_.size());
+  }
+  if (!changed) return Status();
+  if (options_.consistency != Consistency::kBsp) return answer_ready_pulls();  // the slowest live worker may change
+  // The round may be complete without them, even with no push at all (every
+  // worker removed): the servers still agree on it, and skip it.
+  if (!updating_ && stopped_at_ < 0 && round_complete()) start_update();
+  return Status();
 }
 
 void ShardServer::checkpoint_if_due(const StepReport& report) {
@@ -138,8 +216,11 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
   state->ranges = opt_.owned();
   opt_.export_state(&state->weights, &state->exp_avg, &state->exp_avg_sq);
   std::optional<Manifest> manifest;
-  if (options_.server == 0)
+  if (options_.server == 0) {
     manifest = step_manifest(job_toml_, seed_, table_, plan_.servers(), plan_.chunk_bytes(), report);
+    manifest->data_next = cursor_.pool().next;  // the update thread is idle: the cursor is this step's
+    manifest->data_holes = cursor_.pool().holes;
+  }
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   checkpoint_thread_ = std::thread([this, dir, state, manifest, started, step = version_]() mutable {
     auto bytes =
@@ -195,11 +276,12 @@ Status ShardServer::serve() {
 Status ShardServer::serve_until_done() {
   const int workers = options_.layout.workers;
   Deadline deadline = Deadline::after(options_.timeout_s);
-  while (!(shutdowns_ == workers && !updating_ && queued_.empty())) {
-    zmq::pollitem_t items[2] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0},
-                                {notify_recv_.handle(), 0, ZMQ_POLLIN, 0}};
+  while (!(ended_workers() == workers && !updating_ && queued_.empty())) {
+    zmq::pollitem_t items[3] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0},
+                                {notify_recv_.handle(), 0, ZMQ_POLLIN, 0},
+                                {removal_recv_.handle(), 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
+      zmq::poll(items, 3, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;  // a signal interrupted the wait: look again
       continue;
@@ -216,6 +298,13 @@ Status ShardServer::serve_until_done() {
         PST_RETURN_IF_ERROR(on_progress(static_cast<size_t>(done)));
       }
     }
+    if (items[2].revents & ZMQ_POLLIN) {
+      zmq::message_t note;
+      while (removal_recv_.recv(note, zmq::recv_flags::dontwait)) {
+      }
+      PST_RETURN_IF_ERROR(take_removals());
+      deadline = Deadline::after(options_.timeout_s);  // a removal is progress
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       auto msg = router_->receive(Deadline::after(0), "a message");
       // Only pushes and shutdowns are progress: a worker that keeps asking
@@ -231,10 +320,10 @@ Status ShardServer::serve_until_done() {
         return deadline_exceeded(
             "server {}: no message for {} s from any worker (at version {}; {} of {} workers "
             "finished)",
-            options_.server, options_.timeout_s, version_, shutdowns_, workers);
+            options_.server, options_.timeout_s, version_, ended_workers(), workers);
       std::string missing;
       for (int w = 0; w < workers; ++w) {
-        if (pushed_[static_cast<size_t>(w)]) continue;
+        if (pushed_[static_cast<size_t>(w)] || removed_[static_cast<size_t>(w)]) continue;
         const PartialPush& p = partial_[static_cast<size_t>(w)];
         missing += fmt::format(
             "{}worker {} (rank {}{})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w),
@@ -270,6 +359,11 @@ bool ShardServer::handle(Routed msg) {
                     {wire::ErrorCode::UNKNOWN_SENDER,
                      fmt::format("{} from rank {}, which is not a worker", kind_name(kind), m->header().getSender())},
                     m.get());
+    return false;
+  }
+  if (options_.layout.is_worker(m->header().getSender()) &&
+      removed_[static_cast<size_t>(options_.layout.worker_index(m->header().getSender()))]) {
+    error_ = reject(msg.route, removed_verdict(options_.layout.worker_index(m->header().getSender())), m.get());
     return false;
   }
   switch (kind) {
@@ -386,8 +480,7 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   if (bsp) {
     opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w);
     pushed_[static_cast<size_t>(w)] = true;
-    ++pushes_;
-    if (pushes_ == options_.layout.workers) start_update();
+    if (round_complete()) start_update();
     return Status();
   }
   // ASP, SSP: each push is its own update, in arrival order.
@@ -419,6 +512,7 @@ void ShardServer::start_update() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     update_requested_ = true;
+    round_pushed_.assign(pushed_.begin(), pushed_.end());
   }
   cv_.notify_all();
 }
@@ -439,6 +533,60 @@ StepControl ShardServer::local_control() {
   return c;
 }
 
+Result<GradStats> ShardServer::agree_on_round(int64_t* waited_ns) {
+  std::vector<uint8_t> pushed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pushed = round_pushed_;
+  }
+  GradStats local = opt_.reduce(pushed);
+  local.control = local_control();
+  local.contributors = pushed;
+  // Another server may wait timeout_s for a worker before it gives up, and
+  // the scheduler judges a silent node within timeout_s and a heartbeat:
+  // waiting twice that lets their verdict, which names the culprit, arrive.
+  auto reduce_over_servers = [&](const GradStats& part) {
+    const auto before = std::chrono::steady_clock::now();
+    auto sum = reducer_->all_reduce(options_.server, opt_.version(), part, Deadline::after(2 * options_.timeout_s));
+    *waited_ns +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - before).count();
+    return sum;
+  };
+  PST_ASSIGN_OR_RETURN(GradStats global, reduce_over_servers(local));
+  if (global.redo) {
+    // A removed worker's push reached some servers only: every server sums
+    // again over the workers all of them have, and the statistics are taken
+    // again (the second sum agrees by construction).
+    local = opt_.reduce(global.contributors);
+    local.control = local_control();
+    local.contributors = global.contributors;
+    PST_ASSIGN_OR_RETURN(global, reduce_over_servers(local));
+    if (global.redo)
+      return Status(StatusCode::kInternal,
+                    fmt::format("server {}: the servers disagree on the workers of step {} twice", options_.server,
+                                opt_.version()));
+  }
+  const std::vector<uint8_t>& took = global.contributors;
+  if (took != last_contributors_) {
+    std::string who;
+    int count = 0;
+    for (size_t w = 0; w < took.size(); ++w)
+      if (took[w]) who += fmt::format("{}{}", count++ == 0 ? "" : ", ", w);
+    spdlog::info("server {}: the update to version {} takes the pushes of {} of {} workers ({})", options_.server,
+                 opt_.version() + 1, count, took.size(), count == 0 ? "none: the step is skipped" : who);
+    last_contributors_ = took;
+  }
+  // The next step's batches go to the workers that pushed this one; the
+  // batches of those that did not go back to the pool.
+  cursor_.applied(took);
+  cursor_.assign(took);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    next_batches_ = cursor_.batches();
+  }
+  return global;
+}
+
 void ShardServer::update_loop() {
   auto post = [&](int64_t value) {
     zmq::message_t note(sizeof(value));
@@ -455,19 +603,8 @@ void ShardServer::update_loop() {
     // The receive thread leaves opt_ and next_snapshot_ alone while updating_ is set.
     const auto started = std::chrono::steady_clock::now();
     int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
-    GradStats local = opt_.reduce();
-    local.control = local_control();
     const bool bsp = options_.consistency == Consistency::kBsp;
-    Result<GradStats> global = local;
-    // Another server may wait timeout_s for a worker before it gives up, and
-    // the scheduler judges a silent node within timeout_s and a heartbeat:
-    // waiting twice that lets their verdict, which names the culprit, arrive.
-    if (bsp) {
-      const auto before = std::chrono::steady_clock::now();
-      global = reducer_->all_reduce(options_.server, opt_.version(), local, Deadline::after(2 * options_.timeout_s));
-      waited_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - before).count();
-    }
+    Result<GradStats> global = bsp ? agree_on_round(&waited_ns) : opt_.reduce();
     Status status;
     StepReport report;
     float* next = next_snapshot_->data();
@@ -534,9 +671,15 @@ Status ShardServer::finish_update() {
     spdlog::info("server {}: the job stops at step {} (stop requested)", options_.server, version_);
   }
   std::fill(pushed_.begin(), pushed_.end(), false);
-  pushes_ = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (options_.consistency == Consistency::kBsp) batches_ = next_batches_;
+  }
   PST_RETURN_IF_ERROR(answer_ready_pulls());
   if (!queued_.empty()) start_next_async();
+  // Every worker was removed while the update ran: the servers agree on an
+  // empty round too (and the scheduler stops the job below cluster.min_workers).
+  if (options_.consistency == Consistency::kBsp && stopped_at_ < 0 && round_complete()) start_update();
   return Status();
 }
 

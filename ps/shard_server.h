@@ -22,7 +22,16 @@
 // reply and count as rejected; they never stop the server or touch the
 // optimizer.
 //
-// Thread safety: serve() runs on one thread; rejected() may be read from any.
+// Membership (docs/design.md, Membership): remove_workers() takes workers
+// out of the job (the scheduler took them as dead). In BSP the round then
+// completes with the workers that pushed; the servers agree on which pushes
+// count through the reduction (a removed worker may have reached one server
+// and not another), and the batches of the epoch order go to the workers
+// that remain (data/data_cursor.h), each pull saying which batch comes next.
+// A removed worker's messages are refused. ASP and SSP stop waiting for it.
+//
+// Thread safety: serve() runs on one thread; rejected() may be read from
+// any; remove_workers() may be called from any thread, before or during serve().
 #pragma once
 
 #include <atomic>
@@ -42,6 +51,7 @@
 #include "comm/rejecter.h"
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
+#include "data/data_cursor.h"
 #include "monitoring/metrics.h"
 #include "ps/checkpoint.h"
 #include "ps/shard_optimizer.h"
@@ -108,8 +118,11 @@ class ShardServer {
 
   const std::string& endpoint() const { return router_->endpoint(); }
   // Before serve(): the state of a checkpoint (owned ranges in owned order),
-  // its version and optimizer-step count.
-  void restore(const ShardState& state, int64_t version, int64_t applied_steps);
+  // its version and optimizer-step count, and its data pool.
+  void restore(const ShardState& state, int64_t version, int64_t applied_steps, const DataPool& pool);
+  // Takes the workers of these ranks out of the job (ranks that are not
+  // workers are ignored); any thread.
+  void remove_workers(const std::vector<int32_t>& ranks);
   int64_t rejected() const { return rejecter_.count(); }
   std::string rejected_reasons() const { return rejecter_.reasons(); }
   // Messages taken off the socket so far (valid or not).
@@ -154,6 +167,14 @@ class ShardServer {
   using Snapshot = std::shared_ptr<std::vector<float>>;
 
   Status serve_until_done();
+  // Workers that sent Shutdown or were removed.
+  int ended_workers() const;
+  // BSP: every worker that has not been removed has pushed this round.
+  bool round_complete() const;
+  // Applies the removals remove_workers() queued (receive thread).
+  Status take_removals();
+  // What a removed worker is told when it speaks (or waits) again.
+  Rejection removed_verdict(int worker) const;
   // Handles one message; true when it was progress (a push or a shutdown).
   bool handle(Routed msg);
   Status reject(const zmq::message_t& route, const Rejection& why, const InMessage* m);
@@ -162,7 +183,8 @@ class ShardServer {
   // (another step, other tokens, a chunk it already sent, an empty part).
   bool add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rejection* why) const;
   bool pull_allowed(int64_t min_version, int worker) const;
-  // Pushes of the slowest worker that has not finished; INT64_MAX when all have.
+  // Pushes of the slowest worker that has neither finished nor been removed;
+  // INT64_MAX when none is left.
   int64_t slowest_live_clock() const;
   Status answer_ready_pulls();
   void start_next_async();
@@ -173,6 +195,11 @@ class ShardServer {
   Status answer_pull(PendingPull& p);
   void start_update();
   void update_loop();
+  // BSP on the update thread: reduces over the round's pushes, agrees with
+  // the other servers on the statistics and on whose pushes count (again,
+  // over fewer, when they summed different workers), and hands the next
+  // step's batches to the workers that counted.
+  Result<GradStats> agree_on_round(int64_t* waited_ns);
   // This server's control flags for the step being reduced (update thread).
   StepControl local_control();
   Status finish_update();
@@ -190,6 +217,7 @@ class ShardServer {
   ShardOptimizer opt_;
   std::unique_ptr<Router> router_;
   zmq::socket_t notify_recv_, notify_send_;            // update thread -> receive loop
+  zmq::socket_t removal_recv_, removal_send_;          // remove_workers() -> receive loop
   std::unordered_map<uint64_t, size_t> range_of_key_;  // (tensor << 32 | chunk) -> owned range index
   std::vector<Chunk> owned_chunks_;
   Rejecter rejecter_;    // reject() on the receive thread
@@ -199,12 +227,13 @@ class ShardServer {
   int64_t version_ = 0;
   std::vector<bool> pushed_;          // per worker, this round (BSP)
   std::vector<PartialPush> partial_;  // per worker: the push arriving
-  int pushes_ = 0;
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;
   std::vector<int64_t> clocks_;      // pushes received per worker
   std::vector<bool> finished_;       // workers that sent Shutdown
+  std::vector<bool> removed_;        // workers taken out of the job
+  std::vector<int64_t> batches_;     // BSP: each worker's batch of step version_ (-1: none)
   std::vector<PartialPush> queued_;  // ASP/SSP pushes waiting for the update thread
   int64_t max_lead_ = 0;
   int64_t max_staleness_ = 0;
@@ -237,6 +266,14 @@ class ShardServer {
   std::mutex mu_;
   std::condition_variable cv_;
   bool update_requested_ = false;
+  std::vector<uint8_t> round_pushed_;  // the round's complete pushes, per worker (set before the update starts)
+  std::vector<int64_t> next_batches_;  // each worker's batch of step version_ + 1, once agreed
+  // The data pool (update thread; read by the receive thread between updates).
+  DataCursor cursor_;
+  std::vector<uint8_t> last_contributors_;  // update thread: whose pushes the previous step took
+  // remove_workers() -> receive thread.
+  std::mutex removal_mu_;
+  std::vector<int32_t> removals_;  // guarded by removal_mu_
   bool stop_ = false;
   Status update_status_;
   StepReport update_report_;    // final once the update is done

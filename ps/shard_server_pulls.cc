@@ -14,7 +14,7 @@ namespace pst {
 int64_t ShardServer::slowest_live_clock() const {
   int64_t slowest = INT64_MAX;
   for (size_t w = 0; w < clocks_.size(); ++w)
-    if (!finished_[w]) slowest = std::min(slowest, clocks_[w]);
+    if (!finished_[w] && !removed_[w]) slowest = std::min(slowest, clocks_[w]);
   return slowest;
 }
 
@@ -62,6 +62,13 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
   StepReport info = report;
   info.applied = report.applied || version == 0;
   info.stop = report.stop || (stopped_at_ >= 0 && version >= stopped_at_);
+  if (options_.consistency == Consistency::kBsp) {
+    // The batch of the step after this version: agreed in the update that
+    // made it (streamed parts of version_ + 1 are sent once it is).
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::vector<int64_t>& batches = version == version_ ? batches_ : next_batches_;
+    info.batch = batches[static_cast<size_t>(p.worker)];
+  }
   to_wire(info, reply.header().initStepInfo());
   int64_t bytes = 0;
   for (size_t i = p.sent; i < last; ++i) {

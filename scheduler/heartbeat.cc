@@ -1,14 +1,23 @@
 #include "scheduler/heartbeat.h"
 
+#include <algorithm>
+
+#include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
+#include "comm/message.h"
 #include "comm/socket.h"
 
 namespace pst {
 
 Heartbeat::Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-                     double interval_s)
-    : context_(context), endpoint_(scheduler_endpoint), job_id_(job_id), rank_(rank), interval_s_(interval_s) {
+                     double interval_s, OnMembership on_membership)
+    : context_(context),
+      endpoint_(scheduler_endpoint),
+      job_id_(job_id),
+      rank_(rank),
+      interval_s_(interval_s),
+      on_membership_(std::move(on_membership)) {
   if (!endpoint_.empty()) thread_ = std::thread([this] { run(); });
 }
 
@@ -17,7 +26,6 @@ Heartbeat::~Heartbeat() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
-  cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -27,7 +35,6 @@ void Heartbeat::finish() {
     finished_ = true;
     stop_ = true;
   }
-  cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -50,8 +57,53 @@ void Heartbeat::run() {
       if (!s.ok()) spdlog::warn("heartbeat: {}", s.message());
     }
     if (stopping) return;
+    // Until the next beat: what the scheduler says, in slices short enough
+    // that finish() is not kept waiting.
+    const Deadline beat = Deadline::after(interval_s_);
     lock.lock();
-    cv_.wait_for(lock, std::chrono::duration<double>(interval_s_), [&] { return stop_; });
+    while (!stop_ && !beat.expired()) {
+      lock.unlock();
+      zmq::pollitem_t item{(*dealer)->socket().handle(), 0, ZMQ_POLLIN, 0};
+      try {
+        zmq::poll(&item, 1, std::chrono::milliseconds(std::min<int64_t>(50, beat.remaining_ms())));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+      if (item.revents & ZMQ_POLLIN) read_messages(**dealer);
+      lock.lock();
+    }
+  }
+}
+
+void Heartbeat::read_messages(Dealer& dealer) {
+  zmq::message_t part;
+  while (true) {
+    Frames frames;
+    bool more = true;
+    while (more) {
+      if (!dealer.socket().recv(part, zmq::recv_flags::dontwait)) return;
+      more = part.more();
+      frames.push_back(std::move(part));
+    }
+    Rejection why;
+    auto m = InMessage::parse(std::move(frames), &why);
+    if (!m) {
+      spdlog::warn("heartbeat: an unreadable message from the scheduler: {}", why.message);
+      continue;
+    }
+    try {
+      const auto h = m->header();
+      if (h.getJobId() != job_id_ || h.getSender() != 0) continue;
+      if (h.getKind() == wire::Kind::ERROR) {
+        spdlog::warn("heartbeat: the scheduler says: {}", h.getError().getMessage().cStr());
+      } else if (h.getKind() == wire::Kind::MEMBERSHIP && h.which() == wire::Header::DEPARTED && on_membership_) {
+        std::vector<int32_t> removed;
+        for (int32_t r : h.getDeparted()) removed.push_back(r);
+        on_membership_(removed);
+      }
+    } catch (const kj::Exception& e) {
+      spdlog::warn("heartbeat: a message from the scheduler that cannot be read: {}", e.getDescription().cStr());
+    }
   }
 }
 

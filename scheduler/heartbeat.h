@@ -1,29 +1,36 @@
 // A node's line to the scheduler: a thread that sends a Heartbeat every
-// interval, and a Shutdown ("ended well") when the node finishes. A node
-// that dies stops both, which is how the scheduler tells it is gone. A job
-// without a scheduler (threads of one process) passes an empty endpoint:
-// nothing is sent.
+// interval (cluster.heartbeat_s), and a Shutdown ("ended well") when the
+// node finishes. A node that dies or stops (SIGSTOP) stops both, which is
+// how the scheduler tells it is gone. The scheduler speaks back on the same
+// line: the workers it removed from the job (Membership), which the thread
+// passes to on_membership. A job without a scheduler (threads of one
+// process) passes an empty endpoint: nothing is sent.
 //
 // Thread safety: finish() and the destructor are called by the owner thread.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <zmq.hpp>
 
+#include "comm/socket.h"
 #include "core/status.h"
 
 namespace pst {
 
 class Heartbeat {
  public:
+  // on_membership (may be null) is called on the heartbeat's thread with the
+  // ranks of every worker removed so far.
+  using OnMembership = std::function<void(const std::vector<int32_t>& removed)>;
   Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-            double interval_s);
+            double interval_s, OnMembership on_membership = nullptr);
   ~Heartbeat();  // stops without a Shutdown unless finish() ran
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -33,14 +40,16 @@ class Heartbeat {
 
  private:
   void run();
+  // Takes what the scheduler sent (Membership; errors are logged).
+  void read_messages(Dealer& dealer);
 
   zmq::context_t& context_;
   std::string endpoint_;
   uint64_t job_id_;
   int32_t rank_;
   double interval_s_;
+  OnMembership on_membership_;
   std::mutex mu_;
-  std::condition_variable cv_;
   bool stop_ = false;      // guarded by mu_
   bool finished_ = false;  // guarded by mu_
   std::thread thread_;

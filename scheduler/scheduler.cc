@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <vector>
 
@@ -143,6 +144,8 @@ class JobWatch {
         nodes_(l_.nodes()),
         last_seen_(static_cast<size_t>(nodes_), Clock::now()),
         done_(static_cast<size_t>(nodes_), false),
+        removed_(static_cast<size_t>(nodes_), false),
+        beat_routes_(static_cast<size_t>(nodes_)),
         remaining_(nodes_ - 1),
         alive_servers_(l_.servers),
         alive_workers_(l_.workers) {
@@ -173,8 +176,8 @@ class JobWatch {
 
   void publish_alive() {
     if (!o_.metrics) return;
-    o_.metrics->set_alive("server", alive_servers_);
-    o_.metrics->set_alive("worker", alive_workers_);
+    o_.metrics->set_members("server", alive_servers_);
+    o_.metrics->set_members("worker", alive_workers_);
   }
 
   Status handle(Routed& msg) {
@@ -202,13 +205,31 @@ class JobWatch {
       rejecter_.drop(senders_.spoofed(rank, msg.route));
       return Status();
     }
+    if (removed_[static_cast<size_t>(rank)]) {
+      // A worker that was stopped (SIGSTOP) past the liveness window and
+      // runs again: it is not a member any more, and its servers refuse it too.
+      rejecter_.reject(router_, msg.route,
+                       {wire::ErrorCode::UNKNOWN_SENDER,
+                        fmt::format("{} was removed from the job after {:.1f} s without a heartbeat; it does not "
+                                    "come back (exit, and start a new one)",
+                                    node_name(l_, rank), o_.liveness_s)},
+                       m.get());
+      return Status();
+    }
     last_seen_[static_cast<size_t>(rank)] = Clock::now();
     try {
       switch (h.getKind()) {
         case wire::Kind::SHUTDOWN: on_shutdown(rank); break;
         case wire::Kind::BARRIER: return on_barrier(rank, msg, h.getRequestId());
         case wire::Kind::REPORT: return on_stats(rank, msg, *m);
-        default: break;  // heartbeats
+        case wire::Kind::HEARTBEAT: {
+          // The line the scheduler answers on (Membership): a copy of the route.
+          zmq::message_t& route = beat_routes_[static_cast<size_t>(rank)];
+          if (route.size() != msg.route.size() || std::memcmp(route.data(), msg.route.data(), route.size()) != 0)
+            route.copy(msg.route);
+          break;
+        }
+        default: break;
       }
     } catch (const kj::Exception& ex) {  // a field that cannot be read
       rejecter_.reject(
@@ -260,6 +281,12 @@ class JobWatch {
           &m);
       return Status();
     }
+    GradStats part = from_wire(h.getStats());
+    if (std::string bad; !contributors_fit(part, l_.workers, &bad)) {
+      rejecter_.reject(router_, msg.route,
+                       {wire::ErrorCode::BAD_HEADER, fmt::format("statistics of step {}: {}", h.getStep(), bad)}, &m);
+      return Status();
+    }
     Round& r = rounds_[h.getStep()];
     if (r.in.empty()) {
       r.part.assign(static_cast<size_t>(l_.servers), GradStats{});
@@ -268,18 +295,26 @@ class JobWatch {
     }
     if (r.in[k]) return Status();
     r.in[k] = true;
-    r.part[k] = from_wire(h.getStats());
+    r.part[k] = std::move(part);
     r.routes[k] = {std::move(msg.route), h.getRequestId()};
     if (++r.count < l_.servers) return Status();
-    GradStats total;  // added in server order
-    for (const GradStats& p : r.part) total += p;
+    GradStats total = sum_over_servers(r.part);
     // A stop asked of the scheduler (a signal) joins the servers' own: all
-    // of them checkpoint this round and the job ends after it.
+    // of them checkpoint this round and the job ends after it. So does a job
+    // left with fewer workers than cluster.min_workers.
     const bool asked = total.control.stop;
-    total.control.stop = asked || stop_requested();  // read once: every server gets the same answer
+    const bool signalled = stop_requested();  // read once: every server gets the same answer
+    const bool too_few = alive_workers_ < o_.min_workers;
+    total.control.stop = asked || signalled || too_few;
     if (total.control.stop && !asked && !stop_logged_) {
-      spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
-                   stop_signal(), h.getStep() + 1);
+      if (signalled)
+        spdlog::info("scheduler: stop requested (signal {}); the job stops after step {} with a checkpoint",
+                     stop_signal(), h.getStep() + 1);
+      else
+        spdlog::warn(
+            "scheduler: {} of {} workers remain, fewer than cluster.min_workers = {}; the job stops after step {} "
+            "with a checkpoint",
+            alive_workers_, l_.workers, o_.min_workers, h.getStep() + 1);
       stop_logged_ = true;
     }
     for (auto& [route, request] : r.routes) {
@@ -291,24 +326,28 @@ class JobWatch {
     return Status();
   }
 
-  // A node silent for longer than the limit is dead: the job ends, and the
-  // servers waiting for statistics and the nodes at the barrier learn why.
+  // A node silent for longer than the limit is dead. A worker of a job
+  // that met at the rendezvous is removed and the job goes on; otherwise the
+  // job ends, and the servers waiting for statistics and the nodes at the
+  // barrier learn why.
   Status check_liveness() {
     const auto now = Clock::now();
     // Before the start barrier, nodes registered with --role may still be
     // loading their data (and send no heartbeat yet): the start deadline
     // applies. Under mpirun every node beats from the start.
-    const double limit = released_ || !o_.rendezvous ? o_.timeout_s : o_.start_timeout_s;
+    const double limit = released_ || !o_.rendezvous ? o_.liveness_s : o_.start_timeout_s;
     for (int32_t r = 1; r < nodes_; ++r) {
       const double silent = std::chrono::duration<double>(now - last_seen_[static_cast<size_t>(r)]).count();
       if (done_[static_cast<size_t>(r)] || silent <= limit) continue;
-      const Status dead = deadline_exceeded(
-          "scheduler: {} sent nothing for {:.0f} s (no heartbeat); it is taken as dead", node_name(l_, r), silent);
-      if (o_.metrics) {
-        o_.metrics->failure(l_.is_server(r) ? "server" : "worker");
-        --(l_.is_server(r) ? alive_servers_ : alive_workers_);
-        publish_alive();
+      if (o_.metrics) o_.metrics->failure(l_.is_server(r) ? "server" : "worker");
+      if (released_ && o_.rendezvous && l_.is_worker(r)) {
+        PST_RETURN_IF_ERROR(remove_worker(r, silent));
+        continue;
       }
+      const Status dead = deadline_exceeded(
+          "scheduler: {} sent nothing for {:.1f} s (no heartbeat); it is taken as dead", node_name(l_, r), silent);
+      --(l_.is_server(r) ? alive_servers_ : alive_workers_);
+      publish_alive();
       const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
       for (auto& [step, round] : rounds_)
         for (auto& [route, request] : round.routes)
@@ -322,6 +361,36 @@ class JobWatch {
     return Status();
   }
 
+  // Takes worker rank r out of the job: the servers learn it on their
+  // heartbeat lines (the whole list each time, so a lost message is made up
+  // by the next), and stop waiting for its pushes.
+  Status remove_worker(int32_t r, double silent) {
+    removed_[static_cast<size_t>(r)] = true;
+    done_[static_cast<size_t>(r)] = true;
+    --remaining_;
+    --alive_workers_;
+    publish_alive();
+    spdlog::warn(
+        "scheduler: {} sent nothing for {:.1f} s (no heartbeat): removed from the job; {} of {} workers remain",
+        node_name(l_, r), silent, alive_workers_, l_.workers);
+    OutMessage note(wire::Kind::MEMBERSHIP, o_.job_id, 0, 0, 0);
+    std::vector<int32_t> gone;
+    for (int32_t q = 1; q < nodes_; ++q)
+      if (removed_[static_cast<size_t>(q)]) gone.push_back(q);
+    auto list = note.header().initDeparted(static_cast<unsigned>(gone.size()));
+    for (unsigned i = 0; i < list.size(); ++i) list.set(i, gone[i]);
+    const Frames frames = note.finish();
+    for (int32_t q = 1; q < nodes_; ++q) {
+      const zmq::message_t& route = beat_routes_[static_cast<size_t>(q)];
+      if (!l_.is_server(q) || done_[static_cast<size_t>(q)] || route.size() == 0) continue;
+      Frames copy;
+      for (const zmq::message_t& f : frames) copy.emplace_back(f.data(), f.size());
+      const Status sent = router_.send(route, std::move(copy), Deadline::after(o_.timeout_s));
+      if (!sent.ok()) spdlog::warn("scheduler: {} did not take the membership: {}", node_name(l_, q), sent.message());
+    }
+    return Status();
+  }
+
   Router& router_;
   const SchedulerOptions& o_;
   const JobLayout& l_;
@@ -329,7 +398,9 @@ class JobWatch {
   RankBinding& senders_;
   const int32_t nodes_;
   std::vector<Clock::time_point> last_seen_;
-  std::vector<bool> done_;
+  std::vector<bool> done_;                   // sent Shutdown, or removed
+  std::vector<bool> removed_;                // workers taken out of the job
+  std::vector<zmq::message_t> beat_routes_;  // each node's heartbeat line
   int remaining_;
   int64_t alive_servers_, alive_workers_;
   // The start barrier: the routes waiting for release.

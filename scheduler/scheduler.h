@@ -11,9 +11,14 @@
 //  3. Statistics: each server reports its partial sum of squares of round v;
 //     when all have, each gets the sum, added in server order.
 //  4. Heartbeats and Shutdowns: the job ends when every node has sent
-//     Shutdown; a node silent for longer than the timeout is taken as dead,
-//     and the error names it.
-// With metrics, it keeps pst_nodes_alive and pst_node_failures_total, and
+//     Shutdown (or was removed); a node silent for longer than the liveness
+//     window (heartbeat_s x heartbeat_misses) is taken as dead. A dead server
+//     (and, under mpirun, any dead node) ends the job, and the error names
+//     it. With the rendezvous, a dead worker is removed instead (docs/design.md,
+//     Membership): one log line, a Membership message to every server on its
+//     heartbeat line, its later messages refused; below min_workers the
+//     statistics' answer stops the job after the next step, with a checkpoint.
+// With metrics, it keeps pst_cluster_members and pst_node_failures_total, and
 // writes the Prometheus file_sd file listing every process's /metrics
 // (those it was given, and those the nodes registered).
 #pragma once
@@ -34,7 +39,9 @@ namespace pst {
 struct SchedulerOptions {
   uint64_t job_id = 0;
   JobLayout layout;
-  double timeout_s = 120;        // a running job's node that sends nothing this long is dead
+  double timeout_s = 120;        // a send to a node that takes no message
+  double liveness_s = 5;         // a running job's node that sends nothing this long is dead
+  int min_workers = 1;           // with the rendezvous: fewer live workers stop the job
   double start_timeout_s = 600;  // the rendezvous, and a node's silence before the start barrier
   bool rendezvous = true;        // false under mpirun, where MPI gave out ranks and endpoints
   SchedulerMetrics* metrics = nullptr;

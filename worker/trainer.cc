@@ -79,6 +79,7 @@ struct Trainer::StepTotals {
 // What one run() keeps between its steps.
 struct Trainer::Run {
   std::vector<BatchIterator> iterators;  // one per shard
+  std::unique_ptr<DataCursor> cursor;    // the batches of each shard's next step, unless the servers say
   // Weights and gradients cross to the client through pinned host buffers,
   // or not at all when the client takes the model's device buffers.
   bool on_device = false;
@@ -268,7 +269,8 @@ Result<TrainSummary> Trainer::run() {
   for (int64_t shard : opt_.shards)
     r.iterators.emplace_back(data_.train.get(), job_.data.batch_size, static_cast<uint64_t>(tc.seed), shard,
                              opt_.workers, true);
-  for (BatchIterator& it : r.iterators) it.skip(opt_.first_step);
+  r.cursor = std::make_unique<DataCursor>(static_cast<int>(opt_.workers), opt_.data_pool);
+  r.cursor->assign_all();
   r.on_device = client_->device_buffers();
   r.n = r.have = model_->num_params();
   if (!r.on_device) {
@@ -288,7 +290,15 @@ Result<TrainSummary> Trainer::run() {
   for (int64_t step = opt_.first_step; step < tc.steps; ++step) {
     Stopwatch step_clock;
     StepTotals totals;
-    for (size_t i = 0; i < opt_.shards.size(); ++i) PST_RETURN_IF_ERROR(train_shard(i, step, version, totals));
+    for (size_t i = 0; i < opt_.shards.size(); ++i) {
+      // The servers' word on the batch when there is one: a BSP job's
+      // membership may have changed (a worker removed, its batch handed on).
+      const bool told = info.batch >= 0 && opt_.shards.size() == 1;
+      r.iterators[i].seek_batch(told ? info.batch : r.cursor->batch(static_cast<int>(opt_.shards[i])));
+      PST_RETURN_IF_ERROR(train_shard(i, step, version, totals));
+    }
+    r.cursor->applied(std::vector<uint8_t>(static_cast<size_t>(opt_.workers), 1));
+    r.cursor->assign_all();
     PST_ASSIGN_OR_RETURN(info, pull(version + 1));
     version = info.version;
     if (!info.applied) {

@@ -12,6 +12,7 @@
 
 #include "comm/parameter_client.h"
 #include "core/config.h"
+#include "data/data_cursor.h"
 #include "model/transformer.h"
 #include "monitoring/metrics.h"
 #include "worker/evaluate.h"
@@ -53,10 +54,14 @@ struct TrainerOptions {
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;
   WorkerMetrics* monitor = nullptr;  // Prometheus series of this worker, if any
-  // The step a resumed job starts at (the checkpoint's): the data iterators
-  // skip the batches of the steps before it, and the first pull asks for
-  // that version.
+  // The step a resumed job starts at (the checkpoint's): the first pull asks
+  // for that version.
   int64_t first_step = 0;
+  // The batches not trained on yet (a resumed job's: Manifest::data_pool).
+  // Each step hands them to the shards (data/data_cursor.h), unless the
+  // servers say which batch comes next (a BSP worker process: they follow
+  // the job's membership).
+  DataPool data_pool;
   // Called once the last weights are in the model, before the final
   // validation and test: writes the model, so that a stop during that
   // evaluation (which ends it at once) keeps it. Null: nothing to write.

@@ -132,6 +132,11 @@ TEST(ConfigTest, LogLevelsAreCheckedLikeEveryOtherKey) {
 
 TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   expect_error("", {"cluster.start_timeout_s=0"}, {"cluster.start_timeout_s = 0", "positive"});
+  expect_error("", {"cluster.heartbeat_s=0"}, {"cluster.heartbeat_s = 0", "[0.01, 60]"});
+  expect_error("", {"cluster.heartbeat_misses=1"}, {"cluster.heartbeat_misses = 1", "[2, 1000]"});
+  expect_error("", {"cluster.workers=2", "cluster.min_workers=3"},
+               {"cluster.min_workers = 3", "[1, cluster.workers = 2]"});
+  expect_error("", {"cluster.min_workers=0"}, {"cluster.min_workers = 0"});
   expect_error("", {"schedule.cycle_mult=0"}, {"schedule.cycle_mult = 0", "[1, 1000]"});
   auto c = parse_config("", "job.toml", {"cluster.start_timeout_s=30", "data.test_max_examples=7"});
   ASSERT_TRUE(c.ok()) << c.status().to_string();

@@ -1,9 +1,13 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <random>
 #include <set>
+#include <vector>
 
 #include <gtest/gtest.h>
+
+#include "data/data_cursor.h"
 
 namespace pst {
 namespace {
@@ -98,6 +102,81 @@ TEST(DatasetTest, SeekResumesTheSameStream) {
   BatchIterator b(&d, 8, 2);
   b.seek(pos);
   EXPECT_EQ(b.next().example_ids, expect.example_ids);
+}
+
+// Batch g counted over epochs is what worker g mod W of W reaches on its
+// own walk at step g div W, across epoch boundaries (the cursor numbers
+// batches this way).
+TEST(DatasetTest, SeekBatchMatchesTheWorkersWalk) {
+  ToyDataset d(100);  // 13 batches of 8 per epoch
+  const int64_t workers = 3;
+  for (int64_t w = 0; w < workers; ++w) {
+    BatchIterator walk(&d, 8, 4, w, workers);
+    BatchIterator seek(&d, 8, 4);
+    for (int64_t step = 0; step < 30; ++step) {
+      seek.seek_batch(step * workers + w);
+      EXPECT_EQ(seek.next().example_ids, walk.next().example_ids) << "worker " << w << " step " << step;
+    }
+  }
+}
+
+// With every worker in every step, worker w trains on batch v*W + w at step v.
+TEST(DataCursorTest, AFixedMembershipWalksLikeTheWorkers) {
+  DataCursor c(3, DataPool{});
+  c.assign_all();
+  for (int64_t v = 0; v < 20; ++v) {
+    for (int w = 0; w < 3; ++w) EXPECT_EQ(c.batch(w), v * 3 + w);
+    EXPECT_EQ(c.pool().next, v * 3);
+    EXPECT_TRUE(c.pool().holes.empty());
+    c.applied({1, 1, 1});
+    c.assign({1, 1, 1});
+  }
+}
+
+// Random membership sequences, checked against brute force: workers leave
+// for good at random steps, a worker leaving mid-step does not count in that
+// step, and the next step goes to those that counted. At every step the
+// batches trained on so far and the pool's holes are exactly 0..next-1,
+// none twice, and every member has a batch; a cursor rebuilt from the pool
+// (a resumed job) hands out the same batches.
+TEST(DataCursorTest, NoBatchIsSkippedOrTrainedTwiceWhateverTheMembership) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int workers = 1 + static_cast<int>(rng() % 6);
+    DataCursor c(workers, DataPool{});
+    std::vector<uint8_t> members(static_cast<size_t>(workers), 1);
+    c.assign(members);
+    std::vector<int64_t> trained;
+    for (int step = 0; step < 60; ++step) {
+      // The pool before this step's assignment, and the trained batches,
+      // partition 0..next-1.
+      std::vector<int64_t> seen = trained;
+      seen.insert(seen.end(), c.pool().holes.begin(), c.pool().holes.end());
+      std::sort(seen.begin(), seen.end());
+      ASSERT_EQ(static_cast<int64_t>(seen.size()), c.pool().next) << "trial " << trial << " step " << step;
+      for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], static_cast<int64_t>(i));
+      // A resumed job assigns the same from the pool.
+      DataCursor resumed(workers, c.pool());
+      resumed.assign(members);
+      EXPECT_EQ(resumed.batches(), c.batches());
+      for (int w = 0; w < workers; ++w) EXPECT_EQ(c.batch(w) >= 0, members[static_cast<size_t>(w)] != 0);
+      // Who counts: every member, but now and then one leaves (for good)
+      // before its push counts.
+      std::vector<uint8_t> counted = members;
+      int left = 0;
+      for (uint8_t m : members) left += m;
+      if (left > 1 && rng() % 4 == 0) {
+        int victim = static_cast<int>(rng() % static_cast<unsigned>(workers));
+        while (!members[static_cast<size_t>(victim)]) victim = (victim + 1) % workers;
+        counted[static_cast<size_t>(victim)] = 0;
+      }
+      for (int w = 0; w < workers; ++w)
+        if (counted[static_cast<size_t>(w)]) trained.push_back(c.batch(w));
+      c.applied(counted);
+      members = counted;
+      c.assign(members);
+    }
+  }
 }
 
 }  // namespace

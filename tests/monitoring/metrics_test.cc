@@ -53,7 +53,7 @@ TEST(MetricsTest, ServesTheSeriesOverHttp) {
   s.bytes_in(4096);
   s.rejected("badJob");
   s.rejected("badJob");
-  sch.set_alive("worker", 2);
+  sch.set_members("worker", 2);
   sch.failure("server");
   const std::string text = "\n" + http_get(ep, "/metrics");
   EXPECT_EQ(value_of(text, "pst_tokens_total{rank=\"3\",role=\"worker\"}"), 200) << text;
@@ -68,7 +68,7 @@ TEST(MetricsTest, ServesTheSeriesOverHttp) {
   EXPECT_EQ(value_of(text, "pst_grad_clipped_steps_total{rank=\"1\",role=\"server\",shard=\"0\"}"), 1);
   EXPECT_EQ(value_of(text, "pst_transport_bytes_total{direction=\"in\",rank=\"1\",role=\"server\",shard=\"0\"}"), 4096);
   EXPECT_EQ(value_of(text, "pst_messages_rejected_total{rank=\"1\",reason=\"badJob\",role=\"server\",shard=\"0\"}"), 2);
-  EXPECT_EQ(value_of(text, "pst_nodes_alive{node_role=\"worker\",rank=\"0\",role=\"scheduler\"}"), 2);
+  EXPECT_EQ(value_of(text, "pst_cluster_members{node_role=\"worker\",rank=\"0\",role=\"scheduler\"}"), 2);
   EXPECT_EQ(value_of(text, "pst_node_failures_total{node_role=\"server\",rank=\"0\",role=\"scheduler\"}"), 1);
   EXPECT_NE(text.find(fmt::format("pst_build_info{{backend=\"cpu\",commit=\"{}\",version=\"{}\"}} 1", git_commit(),
                                   version())),

@@ -204,8 +204,35 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
     ASSERT_FALSE(r.ok()) << field << " = " << value.dump() << " was accepted";
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
   }
+  // The data pool (data/data_cursor.h): holes are batches before next, each
+  // once; a manifest without one (an earlier pst's) resumes at step x workers.
+  const std::vector<std::tuple<nlohmann::json, const char*>> pools = {
+      {{{"next", -4}, {"holes", nlohmann::json::array()}}, "data_position.next = -4"},
+      {{{"next", 30}, {"holes", {31}}}, "holes: 31 is not a batch before next = 30"},
+      {{{"next", 30}, {"holes", {3, 3}}}, "holes: 3 is not a batch before next = 30, or is listed twice"},
+  };
+  for (const auto& [pool, want] : pools) {
+    nlohmann::json j = good;
+    for (const auto& [k, v] : pool.items()) j["data_position"][k] = v;
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok()) << pool.dump() << " was accepted";
+    EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
+  }
+  {
+    nlohmann::json j = good;
+    j["data_position"]["next"] = 30;
+    j["data_position"]["holes"] = {7, 3};
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->data_pool(3).next, 30);
+    EXPECT_EQ(r->data_pool(3).holes, (std::vector<int64_t>{7, 3}));
+  }
   std::ofstream(path, std::ios::trunc) << good.dump();
-  EXPECT_TRUE(read_checkpoint(dir).ok());
+  ASSERT_TRUE(read_checkpoint(dir).ok());
+  EXPECT_EQ(read_checkpoint(dir)->data_pool(3).next, 30) << "no pool recorded: step 10 x 3 workers";
+  EXPECT_TRUE(read_checkpoint(dir)->data_pool(3).holes.empty());
 }
 
 // Server 1 cannot write its part (its temp file's path is taken by a

@@ -61,12 +61,13 @@ TEST(ClippingTest, MatchesClipGradNorm) {
   const SafetensorsFile f = fixture("clip.safetensors");
   for (int c = 0; c < 3; ++c) {
     const std::string k = fmt::format("c{}", c);
-    GradStats total;
+    std::vector<GradStats> parts;
     std::vector<std::vector<float>> grads;
     for (int i = 0; i < 3; ++i) {
       grads.push_back(f.find(fmt::format("{}/g{}", k, i))->to_f32());
-      total += grad_stats(grads.back().data(), static_cast<int64_t>(grads.back().size()));
+      parts.push_back(grad_stats(grads.back().data(), static_cast<int64_t>(grads.back().size())));
     }
+    const GradStats total = sum_over_servers(parts);
     const double norm = std::sqrt(total.sum_squares);
     const float torch_norm = f.find(k + "/norm")->to_f32()[0];
     // torch reduces in fp32, pst in fp64.

@@ -103,8 +103,7 @@ TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
     single.apply(single.reduce());
     s0.add_push(g.data(), b.tokens(), 0);
     s1.add_push(g.data(), b.tokens(), 0);
-    GradStats total = s0.reduce();
-    total += s1.reduce();
+    const GradStats total = sum_over_servers({s0.reduce(), s1.reduce()});
     const StepReport r0 = s0.apply(total), r1 = s1.apply(total);
     EXPECT_EQ(r0.grad_norm, r1.grad_norm);
     EXPECT_LT(r0.clip_coef, 1.0) << "clipping must be active in this test";
@@ -141,11 +140,12 @@ TEST(ServerTest, ChunkedShardsGiveTheSameStep) {
     for (int k = 0; k < servers; ++k)
       shards.push_back(std::make_unique<ShardOptimizer>(job, m.table(), plan->owned(k), w0.data()));
     for (int step = 0; step < 3; ++step) {
-      GradStats total;
+      std::vector<GradStats> parts;
       for (auto& s : shards) {
         s->add_push(g.data(), b.tokens(), 0);
-        total += s->reduce();
+        parts.push_back(s->reduce());
       }
+      const GradStats total = sum_over_servers(parts);
       for (auto& s : shards) EXPECT_LT(s->apply(total).clip_coef, 1.0);
     }
     std::vector<float> got(w0.size(), 0.0f);

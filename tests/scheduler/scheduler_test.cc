@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 
 #include <prometheus/registry.h>
 
+#include "comm/grad_stats.h"
 #include "comm/message.h"
 #include "monitoring/metrics.h"
 
@@ -54,10 +56,11 @@ std::pair<wire::Kind, std::string> answer(Dealer& d, int32_t* rank = nullptr) {
 
 // run_scheduler on a thread of its own behind a Router over inproc://NAME,
 // for `layout`, with deadlines of 20 s, metrics and a count of the messages
-// it has handled.
+// it has handled; `adjust` may change the options before it starts.
 class ScheduledJob {
  public:
-  ScheduledJob(const std::string& name, JobLayout layout)
+  ScheduledJob(const std::string& name, JobLayout layout,
+               const std::function<void(SchedulerOptions&)>& adjust = nullptr)
       : endpoint_("inproc://" + name), families_(registry_), metrics_(families_, 0) {
     auto router = Router::bind(ctx_, endpoint_);
     PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
@@ -68,6 +71,7 @@ class ScheduledJob {
     options_.start_timeout_s = 20;
     options_.metrics = &metrics_;
     options_.received = &received_;
+    if (adjust) adjust(options_);
     thread_ = std::thread([this] {
       done_ = run_scheduler(*router_, options_);
       returned_ = true;
@@ -258,6 +262,123 @@ TEST(SchedulerTest, OpenRoundsAreBounded) {
   }
   const Status done = job.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
+}
+
+}  // namespace
+}  // namespace pst
+
+namespace pst {
+namespace {
+
+// A gauge or counter of the scheduler's registry, by name and node_role.
+double metric(prometheus::Registry& registry, const std::string& name, const std::string& node_role) {
+  for (const auto& family : registry.Collect())
+    if (family.name == name)
+      for (const auto& m : family.metric)
+        for (const auto& l : m.label)
+          if (l.name == "node_role" && l.value == node_role)
+            return family.type == prometheus::MetricType::Gauge ? m.gauge.value : m.counter.value;
+  return -1;
+}
+
+// Membership (docs/design.md): a job of 1 server and 3 workers that met at
+// the rendezvous, with a liveness window of 0.6 s and cluster.min_workers =
+// 2. Worker 2 goes silent: it is removed (not the job's end), the server
+// hears it on its heartbeat line with the list of removed ranks, the members
+// gauge drops to 2 workers, and the removed worker's next message is
+// refused by name. With 2 workers the statistics' answer carries the
+// contributors and no stop; when worker 1 goes silent too, the job is below
+// its minimum and the answer says stop. The job then ends when the server
+// and worker 0 have sent Shutdown.
+TEST(SchedulerTest, ASilentWorkerIsRemovedAndTheServersAreTold) {
+  ScheduledJob job("scheduler-members", JobLayout{1, 3}, [](SchedulerOptions& o) {
+    o.liveness_s = 0.6;
+    o.min_workers = 2;
+  });
+  std::vector<std::unique_ptr<Dealer>> nodes;
+  std::vector<int32_t> ranks;
+  for (int i = 0; i < 4; ++i) {
+    nodes.push_back(job.connect());
+    const wire::Role role = i == 0 ? wire::Role::SERVER : wire::Role::WORKER;
+    ASSERT_TRUE(
+        nodes.back()->send(registration(role, i == 0 ? "inproc://s" : "", "h", 30 + i), Deadline::after(5)).ok());
+  }
+  for (auto& d : nodes) {
+    int32_t rank = 0;
+    ASSERT_EQ(answer(*d, &rank).first, wire::Kind::NODE_TABLE);
+    ranks.push_back(rank);
+  }
+  auto send = [&](int node, wire::Kind kind, uint64_t request) {
+    OutMessage m(kind, kJob, ranks[static_cast<size_t>(node)], 0, request);
+    return nodes[static_cast<size_t>(node)]->send(m.finish(), Deadline::after(5));
+  };
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(send(i, wire::Kind::BARRIER, 40).ok());
+  for (auto& d : nodes) ASSERT_EQ(answer(*d).first, wire::Kind::BARRIER);
+  EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 3);
+
+  // The server's heartbeat line, as scheduler/heartbeat.cc has one.
+  auto beat = job.connect();
+  // Beats from `alive` (the server on its line) every 0.1 s until a
+  // Membership arrives there; its removed ranks.
+  auto beat_until_membership = [&](const std::vector<int>& alive) -> std::vector<int32_t> {
+    const Deadline d = Deadline::after(20);
+    while (!d.expired()) {
+      OutMessage hb(wire::Kind::HEARTBEAT, kJob, ranks[0], 0, 1);
+      if (!beat->send(hb.finish(), Deadline::after(5)).ok()) return {};
+      for (int node : alive)
+        if (node != 0 && !send(node, wire::Kind::HEARTBEAT, 2).ok()) return {};
+      auto frames = beat->receive(Deadline::after(0.1), "a membership");
+      if (!frames.ok()) continue;
+      Rejection why;
+      auto m = InMessage::parse(std::move(*frames), &why);
+      if (!m || m->header().getKind() != wire::Kind::MEMBERSHIP) return {};
+      std::vector<int32_t> removed;
+      for (int32_t r : m->header().getDeparted()) removed.push_back(r);
+      return removed;
+    }
+    return {};
+  };
+  EXPECT_EQ(beat_until_membership({0, 1, 2}), std::vector<int32_t>{ranks[3]});
+  EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 2);
+  EXPECT_EQ(metric(job.registry(), "pst_node_failures_total", "worker"), 1);
+  EXPECT_FALSE(job.returned()) << "a dead worker ended the job";
+
+  // Worker 2 speaks again (it was stopped, not dead): refused by name.
+  ASSERT_TRUE(send(3, wire::Kind::HEARTBEAT, 3).ok());
+  auto [kind, message] = answer(*nodes[3]);
+  EXPECT_EQ(kind, wire::Kind::ERROR);
+  EXPECT_NE(message.find("was removed from the job"), std::string::npos) << message;
+
+  // The server's statistics of step 0, with the workers it summed.
+  auto stats_answer = [&](int64_t step) -> GradStats {
+    OutMessage m(wire::Kind::REPORT, kJob, ranks[0], step, 50 + static_cast<uint64_t>(step));
+    GradStats mine;
+    mine.sum_squares = 4.0;
+    mine.contributors = {1, 1, 0};
+    to_wire(mine, m.header().initStats());
+    EXPECT_TRUE(nodes[0]->send(m.finish(), Deadline::after(5)).ok());
+    auto frames = nodes[0]->receive(Deadline::after(20), "the sum");
+    if (!frames.ok()) return GradStats{};
+    Rejection why;
+    auto r = InMessage::parse(std::move(*frames), &why);
+    if (!r || r->header().getKind() != wire::Kind::REPORT) return GradStats{};
+    return from_wire(r->header().getStats());
+  };
+  GradStats sum = stats_answer(0);
+  EXPECT_EQ(sum.sum_squares, 4.0);
+  EXPECT_EQ(sum.contributors, (std::vector<uint8_t>{1, 1, 0}));
+  EXPECT_FALSE(sum.redo);
+  EXPECT_FALSE(sum.control.stop) << "2 workers are not below cluster.min_workers = 2";
+
+  // Worker 1 goes silent too: 1 worker is below the minimum.
+  EXPECT_EQ(beat_until_membership({0, 1}), (std::vector<int32_t>{ranks[2], ranks[3]}));
+  sum = stats_answer(1);
+  EXPECT_TRUE(sum.control.stop) << "1 worker is below cluster.min_workers = 2";
+
+  for (int node : {0, 1}) ASSERT_TRUE(send(node, wire::Kind::SHUTDOWN, 9).ok());
+  const Status done = job.join();
+  EXPECT_TRUE(done.ok()) << done.to_string();
+  EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 0);
 }
 
 }  // namespace

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Worker faults in a --role job (docs/design.md, Membership): 1 scheduler, 2
+# servers and W workers of g2p-tiny on loopback, run once undisturbed and once
+# with N faults at random moments (seeded): kill -9, or SIGSTOP of a worker
+# that is continued once it has been removed (a hang). Never worker 0, which
+# writes the model. For each fault it prints the time from the fault to the
+# first update without that worker (the heartbeat window, then the step), and
+# at the end the steps lost (rounds the servers did not apply, which BSP
+# should keep at 0) and the wall time against the undisturbed run (with
+# fewer workers the steps are smaller and quicker on a shared machine).
+#   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED]
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+WORKERS=${2:-4}
+FAULTS=${3:-3}
+STEPS=${4:-1500}
+HEARTBEAT=${5:-1}
+MISSES=${6:-5}
+RANDOM=${7:-1}
+PST=$(realpath "$BUILD/bin/pst")
+((FAULTS < WORKERS)) || { echo "FAULTS must leave a worker: at most $((WORKERS - 1))"; exit 2; }
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+"$PST" keygen --out "$TMP/job.key" >/dev/null
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key" --set train.eval_every=0
+     --set train.test_at_end=false --set data.batch_size=16 --set train.threads=1 --set train.log_every=10
+     --set cluster.servers=2 --set cluster.workers="$WORKERS" --set train.steps="$STEPS"
+     --set cluster.heartbeat_s="$HEARTBEAT" --set cluster.heartbeat_misses="$MISSES")
+
+# run NAME: starts the job's processes; their PIDs in SCHED, SERVERS, WORKERS.
+run() {
+  local sock="ipc://$TMP/$1.sock" args=("${JOB[@]}" --set train.output="$TMP/$1")
+  cd "$TMP" || exit 1
+  "$PST" train "${args[@]}" --role scheduler --scheduler "$sock" >"$1.scheduler.log" 2>&1 &
+  SCHED=$!
+  SERVERS=()
+  WORKERS_PIDS=()
+  for i in 0 1; do
+    "$PST" train "${args[@]}" --role server --scheduler "$sock" >"$1.server$i.log" 2>&1 &
+    SERVERS+=($!)
+  done
+  for ((i = 0; i < WORKERS; i++)); do
+    "$PST" train "${args[@]}" --role worker --scheduler "$sock" >"$1.worker$i.log" 2>&1 &
+    WORKERS_PIDS+=($!)
+  done
+  PIDS+=("$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[@]}")
+  cd - >/dev/null || exit 1
+}
+# index NAME I: the worker index the scheduler gave the I-th worker started.
+index() { grep -o '\[worker [0-9]*\]' "$TMP/$1.worker$2.log" | head -1 | tr -dc '0-9'; }
+seconds() { awk -F: '{printf "%.3f\n", $1 * 3600 + $2 * 60 + $3}' <<<"$1"; }
+now() { seconds "$(date +%H:%M:%S.%N)"; }
+
+start=$(now)
+run calm
+wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[@]}"
+calm=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
+
+start=$(now)
+run chaos
+until grep -q "step 20/" "$TMP/chaos.worker0.log" "$TMP/chaos.worker1.log" 2>/dev/null; do sleep 0.2; done
+victims=()
+for ((i = 0; i < WORKERS; i++)); do [[ $(index chaos "$i") != 0 ]] && victims+=("$i"); done
+stopped=()
+for ((f = 0; f < FAULTS; f++)); do
+  sleep "$(awk -v r="$RANDOM" -v h="$HEARTBEAT" -v m="$MISSES" 'BEGIN {printf "%.2f", 1 + (r % 100) / 100 * h * m}')"
+  pick=$((RANDOM % ${#victims[@]}))
+  i=${victims[$pick]}
+  victims=("${victims[@]:0:$pick}" "${victims[@]:$((pick + 1))}")
+  w=$(index chaos "$i")
+  kind=$([[ $((RANDOM % 2)) == 0 ]] && echo "kill -9" || echo "SIGSTOP")
+  at=$(now)
+  if [[ $kind == "kill -9" ]]; then kill -9 "${WORKERS_PIDS[$i]}"; else kill -STOP "${WORKERS_PIDS[$i]}" && stopped+=("$i"); fi
+  # The first update after the fault that leaves worker w out.
+  line=""
+  for _ in $(seq 1 600); do
+    line=$(grep "takes the pushes of" "$TMP/chaos.server0.log" | grep -v "[(, ]$w[,)]" | while read -r l; do
+      t=$(seconds "$(cut -c2-13 <<<"$l")")
+      awk -v t="$t" -v a="$at" 'BEGIN {exit !(t >= a)}' && echo "$l" && break
+    done)
+    [[ -n $line ]] && break
+    sleep 0.1
+  done
+  t=$(seconds "$(cut -c2-13 <<<"$line")")
+  echo "fault $((f + 1)): $kind of worker $w; training without it after $(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}') s"
+done
+for i in "${stopped[@]}"; do kill -CONT "${WORKERS_PIDS[$i]}"; done
+wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}"
+chaos=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
+applied=$(grep -ho "server [0-9]*: [0-9]* steps" "$TMP"/chaos.server*.log | head -1 | awk '{print $3}')
+echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${applied:-0})"
+awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" 'BEGIN {
+  printf "wall time: undisturbed %.1f s, with %d of %d workers lost %.1f s (ratio %.2f)\n", u, f, w, c, c / u }'

@@ -1,0 +1,304 @@
+// Membership at the servers (docs/design.md, Membership): which pushes a
+// step takes when workers are removed, checked against optimizers that only
+// ever had the remaining workers.
+//  - sum_over_servers keeps the workers every server summed and says redo
+//    when some server summed more;
+//  - ShardOptimizer::reduce over some slots, again over fewer (the redo),
+//    equals a job of just those workers bit for bit, and a step without any
+//    push is skipped;
+//  - two ShardServers over real ZeroMQ sockets (inproc) and a
+//    ThreadStatsReducer, three workers: worker 2's push reaches server 0
+//    only and the scheduler's word removes it; both servers take the step
+//    with workers 0 and 1 (server 0 sums again without worker 2), the
+//    weights are a two-worker job's, the pulls hand worker 2's batch to
+//    worker 0, and worker 2's next push is refused by name.
+#include <atomic>
+#include <functional>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "comm/grad_stats.h"
+#include "comm/remote_client.h"
+#include "comm/shard_plan.h"
+#include "ps/shard_optimizer.h"
+#include "ps/shard_server.h"
+#include "tests/ps/fixtures.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+constexpr uint64_t kJob = 0x3e3;
+
+TEST(SumOverServersTest, ContributorsAreTheWorkersOfEveryServer) {
+  GradStats a, b;
+  a.sum_squares = 1.0;
+  a.contributors = {1, 1, 1};
+  b.sum_squares = 2.0;
+  b.contributors = {1, 1, 0};
+  GradStats s = sum_over_servers({a, b});
+  EXPECT_EQ(s.sum_squares, 3.0);
+  EXPECT_EQ(s.contributors, (std::vector<uint8_t>{1, 1, 0}));
+  EXPECT_TRUE(s.redo) << "server 0 summed worker 2, which server 1 does not have";
+  a.contributors = {1, 1, 0};
+  s = sum_over_servers({a, b});
+  EXPECT_FALSE(s.redo);
+  EXPECT_EQ(s.contributors, (std::vector<uint8_t>{1, 1, 0}));
+  s = sum_over_servers({GradStats{}, GradStats{}});  // a job whose membership is fixed says nothing
+  EXPECT_TRUE(s.contributors.empty());
+  EXPECT_FALSE(s.redo);
+}
+
+class ReduceOverSlotsTest : public ::testing::Test {
+ protected:
+  ReduceOverSlotsTest() : job_(testing::tiny_job()), table_(build_param_table(job_.model, 12, 12)) {
+    w0_.resize(static_cast<size_t>(table_.total_numel()));
+    init_params(table_, 3, w0_.data());
+    for (uint32_t w = 0; w < 3; ++w) grads_.push_back(testing::random_vec(w0_.size(), 40 + w, 0.3f));
+  }
+  std::unique_ptr<ShardOptimizer> optimizer() {
+    return std::make_unique<ShardOptimizer>(job_, table_, whole_tensors(table_), w0_.data());
+  }
+  // Weights after one step of an optimizer that had pushes of `workers` only.
+  std::vector<float> job_of(const std::vector<int>& workers) {
+    auto o = optimizer();
+    for (int w : workers) o->add_push(grads_[static_cast<size_t>(w)].data(), kTokens[w], 0.5);
+    o->apply(o->reduce());
+    std::vector<float> out(w0_.size());
+    o->copy_weights(out.data());
+    return out;
+  }
+  static constexpr int64_t kTokens[3] = {5, 7, 11};
+  JobConfig job_;
+  ParamTable table_;
+  std::vector<float> w0_;
+  std::vector<std::vector<float>> grads_;
+};
+
+TEST_F(ReduceOverSlotsTest, SomeSlotsEqualAJobOfThoseWorkers) {
+  // All three, then again without worker 0 (the redo), as two workers.
+  for (const std::vector<uint8_t>& second : {std::vector<uint8_t>{0, 1, 1}, std::vector<uint8_t>{0, 0, 1}}) {
+    auto o = optimizer();
+    for (int w = 0; w < 3; ++w) o->add_push(grads_[static_cast<size_t>(w)].data(), kTokens[w], 0.5);
+    (void)o->reduce(std::vector<uint8_t>{1, 1, 1});
+    (void)o->reduce(second);
+    if (second[1] == 0) (void)o->reduce(second);  // one push taken as it is, twice
+    const StepReport r = o->apply(o->reduce(second));
+    std::vector<int> kept;
+    for (int w = 0; w < 3; ++w)
+      if (second[static_cast<size_t>(w)]) kept.push_back(w);
+    int64_t tokens = 0;
+    for (int w : kept) tokens += kTokens[w];
+    EXPECT_EQ(r.tokens, tokens);
+    std::vector<float> got(w0_.size());
+    o->copy_weights(got.data());
+    EXPECT_EQ(got, job_of(kept)) << "bit for bit, " << kept.size() << " workers";
+  }
+}
+
+TEST_F(ReduceOverSlotsTest, AStepWithoutPushesIsSkipped) {
+  auto o = optimizer();
+  o->add_push(grads_[0].data(), kTokens[0], 0.5);
+  const StepReport r = o->apply(o->reduce(std::vector<uint8_t>{0, 0, 0}));
+  EXPECT_FALSE(r.applied);
+  EXPECT_EQ(r.version, 1);
+  EXPECT_EQ(r.applied_steps, 0);
+  std::vector<float> got(w0_.size());
+  o->copy_weights(got.data());
+  EXPECT_EQ(got, w0_);
+}
+
+// The tiny model's initial weights for a seed.
+std::vector<float> tiny_initial(uint64_t seed) {
+  const ParamTable table = build_param_table(testing::tiny_job().model, 12, 12);
+  std::vector<float> w(static_cast<size_t>(table.total_numel()));
+  init_params(table, seed, w.data());
+  return w;
+}
+
+// Two servers of the tiny model for three workers over inproc, each serving
+// on a thread of its own, their statistics summed by a ThreadStatsReducer.
+class TwoServers {
+ public:
+  static constexpr JobLayout kLayout{2, 3};
+
+  explicit TwoServers(const std::vector<float>& w0, Consistency consistency = Consistency::kBsp)
+      : job_(testing::tiny_job()),
+        table_(build_param_table(job_.model, 12, 12)),
+        plan_(*ShardPlan::make(table_.numels(), 2, 512)),
+        reducer_(2) {
+    for (int k = 0; k < 2; ++k) {
+      endpoints_.push_back("inproc://membership-" + std::to_string(k));
+      auto router = Router::bind(ctx_, endpoints_.back());
+      PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
+      ShardServerOptions so{kJob, k, kLayout, 30};
+      so.consistency = consistency;
+      so.staleness = 1;
+      servers_.push_back(
+          std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so));
+    }
+    for (int k = 0; k < 2; ++k)
+      threads_.emplace_back([this, k] { served_[k] = servers_[static_cast<size_t>(k)]->serve(); });
+  }
+  ~TwoServers() { join(); }
+  void join() {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  std::unique_ptr<RemoteParameterClient> client(int worker) {
+    auto c = RemoteParameterClient::connect(ctx_, plan_, endpoints_, RemoteClientOptions{kJob, worker, kLayout, 30});
+    PST_CHECK_MSG(c.ok(), "{}", c.status().to_string());
+    return std::move(*c);
+  }
+  // A push of step `step` by `worker` to server k alone, by hand; the kind
+  // of the answer and its error message.
+  std::pair<wire::Kind, std::string> push_to(int k, int worker, int64_t step, const std::vector<float>& g) {
+    std::unique_ptr<Dealer>& raw = raw_[k];
+    if (!raw) {
+      auto d = Dealer::connect(ctx_, endpoints_[static_cast<size_t>(k)], "server");
+      PST_CHECK_MSG(d.ok(), "{}", d.status().to_string());
+      raw = std::move(*d);
+    }
+    OutMessage m(wire::Kind::PUSH, kJob, kLayout.worker_rank(worker), step, 7);
+    auto push = m.header().initPush();
+    push.setTokens(11);
+    push.setLossSum(0.5);
+    for (const Chunk& c : plan_.chunks())
+      if (c.server == k) m.add_chunk(c.key, g.data() + c.begin, c.length, nullptr);
+    if (!raw->send(m.finish(), Deadline::after(5)).ok()) return {wire::Kind::HEARTBEAT, "not sent"};
+    auto frames = raw->receive(Deadline::after(20), "the answer");
+    if (!frames.ok()) return {wire::Kind::HEARTBEAT, frames.status().to_string()};
+    Rejection why;
+    auto r = InMessage::parse(std::move(*frames), &why);
+    if (!r) return {wire::Kind::HEARTBEAT, why.message};
+    const wire::Kind kind = r->header().getKind();
+    return {kind, kind == wire::Kind::ERROR ? r->header().getError().getMessage().cStr() : ""};
+  }
+  ShardServer& server(int k) { return *servers_[static_cast<size_t>(k)]; }
+  // Runs `work` for workers 0 and 1 on threads of their own, each with its
+  // client, and `meanwhile` on this thread; then waits for the servers. Every
+  // worker and server ends well.
+  void run_workers(const std::function<Status(RemoteParameterClient&, int)>& work,
+                   const std::function<void()>& meanwhile = nullptr) {
+    std::vector<Status> st(2);
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 2; ++w) workers.emplace_back([&, w] { st[static_cast<size_t>(w)] = work(*client(w), w); });
+    if (meanwhile) meanwhile();
+    for (auto& t : workers) t.join();
+    join();
+    for (int w = 0; w < 2; ++w) EXPECT_TRUE(st[static_cast<size_t>(w)].ok()) << st[static_cast<size_t>(w)].to_string();
+    for (int k = 0; k < 2; ++k) EXPECT_TRUE(served_[k].ok()) << served_[k].to_string();
+  }
+
+ private:
+  zmq::context_t ctx_;
+  JobConfig job_;
+  ParamTable table_;
+  ShardPlan plan_;
+  ThreadStatsReducer reducer_;
+  std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<ShardServer>> servers_;
+  std::unique_ptr<Dealer> raw_[2];
+  Status served_[2];
+  std::vector<std::thread> threads_;
+};
+
+TEST(ShardServerMembershipTest, AWorkerRemovedMidPushCountsNowhere) {
+  const JobConfig job = testing::tiny_job();
+  const ParamTable table = build_param_table(job.model, 12, 12);
+  const std::vector<float> w0 = tiny_initial(9);
+  std::vector<std::vector<float>> g;
+  for (uint32_t w = 0; w < 3; ++w) g.push_back(testing::random_vec(w0.size(), 60 + w, 0.3f));
+
+  TwoServers job2(w0);
+  // Worker 2's push of step 0 reaches server 0, not server 1.
+  auto [kind, message] = job2.push_to(0, 2, 0, g[2]);
+  ASSERT_EQ(kind, wire::Kind::PUSH_ACK) << message;
+  // Workers 0 and 1 pull version 0 (which batches: 0 and 1), push step 0,
+  // and pull version 1, which waits for the removal.
+  std::vector<std::vector<float>> weights(2, std::vector<float>(w0.size()));
+  std::vector<StepReport> first(2), second(2);
+  job2.run_workers(
+      [&](RemoteParameterClient& c, int w) -> Status {
+        PST_ASSIGN_OR_RETURN(first[w], c.pull(0, weights[w].data()));
+        PST_RETURN_IF_ERROR(c.push(0, w == 0 ? 5 : 7, 0.5, g[static_cast<size_t>(w)].data()));
+        PST_ASSIGN_OR_RETURN(second[w], c.pull(1, weights[w].data()));
+        return c.shutdown();
+      },
+      [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)});
+      });
+
+  // The step of workers 0 and 1 only, bit for bit.
+  ShardOptimizer ref(job, table, whole_tensors(table), w0.data());
+  ref.add_push(g[0].data(), 5, 0.5);
+  ref.add_push(g[1].data(), 7, 0.5);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  EXPECT_EQ(weights[0], want);
+  EXPECT_EQ(weights[1], want);
+  // Step 0 trained on batches 0 and 1; batch 2, worker 2's, goes to worker 0 next.
+  EXPECT_EQ(first[0].batch, 0);
+  EXPECT_EQ(first[1].batch, 1);
+  EXPECT_EQ(second[0].batch, 2);
+  EXPECT_EQ(second[1].batch, 3);
+  EXPECT_EQ(job2.server(0).version(), 1);
+  EXPECT_EQ(job2.server(1).version(), 1);
+}
+
+TEST(ShardServerMembershipTest, ARemovedWorkerIsRefusedByName) {
+  const std::vector<float> w0 = tiny_initial(9);
+  const std::vector<float> g = testing::random_vec(w0.size(), 61, 0.3f);
+  TwoServers job2(w0);
+  for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)});
+  // The removal is taken before the next message: retry until it is.
+  std::pair<wire::Kind, std::string> answer;
+  for (int i = 0; i < 100; ++i) {
+    answer = job2.push_to(1, 2, 0, g);
+    if (answer.first == wire::Kind::ERROR) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(answer.first, wire::Kind::ERROR);
+  EXPECT_NE(answer.second.find("worker 2 (rank 5) was removed from the job"), std::string::npos) << answer.second;
+  // Workers 0 and 1 train a step and end the job.
+  job2.run_workers([&](RemoteParameterClient& c, int) -> Status {
+    std::vector<float> weights(w0.size());
+    PST_RETURN_IF_ERROR(c.push(0, 5, 0.5, g.data()));
+    PST_RETURN_IF_ERROR(c.pull(1, weights.data()).status());
+    return c.shutdown();
+  });
+}
+
+// SSP(1): a worker that never pushes holds the others back once they are
+// two clocks ahead; removed, it does not any more.
+TEST(ShardServerMembershipTest, SspStopsWaitingForARemovedWorker) {
+  const std::vector<float> w0 = tiny_initial(9);
+  const std::vector<float> g = testing::random_vec(w0.size(), 62, 0.3f);
+  TwoServers job2(w0, Consistency::kSsp);
+  std::atomic<int> pushed{0};
+  job2.run_workers(
+      [&](RemoteParameterClient& c, int) -> Status {
+        std::vector<float> weights(w0.size());
+        for (int64_t step = 0; step < 3; ++step) {
+          PST_ASSIGN_OR_RETURN(StepReport r, c.pull(step, weights.data()));
+          PST_RETURN_IF_ERROR(c.push(r.version, 5, 0.5, g.data()));
+          ++pushed;
+        }
+        return c.shutdown();
+      },
+      [&] {
+        // Workers 0 and 1 push twice each, then wait: worker 2 has pushed nothing.
+        const Deadline d = Deadline::after(20);
+        while (pushed.load() < 4 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        EXPECT_EQ(pushed.load(), 4) << "the bound held them at a lead of 2";
+        for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)});
+      });
+  EXPECT_EQ(pushed.load(), 6);
+}
+
+}  // namespace
+}  // namespace pst
