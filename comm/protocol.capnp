@@ -71,6 +71,8 @@ struct StepInfo {
   stop @5 :Bool;       # the job stops at this version (graceful stop; its checkpoint is written)
   batch @6 :Int64 = -1; # pullReply in BSP: the batch of the epoch order (counted over epochs) the
                         # pulling worker trains on next; -1: its own walk (ASP, SSP)
+  lead @7 :Bool;        # pullReply in BSP: the pulling worker is the lowest of the next step's
+                        # workers (worker 0 unless it was removed): at the end it writes the model
 }
 
 # A server's share of a BSP round's gradient statistics, and (in the

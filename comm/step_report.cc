@@ -10,6 +10,7 @@ void to_wire(const StepReport& report, wire::StepInfo::Builder out) {
   out.setLr(report.lr);
   out.setStop(report.stop);
   out.setBatch(report.batch);
+  out.setLead(report.lead);
 }
 
 StepReport from_wire(wire::StepInfo::Reader in) {
@@ -21,6 +22,7 @@ StepReport from_wire(wire::StepInfo::Reader in) {
   r.lr = in.getLr();
   r.stop = in.getStop();
   r.batch = in.getBatch();
+  r.lead = in.getLead();
   return r;
 }
 

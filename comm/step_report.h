@@ -24,10 +24,14 @@ struct StepReport {
   // A pull in BSP: the batch the pulling worker trains on next
   // (data/data_cursor.h); -1: its own walk of the data (ASP, SSP, one process).
   int64_t batch = -1;
+  // A pull in BSP: the pulling worker is the lowest of the next step's
+  // workers, so at the end it validates, tests and writes the model (worker 0,
+  // unless it was removed from the job).
+  bool lead = false;
 };
 
 // The one conversion between StepReport and the wire (StepInfo: applied,
-// applied steps, norm, clip coefficient, learning rate, stop, batch). The
+// applied steps, norm, clip coefficient, learning rate, stop, batch, lead). The
 // version travels in the header.
 void to_wire(const StepReport& report, wire::StepInfo::Builder out);
 StepReport from_wire(wire::StepInfo::Reader in);

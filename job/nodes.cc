@@ -79,7 +79,9 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
-  if (w == 0) topt.save = [&] { return save_trained_model(job, data, model); };
+  // Worker 0 writes the model, or the worker the servers name lead once it
+  // was removed (docs/design.md, Membership).
+  topt.save = [&] { return save_trained_model(job, data, model); };
   if (cluster.resume) {
     topt.first_step = cluster.resume->manifest.step;
     topt.data_pool = cluster.resume->manifest.data_pool(layout.workers);
@@ -92,7 +94,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (!summary.ok()) return summary.status().with_context("training failed");
   PST_RETURN_IF_ERROR(client->shutdown());
   heartbeat.finish();
-  return w == 0 ? report_summary(summary) : Status();
+  return summary->lead ? report_summary(summary) : Status();
 }
 
 Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluster, bool rendezvous) {

@@ -61,6 +61,10 @@ Status clear_previous_run(const JobConfig& job) {
 
 Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model) {
   const std::string model_path = job.train.output + "/model.safetensors";
+  // (Created by worker 0's metrics file, unless another worker writes the model.)
+  std::error_code ec;
+  std::filesystem::create_directories(job.train.output, ec);
+  if (ec) return io_error("train.output = \"{}\": cannot create directory: {}", job.train.output, ec.message());
   PST_RETURN_IF_ERROR(save_model(model_path, job, model, data.g2p ? &data.g2p->letters : nullptr,
                                  data.g2p ? &data.g2p->phones : nullptr));
   spdlog::info("saved {}", model_path);

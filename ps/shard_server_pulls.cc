@@ -68,6 +68,8 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
     std::lock_guard<std::mutex> lock(mu_);
     const std::vector<int64_t>& batches = version == version_ ? batches_ : next_batches_;
     info.batch = batches[static_cast<size_t>(p.worker)];
+    const auto lowest = std::find_if(batches.begin(), batches.end(), [](int64_t b) { return b >= 0; });
+    info.lead = lowest - batches.begin() == p.worker;
   }
   to_wire(info, reply.header().initStepInfo());
   int64_t bytes = 0;

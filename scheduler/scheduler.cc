@@ -153,6 +153,8 @@ class JobWatch {
   }
 
   bool running() const { return remaining_ > 0; }
+  // OK, or why the job stopped short: fewer workers than cluster.min_workers.
+  const Status& outcome() const { return too_few_; }
 
   // The next message (if one comes within a second), then the verdict on
   // silent nodes. An error ends the job.
@@ -316,6 +318,11 @@ class JobWatch {
             "with a checkpoint",
             alive_workers_, l_.workers, o_.min_workers, h.getStep() + 1);
       stop_logged_ = true;
+      if (!signalled)
+        too_few_ = deadline_exceeded(
+            "scheduler: the job stopped after step {} with a checkpoint: {} of {} workers remain (the others sent no "
+            "heartbeat), fewer than cluster.min_workers = {}; start workers and resume (checkpoint.resume = auto)",
+            h.getStep() + 1, alive_workers_, l_.workers, o_.min_workers);
     }
     for (auto& [route, request] : r.routes) {
       OutMessage reply(wire::Kind::REPORT, o_.job_id, 0, h.getStep(), request);
@@ -409,6 +416,7 @@ class JobWatch {
   bool released_ = false;
   std::map<int64_t, Round> rounds_;
   bool stop_logged_ = false;
+  Status too_few_;
 };
 
 }  // namespace
@@ -431,7 +439,7 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   JobWatch watch(router, o, rejecter, senders);
   while (watch.running()) PST_RETURN_IF_ERROR(watch.step());
   if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
-  return Status();
+  return watch.outcome();
 }
 
 }  // namespace pst

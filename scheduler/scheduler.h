@@ -17,7 +17,8 @@
 //     it. With the rendezvous, a dead worker is removed instead (docs/design.md,
 //     Membership): one log line, a Membership message to every server on its
 //     heartbeat line, its later messages refused; below min_workers the
-//     statistics' answer stops the job after the next step, with a checkpoint.
+//     statistics' answer stops the job after the next step, with a checkpoint,
+//     and run_scheduler then returns an error that says so.
 // With metrics, it keeps pst_cluster_members and pst_node_failures_total, and
 // writes the Prometheus file_sd file listing every process's /metrics
 // (those it was given, and those the nodes registered).

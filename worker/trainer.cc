@@ -232,7 +232,7 @@ void Trainer::log_step(int64_t step, const StepReport& info, const StepTotals& t
 
 void Trainer::validate(int64_t step) {
   Run& r = *run_;
-  if (!opt_.evaluate || data_.valid->size() == 0) return;
+  if (!(opt_.evaluate || r.sum.lead) || data_.valid->size() == 0) return;
   // (need(n) has completed the pull: run() does it before any evaluation.)
   r.bar->clear();
   Stopwatch ev;
@@ -248,7 +248,8 @@ void Trainer::validate(int64_t step) {
 
 void Trainer::test() {
   Run& r = *run_;
-  if (!opt_.evaluate || !job_.train.test_at_end || data_.test->size() == 0 || r.sum.stopped || r.sum.eval_stopped)
+  if (!(opt_.evaluate || r.sum.lead) || !job_.train.test_at_end || data_.test->size() == 0 || r.sum.stopped ||
+      r.sum.eval_stopped)
     return;
   Stopwatch ev;
   r.sum.test = evaluate(*model_, data_, Split::kTest, r.eval_batch, job_.data.test_max_examples);
@@ -337,12 +338,19 @@ Result<TrainSummary> Trainer::run() {
   r.bar->clear();
   PST_RETURN_IF_ERROR(need(r.n));  // the last pull, before evaluation and before the caller reads the model
   r.sum.train_seconds = r.train_seconds;
-  if (opt_.save) PST_RETURN_IF_ERROR(opt_.save());
-  r.sum.eval_stopped = false;  // (a stop during an earlier validation has stopped training too)
-  if (!r.sum.stopped) validate(r.sum.steps);
-  test();
-  if (r.sum.eval_stopped)
-    spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());
+  // The final evaluation and the model are worker 0's, or, once it has been
+  // removed, those of the worker the servers name lead.
+  r.sum.lead = opt_.evaluate || info.lead;
+  if (info.lead && !opt_.evaluate)
+    spdlog::info("worker 0 was removed from the job: this worker validates, tests and writes the model");
+  if (r.sum.lead) {
+    if (opt_.save) PST_RETURN_IF_ERROR(opt_.save());
+    r.sum.eval_stopped = false;  // (a stop during an earlier validation has stopped training too)
+    if (!r.sum.stopped) validate(r.sum.steps);
+    test();
+    if (r.sum.eval_stopped)
+      spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());
+  }
   r.sum.wall_seconds = r.wall.seconds();
   return r.sum;
 }

@@ -35,6 +35,7 @@ struct TrainSummary {
   // train.steps: no evaluation after it; --resume latest continues.
   bool stopped = false;
   bool eval_stopped = false;  // a stop during the final evaluation cut it short
+  bool lead = false;          // this worker did the final evaluation and wrote the model
 };
 
 struct TrainerOptions {
@@ -44,7 +45,11 @@ struct TrainerOptions {
   // worker of a job.
   std::vector<int64_t> shards = {0};
   int64_t workers = 1;
-  bool evaluate = true;  // validation (train.eval_every) and test (train.test_at_end) metrics
+  // Validation (train.eval_every) and test (train.test_at_end) metrics, and
+  // the model written at the end (save). Without it, this worker does the
+  // final ones only if the servers name it lead (StepReport: worker 0 was
+  // removed from the job).
+  bool evaluate = true;
   // Honour train.max_minutes here (a lone process); with servers they do,
   // by stopping the job as a signal would.
   bool stop_at_max_minutes = true;
@@ -63,8 +68,9 @@ struct TrainerOptions {
   // the job's membership).
   DataPool data_pool;
   // Called once the last weights are in the model, before the final
-  // validation and test: writes the model, so that a stop during that
-  // evaluation (which ends it at once) keeps it. Null: nothing to write.
+  // validation and test (by the worker that evaluates): writes the model, so
+  // that a stop during that evaluation (which ends it at once) keeps it.
+  // Null: nothing to write.
   std::function<Status()> save;
 };
 

@@ -10,7 +10,9 @@
 #     more worker after the start is refused by name while the job goes on;
 #  2. kill -9 of a worker, and SIGSTOP of another past the liveness window:
 #     the job goes on and ends well with the third, and its weights equal
-#     the same membership sequence's (docs/design.md, Membership);
+#     the same membership sequence's (docs/design.md, Membership); when
+#     worker 0 dies another writes the model; below cluster.min_workers the
+#     job stops with a checkpoint;
 #  3. kill -9 of a server: every other process ends non-zero, and the
 #     scheduler names the dead server;
 #  4. SIGTERM to the scheduler alone (docker compose stop): every process
@@ -95,7 +97,7 @@ check "2 servers + 2 workers equal one process, bit for bit" \
   "$DIFF" "$TMP/eq/model.safetensors" "$TMP/ref/model.safetensors" 0 0
 check "the role workers computed with 2 threads" grep -q "worker: 2 compute threads" "$TMP/eq.worker0.log"
 
-# The worker starts 6 s after the others, past cluster.timeout_s = 2; once
+# The worker starts 6 s after the others, past cluster.timeout_s = 4; once
 # the job runs, one more worker of the same job (as from another host: its
 # train.output, relative, is another folder) registers and is refused.
 # While the scheduler waits for that worker, a worker of the same config with
@@ -106,7 +108,7 @@ mkdir -p "$TMP/elsewhere"
   --set cluster.servers=1 --set cluster.workers=1 --set cluster.start_timeout_s=8 --role worker \
   --scheduler "ipc://$TMP/eq1.sock") >"$TMP/stranger.log" 2>&1 &
 STRANGER=$!
-start_job eq1 40 2 1 1 6 --set train.threads=0 --set train.output=eq1
+start_job eq1 40 4 1 1 6 --set train.threads=0 --set train.output=eq1
 for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --role worker --scheduler "ipc://$TMP/eq1.sock") \
   >"$TMP/late.log" 2>&1
@@ -154,13 +156,15 @@ wait_for_step() {
 
 # 2. Workers leave and the job goes on. 2 servers and 3 workers; the
 # liveness window is 0.5 s x 6. kill -9 of worker 2 once it trains, then
-# SIGSTOP of worker 1 for twice the window and SIGCONT: the job trains to
-# its end with worker 0; the stopped worker is told it was removed and exits
+# SIGSTOP of worker 1 for twice the window and SIGCONT: the job trains to its
+# end with worker 0; the stopped worker is told it was removed and exits
 # non-zero; the scheduler logs each removal once. The weights equal those of
 # the same membership sequence run as threads jobs resumed from one another
 # (3 workers to the first step without worker 2, 2 workers to the first
 # without worker 1, then 1 worker), bit for bit: no batch of the data order
-# was skipped or trained on twice, and no half-pushed step counted.
+# was skipped or trained on twice, and no half-pushed step counted. (The
+# highest worker leaves each time: its batch is the last of its step, so a
+# job resumed with fewer workers trains on the same batches.)
 start_job kw 300 20 2 3 0 --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=6
 for _ in $(seq 1 100); do grep -q "step 3/" "$TMP"/kw.worker*.log 2>/dev/null && break; sleep 0.2; done
 w0=$(worker_pid kw 0)
@@ -195,6 +199,35 @@ check "reference, 1 worker" timeout 120 "$PST" train "${REF[@]}" --set cluster.w
   --set train.output="$TMP/kw-c" --resume "$(ck "$TMP/kw-b" "$m2")" >"$TMP/kw-c.log" 2>&1
 check "the job that lost two workers equals its membership sequence, bit for bit" \
   "$DIFF" "$TMP/kw/model.safetensors" "$TMP/kw-c/model.safetensors" 0 0
+
+# Worker 0 dies (1 server, 2 workers, a checkpoint at the last step): worker
+# 1 validates, tests and writes the model in its place, and the model is the
+# final checkpoint's weights, bit for bit.
+start_job k0 200 20 1 2 0 --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=4 \
+  --set checkpoint.every_steps=100000
+for _ in $(seq 1 100); do grep -q "step 3/" "$TMP"/k0.worker*.log 2>/dev/null && break; sleep 0.2; done
+w0=$(worker_pid k0 0)
+w1=$(worker_pid k0 1)
+kill -9 "$w0"
+check "the job without worker 0 ends" wait_all 120 "$SCHED" "${SERVERS[@]}" "$w1"
+check "and exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0"
+check "worker 1 writes the model" grep -q "this worker validates, tests and writes the model" "$TMP"/k0.worker*.log
+check "the final checkpoint exports" "$PST" checkpoint export "$(ck "$TMP/k0" 200)" --out "$TMP/k0-final.safetensors"
+check "worker 1's model is the final weights, bit for bit" \
+  "$DIFF" "$TMP/k0/model.safetensors" "$TMP/k0-final.safetensors" 0 0
+
+# Below cluster.min_workers = 2 (1 server, 2 workers): kill -9 of a worker
+# stops the job after the next step with a complete checkpoint; the server
+# and the other worker exit 0, the scheduler exits 1 saying why.
+start_job km 1000000 20 1 2 0 --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=4 --set cluster.min_workers=2
+for _ in $(seq 1 100); do grep -q "step 3/" "$TMP"/km.worker*.log 2>/dev/null && break; sleep 0.2; done
+kill -9 "${WORKERS[1]}"
+check "the job stops" wait_all 60 "$SCHED" "${SERVERS[@]}" "${WORKERS[0]}"
+check "the scheduler exits 1, the server and the other worker 0 (${CODES[*]})" test "${CODES[*]}" = "1 0 0"
+check "the scheduler says why" grep -q "fewer than cluster.min_workers = 2; start workers and resume" \
+  "$TMP/km.scheduler.log"
+stopped=$(grep -ho "stopped after step [0-9]*" "$TMP/km.worker0.log" | awk '{print $4}')
+check "a complete checkpoint of step $stopped" test -f "$(ck "$TMP/km" "${stopped:-0}")/manifest.json"
 
 # 3. kill -9 of a server.
 start_job ks 1000000 4

@@ -245,6 +245,8 @@ TEST(ShardServerMembershipTest, AWorkerRemovedMidPushCountsNowhere) {
   EXPECT_EQ(first[1].batch, 1);
   EXPECT_EQ(second[0].batch, 2);
   EXPECT_EQ(second[1].batch, 3);
+  EXPECT_TRUE(second[0].lead) << "worker 0 is the lowest worker of step 1";
+  EXPECT_FALSE(second[1].lead);
   EXPECT_EQ(job2.server(0).version(), 1);
   EXPECT_EQ(job2.server(1).version(), 1);
 }
