@@ -90,10 +90,6 @@ const std::vector<int64_t>& BatchIterator::take() {
 
 Batch BatchIterator::next() { return collate(*data_, take()); }
 
-void BatchIterator::skip(int64_t batches) {
-  for (int64_t i = 0; i < batches; ++i) (void)take();
-}
-
 std::vector<std::vector<int64_t>> sequential_batches(int64_t n, int64_t batch_size) {
   std::vector<std::vector<int64_t>> out;
   for (int64_t i = 0; i < n; i += batch_size) {

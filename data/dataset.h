@@ -47,9 +47,6 @@ class BatchIterator {
   BatchIterator(const Dataset* data, int64_t batch_size, uint64_t seed, int64_t worker = 0, int64_t workers = 1,
                 bool bucket = true);
   Batch next();
-  // Moves past `batches` batches as next() would, without building them (a
-  // resumed job starts where the checkpointed one stopped).
-  void skip(int64_t batches);
   DataPosition position() const { return pos_; }
   void seek(DataPosition pos);
   // Moves to batch g counted over epochs (batch g mod N of epoch g div N;
