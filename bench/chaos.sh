@@ -8,7 +8,10 @@
 # at the end the steps lost (rounds the servers did not apply, which BSP
 # should keep at 0) and the wall time against the undisturbed run (with
 # fewer workers the steps are smaller and quicker on a shared machine).
-#   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED]
+# With REJOIN = 1, a new worker process starts after each fault's removal and
+# joins the job in the free place: it prints the time from that start to the
+# step the new worker trains first (its data loading, then the next step).
+#   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED] [REJOIN]
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
@@ -18,6 +21,7 @@ STEPS=${4:-1500}
 HEARTBEAT=${5:-1}
 MISSES=${6:-5}
 RANDOM=${7:-1}
+REJOIN=${8:-0}
 PST=$(realpath "$BUILD/bin/pst")
 ((FAULTS < WORKERS)) || { echo "FAULTS must leave a worker: at most $((WORKERS - 1))"; exit 2; }
 TMP=$(mktemp -d)
@@ -66,6 +70,7 @@ start=$(now)
 run chaos
 until grep -q "step 20/" "$TMP/chaos.worker0.log" "$TMP/chaos.worker1.log" 2>/dev/null; do sleep 0.2; done
 victims=()
+JOINERS=()
 for ((i = 0; i < WORKERS; i++)); do [[ $(index chaos "$i") != 0 ]] && victims+=("$i"); done
 stopped=()
 for ((f = 0; f < FAULTS; f++)); do
@@ -89,11 +94,27 @@ for ((f = 0; f < FAULTS; f++)); do
   done
   t=$(seconds "$(cut -c2-13 <<<"$line")")
   echo "fault $((f + 1)): $kind of worker $w; training without it after $(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}') s"
+  if [[ $REJOIN == 1 ]]; then
+    at=$(now)
+    (cd "$TMP" && exec "$PST" train "${JOB[@]}" --set train.output="$TMP/chaos" --role worker \
+      --scheduler "ipc://$TMP/chaos.sock") >"$TMP/chaos.join$f.log" 2>&1 &
+    JOINERS+=($!)
+    PIDS+=($!)
+    line=""
+    for _ in $(seq 1 600); do
+      line=$(grep "joins the job at step" "$TMP/chaos.scheduler.log" | sed -n "$((f + 1))p")
+      [[ -n $line ]] && break
+      sleep 0.1
+    done
+    t=$(seconds "$(cut -c2-13 <<<"$line")")
+    echo "  a new worker started; it joined at step $(grep -o 'at step [0-9]*' <<<"$line" | awk '{print $3}') after $(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}') s"
+  fi
 done
 for i in "${stopped[@]}"; do kill -CONT "${WORKERS_PIDS[$i]}"; done
-wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}"
+wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}" "${JOINERS[@]}"
 chaos=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
 applied=$(grep -ho "server [0-9]*: [0-9]* steps" "$TMP"/chaos.server*.log | head -1 | awk '{print $3}')
 echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${applied:-0})"
-awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" 'BEGIN {
-  printf "wall time: undisturbed %.1f s, with %d of %d workers lost %.1f s (ratio %.2f)\n", u, f, w, c, c / u }'
+awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" -v r="$REJOIN" 'BEGIN {
+  printf "wall time: undisturbed %.1f s, with %d of %d workers lost%s %.1f s (ratio %.2f)\n", u, f, w,
+    r == 1 ? " (and replaced)" : "", c, c / u }'

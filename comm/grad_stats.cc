@@ -39,6 +39,11 @@ void to_wire(const GradStats& stats, wire::GradStatsInfo::Builder out) {
   out.setRedo(stats.redo);
   auto c = out.initContributors(static_cast<unsigned>(stats.contributors.size()));
   for (unsigned w = 0; w < c.size(); ++w) c.set(w, stats.contributors[w] != 0);
+  auto j = out.initJoined(static_cast<unsigned>(stats.joined.size()));
+  for (unsigned i = 0; i < j.size(); ++i) {
+    j[i].setRank(stats.joined[i].rank);
+    j[i].setProcess(stats.joined[i].process);
+  }
 }
 
 GradStats from_wire(wire::GradStatsInfo::Reader in) {
@@ -49,6 +54,7 @@ GradStats from_wire(wire::GradStatsInfo::Reader in) {
   g.control.stop = in.getStop();
   g.redo = in.getRedo();
   for (bool c : in.getContributors()) g.contributors.push_back(c ? 1 : 0);
+  for (auto j : in.getJoined()) g.joined.push_back({j.getRank(), j.getProcess()});
   return g;
 }
 

@@ -38,6 +38,14 @@ struct StepControl {
   }
 };
 
+// A worker that joins a running job (docs/design.md, Membership): its rank,
+// and the process that speaks for it (Header.process).
+struct Joiner {
+  int32_t rank = 0;
+  uint64_t process = 0;
+  bool operator==(const Joiner&) const = default;
+};
+
 struct GradStats {
   double sum_squares = 0.0;
   bool nonfinite = false;  // some element is inf or NaN
@@ -50,6 +58,9 @@ struct GradStats {
   // In a sum: some server summed other workers than `contributors`, so every
   // server reduces again over them and the round's statistics are taken again.
   bool redo = false;
+  // In the scheduler's sum (without redo): workers that join the job at the
+  // next round; every server admits them at the same step.
+  std::vector<Joiner> joined;
 };
 
 // The statistics of a round over the servers, added in server order (so the

@@ -58,6 +58,7 @@ OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t
   header_.setSender(sender);
   header_.setStep(step);
   header_.setRequestId(request_id);
+  header_.setProcess(this_process());
 }
 
 void OutMessage::add_chunk(ChunkKey key, const float* data, int64_t floats, std::shared_ptr<const void> owner) {

@@ -31,6 +31,14 @@ namespace pst {
 
 using Frames = std::vector<zmq::message_t>;
 
+// This process's identity on the wire (Header.process): the first 8 bytes
+// of the identity in its sockets' routing ids (comm/socket.cc), so random,
+// non-zero and fixed for the process's life. Every OutMessage carries it,
+// so a rank given to a new process (a worker that joins in a removed
+// worker's place) is told from the old one, which may run again after
+// SIGSTOP, whichever socket a message comes through.
+uint64_t this_process();
+
 class OutMessage {
  public:
   OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t step, uint64_t request_id);

@@ -54,6 +54,8 @@ struct NodeInfo {
   endpoint @3 :Text;   # where it receives, e.g. tcp://10.0.0.2:5601
   host @4 :Text;
   metrics @5 :Text;    # host:port of its Prometheus /metrics; empty when off
+  joinOnly @6 :Bool;   # register: a worker that may only join a running job (its train.output
+                       # holds another run), never be one of the workers a job starts with
 }
 
 struct PushInfo {
@@ -85,6 +87,13 @@ struct GradStatsInfo {
   contributors @4 :List(Bool); # per worker: its push of this round is in this server's sum
                                # (the scheduler's answer: in every server's)
   redo @5 :Bool;       # the answer: servers summed different workers; all reduce again over contributors
+  joined @6 :List(Joiner); # the answer (without redo): workers that join the job at the next round
+}
+
+# A worker that joins a running job: its rank and the process that speaks for it.
+struct Joiner {
+  rank @0 :Int32;
+  process @1 :UInt64;
 }
 
 enum ErrorCode {
@@ -127,4 +136,9 @@ struct Header {
     departed @17 :List(Int32);    # membership: ranks of the workers removed from the job so far
   }
   rank @15 :Int32;       # nodeTable: the rank given to the node it answers
+  process @18 :UInt64;   # the sending process's identity (random, fixed for its life): a rank
+                         # given again to a new process (elastic join) is told from the old one
+  joined @19 :Bool;      # nodeTable: the node joins a running job (its barrier is answered with
+                         # the step it starts at, in `step`)
+  departedProcesses @20 :List(UInt64); # membership: the process of each rank in `departed`
 }

@@ -47,6 +47,10 @@ void RankBinding::bind(int32_t rank, const zmq::message_t& route) {
     identity_[static_cast<size_t>(rank)] = peer_identity(route);
 }
 
+void RankBinding::release(int32_t rank) {
+  if (rank >= 0 && static_cast<size_t>(rank) < identity_.size()) identity_[static_cast<size_t>(rank)].clear();
+}
+
 Rejection RankBinding::spoofed(int32_t rank, const zmq::message_t& route) const {
   return {wire::ErrorCode::SPOOFED,
           fmt::format("a message in the name of rank {} from process {}, not from the process that rank is bound to; "

@@ -69,6 +69,9 @@ class RankBinding {
   bool admit(int32_t rank, const zmq::message_t& route);
   // Binds `rank` to the process behind `route` (a registration).
   void bind(int32_t rank, const zmq::message_t& route);
+  // Unbinds `rank`: its next message binds it again (a worker that joins
+  // in a removed one's place).
+  void release(int32_t rank);
   // The rejection for a refused message from `route` in `rank`'s name.
   Rejection spoofed(int32_t rank, const zmq::message_t& route) const;
 

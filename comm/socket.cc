@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "comm/message.h"
 #include "comm/security.h"
 
 namespace pst {
@@ -128,6 +129,16 @@ const std::string& process_identity() {
   }();
   return identity;
 }
+
+}  // namespace
+
+uint64_t this_process() {
+  uint64_t id = 0;
+  std::memcpy(&id, process_identity().data(), sizeof(id));
+  return id;
+}
+
+namespace {
 
 // A routing id for the next Dealer of this process: the identity and a
 // counter, so that every socket's id is unique and all name one process.

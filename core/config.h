@@ -138,6 +138,11 @@ struct ClusterConfig {
   // A --role job goes on without a dead worker while at least this many
   // remain; below it the job stops with a checkpoint.
   int64_t min_workers = 1;
+  // A --role BSP job takes workers that register after it has started (a
+  // restarted or added container) up to this many at once; they join at a
+  // step boundary. 0: cluster.workers (the job only refills the places of
+  // removed workers).
+  int64_t max_workers = 0;
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;                        // ssp: how many clocks a worker may run ahead of the slowest
   InProcess in_process = InProcess::kThreads;   // threads | sequential (runs without mpirun)

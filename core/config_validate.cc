@@ -154,6 +154,15 @@ Status validate_cluster(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(
       k.min_workers >= 1 && k.min_workers <= k.workers,
       fmt::format("cluster.min_workers = {}: must be in [1, cluster.workers = {}]", k.min_workers, k.workers)));
+  PST_RETURN_IF_ERROR(check_range(
+      k.max_workers == 0 || (k.max_workers >= k.workers && k.max_workers <= 4096),
+      fmt::format("cluster.max_workers = {}: must be 0 (cluster.workers) or in [cluster.workers = {}, 4096]",
+                  k.max_workers, k.workers)));
+  PST_RETURN_IF_ERROR(
+      check_range(k.max_workers <= k.workers || k.consistency == Consistency::kBsp,
+                  fmt::format("cluster.max_workers = {} > cluster.workers = {}: workers join a running job only under "
+                              "cluster.consistency = bsp",
+                              k.max_workers, k.workers)));
   PST_RETURN_IF_ERROR(
       check_range(!k.host.empty(), "cluster.host: must not be empty (an address, a host name or auto)"));
   PST_RETURN_IF_ERROR(

@@ -1,7 +1,8 @@
 // libFuzzer target: the scheduler's message handling, for real. Each input
 // is one multipart sent through a pst Dealer to run_scheduler's Router over
 // inproc (the scheduler runs on its own thread, as in a --role job of 1
-// server and 1 worker); the target waits until the scheduler has handled it.
+// server and 1 worker, with a place for a second worker to join); the target
+// waits until the scheduler has handled it.
 // Registrations can complete the rendezvous and Shutdowns end the job: a
 // scheduler that returns is replaced by a fresh one. A crash, a leak or a
 // hang (no progress in 10 s) fails the run.
@@ -38,7 +39,9 @@ struct Scheduled {
     thread = std::thread([this] {
       SchedulerOptions o;
       o.job_id = fuzz::kFuzzJob;
-      o.layout = JobLayout{1, 1};
+      o.layout = JobLayout{1, 2};  // a second worker's place, for joins
+      o.start_workers = 1;
+      o.joins = true;
       o.timeout_s = 1e6;
       o.start_timeout_s = 1e6;
       o.received = &received;

@@ -48,6 +48,10 @@ struct Cluster {
   // from before it is restored.
   std::optional<ResumePoint> resume;
   std::shared_ptr<const std::vector<float>> initial;
+  // A --role worker that joined a running job (docs/design.md, Membership):
+  // the step it starts at, known once its start barrier has passed.
+  bool joining = false;
+  int64_t join_step = 0;
 };
 
 // Fills cluster.resume, and cluster.initial when `servers` run in this process.

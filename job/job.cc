@@ -11,6 +11,14 @@ Status train(const TrainArgs& args) {
   return train_local(args);
 }
 
+Status check_fixed_size(const JobConfig& job, const char* mode) {
+  if (job.cluster.max_workers <= job.cluster.workers) return Status();
+  return invalid_argument(
+      "cluster.max_workers = {} > cluster.workers = {}: workers join a running job only when its processes start "
+      "with --role; {} job has a fixed number of workers (set cluster.max_workers = 0)",
+      job.cluster.max_workers, job.cluster.workers, mode);
+}
+
 int exit_code(const Status& s) {
   switch (s.code()) {
     case StatusCode::kOk: return 0;

@@ -15,4 +15,8 @@ Status train_mpi(const TrainArgs& args);
 // One process with --role, meeting the others at the scheduler.
 Status train_role(const TrainArgs& args);
 
+// A job of a fixed size (threads, mpirun) refuses cluster.max_workers >
+// cluster.workers: only --role jobs take workers that join; `mode` names it.
+Status check_fixed_size(const JobConfig& job, const char* mode);
+
 }  // namespace pst

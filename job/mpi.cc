@@ -132,7 +132,8 @@ Status train_mpi(const TrainArgs& args) {
   PST_ASSIGN_OR_RETURN(auto mpi, MpiSession::init());
   auto job = rank_config(*mpi, args);
   Status s = job.status();
-  if (job.ok()) s = train_rank(*mpi, *job);
+  if (job.ok()) s = check_fixed_size(*job, "an mpirun");
+  if (s.ok()) s = train_rank(*mpi, *job);
   if (s.ok()) return s;
   // The other ranks may be waiting for this one in MPI or on a socket: end
   // the whole job now rather than at their deadlines. An error of the job

@@ -28,14 +28,17 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (cluster.metrics) metrics = std::make_unique<ServerMetrics>(cluster.metrics->families(), cluster.rank, k);
   if (k == 0) PST_RETURN_IF_ERROR(clear_previous_run(job));
   ShardServerOptions options = shard_server_options(job, cluster.job_id, k, layout);
+  options.start_workers = static_cast<int>(job.cluster.workers);
   options.metrics = metrics.get();
   ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), ctx, std::move(router), options);
-  if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k, layout.workers));
+  if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k, job.cluster.workers));
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
                static_cast<double>(plan.bytes(k)) / (1 << 20));
   // The scheduler's word on membership comes on the heartbeat's line.
   Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s,
-                      [&server](const std::vector<int32_t>& removed) { server.remove_workers(removed); });
+                      [&server](const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes) {
+                        server.remove_workers(removed, processes);
+                      });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
@@ -71,8 +74,8 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   PST_ASSIGN_OR_RETURN(auto client, RemoteParameterClient::connect(
                                         ctx, plan, cluster.servers,
                                         RemoteClientOptions{cluster.job_id, w, layout, job.cluster.timeout_s}));
-  OutputFile metrics;  // worker 0's
-  if (w == 0) {
+  OutputFile metrics;  // worker 0's (of the workers the job started with)
+  if (w == 0 && !cluster.joining) {
     PST_ASSIGN_OR_RETURN(metrics, open_output(job));
   }
   Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s);
@@ -84,7 +87,16 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   topt.save = [&] { return save_trained_model(job, data, model); };
   if (cluster.resume) {
     topt.first_step = cluster.resume->manifest.step;
-    topt.data_pool = cluster.resume->manifest.data_pool(layout.workers);
+    topt.data_pool = cluster.resume->manifest.data_pool(job.cluster.workers);
+  }
+  if (cluster.joining) {
+    // A worker that joined a running job starts at the servers' step; the
+    // servers say which batch it trains on, and the lead writes the model.
+    topt.first_step = cluster.join_step;
+    topt.evaluate = false;
+    topt.progress = false;
+    topt.metrics = nullptr;
+    spdlog::info("worker {} joined the job at step {}", w, cluster.join_step);
   }
   std::unique_ptr<WorkerMetrics> monitor;
   if (cluster.metrics) monitor = std::make_unique<WorkerMetrics>(cluster.metrics->families(), cluster.rank);
@@ -106,6 +118,10 @@ Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluste
   options.timeout_s = job.cluster.timeout_s;
   options.liveness_s = job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
   options.min_workers = static_cast<int>(job.cluster.min_workers);
+  // With the rendezvous, the workers' places are cluster.max_workers and
+  // workers join in free ones (BSP: the servers agree on the step).
+  options.start_workers = static_cast<int>(job.cluster.workers);
+  options.joins = rendezvous && job.cluster.consistency == Consistency::kBsp;
   options.start_timeout_s = job.cluster.start_timeout_s;
   options.rendezvous = rendezvous;
   options.on_start = [&cluster] {

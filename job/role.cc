@@ -6,6 +6,7 @@
 // sum their gradient statistics through the scheduler (scheduler/client.h).
 // Every process reads the same job file: cluster.servers and
 // cluster.workers say how many to wait for.
+#include <algorithm>
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
@@ -36,12 +37,20 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   }
   const std::string scheduler_name = "the scheduler (" + args.scheduler + ")";
   PST_ASSIGN_OR_RETURN(auto control, Dealer::connect(ctx, args.scheduler, scheduler_name));
+  // A worker whose train.output holds another run may still join a running
+  // job (it writes nothing there unless it becomes the lead); it may not be
+  // one of the workers a job starts with.
+  const Status output = server ? Status() : check_output_is_free(job);
   const NodeRegistration me{server ? wire::Role::SERVER : wire::Role::WORKER, router ? router->endpoint() : "",
-                            host_name(), cluster.metrics ? cluster.metrics->endpoint() : ""};
-  PST_ASSIGN_OR_RETURN(NodeTable table, register_with_scheduler(*control, cluster.job_id, cluster.layout, me,
-                                                                job.cluster.start_timeout_s));
+                            host_name(), cluster.metrics ? cluster.metrics->endpoint() : "", !output.ok()};
+  auto registered = register_with_scheduler(*control, cluster.job_id, cluster.layout, me, job.cluster.start_timeout_s);
+  if (!registered.ok() && !output.ok())
+    return failed_precondition("{} ({})", output.message(), registered.status().message());
+  PST_ASSIGN_OR_RETURN(NodeTable table, std::move(registered));
   cluster.rank = table.rank;
   cluster.servers = std::move(table.servers);
+  cluster.joining = table.joined;
+  if (!output.ok() && !cluster.joining) return output;
   // A node registers first and loads its data afterwards: the rendezvous
   // waits for nodes that are still starting, not for the slowest loader.
   PST_ASSIGN_OR_RETURN(TaskData data, load_job_data(job));
@@ -50,8 +59,11 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   resolve_node_settings(job, cluster.layout, cluster.rank, 1, false);
   PST_RETURN_IF_ERROR(prepare_start(job, data, server, cluster));
   Dealer& ctl = *control;
-  cluster.start_barrier = [&] {
-    return pass_start_barrier(ctl, cluster.job_id, cluster.rank, job.cluster.timeout_s, job.cluster.start_timeout_s);
+  cluster.start_barrier = [&]() -> Status {
+    PST_ASSIGN_OR_RETURN(const int64_t step, pass_start_barrier(ctl, cluster.job_id, cluster.rank,
+                                                                job.cluster.timeout_s, job.cluster.start_timeout_s));
+    cluster.join_step = step;
+    return Status();
   };
   // The scheduler adds the servers' statistics, even those of one server:
   // its answer is how a stop asked of the scheduler (docker compose stop)
@@ -75,11 +87,15 @@ Status train_role(const TrainArgs& args) {
     return invalid_argument("--role {} needs --scheduler ENDPOINT (e.g. tcp://scheduler:5555)", args.role);
   PST_ASSIGN_OR_RETURN(JobConfig job, load_config(args.config, args.sets));
   init_logging(job.train.log_level, args.role);
-  // Every process checks before it registers; worker 0 writes the output
-  // only after the rendezvous, which waits for all of them.
-  PST_RETURN_IF_ERROR(check_output_is_free(job));
+  // Every process checks before it registers (a worker, in run_role_node:
+  // it may still join a running job); worker 0 writes the output only after
+  // the rendezvous, which waits for all of them.
+  if (args.role != "worker") PST_RETURN_IF_ERROR(check_output_is_free(job));
   Cluster cluster;
-  cluster.layout = JobLayout{static_cast<int>(job.cluster.servers), static_cast<int>(job.cluster.workers)};
+  // Workers have cluster.max_workers places: the job starts with
+  // cluster.workers, and others may join (docs/design.md, Membership).
+  cluster.layout = JobLayout{static_cast<int>(job.cluster.servers),
+                             static_cast<int>(std::max(job.cluster.workers, job.cluster.max_workers))};
   cluster.job_id = job_id(job);
   cluster.scheduler = args.scheduler;
   zmq::context_t ctx;

@@ -79,8 +79,13 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
       clocks_(static_cast<size_t>(options.layout.workers), 0),
       finished_(static_cast<size_t>(options.layout.workers), false),
       removed_(static_cast<size_t>(options.layout.workers), false),
-      cursor_(options.layout.workers, DataPool{}),
-      last_contributors_(static_cast<size_t>(options.layout.workers), 1) {
+      process_(static_cast<size_t>(options.layout.workers), 0),
+      cursor_(options.layout.workers, DataPool{}) {
+  // Places beyond the starting workers are free until a worker joins.
+  never_.assign(removed_.size(), false);
+  for (int w = options_.start_workers; w > 0 && w < options_.layout.workers; ++w)
+    removed_[static_cast<size_t>(w)] = never_[static_cast<size_t>(w)] = true;
+  last_contributors_ = members();
   last_checkpoint_ns_ = steady_ns();
   job_toml_ = to_toml(job);
   seed_ = static_cast<uint64_t>(job.train.seed);
@@ -99,7 +104,7 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
   removal_send_.set(zmq::sockopt::linger, 0);
   removal_recv_.bind(removals);
   removal_send_.connect(removals);
-  cursor_.assign_all();
+  cursor_.assign(members());
   batches_ = cursor_.batches();
   snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
   opt_.copy_local_weights(snapshot_->data());
@@ -127,22 +132,77 @@ void ShardServer::restore(const ShardState& state, int64_t version, int64_t appl
   last_.applied_steps = applied_steps;
   opt_.copy_local_weights(snapshot_->data());
   cursor_ = DataCursor(options_.layout.workers, pool);
-  cursor_.assign_all();
+  cursor_.assign(members());
   batches_ = cursor_.batches();
 }
 
-void ShardServer::remove_workers(const std::vector<int32_t>& ranks) {
+std::vector<uint8_t> ShardServer::members() const {
+  std::vector<uint8_t> in(removed_.size());
+  for (size_t w = 0; w < in.size(); ++w) in[w] = removed_[w] ? 0 : 1;
+  return in;
+}
+
+void ShardServer::remove_workers(const std::vector<int32_t>& ranks, const std::vector<uint64_t>& processes) {
   std::lock_guard<std::mutex> lock(removal_mu_);
   removals_.insert(removals_.end(), ranks.begin(), ranks.end());
+  for (size_t i = 0; i < ranks.size(); ++i) removal_processes_.push_back(i < processes.size() ? processes[i] : 0);
   zmq::message_t note(size_t{0});
   (void)removal_send_.send(note, zmq::send_flags::dontwait);
 }
 
 Rejection ShardServer::removed_verdict(int worker) const {
+  if (never_[static_cast<size_t>(worker)])
+    return {wire::ErrorCode::UNKNOWN_SENDER,
+            fmt::format("worker {} (rank {}) is not in the job: its place is free, and a worker takes it only when "
+                        "the scheduler admits it (it joins at a step)",
+                        worker, options_.layout.worker_rank(worker))};
   return {wire::ErrorCode::UNKNOWN_SENDER,
           fmt::format("worker {} (rank {}) was removed from the job: the scheduler heard nothing from it for longer "
-                      "than cluster.heartbeat_s x cluster.heartbeat_misses; a removed worker does not come back",
+                      "than cluster.heartbeat_s x cluster.heartbeat_misses; a removed worker does not come back "
+                      "(a new process may join in its place)",
                       worker, options_.layout.worker_rank(worker))};
+}
+
+void ShardServer::refuse(const zmq::message_t& route, const Rejection& why, double seconds) {
+  (void)router_->send(route, error_reply(why, options_.job_id, options_.layout.server_rank(options_.server), nullptr),
+                      Deadline::after(seconds));
+}
+
+void ShardServer::hold_joining_pull(zmq::message_t route, const InMessage& m, int worker) {
+  // A bounded list: a flood of pulls from processes that never join is
+  // refused, not kept.
+  if (joining_.size() >= 4 * removed_.size()) {
+    rejecter_.drop(senders_.spoofed(m.header().getSender(), route));
+    return;
+  }
+  joining_.push_back({PendingPull{std::move(route), m.header().getRequestId(), m.header().getStep(), worker, 0},
+                      m.header().getProcess()});
+}
+
+void ShardServer::take_joins(const std::vector<Joiner>& joined) {
+  for (const Joiner& j : joined) {
+    if (!options_.layout.is_worker(j.rank) || j.process == 0) {
+      spdlog::warn("server {}: the scheduler admitted rank {} (process {:x}), not a worker's place; ignored",
+                   options_.server, j.rank, j.process);
+      continue;
+    }
+    const size_t w = static_cast<size_t>(options_.layout.worker_index(j.rank));
+    removed_[w] = never_[w] = false;
+    finished_[w] = false;
+    pushed_[w] = false;
+    partial_[w] = PartialPush{};
+    clocks_[w] = 0;
+    process_[w] = j.process;
+    senders_.release(j.rank);  // the new process's first message binds the rank
+    spdlog::info("server {}: worker {} (rank {}) joins the job at step {}", options_.server, w, j.rank, version_);
+    std::erase_if(joining_, [&](JoiningPull& p) {
+      if (p.pull.worker != static_cast<int>(w) || p.process != j.process) return false;
+      senders_.bind(j.rank, p.pull.route);
+      pending_.push_back(std::move(p.pull));
+      return true;
+    });
+  }
+  waiting_pulls_ = static_cast<int64_t>(pending_.size());
 }
 
 int ShardServer::ended_workers() const {
@@ -159,16 +219,25 @@ bool ShardServer::round_complete() const {
 
 Status ShardServer::take_removals() {
   std::vector<int32_t> ranks;
+  std::vector<uint64_t> processes;
   {
     std::lock_guard<std::mutex> lock(removal_mu_);
     ranks.swap(removals_);
+    processes.swap(removal_processes_);
   }
   bool changed = false;
-  for (int32_t rank : ranks) {
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const int32_t rank = ranks[i];
     if (!options_.layout.is_worker(rank)) continue;
     const size_t w = static_cast<size_t>(options_.layout.worker_index(rank));
     if (removed_[w] || finished_[w]) continue;
+    // A list older than a join: the process it removed is not this one.
+    if (processes[i] != 0 && process_[w] != 0 && processes[i] != process_[w]) continue;
     removed_[w] = true;
+    // Its process (as the scheduler names it, if this server never heard
+    // it) is told it was removed when it speaks again.
+    if (process_[w] == 0) process_[w] = processes[i];
+    if (process_[w] != 0) departed_.push_back(process_[w]);
     changed = true;
     const bool bsp = options_.consistency == Consistency::kBsp;
     spdlog::warn("server {}: worker {} (rank {}) was removed from the job at step {}{}", options_.server, w, rank,
@@ -178,10 +247,7 @@ Status ShardServer::take_removals() {
     // only stopped (SIGSTOP) reads it when it runs again, and exits.
     std::erase_if(pending_, [&](const PendingPull& p) {
       if (p.worker != static_cast<int>(w)) return false;
-      (void)router_->send(p.route,
-                          error_reply(removed_verdict(static_cast<int>(w)), options_.job_id,
-                                      options_.layout.server_rank(options_.server), nullptr),
-                          Deadline::after(0.1));
+      refuse(p.route, removed_verdict(static_cast<int>(w)), 0.1);
       return true;
     });
     waiting_pulls_ = static_cast<int64_t>(pending_.size());
@@ -253,14 +319,17 @@ Status ShardServer::serve() {
   if (!s.ok()) {
     // Workers waiting for weights learn why, and whom the server waited for,
     // instead of waiting out their own deadline.
-    for (PendingPull& p : pending_)
-      (void)router_->send(p.route,
-                          error_reply({wire::ErrorCode::INTERNAL, s.message()}, options_.job_id,
-                                      options_.layout.server_rank(options_.server), nullptr),
-                          Deadline::after(1));
+    for (PendingPull& p : pending_) refuse(p.route, {wire::ErrorCode::INTERNAL, s.message()}, 1);
     pending_.clear();
     waiting_pulls_ = 0;
   }
+  // Workers that came to join too late (or whose join failed) learn it.
+  for (JoiningPull& p : joining_)
+    refuse(p.pull.route,
+           {wire::ErrorCode::INTERNAL, fmt::format("server {}: the job ended at step {} before worker {} joined it",
+                                                   options_.server, version_, p.pull.worker)},
+           1);
+  joining_.clear();
   // A checkpoint begun is complete (or has failed) when serve() returns.
   if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   // The stop that checkpoint.on_failure = stop asked for is not a success:
@@ -314,6 +383,12 @@ Status ShardServer::serve_until_done() {
       if (progress) deadline = Deadline::after(options_.timeout_s);
     }
     if (!error_.ok()) return error_;
+    std::erase_if(joining_, [&](const JoiningPull& p) {
+      if (std::chrono::steady_clock::now() - p.pull.arrived < std::chrono::duration<double>(options_.timeout_s))
+        return false;
+      refuse(p.pull.route, removed_verdict(p.pull.worker), 1);
+      return true;
+    });
     // While updating, the update thread's own deadline bounds the wait.
     if (deadline.expired() && !updating_) {
       if (options_.consistency != Consistency::kBsp)
@@ -348,22 +423,44 @@ bool ShardServer::handle(Routed msg) {
     error_ = reject(msg.route, why, m.get());
     return false;
   }
-  if (!senders_.admit(m->header().getSender(), msg.route)) {
-    rejecter_.drop(senders_.spoofed(m->header().getSender(), msg.route));
+  const wire::Kind kind = m->header().getKind();
+  const int32_t sender = m->header().getSender();
+  if (options_.layout.is_worker(sender)) {
+    // Which process speaks for the worker: the first heard, or the one the
+    // scheduler admitted in its place. A removed worker's process is told
+    // so; a new process's pull waits for its admission (a join).
+    const int w = options_.layout.worker_index(sender);
+    const uint64_t process = m->header().getProcess();
+    uint64_t& known = process_[static_cast<size_t>(w)];
+    const bool departed = process == known || std::find(departed_.begin(), departed_.end(), process) != departed_.end();
+    if (removed_[static_cast<size_t>(w)] || process != known) {
+      if (!removed_[static_cast<size_t>(w)] && known == 0) {
+        known = process;  // the first process heard for a member's place
+      } else if (removed_[static_cast<size_t>(w)] && !departed && kind == wire::Kind::PULL && process != 0 &&
+                 options_.consistency == Consistency::kBsp) {
+        hold_joining_pull(std::move(msg.route), *m, w);
+        return false;
+      } else if (departed || never_[static_cast<size_t>(w)]) {
+        error_ = reject(msg.route, removed_verdict(w), m.get());
+        return false;
+      } else {
+        // Another process in the name of a place that is someone's (or was
+        // a removed worker's): dropped unanswered, as spoofs are.
+        rejecter_.drop(senders_.spoofed(sender, msg.route));
+        return false;
+      }
+    }
+  }
+  if (!senders_.admit(sender, msg.route)) {
+    rejecter_.drop(senders_.spoofed(sender, msg.route));
     return false;
   }
-  const wire::Kind kind = m->header().getKind();
   if ((kind == wire::Kind::PUSH || kind == wire::Kind::PULL || kind == wire::Kind::SHUTDOWN) &&
       !options_.layout.is_worker(m->header().getSender())) {
     error_ = reject(msg.route,
                     {wire::ErrorCode::UNKNOWN_SENDER,
                      fmt::format("{} from rank {}, which is not a worker", kind_name(kind), m->header().getSender())},
                     m.get());
-    return false;
-  }
-  if (options_.layout.is_worker(m->header().getSender()) &&
-      removed_[static_cast<size_t>(options_.layout.worker_index(m->header().getSender()))]) {
-    error_ = reject(msg.route, removed_verdict(options_.layout.worker_index(m->header().getSender())), m.get());
     return false;
   }
   switch (kind) {
@@ -578,11 +675,16 @@ Result<GradStats> ShardServer::agree_on_round(int64_t* waited_ns) {
   }
   // The next step's batches go to the workers that pushed this one; the
   // batches of those that did not go back to the pool.
+  // Workers that join at the next step take theirs too.
+  std::vector<uint8_t> next = took;
+  for (const Joiner& j : global.joined)
+    if (options_.layout.is_worker(j.rank)) next[static_cast<size_t>(options_.layout.worker_index(j.rank))] = 1;
   cursor_.applied(took);
-  cursor_.assign(took);
+  cursor_.assign(next);
   {
     std::lock_guard<std::mutex> lock(mu_);
     next_batches_ = cursor_.batches();
+    next_joined_ = global.joined;
   }
   return global;
 }
@@ -671,10 +773,13 @@ Status ShardServer::finish_update() {
     spdlog::info("server {}: the job stops at step {} (stop requested)", options_.server, version_);
   }
   std::fill(pushed_.begin(), pushed_.end(), false);
+  std::vector<Joiner> joined;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (options_.consistency == Consistency::kBsp) batches_ = next_batches_;
+    joined.swap(next_joined_);
   }
+  take_joins(joined);
   PST_RETURN_IF_ERROR(answer_ready_pulls());
   if (!queued_.empty()) start_next_async();
   // Every worker was removed while the update ran: the servers agree on an

@@ -29,6 +29,8 @@
 // and not another), and the batches of the epoch order go to the workers
 // that remain (data/data_cursor.h), each pull saying which batch comes next.
 // A removed worker's messages are refused. ASP and SSP stop waiting for it.
+// A worker that joins (BSP) is admitted by every server at the step the
+// reduction names it (GradStats::joined); its first pull waits for that.
 //
 // Thread safety: serve() runs on one thread; rejected() may be read from
 // any; remove_workers() may be called from any thread, before or during serve().
@@ -93,6 +95,9 @@ struct ShardServerOptions {
   // job after the step in progress, as a signal would (with a checkpoint
   // in BSP); 0: no limit.
   double max_minutes = 0;
+  // The workers the job starts with: places 0..start_workers-1 (0: every
+  // place of the layout); the others are free until a worker joins.
+  int start_workers = 0;
 };
 
 // checkpoint.dir, or its default under train.output.
@@ -121,8 +126,10 @@ class ShardServer {
   // its version and optimizer-step count, and its data pool.
   void restore(const ShardState& state, int64_t version, int64_t applied_steps, const DataPool& pool);
   // Takes the workers of these ranks out of the job (ranks that are not
-  // workers are ignored); any thread.
-  void remove_workers(const std::vector<int32_t>& ranks);
+  // workers are ignored): each only if the process given beside it (0: any)
+  // is the one that speaks for the rank, so that a late list does not
+  // remove a worker that has joined in a removed one's place; any thread.
+  void remove_workers(const std::vector<int32_t>& ranks, const std::vector<uint64_t>& processes = {});
   int64_t rejected() const { return rejecter_.count(); }
   std::string rejected_reasons() const { return rejecter_.reasons(); }
   // Messages taken off the socket so far (valid or not).
@@ -175,6 +182,17 @@ class ShardServer {
   Status take_removals();
   // What a removed worker is told when it speaks (or waits) again.
   Rejection removed_verdict(int worker) const;
+  // Answers a waiting pull (route) with `why`: removed, not admitted, the
+  // server failed. A send that does not go within `seconds` is dropped.
+  void refuse(const zmq::message_t& route, const Rejection& why, double seconds);
+  // The places of workers in the job (not removed, not free).
+  std::vector<uint8_t> members() const;
+  // Admits the workers the servers agreed on at this step (receive thread,
+  // between updates): they are members from version_ on.
+  void take_joins(const std::vector<Joiner>& joined);
+  // A pull from a process that is not (yet) a member: kept until the worker
+  // is admitted, refused after timeout_s.
+  void hold_joining_pull(zmq::message_t route, const InMessage& m, int worker);
   // Handles one message; true when it was progress (a push or a shutdown).
   bool handle(Routed msg);
   Status reject(const zmq::message_t& route, const Rejection& why, const InMessage* m);
@@ -230,9 +248,17 @@ class ShardServer {
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;
-  std::vector<int64_t> clocks_;      // pushes received per worker
-  std::vector<bool> finished_;       // workers that sent Shutdown
-  std::vector<bool> removed_;        // workers taken out of the job
+  std::vector<int64_t> clocks_;     // pushes received per worker
+  std::vector<bool> finished_;      // workers that sent Shutdown
+  std::vector<bool> removed_;       // workers taken out of the job, and free places
+  std::vector<uint64_t> process_;   // the process that speaks for each worker (0: not heard yet)
+  std::vector<uint64_t> departed_;  // processes of removed workers (told so if they speak again)
+  std::vector<bool> never_;         // places no worker has held yet
+  struct JoiningPull {              // a pull of a worker not admitted yet
+    PendingPull pull;
+    uint64_t process = 0;
+  };
+  std::vector<JoiningPull> joining_;
   std::vector<int64_t> batches_;     // BSP: each worker's batch of step version_ (-1: none)
   std::vector<PartialPush> queued_;  // ASP/SSP pushes waiting for the update thread
   int64_t max_lead_ = 0;
@@ -268,12 +294,14 @@ class ShardServer {
   bool update_requested_ = false;
   std::vector<uint8_t> round_pushed_;  // the round's complete pushes, per worker (set before the update starts)
   std::vector<int64_t> next_batches_;  // each worker's batch of step version_ + 1, once agreed
+  std::vector<Joiner> next_joined_;    // workers that join at version_ + 1, once agreed
   // The data pool (update thread; read by the receive thread between updates).
   DataCursor cursor_;
   std::vector<uint8_t> last_contributors_;  // update thread: whose pushes the previous step took
   // remove_workers() -> receive thread.
   std::mutex removal_mu_;
-  std::vector<int32_t> removals_;  // guarded by removal_mu_
+  std::vector<int32_t> removals_;            // guarded by removal_mu_
+  std::vector<uint64_t> removal_processes_;  // beside removals_ (0: any process)
   bool stop_ = false;
   Status update_status_;
   StepReport update_report_;    // final once the update is done

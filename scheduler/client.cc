@@ -37,6 +37,7 @@ Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, co
   info.setEndpoint(node.endpoint);
   info.setHost(node.host);
   info.setMetrics(node.metrics);
+  info.setJoinOnly(node.join_only);
   PST_RETURN_IF_ERROR(scheduler.send(m.finish(), Deadline::after(timeout_s)));
   auto answer = answer_or_stop(scheduler, timeout_s, "the node table (rendezvous)");
   if (!answer.ok() && answer.status().code() == StatusCode::kDeadlineExceeded)
@@ -56,6 +57,7 @@ Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, co
     return data_loss("{}: answered the registration with {}", scheduler.peer(), kind_name(h.getKind()));
   NodeTable table;
   table.rank = h.getRank();
+  table.joined = h.getJoined();
   table.servers.assign(static_cast<size_t>(layout.servers), "");
   for (auto n : h.getNodes())
     if (n.getRole() == wire::Role::SERVER && n.getIndex() >= 0 && n.getIndex() < layout.servers)
@@ -68,16 +70,19 @@ Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, co
   return table;
 }
 
-Status pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s, double start_timeout_s) {
+Result<int64_t> pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s,
+                                   double start_timeout_s) {
   OutMessage b(wire::Kind::BARRIER, job_id, rank, 0, 1);
   PST_RETURN_IF_ERROR(scheduler.send(b.finish(), Deadline::after(timeout_s)));
   PST_ASSIGN_OR_RETURN(Frames frames,
                        answer_or_stop(scheduler, start_timeout_s, "the start barrier (every server ready)"));
   Rejection why;
   auto reply = InMessage::parse(std::move(frames), &why);
-  if (!reply || reply->header().getKind() != wire::Kind::BARRIER)
+  if (reply && reply->header().getKind() == wire::Kind::ERROR)
+    return failed_precondition("{}: {}", scheduler.peer(), reply->header().getError().getMessage().cStr());
+  if (!reply || reply->header().getKind() != wire::Kind::BARRIER || reply->header().getStep() < 0)
     return data_loss("{}: a bad answer at the start barrier", scheduler.peer());
-  return Status();
+  return reply->header().getStep();
 }
 
 Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, const GradStats& local,

@@ -24,12 +24,14 @@ namespace pst {
 struct NodeRegistration {
   wire::Role role = wire::Role::WORKER;
   std::string endpoint, host, metrics;
+  bool join_only = false;  // a worker that may only join a running job
 };
 // The scheduler's answer: this node's rank and the servers' endpoints
-// (servers 0..S-1).
+// (servers 0..S-1); joined: the job runs already, and this worker joins it.
 struct NodeTable {
   int32_t rank = -1;
   std::vector<std::string> servers;
+  bool joined = false;
 };
 
 // Registers with the scheduler of job `job_id` (of `layout`) and waits for
@@ -40,8 +42,10 @@ struct NodeTable {
 Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, const JobLayout& layout,
                                           const NodeRegistration& node, double timeout_s);
 // The start barrier: returns once every server of the job is ready, within
-// start_timeout_s (sending within timeout_s).
-Status pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s, double start_timeout_s);
+// start_timeout_s (sending within timeout_s), with the step the node starts
+// at: 0, or for a worker that joins a running job, the step it was admitted at.
+Result<int64_t> pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s,
+                                   double start_timeout_s);
 
 // S server processes started without MPI: each reports its statistics to
 // the scheduler, which answers with the sum (added in server order).

@@ -98,8 +98,11 @@ void Heartbeat::read_messages(Dealer& dealer) {
         spdlog::warn("heartbeat: the scheduler says: {}", h.getError().getMessage().cStr());
       } else if (h.getKind() == wire::Kind::MEMBERSHIP && h.which() == wire::Header::DEPARTED && on_membership_) {
         std::vector<int32_t> removed;
+        std::vector<uint64_t> processes;
         for (int32_t r : h.getDeparted()) removed.push_back(r);
-        on_membership_(removed);
+        for (uint64_t p : h.getDepartedProcesses()) processes.push_back(p);
+        processes.resize(removed.size(), 0);
+        on_membership_(removed, processes);
       }
     } catch (const kj::Exception& e) {
       spdlog::warn("heartbeat: a message from the scheduler that cannot be read: {}", e.getDescription().cStr());

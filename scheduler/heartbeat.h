@@ -27,8 +27,9 @@ namespace pst {
 class Heartbeat {
  public:
   // on_membership (may be null) is called on the heartbeat's thread with the
-  // ranks of every worker removed so far.
-  using OnMembership = std::function<void(const std::vector<int32_t>& removed)>;
+  // ranks of every worker removed so far, and beside each the process that
+  // was removed (0: not known).
+  using OnMembership = std::function<void(const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes)>;
   Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
             double interval_s, OnMembership on_membership = nullptr);
   ~Heartbeat();  // stops without a Shutdown unless finish() ran

@@ -44,7 +44,46 @@ struct Registrant {
   wire::Role role = wire::Role::WORKER;
   std::string endpoint, host, metrics;
   uint64_t request_id = 0;
+  uint64_t process = 0;    // Header.process
+  bool join_only = false;  // may only join a running job
 };
+
+// What the rendezvous leaves to the running job: the servers (for the node
+// tables of workers that join), each starting worker's process, and the
+// workers that registered beyond cluster.workers (they join once it runs).
+struct Roster {
+  std::vector<Registrant> servers;
+  std::vector<uint64_t> worker_process;
+  std::vector<Registrant> early;
+};
+
+// The node table for the node `to` (given `rank`): every server, and the
+// workers listed (rank, host).
+using WorkerHosts = std::vector<std::pair<int32_t, std::string>>;
+Frames node_table(const SchedulerOptions& o, const Roster& roster, const WorkerHosts& workers, const Registrant& to,
+                  int32_t rank, bool joined) {
+  const JobLayout& l = o.layout;
+  OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, to.request_id);
+  t.header().setRank(rank);
+  t.header().setJoined(joined);
+  auto nodes = t.header().initNodes(static_cast<unsigned>(roster.servers.size() + workers.size()));
+  unsigned i = 0;
+  for (size_t k = 0; k < roster.servers.size(); ++k, ++i) {
+    nodes[i].setRank(l.server_rank(static_cast<int>(k)));
+    nodes[i].setRole(wire::Role::SERVER);
+    nodes[i].setIndex(static_cast<int32_t>(k));
+    nodes[i].setEndpoint(roster.servers[k].endpoint);
+    nodes[i].setHost(roster.servers[k].host);
+  }
+  for (const auto& [wr, host] : workers) {
+    nodes[i].setRank(wr);
+    nodes[i].setRole(wire::Role::WORKER);
+    nodes[i].setIndex(l.worker_index(wr));
+    nodes[i].setHost(host);
+    ++i;
+  }
+  return t.finish();
+}
 
 // The fields of a registration, each read once, inside a boundary: a
 // malformed pointer (outside the segment, past the traversal limit) throws
@@ -56,7 +95,9 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
     r->endpoint = node.getEndpoint().cStr();
     r->host = node.getHost().cStr();
     r->metrics = node.getMetrics().cStr();
+    r->join_only = node.getJoinOnly();
     r->request_id = m.header().getRequestId();
+    r->process = m.header().getProcess();
     return true;
   } catch (const kj::Exception& e) {
     *why = {wire::ErrorCode::BAD_HEADER,
@@ -66,15 +107,19 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
 }
 
 // Phase 1: collects Register messages and answers each with the node table.
+// Workers beyond the starting ones (up to the layout's places, when joins
+// are on) wait in roster->early for the job to run.
 Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& rejecter,
-                  RankBinding& senders) {
+                  RankBinding& senders, Roster* roster) {
   const JobLayout& l = o.layout;
-  std::vector<Registrant> servers, workers;
+  const int start = o.start_workers > 0 ? o.start_workers : l.workers;
+  std::vector<Registrant>& servers = roster->servers;
+  std::vector<Registrant> workers;
   const Deadline deadline = Deadline::after(o.start_timeout_s);
   const Expectation e{o.job_id, l.nodes(), nullptr, -1};
-  while (static_cast<int>(servers.size()) < l.servers || static_cast<int>(workers.size()) < l.workers) {
+  while (static_cast<int>(servers.size()) < l.servers || static_cast<int>(workers.size()) < start) {
     auto msg = router.receive(deadline, fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
-                                                    servers.size(), l.servers, workers.size(), l.workers));
+                                                    servers.size(), l.servers, workers.size(), start));
     if (!msg.ok()) return msg.status();
     const Counted counted(o.received);
     Rejection why;
@@ -85,49 +130,52 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     else if (m && why.message.empty()) {
       Registrant r;
       if (read_registration(*m, &r, &why)) {
-        auto& list = r.role == wire::Role::SERVER ? servers : workers;
-        const int limit = r.role == wire::Role::SERVER ? l.servers : l.workers;
-        if (r.role != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
+        const bool server = r.role == wire::Role::SERVER;
+        auto& list = server ? servers : workers;
+        const int limit = server ? l.servers : start;
+        const bool early = r.role == wire::Role::WORKER && o.joins &&
+                           static_cast<int>(workers.size() + roster->early.size()) < l.workers;
+        if (r.join_only) {
+          why = {wire::ErrorCode::BAD_HEADER,
+                 "this worker may only join a running job (its train.output holds another run), and this job "
+                 "has not started"};
+        } else if (r.role != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
           r.route = std::move(msg->route);
           list.push_back(std::move(r));
           continue;
+        } else if (early && static_cast<int>(workers.size()) >= start) {
+          r.route = std::move(msg->route);
+          roster->early.push_back(std::move(r));
+          continue;
+        } else {
+          why = {wire::ErrorCode::BAD_HEADER,
+                 "a registration beyond the job's servers and workers (or a second scheduler)"};
         }
-        why = {wire::ErrorCode::BAD_HEADER,
-               "a registration beyond the job's servers and workers (or a second scheduler)"};
       }
     }
     rejecter.reject(router, msg->route, why, m.get());
   }
-  auto send_table = [&](const Registrant& r, int32_t rank) {
-    senders.bind(rank, r.route);  // the rank speaks from the process that registered
-    OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, r.request_id);
-    t.header().setRank(rank);
-    auto nodes = t.header().initNodes(static_cast<unsigned>(servers.size() + workers.size()));
-    unsigned i = 0;
-    for (size_t k = 0; k < servers.size(); ++k, ++i) {
-      nodes[i].setRank(l.server_rank(static_cast<int>(k)));
-      nodes[i].setRole(wire::Role::SERVER);
-      nodes[i].setIndex(static_cast<int32_t>(k));
-      nodes[i].setEndpoint(servers[k].endpoint);
-      nodes[i].setHost(servers[k].host);
-    }
-    for (size_t w = 0; w < workers.size(); ++w, ++i) {
-      nodes[i].setRank(l.worker_rank(static_cast<int>(w)));
-      nodes[i].setRole(wire::Role::WORKER);
-      nodes[i].setIndex(static_cast<int32_t>(w));
-      nodes[i].setHost(workers[w].host);
-    }
-    return router.send(r.route, t.finish(), Deadline::after(o.timeout_s));
-  };
-  for (size_t k = 0; k < servers.size(); ++k)
-    PST_RETURN_IF_ERROR(send_table(servers[k], l.server_rank(static_cast<int>(k))));
-  for (size_t w = 0; w < workers.size(); ++w)
-    PST_RETURN_IF_ERROR(send_table(workers[w], l.worker_rank(static_cast<int>(w))));
+  WorkerHosts hosts;
+  for (size_t w = 0; w < workers.size(); ++w) hosts.emplace_back(l.worker_rank(static_cast<int>(w)), workers[w].host);
+  // Each rank speaks from the process that registered it.
+  for (size_t k = 0; k < servers.size(); ++k) {
+    const int32_t rank = l.server_rank(static_cast<int>(k));
+    senders.bind(rank, servers[k].route);
+    PST_RETURN_IF_ERROR(router.send(servers[k].route, node_table(o, *roster, hosts, servers[k], rank, false),
+                                    Deadline::after(o.timeout_s)));
+  }
+  for (size_t w = 0; w < workers.size(); ++w) {
+    const int32_t rank = l.worker_rank(static_cast<int>(w));
+    senders.bind(rank, workers[w].route);
+    PST_RETURN_IF_ERROR(router.send(workers[w].route, node_table(o, *roster, hosts, workers[w], rank, false),
+                                    Deadline::after(o.timeout_s)));
+    roster->worker_process.push_back(workers[w].process);
+  }
   for (size_t k = 0; k < servers.size(); ++k)
     targets->push_back({servers[k].metrics, "server", l.server_rank(static_cast<int>(k))});
   for (size_t w = 0; w < workers.size(); ++w)
     targets->push_back({workers[w].metrics, "worker", l.worker_rank(static_cast<int>(w))});
-  spdlog::info("scheduler: {} servers and {} workers registered", l.servers, l.workers);
+  spdlog::info("scheduler: {} servers and {} workers registered", l.servers, start);
   return Status();
 }
 
@@ -135,21 +183,54 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
 // Owned and called by run_scheduler's thread.
 class JobWatch {
  public:
-  JobWatch(Router& router, const SchedulerOptions& o, Rejecter& rejecter, RankBinding& senders)
+  JobWatch(Router& router, const SchedulerOptions& o, Rejecter& rejecter, RankBinding& senders, Roster roster,
+           std::vector<ScrapeTarget>* targets)
       : router_(router),
         o_(o),
         l_(o.layout),
         rejecter_(rejecter),
         senders_(senders),
+        roster_(std::move(roster)),
+        targets_(targets),
         nodes_(l_.nodes()),
+        start_workers_(o.start_workers > 0 && o.rendezvous ? o.start_workers : l_.workers),
         last_seen_(static_cast<size_t>(nodes_), Clock::now()),
         done_(static_cast<size_t>(nodes_), false),
         removed_(static_cast<size_t>(nodes_), false),
+        process_(static_cast<size_t>(nodes_), 0),
         beat_routes_(static_cast<size_t>(nodes_)),
-        remaining_(nodes_ - 1),
+        remaining_(l_.servers + start_workers_),
         alive_servers_(l_.servers),
-        alive_workers_(l_.workers) {
+        alive_workers_(start_workers_),
+        members_(start_workers_),
+        peak_members_(start_workers_) {
+    // Places beyond the starting workers are free: not members, not waited for.
+    for (int w = start_workers_; w < l_.workers; ++w) {
+      done_[static_cast<size_t>(l_.worker_rank(w))] = true;
+      removed_[static_cast<size_t>(l_.worker_rank(w))] = true;
+    }
+    for (size_t w = 0; w < roster_.worker_process.size(); ++w)
+      process_[static_cast<size_t>(l_.worker_rank(static_cast<int>(w)))] = roster_.worker_process[w];
     publish_alive();
+  }
+
+  // Workers that registered during the rendezvous beyond the starting ones:
+  // they take free places now, as joins.
+  Status take_early_joiners() {
+    std::vector<Registrant> early = std::move(roster_.early);
+    for (Registrant& r : early) PST_RETURN_IF_ERROR(on_join_request(std::move(r)));
+    return Status();
+  }
+
+  // The job ended: workers still joining learn that they came too late.
+  void turn_away_joiners() {
+    for (auto& [rank, j] : joining_) {
+      const Rejection late{wire::ErrorCode::INTERNAL,
+                           fmt::format("the job ended before {} could join it", node_name(l_, rank))};
+      // (A joiner still loading its data reads it when it sends its barrier.)
+      (void)router_.send(j.route, error_reply(late, o_.job_id, 0, nullptr), Deadline::after(1));
+    }
+    joining_.clear();
   }
 
   bool running() const { return remaining_ > 0; }
@@ -193,6 +274,15 @@ class JobWatch {
     }
     const auto h = m->header();
     const int32_t rank = h.getSender();
+    if (h.getKind() == wire::Kind::REGISTER && o_.joins) {
+      Registrant r;
+      if (!read_registration(*m, &r, &why)) {
+        rejecter_.reject(router_, msg.route, why, m.get());
+        return Status();
+      }
+      r.route = std::move(msg.route);
+      return on_join_request(std::move(r));
+    }
     if (rank < 1 || rank >= nodes_) {
       // A registration after the rendezvous (a node started late, or once
       // too often) has no rank: the job's members are fixed.
@@ -207,7 +297,9 @@ class JobWatch {
       rejecter_.drop(senders_.spoofed(rank, msg.route));
       return Status();
     }
-    if (removed_[static_cast<size_t>(rank)]) {
+    const auto joining = joining_.find(rank);
+    const bool joiner = joining != joining_.end() && joining->second.process == h.getProcess();
+    if (removed_[static_cast<size_t>(rank)] && !joiner) {
       // A worker that was stopped (SIGSTOP) past the liveness window and
       // runs again: it is not a member any more, and its servers refuse it too.
       rejecter_.reject(router_, msg.route,
@@ -222,7 +314,13 @@ class JobWatch {
     try {
       switch (h.getKind()) {
         case wire::Kind::SHUTDOWN: on_shutdown(rank); break;
-        case wire::Kind::BARRIER: return on_barrier(rank, msg, h.getRequestId());
+        case wire::Kind::BARRIER:
+          if (joiner) {  // ready: it joins at the next step
+            joining->second.barrier_request = h.getRequestId();
+            joining->second.ready = true;
+            return Status();
+          }
+          return on_barrier(rank, msg, h.getRequestId());
         case wire::Kind::REPORT: return on_stats(rank, msg, *m);
         case wire::Kind::HEARTBEAT: {
           // The line the scheduler answers on (Membership): a copy of the route.
@@ -255,7 +353,7 @@ class JobWatch {
     if (released_) return Status();
     barrier_.emplace_back(std::move(msg.route), request);
     if (l_.is_server(rank)) ++servers_at_barrier_;
-    if (servers_at_barrier_ < l_.servers || static_cast<int>(barrier_.size()) < l_.servers + l_.workers)
+    if (servers_at_barrier_ < l_.servers || static_cast<int>(barrier_.size()) < l_.servers + start_workers_)
       return Status();
     for (auto& [route, id] : barrier_) {
       OutMessage r(wire::Kind::BARRIER, o_.job_id, 0, 0, id);
@@ -306,7 +404,7 @@ class JobWatch {
     // left with fewer workers than cluster.min_workers.
     const bool asked = total.control.stop;
     const bool signalled = stop_requested();  // read once: every server gets the same answer
-    const bool too_few = alive_workers_ < o_.min_workers;
+    const bool too_few = members_ < o_.min_workers;
     total.control.stop = asked || signalled || too_few;
     if (total.control.stop && !asked && !stop_logged_) {
       if (signalled)
@@ -314,22 +412,104 @@ class JobWatch {
                      stop_signal(), h.getStep() + 1);
       else
         spdlog::warn(
-            "scheduler: {} of {} workers remain, fewer than cluster.min_workers = {}; the job stops after step {} "
-            "with a checkpoint",
-            alive_workers_, l_.workers, o_.min_workers, h.getStep() + 1);
+            "scheduler: {}, fewer than cluster.min_workers = {}; the job stops after step {} with a checkpoint",
+            remain(), o_.min_workers, h.getStep() + 1);
       stop_logged_ = true;
       if (!signalled)
         too_few_ = deadline_exceeded(
-            "scheduler: the job stopped after step {} with a checkpoint: {} of {} workers remain (the others sent no "
-            "heartbeat), fewer than cluster.min_workers = {}; start workers and resume (checkpoint.resume = auto)",
-            h.getStep() + 1, alive_workers_, l_.workers, o_.min_workers);
+            "scheduler: the job stopped after step {} with a checkpoint: {} (the others sent no heartbeat), fewer "
+            "than cluster.min_workers = {}; start workers and resume (checkpoint.resume = auto)",
+            h.getStep() + 1, remain(), o_.min_workers);
     }
+    // Workers past their start barrier join at the next step: every server
+    // admits them with this answer (not with one that asks for a redo: the
+    // servers' second answer is the step's).
+    std::vector<int32_t> admitted;
+    if (!total.redo && !total.control.stop)
+      for (auto& [rank, j] : joining_)
+        if (j.ready) {
+          total.joined.push_back({rank, j.process});
+          admitted.push_back(rank);
+        }
     for (auto& [route, request] : r.routes) {
       OutMessage reply(wire::Kind::REPORT, o_.job_id, 0, h.getStep(), request);
       to_wire(total, reply.header().initStats());
       PST_RETURN_IF_ERROR(router_.send(route, reply.finish(), Deadline::after(o_.timeout_s)));
     }
     rounds_.erase(h.getStep());
+    for (int32_t rank : admitted) PST_RETURN_IF_ERROR(admit(rank, h.getStep() + 1));
+    return Status();
+  }
+
+  // "2 of 3 workers remain": members now, of the most the job has had.
+  std::string remain() const { return fmt::format("{} of {} workers remain", members_, peak_members_); }
+
+  // A worker that registered once the job runs: the lowest free place (never
+  // filled, or a removed worker's), bound to its process; it joins once it
+  // has passed its start barrier.
+  Status on_join_request(Registrant r) {
+    int32_t place = -1;
+    if (r.role == wire::Role::WORKER)
+      for (int w = 0; w < l_.workers && place < 0; ++w) {
+        const int32_t rank = l_.worker_rank(w);
+        if (removed_[static_cast<size_t>(rank)] && !joining_.count(rank)) place = rank;
+      }
+    if (place < 0) {
+      const std::string why =
+          r.role != wire::Role::WORKER
+              ? fmt::format("the job has started: a {} cannot join it (only workers can)",
+                            r.role == wire::Role::SERVER ? "server" : "scheduler")
+              : fmt::format(
+                    "the job has started and has all the workers it takes (cluster.max_workers = {}, with "
+                    "{} joining)",
+                    l_.workers, joining_.size());
+      rejecter_.reject(router_, r.route, {wire::ErrorCode::BAD_HEADER, why}, nullptr);
+      return Status();
+    }
+    WorkerHosts me{{place, r.host}};
+    const Status sent =
+        router_.send(r.route, node_table(o_, roster_, me, r, place, true), Deadline::after(o_.timeout_s));
+    if (!sent.ok()) {  // it has gone already: the place stays free
+      spdlog::warn("scheduler: a worker on {} that registered did not take its node table: {}", r.host, sent.message());
+      return Status();
+    }
+    senders_.bind(place, r.route);
+    Join& j = joining_[place];
+    j.route.copy(r.route);
+    j.process = r.process;
+    j.metrics = r.metrics;
+    last_seen_[static_cast<size_t>(place)] = Clock::now();
+    spdlog::info("scheduler: a worker on {} takes the free place of {}; it joins the job at a step once it is ready",
+                 r.host, node_name(l_, place));
+    return Status();
+  }
+
+  // The joiner of `rank` is a member from `step` on: its barrier is answered
+  // with that step.
+  Status admit(int32_t rank, int64_t step) {
+    auto it = joining_.find(rank);
+    Join j = std::move(it->second);
+    joining_.erase(it);
+    const size_t r = static_cast<size_t>(rank);
+    removed_[r] = false;
+    done_[r] = false;
+    process_[r] = j.process;
+    last_seen_[r] = Clock::now();
+    ++remaining_;
+    ++alive_workers_;
+    ++members_;
+    peak_members_ = std::max(peak_members_, members_);
+    publish_alive();
+    spdlog::info("scheduler: {} joins the job at step {}; {} workers in the job", node_name(l_, rank), step, members_);
+    OutMessage go(wire::Kind::BARRIER, o_.job_id, 0, step, j.barrier_request);
+    const Status sent = router_.send(j.route, go.finish(), Deadline::after(o_.timeout_s));
+    if (!sent.ok()) spdlog::warn("scheduler: {} did not take its start: {}", node_name(l_, rank), sent.message());
+    if (!j.metrics.empty() && targets_ && !o_.file_sd.empty()) {
+      std::erase_if(*targets_, [&](const ScrapeTarget& t) { return t.rank == rank; });
+      targets_->push_back({j.metrics, "worker", rank});
+      const Status written = write_file_sd(o_.file_sd, *targets_, o_.job_id);
+      if (!written.ok()) spdlog::warn("scheduler: scrape targets: {}", written.message());
+    }
     return Status();
   }
 
@@ -343,6 +523,18 @@ class JobWatch {
     // loading their data (and send no heartbeat yet): the start deadline
     // applies. Under mpirun every node beats from the start.
     const double limit = released_ || !o_.rendezvous ? o_.liveness_s : o_.start_timeout_s;
+    // A joiner loads its data before its barrier (no heartbeat yet): the
+    // start deadline applies until then. One that dies frees its place.
+    for (auto it = joining_.begin(); it != joining_.end();) {
+      const double silent = std::chrono::duration<double>(now - last_seen_[static_cast<size_t>(it->first)]).count();
+      if (silent <= (it->second.ready ? o_.liveness_s : o_.start_timeout_s)) {
+        ++it;
+        continue;
+      }
+      spdlog::warn("scheduler: {} sent nothing for {:.1f} s while joining; its place is free again",
+                   node_name(l_, it->first), silent);
+      it = joining_.erase(it);
+    }
     for (int32_t r = 1; r < nodes_; ++r) {
       const double silent = std::chrono::duration<double>(now - last_seen_[static_cast<size_t>(r)]).count();
       if (done_[static_cast<size_t>(r)] || silent <= limit) continue;
@@ -376,16 +568,23 @@ class JobWatch {
     done_[static_cast<size_t>(r)] = true;
     --remaining_;
     --alive_workers_;
+    --members_;
     publish_alive();
-    spdlog::warn(
-        "scheduler: {} sent nothing for {:.1f} s (no heartbeat): removed from the job; {} of {} workers remain",
-        node_name(l_, r), silent, alive_workers_, l_.workers);
+    spdlog::warn("scheduler: {} sent nothing for {:.1f} s (no heartbeat): removed from the job; {}", node_name(l_, r),
+                 silent, remain());
+    // The list names each removed worker's process too: a server applies it
+    // only to that process, not to a worker that has joined in its place
+    // since (the list and the join come on different lines).
     OutMessage note(wire::Kind::MEMBERSHIP, o_.job_id, 0, 0, 0);
     std::vector<int32_t> gone;
     for (int32_t q = 1; q < nodes_; ++q)
-      if (removed_[static_cast<size_t>(q)]) gone.push_back(q);
+      if (removed_[static_cast<size_t>(q)] && process_[static_cast<size_t>(q)] != 0) gone.push_back(q);
     auto list = note.header().initDeparted(static_cast<unsigned>(gone.size()));
-    for (unsigned i = 0; i < list.size(); ++i) list.set(i, gone[i]);
+    auto processes = note.header().initDepartedProcesses(static_cast<unsigned>(gone.size()));
+    for (unsigned i = 0; i < list.size(); ++i) {
+      list.set(i, gone[i]);
+      processes.set(i, process_[static_cast<size_t>(gone[i])]);
+    }
     const Frames frames = note.finish();
     for (int32_t q = 1; q < nodes_; ++q) {
       const zmq::message_t& route = beat_routes_[static_cast<size_t>(q)];
@@ -403,13 +602,27 @@ class JobWatch {
   const JobLayout& l_;
   Rejecter& rejecter_;
   RankBinding& senders_;
+  Roster roster_;
+  std::vector<ScrapeTarget>* targets_;
   const int32_t nodes_;
+  const int start_workers_;
   std::vector<Clock::time_point> last_seen_;
   std::vector<bool> done_;                   // sent Shutdown, or removed
-  std::vector<bool> removed_;                // workers taken out of the job
+  std::vector<bool> removed_;                // workers taken out of the job, and free places
+  std::vector<uint64_t> process_;            // the process each worker rank was given to (0: unknown)
   std::vector<zmq::message_t> beat_routes_;  // each node's heartbeat line
   int remaining_;
   int64_t alive_servers_, alive_workers_;
+  int64_t members_;        // workers in the job (not removed; a finished one counts)
+  int64_t peak_members_;   // the most it has had
+  struct Join {            // a worker joining: registered, not yet admitted
+    zmq::message_t route;  // its line to the scheduler (registration, start barrier)
+    uint64_t process = 0;
+    std::string metrics;
+    bool ready = false;  // past its start barrier (which waits for its admission)
+    uint64_t barrier_request = 0;
+  };
+  std::map<int32_t, Join> joining_;
   // The start barrier: the routes waiting for release.
   std::vector<std::pair<zmq::message_t, uint64_t>> barrier_;
   int servers_at_barrier_ = 0;
@@ -431,13 +644,18 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   // Which process speaks for each rank: the one that registered it, or
   // (mpirun, no rendezvous) the first one heard in its name.
   RankBinding senders(o.layout.nodes());
-  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter, senders));
+  Roster roster;
+  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter, senders, &roster));
   if (!o.file_sd.empty()) {
     PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
     spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
   }
-  JobWatch watch(router, o, rejecter, senders);
-  while (watch.running()) PST_RETURN_IF_ERROR(watch.step());
+  JobWatch watch(router, o, rejecter, senders, std::move(roster), &targets);
+  PST_RETURN_IF_ERROR(watch.take_early_joiners());
+  Status ran;
+  while (ran.ok() && watch.running()) ran = watch.step();
+  watch.turn_away_joiners();
+  PST_RETURN_IF_ERROR(ran);
   if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
   return watch.outcome();
 }

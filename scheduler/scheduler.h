@@ -19,6 +19,12 @@
 //     heartbeat line, its later messages refused; below min_workers the
 //     statistics' answer stops the job after the next step, with a checkpoint,
 //     and run_scheduler then returns an error that says so.
+//  5. Joins (BSP, with the rendezvous): a worker that registers once the job
+//     runs (or beyond cluster.workers during the rendezvous) gets a free
+//     place and the node table; once it has passed its start barrier, the
+//     next statistics' answer names it (GradStats::joined), every server
+//     admits it at that step, and its barrier is answered with the step it
+//     starts at.
 // With metrics, it keeps pst_cluster_members and pst_node_failures_total, and
 // writes the Prometheus file_sd file listing every process's /metrics
 // (those it was given, and those the nodes registered).
@@ -40,9 +46,15 @@ namespace pst {
 struct SchedulerOptions {
   uint64_t job_id = 0;
   JobLayout layout;
-  double timeout_s = 120;        // a send to a node that takes no message
-  double liveness_s = 5;         // a running job's node that sends nothing this long is dead
-  int min_workers = 1;           // with the rendezvous: fewer live workers stop the job
+  double timeout_s = 120;  // a send to a node that takes no message
+  double liveness_s = 5;   // a running job's node that sends nothing this long is dead
+  int min_workers = 1;     // with the rendezvous: fewer live workers stop the job
+  // With the rendezvous, the layout's workers are places (cluster.max_workers);
+  // the job starts with this many (cluster.workers; 0: every place). When
+  // `joins`, a worker that registers once the job runs takes a free place
+  // (never filled, or a removed worker's) and joins at the next step.
+  int start_workers = 0;
+  bool joins = false;
   double start_timeout_s = 600;  // the rendezvous, and a node's silence before the start barrier
   bool rendezvous = true;        // false under mpirun, where MPI gave out ranks and endpoints
   SchedulerMetrics* metrics = nullptr;

@@ -137,6 +137,10 @@ TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   expect_error("", {"cluster.workers=2", "cluster.min_workers=3"},
                {"cluster.min_workers = 3", "[1, cluster.workers = 2]"});
   expect_error("", {"cluster.min_workers=0"}, {"cluster.min_workers = 0"});
+  expect_error("", {"cluster.workers=3", "cluster.max_workers=2"},
+               {"cluster.max_workers = 2", "0 (cluster.workers) or in [cluster.workers = 3, 4096]"});
+  expect_error("", {"cluster.workers=2", "cluster.max_workers=4", "cluster.consistency=asp"},
+               {"cluster.max_workers = 4 > cluster.workers = 2", "only under cluster.consistency = bsp"});
   expect_error("", {"schedule.cycle_mult=0"}, {"schedule.cycle_mult = 0", "[1, 1000]"});
   auto c = parse_config("", "job.toml", {"cluster.start_timeout_s=30", "data.test_max_examples=7"});
   ASSERT_TRUE(c.ok()) << c.status().to_string();

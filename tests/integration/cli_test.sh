@@ -65,6 +65,10 @@ check "a model larger than memory" run 2 "$TMP/o6" "$PST" train --config "$ROOT/
 check "a model larger than memory: message" contains "$TMP/o6" "GiB of memory"
 check "a directory as --config" run 2 "$TMP/o7" "$PST" train --config "$TMP"
 check "a directory as --config: message" contains "$TMP/o7" "is a directory"
+check "workers that join, in a one-process job" run 2 "$TMP/o8" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set cluster.max_workers=3 --set train.output="$TMP/o8-out"
+check "workers that join, in a one-process job: message" contains "$TMP/o8" \
+  "workers join a running job only when its processes start with --role"
 check "no output dir was created for failed jobs" test ! -e runs/g2p-tiny
 
 # Devices. CUDA_VISIBLE_DEVICES="" hides every GPU, so these hold on any

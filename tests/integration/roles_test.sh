@@ -12,7 +12,9 @@
 #     the job goes on and ends well with the third, and its weights equal
 #     the same membership sequence's (docs/design.md, Membership); when
 #     worker 0 dies another writes the model; below cluster.min_workers the
-#     job stops with a checkpoint;
+#     job stops with a checkpoint; workers that start while the job trains
+#     join it at a step (one in a removed worker's place), and its weights
+#     equal that membership sequence's too;
 #  3. kill -9 of a server: every other process ends non-zero, and the
 #     scheduler names the dead server;
 #  4. SIGTERM to the scheduler alone (docker compose stop): every process
@@ -233,6 +235,72 @@ check "the scheduler says why" grep -q "fewer than cluster.min_workers = 2; star
   "$TMP/km.scheduler.log"
 stopped=$(grep -ho "stopped after step [0-9]*" "$TMP/km.worker0.log" | awk '{print $4}')
 check "a complete checkpoint of step $stopped" test -f "$(ck "$TMP/km" "${stopped:-0}")/manifest.json"
+
+# Workers join (2 servers; the job starts with 1 worker and takes up to
+# cluster.max_workers = 2). A second worker started while the job trains
+# joins at a step; a third is refused by name (the job has all the workers
+# it takes). The second is stopped (SIGSTOP) past the liveness window and
+# removed; a fourth joins in its place, and the stopped one, run again, is
+# told it was removed and exits non-zero (its place is another process's
+# now). SIGTERM to the scheduler ends the job; its weights equal the
+# membership sequence 1, 2, 1, 2 run as threads jobs resumed from one
+# another, bit for bit: each joiner trained on the batches a worker of that
+# number trains on, from the step the servers admitted it.
+start_job kj 1000000 20 2 1 0 --set cluster.max_workers=2 --set cluster.heartbeat_s=0.5 \
+  --set cluster.heartbeat_misses=6
+KJ_ARGS=("${ARGS[@]}")
+wait_for_step "$TMP/kj.worker0.log" 3
+join_worker() {  # join_worker NAME: a worker of job kj, started now; its PID in JOINER
+  (cd "$TMP" && exec "$PST" train "${KJ_ARGS[@]}" --role worker --scheduler "ipc://$TMP/kj.sock") \
+    >"$TMP/kj.$1.log" 2>&1 &
+  JOINER=$!
+  PIDS+=("$JOINER")
+}
+joins() { grep -c "worker 1 (rank 4) joins the job at step" "$TMP/kj.scheduler.log"; }
+join_worker join1
+j1=$JOINER
+for _ in $(seq 1 300); do [[ $(joins) -ge 1 ]] && break; sleep 0.2; done
+check "a worker started while the job trains joins it" test "$(joins)" -ge 1
+(cd "$TMP" && exec timeout 60 "$PST" train "${KJ_ARGS[@]}" --role worker --scheduler "ipc://$TMP/kj.sock") \
+  >"$TMP/kj.full.log" 2>&1
+full=$?
+check "a worker beyond cluster.max_workers exits non-zero ($full)" test "$full" -ne 0
+check "and is told the job has all its workers" grep -q "has all the workers it takes (cluster.max_workers = 2" \
+  "$TMP/kj.full.log"
+wait_for_step "$TMP/kj.join1.log" "$(($(grep -o "joined the job at step [0-9]*" "$TMP/kj.join1.log" | awk '{print $6}') + 20))"
+kill -STOP "$j1"
+removed_j1() { grep -q "worker 1 (rank 4) sent nothing.*removed from the job; " "$TMP/kj.scheduler.log"; }
+for _ in $(seq 1 300); do removed_j1 && break; sleep 0.2; done
+check "the stopped joiner is removed" removed_j1
+join_worker join2
+j2=$JOINER
+for _ in $(seq 1 300); do [[ $(joins) -ge 2 ]] && break; sleep 0.2; done
+check "another worker joins in its place" test "$(joins)" -ge 2
+kill -CONT "$j1"
+check "the stopped joiner, run again, ends" wait_all 60 "$j1"
+check "non-zero (${CODES[*]})" test "${CODES[*]}" != 0
+check "told it was removed" grep -q "was removed from the job" "$TMP/kj.join1.log"
+wait_for_step "$TMP/kj.join2.log" "$(($(grep -o "joined the job at step [0-9]*" "$TMP/kj.join2.log" | awk '{print $6}') + 20))"
+kill -TERM "$SCHED"
+check "the job with joins ends" wait_all 60 "$SCHED" "${SERVERS[@]}" "${WORKERS[0]}" "$j2"
+check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
+mapfile -t changes < <(grep -o "update to version [0-9]* takes the pushes of [12] of 2" "$TMP/kj.server0.log" |
+  awk '{print $4 - 1}')
+end=$(grep -ho "stopped after step [0-9]*" "$TMP/kj.worker0.log" | awk '{print $4}')
+check "membership 1, 2, 1, 2 from steps 0, ${changes[*]} to $end" test "${#changes[@]}" = 3 -a -n "$end"
+if [[ ${#changes[@]} == 3 && -n $end ]]; then
+  prev=""
+  n=1
+  for seg in "${changes[@]}" "$end"; do
+    check "reference, $n workers to step $seg" timeout 120 "$PST" train "${REF[@]}" --set cluster.workers=$n \
+      --set train.steps="$seg" --set train.output="$TMP/kj-$seg" ${prev:+--resume "$(ck "$TMP/kj-$prev" "$prev")"} \
+      >"$TMP/kj-$seg.log" 2>&1
+    prev=$seg
+    n=$((3 - n))
+  done
+  check "the job that workers joined equals its membership sequence, bit for bit" \
+    "$DIFF" "$TMP/kj/model.safetensors" "$TMP/kj-$end/model.safetensors" 0 0
+fi
 
 # 3. kill -9 of a server.
 start_job ks 1000000 4

@@ -117,17 +117,48 @@ std::vector<float> tiny_initial(uint64_t seed) {
   return w;
 }
 
+// A ThreadStatsReducer whose sum of one step names a joining worker, as the
+// scheduler's answer does once the joiner has passed its start barrier.
+class JoiningReducer final : public GradStatsReducer {
+ public:
+  explicit JoiningReducer(int servers) : inner_(servers) {}
+  void join_after(int64_t step, Joiner joiner) {
+    step_ = step;
+    joiner_ = joiner;
+  }
+  Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override {
+    PST_ASSIGN_OR_RETURN(GradStats sum, inner_.all_reduce(server, step, local, deadline));
+    if (step == step_ && !sum.redo) sum.joined = {joiner_};
+    return sum;
+  }
+
+ private:
+  ThreadStatsReducer inner_;
+  int64_t step_ = -1;
+  Joiner joiner_;
+};
+
+// Gradients of the tiny model's size for three workers, from seed, seed+1, seed+2.
+std::vector<std::vector<float>> three_gradients(size_t n, uint32_t seed) {
+  std::vector<std::vector<float>> g;
+  for (uint32_t w = 0; w < 3; ++w) g.push_back(testing::random_vec(n, seed + w, 0.3f));
+  return g;
+}
+
 // Two servers of the tiny model for three workers over inproc, each serving
-// on a thread of its own, their statistics summed by a ThreadStatsReducer.
+// on a thread of its own, their statistics summed by a ThreadStatsReducer
+// (the job starts with start_workers of them; 0: all three).
 class TwoServers {
  public:
   static constexpr JobLayout kLayout{2, 3};
 
-  explicit TwoServers(const std::vector<float>& w0, Consistency consistency = Consistency::kBsp)
+  explicit TwoServers(const std::vector<float>& w0, Consistency consistency = Consistency::kBsp, int start_workers = 0,
+                      std::function<void(JoiningReducer&)> before = nullptr)
       : job_(testing::tiny_job()),
         table_(build_param_table(job_.model, 12, 12)),
         plan_(*ShardPlan::make(table_.numels(), 2, 512)),
         reducer_(2) {
+    if (before) before(reducer_);
     for (int k = 0; k < 2; ++k) {
       endpoints_.push_back("inproc://membership-" + std::to_string(k));
       auto router = Router::bind(ctx_, endpoints_.back());
@@ -135,6 +166,7 @@ class TwoServers {
       ShardServerOptions so{kJob, k, kLayout, 30};
       so.consistency = consistency;
       so.staleness = 1;
+      so.start_workers = start_workers;
       servers_.push_back(
           std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so));
     }
@@ -176,18 +208,19 @@ class TwoServers {
     return {kind, kind == wire::Kind::ERROR ? r->header().getError().getMessage().cStr() : ""};
   }
   ShardServer& server(int k) { return *servers_[static_cast<size_t>(k)]; }
-  // Runs `work` for workers 0 and 1 on threads of their own, each with its
-  // client, and `meanwhile` on this thread; then waits for the servers. Every
-  // worker and server ends well.
+  // Runs `work` for workers 0..count-1 on threads of their own, each with
+  // its client, and `meanwhile` on this thread; then waits for the servers.
+  // Every worker and server ends well.
   void run_workers(const std::function<Status(RemoteParameterClient&, int)>& work,
-                   const std::function<void()>& meanwhile = nullptr) {
-    std::vector<Status> st(2);
+                   const std::function<void()>& meanwhile = nullptr, int count = 2) {
+    std::vector<Status> st(static_cast<size_t>(count));
     std::vector<std::thread> workers;
-    for (int w = 0; w < 2; ++w) workers.emplace_back([&, w] { st[static_cast<size_t>(w)] = work(*client(w), w); });
+    for (int w = 0; w < count; ++w) workers.emplace_back([&, w] { st[static_cast<size_t>(w)] = work(*client(w), w); });
     if (meanwhile) meanwhile();
     for (auto& t : workers) t.join();
     join();
-    for (int w = 0; w < 2; ++w) EXPECT_TRUE(st[static_cast<size_t>(w)].ok()) << st[static_cast<size_t>(w)].to_string();
+    for (int w = 0; w < count; ++w)
+      EXPECT_TRUE(st[static_cast<size_t>(w)].ok()) << "worker " << w << ": " << st[static_cast<size_t>(w)].to_string();
     for (int k = 0; k < 2; ++k) EXPECT_TRUE(served_[k].ok()) << served_[k].to_string();
   }
 
@@ -196,7 +229,7 @@ class TwoServers {
   JobConfig job_;
   ParamTable table_;
   ShardPlan plan_;
-  ThreadStatsReducer reducer_;
+  JoiningReducer reducer_;
   std::vector<std::string> endpoints_;
   std::vector<std::unique_ptr<ShardServer>> servers_;
   std::unique_ptr<Dealer> raw_[2];
@@ -208,8 +241,7 @@ TEST(ShardServerMembershipTest, AWorkerRemovedMidPushCountsNowhere) {
   const JobConfig job = testing::tiny_job();
   const ParamTable table = build_param_table(job.model, 12, 12);
   const std::vector<float> w0 = tiny_initial(9);
-  std::vector<std::vector<float>> g;
-  for (uint32_t w = 0; w < 3; ++w) g.push_back(testing::random_vec(w0.size(), 60 + w, 0.3f));
+  const std::vector<std::vector<float>> g = three_gradients(w0.size(), 60);
 
   TwoServers job2(w0);
   // Worker 2's push of step 0 reaches server 0, not server 1.
@@ -255,7 +287,8 @@ TEST(ShardServerMembershipTest, ARemovedWorkerIsRefusedByName) {
   const std::vector<float> w0 = tiny_initial(9);
   const std::vector<float> g = testing::random_vec(w0.size(), 61, 0.3f);
   TwoServers job2(w0);
-  for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)});
+  // The scheduler names the removed worker's process (this one's).
+  for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)}, {this_process()});
   // The removal is taken before the next message: retry until it is.
   std::pair<wire::Kind, std::string> answer;
   for (int i = 0; i < 100; ++i) {
@@ -272,6 +305,59 @@ TEST(ShardServerMembershipTest, ARemovedWorkerIsRefusedByName) {
     PST_RETURN_IF_ERROR(c.pull(1, weights.data()).status());
     return c.shutdown();
   });
+}
+
+// A worker joins (elastic join): the job starts with workers 0 and 1 of
+// three places. Worker 2's push before it is admitted is refused (its place
+// is free); its pull of version 2 waits. The reduction of step 1 names it:
+// both servers admit it at version 2, its pull is answered with the batch
+// after the others' (6), and step 2 waits for its push and takes all three,
+// bit for bit as an optimizer that had pushes of 2, 2 and then 3 workers.
+TEST(ShardServerMembershipTest, AWorkerJoinsAtTheStepTheReductionNames) {
+  const JobConfig job = testing::tiny_job();
+  const ParamTable table = build_param_table(job.model, 12, 12);
+  const std::vector<float> w0 = tiny_initial(9);
+  const std::vector<std::vector<float>> g = three_gradients(w0.size(), 70);
+  const int64_t tokens[3] = {5, 7, 11};
+  TwoServers job2(w0, Consistency::kBsp, 2, [](JoiningReducer& r) {
+    r.join_after(1, {TwoServers::kLayout.worker_rank(2), this_process()});
+  });
+  auto early = job2.push_to(0, 2, 0, g[2]);
+  EXPECT_EQ(early.first, wire::Kind::ERROR);
+  EXPECT_NE(early.second.find("worker 2 (rank 5) is not in the job"), std::string::npos) << early.second;
+  std::vector<std::vector<float>> weights(3, std::vector<float>(w0.size()));
+  std::vector<std::vector<int64_t>> batches(3);
+  std::vector<bool> lead(3, false);
+  job2.run_workers(
+      [&](RemoteParameterClient& c, int w) -> Status {
+        const size_t i = static_cast<size_t>(w);
+        for (int64_t step = w == 2 ? 2 : 0; step < 3; ++step) {
+          PST_ASSIGN_OR_RETURN(StepReport r, c.pull(step, weights[i].data()));
+          if (r.version != step)
+            return failed_precondition("worker {} pulled version {} for step {}", w, r.version, step);
+          batches[i].push_back(r.batch);
+          lead[i] = r.lead;
+          PST_RETURN_IF_ERROR(c.push(step, tokens[w], 0.5, g[i].data()));
+        }
+        PST_RETURN_IF_ERROR(c.pull(3, weights[i].data()).status());
+        return c.shutdown();
+      },
+      nullptr, 3);
+  ShardOptimizer ref(job, table, whole_tensors(table), w0.data());
+  for (int step = 0; step < 3; ++step) {
+    for (int w = 0; w < (step < 2 ? 2 : 3); ++w) ref.add_push(g[static_cast<size_t>(w)].data(), tokens[w], 0.5);
+    ref.apply(ref.reduce());
+  }
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  for (int w = 0; w < 3; ++w) EXPECT_EQ(weights[static_cast<size_t>(w)], want) << "worker " << w << ", bit for bit";
+  EXPECT_EQ(batches[0], (std::vector<int64_t>{0, 2, 4}));
+  EXPECT_EQ(batches[1], (std::vector<int64_t>{1, 3, 5}));
+  EXPECT_EQ(batches[2], (std::vector<int64_t>{6}));
+  EXPECT_TRUE(lead[0]);
+  EXPECT_FALSE(lead[2]);
+  EXPECT_EQ(job2.server(0).version(), 3);
+  EXPECT_EQ(job2.server(1).version(), 3);
 }
 
 // SSP(1): a worker that never pushes holds the others back once they are

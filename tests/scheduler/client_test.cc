@@ -80,7 +80,8 @@ TEST(SchedulerClientTest, RendezvousBarrierStatisticsAndShutdown) {
   for (int i = 0; i < 3; ++i)
     nodes.emplace_back([&, i] {
       passed[static_cast<size_t>(i)] =
-          pass_start_barrier(*dealers[static_cast<size_t>(i)], kJob, tables[static_cast<size_t>(i)]->rank, 30, 30);
+          pass_start_barrier(*dealers[static_cast<size_t>(i)], kJob, tables[static_cast<size_t>(i)]->rank, 30, 30)
+              .status();
     });
   for (auto& t : nodes) t.join();
   nodes.clear();

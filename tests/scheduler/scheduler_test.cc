@@ -281,6 +281,24 @@ double metric(prometheus::Registry& registry, const std::string& name, const std
   return -1;
 }
 
+// A server's statistics of `step` (its sum of squares, the workers it
+// summed) sent on its line to the scheduler; the scheduler's sum, or an
+// empty one when no sum came.
+GradStats sum_of(Dealer& server, int32_t rank, int64_t step, double sum_squares, std::vector<uint8_t> contributors) {
+  OutMessage m(wire::Kind::REPORT, kJob, rank, step, 50 + static_cast<uint64_t>(step));
+  GradStats mine;
+  mine.sum_squares = sum_squares;
+  mine.contributors = std::move(contributors);
+  to_wire(mine, m.header().initStats());
+  EXPECT_TRUE(server.send(m.finish(), Deadline::after(5)).ok());
+  auto frames = server.receive(Deadline::after(20), "the sum");
+  if (!frames.ok()) return GradStats{};
+  Rejection why;
+  auto r = InMessage::parse(std::move(*frames), &why);
+  if (!r || r->header().getKind() != wire::Kind::REPORT) return GradStats{};
+  return from_wire(r->header().getStats());
+}
+
 // Membership (docs/design.md): a job of 1 server and 3 workers that met at
 // the rendezvous, with a liveness window of 0.6 s and cluster.min_workers =
 // 2. Worker 2 goes silent: it is removed (not the job's end), the server
@@ -351,20 +369,7 @@ TEST(SchedulerTest, ASilentWorkerIsRemovedAndTheServersAreTold) {
   EXPECT_NE(message.find("was removed from the job"), std::string::npos) << message;
 
   // The server's statistics of step 0, with the workers it summed.
-  auto stats_answer = [&](int64_t step) -> GradStats {
-    OutMessage m(wire::Kind::REPORT, kJob, ranks[0], step, 50 + static_cast<uint64_t>(step));
-    GradStats mine;
-    mine.sum_squares = 4.0;
-    mine.contributors = {1, 1, 0};
-    to_wire(mine, m.header().initStats());
-    EXPECT_TRUE(nodes[0]->send(m.finish(), Deadline::after(5)).ok());
-    auto frames = nodes[0]->receive(Deadline::after(20), "the sum");
-    if (!frames.ok()) return GradStats{};
-    Rejection why;
-    auto r = InMessage::parse(std::move(*frames), &why);
-    if (!r || r->header().getKind() != wire::Kind::REPORT) return GradStats{};
-    return from_wire(r->header().getStats());
-  };
+  auto stats_answer = [&](int64_t step) { return sum_of(*nodes[0], ranks[0], step, 4.0, {1, 1, 0}); };
   GradStats sum = stats_answer(0);
   EXPECT_EQ(sum.sum_squares, 4.0);
   EXPECT_EQ(sum.contributors, (std::vector<uint8_t>{1, 1, 0}));
@@ -384,6 +389,75 @@ TEST(SchedulerTest, ASilentWorkerIsRemovedAndTheServersAreTold) {
   EXPECT_NE(done.message().find("1 of 3 workers remain"), std::string::npos) << done.message();
   EXPECT_NE(done.message().find("cluster.min_workers = 2"), std::string::npos) << done.message();
   EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 0);
+}
+
+// Elastic join: a job of 1 server that starts with 1 worker and has places
+// for 2. A second worker registering during the rendezvous waits for the job
+// to run, then gets the free place (rank 3) in a node table that says it
+// joins; a third is refused by name. The joiner's start barrier is answered
+// only with the next statistics, whose sum names it (rank and process):
+// every server admits it at that step, and its barrier says it starts at
+// the step after. The members gauge counts it, and the job ends when all
+// three have sent Shutdown.
+TEST(SchedulerTest, AWorkerJoinsAtTheNextStatistics) {
+  ScheduledJob job("scheduler-joins", JobLayout{1, 2}, [](SchedulerOptions& o) {
+    o.start_workers = 1;
+    o.joins = true;
+  });
+  std::vector<std::unique_ptr<Dealer>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(job.connect());
+    const wire::Role role = i == 0 ? wire::Role::SERVER : wire::Role::WORKER;
+    ASSERT_TRUE(
+        nodes.back()->send(registration(role, i == 0 ? "inproc://s" : "", "h", 60 + i), Deadline::after(5)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // in this order
+  }
+  std::vector<int32_t> ranks;
+  std::vector<bool> joined;
+  for (auto& d : nodes) {
+    auto frames = d->receive(Deadline::after(20), "the node table");
+    ASSERT_TRUE(frames.ok()) << frames.status().to_string();
+    Rejection why;
+    auto m = InMessage::parse(std::move(*frames), &why);
+    ASSERT_TRUE(m && m->header().getKind() == wire::Kind::NODE_TABLE);
+    ranks.push_back(m->header().getRank());
+    joined.push_back(m->header().getJoined());
+  }
+  EXPECT_EQ(ranks, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(joined, (std::vector<bool>{false, false, true}));
+  auto third = job.connect();
+  ASSERT_TRUE(third->send(registration(wire::Role::WORKER, "", "h", 70), Deadline::after(5)).ok());
+  auto [kind, message] = answer(*third);
+  EXPECT_EQ(kind, wire::Kind::ERROR);
+  EXPECT_NE(message.find("has all the workers it takes (cluster.max_workers = 2, with 1 joining)"), std::string::npos)
+      << message;
+
+  auto send = [&](int node, wire::Kind kind, int64_t step, uint64_t request) {
+    OutMessage m(kind, kJob, ranks[static_cast<size_t>(node)], step, request);
+    return nodes[static_cast<size_t>(node)]->send(m.finish(), Deadline::after(5));
+  };
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(send(i, wire::Kind::BARRIER, 0, 40).ok());
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(answer(*nodes[static_cast<size_t>(i)]).first, wire::Kind::BARRIER);
+  EXPECT_FALSE(nodes[2]->receive(Deadline::after(0.3), "the joiner's start").ok()) << "admitted before a step";
+  EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 1);
+
+  auto stats_answer = [&](int64_t step) { return sum_of(*nodes[0], ranks[0], step, 1.0, {1, 0}); };
+  const GradStats sum = stats_answer(4);
+  ASSERT_EQ(sum.joined.size(), 1u);
+  EXPECT_EQ(sum.joined[0], (Joiner{3, this_process()}));
+  EXPECT_EQ(sum.contributors, (std::vector<uint8_t>{1, 0}));
+  auto frames = nodes[2]->receive(Deadline::after(20), "the joiner's start");
+  ASSERT_TRUE(frames.ok()) << frames.status().to_string();
+  Rejection why;
+  auto start = InMessage::parse(std::move(*frames), &why);
+  ASSERT_TRUE(start && start->header().getKind() == wire::Kind::BARRIER);
+  EXPECT_EQ(start->header().getStep(), 5) << "it starts at the step after the statistics that named it";
+  EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 2);
+  EXPECT_TRUE(stats_answer(5).joined.empty()) << "named once";
+
+  for (int node : {0, 1, 2}) ASSERT_TRUE(send(node, wire::Kind::SHUTDOWN, 0, 9).ok());
+  const Status done = job.join();
+  EXPECT_TRUE(done.ok()) << done.to_string();
 }
 
 }  // namespace
