@@ -71,6 +71,8 @@ run chaos
 until grep -q "step 20/" "$TMP/chaos.worker0.log" "$TMP/chaos.worker1.log" 2>/dev/null; do sleep 0.2; done
 victims=()
 JOINERS=()
+DETECT=()
+JOINED=()
 for ((i = 0; i < WORKERS; i++)); do [[ $(index chaos "$i") != 0 ]] && victims+=("$i"); done
 stopped=()
 for ((f = 0; f < FAULTS; f++)); do
@@ -93,7 +95,9 @@ for ((f = 0; f < FAULTS; f++)); do
     sleep 0.1
   done
   t=$(seconds "$(cut -c2-13 <<<"$line")")
-  echo "fault $((f + 1)): $kind of worker $w; training without it after $(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}') s"
+  took=$(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}')
+  DETECT+=("$took")
+  echo "fault $((f + 1)): $kind of worker $w; training without it after $took s"
   if [[ $REJOIN == 1 ]]; then
     at=$(now)
     (cd "$TMP" && exec "$PST" train "${JOB[@]}" --set train.output="$TMP/chaos" --role worker \
@@ -107,7 +111,9 @@ for ((f = 0; f < FAULTS; f++)); do
       sleep 0.1
     done
     t=$(seconds "$(cut -c2-13 <<<"$line")")
-    echo "  a new worker started; it joined at step $(grep -o 'at step [0-9]*' <<<"$line" | awk '{print $3}') after $(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}') s"
+    took=$(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}')
+    JOINED+=("$took")
+    echo "  a new worker started; it joined at step $(grep -o 'at step [0-9]*' <<<"$line" | awk '{print $3}') after $took s"
   fi
 done
 for i in "${stopped[@]}"; do kill -CONT "${WORKERS_PIDS[$i]}"; done
@@ -115,6 +121,11 @@ wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}" "${JOINERS[@]}"
 chaos=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
 applied=$(grep -ho "server [0-9]*: [0-9]* steps" "$TMP"/chaos.server*.log | head -1 | awk '{print $3}')
 echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${applied:-0})"
+# median and max of a list of seconds
+summary() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "median %.2f s, max %.2f s", m, v[NR] }'; }
+echo "fault to training without the worker: $(summary "${DETECT[@]}") over ${#DETECT[@]} faults"
+[[ ${#JOINED[@]} -gt 0 ]] && echo "a new worker's start to its first step: $(summary "${JOINED[@]}") over ${#JOINED[@]} joins"
 awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" -v r="$REJOIN" 'BEGIN {
   printf "wall time: undisturbed %.1f s, with %d of %d workers lost%s %.1f s (ratio %.2f)\n", u, f, w,
     r == 1 ? " (and replaced)" : "", c, c / u }'

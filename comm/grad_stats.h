@@ -82,6 +82,10 @@ class GradStatsReducer {
   // first sum says redo); returns sum_over_servers of every server's
   // statistics of that round, or an error at the deadline.
   virtual Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) = 0;
+  // The reduction cannot complete any more (the scheduler it goes through
+  // is gone): a waiting all_reduce, and every later one, fails with `why`.
+  // Any thread; a reducer without such a peer ignores it.
+  virtual void abandon(const std::string& why) { (void)why; }
 };
 
 // One server: its statistics are the global ones.

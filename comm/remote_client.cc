@@ -150,26 +150,44 @@ Status RemoteParameterClient::push_final(int64_t begin) {
     const auto& chunks = owned_[static_cast<size_t>(k)];
     size_t first = push_->unsent[static_cast<size_t>(k)];
     while (first > 0 && chunks[first - 1].begin >= begin) --first;
-    if (first < push_->unsent[static_cast<size_t>(k)]) PST_RETURN_IF_ERROR(send_part(k, first));
+    if (first < push_->unsent[static_cast<size_t>(k)])
+      if (Status sent = send_part(k, first); !sent.ok()) return abandon_push(std::move(sent));
   }
   return Status();
 }
 
+Status RemoteParameterClient::abandon_push(Status why) {
+  std::unique_ptr<PushState> p = std::move(push_);
+  if (!p) return why;
+  p->token.reset();
+  // ZeroMQ may still hold frames that point at the caller's gradient, which
+  // the caller frees once this returns: wait until it lets go of them. A
+  // server that takes nothing more keeps them queued: closing the sockets
+  // (linger 0) drops them, and the client is not used again.
+  if (!p->latch.wait(Deadline::after(1))) {
+    for (auto& d : servers_) d->socket().close();
+    if (!p->latch.wait(Deadline::after(options_.timeout_s)))
+      PST_CHECK_MSG(false, "push of step {}: the transport still holds the gradient {} s after its sockets closed",
+                    p->version, options_.timeout_s);
+  }
+  return why;
+}
+
 Status RemoteParameterClient::finish_push() {
   PST_CHECK_MSG(push_ != nullptr, "finish_push() without begin_push()");
-  Status status;
-  for (int k = 0; k < plan_.servers() && status.ok(); ++k) {
+  for (int k = 0; k < plan_.servers(); ++k) {
     // What is left; a server that owns nothing gets one empty part.
     const size_t ks = static_cast<size_t>(k);
-    if (push_->unsent[ks] > 0 || push_->parts[ks] == 0) status = send_part(k, 0);
+    if (push_->unsent[ks] > 0 || push_->parts[ks] == 0)
+      if (Status sent = send_part(k, 0); !sent.ok()) return abandon_push(std::move(sent));
   }
+  const std::string what = fmt::format("the acknowledgement of the push of step {}", push_->version);
+  for (int k = 0; k < plan_.servers(); ++k)
+    for (int part = 0; part < push_->parts[static_cast<size_t>(k)]; ++part)
+      if (Status acked = await_reply(k, push_->request, wire::Kind::PUSH_ACK, what).status(); !acked.ok())
+        return abandon_push(std::move(acked));
   std::unique_ptr<PushState> done = std::move(push_);
   done->token.reset();
-  PST_RETURN_IF_ERROR(status);
-  const std::string what = fmt::format("the acknowledgement of the push of step {}", done->version);
-  for (int k = 0; k < plan_.servers(); ++k)
-    for (int part = 0; part < done->parts[static_cast<size_t>(k)]; ++part)
-      PST_RETURN_IF_ERROR(await_reply(k, done->request, wire::Kind::PUSH_ACK, what).status());
   if (!done->latch.wait(Deadline::after(options_.timeout_s)))
     return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
                              options_.timeout_s);

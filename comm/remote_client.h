@@ -55,6 +55,9 @@ class RemoteParameterClient final : public ParameterClient {
   Result<std::unique_ptr<InMessage>> await_reply(int k, uint64_t request_id, wire::Kind kind, const std::string& what);
   // Sends server k its chunks [first, push_unsent_[k]) of the push in progress.
   Status send_part(int k, size_t first);
+  // Ends a push that failed (why) once the transport holds none of its
+  // frames, which point at the caller's gradient; returns why.
+  Status abandon_push(Status why);
   // Receives the next part of server k's pull reply and copies its chunks.
   Status receive_pull_part(int k, StepReport* info);
 

@@ -35,10 +35,19 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
                static_cast<double>(plan.bytes(k)) / (1 << 20));
   // The scheduler's word on membership comes on the heartbeat's line.
-  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s,
-                      [&server](const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes) {
-                        server.remove_workers(removed, processes);
-                      });
+  // A scheduler that acknowledges no beat for the liveness window is gone:
+  // the server stops with a checkpoint of the last step all completed.
+  const double window = job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
+  Heartbeat heartbeat(
+      ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s,
+      [&server](const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes) {
+        server.remove_workers(removed, processes);
+      },
+      window,
+      [&server, &cluster](double silent) {
+        server.scheduler_lost(
+            fmt::format("the scheduler ({}) has acknowledged no heartbeat for {:.1f} s", cluster.scheduler, silent));
+      });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
@@ -78,7 +87,9 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (w == 0 && !cluster.joining) {
     PST_ASSIGN_OR_RETURN(metrics, open_output(job));
   }
-  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s);
+  // (A worker whose scheduler is gone logs it; its servers stop the job.)
+  Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s, nullptr,
+                      job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses));
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());

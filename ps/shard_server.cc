@@ -150,6 +150,11 @@ void ShardServer::remove_workers(const std::vector<int32_t>& ranks, const std::v
   (void)removal_send_.send(note, zmq::send_flags::dontwait);
 }
 
+void ShardServer::scheduler_lost(const std::string& why) {
+  scheduler_lost_ = true;
+  reducer_->abandon(why);
+}
+
 Rejection ShardServer::removed_verdict(int worker) const {
   if (never_[static_cast<size_t>(worker)])
     return {wire::ErrorCode::UNKNOWN_SENDER,
@@ -762,6 +767,18 @@ Status ShardServer::finish_update() {
     report = update_report_;
   }
   updating_ = false;
+  if (!status.ok() && scheduler_lost_ && options_.consistency == Consistency::kBsp &&
+      !options_.checkpoint_root.empty()) {
+    // Without the scheduler the servers cannot agree on another step; each
+    // is at the last one they all completed, and keeps it: every server
+    // writes its file of that step, server 0 the manifest.
+    StepReport keep = last_;
+    keep.version = version_;
+    keep.checkpoint = true;
+    checkpoint_if_due(keep);
+    return failed_precondition("{}; a checkpoint of step {} is written: start the job again with --resume latest",
+                               status.message(), version_);
+  }
   PST_RETURN_IF_ERROR(status);
   last_ = report;
   version_ = report.version;

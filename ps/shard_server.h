@@ -130,6 +130,11 @@ class ShardServer {
   // is the one that speaks for the rank, so that a late list does not
   // remove a worker that has joined in a removed one's place; any thread.
   void remove_workers(const std::vector<int32_t>& ranks, const std::vector<uint64_t>& processes = {});
+  // The scheduler (through which the servers agree) is gone: the step in
+  // progress cannot complete. A BSP server with checkpoints writes one of its
+  // last complete step and serve() ends with an error that says so; any
+  // thread.
+  void scheduler_lost(const std::string& why);
   int64_t rejected() const { return rejecter_.count(); }
   std::string rejected_reasons() const { return rejecter_.reasons(); }
   // Messages taken off the socket so far (valid or not).
@@ -283,6 +288,7 @@ class ShardServer {
   std::atomic<int64_t> serve_started_ns_{0};  // for max_minutes
   std::atomic<bool> time_up_logged_{false};
   std::atomic<bool> checkpoint_failed_{false};  // checkpoint thread -> update thread
+  std::atomic<bool> scheduler_lost_{false};     // scheduler_lost() -> receive thread
   std::string job_toml_;
   uint64_t seed_ = 0;
   std::thread checkpoint_thread_;

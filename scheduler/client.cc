@@ -92,8 +92,18 @@ Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, co
   to_wire(local, m.header().initStats());
   PST_RETURN_IF_ERROR(scheduler_->send(m.finish(), deadline));
   const std::string what = fmt::format("the sum of the gradient statistics of step {}", step);
+  auto gone = [&]() -> std::string {
+    std::lock_guard<std::mutex> lock(mu_);
+    return abandoned_;
+  };
   while (true) {
-    PST_ASSIGN_OR_RETURN(Frames frames, scheduler_->receive(deadline, what));
+    // In slices, so that a scheduler taken as gone ends the wait at once.
+    if (const std::string why = gone(); !why.empty())
+      return failed_precondition("server {}: the statistics of step {} cannot be summed: {}", server, step, why);
+    const double slice = deadline.is_never() ? 0.1 : std::min(0.1, static_cast<double>(deadline.remaining_ms()) / 1000);
+    auto received = scheduler_->receive(Deadline::after(slice), what);
+    if (!received.ok() && received.status().code() == StatusCode::kDeadlineExceeded && !deadline.expired()) continue;
+    PST_ASSIGN_OR_RETURN(Frames frames, std::move(received));
     Rejection why;
     auto reply = InMessage::parse(std::move(frames), &why);
     if (!reply) return data_loss("server {}: {}: {}", server, what, why.message);
@@ -104,6 +114,11 @@ Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, co
     if (h.getKind() != wire::Kind::REPORT || h.which() != wire::Header::STATS || h.getRequestId() != request) continue;
     return from_wire(h.getStats());
   }
+}
+
+void SchedulerStatsReducer::abandon(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (abandoned_.empty()) abandoned_ = why;
 }
 
 }  // namespace pst

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -49,15 +50,19 @@ Result<int64_t> pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t r
 
 // S server processes started without MPI: each reports its statistics to
 // the scheduler, which answers with the sum (added in server order).
-// Thread safety: the Dealer is used only by the calling (update) thread.
+// Thread safety: the Dealer is used only by the calling (update) thread;
+// abandon() may be called from any thread.
 class SchedulerStatsReducer final : public GradStatsReducer {
  public:
   SchedulerStatsReducer(std::unique_ptr<Dealer> scheduler, uint64_t job_id, int32_t rank)
       : scheduler_(std::move(scheduler)), job_id_(job_id), rank_(rank) {}
   Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override;
+  void abandon(const std::string& why) override;
 
  private:
   std::unique_ptr<Dealer> scheduler_;
+  std::mutex mu_;
+  std::string abandoned_;  // guarded by mu_; empty: not abandoned
   uint64_t job_id_;
   int32_t rank_;
   uint64_t request_ = 1;

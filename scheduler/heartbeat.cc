@@ -11,13 +11,15 @@
 namespace pst {
 
 Heartbeat::Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-                     double interval_s, OnMembership on_membership)
+                     double interval_s, OnMembership on_membership, double lost_after_s, OnLost on_lost)
     : context_(context),
       endpoint_(scheduler_endpoint),
       job_id_(job_id),
       rank_(rank),
       interval_s_(interval_s),
-      on_membership_(std::move(on_membership)) {
+      on_membership_(std::move(on_membership)),
+      lost_after_s_(lost_after_s),
+      on_lost_(std::move(on_lost)) {
   if (!endpoint_.empty()) thread_ = std::thread([this] { run(); });
 }
 
@@ -47,6 +49,8 @@ void Heartbeat::run() {
   // The final Shutdown may still be queued when the socket closes: let it out.
   (*dealer)->socket().set(zmq::sockopt::linger, 2000);
   uint64_t request = 1;
+  heard_ = std::chrono::steady_clock::time_point::min();  // nothing yet
+  bool lost = false;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     const bool stopping = stop_, finished = finished_;
@@ -70,6 +74,18 @@ void Heartbeat::run() {
         if (e.num() != EINTR) throw;
       }
       if (item.revents & ZMQ_POLLIN) read_messages(**dealer);
+      // Counted from the first acknowledgement: before its watch begins (an
+      // mpirun job's scheduler waits for every rank at MPI's barrier) the
+      // scheduler answers nothing.
+      const bool heard = heard_ != std::chrono::steady_clock::time_point::min();
+      const double silent =
+          heard ? std::chrono::duration<double>(std::chrono::steady_clock::now() - heard_).count() : 0.0;
+      if (!lost && lost_after_s_ > 0 && silent > lost_after_s_) {
+        lost = true;
+        spdlog::error("heartbeat: the scheduler ({}) has acknowledged no heartbeat for {:.1f} s; it is taken as gone",
+                      endpoint_, silent);
+        if (on_lost_) on_lost_(silent);
+      }
       lock.lock();
     }
   }
@@ -94,6 +110,7 @@ void Heartbeat::read_messages(Dealer& dealer) {
     try {
       const auto h = m->header();
       if (h.getJobId() != job_id_ || h.getSender() != 0) continue;
+      heard_ = std::chrono::steady_clock::now();
       if (h.getKind() == wire::Kind::ERROR) {
         spdlog::warn("heartbeat: the scheduler says: {}", h.getError().getMessage().cStr());
       } else if (h.getKind() == wire::Kind::MEMBERSHIP && h.which() == wire::Header::DEPARTED && on_membership_) {

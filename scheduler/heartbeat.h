@@ -2,14 +2,17 @@
 // interval (cluster.heartbeat_s), and a Shutdown ("ended well") when the
 // node finishes. A node that dies or stops (SIGSTOP) stops both, which is
 // how the scheduler tells it is gone. The scheduler speaks back on the same
-// line: the workers it removed from the job (Membership), which the thread
-// passes to on_membership. A job without a scheduler (threads of one
-// process) passes an empty endpoint: nothing is sent.
+// line: an acknowledgement of each beat, and the workers it removed from the
+// job (Membership), which the thread passes to on_membership. A scheduler
+// that acknowledges nothing for a while is gone (on_lost). A job without a
+// scheduler (threads of one process) passes an empty endpoint: nothing is
+// sent.
 //
 // Thread safety: finish() and the destructor are called by the owner thread.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -30,8 +33,12 @@ class Heartbeat {
   // ranks of every worker removed so far, and beside each the process that
   // was removed (0: not known).
   using OnMembership = std::function<void(const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes)>;
+  // on_lost (may be null) is called once, on the heartbeat's thread, when
+  // the scheduler, having acknowledged a beat, then acknowledges none for
+  // lost_after_s: it is taken as gone, with the seconds it was silent.
+  using OnLost = std::function<void(double silent_s)>;
   Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-            double interval_s, OnMembership on_membership = nullptr);
+            double interval_s, OnMembership on_membership = nullptr, double lost_after_s = 0, OnLost on_lost = nullptr);
   ~Heartbeat();  // stops without a Shutdown unless finish() ran
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -50,6 +57,9 @@ class Heartbeat {
   int32_t rank_;
   double interval_s_;
   OnMembership on_membership_;
+  double lost_after_s_;
+  OnLost on_lost_;
+  std::chrono::steady_clock::time_point heard_;  // the scheduler's last message (heartbeat thread)
   std::mutex mu_;
   bool stop_ = false;      // guarded by mu_
   bool finished_ = false;  // guarded by mu_

@@ -327,6 +327,10 @@ class JobWatch {
           zmq::message_t& route = beat_routes_[static_cast<size_t>(rank)];
           if (route.size() != msg.route.size() || std::memcmp(route.data(), msg.route.data(), route.size()) != 0)
             route.copy(msg.route);
+          // The acknowledgement tells the node the scheduler is alive; a
+          // node with no room for it misses one, not the scheduler's turn.
+          OutMessage ack(wire::Kind::HEARTBEAT, o_.job_id, 0, 0, h.getRequestId());
+          (void)router_.send(msg.route, ack.finish(), Deadline::after(0));
           break;
         }
         default: break;

@@ -16,7 +16,9 @@
 #     join it at a step (one in a removed worker's place), and its weights
 #     equal that membership sequence's too;
 #  3. kill -9 of a server: every other process ends non-zero, and the
-#     scheduler names the dead server;
+#     scheduler names the dead server; kill -9 of the scheduler: the
+#     servers stop with a checkpoint of the last step all completed, from
+#     which the job resumes bit for bit;
 #  4. SIGTERM to the scheduler alone (docker compose stop): every process
 #     ends with status 0 after the same step, a checkpoint of that step is
 #     complete, and a job resumed from it equals an uninterrupted one.
@@ -310,6 +312,28 @@ kill -9 "${SERVERS[0]}"
 check "all others end after a server's death" wait_all 40 "$SCHED" "${SERVERS[1]}" "${WORKERS[@]}"
 check "and exit non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
 check "the scheduler names the dead server" grep -q "server [01] (rank [12]) sent nothing" "$TMP/ks.scheduler.log"
+
+# kill -9 of the scheduler (2 servers, 2 workers, no periodic checkpoint):
+# the servers take it as gone once it has acknowledged no heartbeat for the
+# liveness window, each writes its file of the last step they all completed
+# (server 0 the manifest), and every process ends non-zero; the job resumed
+# from that checkpoint equals an uninterrupted one, bit for bit.
+start_job kx 1000000 20 2 2 0 --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=6 \
+  --set checkpoint.every_steps=100000
+wait_for_step "$TMP/kx.worker0.log" 20
+kill -9 "$SCHED"
+check "the servers and workers end after the scheduler's death" wait_all 60 "${SERVERS[@]}" "${WORKERS[@]}"
+check "non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
+check "the servers say the scheduler is gone" grep -q "the scheduler (.*) has acknowledged no heartbeat" \
+  "$TMP/kx.server0.log"
+kept=$(grep -ho "a checkpoint of step [0-9]* is written" "$TMP"/kx.server*.log | head -1 | awk '{print $5}')
+check "a complete checkpoint of step $kept" test -f "$(ck "$TMP/kx" "${kept:-0}")/manifest.json"
+check "uninterrupted to step $((kept + 3))" timeout 300 "$PST" train "${JOB[@]}" --set train.steps=$((kept + 3)) \
+  --set train.output="$TMP/kx-full" >"$TMP/kx-full.log" 2>&1
+check "resumed to step $((kept + 3))" timeout 300 "$PST" train "${JOB[@]}" --set train.steps=$((kept + 3)) \
+  --set train.output="$TMP/kx-resumed" --resume "$(ck "$TMP/kx" "${kept:-0}")" >"$TMP/kx-resumed.log" 2>&1
+check "resumed after the scheduler's death equals uninterrupted, bit for bit" \
+  "$DIFF" "$TMP/kx-resumed/model.safetensors" "$TMP/kx-full/model.safetensors" 0 0
 
 # 4. A graceful stop through the scheduler.
 start_job gs 1000000 20
