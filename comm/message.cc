@@ -137,8 +137,19 @@ std::unique_ptr<InMessage> InMessage::parse(Frames frames, Rejection* why, uint6
                      for (auto n : m->header_.getNodes()) (void)n.getEndpoint();
                      break;
                    case wire::Header::ERROR: (void)m->header_.getError().getMessage(); break;
+                   case wire::Header::PUSH: (void)m->header_.getPush().getTokens(); break;
+                   case wire::Header::REPORT: (void)m->header_.getReport().getTokens(); break;
+                   case wire::Header::STEP_INFO: (void)m->header_.getStepInfo().getBatch(); break;
+                   case wire::Header::STATS: {
+                     const auto stats = m->header_.getStats();
+                     (void)stats.getContributors();
+                     for (auto j : stats.getJoined()) (void)j.getProcess();
+                     break;
+                   }
+                   case wire::Header::DEPARTED: (void)m->header_.getDeparted(); break;
                    default: break;
                  }
+                 (void)m->header_.getDepartedProcesses();
                })) {
     reject(why, wire::ErrorCode::BAD_HEADER, fmt::format("undecodable header: {}", e->getDescription().cStr()));
     return nullptr;

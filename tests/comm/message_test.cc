@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -235,6 +236,66 @@ TEST_F(MessageTest, UndecodableHeadersAreRejected) {
     EXPECT_EQ(InMessage::parse(m.finish(), &why, 1000), nullptr);
     EXPECT_EQ(why.code, wire::ErrorCode::BAD_HEADER);
   }
+}
+
+// Every word of a header, in turn, made a struct pointer far outside the
+// segment (the fuzzer's find: a Push whose push fields lay outside it): the
+// header is either rejected when it is parsed, or every field a handler
+// reads afterwards (the union member's, Push's, StepInfo's, Stats' lists,
+// the departed lists) reads without an exception.
+TEST_F(MessageTest, ABadPointerAnywhereFailsAtParseNotInAHandler) {
+  auto make = [&](wire::Kind kind) {
+    OutMessage m(kind, kJob, 3, 1, 9);
+    if (kind == wire::Kind::PUSH) m.header().initPush().setTokens(5);
+    if (kind == wire::Kind::PULL_REPLY) m.header().initStepInfo().setBatch(2);
+    if (kind == wire::Kind::REPORT) {
+      auto st = m.header().initStats();
+      st.initContributors(2);
+      st.initJoined(1)[0].setProcess(7);
+    }
+    if (kind == wire::Kind::MEMBERSHIP) {
+      m.header().initDeparted(1).set(0, 4);
+      m.header().initDepartedProcesses(1).set(0, 7);
+    }
+    return m.finish();
+  };
+  int rejected = 0;
+  for (wire::Kind kind : {wire::Kind::PUSH, wire::Kind::PULL_REPLY, wire::Kind::REPORT, wire::Kind::MEMBERSHIP}) {
+    const Frames good = make(kind);
+    const size_t words = good[0].size() / 8;
+    for (size_t w = 1; w < words; ++w) {  // (word 0: the segment table)
+      std::vector<uint64_t> bytes(words);
+      std::memcpy(bytes.data(), good[0].data(), good[0].size());
+      bytes[w] = (uint64_t{1} << 32) | (uint64_t{0x1fffff} << 2);  // struct, offset far past the end, 1 data word
+      Frames f;
+      f.emplace_back(bytes.data(), bytes.size() * 8);
+      Rejection why;
+      auto m = InMessage::parse(std::move(f), &why);
+      if (!m) {
+        ++rejected;
+        EXPECT_EQ(why.code, wire::ErrorCode::BAD_HEADER);
+        continue;
+      }
+      const auto h = m->header();
+      EXPECT_NO_THROW({
+        switch (h.which()) {
+          case wire::Header::PUSH: (void)h.getPush().getLossSum(); break;
+          case wire::Header::STEP_INFO: (void)h.getStepInfo().getLead(); break;
+          case wire::Header::STATS:
+            for (bool c : h.getStats().getContributors()) (void)c;
+            for (auto j : h.getStats().getJoined()) (void)j.getRank();
+            break;
+          case wire::Header::DEPARTED:
+            for (int32_t r : h.getDeparted()) (void)r;
+            break;
+          default: break;
+        }
+        for (uint64_t p : h.getDepartedProcesses()) (void)p;
+      }) << kind_name(kind)
+         << ", word " << w;
+    }
+  }
+  EXPECT_GT(rejected, 4) << "some pointer words were hit";
 }
 
 TEST_F(MessageTest, ErrorReplyCarriesCodeAndRequestId) {
