@@ -60,6 +60,26 @@ run() {
 index() { grep -o '\[worker [0-9]*\]' "$TMP/$1.worker$2.log" | head -1 | tr -dc '0-9'; }
 seconds() { awk -F: '{printf "%.3f\n", $1 * 3600 + $2 * 60 + $3}' <<<"$1"; }
 now() { seconds "$(date +%H:%M:%S.%N)"; }
+# elapsed LINE AT: seconds from AT to the time stamp of the log line LINE.
+elapsed() { awk -v t="$(seconds "$(cut -c2-13 <<<"$1")")" -v a="$2" 'BEGIN {printf "%.2f", t - a}'; }
+# await CMD...: CMD's output once it is not empty (every 0.1 s, at most 60 s).
+await() {
+  local out=""
+  for _ in $(seq 1 600); do
+    out=$("$@")
+    [[ -n $out ]] && break
+    sleep 0.1
+  done
+  echo "$out"
+}
+# update_without W AT: the chaos job's first update at or after AT that leaves worker W out.
+update_without() {
+  grep "takes the pushes of" "$TMP/chaos.server0.log" | grep -v "[(, ]$1[,)]" | while read -r l; do
+    awk -v t="$(seconds "$(cut -c2-13 <<<"$l")")" -v a="$2" 'BEGIN {exit !(t >= a)}' && echo "$l" && break
+  done
+}
+# nth_join N: the scheduler's log line of the chaos job's N-th join.
+nth_join() { grep "joins the job at step" "$TMP/chaos.scheduler.log" | sed -n "$1p"; }
 
 start=$(now)
 run calm
@@ -85,17 +105,7 @@ for ((f = 0; f < FAULTS; f++)); do
   at=$(now)
   if [[ $kind == "kill -9" ]]; then kill -9 "${WORKERS_PIDS[$i]}"; else kill -STOP "${WORKERS_PIDS[$i]}" && stopped+=("$i"); fi
   # The first update after the fault that leaves worker w out.
-  line=""
-  for _ in $(seq 1 600); do
-    line=$(grep "takes the pushes of" "$TMP/chaos.server0.log" | grep -v "[(, ]$w[,)]" | while read -r l; do
-      t=$(seconds "$(cut -c2-13 <<<"$l")")
-      awk -v t="$t" -v a="$at" 'BEGIN {exit !(t >= a)}' && echo "$l" && break
-    done)
-    [[ -n $line ]] && break
-    sleep 0.1
-  done
-  t=$(seconds "$(cut -c2-13 <<<"$line")")
-  took=$(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}')
+  took=$(elapsed "$(await update_without "$w" "$at")" "$at")
   DETECT+=("$took")
   echo "fault $((f + 1)): $kind of worker $w; training without it after $took s"
   if [[ $REJOIN == 1 ]]; then
@@ -104,14 +114,8 @@ for ((f = 0; f < FAULTS; f++)); do
       --scheduler "ipc://$TMP/chaos.sock") >"$TMP/chaos.join$f.log" 2>&1 &
     JOINERS+=($!)
     PIDS+=($!)
-    line=""
-    for _ in $(seq 1 600); do
-      line=$(grep "joins the job at step" "$TMP/chaos.scheduler.log" | sed -n "$((f + 1))p")
-      [[ -n $line ]] && break
-      sleep 0.1
-    done
-    t=$(seconds "$(cut -c2-13 <<<"$line")")
-    took=$(awk -v t="$t" -v a="$at" 'BEGIN {printf "%.2f", t - a}')
+    line=$(await nth_join $((f + 1)))
+    took=$(elapsed "$line" "$at")
     JOINED+=("$took")
     echo "  a new worker started; it joined at step $(grep -o 'at step [0-9]*' <<<"$line" | awk '{print $3}') after $took s"
   fi

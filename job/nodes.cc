@@ -14,6 +14,15 @@
 #include "scheduler/scheduler.h"
 
 namespace pst {
+namespace {
+
+// The liveness window: a process (or the scheduler's acknowledgements)
+// silent this long is taken as gone.
+double liveness_s(const JobConfig& job) {
+  return job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
+}
+
+}  // namespace
 
 Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ctx, std::unique_ptr<Router> router,
                   const Cluster& cluster) {
@@ -37,13 +46,12 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   // The scheduler's word on membership comes on the heartbeat's line.
   // A scheduler that acknowledges no beat for the liveness window is gone:
   // the server stops with a checkpoint of the last step all completed.
-  const double window = job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
   Heartbeat heartbeat(
       ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s,
       [&server](const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes) {
         server.remove_workers(removed, processes);
       },
-      window,
+      liveness_s(job),
       [&server, &cluster](double silent) {
         server.scheduler_lost(
             fmt::format("the scheduler ({}) has acknowledged no heartbeat for {:.1f} s", cluster.scheduler, silent));
@@ -89,7 +97,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   }
   // (A worker whose scheduler is gone logs it; its servers stop the job.)
   Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s, nullptr,
-                      job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses));
+                      liveness_s(job));
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
@@ -127,7 +135,7 @@ Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluste
   options.job_id = cluster.job_id;
   options.layout = cluster.layout;
   options.timeout_s = job.cluster.timeout_s;
-  options.liveness_s = job.cluster.heartbeat_s * static_cast<double>(job.cluster.heartbeat_misses);
+  options.liveness_s = liveness_s(job);
   options.min_workers = static_cast<int>(job.cluster.min_workers);
   // With the rendezvous, the workers' places are cluster.max_workers and
   // workers join in free ones (BSP: the servers agree on the step).

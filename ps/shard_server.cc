@@ -175,7 +175,7 @@ void ShardServer::refuse(const zmq::message_t& route, const Rejection& why, doub
 
 void ShardServer::hold_joining_pull(zmq::message_t route, const InMessage& m, int worker) {
   // A bounded list: a flood of pulls from processes that never join is
-  // refused, not kept.
+  // dropped, not kept.
   if (joining_.size() >= 4 * removed_.size()) {
     rejecter_.drop(senders_.spoofed(m.header().getSender(), route));
     return;
@@ -186,7 +186,7 @@ void ShardServer::hold_joining_pull(zmq::message_t route, const InMessage& m, in
 
 void ShardServer::take_joins(const std::vector<Joiner>& joined) {
   for (const Joiner& j : joined) {
-    if (!options_.layout.is_worker(j.rank) || j.process == 0) {
+    if (!admissible(j)) {
       spdlog::warn("server {}: the scheduler admitted rank {} (process {:x}), not a worker's place; ignored",
                    options_.server, j.rank, j.process);
       continue;
@@ -683,7 +683,7 @@ Result<GradStats> ShardServer::agree_on_round(int64_t* waited_ns) {
   // Workers that join at the next step take theirs too.
   std::vector<uint8_t> next = took;
   for (const Joiner& j : global.joined)
-    if (options_.layout.is_worker(j.rank)) next[static_cast<size_t>(options_.layout.worker_index(j.rank))] = 1;
+    if (admissible(j)) next[static_cast<size_t>(options_.layout.worker_index(j.rank))] = 1;
   cursor_.applied(took);
   cursor_.assign(next);
   {

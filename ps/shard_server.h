@@ -192,6 +192,9 @@ class ShardServer {
   void refuse(const zmq::message_t& route, const Rejection& why, double seconds);
   // The places of workers in the job (not removed, not free).
   std::vector<uint8_t> members() const;
+  // A joiner the scheduler named that can be admitted: a worker's place and
+  // a process.
+  bool admissible(const Joiner& j) const { return options_.layout.is_worker(j.rank) && j.process != 0; }
   // Admits the workers the servers agreed on at this step (receive thread,
   // between updates): they are members from version_ on.
   void take_joins(const std::vector<Joiner>& joined);
