@@ -11,7 +11,13 @@
 # With REJOIN = 1, a new worker process starts after each fault's removal and
 # joins the job in the free place: it prints the time from that start to the
 # step the new worker trains first (its data loading, then the next step).
-#   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED] [REJOIN]
+# With SERVER = 1, one server is killed (kill -9) after the workers' faults
+# and a replacement started once the scheduler says the job re-forms: it
+# prints the time from the kill to the re-form, from the replacement's start
+# to training again (the re-formed job's start), and the steps trained again
+# (those since the newest checkpoint, at most CHECKPOINT_STEPS).
+#   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED] [REJOIN] [SERVER]
+#                  [CHECKPOINT_STEPS]
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
@@ -22,6 +28,8 @@ HEARTBEAT=${5:-1}
 MISSES=${6:-5}
 RANDOM=${7:-1}
 REJOIN=${8:-0}
+SERVER=${9:-0}
+CHECKPOINT_STEPS=${10:-50}
 PST=$(realpath "$BUILD/bin/pst")
 ((FAULTS < WORKERS)) || { echo "FAULTS must leave a worker: at most $((WORKERS - 1))"; exit 2; }
 TMP=$(mktemp -d)
@@ -35,7 +43,8 @@ trap cleanup EXIT
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key" --set train.eval_every=0
      --set train.test_at_end=false --set data.batch_size=16 --set train.threads=1 --set train.log_every=10
      --set cluster.servers=2 --set cluster.workers="$WORKERS" --set train.steps="$STEPS"
-     --set cluster.heartbeat_s="$HEARTBEAT" --set cluster.heartbeat_misses="$MISSES")
+     --set cluster.heartbeat_s="$HEARTBEAT" --set cluster.heartbeat_misses="$MISSES"
+     --set checkpoint.every_steps="$CHECKPOINT_STEPS")
 
 # run NAME: starts the job's processes; their PIDs in SCHED, SERVERS, WORKERS.
 run() {
@@ -121,7 +130,29 @@ for ((f = 0; f < FAULTS; f++)); do
   fi
 done
 for i in "${stopped[@]}"; do kill -CONT "${WORKERS_PIDS[$i]}"; done
-wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}" "${JOINERS[@]}"
+# nth_start N: the scheduler's N-th "the job starts" line (the second: after a re-form).
+nth_start() { grep "the job starts" "$TMP/chaos.scheduler.log" | sed -n "$1p"; }
+reform_line() { grep "the job re-forms: every node" "$TMP/chaos.scheduler.log" | head -1; }
+REPLACEMENT=()
+if [[ $SERVER == 1 ]]; then
+  sleep "$(awk -v r="$RANDOM" -v h="$HEARTBEAT" -v m="$MISSES" 'BEGIN {printf "%.2f", 1 + (r % 100) / 100 * h * m}')"
+  k=$((RANDOM % 2))
+  at=$(now)
+  kill -9 "${SERVERS[$k]}"
+  detected=$(elapsed "$(await reform_line)" "$at")
+  started=$(now)
+  (cd "$TMP" && exec "$PST" train "${JOB[@]}" --set train.output="$TMP/chaos" --role server \
+    --scheduler "ipc://$TMP/chaos.sock") >"$TMP/chaos.server2.log" 2>&1 &
+  REPLACEMENT=($!)
+  PIDS+=($!)
+  line=$(await nth_start 2)
+  gave_up=$(grep -ho "gave up step [0-9]*" "$TMP"/chaos.server[01].log | head -1 | awk '{print $4}')
+  resumed=$(await grep -ho "resumed from .* (step [0-9]*" "$TMP/chaos.server2.log" | grep -o "[0-9]*$")
+  echo "server fault: kill -9 of server $k; the job re-forms after $detected s; the replacement's start to" \
+    "training again $(elapsed "$line" "$started") s (kill to training again $(elapsed "$line" "$at") s);" \
+    "resumed from step $resumed, $((${gave_up:-0} - 1 - ${resumed:-0})) steps trained again"
+fi
+wait "$SCHED" "${SERVERS[@]}" "${WORKERS_PIDS[0]}" "${JOINERS[@]}" "${REPLACEMENT[@]}"
 chaos=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
 applied=$(grep -ho "server [0-9]*: [0-9]* steps" "$TMP"/chaos.server*.log | head -1 | awk '{print $3}')
 echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${applied:-0})"

@@ -50,6 +50,12 @@ std::string kind_name(wire::Kind kind) { return enumerant_name(kind, "kind"); }
 
 std::string error_code_name(wire::ErrorCode code) { return enumerant_name(code, "code"); }
 
+Status refused(wire::ErrorInfo::Reader error, const std::string& context) {
+  const std::string message = context + ": " + error.getMessage().cStr();
+  return error.getCode() == wire::ErrorCode::REFORM ? Status(StatusCode::kAborted, message)
+                                                    : Status(StatusCode::kFailedPrecondition, message);
+}
+
 OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t step, uint64_t request_id)
     : header_(builder_.initRoot<wire::Header>()) {
   header_.setVersion(wire::PROTOCOL_VERSION);

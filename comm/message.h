@@ -132,6 +132,10 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why);
 // header could be read).
 Frames error_reply(const Rejection& why, uint64_t job_id, int32_t sender, const InMessage* rejected);
 
+// The Status of an error answer, `context` first: aborted for REFORM (the
+// job re-forms; the node registers again), failed_precondition otherwise.
+Status refused(wire::ErrorInfo::Reader error, const std::string& context);
+
 // "push", "pullReply", ... (the schema's names), or "kind 77" when unknown.
 std::string kind_name(wire::Kind kind);
 std::string error_code_name(wire::ErrorCode code);  // "badJob", ...

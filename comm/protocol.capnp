@@ -108,6 +108,7 @@ enum ErrorCode {
   badStep @8;
   internal @9;
   spoofed @10;         # a rank's message from another process than the one that rank is bound to (never answered)
+  reform @11;          # the job re-forms after a server was lost: register again, resume from the newest checkpoint
 }
 
 struct ErrorInfo {
@@ -141,4 +142,8 @@ struct Header {
   joined @19 :Bool;      # nodeTable: the node joins a running job (its barrier is answered with
                          # the step it starts at, in `step`)
   departedProcesses @20 :List(UInt64); # membership: the process of each rank in `departed`
+  startWorkers @21 :Int32; # nodeTable: the workers the job starts with (cluster.workers, or after a
+                           # re-form the members it had); 0: cluster.workers
+  reformed @22 :Bool;      # nodeTable: the job re-forms after a server was lost: every node resumes
+                           # from the newest complete checkpoint
 }

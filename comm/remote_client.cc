@@ -76,6 +76,7 @@ Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
   for (size_t k = 0; k < server_endpoints.size(); ++k) {
     PST_ASSIGN_OR_RETURN(
         auto d, Dealer::connect(context, server_endpoints[k], fmt::format("server {} ({})", k, server_endpoints[k])));
+    d->watch(options.interrupt);
     c->servers_.push_back(std::move(d));
   }
   return c;
@@ -98,7 +99,7 @@ Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uin
     if (m->header().getSender() != options_.layout.server_rank(k))
       return data_loss("{}: a reply from rank {} while waiting for {}", d.peer(), m->header().getSender(), what);
     if (m->header().getKind() == wire::Kind::ERROR)
-      return failed_precondition("{} rejected {}: {}", d.peer(), what, m->header().getError().getMessage().cStr());
+      return refused(m->header().getError(), fmt::format("{} rejected {}", d.peer(), what));
     if (m->header().getRequestId() != request_id) continue;  // a late answer to an earlier request
     if (m->header().getKind() != kind)
       return data_loss("{}: a {} reply while waiting for {}", d.peer(), kind_name(m->header().getKind()), what);

@@ -27,6 +27,8 @@ struct RemoteClientOptions {
   int worker = 0;  // index among the workers
   JobLayout layout;
   double timeout_s = 60;
+  // Ends every wait on the servers once raised (the job re-forms); may be null.
+  const Interrupt* interrupt = nullptr;
 };
 
 class RemoteParameterClient final : public ParameterClient {

@@ -24,11 +24,15 @@ namespace pst {
 namespace {
 
 // Waits until the socket can take (POLLOUT) or give (POLLIN) a message.
-// False when the deadline passes first.
-bool wait_for(zmq::socket_t& s, short events, Deadline deadline) {
+// False when the deadline passes first, or `interrupt` (may be null) is raised.
+bool wait_for(zmq::socket_t& s, short events, Deadline deadline, const Interrupt* interrupt) {
   zmq::pollitem_t item{s.handle(), 0, events, 0};
   while (true) {
-    const long ms = deadline.remaining_ms();
+    long ms = deadline.remaining_ms();
+    if (interrupt) {
+      if (interrupt->raised()) return false;
+      ms = ms < 0 ? 50 : std::min<long>(ms, 50);
+    }
     int n = 0;
     try {
       n = zmq::poll(&item, 1, std::chrono::milliseconds(ms));
@@ -43,7 +47,7 @@ bool wait_for(zmq::socket_t& s, short events, Deadline deadline) {
 }
 
 Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames, Deadline deadline,
-                   const std::string& to) {
+                   const std::string& to, const Interrupt* interrupt = nullptr) {
   const size_t parts = frames.size() + (route ? 1 : 0);
   size_t sent = 0;
   auto send_one = [&](zmq::message_t& msg) -> Status {
@@ -56,13 +60,15 @@ Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames
         if (e.num() == EHOSTUNREACH) return io_error("send to {}: the peer is not connected", to);
         return io_error("send to {}: {}", to, e.what());
       }
+      if (interrupt && interrupt->raised()) return interrupt->why();
       if (deadline.expired())
         return deadline_exceeded("send to {}: not accepted before the deadline (the peer is not reading)", to);
       if (route) {
         // A ROUTER polls writable while any peer has room; this one has
         // none (ZMQ_ROUTER_MANDATORY said EAGAIN), so retry, not poll.
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      } else if (!wait_for(s, ZMQ_POLLOUT, deadline)) {
+      } else if (!wait_for(s, ZMQ_POLLOUT, deadline, interrupt)) {
+        if (interrupt && interrupt->raised()) return interrupt->why();
         return deadline_exceeded("send to {}: not accepted before the deadline (the peer is not reading)", to);
       }
     }
@@ -77,10 +83,12 @@ Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames
 }
 
 Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::string& from,
-                              const std::string& waiting_for) {
+                              const std::string& waiting_for, const Interrupt* interrupt = nullptr) {
   while (true) {
-    if (!wait_for(s, ZMQ_POLLIN, deadline))
+    if (!wait_for(s, ZMQ_POLLIN, deadline, interrupt)) {
+      if (interrupt && interrupt->raised()) return interrupt->why();
       return deadline_exceeded("no message from {} before the deadline, waiting for {}", from, waiting_for);
+    }
     Frames frames;
     try {
       if (zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) return frames;
@@ -251,10 +259,25 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
   return d;
 }
 
-Status Dealer::send(Frames frames, Deadline deadline) { return send_frames(socket_, nullptr, frames, deadline, peer_); }
+Status Dealer::send(Frames frames, Deadline deadline) {
+  if (interrupt_ && interrupt_->raised()) return interrupt_->why();
+  return send_frames(socket_, nullptr, frames, deadline, peer_, interrupt_);
+}
 
 Result<Frames> Dealer::receive(Deadline deadline, const std::string& waiting_for) {
-  return receive_frames(socket_, deadline, peer_, waiting_for);
+  return receive_frames(socket_, deadline, peer_, waiting_for, interrupt_);
+}
+
+void Interrupt::raise(Status why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (raised_.load()) return;
+  why_ = std::move(why);
+  raised_ = true;
+}
+
+Status Interrupt::why() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return why_;
 }
 
 }  // namespace pst

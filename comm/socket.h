@@ -23,7 +23,9 @@
 // Thread safety: like ZeroMQ sockets, each object is used by one thread.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <zmq.hpp>
@@ -51,6 +53,21 @@ struct Routed {
 std::string peer_identity(const zmq::message_t& route);
 // The first bytes of an identity in hex, for log lines.
 std::string peer_identity_text(const std::string& identity);
+
+// Ends, from any thread, the waits of the Dealers that watch it: once
+// raised, their sends and receives return its Status within 50 ms (a worker
+// told that its job re-forms stops waiting for a server that is gone).
+class Interrupt {
+ public:
+  void raise(Status why);
+  bool raised() const { return raised_.load(); }
+  Status why() const;  // OK until raised
+
+ private:
+  std::atomic<bool> raised_{false};
+  mutable std::mutex mu_;
+  Status why_;  // guarded by mu_
+};
 
 class Router {
  public:
@@ -86,11 +103,14 @@ class Dealer {
   Status send(Frames frames, Deadline deadline);
   Result<Frames> receive(Deadline deadline, const std::string& waiting_for);
   zmq::socket_t& socket() { return socket_; }
+  // Sends and receives end early once `interrupt` (which outlives this) is raised.
+  void watch(const Interrupt* interrupt) { interrupt_ = interrupt; }
 
  private:
   explicit Dealer(zmq::context_t& context) : socket_(context, zmq::socket_type::dealer) {}
   zmq::socket_t socket_;
   std::string peer_;
+  const Interrupt* interrupt_ = nullptr;
 };
 
 }  // namespace pst

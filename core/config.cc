@@ -264,6 +264,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "heartbeat_misses", &k.heartbeat_misses));
   f.push_back(make_field("cluster", "min_workers", &k.min_workers));
   f.push_back(make_field("cluster", "max_workers", &k.max_workers));
+  f.push_back(make_field("cluster", "max_restarts", &k.max_restarts));
   f.push_back(make_field("cluster", "host", &k.host));
   f.push_back(make_field("cluster", "consistency", &k.consistency));
   f.push_back(make_field("cluster", "staleness", &k.staleness));

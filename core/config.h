@@ -143,6 +143,12 @@ struct ClusterConfig {
   // step boundary. 0: cluster.workers (the job only refills the places of
   // removed workers).
   int64_t max_workers = 0;
+  // A --role BSP job that loses a server re-forms instead of ending, this
+  // many times at most: every node registers again, a replacement server
+  // (a restarted process or container) takes the lost one's place, and
+  // training resumes from the newest complete checkpoint. 0: a lost server
+  // ends the job.
+  int64_t max_restarts = 3;
   Consistency consistency = Consistency::kBsp;  // bsp | asp | ssp
   int64_t staleness = 2;                        // ssp: how many clocks a worker may run ahead of the slowest
   InProcess in_process = InProcess::kThreads;   // threads | sequential (runs without mpirun)

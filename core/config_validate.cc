@@ -154,6 +154,8 @@ Status validate_cluster(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(
       k.min_workers >= 1 && k.min_workers <= k.workers,
       fmt::format("cluster.min_workers = {}: must be in [1, cluster.workers = {}]", k.min_workers, k.workers)));
+  PST_RETURN_IF_ERROR(check_range(k.max_restarts >= 0 && k.max_restarts <= 1000,
+                                  fmt::format("cluster.max_restarts = {}: must be in [0, 1000]", k.max_restarts)));
   PST_RETURN_IF_ERROR(check_range(
       k.max_workers == 0 || (k.max_workers >= k.workers && k.max_workers <= 4096),
       fmt::format("cluster.max_workers = {}: must be 0 (cluster.workers) or in [cluster.workers = {}, 4096]",

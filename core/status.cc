@@ -12,6 +12,7 @@ const char* status_code_name(StatusCode code) {
     case StatusCode::kFailedPrecondition: return "failed precondition";
     case StatusCode::kDeadlineExceeded: return "deadline exceeded";
     case StatusCode::kInternal: return "internal error";
+    case StatusCode::kAborted: return "aborted";
   }
   return "unknown";
 }

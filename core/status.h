@@ -21,6 +21,7 @@ enum class StatusCode {
   kFailedPrecondition,
   kDeadlineExceeded,
   kInternal,
+  kAborted,  // the job re-forms (a server was lost): the node registers again and resumes
 };
 
 const char* status_code_name(StatusCode code);
@@ -70,6 +71,11 @@ Status failed_precondition(fmt::format_string<Args...> f, Args&&... args) {
 template <typename... Args>
 Status deadline_exceeded(fmt::format_string<Args...> f, Args&&... args) {
   return Status(StatusCode::kDeadlineExceeded, fmt::format(f, std::forward<Args>(args)...));
+}
+
+template <typename... Args>
+Status aborted(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kAborted, fmt::format(f, std::forward<Args>(args)...));
 }
 
 // Result<T> holds a T or a non-OK Status.

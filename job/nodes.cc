@@ -55,7 +55,8 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
       [&server, &cluster](double silent) {
         server.scheduler_lost(
             fmt::format("the scheduler ({}) has acknowledged no heartbeat for {:.1f} s", cluster.scheduler, silent));
-      });
+      },
+      [&server](const std::string& why) { server.reform(why); });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
@@ -88,16 +89,21 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   Transformer model(job.model, data.src_vocab, data.tgt_vocab, backend.get());
   PST_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::make(model.table().numels(), layout.servers, job.cluster.chunk_bytes));
-  PST_ASSIGN_OR_RETURN(auto client, RemoteParameterClient::connect(
-                                        ctx, plan, cluster.servers,
-                                        RemoteClientOptions{cluster.job_id, w, layout, job.cluster.timeout_s}));
+  // The scheduler's word that the job re-forms ends every wait on the
+  // servers (one of them is gone): the worker registers again.
+  Interrupt reform;
+  PST_ASSIGN_OR_RETURN(
+      auto client,
+      RemoteParameterClient::connect(ctx, plan, cluster.servers,
+                                     RemoteClientOptions{cluster.job_id, w, layout, job.cluster.timeout_s, &reform}));
   OutputFile metrics;  // worker 0's (of the workers the job started with)
   if (w == 0 && !cluster.joining) {
-    PST_ASSIGN_OR_RETURN(metrics, open_output(job));
+    PST_ASSIGN_OR_RETURN(metrics, open_output(job, cluster.resume ? cluster.resume->manifest.step : -1));
   }
   // (A worker whose scheduler is gone logs it; its servers stop the job.)
   Heartbeat heartbeat(ctx, cluster.scheduler, cluster.job_id, cluster.rank, job.cluster.heartbeat_s, nullptr,
-                      liveness_s(job));
+                      liveness_s(job), nullptr,
+                      [&reform, w](const std::string& why) { reform.raise(aborted("worker {}: {}", w, why)); });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
@@ -141,6 +147,9 @@ Status run_scheduler(const JobConfig& job, Router& router, const Cluster& cluste
   // workers join in free ones (BSP: the servers agree on the step).
   options.start_workers = static_cast<int>(job.cluster.workers);
   options.joins = rendezvous && job.cluster.consistency == Consistency::kBsp;
+  // A lost server re-forms the job from its newest checkpoint (BSP: ASP and
+  // SSP servers hold no common step to checkpoint).
+  options.max_restarts = options.joins ? static_cast<int>(job.cluster.max_restarts) : 0;
   options.start_timeout_s = job.cluster.start_timeout_s;
   options.rendezvous = rendezvous;
   options.on_start = [&cluster] {

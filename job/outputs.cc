@@ -1,6 +1,7 @@
 #include "job/outputs.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -16,12 +17,44 @@
 
 namespace pst {
 
-Result<OutputFile> open_output(const JobConfig& job) {
+namespace {
+
+// The step of a metrics.jsonl row ({"kind":...,"step":N,...}); -1 when it has none.
+int64_t row_step(const std::string& row) {
+  const size_t at = row.find("\"step\":");
+  if (at == std::string::npos) return -1;
+  return std::strtoll(row.c_str() + at + 7, nullptr, 10);
+}
+
+// Keeps the rows of metrics.jsonl up to step `last` (and those without a step).
+Status drop_rows_after(const std::string& path, int64_t last) {
+  std::ifstream in(path);
+  if (!in) return Status();  // nothing logged yet
+  std::string kept, row;
+  int64_t dropped = 0;
+  while (std::getline(in, row)) {
+    if (row_step(row) > last) {
+      ++dropped;
+      continue;
+    }
+    kept += row + "\n";
+  }
+  if (dropped == 0) return Status();
+  PST_RETURN_IF_ERROR(write_atomic(path, kept));
+  spdlog::info("{}: dropped {} rows of steps after {}, where the job resumes", path, dropped, last);
+  return Status();
+}
+
+}  // namespace
+
+Result<OutputFile> open_output(const JobConfig& job, int64_t resumed_at) {
   const std::string dir = job.train.output;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return io_error("train.output = \"{}\": cannot create directory: {}", dir, ec.message());
   std::ofstream(dir + "/config.toml") << to_toml(job);
+  if (!job.checkpoint.resume.empty() && resumed_at >= 0)
+    PST_RETURN_IF_ERROR(drop_rows_after(dir + "/metrics.jsonl", resumed_at));
   // A resumed run adds to the history of the run it continues.
   const char* mode = job.checkpoint.resume.empty() ? "w" : "a";
   std::FILE* metrics = std::fopen((dir + "/metrics.jsonl").c_str(), mode);

@@ -22,8 +22,11 @@ struct FileCloser {
 };
 using OutputFile = std::unique_ptr<std::FILE, FileCloser>;
 // Opens train.output with its config.toml and metrics.jsonl (appended to
-// when the job resumes); the file is metrics.jsonl.
-Result<OutputFile> open_output(const JobConfig& job);
+// when the job resumes); the file is metrics.jsonl. A job that resumes at
+// step `resumed_at` first drops the rows of later steps (the run it
+// continues logged them before its checkpoint was taken), so that each
+// step has one row.
+Result<OutputFile> open_output(const JobConfig& job, int64_t resumed_at = -1);
 // A fresh job (no checkpoint.resume) refuses an output folder that holds
 // another run's model, metrics or checkpoints, unless train.overwrite: its
 // files would be mixed with the new ones, and --resume latest would then

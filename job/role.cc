@@ -8,6 +8,7 @@
 // cluster.workers say how many to wait for.
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -28,8 +29,12 @@ Status run_role_scheduler(const JobConfig& job, const TrainArgs& args, zmq::cont
   return run_scheduler(job, *router, cluster, /*rendezvous=*/true);
 }
 
-// A server or worker: registers, then runs its node.
-Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx, Cluster& cluster) {
+// One membership of a server or worker in the job: registers, then runs
+// its node. `output` is why train.output may not be written (a worker
+// that may only join, a server that may only replace a lost one); the
+// job's data is loaded once, into *data.
+Status run_role_member(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx, Cluster& cluster,
+                       const Status& output, std::optional<TaskData>& data) {
   const bool server = args.role == "server";
   std::unique_ptr<Router> router;
   if (server) {
@@ -37,10 +42,6 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   }
   const std::string scheduler_name = "the scheduler (" + args.scheduler + ")";
   PST_ASSIGN_OR_RETURN(auto control, Dealer::connect(ctx, args.scheduler, scheduler_name));
-  // A worker whose train.output holds another run may still join a running
-  // job (it writes nothing there unless it becomes the lead); it may not be
-  // one of the workers a job starts with.
-  const Status output = server ? Status() : check_output_is_free(job);
   const NodeRegistration me{server ? wire::Role::SERVER : wire::Role::WORKER, router ? router->endpoint() : "",
                             host_name(), cluster.metrics ? cluster.metrics->endpoint() : "", !output.ok()};
   auto registered = register_with_scheduler(*control, cluster.job_id, cluster.layout, me, job.cluster.start_timeout_s);
@@ -50,14 +51,32 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   cluster.rank = table.rank;
   cluster.servers = std::move(table.servers);
   cluster.joining = table.joined;
-  if (!output.ok() && !cluster.joining) return output;
+  cluster.join_step = 0;
+  if (!output.ok() && !cluster.joining && !table.reformed) return output;
+  // The workers the job (re-)starts with: a re-formed job's data position
+  // is shared out among the workers it still has.
+  if (table.start_workers > 0) job.cluster.workers = table.start_workers;
+  if (table.reformed) {
+    // The job goes on from its newest complete checkpoint (every node has
+    // ended its part of the run before the rendezvous answers), or from
+    // where it began when it has none.
+    const std::string root = checkpoint_root(job);
+    if (latest_checkpoint(root).ok()) job.checkpoint.resume = "latest";
+    spdlog::info("the job re-forms; it resumes from {}",
+                 job.checkpoint.resume.empty()       ? std::string("the start (no checkpoint yet)")
+                 : job.checkpoint.resume == "latest" ? "the newest checkpoint in " + root
+                                                     : job.checkpoint.resume);
+  }
   // A node registers first and loads its data afterwards: the rendezvous
   // waits for nodes that are still starting, not for the slowest loader.
-  PST_ASSIGN_OR_RETURN(TaskData data, load_job_data(job));
+  if (!data) {
+    PST_ASSIGN_OR_RETURN(TaskData loaded, load_job_data(job));
+    data = std::move(loaded);
+  }
   init_logging(job.train.log_level, server ? fmt::format("server {}", cluster.layout.server_index(cluster.rank))
                                            : fmt::format("worker {}", cluster.layout.worker_index(cluster.rank)));
   resolve_node_settings(job, cluster.layout, cluster.rank, 1, false);
-  PST_RETURN_IF_ERROR(prepare_start(job, data, server, cluster));
+  PST_RETURN_IF_ERROR(prepare_start(job, *data, server, cluster));
   Dealer& ctl = *control;
   cluster.start_barrier = [&]() -> Status {
     PST_ASSIGN_OR_RETURN(const int64_t step, pass_start_barrier(ctl, cluster.job_id, cluster.rank,
@@ -73,8 +92,26 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
     return std::shared_ptr<GradStatsReducer>(
         std::make_shared<SchedulerStatsReducer>(std::move(d), cluster.job_id, cluster.rank));
   };
-  if (server) return run_server(job, data, ctx, std::move(router), cluster);
-  return run_worker(job, data, ctx, cluster);
+  if (server) return run_server(job, *data, ctx, std::move(router), cluster);
+  return run_worker(job, *data, ctx, cluster);
+}
+
+// A server or worker: a member of the job until it ends, and again each
+// time the job re-forms after a server was lost (cluster.max_restarts):
+// every node registers anew and resumes from the newest complete checkpoint.
+Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx, Cluster& cluster) {
+  // A worker whose train.output holds another run may still join a running
+  // job (it writes nothing there unless it becomes the lead); it may not be
+  // one of the workers a job starts with.
+  // A server too, to take a lost one's place when the job re-forms.
+  Status output = check_output_is_free(job);
+  std::optional<TaskData> data;
+  for (int64_t reforms = 0;; ++reforms) {
+    const Status ran = run_role_member(job, args, ctx, cluster, output, data);
+    if (ran.code() != StatusCode::kAborted || reforms >= job.cluster.max_restarts) return ran;
+    spdlog::warn("{}; registering again", ran.message());
+    output = Status();  // this process is one of the job's now, whatever train.output holds
+  }
 }
 
 }  // namespace
@@ -87,10 +124,11 @@ Status train_role(const TrainArgs& args) {
     return invalid_argument("--role {} needs --scheduler ENDPOINT (e.g. tcp://scheduler:5555)", args.role);
   PST_ASSIGN_OR_RETURN(JobConfig job, load_config(args.config, args.sets));
   init_logging(job.train.log_level, args.role);
-  // Every process checks before it registers (a worker, in run_role_node:
-  // it may still join a running job); worker 0 writes the output only after
-  // the rendezvous, which waits for all of them.
-  if (args.role != "worker") PST_RETURN_IF_ERROR(check_output_is_free(job));
+  // Every process checks before it registers (a worker or server, in
+  // run_role_node: it may still join a running job, or take a lost
+  // server's place); worker 0 writes the output only after the rendezvous,
+  // which waits for all of them.
+  if (args.role == "scheduler") PST_RETURN_IF_ERROR(check_output_is_free(job));
   Cluster cluster;
   // Workers have cluster.max_workers places: the job starts with
   // cluster.workers, and others may join (docs/design.md, Membership).

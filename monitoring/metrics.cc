@@ -119,7 +119,11 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                           .Name("pst_cluster_members")
                           .Help("Members of the job: nodes registered and neither finished nor removed, by role")
                           .Register(r)),
-      node_failures(BuildCounter().Name("pst_node_failures_total").Help("Nodes judged dead, by role").Register(r)) {}
+      node_failures(BuildCounter().Name("pst_node_failures_total").Help("Nodes judged dead, by role").Register(r)),
+      job_reforms(BuildCounter()
+                      .Name("pst_job_reforms_total")
+                      .Help("Times the job re-formed from its newest checkpoint after a server was lost")
+                      .Register(r)) {}
 
 WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)
     : steps_(f.worker_steps.Add(node_labels("worker", rank))),

@@ -57,6 +57,7 @@ struct MetricFamilies {
   // Scheduler.
   prometheus::Family<prometheus::Gauge>& cluster_members;
   prometheus::Family<prometheus::Counter>& node_failures;
+  prometheus::Family<prometheus::Counter>& job_reforms;
 };
 
 using Labels = std::map<std::string, std::string>;
@@ -125,6 +126,7 @@ class SchedulerMetrics {
   SchedulerMetrics(MetricFamilies& f, int rank);
   void set_members(const char* role, int64_t n) { f_.cluster_members.Add(with(role)).Set(static_cast<double>(n)); }
   void failure(const char* role) { f_.node_failures.Add(with(role)).Increment(); }
+  void reformed() { f_.job_reforms.Add(labels_).Increment(); }
   void rejected(const char* reason);
 
  private:

@@ -52,7 +52,19 @@ Result<std::string> read_all(const std::string& path) {
 
 uint64_t xxh3_of(const std::string& bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
-// Writes path atomically: temp file, fsync, rename, fsync of the directory.
+// "step-000000123" -> 123; -1 for other names.
+int64_t step_of(const std::string& name) {
+  if (name.size() != 14 || name.rfind("step-", 0) != 0) return -1;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    v = v * 10 + (name[i] - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
 Status write_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -87,19 +99,6 @@ Status write_atomic(const std::string& path, const std::string& bytes) {
   }
   return Status();
 }
-
-// "step-000000123" -> 123; -1 for other names.
-int64_t step_of(const std::string& name) {
-  if (name.size() != 14 || name.rfind("step-", 0) != 0) return -1;
-  int64_t v = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return -1;
-    v = v * 10 + (name[i] - '0');
-  }
-  return v;
-}
-
-}  // namespace
 
 std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& root) {
   std::vector<std::pair<int64_t, std::string>> out;
@@ -166,7 +165,8 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
 
 Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
                                       const ParamTable& table, const ShardState& state,
-                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline) {
+                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline,
+                                      const std::atomic<bool>* cancel) {
   // A marker of this step left by an earlier run (one that failed here and
   // was resumed from before) is not about this checkpoint.
   std::error_code ignored;
@@ -199,6 +199,8 @@ Result<int64_t> write_checkpoint_part(const std::string& root, const std::string
           return io_error("server {} could not write its part: {}", k,
                           why.ok() ? first_line(*why) : std::string("(its reason cannot be read)"));
         }
+        if (cancel && cancel->load())
+          return failed_precondition("server {}'s part of {} did not come before the job re-formed", k, dir);
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
       PST_ASSIGN_OR_RETURN(f, checkpoint_file(dir, shard_file_name(k)));

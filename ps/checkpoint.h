@@ -17,6 +17,7 @@
 // at once instead of waiting out its deadline.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -78,12 +79,14 @@ Manifest step_manifest(const std::string& config, uint64_t seed, const ParamTabl
 // server that holds the manifest (server 0; a job of one process) then
 // waits for every other server's file to appear (each appears whole, by
 // rename; an error at the deadline), writes the manifest last and prunes
-// root to `keep`; it gives up as soon as another server says it failed.
+// root to `keep`; it gives up as soon as another server says it failed, or
+// `cancel` (may be null) is set while a file is missing (the job re-forms).
 // Returns the bytes of the checkpoint's files for the
 // manifest's holder, of its own file for the others.
 Result<int64_t> write_checkpoint_part(const std::string& root, const std::string& dir, int server,
                                       const ParamTable& table, const ShardState& state,
-                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline);
+                                      std::optional<Manifest> manifest, int64_t keep, Deadline deadline,
+                                      const std::atomic<bool>* cancel = nullptr);
 
 // Writes server k's file into dir (created if needed); its size and checksum.
 Result<CheckpointFile> write_shard(const std::string& dir, int server, const ParamTable& table,
@@ -102,6 +105,10 @@ Result<Manifest> read_checkpoint(const std::string& dir);
 // The newest complete checkpoint under root: the highest step whose
 // manifest and files verify (a broken newer one is skipped with a warning).
 Result<std::string> latest_checkpoint(const std::string& root);
+
+// Writes path atomically: a temp file beside it, fsync, rename, fsync of
+// the directory. A reader sees the old bytes or the new, never a mix.
+Status write_atomic(const std::string& path, const std::string& bytes);
 // Checks that a checkpoint's parameter table is the model's (names and
 // shapes, in order): a clear error naming the first difference.
 Status check_model(const Manifest& m, const ParamTable& table);

@@ -155,6 +155,18 @@ void ShardServer::scheduler_lost(const std::string& why) {
   reducer_->abandon(why);
 }
 
+void ShardServer::reform(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(removal_mu_);
+    if (reform_) return;
+    reform_why_ = why;
+    reform_ = true;
+    zmq::message_t note(size_t{0});  // wakes the receive thread
+    (void)removal_send_.send(note, zmq::send_flags::dontwait);
+  }
+  reducer_->abandon(why);
+}
+
 Rejection ShardServer::removed_verdict(int worker) const {
   if (never_[static_cast<size_t>(worker)])
     return {wire::ErrorCode::UNKNOWN_SENDER,
@@ -296,7 +308,7 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
   checkpoint_thread_ = std::thread([this, dir, state, manifest, started, step = version_]() mutable {
     auto bytes =
         write_checkpoint_part(options_.checkpoint_root, dir, options_.server, table_, *state, std::move(manifest),
-                              options_.checkpoint_keep, Deadline::after(2 * options_.timeout_s));
+                              options_.checkpoint_keep, Deadline::after(2 * options_.timeout_s), &reform_);
     state.reset();
     if (!bytes.ok()) {
       // Without this file, or without the manifest, the previous checkpoint
@@ -321,10 +333,15 @@ void ShardServer::checkpoint_if_due(const StepReport& report) {
 Status ShardServer::serve() {
   serve_started_ns_ = steady_ns();
   Status s = serve_until_done();
+  if (reform_) {
+    std::lock_guard<std::mutex> lock(removal_mu_);
+    s = aborted("server {}: gave up step {}: {}", options_.server, version_ + 1, reform_why_);
+  }
   if (!s.ok()) {
     // Workers waiting for weights learn why, and whom the server waited for,
     // instead of waiting out their own deadline.
-    for (PendingPull& p : pending_) refuse(p.route, {wire::ErrorCode::INTERNAL, s.message()}, 1);
+    const auto code = reform_ ? wire::ErrorCode::REFORM : wire::ErrorCode::INTERNAL;
+    for (PendingPull& p : pending_) refuse(p.route, {code, s.message()}, 1);
     pending_.clear();
     waiting_pulls_ = 0;
   }
@@ -376,6 +393,7 @@ Status ShardServer::serve_until_done() {
       zmq::message_t note;
       while (removal_recv_.recv(note, zmq::recv_flags::dontwait)) {
       }
+      if (reform_) return Status();  // serve() says why
       PST_RETURN_IF_ERROR(take_removals());
       deadline = Deadline::after(options_.timeout_s);  // a removal is progress
     }

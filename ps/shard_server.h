@@ -135,6 +135,11 @@ class ShardServer {
   // last complete step and serve() ends with an error that says so; any
   // thread.
   void scheduler_lost(const std::string& why);
+  // The job re-forms (another server was lost; cluster.max_restarts): the
+  // step in progress is given up, no checkpoint waits for a part that has
+  // not come, and serve() ends with kAborted, having told the workers it
+  // was waiting for (ErrorCode REFORM); any thread.
+  void reform(const std::string& why);
   int64_t rejected() const { return rejecter_.count(); }
   std::string rejected_reasons() const { return rejecter_.reasons(); }
   // Messages taken off the socket so far (valid or not).
@@ -292,6 +297,8 @@ class ShardServer {
   std::atomic<bool> time_up_logged_{false};
   std::atomic<bool> checkpoint_failed_{false};  // checkpoint thread -> update thread
   std::atomic<bool> scheduler_lost_{false};     // scheduler_lost() -> receive thread
+  std::atomic<bool> reform_{false};             // reform() -> receive and checkpoint threads
+  std::string reform_why_;                      // guarded by removal_mu_
   std::string job_toml_;
   uint64_t seed_ = 0;
   std::thread checkpoint_thread_;

@@ -52,12 +52,17 @@ Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, co
   if (!reply) return data_loss("{}: a bad answer to the registration: {}", scheduler.peer(), why.message);
   const auto h = reply->header();
   if (h.getKind() == wire::Kind::ERROR)
-    return failed_precondition("{} refused the registration: {}", scheduler.peer(), h.getError().getMessage().cStr());
+    return refused(h.getError(), fmt::format("{} refused the registration", scheduler.peer()));
   if (h.getKind() != wire::Kind::NODE_TABLE || h.which() != wire::Header::NODES || h.getRequestId() != request)
     return data_loss("{}: answered the registration with {}", scheduler.peer(), kind_name(h.getKind()));
   NodeTable table;
   table.rank = h.getRank();
   table.joined = h.getJoined();
+  table.start_workers = h.getStartWorkers();
+  table.reformed = h.getReformed();
+  if (table.start_workers < 0 || table.start_workers > layout.workers)
+    return data_loss("{}: the job starts with {} workers, not 0..{}", scheduler.peer(), table.start_workers,
+                     layout.workers);
   table.servers.assign(static_cast<size_t>(layout.servers), "");
   for (auto n : h.getNodes())
     if (n.getRole() == wire::Role::SERVER && n.getIndex() >= 0 && n.getIndex() < layout.servers)
@@ -79,7 +84,7 @@ Result<int64_t> pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t r
   Rejection why;
   auto reply = InMessage::parse(std::move(frames), &why);
   if (reply && reply->header().getKind() == wire::Kind::ERROR)
-    return failed_precondition("{}: {}", scheduler.peer(), reply->header().getError().getMessage().cStr());
+    return refused(reply->header().getError(), scheduler.peer());
   if (!reply || reply->header().getKind() != wire::Kind::BARRIER || reply->header().getStep() < 0)
     return data_loss("{}: a bad answer at the start barrier", scheduler.peer());
   return reply->header().getStep();
@@ -109,8 +114,8 @@ Result<GradStats> SchedulerStatsReducer::all_reduce(int server, int64_t step, co
     if (!reply) return data_loss("server {}: {}: {}", server, what, why.message);
     const auto h = reply->header();
     if (h.getKind() == wire::Kind::ERROR)
-      return failed_precondition("server {}: the scheduler rejected the statistics of step {}: {}", server, step,
-                                 h.getError().getMessage().cStr());
+      return refused(h.getError(),
+                     fmt::format("server {}: the scheduler rejected the statistics of step {}", server, step));
     if (h.getKind() != wire::Kind::REPORT || h.which() != wire::Header::STATS || h.getRequestId() != request) continue;
     return from_wire(h.getStats());
   }

@@ -25,7 +25,9 @@ namespace pst {
 struct NodeRegistration {
   wire::Role role = wire::Role::WORKER;
   std::string endpoint, host, metrics;
-  bool join_only = false;  // a worker that may only join a running job
+  // train.output holds a run: a worker may only join a running job, a
+  // server only take a lost one's place when the job re-forms.
+  bool join_only = false;
 };
 // The scheduler's answer: this node's rank and the servers' endpoints
 // (servers 0..S-1); joined: the job runs already, and this worker joins it.
@@ -33,6 +35,8 @@ struct NodeTable {
   int32_t rank = -1;
   std::vector<std::string> servers;
   bool joined = false;
+  int32_t start_workers = 0;  // the workers the job (re-)starts with; 0: cluster.workers
+  bool reformed = false;      // the job re-forms: resume from its newest complete checkpoint
 };
 
 // Registers with the scheduler of job `job_id` (of `layout`) and waits for

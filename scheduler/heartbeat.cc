@@ -11,7 +11,8 @@
 namespace pst {
 
 Heartbeat::Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-                     double interval_s, OnMembership on_membership, double lost_after_s, OnLost on_lost)
+                     double interval_s, OnMembership on_membership, double lost_after_s, OnLost on_lost,
+                     OnReform on_reform)
     : context_(context),
       endpoint_(scheduler_endpoint),
       job_id_(job_id),
@@ -19,7 +20,8 @@ Heartbeat::Heartbeat(zmq::context_t& context, const std::string& scheduler_endpo
       interval_s_(interval_s),
       on_membership_(std::move(on_membership)),
       lost_after_s_(lost_after_s),
-      on_lost_(std::move(on_lost)) {
+      on_lost_(std::move(on_lost)),
+      on_reform_(std::move(on_reform)) {
   if (!endpoint_.empty()) thread_ = std::thread([this] { run(); });
 }
 
@@ -80,7 +82,8 @@ void Heartbeat::run() {
       const bool heard = heard_ != std::chrono::steady_clock::time_point::min();
       const double silent =
           heard ? std::chrono::duration<double>(std::chrono::steady_clock::now() - heard_).count() : 0.0;
-      if (!lost && lost_after_s_ > 0 && silent > lost_after_s_) {
+      // (A job that re-forms answers no more beats on this line.)
+      if (!lost && !reformed_ && lost_after_s_ > 0 && silent > lost_after_s_) {
         lost = true;
         spdlog::error("heartbeat: the scheduler ({}) has acknowledged no heartbeat for {:.1f} s; it is taken as gone",
                       endpoint_, silent);
@@ -111,7 +114,11 @@ void Heartbeat::read_messages(Dealer& dealer) {
       const auto h = m->header();
       if (h.getJobId() != job_id_ || h.getSender() != 0) continue;
       heard_ = std::chrono::steady_clock::now();
-      if (h.getKind() == wire::Kind::ERROR) {
+      if (h.getKind() == wire::Kind::ERROR && h.which() == wire::Header::ERROR &&
+          h.getError().getCode() == wire::ErrorCode::REFORM) {
+        if (!reformed_ && on_reform_) on_reform_(h.getError().getMessage().cStr());
+        reformed_ = true;
+      } else if (h.getKind() == wire::Kind::ERROR) {
         spdlog::warn("heartbeat: the scheduler says: {}", h.getError().getMessage().cStr());
       } else if (h.getKind() == wire::Kind::MEMBERSHIP && h.which() == wire::Header::DEPARTED && on_membership_) {
         std::vector<int32_t> removed;

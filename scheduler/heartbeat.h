@@ -3,7 +3,8 @@
 // node finishes. A node that dies or stops (SIGSTOP) stops both, which is
 // how the scheduler tells it is gone. The scheduler speaks back on the same
 // line: an acknowledgement of each beat, and the workers it removed from the
-// job (Membership), which the thread passes to on_membership. A scheduler
+// job (Membership), which the thread passes to on_membership, and that the
+// job re-forms (on_reform). A scheduler
 // that acknowledges nothing for a while is gone (on_lost). A job without a
 // scheduler (threads of one process) passes an empty endpoint: nothing is
 // sent.
@@ -37,8 +38,13 @@ class Heartbeat {
   // the scheduler, having acknowledged a beat, then acknowledges none for
   // lost_after_s: it is taken as gone, with the seconds it was silent.
   using OnLost = std::function<void(double silent_s)>;
+  // on_reform (may be null) is called once, on the heartbeat's thread, when
+  // the scheduler says the job re-forms (an error with code REFORM), with
+  // its reason (cluster.max_restarts).
+  using OnReform = std::function<void(const std::string& why)>;
   Heartbeat(zmq::context_t& context, const std::string& scheduler_endpoint, uint64_t job_id, int32_t rank,
-            double interval_s, OnMembership on_membership = nullptr, double lost_after_s = 0, OnLost on_lost = nullptr);
+            double interval_s, OnMembership on_membership = nullptr, double lost_after_s = 0, OnLost on_lost = nullptr,
+            OnReform on_reform = nullptr);
   ~Heartbeat();  // stops without a Shutdown unless finish() ran
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -59,6 +65,8 @@ class Heartbeat {
   OnMembership on_membership_;
   double lost_after_s_;
   OnLost on_lost_;
+  OnReform on_reform_;
+  bool reformed_ = false;                        // on_reform_ was called (heartbeat thread)
   std::chrono::steady_clock::time_point heard_;  // the scheduler's last message (heartbeat thread)
   std::mutex mu_;
   bool stop_ = false;      // guarded by mu_

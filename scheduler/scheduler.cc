@@ -52,6 +52,8 @@ struct Registrant {
 // tables of workers that join), each starting worker's process, and the
 // workers that registered beyond cluster.workers (they join once it runs).
 struct Roster {
+  int start = 0;          // the workers the job starts with (node tables say it)
+  bool reformed = false;  // the job re-forms after a server was lost (node tables say it)
   std::vector<Registrant> servers;
   std::vector<uint64_t> worker_process;
   std::vector<Registrant> early;
@@ -66,6 +68,8 @@ Frames node_table(const SchedulerOptions& o, const Roster& roster, const WorkerH
   OutMessage t(wire::Kind::NODE_TABLE, o.job_id, 0, 0, to.request_id);
   t.header().setRank(rank);
   t.header().setJoined(joined);
+  t.header().setStartWorkers(roster.start);
+  t.header().setReformed(roster.reformed);
   auto nodes = t.header().initNodes(static_cast<unsigned>(roster.servers.size() + workers.size()));
   unsigned i = 0;
   for (size_t k = 0; k < roster.servers.size(); ++k, ++i) {
@@ -107,12 +111,15 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
 }
 
 // Phase 1: collects Register messages and answers each with the node table.
-// Workers beyond the starting ones (up to the layout's places, when joins
-// are on) wait in roster->early for the job to run.
-Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeTarget>* targets, Rejecter& rejecter,
-                  RankBinding& senders, Roster* roster) {
+// Workers beyond the `start` ones (up to the layout's places, when joins
+// are on) wait in roster->early for the job to run. When the job re-forms,
+// what its nodes still send on their old lines is dropped unanswered.
+Status rendezvous(Router& router, const SchedulerOptions& o, int start, bool reforming,
+                  std::vector<ScrapeTarget>* targets, Rejecter& rejecter, RankBinding& senders, Roster* roster) {
   const JobLayout& l = o.layout;
-  const int start = o.start_workers > 0 ? o.start_workers : l.workers;
+  roster->start = start;
+  roster->reformed = reforming;
+  // (Servers that registered while the job ran wait in roster->servers.)
   std::vector<Registrant>& servers = roster->servers;
   std::vector<Registrant> workers;
   const Deadline deadline = Deadline::after(o.start_timeout_s);
@@ -124,10 +131,11 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     const Counted counted(o.received);
     Rejection why;
     auto m = InMessage::parse(std::move(msg->frames), &why);
-    if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER)
+    if (m && validate(*m, e, &why) && m->header().getKind() != wire::Kind::REGISTER) {
+      if (reforming) continue;
       why = {wire::ErrorCode::BAD_KIND,
              fmt::format("{} before the rendezvous is over", kind_name(m->header().getKind()))};
-    else if (m && why.message.empty()) {
+    } else if (m && why.message.empty()) {
       Registrant r;
       if (read_registration(*m, &r, &why)) {
         const bool server = r.role == wire::Role::SERVER;
@@ -135,10 +143,13 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
         const int limit = server ? l.servers : start;
         const bool early = r.role == wire::Role::WORKER && o.joins &&
                            static_cast<int>(workers.size() + roster->early.size()) < l.workers;
-        if (r.join_only) {
+        if (r.join_only && !reforming) {
+          // (When the job re-forms, train.output holds its own run.)
           why = {wire::ErrorCode::BAD_HEADER,
-                 "this worker may only join a running job (its train.output holds another run), and this job "
-                 "has not started"};
+                 server ? "this server's train.output holds another run, and the job is not re-forming (a server "
+                          "takes a lost one's place only then)"
+                        : "this worker may only join a running job (its train.output holds another run), and this "
+                          "job has not started"};
         } else if (r.role != wire::Role::SCHEDULER && static_cast<int>(list.size()) < limit) {
           r.route = std::move(msg->route);
           list.push_back(std::move(r));
@@ -175,7 +186,8 @@ Status rendezvous(Router& router, const SchedulerOptions& o, std::vector<ScrapeT
     targets->push_back({servers[k].metrics, "server", l.server_rank(static_cast<int>(k))});
   for (size_t w = 0; w < workers.size(); ++w)
     targets->push_back({workers[w].metrics, "worker", l.worker_rank(static_cast<int>(w))});
-  spdlog::info("scheduler: {} servers and {} workers registered", l.servers, start);
+  spdlog::info("scheduler: {} servers and {} workers registered{}", l.servers, start,
+               reforming ? "; the job re-forms from its newest checkpoint" : "");
   return Status();
 }
 
@@ -193,7 +205,7 @@ class JobWatch {
         roster_(std::move(roster)),
         targets_(targets),
         nodes_(l_.nodes()),
-        start_workers_(o.start_workers > 0 && o.rendezvous ? o.start_workers : l_.workers),
+        start_workers_(o.rendezvous ? roster_.start : l_.workers),
         last_seen_(static_cast<size_t>(nodes_), Clock::now()),
         done_(static_cast<size_t>(nodes_), false),
         removed_(static_cast<size_t>(nodes_), false),
@@ -231,9 +243,21 @@ class JobWatch {
       (void)router_.send(j.route, error_reply(late, o_.job_id, 0, nullptr), Deadline::after(1));
     }
     joining_.clear();
+    for (const Registrant& r : spares_) {
+      const Rejection unused{wire::ErrorCode::INTERNAL,
+                             "the job ended without losing a server: no place for this one to take"};
+      (void)router_.send(r.route, error_reply(unused, o_.job_id, 0, nullptr), Deadline::after(1));
+    }
+    spares_.clear();
   }
 
+  // Servers that registered while the job ran (a restarted container, before
+  // the scheduler has taken the lost one as gone): the re-formed job's first.
+  std::vector<Registrant> take_spares() { return std::move(spares_); }
+
   bool running() const { return remaining_ > 0; }
+  // Workers still in the job and not finished: those a re-formed job waits for.
+  int live_workers() const { return static_cast<int>(alive_workers_); }
   // OK, or why the job stopped short: fewer workers than cluster.min_workers.
   const Status& outcome() const { return too_few_; }
 
@@ -452,6 +476,14 @@ class JobWatch {
   // filled, or a removed worker's), bound to its process; it joins once it
   // has passed its start barrier.
   Status on_join_request(Registrant r) {
+    if (r.role == wire::Role::SERVER && restarts_left_ > 0 && static_cast<int>(spares_.size()) < l_.servers) {
+      spdlog::info(
+          "scheduler: a server on {} registered while the job runs; it takes the place of a server that is lost, "
+          "if one is",
+          r.host);
+      spares_.push_back(std::move(r));
+      return Status();
+    }
     int32_t place = -1;
     if (r.role == wire::Role::WORKER)
       for (int w = 0; w < l_.workers && place < 0; ++w) {
@@ -551,6 +583,7 @@ class JobWatch {
           "scheduler: {} sent nothing for {:.1f} s (no heartbeat); it is taken as dead", node_name(l_, r), silent);
       --(l_.is_server(r) ? alive_servers_ : alive_workers_);
       publish_alive();
+      if (released_ && o_.rendezvous && restarts_left_ > 0 && alive_workers_ > 0) return reform(r, dead);
       const Rejection verdict{wire::ErrorCode::INTERNAL, dead.message()};
       for (auto& [step, round] : rounds_)
         for (auto& [route, request] : round.routes)
@@ -564,6 +597,36 @@ class JobWatch {
     return Status();
   }
 
+ public:
+  // How many more times a lost server re-forms the job (SchedulerOptions::max_restarts).
+  void allow_restarts(int n) { restarts_left_ = n; }
+
+ private:
+  // Server rank `lost` is gone: every live node learns that the job
+  // re-forms (an error with code REFORM on its heartbeat line, and on the
+  // line of a statistics round or a join it waits on), and the watch ends
+  // with kAborted.
+  Status reform(int32_t lost, const Status& dead) {
+    const std::string why = fmt::format(
+        "{}; the job re-forms: every node registers again, and training resumes from the newest complete "
+        "checkpoint once a server takes its place ({} restarts left after this one)",
+        dead.message(), restarts_left_ - 1);
+    spdlog::warn("{}", why);
+    if (o_.metrics) o_.metrics->reformed();
+    const Rejection word{wire::ErrorCode::REFORM, why};
+    auto tell = [&](const zmq::message_t& route) {
+      if (route.size() > 0) (void)router_.send(route, error_reply(word, o_.job_id, 0, nullptr), Deadline::after(1));
+    };
+    for (int32_t q = 1; q < nodes_; ++q)
+      if (q != lost && !done_[static_cast<size_t>(q)]) tell(beat_routes_[static_cast<size_t>(q)]);
+    for (auto& [step, round] : rounds_)
+      for (auto& [route, request] : round.routes) tell(route);
+    for (auto& [rank, j] : joining_) tell(j.route);
+    joining_.clear();
+    return aborted("{}", why);
+  }
+
+ private:
   // Takes worker rank r out of the job: the servers learn it on their
   // heartbeat lines (the whole list each time, so a lost message is made up
   // by the next), and stop waiting for its pushes.
@@ -627,6 +690,7 @@ class JobWatch {
     uint64_t barrier_request = 0;
   };
   std::map<int32_t, Join> joining_;
+  std::vector<Registrant> spares_;  // servers waiting for a re-form
   // The start barrier: the routes waiting for release.
   std::vector<std::pair<zmq::message_t, uint64_t>> barrier_;
   int servers_at_barrier_ = 0;
@@ -634,6 +698,7 @@ class JobWatch {
   std::map<int64_t, Round> rounds_;
   bool stop_logged_ = false;
   Status too_few_;
+  int restarts_left_ = 0;
 };
 
 }  // namespace
@@ -649,19 +714,40 @@ Status run_scheduler(Router& router, const SchedulerOptions& o) {
   // (mpirun, no rendezvous) the first one heard in its name.
   RankBinding senders(o.layout.nodes());
   Roster roster;
-  if (o.rendezvous) PST_RETURN_IF_ERROR(rendezvous(router, o, &targets, rejecter, senders, &roster));
+  const int start = o.start_workers > 0 ? o.start_workers : o.layout.workers;
+  if (o.rendezvous)
+    PST_RETURN_IF_ERROR(rendezvous(router, o, start, /*reforming=*/false, &targets, rejecter, senders, &roster));
   if (!o.file_sd.empty()) {
     PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
     spdlog::info("scheduler: Prometheus targets of {} processes in {}", targets.size(), o.file_sd);
   }
-  JobWatch watch(router, o, rejecter, senders, std::move(roster), &targets);
-  PST_RETURN_IF_ERROR(watch.take_early_joiners());
+  // A lost server ends a watch with kAborted when the job may re-form: the
+  // rendezvous runs again for the servers and the workers that remained.
   Status ran;
-  while (ran.ok() && watch.running()) ran = watch.step();
-  watch.turn_away_joiners();
-  PST_RETURN_IF_ERROR(ran);
+  for (int restarts = 0;; ++restarts) {
+    JobWatch watch(router, o, rejecter, senders, std::move(roster), &targets);
+    watch.allow_restarts(o.max_restarts - restarts);
+    PST_RETURN_IF_ERROR(watch.take_early_joiners());
+    ran = Status();
+    while (ran.ok() && watch.running()) ran = watch.step();
+    if (ran.code() != StatusCode::kAborted) {
+      watch.turn_away_joiners();
+      PST_RETURN_IF_ERROR(ran);
+      ran = watch.outcome();
+      break;
+    }
+    // Each rank speaks again from the process that registers it now; the
+    // servers that registered while the job ran are the first.
+    senders = RankBinding(o.layout.nodes());
+    roster = Roster();
+    roster.servers = watch.take_spares();
+    targets = o.targets;
+    PST_RETURN_IF_ERROR(
+        rendezvous(router, o, watch.live_workers(), /*reforming=*/true, &targets, rejecter, senders, &roster));
+    if (!o.file_sd.empty()) PST_RETURN_IF_ERROR(write_file_sd(o.file_sd, targets, o.job_id));
+  }
   if (rejecter.count() > 0) spdlog::info("scheduler: {} messages rejected ({})", rejecter.count(), rejecter.reasons());
-  return watch.outcome();
+  return ran;
 }
 
 }  // namespace pst

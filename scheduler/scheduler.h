@@ -25,7 +25,12 @@
 //     next statistics' answer names it (GradStats::joined), every server
 //     admits it at that step, and its barrier is answered with the step it
 //     starts at.
-// With metrics, it keeps pst_cluster_members and pst_node_failures_total, and
+//  6. Re-forms (max_restarts > 0): a server lost once the job runs ends the
+//     round (every live node gets an error with code REFORM on its lines);
+//     phase 1 runs again for the servers and the workers that remain, and
+//     the job goes on from its newest complete checkpoint.
+// With metrics, it keeps pst_cluster_members, pst_node_failures_total and
+// pst_job_reforms_total, and
 // writes the Prometheus file_sd file listing every process's /metrics
 // (those it was given, and those the nodes registered).
 #pragma once
@@ -55,6 +60,12 @@ struct SchedulerOptions {
   // (never filled, or a removed worker's) and joins at the next step.
   int start_workers = 0;
   bool joins = false;
+  // With the rendezvous (BSP): how many times a lost server re-forms the job
+  // instead of ending it (cluster.max_restarts). Every live node is told
+  // (ErrorCode REFORM), a new rendezvous waits for the servers (a
+  // replacement in the lost one's place) and the workers still in the job,
+  // and they all resume from the newest complete checkpoint.
+  int max_restarts = 0;
   double start_timeout_s = 600;  // the rendezvous, and a node's silence before the start barrier
   bool rendezvous = true;        // false under mpirun, where MPI gave out ranks and endpoints
   SchedulerMetrics* metrics = nullptr;

@@ -315,6 +315,19 @@ TEST_F(MessageTest, ErrorReplyCarriesCodeAndRequestId) {
   EXPECT_EQ(kind_name(wire::Kind::PULL_REPLY), "pullReply");
 }
 
+// An error answer as a Status: REFORM (the job re-forms) is kAborted, which
+// a node takes as "register again"; every other code is failed_precondition.
+TEST_F(MessageTest, AReformAnswerIsAbortedOthersFailAPrecondition) {
+  for (const auto code : {wire::ErrorCode::REFORM, wire::ErrorCode::INTERNAL, wire::ErrorCode::UNKNOWN_SENDER}) {
+    Rejection why{code, "server 0 (rank 1) is gone"};
+    auto back = InMessage::parse(error_reply(why, kJob, 0, nullptr), &why);
+    ASSERT_TRUE(back);
+    const Status s = refused(back->header().getError(), "server 1 rejected a pull");
+    EXPECT_EQ(s.code(), code == wire::ErrorCode::REFORM ? StatusCode::kAborted : StatusCode::kFailedPrecondition);
+    EXPECT_EQ(s.message(), "server 1 rejected a pull: server 0 (rank 1) is gone");
+  }
+}
+
 // Thousands of chunks in one message: reading them all (validate, then the
 // keys and data) stays within the header's traversal limit.
 TEST(MessageSizeTest, ManyChunksStayWithinTheTraversalLimit) {

@@ -185,6 +185,47 @@ TEST(SocketErrorsTest, APeerThatDoesNotReadFailsAtTheDeadlineAndBlocksNobody) {
   EXPECT_TRUE((*reader)->receive(Deadline::after(1), "y").ok());
 }
 
+// A Dealer that watches an Interrupt: a receive waiting on a peer that never
+// answers, and a send to a peer that never reads, end with the Interrupt's
+// Status once another thread raises it (long before their 60 s deadlines);
+// its later calls end the same way at once; an unwatched Dealer waits on.
+TEST(SocketErrorsTest, AnInterruptEndsADealersWaits) {
+  zmq::context_t ctx;
+  auto router = Router::bind(ctx, "inproc://interrupted");
+  ASSERT_TRUE(router.ok());
+  auto watched = Dealer::connect(ctx, "inproc://interrupted", "server 0");
+  auto sender = Dealer::connect(ctx, "inproc://interrupted", "server 0");
+  ASSERT_TRUE(watched.ok() && sender.ok());
+  Interrupt interrupt;
+  EXPECT_TRUE(interrupt.why().ok());
+  (*watched)->watch(&interrupt);
+  (*sender)->watch(&interrupt);
+  (*sender)->socket().set(zmq::sockopt::sndhwm, 1);
+  std::thread raiser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    interrupt.raise(aborted("the job re-forms"));
+    interrupt.raise(aborted("a second reason is not kept"));
+  });
+  auto got = (*watched)->receive(Deadline::after(60), "weights");
+  EXPECT_EQ(got.status().code(), StatusCode::kAborted) << got.status().to_string();
+  EXPECT_EQ(got.status().message(), "the job re-forms");
+  // The router reads nothing: sends fill the queue, then wait, then end.
+  Status sent;
+  for (int i = 0; i < 100000 && sent.ok(); ++i) {
+    Frames f;
+    f.emplace_back("x", 1);
+    sent = (*sender)->send(std::move(f), Deadline::after(60));
+  }
+  raiser.join();
+  EXPECT_EQ(sent.code(), StatusCode::kAborted) << sent.to_string();
+  Frames f;
+  f.emplace_back("y", 1);
+  EXPECT_EQ((*watched)->send(std::move(f), Deadline::after(60)).code(), StatusCode::kAborted);
+  auto plain = Dealer::connect(ctx, "inproc://interrupted", "server 0");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->receive(Deadline::after(0.2), "weights").status().code(), StatusCode::kDeadlineExceeded);
+}
+
 TEST(DeadlineTest, HugeWaitsDoNotOverflow) {
   for (double s : {9.3e9, 1e19, 1e300}) {
     const Deadline d = Deadline::after(s);

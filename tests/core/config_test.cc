@@ -139,6 +139,8 @@ TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   expect_error("", {"cluster.min_workers=0"}, {"cluster.min_workers = 0"});
   expect_error("", {"cluster.workers=3", "cluster.max_workers=2"},
                {"cluster.max_workers = 2", "0 (cluster.workers) or in [cluster.workers = 3, 4096]"});
+  expect_error("", {"cluster.max_restarts=-1"}, {"cluster.max_restarts = -1", "[0, 1000]"});
+  expect_error("", {"cluster.max_restarts=1001"}, {"cluster.max_restarts = 1001", "[0, 1000]"});
   expect_error("", {"cluster.workers=2", "cluster.max_workers=4", "cluster.consistency=asp"},
                {"cluster.max_workers = 4 > cluster.workers = 2", "only under cluster.consistency = bsp"});
   expect_error("", {"schedule.cycle_mult=0"}, {"schedule.cycle_mult = 0", "[1, 1000]"});

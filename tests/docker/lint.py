@@ -28,6 +28,9 @@ With --compose FILE (the output of `docker-compose config`), the stack:
   compose-volumes every pst service mounts the runs volume where
                   train.output lives; the key file is a secret
   compose-files   bind-mounted files and directories exist
+  compose-restart servers restart on failure (a lost server's replacement
+                  re-forms the job); the scheduler does not (a new one
+                  cannot take over a running job)
 Exit 1 with one line per problem; 0 when clean.
   tests/docker/lint.py [--context DIR] [--compose RESOLVED.yml] DOCKERFILE...
 """
@@ -250,6 +253,12 @@ def lint_compose(path, context):
                 bad("compose-roles", f"{n} reaches the scheduler at {endpoint[n]!r}; expected {want}")
     env = env_of(pst[sched][0])
     servers = [n for n, r in roles.items() if r == "server"]
+    for n in servers:
+        policy = str(services[n].get("restart", "no"))
+        if not (policy.startswith("on-failure") or policy in ("always", "unless-stopped")):
+            bad("compose-restart", f"{n} has restart: {policy}; a server needs on-failure to replace itself")
+    if str(services[sched].get("restart", "no")) != "no":
+        bad("compose-restart", f"{sched} has restart: {services[sched].get('restart')}; a scheduler must not restart")
     workers = [n for n, r in roles.items() if r == "worker"]
     replicas = sum(int((services[n].get("deploy") or {}).get("replicas", 1)) for n in workers)
     if env.get("PST_CLUSTER_SERVERS") != str(len(servers)):

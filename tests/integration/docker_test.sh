@@ -82,6 +82,8 @@ mutate "one server with other job settings" compose-env "$TMP/cpu.yml" \
   '/^  server-1:/,/^  [a-z]/ s/PST_TRAIN_STEPS: .7000./PST_TRAIN_STEPS: "7001"/' compose
 mutate "cluster.workers unlike the replicas" compose-roles "$TMP/cpu.yml" 's/replicas: 2/replicas: 3/' compose
 mutate "a server aimed elsewhere" compose-roles "$TMP/cpu.yml" '0,/tcp:\/\/scheduler:5555/ s//tcp:\/\/scheduler:5556/' compose
+mutate "a server that does not restart" compose-restart "$TMP/cpu.yml" \
+  '/^  server-1:/,/^  [a-z]/ s/restart: on-failure:3/restart: "no"/' compose
 mutate "a key file that is no secret" compose-volumes "$TMP/cpu.yml" \
   '/^  server-0:/,/^  [a-z]/ s|/run/secrets/pst_curve_key|/opt/pst/key|' compose
 

@@ -15,8 +15,12 @@
 #     job stops with a checkpoint; workers that start while the job trains
 #     join it at a step (one in a removed worker's place), and its weights
 #     equal that membership sequence's too;
-#  3. kill -9 of a server: every other process ends non-zero, and the
-#     scheduler names the dead server; kill -9 of the scheduler: the
+#  3. kill -9 of a server: the job re-forms, a replacement server started
+#     with the same command takes its place, every node resumes from the
+#     newest checkpoint, and the job ends well with the weights of an
+#     uninterrupted one, bit for bit; with cluster.max_restarts = 0 every
+#     other process ends non-zero, and the scheduler names the dead server;
+#     kill -9 of the scheduler: the
 #     servers stop with a checkpoint of the last step all completed, from
 #     which the job resumes bit for bit;
 #  4. SIGTERM to the scheduler alone (docker compose stop): every process
@@ -304,14 +308,49 @@ if [[ ${#changes[@]} == 3 && -n $end ]]; then
     "$DIFF" "$TMP/kj/model.safetensors" "$TMP/kj-$end/model.safetensors" 0 0
 fi
 
-# 3. kill -9 of a server.
-start_job ks 1000000 4
-for _ in $(seq 1 100); do grep -q "step 3/" "$TMP/ks.worker0.log" "$TMP/ks.worker1.log" 2>/dev/null && break; sleep 0.2; done
+# 3. kill -9 of a server (2 servers, 2 workers, a checkpoint every 25
+# steps, a liveness window of 0.5 s x 6), and at once a replacement started
+# with the same command, as a container restart policy would (its
+# train.output holds the job's run): it waits at the scheduler while the
+# job still runs; the scheduler says the job re-forms, once; the replacement
+# takes the lost server's place, every node resumes from the newest
+# checkpoint, and the job ends well. Its weights equal an uninterrupted
+# job's, bit for bit, and metrics.jsonl has one row per step (the rows of
+# the steps trained twice are dropped).
+start_job ks 300 20 2 2 0 --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=6 \
+  --set checkpoint.every_steps=25
+wait_for_step "$TMP/ks.worker0.log" 60
+kill -9 "${SERVERS[0]}"
+killed=$(date +%s.%N)
+(cd "$TMP" && exec "$PST" train "${ARGS[@]}" --role server --scheduler "ipc://$TMP/ks.sock") >"$TMP/ks.server2.log" 2>&1 &
+REPLACEMENT=$!
+PIDS+=("$REPLACEMENT")
+reformed() { grep -q "server [01] (rank [12]) sent nothing.*the job re-forms" "$TMP/ks.scheduler.log"; }
+for _ in $(seq 1 300); do reformed && break; sleep 0.2; done
+check "the scheduler says the job re-forms" reformed
+check "the job ends after the re-form" wait_all 180 "$SCHED" "${SERVERS[1]}" "$REPLACEMENT" "${WORKERS[@]}"
+check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0 0 0"
+check "the scheduler logs one re-form" test "$(grep -c "the job re-forms: every node" "$TMP/ks.scheduler.log")" = 1
+resumed=$(grep -ho "resumed from .* (step [0-9]*" "$TMP/ks.server2.log" | grep -o "[0-9]*$")
+check "the replacement resumes from a checkpoint (step $resumed)" test -n "$resumed"
+check "so do the others" grep -q "resumed from .* (step $resumed," "$TMP/ks.server1.log"
+again=$(grep -h "step $((resumed + 1))/" "$TMP"/ks.worker*.log | tail -1 | grep -o "^\[[0-9:.]*\]" | tr -d '[]')
+echo "  kill at $(date -d "@$killed" +%T.%N | cut -c1-12), training again at $again, from step $resumed"
+check "reference, uninterrupted" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=300 \
+  --set cluster.in_process=sequential --set train.output="$TMP/ks-ref" >"$TMP/ks-ref.log" 2>&1
+check "the job that lost a server equals an uninterrupted one, bit for bit" \
+  "$DIFF" "$TMP/ks/model.safetensors" "$TMP/ks-ref/model.safetensors" 0 0
+check "metrics.jsonl has one row per step" \
+  test "$(grep -c '"kind":"train"' "$TMP/ks/metrics.jsonl")/$(grep -o '"kind":"train","step":[0-9]*' "$TMP/ks/metrics.jsonl" | sort -u | wc -l)" = 300/300
+
+# With cluster.max_restarts = 0 a lost server ends the job.
+start_job kn 1000000 4 2 2 0 --set cluster.max_restarts=0
+for _ in $(seq 1 100); do grep -q "step 3/" "$TMP/kn.worker0.log" "$TMP/kn.worker1.log" 2>/dev/null && break; sleep 0.2; done
 sleep 1
 kill -9 "${SERVERS[0]}"
 check "all others end after a server's death" wait_all 40 "$SCHED" "${SERVERS[1]}" "${WORKERS[@]}"
 check "and exit non-zero (${CODES[*]})" bash -c '[[ ! " '"${CODES[*]}"' " =~ " 0 " ]]'
-check "the scheduler names the dead server" grep -q "server [01] (rank [12]) sent nothing" "$TMP/ks.scheduler.log"
+check "the scheduler names the dead server" grep -q "server [01] (rank [12]) sent nothing" "$TMP/kn.scheduler.log"
 
 # kill -9 of the scheduler (2 servers, 2 workers, no periodic checkpoint):
 # the servers take it as gone once it has acknowledged no heartbeat for the

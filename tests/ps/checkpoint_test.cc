@@ -279,6 +279,39 @@ TEST(CheckpointTest, AServerThatCannotWriteItsPartEndsTheCheckpointAtOnce) {
   EXPECT_EQ(*latest_checkpoint(root.path()), dir);
 }
 
+// The job re-forms while server 0 waits for server 1's part, which never
+// comes (server 1 was lost): the cancel flag ends the wait long before its
+// deadline, no manifest is written, and the previous checkpoint stays the
+// latest. With the part there, a set flag changes nothing.
+TEST(CheckpointTest, AReformEndsTheWaitForAMissingPart) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  write_checkpoint(root.path(), table, 2, 256, 10);
+  Manifest m = *read_checkpoint(checkpoint_dir(root.path(), 10));
+  m.step = 20;
+  const std::string dir = checkpoint_dir(root.path(), 20);
+  std::atomic<bool> cancel{false};
+  std::thread reform([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel = true;
+  });
+  const Deadline patience = Deadline::after(50);
+  auto holder =
+      write_checkpoint_part(root.path(), dir, 0, table, shard_state(table, 2, 0), m, 3, Deadline::after(60), &cancel);
+  reform.join();
+  ASSERT_FALSE(holder.ok());
+  EXPECT_FALSE(patience.expired()) << "server 0 waited out its deadline";
+  EXPECT_NE(holder.status().message().find("server 1's part"), std::string::npos) << holder.status().message();
+  EXPECT_FALSE(fs::exists(dir + "/manifest.json"));
+  EXPECT_EQ(*latest_checkpoint(root.path()), checkpoint_dir(root.path(), 10));
+
+  ASSERT_TRUE(write_shard(dir, 1, table, shard_state(table, 2, 1)).ok());
+  auto whole =
+      write_checkpoint_part(root.path(), dir, 0, table, shard_state(table, 2, 0), m, 3, Deadline::after(60), &cancel);
+  ASSERT_TRUE(whole.ok()) << whole.status().to_string();
+  EXPECT_EQ(*latest_checkpoint(root.path()), dir);
+}
+
 TEST(CheckpointTest, AnotherModelIsRejected) {
   testing::TempDir root;
   const ParamTable table = tiny_table();

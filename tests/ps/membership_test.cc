@@ -11,7 +11,8 @@
 //    only and the scheduler's word removes it; both servers take the step
 //    with workers 0 and 1 (server 0 sums again without worker 2), the
 //    weights are a two-worker job's, the pulls hand worker 2's batch to
-//    worker 0, and worker 2's next push is refused by name.
+//    worker 0, and worker 2's next push is refused by name; a re-form ends
+//    both servers and the pulls they hold.
 #include <atomic>
 #include <functional>
 #include <thread>
@@ -208,6 +209,8 @@ class TwoServers {
     return {kind, kind == wire::Kind::ERROR ? r->header().getError().getMessage().cStr() : ""};
   }
   ShardServer& server(int k) { return *servers_[static_cast<size_t>(k)]; }
+  // What server k's serve() returned, once join() has.
+  const Status& served(int k) const { return served_[k]; }
   // Runs `work` for workers 0..count-1 on threads of their own, each with
   // its client, and `meanwhile` on this thread; then waits for the servers.
   // Every worker and server ends well.
@@ -281,6 +284,39 @@ TEST(ShardServerMembershipTest, AWorkerRemovedMidPushCountsNowhere) {
   EXPECT_FALSE(second[1].lead);
   EXPECT_EQ(job2.server(0).version(), 1);
   EXPECT_EQ(job2.server(1).version(), 1);
+}
+
+// The job re-forms (another server was lost): workers 0 and 1 have pushed
+// step 0 and wait for version 1, which waits for worker 2. reform() ends
+// both servers' serve() with kAborted, and the waiting pulls are answered
+// with code REFORM, which the workers' clients return as kAborted: every
+// node then registers again (job/role.cc). No step was taken.
+TEST(ShardServerMembershipTest, AReformEndsTheServersAndTheirWaitingPulls) {
+  const std::vector<float> w0 = tiny_initial(9);
+  const std::vector<float> g = testing::random_vec(w0.size(), 62, 0.3f);
+  TwoServers job2(w0);
+  std::vector<Status> pulled(2);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 2; ++w)
+    workers.emplace_back([&, w] {
+      auto c = job2.client(w);
+      std::vector<float> weights(w0.size());
+      pulled[static_cast<size_t>(w)] = c->push(0, 5, 0.5, g.data());
+      if (pulled[static_cast<size_t>(w)].ok()) pulled[static_cast<size_t>(w)] = c->pull(1, weights.data()).status();
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int k = 0; k < 2; ++k) job2.server(k).reform("server 2 (rank 3) is gone; the job re-forms");
+  for (auto& t : workers) t.join();
+  job2.join();
+  for (int w = 0; w < 2; ++w) {
+    EXPECT_EQ(pulled[static_cast<size_t>(w)].code(), StatusCode::kAborted)
+        << pulled[static_cast<size_t>(w)].to_string();
+    EXPECT_NE(pulled[static_cast<size_t>(w)].message().find("the job re-forms"), std::string::npos);
+  }
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(job2.served(k).code(), StatusCode::kAborted) << job2.served(k).to_string();
+    EXPECT_EQ(job2.server(k).version(), 0);
+  }
 }
 
 TEST(ShardServerMembershipTest, ARemovedWorkerIsRefusedByName) {

@@ -281,6 +281,15 @@ double metric(prometheus::Registry& registry, const std::string& name, const std
   return -1;
 }
 
+// The sum of a counter family's values over all its label sets.
+double counter_total(prometheus::Registry& registry, const std::string& name) {
+  double total = 0;
+  for (const auto& family : registry.Collect())
+    if (family.name == name)
+      for (const auto& m : family.metric) total += m.counter.value;
+  return total;
+}
+
 // A server's statistics of `step` (its sum of squares, the workers it
 // summed) sent on its line to the scheduler; the scheduler's sum, or an
 // empty one when no sum came.
@@ -459,6 +468,160 @@ TEST(SchedulerTest, AWorkerJoinsAtTheNextStatistics) {
   for (int node : {0, 1, 2}) ASSERT_TRUE(send(node, wire::Kind::SHUTDOWN, 0, 9).ok());
   const Status done = job.join();
   EXPECT_TRUE(done.ok()) << done.to_string();
+}
+
+// The first error that comes on `d` (acknowledgements of beats are passed
+// over), with its code; kind HEARTBEAT when none came within `seconds`.
+struct Said {
+  wire::Kind kind = wire::Kind::HEARTBEAT;
+  wire::ErrorCode code = wire::ErrorCode::INTERNAL;
+  std::string message;
+};
+Said next_error(Dealer& d, double seconds) {
+  const Deadline end = Deadline::after(seconds);
+  while (!end.expired()) {
+    auto frames =
+        d.receive(Deadline::after(std::max(0.01, static_cast<double>(end.remaining_ms()) / 1000)), "an error");
+    if (!frames.ok()) break;
+    Rejection why;
+    auto m = InMessage::parse(std::move(*frames), &why);
+    if (!m || m->header().getKind() == wire::Kind::HEARTBEAT) continue;
+    Said s{m->header().getKind(), wire::ErrorCode::INTERNAL, ""};
+    if (s.kind == wire::Kind::ERROR) {
+      s.code = m->header().getError().getCode();
+      s.message = m->header().getError().getMessage().cStr();
+    }
+    return s;
+  }
+  return {};
+}
+
+// Re-forms (cluster.max_restarts = 1): a job of 2 servers and 2 workers
+// with a liveness window of 0.6 s. Server 0 goes silent while server 1
+// waits for the sum of step 4: server 1's round and the workers' heartbeat
+// lines are told, with code REFORM, that the job re-forms, naming server 0.
+// What the old lines send meanwhile is dropped unanswered. A replacement
+// server that registered while the job still ran (before server 0 was taken
+// as gone) waits unanswered, and is the re-formed job's server 0 when
+// server 1 and the workers register again; every node table says the job
+// re-formed and starts with the 2 workers; pst_job_reforms_total is 1. When
+// a server goes silent again no restart is left: the job ends with an error
+// that names it, and the waiting round hears it without REFORM.
+TEST(SchedulerTest, ALostServerReformsTheJobOnce) {
+  ScheduledJob job("scheduler-reform", JobLayout{2, 2}, [](SchedulerOptions& o) {
+    o.liveness_s = 0.6;
+    o.max_restarts = 1;
+    o.joins = true;
+  });
+  // Registers servers first (in this order), then workers, after the nodes
+  // already in *nodes (registered before); every node's rank, and what its
+  // node table says; then all pass the start barrier.
+  auto form = [&](int servers, int workers, uint64_t request, std::vector<std::unique_ptr<Dealer>>* nodes,
+                  std::vector<int32_t>* ranks, std::vector<bool>* reformed, std::vector<int32_t>* start) {
+    for (int i = 0; i < servers + workers; ++i) {
+      nodes->push_back(job.connect());
+      const bool server = i < servers;
+      ASSERT_TRUE(nodes->back()
+                      ->send(registration(server ? wire::Role::SERVER : wire::Role::WORKER,
+                                          server ? fmt::format("inproc://s{}", i) : "", "h", request + i),
+                             Deadline::after(5))
+                      .ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+    for (auto& d : *nodes) {
+      auto frames = d->receive(Deadline::after(20), "the node table");
+      ASSERT_TRUE(frames.ok()) << frames.status().to_string();
+      Rejection why;
+      auto m = InMessage::parse(std::move(*frames), &why);
+      ASSERT_TRUE(m && m->header().getKind() == wire::Kind::NODE_TABLE)
+          << (m ? kind_name(m->header().getKind()) : why.message)
+          << (m && m->header().getKind() == wire::Kind::ERROR ? m->header().getError().getMessage().cStr() : "");
+      ranks->push_back(m->header().getRank());
+      reformed->push_back(m->header().getReformed());
+      start->push_back(m->header().getStartWorkers());
+    }
+    for (size_t i = 0; i < nodes->size(); ++i) {
+      OutMessage b(wire::Kind::BARRIER, kJob, (*ranks)[i], 0, 1);
+      ASSERT_TRUE((*nodes)[i]->send(b.finish(), Deadline::after(5)).ok());
+    }
+    for (auto& d : *nodes) ASSERT_EQ(next_error(*d, 20).kind, wire::Kind::BARRIER);
+  };
+  auto beat = [&](std::vector<std::unique_ptr<Dealer>>& nodes, const std::vector<int32_t>& ranks, size_t from) {
+    for (size_t i = from; i < nodes.size(); ++i) {
+      OutMessage hb(wire::Kind::HEARTBEAT, kJob, ranks[i], 0, 2);
+      (void)nodes[i]->send(hb.finish(), Deadline::after(1));
+    }
+  };
+  auto stats = [&](Dealer& d, int32_t rank, int64_t step) {
+    OutMessage m(wire::Kind::REPORT, kJob, rank, step, 70);
+    GradStats mine;
+    mine.sum_squares = 1;
+    mine.contributors = {1, 1};
+    to_wire(mine, m.header().initStats());
+    return d.send(m.finish(), Deadline::after(5));
+  };
+
+  std::vector<std::unique_ptr<Dealer>> nodes;
+  std::vector<int32_t> ranks, start;
+  std::vector<bool> reformed;
+  form(2, 2, 100, &nodes, &ranks, &reformed, &start);
+  EXPECT_EQ(reformed, (std::vector<bool>{false, false, false, false}));
+  EXPECT_EQ(start, (std::vector<int32_t>{2, 2, 2, 2}));
+  // A replacement server registers while the job runs (a container
+  // restarted at once): it waits, unanswered, for a re-form.
+  auto spare = job.connect();
+  ASSERT_TRUE(spare->send(registration(wire::Role::SERVER, "inproc://spare", "h", 300), Deadline::after(5)).ok());
+  EXPECT_EQ(next_error(*spare, 0.3).kind, wire::Kind::HEARTBEAT) << "a spare server was answered before a re-form";
+  // Server 1's round of step 4 waits for server 0, which says nothing more.
+  auto round = job.connect();
+  ASSERT_TRUE(stats(*round, ranks[1], 4).ok());
+  Said told;
+  for (int i = 0; i < 200 && told.kind != wire::Kind::ERROR; ++i) {
+    beat(nodes, ranks, 1);
+    told = next_error(*nodes[2], 0.1);
+  }
+  ASSERT_EQ(told.kind, wire::Kind::ERROR) << "no word to worker 0 on its line";
+  EXPECT_EQ(told.code, wire::ErrorCode::REFORM) << told.message;
+  EXPECT_NE(told.message.find("server 0 (rank 1) sent nothing"), std::string::npos) << told.message;
+  EXPECT_NE(told.message.find("the job re-forms"), std::string::npos) << told.message;
+  const Said in_round = next_error(*round, 5);
+  EXPECT_EQ(in_round.code, wire::ErrorCode::REFORM) << in_round.message;
+  EXPECT_EQ(next_error(*nodes[3], 5).code, wire::ErrorCode::REFORM);
+  EXPECT_EQ(next_error(*nodes[1], 5).code, wire::ErrorCode::REFORM);
+  EXPECT_FALSE(job.returned()) << "a lost server ended a job that may re-form";
+  EXPECT_EQ(counter_total(job.registry(), "pst_job_reforms_total"), 1);
+
+  // An old line's beat during the re-form: dropped, not answered.
+  beat(nodes, ranks, 2);
+  EXPECT_EQ(next_error(*nodes[2], 0.5).kind, wire::Kind::HEARTBEAT) << "an old line was answered";
+
+  // Server 1 and the 2 workers register again; the spare is the re-formed
+  // job's server 0.
+  std::vector<std::unique_ptr<Dealer>> again;
+  again.push_back(std::move(spare));
+  std::vector<int32_t> ranks2, start2;
+  std::vector<bool> reformed2;
+  form(1, 2, 200, &again, &ranks2, &reformed2, &start2);
+  EXPECT_EQ(reformed2, (std::vector<bool>{true, true, true, true}));
+  EXPECT_EQ(start2, (std::vector<int32_t>{2, 2, 2, 2}));
+  EXPECT_EQ(ranks2[0], 1) << "the spare is not server 0";
+  EXPECT_FALSE(job.returned());
+
+  // Server 0 of the re-formed job (the spare) goes silent.
+  // No restart is left: the job ends, naming it.
+  auto round2 = job.connect();
+  ASSERT_TRUE(stats(*round2, ranks2[1], 7).ok());
+  for (int i = 0; i < 200 && !job.returned(); ++i) {
+    beat(again, ranks2, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const Status done = job.join();
+  EXPECT_EQ(done.code(), StatusCode::kDeadlineExceeded) << done.to_string();
+  EXPECT_NE(done.message().find("server 0 (rank 1) sent nothing"), std::string::npos) << done.message();
+  const Said last = next_error(*round2, 5);
+  EXPECT_EQ(last.kind, wire::Kind::ERROR);
+  EXPECT_EQ(last.code, wire::ErrorCode::INTERNAL) << last.message;
+  EXPECT_EQ(counter_total(job.registry(), "pst_job_reforms_total"), 1);
 }
 
 }  // namespace
