@@ -340,7 +340,9 @@ Status ShardServer::serve() {
   if (!s.ok()) {
     // Workers waiting for weights learn why, and whom the server waited for,
     // instead of waiting out their own deadline.
-    const auto code = reform_ ? wire::ErrorCode::REFORM : wire::ErrorCode::INTERNAL;
+    // (The scheduler's answer to the statistics may say REFORM before the
+    // heartbeat line does: either way the workers learn that the job re-forms.)
+    const auto code = s.code() == StatusCode::kAborted ? wire::ErrorCode::REFORM : wire::ErrorCode::INTERNAL;
     for (PendingPull& p : pending_) refuse(p.route, {code, s.message()}, 1);
     pending_.clear();
     waiting_pulls_ = 0;

@@ -1,5 +1,6 @@
 #include "scheduler/scheduler.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -117,16 +118,33 @@ bool read_registration(const InMessage& m, Registrant* r, Rejection* why) {
 Status rendezvous(Router& router, const SchedulerOptions& o, int start, bool reforming,
                   std::vector<ScrapeTarget>* targets, Rejecter& rejecter, RankBinding& senders, Roster* roster) {
   const JobLayout& l = o.layout;
-  roster->start = start;
   roster->reformed = reforming;
   // (Servers that registered while the job ran wait in roster->servers.)
   std::vector<Registrant>& servers = roster->servers;
   std::vector<Registrant> workers;
   const Deadline deadline = Deadline::after(o.start_timeout_s);
+  // When the job re-forms, a live worker registers again at once; once every
+  // server has, workers that have not within the liveness window are taken
+  // as gone (dead before the scheduler could tell), and the job re-forms
+  // without them if it keeps cluster.min_workers.
+  Deadline settle = Deadline::never();
   const Expectation e{o.job_id, l.nodes(), nullptr, -1};
   while (static_cast<int>(servers.size()) < l.servers || static_cast<int>(workers.size()) < start) {
-    auto msg = router.receive(deadline, fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
-                                                    servers.size(), l.servers, workers.size(), start));
+    if (reforming && static_cast<int>(servers.size()) == l.servers &&
+        static_cast<int>(workers.size()) >= std::max(1, o.min_workers)) {
+      if (settle.is_never()) settle = Deadline::after(o.liveness_s);
+      if (settle.expired()) {
+        spdlog::warn(
+            "scheduler: {} of {} workers registered again within {:.1f} s; the job re-forms without the others",
+            workers.size(), start, o.liveness_s);
+        start = static_cast<int>(workers.size());
+        break;
+      }
+    }
+    auto msg = router.receive(settle.is_never() ? deadline : settle,
+                              fmt::format("registrations ({} of {} servers and {} of {} workers so far)",
+                                          servers.size(), l.servers, workers.size(), start));
+    if (!msg.ok() && !settle.is_never() && msg.status().code() == StatusCode::kDeadlineExceeded) continue;
     if (!msg.ok()) return msg.status();
     const Counted counted(o.received);
     Rejection why;
@@ -166,6 +184,7 @@ Status rendezvous(Router& router, const SchedulerOptions& o, int start, bool ref
     }
     rejecter.reject(router, msg->route, why, m.get());
   }
+  roster->start = start;
   WorkerHosts hosts;
   for (size_t w = 0; w < workers.size(); ++w) hosts.emplace_back(l.worker_rank(static_cast<int>(w)), workers[w].host);
   // Each rank speaks from the process that registered it.

@@ -127,7 +127,14 @@ class JoiningReducer final : public GradStatsReducer {
     step_ = step;
     joiner_ = joiner;
   }
+  // The sum of `step` is the scheduler's word that the job re-forms, a
+  // second after it was asked for (the workers' pulls wait by then).
+  void reform_at(int64_t step) { reform_ = step; }
   Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override {
+    if (step == reform_) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      return aborted("server {}: server 9 is gone; the job re-forms", server);
+    }
     PST_ASSIGN_OR_RETURN(GradStats sum, inner_.all_reduce(server, step, local, deadline));
     if (step == step_ && !sum.redo) sum.joined = {joiner_};
     return sum;
@@ -136,6 +143,7 @@ class JoiningReducer final : public GradStatsReducer {
  private:
   ThreadStatsReducer inner_;
   int64_t step_ = -1;
+  int64_t reform_ = -1;
   Joiner joiner_;
 };
 
@@ -286,36 +294,45 @@ TEST(ShardServerMembershipTest, AWorkerRemovedMidPushCountsNowhere) {
   EXPECT_EQ(job2.server(1).version(), 1);
 }
 
-// The job re-forms (another server was lost): workers 0 and 1 have pushed
-// step 0 and wait for version 1, which waits for worker 2. reform() ends
-// both servers' serve() with kAborted, and the waiting pulls are answered
-// with code REFORM, which the workers' clients return as kAborted: every
-// node then registers again (job/role.cc). No step was taken.
+// The job re-forms (another server was lost), told on the heartbeat line
+// (reform()) or first in the answer to the statistics of step 0: workers 0
+// and 1 have pushed step 0 (and worker 2 too, in the second case) and wait
+// for version 1. Both servers' serve() end with kAborted, and the waiting
+// pulls are answered with code REFORM, which the workers' clients return as
+// kAborted: every node then registers again (job/role.cc). No step was taken.
 TEST(ShardServerMembershipTest, AReformEndsTheServersAndTheirWaitingPulls) {
   const std::vector<float> w0 = tiny_initial(9);
   const std::vector<float> g = testing::random_vec(w0.size(), 62, 0.3f);
-  TwoServers job2(w0);
-  std::vector<Status> pulled(2);
-  std::vector<std::thread> workers;
-  for (int w = 0; w < 2; ++w)
-    workers.emplace_back([&, w] {
-      auto c = job2.client(w);
-      std::vector<float> weights(w0.size());
-      pulled[static_cast<size_t>(w)] = c->push(0, 5, 0.5, g.data());
-      if (pulled[static_cast<size_t>(w)].ok()) pulled[static_cast<size_t>(w)] = c->pull(1, weights.data()).status();
+  for (const bool by_reduction : {false, true}) {
+    SCOPED_TRACE(by_reduction ? "told by the reduction" : "told on the heartbeat line");
+    TwoServers job2(w0, Consistency::kBsp, 0, [&](JoiningReducer& r) {
+      if (by_reduction) r.reform_at(0);
     });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  for (int k = 0; k < 2; ++k) job2.server(k).reform("server 2 (rank 3) is gone; the job re-forms");
-  for (auto& t : workers) t.join();
-  job2.join();
-  for (int w = 0; w < 2; ++w) {
-    EXPECT_EQ(pulled[static_cast<size_t>(w)].code(), StatusCode::kAborted)
-        << pulled[static_cast<size_t>(w)].to_string();
-    EXPECT_NE(pulled[static_cast<size_t>(w)].message().find("the job re-forms"), std::string::npos);
-  }
-  for (int k = 0; k < 2; ++k) {
-    EXPECT_EQ(job2.served(k).code(), StatusCode::kAborted) << job2.served(k).to_string();
-    EXPECT_EQ(job2.server(k).version(), 0);
+    const int workers = by_reduction ? 3 : 2;
+    std::vector<Status> pulled(static_cast<size_t>(workers));
+    std::vector<std::thread> threads;
+    for (int w = 0; w < workers; ++w)
+      threads.emplace_back([&, w] {
+        auto c = job2.client(w);
+        std::vector<float> weights(w0.size());
+        Status& st = pulled[static_cast<size_t>(w)];
+        st = c->push(0, 5, 0.5, g.data());
+        if (st.ok()) st = c->pull(1, weights.data()).status();
+      });
+    if (!by_reduction) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      for (int k = 0; k < 2; ++k) job2.server(k).reform("server 2 (rank 3) is gone; the job re-forms");
+    }
+    for (auto& t : threads) t.join();
+    job2.join();
+    for (const Status& st : pulled) {
+      EXPECT_EQ(st.code(), StatusCode::kAborted) << st.to_string();
+      EXPECT_NE(st.message().find("the job re-forms"), std::string::npos) << st.message();
+    }
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_EQ(job2.served(k).code(), StatusCode::kAborted) << job2.served(k).to_string();
+      EXPECT_EQ(job2.server(k).version(), 0);
+    }
   }
 }
 
