@@ -16,6 +16,7 @@
 # prints the time from the kill to the re-form, from the replacement's start
 # to training again (the re-formed job's start), and the steps trained again
 # (those since the newest checkpoint, at most CHECKPOINT_STEPS).
+# CONFIG (configs/g2p-tiny.toml) and BATCH (16) in the environment choose the model.
 #   bench/chaos.sh [BUILD_DIR] [WORKERS] [FAULTS] [STEPS] [HEARTBEAT_S] [MISSES] [SEED] [REJOIN] [SERVER]
 #                  [CHECKPOINT_STEPS]
 set -uo pipefail
@@ -32,6 +33,7 @@ SERVER=${9:-0}
 CHECKPOINT_STEPS=${10:-50}
 PST=$(realpath "$BUILD/bin/pst")
 ((FAULTS < WORKERS)) || { echo "FAULTS must leave a worker: at most $((WORKERS - 1))"; exit 2; }
+((WORKERS >= 2)) || { echo "WORKERS: at least 2 (worker 0 is never a victim)"; exit 2; }
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -40,8 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 "$PST" keygen --out "$TMP/job.key" >/dev/null
-JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key" --set train.eval_every=0
-     --set train.test_at_end=false --set data.batch_size=16 --set train.threads=1 --set train.log_every=10
+JOB=(--config "$ROOT/${CONFIG:-configs/g2p-tiny.toml}" --set security.key_file="$TMP/job.key" --set train.eval_every=0
+     --set train.test_at_end=false --set data.batch_size="${BATCH:-16}" --set train.threads=1 --set train.log_every=10
      --set cluster.servers=2 --set cluster.workers="$WORKERS" --set train.steps="$STEPS"
      --set cluster.heartbeat_s="$HEARTBEAT" --set cluster.heartbeat_misses="$MISSES"
      --set checkpoint.every_steps="$CHECKPOINT_STEPS")
