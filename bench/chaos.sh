@@ -161,7 +161,7 @@ echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${ap
 # median and max of a list of seconds
 summary() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
   m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "median %.2f s, max %.2f s", m, v[NR] }'; }
-echo "fault to training without the worker: $(summary "${DETECT[@]}") over ${#DETECT[@]} faults"
+[[ ${#DETECT[@]} -gt 0 ]] && echo "fault to training without the worker: $(summary "${DETECT[@]}") over ${#DETECT[@]} faults"
 [[ ${#JOINED[@]} -gt 0 ]] && echo "a new worker's start to its first step: $(summary "${JOINED[@]}") over ${#JOINED[@]} joins"
 awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" -v r="$REJOIN" 'BEGIN {
   printf "wall time: undisturbed %.1f s, with %d of %d workers lost%s %.1f s (ratio %.2f)\n", u, f, w,
