@@ -110,6 +110,19 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   // Worker 0 writes the model, or the worker the servers name lead once it
   // was removed (docs/design.md, Membership).
   topt.save = [&] { return save_trained_model(job, data, model); };
+  // ... and keeps metrics.jsonl while it is the lead.
+  topt.metrics_for_lead = [&](bool lead, int64_t step) -> std::FILE* {
+    metrics.reset();
+    if (!lead) return nullptr;
+    auto opened = open_output(job, step);
+    if (!opened.ok()) {
+      spdlog::warn("worker {}: metrics.jsonl not kept from step {}: {}", w, step + 1, opened.status().message());
+      return nullptr;
+    }
+    metrics = std::move(*opened);
+    spdlog::info("worker {}: the lead; it keeps {}/metrics.jsonl from step {}", w, job.train.output, step + 1);
+    return metrics.get();
+  };
   if (cluster.resume) {
     topt.first_step = cluster.resume->manifest.step;
     topt.data_pool = cluster.resume->manifest.data_pool(job.cluster.workers);

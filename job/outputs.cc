@@ -53,10 +53,9 @@ Result<OutputFile> open_output(const JobConfig& job, int64_t resumed_at) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return io_error("train.output = \"{}\": cannot create directory: {}", dir, ec.message());
   std::ofstream(dir + "/config.toml") << to_toml(job);
-  if (!job.checkpoint.resume.empty() && resumed_at >= 0)
-    PST_RETURN_IF_ERROR(drop_rows_after(dir + "/metrics.jsonl", resumed_at));
+  if (resumed_at >= 0) PST_RETURN_IF_ERROR(drop_rows_after(dir + "/metrics.jsonl", resumed_at));
   // A resumed run adds to the history of the run it continues.
-  const char* mode = job.checkpoint.resume.empty() ? "w" : "a";
+  const char* mode = job.checkpoint.resume.empty() && resumed_at < 0 ? "w" : "a";
   std::FILE* metrics = std::fopen((dir + "/metrics.jsonl").c_str(), mode);
   if (!metrics) return io_error("cannot write {}/metrics.jsonl", dir);
   return OutputFile(metrics);

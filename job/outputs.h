@@ -22,10 +22,11 @@ struct FileCloser {
 };
 using OutputFile = std::unique_ptr<std::FILE, FileCloser>;
 // Opens train.output with its config.toml and metrics.jsonl (appended to
-// when the job resumes); the file is metrics.jsonl. A job that resumes at
-// step `resumed_at` first drops the rows of later steps (the run it
-// continues logged them before its checkpoint was taken), so that each
-// step has one row.
+// when the job resumes); the file is metrics.jsonl. Given `resumed_at` (a
+// job that resumes at that step, or a worker that keeps the record from
+// there once it is the lead) it appends after dropping the rows of later
+// steps (the run it continues logged them before its checkpoint was taken),
+// so that each step has one row.
 Result<OutputFile> open_output(const JobConfig& job, int64_t resumed_at = -1);
 // A fresh job (no checkpoint.resume) refuses an output folder that holds
 // another run's model, metrics or checkpoints, unless train.overwrite: its

@@ -50,12 +50,18 @@ class ProgressBar {
 
 // One JSON line of metrics.jsonl: kind, step, elapsed and training
 // seconds, then `fields` (",\"key\":value..." already formatted).
+std::string record(const char* kind, int64_t step, double elapsed, double train_seconds, const std::string& fields) {
+  return fmt::format("{{\"kind\":\"{}\",\"step\":{},\"elapsed_s\":{:.2f},\"train_s\":{:.2f}{}}}\n", kind, step, elapsed,
+                     train_seconds, fields);
+}
+void write_line(std::FILE* f, const std::string& line) {
+  if (!f) return;
+  std::fputs(line.c_str(), f);
+  std::fflush(f);
+}
 void write_record(std::FILE* f, const char* kind, int64_t step, double elapsed, double train_seconds,
                   const std::string& fields) {
-  if (!f) return;
-  std::fprintf(f, "{\"kind\":\"%s\",\"step\":%lld,\"elapsed_s\":%.2f,\"train_s\":%.2f%s}\n", kind,
-               static_cast<long long>(step), elapsed, train_seconds, fields.c_str());
-  std::fflush(f);
+  if (f) write_line(f, record(kind, step, elapsed, train_seconds, fields));
 }
 
 std::string eval_fields(Task task, const EvalResult& r) {
@@ -102,6 +108,10 @@ struct Trainer::Run {
   // Since the last logged step.
   double interval_loss = 0, interval_train = 0;
   int64_t interval_tokens = 0;
+  // The last train row, written or not: a worker that becomes the lead
+  // writes it first (the lead before it may have died before it could).
+  std::string last_row;
+  int64_t last_row_step = 0;
   TrainSummary sum;
 
   // The time left for `left` more steps at the pace of the
@@ -222,9 +232,11 @@ void Trainer::log_step(int64_t step, const StepReport& info, const StepTotals& t
   r.bar->clear();
   spdlog::info("step {}/{}  loss {:.4f}  lr {:.3e}  grad norm {:.3f}  {:.0f} tokens/s  ETA {}", step + 1, tc.steps,
                loss, info.lr, info.grad_norm, tps, duration(eta));
-  write_record(opt_.metrics, "train", step + 1, r.wall.seconds(), r.train_seconds,
-               fmt::format(",\"loss\":{:.6f},\"lr\":{:.6e},\"grad_norm\":{:.6f},\"tokens_per_s\":{:.1f}", loss, info.lr,
-                           info.grad_norm, tps));
+  r.last_row = record("train", step + 1, r.wall.seconds(), r.train_seconds,
+                      fmt::format(",\"loss\":{:.6f},\"lr\":{:.6e},\"grad_norm\":{:.6f},\"tokens_per_s\":{:.1f}", loss,
+                                  info.lr, info.grad_norm, tps));
+  r.last_row_step = step + 1;
+  write_line(opt_.metrics, r.last_row);
   r.interval_loss = 0;
   r.interval_tokens = 0;
   r.interval_train = 0;
@@ -302,6 +314,16 @@ Result<TrainSummary> Trainer::run() {
     r.cursor->assign_all();
     PST_ASSIGN_OR_RETURN(info, pull(version + 1));
     version = info.version;
+    // Worker 0 was removed: the lead validates and keeps the record, one
+    // worker at a time. A new lead writes its last row first (from that
+    // step on); one that is no longer the lead writes this step's row, then
+    // stops (the next lead takes over after it).
+    r.sum.lead = opt_.evaluate || info.lead;
+    const bool may_lead = !opt_.evaluate && opt_.metrics_for_lead;
+    if (may_lead && info.lead && !opt_.metrics) {
+      opt_.metrics = opt_.metrics_for_lead(true, r.last_row_step > 0 ? r.last_row_step - 1 : step);
+      if (r.last_row_step > 0) write_line(opt_.metrics, r.last_row);
+    }
     if (!info.applied) {
       ++r.sum.skipped_steps;
       r.bar->clear();
@@ -320,7 +342,8 @@ Result<TrainSummary> Trainer::run() {
     r.sum.stopped = (info.stop || time_up) && step + 1 < tc.steps;
     const bool last = step + 1 == tc.steps || r.sum.stopped;
     log_step(step, info, totals, last);
-    if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && opt_.evaluate) {
+    if (may_lead && !info.lead && opt_.metrics) opt_.metrics = opt_.metrics_for_lead(false, step);
+    if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && r.sum.lead) {
       PST_RETURN_IF_ERROR(need(r.n));
       validate(step + 1);
     }

@@ -56,6 +56,11 @@ struct TrainerOptions {
   bool progress = true;          // a progress bar where core/terminal.h allows one
   double clip_norm = 0;          // clip each pushed gradient to this global norm here (ASP, SSP); 0: the servers clip
   std::FILE* metrics = nullptr;  // JSON lines of train/valid/test records, if set
+  // For a worker that does not evaluate from the start: called when the
+  // servers name it lead (worker 0 was removed) and when they stop (a worker
+  // joined in a lower place): returns the metrics file to write from the
+  // step after `step` (the job's, without the rows of later steps), or null.
+  std::function<std::FILE*(bool lead, int64_t step)> metrics_for_lead;
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;
   WorkerMetrics* monitor = nullptr;  // Prometheus series of this worker, if any

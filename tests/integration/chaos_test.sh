@@ -6,12 +6,14 @@
 # joins), a SIGSTOP of a worker past the window (continued once removed: it
 # is told so and exits non-zero; a new worker joins in its place) and one
 # kill -9 of a server (a replacement started at once; the job re-forms from
-# its newest checkpoint). Then SIGTERM to the scheduler stops the job at a
-# step S with a checkpoint. Checked: every process but the stopped worker
-# exits 0, and none is left; the scheduler logs each removal, join and the
-# re-form once; every checkpoint left verifies; the model's validation loss
-# is within 10% of an undisturbed threads job of 3 workers trained S steps
-# with the same seed (both measured by pst eval).
+# its newest checkpoint). The job then trains to its last step (S = 1000).
+# Checked: every process but the stopped worker exits 0, and none is left;
+# the scheduler logs each removal, join and the re-form once; every
+# checkpoint left verifies, the last one of step S; the replacement server
+# resumed from a checkpoint at most 2 intervals before the kill, and
+# metrics.jsonl has one row per step; the model's validation loss (pst eval,
+# 1000 words) is within 20% of an undisturbed threads job of 3 workers
+# trained S steps with the same seed (undisturbed seeds differ by 10%).
 # Usage: chaos_test.sh PATH_TO_PST [SEED] (the order and moments of the faults; 1)
 set -uo pipefail
 PST=$(realpath "$1")
@@ -30,10 +32,13 @@ echo "chaos_test: seed $SEED (chaos_test.sh PST $SEED repeats this order)"
 RANDOM=$SEED
 
 "$PST" keygen --out "$TMP/job.key" >/dev/null
-JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key"
+# (All of CMUdict's training words, not g2p-tiny's 64: a model that has
+# memorised 64 words has a validation loss too erratic to compare.)
+JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key" --set data.max_examples=0
      --set train.eval_every=0 --set train.test_at_end=false --set data.batch_size=16 --set train.threads=1
      --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=3)
-ARGS=("${JOB[@]}" --set train.steps=1000000 --set train.log_every=1 --set cluster.timeout_s=20
+S=1000
+ARGS=("${JOB[@]}" --set train.steps=$S --set train.log_every=1 --set cluster.timeout_s=20
       --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=6 --set checkpoint.every_steps=25
       --set train.output="$TMP/chaos")
 SOCK="ipc://$TMP/chaos.sock"
@@ -96,6 +101,12 @@ for ((i = ${#events[@]} - 1; i > 0; i--)); do  # a seeded shuffle
 done
 for e in "${events[@]}"; do
   later $((5 + RANDOM % 40)) || true
+  # (On a machine fast enough to train S steps before the faults are done,
+  # raise S.)
+  if ! kill -0 "$SCHED" 2>/dev/null || grep -q "every node has finished" "$LOG"; then
+    check "the job still runs at the $e fault (step $(step) of $S)" false
+    break
+  fi
   case $e in
     kill)
       v=$(victim)
@@ -117,9 +128,11 @@ for e in "${events[@]}"; do
       ;;
     server)
       k=$((RANDOM % 2))
-      echo "kill -9 of server process ${SERVERS[$k]} at step $(step)"
+      KILL_STEP=$(step)
+      echo "kill -9 of server process ${SERVERS[$k]} at step $KILL_STEP"
       kill -9 "${SERVERS[$k]}"
       KILLED+=("${SERVERS[$k]}")
+      REPLACEMENT_LOG="$TMP/chaos.$n.log"
       start server
       SERVERS[$k]=$STARTED
       check "the job re-forms" await 1 "$REFORMS"
@@ -127,12 +140,11 @@ for e in "${events[@]}"; do
       ;;
   esac
 done
-check "the job trains on after the faults" later 30
-kill -TERM "$SCHED"
+echo "the faults are done at step $(step) of $S"
 # Every process ends (none is left) with status 0, but the stopped worker,
 # which was told it was removed, and those killed.
 for p in "${PIDS[@]}"; do
-  for _ in $(seq 1 600); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+  for _ in $(seq 1 1500); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$p" 2>/dev/null; then
     check "process $p ends" false
     continue
@@ -150,18 +162,25 @@ check "the stopped worker is told it was removed" test -n "$stopped_log"
 check "4 removals, logged once each" test "$(count "$REMOVED")" = 4
 check "4 joins, logged once each" test "$(count "$JOINS")" = 4
 check "1 re-form, logged once" test "$(count "$REFORMS")" = 1
-S=$(grep -ho "stopped after step [0-9]*" "$TMP"/chaos.[0-9]*.log | sort -u | awk '{print $4}')
-check "every worker stopped after the same step ($S)" test "$(wc -w <<<"$S")" = 1
+check "the scheduler says the job ended well" grep -q "every node has finished" "$LOG"
 check "a complete checkpoint of step $S" test -f "$TMP/chaos/checkpoints/$(printf 'step-%09d' "${S:-0}")/manifest.json"
+resumed=$(grep -o "resumed from .* (step [0-9]*" "${REPLACEMENT_LOG:-/dev/null}" | grep -o "[0-9]*$")
+check "the replacement resumed from a checkpoint of step ${resumed:-?}, at most 50 before the kill (${KILL_STEP:-?})" \
+  test "${resumed:-0}" -gt 0 -a "${resumed:-0}" -ge $((${KILL_STEP:-0} - 50))
+rows=$(grep -o '"kind":"train","step":[0-9]*' "$TMP/chaos/metrics.jsonl" | grep -o "[0-9]*$")
+got="$(wc -l <<<"$rows") rows, $(sort -u <<<"$rows" | wc -l) steps, the last $(sort -n <<<"$rows" | tail -1)"
+check "metrics.jsonl has one row for each of the $S steps ($got)" test "$got" = "$S rows, $S steps, the last $S"
 check "every checkpoint left verifies" "$PST" checkpoint inspect "$TMP/chaos/checkpoints" >"$TMP/inspect.log" 2>&1
 check "none is incomplete or corrupt" bash -c "! grep -v 'complete, verified' '$TMP/inspect.log' | grep -q '^step-'"
 check "reference: 3 workers, $S steps, undisturbed" timeout 300 "$PST" train "${JOB[@]}" --set train.steps="$S" \
   --set train.output="$TMP/calm" >"$TMP/calm.log" 2>&1
-valid_loss() { "$PST" eval --model "$1" --split valid --threads 1 2>/dev/null | grep -o "valid: loss [0-9.]*" | awk '{print $3}'; }
+valid_loss() { "$PST" eval --model "$1" --split valid --max-examples 1000 --threads 1 2>/dev/null | grep -o "valid: loss [0-9.]*" | awk '{print $3}'; }
 chaos=$(valid_loss "$TMP/chaos/model.safetensors")
 calm=$(valid_loss "$TMP/calm/model.safetensors")
 echo "validation loss after $S steps: $chaos with the faults, $calm undisturbed"
-check "within 10% of the undisturbed run's" awk -v a="$chaos" -v b="$calm" 'BEGIN {exit !(a > 0 && b > 0 && (a - b) ^ 2 <= (0.1 * b) ^ 2)}'
+# Undisturbed runs of seeds 1, 2 and 3 give 0.525, 0.482 and 0.476 here: a
+# spread of 10%, so twice that is within noise.
+check "within 20% of the undisturbed run's" awk -v a="$chaos" -v b="$calm" 'BEGIN {exit !(a > 0 && b > 0 && (a - b) ^ 2 <= (0.2 * b) ^ 2)}'
 
 echo "$passes passed, $failures failed"
 if [[ $failures -ne 0 ]]; then

@@ -1,8 +1,9 @@
 // train.output's metrics.jsonl when a job resumes (job/outputs.h): the rows
 // of steps after the resume step were logged by the run it continues before
 // that run lost them (a re-formed job trains them again), so open_output
-// drops them and appends after the rest; rows without a step stay. A fresh
-// run starts the file over, and a resumed run without a step keeps it whole.
+// drops them and appends after the rest; rows without a step stay. So does
+// a worker that keeps the record once it is the lead. A fresh run starts the
+// file over, and a resumed run without a step keeps it whole.
 #include "job/outputs.h"
 
 #include <fstream>
@@ -58,8 +59,13 @@ TEST(OutputsTest, AResumedJobDropsTheRowsOfLaterSteps) {
   EXPECT_EQ(read_text(path), kept);
 
   job.checkpoint.resume = "";
+  {  // the lead of a job without a resume keeps the record from step 9
+    auto f = open_output(job, 9);
+    ASSERT_TRUE(f.ok());
+  }
+  EXPECT_EQ(read_text(path), "{\"kind\":\"train\",\"step\":9,\"loss\":1.5}\n{\"kind\":\"note\"}\n");
   {  // a fresh run: the file starts over
-    auto f = open_output(job, 10);
+    auto f = open_output(job);
     ASSERT_TRUE(f.ok());
   }
   EXPECT_EQ(read_text(path), "");
