@@ -85,6 +85,11 @@ void add_model_tools(CLI::App& app, Flags& f) {
   f.predict->add_option("--beam", f.decode.beam, "G2P: beam size (1 = greedy decoding)");
   f.predict->add_option("--length-penalty", f.decode.length_penalty,
                         "G2P beam search: rank by log-probability / length^this (0 = none, 1 = per token)");
+  const char* no_cache =
+      "Decode without keeping the decoder's keys and values: every step re-runs the whole prefix (slower; the "
+      "reference the cache is tested against)";
+  f.predict->add_flag_function(
+      "--no-cache", [&f](int64_t) { f.decode.cache = false; }, no_cache);
 
   pst::EvalArgs& e = f.eval_args;
   f.eval = app.add_subcommand("eval", "The task's metrics of a model on a split of its data");
@@ -97,6 +102,8 @@ void add_model_tools(CLI::App& app, Flags& f) {
   f.eval->add_option("--beam", e.decode.beam, "G2P: beam size (1 = greedy decoding)");
   f.eval->add_option("--length-penalty", e.decode.length_penalty,
                      "G2P beam search: rank by log-probability / length^this (0 = none, 1 = per token)");
+  f.eval->add_flag_function(
+      "--no-cache", [&e](int64_t) { e.decode.cache = false; }, no_cache);
 }
 
 void add_job_tools(CLI::App& app, Flags& f) {

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
@@ -61,7 +62,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     }
     const std::vector<int64_t> max_out = g2p_output_limits(srcs);
     if (decode.beam == 1) {
-      const auto out = greedy_decode(model, srcs, max_out);
+      const auto out = greedy_decode(model, srcs, max_out, decode.cache);
       for (size_t i = 0; i < inputs.size(); ++i)
         std::printf("%s\t%s\n", inputs[i].c_str(), join_phones(loaded->phones, out[i]).c_str());
     } else {
@@ -71,7 +72,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     }
   } else {
     for (const std::string& prompt : inputs) {
-      const auto gen = generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes);
+      const auto gen = generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes, decode.cache);
       std::printf("%s%s\n", prompt.c_str(), std::string(gen.begin(), gen.end()).c_str());
     }
   }
@@ -116,6 +117,8 @@ int run_eval(const EvalArgs& args) {
     spdlog::error("evaluation stopped by signal {}; no metrics", stop_signal());
     return 128 + stop_signal();
   }
+  spdlog::info("{}: scoring took {:.2f} s{}", to_string(split), r.scoring_seconds,
+               data->task == Task::kG2P ? fmt::format(", decoding {:.2f} s", r.decoding_seconds) : "");
   std::printf("%s %s: %s\n", args.model.c_str(), to_string(split), describe_eval(data->task, r).c_str());
   if (write) {
     std::ofstream out(args.predictions);

@@ -100,4 +100,15 @@ std::vector<std::vector<int64_t>> sequential_batches(int64_t n, int64_t batch_si
   return out;
 }
 
+std::vector<std::vector<int64_t>> length_sorted_batches(const Dataset& data, int64_t n, int64_t batch_size) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return data.length_key(a) > data.length_key(b); });
+  std::vector<std::vector<int64_t>> out = sequential_batches(n, batch_size);
+  for (auto& ids : out)
+    for (int64_t& i : ids) i = order[static_cast<size_t>(i)];
+  return out;
+}
+
 }  // namespace pst

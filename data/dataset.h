@@ -71,5 +71,10 @@ class BatchIterator {
 
 // Splits a dataset into consecutive batches without shuffling (evaluation).
 std::vector<std::vector<int64_t>> sequential_batches(int64_t n, int64_t batch_size);
+// The first n examples in batches of close length (by length_key, longest
+// first, equal keys in index order): a batch carries little padding, and
+// the first sizes the model's buffers. For evaluation, whose sums do not
+// depend on the order.
+std::vector<std::vector<int64_t>> length_sorted_batches(const Dataset& data, int64_t n, int64_t batch_size);
 
 }  // namespace pst

@@ -26,12 +26,18 @@ struct AttentionDims {
   int64_t ldq = 0, ldk = 0, ldv = 0, ldo = 0;
   bool causal = false;  // query i sees keys j <= i
   float scale = 1.0f;   // usually 1/sqrt(D)
+  // Floats from one batch row's keys (and values) to the next; 0: Tk * ldk
+  // (and Tk * ldv), rows one after another. A decoding cache interleaves
+  // rows by position: ldk spans a position of every row, the stride is one row's.
+  int64_t kv_batch_stride = 0;
 
+  int64_t k_batch() const { return kv_batch_stride ? kv_batch_stride : Tk * ldk; }
+  int64_t v_batch() const { return kv_batch_stride ? kv_batch_stride : Tk * ldv; }
   // Where head h of batch row b starts in q (and dq), k, v, out (and dout),
   // and probs.
   int64_t q_at(int64_t b, int64_t h) const { return b * Tq * ldq + h * D; }
-  int64_t k_at(int64_t b, int64_t h) const { return b * Tk * ldk + h * D; }
-  int64_t v_at(int64_t b, int64_t h) const { return b * Tk * ldv + h * D; }
+  int64_t k_at(int64_t b, int64_t h) const { return b * k_batch() + h * D; }
+  int64_t v_at(int64_t b, int64_t h) const { return b * v_batch() + h * D; }
   int64_t out_at(int64_t b, int64_t h) const { return b * Tq * ldo + h * D; }
   int64_t probs_at(int64_t b, int64_t h) const { return (b * H + h) * Tq * Tk; }
 };
@@ -58,6 +64,9 @@ class Backend {
 
   virtual void fill(float* x, int64_t n, float value) = 0;
   virtual void copy(float* dst, const float* src, int64_t n) = 0;
+  // dst row r = src row r for r < rows, cols floats each; rows start
+  // ld_dst and ld_src floats apart (a strided copy, e.g. into a cache).
+  virtual void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols) = 0;
   // y += x
   virtual void add(float* y, const float* x, int64_t n) = 0;
   // y += a * x

@@ -60,6 +60,13 @@ class Arena {
   bool counting_ = true;
 };
 
+// A device array that only grows (Backend::allocate zeroes what is new).
+template <typename T>
+struct Grown {
+  T* p = nullptr;
+  int64_t n = 0;
+};
+
 // One residual block: self-attention, cross-attention or feed-forward, with
 // its LayerNorm placed before (pre-LN) or after the residual sum (post-LN,
 // DeepNorm).
@@ -86,6 +93,11 @@ struct Sublayer {
   float* kv = nullptr;       // cross: (B*S, 2C)
   float* probs = nullptr;    // attn: (B, H, Tq, Tk)
   float* ctx = nullptr;      // attn: (rows, C) heads' output; ffn: act(h1) after dropout (rows, F)
+  // Incremental decoding (decoder attention only): the kept keys and values,
+  // self-attention (capacity, room, 2C), position by position (a step
+  // appends one contiguous block), cross-attention (rows, S, 2C); and a
+  // buffer that reorder_decoding gathers into.
+  Grown<float> kept, spare;
 };
 
 struct Stack {
@@ -126,9 +138,22 @@ struct Transformer::Impl {
   int64_t out_begin = 0;      // the output layer's block: [out_begin, num_params)
   float* sinusoid = nullptr;  // (max_len, C) device, sinusoidal positions
   // Encoder output kept across forwards for reuse_encoder: (B, S, C).
-  float* memory = nullptr;
+  Grown<float> memory;
   int64_t memory_B = -1, memory_S = -1;
   float emb_scale = 1.0f;
+
+  // Incremental decoding (begin_decoding ... decode_step); the kept keys
+  // and values are in the decoder's sublayers.
+  struct Decoding {
+    bool active = false;
+    bool step = false;  // the forward under way computes one position from the kept ones
+    int64_t rows = 0, S = 0, capacity = 0, positions = 0;
+    int64_t room = 0;              // rows of a position's block in the self-attention caches
+    std::vector<int32_t> src_len;  // (rows) host
+    Grown<int32_t> src_len_dev;    // (rows) the cross-attentions' key lengths
+    Grown<int32_t> from_dev;       // reorder_decoding's row map
+    Grown<float> probs;            // (rows, H, capacity) a step's self-attention probabilities
+  } decoding;
 
   // Per-forward state.
   int64_t B = 0, S = 0, T = 0;
@@ -205,11 +230,27 @@ struct Transformer::Impl {
   ~Impl() {
     if (sinusoid) be->deallocate(sinusoid);
     release_memory();
+    release_decoding();
+  }
+
+  template <typename T>
+  void release(Grown<T>& g) {
+    if (g.p) be->deallocate(g.p);
+    g = Grown<T>{};
+  }
+  // At least n elements; the contents are lost when it grows.
+  template <typename T>
+  T* reserve(Grown<T>& g, int64_t n) {
+    if (n > g.n) {
+      release(g);
+      g.p = static_cast<T*>(be->allocate(static_cast<size_t>(n) * sizeof(T)));
+      g.n = n;
+    }
+    return g.p;
   }
 
   void release_memory() {
-    if (memory) be->deallocate(memory);
-    memory = nullptr;
+    release(memory);
     memory_B = memory_S = -1;
   }
 
@@ -336,16 +377,31 @@ struct Transformer::Impl {
     switch (s.kind) {
       case Sublayer::kSelfAttn: {
         linear_forward(s.a, in, rows, C, 3 * C, W(s.in_w), C, W(s.in_b));
-        const AttentionDims d = dims(s, st.L, st.L);
-        be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
+        if (decoding.step) {
+          // Keep the new position's key and value, then attend over every
+          // kept one (the keys after it are padding: no mask needed).
+          const int64_t block = decoding.room * 2 * C;
+          be->copy_rows(s.kept.p + decoding.positions * block, 2 * C, s.a + C, 3 * C, B, 2 * C);
+          AttentionDims d = dims(s, 1, decoding.capacity);
+          d.causal = false;
+          d.ldk = d.ldv = block;
+          d.kv_batch_stride = 2 * C;
+          be->attention_forward(d, s.a, s.kept.p, s.kept.p + C, st.key_len, decoding.probs.p, s.ctx, 0.0f,
+                                key(s.site_inner));
+        } else {
+          const AttentionDims d = dims(s, st.L, st.L);
+          be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
+        }
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
       }
       case Sublayer::kCrossAttn: {
         linear_forward(s.a, in, rows, C, C, W(s.in_w), C, W(s.in_b));
-        linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C, s.in_b >= 0 ? W(s.in_b) + C : nullptr);
+        const float* kv = decoding.step ? s.kept.p : s.kv;  // a step reads the kept projection of the memory
+        if (!decoding.step)
+          linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C, s.in_b >= 0 ? W(s.in_b) + C : nullptr);
         const AttentionDims d = dims(s, st.L, mem_len);
-        be->attention_forward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
+        be->attention_forward(d, s.a, kv, kv + C, mem_key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
       }
@@ -377,12 +433,13 @@ struct Transformer::Impl {
     }
   }
 
-  void embed_forward(Stack& st, const std::vector<int32_t>& ids, const std::vector<int32_t>& lens) {
+  // The stack's positions start at `first` (a decoding step's place).
+  void embed_forward(Stack& st, const std::vector<int32_t>& ids, const std::vector<int32_t>& lens, int64_t first = 0) {
     const int64_t rows = B * st.L;
     be->upload(st.ids, ids.data(), ids.size() * sizeof(int32_t));
     be->upload(st.key_len, lens.data(), lens.size() * sizeof(int32_t));
     be->embedding_forward(st.x0, st.ids, W(st.embed), rows, C, emb_scale);
-    be->add_positions(st.x0, st.pos >= 0 ? W(st.pos) : sinusoid, B, st.L, C);
+    be->add_positions(st.x0, (st.pos >= 0 ? W(st.pos) : sinusoid) + first * C, B, st.L, C);
     be->dropout_forward(st.x0, st.x0, rows * C, p_embed(), key(st.site_embed));
   }
 
@@ -417,13 +474,14 @@ struct Transformer::Impl {
     PST_CHECK_MSG(!enc_dec || (batch.S >= 1 && batch.S <= cfg.max_len), "source length {} outside [1, max_len={}]",
                   batch.S, cfg.max_len);
     opt = o;
+    decoding.active = false;
     PST_CHECK_MSG(!o.reuse_encoder || (!o.train && enc_dec && memory_B == batch.B && memory_S == batch.S),
                   "reuse_encoder needs an inference forward of an encoder-decoder on the same source");
     if (batch.B != B || batch.S != S || batch.T != T) plan(batch.B, enc_dec ? batch.S : 0, batch.T);
     const float* mem = nullptr;
     if (enc_dec && o.reuse_encoder) {
       be->upload(enc.key_len, batch.src_len.data(), batch.src_len.size() * sizeof(int32_t));
-      mem = memory;
+      mem = memory.p;
     } else if (enc_dec) {
       need(layer_end(enc, -1));
       embed_forward(enc, batch.src, batch.src_len);
@@ -449,13 +507,106 @@ struct Transformer::Impl {
   // Copies the encoder output out of the arena so that later forwards with
   // reuse_encoder (whose plans may move the arena) can read it.
   void keep_memory(const float* mem) {
-    if (memory_B != B || memory_S != S) {
-      release_memory();
-      memory = static_cast<float*>(be->allocate(static_cast<size_t>(B * S * C) * sizeof(float)));
-      memory_B = B;
-      memory_S = S;
+    be->copy(reserve(memory, B * S * C), mem, B * S * C);
+    memory_B = B;
+    memory_S = S;
+  }
+
+  // ---- incremental decoding ----------------------------------------------
+
+  void release_decoding() {
+    for (Sublayer& s : dec.subs) {
+      release(s.kept);
+      release(s.spare);
     }
-    be->copy(memory, mem, B * S * C);
+    release(decoding.src_len_dev);
+    release(decoding.from_dev);
+    release(decoding.probs);
+    decoding = Decoding{};
+  }
+
+  // Floats of a decoder attention sublayer's keys and values for `rows`
+  // rows (laid out for `room`).
+  int64_t kept_floats(const Sublayer& s, int64_t rows, int64_t room) const {
+    return s.kind == Sublayer::kSelfAttn ? decoding.capacity * room * 2 * C : rows * decoding.S * 2 * C;
+  }
+
+  void begin_decoding(const Batch& prefix, int64_t capacity) {
+    PST_CHECK_MSG(prefix.T <= capacity && capacity <= cfg.max_len, "decoding capacity {} outside [T={}, max_len={}]",
+                  capacity, prefix.T, cfg.max_len);
+    for (int32_t len : prefix.tgt_len)
+      PST_CHECK_MSG(len == prefix.T, "a decoding prefix of {} ids in a batch of {}", len, prefix.T);
+    forward(prefix, ForwardOptions{});
+    decoding.S = enc_dec ? prefix.S : 0;
+    decoding.capacity = capacity;
+    decoding.room = B;
+    for (Sublayer& s : dec.subs) {
+      if (s.kind == Sublayer::kFfn) continue;
+      float* kept = reserve(s.kept, kept_floats(s, B, B));
+      if (s.kind == Sublayer::kCrossAttn) {
+        be->copy(kept, s.kv, B * S * 2 * C);
+      } else {  // position t of every row from the forward's (B, T, 3C) projections
+        for (int64_t t = 0; t < T; ++t)
+          be->copy_rows(kept + t * B * 2 * C, 2 * C, s.a + t * 3 * C + C, T * 3 * C, B, 2 * C);
+      }
+    }
+    decoding.src_len = enc_dec ? prefix.src_len : std::vector<int32_t>(static_cast<size_t>(B), 0);
+    be->upload(reserve(decoding.src_len_dev, B), decoding.src_len.data(), decoding.src_len.size() * sizeof(int32_t));
+    reserve(decoding.probs, B * H * capacity);
+    decoding.rows = B;
+    decoding.positions = T;
+    decoding.active = true;
+  }
+
+  void decode_step(const std::vector<int32_t>& ids) {
+    PST_CHECK_MSG(decoding.active, "decode_step without begin_decoding (or after another forward)");
+    PST_CHECK_MSG(static_cast<int64_t>(ids.size()) == decoding.rows, "{} ids for {} decoding rows", ids.size(),
+                  decoding.rows);
+    if (decoding.rows == 0) return;
+    PST_CHECK_MSG(decoding.positions < decoding.capacity, "decoding is full: {} positions", decoding.capacity);
+    opt = ForwardOptions{};
+    have_grad = false;
+    if (B != decoding.rows || S != decoding.S || T != 1) plan(decoding.rows, decoding.S, 1);
+    decoding.step = true;
+    embed_forward(dec, ids, std::vector<int32_t>(ids.size(), static_cast<int32_t>(decoding.positions + 1)),
+                  decoding.positions);
+    stack_forward(dec, nullptr, S, decoding.src_len_dev.p);
+    decoding.step = false;
+    linear_forward(logits, dec.top, B, C, m->tgt_vocab_, W(out_w), C, W(out_b));
+    ++decoding.positions;
+  }
+
+  void reorder_decoding(const std::vector<int32_t>& from) {
+    PST_CHECK_MSG(decoding.active, "reorder_decoding without begin_decoding (or after another forward)");
+    const int64_t n = static_cast<int64_t>(from.size());
+    for (int32_t r : from) PST_CHECK_MSG(r >= 0 && r < decoding.rows, "decoding row {} of {}", r, decoding.rows);
+    if (n == 0) {  // nothing left to decode
+      decoding.rows = 0;
+      decoding.src_len.clear();
+      return;
+    }
+    be->upload(reserve(decoding.from_dev, n), from.data(), from.size() * sizeof(int32_t));
+    const int64_t room = std::max(n, decoding.room);
+    for (Sublayer& s : dec.subs) {
+      if (s.kind == Sublayer::kFfn) continue;
+      float* to = reserve(s.spare, kept_floats(s, n, room));
+      // Gathers of whole rows: embedding lookups with the rows as the table.
+      if (s.kind == Sublayer::kCrossAttn) {
+        be->embedding_forward(to, decoding.from_dev.p, s.kept.p, n, decoding.S * 2 * C, 1.0f);
+      } else {
+        for (int64_t t = 0; t < decoding.positions; ++t)
+          be->embedding_forward(to + t * room * 2 * C, decoding.from_dev.p, s.kept.p + t * decoding.room * 2 * C, n,
+                                2 * C, 1.0f);
+      }
+      std::swap(s.kept, s.spare);
+    }
+    std::vector<int32_t> src_len;
+    for (int32_t r : from) src_len.push_back(decoding.src_len[static_cast<size_t>(r)]);
+    decoding.src_len = std::move(src_len);
+    be->upload(reserve(decoding.src_len_dev, n), decoding.src_len.data(), decoding.src_len.size() * sizeof(int32_t));
+    reserve(decoding.probs, n * H * decoding.capacity);
+    decoding.rows = n;
+    decoding.room = room;
   }
 
   // ---- backward ------------------------------------------------------------
@@ -603,6 +754,12 @@ void Transformer::init_weights(uint64_t seed) {
 LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) { return impl_->forward(batch, opt); }
 
 void Transformer::backward(const GradientsFinal& on_final) { impl_->backward(on_final); }
+
+void Transformer::begin_decoding(const Batch& prefix, int64_t capacity) { impl_->begin_decoding(prefix, capacity); }
+void Transformer::decode_step(const std::vector<int32_t>& ids) { impl_->decode_step(ids); }
+void Transformer::reorder_decoding(const std::vector<int32_t>& from) { impl_->reorder_decoding(from); }
+int64_t Transformer::decoding_rows() const { return impl_->decoding.active ? impl_->decoding.rows : 0; }
+int64_t Transformer::decoded_positions() const { return impl_->decoding.active ? impl_->decoding.positions : 0; }
 
 std::vector<float> Transformer::logits() const {
   std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));

@@ -88,8 +88,30 @@ class Transformer {
   // Accumulates parameter gradients of the last train forward().
   void backward(const GradientsFinal& on_final = nullptr);
 
-  // Logits (B*T, V) of the last forward, on the host.
+  // Logits (B*T, V) of the last forward or decoding step, on the host.
   std::vector<float> logits() const;
+
+  // Incremental decoding, for inference (docs/design.md, Decoding). Each
+  // self-attention keeps the keys and values of the positions seen so far,
+  // and each cross-attention the keys and values of the encoder output, so
+  // that a step computes one position per row, not the whole prefix.
+  //
+  // begin_decoding runs an inference forward over `prefix` (its sources, and
+  // the first prefix.T decoder ids of every row: tgt_len must be T for all)
+  // and keeps what later steps need, with room for `capacity` decoder
+  // positions per row (prefix.T <= capacity <= max_len). logits() then holds
+  // the prefix's (B*T, V). Another forward() ends the decoding.
+  void begin_decoding(const Batch& prefix, int64_t capacity);
+  // Appends one id per row at the next position; logits() then holds
+  // (rows, V). The logits equal those of a forward over each row's whole
+  // prefix, up to float rounding (the sums run over other shapes).
+  void decode_step(const std::vector<int32_t>& ids);
+  // Row r continues the history of row from[r]: any number of rows, each
+  // from any row, repeats allowed (finished rows dropped, beams forked).
+  void reorder_decoding(const std::vector<int32_t>& from);
+  // Rows and positions of the decoding under way (0 when there is none).
+  int64_t decoding_rows() const;
+  int64_t decoded_positions() const;
 
   struct Impl;
 

@@ -62,28 +62,43 @@ std::vector<int64_t> clamp_limits(const Transformer& model, std::vector<int64_t>
   return limits;
 }
 
-}  // namespace
-
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
-                                                int64_t max_out) {
-  return greedy_decode(model, sources, std::vector<int64_t>(sources.size(), max_out));
+// The batch of `sources` (ids ending in </s>, padded), each repeated
+// `copies` times in a row, with `<s>` as every row's decoder input.
+Batch source_batch(const std::vector<std::vector<int32_t>>& sources, int64_t copies) {
+  Batch batch;
+  batch.B = static_cast<int64_t>(sources.size()) * copies;
+  batch.T = 1;
+  for (const auto& s : sources) batch.S = std::max<int64_t>(batch.S, static_cast<int64_t>(s.size()));
+  batch.src.assign(static_cast<size_t>(batch.B * batch.S), kPadId);
+  for (int64_t r = 0; r < batch.B; ++r) {
+    const auto& s = sources[static_cast<size_t>(r / copies)];
+    std::copy(s.begin(), s.end(), batch.src.begin() + r * batch.S);
+    batch.src_len.push_back(static_cast<int32_t>(s.size()));
+  }
+  batch.tgt_in.assign(static_cast<size_t>(batch.B), 1);  // <s>
+  batch.tgt_out.assign(static_cast<size_t>(batch.B), kIgnoreTarget);
+  batch.tgt_len.assign(static_cast<size_t>(batch.B), 1);
+  return batch;
 }
 
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
-                                                const std::vector<int64_t>& max_outs) {
+// Greedy's choice from a row of logits: </s> or the best non-special id (the
+// first among equals).
+int32_t greedy_choice(const float* row, int64_t V) {
+  int32_t best = 2;
+  for (int32_t v = 4; v < V; ++v)
+    if (row[v] > row[best]) best = v;
+  return best;
+}
+
+// Greedy decoding that runs the decoder over every row's whole prefix at each
+// step: the reference the cached decoder is tested against.
+std::vector<std::vector<int32_t>> greedy_uncached(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                                  const std::vector<int64_t>& limit) {
   const int64_t B = static_cast<int64_t>(sources.size());
   const int64_t V = model.tgt_vocab();
-  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
   int64_t max_out = 0;
   for (int64_t l : limit) max_out = std::max(max_out, l);
-  Batch batch;
-  batch.B = B;
-  for (const auto& s : sources) batch.S = std::max<int64_t>(batch.S, static_cast<int64_t>(s.size()));
-  batch.src.assign(static_cast<size_t>(B * batch.S), kPadId);
-  for (int64_t b = 0; b < B; ++b) {
-    std::copy(sources[b].begin(), sources[b].end(), batch.src.begin() + b * batch.S);
-    batch.src_len.push_back(static_cast<int32_t>(sources[b].size()));
-  }
+  Batch batch = source_batch(sources, 1);
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
   std::vector<bool> done(static_cast<size_t>(B), false);
   std::vector<std::vector<int32_t>> prefix(static_cast<size_t>(B), std::vector<int32_t>{1});  // <s>
@@ -100,11 +115,7 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::v
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
-      const float* row = logits.data() + ((b * t) + (t - 1)) * V;
-      // Specials other than </s> are never emitted.
-      int32_t best = 2;
-      for (int32_t v = 4; v < V; ++v)
-        if (row[v] > row[best]) best = v;
+      const int32_t best = greedy_choice(logits.data() + ((b * t) + (t - 1)) * V, V);
       if (best == 2 || t == limit[b] + 1) {
         done[b] = true;
         continue;
@@ -114,6 +125,53 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::v
       all_done = false;
     }
     if (all_done) break;
+  }
+  return out;
+}
+
+int64_t largest(const std::vector<int64_t>& v) {
+  int64_t m = 1;
+  for (int64_t x : v) m = std::max(m, x);
+  return m;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                                int64_t max_out, bool cache) {
+  return greedy_decode(model, sources, std::vector<int64_t>(sources.size(), max_out), cache);
+}
+
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                                const std::vector<int64_t>& max_outs, bool cache) {
+  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
+  if (!cache) return greedy_uncached(model, sources, limit);
+  const int64_t V = model.tgt_vocab();
+  std::vector<std::vector<int32_t>> out(sources.size());
+  if (sources.empty()) return out;
+  // A row's t-th step needs t positions, and steps go on while t <= limit.
+  model.begin_decoding(source_batch(sources, 1), largest(limit));
+  std::vector<int64_t> source_of(sources.size());  // decoding row -> source
+  std::iota(source_of.begin(), source_of.end(), 0);
+  for (int64_t t = 1;; ++t) {
+    const std::vector<float> logits = model.logits();
+    std::vector<int32_t> keep, next;
+    std::vector<int64_t> kept;
+    for (size_t r = 0; r < source_of.size(); ++r) {
+      const int64_t b = source_of[r];
+      const int32_t best = greedy_choice(logits.data() + static_cast<int64_t>(r) * V, V);
+      if (best == 2) continue;
+      out[static_cast<size_t>(b)].push_back(best);
+      if (t == limit[static_cast<size_t>(b)]) continue;  // as long as allowed
+      keep.push_back(static_cast<int32_t>(r));
+      next.push_back(best);
+      kept.push_back(b);
+    }
+    if (keep.empty()) break;
+    // Finished rows leave the batch, so later steps cost only the words still going.
+    if (keep.size() != source_of.size()) model.reorder_decoding(keep);
+    source_of = std::move(kept);
+    model.decode_step(next);
   }
   return out;
 }
@@ -135,6 +193,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
                                     const std::vector<int64_t>& max_outs, const DecodeOptions& options) {
   PST_CHECK_MSG(options.beam >= 1 && options.length_penalty >= 0, "beam {} and length penalty {}", options.beam,
                 options.length_penalty);
+  if (sources.empty()) return {};
   const int64_t B = static_cast<int64_t>(sources.size());
   const int64_t K = options.beam;
   const int64_t V = model.tgt_vocab();
@@ -143,41 +202,61 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
     return options.length_penalty == 0 ? log_prob
                                        : log_prob / std::pow(static_cast<double>(length), options.length_penalty);
   };
-  // Row b * K + k of every batch is hypothesis k of source b, so the source
-  // side stays the same from step to step (the encoder runs once).
-  Batch batch;
-  batch.B = B * K;
-  for (const auto& s : sources) batch.S = std::max<int64_t>(batch.S, static_cast<int64_t>(s.size()));
-  batch.src.assign(static_cast<size_t>(B * K * batch.S), kPadId);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < K; ++k) {
-      std::copy(sources[b].begin(), sources[b].end(), batch.src.begin() + (b * K + k) * batch.S);
-      batch.src_len.push_back(static_cast<int32_t>(sources[b].size()));
-    }
   struct Live {
     std::vector<int32_t> ids;
     double log_prob = 0.0;
+    int64_t row = 0;  // where its next-id logits are: a row of V floats
   };
   std::vector<std::vector<Live>> live(static_cast<size_t>(B), std::vector<Live>(1));
   std::vector<std::vector<Hypothesis>> finished(static_cast<size_t>(B));
+  // Step t scores the next id of every live hypothesis with t - 1 ids.
+  // Cached: one decoding row per hypothesis still to extend (a source's
+  // beams fork from their parents' rows). Uncached: row b * K + k of every
+  // batch is hypothesis k of source b, run over its whole prefix, so the
+  // source side stays the same from step to step (the encoder runs once).
+  Batch batch = options.cache ? source_batch(sources, 1) : source_batch(sources, K);
   ForwardOptions opt;
-  std::vector<double> logp(static_cast<size_t>(V));
-  for (int64_t t = 1;; ++t) {  // t - 1 ids so far
-    bool any = false;
-    for (const auto& l : live) any = any || !l.empty();
-    if (!any) break;
+  auto run_step = [&](int64_t t) {
+    if (options.cache) {
+      if (t == 1) {
+        model.begin_decoding(batch, largest(limit));
+        for (int64_t b = 0; b < B; ++b) live[b][0].row = b;
+        return;
+      }
+      std::vector<int32_t> from, ids;
+      for (int64_t b = 0; b < B; ++b) {
+        if (t - 1 == limit[b]) continue;  // finishes unscored
+        for (Live& l : live[b]) {
+          from.push_back(static_cast<int32_t>(l.row));
+          ids.push_back(l.ids.back());
+          l.row = static_cast<int64_t>(from.size()) - 1;
+        }
+      }
+      model.reorder_decoding(from);
+      model.decode_step(ids);
+      return;
+    }
     batch.T = t;
     batch.tgt_in.assign(static_cast<size_t>(B * K * t), kPadId);
     batch.tgt_out.assign(static_cast<size_t>(B * K * t), kIgnoreTarget);
     batch.tgt_len.assign(static_cast<size_t>(B * K), static_cast<int32_t>(t));
     for (int64_t b = 0; b < B; ++b)
       for (size_t k = 0; k < live[b].size(); ++k) {
-        int32_t* row = batch.tgt_in.data() + (b * K + static_cast<int64_t>(k)) * t;
+        const int64_t r = b * K + static_cast<int64_t>(k);
+        int32_t* row = batch.tgt_in.data() + r * t;
         row[0] = 1;  // <s>
         std::copy(live[b][k].ids.begin(), live[b][k].ids.end(), row + 1);
+        live[b][k].row = r * t + (t - 1);
       }
     model.forward(batch, opt);
     opt.reuse_encoder = true;
+  };
+  std::vector<double> logp(static_cast<size_t>(V));
+  for (int64_t t = 1;; ++t) {  // t - 1 ids so far
+    bool any = false;
+    for (const auto& l : live) any = any || !l.empty();
+    if (!any) break;
+    run_step(t);
     const std::vector<float> logits = model.logits();
     for (int64_t b = 0; b < B; ++b) {
       auto& beams = live[b];
@@ -193,7 +272,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
           finished[b].push_back({beams[k].ids, beams[k].log_prob, normalized(beams[k].log_prob, limit[b])});
           continue;
         }
-        const float* row = logits.data() + ((b * K + static_cast<int64_t>(k)) * t + (t - 1)) * V;
+        const float* row = logits.data() + beams[k].row * V;
         double top = row[0];
         for (int64_t v = 1; v < V; ++v) top = std::max(top, static_cast<double>(row[v]));
         double sum = 0.0;
@@ -215,7 +294,7 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
           finished[b].push_back(
               {from.ids, c.log_prob, normalized(c.log_prob, static_cast<int64_t>(from.ids.size()) + 1)});
         } else {
-          Live l{from.ids, c.log_prob};
+          Live l{from.ids, c.log_prob, from.row};
           l.ids.push_back(c.id);
           next.push_back(std::move(l));
         }
@@ -243,23 +322,42 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
   return out;
 }
 
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count) {
+Batch last_window(const std::vector<int32_t>& ids, int64_t window) {
+  const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ids.size()) - window);
+  Batch b;
+  b.B = 1;
+  b.T = static_cast<int64_t>(ids.size()) - start;
+  b.tgt_in.assign(ids.begin() + start, ids.end());
+  b.tgt_out.assign(static_cast<size_t>(b.T), kIgnoreTarget);
+  b.tgt_len = {static_cast<int32_t>(b.T)};
+  return b;
+}
+
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count, bool cache) {
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
   if (ctx.empty()) ctx.push_back('\n');
   std::vector<uint8_t> out;
   const int64_t window = model.config().max_len;
   const int64_t V = model.tgt_vocab();
+  bool decoding = false;  // the model holds the keys and values of all of ctx
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(ctx.size()) - window);
-    Batch b;
-    b.B = 1;
-    b.T = static_cast<int64_t>(ctx.size()) - start;
-    b.tgt_in.assign(ctx.begin() + start, ctx.end());
-    b.tgt_out.assign(static_cast<size_t>(b.T), kIgnoreTarget);
-    b.tgt_len = {static_cast<int32_t>(b.T)};
-    model.forward(b, ForwardOptions{});
+    int64_t last = 0;  // the row of the logits to continue from
+    if (decoding && model.decoded_positions() < window) {
+      model.decode_step({ctx.back()});
+    } else {
+      // The last `window` bytes, run whole: at the start, and once the
+      // context is longer than the model's positions (it slides).
+      const Batch b = last_window(ctx, window);
+      decoding = cache && b.T < window;
+      if (decoding) {
+        model.begin_decoding(b, window);
+      } else {
+        model.forward(b, ForwardOptions{});
+      }
+      last = b.T - 1;
+    }
     const std::vector<float> logits = model.logits();
-    const float* row = logits.data() + (b.T - 1) * V;
+    const float* row = logits.data() + last * V;
     const auto next = static_cast<int32_t>(std::max_element(row, row + V) - row);
     ctx.push_back(next);
     out.push_back(static_cast<uint8_t>(next));
@@ -292,7 +390,8 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     since_report.reset();
   };
   int64_t scored = 0;
-  for (const auto& ids : sequential_batches(n, batch_size)) {
+  Stopwatch since_start;
+  for (const auto& ids : length_sorted_batches(ds, n, batch_size)) {
     if (stop_requested()) {
       r.stopped = true;
       return r;
@@ -305,6 +404,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     r.tokens += s.tokens;
     correct += s.correct;
   }
+  r.scoring_seconds = since_start.seconds();
   r.examples = n;
   r.loss = r.tokens > 0 ? loss / static_cast<double>(r.tokens) : 0.0;
   r.token_accuracy = r.tokens > 0 ? static_cast<double>(correct) / static_cast<double>(r.tokens) : 0.0;
@@ -317,12 +417,13 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   const auto& words = data.g2p->split(split);
   const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
   int64_t dist = 0, ref_len = 0, wrong = 0, decoded_words = 0;
-  // Words are decoded in order of length, so that a batch runs about as
-  // many steps as each of its words needs; predictions keep the split's order.
+  // Words are decoded in order of length, longest first, so that a batch
+  // runs about as many steps as each of its words needs and the first sizes
+  // the buffers; predictions keep the split's order.
   std::vector<int64_t> by_length(static_cast<size_t>(nwords));
   std::iota(by_length.begin(), by_length.end(), 0);
   std::stable_sort(by_length.begin(), by_length.end(),
-                   [&](int64_t a, int64_t b) { return words[a].word.size() < words[b].word.size(); });
+                   [&](int64_t a, int64_t b) { return words[a].word.size() > words[b].word.size(); });
   std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
   for (auto ids : sequential_batches(nwords, batch_size)) {
     if (stop_requested()) {
@@ -337,7 +438,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     const std::vector<int64_t> limits = g2p_output_limits(srcs);
     std::vector<std::vector<int32_t>> decoded;
     if (decode.beam == 1) {
-      decoded = greedy_decode(model, srcs, limits);
+      decoded = greedy_decode(model, srcs, limits, decode.cache);
     } else {
       for (Hypothesis& h : beam_decode(model, srcs, limits, decode)) decoded.push_back(std::move(h.ids));
     }
@@ -356,6 +457,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
       }
     }
   }
+  r.decoding_seconds = since_start.seconds() - r.scoring_seconds;
   if (predictions) predictions->insert(predictions->end(), lines.begin(), lines.end());
   r.words = nwords;
   r.per = ref_len > 0 ? static_cast<double>(dist) / static_cast<double>(ref_len) : 0.0;

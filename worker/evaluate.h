@@ -29,6 +29,9 @@ struct EvalResult {
   double bits_per_byte = 0.0;
   double perplexity = 0.0;
   bool stopped = false;  // a stop was asked for: the figures cover part of the split
+  // Wall time of the teacher-forced pass and of decoding (G2P).
+  double scoring_seconds = 0.0;
+  double decoding_seconds = 0.0;
 };
 
 // One line of the task's metrics, as the training log prints them.
@@ -42,6 +45,11 @@ struct DecodeOptions {
   // 0 is the plain log-probability, which favours short outputs; 1 the
   // mean per token. Must be >= 0.
   double length_penalty = 1.0;
+  // Keep each decoder layer's keys and values from step to step, so that a
+  // step computes one position (Transformer::begin_decoding). false re-runs
+  // the decoder over the whole prefix at every step: the reference the
+  // cache is tested against, and the baseline of bench/decode.sh.
+  bool cache = true;
 };
 
 // max_examples = 0 evaluates the whole split (for G2P: the first N words).
@@ -61,10 +69,11 @@ std::vector<int64_t> g2p_output_limits(const std::vector<std::vector<int32_t>>& 
 // Greedy decoding of an encoder-decoder model: for each source (ids ending in
 // </s>), the target ids up to but excluding </s>, at most max_out of them
 // (one limit for all, or one per source; never past the model's max_len).
+// cache as in DecodeOptions.
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
-                                                const std::vector<int64_t>& max_out);
+                                                const std::vector<int64_t>& max_out, bool cache = true);
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
-                                                int64_t max_out);
+                                                int64_t max_out, bool cache = true);
 
 // A decoded output: its ids (without </s>), log P(ids, </s> | source) (no
 // </s> term when it stopped at max_out), and that divided by the length
@@ -87,8 +96,15 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
 std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
                                     int64_t max_out, const DecodeOptions& options);
 
-// Greedy continuation of a byte prompt by a decoder-only model.
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count);
+// The decoder-only batch of one row: the last `window` of `ids` (all when
+// fewer), no targets.
+Batch last_window(const std::vector<int32_t>& ids, int64_t window);
+
+// Greedy continuation of a byte prompt by a decoder-only model: each byte
+// from the last max_len bytes; with the cache, a step costs one position
+// until the context fills the model's positions.
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count,
+                                    bool cache = true);
 
 // Levenshtein distance between two token sequences.
 int64_t edit_distance(const std::vector<std::string>& a, const std::vector<std::string>& b);

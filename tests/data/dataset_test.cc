@@ -43,6 +43,25 @@ TEST(DatasetTest, CollatePadsAndMasks) {
   EXPECT_EQ(b.tokens(), 4 + 2);
 }
 
+// Evaluation's batches: the first n examples once each, longest first by
+// length_key, equal keys in index order, in batches of batch_size but the last.
+TEST(DatasetTest, LengthSortedBatchesTakeEachExampleOnceLongestFirst) {
+  ToyDataset d(100);
+  const auto batches = length_sorted_batches(d, 60, 16);
+  ASSERT_EQ(batches.size(), 4u);
+  std::vector<int64_t> order;
+  for (const auto& b : batches) {
+    EXPECT_EQ(b.size(), &b == &batches.back() ? 12u : 16u);
+    order.insert(order.end(), b.begin(), b.end());
+  }
+  // Brute force: the stable descending sort of 0..59 by i % 7.
+  std::vector<int64_t> want;
+  for (int64_t key = 6; key >= 0; --key)
+    for (int64_t i = 0; i < 60; ++i)
+      if (i % 7 == key) want.push_back(i);
+  EXPECT_EQ(order, want);
+}
+
 TEST(DatasetTest, EveryExampleOncePerEpochDeterministically) {
   ToyDataset d(1000);
   BatchIterator a(&d, 32, 9), b(&d, 32, 9), c(&d, 32, 10);

@@ -127,6 +127,16 @@ check "beam 1 predicts what greedy decoding does" cmp -s "$TMP/pred.txt" "$TMP/p
 check "eval --beam 3" run 0 "$TMP/ev3" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --beam 3 \
   --max-examples 50
 check "eval --beam 3 decodes 50 words" contains "$TMP/ev3" "(50 words)"
+check "eval logs the time of each pass" contains "$TMP/ev3" "valid: scoring took [0-9.]* s, decoding [0-9.]* s"
+# Decoding keeps keys and values from step to step; --no-cache re-runs the
+# prefix at every step, and predicts the same.
+check "eval --no-cache" run 0 "$TMP/evn" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid \
+  --max-examples 100 --no-cache --predictions "$TMP/pred-nc.txt"
+check "the cache predicts what re-running every prefix does" cmp -s "$TMP/pred.txt" "$TMP/pred-nc.txt"
+check "eval --beam 3 with and without the cache" run 0 "$TMP/ev3c" bash -c "
+  '$PST' eval --model '$TMP/g2p/model.safetensors' --split valid --beam 3 --max-examples 50 --predictions '$TMP/b3.txt' &&
+  '$PST' eval --model '$TMP/g2p/model.safetensors' --split valid --beam 3 --max-examples 50 --predictions '$TMP/b3nc.txt' --no-cache"
+check "beam 3 predicts the same with and without the cache" cmp -s "$TMP/b3.txt" "$TMP/b3nc.txt"
 check "bad beam" run 2 "$TMP/ev4" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 0
 check "bad beam message" contains "$TMP/ev4" "--beam 0: must be in \[1, 1024\]"
 check "huge beam" run 2 "$TMP/ev6" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 1000000
@@ -146,6 +156,11 @@ check "train lm" run 0 "$TMP/tl" "$PST" train --config "$ROOT/configs/lm-fortune
 check "lm reports bits per byte" grep -q '"kind":"test".*"bits_per_byte"' "$TMP/lm/metrics.jsonl"
 check "generate" run 0 "$TMP/gen" "$PST" predict --model "$TMP/lm/model.safetensors" --bytes 20 "The "
 check "generate prints prompt and continuation" test "$(head -c 24 "$TMP/gen" | wc -c)" -eq 24
+# 100 bytes: past the model's 64 positions, where generation slides its window.
+check "generate 100 bytes with and without the cache" run 0 "$TMP/gen100" bash -c "
+  '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 100 'The ' >'$TMP/g100.txt' &&
+  '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 100 --no-cache 'The ' >'$TMP/g100nc.txt'"
+check "generation with the cache is that without" cmp -s "$TMP/g100.txt" "$TMP/g100nc.txt"
 check "eval lm" run 0 "$TMP/evl" "$PST" eval --model "$TMP/lm/model.safetensors" --split test
 want=$(grep '"kind":"test"' "$TMP/lm/metrics.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("bits/byte %.4f" % r["bits_per_byte"])')
 check "eval lm prints train's test bits per byte ($want)" contains "$TMP/evl" "$want"

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "model/backend.h"
+#include "tests/model/fixtures.h"
 #include "tests/test_backend.h"
 #include "tests/test_util.h"
 #include "worker/evaluate.h"
@@ -102,8 +103,9 @@ TEST(BeamSearchTest, AWideBeamFindsTheBestOutputOfAll) {
   for (bool eos_leads : {false, true}) {
     if (eos_leads) {
       model.set_weights(w.data());
-      greedy_decode(model, {f.sources[0]}, 1);  // one step: the logits after <s>
+      greedy_decode(model, {f.sources[0]}, 1);  // one step: the logits after <s>, (1, V)
       const std::vector<float> first = model.logits();
+      ASSERT_EQ(first.size(), static_cast<size_t>(model.tgt_vocab()));
       const float top = *std::max_element(first.begin() + 4, first.end());
       w[eos_bias] += top - first[2] + 0.05f;
     }
@@ -237,6 +239,120 @@ TEST(DecodeLimitTest, EveryCmudictPronunciationFits) {
         EXPECT_LE(static_cast<int64_t>(p.size()), g2p_output_limit(static_cast<int64_t>(w.word.size()))) << w.word;
       }
   EXPECT_GT(prons, 100000);
+}
+
+}  // namespace
+}  // namespace pst
+
+namespace pst {
+namespace {
+
+// Random weights, doubled, so that outputs vary and logits are far apart.
+void set_doubled_weights(Transformer& model, uint64_t seed) {
+  std::vector<float> w(static_cast<size_t>(model.num_params()));
+  init_params(model.table(), seed, w.data());
+  for (float& x : w) x *= 2.0f;
+  model.set_weights(w.data());
+}
+
+// The logits after `prefix` (<s> first) of a teacher-forced forward over it.
+std::vector<float> next_logits(Transformer& model, const std::vector<int32_t>& source,
+                               const std::vector<int32_t>& prefix) {
+  Batch b;
+  b.B = 1;
+  b.S = static_cast<int64_t>(source.size());
+  b.T = static_cast<int64_t>(prefix.size());
+  b.src = source;
+  b.src_len = {static_cast<int32_t>(source.size())};
+  b.tgt_in = prefix;
+  b.tgt_out.assign(prefix.size(), kIgnoreTarget);
+  b.tgt_len = {static_cast<int32_t>(prefix.size())};
+  model.forward(b, ForwardOptions{});
+  const std::vector<float> all = model.logits();
+  return std::vector<float>(all.end() - model.tgt_vocab(), all.end());
+}
+
+// The decoder that keeps its keys and values (DecodeOptions::cache) gives
+// the outputs of the one that re-runs every prefix, on 180 words, greedy and
+// with a beam. The two sum in other orders, so a near tie could round
+// either way on another CPU: where outputs part, the test asks the uncached
+// logits to show such a tie there (greedy) or the scores to agree (beam).
+TEST(DecodeCacheTest, CachedDecodingGivesTheUncachedOutputs) {
+  Fixture f = make_fixture(180);
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  set_doubled_weights(model, 9);
+  int ties = 0, same = 0, lengths = 0;
+  for (size_t first = 0; first < f.sources.size(); first += 60) {
+    const std::vector<std::vector<int32_t>> srcs(f.sources.begin() + static_cast<int64_t>(first),
+                                                 f.sources.begin() + static_cast<int64_t>(first + 60));
+    const std::vector<int64_t> limits = g2p_output_limits(srcs);
+    const auto cached = greedy_decode(model, srcs, limits, true);
+    const auto uncached = greedy_decode(model, srcs, limits, false);
+    for (size_t i = 0; i < srcs.size(); ++i) {
+      lengths += static_cast<int>(uncached[i].size());
+      if (cached[i] == uncached[i]) {
+        ++same;
+        continue;
+      }
+      size_t j = 0;
+      while (j < cached[i].size() && j < uncached[i].size() && cached[i][j] == uncached[i][j]) ++j;
+      std::vector<int32_t> prefix = {1};
+      prefix.insert(prefix.end(), uncached[i].begin(), uncached[i].begin() + static_cast<int64_t>(j));
+      const std::vector<float> row = next_logits(model, srcs[i], prefix);
+      const int32_t a = j < cached[i].size() ? cached[i][j] : 2, b = j < uncached[i].size() ? uncached[i][j] : 2;
+      EXPECT_NEAR(row[static_cast<size_t>(a)], row[static_cast<size_t>(b)], 1e-4)
+          << "word " << first + i << " parts at output " << j << " without a tie";
+      ++ties;
+    }
+    for (double alpha : {0.0, 1.0}) {
+      const auto beam_cached = beam_decode(model, srcs, limits, DecodeOptions{4, alpha, true});
+      const auto beam_uncached = beam_decode(model, srcs, limits, DecodeOptions{4, alpha, false});
+      for (size_t i = 0; i < srcs.size(); ++i) {
+        EXPECT_NEAR(beam_cached[i].log_prob, beam_uncached[i].log_prob, 1e-4) << "word " << first + i;
+        if (beam_cached[i].ids == beam_uncached[i].ids) {
+          ++same;
+        } else {
+          EXPECT_NEAR(beam_cached[i].score, beam_uncached[i].score, 1e-4) << "word " << first + i;
+          ++ties;
+        }
+      }
+    }
+  }
+  EXPECT_GT(lengths, 300) << "outputs too short to test the cache";
+  EXPECT_LE(ties, 3) << same << " outputs equal";
+}
+
+// Continuations of a decoder-only model: the cache is used until the
+// context fills the model's positions, then every byte is a whole forward
+// over the last max_len bytes (as without it).
+TEST(DecodeCacheTest, GeneratedBytesAreTheUncachedOnes) {
+  PST_TEST_BACKEND_OR_SKIP(be);
+  ModelConfig cfg = testing::tiny_model(ModelKind::kDecoderOnly, NormPlacement::kPre);
+  cfg.d_model = 32;
+  cfg.ffn_dim = 64;
+  cfg.max_len = 24;
+  Transformer model(cfg, 0, 256, be.get());
+  set_doubled_weights(model, 4);
+  for (const std::string prompt :
+       {"", "the quick brown fox", "a prompt longer than the model's twenty-four positions"}) {
+    const std::vector<uint8_t> p(prompt.begin(), prompt.end());
+    const auto cached = generate_bytes(model, p, 40, true);
+    const auto uncached = generate_bytes(model, p, 40, false);
+    ASSERT_EQ(cached.size(), 40u);
+    size_t j = 0;
+    while (j < cached.size() && cached[j] == uncached[j]) ++j;
+    if (j == cached.size()) continue;
+    // Parted: only at a tie of the uncached logits.
+    std::vector<int32_t> ctx(p.begin(), p.end());
+    if (ctx.empty()) ctx.push_back('\n');
+    ctx.insert(ctx.end(), uncached.begin(), uncached.begin() + static_cast<int64_t>(j));
+    const Batch b = last_window(ctx, cfg.max_len);
+    model.forward(b, ForwardOptions{});
+    const std::vector<float> logits = model.logits();
+    const float* row = logits.data() + (b.T - 1) * 256;
+    EXPECT_NEAR(row[cached[j]], row[uncached[j]], 1e-4) << "'" << prompt << "' parts at byte " << j;
+  }
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ constexpr double kParallelGemmFlops = 2e6;
 // of at least kGemmMinBlock rows (or columns), at most kGemmMaxBlocks of
 // them, of equal size up to a multiple of kGemmAlign. Smaller blocks cost
 // OpenBLAS efficiency; fewer leave cores idle.
-constexpr int64_t kGemmMinBlock = 256;
+constexpr int64_t kGemmMinBlock = 128;
 constexpr int64_t kGemmMaxBlocks = 8;
 constexpr int64_t kGemmAlign = 16;
 // Rows per block of the layer-norm parameter gradients.
@@ -68,6 +68,10 @@ class CpuBackend final : public Backend {
   }
   void copy(float* dst, const float* src, int64_t n) override {
     std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+  void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols) override {
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(dst + r * ld_dst, src + r * ld_src, static_cast<size_t>(cols) * sizeof(float));
   }
   void add(float* y, const float* x, int64_t n) override {
 #pragma omp parallel for simd schedule(static) if (n > 65536)

@@ -126,6 +126,12 @@ class CudaBackend final : public Backend {
       PST_CUDA_CHECK(
           cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
+  void copy_rows(float* dst, int64_t ld_dst, const float* src, int64_t ld_src, int64_t rows, int64_t cols) override {
+    if (rows > 0 && cols > 0)
+      PST_CUDA_CHECK(cudaMemcpy2DAsync(
+          dst, static_cast<size_t>(ld_dst) * sizeof(float), src, static_cast<size_t>(ld_src) * sizeof(float),
+          static_cast<size_t>(cols) * sizeof(float), static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
+  }
   void add(float* y, const float* x, int64_t n) override { cuda::add(y, x, n, stream_); }
   void axpy(float* y, float a, const float* x, int64_t n) override { cuda::axpy(y, a, x, n, stream_); }
   void scale(float* y, float a, int64_t n) override { cuda::scale(y, a, n, stream_); }
@@ -201,13 +207,13 @@ class CudaBackend final : public Backend {
     const int64_t TT = d.Tq * d.Tk, HTT = d.H * TT;
     for (int64_t h = 0; h < d.H; ++h)
       gemm_batched(false, true, d.Tq, d.Tk, d.D, d.scale, q + h * d.D, d.ldq, d.Tq * d.ldq, k + h * d.D, d.ldk,
-                   d.Tk * d.ldk, 0.0f, probs + h * TT, d.Tk, HTT, d.B);
+                   d.k_batch(), 0.0f, probs + h * TT, d.Tk, HTT, d.B);
     float* dropped = p > 0.0f ? attn_dropped_.get<float>(static_cast<size_t>(d.B * HTT)) : nullptr;
     cuda::attention_softmax(d, key_len, probs, dropped, p, key, stream_);
     const float* used = dropped ? dropped : probs;
     for (int64_t h = 0; h < d.H; ++h)
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + h * d.D, d.ldv, d.Tk * d.ldv,
-                   0.0f, out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + h * d.D, d.ldv, d.v_batch(), 0.0f,
+                   out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
   }
 
   void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
@@ -225,17 +231,17 @@ class CudaBackend final : public Backend {
     for (int64_t h = 0; h < d.H; ++h) {
       // dV = P_dropped^T dO; dP_dropped = dO V^T
       gemm_batched(true, false, d.Tk, d.D, d.Tq, 1.0f, used + h * TT, d.Tk, HTT, dout + h * d.D, d.ldo, d.Tq * d.ldo,
-                   0.0f, dv + h * d.D, d.ldv, d.Tk * d.ldv, d.B);
+                   0.0f, dv + h * d.D, d.ldv, d.v_batch(), d.B);
       gemm_batched(false, true, d.Tq, d.Tk, d.D, 1.0f, dout + h * d.D, d.ldo, d.Tq * d.ldo, v + h * d.D, d.ldv,
-                   d.Tk * d.ldv, 0.0f, g + h * TT, d.Tk, HTT, d.B);
+                   d.v_batch(), 0.0f, g + h * TT, d.Tk, HTT, d.B);
     }
     cuda::attention_softmax_backward(d, probs, g, p, key, stream_);
     for (int64_t h = 0; h < d.H; ++h) {
       // dQ = scale dS K; dK = scale dS^T Q
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + h * d.D, d.ldk, d.Tk * d.ldk,
-                   0.0f, dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + h * d.D, d.ldk, d.k_batch(), 0.0f,
+                   dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
       gemm_batched(true, false, d.Tk, d.D, d.Tq, d.scale, g + h * TT, d.Tk, HTT, q + h * d.D, d.ldq, d.Tq * d.ldq, 0.0f,
-                   dk + h * d.D, d.ldk, d.Tk * d.ldk, d.B);
+                   dk + h * d.D, d.ldk, d.k_batch(), d.B);
     }
   }
 

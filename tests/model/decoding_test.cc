@@ -1,0 +1,178 @@
+// Incremental decoding (Transformer::begin_decoding, decode_step,
+// reorder_decoding) against the full forward: the decoder is causal, so the
+// logits of one forward over whole sequences are, position by position, what
+// each step must give for that prefix. Rows gathered by reorder_decoding
+// (dropped, repeated, more rows than before) must go on as the sequences
+// they continue.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "model/transformer.h"
+#include "tests/model/fixtures.h"
+#include "tests/test_backend.h"
+
+namespace pst {
+namespace {
+
+struct DecodeCase {
+  ModelKind kind;
+  NormPlacement norm;
+  Positions positions;
+};
+
+class DecodingTest : public ::testing::TestWithParam<DecodeCase> {};
+
+constexpr int64_t kSrcVocab = 9, kTgtVocab = 13, kLen = 10;
+
+// Sources (ids ending in </s>, padded) and decoder sequences of kLen ids.
+struct Rows {
+  std::vector<std::vector<int32_t>> src;
+  std::vector<std::vector<int32_t>> tgt;
+};
+
+Batch make_batch(const Rows& rows, bool enc_dec, int64_t T) {
+  Batch b;
+  b.B = static_cast<int64_t>(rows.tgt.size());
+  b.T = T;
+  if (enc_dec) {
+    for (const auto& s : rows.src) b.S = std::max<int64_t>(b.S, static_cast<int64_t>(s.size()));
+    for (const auto& s : rows.src) {
+      b.src.insert(b.src.end(), s.begin(), s.end());
+      b.src.insert(b.src.end(), static_cast<size_t>(b.S) - s.size(), kPadId);
+      b.src_len.push_back(static_cast<int32_t>(s.size()));
+    }
+  }
+  for (const auto& t : rows.tgt) b.tgt_in.insert(b.tgt_in.end(), t.begin(), t.begin() + T);
+  b.tgt_out.assign(static_cast<size_t>(b.B * T), kIgnoreTarget);
+  b.tgt_len.assign(static_cast<size_t>(b.B), static_cast<int32_t>(T));
+  return b;
+}
+
+// The logits (B, kLen, V) of one forward over the whole sequences.
+std::vector<float> full_logits(Transformer& model, const Rows& rows, bool enc_dec) {
+  model.forward(make_batch(rows, enc_dec, kLen), ForwardOptions{});
+  return model.logits();
+}
+
+// Row r of the step's logits (rows, V) against position t of row r of a full forward.
+void expect_step(const std::vector<float>& step, const std::vector<float>& full, int64_t rows, int64_t t,
+                 const std::string& what) {
+  ASSERT_EQ(step.size(), static_cast<size_t>(rows * kTgtVocab)) << what;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < kTgtVocab; ++v)
+      ASSERT_NEAR(step[static_cast<size_t>(r * kTgtVocab + v)],
+                  full[static_cast<size_t>((r * kLen + t) * kTgtVocab + v)], 2e-5)
+          << what << ": row " << r << " position " << t << " id " << v;
+}
+
+TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
+  PST_TEST_BACKEND_OR_SKIP(be);
+  ModelConfig cfg = testing::tiny_model(GetParam().kind, GetParam().norm);
+  cfg.d_model = 16;
+  cfg.ffn_dim = 32;
+  cfg.max_len = kLen + 2;
+  cfg.positions = GetParam().positions;
+  const bool enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
+  Transformer model(cfg, kSrcVocab, kTgtVocab, be.get());
+  model.init_weights(11);
+  std::mt19937 rng(5);
+  auto random_ids = [&](int64_t n, int32_t lo, int32_t hi) {
+    std::vector<int32_t> ids;
+    for (int64_t i = 0; i < n; ++i) ids.push_back(std::uniform_int_distribution<int32_t>(lo, hi - 1)(rng));
+    return ids;
+  };
+  Rows rows;
+  for (int64_t len : {5, 3, 4}) {
+    rows.src.push_back(random_ids(len - 1, 4, kSrcVocab));
+    rows.src.back().push_back(2);  // </s>
+    rows.tgt.push_back(random_ids(kLen, 4, kTgtVocab));
+    rows.tgt.back()[0] = 1;  // <s>
+  }
+  const std::vector<float> full = full_logits(model, rows, enc_dec);
+
+  // A prefix of two positions, then one step at a time.
+  const int64_t prefix = 2, fork = 5, shrink = 7;
+  model.begin_decoding(make_batch(rows, enc_dec, prefix), kLen);
+  EXPECT_EQ(model.decoding_rows(), 3);
+  EXPECT_EQ(model.decoded_positions(), prefix);
+  const std::vector<float> first = model.logits();
+  for (int64_t r = 0; r < 3; ++r)
+    for (int64_t t = 0; t < prefix; ++t)
+      for (int64_t v = 0; v < kTgtVocab; ++v)
+        ASSERT_NEAR(first[static_cast<size_t>((r * prefix + t) * kTgtVocab + v)],
+                    full[static_cast<size_t>((r * kLen + t) * kTgtVocab + v)], 2e-5)
+            << "prefix row " << r << " position " << t;
+  auto step = [&](const Rows& now, int64_t t) {
+    std::vector<int32_t> ids;
+    for (const auto& tgt : now.tgt) ids.push_back(tgt[static_cast<size_t>(t)]);
+    model.decode_step(ids);
+    EXPECT_EQ(model.decoded_positions(), t + 1);
+  };
+  for (int64_t t = prefix; t < fork; ++t) {
+    step(rows, t);
+    expect_step(model.logits(), full, 3, t, "before the fork");
+  }
+
+  // Five rows from three: repeats, another order, and new ids after the
+  // fork for the repeated ones, so each goes on as its own sequence.
+  const std::vector<int32_t> from = {2, 0, 0, 1, 2};
+  Rows forked;
+  for (size_t r = 0; r < from.size(); ++r) {
+    forked.src.push_back(rows.src[static_cast<size_t>(from[r])]);
+    std::vector<int32_t> tgt = rows.tgt[static_cast<size_t>(from[r])];
+    if (r >= 2) {
+      const auto fresh = random_ids(kLen - fork, 4, kTgtVocab);
+      std::copy(fresh.begin(), fresh.end(), tgt.begin() + fork);
+    }
+    forked.tgt.push_back(tgt);
+  }
+  const std::vector<float> forked_full = full_logits(model, forked, enc_dec);
+  // The forward ended the decoding; begin again and go to the fork.
+  EXPECT_EQ(model.decoded_positions(), 0);
+  model.begin_decoding(make_batch(rows, enc_dec, 1), kLen);
+  for (int64_t t = 1; t < fork; ++t) step(rows, t);
+  model.reorder_decoding(from);
+  EXPECT_EQ(model.decoding_rows(), 5);
+  for (int64_t t = fork; t < shrink; ++t) {
+    step(forked, t);
+    expect_step(model.logits(), forked_full, 5, t, "after the fork");
+  }
+
+  // Two rows from five.
+  const std::vector<int32_t> keep = {4, 1};
+  Rows kept;
+  for (int32_t r : keep) {
+    kept.src.push_back(forked.src[static_cast<size_t>(r)]);
+    kept.tgt.push_back(forked.tgt[static_cast<size_t>(r)]);
+  }
+  const std::vector<float> kept_full = full_logits(model, kept, enc_dec);
+  model.begin_decoding(make_batch(rows, enc_dec, 1), kLen);
+  for (int64_t t = 1; t < fork; ++t) step(rows, t);
+  model.reorder_decoding(from);
+  for (int64_t t = fork; t < shrink; ++t) step(forked, t);
+  model.reorder_decoding(keep);
+  for (int64_t t = shrink; t < kLen; ++t) {
+    step(kept, t);
+    expect_step(model.logits(), kept_full, 2, t, "after the shrink");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, DecodingTest,
+    ::testing::Values(DecodeCase{ModelKind::kEncoderDecoder, NormPlacement::kPost, Positions::kSinusoidal},
+                      DecodeCase{ModelKind::kEncoderDecoder, NormPlacement::kPre, Positions::kLearned},
+                      DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kPre, Positions::kLearned},
+                      DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm, Positions::kSinusoidal}),
+    [](const ::testing::TestParamInfo<DecodeCase>& info) {
+      std::string name = info.param.kind == ModelKind::kEncoderDecoder ? "EncDec" : "DecOnly";
+      name += info.param.norm == NormPlacement::kPre    ? "Pre"
+              : info.param.norm == NormPlacement::kPost ? "Post"
+                                                        : "Deep";
+      name += info.param.positions == Positions::kLearned ? "Learned" : "Sinusoidal";
+      return name;
+    });
+
+}  // namespace
+}  // namespace pst
