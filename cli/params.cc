@@ -33,7 +33,7 @@ int run_params(const ConfigArgs& args, bool list_tensors) {
   int64_t src_vocab = 0, tgt_vocab = kByteVocab;
   int64_t src_len = job->data.seq_len, tgt_len = job->data.seq_len;
   if (job->data.task == Task::kG2P) {
-    auto corpus = load_cmudict(data_path(*job), job->data.max_examples);
+    auto corpus = load_lexicon(data_path(*job), job->data.format, job->data.max_examples);
     if (!corpus.ok()) {
       spdlog::error("{}", corpus.status().message());
       return 2;
@@ -42,7 +42,7 @@ int run_params(const ConfigArgs& args, bool list_tensors) {
     tgt_vocab = corpus->phones.size();
     double letters = 0, phones = 0, n = 0;
     for (const auto& w : corpus->train) {
-      letters += static_cast<double>(w.word.size()) + 1;
+      letters += static_cast<double>(word_symbols(w.word)) + 1;
       phones += static_cast<double>(w.prons[0].size()) + 1;
       n += 1;
     }

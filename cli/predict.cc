@@ -51,14 +51,20 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     for (const std::string& raw : inputs) {
       std::string w = raw;
       for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (static_cast<int64_t>(w.size()) + 1 > model.config().max_len) {
-        spdlog::error("word '{}' is longer than the model's max_len - 1 = {}", raw, model.config().max_len - 1);
+      std::vector<std::string> letters;
+      if (!utf8_symbols(w, &letters)) {
+        spdlog::error("word '{}' is not valid UTF-8", raw);
         return 2;
       }
-      std::vector<int32_t> src;
-      for (char c : w) src.push_back(loaded->letters.id(std::string(1, c)));
-      src.push_back(Vocabulary::kEos);
-      srcs.push_back(std::move(src));
+      if (static_cast<int64_t>(letters.size()) + 1 > model.config().max_len) {
+        spdlog::error("word '{}' is longer than the model's max_len - 1 = {} letters", raw, model.config().max_len - 1);
+        return 2;
+      }
+      for (const std::string& l : letters)
+        if (loaded->letters.id(l) == Vocabulary::kUnk)
+          spdlog::warn("word '{}': '{}' is not among the model's {} letters; it is read as <unk>", raw, l,
+                       loaded->letters.size() - 4);
+      srcs.push_back(encode_letters(loaded->letters, w));
     }
     const std::vector<int64_t> max_out = g2p_output_limits(srcs);
     if (decode.beam == 1) {

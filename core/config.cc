@@ -39,6 +39,8 @@ PST_ENUM_NAMES(InitScheme, {InitScheme::kXavierUniform, "xavier_uniform"},
                {InitScheme::kKaimingNormal, "kaiming_normal"}, {InitScheme::kNormal, "normal"},
                {InitScheme::kDeepNet, "deepnet"})
 PST_ENUM_NAMES(Task, {Task::kG2P, "g2p"}, {Task::kLM, "lm"})
+PST_ENUM_NAMES(LexiconFormat, {LexiconFormat::kAuto, "auto"}, {LexiconFormat::kFestival, "festival"},
+               {LexiconFormat::kCmudict, "cmudict"}, {LexiconFormat::kTsv, "tsv"})
 PST_ENUM_NAMES(OptimizerKind, {OptimizerKind::kAdamW, "adamw"}, {OptimizerKind::kAdam, "adam"})
 PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKind::kLinear, "linear"},
                {ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kStep, "step"},
@@ -214,6 +216,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   auto& d = c.data;
   f.push_back(make_field("data", "task", &d.task));
   f.push_back(make_field("data", "path", &d.path));
+  f.push_back(make_field("data", "format", &d.format));
   f.push_back(make_field("data", "batch_size", &d.batch_size));
   f.push_back(make_field("data", "seq_len", &d.seq_len));
   f.push_back(make_field("data", "max_examples", &d.max_examples));
@@ -319,6 +322,7 @@ const char* to_string(Activation v) { return enum_name(v); }
 const char* to_string(Positions v) { return enum_name(v); }
 const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
+const char* to_string(LexiconFormat v) { return enum_name(v); }
 const char* to_string(MatmulPrecision v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }

@@ -18,6 +18,9 @@ enum class Activation { kRelu, kGelu, kGeluTanh };
 enum class Positions { kSinusoidal, kLearned };
 enum class InitScheme { kXavierUniform, kKaimingNormal, kNormal, kDeepNet };
 enum class Task { kG2P, kLM };
+// How a G2P lexicon is written (docs/design.md, Data): detected from its first
+// entry, Festival's CMUdict, CMU's cmudict.dict, or word<TAB>phones.
+enum class LexiconFormat { kAuto, kFestival, kCmudict, kTsv };
 enum class OptimizerKind { kAdamW, kAdam };
 enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
 enum class DeviceKind { kAuto, kCpu, kCuda };
@@ -62,13 +65,14 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  Task task = Task::kG2P;         // g2p (CMUdict) | lm (bytes of text files)
-  std::string path;               // data file or directory; empty = the task's Debian default
-  int64_t batch_size = 256;       // examples (words or sequences) per batch
-  int64_t seq_len = 256;          // lm: bytes per training sequence
-  int64_t max_examples = 0;       // use only the first N training examples (0 = all)
-  int64_t eval_max_examples = 0;  // cap on validation examples per evaluation (0 = all)
-  int64_t test_max_examples = 0;  // cap on test examples (G2P: words) at the end of training (0 = all)
+  Task task = Task::kG2P;                       // g2p (CMUdict) | lm (bytes of text files)
+  std::string path;                             // data file or directory; empty = the task's Debian default
+  LexiconFormat format = LexiconFormat::kAuto;  // g2p: auto | festival | cmudict | tsv (docs/operations.md)
+  int64_t batch_size = 256;                     // examples (words or sequences) per batch
+  int64_t seq_len = 256;                        // lm: bytes per training sequence
+  int64_t max_examples = 0;                     // use only the first N training examples (0 = all)
+  int64_t eval_max_examples = 0;                // cap on validation examples per evaluation (0 = all)
+  int64_t test_max_examples = 0;                // cap on test examples (G2P: words) at the end of training (0 = all)
 };
 
 struct OptimConfig {
@@ -262,6 +266,7 @@ const char* to_string(Activation v);
 const char* to_string(Positions v);
 const char* to_string(InitScheme v);
 const char* to_string(Task v);
+const char* to_string(LexiconFormat v);
 const char* to_string(MatmulPrecision v);
 const char* to_string(Consistency v);
 const char* to_string(InProcess v);

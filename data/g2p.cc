@@ -39,17 +39,57 @@ const std::vector<G2PWord>& G2PCorpus::split(Split s) const {
   return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
 }
 
-bool parse_cmudict_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
+namespace {
+
+void ascii_lower(std::string* s) {
+  for (char& c : *s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
+
+// A word as a lexicon line may hold it: valid UTF-8 without spaces or
+// control characters, lowercased (ASCII letters only).
+bool take_word(std::string w, std::string* word) {
+  std::vector<std::string> symbols;
+  if (w.empty() || !utf8_symbols(w, &symbols)) return false;
+  for (const std::string& sym : symbols)
+    if (sym.size() == 1 &&
+        (std::isspace(static_cast<unsigned char>(sym[0])) || !std::isprint(static_cast<unsigned char>(sym[0]))))
+      return false;
+  ascii_lower(&w);
+  *word = std::move(w);
+  return true;
+}
+
+std::vector<std::string> split_whitespace(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    size_t j = i;
+    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+const char* expected_entry(LexiconFormat f) {
+  switch (f) {
+    case LexiconFormat::kFestival: return "(\"word\" pos (((phones) stress) ...))";
+    case LexiconFormat::kCmudict: return "word PH1 PH2 ..., variants as word(2)";
+    case LexiconFormat::kTsv: return "word<TAB>phone phone ...";
+    case LexiconFormat::kAuto: break;
+  }
+  return "a Festival, cmudict or word<TAB>phones entry";
+}
+
+}  // namespace
+
+bool parse_festival_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
   // ("word" pos (((ph ph) 1) ((ph) 0)))
   size_t i = 0;
   if (line.size() < 4 || line[0] != '(' || line[1] != '"') return false;
   const size_t close = line.find('"', 2);
-  if (close == std::string::npos || close == 2) return false;
-  *word = line.substr(2, close - 2);
-  for (char& c : *word) {
-    if (std::isspace(static_cast<unsigned char>(c)) || !std::isprint(static_cast<unsigned char>(c))) return false;
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
+  if (close == std::string::npos || !take_word(line.substr(2, close - 2), word)) return false;
   i = close + 1;
   if (i >= line.size() || line[i] != ' ') return false;
   const size_t pos_end = line.find(' ', i + 1);
@@ -77,7 +117,7 @@ bool parse_cmudict_line(const std::string& line, std::string* word, std::vector<
       while (j < line.size() && std::isalpha(static_cast<unsigned char>(line[j]))) ++j;
       if (depth < 4) return false;  // phones sit inside ((( ... )))
       phones->push_back(line.substr(i, j - i));
-      for (char& ch : phones->back()) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      ascii_lower(&phones->back());
       i = j;
     } else if (std::isdigit(static_cast<unsigned char>(c))) {
       ++i;  // stress
@@ -90,9 +130,76 @@ bool parse_cmudict_line(const std::string& line, std::string* word, std::vector<
   return i == line.size() && !phones->empty();
 }
 
-Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words) {
+bool parse_cmudict_dict_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
+  // word PH1 PH2 ... [# comment]; a variant is word(2).
+  std::string body = line;
+  const size_t hash = body.find(" #");
+  if (hash != std::string::npos) body.resize(hash);
+  const std::vector<std::string> fields = split_whitespace(body);
+  if (fields.size() < 2) return false;
+  std::string w = fields[0];
+  const size_t paren = w.find('(');
+  if (paren != std::string::npos) {  // word(N): digits and a closing ')' only
+    if (paren == 0 || w.back() != ')' || paren + 2 >= w.size()) return false;
+    for (size_t k = paren + 1; k + 1 < w.size(); ++k)
+      if (!std::isdigit(static_cast<unsigned char>(w[k]))) return false;
+    w.resize(paren);
+  }
+  if (!take_word(w, word)) return false;
+  phones->clear();
+  for (size_t f = 1; f < fields.size(); ++f) {
+    std::string ph = fields[f];
+    // ARPAbet: letters, then a stress digit, stripped as from Festival's file.
+    while (!ph.empty() && std::isdigit(static_cast<unsigned char>(ph.back()))) ph.pop_back();
+    if (ph.empty()) return false;
+    for (char c : ph)
+      if (!std::isalpha(static_cast<unsigned char>(c))) return false;
+    ascii_lower(&ph);
+    phones->push_back(std::move(ph));
+  }
+  return true;
+}
+
+bool parse_tsv_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
+  // word<TAB>phone phone ...: phones as written (any UTF-8 without spaces).
+  const size_t tab = line.find('\t');
+  if (tab == std::string::npos) return false;
+  const std::vector<std::string> left = split_whitespace(line.substr(0, tab));
+  if (left.size() != 1 || !take_word(left[0], word)) return false;
+  *phones = split_whitespace(line.substr(tab + 1));
+  std::vector<std::string> symbols;
+  for (const std::string& ph : *phones)
+    if (!utf8_symbols(ph, &symbols)) return false;
+  return !phones->empty();
+}
+
+bool parse_lexicon_line(LexiconFormat format, const std::string& line, std::string* word,
+                        std::vector<std::string>* phones) {
+  switch (format) {
+    case LexiconFormat::kFestival: return parse_festival_line(line, word, phones);
+    case LexiconFormat::kCmudict: return parse_cmudict_dict_line(line, word, phones);
+    case LexiconFormat::kTsv: return parse_tsv_line(line, word, phones);
+    case LexiconFormat::kAuto: break;
+  }
+  return false;
+}
+
+LexiconFormat detect_lexicon_format(const std::string& entry) {
+  if (entry.rfind("(\"", 0) == 0) return LexiconFormat::kFestival;
+  if (entry.find('\t') != std::string::npos) return LexiconFormat::kTsv;
+  return LexiconFormat::kCmudict;
+}
+
+Result<G2PCorpus> load_lexicon(const std::string& path, LexiconFormat format, int64_t max_train_words) {
   std::ifstream in(path);
-  if (!in) return not_found("CMUdict file '{}' cannot be opened (install Debian's festlex-cmu or set data.path)", path);
+  if (!in)
+    return not_found("lexicon '{}' cannot be opened (install Debian's festlex-cmu for CMUdict, or set data.path)",
+                     path);
+  return read_lexicon(in, path, format, max_train_words);
+}
+
+Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, LexiconFormat format,
+                               int64_t max_train_words) {
   G2PCorpus corpus;
   std::vector<std::string> order;
   std::unordered_map<std::string, std::vector<std::vector<std::string>>> prons;
@@ -101,9 +208,15 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
   int64_t entries = 0;
   while (std::getline(in, line)) {
     ++corpus.lines;
-    if (corpus.lines == 1 && (line == "MNCL" || line == "MNCL\r")) continue;  // festival header
-    if (line.empty() || line[0] == ';') continue;                             // blank or comment
-    if (!parse_cmudict_line(line, &word, &phones)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (corpus.lines == 1 && line == "MNCL") {  // Festival's header
+      if (format == LexiconFormat::kAuto) format = LexiconFormat::kFestival;
+      continue;
+    }
+    if (line.empty() || line[0] == ';' || line[0] == '#') continue;    // blank or comment
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank
+    if (format == LexiconFormat::kAuto) format = detect_lexicon_format(line);
+    if (!parse_lexicon_line(format, line, &word, &phones)) {
       if (corpus.skipped_lines++ == 0) corpus.first_skipped_line = corpus.lines;
       continue;
     }
@@ -112,17 +225,17 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
     if (fresh) order.push_back(word);
     if (std::find(it->second.begin(), it->second.end(), phones) == it->second.end()) it->second.push_back(phones);
   }
-  if (corpus.lines == 0) return invalid_argument("CMUdict file '{}' is empty", path);
+  corpus.format = format;
+  if (corpus.lines == 0) return invalid_argument("lexicon '{}' is empty", path);
   if (entries == 0)
     return invalid_argument(
-        "CMUdict file '{}' has no valid entry; line {} is the first bad one (expected "
-        "(\"word\" pos (((phones) stress) ...)))",
-        path, corpus.first_skipped_line);
+        "lexicon '{}' has no valid entry; line {} is the first bad one (data.format = {}: expected {}; data.format "
+        "may be auto, festival, cmudict or tsv)",
+        path, corpus.first_skipped_line, to_string(format), expected_entry(format));
   if (corpus.skipped_lines * 100 > corpus.lines)
     return invalid_argument(
-        "CMUdict file '{}': {} of {} lines are malformed (first at line {}; expected "
-        "(\"word\" pos (((phones) stress) ...)))",
-        path, corpus.skipped_lines, corpus.lines, corpus.first_skipped_line);
+        "lexicon '{}': {} of {} lines are malformed (first at line {}; data.format = {}: expected {})", path,
+        corpus.skipped_lines, corpus.lines, corpus.first_skipped_line, to_string(format), expected_entry(format));
   for (const std::string& w : order) {
     G2PWord gw{w, std::move(prons[w])};
     switch (split_of(w)) {
@@ -134,15 +247,23 @@ Result<G2PCorpus> load_cmudict(const std::string& path, int64_t max_train_words)
       case Split::kTest: corpus.test.push_back(std::move(gw)); break;
     }
   }
-  if (corpus.train.empty()) return invalid_argument("CMUdict file '{}': no word falls in the training split", path);
+  if (corpus.train.empty()) return invalid_argument("lexicon '{}': no word falls in the training split", path);
   std::set<std::string> letters, phone_set;
+  std::vector<std::string> symbols;
   for (const G2PWord& w : corpus.train) {
-    for (char c : w.word) letters.insert(std::string(1, c));
+    utf8_symbols(w.word, &symbols);
+    letters.insert(symbols.begin(), symbols.end());
     for (const auto& p : w.prons) phone_set.insert(p.begin(), p.end());
   }
   for (const auto& l : letters) corpus.letters.add(l);
   for (const auto& p : phone_set) corpus.phones.add(p);
   return corpus;
+}
+
+int64_t word_symbols(const std::string& word) {
+  int64_t n = 0;
+  for (char c : word) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;  // not a continuation byte
+  return n;
 }
 
 G2PDataset::G2PDataset(const G2PCorpus* corpus, Split split) : corpus_(corpus), words_(&corpus->split(split)) {
@@ -151,11 +272,17 @@ G2PDataset::G2PDataset(const G2PCorpus* corpus, Split split) : corpus_(corpus), 
       refs_.emplace_back(static_cast<int64_t>(w), static_cast<int64_t>(p));
 }
 
-std::vector<int32_t> G2PDataset::encode_word(const std::string& word) const {
+std::vector<int32_t> encode_letters(const Vocabulary& letters, const std::string& word) {
+  std::vector<std::string> symbols;
+  utf8_symbols(word, &symbols);
   std::vector<int32_t> src;
-  for (char c : word) src.push_back(corpus_->letters.id(std::string(1, c)));
+  for (const std::string& sym : symbols) src.push_back(letters.id(sym));
   src.push_back(Vocabulary::kEos);
   return src;
+}
+
+std::vector<int32_t> G2PDataset::encode_word(const std::string& word) const {
+  return encode_letters(corpus_->letters, word);
 }
 
 Example G2PDataset::get(int64_t i) const {
@@ -176,7 +303,7 @@ Example G2PDataset::get(int64_t i) const {
 int64_t G2PDataset::length_key(int64_t i) const {
   const auto [w, p] = refs_[static_cast<size_t>(i)];
   const G2PWord& gw = (*words_)[static_cast<size_t>(w)];
-  return static_cast<int64_t>(gw.word.size()) * 64 + static_cast<int64_t>(gw.prons[static_cast<size_t>(p)].size());
+  return word_symbols(gw.word) * 64 + static_cast<int64_t>(gw.prons[static_cast<size_t>(p)].size());
 }
 
 }  // namespace pst

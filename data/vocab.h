@@ -11,6 +11,11 @@
 
 namespace pst {
 
+// Splits UTF-8 text into its code points, each as a string of 1-4 bytes.
+// False (and the bytes one by one) when the text is not valid UTF-8:
+// truncated or overlong sequences, surrogates, or code points past U+10FFFF.
+bool utf8_symbols(const std::string& text, std::vector<std::string>* out);
+
 class Vocabulary {
  public:
   static constexpr int32_t kPad = kPadId, kBos = 1, kEos = 2, kUnk = 3;

@@ -423,7 +423,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   std::vector<int64_t> by_length(static_cast<size_t>(nwords));
   std::iota(by_length.begin(), by_length.end(), 0);
   std::stable_sort(by_length.begin(), by_length.end(),
-                   [&](int64_t a, int64_t b) { return words[a].word.size() > words[b].word.size(); });
+                   [&](int64_t a, int64_t b) { return word_symbols(words[a].word) > word_symbols(words[b].word); });
   std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
   for (auto ids : sequential_batches(nwords, batch_size)) {
     if (stop_requested()) {

@@ -18,7 +18,7 @@ Result<TaskData> load_task_data(const JobConfig& job) {
   d.task = job.data.task;
   const std::string path = data_path(job);
   if (d.task == Task::kG2P) {
-    PST_ASSIGN_OR_RETURN(G2PCorpus corpus, load_cmudict(path, job.data.max_examples));
+    PST_ASSIGN_OR_RETURN(G2PCorpus corpus, load_lexicon(path, job.data.format, job.data.max_examples));
     d.g2p = std::make_unique<G2PCorpus>(std::move(corpus));
     if (d.g2p->skipped_lines > 0)
       spdlog::warn("{}: skipped {} malformed lines (first at line {})", path, d.g2p->skipped_lines,
@@ -28,12 +28,13 @@ Result<TaskData> load_task_data(const JobConfig& job) {
     d.test = std::make_unique<G2PDataset>(d.g2p.get(), Split::kTest);
     d.src_vocab = d.g2p->letters.size();
     d.tgt_vocab = d.g2p->phones.size();
-    spdlog::info("data: {} words ({} train / {} valid / {} test), {} letters, {} phones", path, d.g2p->train.size(),
-                 d.g2p->valid.size(), d.g2p->test.size(), d.src_vocab - 4, d.tgt_vocab - 4);
+    spdlog::info("data: {} ({} format) words ({} train / {} valid / {} test), {} letters, {} phones", path,
+                 to_string(d.g2p->format), d.g2p->train.size(), d.g2p->valid.size(), d.g2p->test.size(),
+                 d.src_vocab - 4, d.tgt_vocab - 4);
     int64_t longest = 0;
     for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
       for (const G2PWord& w : d.g2p->split(s)) {
-        longest = std::max<int64_t>(longest, static_cast<int64_t>(w.word.size()) + 1);
+        longest = std::max<int64_t>(longest, word_symbols(w.word) + 1);
         for (const auto& p : w.prons) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()) + 1);
       }
     if (longest > job.model.max_len)

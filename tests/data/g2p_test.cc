@@ -22,14 +22,14 @@ TEST(G2PTest, SplitBucketMatchesPythonHashlib) {
 TEST(G2PTest, ParsesFestivalEntries) {
   std::string w;
   std::vector<std::string> ph;
-  ASSERT_TRUE(parse_cmudict_line("(\"aaron\" nil (((eh) 1) ((r ax n) 0)))", &w, &ph));
+  ASSERT_TRUE(parse_festival_line("(\"aaron\" nil (((eh) 1) ((r ax n) 0)))", &w, &ph));
   EXPECT_EQ(w, "aaron");
   EXPECT_EQ(ph, (std::vector<std::string>{"eh", "r", "ax", "n"}));
-  ASSERT_TRUE(parse_cmudict_line("(\"McDonald\" n (((m ax k) 0) ((d aa n) 1) ((ax l d) 0)))", &w, &ph));
+  ASSERT_TRUE(parse_festival_line("(\"McDonald\" n (((m ax k) 0) ((d aa n) 1) ((ax l d) 0)))", &w, &ph));
   EXPECT_EQ(w, "mcdonald");
   for (const char* bad : {"", "MNCL", "(\"x\" nil)", "(\"x\" nil (((a) 1))", "(\"\" nil (((a) 1)))",
                           "(\"x\" nil (((a) 1))) trailing", "(\"x\" nil ((a 1)))", "(\"x\" nil (((a) !)))"})
-    EXPECT_FALSE(parse_cmudict_line(bad, &w, &ph)) << bad;
+    EXPECT_FALSE(parse_festival_line(bad, &w, &ph)) << bad;
 }
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
@@ -45,7 +45,7 @@ TEST(G2PTest, LoadsWordsWithAllPronunciationsInOneSplit) {
         "(\"testing\" nil (((t eh) 1) ((s t ih ng) 0)))\n"
         "(\"hello\" nil (((hh ax) 0) ((l ow) 1)))\n"
         "(\"a\" dt (((ax) 0)))\n");
-  auto c = load_cmudict(dir.file("d"));
+  auto c = load_lexicon(dir.file("d"));
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   ASSERT_EQ(c->train.size(), 2u);
   EXPECT_EQ(c->train[0].word, "zebra");
@@ -69,17 +69,17 @@ TEST(G2PTest, LoadsWordsWithAllPronunciationsInOneSplit) {
 
 TEST(G2PTest, BadFilesAreClearErrors) {
   testing::TempDir dir;
-  auto missing = load_cmudict(dir.file("nope"));
+  auto missing = load_lexicon(dir.file("nope"));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find(dir.file("nope")), std::string::npos);
 
   write(dir.file("empty"), "");
-  auto empty = load_cmudict(dir.file("empty"));
+  auto empty = load_lexicon(dir.file("empty"));
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("empty"), std::string::npos);
 
   write(dir.file("garbage"), "MNCL\nthis is not a dictionary\n");
-  auto garbage = load_cmudict(dir.file("garbage"));
+  auto garbage = load_lexicon(dir.file("garbage"));
   ASSERT_FALSE(garbage.ok());
   EXPECT_NE(garbage.status().message().find("line 2"), std::string::npos) << garbage.status().message();
 
@@ -87,20 +87,112 @@ TEST(G2PTest, BadFilesAreClearErrors) {
   std::string text;
   for (int i = 0; i < 300; ++i) text += "(\"zebra" + std::to_string(i) + "\" nil (((z iy) 1)))\n";
   write(dir.file("few"), text + "(\"broken\" nil (((z\n");
-  auto few = load_cmudict(dir.file("few"));
+  auto few = load_lexicon(dir.file("few"));
   ASSERT_TRUE(few.ok()) << few.status().to_string();
   EXPECT_EQ(few->skipped_lines, 1);
   EXPECT_EQ(few->first_skipped_line, 301);
   write(dir.file("many"), text + std::string(10, '\n') + "bad\nbad\nbad\nbad\n");
-  auto many = load_cmudict(dir.file("many"));
+  auto many = load_lexicon(dir.file("many"));
   ASSERT_FALSE(many.ok());
   EXPECT_NE(many.status().message().find("first at line"), std::string::npos) << many.status().message();
+}
+
+// CMU's cmudict.dict: variants as word(2), comments, stress digits dropped
+// as Festival's file has them.
+TEST(G2PTest, ParsesCmudictDictEntries) {
+  std::string w;
+  std::vector<std::string> ph;
+  ASSERT_TRUE(parse_cmudict_dict_line("hello HH AH0 L OW1", &w, &ph));
+  EXPECT_EQ(w, "hello");
+  EXPECT_EQ(ph, (std::vector<std::string>{"hh", "ah", "l", "ow"}));
+  ASSERT_TRUE(parse_cmudict_dict_line("Hello(2)  HH EH0 L OW1 # a comment", &w, &ph));
+  EXPECT_EQ(w, "hello");
+  EXPECT_EQ(ph, (std::vector<std::string>{"hh", "eh", "l", "ow"}));
+  ASSERT_TRUE(parse_cmudict_dict_line("d'artagnan D AH0 R T AE1 NG Y AH0 N\r", &w, &ph));
+  EXPECT_EQ(w, "d'artagnan");
+  for (const char* bad : {"", "hello", "hello(x) HH", "hello( HH", "(2) HH", "hello HH 1", "hello HH-AH"})
+    EXPECT_FALSE(parse_cmudict_dict_line(bad, &w, &ph)) << bad;
+}
+
+// word<TAB>phones: UTF-8 words, phones as written (IPA here).
+TEST(G2PTest, ParsesTabSeparatedEntries) {
+  std::string w;
+  std::vector<std::string> ph;
+  ASSERT_TRUE(parse_tsv_line("Café\tk a f e\u02d0", &w, &ph));
+  EXPECT_EQ(w, "caf\u00e9");  // ASCII letters lowercased
+  EXPECT_EQ(ph, (std::vector<std::string>{"k", "a", "f", "e\u02d0"}));
+  ASSERT_TRUE(parse_tsv_line("stra\u00dfe\t\u0283 t \u0281 a\u02d0 s \u0259", &w, &ph));
+  EXPECT_EQ(ph.size(), 6u);
+  for (const std::string& bad :
+       std::vector<std::string>{"word", "word\t", "two words\tp", "\tp", "bad\xff\tp", "ok\tp\xc3"})
+    EXPECT_FALSE(parse_tsv_line(bad, &w, &ph)) << bad;
+}
+
+TEST(G2PTest, SplitsUtf8IntoCodePoints) {
+  std::vector<std::string> s;
+  ASSERT_TRUE(utf8_symbols("na\u00efve\u20ac\U0001F600", &s));
+  EXPECT_EQ(s, (std::vector<std::string>{"n", "a", "\u00ef", "v", "e", "\u20ac", "\U0001F600"}));
+  // Truncated, overlong, a surrogate, past U+10FFFF, a stray continuation byte.
+  for (const std::string& bad :
+       std::vector<std::string>{"\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x80"}) {
+    EXPECT_FALSE(utf8_symbols(bad, &s)) << bad;
+    EXPECT_EQ(s.size(), bad.size()) << "byte by byte: " << bad;
+  }
+}
+
+// Each format loads from a file, detected from its first entry or named;
+// the vocabularies come from the data (UTF-8 letters, IPA phones), and a
+// file read as another format is an error that says what was expected.
+TEST(G2PTest, LoadsEveryLexiconFormat) {
+  testing::TempDir dir;
+  // "zebra" and "testing" fall in the training split, "hello" in valid, "a" in test.
+  write(dir.file("dict"),
+        ";;; cmudict.dict\n# another comment\nzebra Z IY1 B R AH0\nzebra(2) Z EH1 B R AH0\n"
+        "testing T EH1 S T IH0 NG\nhello HH AH0 L OW1\na AH0\n");
+  write(dir.file("tsv"),
+        "# word<TAB>phones\nzebra\tz \u025b b \u0279 \u0259\nzebra\tz i\u02d0 b \u0279 \u0259\n"
+        "t\u00e9sting\tt \u025b s t \u026a \u014b\nhello\th \u0259 l o\u028a\na\t\u0259\n");
+  auto dict = load_lexicon(dir.file("dict"));
+  ASSERT_TRUE(dict.ok()) << dict.status().to_string();
+  EXPECT_EQ(dict->format, LexiconFormat::kCmudict);
+  ASSERT_EQ(dict->train.size(), 2u);
+  EXPECT_EQ(dict->train[0].prons,
+            (std::vector<std::vector<std::string>>{{"z", "iy", "b", "r", "ah"}, {"z", "eh", "b", "r", "ah"}}));
+  EXPECT_EQ(dict->valid.size(), 1u);
+  EXPECT_EQ(dict->test.size(), 1u);
+  auto tsv = load_lexicon(dir.file("tsv"));
+  ASSERT_TRUE(tsv.ok()) << tsv.status().to_string();
+  EXPECT_EQ(tsv->format, LexiconFormat::kTsv);
+  // "tésting" hashes elsewhere than "testing"; "zebra" trains with two IPA pronunciations.
+  EXPECT_EQ(tsv->train[0].word, "zebra");
+  EXPECT_EQ(tsv->train[0].prons.size(), 2u);
+  EXPECT_NE(tsv->phones.id("\u025b"), Vocabulary::kUnk);
+  EXPECT_NE(tsv->phones.id("i\u02d0"), Vocabulary::kUnk);
+  const int64_t all = static_cast<int64_t>(tsv->train.size() + tsv->valid.size() + tsv->test.size());
+  EXPECT_EQ(all, 4);
+  // A word of UTF-8 letters is one id per code point.
+  Vocabulary letters;
+  letters.add("t");
+  letters.add("\u00e9");
+  EXPECT_EQ(encode_letters(letters, "t\u00e9x"),
+            (std::vector<int32_t>{letters.id("t"), letters.id("\u00e9"), Vocabulary::kUnk, Vocabulary::kEos}));
+  EXPECT_EQ(word_symbols("t\u00e9sting"), 7);
+  // Named formats: the right one loads, another is a clear error.
+  EXPECT_TRUE(load_lexicon(dir.file("dict"), LexiconFormat::kCmudict).ok());
+  auto wrong = load_lexicon(dir.file("dict"), LexiconFormat::kTsv);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("line 3"), std::string::npos) << wrong.status().message();
+  EXPECT_NE(wrong.status().message().find("word<TAB>phone"), std::string::npos) << wrong.status().message();
+  auto festival = load_lexicon(dir.file("tsv"), LexiconFormat::kFestival);
+  ASSERT_FALSE(festival.ok());
+  EXPECT_NE(festival.status().message().find("data.format = festival"), std::string::npos)
+      << festival.status().message();
 }
 
 // The real dictionary of festlex-cmu (installed by scripts/setup) gives the
 // split sizes of docs/design.md (Data), counted independently with Python's hashlib.
 TEST(G2PTest, DebianCmudictSplit) {
-  auto c = load_cmudict(kDefaultCmudictPath);
+  auto c = load_lexicon(kDefaultCmudictPath);
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->train.size() + c->valid.size() + c->test.size(), 105664u);
   EXPECT_EQ(c->train.size(), 95042u);

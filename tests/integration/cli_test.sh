@@ -112,7 +112,7 @@ check "train wrote the model" test -s "$TMP/g2p/model.safetensors"
 check "train logged a test WER" grep -q '"kind":"test".*"wer"' "$TMP/g2p/metrics.jsonl"
 check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p/metrics.jsonl")" -eq 2
 check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
-check "predict prints a line per word" test "$(wc -l <"$TMP/pr")" -eq 2
+check "predict prints a line per word" test "$(grep -c "$(printf '\t')" "$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"
 
 # eval: the validation metrics of the model are those train logged at its end.
@@ -142,6 +142,36 @@ check "bad beam message" contains "$TMP/ev4" "--beam 0: must be in \[1, 1024\]"
 check "huge beam" run 2 "$TMP/ev6" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 1000000
 check "bad split" run 2 "$TMP/ev5" "$PST" eval --model "$TMP/g2p/model.safetensors" --split dev
 check "bad split message" contains "$TMP/ev5" "--split dev: must be train, valid or test"
+
+# A lexicon of one's own: CMUdict's first 2,000 entries rewritten as
+# word<TAB>phones with IPA-like phones and accented words, read without
+# naming its format; predict warns about a letter the model never saw.
+python3 - "$TMP/lex.tsv" <<'PY'
+import re, sys
+ipa = {"aa": "\u0251", "ae": "\u00e6", "ah": "\u028c", "ax": "\u0259", "eh": "\u025b", "ih": "\u026a", "ng": "\u014b"}
+out = open(sys.argv[1], "w", encoding="utf-8")
+for i, line in enumerate(open("/usr/share/festival/dicts/cmu/cmudict-0.4.out", encoding="latin-1")):
+    m = re.match(r'\("([^"]+)" \S+ (.*)\)$', line.strip())
+    if not m or i > 2000:
+        continue
+    word = m.group(1).lower().replace("e", "\u00e9", 1 if i % 3 == 0 else 0)
+    phones = [ipa.get(p, p) for p in re.findall(r"[a-z]+", m.group(2))]
+    out.write(word + "\t" + " ".join(phones) + "\n")
+PY
+check "train on a tsv lexicon" run 0 "$TMP/tt" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set data.path="$TMP/lex.tsv" --set data.max_examples=0 --set train.steps=5 --set train.eval_every=0 \
+  --set data.test_max_examples=20 --set train.output="$TMP/g2p-tsv"
+check "the format was detected" contains "$TMP/tt" "(tsv format)"
+check "its letters include the accented one" python3 -c "
+import json, struct, sys
+f = open('$TMP/g2p-tsv/model.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]
+meta = json.loads(f.read(n))['__metadata__']
+sys.exit(0 if '\u00e9' in json.loads(meta['letters']) else 1)"
+check "predict with an unseen letter" run 0 "$TMP/prt" "$PST" predict --model "$TMP/g2p-tsv/model.safetensors" søn
+check "predict names the unseen letter" contains "$TMP/prt" "'ø' is not among the model's"
+check "a tsv read as Festival's is an error" run 2 "$TMP/ttf" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set data.path="$TMP/lex.tsv" --set data.format=festival --set train.output="$TMP/g2p-tsv2"
+check "that error names the format expected" contains "$TMP/ttf" "data.format = festival: expected"
 
 # A corrupt model file is a clear error.
 head -c 100 "$TMP/g2p/model.safetensors" >"$TMP/broken.safetensors"
