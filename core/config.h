@@ -67,7 +67,7 @@ struct ModelConfig {
 struct DataConfig {
   Task task = Task::kG2P;                       // g2p (CMUdict) | lm (bytes of text files)
   std::string path;                             // data file or directory; empty = the task's Debian default
-  LexiconFormat format = LexiconFormat::kAuto;  // g2p: auto | festival | cmudict | tsv (docs/operations.md)
+  LexiconFormat format = LexiconFormat::kAuto;  // g2p lexicon: auto | festival | cmudict | tsv (docs/design.md, Data)
   int64_t batch_size = 256;                     // examples (words or sequences) per batch
   int64_t seq_len = 256;                        // lm: bytes per training sequence
   int64_t max_examples = 0;                     // use only the first N training examples (0 = all)

@@ -1,5 +1,7 @@
 #include "worker/task_data.h"
 
+#include <tuple>
+
 #include <spdlog/spdlog.h>
 
 namespace pst {
@@ -52,6 +54,15 @@ Result<TaskData> load_task_data(const JobConfig& job) {
     if (d.train->size() == 0)
       return invalid_argument("data '{}': fewer training bytes ({}) than data.seq_len + 1 = {}", path,
                               d.text->train.size(), job.data.seq_len + 1);
+    // A small corpus may leave a split without one window: say so, rather
+    // than skip its evaluation silently.
+    for (const auto& [name, set, bytes] : {std::tuple{"valid", d.valid.get(), d.text->valid.size()},
+                                           std::tuple{"test", d.test.get(), d.text->test.size()}})
+      if (set->size() == 0)
+        spdlog::warn(
+            "data '{}': the {} split has {} bytes, fewer than data.seq_len + 1 = {}: it will not be evaluated "
+            "(splits take 4 KiB blocks by hash; more text or a shorter seq_len fills them)",
+            path, name, bytes, job.data.seq_len + 1);
   }
   return d;
 }

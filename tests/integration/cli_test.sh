@@ -184,6 +184,15 @@ check "train lm" run 0 "$TMP/tl" "$PST" train --config "$ROOT/configs/lm-fortune
   --set data.seq_len=64 --set data.batch_size=4 --set data.eval_max_examples=8 \
   --set train.steps=10 --set train.eval_every=0 --set train.output="$TMP/lm"
 check "lm reports bits per byte" grep -q '"kind":"test".*"bits_per_byte"' "$TMP/lm/metrics.jsonl"
+# A corpus too small to fill the valid and test splits: training goes on and
+# says that they will not be evaluated.
+mkdir -p "$TMP/small-text"
+head -c 6000 /usr/share/games/fortunes/fortunes >"$TMP/small-text/a"
+check "train lm on 6 KB" run 0 "$TMP/tls" "$PST" train --config "$ROOT/configs/lm-fortunes.toml" \
+  --set model.d_model=32 --set model.ffn_dim=64 --set model.decoder_layers=1 --set model.max_len=64 \
+  --set data.seq_len=64 --set data.batch_size=4 --set data.path="$TMP/small-text" \
+  --set train.steps=2 --set train.eval_every=0 --set train.output="$TMP/lm-small"
+check "an empty split is named" contains "$TMP/tls" "the valid split has 0 bytes, fewer than data.seq_len + 1 = 65"
 check "generate" run 0 "$TMP/gen" "$PST" predict --model "$TMP/lm/model.safetensors" --bytes 20 "The "
 check "generate prints prompt and continuation" test "$(head -c 24 "$TMP/gen" | wc -c)" -eq 24
 # 100 bytes: past the model's 64 positions, where generation slides its window.
