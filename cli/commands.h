@@ -29,6 +29,9 @@ int run_keygen(const std::string& out);
 // `pst health [HOST:PORT]`: exit 0 when the process there answers /healthz
 // with 200 (it has passed the rendezvous), else 1; for HEALTHCHECK.
 int run_health(const std::string& endpoint, double timeout_s);
+// Appends the lines of `path` ('-': standard input) to *lines, without
+// their line ends; blank lines are skipped.
+Status read_lines(const std::string& path, std::vector<std::string>* lines);
 int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
                 const DecodeOptions& decode);
 

@@ -31,6 +31,7 @@ struct Flags {
   CLI::App *predict = nullptr, *eval = nullptr;
   std::string model_path;
   std::vector<std::string> inputs;
+  std::string input_file;
   int64_t gen_bytes = 200;
   int threads = 0;
   pst::DecodeOptions decode;
@@ -79,7 +80,10 @@ void add_model_tools(CLI::App& app, Flags& f) {
 
   f.predict = app.add_subcommand("predict", "Phones for words (G2P) or a continuation of text (LM)");
   f.predict->add_option("--model", f.model_path, "model.safetensors written by pst train")->required();
-  f.predict->add_option("inputs", f.inputs, "Words (G2P) or prompts (LM)")->required();
+  f.predict->add_option("inputs", f.inputs, "Words (G2P) or prompts (LM)");
+  f.predict->add_option("--input", f.input_file,
+                        "Read the words (G2P) or prompts (LM) from this file, one per line ('-': standard input), "
+                        "after any given as arguments");
   f.predict->add_option("--bytes", f.gen_bytes, "LM: bytes to generate per prompt");
   f.predict->add_option("--threads", f.threads, "CPU threads (0 = all cores)");
   f.predict->add_option("--beam", f.decode.beam, "G2P: beam size (1 = greedy decoding)");
@@ -167,7 +171,21 @@ int run_command(Flags& f) {
   if (*f.export_) return pst::run_checkpoint_export(f.ck_dir, f.ck_out);
   if (*f.keygen) return pst::run_keygen(f.key_out);
   if (*f.health) return pst::run_health(f.health_endpoint, f.health_timeout);
-  if (*f.predict) return pst::run_predict(f.model_path, f.inputs, f.gen_bytes, f.threads, f.decode);
+  if (*f.predict) {
+    std::vector<std::string> inputs = f.inputs;
+    if (!f.input_file.empty()) {
+      const pst::Status s = pst::read_lines(f.input_file, &inputs);
+      if (!s.ok()) {
+        spdlog::error("{}", s.message());
+        return 2;
+      }
+    }
+    if (inputs.empty()) {
+      spdlog::error("predict: no words or prompts (give them as arguments or with --input FILE)");
+      return 2;
+    }
+    return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode);
+  }
   if (*f.eval) return pst::run_eval(f.eval_args);
   if (*f.show) return pst::run_config_show(f.show_args);
   if (*f.config) return pst::run_config_defaults();

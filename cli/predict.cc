@@ -2,6 +2,7 @@
 // model.safetensors, or pst checkpoint export's) on words or a data split.
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -32,6 +33,22 @@ std::string join_phones(const Vocabulary& phones, const std::vector<int32_t>& id
 }
 
 }  // namespace
+
+Status read_lines(const std::string& path, std::vector<std::string>* lines) {
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path);
+    if (!file) return not_found("--input '{}' cannot be opened", path);
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) lines->push_back(line);
+  }
+  if (in.bad()) return io_error("--input '{}': read error", path);
+  return Status();
+}
 
 int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
                 const DecodeOptions& decode) {

@@ -114,6 +114,18 @@ check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p
 check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
 check "predict prints a line per word" test "$(grep -c "$(printf '\t')" "$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"
+# Words from a file and from standard input (blank lines and CRs skipped),
+# after those given as arguments; none at all is an error.
+printf 'zebra\r\n\nhello\n' >"$TMP/words.txt"
+check "predict --input FILE" run 0 "$TMP/prf" "$PST" predict --model "$TMP/g2p/model.safetensors" \
+  --input "$TMP/words.txt" first
+check "predict --input FILE answers each word in order" \
+  test "$(grep "$(printf '\t')" "$TMP/prf" | cut -f1 | tr '\n' ' ')" = "first zebra hello "
+check "predict --input -" run 0 "$TMP/prs" bash -c "printf 'world\n' | '$PST' predict \
+  --model '$TMP/g2p/model.safetensors' --input -"
+check "predict --input - reads standard input" contains "$TMP/prs" "^world	"
+check "predict with no words" run 2 "$TMP/prn" "$PST" predict --model "$TMP/g2p/model.safetensors"
+check "predict with no words says so" contains "$TMP/prn" "no words or prompts"
 
 # eval: the validation metrics of the model are those train logged at its end.
 check "eval" run 0 "$TMP/ev" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --max-examples 100 \
