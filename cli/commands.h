@@ -36,7 +36,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
                 const DecodeOptions& decode);
 
 struct EvalArgs {
-  std::string model, split = "test", predictions, data;
+  std::string model, split, predictions, data;  // split: empty = test, or all with data
   int64_t max_examples = 0;
   int threads = 0;
   DecodeOptions decode;

@@ -98,10 +98,13 @@ void add_model_tools(CLI::App& app, Flags& f) {
   pst::EvalArgs& e = f.eval_args;
   f.eval = app.add_subcommand("eval", "The task's metrics of a model on a split of its data");
   f.eval->add_option("--model", e.model, "model.safetensors (pst train, or pst checkpoint export)")->required();
-  f.eval->add_option("--split", e.split, "train, valid or test");
+  f.eval->add_option("--split", e.split,
+                     "train, valid, test, or all (each, then their union); default test, or all with --data");
   f.eval->add_option("--predictions", e.predictions, "G2P: write word<TAB>phones per word to this file");
   f.eval->add_option("--max-examples", e.max_examples, "Only the first N words (G2P) or examples (0 = all)");
-  f.eval->add_option("--data", e.data, "The data file, if not the one the model was trained on (data.path)");
+  f.eval->add_option("--data", e.data,
+                     "Another data file (or LM directory) to evaluate, with the model's vocabularies; by default "
+                     "all of it");
   f.eval->add_option("--threads", e.threads, "CPU threads (0 = all cores)");
   f.eval->add_option("--beam", e.decode.beam, "G2P: beam size (1 = greedy decoding)");
   f.eval->add_option("--length-penalty", e.decode.length_penalty,

@@ -33,7 +33,7 @@ int run_params(const ConfigArgs& args, bool list_tensors) {
   int64_t src_vocab = 0, tgt_vocab = kByteVocab;
   int64_t src_len = job->data.seq_len, tgt_len = job->data.seq_len;
   if (job->data.task == Task::kG2P) {
-    auto corpus = load_lexicon(data_path(*job), job->data.format, job->data.max_examples);
+    auto corpus = load_g2p_corpus(*job);
     if (!corpus.ok()) {
       spdlog::error("{}", corpus.status().message());
       return 2;

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -102,6 +103,37 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
   return 0;
 }
 
+namespace {
+
+// Letters and phones of a corpus that a model's vocabularies lack, counted
+// over its words (a user's data evaluated by a model trained on other data).
+void warn_unseen(const G2PCorpus& corpus, const LoadedModel& model, const std::string& path) {
+  std::set<std::string> letters, phones;
+  std::vector<std::string> symbols;
+  for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
+    for (const G2PWord& w : corpus.split(s)) {
+      utf8_symbols(w.word, &symbols);
+      for (const std::string& l : symbols)
+        if (model.letters.id(l) == Vocabulary::kUnk) letters.insert(l);
+      for (const auto& pron : w.prons)
+        for (const std::string& p : pron)
+          if (model.phones.id(p) == Vocabulary::kUnk) phones.insert(p);
+    }
+  auto list = [](const std::set<std::string>& set) {
+    std::string out;
+    for (const std::string& x : set) out += (out.empty() ? "'" : ", '") + x + "'";
+    return out;
+  };
+  if (!letters.empty())
+    spdlog::warn("{}: {} letters are not among the model's ({}); they are read as <unk>", path, letters.size(),
+                 list(letters));
+  if (!phones.empty())
+    spdlog::warn("{}: {} phones are not among the model's ({}); the model cannot produce them", path, phones.size(),
+                 list(phones));
+}
+
+}  // namespace
+
 int run_eval(const EvalArgs& args) {
   auto fail = [](const Status& s) {
     spdlog::error("{}", s.message());
@@ -109,40 +141,64 @@ int run_eval(const EvalArgs& args) {
   };
   Status s = check_decode(args.decode);
   if (!s.ok()) return fail(s);
-  Split split = Split::kTest;
-  if (args.split == "train") {
-    split = Split::kTrain;
-  } else if (args.split == "valid") {
-    split = Split::kValid;
-  } else if (args.split != "test") {
-    return fail(invalid_argument("--split {}: must be train, valid or test", args.split));
-  }
+  // A file of one's own is evaluated whole unless a split is named.
+  const std::string which = !args.split.empty() ? args.split : (args.data.empty() ? "test" : "all");
+  std::vector<Split> splits;
+  if (which == "train" || which == "all") splits.push_back(Split::kTrain);
+  if (which == "valid" || which == "all") splits.push_back(Split::kValid);
+  if (which == "test" || which == "all") splits.push_back(Split::kTest);
+  if (splits.empty()) return fail(invalid_argument("--split {}: must be train, valid, test or all", args.split));
   auto loaded = load_model(args.model, args.threads);
   if (!loaded.ok()) return fail(loaded.status());
   JobConfig job = loaded->job;
-  if (!args.data.empty()) job.data.path = args.data;
-  auto data = load_task_data(job);
+  if (!args.data.empty()) {
+    job.data.path = args.data;
+    job.data.train = job.data.valid = job.data.test = "";
+    job.data.max_examples = 0;
+  }
+  // --data alone: the file as one set (read whole into the test split).
+  const bool whole = !args.data.empty() && which == "all";
+  if (whole) splits = {Split::kTest};
+  auto data = load_task_data(job, whole ? DataUse::kEvaluateWhole : DataUse::kEvaluate);
   if (!data.ok()) return fail(data.status());
-  // The model's ids must mean what the data's mean.
-  if (data->g2p && (data->g2p->letters.tokens() != loaded->letters.tokens() ||
-                    data->g2p->phones.tokens() != loaded->phones.tokens()))
+  if (data->g2p && !args.data.empty()) {
+    // Another lexicon is read with the model's letters and phones.
+    warn_unseen(*data->g2p, *loaded, args.data);
+    data->g2p->letters = loaded->letters;
+    data->g2p->phones = loaded->phones;
+  } else if (data->g2p && (data->g2p->letters.tokens() != loaded->letters.tokens() ||
+                           data->g2p->phones.tokens() != loaded->phones.tokens())) {
+    // The model's ids must mean what the data's mean.
     return fail(
-        failed_precondition("{}: its letter and phone vocabularies differ from those of the data {}; "
-                            "evaluate on the data the model was trained on",
-                            args.model, data_path(job)));
+        failed_precondition("{}: its letter and phone vocabularies differ from those of its data {}, which must "
+                            "have changed; evaluate another lexicon with --data",
+                            args.model, data_source(job)));
+  }
   std::vector<std::string> lines;
   const bool write = !args.predictions.empty();
   if (write && data->task != Task::kG2P)
     return fail(invalid_argument("--predictions: only G2P models decode outputs (a language model is scored by loss)"));
-  const EvalResult r = evaluate(*loaded->model, *data, split, std::max<int64_t>(job.data.batch_size, 64),
-                                args.max_examples, write ? &lines : nullptr, args.decode);
-  if (r.stopped) {
-    spdlog::error("evaluation stopped by signal {}; no metrics", stop_signal());
-    return 128 + stop_signal();
+  std::vector<EvalResult> parts;
+  for (Split split : splits) {
+    if (data->split(split).size() == 0) {
+      if (splits.size() == 1)
+        return fail(invalid_argument("the {} split of {} is empty", to_string(split), data_source(job)));
+      continue;  // load_task_data has said so
+    }
+    const EvalResult r = evaluate(*loaded->model, *data, split, std::max<int64_t>(job.data.batch_size, 64),
+                                  args.max_examples, write ? &lines : nullptr, args.decode);
+    if (r.stopped) {
+      spdlog::error("evaluation stopped by signal {}; no metrics", stop_signal());
+      return 128 + stop_signal();
+    }
+    spdlog::info("{}: scoring took {:.2f} s{}", to_string(split), r.scoring_seconds,
+                 data->task == Task::kG2P ? fmt::format(", decoding {:.2f} s", r.decoding_seconds) : "");
+    std::printf("%s %s: %s\n", args.model.c_str(), whole ? "all" : to_string(split),
+                describe_eval(data->task, r).c_str());
+    parts.push_back(r);
   }
-  spdlog::info("{}: scoring took {:.2f} s{}", to_string(split), r.scoring_seconds,
-               data->task == Task::kG2P ? fmt::format(", decoding {:.2f} s", r.decoding_seconds) : "");
-  std::printf("%s %s: %s\n", args.model.c_str(), to_string(split), describe_eval(data->task, r).c_str());
+  if (which == "all" && !whole)
+    std::printf("%s all: %s\n", args.model.c_str(), describe_eval(data->task, merge_evals(parts)).c_str());
   if (write) {
     std::ofstream out(args.predictions);
     for (const std::string& l : lines) out << l << '\n';

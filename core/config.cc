@@ -216,6 +216,9 @@ std::vector<Field> fields_of(JobConfig& c) {
   auto& d = c.data;
   f.push_back(make_field("data", "task", &d.task));
   f.push_back(make_field("data", "path", &d.path));
+  f.push_back(make_field("data", "train", &d.train));
+  f.push_back(make_field("data", "valid", &d.valid));
+  f.push_back(make_field("data", "test", &d.test));
   f.push_back(make_field("data", "format", &d.format));
   f.push_back(make_field("data", "batch_size", &d.batch_size));
   f.push_back(make_field("data", "seq_len", &d.seq_len));

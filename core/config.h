@@ -65,8 +65,13 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  Task task = Task::kG2P;                       // g2p (CMUdict) | lm (bytes of text files)
-  std::string path;                             // data file or directory; empty = the task's Debian default
+  Task task = Task::kG2P;  // g2p (CMUdict) | lm (bytes of text files)
+  std::string path;        // data file or directory; empty = the task's Debian default
+  // Explicit split files instead of the hash split of data.path (docs/design.md, Data): each
+  // is read whole into its split; valid and test may be left empty (not evaluated).
+  std::string train;                            // training data file (lm: or directory); set with data.path empty
+  std::string valid;                            // validation data file or directory (with data.train; empty = none)
+  std::string test;                             // test data file or directory (with data.train; empty = none)
   LexiconFormat format = LexiconFormat::kAuto;  // g2p lexicon: auto | festival | cmudict | tsv (docs/design.md, Data)
   int64_t batch_size = 256;                     // examples (words or sequences) per batch
   int64_t seq_len = 256;                        // lm: bytes per training sequence

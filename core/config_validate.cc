@@ -56,6 +56,12 @@ Status validate_data(const JobConfig& c) {
   const auto& d = c.data;
   PST_RETURN_IF_ERROR(check_range(d.batch_size > 0 && d.batch_size <= (int64_t{1} << 20),
                                   fmt::format("data.batch_size = {}: must be in [1, 2^20]", d.batch_size)));
+  PST_RETURN_IF_ERROR(check_range(d.train.empty() || d.path.empty(),
+                                  fmt::format("data.path = \"{}\" and data.train = \"{}\": set one (data.path: one "
+                                              "file split by hash; data.train, valid, test: a file per split)",
+                                              d.path, d.train)));
+  PST_RETURN_IF_ERROR(check_range(!d.train.empty() || (d.valid.empty() && d.test.empty()),
+                                  "data.valid and data.test need data.train (without it data.path is split by hash)"));
   PST_RETURN_IF_ERROR(
       check_range(d.max_examples >= 0, fmt::format("data.max_examples = {}: must be >= 0", d.max_examples)));
   PST_RETURN_IF_ERROR(check_range(d.eval_max_examples >= 0,

@@ -39,6 +39,10 @@ const std::vector<G2PWord>& G2PCorpus::split(Split s) const {
   return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
 }
 
+std::vector<G2PWord>& G2PCorpus::split(Split s) {
+  return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
+}
+
 namespace {
 
 void ascii_lower(std::string* s) {
@@ -190,16 +194,17 @@ LexiconFormat detect_lexicon_format(const std::string& entry) {
   return LexiconFormat::kCmudict;
 }
 
-Result<G2PCorpus> load_lexicon(const std::string& path, LexiconFormat format, int64_t max_train_words) {
+Result<G2PCorpus> load_lexicon(const std::string& path, LexiconFormat format, int64_t max_train_words,
+                               std::optional<Split> whole) {
   std::ifstream in(path);
   if (!in)
     return not_found("lexicon '{}' cannot be opened (install Debian's festlex-cmu for CMUdict, or set data.path)",
                      path);
-  return read_lexicon(in, path, format, max_train_words);
+  return read_lexicon(in, path, format, max_train_words, whole);
 }
 
-Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, LexiconFormat format,
-                               int64_t max_train_words) {
+Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, LexiconFormat format, int64_t max_train_words,
+                               std::optional<Split> whole) {
   G2PCorpus corpus;
   std::vector<std::string> order;
   std::unordered_map<std::string, std::vector<std::vector<std::string>>> prons;
@@ -238,7 +243,7 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
         corpus.skipped_lines, corpus.lines, corpus.first_skipped_line, to_string(format), expected_entry(format));
   for (const std::string& w : order) {
     G2PWord gw{w, std::move(prons[w])};
-    switch (split_of(w)) {
+    switch (whole.value_or(split_of(w))) {
       case Split::kTrain:
         if (max_train_words == 0 || static_cast<int64_t>(corpus.train.size()) < max_train_words)
           corpus.train.push_back(std::move(gw));
@@ -247,7 +252,6 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
       case Split::kTest: corpus.test.push_back(std::move(gw)); break;
     }
   }
-  if (corpus.train.empty()) return invalid_argument("lexicon '{}': no word falls in the training split", path);
   std::set<std::string> letters, phone_set;
   std::vector<std::string> symbols;
   for (const G2PWord& w : corpus.train) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <istream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct G2PCorpus {
   int64_t first_skipped_line = 0;  // 1-based, 0 if none
 
   const std::vector<G2PWord>& split(Split s) const;
+  std::vector<G2PWord>& split(Split s);
 };
 
 // Reads a lexicon. Lines that are blank or start with ';' or '#' are
@@ -51,12 +53,15 @@ struct G2PCorpus {
 // otherwise. Missing or empty files, files with no valid entry, or with more
 // than 1% malformed lines are errors that name the file, the first bad line
 // and the format expected; fewer malformed lines are skipped and counted.
-// max_train_words > 0 keeps only the first N training words.
+// max_train_words > 0 keeps only the first N training words. `whole` puts
+// every word into that split instead of splitting by hash (a file given per
+// split). The vocabularies come from the training words (none may fall
+// there: whether that is an error is the caller's call).
 Result<G2PCorpus> load_lexicon(const std::string& path, LexiconFormat format = LexiconFormat::kAuto,
-                               int64_t max_train_words = 0);
+                               int64_t max_train_words = 0, std::optional<Split> whole = std::nullopt);
 // The same from a stream; `path` names it in errors.
 Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, LexiconFormat format = LexiconFormat::kAuto,
-                               int64_t max_train_words = 0);
+                               int64_t max_train_words = 0, std::optional<Split> whole = std::nullopt);
 
 // One entry line of each format; false if it is malformed.
 // Festival: ("word" pos (((ph ph) 1) ((ph) 0))), stress digits dropped.

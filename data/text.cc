@@ -11,6 +11,10 @@ const std::vector<uint8_t>& TextCorpus::split(Split s) const {
   return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
 }
 
+std::vector<uint8_t>& TextCorpus::split(Split s) {
+  return s == Split::kTrain ? train : (s == Split::kValid ? valid : test);
+}
+
 namespace {
 
 Result<std::vector<uint8_t>> read_file(const std::string& path) {
@@ -19,12 +23,12 @@ Result<std::vector<uint8_t>> read_file(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-void add_blocks(TextCorpus& c, const std::string& name, const std::vector<uint8_t>& bytes) {
+void add_blocks(TextCorpus& c, const std::string& name, const std::vector<uint8_t>& bytes, std::optional<Split> whole) {
   for (int64_t b = 0; b * kTextBlockBytes < static_cast<int64_t>(bytes.size()); ++b) {
     const auto first = bytes.begin() + b * kTextBlockBytes;
     const auto last = bytes.begin() + std::min<int64_t>(static_cast<int64_t>(bytes.size()), (b + 1) * kTextBlockBytes);
     std::vector<uint8_t>* dst = nullptr;
-    switch (split_of(name + ":" + std::to_string(b))) {
+    switch (whole.value_or(split_of(name + ":" + std::to_string(b)))) {
       case Split::kTrain: dst = &c.train; break;
       case Split::kValid: dst = &c.valid; break;
       case Split::kTest: dst = &c.test; break;
@@ -35,7 +39,7 @@ void add_blocks(TextCorpus& c, const std::string& name, const std::vector<uint8_
 
 }  // namespace
 
-Result<TextCorpus> load_text(const std::string& path) {
+Result<TextCorpus> load_text(const std::string& path, std::optional<Split> whole) {
   namespace fs = std::filesystem;
   TextCorpus c;
   std::error_code ec;
@@ -58,17 +62,17 @@ Result<TextCorpus> load_text(const std::string& path) {
         continue;
       }
       c.files.push_back(f.string());
-      add_blocks(c, f.filename().string(), bytes);
+      add_blocks(c, f.filename().string(), bytes, whole);
     }
   } else {
     PST_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, read_file(path));
     if (std::find(bytes.begin(), bytes.end(), uint8_t{0}) != bytes.end())
       return invalid_argument("text file '{}' contains NUL bytes; expected a text file", path);
     c.files.push_back(path);
-    add_blocks(c, fs::path(path).filename().string(), bytes);
+    add_blocks(c, fs::path(path).filename().string(), bytes, whole);
   }
-  if (c.train.empty())
-    return invalid_argument("text data '{}' has no training bytes ({} files read, {} skipped)", path, c.files.size(),
+  if (c.train.empty() && c.valid.empty() && c.test.empty())
+    return invalid_argument("text data '{}' has no bytes ({} files read, {} skipped)", path, c.files.size(),
                             c.skipped_files);
   return c;
 }

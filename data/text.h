@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,12 +24,16 @@ struct TextCorpus {
   int64_t skipped_files = 0;       // binary files (NUL bytes) and symbolic links in a directory
 
   const std::vector<uint8_t>& split(Split s) const;
+  std::vector<uint8_t>& split(Split s);
 };
 
 // path: a text file, or a directory whose regular text files (no NUL byte;
 // symbolic links skipped) are read in name order. A missing path, an empty
-// corpus or a named file that is binary is an error naming the path.
-Result<TextCorpus> load_text(const std::string& path);
+// corpus or a named file that is binary is an error naming the path (an
+// empty training split is not: that is the caller's call).
+// `whole` puts every byte into that split instead of splitting by blocks (a
+// path given per split).
+Result<TextCorpus> load_text(const std::string& path, std::optional<Split> whole = std::nullopt);
 
 // Non-overlapping windows of seq_len + 1 bytes (stride seq_len): input the
 // first seq_len, targets the last seq_len.

@@ -176,6 +176,22 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::v
   return out;
 }
 
+namespace {
+
+// The rates of an EvalResult from its sums (both tasks' are set; each task
+// reports its own).
+void set_rates(EvalResult& r) {
+  auto ratio = [](double num, int64_t den) { return den > 0 ? num / static_cast<double>(den) : 0.0; };
+  r.loss = ratio(r.loss_sum, r.tokens);
+  r.token_accuracy = ratio(static_cast<double>(r.correct), r.tokens);
+  r.per = ratio(static_cast<double>(r.distance), r.ref_length);
+  r.wer = ratio(static_cast<double>(r.wrong), r.words);
+  r.bits_per_byte = r.loss / std::log(2.0);
+  r.perplexity = std::exp(r.loss);
+}
+
+}  // namespace
+
 std::string describe_eval(Task task, const EvalResult& r) {
   if (task == Task::kG2P)
     return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
@@ -379,8 +395,6 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   } else if (max_examples > 0) {
     n = std::min(n, max_examples);
   }
-  double loss = 0.0;
-  int64_t correct = 0;
   ForwardOptions opt;
   Stopwatch since_report;
   const char* what = to_string(split);
@@ -400,23 +414,20 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     scored += static_cast<int64_t>(ids.size());
     const Batch b = collate(ds, ids);
     const LossStats s = model.forward(b, opt);
-    loss += s.loss_sum;
+    r.loss_sum += s.loss_sum;
     r.tokens += s.tokens;
-    correct += s.correct;
+    r.correct += s.correct;
   }
   r.scoring_seconds = since_start.seconds();
   r.examples = n;
-  r.loss = r.tokens > 0 ? loss / static_cast<double>(r.tokens) : 0.0;
-  r.token_accuracy = r.tokens > 0 ? static_cast<double>(correct) / static_cast<double>(r.tokens) : 0.0;
   if (data.task == Task::kLM) {
-    r.bits_per_byte = r.loss / std::log(2.0);
-    r.perplexity = std::exp(r.loss);
+    set_rates(r);
     return r;
   }
   const auto& g = static_cast<const G2PDataset&>(ds);
   const auto& words = data.g2p->split(split);
   const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
-  int64_t dist = 0, ref_len = 0, wrong = 0, decoded_words = 0;
+  int64_t decoded_words = 0;
   // Words are decoded in order of length, longest first, so that a batch
   // runs about as many steps as each of its words needs and the first sizes
   // the buffers; predictions keep the split's order.
@@ -447,9 +458,9 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
       for (int32_t id : decoded[k]) phones.push_back(data.g2p->phones.token(id));
       const G2PWord& w = words[ids[k]];
       const WordScore sc = score_word(phones, w.prons);
-      dist += sc.distance;
-      ref_len += sc.ref_length;
-      wrong += sc.correct ? 0 : 1;
+      r.distance += sc.distance;
+      r.ref_length += sc.ref_length;
+      r.wrong += sc.correct ? 0 : 1;
       if (predictions) {
         std::string& line = lines[static_cast<size_t>(ids[k])];
         line = w.word + "\t";
@@ -460,8 +471,26 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   r.decoding_seconds = since_start.seconds() - r.scoring_seconds;
   if (predictions) predictions->insert(predictions->end(), lines.begin(), lines.end());
   r.words = nwords;
-  r.per = ref_len > 0 ? static_cast<double>(dist) / static_cast<double>(ref_len) : 0.0;
-  r.wer = nwords > 0 ? static_cast<double>(wrong) / static_cast<double>(nwords) : 0.0;
+  set_rates(r);
+  return r;
+}
+
+EvalResult merge_evals(const std::vector<EvalResult>& parts) {
+  EvalResult r;
+  for (const EvalResult& p : parts) {
+    r.examples += p.examples;
+    r.tokens += p.tokens;
+    r.words += p.words;
+    r.loss_sum += p.loss_sum;
+    r.correct += p.correct;
+    r.distance += p.distance;
+    r.ref_length += p.ref_length;
+    r.wrong += p.wrong;
+    r.scoring_seconds += p.scoring_seconds;
+    r.decoding_seconds += p.decoding_seconds;
+    r.stopped = r.stopped || p.stopped;
+  }
+  set_rates(r);
   return r;
 }
 

@@ -32,7 +32,16 @@ struct EvalResult {
   // Wall time of the teacher-forced pass and of decoding (G2P).
   double scoring_seconds = 0.0;
   double decoding_seconds = 0.0;
+  // The sums the rates above divide, so that results merge.
+  double loss_sum = 0.0;  // nats over `tokens`
+  int64_t correct = 0;    // teacher-forced argmax == target
+  int64_t distance = 0;   // g2p: edit distances to the closest references
+  int64_t ref_length = 0;
+  int64_t wrong = 0;  // g2p: words matching no reference
 };
+
+// The figures of evaluations of disjoint sets as one of their union.
+EvalResult merge_evals(const std::vector<EvalResult>& parts);
 
 // One line of the task's metrics, as the training log prints them.
 std::string describe_eval(Task task, const EvalResult& r);

@@ -21,10 +21,26 @@ struct TaskData {
   const Dataset& split(Split s) const;
 };
 
-// Loads and checks the data of a job; logs sizes and skipped lines/files.
-Result<TaskData> load_task_data(const JobConfig& job);
+// What the data is loaded for: training needs a training split; evaluating
+// a file of one's own (pst eval --data) may have none, and kEvaluateWhole
+// reads data.path whole into the test split (no hash split).
+enum class DataUse { kTrain, kEvaluate, kEvaluateWhole };
 
-// The data path of a job: data.path, or the task's Debian default.
+// Loads and checks the data of a job; logs sizes and skipped lines/files,
+// and (for training) warns of a valid or test split left empty.
+Result<TaskData> load_task_data(const JobConfig& job, DataUse use = DataUse::kTrain);
+
+// The data path of a job: data.train, data.path, or the task's Debian default.
 std::string data_path(const JobConfig& job);
+// The job's data as log lines and errors name it: the path, or the files
+// of data.train, data.valid and data.test.
+std::string data_source(const JobConfig& job);
+
+// A job's corpus, from data.path split by hash or from data.train, valid
+// and test read whole (docs/design.md, Data); malformed lines are logged.
+// G2P: a valid or test word also in data.train is named in a warning.
+// `whole`: data_path(job) read whole into that split instead.
+Result<G2PCorpus> load_g2p_corpus(const JobConfig& job, std::optional<Split> whole = std::nullopt);
+Result<TextCorpus> load_text_corpus(const JobConfig& job, std::optional<Split> whole = std::nullopt);
 
 }  // namespace pst

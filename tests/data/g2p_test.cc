@@ -189,6 +189,26 @@ TEST(G2PTest, LoadsEveryLexiconFormat) {
       << festival.status().message();
 }
 
+// A lexicon given for one split goes there whole, vocabularies from its
+// training words only (none for a held-out file).
+TEST(G2PTest, AWholeLexiconGoesToItsSplit) {
+  testing::TempDir dir;
+  write(dir.file("dict"), "zebra Z IY1 B R AH0\ntesting T EH1 S T IH0 NG\nhello HH AH0 L OW1\nquiz K W IH1 Z\n");
+  auto test = load_lexicon(dir.file("dict"), LexiconFormat::kAuto, 0, Split::kTest);
+  ASSERT_TRUE(test.ok()) << test.status().to_string();
+  EXPECT_TRUE(test->train.empty());
+  EXPECT_TRUE(test->valid.empty());
+  ASSERT_EQ(test->test.size(), 4u);
+  EXPECT_EQ(test->test[2].word, "hello");
+  EXPECT_EQ(test->letters.size(), 4);  // specials only
+  auto train = load_lexicon(dir.file("dict"), LexiconFormat::kAuto, 3, Split::kTrain);
+  ASSERT_TRUE(train.ok());
+  ASSERT_EQ(train->train.size(), 3u);  // max_train_words
+  EXPECT_NE(train->letters.id("h"), Vocabulary::kUnk);
+  EXPECT_EQ(train->letters.id("q"), Vocabulary::kUnk);  // only in the word cut
+  EXPECT_EQ(train->phones.id("k"), Vocabulary::kUnk);
+}
+
 // The real dictionary of festlex-cmu (installed by scripts/setup) gives the
 // split sizes of docs/design.md (Data), counted independently with Python's hashlib.
 TEST(G2PTest, DebianCmudictSplit) {

@@ -30,6 +30,18 @@ TEST(TextTest, BlocksGoToSplitsByHash) {
   EXPECT_EQ(c->train.size(), train);
 }
 
+// A path given for one split (data.train, valid, test) goes there whole;
+// another split's file may leave the training split empty.
+TEST(TextTest, AWholePathGoesToItsSplit) {
+  testing::TempDir dir;
+  std::ofstream(dir.file("v.txt")) << std::string(20000, 'v');
+  auto c = load_text(dir.file("v.txt"), Split::kValid);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->train.empty());
+  EXPECT_EQ(c->valid.size(), 20000u);
+  EXPECT_TRUE(c->test.empty());
+}
+
 TEST(TextTest, WindowsShiftTargetsByOne) {
   std::vector<uint8_t> bytes;
   for (int i = 0; i < 100; ++i) bytes.push_back(static_cast<uint8_t>(i));

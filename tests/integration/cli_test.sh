@@ -39,7 +39,7 @@ check "no command" run 2 "$TMP/u4" "$PST"
 check "an unknown option" run 2 "$TMP/u5" "$PST" eval --model m --bogus
 check "a missing option" run 2 "$TMP/u6" "$PST" train
 check "--help" run 0 "$TMP/u7" "$PST" eval --help
-check "--help shows defaults" contains "$TMP/u7" "--split TEXT=test"
+check "--help shows defaults" contains "$TMP/u7" "--beam INT=1"
 # pst config defaults: a job file of every default, each key documented.
 check "config defaults" run 0 "$TMP/defaults.toml" "$PST" config defaults
 check "config defaults documents a key" contains "$TMP/defaults.toml" "# optimizer steps to run"
@@ -153,7 +153,7 @@ check "bad beam" run 2 "$TMP/ev4" "$PST" eval --model "$TMP/g2p/model.safetensor
 check "bad beam message" contains "$TMP/ev4" "--beam 0: must be in \[1, 1024\]"
 check "huge beam" run 2 "$TMP/ev6" "$PST" eval --model "$TMP/g2p/model.safetensors" --beam 1000000
 check "bad split" run 2 "$TMP/ev5" "$PST" eval --model "$TMP/g2p/model.safetensors" --split dev
-check "bad split message" contains "$TMP/ev5" "--split dev: must be train, valid or test"
+check "bad split message" contains "$TMP/ev5" "--split dev: must be train, valid, test or all"
 
 # A lexicon of one's own: CMUdict's first 2,000 entries rewritten as
 # word<TAB>phones with IPA-like phones and accented words, read without
@@ -185,6 +185,33 @@ check "a tsv read as Festival's is an error" run 2 "$TMP/ttf" "$PST" train --con
   --set data.path="$TMP/lex.tsv" --set data.format=festival --set train.output="$TMP/g2p-tsv2"
 check "that error names the format expected" contains "$TMP/ttf" "data.format = festival: expected"
 
+# Split files of one's own (data.train, valid, test) are read whole, whatever
+# the hash would say: the lexicon's first 1,500 lines train, the next 300
+# validate, the rest test.
+head -n 1500 "$TMP/lex.tsv" >"$TMP/own-train.tsv"
+sed -n 1501,1800p "$TMP/lex.tsv" >"$TMP/own-valid.tsv"
+tail -n +1801 "$TMP/lex.tsv" >"$TMP/own-test.tsv"
+words() { cut -f1 "$1" | sort -u | wc -l; }
+nt=$(words "$TMP/own-train.tsv") nv=$(words "$TMP/own-valid.tsv") ns=$(words "$TMP/own-test.tsv")
+check "train on split files" run 0 "$TMP/tsp" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set data.train="$TMP/own-train.tsv" --set data.valid="$TMP/own-valid.tsv" --set data.test="$TMP/own-test.tsv" \
+  --set data.max_examples=0 --set train.steps=5 --set train.eval_every=0 --set train.output="$TMP/g2p-own"
+check "each split is its file ($nt / $nv / $ns words)" contains "$TMP/tsp" "($nt train / $nv valid / $ns test)"
+check "eval --split all" run 0 "$TMP/eva" "$PST" eval --model "$TMP/g2p-own/model.safetensors" --split all
+check "eval --split all reports each split" test "$(grep -cE ' (train|valid|test): loss' "$TMP/eva")" -eq 3
+check "and their union ($((nt + nv + ns)) words)" contains "$TMP/eva" " all: loss .*($((nt + nv + ns)) words)"
+check "the test line is test's alone ($ns words)" contains "$TMP/eva" " test: loss .*($ns words)"
+check "data.path with data.train is an error" run 2 "$TMP/tsb" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set data.path="$TMP/lex.tsv" --set data.train="$TMP/own-train.tsv" --set train.output="$TMP/g2p-own2"
+check "that error says to set one" contains "$TMP/tsb" "set one"
+# Another lexicon is evaluated whole, with the model's vocabularies: the
+# CMUdict model meets accented letters and IPA phones, and says so.
+check "eval --data another lexicon" run 0 "$TMP/evd" "$PST" eval --model "$TMP/g2p/model.safetensors" \
+  --data "$TMP/own-test.tsv"
+check "eval --data covers the whole file ($ns words)" contains "$TMP/evd" " all: loss .*($ns words)"
+check "eval --data names the unseen letters" contains "$TMP/evd" "letters are not among the model's (.*'é'"
+check "eval --data names the unseen phones" contains "$TMP/evd" "phones are not among the model's"
+
 # A corrupt model file is a clear error.
 head -c 100 "$TMP/g2p/model.safetensors" >"$TMP/broken.safetensors"
 check "corrupt model" run 2 "$TMP/pc" "$PST" predict --model "$TMP/broken.safetensors" word
@@ -204,7 +231,7 @@ check "train lm on 6 KB" run 0 "$TMP/tls" "$PST" train --config "$ROOT/configs/l
   --set model.d_model=32 --set model.ffn_dim=64 --set model.decoder_layers=1 --set model.max_len=64 \
   --set data.seq_len=64 --set data.batch_size=4 --set data.path="$TMP/small-text" \
   --set train.steps=2 --set train.eval_every=0 --set train.output="$TMP/lm-small"
-check "an empty split is named" contains "$TMP/tls" "the valid split has 0 bytes, fewer than data.seq_len + 1 = 65"
+check "an empty split is named" contains "$TMP/tls" "the valid split is empty, so it will not be evaluated: it has 0 bytes, fewer than data.seq_len + 1 = 65"
 check "generate" run 0 "$TMP/gen" "$PST" predict --model "$TMP/lm/model.safetensors" --bytes 20 "The "
 check "generate prints prompt and continuation" test "$(head -c 24 "$TMP/gen" | wc -c)" -eq 24
 # 100 bytes: past the model's 64 positions, where generation slides its window.

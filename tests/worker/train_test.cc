@@ -1,6 +1,8 @@
 // End-to-end training in one process: the tiny config memorises 64 CMUdict
 // words (loss near zero, pronunciations reproduced by greedy decoding), and
 // evaluation metrics agree with a recount.
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 #include "model/backend.h"
@@ -92,6 +94,121 @@ TEST(TrainTest, EvaluationCountsMatchARecount) {
   EXPECT_DOUBLE_EQ(r.wer, static_cast<double>(wrong) / 40);
   EXPECT_DOUBLE_EQ(r.per, static_cast<double>(dist) / static_cast<double>(len));
   EXPECT_GT(r.tokens, 40);
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// data.train, valid and test are read whole into their splits, whatever the
+// hash would say; the vocabularies come from the training file alone, and a
+// split without a file is empty.
+TEST(TaskDataTest, SplitFilesAreReadWhole) {
+  testing::TempDir dir;
+  // By hash, "zebra" and "testing" train, "hello" is valid and "a" test:
+  // here "hello" trains and "zebra" is tested.
+  write_file(dir.file("train"), "hello HH AH0 L OW1\ntesting T EH1 S T IH0 NG\na AH0\n");
+  write_file(dir.file("valid"), "testing T EH1 S T IH0 NG\nquiz K W IH1 Z\n");
+  write_file(dir.file("test"), "zebra\tZ IY B R AH\n");  // another format, detected per file
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"),
+                         {"data.max_examples=0", "data.train=" + dir.file("train"), "data.valid=" + dir.file("valid"),
+                          "data.test=" + dir.file("test")});
+  ASSERT_TRUE(job.ok()) << job.status().to_string();
+  auto data = load_task_data(*job);
+  ASSERT_TRUE(data.ok()) << data.status().to_string();
+  ASSERT_EQ(data->g2p->train.size(), 3u);
+  EXPECT_EQ(data->g2p->train[0].word, "hello");
+  ASSERT_EQ(data->g2p->valid.size(), 2u);
+  EXPECT_EQ(data->g2p->valid[1].word, "quiz");
+  ASSERT_EQ(data->g2p->test.size(), 1u);
+  EXPECT_EQ(data->g2p->test[0].word, "zebra");
+  EXPECT_EQ(data->g2p->letters.id("q"), Vocabulary::kUnk);  // only in valid
+  EXPECT_NE(data->g2p->letters.id("h"), Vocabulary::kUnk);
+  EXPECT_EQ(data->g2p->phones.id("Z"), Vocabulary::kUnk);  // TSV phones are as written
+  EXPECT_EQ(data_source(*job).find("data.train '" + dir.file("train") + "'"), 0u) << data_source(*job);
+
+  // Without data.test its split is empty; training data must come as one of
+  // data.path or data.train.
+  auto no_test = load_config(testing::source_path("configs/g2p-tiny.toml"), {"data.train=" + dir.file("train")});
+  ASSERT_TRUE(no_test.ok());
+  auto d2 = load_task_data(*no_test);
+  ASSERT_TRUE(d2.ok()) << d2.status().to_string();
+  EXPECT_EQ(d2->test->size(), 0);
+  EXPECT_EQ(d2->valid->size(), 0);
+  auto both = load_config(testing::source_path("configs/g2p-tiny.toml"),
+                          {"data.path=" + dir.file("train"), "data.train=" + dir.file("train")});
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("set one"), std::string::npos) << both.status().message();
+  auto orphan = load_config(testing::source_path("configs/g2p-tiny.toml"), {"data.test=" + dir.file("test")});
+  ASSERT_FALSE(orphan.ok());
+  EXPECT_NE(orphan.status().message().find("need data.train"), std::string::npos) << orphan.status().message();
+
+  // Text: every byte of each file in its split.
+  write_file(dir.file("t.txt"), std::string(10000, 'x'));
+  write_file(dir.file("v.txt"), std::string(3000, 'y'));
+  auto lm = load_config(testing::source_path("configs/lm-fortunes.toml"),
+                        {"data.train=" + dir.file("t.txt"), "data.valid=" + dir.file("v.txt"), "data.seq_len=64"});
+  ASSERT_TRUE(lm.ok()) << lm.status().to_string();
+  auto text = load_task_data(*lm);
+  ASSERT_TRUE(text.ok()) << text.status().to_string();
+  EXPECT_EQ(text->text->train.size(), 10000u);
+  EXPECT_EQ(text->text->valid, std::vector<uint8_t>(3000, 'y'));
+  EXPECT_TRUE(text->text->test.empty());
+}
+
+// A lexicon with no training word is an error for training, not for
+// evaluating it (pst eval --data).
+TEST(TaskDataTest, NoTrainingWordFailsOnlyTraining) {
+  testing::TempDir dir;
+  write_file(dir.file("lex"), "hello HH AH0 L OW1\na AH0\n");  // valid and test by hash
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"), {"data.path=" + dir.file("lex")});
+  ASSERT_TRUE(job.ok());
+  auto train = load_task_data(*job);
+  ASSERT_FALSE(train.ok());
+  EXPECT_NE(train.status().message().find("no word falls in the training split"), std::string::npos)
+      << train.status().message();
+  auto eval = load_task_data(*job, DataUse::kEvaluate);
+  ASSERT_TRUE(eval.ok()) << eval.status().to_string();
+  EXPECT_EQ(eval->valid->size() + eval->test->size(), 2);
+}
+
+// Evaluations of the three splits merge into that of their union: the
+// union's figures are recomputed by evaluating one dataset holding every
+// word (data.test = the whole file).
+TEST(TrainTest, MergedSplitsEqualTheirUnion) {
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"), {});
+  ASSERT_TRUE(job.ok());
+  auto data = load_task_data(*job);
+  ASSERT_TRUE(data.ok());
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
+  model.init_weights(7);
+  std::vector<EvalResult> parts;
+  for (Split s : {Split::kTrain, Split::kValid, Split::kTest}) parts.push_back(evaluate(model, *data, s, 16, 30));
+  const EvalResult merged = merge_evals(parts);
+  // The union: the same words as one split, with the same vocabularies.
+  G2PCorpus all;
+  all.letters = data->g2p->letters;
+  all.phones = data->g2p->phones;
+  for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
+    for (size_t i = 0; i < 30; ++i) all.test.push_back(data->g2p->split(s)[i]);
+  TaskData whole;
+  whole.task = Task::kG2P;
+  whole.g2p = std::make_unique<G2PCorpus>(std::move(all));
+  whole.train = std::make_unique<G2PDataset>(whole.g2p.get(), Split::kTrain);
+  whole.valid = std::make_unique<G2PDataset>(whole.g2p.get(), Split::kValid);
+  whole.test = std::make_unique<G2PDataset>(whole.g2p.get(), Split::kTest);
+  const EvalResult u = evaluate(model, whole, Split::kTest, 16, 0);
+  EXPECT_EQ(merged.words, 90);
+  EXPECT_EQ(merged.words, u.words);
+  EXPECT_EQ(merged.examples, u.examples);
+  EXPECT_EQ(merged.tokens, u.tokens);
+  EXPECT_EQ(merged.correct, u.correct);
+  EXPECT_DOUBLE_EQ(merged.wer, u.wer);
+  EXPECT_DOUBLE_EQ(merged.per, u.per);
+  EXPECT_NEAR(merged.loss, u.loss, 1e-5 * u.loss);
+  EXPECT_NEAR(merged.loss,
+              (parts[0].loss_sum + parts[1].loss_sum + parts[2].loss_sum) /
+                  static_cast<double>(parts[0].tokens + parts[1].tokens + parts[2].tokens),
+              1e-12);
 }
 
 }  // namespace
