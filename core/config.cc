@@ -246,6 +246,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("schedule", "decay_rate", &s.decay_rate));
   auto& t = c.train;
   f.push_back(make_field("train", "steps", &t.steps));
+  f.push_back(make_field("train", "accumulate", &t.accumulate));
   f.push_back(make_field("train", "seed", &t.seed));
   f.push_back(make_field("train", "threads", &t.threads));
   f.push_back(make_field("train", "label_smoothing", &t.label_smoothing));

@@ -104,7 +104,10 @@ struct ScheduleConfig {
 };
 
 struct TrainConfig {
-  int64_t steps = 10000;                // optimizer steps to run
+  int64_t steps = 10000;  // optimizer steps to run
+  // Micro-batches (of data.batch_size) each worker sums into one gradient per
+  // step: the update of a K-times larger batch at the memory of one.
+  int64_t accumulate = 1;
   int64_t seed = 1;                     // seeds init, shuffling and dropout
   int64_t threads = 0;                  // CPU threads (0 = all cores)
   double label_smoothing = 0.1;         // share of the target's probability spread over all classes

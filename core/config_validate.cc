@@ -115,6 +115,8 @@ Status validate_optimizer(const JobConfig& c) {
 Status validate_train(const JobConfig& c) {
   const auto& t = c.train;
   PST_RETURN_IF_ERROR(check_range(t.steps >= 0, fmt::format("train.steps = {}: must be >= 0", t.steps)));
+  PST_RETURN_IF_ERROR(check_range(t.accumulate >= 1 && t.accumulate <= 4096,
+                                  fmt::format("train.accumulate = {}: must be in [1, 4096]", t.accumulate)));
   PST_RETURN_IF_ERROR(check_range(t.threads >= 0 && t.threads <= 256,
                                   fmt::format("train.threads = {}: must be in [0, 256]", t.threads)));
   PST_RETURN_IF_ERROR(check_range(t.label_smoothing >= 0 && t.label_smoothing < 1,

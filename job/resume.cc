@@ -17,6 +17,13 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
   }
   PST_ASSIGN_OR_RETURN(Manifest m, read_checkpoint(dir));
   PST_RETURN_IF_ERROR(check_model(m, table).with_context(dir));
+  // The data position counts steps' batches of train.accumulate micro-batches.
+  auto was = parse_config(m.config, dir + "/manifest.json (config)", {});
+  if (was.ok() && was->train.accumulate != job.train.accumulate)
+    return failed_precondition(
+        "{}: train.accumulate = {} here, {} in the checkpoint's job; its data position counts batches of that many "
+        "micro-batches, so resume with train.accumulate = {}",
+        dir, job.train.accumulate, was->train.accumulate, was->train.accumulate);
   if (m.step >= job.train.steps)
     return failed_precondition("{} is at step {}; train.steps = {} leaves nothing to do", dir, m.step, job.train.steps);
   return std::optional<ResumePoint>(ResumePoint{dir, std::move(m)});

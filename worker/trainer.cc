@@ -161,32 +161,54 @@ Result<StepReport> Trainer::pull(int64_t min_version) {
   return pi;
 }
 
-Status Trainer::train_shard(size_t i, int64_t step, int64_t version, StepTotals& totals) {
+Status Trainer::train_shard(size_t i, int64_t step, int64_t version, int64_t batch, StepTotals& totals) {
   Run& r = *run_;
   const TrainConfig& tc = job_.train;
-  const Batch batch = r.iterators[i].next();
-  const int64_t shard_tokens = batch.tokens();
+  // Batch g of a job that accumulates K micro-batches is micro-batches
+  // gK .. gK + K - 1 of the iterator's order: each once per epoch, as the
+  // batches of K = 1 are.
+  const int64_t K = tc.accumulate;
+  std::vector<Batch> micro;
+  int64_t shard_tokens = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    r.iterators[i].seek_batch(batch * K + k);
+    micro.push_back(r.iterators[i].next());
+    shard_tokens += micro.back().tokens();
+  }
   model_->zero_grads();
   Status hooks;  // the first failure inside a hook; the pass runs on and it is returned after
   ForwardOptions fo;
   fo.train = true;
+  // The mean over the tokens of all K micro-batches, as one batch of them all.
   fo.grad_scale = shard_tokens > 0 ? 1.0f / static_cast<float>(shard_tokens) : 0.0f;
   fo.label_smoothing = static_cast<float>(tc.label_smoothing);
   fo.seed = static_cast<uint64_t>(tc.seed);
-  fo.step = static_cast<uint64_t>(step);
   fo.worker = static_cast<uint64_t>(opt_.shards[i]);
-  if (r.stream && r.have < r.n)
-    fo.need_weights = [&](int64_t end) {
-      if (hooks.ok()) hooks = need(end);
-    };
   Stopwatch phase;
   auto phase_done = [&](WorkerMetrics::Phase p) {
     if (opt_.monitor) opt_.monitor->observe_phase(p, phase.seconds());
     phase.reset();
   };
-  const LossStats shard_loss = model_->forward(batch, fo);
-  PST_RETURN_IF_ERROR(hooks);
-  phase_done(WorkerMetrics::kForward);
+  // Micro-batch k of step s draws the dropout masks of step sK + k (K = 1:
+  // those of step s). All but the last add their gradients in place.
+  LossStats shard_loss;
+  for (int64_t k = 0; k < K; ++k) {
+    fo.step = static_cast<uint64_t>(step * K + k);
+    fo.need_weights = nullptr;
+    if (r.stream && r.have < r.n)
+      fo.need_weights = [&](int64_t end) {
+        if (hooks.ok()) hooks = need(end);
+      };
+    const LossStats s = model_->forward(micro[static_cast<size_t>(k)], fo);
+    PST_RETURN_IF_ERROR(hooks);
+    shard_loss.loss_sum += s.loss_sum;
+    shard_loss.tokens += s.tokens;
+    phase_done(WorkerMetrics::kForward);
+    if (k + 1 < K) {
+      model_->backward();
+      phase_done(WorkerMetrics::kBackward);
+    }
+  }
   if (r.stream_push) {
     PST_RETURN_IF_ERROR(client_->begin_push(version, shard_tokens, shard_loss.loss_sum, r.host_grads->data()));
     int64_t final_from = r.n;
@@ -307,8 +329,8 @@ Result<TrainSummary> Trainer::run() {
       // The servers' word on the batch when there is one: a BSP job's
       // membership may have changed (a worker removed, its batch handed on).
       const bool told = info.batch >= 0 && opt_.shards.size() == 1;
-      r.iterators[i].seek_batch(told ? info.batch : r.cursor->batch(static_cast<int>(opt_.shards[i])));
-      PST_RETURN_IF_ERROR(train_shard(i, step, version, totals));
+      const int64_t batch = told ? info.batch : r.cursor->batch(static_cast<int>(opt_.shards[i]));
+      PST_RETURN_IF_ERROR(train_shard(i, step, version, batch, totals));
     }
     r.cursor->applied(std::vector<uint8_t>(static_cast<size_t>(opt_.workers), 1));
     r.cursor->assign_all();

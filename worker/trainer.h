@@ -97,7 +97,7 @@ class Trainer {
   Status need(int64_t end);
   Result<StepReport> pull(int64_t min_version);
   // Forward, backward and push of shard i's batch at `step`; adds to `totals`.
-  Status train_shard(size_t i, int64_t step, int64_t version, StepTotals& totals);
+  Status train_shard(size_t i, int64_t step, int64_t version, int64_t batch, StepTotals& totals);
   void log_step(int64_t step, const StepReport& info, const StepTotals& totals, bool last);
   void validate(int64_t step);
   void test();

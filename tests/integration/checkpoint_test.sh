@@ -3,6 +3,7 @@
 #  1. 2 servers + 2 workers as threads: 40 steps equal 20 steps with a
 #     checkpoint every 10, then --resume latest to 40, bit for bit (the
 #     learning rate schedule and the data position included).
+# 1b. The same with train.accumulate = 3; another K on resume is refused.
 #  2. Another number of servers: a checkpoint of 2 servers resumed by 3, and
 #     one of 3 resumed by 1, equal uninterrupted jobs of 3 and 1 servers (to
 #     1e-6 of each tensor's scale: the global norm's partial sums differ).
@@ -55,6 +56,21 @@ check "resume latest to 40" train resumed2 --set cluster.servers=2 --set train.s
   --set checkpoint.dir="$TMP/ck2" --resume latest
 check "it resumed at step 20" grep -q "resumed from $TMP/ck2/step-000000020 (step 20" "$TMP/resumed2.log"
 check "resumed equals uninterrupted, bit for bit" "$DIFF" "$TMP/resumed2/model.safetensors" "$TMP/full2/model.safetensors" 0 0
+
+# 1b. With gradient accumulation (2 workers, 3 micro-batches each, dropout):
+# the data position of a checkpoint counts steps' batches, so a resumed job
+# trains on the same micro-batches; resuming with another K is refused.
+check "accumulate 3: 16 steps" train acc-full --set train.accumulate=3 --set train.steps=16
+check "accumulate 3: 8 steps with a checkpoint" train acc-part --set train.accumulate=3 --set train.steps=8 \
+  --set checkpoint.every_steps=8 --set checkpoint.dir="$TMP/ck-acc"
+check "accumulate 3: resume to 16" train acc-resumed --set train.accumulate=3 --set train.steps=16 \
+  --set checkpoint.dir="$TMP/ck-acc" --resume latest
+check "accumulate 3: resumed equals uninterrupted, bit for bit" \
+  "$DIFF" "$TMP/acc-resumed/model.safetensors" "$TMP/acc-full/model.safetensors" 0 0
+train acc-other --set train.accumulate=2 --set train.steps=16 --set checkpoint.dir="$TMP/ck-acc" --resume latest
+rc=$?
+check "resuming with another train.accumulate fails (exit $rc)" test $rc = 2
+check "and says which to use" grep -q "resume with train.accumulate = 3" "$TMP/acc-other.log"
 
 # 2. Another number of servers.
 check "full 40 steps, 3 servers" train full3 --set cluster.servers=3 --set train.steps=40

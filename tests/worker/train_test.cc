@@ -1,6 +1,7 @@
 // End-to-end training in one process: the tiny config memorises 64 CMUdict
 // words (loss near zero, pronunciations reproduced by greedy decoding), and
 // evaluation metrics agree with a recount.
+#include <cmath>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -94,6 +95,92 @@ TEST(TrainTest, EvaluationCountsMatchARecount) {
   EXPECT_DOUBLE_EQ(r.wer, static_cast<double>(wrong) / 40);
   EXPECT_DOUBLE_EQ(r.per, static_cast<double>(dist) / static_cast<double>(len));
   EXPECT_GT(r.tokens, 40);
+}
+
+// train.accumulate = K sums K micro-batches into one gradient per step: the
+// gradient of one batch holding all their examples (the mean over all their
+// tokens), recomputed here by collating micro-batches gK .. gK + K - 1 of the
+// iterator's order into one batch, at the reference's own weights after its
+// own optimizer steps.
+TEST(TrainTest, AccumulationIsALargerBatch) {
+  constexpr int64_t K = 3, kSteps = 2;
+  auto job = load_config(testing::source_path("configs/g2p-tiny.toml"),
+                         {"data.batch_size=8", "train.accumulate=3", "train.steps=2", "train.test_at_end=false",
+                          "train.label_smoothing=0.1", "train.threads=2"});
+  ASSERT_TRUE(job.ok()) << job.status().to_string();
+  auto data = load_task_data(*job);
+  ASSERT_TRUE(data.ok());
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
+  std::vector<float> init(model.num_params());
+  init_params(model.table(), 5, init.data());
+  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
+  LocalParameterClient client(&server);
+  TrainerOptions opt;
+  opt.progress = false;
+  Trainer trainer(*job, *data, &model, &client, opt);
+  auto sum = trainer.run();
+  ASSERT_TRUE(sum.ok()) << sum.status().to_string();
+  std::vector<float> accumulated(model.num_params());
+  model.get_grads(accumulated.data());  // the last step's
+
+  // The reference: one batch of the K micro-batches' examples per step.
+  Transformer ref(job->model, data->src_vocab, data->tgt_vocab, be.get());
+  ShardOptimizer ref_server(*job, ref.table(), whole_tensors(ref.table()), init.data());
+  LocalParameterClient ref_client(&ref_server);
+  BatchIterator it(data->train.get(), 8, static_cast<uint64_t>(job->train.seed));
+  std::vector<float> w(ref.num_params()), big_grads(ref.num_params()), first_micro(ref.num_params());
+  int64_t tokens = 0, micro_tokens = 0;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    ASSERT_TRUE(ref_client.pull(step, w.data()).ok());
+    ref.set_weights(w.data());
+    std::vector<int64_t> ids;
+    for (int64_t k = 0; k < K; ++k) {
+      it.seek_batch(step * K + k);
+      const Batch micro = it.next();
+      ids.insert(ids.end(), micro.example_ids.begin(), micro.example_ids.end());
+      if (step == kSteps - 1 && k == 0) {  // a micro-batch's own gradient, to tell them apart
+        ForwardOptions fo;
+        fo.train = true;
+        micro_tokens = micro.tokens();
+        fo.grad_scale = 1.0f / static_cast<float>(micro_tokens);
+        fo.label_smoothing = 0.1f;
+        ref.zero_grads();
+        ref.forward(micro, fo);
+        ref.backward();
+        ref.get_grads(first_micro.data());
+      }
+    }
+    const Batch big = collate(*data->train, ids);
+    ASSERT_EQ(big.B, 3 * 8);
+    tokens = big.tokens();
+    ForwardOptions fo;
+    fo.train = true;
+    fo.grad_scale = 1.0f / static_cast<float>(tokens);
+    fo.label_smoothing = 0.1f;
+    ref.zero_grads();
+    const LossStats ls = ref.forward(big, fo);
+    ref.backward();
+    ref.get_grads(big_grads.data());
+    ASSERT_TRUE(ref_client.push(step, tokens, ls.loss_sum, big_grads.data()).ok());
+  }
+  EXPECT_EQ(sum->tokens, [&] {  // every token of both steps
+    int64_t n = 0;
+    for (int64_t g = 0; g < kSteps * K; ++g) {
+      it.seek_batch(g);
+      n += it.next().tokens();
+    }
+    return n;
+  }());
+  double scale = 0, diff = 0, micro_diff = 0;
+  for (size_t j = 0; j < big_grads.size(); ++j) {
+    scale = std::max(scale, static_cast<double>(std::fabs(big_grads[j])));
+    diff = std::max(diff, static_cast<double>(std::fabs(accumulated[j] - big_grads[j])));
+    micro_diff = std::max(micro_diff, static_cast<double>(std::fabs(first_micro[j] - big_grads[j])));
+  }
+  EXPECT_GT(scale, 0);
+  EXPECT_LT(diff, 1e-4 * scale) << "largest gradient " << scale;
+  EXPECT_GT(micro_diff, 1e-2 * scale);  // one micro-batch alone is another gradient
 }
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
