@@ -8,6 +8,7 @@
 
 #include "comm/step_report.h"
 #include "core/status.h"
+#include "core/stop.h"
 
 namespace pst {
 
@@ -61,7 +62,18 @@ class ParameterClient {
   virtual Result<StepReport> begin_pull(int64_t min_version, float* weights) { return pull(min_version, weights); }
   virtual Status await_weights(int64_t /*end*/) { return Status(); }
 
+  // Asks the job to end after the step of the next push, as a stop signal
+  // would, but for this worker's own reason (early stopping): the push
+  // carries the request, the servers end the job after that step, and the
+  // StepReport says stop.
+  void ask_to_stop() { stop_asked_ = true; }
+
+ protected:
+  // What the next push says: stop after this step.
+  bool stop_wanted() const { return stop_asked_ || stop_requested(); }
+
  private:
+  bool stop_asked_ = false;
   struct PendingPush {
     int64_t version = 0, tokens = 0;
     double loss_sum = 0.0;

@@ -119,7 +119,7 @@ Status RemoteParameterClient::begin_push(int64_t version, int64_t tokens, double
   p.version = version;
   p.tokens = tokens;
   p.loss_sum = loss_sum;
-  p.stop = stop_requested();
+  p.stop = stop_wanted();
   p.grads = grads;
   p.request = next_request_++;
   for (const auto& chunks : owned_) p.unsent.push_back(chunks.size());

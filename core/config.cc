@@ -246,6 +246,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("schedule", "decay_rate", &s.decay_rate));
   auto& t = c.train;
   f.push_back(make_field("train", "steps", &t.steps));
+  f.push_back(make_field("train", "epochs", &t.epochs));
   f.push_back(make_field("train", "accumulate", &t.accumulate));
   f.push_back(make_field("train", "seed", &t.seed));
   f.push_back(make_field("train", "threads", &t.threads));
@@ -253,6 +254,9 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("train", "log_every", &t.log_every));
   f.push_back(make_field("train", "eval_every", &t.eval_every));
   f.push_back(make_field("train", "max_minutes", &t.max_minutes));
+  f.push_back(make_field("train", "patience", &t.patience));
+  f.push_back(make_field("train", "keep_best", &t.keep_best));
+  f.push_back(make_field("train", "best_metric", &t.best_metric));
   f.push_back(make_field("train", "output", &t.output));
   f.push_back(make_field("train", "test_at_end", &t.test_at_end));
   f.push_back(make_field("train", "device", &t.device));

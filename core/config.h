@@ -105,15 +105,26 @@ struct ScheduleConfig {
 
 struct TrainConfig {
   int64_t steps = 10000;  // optimizer steps to run
+  // Passes over the training data instead: train.steps becomes epochs x
+  // ceil(batches per epoch / (workers x accumulate)) (0 = train.steps rules).
+  int64_t epochs = 0;
   // Micro-batches (of data.batch_size) each worker sums into one gradient per
   // step: the update of a K-times larger batch at the memory of one.
   int64_t accumulate = 1;
-  int64_t seed = 1;                     // seeds init, shuffling and dropout
-  int64_t threads = 0;                  // CPU threads (0 = all cores)
-  double label_smoothing = 0.1;         // share of the target's probability spread over all classes
-  int64_t log_every = 50;               // steps between log lines
-  int64_t eval_every = 1000;            // steps between validation runs (0 = only at the end)
-  double max_minutes = 0;               // stop after this wall time (0 = no limit)
+  int64_t seed = 1;              // seeds init, shuffling and dropout
+  int64_t threads = 0;           // CPU threads (0 = all cores)
+  double label_smoothing = 0.1;  // share of the target's probability spread over all classes
+  int64_t log_every = 50;        // steps between log lines
+  int64_t eval_every = 1000;     // steps between validation runs (0 = only at the end)
+  double max_minutes = 0;        // stop after this wall time (0 = no limit)
+  // Early stopping: end training after this many validations in a row that
+  // do not improve on the best (0 = off; needs eval_every > 0).
+  int64_t patience = 0;
+  // Write best.safetensors at each better validation, and end with the best
+  // weights: model.safetensors and the test metrics are theirs.
+  bool keep_best = false;
+  // The validation figure of both (lower is better): auto (g2p: wer, lm: loss) | loss | wer | per.
+  std::string best_metric = "auto";
   std::string output = "runs/default";  // directory for model.safetensors and logs
   // A fresh job into an output that holds another run's model, metrics or
   // checkpoints removes them (`--overwrite`); false: the job refuses to start.

@@ -115,6 +115,18 @@ Status validate_optimizer(const JobConfig& c) {
 Status validate_train(const JobConfig& c) {
   const auto& t = c.train;
   PST_RETURN_IF_ERROR(check_range(t.steps >= 0, fmt::format("train.steps = {}: must be >= 0", t.steps)));
+  PST_RETURN_IF_ERROR(check_range(t.epochs >= 0 && t.epochs <= 1000000,
+                                  fmt::format("train.epochs = {}: must be in [0, 10^6]", t.epochs)));
+  PST_RETURN_IF_ERROR(check_range(t.patience >= 0,
+                                  fmt::format("train.patience = {}: must be >= 0 (0: no early stopping)", t.patience)));
+  PST_RETURN_IF_ERROR(
+      check_range(t.patience == 0 || t.eval_every > 0,
+                  fmt::format("train.patience = {} needs train.eval_every > 0 (validations to count)", t.patience)));
+  PST_RETURN_IF_ERROR(
+      check_range(t.best_metric == "auto" || t.best_metric == "loss" ||
+                      ((t.best_metric == "wer" || t.best_metric == "per") && c.data.task == Task::kG2P),
+                  fmt::format("train.best_metric = \"{}\": must be auto, loss{}", t.best_metric,
+                              c.data.task == Task::kG2P ? ", wer or per" : " (wer and per are G2P's)")));
   PST_RETURN_IF_ERROR(check_range(t.accumulate >= 1 && t.accumulate <= 4096,
                                   fmt::format("train.accumulate = {}: must be in [1, 4096]", t.accumulate)));
   PST_RETURN_IF_ERROR(check_range(t.threads >= 0 && t.threads <= 256,

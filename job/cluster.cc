@@ -12,10 +12,30 @@
 
 namespace pst {
 
-Result<TaskData> load_job_data(const JobConfig& job) {
+Result<TaskData> load_job_data(JobConfig& job) {
   PST_ASSIGN_OR_RETURN(TaskData data, load_task_data(job));
   PST_RETURN_IF_ERROR(check_fits_in_memory(build_param_table(job.model, data.src_vocab, data.tgt_vocab), 4));
+  resolve_epochs(job, *data.train);
   return data;
+}
+
+void resolve_epochs(JobConfig& job, const Dataset& train) {
+  TrainConfig& t = job.train;
+  if (t.epochs > 0) {
+    const int64_t batches =
+        BatchIterator(&train, job.data.batch_size, static_cast<uint64_t>(t.seed)).batches_per_epoch();
+    const int64_t per_step = job.cluster.workers * t.accumulate;
+    const int64_t per_epoch = (batches + per_step - 1) / per_step;
+    t.steps = t.epochs * per_epoch;
+    spdlog::info(
+        "train.epochs = {}: {} batches of {} per epoch, {} per step ({} workers x {} accumulated): "
+        "train.steps = {} x {} = {}",
+        t.epochs, batches, job.data.batch_size, per_step, job.cluster.workers, t.accumulate, t.epochs, per_epoch,
+        t.steps);
+  }
+  if (job.schedule.warmup_steps > t.steps)
+    spdlog::warn("schedule.warmup_steps = {} is more than train.steps = {}: the learning rate never reaches optim.lr",
+                 job.schedule.warmup_steps, t.steps);
 }
 
 Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, Cluster& cluster) {

@@ -63,8 +63,14 @@ Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::cont
 
 // The job's data, once its model is known to fit in this machine's memory
 // (4 fp32 copies of the parameters: a worker's weights, gradients and
-// transfer buffers, or a server's weights, moments and gradient).
-Result<TaskData> load_job_data(const JobConfig& job);
+// transfer buffers, or a server's weights, moments and gradient). With
+// train.epochs it sets train.steps from the data (resolve_epochs).
+Result<TaskData> load_job_data(JobConfig& job);
+
+// train.epochs > 0: train.steps = epochs x ceil(batches per epoch /
+// (cluster.workers x train.accumulate)), logged. Either way, warns when the
+// warmup outlasts the steps.
+void resolve_epochs(JobConfig& job, const Dataset& train);
 
 // This machine's host name (gethostname).
 std::string host_name();

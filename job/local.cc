@@ -93,7 +93,7 @@ Status train_sequential(JobConfig& job, const TaskData& data) {
   topt.workers = workers;
   topt.shards.clear();
   for (int64_t w = 0; w < workers; ++w) topt.shards.push_back(w);
-  topt.save = [&] { return save_trained_model(job, data, model); };
+  topt.save = [&](const std::string& file) { return save_trained_model(job, data, model, file); };
   Trainer trainer(job, data, &model, &client, topt);
   auto summary = trainer.run();
   metrics.reset();

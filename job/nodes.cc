@@ -109,7 +109,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
   // Worker 0 writes the model, or the worker the servers name lead once it
   // was removed (docs/design.md, Membership).
-  topt.save = [&] { return save_trained_model(job, data, model); };
+  topt.save = [&](const std::string& file) { return save_trained_model(job, data, model, file); };
   // ... and keeps metrics.jsonl while it is the lead.
   topt.metrics_for_lead = [&](bool lead, int64_t step) -> std::FILE* {
     metrics.reset();

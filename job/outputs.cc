@@ -65,7 +65,7 @@ Status check_output_is_free(const JobConfig& job) {
   if (!job.checkpoint.resume.empty() || job.train.overwrite) return Status();
   std::vector<std::string> found;
   std::error_code ec;
-  for (const char* name : {"model.safetensors", "metrics.jsonl"})
+  for (const char* name : {"model.safetensors", "best.safetensors", "metrics.jsonl"})
     if (std::filesystem::exists(job.train.output + "/" + name, ec)) found.push_back(name);
   const std::string root = checkpoint_root(job);
   const size_t checkpoints = step_dirs(root).size();
@@ -86,13 +86,15 @@ Status clear_previous_run(const JobConfig& job) {
     std::filesystem::remove_all(dir, ec);
     if (ec) return io_error("--overwrite: cannot remove {}: {}", dir, ec.message());
   }
-  std::filesystem::remove(job.train.output + "/model.safetensors", ec);
-  if (ec) return io_error("--overwrite: cannot remove {}/model.safetensors: {}", job.train.output, ec.message());
+  for (const char* name : {"model.safetensors", "best.safetensors"}) {
+    std::filesystem::remove(job.train.output + "/" + name, ec);
+    if (ec) return io_error("--overwrite: cannot remove {}/{}: {}", job.train.output, name, ec.message());
+  }
   return Status();
 }
 
-Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model) {
-  const std::string model_path = job.train.output + "/model.safetensors";
+Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model, const std::string& file) {
+  const std::string model_path = job.train.output + "/" + file;
   // (Created by worker 0's metrics file, unless another worker writes the model.)
   std::error_code ec;
   std::filesystem::create_directories(job.train.output, ec);

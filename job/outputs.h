@@ -39,7 +39,8 @@ Status check_output_is_free(const JobConfig& job);
 Status clear_previous_run(const JobConfig& job);
 // Writes train.output/model.safetensors (worker 0, once the last weights
 // are in; TrainerOptions::save).
-Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model);
+Status save_trained_model(const JobConfig& job, const TaskData& data, Transformer& model,
+                          const std::string& file = "model.safetensors");
 // Worker 0's closing log line; the summary's error, if it has one.
 Status report_summary(const Result<TrainSummary>& summary);
 

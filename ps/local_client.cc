@@ -15,7 +15,7 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   }
   if (server_->pushes() < pushes_per_round_) return Status();
   GradStats stats = server_->reduce();
-  stats.control.stop = stop_requested();
+  stats.control.stop = stop_wanted();
   last_ = server_->apply(stats);
   last_.stop = stats.control.stop;
   return Status();

@@ -1,6 +1,7 @@
 #include "worker/trainer.h"
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -75,6 +76,13 @@ std::string eval_fields(Task task, const EvalResult& r) {
   return s;
 }
 
+// The validation figure of train.best_metric (lower is better).
+double best_figure(const std::string& metric, Task task, const EvalResult& r) {
+  if (metric == "wer" || (metric == "auto" && task == Task::kG2P)) return r.wer;
+  if (metric == "per") return r.per;
+  return r.loss;
+}
+
 }  // namespace
 
 struct Trainer::StepTotals {
@@ -113,6 +121,13 @@ struct Trainer::Run {
   std::string last_row;
   int64_t last_row_step = 0;
   TrainSummary sum;
+  // train.keep_best and train.patience: the best validation figure so far,
+  // the validations since, its weights (keep_best), and whether this worker
+  // has asked the job to stop.
+  double best = std::numeric_limits<double>::infinity();
+  int64_t since_best = 0;
+  std::vector<float> best_weights;
+  bool stop_asked = false;
 
   // The time left for `left` more steps at the pace of the
   // `done_since_start` steps so far; capped by the deadline when there is one.
@@ -278,6 +293,48 @@ void Trainer::validate(int64_t step) {
   if (opt_.monitor) opt_.monitor->set_eval_loss(r.sum.valid.loss);
   spdlog::info("valid @ step {}: {} [{:.1f}s]", step, describe_eval(data_.task, r.sum.valid), ev.seconds());
   write_record(opt_.metrics, "valid", step, r.wall.seconds(), r.train_seconds, eval_fields(data_.task, r.sum.valid));
+  track_best(step);
+}
+
+void Trainer::track_best(int64_t step) {
+  Run& r = *run_;
+  const TrainConfig& tc = job_.train;
+  if (!tc.keep_best && tc.patience == 0) return;
+  const double v = best_figure(tc.best_metric, data_.task, r.sum.valid);
+  if (v < r.best) {
+    r.best = v;
+    r.sum.best = v;
+    r.sum.best_step = step;
+    r.since_best = 0;
+    if (!tc.keep_best) return;
+    r.best_weights.resize(static_cast<size_t>(r.n));
+    model_->get_weights(r.best_weights.data());
+    if (opt_.save) {
+      const Status s = opt_.save("best.safetensors");
+      if (!s.ok()) spdlog::warn("best.safetensors not written ({}); the best weights stay in memory", s.message());
+    }
+    return;
+  }
+  ++r.since_best;
+  const bool training = step < tc.steps && !r.sum.early_stopped;  // (not the final validation)
+  if (tc.patience > 0 && r.since_best >= tc.patience && !r.stop_asked && training) {
+    spdlog::info(
+        "early stopping: {} validations without a better {} than {:.4f} (step {}); the job ends after the next step",
+        r.since_best, tc.best_metric == "auto" ? (data_.task == Task::kG2P ? "wer" : "loss") : tc.best_metric, r.best,
+        r.sum.best_step);
+    client_->ask_to_stop();
+    r.stop_asked = true;
+  }
+}
+
+Status Trainer::restore_best() {
+  Run& r = *run_;
+  if (!job_.train.keep_best || r.best_weights.empty() || r.sum.best_step == r.sum.steps) return Status();
+  model_->set_weights(r.best_weights.data());
+  spdlog::info("train.keep_best: the model is the weights of step {}, the best validation ({:.4f})", r.sum.best_step,
+               r.best);
+  if (opt_.save) return opt_.save("model.safetensors");
+  return Status();
 }
 
 void Trainer::test() {
@@ -293,8 +350,9 @@ void Trainer::test() {
   }
   r.sum.have_test = true;
   spdlog::info("test: {} [{:.1f}s]", describe_eval(data_.task, r.sum.test), ev.seconds());
-  write_record(opt_.metrics, "test", r.sum.steps, r.wall.seconds(), r.train_seconds,
-               eval_fields(data_.task, r.sum.test));
+  std::string fields = eval_fields(data_.task, r.sum.test);
+  if (job_.train.keep_best) fields += fmt::format(",\"weights_step\":{}", r.sum.best_step);
+  write_record(opt_.metrics, "test", r.sum.steps, r.wall.seconds(), r.train_seconds, fields);
 }
 
 Result<TrainSummary> Trainer::run() {
@@ -362,7 +420,12 @@ Result<TrainSummary> Trainer::run() {
     if (opt_.monitor) opt_.monitor->step_done(totals.tokens, dt, info.lr, info.grad_norm);
     const bool time_up = r.deadline > 0 && r.wall.seconds() >= r.deadline;
     r.sum.stopped = (info.stop || time_up) && step + 1 < tc.steps;
-    const bool last = step + 1 == tc.steps || r.sum.stopped;
+    if (r.sum.stopped && r.stop_asked && !time_up && !stop_requested()) {
+      // The stop this worker asked for (train.patience): the end of training.
+      r.sum.stopped = false;
+      r.sum.early_stopped = true;
+    }
+    const bool last = step + 1 == tc.steps || r.sum.stopped || r.sum.early_stopped;
     log_step(step, info, totals, last);
     if (may_lead && !info.lead && opt_.metrics) opt_.metrics = opt_.metrics_for_lead(false, step);
     if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && r.sum.lead) {
@@ -375,8 +438,13 @@ Result<TrainSummary> Trainer::run() {
                      step + 1);
       else
         spdlog::info(
-            "stopped after step {} (a signal, or train.max_minutes on the servers); resume with --resume latest",
+            "stopped after step {} (a signal, train.max_minutes on the servers, or the lead's early stopping); "
+            "resume with --resume latest",
             step + 1);
+      break;
+    }
+    if (r.sum.early_stopped) {
+      spdlog::info("early stopping ended training after step {} of {}", step + 1, tc.steps);
       break;
     }
   }
@@ -389,9 +457,10 @@ Result<TrainSummary> Trainer::run() {
   if (info.lead && !opt_.evaluate)
     spdlog::info("worker 0 was removed from the job: this worker validates, tests and writes the model");
   if (r.sum.lead) {
-    if (opt_.save) PST_RETURN_IF_ERROR(opt_.save());
+    if (opt_.save) PST_RETURN_IF_ERROR(opt_.save("model.safetensors"));
     r.sum.eval_stopped = false;  // (a stop during an earlier validation has stopped training too)
     if (!r.sum.stopped) validate(r.sum.steps);
+    PST_RETURN_IF_ERROR(restore_best());
     test();
     if (r.sum.eval_stopped)
       spdlog::info("the final evaluation was stopped (signal {}); the model is written", stop_signal());

@@ -35,7 +35,14 @@ struct TrainSummary {
   // train.steps: no evaluation after it; --resume latest continues.
   bool stopped = false;
   bool eval_stopped = false;  // a stop during the final evaluation cut it short
-  bool lead = false;          // this worker did the final evaluation and wrote the model
+  // Early stopping (train.patience) ended training before train.steps; the
+  // final validation and test ran.
+  bool early_stopped = false;
+  // The step of the best validation (train.keep_best, train.patience; -1:
+  // none), and its figure (train.best_metric).
+  int64_t best_step = -1;
+  double best = 0;
+  bool lead = false;  // this worker did the final evaluation and wrote the model
 };
 
 struct TrainerOptions {
@@ -72,11 +79,13 @@ struct TrainerOptions {
   // servers say which batch comes next (a BSP worker process: they follow
   // the job's membership).
   DataPool data_pool;
-  // Called once the last weights are in the model, before the final
-  // validation and test (by the worker that evaluates): writes the model, so
-  // that a stop during that evaluation (which ends it at once) keeps it.
-  // Null: nothing to write.
-  std::function<Status()> save;
+  // Writes the model as `file` in the job's output: "model.safetensors"
+  // once the last weights are in the model, before the final validation and
+  // test (by the worker that evaluates), so that a stop during that
+  // evaluation (which ends it at once) keeps it, and again with the best
+  // weights (train.keep_best); "best.safetensors" at each better
+  // validation. Null: nothing to write.
+  std::function<Status(const std::string& file)> save;
 };
 
 // Thread safety: a Trainer is used by one thread (its model's and client's
@@ -100,6 +109,11 @@ class Trainer {
   Status train_shard(size_t i, int64_t step, int64_t version, int64_t batch, StepTotals& totals);
   void log_step(int64_t step, const StepReport& info, const StepTotals& totals, bool last);
   void validate(int64_t step);
+  // Keeps the best validation (train.keep_best) and asks the job to stop
+  // after `patience` validations without a better one.
+  void track_best(int64_t step);
+  // train.keep_best: the best weights into the model, written as the model.
+  Status restore_best();
   void test();
 
   const JobConfig& job_;

@@ -130,6 +130,19 @@ TEST(ConfigTest, LogLevelsAreCheckedLikeEveryOtherKey) {
     EXPECT_TRUE(parse_config("", "job.toml", {std::string("train.log_level=") + level}).ok()) << level;
 }
 
+TEST(ConfigTest, TrainingLengthAndBestModelSettingsAreChecked) {
+  expect_error("", {"train.accumulate=0"}, {"train.accumulate = 0", "[1, 4096]"});
+  expect_error("", {"train.epochs=-1"}, {"train.epochs = -1", "[0, 10^6]"});
+  expect_error("", {"train.patience=-2"}, {"train.patience = -2", ">= 0"});
+  expect_error("", {"train.patience=3", "train.eval_every=0"}, {"train.patience = 3", "train.eval_every > 0"});
+  expect_error("", {"train.best_metric=bleu"}, {"train.best_metric = \"bleu\"", "auto, loss, wer or per"});
+  expect_error("", {"data.task=lm", "model.kind=decoder_only", "data.seq_len=32", "train.best_metric=wer"},
+               {"train.best_metric = \"wer\"", "wer and per are G2P's"});
+  expect_error("", {"data.path=a", "data.train=b"}, {"data.path = \"a\"", "set one"});
+  expect_error("", {"data.valid=v"}, {"data.valid and data.test need data.train"});
+  EXPECT_TRUE(parse_config("", "job.toml", {"train.patience=2", "train.keep_best=true", "train.best_metric=per"}).ok());
+}
+
 TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   expect_error("", {"cluster.start_timeout_s=0"}, {"cluster.start_timeout_s = 0", "positive"});
   expect_error("", {"cluster.heartbeat_s=0"}, {"cluster.heartbeat_s = 0", "[0.01, 60]"});

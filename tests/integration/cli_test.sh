@@ -111,6 +111,31 @@ check "train g2p" run 0 "$TMP/t" "$PST" train --config "$ROOT/configs/g2p-tiny.t
 check "train wrote the model" test -s "$TMP/g2p/model.safetensors"
 check "train logged a test WER" grep -q '"kind":"test".*"wer"' "$TMP/g2p/metrics.jsonl"
 check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p/metrics.jsonl")" -eq 2
+# Early stopping and the best model, with 2 workers as threads (the lead's
+# stop request crosses ZeroMQ to the server): g2p-tiny overfits its 64 words,
+# so the validation loss is lowest early and two worse ones end the job.
+check "train with patience and keep_best" run 0 "$TMP/tes" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set cluster.in_process=threads --set cluster.workers=2 --set train.eval_every=25 --set train.patience=2 \
+  --set train.keep_best=true --set train.best_metric=loss --set data.test_max_examples=20 --set train.output="$TMP/g2p-es"
+check "early stopping ended it" contains "$TMP/tes" "early stopping ended training after step"
+check "the best weights are the model" cmp -s "$TMP/g2p-es/model.safetensors" "$TMP/g2p-es/best.safetensors"
+check "the test row names the step of the lowest validation loss" python3 -c "
+import json, sys
+rows = [json.loads(l) for l in open('$TMP/g2p-es/metrics.jsonl')]
+valid = [r for r in rows if r['kind'] == 'valid']
+test = [r for r in rows if r['kind'] == 'test'][0]
+best = min(valid, key=lambda r: r['loss'])
+sys.exit(0 if test['weights_step'] == best['step'] < valid[-1]['step'] < 300 else 1)"
+# train.epochs sets train.steps from the data: 64 words in batches of 16, 2
+# workers; and a warmup longer than the steps is named.
+check "train by epochs" run 0 "$TMP/tep" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" \
+  --set cluster.workers=2 --set train.epochs=2 --set data.batch_size=16 --set train.eval_every=0 \
+  --set train.test_at_end=false --set train.output="$TMP/g2p-ep"
+check "epochs resolve to steps" contains "$TMP/tep" "train.epochs = 2: [0-9]* batches of 16 per epoch, 2 per step"
+steps=$(grep -o 'train.steps = 2 x [0-9]* = [0-9]*' "$TMP/tep" | awk '{print $NF}')
+check "the job ran them (${steps:-?} steps)" contains "$TMP/tep" "step ${steps:-?}/${steps:-?} "
+check "a warmup past the steps is named" contains "$TMP/tep" "schedule.warmup_steps = 20 is more than train.steps"
+
 check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
 check "predict prints a line per word" test "$(grep -c "$(printf '\t')" "$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"

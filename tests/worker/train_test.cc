@@ -2,7 +2,11 @@
 // words (loss near zero, pronunciations reproduced by greedy decoding), and
 // evaluation metrics agree with a recount.
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -181,6 +185,120 @@ TEST(TrainTest, AccumulationIsALargerBatch) {
   EXPECT_GT(scale, 0);
   EXPECT_LT(diff, 1e-4 * scale) << "largest gradient " << scale;
   EXPECT_GT(micro_diff, 1e-2 * scale);  // one micro-batch alone is another gradient
+}
+
+// The validation records (step, loss) of a metrics.jsonl written to `f`.
+std::vector<std::pair<int64_t, double>> valid_losses(std::FILE* f) {
+  std::rewind(f);
+  std::vector<std::pair<int64_t, double>> out;
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    const std::string l = line;
+    if (l.find("\"kind\":\"valid\"") == std::string::npos) continue;
+    auto field = [&](const char* key) { return std::stod(l.substr(l.find(key) + std::strlen(key))); };
+    out.emplace_back(static_cast<int64_t>(field("\"step\":")), field("\"loss\":"));
+  }
+  return out;
+}
+
+// A job that overfits 64 words: validation loss on other words is lowest
+// early and rises after (by far more than rounding).
+struct OverfitJob {
+  explicit OverfitJob(std::vector<std::string> sets) {
+    sets.insert(sets.end(),
+                {"train.eval_every=25", "train.best_metric=loss", "train.test_at_end=false", "train.threads=2"});
+    auto loaded = load_config(testing::source_path("configs/g2p-tiny.toml"), sets);
+    PST_CHECK(loaded.ok());
+    job = *loaded;
+    auto d = load_task_data(job);
+    PST_CHECK(d.ok());
+    data = std::move(*d);
+  }
+  JobConfig job;
+  TaskData data;
+};
+
+// train.keep_best: the model ends with the weights of the validation with
+// the lowest figure (found here from the metrics file), written as
+// model.safetensors; best.safetensors was written with them when they were
+// validated. Re-evaluating the final model gives that figure again.
+TEST(TrainTest, KeepBestEndsWithTheBestValidatedWeights) {
+  OverfitJob f({"train.steps=150", "train.keep_best=true"});
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  std::vector<float> init(model.num_params());
+  init_params(model.table(), 1, init.data());
+  ShardOptimizer server(f.job, model.table(), whole_tensors(model.table()), init.data());
+  LocalParameterClient client(&server);
+  std::FILE* metrics = std::tmpfile();
+  std::map<std::string, std::vector<float>> saved;
+  TrainerOptions opt;
+  opt.progress = false;
+  opt.metrics = metrics;
+  opt.save = [&](const std::string& file) {
+    std::vector<float>& w = saved[file];
+    w.resize(static_cast<size_t>(model.num_params()));
+    model.get_weights(w.data());
+    return Status();
+  };
+  Trainer trainer(f.job, f.data, &model, &client, opt);
+  auto sum = trainer.run();
+  ASSERT_TRUE(sum.ok()) << sum.status().to_string();
+  const auto valid = valid_losses(metrics);
+  std::fclose(metrics);
+  ASSERT_EQ(valid.size(), 6u);  // steps 25, 50, ..., 150
+  const auto best =
+      std::min_element(valid.begin(), valid.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  EXPECT_EQ(sum->best_step, best->first);
+  EXPECT_LT(sum->best_step, 150);  // overfitting: the last is not the best
+  EXPECT_FALSE(sum->early_stopped);
+  std::vector<float> final_weights(model.num_params());
+  model.get_weights(final_weights.data());
+  EXPECT_EQ(saved["model.safetensors"], final_weights);
+  EXPECT_EQ(saved["best.safetensors"], final_weights);
+  const EvalResult again = evaluate(model, f.data, Split::kValid, 64, f.job.data.eval_max_examples);
+  EXPECT_NEAR(again.loss, best->second, 1e-6);  // (the record keeps 6 decimals)
+}
+
+// train.patience = 2: the second validation in a row without a lower loss
+// asks the job to stop; it ends after the next step, and the final
+// validation runs. The expected step comes from the recorded figures.
+TEST(TrainTest, EarlyStoppingEndsAfterPatienceValidations) {
+  OverfitJob f({"train.steps=300", "train.patience=2"});
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  std::vector<float> init(model.num_params());
+  init_params(model.table(), 1, init.data());
+  ShardOptimizer server(f.job, model.table(), whole_tensors(model.table()), init.data());
+  LocalParameterClient client(&server);
+  std::FILE* metrics = std::tmpfile();
+  TrainerOptions opt;
+  opt.progress = false;
+  opt.metrics = metrics;
+  Trainer trainer(f.job, f.data, &model, &client, opt);
+  auto sum = trainer.run();
+  ASSERT_TRUE(sum.ok()) << sum.status().to_string();
+  const auto valid = valid_losses(metrics);
+  std::fclose(metrics);
+  int64_t expected_end = -1;
+  double best = std::numeric_limits<double>::infinity();
+  int since = 0;
+  for (const auto& [step, loss] : valid) {
+    if (loss < best) {
+      best = loss;
+      since = 0;
+    } else if (++since == 2) {
+      expected_end = step + 1;
+      break;
+    }
+  }
+  ASSERT_GT(expected_end, 0) << "the validation loss never rose twice";
+  EXPECT_TRUE(sum->early_stopped);
+  EXPECT_FALSE(sum->stopped);
+  EXPECT_EQ(sum->steps, expected_end);
+  EXPECT_LT(sum->steps, 300);
+  EXPECT_EQ(valid.back().first, expected_end);  // the final validation
+  EXPECT_EQ(server.version(), expected_end);
 }
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
