@@ -33,7 +33,7 @@ int run_health(const std::string& endpoint, double timeout_s);
 // their line ends; blank lines are skipped.
 Status read_lines(const std::string& path, std::vector<std::string>* lines);
 int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
-                const DecodeOptions& decode);
+                const DecodeOptions& decode, const Sampling& sampling);
 
 struct EvalArgs {
   std::string model, split, predictions, data;  // split: empty = test, or all with data

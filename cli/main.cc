@@ -35,6 +35,7 @@ struct Flags {
   int64_t gen_bytes = 200;
   int threads = 0;
   pst::DecodeOptions decode;
+  pst::Sampling sampling;
   pst::EvalArgs eval_args;
 
   CLI::App *inspect = nullptr, *export_ = nullptr, *keygen = nullptr, *health = nullptr;
@@ -85,6 +86,12 @@ void add_model_tools(CLI::App& app, Flags& f) {
                         "Read the words (G2P) or prompts (LM) from this file, one per line ('-': standard input), "
                         "after any given as arguments");
   f.predict->add_option("--bytes", f.gen_bytes, "LM: bytes to generate per prompt");
+  f.predict->add_option("--temperature", f.sampling.temperature,
+                        "LM: sample each byte from softmax(logits / T) (0 = greedy: the most probable byte)");
+  f.predict->add_option("--top-k", f.sampling.top_k, "LM sampling: only the K most probable bytes (0 = all)");
+  f.predict->add_option("--top-p", f.sampling.top_p,
+                        "LM sampling: only the fewest most probable bytes whose probability reaches P (1 = all)");
+  f.predict->add_option("--seed", f.sampling.seed, "LM sampling: the random stream (the same seed, the same text)");
   f.predict->add_option("--threads", f.threads, "CPU threads (0 = all cores)");
   f.predict->add_option("--beam", f.decode.beam, "G2P: beam size (1 = greedy decoding)");
   f.predict->add_option("--length-penalty", f.decode.length_penalty,
@@ -187,7 +194,7 @@ int run_command(Flags& f) {
       spdlog::error("predict: no words or prompts (give them as arguments or with --input FILE)");
       return 2;
     }
-    return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode);
+    return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode, f.sampling);
   }
   if (*f.eval) return pst::run_eval(f.eval_args);
   if (*f.show) return pst::run_config_show(f.show_args);

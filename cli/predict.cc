@@ -27,6 +27,18 @@ Status check_decode(const DecodeOptions& d) {
   return Status();
 }
 
+Status check_sampling(const Sampling& s) {
+  if (!(s.temperature >= 0 && s.temperature <= 100))
+    return invalid_argument("--temperature {}: must be in [0, 100] (0: greedy)", s.temperature);
+  if (s.top_k < 0) return invalid_argument("--top-k {}: must be >= 0 (0: every byte)", s.top_k);
+  if (!(s.top_p > 0 && s.top_p <= 1)) return invalid_argument("--top-p {}: must be in (0, 1]", s.top_p);
+  if ((s.top_k != 0 || s.top_p != 1.0) && s.temperature == 0)
+    return invalid_argument(
+        "--top-k and --top-p filter sampling: give --temperature too (1: the model's own "
+        "probabilities)");
+  return Status();
+}
+
 std::string join_phones(const Vocabulary& phones, const std::vector<int32_t>& ids) {
   std::string s;
   for (int32_t id : ids) s += (s.empty() ? "" : " ") + phones.token(id);
@@ -52,8 +64,9 @@ Status read_lines(const std::string& path, std::vector<std::string>* lines) {
 }
 
 int run_predict(const std::string& model_path, const std::vector<std::string>& inputs, int64_t bytes, int threads,
-                const DecodeOptions& decode) {
-  const Status ok = check_decode(decode);
+                const DecodeOptions& decode, const Sampling& sampling) {
+  Status ok = check_decode(decode);
+  if (ok.ok()) ok = check_sampling(sampling);
   if (!ok.ok()) {
     spdlog::error("{}", ok.message());
     return 2;
@@ -64,6 +77,13 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     return 2;
   }
   Transformer& model = *loaded->model;
+  const bool sampled = sampling.temperature > 0 || sampling.top_k != 0 || sampling.top_p != 1.0;
+  if (loaded->job.data.task == Task::kG2P && sampled) {
+    spdlog::error(
+        "--temperature, --top-k and --top-p sample a language model's bytes; G2P decodes greedily or "
+        "with --beam");
+    return 2;
+  }
   if (loaded->job.data.task == Task::kG2P) {
     std::vector<std::vector<int32_t>> srcs;
     for (const std::string& raw : inputs) {
@@ -95,8 +115,12 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
         std::printf("%s\t%s\t%.4f\n", inputs[i].c_str(), join_phones(loaded->phones, out[i].ids).c_str(), out[i].score);
     }
   } else {
-    for (const std::string& prompt : inputs) {
-      const auto gen = generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes, decode.cache);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const std::string& prompt = inputs[i];
+      Sampling s = sampling;
+      s.stream = i;  // each prompt its own draws
+      const auto gen =
+          generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes, decode.cache, s);
       std::printf("%s%s\n", prompt.c_str(), std::string(gen.begin(), gen.end()).c_str());
     }
   }

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/philox.h"
 #include "core/stop.h"
 #include "core/timer.h"
 
@@ -349,7 +350,49 @@ Batch last_window(const std::vector<int32_t>& ids, int64_t window) {
   return b;
 }
 
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count, bool cache) {
+std::vector<double> sampling_distribution(const float* logits, int64_t V, const Sampling& s) {
+  std::vector<double> p(static_cast<size_t>(V), 0.0);
+  if (V == 0) return p;
+  if (s.temperature <= 0) {
+    p[static_cast<size_t>(std::max_element(logits, logits + V) - logits)] = 1.0;
+    return p;
+  }
+  // Tokens by probability, most probable first (ties by id).
+  std::vector<int32_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const size_t k = s.top_k > 0 ? static_cast<size_t>(std::min<int64_t>(s.top_k, V)) : order.size();
+  const double top = static_cast<double>(logits[order[0]]) / s.temperature;
+  double z = 0;
+  std::vector<double> w(k);
+  for (size_t i = 0; i < k; ++i) {
+    w[i] = std::exp(static_cast<double>(logits[order[i]]) / s.temperature - top);
+    z += w[i];
+  }
+  // The nucleus: the fewest leading tokens whose share reaches top_p.
+  size_t keep = 0;
+  double mass = 0;
+  while (keep < k && (keep == 0 || mass < s.top_p * z)) mass += w[keep++];
+  for (size_t i = 0; i < keep; ++i) p[static_cast<size_t>(order[i])] = w[i] / mass;
+  return p;
+}
+
+int32_t sample_token(const float* logits, int64_t V, const Sampling& s, float u) {
+  const std::vector<double> p = sampling_distribution(logits, V, s);
+  double cum = 0;
+  int32_t last = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    if (p[static_cast<size_t>(i)] <= 0) continue;
+    last = static_cast<int32_t>(i);
+    cum += p[static_cast<size_t>(i)];
+    if (static_cast<double>(u) < cum) return last;
+  }
+  return last;  // (u within rounding of 1)
+}
+
+std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count, bool cache,
+                                    const Sampling& sampling) {
+  const Philox draws(sampling.seed, sampling.stream);
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
   if (ctx.empty()) ctx.push_back('\n');
   std::vector<uint8_t> out;
@@ -374,7 +417,7 @@ std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_
     }
     const std::vector<float> logits = model.logits();
     const float* row = logits.data() + last * V;
-    const auto next = static_cast<int32_t>(std::max_element(row, row + V) - row);
+    const int32_t next = sample_token(row, V, sampling, draws.uniform(static_cast<uint64_t>(i)));
     ctx.push_back(next);
     out.push_back(static_cast<uint8_t>(next));
   }

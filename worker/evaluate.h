@@ -109,11 +109,34 @@ std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::v
 // fewer), no targets.
 Batch last_window(const std::vector<int32_t>& ids, int64_t window);
 
-// Greedy continuation of a byte prompt by a decoder-only model: each byte
-// from the last max_len bytes; with the cache, a step costs one position
-// until the context fills the model's positions.
+// How generation picks each next token. Temperature 0 is greedy (the
+// argmax). Otherwise, as Hugging Face's sampling does: the logits divided by
+// the temperature, then only the top_k most probable tokens (0: all), then
+// only the fewest most probable whose probabilities sum to at least top_p
+// (1: all); the softmax over those is sampled. Ties in probability rank by
+// token id. Draws come from Philox (seed, stream), one per token generated,
+// so a seed gives the same text on every machine for the same logits.
+struct Sampling {
+  double temperature = 0.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  uint64_t seed = 1;
+  uint64_t stream = 0;  // e.g. the prompt's index
+};
+
+// The probabilities sample_token draws from, over all V tokens (0 outside
+// the kept ones); temperature 0 puts 1 on the argmax.
+std::vector<double> sampling_distribution(const float* logits, int64_t V, const Sampling& s);
+// The token for a uniform draw u in [0, 1): the first token id whose
+// cumulative probability (in id order) exceeds u.
+int32_t sample_token(const float* logits, int64_t V, const Sampling& s, float u);
+
+// Continuation of a byte prompt by a decoder-only model: each byte from the
+// last max_len bytes, picked as `sampling` says (greedy by default); with
+// the cache, a step costs one position until the context fills the model's
+// positions.
 std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count,
-                                    bool cache = true);
+                                    bool cache = true, const Sampling& sampling = {});
 
 // Levenshtein distance between two token sequences.
 int64_t edit_distance(const std::vector<std::string>& a, const std::vector<std::string>& b);

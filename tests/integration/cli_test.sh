@@ -264,6 +264,19 @@ check "generate 100 bytes with and without the cache" run 0 "$TMP/gen100" bash -
   '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 100 'The ' >'$TMP/g100.txt' &&
   '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 100 --no-cache 'The ' >'$TMP/g100nc.txt'"
 check "generation with the cache is that without" cmp -s "$TMP/g100.txt" "$TMP/g100nc.txt"
+# Sampling: a seed gives one text, another seed another; top-k 1 is greedy;
+# filters without a temperature, and sampling a G2P model, are refused.
+check "sample with seeds" run 0 "$TMP/samp" bash -c "
+  for run in 3a 3b 4; do '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 40 --temperature 1 --top-p 0.95 \
+    --seed \${run:0:1} 'The ' >'$TMP/sample-'\$run.txt || exit 1; done
+  '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 40 --temperature 0.7 --top-k 1 'The ' >'$TMP/k1.txt' &&
+  '$PST' predict --model '$TMP/lm/model.safetensors' --bytes 40 'The ' >'$TMP/g40.txt'"
+check "one seed, one text" cmp -s "$TMP/sample-3a.txt" "$TMP/sample-3b.txt"
+check "another seed, another text" bash -c "! cmp -s $TMP/sample-3a.txt $TMP/sample-4.txt"
+check "top-k 1 is greedy" cmp -s "$TMP/k1.txt" "$TMP/g40.txt"
+check "top-k without a temperature" run 2 "$TMP/sk" "$PST" predict --model "$TMP/lm/model.safetensors" --top-k 5 "The "
+check "says to give one" contains "$TMP/sk" "give --temperature too"
+check "sampling a G2P model" run 2 "$TMP/sg" "$PST" predict --model "$TMP/g2p/model.safetensors" --temperature 1 word
 check "eval lm" run 0 "$TMP/evl" "$PST" eval --model "$TMP/lm/model.safetensors" --split test
 want=$(grep '"kind":"test"' "$TMP/lm/metrics.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("bits/byte %.4f" % r["bits_per_byte"])')
 check "eval lm prints train's test bits per byte ($want)" contains "$TMP/evl" "$want"
