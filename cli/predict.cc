@@ -206,8 +206,10 @@ int run_eval(const EvalArgs& args) {
   for (Split split : splits) {
     if (data->split(split).size() == 0) {
       if (splits.size() == 1)
-        return fail(invalid_argument("the {} split of {} is empty", to_string(split), data_source(job)));
-      continue;  // load_task_data has said so
+        return fail(invalid_argument("{}: nothing to evaluate{}", whole ? data_path(job) : data_source(job),
+                                     whole ? std::string(" (a language model needs data.seq_len + 1 bytes)")
+                                           : fmt::format(" in its {} split", to_string(split))));
+      continue;  // an empty split of --split all
     }
     const EvalResult r = evaluate(*loaded->model, *data, split, std::max<int64_t>(job.data.batch_size, 64),
                                   args.max_examples, write ? &lines : nullptr, args.decode);

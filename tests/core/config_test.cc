@@ -255,7 +255,8 @@ TEST(ConfigTest, ResolvedTomlRoundTrips) {
 }
 
 TEST(ConfigTest, ShippedConfigsAreValid) {
-  for (const char* f : {"configs/g2p-small.toml", "configs/lm-fortunes.toml", "configs/g2p-tiny.toml"}) {
+  for (const char* f :
+       {"configs/g2p-small.toml", "configs/lm-fortunes.toml", "configs/g2p-tiny.toml", "configs/g2p-quick.toml"}) {
     auto c = load_config(testing::source_path(f), {});
     EXPECT_TRUE(c.ok()) << f << ": " << c.status().to_string();
   }
