@@ -21,6 +21,26 @@
 namespace pst {
 namespace {
 
+std::vector<float> initial_weights(const Transformer& m, uint64_t seed) {
+  std::vector<float> w(static_cast<size_t>(m.num_params()));
+  init_params(m.table(), seed, w.data());
+  return w;
+}
+
+// A model with its in-process server (holding initial weights of `seed`)
+// and the client a Trainer pushes to.
+struct LocalTraining {
+  LocalTraining(const JobConfig& job, const TaskData& data, Backend* be, uint64_t seed = 1)
+      : model(job.model, data.src_vocab, data.tgt_vocab, be),
+        init(initial_weights(model, seed)),
+        server(job, model.table(), whole_tensors(model.table()), init.data()),
+        client(&server) {}
+  Transformer model;
+  std::vector<float> init;
+  ShardOptimizer server;
+  LocalParameterClient client;
+};
+
 TEST(TrainTest, TinyConfigOverfits64Words) {
   auto job = load_config(testing::source_path("configs/g2p-tiny.toml"), {"train.threads=2"});
   ASSERT_TRUE(job.ok()) << job.status().to_string();
@@ -28,14 +48,11 @@ TEST(TrainTest, TinyConfigOverfits64Words) {
   ASSERT_TRUE(data.ok()) << data.status().to_string();
   ASSERT_EQ(data->g2p->train.size(), 64u);
   PST_TEST_BACKEND_OR_SKIP(be);
-  Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
-  std::vector<float> init(model.num_params());
-  init_params(model.table(), 1, init.data());
-  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
-  LocalParameterClient client(&server);
   job->train.test_at_end = false;
+  LocalTraining t(*job, *data, be.get());
+  Transformer& model = t.model;
   TrainerOptions opt;
-  Trainer trainer(*job, *data, &model, &client, opt);
+  Trainer trainer(*job, *data, &model, &t.client, opt);
   auto sum = trainer.run();
   ASSERT_TRUE(sum.ok()) << sum.status().to_string();
   EXPECT_EQ(sum->steps, 300);
@@ -115,23 +132,20 @@ TEST(TrainTest, AccumulationIsALargerBatch) {
   auto data = load_task_data(*job);
   ASSERT_TRUE(data.ok());
   PST_TEST_BACKEND_OR_SKIP(be);
-  Transformer model(job->model, data->src_vocab, data->tgt_vocab, be.get());
-  std::vector<float> init(model.num_params());
-  init_params(model.table(), 5, init.data());
-  ShardOptimizer server(*job, model.table(), whole_tensors(model.table()), init.data());
-  LocalParameterClient client(&server);
+  LocalTraining t(*job, *data, be.get(), 5);
+  Transformer& model = t.model;
   TrainerOptions opt;
   opt.progress = false;
-  Trainer trainer(*job, *data, &model, &client, opt);
+  Trainer trainer(*job, *data, &model, &t.client, opt);
   auto sum = trainer.run();
   ASSERT_TRUE(sum.ok()) << sum.status().to_string();
   std::vector<float> accumulated(model.num_params());
   model.get_grads(accumulated.data());  // the last step's
 
   // The reference: one batch of the K micro-batches' examples per step.
-  Transformer ref(job->model, data->src_vocab, data->tgt_vocab, be.get());
-  ShardOptimizer ref_server(*job, ref.table(), whole_tensors(ref.table()), init.data());
-  LocalParameterClient ref_client(&ref_server);
+  LocalTraining r(*job, *data, be.get(), 5);
+  Transformer& ref = r.model;
+  LocalParameterClient& ref_client = r.client;
   BatchIterator it(data->train.get(), 8, static_cast<uint64_t>(job->train.seed));
   std::vector<float> w(ref.num_params()), big_grads(ref.num_params()), first_micro(ref.num_params());
   int64_t tokens = 0, micro_tokens = 0;
@@ -225,11 +239,8 @@ struct OverfitJob {
 TEST(TrainTest, KeepBestEndsWithTheBestValidatedWeights) {
   OverfitJob f({"train.steps=150", "train.keep_best=true"});
   PST_TEST_BACKEND_OR_SKIP(be);
-  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
-  std::vector<float> init(model.num_params());
-  init_params(model.table(), 1, init.data());
-  ShardOptimizer server(f.job, model.table(), whole_tensors(model.table()), init.data());
-  LocalParameterClient client(&server);
+  LocalTraining t(f.job, f.data, be.get());
+  Transformer& model = t.model;
   std::FILE* metrics = std::tmpfile();
   std::map<std::string, std::vector<float>> saved;
   TrainerOptions opt;
@@ -241,7 +252,7 @@ TEST(TrainTest, KeepBestEndsWithTheBestValidatedWeights) {
     model.get_weights(w.data());
     return Status();
   };
-  Trainer trainer(f.job, f.data, &model, &client, opt);
+  Trainer trainer(f.job, f.data, &model, &t.client, opt);
   auto sum = trainer.run();
   ASSERT_TRUE(sum.ok()) << sum.status().to_string();
   const auto valid = valid_losses(metrics);
@@ -266,16 +277,13 @@ TEST(TrainTest, KeepBestEndsWithTheBestValidatedWeights) {
 TEST(TrainTest, EarlyStoppingEndsAfterPatienceValidations) {
   OverfitJob f({"train.steps=300", "train.patience=2"});
   PST_TEST_BACKEND_OR_SKIP(be);
-  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
-  std::vector<float> init(model.num_params());
-  init_params(model.table(), 1, init.data());
-  ShardOptimizer server(f.job, model.table(), whole_tensors(model.table()), init.data());
-  LocalParameterClient client(&server);
+  LocalTraining t(f.job, f.data, be.get());
+  Transformer& model = t.model;
   std::FILE* metrics = std::tmpfile();
   TrainerOptions opt;
   opt.progress = false;
   opt.metrics = metrics;
-  Trainer trainer(f.job, f.data, &model, &client, opt);
+  Trainer trainer(f.job, f.data, &model, &t.client, opt);
   auto sum = trainer.run();
   ASSERT_TRUE(sum.ok()) << sum.status().to_string();
   const auto valid = valid_losses(metrics);
@@ -298,7 +306,7 @@ TEST(TrainTest, EarlyStoppingEndsAfterPatienceValidations) {
   EXPECT_EQ(sum->steps, expected_end);
   EXPECT_LT(sum->steps, 300);
   EXPECT_EQ(valid.back().first, expected_end);  // the final validation
-  EXPECT_EQ(server.version(), expected_end);
+  EXPECT_EQ(t.server.version(), expected_end);
 }
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
