@@ -179,6 +179,7 @@ int run_eval(const EvalArgs& args) {
     job.data.path = args.data;
     job.data.train = job.data.valid = job.data.test = "";
     job.data.max_examples = 0;
+    job.data.format = LexiconFormat::kAuto;  // another file: its format from its first entry
   }
   // --data alone: the file as one set (read whole into the test split).
   const bool whole = !args.data.empty() && which == "all";
