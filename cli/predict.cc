@@ -77,8 +77,8 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
     return 2;
   }
   Transformer& model = *loaded->model;
-  const bool sampled = sampling.temperature > 0 || sampling.top_k != 0 || sampling.top_p != 1.0;
-  if (loaded->job.data.task == Task::kG2P && sampled) {
+  // (check_sampling allows --top-k and --top-p only with a temperature.)
+  if (loaded->job.data.task == Task::kG2P && sampling.temperature > 0) {
     spdlog::error(
         "--temperature, --top-k and --top-p sample a language model's bytes; G2P decodes greedily or "
         "with --beam");
@@ -168,9 +168,8 @@ int run_eval(const EvalArgs& args) {
   // A file of one's own is evaluated whole unless a split is named.
   const std::string which = !args.split.empty() ? args.split : (args.data.empty() ? "test" : "all");
   std::vector<Split> splits;
-  if (which == "train" || which == "all") splits.push_back(Split::kTrain);
-  if (which == "valid" || which == "all") splits.push_back(Split::kValid);
-  if (which == "test" || which == "all") splits.push_back(Split::kTest);
+  for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
+    if (which == "all" || which == to_string(s)) splits.push_back(s);
   if (splits.empty()) return fail(invalid_argument("--split {}: must be train, valid, test or all", args.split));
   auto loaded = load_model(args.model, args.threads);
   if (!loaded.ok()) return fail(loaded.status());

@@ -76,9 +76,15 @@ std::string eval_fields(Task task, const EvalResult& r) {
   return s;
 }
 
-// The validation figure of train.best_metric (lower is better).
-double best_figure(const std::string& metric, Task task, const EvalResult& r) {
-  if (metric == "wer" || (metric == "auto" && task == Task::kG2P)) return r.wer;
+// train.best_metric with auto resolved: wer for G2P, loss for the LM.
+std::string best_metric(const std::string& metric, Task task) {
+  if (metric != "auto") return metric;
+  return task == Task::kG2P ? "wer" : "loss";
+}
+
+// The validation figure of a resolved best metric (lower is better).
+double best_figure(const std::string& metric, const EvalResult& r) {
+  if (metric == "wer") return r.wer;
   if (metric == "per") return r.per;
   return r.loss;
 }
@@ -300,7 +306,8 @@ void Trainer::track_best(int64_t step) {
   Run& r = *run_;
   const TrainConfig& tc = job_.train;
   if (!tc.keep_best && tc.patience == 0) return;
-  const double v = best_figure(tc.best_metric, data_.task, r.sum.valid);
+  const std::string metric = best_metric(tc.best_metric, data_.task);
+  const double v = best_figure(metric, r.sum.valid);
   if (v < r.best) {
     r.best = v;
     r.sum.best = v;
@@ -320,8 +327,7 @@ void Trainer::track_best(int64_t step) {
   if (tc.patience > 0 && r.since_best >= tc.patience && !r.stop_asked && training) {
     spdlog::info(
         "early stopping: {} validations without a better {} than {:.4f} (step {}); the job ends after the next step",
-        r.since_best, tc.best_metric == "auto" ? (data_.task == Task::kG2P ? "wer" : "loss") : tc.best_metric, r.best,
-        r.sum.best_step);
+        r.since_best, metric, r.best, r.sum.best_step);
     client_->ask_to_stop();
     r.stop_asked = true;
   }
