@@ -173,7 +173,7 @@ bool parse_tsv_line(const std::string& line, std::string* word, std::vector<std:
   *phones = split_whitespace(line.substr(tab + 1));
   std::vector<std::string> symbols;
   for (const std::string& ph : *phones)
-    if (!utf8_symbols(ph, &symbols)) return false;
+    if (!utf8_symbols(ph, &symbols) || Vocabulary::is_special(ph)) return false;
   return !phones->empty();
 }
 

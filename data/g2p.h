@@ -70,7 +70,7 @@ bool parse_festival_line(const std::string& line, std::string* word, std::vector
 // ARPAbet phones lowercased without their stress digits, as from Festival's.
 bool parse_cmudict_dict_line(const std::string& line, std::string* word, std::vector<std::string>* phones);
 // word<TAB>phones: phones separated by spaces, kept as written (IPA or any
-// UTF-8 symbols).
+// UTF-8 symbols), except the specials' names (<pad> <s> </s> <unk>).
 bool parse_tsv_line(const std::string& line, std::string* word, std::vector<std::string>* phones);
 bool parse_lexicon_line(LexiconFormat format, const std::string& line, std::string* word,
                         std::vector<std::string>* phones);

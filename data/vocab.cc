@@ -50,8 +50,18 @@ bool utf8_symbols(const std::string& text, std::vector<std::string>* out) {
   return valid;
 }
 
+namespace {
+constexpr const char* kSpecials[] = {"<pad>", "<s>", "</s>", "<unk>"};
+}  // namespace
+
 Vocabulary::Vocabulary() {
-  for (const char* s : {"<pad>", "<s>", "</s>", "<unk>"}) add(s);
+  for (const char* s : kSpecials) add(s);
+}
+
+bool Vocabulary::is_special(const std::string& token) {
+  for (const char* s : kSpecials)
+    if (token == s) return true;
+  return false;
 }
 
 int32_t Vocabulary::add(const std::string& token) {

@@ -21,6 +21,9 @@ class Vocabulary {
   static constexpr int32_t kPad = kPadId, kBos = 1, kEos = 2, kUnk = 3;
 
   Vocabulary();
+  // True for the names of ids 0..3 (<pad> <s> </s> <unk>): a token of the
+  // data spelled so would take that id's meaning.
+  static bool is_special(const std::string& token);
   // Adds a token if new; returns its id.
   int32_t add(const std::string& token);
   // Id of a token, or kUnk.

@@ -126,6 +126,11 @@ TEST(G2PTest, ParsesTabSeparatedEntries) {
   for (const std::string& bad :
        std::vector<std::string>{"word", "word\t", "two words\tp", "\tp", "bad\xff\tp", "ok\tp\xc3"})
     EXPECT_FALSE(parse_tsv_line(bad, &w, &ph)) << bad;
+  // A phone named as a special would take its id (</s> would end the output):
+  // the line is malformed. Found by fuzz_lexicon.
+  for (const char* special : {"<pad>", "<s>", "</s>", "<unk>"})
+    EXPECT_FALSE(parse_tsv_line(std::string("zebra\tz ") + special + " b", &w, &ph)) << special;
+  EXPECT_TRUE(parse_tsv_line("zebra\tz <x> b", &w, &ph));
 }
 
 TEST(G2PTest, SplitsUtf8IntoCodePoints) {
