@@ -33,8 +33,10 @@ PST_ENUM_NAMES(ModelKind, {ModelKind::kEncoderDecoder, "encoder_decoder"}, {Mode
 PST_ENUM_NAMES(NormPlacement, {NormPlacement::kPre, "pre"}, {NormPlacement::kPost, "post"},
                {NormPlacement::kDeepNorm, "deepnorm"})
 PST_ENUM_NAMES(Activation, {Activation::kRelu, "relu"}, {Activation::kGelu, "gelu"},
-               {Activation::kGeluTanh, "gelu_tanh"})
-PST_ENUM_NAMES(Positions, {Positions::kSinusoidal, "sinusoidal"}, {Positions::kLearned, "learned"})
+               {Activation::kGeluTanh, "gelu_tanh"}, {Activation::kSwiGLU, "swiglu"})
+PST_ENUM_NAMES(Positions, {Positions::kSinusoidal, "sinusoidal"}, {Positions::kLearned, "learned"},
+               {Positions::kRope, "rope"})
+PST_ENUM_NAMES(NormType, {NormType::kLayerNorm, "layernorm"}, {NormType::kRmsNorm, "rmsnorm"})
 PST_ENUM_NAMES(InitScheme, {InitScheme::kXavierUniform, "xavier_uniform"},
                {InitScheme::kKaimingNormal, "kaiming_normal"}, {InitScheme::kNormal, "normal"},
                {InitScheme::kDeepNet, "deepnet"})
@@ -201,8 +203,11 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("model", "encoder_layers", &m.encoder_layers));
   f.push_back(make_field("model", "decoder_layers", &m.decoder_layers));
   f.push_back(make_field("model", "norm", &m.norm));
+  f.push_back(make_field("model", "norm_type", &m.norm_type));
   f.push_back(make_field("model", "activation", &m.activation));
   f.push_back(make_field("model", "positions", &m.positions));
+  f.push_back(make_field("model", "rope_theta", &m.rope_theta));
+  f.push_back(make_field("model", "kv_heads", &m.kv_heads));
   f.push_back(make_field("model", "max_len", &m.max_len));
   f.push_back(make_field("model", "tie_embeddings", &m.tie_embeddings));
   f.push_back(make_field("model", "bias", &m.bias));
@@ -328,6 +333,7 @@ const char* to_string(ModelKind v) { return enum_name(v); }
 const char* to_string(NormPlacement v) { return enum_name(v); }
 const char* to_string(Activation v) { return enum_name(v); }
 const char* to_string(Positions v) { return enum_name(v); }
+const char* to_string(NormType v) { return enum_name(v); }
 const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(LexiconFormat v) { return enum_name(v); }

@@ -14,8 +14,13 @@ namespace pst {
 
 enum class ModelKind { kEncoderDecoder, kDecoderOnly };
 enum class NormPlacement { kPre, kPost, kDeepNorm };
-enum class Activation { kRelu, kGelu, kGeluTanh };
-enum class Positions { kSinusoidal, kLearned };
+// kSwiGLU is a gated feed-forward (Shazeer 2020): linear1 makes 2F values per
+// row, silu of the first F times the second F.
+enum class Activation { kRelu, kGelu, kGeluTanh, kSwiGLU };
+// kRope rotates each self-attention's queries and keys by their position (Su
+// et al. 2021) instead of adding a table to the embeddings.
+enum class Positions { kSinusoidal, kLearned, kRope };
+enum class NormType { kLayerNorm, kRmsNorm };
 enum class InitScheme { kXavierUniform, kKaimingNormal, kNormal, kDeepNet };
 enum class Task { kG2P, kLM };
 // How a G2P lexicon is written (docs/design.md, Data): detected from its first
@@ -50,8 +55,12 @@ struct ModelConfig {
   int64_t encoder_layers = 3;                    // ignored for decoder_only
   int64_t decoder_layers = 3;                    // the layers of a decoder_only model
   NormPlacement norm = NormPlacement::kPost;     // pre | post | deepnorm
-  Activation activation = Activation::kRelu;     // relu | gelu | gelu_tanh
-  Positions positions = Positions::kSinusoidal;  // sinusoidal | learned
+  NormType norm_type = NormType::kLayerNorm;     // layernorm | rmsnorm (scale only, no bias)
+  Activation activation = Activation::kRelu;     // relu | gelu | gelu_tanh | swiglu
+  Positions positions = Positions::kSinusoidal;  // sinusoidal | learned | rope
+  double rope_theta = 10000.0;                   // base of the rotary frequencies (positions = rope)
+  // Key/value heads (grouped-query attention): must divide heads; 0 = heads.
+  int64_t kv_heads = 0;
   int64_t max_len = 64;                          // longest sequence (positions table size)
   bool tie_embeddings = true;                    // output projection shares the target embedding
   bool bias = true;                              // biases in linear layers
@@ -283,6 +292,7 @@ const char* to_string(ModelKind v);
 const char* to_string(NormPlacement v);
 const char* to_string(Activation v);
 const char* to_string(Positions v);
+const char* to_string(NormType v);
 const char* to_string(InitScheme v);
 const char* to_string(Task v);
 const char* to_string(LexiconFormat v);

@@ -30,6 +30,15 @@ Status validate_model(const JobConfig& c) {
   PST_RETURN_IF_ERROR(
       check_range(m.d_model % m.heads == 0,
                   fmt::format("model.d_model = {} is not divisible by model.heads = {}", m.d_model, m.heads)));
+  PST_RETURN_IF_ERROR(check_range(
+      m.kv_heads >= 0 && m.kv_heads <= m.heads && (m.kv_heads == 0 || m.heads % m.kv_heads == 0),
+      fmt::format("model.kv_heads = {}: must divide model.heads = {} (0: as many as heads)", m.kv_heads, m.heads)));
+  PST_RETURN_IF_ERROR(check_range(m.positions != Positions::kRope || (m.d_model / m.heads) % 2 == 0,
+                                  fmt::format("model.positions = \"rope\" needs an even head size; d_model / heads "
+                                              "= {} / {} = {}",
+                                              m.d_model, m.heads, m.d_model / m.heads)));
+  PST_RETURN_IF_ERROR(check_range(m.rope_theta > 1 && m.rope_theta <= 1e9,
+                                  fmt::format("model.rope_theta = {}: must be in (1, 1e9]", m.rope_theta)));
   PST_RETURN_IF_ERROR(check_range(m.ffn_dim > 0 && m.ffn_dim <= (int64_t{1} << 20),
                                   fmt::format("model.ffn_dim = {}: must be in [1, 2^20]", m.ffn_dim)));
   PST_RETURN_IF_ERROR(check_range(m.decoder_layers >= 1,

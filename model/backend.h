@@ -30,14 +30,20 @@ struct AttentionDims {
   // (and Tk * ldv), rows one after another. A decoding cache interleaves
   // rows by position: ldk spans a position of every row, the stride is one row's.
   int64_t kv_batch_stride = 0;
+  // Key/value heads (grouped-query attention): query head h reads key and
+  // value head h / (H / kv_heads). 0: H.
+  int64_t kv_heads = 0;
+
+  int64_t group() const { return kv_heads > 0 ? H / kv_heads : 1; }
 
   int64_t k_batch() const { return kv_batch_stride ? kv_batch_stride : Tk * ldk; }
   int64_t v_batch() const { return kv_batch_stride ? kv_batch_stride : Tk * ldv; }
   // Where head h of batch row b starts in q (and dq), k, v, out (and dout),
   // and probs.
   int64_t q_at(int64_t b, int64_t h) const { return b * Tq * ldq + h * D; }
-  int64_t k_at(int64_t b, int64_t h) const { return b * k_batch() + h * D; }
-  int64_t v_at(int64_t b, int64_t h) const { return b * v_batch() + h * D; }
+  // k_at and v_at take a query head.
+  int64_t k_at(int64_t b, int64_t h) const { return b * k_batch() + h / group() * D; }
+  int64_t v_at(int64_t b, int64_t h) const { return b * v_batch() + h / group() * D; }
   int64_t out_at(int64_t b, int64_t h) const { return b * Tq * ldo + h * D; }
   int64_t probs_at(int64_t b, int64_t h) const { return (b * H + h) * Tq * Tk; }
 };
@@ -90,6 +96,28 @@ class Backend {
   virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                                   const float* mean, const float* rstd, int64_t rows, int64_t C) = 0;
 
+  // RMSNorm (Zhang and Sennrich 2019): y = x * rstd * w per row, with
+  // rstd = 1 / sqrt(mean(x^2) + eps) saved (rows).
+  virtual void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C,
+                               float eps) = 0;
+  // Writes dx; accumulates dw.
+  virtual void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                                const float* rstd, int64_t rows, int64_t C) = 0;
+
+  // Rotary position embedding, in place, on `heads` heads of D floats at the
+  // start of each of B*T rows (ld floats apart); row b*T + t is at position
+  // first + t. Head columns i and i + D/2 form a pair turned by the angle
+  // whose cosine and sine are cos[p * D/2 + i] and sin[p * D/2 + i]; inverse
+  // turns back (the backward pass).
+  virtual void rope(float* x, int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t D, const float* cos,
+                    const float* sin, int64_t first, bool inverse) = 0;
+
+  // SwiGLU: y(rows, F) = silu(x[:, :F]) * x[:, F:] for x(rows, 2F).
+  virtual void swiglu_forward(float* y, const float* x, int64_t rows, int64_t F) = 0;
+  // dx(rows, 2F) from dy(rows, F); dx must not overlap dy.
+  virtual void swiglu_backward(float* dx, const float* dy, const float* x, int64_t rows, int64_t F) = 0;
+
+  // Element-wise activations (not kSwiGLU, which is swiglu_forward's).
   virtual void activation_forward(Activation a, float* y, const float* x, int64_t n) = 0;
   // dx = dy * act'(x).
   virtual void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n) = 0;
@@ -114,7 +142,8 @@ class Backend {
   // probabilities. Writes probs and out.
   virtual void attention_forward(const AttentionDims& d, const float* q, const float* k, const float* v,
                                  const int32_t* key_len, float* probs, float* out, float p, DropoutKey key) = 0;
-  // Writes dq, dk, dv (same layouts as q, k, v).
+  // Writes dq, dk, dv (same layouts as q, k, v); the key and value heads that
+  // several query heads share get the sum of their gradients.
   virtual void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
                                   const int32_t* key_len, const float* probs, const float* dout, float* dq, float* dk,
                                   float* dv, float p, DropoutKey key) = 0;

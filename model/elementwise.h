@@ -68,6 +68,23 @@ PST_HD float gelu_tanh_grad(float x) {
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dinner;
 }
 
+// SiLU (swish), x * sigmoid(x), and its derivative: the gate of SwiGLU.
+PST_HD float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+PST_HD float silu(float x) { return x * sigmoid(x); }
+PST_HD float silu_grad(float x) {
+  const float s = sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+// One rotary pair (Su et al. 2021): (a, b) turned by the angle whose cosine
+// and sine are c and s, or back by it (the transpose, for the backward pass).
+PST_HD void rotate_pair(float& a, float& b, float c, float s, bool inverse) {
+  const float sn = inverse ? -s : s;
+  const float x = a, y = b;
+  a = x * c - y * sn;
+  b = y * c + x * sn;
+}
+
 // Identifies one dropout mask: (seed, step, worker, site). Element i is kept
 // when the i-th uniform of the stream is >= p; kept values are scaled by
 // 1/(1-p) (inverted dropout, as torch.nn.Dropout).

@@ -49,6 +49,12 @@ int64_t ParamTable::offset_of(const std::string& name) const {
   return params_[static_cast<size_t>(i)].offset;
 }
 
+int64_t kv_heads(const ModelConfig& cfg) { return cfg.kv_heads > 0 ? cfg.kv_heads : cfg.heads; }
+int64_t kv_dim(const ModelConfig& cfg) { return kv_heads(cfg) * (cfg.d_model / cfg.heads); }
+int64_t ffn_in_rows(const ModelConfig& cfg) {
+  return cfg.activation == Activation::kSwiGLU ? 2 * cfg.ffn_dim : cfg.ffn_dim;
+}
+
 DeepNormConstants deepnorm_constants(const ModelConfig& cfg) {
   DeepNormConstants k;
   if (cfg.norm != NormPlacement::kDeepNorm) return k;
@@ -99,24 +105,29 @@ class TableBuilder {
     return s;
   }
 
-  void linear(const std::string& prefix, int64_t out, int64_t in, Component c, double gain) {
-    ParamSpec w{prefix + ".weight", {out, in}, c, true, {linear_init(0, out, in, out, gain)}, 0, 0};
-    table_->add(std::move(w));
+  // `parts` equal blocks of rows, each initialised as a layer of its own
+  // (SwiGLU's gate and value halves).
+  void linear(const std::string& prefix, int64_t out, int64_t in, Component c, double gain, int64_t parts = 1) {
+    std::vector<InitSegment> init;
+    for (int64_t k = 0; k < parts; ++k)
+      init.push_back(linear_init(k * out / parts, (k + 1) * out / parts, in, out / parts, gain));
+    table_->add(ParamSpec{prefix + ".weight", {out, in}, c, true, init, 0, 0});
     if (cfg_.bias) table_->add(ParamSpec{prefix + ".bias", {out}, c, false, {zeros(out)}, 0, 0});
   }
 
-  // torch.nn.MultiheadAttention layout: in_proj_weight (3C, C) holds q, k, v.
+  // torch.nn.MultiheadAttention layout: in_proj_weight (3C, C) holds q, k, v;
+  // with grouped-query attention (C + 2 KV, C).
   void attention(const std::string& prefix, double beta) {
-    const int64_t C = cfg_.d_model;
+    const int64_t C = cfg_.d_model, KV = kv_dim(cfg_), rows = C + 2 * KV;
     std::vector<InitSegment> init;
     if (cfg_.init == InitScheme::kDeepNet) {
-      init = {linear_init(0, 2 * C, C, C, 1.0), linear_init(2 * C, 3 * C, C, C, beta)};
+      init = {linear_init(0, C + KV, C, C, 1.0), linear_init(C + KV, rows, C, C, beta)};
     } else {
-      init = {linear_init(0, 3 * C, C, 3 * C, 1.0)};
+      init = {linear_init(0, rows, C, rows, 1.0)};
     }
-    table_->add(ParamSpec{prefix + ".in_proj_weight", {3 * C, C}, Component::kAttention, true, init, 0, 0});
+    table_->add(ParamSpec{prefix + ".in_proj_weight", {rows, C}, Component::kAttention, true, init, 0, 0});
     if (cfg_.bias)
-      table_->add(ParamSpec{prefix + ".in_proj_bias", {3 * C}, Component::kAttention, false, {zeros(3 * C)}, 0, 0});
+      table_->add(ParamSpec{prefix + ".in_proj_bias", {rows}, Component::kAttention, false, {zeros(rows)}, 0, 0});
     linear(prefix + ".out_proj", C, C, Component::kAttention, beta);
   }
 
@@ -124,11 +135,13 @@ class TableBuilder {
     const int64_t C = cfg_.d_model;
     table_->add(ParamSpec{
         prefix + ".weight", {C}, Component::kNorms, false, {InitSegment{InitSegment::kOnes, 0, C, 0.0}}, 0, 0});
-    table_->add(ParamSpec{prefix + ".bias", {C}, Component::kNorms, false, {zeros(C)}, 0, 0});
+    if (cfg_.norm_type == NormType::kLayerNorm)
+      table_->add(ParamSpec{prefix + ".bias", {C}, Component::kNorms, false, {zeros(C)}, 0, 0});
   }
 
   void ffn(const std::string& prefix, double beta) {
-    linear(prefix + ".linear1", cfg_.ffn_dim, cfg_.d_model, Component::kFfn, beta);
+    const int64_t rows = ffn_in_rows(cfg_);
+    linear(prefix + ".linear1", rows, cfg_.d_model, Component::kFfn, beta, rows / cfg_.ffn_dim);
     linear(prefix + ".linear2", cfg_.d_model, cfg_.ffn_dim, Component::kFfn, beta);
   }
 
@@ -267,7 +280,8 @@ ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t sr
     cost.total += p.numel;
   }
   const double C = static_cast<double>(cfg.d_model), F = static_cast<double>(cfg.ffn_dim);
-  const double layer_linear = 4.0 * C * C + 2.0 * C * F;  // q, k, v, out + two FFN matrices
+  const double KV = static_cast<double>(kv_dim(cfg)), F_in = static_cast<double>(ffn_in_rows(cfg));
+  const double layer_linear = 2.0 * C * C + 2.0 * C * KV + (F_in + F) * C;  // q, k, v, out + the FFN's matrices
   const int64_t vocab_rows =
       table[table.index_of(cfg.kind == ModelKind::kDecoderOnly ? "embed.weight" : "tgt_embed.weight")].shape[0];
   const double out = 2.0 * C * static_cast<double>(vocab_rows);
@@ -278,7 +292,7 @@ ModelCost model_cost(const ModelConfig& cfg, const ParamTable& table, int64_t sr
   } else {
     const double Le = static_cast<double>(cfg.encoder_layers);
     const double enc_per_src = Le * (2.0 * layer_linear + 4.0 * S * C);
-    const double kv_per_src = Ld * 2.0 * 2.0 * C * C;
+    const double kv_per_src = Ld * 2.0 * 2.0 * C * KV;
     const double dec_per_tgt = Ld * (2.0 * (layer_linear + 2.0 * C * C) + 4.0 * T * C + 4.0 * S * C) + out;
     cost.forward_flops_per_token = (S * (enc_per_src + kv_per_src)) / T + dec_per_tgt;
   }

@@ -55,6 +55,15 @@ class ParamTable {
   int64_t total_ = 0;
 };
 
+// The key/value heads of grouped-query attention (model.kv_heads, 0 = heads)
+// and their width, kv_heads * d_model / heads: the floats of one key (and of
+// one value) per position.
+int64_t kv_heads(const ModelConfig& cfg);
+int64_t kv_dim(const ModelConfig& cfg);
+// Rows of the FFN's linear1: ffn_dim, or 2 * ffn_dim for SwiGLU (gate rows
+// first, then the rows it multiplies).
+int64_t ffn_in_rows(const ModelConfig& cfg);
+
 // DeepNorm residual scale (alpha) and init gain (beta), Wang et al. 2022.
 struct DeepNormConstants {
   double encoder_alpha = 1.0, encoder_beta = 1.0;

@@ -22,6 +22,20 @@ std::vector<float> sinusoidal_positions(int64_t max_len, int64_t C) {
   return pe;
 }
 
+RopeTables rope_tables(int64_t max_len, int64_t D, double theta) {
+  RopeTables t;
+  const int64_t half = D / 2;
+  for (int64_t p = 0; p < max_len; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle =
+          static_cast<double>(p) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+      t.cos.push_back(static_cast<float>(std::cos(angle)));
+      t.sin.push_back(static_cast<float>(std::sin(angle)));
+    }
+  }
+  return t;
+}
+
 namespace {
 
 // Bump allocator over one device buffer. In counting mode (no buffer) it only
@@ -89,13 +103,13 @@ struct Sublayer {
   float* ln = nullptr;       // (rows, C) pre: LN(x), the input of f; post: LN(sum), the output
   float* sum = nullptr;      // (rows, C) post: alpha*x + drop(f(x))
   float* out = nullptr;      // (rows, C) the block's output
-  float* a = nullptr;        // attn: qkv (rows, 3C) or q (rows, C); ffn: h1 (rows, F)
-  float* kv = nullptr;       // cross: (B*S, 2C)
+  float* a = nullptr;        // attn: qkv (rows, C + 2KV) or q (rows, C); ffn: h1 (rows, F or 2F)
+  float* kv = nullptr;       // cross: (B*S, 2KV)
   float* probs = nullptr;    // attn: (B, H, Tq, Tk)
   float* ctx = nullptr;      // attn: (rows, C) heads' output; ffn: act(h1) after dropout (rows, F)
   // Incremental decoding (decoder attention only): the kept keys and values,
-  // self-attention (capacity, room, 2C), position by position (a step
-  // appends one contiguous block), cross-attention (rows, S, 2C); and a
+  // self-attention (capacity, room, 2KV), position by position (a step
+  // appends one contiguous block), cross-attention (rows, S, 2KV); and a
   // buffer that reorder_decoding gathers into.
   Grown<float> kept, spare;
 };
@@ -131,12 +145,19 @@ struct Transformer::Impl {
   Arena arena;
   bool enc_dec;
   int64_t C, H, F;
+  int64_t KV;   // floats of a key (and of a value) per position: kv_heads * C / H
+  int64_t QKV;  // C + 2KV, a self-attention's projection
+  int64_t F1;   // linear1's outputs: F, or 2F for SwiGLU
+  bool gated;   // SwiGLU
+  bool rms;     // RMSNorm in place of LayerNorm
   float eps;
   bool pre;
   Stack enc, dec;
   int64_t out_w = -1, out_b = -1;
   int64_t out_begin = 0;      // the output layer's block: [out_begin, num_params)
   float* sinusoid = nullptr;  // (max_len, C) device, sinusoidal positions
+  float* rope_cos = nullptr;  // (max_len, D/2) device, rotary angles' cosines
+  float* rope_sin = nullptr;  // and sines
   // Encoder output kept across forwards for reuse_encoder: (B, S, C).
   Grown<float> memory;
   int64_t memory_B = -1, memory_S = -1;
@@ -164,13 +185,18 @@ struct Transformer::Impl {
   bool have_grad = false;
   // Scratch for the backward pass and for f's output in forward.
   float *u = nullptr, *dA = nullptr, *dB = nullptr, *du = nullptr, *dln = nullptr, *dctx = nullptr, *dqkv = nullptr,
-        *dh = nullptr, *dmem = nullptr, *dkv = nullptr;
+        *dh = nullptr, *dh1 = nullptr, *dmem = nullptr, *dkv = nullptr;
 
   Impl(Transformer* model, const ModelConfig& c, Backend* backend) : m(model), cfg(c), be(backend), arena(backend) {
     enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
     C = cfg.d_model;
     H = cfg.heads;
     F = cfg.ffn_dim;
+    KV = kv_dim(cfg);
+    QKV = C + 2 * KV;
+    F1 = ffn_in_rows(cfg);
+    gated = cfg.activation == Activation::kSwiGLU;
+    rms = cfg.norm_type == NormType::kRmsNorm;
     eps = static_cast<float>(cfg.layernorm_eps);
     pre = cfg.norm == NormPlacement::kPre;
     emb_scale = cfg.scale_embeddings ? std::sqrt(static_cast<float>(C)) : 1.0f;
@@ -225,10 +251,19 @@ struct Transformer::Impl {
       sinusoid = static_cast<float*>(be->allocate(pe.size() * sizeof(float)));
       be->upload(sinusoid, pe.data(), pe.size() * sizeof(float));
     }
+    if (cfg.positions == Positions::kRope) {
+      const RopeTables t = rope_tables(cfg.max_len, C / H, cfg.rope_theta);
+      rope_cos = static_cast<float*>(be->allocate(t.cos.size() * sizeof(float)));
+      rope_sin = static_cast<float*>(be->allocate(t.sin.size() * sizeof(float)));
+      be->upload(rope_cos, t.cos.data(), t.cos.size() * sizeof(float));
+      be->upload(rope_sin, t.sin.data(), t.sin.size() * sizeof(float));
+    }
   }
 
   ~Impl() {
     if (sinusoid) be->deallocate(sinusoid);
+    if (rope_cos) be->deallocate(rope_cos);
+    if (rope_sin) be->deallocate(rope_sin);
     release_memory();
     release_decoding();
   }
@@ -266,31 +301,31 @@ struct Transformer::Impl {
     st.key_len = arena.take<int32_t>(B);
     st.x0 = arena.take<float>(rows * C);
     for (Sublayer& s : st.subs) {
-      s.mean = arena.take<float>(rows);
+      s.mean = rms ? nullptr : arena.take<float>(rows);
       s.rstd = arena.take<float>(rows);
       s.ln = arena.take<float>(rows * C);
       s.sum = pre ? nullptr : arena.take<float>(rows * C);
       s.out = pre ? arena.take<float>(rows * C) : s.ln;
       switch (s.kind) {
         case Sublayer::kSelfAttn:
-          s.a = arena.take<float>(rows * 3 * C);
+          s.a = arena.take<float>(rows * QKV);
           s.probs = arena.take<float>(B * H * L * L);
           s.ctx = arena.take<float>(rows * C);
           break;
         case Sublayer::kCrossAttn:
           s.a = arena.take<float>(rows * C);
-          s.kv = arena.take<float>(B * mem_len * 2 * C);
+          s.kv = arena.take<float>(B * mem_len * 2 * KV);
           s.probs = arena.take<float>(B * H * L * mem_len);
           s.ctx = arena.take<float>(rows * C);
           break;
         case Sublayer::kFfn:
-          s.a = arena.take<float>(rows * F);
+          s.a = arena.take<float>(rows * F1);
           s.ctx = arena.take<float>(rows * F);
           break;
       }
     }
     if (st.final_w >= 0) {
-      st.final_mean = arena.take<float>(rows);
+      st.final_mean = rms ? nullptr : arena.take<float>(rows);
       st.final_rstd = arena.take<float>(rows);
       st.final_out = arena.take<float>(rows * C);
     }
@@ -310,10 +345,11 @@ struct Transformer::Impl {
     du = arena.take<float>(rows * C);
     dln = arena.take<float>(rows * C);
     dctx = arena.take<float>(rows * C);
-    dqkv = arena.take<float>(rows * 3 * C);
+    dqkv = arena.take<float>(rows * QKV);
     dh = arena.take<float>(rows * F);
+    dh1 = gated ? arena.take<float>(rows * F1) : dh;
     dmem = enc_dec ? arena.take<float>(B * S * C) : nullptr;
-    dkv = enc_dec ? arena.take<float>(B * S * 2 * C) : nullptr;
+    dkv = enc_dec ? arena.take<float>(B * S * 2 * KV) : nullptr;
   }
 
   void plan(int64_t b, int64_t s, int64_t t) {
@@ -344,6 +380,32 @@ struct Transformer::Impl {
     if (dx) be->gemm(false, false, rows, in, out, 1.0f, dy, out, w, ldw, accumulate_dx ? 1.0f : 0.0f, dx, in);
   }
 
+  // LayerNorm or RMSNorm (which has no mean and no bias).
+  void norm_forward(float* y, float* mean, float* rstd, const float* x, int64_t w, int64_t b, int64_t rows) {
+    if (rms) {
+      be->rmsnorm_forward(y, rstd, x, W(w), rows, C, eps);
+    } else {
+      be->layernorm_forward(y, mean, rstd, x, W(w), W(b), rows, C, eps);
+    }
+  }
+  void norm_backward(float* dx, int64_t w, int64_t b, const float* dy, const float* x, const float* mean,
+                     const float* rstd, int64_t rows) {
+    if (rms) {
+      be->rmsnorm_backward(dx, G(w), dy, x, W(w), rstd, rows, C);
+    } else {
+      be->layernorm_backward(dx, G(w), G(b), dy, x, W(w), mean, rstd, rows, C);
+    }
+  }
+
+  // Rotates (or, inverse, turns back) the queries and keys of a
+  // self-attention projection qkv (L positions per row from `first`).
+  void rotate(float* qkv, int64_t L, int64_t first, bool inverse) {
+    if (!rope_cos) return;
+    const int64_t D = C / H;
+    be->rope(qkv, QKV, B, L, H, D, rope_cos, rope_sin, first, inverse);
+    be->rope(qkv + C, QKV, B, L, KV / D, D, rope_cos, rope_sin, first, inverse);
+  }
+
   DropoutKey key(uint64_t site) const { return DropoutKey::make(opt.seed, opt.step, opt.worker, site); }
   float p_resid() const { return opt.train ? static_cast<float>(cfg.dropout) : 0.0f; }
   float p_attn() const { return opt.train ? static_cast<float>(cfg.attention_dropout) : 0.0f; }
@@ -358,11 +420,12 @@ struct Transformer::Impl {
     d.D = C / H;
     d.causal = s.causal;
     d.scale = 1.0f / std::sqrt(static_cast<float>(d.D));
+    d.kv_heads = KV / d.D;
     if (s.kind == Sublayer::kSelfAttn) {
-      d.ldq = d.ldk = d.ldv = 3 * C;
+      d.ldq = d.ldk = d.ldv = QKV;
     } else {
       d.ldq = C;
-      d.ldk = d.ldv = 2 * C;
+      d.ldk = d.ldv = 2 * KV;
     }
     d.ldo = C;
     return d;
@@ -376,21 +439,23 @@ struct Transformer::Impl {
     const int64_t rows = B * st.L;
     switch (s.kind) {
       case Sublayer::kSelfAttn: {
-        linear_forward(s.a, in, rows, C, 3 * C, W(s.in_w), C, W(s.in_b));
+        linear_forward(s.a, in, rows, C, QKV, W(s.in_w), C, W(s.in_b));
         if (decoding.step) {
           // Keep the new position's key and value, then attend over every
           // kept one (the keys after it are padding: no mask needed).
-          const int64_t block = decoding.room * 2 * C;
-          be->copy_rows(s.kept.p + decoding.positions * block, 2 * C, s.a + C, 3 * C, B, 2 * C);
+          rotate(s.a, 1, decoding.positions, false);
+          const int64_t block = decoding.room * 2 * KV;
+          be->copy_rows(s.kept.p + decoding.positions * block, 2 * KV, s.a + C, QKV, B, 2 * KV);
           AttentionDims d = dims(s, 1, decoding.capacity);
           d.causal = false;
           d.ldk = d.ldv = block;
-          d.kv_batch_stride = 2 * C;
-          be->attention_forward(d, s.a, s.kept.p, s.kept.p + C, st.key_len, decoding.probs.p, s.ctx, 0.0f,
+          d.kv_batch_stride = 2 * KV;
+          be->attention_forward(d, s.a, s.kept.p, s.kept.p + KV, st.key_len, decoding.probs.p, s.ctx, 0.0f,
                                 key(s.site_inner));
         } else {
+          rotate(s.a, st.L, 0, false);
           const AttentionDims d = dims(s, st.L, st.L);
-          be->attention_forward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
+          be->attention_forward(d, s.a, s.a + C, s.a + C + KV, st.key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
         }
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
@@ -399,15 +464,20 @@ struct Transformer::Impl {
         linear_forward(s.a, in, rows, C, C, W(s.in_w), C, W(s.in_b));
         const float* kv = decoding.step ? s.kept.p : s.kv;  // a step reads the kept projection of the memory
         if (!decoding.step)
-          linear_forward(s.kv, mem, B * mem_len, C, 2 * C, W(s.in_w) + C * C, C, s.in_b >= 0 ? W(s.in_b) + C : nullptr);
+          linear_forward(s.kv, mem, B * mem_len, C, 2 * KV, W(s.in_w) + C * C, C,
+                         s.in_b >= 0 ? W(s.in_b) + C : nullptr);
         const AttentionDims d = dims(s, st.L, mem_len);
-        be->attention_forward(d, s.a, kv, kv + C, mem_key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
+        be->attention_forward(d, s.a, kv, kv + KV, mem_key_len, s.probs, s.ctx, p_attn(), key(s.site_inner));
         linear_forward(u, s.ctx, rows, C, C, W(s.out_w), C, W(s.out_b));
         break;
       }
       case Sublayer::kFfn: {
-        linear_forward(s.a, in, rows, C, F, W(s.in_w), C, W(s.in_b));
-        be->activation_forward(cfg.activation, s.ctx, s.a, rows * F);
+        linear_forward(s.a, in, rows, C, F1, W(s.in_w), C, W(s.in_b));
+        if (gated) {
+          be->swiglu_forward(s.ctx, s.a, rows, F);
+        } else {
+          be->activation_forward(cfg.activation, s.ctx, s.a, rows * F);
+        }
         be->dropout_forward(s.ctx, s.ctx, rows * F, p_resid(), key(s.site_inner));
         linear_forward(u, s.ctx, rows, F, C, W(s.out_w), F, W(s.out_b));
         break;
@@ -420,7 +490,7 @@ struct Transformer::Impl {
     const int64_t rows = B * st.L;
     s.x = x;
     if (pre) {
-      be->layernorm_forward(s.ln, s.mean, s.rstd, x, W(s.norm_w), W(s.norm_b), rows, C, eps);
+      norm_forward(s.ln, s.mean, s.rstd, x, s.norm_w, s.norm_b, rows);
       f_forward(s, s.ln, st, mem, mem_len, mem_key_len);
       be->dropout_forward(u, u, rows * C, p_resid(), key(s.site_resid));
       be->copy(s.out, x, rows * C);
@@ -429,7 +499,7 @@ struct Transformer::Impl {
       f_forward(s, x, st, mem, mem_len, mem_key_len);
       be->dropout_forward(s.sum, u, rows * C, p_resid(), key(s.site_resid));
       be->axpy(s.sum, s.alpha, x, rows * C);
-      be->layernorm_forward(s.ln, s.mean, s.rstd, s.sum, W(s.norm_w), W(s.norm_b), rows, C, eps);
+      norm_forward(s.ln, s.mean, s.rstd, s.sum, s.norm_w, s.norm_b, rows);
     }
   }
 
@@ -439,7 +509,7 @@ struct Transformer::Impl {
     be->upload(st.ids, ids.data(), ids.size() * sizeof(int32_t));
     be->upload(st.key_len, lens.data(), lens.size() * sizeof(int32_t));
     be->embedding_forward(st.x0, st.ids, W(st.embed), rows, C, emb_scale);
-    be->add_positions(st.x0, (st.pos >= 0 ? W(st.pos) : sinusoid) + first * C, B, st.L, C);
+    if (st.pos >= 0 || sinusoid) be->add_positions(st.x0, (st.pos >= 0 ? W(st.pos) : sinusoid) + first * C, B, st.L, C);
     be->dropout_forward(st.x0, st.x0, rows * C, p_embed(), key(st.site_embed));
   }
 
@@ -461,8 +531,7 @@ struct Transformer::Impl {
     }
     need(st.end);
     if (st.final_w >= 0) {
-      be->layernorm_forward(st.final_out, st.final_mean, st.final_rstd, x, W(st.final_w), W(st.final_b), B * st.L, C,
-                            eps);
+      norm_forward(st.final_out, st.final_mean, st.final_rstd, x, st.final_w, st.final_b, B * st.L);
       x = st.final_out;
     }
     st.top = x;
@@ -528,7 +597,7 @@ struct Transformer::Impl {
   // Floats of a decoder attention sublayer's keys and values for `rows`
   // rows (laid out for `room`).
   int64_t kept_floats(const Sublayer& s, int64_t rows, int64_t room) const {
-    return s.kind == Sublayer::kSelfAttn ? decoding.capacity * room * 2 * C : rows * decoding.S * 2 * C;
+    return s.kind == Sublayer::kSelfAttn ? decoding.capacity * room * 2 * KV : rows * decoding.S * 2 * KV;
   }
 
   void begin_decoding(const Batch& prefix, int64_t capacity) {
@@ -544,10 +613,10 @@ struct Transformer::Impl {
       if (s.kind == Sublayer::kFfn) continue;
       float* kept = reserve(s.kept, kept_floats(s, B, B));
       if (s.kind == Sublayer::kCrossAttn) {
-        be->copy(kept, s.kv, B * S * 2 * C);
-      } else {  // position t of every row from the forward's (B, T, 3C) projections
+        be->copy(kept, s.kv, B * S * 2 * KV);
+      } else {  // position t of every row from the forward's (B, T, C + 2KV) projections
         for (int64_t t = 0; t < T; ++t)
-          be->copy_rows(kept + t * B * 2 * C, 2 * C, s.a + t * 3 * C + C, T * 3 * C, B, 2 * C);
+          be->copy_rows(kept + t * B * 2 * KV, 2 * KV, s.a + t * QKV + C, T * QKV, B, 2 * KV);
       }
     }
     decoding.src_len = enc_dec ? prefix.src_len : std::vector<int32_t>(static_cast<size_t>(B), 0);
@@ -592,11 +661,11 @@ struct Transformer::Impl {
       float* to = reserve(s.spare, kept_floats(s, n, room));
       // Gathers of whole rows: embedding lookups with the rows as the table.
       if (s.kind == Sublayer::kCrossAttn) {
-        be->embedding_forward(to, decoding.from_dev.p, s.kept.p, n, decoding.S * 2 * C, 1.0f);
+        be->embedding_forward(to, decoding.from_dev.p, s.kept.p, n, decoding.S * 2 * KV, 1.0f);
       } else {
         for (int64_t t = 0; t < decoding.positions; ++t)
-          be->embedding_forward(to + t * room * 2 * C, decoding.from_dev.p, s.kept.p + t * decoding.room * 2 * C, n,
-                                2 * C, 1.0f);
+          be->embedding_forward(to + t * room * 2 * KV, decoding.from_dev.p, s.kept.p + t * decoding.room * 2 * KV, n,
+                                2 * KV, 1.0f);
       }
       std::swap(s.kept, s.spare);
     }
@@ -620,27 +689,32 @@ struct Transformer::Impl {
       case Sublayer::kSelfAttn: {
         linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
         const AttentionDims d = dims(s, st.L, st.L);
-        be->attention_backward(d, s.a, s.a + C, s.a + 2 * C, st.key_len, s.probs, dctx, dqkv, dqkv + C, dqkv + 2 * C,
+        be->attention_backward(d, s.a, s.a + C, s.a + C + KV, st.key_len, s.probs, dctx, dqkv, dqkv + C, dqkv + C + KV,
                                p_attn(), key(s.site_inner));
-        linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, 3 * C, W(s.in_w), C);
+        rotate(dqkv, st.L, 0, true);
+        linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, QKV, W(s.in_w), C);
         break;
       }
       case Sublayer::kCrossAttn: {
         linear_backward(dctx, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, C, C, W(s.out_w), C);
         const AttentionDims d = dims(s, st.L, mem_len);
-        // dq goes to dqkv (rows, C); dk, dv to dkv (B*S, 2C).
-        be->attention_backward(d, s.a, s.kv, s.kv + C, mem_key_len, s.probs, dctx, dqkv, dkv, dkv + C, p_attn(),
+        // dq goes to dqkv (rows, C); dk, dv to dkv (B*S, 2KV).
+        be->attention_backward(d, s.a, s.kv, s.kv + KV, mem_key_len, s.probs, dctx, dqkv, dkv, dkv + KV, p_attn(),
                                key(s.site_inner));
         linear_backward(din, false, G(s.in_w), G(s.in_b), dqkv, in, rows, C, C, W(s.in_w), C);
         linear_backward(dmem, true, G(s.in_w) + C * C, s.in_b >= 0 ? G(s.in_b) + C : nullptr, dkv, mem, B * mem_len, C,
-                        2 * C, W(s.in_w) + C * C, C);
+                        2 * KV, W(s.in_w) + C * C, C);
         break;
       }
       case Sublayer::kFfn: {
         linear_backward(dh, false, G(s.out_w), G(s.out_b), du_, s.ctx, rows, F, C, W(s.out_w), F);
         be->dropout_backward(dh, dh, rows * F, p_resid(), key(s.site_inner));
-        be->activation_backward(cfg.activation, dh, dh, s.a, rows * F);
-        linear_backward(din, false, G(s.in_w), G(s.in_b), dh, in, rows, C, F, W(s.in_w), C);
+        if (gated) {
+          be->swiglu_backward(dh1, dh, s.a, rows, F);
+        } else {
+          be->activation_backward(cfg.activation, dh, dh, s.a, rows * F);
+        }
+        linear_backward(din, false, G(s.in_w), G(s.in_b), dh1, in, rows, C, F1, W(s.in_w), C);
         break;
       }
     }
@@ -653,10 +727,10 @@ struct Transformer::Impl {
     if (pre) {
       be->dropout_backward(du, dout, rows * C, p_resid(), key(s.site_resid));
       f_backward(s, s.ln, du, dln, st, mem, mem_len, mem_key_len);
-      be->layernorm_backward(dx, G(s.norm_w), G(s.norm_b), dln, s.x, W(s.norm_w), s.mean, s.rstd, rows, C);
+      norm_backward(dx, s.norm_w, s.norm_b, dln, s.x, s.mean, s.rstd, rows);
       be->add(dx, dout, rows * C);
     } else {
-      be->layernorm_backward(dln, G(s.norm_w), G(s.norm_b), dout, s.sum, W(s.norm_w), s.mean, s.rstd, rows, C);
+      norm_backward(dln, s.norm_w, s.norm_b, dout, s.sum, s.mean, s.rstd, rows);
       be->dropout_backward(du, dln, rows * C, p_resid(), key(s.site_resid));
       f_backward(s, s.x, du, dx, st, mem, mem_len, mem_key_len);
       be->axpy(dx, s.alpha, dln, rows * C);
@@ -672,8 +746,7 @@ struct Transformer::Impl {
     float* next = cur == dA ? dB : dA;
     if (st.final_w >= 0) {
       const float* in = st.subs.empty() ? st.x0 : st.subs.back().out;
-      be->layernorm_backward(next, G(st.final_w), G(st.final_b), cur, in, W(st.final_w), st.final_mean, st.final_rstd,
-                             rows, C);
+      norm_backward(next, st.final_w, st.final_b, cur, in, st.final_mean, st.final_rstd, rows);
       std::swap(cur, next);
     }
     for (size_t i = st.subs.size(); i-- > 0;) {

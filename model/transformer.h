@@ -129,4 +129,12 @@ class Transformer {
 // pe[p, 2i] = sin(p / 10000^(2i/C)), pe[p, 2i+1] = cos(p / 10000^(2i/C)).
 std::vector<float> sinusoidal_positions(int64_t max_len, int64_t C);
 
+// The rotary angles of positions = rope, (max_len, D/2) each: position p and
+// pair i (head columns i and i + D/2) turn by p * theta^(-2i/D), computed in
+// double and rounded once.
+struct RopeTables {
+  std::vector<float> cos, sin;
+};
+RopeTables rope_tables(int64_t max_len, int64_t D, double theta);
+
 }  // namespace pst

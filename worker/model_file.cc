@@ -1,5 +1,10 @@
 #include "worker/model_file.h"
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <toml++/toml.h>
 #include <nlohmann/json.hpp>
 
 #include "core/cpus.h"
@@ -18,6 +23,58 @@ Status save_model(const std::string& path, const JobConfig& job, Transformer& mo
   if (letters) f.set_metadata("letters", nlohmann::json(letters->tokens()).dump());
   if (phones) f.set_metadata("phones", nlohmann::json(phones->tokens()).dump());
   return f.write(path);
+}
+
+namespace {
+
+Status write_json(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out) return io_error("cannot write '{}'", tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return io_error("cannot rename '{}' to '{}': {}", tmp, path, ec.message());
+  return Status();
+}
+
+}  // namespace
+
+Status write_model_card(const std::string& dir, const JobConfig& job, const Transformer& model,
+                        const Vocabulary* letters, const Vocabulary* phones) {
+  // The model section, as the job file writes it, in JSON.
+  const toml::table full = toml::parse(to_toml(job));
+  std::ostringstream model_json;
+  model_json << toml::json_formatter{*full["model"].as_table()};
+  nlohmann::json card;
+  card["format"] = "pst-model-1";
+  card["task"] = to_string(job.data.task);
+  card["model"] = nlohmann::json::parse(model_json.str());
+  card["model"]["kv_heads"] = kv_heads(job.model);  // resolved: 0 means heads
+  card["src_vocab_size"] = model.src_vocab();
+  card["tgt_vocab_size"] = model.tgt_vocab();
+  card["parameters"] = model.num_params();
+  if (job.data.task == Task::kLM) {
+    card["tokenizer"] = {{"kind", "bytes"}, {"note", "token id = byte value (0-255) of the UTF-8 text"}};
+  } else {
+    card["tokenizer"] = {{"kind", "symbols"}, {"vocab", "vocab.json"}};
+    card["special_tokens"] = {{"<pad>", Vocabulary::kPad},
+                              {"<s>", Vocabulary::kBos},
+                              {"</s>", Vocabulary::kEos},
+                              {"<unk>", Vocabulary::kUnk}};
+  }
+  card["tied_output"] =
+      job.model.tie_embeddings ? (job.model.kind == ModelKind::kDecoderOnly ? "embed.weight" : "tgt_embed.weight") : "";
+  card["weights"] = "model.safetensors";
+  card["pytorch"] = "tests/reference/pst_torch.py: pst_torch.load(\"model.safetensors\")";
+  PST_RETURN_IF_ERROR(write_json(dir + "/config.json", card));
+  if (letters && phones) {
+    PST_RETURN_IF_ERROR(
+        write_json(dir + "/vocab.json", {{"letters", letters->tokens()}, {"phones", phones->tokens()}}));
+  }
+  return Status();
 }
 
 namespace {

@@ -17,6 +17,13 @@ namespace pst {
 Status save_model(const std::string& path, const JobConfig& job, Transformer& model, const Vocabulary* letters,
                   const Vocabulary* phones);
 
+// Writes config.json (and, for G2P, vocab.json) into `dir`, beside the
+// model's safetensors files, for tools outside pst: the model section of the
+// job config as JSON, the task, the vocabulary sizes, the special ids, the
+// tokenizer, and how tied weights are stored (docs/design.md, Export).
+Status write_model_card(const std::string& dir, const JobConfig& job, const Transformer& model,
+                        const Vocabulary* letters, const Vocabulary* phones);
+
 struct LoadedModel {
   JobConfig job;
   Vocabulary letters, phones;  // empty (specials only) for lm

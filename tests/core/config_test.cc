@@ -116,6 +116,23 @@ TEST(ConfigTest, DModelNotDivisibleByHeads) {
   expect_error("[model]\nd_model = 100\nheads = 3\n", {}, {"d_model = 100", "heads = 3", "divisible"});
 }
 
+TEST(ConfigTest, ModernBlockSettingsAreChecked) {
+  expect_error("", {"model.kv_heads=3"}, {"model.kv_heads = 3", "must divide model.heads = 4"});
+  expect_error("", {"model.kv_heads=8"}, {"model.kv_heads = 8", "must divide"});
+  expect_error("", {"model.positions=rope", "model.d_model=12", "model.heads=4"},
+               {"rope", "even head size", "12 / 4 = 3"});
+  expect_error("", {"model.positions=rope", "model.rope_theta=0.5"}, {"model.rope_theta = 0.5", "(1, 1e9]"});
+  expect_error("", {"model.norm_type=batchnorm"}, {"model.norm_type", "layernorm, rmsnorm"});
+  auto ok =
+      parse_config("", "job.toml",
+                   {"model.kv_heads=2", "model.positions=rope", "model.norm_type=rmsnorm", "model.activation=swiglu"});
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->model.kv_heads, 2);
+  EXPECT_EQ(ok->model.positions, Positions::kRope);
+  EXPECT_EQ(ok->model.norm_type, NormType::kRmsNorm);
+  EXPECT_EQ(ok->model.activation, Activation::kSwiGLU);
+}
+
 TEST(ConfigTest, RangesAreChecked) {
   expect_error("[model]\ndropout = 1.5\n", {}, {"model.dropout", "[0, 1)"});
   expect_error("[optim]\nlr = -1\n", {}, {"optim.lr"});

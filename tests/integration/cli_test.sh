@@ -111,6 +111,23 @@ check "train g2p" run 0 "$TMP/t" "$PST" train --config "$ROOT/configs/g2p-tiny.t
 check "train wrote the model" test -s "$TMP/g2p/model.safetensors"
 check "train logged a test WER" grep -q '"kind":"test".*"wer"' "$TMP/g2p/metrics.jsonl"
 check "train logged validation twice" test "$(grep -c '"kind":"valid"' "$TMP/g2p/metrics.jsonl")" -eq 2
+# config.json and vocab.json beside the model agree with the model file's
+# own tensors and metadata (read here from the safetensors header).
+check "config.json and vocab.json describe the model" python3 -c "
+import json, struct
+d = '$TMP/g2p'
+with open(d + '/model.safetensors', 'rb') as f:
+    (n,) = struct.unpack('<Q', f.read(8))
+    header = json.loads(f.read(n))
+card, vocab = json.load(open(d + '/config.json')), json.load(open(d + '/vocab.json'))
+meta = header['__metadata__']
+assert card['task'] == 'g2p' and card['model']['d_model'] == 64 and card['model']['kind'] == 'encoder_decoder', card
+assert card['src_vocab_size'] == header['src_embed.weight']['shape'][0] == len(vocab['letters']), card
+assert card['tgt_vocab_size'] == header['tgt_embed.weight']['shape'][0] == len(vocab['phones']), card
+assert vocab['phones'] == json.loads(meta['phones']) and vocab['letters'] == json.loads(meta['letters'])
+assert card['tied_output'] == 'tgt_embed.weight' and 'output.weight' not in header
+assert vocab['phones'][:4] == ['<pad>', '<s>', '</s>', '<unk>'] and card['special_tokens']['</s>'] == 2
+"
 # Early stopping and the best model, with 2 workers as threads (the lead's
 # stop request crosses ZeroMQ to the server): g2p-tiny overfits its 64 words,
 # so the validation loss is lowest early and two worse ones end the job.

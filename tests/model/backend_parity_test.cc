@@ -173,6 +173,7 @@ TEST_F(BackendParityTest, GemmInEachPrecision) {
 struct AttnShape {
   bool causal, cross;
   float p;
+  int64_t kv_heads = 0;  // grouped-query attention when below H (4)
 };
 
 class AttentionParityTest : public BackendParityTest, public ::testing::WithParamInterface<AttnShape> {};
@@ -187,15 +188,16 @@ TEST_P(AttentionParityTest, ForwardAndBackward) {
   d.Tk = s.cross ? 45 : 70;
   d.causal = s.causal;
   d.scale = 0.25f;
-  const int64_t C = d.H * d.D;
-  d.ldq = s.cross ? C : 3 * C;
-  d.ldk = d.ldv = s.cross ? 2 * C : 3 * C;
+  d.kv_heads = s.kv_heads;
+  const int64_t C = d.H * d.D, KV = (s.kv_heads > 0 ? s.kv_heads : d.H) * d.D;
+  d.ldq = s.cross ? C : C + 2 * KV;
+  d.ldk = d.ldv = s.cross ? 2 * KV : C + 2 * KV;
   d.ldo = C;
   const Vec q = random_vec(d.B * d.Tq * d.ldq, 31), kv = random_vec(d.B * d.Tk * d.ldk, 32);
   const Vec dout = random_vec(d.B * d.Tq * C, 33);
   const std::vector<int32_t> key_len{static_cast<int32_t>(d.Tk), static_cast<int32_t>(d.Tk - 9), 0};
   const DropoutKey key = DropoutKey::make(5, 2, 0, 4);
-  const int64_t koff = s.cross ? 0 : C, voff = s.cross ? C : 2 * C;
+  const int64_t koff = s.cross ? 0 : C, voff = s.cross ? KV : C + KV;
   Vec pc(d.B * d.H * d.Tq * d.Tk), pg(pc), oc(d.B * d.Tq * C), og(oc);
   Vec dqc(q.size()), dqg(dqc), dkvc(s.cross ? kv.size() : q.size()), dkvg(dkvc);
   for (auto [be, m, probs, out, dq, dkv] : {std::tuple{cpu_.get(), c_.get(), &pc, &oc, &dqc, &dkvc},
@@ -218,7 +220,46 @@ TEST_P(AttentionParityTest, ForwardAndBackward) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParityTest,
                          ::testing::Values(AttnShape{true, false, 0.0f}, AttnShape{true, false, 0.1f},
-                                           AttnShape{false, false, 0.0f}, AttnShape{false, true, 0.2f}));
+                                           AttnShape{false, false, 0.0f}, AttnShape{false, true, 0.2f},
+                                           AttnShape{true, false, 0.1f, 2}, AttnShape{false, true, 0.0f, 1}));
+
+// The kernels of current LMs' blocks: RMSNorm, rotary positions, SwiGLU.
+TEST_F(BackendParityTest, RmsNormRopeAndSwiGLU) {
+  const int64_t rows = 300, C = 96;
+  const Vec x = random_vec(rows * C, 61, 2.0f), w = random_vec(C, 62), dy = random_vec(rows * C, 63);
+  Vec yc(rows * C), yg(yc), rc(rows), rg(rc), dxc(rows * C), dxg(dxc), dwc(C, 0.5f), dwg(dwc);
+  for (auto [be, m, y, r, dx, dw] : {std::tuple{cpu_.get(), c_.get(), &yc, &rc, &dxc, &dwc},
+                                     std::tuple{gpu_.get(), g_.get(), &yg, &rg, &dxg, &dwg}}) {
+    be->rmsnorm_forward(m->in(*y), m->in(*r), m->in(x), m->in(w), rows, C, 1e-5f);
+    be->rmsnorm_backward(m->in(*dx), m->in(*dw), m->in(dy), m->in(x), m->in(w), m->in(*r), rows, C);
+    m->back(*y), m->back(*r), m->back(*dx), m->back(*dw);
+  }
+  EXPECT_TRUE(close(yg, yc, 1e-5, "rmsnorm y"));
+  EXPECT_TRUE(close(dxg, dxc, 1e-5, "rmsnorm dx"));
+  EXPECT_TRUE(close(dwg, dwc, 1e-5, "rmsnorm dw"));
+
+  // Rotation of 3 heads of 16 at the start of rows of 96 floats.
+  const RopeTables tab = rope_tables(64, 16, 10000.0);
+  Vec qc = random_vec(rows * C, 64), qg = qc;
+  for (auto [be, m, q] : {std::tuple{cpu_.get(), c_.get(), &qc}, std::tuple{gpu_.get(), g_.get(), &qg}}) {
+    float* qd = m->in(*q);
+    be->rope(qd, C, 5, 60, 3, 16, m->in(tab.cos), m->in(tab.sin), 4, false);
+    m->back(*q);
+  }
+  EXPECT_TRUE(close(qg, qc, 1e-6, "rope"));
+
+  const int64_t F = 48;
+  const Vec h = random_vec(rows * 2 * F, 65, 3.0f), dh = random_vec(rows * F, 66);
+  Vec sc(rows * F), sg(sc), dsc(rows * 2 * F), dsg(dsc);
+  for (auto [be, m, y, dx] :
+       {std::tuple{cpu_.get(), c_.get(), &sc, &dsc}, std::tuple{gpu_.get(), g_.get(), &sg, &dsg}}) {
+    be->swiglu_forward(m->in(*y), m->in(h), rows, F);
+    be->swiglu_backward(m->in(*dx), m->in(dh), m->in(h), rows, F);
+    m->back(*y), m->back(*dx);
+  }
+  EXPECT_TRUE(close(sg, sc, 1e-6, "swiglu"));
+  EXPECT_TRUE(close(dsg, dsc, 1e-6, "swiglu backward"));
+}
 
 TEST_F(BackendParityTest, CrossEntropyAndArgmax) {
   const int64_t N = 257, V = 1000;
@@ -268,6 +309,7 @@ TEST_F(BackendParityTest, AdamMatchesTheHostBitForBit) {
 struct StepCase {
   ModelKind kind;
   NormPlacement norm;
+  bool modern = false;  // RMSNorm, rotary positions, SwiGLU, grouped-query attention
 };
 
 class TrainingStepParityTest : public BackendParityTest, public ::testing::WithParamInterface<StepCase> {};
@@ -286,6 +328,12 @@ TEST_P(TrainingStepParityTest, MatchesTheCpuBackend) {
   cfg.max_len = 40;
   cfg.activation = Activation::kGelu;
   cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0.1;
+  if (GetParam().modern) {
+    cfg.norm_type = NormType::kRmsNorm;
+    cfg.positions = Positions::kRope;
+    cfg.activation = Activation::kSwiGLU;
+    cfg.kv_heads = 2;
+  }
   const bool enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
   job.data.task = enc_dec ? Task::kG2P : Task::kLM;
   job.optim.clip_norm = 0.5;
@@ -338,7 +386,9 @@ TEST_P(TrainingStepParityTest, MatchesTheCpuBackend) {
 INSTANTIATE_TEST_SUITE_P(Models, TrainingStepParityTest,
                          ::testing::Values(StepCase{ModelKind::kEncoderDecoder, NormPlacement::kPost},
                                            StepCase{ModelKind::kEncoderDecoder, NormPlacement::kDeepNorm},
-                                           StepCase{ModelKind::kDecoderOnly, NormPlacement::kPre}));
+                                           StepCase{ModelKind::kDecoderOnly, NormPlacement::kPre},
+                                           StepCase{ModelKind::kEncoderDecoder, NormPlacement::kPre, true},
+                                           StepCase{ModelKind::kDecoderOnly, NormPlacement::kPre, true}));
 
 // The CUDA backend is deterministic: the same step twice gives the same bits.
 TEST_F(BackendParityTest, CudaStepIsDeterministic) {

@@ -20,6 +20,7 @@ struct DecodeCase {
   ModelKind kind;
   NormPlacement norm;
   Positions positions;
+  bool modern = false;  // testing::modern_blocks: rotary positions, grouped-query attention
 };
 
 class DecodingTest : public ::testing::TestWithParam<DecodeCase> {};
@@ -74,6 +75,10 @@ TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
   cfg.ffn_dim = 32;
   cfg.max_len = kLen + 2;
   cfg.positions = GetParam().positions;
+  if (GetParam().modern) {
+    cfg.heads = 4;
+    cfg = testing::modern_blocks(cfg);
+  }
   const bool enc_dec = cfg.kind == ModelKind::kEncoderDecoder;
   Transformer model(cfg, kSrcVocab, kTgtVocab, be.get());
   model.init_weights(11);
@@ -164,13 +169,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(DecodeCase{ModelKind::kEncoderDecoder, NormPlacement::kPost, Positions::kSinusoidal},
                       DecodeCase{ModelKind::kEncoderDecoder, NormPlacement::kPre, Positions::kLearned},
                       DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kPre, Positions::kLearned},
-                      DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm, Positions::kSinusoidal}),
+                      DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm, Positions::kSinusoidal},
+                      DecodeCase{ModelKind::kEncoderDecoder, NormPlacement::kPre, Positions::kRope, true},
+                      DecodeCase{ModelKind::kDecoderOnly, NormPlacement::kPost, Positions::kRope, true}),
     [](const ::testing::TestParamInfo<DecodeCase>& info) {
       std::string name = info.param.kind == ModelKind::kEncoderDecoder ? "EncDec" : "DecOnly";
       name += info.param.norm == NormPlacement::kPre    ? "Pre"
               : info.param.norm == NormPlacement::kPost ? "Post"
                                                         : "Deep";
-      name += info.param.positions == Positions::kLearned ? "Learned" : "Sinusoidal";
+      name += info.param.modern ? "Modern" : info.param.positions == Positions::kLearned ? "Learned" : "Sinusoidal";
       return name;
     });
 

@@ -24,6 +24,16 @@ inline ModelConfig tiny_model(ModelKind kind, NormPlacement norm) {
   return cfg;
 }
 
+// The blocks of current LMs on a model: RMSNorm, rotary positions, SwiGLU,
+// and grouped-query attention (one key/value head per two query heads).
+inline ModelConfig modern_blocks(ModelConfig cfg) {
+  cfg.norm_type = NormType::kRmsNorm;
+  cfg.positions = Positions::kRope;
+  cfg.activation = Activation::kSwiGLU;
+  cfg.kv_heads = cfg.heads / 2;
+  return cfg;
+}
+
 // Two rows with padding: sources of 5 and 3 tokens (encoder-decoder only),
 // targets of 4 and 2 (ids below 9).
 inline Batch tiny_batch(bool enc_dec) {

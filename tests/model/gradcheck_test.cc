@@ -122,6 +122,8 @@ struct AttnCase {
   bool cross;
   float dropout;
   int64_t T = 4;  // query length; > 64 spans several query blocks of the CPU kernel
+  int64_t H = 2;
+  int64_t kv_heads = 0;  // grouped-query attention when below H
 };
 
 class AttentionGradTest : public GradcheckTest, public ::testing::WithParamInterface<AttnCase> {};
@@ -130,20 +132,21 @@ TEST_P(AttentionGradTest, MatchesFiniteDifferences) {
   const AttnCase c = GetParam();
   AttentionDims d;
   d.B = 2;
-  d.H = 2;
+  d.H = c.H;
+  d.kv_heads = c.kv_heads;
   d.D = 3;
   d.Tq = c.T;
   d.Tk = c.cross ? c.T + 1 : c.T;
   d.causal = c.causal;
   d.scale = 1.0f / std::sqrt(3.0f);
-  const int64_t C = d.H * d.D;
-  // Strided layouts as in the model: q in a (Tq, 3C) row for self-attention.
-  d.ldq = c.cross ? C : 3 * C;
-  d.ldk = d.ldv = c.cross ? 2 * C : 3 * C;
+  const int64_t C = d.H * d.D, KV = (c.kv_heads > 0 ? c.kv_heads : c.H) * d.D;
+  // Strided layouts as in the model: q in a (Tq, C + 2KV) row for self-attention.
+  d.ldq = c.cross ? C : C + 2 * KV;
+  d.ldk = d.ldv = c.cross ? 2 * KV : C + 2 * KV;
   d.ldo = C;
   Vec q = random_vec(d.B * d.Tq * d.ldq, 7), kv = c.cross ? random_vec(d.B * d.Tk * d.ldk, 8) : Vec();
   Vec& kbuf = c.cross ? kv : q;
-  const int64_t koff = c.cross ? 0 : C, voff = c.cross ? C : 2 * C;
+  const int64_t koff = c.cross ? 0 : C, voff = c.cross ? KV : C + KV;
   // Row 1 has two padded keys; with the causal mask they are the last two.
   const std::vector<int32_t> key_len{static_cast<int32_t>(d.Tk), static_cast<int32_t>(d.Tk - 2)};
   const DropoutKey key = DropoutKey::make(3, 1, 0, 9);
@@ -191,7 +194,164 @@ INSTANTIATE_TEST_SUITE_P(Cases, AttentionGradTest,
                          ::testing::Values(AttnCase{false, false, 0.0f}, AttnCase{true, false, 0.0f},
                                            AttnCase{false, true, 0.0f}, AttnCase{true, false, 0.3f},
                                            AttnCase{false, true, 0.5f}, AttnCase{true, false, 0.2f, 130},
-                                           AttnCase{false, true, 0.0f, 70}));
+                                           AttnCase{false, true, 0.0f, 70}, AttnCase{true, false, 0.2f, 4, 4, 2},
+                                           AttnCase{false, true, 0.3f, 4, 4, 1},
+                                           AttnCase{true, false, 0.0f, 70, 6, 3}));
+
+// Grouped-query attention is multi-head attention whose key and value heads
+// are repeated: the same outputs as an ungrouped call on the repeated
+// copies, and key/value gradients that are the sums over each group.
+TEST_F(GradcheckTest, GroupedQueryAttentionEqualsRepeatedHeads) {
+  AttentionDims g;
+  g.B = 2;
+  g.H = 4;
+  g.kv_heads = 2;
+  g.D = 3;
+  g.Tq = 5;
+  g.Tk = 6;
+  g.scale = 0.5f;
+  const int64_t C = g.H * g.D, KV = g.kv_heads * g.D;
+  g.ldq = g.ldo = C;
+  g.ldk = g.ldv = KV;
+  AttentionDims full = g;
+  full.kv_heads = 0;
+  full.ldk = full.ldv = C;
+  const Vec q = random_vec(g.B * g.Tq * C, 31), k = random_vec(g.B * g.Tk * KV, 32),
+            v = random_vec(g.B * g.Tk * KV, 33);
+  Vec k_rep(g.B * g.Tk * C), v_rep(g.B * g.Tk * C);
+  for (int64_t row = 0; row < g.B * g.Tk; ++row)
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t i = 0; i < g.D; ++i) {
+        k_rep[row * C + h * g.D + i] = k[row * KV + (h / 2) * g.D + i];
+        v_rep[row * C + h * g.D + i] = v[row * KV + (h / 2) * g.D + i];
+      }
+  const std::vector<int32_t> key_len{6, 4};
+  const Vec dout = random_vec(g.B * g.Tq * C, 34);
+  const DropoutKey key = DropoutKey::make(1, 2, 3, 4);
+  testing::Mirror& m = *dev_;
+  Vec probs(g.B * g.H * g.Tq * g.Tk), out(g.B * g.Tq * C), probs_r(probs.size()), out_r(out.size());
+  Vec dq(q.size()), dk(k.size()), dv(v.size()), dq_r(q.size()), dk_r(k_rep.size()), dv_r(v_rep.size());
+  be_->attention_forward(g, m.in(q), m.in(k), m.in(v), m.in(key_len), m.in(probs), m.in(out), 0.25f, key);
+  be_->attention_backward(g, m.in(q), m.in(k), m.in(v), m.in(key_len), m.in(probs), m.in(dout), m.in(dq), m.in(dk),
+                          m.in(dv), 0.25f, key);
+  for (Vec* x : {&probs, &out, &dq, &dk, &dv}) m.back(*x);
+  be_->attention_forward(full, m.in(q), m.in(k_rep), m.in(v_rep), m.in(key_len), m.in(probs_r), m.in(out_r), 0.25f,
+                         key);
+  be_->attention_backward(full, m.in(q), m.in(k_rep), m.in(v_rep), m.in(key_len), m.in(probs_r), m.in(dout), m.in(dq_r),
+                          m.in(dk_r), m.in(dv_r), 0.25f, key);
+  for (Vec* x : {&probs_r, &out_r, &dq_r, &dk_r, &dv_r}) m.back(*x);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], out_r[i], 1e-6) << "out " << i;
+  for (size_t i = 0; i < dq.size(); ++i) ASSERT_NEAR(dq[i], dq_r[i], 1e-6) << "dq " << i;
+  for (int64_t row = 0; row < g.B * g.Tk; ++row)
+    for (int64_t j = 0; j < KV; ++j) {
+      const int64_t h0 = j / g.D * 2, i = j % g.D;
+      const double sk = dk_r[row * C + h0 * g.D + i] + dk_r[row * C + (h0 + 1) * g.D + i];
+      const double sv = dv_r[row * C + h0 * g.D + i] + dv_r[row * C + (h0 + 1) * g.D + i];
+      ASSERT_NEAR(dk[row * KV + j], sk, 1e-6) << "dk " << row << "," << j;
+      ASSERT_NEAR(dv[row * KV + j], sv, 1e-6) << "dv " << row << "," << j;
+    }
+}
+
+TEST_F(GradcheckTest, RmsNorm) {
+  const int64_t rows = 5, C = 12;
+  Vec x = random_vec(rows * C, 41, 2.0f), w = random_vec(C, 42);
+  const Vec r = random_vec(rows * C, 43);
+  Vec y(rows * C), rstd(rows);
+  testing::Mirror& d = *dev_;
+  auto loss = [&] {
+    be_->rmsnorm_forward(d.in(y), d.in(rstd), d.in(x), d.in(w), rows, C, 1e-5f);
+    d.back(y);
+    return dot(r, y);
+  };
+  loss();
+  d.back(rstd);
+  // Values against the formula, in double.
+  for (int64_t i = 0; i < rows; ++i) {
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(x[i * C + c]) * x[i * C + c];
+    const double s = 1.0 / std::sqrt(ss / C + 1e-5);
+    EXPECT_NEAR(rstd[i], s, 1e-5 * s);
+    for (int64_t c = 0; c < C; ++c) EXPECT_NEAR(y[i * C + c], x[i * C + c] * s * w[c], 1e-5);
+  }
+  Vec dx(rows * C), dw(C, 0.0f);
+  be_->rmsnorm_backward(d.in(dx), d.in(dw), d.in(r), d.in(x), d.in(w), d.in(rstd), rows, C);
+  d.back(dx);
+  d.back(dw);
+  check_gradient("rmsnorm dx", x, dx, loss);
+  check_gradient("rmsnorm dw", w, dw, loss);
+  Vec dw2 = dw;  // dw accumulates
+  be_->rmsnorm_backward(d.in(dx), d.in(dw2), d.in(r), d.in(x), d.in(w), d.in(rstd), rows, C);
+  d.back(dw2);
+  for (int64_t c = 0; c < C; ++c) EXPECT_FLOAT_EQ(dw2[c], 2 * dw[c]);
+}
+
+TEST_F(GradcheckTest, SwiGLU) {
+  const int64_t rows = 3, F = 5;
+  Vec x = random_vec(rows * 2 * F, 51, 3.0f);
+  const Vec r = random_vec(rows * F, 52);
+  Vec y(rows * F);
+  testing::Mirror& d = *dev_;
+  auto loss = [&] {
+    be_->swiglu_forward(d.in(y), d.in(x), rows, F);
+    d.back(y);
+    return dot(r, y);
+  };
+  loss();
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < F; ++j) {
+      const double g = x[i * 2 * F + j], u = x[i * 2 * F + F + j];
+      EXPECT_NEAR(y[i * F + j], g / (1 + std::exp(-g)) * u, 1e-5 * (1 + std::abs(g * u)));
+    }
+  Vec dx(rows * 2 * F);
+  be_->swiglu_backward(d.in(dx), d.in(r), d.in(x), rows, F);
+  d.back(dx);
+  check_gradient("swiglu", x, dx, loss, 1e-3f);
+}
+
+// Rotary positions: the rotation against the formula in double, the
+// inverse undoing it, and the property they exist for: a query at p and a
+// key at p' have a dot product that depends on p - p' only.
+TEST_F(GradcheckTest, RotaryPositions) {
+  const int64_t B = 2, T = 5, heads = 3, D = 6, ld = heads * D + 4, max_len = 16;
+  const double theta = 100.0;
+  const RopeTables tab = rope_tables(max_len, D, theta);
+  const Vec x = random_vec(B * T * ld, 61);
+  Vec y = x;
+  testing::Mirror& d = *dev_;
+  float* yd = d.in(y);
+  const float* cosd = d.in(tab.cos);
+  const float* sind = d.in(tab.sin);
+  be_->rope(yd, ld, B, T, heads, D, cosd, sind, 3, false);
+  d.back(y);
+  for (int64_t row = 0; row < B * T; ++row) {
+    const double p = static_cast<double>(3 + row % T);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < D / 2; ++i) {
+        const double a = p * std::pow(theta, -2.0 * i / D);
+        const double x1 = x[row * ld + h * D + i], x2 = x[row * ld + h * D + i + D / 2];
+        EXPECT_NEAR(y[row * ld + h * D + i], x1 * std::cos(a) - x2 * std::sin(a), 1e-5);
+        EXPECT_NEAR(y[row * ld + h * D + i + D / 2], x2 * std::cos(a) + x1 * std::sin(a), 1e-5);
+      }
+    for (int64_t c = heads * D; c < ld; ++c) EXPECT_EQ(y[row * ld + c], x[row * ld + c]);  // past the heads
+  }
+  be_->rope(yd, ld, B, T, heads, D, cosd, sind, 3, true);
+  d.back(y);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], 1e-5);
+  // The same vector pair at positions (p, p') = (2, 0), (7, 5), (11, 9).
+  const Vec q = random_vec(D, 62), k = random_vec(D, 63);
+  std::vector<double> dots;
+  for (int64_t p : {2, 7, 11}) {
+    Vec qp = q, kp = k;
+    be_->rope(d.in(qp), D, 1, 1, 1, D, cosd, sind, p, false);
+    d.back(qp);
+    be_->rope(d.in(kp), D, 1, 1, 1, D, cosd, sind, p - 2, false);
+    d.back(kp);
+    dots.push_back(dot(qp, kp));
+  }
+  EXPECT_NEAR(dots[1], dots[0], 1e-5);
+  EXPECT_NEAR(dots[2], dots[0], 1e-5);
+  EXPECT_GT(std::abs(dots[0] - dot(q, k)), 1e-3);  // and it is not the unrotated product
+}
 
 TEST_F(GradcheckTest, CrossEntropyWithSmoothingAndIgnoredRows) {
   const int64_t N = 4, V = 7;
@@ -312,12 +472,14 @@ TEST_F(GradcheckTest, GemmSplitsMatchOneCall) {
 struct ModelCase {
   ModelKind kind;
   NormPlacement norm;
+  bool modern = false;  // testing::modern_blocks
 };
 
 class ModelGradTest : public GradcheckTest, public ::testing::WithParamInterface<ModelCase> {};
 
 TEST_P(ModelGradTest, DirectionalDerivative) {
-  const ModelConfig cfg = testing::tiny_model(GetParam().kind, GetParam().norm);
+  ModelConfig cfg = testing::tiny_model(GetParam().kind, GetParam().norm);
+  if (GetParam().modern) cfg = testing::modern_blocks(cfg);
   Transformer model(cfg, 9, 11, be_.get());
   model.init_weights(5);
   const Batch b = testing::tiny_batch(cfg.kind == ModelKind::kEncoderDecoder);
@@ -357,7 +519,9 @@ INSTANTIATE_TEST_SUITE_P(Models, ModelGradTest,
                                            ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kPre},
                                            ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kDeepNorm},
                                            ModelCase{ModelKind::kDecoderOnly, NormPlacement::kPre},
-                                           ModelCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm}));
+                                           ModelCase{ModelKind::kDecoderOnly, NormPlacement::kDeepNorm},
+                                           ModelCase{ModelKind::kEncoderDecoder, NormPlacement::kPost, true},
+                                           ModelCase{ModelKind::kDecoderOnly, NormPlacement::kPre, true}));
 
 }  // namespace
 }  // namespace pst

@@ -1,5 +1,6 @@
 #include "model/param_table.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -47,6 +48,39 @@ TEST(ParamTableTest, CountsMatchClosedForm) {
     EXPECT_DOUBLE_EQ(cost.forward_flops_per_token, fwd);
     EXPECT_DOUBLE_EQ(cost.train_flops_per_token, 3 * fwd);
   }
+}
+
+TEST(ParamTableTest, ModernBlocksCountsMatchClosedForm) {
+  // Decoder-only, pre-norm RMSNorm (a weight, no bias), rotary positions (no
+  // table), SwiGLU (linear1 of 2F rows), 4 query heads sharing 1 key/value
+  // head of 8, no biases, untied.
+  ModelConfig c = small(ModelKind::kDecoderOnly, NormPlacement::kPre);
+  c.norm_type = NormType::kRmsNorm;
+  c.positions = Positions::kRope;
+  c.activation = Activation::kSwiGLU;
+  c.kv_heads = 1;
+  c.bias = false;
+  c.tie_embeddings = false;
+  const int64_t C = 32, F = 48, KV = 8, V = 256;
+  const ParamTable t = build_param_table(c, 0, V);
+  const int64_t attn = (C + 2 * KV) * C + C * C, ffn = 3 * C * F;
+  EXPECT_EQ(t.total_numel(), V * C + 3 * (attn + ffn + 2 * C) + C + V * C);
+  EXPECT_EQ(t[t.index_of("layers.0.self_attn.in_proj_weight")].shape, (std::vector<int64_t>{C + 2 * KV, C}));
+  EXPECT_EQ(t[t.index_of("layers.2.linear1.weight")].shape, (std::vector<int64_t>{2 * F, C}));
+  EXPECT_EQ(t.index_of("layers.0.norm1.bias"), -1);
+  EXPECT_EQ(t.index_of("pos.weight"), -1);
+  const ModelCost cost = model_cost(c, t, 20, 20);
+  const double fwd = 3 * (2.0 * (2 * C * C + 2 * C * KV + 3 * C * F) + 4.0 * 20 * C) + 2.0 * C * V;
+  EXPECT_DOUBLE_EQ(cost.forward_flops_per_token, fwd);
+  // SwiGLU's gate and value halves are each initialised as a (F, C) layer:
+  // xavier_uniform's bound sqrt(6 / (C + F)), not sqrt(6 / (C + 2F)).
+  std::vector<float> w(static_cast<size_t>(t.total_numel()));
+  init_params(t, 1, w.data());
+  const ParamSpec& l1 = t[t.index_of("layers.0.linear1.weight")];
+  float mx = 0;
+  for (int64_t i = 0; i < l1.numel; ++i) mx = std::max(mx, std::abs(w[static_cast<size_t>(l1.offset + i)]));
+  EXPECT_LE(mx, std::sqrt(6.0 / (C + F)));
+  EXPECT_GT(mx, std::sqrt(6.0 / (C + 2 * F)));
 }
 
 TEST(ParamTableTest, NamesAreUniqueAndOffsetsContiguous) {

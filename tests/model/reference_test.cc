@@ -1,7 +1,8 @@
 // pst's model and optimizer against PyTorch (tests/reference/): the loss,
 // logits and every gradient of one step, and the weights after 3 steps of
 // clipping + AdamW/Adam under a warmup schedule, for tiny models that cover
-// both model kinds, padding, post-LN, pre-LN and DeepNorm.
+// both model kinds, padding, post-LN, pre-LN and DeepNorm, and the blocks of
+// current LMs (RMSNorm, rotary positions, SwiGLU, grouped-query attention).
 //
 // Tolerances (fp32, different summation orders): loss 1e-5 relative;
 // logits and each gradient tensor max |pst - torch| <= 1e-4 * max |torch|.
@@ -88,7 +89,8 @@ TEST_P(ReferenceTest, MatchesTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest,
-                         ::testing::Values("g2p_post", "g2p_pre", "g2p_deepnorm", "lm_pre", "lm_post"));
+                         ::testing::Values("g2p_post", "g2p_pre", "g2p_deepnorm", "lm_pre", "lm_post", "g2p_modern",
+                                           "lm_modern"));
 
 }  // namespace
 }  // namespace pst

@@ -9,7 +9,8 @@ weights after 3 steps of clip_grad_norm_ + AdamW under the warmup schedule.
 pst's own outputs (pst.safetensors) are not committed: the C++ tests
 recompute them.
 
-Usage: tests/reference/gen_fixtures.py BUILD/bin/pst   (Debian's python3-torch)
+Usage: tests/reference/gen_fixtures.py BUILD/bin/pst [NAME...]   (Debian's python3-torch)
+With NAMEs, only those configs (e.g. lm_modern) are regenerated.
 """
 import os
 import subprocess
@@ -23,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     pst = sys.argv[1] if len(sys.argv) > 1 else "build/bin/pst"
     configs = sorted(f for f in os.listdir(os.path.join(HERE, "configs")) if f.endswith(".toml"))
+    if len(sys.argv) > 2:
+        configs = [c for c in configs if c[:-5] in sys.argv[2:]]
     for cfg in configs:
         name = cfg[:-5]
         out = os.path.join(HERE, "fixtures", name)

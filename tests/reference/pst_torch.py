@@ -14,7 +14,13 @@ pst weights file loads with load_state_dict (the mapping is in docs/design.md):
 nn.TransformerEncoderLayer / DecoderLayer are used for pre- and post-LN with
 biases. PyTorch 1.13's layers have neither DeepNorm's residual scale nor a
 bias switch, so those variants are composed from nn.MultiheadAttention,
-nn.Linear and nn.LayerNorm with the same parameter names.
+nn.Linear and nn.LayerNorm with the same parameter names. Models with the
+blocks of current LMs (RMSNorm, rotary positions, SwiGLU, grouped-query
+attention) are composed from ModernLayer, whose attention is written out
+with torch operations under the same names: in_proj_weight holds the query
+rows (d_model), then the key rows and the value rows (kv_heads * head size
+each); a SwiGLU linear1 holds the gate rows (ffn_dim), then the rows the
+gate multiplies.
 
 Files are read and written with a small safetensors reader/writer (numpy),
 since Debian has no python3-safetensors.
@@ -76,9 +82,134 @@ def read_config(path):
 
 # ---- model -----------------------------------------------------------------
 
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight (PyTorch 1.13 has no nn.RMSNorm)."""
+
+    def __init__(self, C, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(C))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(m, C):
+    if m.get("norm_type", "layernorm") == "rmsnorm":
+        return RMSNorm(C, m["layernorm_eps"])
+    return nn.LayerNorm(C, eps=m["layernorm_eps"])
+
+
+def rope_tables(max_len, D, theta):
+    """cos and sin (max_len, D/2) of angle p * theta^(-2i/D), in float64 then rounded."""
+    p = np.arange(max_len, dtype=np.float64)[:, None]
+    i = np.arange(D // 2, dtype=np.float64)[None, :]
+    angle = p * theta ** (-2.0 * i / D)
+    return torch.from_numpy(np.cos(angle).astype(np.float32)), torch.from_numpy(np.sin(angle).astype(np.float32))
+
+
+def rotate(x, cos, sin):
+    """Rotary positions on x (B, heads, L, D): columns i and i + D/2 form a pair."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped key/value heads and optional rotary
+    positions; parameters named as nn.MultiheadAttention's."""
+
+    def __init__(self, C, H, kv_heads, bias):
+        super().__init__()
+        self.C, self.H, self.KVH, self.D = C, H, kv_heads, C // H
+        rows = C + 2 * kv_heads * self.D
+        self.in_proj_weight = nn.Parameter(torch.empty(rows, C))
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.zeros(rows))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(C, C, bias=bias)
+
+    def forward(self, x, mem=None, key_padding_mask=None, causal=False, rope=None):
+        C, H, KVH, D = self.C, self.H, self.KVH, self.D
+        W, b = self.in_proj_weight, self.in_proj_bias
+        src = x if mem is None else mem
+        B, L, Lk = x.shape[0], x.shape[1], src.shape[1]
+        q = F.linear(x, W[:C], None if b is None else b[:C]).view(B, L, H, D).transpose(1, 2)
+        kv = F.linear(src, W[C:], None if b is None else b[C:])
+        k = kv[..., :KVH * D].reshape(B, Lk, KVH, D).transpose(1, 2)
+        v = kv[..., KVH * D:].reshape(B, Lk, KVH, D).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope
+            q, k = rotate(q, cos[:L], sin[:L]), rotate(k, cos[:Lk], sin[:Lk])
+        k = k.repeat_interleave(H // KVH, dim=1)
+        v = v.repeat_interleave(H // KVH, dim=1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if causal:
+            future = torch.triu(torch.ones(L, Lk, dtype=torch.bool), diagonal=1)
+            scores = scores.masked_fill(future, float("-inf"))
+        out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, L, C)
+        return self.out_proj(out)
+
+
+class ModernLayer(nn.Module):
+    """An encoder, decoder or decoder-only layer of any of pst's blocks."""
+
+    def __init__(self, m, cross, alpha):
+        super().__init__()
+        C, H, Fd, bias = m["d_model"], m["heads"], m["ffn_dim"], m["bias"]
+        kvh = m.get("kv_heads", 0) or H
+        self.gated = m["activation"] == "swiglu"
+        self.self_attn = Attention(C, H, kvh, bias)
+        if cross:
+            self.multihead_attn = Attention(C, H, kvh, bias)
+        self.linear1 = nn.Linear(C, 2 * Fd if self.gated else Fd, bias=bias)
+        self.linear2 = nn.Linear(Fd, C, bias=bias)
+        for i in range(3 if cross else 2):
+            setattr(self, f"norm{i + 1}", make_norm(m, C))
+        self.act = None if self.gated else activation_fn(m["activation"])
+        self.Fd, self.cross, self.pre, self.alpha = Fd, cross, m["norm"] == "pre", alpha
+
+    def forward(self, x, pad, causal, rope, mem=None, mem_pad=None):
+        def ff(h):
+            h = self.linear1(h)
+            h = F.silu(h[..., :self.Fd]) * h[..., self.Fd:] if self.gated else self.act(h)
+            return self.linear2(h)
+
+        blocks = [lambda h: self.self_attn(h, key_padding_mask=pad, causal=causal, rope=rope)]
+        if self.cross:
+            blocks.append(lambda h: self.multihead_attn(h, mem=mem, key_padding_mask=mem_pad))
+        blocks.append(ff)
+        for i, f in enumerate(blocks):
+            norm = getattr(self, f"norm{i + 1}")
+            x = x + f(norm(x)) if self.pre else norm(self.alpha * x + f(x))
+        return x
+
+
+class Stack(nn.Module):
+    """`layers` and, pre-LN, the final `norm`: the names of nn.TransformerEncoder's."""
+
+    def __init__(self, layers, norm):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+
+    def forward(self, x, **kw):
+        for layer in self.layers:
+            x = layer(x, **kw)
+        return self.norm(x) if self.norm is not None else x
+
+
+def is_modern(m):
+    return (m.get("norm_type", "layernorm") == "rmsnorm" or m["positions"] == "rope"
+            or m["activation"] == "swiglu" or (m.get("kv_heads", 0) or m["heads"]) != m["heads"])
+
+
 def activation_fn(name):
     return {"relu": F.relu, "gelu": F.gelu,
-            "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}[name]
+            "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "swiglu": None}[name]
 
 
 def deepnorm_alphas(m):
@@ -185,6 +316,12 @@ class PstTransformer(nn.Module):
         enc_alpha, dec_alpha = deepnorm_alphas(m)
         self.scale = math.sqrt(C) if m["scale_embeddings"] else 1.0
         learned = m["positions"] == "learned"
+        self.modern = is_modern(m)
+        self.rope = rope_tables(m["max_len"], C // H, m.get("rope_theta", 10000.0)) \
+            if m["positions"] == "rope" else None
+        if self.modern:
+            self.build_modern(m, src_vocab, tgt_vocab, learned, pre, enc_alpha, dec_alpha)
+            return
 
         def enc_layer(alpha):
             if standard:
@@ -227,9 +364,34 @@ class PstTransformer(nn.Module):
             self.output = OutputBias(tgt_vocab)
         self.register_buffer("pe", sinusoidal(m["max_len"], C), persistent=False)
 
+    def build_modern(self, m, src_vocab, tgt_vocab, learned, pre, enc_alpha, dec_alpha):
+        C = m["d_model"]
+        prefixes = [("src_", "encoder", enc_alpha, m["encoder_layers"], False, src_vocab),
+                    ("tgt_", "decoder", dec_alpha, m["decoder_layers"], True, tgt_vocab)]
+        if not self.enc_dec:
+            prefixes = [("", None, dec_alpha, m["decoder_layers"], False, tgt_vocab)]
+        for p, stack, alpha, n, cross, vocab in prefixes:
+            setattr(self, p + "embed", nn.Embedding(vocab, C))
+            if learned:
+                setattr(self, p + "pos", nn.Embedding(m["max_len"], C))
+            layers = [ModernLayer(m, cross, alpha) for _ in range(n)]
+            if stack is None:
+                self.layers = nn.ModuleList(layers)
+                if pre:
+                    self.norm = make_norm(m, C)
+            else:
+                setattr(self, stack, Stack(layers, make_norm(m, C) if pre else None))
+        if not m["tie_embeddings"]:
+            self.output = nn.Linear(C, tgt_vocab, bias=m["bias"])
+        elif m["bias"]:
+            self.output = OutputBias(tgt_vocab)
+        self.register_buffer("pe", sinusoidal(m["max_len"], C), persistent=False)
+
     def embed_tokens(self, ids, table, pos):
         L = ids.shape[1]
         x = table(ids) * self.scale
+        if self.rope is not None:
+            return x
         return x + (pos.weight[:L] if pos is not None else self.pe[:L])
 
     def output_weight(self):
@@ -242,7 +404,21 @@ class PstTransformer(nn.Module):
         B, T = tgt_in.shape
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
         tgt_pad = torch.arange(T)[None, :] >= torch.from_numpy(batch["tgt_len"]).long()[:, None]
-        if self.enc_dec:
+        if self.modern:
+            h = self.embed_tokens(tgt_in, self.tgt_embed if self.enc_dec else self.embed,
+                                  getattr(self, "tgt_pos" if self.enc_dec else "pos", None))
+            if self.enc_dec:
+                src = torch.from_numpy(batch["src"]).long()
+                src_pad = torch.arange(src.shape[1])[None, :] >= torch.from_numpy(batch["src_len"]).long()[:, None]
+                x = self.embed_tokens(src, self.src_embed, getattr(self, "src_pos", None))
+                mem = self.encoder(x, pad=src_pad, causal=False, rope=self.rope)
+                h = self.decoder(h, pad=tgt_pad, causal=True, rope=self.rope, mem=mem, mem_pad=src_pad)
+            else:
+                for layer in self.layers:
+                    h = layer(h, pad=tgt_pad, causal=True, rope=self.rope)
+                if getattr(self, "norm", None) is not None:
+                    h = self.norm(h)
+        elif self.enc_dec:
             src = torch.from_numpy(batch["src"]).long()
             S = src.shape[1]
             src_pad = torch.arange(S)[None, :] >= torch.from_numpy(batch["src_len"]).long()[:, None]
@@ -341,3 +517,91 @@ def run_steps(job, weights, batch, steps):
     out["lr"] = np.array(out["lr"], dtype=np.float32)
     out["grad_norm"] = np.array(out["grad_norm"], dtype=np.float32)
     return out
+
+
+# ---- loading a trained model -------------------------------------------------
+
+def read_metadata(path):
+    """The __metadata__ of a safetensors file (pst keeps the job config and
+    the vocabularies there)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return header.get("__metadata__", {})
+
+
+def load(path):
+    """A pst model file (model.safetensors or best.safetensors) as a PyTorch
+    module in eval mode; its job config is model.job, and a G2P model's
+    vocabularies are model.letters and model.phones (ids are list indices).
+
+        import pst_torch
+        model = pst_torch.load("runs/g2p-small/model.safetensors")
+        print(pst_torch.g2p_greedy(model, "hello"))
+    """
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise ValueError(f"{path}: no 'config' metadata; not a pst model file")
+    job = tomllib.loads(meta["config"])
+    weights = read_safetensors(path)
+    m = job["model"]
+    enc_dec = m["kind"] == "encoder_decoder"
+    tgt_vocab = weights["tgt_embed.weight" if enc_dec else "embed.weight"].shape[0]
+    src_vocab = weights["src_embed.weight"].shape[0] if enc_dec else 0
+    model = PstTransformer(m, src_vocab, tgt_vocab)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: names do not match the model: missing {missing}, unexpected {unexpected}")
+    model.eval()
+    model.job = job
+    model.letters = json.loads(meta["letters"]) if "letters" in meta else None
+    model.phones = json.loads(meta["phones"]) if "phones" in meta else None
+    return model
+
+
+def _run(model, src, tgt):
+    batch = {"tgt_in": np.array([tgt], np.int32), "tgt_len": np.array([len(tgt)], np.int32)}
+    if src is not None:
+        batch["src"] = np.array([src], np.int32)
+        batch["src_len"] = np.array([len(src)], np.int32)
+    with torch.no_grad():
+        return model(batch)[0, -1]
+
+
+def g2p_greedy(model, word):
+    """The phones of `word` by greedy decoding, as `pst predict` gives them:
+    letters lowercased (ASCII), unknown ones as <unk>, at most 2 x letters + 5
+    phones, never <pad>, <s> or <unk>."""
+    index = {t: i for i, t in enumerate(model.letters)}
+    src = [index.get(c.lower() if c.isascii() else c, 3) for c in word] + [2]
+    out = [1]
+    limit = min(2 * len(word) + 5, model.job["model"]["max_len"] - 1)
+    for _ in range(limit):
+        logits = _run(model, src, out)
+        logits[[0, 1, 3]] = float("-inf")
+        nxt = int(logits.argmax())
+        if nxt == 2:
+            break
+        out.append(nxt)
+    return [model.phones[i] for i in out[1:]]
+
+
+def lm_greedy(model, prompt, n):
+    """`n` more bytes after `prompt` by greedy decoding (a byte-level LM)."""
+    ids = list(prompt.encode())
+    max_len = model.job["model"]["max_len"]
+    for _ in range(n):
+        ids.append(int(_run(model, None, ids[-max_len:]).argmax()))
+    return bytes(ids[len(prompt.encode()):]).decode(errors="replace")
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) < 3:
+        raise SystemExit("usage: pst_torch.py MODEL.safetensors WORD... (G2P) | PROMPT (LM)")
+    mdl = load(sys.argv[1])
+    for arg in sys.argv[2:]:
+        if mdl.letters is not None:
+            print(arg, " ".join(g2p_greedy(mdl, arg)))
+        else:
+            print(repr(arg + lm_greedy(mdl, arg, 40)))

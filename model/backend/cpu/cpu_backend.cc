@@ -205,8 +205,97 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C,
+                       float eps) override {
+#pragma omp parallel for schedule(static) if (rows * C > 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * C;
+      float* yr = y + r * C;
+      float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+      const float s = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * s * w[c];
+      rstd[r] = s;
+    }
+  }
+
+  void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                        int64_t rows, int64_t C) override {
+    // As layernorm_backward: dx row by row, dw over blocks of rows in order.
+    // dx = s * (dy*w - xhat * mean(dy*w*xhat)) with xhat = x * s.
+    const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+    std::vector<float> partial(static_cast<size_t>(blocks) * C, 0.0f);
+#pragma omp parallel for schedule(static) if (rows * C > 32768)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      float* pdw = partial.data() + static_cast<size_t>(blk) * C;
+      for (int64_t r = blk * kRowBlock; r < std::min(rows, (blk + 1) * kRowBlock); ++r) {
+        const float* xr = x + r * C;
+        const float* dyr = dy + r * C;
+        float* dxr = dx + r * C;
+        const float s = rstd[r];
+        float sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_gx)
+        for (int64_t c = 0; c < C; ++c) {
+          const float xhat = xr[c] * s;
+          sum_gx += dyr[c] * w[c] * xhat;
+          pdw[c] += dyr[c] * xhat;
+        }
+        const float mgx = sum_gx / static_cast<float>(C);
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) dxr[c] = s * (dyr[c] * w[c] - xr[c] * s * mgx);
+      }
+    }
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const float* pdw = partial.data() + static_cast<size_t>(blk) * C;
+      for (int64_t c = 0; c < C; ++c) dw[c] += pdw[c];
+    }
+  }
+
+  void rope(float* x, int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t D, const float* cos, const float* sin,
+            int64_t first, bool inverse) override {
+    const int64_t half = D / 2;
+#pragma omp parallel for schedule(static) if (B * T * heads * D > 65536)
+    for (int64_t r = 0; r < B * T; ++r) {
+      const int64_t at = (first + r % T) * half;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* head = x + r * ld + h * D;
+#pragma omp simd
+        for (int64_t i = 0; i < half; ++i) rotate_pair(head[i], head[i + half], cos[at + i], sin[at + i], inverse);
+      }
+    }
+  }
+
+  void swiglu_forward(float* y, const float* x, int64_t rows, int64_t F) override {
+#pragma omp parallel for schedule(static) if (rows * F > 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = x + r * 2 * F;
+      float* yr = y + r * F;
+#pragma omp simd
+      for (int64_t j = 0; j < F; ++j) yr[j] = silu(g[j]) * g[F + j];
+    }
+  }
+
+  void swiglu_backward(float* dx, const float* dy, const float* x, int64_t rows, int64_t F) override {
+#pragma omp parallel for schedule(static) if (rows * F > 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = x + r * 2 * F;
+      const float* dyr = dy + r * F;
+      float* dxr = dx + r * 2 * F;
+#pragma omp simd
+      for (int64_t j = 0; j < F; ++j) {
+        dxr[j] = dyr[j] * g[F + j] * silu_grad(g[j]);
+        dxr[F + j] = dyr[j] * silu(g[j]);
+      }
+    }
+  }
+
   void activation_forward(Activation a, float* y, const float* x, int64_t n) override {
     switch (a) {
+      case Activation::kSwiGLU:
+        PST_CHECK_MSG(false, "swiglu is swiglu_forward's, not an element-wise activation");
+        break;
       case Activation::kRelu:
 #pragma omp parallel for simd schedule(static) if (n > 32768)
         for (int64_t i = 0; i < n; ++i) y[i] = relu(x[i]);
@@ -224,6 +313,9 @@ class CpuBackend final : public Backend {
 
   void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n) override {
     switch (a) {
+      case Activation::kSwiGLU:
+        PST_CHECK_MSG(false, "swiglu is swiglu_backward's, not an element-wise activation");
+        break;
       case Activation::kRelu:
 #pragma omp parallel for simd schedule(static) if (n > 32768)
         for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * relu_grad(x[i]);
@@ -366,56 +458,61 @@ class CpuBackend final : public Backend {
     {
       std::vector<float> dP(static_cast<size_t>(block));
       std::vector<float> dropped(p > 0.0f ? static_cast<size_t>(block) : 0);
+      // One task per key/value head: its query heads add into its dK and dV
+      // in order.
+      const int64_t group = d.group(), kv_heads = d.H / group;
 #pragma omp for collapse(2) schedule(static)
       for (int64_t b = 0; b < d.B; ++b) {
-        for (int64_t h = 0; h < d.H; ++h) {
-          const float* qb = q + d.q_at(b, h);
-          const float* kb = k + d.k_at(b, h);
-          const float* vb = v + d.v_at(b, h);
-          const float* dob = dout + d.out_at(b, h);
-          float* dqb = dq + d.q_at(b, h);
-          float* dkb = dk + d.k_at(b, h);
-          float* dvb = dv + d.v_at(b, h);
-          const int64_t offset = d.probs_at(b, h);
-          const float* P = probs + offset;
+        for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
           const int64_t len = std::clamp<int64_t>(key_len[b], 0, d.Tk);
-          // dK and dV accumulate over query blocks; keys no block sees get 0.
+          const float* kb = k + d.k_at(b, kvh * group);
+          const float* vb = v + d.v_at(b, kvh * group);
+          float* dkb = dk + d.k_at(b, kvh * group);
+          float* dvb = dv + d.v_at(b, kvh * group);
+          // dK and dV accumulate over query blocks and heads; keys no block sees get 0.
           for (int64_t j = 0; j < d.Tk; ++j) {
             std::fill(dkb + j * d.ldk, dkb + j * d.ldk + d.D, 0.0f);
             std::fill(dvb + j * d.ldv, dvb + j * d.ldv + d.D, 0.0f);
           }
-          for (const QueryBlock& qb_ : query_blocks(d, len)) {
-            const int64_t rows = qb_.i1 - qb_.i0, nk = qb_.keys;
-            const float* Pb = P + qb_.i0 * d.Tk;
-            if (nk == 0) {
-              for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(dqb + i * d.ldq, dqb + i * d.ldq + d.D, 0.0f);
-              continue;
-            }
-            const float* used = Pb;
-            if (p > 0.0f) {
-              apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
-              used = dropped.data();
-            }
-            const float* dO = dob + qb_.i0 * d.ldo;
-            // dV += P_dropped^T dO
-            sgemm(true, false, nk, d.D, rows, 1.0f, used, d.Tk, dO, d.ldo, 1.0f, dvb, d.ldv);
-            // dP_dropped = dO V^T, then back through dropout
-            float* g = dP.data();
-            sgemm(false, true, rows, nk, d.D, 1.0f, dO, d.ldo, vb, d.ldv, 0.0f, g, d.Tk);
-            if (p > 0.0f) apply_dropout(g, g, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
-            // softmax backward: dS = P * (dP - sum(dP * P)); entries past nk are 0
-            for (int64_t r = 0; r < rows; ++r) {
-              const float* pr = Pb + r * d.Tk;
-              float* gr = g + r * d.Tk;
-              float dot = 0.0f;
+          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+            const float* qb = q + d.q_at(b, h);
+            const float* dob = dout + d.out_at(b, h);
+            float* dqb = dq + d.q_at(b, h);
+            const int64_t offset = d.probs_at(b, h);
+            const float* P = probs + offset;
+            for (const QueryBlock& qb_ : query_blocks(d, len)) {
+              const int64_t rows = qb_.i1 - qb_.i0, nk = qb_.keys;
+              const float* Pb = P + qb_.i0 * d.Tk;
+              if (nk == 0) {
+                for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(dqb + i * d.ldq, dqb + i * d.ldq + d.D, 0.0f);
+                continue;
+              }
+              const float* used = Pb;
+              if (p > 0.0f) {
+                apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
+                used = dropped.data();
+              }
+              const float* dO = dob + qb_.i0 * d.ldo;
+              // dV += P_dropped^T dO
+              sgemm(true, false, nk, d.D, rows, 1.0f, used, d.Tk, dO, d.ldo, 1.0f, dvb, d.ldv);
+              // dP_dropped = dO V^T, then back through dropout
+              float* g = dP.data();
+              sgemm(false, true, rows, nk, d.D, 1.0f, dO, d.ldo, vb, d.ldv, 0.0f, g, d.Tk);
+              if (p > 0.0f) apply_dropout(g, g, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
+              // softmax backward: dS = P * (dP - sum(dP * P)); entries past nk are 0
+              for (int64_t r = 0; r < rows; ++r) {
+                const float* pr = Pb + r * d.Tk;
+                float* gr = g + r * d.Tk;
+                float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-              for (int64_t j = 0; j < nk; ++j) dot += gr[j] * pr[j];
+                for (int64_t j = 0; j < nk; ++j) dot += gr[j] * pr[j];
 #pragma omp simd
-              for (int64_t j = 0; j < nk; ++j) gr[j] = pr[j] * (gr[j] - dot);
+                for (int64_t j = 0; j < nk; ++j) gr[j] = pr[j] * (gr[j] - dot);
+              }
+              // dQ = scale * dS K ; dK += scale * dS^T Q
+              sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f, dqb + qb_.i0 * d.ldq, d.ldq);
+              sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f, dkb, d.ldk);
             }
-            // dQ = scale * dS K ; dK += scale * dS^T Q
-            sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f, dqb + qb_.i0 * d.ldq, d.ldq);
-            sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f, dkb, d.ldk);
           }
         }
       }

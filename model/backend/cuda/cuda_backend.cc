@@ -164,6 +164,26 @@ class CudaBackend final : public Backend {
                              column_scratch_.get<float>(cuda::column_scratch(rows, C)), stream_);
   }
 
+  void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C,
+                       float eps) override {
+    cuda::rmsnorm_forward(y, rstd, x, w, rows, C, eps, stream_);
+  }
+  void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                        int64_t rows, int64_t C) override {
+    cuda::rmsnorm_backward(dx, dw, dy, x, w, rstd, rows, C, column_scratch_.get<float>(cuda::column_scratch(rows, C)),
+                           stream_);
+  }
+  void rope(float* x, int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t D, const float* cos, const float* sin,
+            int64_t first, bool inverse) override {
+    cuda::rope(x, ld, B, T, heads, D, cos, sin, first, inverse, stream_);
+  }
+  void swiglu_forward(float* y, const float* x, int64_t rows, int64_t F) override {
+    cuda::swiglu_forward(y, x, rows, F, stream_);
+  }
+  void swiglu_backward(float* dx, const float* dy, const float* x, int64_t rows, int64_t F) override {
+    cuda::swiglu_backward(dx, dy, x, rows, F, stream_);
+  }
+
   void activation_forward(Activation a, float* y, const float* x, int64_t n) override {
     cuda::activation_forward(a, y, x, n, stream_);
   }
@@ -206,14 +226,14 @@ class CudaBackend final : public Backend {
     if (d.B == 0 || d.Tq == 0) return;
     const int64_t TT = d.Tq * d.Tk, HTT = d.H * TT;
     for (int64_t h = 0; h < d.H; ++h)
-      gemm_batched(false, true, d.Tq, d.Tk, d.D, d.scale, q + h * d.D, d.ldq, d.Tq * d.ldq, k + h * d.D, d.ldk,
+      gemm_batched(false, true, d.Tq, d.Tk, d.D, d.scale, q + h * d.D, d.ldq, d.Tq * d.ldq, k + d.k_at(0, h), d.ldk,
                    d.k_batch(), 0.0f, probs + h * TT, d.Tk, HTT, d.B);
     float* dropped = p > 0.0f ? attn_dropped_.get<float>(static_cast<size_t>(d.B * HTT)) : nullptr;
     cuda::attention_softmax(d, key_len, probs, dropped, p, key, stream_);
     const float* used = dropped ? dropped : probs;
     for (int64_t h = 0; h < d.H; ++h)
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + h * d.D, d.ldv, d.v_batch(), 0.0f,
-                   out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, 1.0f, used + h * TT, d.Tk, HTT, v + d.v_at(0, h), d.ldv, d.v_batch(),
+                   0.0f, out + h * d.D, d.ldo, d.Tq * d.ldo, d.B);
   }
 
   void attention_backward(const AttentionDims& d, const float* q, const float* k, const float* v,
@@ -228,20 +248,23 @@ class CudaBackend final : public Backend {
       used = dropped;
     }
     float* g = attn_grad_.get<float>(static_cast<size_t>(n));
+    // A key/value head shared by a group of query heads gets their gradients
+    // added in order of h (the products run one after another on the stream).
+    auto first_of_group = [&](int64_t h) { return h % d.group() == 0 ? 0.0f : 1.0f; };
     for (int64_t h = 0; h < d.H; ++h) {
-      // dV = P_dropped^T dO; dP_dropped = dO V^T
+      // dV (+)= P_dropped^T dO; dP_dropped = dO V^T
       gemm_batched(true, false, d.Tk, d.D, d.Tq, 1.0f, used + h * TT, d.Tk, HTT, dout + h * d.D, d.ldo, d.Tq * d.ldo,
-                   0.0f, dv + h * d.D, d.ldv, d.v_batch(), d.B);
-      gemm_batched(false, true, d.Tq, d.Tk, d.D, 1.0f, dout + h * d.D, d.ldo, d.Tq * d.ldo, v + h * d.D, d.ldv,
+                   first_of_group(h), dv + d.v_at(0, h), d.ldv, d.v_batch(), d.B);
+      gemm_batched(false, true, d.Tq, d.Tk, d.D, 1.0f, dout + h * d.D, d.ldo, d.Tq * d.ldo, v + d.v_at(0, h), d.ldv,
                    d.v_batch(), 0.0f, g + h * TT, d.Tk, HTT, d.B);
     }
     cuda::attention_softmax_backward(d, probs, g, p, key, stream_);
     for (int64_t h = 0; h < d.H; ++h) {
-      // dQ = scale dS K; dK = scale dS^T Q
-      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + h * d.D, d.ldk, d.k_batch(), 0.0f,
-                   dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
-      gemm_batched(true, false, d.Tk, d.D, d.Tq, d.scale, g + h * TT, d.Tk, HTT, q + h * d.D, d.ldq, d.Tq * d.ldq, 0.0f,
-                   dk + h * d.D, d.ldk, d.k_batch(), d.B);
+      // dQ = scale dS K; dK (+)= scale dS^T Q
+      gemm_batched(false, false, d.Tq, d.D, d.Tk, d.scale, g + h * TT, d.Tk, HTT, k + d.k_at(0, h), d.ldk, d.k_batch(),
+                   0.0f, dq + h * d.D, d.ldq, d.Tq * d.ldq, d.B);
+      gemm_batched(true, false, d.Tk, d.D, d.Tq, d.scale, g + h * TT, d.Tk, HTT, q + h * d.D, d.ldq, d.Tq * d.ldq,
+                   first_of_group(h), dk + d.k_at(0, h), d.ldk, d.k_batch(), d.B);
     }
   }
 

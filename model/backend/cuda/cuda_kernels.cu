@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "core/status.h"
 #include "model/backend.h"
 #include "model/backend/cuda/cuda_kernels.h"
 
@@ -227,6 +228,77 @@ __global__ void layernorm_backward_kernel(float* dx, const float* dy, const floa
   const float mgx = warp_sum(sum_gx) / static_cast<float>(C);
   float* dxr = dx + r * C;
   for (int64_t c = threadIdx.x; c < C; c += 32) dxr[c] = s * (dyr[c] * w[c] - mg - ((xr[c] - m) * s) * mgx);
+}
+
+// ---- RMSNorm: one warp per row ---------------------------------------------
+
+__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C,
+                                       float eps) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
+  if (r >= rows) return;
+  const float* xr = x + r * C;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += 32) ss += xr[c] * xr[c];
+  const float rs = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(C) + eps);
+  float* yr = y + r * C;
+  for (int64_t c = threadIdx.x; c < C; c += 32) yr[c] = xr[c] * rs * w[c];
+  if (threadIdx.x == 0) rstd[r] = rs;
+}
+
+__global__ void rmsnorm_backward_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
+                                        int64_t rows, int64_t C) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.y;
+  if (r >= rows) return;
+  const float* xr = x + r * C;
+  const float* dyr = dy + r * C;
+  const float s = rstd[r];
+  float sum_gx = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += 32) sum_gx += dyr[c] * w[c] * (xr[c] * s);
+  const float mgx = warp_sum(sum_gx) / static_cast<float>(C);
+  float* dxr = dx + r * C;
+  for (int64_t c = threadIdx.x; c < C; c += 32) dxr[c] = s * (dyr[c] * w[c] - xr[c] * s * mgx);
+}
+
+// dy * x * rstd, the summand of RMSNorm's weight gradient.
+struct RmsProduct {
+  const float* dy;
+  const float* x;
+  const float* rstd;
+  int64_t cols;
+  __device__ float operator()(int64_t r, int64_t c) const {
+    const int64_t i = r * cols + c;
+    return dy[i] * (x[i] * rstd[r]);
+  }
+};
+
+// ---- rotary positions and SwiGLU ---------------------------------------------
+
+// One thread per (row, head, pair).
+__global__ void rope_kernel(float* x, int64_t ld, int64_t T, int64_t heads, int64_t half, const float* cos,
+                            const float* sin, int64_t first, bool inverse, int64_t n) {
+  PST_FOR_EACH(idx, n) {
+    const int64_t i = idx % half, h = (idx / half) % heads, r = idx / (half * heads);
+    const int64_t at = (first + r % T) * half + i;
+    float* head = x + r * ld + h * 2 * half;
+    rotate_pair(head[i], head[i + half], cos[at], sin[at], inverse);
+  }
+}
+
+__global__ void swiglu_forward_kernel(float* y, const float* x, int64_t F, int64_t n) {
+  PST_FOR_EACH(idx, n) {
+    const int64_t r = idx / F, j = idx % F;
+    const float* g = x + r * 2 * F;
+    y[idx] = silu(g[j]) * g[F + j];
+  }
+}
+
+__global__ void swiglu_backward_kernel(float* dx, const float* dy, const float* x, int64_t F, int64_t n) {
+  PST_FOR_EACH(idx, n) {
+    const int64_t r = idx / F, j = idx % F;
+    const float* g = x + r * 2 * F;
+    dx[r * 2 * F + j] = dy[idx] * g[F + j] * silu_grad(g[j]);
+    dx[r * 2 * F + F + j] = dy[idx] * silu(g[j]);
+  }
 }
 
 // ---- embeddings -------------------------------------------------------------
@@ -466,6 +538,33 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
   column_reduce(db, PlainValue{dy, C}, rows, C, scratch, stream);
 }
 
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C, float eps,
+                     cudaStream_t stream) {
+  if (rows == 0) return;
+  rmsnorm_forward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(y, rstd, x, w, rows, C, eps);
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      int64_t rows, int64_t C, float* scratch, cudaStream_t stream) {
+  if (rows == 0) return;
+  rmsnorm_backward_kernel<<<row_blocks(rows), dim3(32, kRowsPerBlock), 0, stream>>>(dx, dy, x, w, rstd, rows, C);
+  column_reduce(dw, RmsProduct{dy, x, rstd, C}, rows, C, scratch, stream);
+}
+
+void rope(float* x, int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t D, const float* cos, const float* sin,
+          int64_t first, bool inverse, cudaStream_t stream) {
+  const int64_t n = B * T * heads * (D / 2);
+  if (n > 0) rope_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, ld, T, heads, D / 2, cos, sin, first, inverse, n);
+}
+
+void swiglu_forward(float* y, const float* x, int64_t rows, int64_t F, cudaStream_t stream) {
+  if (rows * F > 0) swiglu_forward_kernel<<<grid_for(rows * F), kThreads, 0, stream>>>(y, x, F, rows * F);
+}
+
+void swiglu_backward(float* dx, const float* dy, const float* x, int64_t rows, int64_t F, cudaStream_t stream) {
+  if (rows * F > 0) swiglu_backward_kernel<<<grid_for(rows * F), kThreads, 0, stream>>>(dx, dy, x, F, rows * F);
+}
+
 void activation_forward(Activation a, float* y, const float* x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   switch (a) {
@@ -478,6 +577,7 @@ void activation_forward(Activation a, float* y, const float* x, int64_t n, cudaS
     case Activation::kGeluTanh:
       activation_forward_kernel<Activation::kGeluTanh><<<grid_for(n), kThreads, 0, stream>>>(y, x, n);
       break;
+    case Activation::kSwiGLU: PST_CHECK_MSG(false, "swiglu is swiglu_forward's, not an element-wise activation");
   }
 }
 
@@ -493,6 +593,7 @@ void activation_backward(Activation a, float* dx, const float* dy, const float* 
     case Activation::kGeluTanh:
       activation_backward_kernel<Activation::kGeluTanh><<<grid_for(n), kThreads, 0, stream>>>(dx, dy, x, n);
       break;
+    case Activation::kSwiGLU: PST_CHECK_MSG(false, "swiglu is swiglu_backward's, not an element-wise activation");
   }
 }
 

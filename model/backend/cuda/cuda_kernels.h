@@ -38,6 +38,15 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
                         const float* mean, const float* rstd, int64_t rows, int64_t C, float* scratch,
                         cudaStream_t stream);
 
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t C, float eps,
+                     cudaStream_t stream);
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      int64_t rows, int64_t C, float* scratch, cudaStream_t stream);
+void rope(float* x, int64_t ld, int64_t B, int64_t T, int64_t heads, int64_t D, const float* cos, const float* sin,
+          int64_t first, bool inverse, cudaStream_t stream);
+void swiglu_forward(float* y, const float* x, int64_t rows, int64_t F, cudaStream_t stream);
+void swiglu_backward(float* dx, const float* dy, const float* x, int64_t rows, int64_t F, cudaStream_t stream);
+
 void activation_forward(Activation a, float* y, const float* x, int64_t n, cudaStream_t stream);
 void activation_backward(Activation a, float* dx, const float* dy, const float* x, int64_t n, cudaStream_t stream);
 
