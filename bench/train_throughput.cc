@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
   } else {
     for (int i = 0; i < 1 << 20; ++i) bytes.push_back(static_cast<uint8_t>((i * 2654435761u) >> 24));
   }
-  TextDataset data(&bytes, 256);
+  const TokenStream stream = tokenize(Tokenizer(), bytes);
+  TextDataset data(&stream, 256);
   BatchIterator it(&data, batch, 1);
 
   auto backend = make_backend(*spec, dev_job.train.matmul, threads);

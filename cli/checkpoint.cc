@@ -102,7 +102,8 @@ int run_checkpoint_export(const std::string& dir, const std::string& out) {
   auto state = load_shard(*path, *m, model.table(), whole_tensors(model.table()));
   if (!state.ok()) return fail(state.status());
   model.set_weights(state->weights.data(), 0, model.num_params());
-  s = save_model(out, *job, model, data->g2p ? &data->g2p->letters : nullptr, data->g2p ? &data->g2p->phones : nullptr);
+  s = save_model(out, *job, model, data->g2p ? &data->g2p->letters : nullptr, data->g2p ? &data->g2p->phones : nullptr,
+                 &data->tokenizer);
   if (!s.ok()) return fail(s);
   spdlog::info("wrote {}: the weights of step {} ({} tensors) from {}", out, m->step, model.table().size(), *path);
   return 0;

@@ -41,6 +41,16 @@ struct EvalArgs {
   int threads = 0;
   DecodeOptions decode;
 };
+// `pst tokenizer train --data PATH --vocab N --out FILE`: a SentencePiece
+// model (BPE or unigram) learnt from the training split of PATH (or all of
+// it with --whole), for data.tokenizer = "sentencepiece".
+struct TokenizerArgs {
+  std::string data, out, type = "bpe";
+  int64_t vocab = 8000;
+  bool whole = false;
+};
+int run_tokenizer_train(const TokenizerArgs& args);
+
 // `pst config defaults`: a job file of every key at its default, each key
 // under its one-line doc. `pst config show --config F [--set ...]`: the same
 // for a job's resolved settings.

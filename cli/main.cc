@@ -43,6 +43,9 @@ struct Flags {
   std::string ck_dir, ck_out, key_out, health_endpoint = "127.0.0.1:9100";
   double health_timeout = 3;
   pst::ConfigArgs show_args;
+
+  CLI::App* tokenizer_train = nullptr;
+  pst::TokenizerArgs tokenizer_args;
 };
 
 void add_train(CLI::App& app, Flags& f) {
@@ -139,6 +142,17 @@ void add_job_tools(CLI::App& app, Flags& f) {
   f.health->add_option("endpoint", f.health_endpoint, "HOST:PORT of its metrics endpoint (default 127.0.0.1:9100)");
   f.health->add_option("--timeout", f.health_timeout, "Seconds to wait for the answer");
 
+  auto* tokenizer = app.add_subcommand("tokenizer", "Subword tokenizers for language models");
+  tokenizer->require_subcommand(1);
+  f.tokenizer_train =
+      tokenizer->add_subcommand("train", "Learn a SentencePiece model from text (data.tokenizer_model)");
+  f.tokenizer_train->add_option("--data", f.tokenizer_args.data, "A text file or directory, as data.path")->required();
+  f.tokenizer_train->add_option("--vocab", f.tokenizer_args.vocab, "Pieces in the model (default 8000)");
+  f.tokenizer_train->add_option("--type", f.tokenizer_args.type, "bpe (default) or unigram");
+  f.tokenizer_train->add_option("--out", f.tokenizer_args.out, "The .model file to write")->required();
+  f.tokenizer_train->add_flag("--whole", f.tokenizer_args.whole,
+                              "Learn from all of --data, not its hash split's training part");
+
   f.config = app.add_subcommand("config", "Every setting of a job file, with its default and what it does");
   f.config->require_subcommand(1);
   f.config->add_subcommand("defaults", "Print a job file of every key at its default, each with its one-line doc");
@@ -197,6 +211,7 @@ int run_command(Flags& f) {
     return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode, f.sampling);
   }
   if (*f.eval) return pst::run_eval(f.eval_args);
+  if (*f.tokenizer_train) return pst::run_tokenizer_train(f.tokenizer_args);
   if (*f.show) return pst::run_config_show(f.show_args);
   if (*f.config) return pst::run_config_defaults();
   return 1;

@@ -31,6 +31,14 @@ int run_params(const ConfigArgs& args, bool list_tensors) {
   }
   // Vocabulary sizes come from the data (G2P) or are fixed (bytes).
   int64_t src_vocab = 0, tgt_vocab = kByteVocab;
+  if (job->data.task == Task::kLM) {
+    auto tokenizer = job_tokenizer(*job);
+    if (!tokenizer.ok()) {
+      spdlog::error("{}", tokenizer.status().message());
+      return 2;
+    }
+    tgt_vocab = tokenizer->vocab_size();
+  }
   int64_t src_len = job->data.seq_len, tgt_len = job->data.seq_len;
   if (job->data.task == Task::kG2P) {
     auto corpus = load_g2p_corpus(*job);

@@ -119,9 +119,8 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
       const std::string& prompt = inputs[i];
       Sampling s = sampling;
       s.stream = i;  // each prompt its own draws
-      const auto gen =
-          generate_bytes(model, std::vector<uint8_t>(prompt.begin(), prompt.end()), bytes, decode.cache, s);
-      std::printf("%s%s\n", prompt.c_str(), std::string(gen.begin(), gen.end()).c_str());
+      const std::string gen = generate_text(model, loaded->tokenizer, prompt, bytes, decode.cache, s);
+      std::printf("%s%s\n", prompt.c_str(), gen.c_str());
     }
   }
   return 0;
@@ -183,7 +182,8 @@ int run_eval(const EvalArgs& args) {
   // --data alone: the file as one set (read whole into the test split).
   const bool whole = !args.data.empty() && which == "all";
   if (whole) splits = {Split::kTest};
-  auto data = load_task_data(job, whole ? DataUse::kEvaluateWhole : DataUse::kEvaluate);
+  // A language model's text is tokenized by the tokenizer the model file carries.
+  auto data = load_task_data(job, whole ? DataUse::kEvaluateWhole : DataUse::kEvaluate, &loaded->tokenizer);
   if (!data.ok()) return fail(data.status());
   if (data->g2p && !args.data.empty()) {
     // Another lexicon is read with the model's letters and phones.

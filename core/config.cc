@@ -37,6 +37,7 @@ PST_ENUM_NAMES(Activation, {Activation::kRelu, "relu"}, {Activation::kGelu, "gel
 PST_ENUM_NAMES(Positions, {Positions::kSinusoidal, "sinusoidal"}, {Positions::kLearned, "learned"},
                {Positions::kRope, "rope"})
 PST_ENUM_NAMES(NormType, {NormType::kLayerNorm, "layernorm"}, {NormType::kRmsNorm, "rmsnorm"})
+PST_ENUM_NAMES(TokenizerKind, {TokenizerKind::kBytes, "bytes"}, {TokenizerKind::kSentencePiece, "sentencepiece"})
 PST_ENUM_NAMES(InitScheme, {InitScheme::kXavierUniform, "xavier_uniform"},
                {InitScheme::kKaimingNormal, "kaiming_normal"}, {InitScheme::kNormal, "normal"},
                {InitScheme::kDeepNet, "deepnet"})
@@ -227,6 +228,8 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("data", "format", &d.format));
   f.push_back(make_field("data", "batch_size", &d.batch_size));
   f.push_back(make_field("data", "seq_len", &d.seq_len));
+  f.push_back(make_field("data", "tokenizer", &d.tokenizer));
+  f.push_back(make_field("data", "tokenizer_model", &d.tokenizer_model));
   f.push_back(make_field("data", "max_examples", &d.max_examples));
   f.push_back(make_field("data", "eval_max_examples", &d.eval_max_examples));
   f.push_back(make_field("data", "test_max_examples", &d.test_max_examples));
@@ -334,6 +337,7 @@ const char* to_string(NormPlacement v) { return enum_name(v); }
 const char* to_string(Activation v) { return enum_name(v); }
 const char* to_string(Positions v) { return enum_name(v); }
 const char* to_string(NormType v) { return enum_name(v); }
+const char* to_string(TokenizerKind v) { return enum_name(v); }
 const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(LexiconFormat v) { return enum_name(v); }

@@ -26,6 +26,8 @@ enum class Task { kG2P, kLM };
 // How a G2P lexicon is written (docs/design.md, Data): detected from its first
 // entry, Festival's CMUdict, CMU's cmudict.dict, or word<TAB>phones.
 enum class LexiconFormat { kAuto, kFestival, kCmudict, kTsv };
+// A language model's tokens: bytes, or the pieces of a SentencePiece model.
+enum class TokenizerKind { kBytes, kSentencePiece };
 enum class OptimizerKind { kAdamW, kAdam };
 enum class ScheduleKind { kConstant, kLinear, kCosine, kStep, kExponential, kInverseSqrt };
 enum class DeviceKind { kAuto, kCpu, kCuda };
@@ -83,10 +85,13 @@ struct DataConfig {
   std::string test;                             // test data file or directory (with data.train; empty = none)
   LexiconFormat format = LexiconFormat::kAuto;  // g2p lexicon: auto | festival | cmudict | tsv (docs/design.md, Data)
   int64_t batch_size = 256;                     // examples (words or sequences) per batch
-  int64_t seq_len = 256;                        // lm: bytes per training sequence
-  int64_t max_examples = 0;                     // use only the first N training examples (0 = all)
-  int64_t eval_max_examples = 0;                // cap on validation examples per evaluation (0 = all)
-  int64_t test_max_examples = 0;                // cap on test examples (G2P: words) at the end of training (0 = all)
+  int64_t seq_len = 256;                        // lm: tokens per training sequence
+  TokenizerKind tokenizer = TokenizerKind::kBytes;  // lm: bytes | sentencepiece (docs/design.md, Tokenizers)
+  // lm with tokenizer = sentencepiece: the .model file of `pst tokenizer train`.
+  std::string tokenizer_model;
+  int64_t max_examples = 0;       // use only the first N training examples (0 = all)
+  int64_t eval_max_examples = 0;  // cap on validation examples per evaluation (0 = all)
+  int64_t test_max_examples = 0;  // cap on test examples (G2P: words) at the end of training (0 = all)
 };
 
 struct OptimConfig {
@@ -293,6 +298,7 @@ const char* to_string(NormPlacement v);
 const char* to_string(Activation v);
 const char* to_string(Positions v);
 const char* to_string(NormType v);
+const char* to_string(TokenizerKind v);
 const char* to_string(InitScheme v);
 const char* to_string(Task v);
 const char* to_string(LexiconFormat v);

@@ -80,6 +80,11 @@ Status validate_data(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range((d.task == Task::kLM) == (m.kind == ModelKind::kDecoderOnly),
                                   fmt::format("data.task = \"{}\" needs model.kind = \"{}\"", to_string(d.task),
                                               d.task == Task::kLM ? "decoder_only" : "encoder_decoder")));
+  PST_RETURN_IF_ERROR(check_range(d.tokenizer == TokenizerKind::kBytes || d.task == Task::kLM,
+                                  "data.tokenizer = \"sentencepiece\" is for data.task = \"lm\""));
+  PST_RETURN_IF_ERROR(check_range(d.tokenizer == TokenizerKind::kBytes || !d.tokenizer_model.empty(),
+                                  "data.tokenizer = \"sentencepiece\" needs data.tokenizer_model, the .model file of "
+                                  "`pst tokenizer train`"));
   if (d.task == Task::kLM) {
     PST_RETURN_IF_ERROR(
         check_range(d.seq_len >= 2 && d.seq_len <= m.max_len,

@@ -25,6 +25,9 @@ class Dataset {
   virtual Example get(int64_t i) const = 0;
   // Key for length bucketing (examples with close keys are batched together).
   virtual int64_t length_key(int64_t i) const = 0;
+  // Language models: the bytes of text example i's targets stand for (bits
+  // per byte divide by them); 0 for other data.
+  virtual int64_t target_bytes(int64_t) const { return 0; }
 };
 
 // Pads examples into a rectangular batch (kPadId inputs, kIgnoreTarget targets).

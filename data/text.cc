@@ -77,19 +77,33 @@ Result<TextCorpus> load_text(const std::string& path, std::optional<Split> whole
   return c;
 }
 
-TextDataset::TextDataset(const std::vector<uint8_t>* bytes, int64_t seq_len, int64_t max_examples)
-    : bytes_(bytes), seq_len_(seq_len) {
-  const int64_t n = static_cast<int64_t>(bytes->size());
+TokenStream tokenize(const Tokenizer& tokenizer, const std::vector<uint8_t>& text) {
+  TokenStream t;
+  std::vector<int32_t> bytes;
+  tokenizer.encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), &t.ids, &bytes);
+  t.byte_prefix.reserve(bytes.size() + 1);
+  for (int32_t b : bytes) t.byte_prefix.push_back(t.byte_prefix.back() + b);
+  return t;
+}
+
+TextDataset::TextDataset(const TokenStream* tokens, int64_t seq_len, int64_t max_examples)
+    : tokens_(tokens), seq_len_(seq_len) {
+  const int64_t n = static_cast<int64_t>(tokens->ids.size());
   windows_ = n > seq_len ? (n - 1) / seq_len : 0;
   if (max_examples > 0) windows_ = std::min(windows_, max_examples);
 }
 
 Example TextDataset::get(int64_t i) const {
   Example e;
-  const auto first = bytes_->begin() + i * seq_len_;
+  const auto first = tokens_->ids.begin() + i * seq_len_;
   e.tgt_in.assign(first, first + seq_len_);
   e.tgt_out.assign(first + 1, first + seq_len_ + 1);
   return e;
+}
+
+int64_t TextDataset::target_bytes(int64_t i) const {
+  const auto& p = tokens_->byte_prefix;
+  return p[static_cast<size_t>((i + 1) * seq_len_ + 1)] - p[static_cast<size_t>(i * seq_len_ + 1)];
 }
 
 }  // namespace pst

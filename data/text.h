@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "data/dataset.h"
 #include "data/g2p.h"
+#include "data/tokenizer.h"
 
 namespace pst {
 
@@ -35,17 +36,26 @@ struct TextCorpus {
 // path given per split).
 Result<TextCorpus> load_text(const std::string& path, std::optional<Split> whole = std::nullopt);
 
-// Non-overlapping windows of seq_len + 1 bytes (stride seq_len): input the
+// A split of a corpus as token ids, with the bytes of text the ids cover:
+// ids [0, i) cover byte_prefix[i] bytes (byte_prefix has ids.size() + 1 entries).
+struct TokenStream {
+  std::vector<int32_t> ids;
+  std::vector<int64_t> byte_prefix{0};
+};
+TokenStream tokenize(const Tokenizer& tokenizer, const std::vector<uint8_t>& text);
+
+// Non-overlapping windows of seq_len + 1 tokens (stride seq_len): input the
 // first seq_len, targets the last seq_len.
 class TextDataset final : public Dataset {
  public:
-  TextDataset(const std::vector<uint8_t>* bytes, int64_t seq_len, int64_t max_examples = 0);
+  TextDataset(const TokenStream* tokens, int64_t seq_len, int64_t max_examples = 0);
   int64_t size() const override { return windows_; }
   Example get(int64_t i) const override;
   int64_t length_key(int64_t) const override { return 0; }
+  int64_t target_bytes(int64_t i) const override;
 
  private:
-  const std::vector<uint8_t>* bytes_;
+  const TokenStream* tokens_;
   int64_t seq_len_;
   int64_t windows_;
 };

@@ -86,7 +86,7 @@ Status clear_previous_run(const JobConfig& job) {
     std::filesystem::remove_all(dir, ec);
     if (ec) return io_error("--overwrite: cannot remove {}: {}", dir, ec.message());
   }
-  for (const char* name : {"model.safetensors", "best.safetensors", "config.json", "vocab.json"}) {
+  for (const char* name : {"model.safetensors", "best.safetensors", "config.json", "vocab.json", "tokenizer.model"}) {
     std::filesystem::remove(job.train.output + "/" + name, ec);
     if (ec) return io_error("--overwrite: cannot remove {}/{}: {}", job.train.output, name, ec.message());
   }
@@ -100,9 +100,9 @@ Status save_trained_model(const JobConfig& job, const TaskData& data, Transforme
   std::filesystem::create_directories(job.train.output, ec);
   if (ec) return io_error("train.output = \"{}\": cannot create directory: {}", job.train.output, ec.message());
   PST_RETURN_IF_ERROR(save_model(model_path, job, model, data.g2p ? &data.g2p->letters : nullptr,
-                                 data.g2p ? &data.g2p->phones : nullptr));
+                                 data.g2p ? &data.g2p->phones : nullptr, &data.tokenizer));
   PST_RETURN_IF_ERROR(write_model_card(job.train.output, job, model, data.g2p ? &data.g2p->letters : nullptr,
-                                       data.g2p ? &data.g2p->phones : nullptr));
+                                       data.g2p ? &data.g2p->phones : nullptr, &data.tokenizer));
   spdlog::info("saved {} (and config.json{} for other tools)", model_path, data.g2p ? ", vocab.json" : "");
   return Status();
 }

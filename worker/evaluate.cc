@@ -187,7 +187,8 @@ void set_rates(EvalResult& r) {
   r.token_accuracy = ratio(static_cast<double>(r.correct), r.tokens);
   r.per = ratio(static_cast<double>(r.distance), r.ref_length);
   r.wer = ratio(static_cast<double>(r.wrong), r.words);
-  r.bits_per_byte = r.loss / std::log(2.0);
+  // Per byte of text, whatever the tokens (bytes or SentencePiece pieces).
+  r.bits_per_byte = r.bytes > 0 ? r.loss_sum / static_cast<double>(r.bytes) / std::log(2.0) : r.loss / std::log(2.0);
   r.perplexity = std::exp(r.loss);
 }
 
@@ -197,8 +198,10 @@ std::string describe_eval(Task task, const EvalResult& r) {
   if (task == Task::kG2P)
     return fmt::format("loss {:.4f}  token acc {:.2f}%  PER {:.2f}%  WER {:.2f}%  ({} words)", r.loss,
                        100 * r.token_accuracy, 100 * r.per, 100 * r.wer, r.words);
-  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({} bytes)", r.loss, r.bits_per_byte,
-                     r.perplexity, r.tokens);
+  const std::string count =
+      r.bytes == r.tokens ? fmt::format("{} bytes", r.bytes) : fmt::format("{} tokens, {} bytes", r.tokens, r.bytes);
+  return fmt::format("loss {:.4f}  bits/byte {:.4f}  perplexity {:.3f}  ({})", r.loss, r.bits_per_byte, r.perplexity,
+                     count);
 }
 
 std::vector<Hypothesis> beam_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
@@ -390,12 +393,13 @@ int32_t sample_token(const float* logits, int64_t V, const Sampling& s, float u)
   return last;  // (u within rounding of 1)
 }
 
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count, bool cache,
-                                    const Sampling& sampling) {
+std::vector<int32_t> generate_ids(Transformer& model, const std::vector<int32_t>& prompt, int64_t count, bool cache,
+                                  const Sampling& sampling, int32_t start,
+                                  const std::function<bool(const std::vector<int32_t>&)>& done) {
   const Philox draws(sampling.seed, sampling.stream);
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
-  if (ctx.empty()) ctx.push_back('\n');
-  std::vector<uint8_t> out;
+  if (ctx.empty()) ctx.push_back(start);
+  std::vector<int32_t> out;
   const int64_t window = model.config().max_len;
   const int64_t V = model.tgt_vocab();
   bool decoding = false;  // the model holds the keys and values of all of ctx
@@ -419,9 +423,25 @@ std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_
     const float* row = logits.data() + last * V;
     const int32_t next = sample_token(row, V, sampling, draws.uniform(static_cast<uint64_t>(i)));
     ctx.push_back(next);
-    out.push_back(static_cast<uint8_t>(next));
+    out.push_back(next);
+    if (done && done(out)) break;
   }
   return out;
+}
+
+std::string generate_text(Transformer& model, const Tokenizer& tokenizer, const std::string& prompt, int64_t bytes,
+                          bool cache, const Sampling& sampling) {
+  std::vector<int32_t> ids;
+  tokenizer.encode(prompt, &ids, nullptr);
+  if (tokenizer.is_bytes()) return tokenizer.decode(generate_ids(model, ids, bytes, cache, sampling));
+  // Pieces are a byte of text or more, but for a bare word-start marker at
+  // the start of a line, which decodes to nothing: a bound of 4 x bytes
+  // pieces leaves room for those.
+  const auto out = generate_ids(model, ids, 4 * bytes + 16, cache, sampling, tokenizer.newline_id(),
+                                [&](const std::vector<int32_t>& so_far) {
+                                  return static_cast<int64_t>(tokenizer.decode(so_far).size()) >= bytes;
+                                });
+  return tokenizer.decode(out);
 }
 
 EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64_t batch_size, int64_t max_examples,
@@ -457,6 +477,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     scored += static_cast<int64_t>(ids.size());
     const Batch b = collate(ds, ids);
     const LossStats s = model.forward(b, opt);
+    for (int64_t i : ids) r.bytes += ds.target_bytes(i);
     r.loss_sum += s.loss_sum;
     r.tokens += s.tokens;
     r.correct += s.correct;
@@ -523,6 +544,7 @@ EvalResult merge_evals(const std::vector<EvalResult>& parts) {
   for (const EvalResult& p : parts) {
     r.examples += p.examples;
     r.tokens += p.tokens;
+    r.bytes += p.bytes;
     r.words += p.words;
     r.loss_sum += p.loss_sum;
     r.correct += p.correct;

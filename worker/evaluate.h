@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,7 @@ struct EvalResult {
   double decoding_seconds = 0.0;
   // The sums the rates above divide, so that results merge.
   double loss_sum = 0.0;  // nats over `tokens`
+  int64_t bytes = 0;      // lm: the bytes of text the scored tokens stand for
   int64_t correct = 0;    // teacher-forced argmax == target
   int64_t distance = 0;   // g2p: edit distances to the closest references
   int64_t ref_length = 0;
@@ -131,12 +133,18 @@ std::vector<double> sampling_distribution(const float* logits, int64_t V, const 
 // cumulative probability (in id order) exceeds u.
 int32_t sample_token(const float* logits, int64_t V, const Sampling& s, float u);
 
-// Continuation of a byte prompt by a decoder-only model: each byte from the
-// last max_len bytes, picked as `sampling` says (greedy by default); with
-// the cache, a step costs one position until the context fills the model's
-// positions.
-std::vector<uint8_t> generate_bytes(Transformer& model, const std::vector<uint8_t>& prompt, int64_t count,
-                                    bool cache = true, const Sampling& sampling = {});
+// Continuation of a prompt of token ids by a decoder-only model: up to
+// `count` tokens, each from the last max_len, picked as `sampling` says
+// (greedy by default), ending early once `done` (if given) says so of the
+// tokens so far; with the cache, a step costs one position until the
+// context fills the model's positions. An empty prompt starts from `start`.
+std::vector<int32_t> generate_ids(Transformer& model, const std::vector<int32_t>& prompt, int64_t count,
+                                  bool cache = true, const Sampling& sampling = {}, int32_t start = '\n',
+                                  const std::function<bool(const std::vector<int32_t>&)>& done = nullptr);
+// The continuation of a text prompt: tokens until their text has at least
+// `bytes` bytes (bytes tokenizer: exactly `bytes` tokens).
+std::string generate_text(Transformer& model, const Tokenizer& tokenizer, const std::string& prompt, int64_t bytes,
+                          bool cache = true, const Sampling& sampling = {});
 
 // Levenshtein distance between two token sequences.
 int64_t edit_distance(const std::vector<std::string>& a, const std::vector<std::string>& b);

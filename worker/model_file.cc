@@ -1,5 +1,6 @@
 #include "worker/model_file.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -12,8 +13,51 @@
 
 namespace pst {
 
+namespace {
+
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string base64_encode(const std::string& in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kBase64[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase64[(acc << (6 - bits)) & 63]);
+  while (out.size() % 4) out.push_back('=');
+  return out;
+}
+
+Result<std::string> base64_decode(const std::string& in, const std::string& what) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t i = 0;
+  for (; i < in.size() && in[i] != '='; ++i) {
+    const char* p = std::strchr(kBase64, in[i]);
+    if (!p || in[i] == '\0') return data_loss("{}: not base64 (character {} of {})", what, i, in.size());
+    acc = (acc << 6) | static_cast<uint32_t>(p - kBase64);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 255));
+    }
+  }
+  for (; i < in.size(); ++i)
+    if (in[i] != '=') return data_loss("{}: not base64 (data after the padding)", what);
+  return out;
+}
+
+}  // namespace
+
 Status save_model(const std::string& path, const JobConfig& job, Transformer& model, const Vocabulary* letters,
-                  const Vocabulary* phones) {
+                  const Vocabulary* phones, const Tokenizer* tokenizer) {
   std::vector<float> w(static_cast<size_t>(model.num_params()));
   model.get_weights(w.data());
   SafetensorsFile f;
@@ -22,6 +66,7 @@ Status save_model(const std::string& path, const JobConfig& job, Transformer& mo
   f.set_metadata("config", to_toml(job));
   if (letters) f.set_metadata("letters", nlohmann::json(letters->tokens()).dump());
   if (phones) f.set_metadata("phones", nlohmann::json(phones->tokens()).dump());
+  if (tokenizer && !tokenizer->is_bytes()) f.set_metadata("sentencepiece", base64_encode(tokenizer->serialized()));
   return f.write(path);
 }
 
@@ -43,7 +88,7 @@ Status write_json(const std::string& path, const nlohmann::json& j) {
 }  // namespace
 
 Status write_model_card(const std::string& dir, const JobConfig& job, const Transformer& model,
-                        const Vocabulary* letters, const Vocabulary* phones) {
+                        const Vocabulary* letters, const Vocabulary* phones, const Tokenizer* tokenizer) {
   // The model section, as the job file writes it, in JSON.
   const toml::table full = toml::parse(to_toml(job));
   std::ostringstream model_json;
@@ -56,7 +101,14 @@ Status write_model_card(const std::string& dir, const JobConfig& job, const Tran
   card["src_vocab_size"] = model.src_vocab();
   card["tgt_vocab_size"] = model.tgt_vocab();
   card["parameters"] = model.num_params();
-  if (job.data.task == Task::kLM) {
+  if (job.data.task == Task::kLM && tokenizer && !tokenizer->is_bytes()) {
+    card["tokenizer"] = {{"kind", "sentencepiece"},
+                         {"model", "tokenizer.model"},
+                         {"note", "encoded line by line; a line break is the piece \"\\n\""}};
+    std::ofstream out(dir + "/tokenizer.model", std::ios::binary | std::ios::trunc);
+    out << tokenizer->serialized();
+    if (!out) return io_error("cannot write '{}/tokenizer.model'", dir);
+  } else if (job.data.task == Task::kLM) {
     card["tokenizer"] = {{"kind", "bytes"}, {"note", "token id = byte value (0-255) of the UTF-8 text"}};
   } else {
     card["tokenizer"] = {{"kind", "symbols"}, {"vocab", "vocab.json"}};
@@ -106,6 +158,14 @@ Result<LoadedModel> load_model(const std::string& path, int threads) {
   LoadedModel m;
   PST_ASSIGN_OR_RETURN(m.job, parse_config(cfg->second, path + " (embedded config)", {}));
   int64_t src_vocab = 0, tgt_vocab = 256;
+  if (m.job.data.tokenizer == TokenizerKind::kSentencePiece) {
+    auto sp = f.metadata().find("sentencepiece");
+    if (sp == f.metadata().end())
+      return data_loss("model '{}': its config names a SentencePiece tokenizer but the file holds none", path);
+    PST_ASSIGN_OR_RETURN(const std::string bytes, base64_decode(sp->second, fmt::format("model '{}' tokenizer", path)));
+    PST_ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::sentencepiece(bytes, fmt::format("model '{}' tokenizer", path)));
+    tgt_vocab = m.tokenizer.vocab_size();
+  }
   if (m.job.data.task == Task::kG2P) {
     PST_ASSIGN_OR_RETURN(m.letters, vocab_from(f, "letters", path));
     PST_ASSIGN_OR_RETURN(m.phones, vocab_from(f, "phones", path));

@@ -81,7 +81,12 @@ Result<TextCorpus> load_text_corpus(const JobConfig& job, std::optional<Split> w
   return corpus;
 }
 
-Result<TaskData> load_task_data(const JobConfig& job, DataUse use) {
+Result<Tokenizer> job_tokenizer(const JobConfig& job) {
+  if (job.data.tokenizer == TokenizerKind::kBytes) return Tokenizer();
+  return Tokenizer::sentencepiece_file(job.data.tokenizer_model);
+}
+
+Result<TaskData> load_task_data(const JobConfig& job, DataUse use, const Tokenizer* tokenizer) {
   TaskData d;
   d.task = job.data.task;
   const std::optional<Split> whole = use == DataUse::kEvaluateWhole ? std::optional<Split>(Split::kTest) : std::nullopt;
@@ -111,16 +116,30 @@ Result<TaskData> load_task_data(const JobConfig& job, DataUse use) {
   } else {
     PST_ASSIGN_OR_RETURN(TextCorpus corpus, load_text_corpus(job, whole));
     d.text = std::make_unique<TextCorpus>(std::move(corpus));
-    d.train = std::make_unique<TextDataset>(&d.text->train, job.data.seq_len, job.data.max_examples);
-    d.valid = std::make_unique<TextDataset>(&d.text->valid, job.data.seq_len);
-    d.test = std::make_unique<TextDataset>(&d.text->test, job.data.seq_len);
-    d.tgt_vocab = kByteVocab;
+    if (tokenizer) {
+      d.tokenizer = *tokenizer;
+    } else {
+      PST_ASSIGN_OR_RETURN(d.tokenizer, job_tokenizer(job));
+    }
+    for (Split s : {Split::kTrain, Split::kValid, Split::kTest})
+      d.tokens[static_cast<int>(s)] = std::make_unique<TokenStream>(tokenize(d.tokenizer, d.text->split(s)));
+    auto stream = [&](Split s) { return d.tokens[static_cast<int>(s)].get(); };
+    d.train = std::make_unique<TextDataset>(stream(Split::kTrain), job.data.seq_len, job.data.max_examples);
+    d.valid = std::make_unique<TextDataset>(stream(Split::kValid), job.data.seq_len);
+    d.test = std::make_unique<TextDataset>(stream(Split::kTest), job.data.seq_len);
+    d.tgt_vocab = d.tokenizer.vocab_size();
     spdlog::info("data: {} ({} files, {} skipped): {} / {} / {} bytes train / valid / test", source,
                  d.text->files.size(), d.text->skipped_files, d.text->train.size(), d.text->valid.size(),
                  d.text->test.size());
+    if (!d.tokenizer.is_bytes())
+      spdlog::info("data: SentencePiece tokens, {} pieces: {} / {} / {} train / valid / test ({:.2f} bytes per token)",
+                   d.tgt_vocab, stream(Split::kTrain)->ids.size(), stream(Split::kValid)->ids.size(),
+                   stream(Split::kTest)->ids.size(),
+                   static_cast<double>(d.text->train.size()) /
+                       static_cast<double>(std::max<size_t>(1, stream(Split::kTrain)->ids.size())));
     if (d.train->size() == 0 && use == DataUse::kTrain)
-      return invalid_argument("data {}: fewer training bytes ({}) than data.seq_len + 1 = {}", source,
-                              d.text->train.size(), job.data.seq_len + 1);
+      return invalid_argument("data {}: fewer training tokens ({}) than data.seq_len + 1 = {}", source,
+                              stream(Split::kTrain)->ids.size(), job.data.seq_len + 1);
   }
   // A small corpus, or no file for a split, leaves it without an example:
   // say so, rather than skip its evaluation silently.

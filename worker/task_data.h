@@ -12,8 +12,10 @@ namespace pst {
 
 struct TaskData {
   Task task = Task::kG2P;
-  std::unique_ptr<G2PCorpus> g2p;    // set for g2p
-  std::unique_ptr<TextCorpus> text;  // set for lm
+  std::unique_ptr<G2PCorpus> g2p;          // set for g2p
+  std::unique_ptr<TextCorpus> text;        // set for lm
+  Tokenizer tokenizer;                     // lm
+  std::unique_ptr<TokenStream> tokens[3];  // lm: the splits as ids, by Split
   std::unique_ptr<Dataset> train, valid, test;
   int64_t src_vocab = 0;  // 0 for lm
   int64_t tgt_vocab = 0;
@@ -28,7 +30,12 @@ enum class DataUse { kTrain, kEvaluate, kEvaluateWhole };
 
 // Loads and checks the data of a job; logs sizes and skipped lines/files,
 // and (for training) warns of a valid or test split left empty.
-Result<TaskData> load_task_data(const JobConfig& job, DataUse use = DataUse::kTrain);
+// An LM's tokenizer is data.tokenizer's, or `tokenizer` when given (the one
+// a model file carries).
+Result<TaskData> load_task_data(const JobConfig& job, DataUse use = DataUse::kTrain,
+                                const Tokenizer* tokenizer = nullptr);
+// data.tokenizer's tokenizer: bytes, or data.tokenizer_model read.
+Result<Tokenizer> job_tokenizer(const JobConfig& job);
 
 // The data path of a job: data.train, data.path, or the task's Debian default.
 std::string data_path(const JobConfig& job);

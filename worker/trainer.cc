@@ -71,7 +71,8 @@ std::string eval_fields(Task task, const EvalResult& r) {
   if (task == Task::kG2P) {
     s += fmt::format(",\"words\":{},\"per\":{:.6f},\"wer\":{:.6f}", r.words, r.per, r.wer);
   } else {
-    s += fmt::format(",\"bits_per_byte\":{:.6f},\"perplexity\":{:.4f}", r.bits_per_byte, r.perplexity);
+    s += fmt::format(",\"bytes\":{},\"bits_per_byte\":{:.6f},\"perplexity\":{:.4f}", r.bytes, r.bits_per_byte,
+                     r.perplexity);
   }
   return s;
 }

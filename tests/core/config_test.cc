@@ -133,6 +133,19 @@ TEST(ConfigTest, ModernBlockSettingsAreChecked) {
   EXPECT_EQ(ok->model.activation, Activation::kSwiGLU);
 }
 
+TEST(ConfigTest, TokenizerSettingsAreChecked) {
+  expect_error("", {"data.tokenizer=sentencepiece", "data.tokenizer_model=m.model"},
+               {"data.tokenizer = \"sentencepiece\" is for data.task = \"lm\""});
+  const std::vector<std::string> lm{"data.task=lm", "model.kind=decoder_only", "data.seq_len=32"};
+  std::vector<std::string> no_model = lm;
+  no_model.push_back("data.tokenizer=sentencepiece");
+  expect_error("", no_model, {"needs data.tokenizer_model", "pst tokenizer train"});
+  expect_error("", {"data.tokenizer=wordpiece"}, {"data.tokenizer", "bytes, sentencepiece"});
+  std::vector<std::string> ok = no_model;
+  ok.push_back("data.tokenizer_model=m.model");
+  EXPECT_TRUE(parse_config("", "job.toml", ok).ok());
+}
+
 TEST(ConfigTest, RangesAreChecked) {
   expect_error("[model]\ndropout = 1.5\n", {}, {"model.dropout", "[0, 1)"});
   expect_error("[optim]\nlr = -1\n", {}, {"optim.lr"});
@@ -272,8 +285,8 @@ TEST(ConfigTest, ResolvedTomlRoundTrips) {
 }
 
 TEST(ConfigTest, ShippedConfigsAreValid) {
-  for (const char* f :
-       {"configs/g2p-small.toml", "configs/lm-fortunes.toml", "configs/g2p-tiny.toml", "configs/g2p-quick.toml"}) {
+  for (const char* f : {"configs/g2p-small.toml", "configs/lm-fortunes.toml", "configs/g2p-tiny.toml",
+                        "configs/g2p-quick.toml", "configs/lm-modern.toml"}) {
     auto c = load_config(testing::source_path(f), {});
     EXPECT_TRUE(c.ok()) << f << ": " << c.status().to_string();
   }

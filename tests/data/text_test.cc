@@ -45,13 +45,31 @@ TEST(TextTest, AWholePathGoesToItsSplit) {
 TEST(TextTest, WindowsShiftTargetsByOne) {
   std::vector<uint8_t> bytes;
   for (int i = 0; i < 100; ++i) bytes.push_back(static_cast<uint8_t>(i));
-  TextDataset d(&bytes, 10);
+  const TokenStream tokens = tokenize(Tokenizer(), bytes);
+  TextDataset d(&tokens, 10);
   EXPECT_EQ(d.size(), 9);  // (100 - 1) / 10
   const Example e = d.get(3);
   EXPECT_EQ(e.tgt_in.front(), 30);
   EXPECT_EQ(e.tgt_out.front(), 31);
   EXPECT_EQ(e.tgt_out.back(), 40);
   EXPECT_TRUE(e.src.empty());
+  EXPECT_EQ(d.target_bytes(3), 10);  // a byte per target
+}
+
+// A window's targets stand for the bytes their tokens cover.
+TEST(TextTest, TargetBytesFollowTheTokens) {
+  TokenStream t;
+  for (int i = 0; i < 21; ++i) {
+    t.ids.push_back(i);
+    t.byte_prefix.push_back(t.byte_prefix.back() + 1 + i % 3);  // token i covers 1 + i % 3 bytes
+  }
+  TextDataset d(&t, 5);
+  ASSERT_EQ(d.size(), 4);
+  for (int64_t w = 0; w < 4; ++w) {
+    int64_t expect = 0;
+    for (int64_t i = w * 5 + 1; i <= w * 5 + 5; ++i) expect += 1 + i % 3;
+    EXPECT_EQ(d.target_bytes(w), expect) << w;
+  }
 }
 
 TEST(TextTest, BadInputIsAClearError) {

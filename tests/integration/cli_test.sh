@@ -299,6 +299,42 @@ want=$(grep '"kind":"test"' "$TMP/lm/metrics.jsonl" | python3 -c 'import json,sy
 check "eval lm prints train's test bits per byte ($want)" contains "$TMP/evl" "$want"
 check "lm predictions refused" run 2 "$TMP/evl2" "$PST" eval --model "$TMP/lm/model.safetensors" --predictions "$TMP/x"
 
+# A SentencePiece tokenizer: learnt from the training split, used by a job,
+# and carried by the model file (eval and predict need no .model file).
+check "tokenizer train" run 0 "$TMP/tok" "$PST" tokenizer train --data /usr/share/games/fortunes --vocab 500 \
+  --out "$TMP/sp.model"
+check "tokenizer vocab too small" run 2 "$TMP/tok2" "$PST" tokenizer train --data /usr/share/games/fortunes \
+  --vocab 10 --out "$TMP/x.model"
+check "tokenizer --vocab message" contains "$TMP/tok2" "--vocab 10: must be in"
+check "sentencepiece needs its model" run 2 "$TMP/tsp0" "$PST" train --config "$ROOT/configs/lm-fortunes.toml" \
+  --set data.tokenizer=sentencepiece --set train.output="$TMP/lm-sp0"
+check "sentencepiece needs its model: message" contains "$TMP/tsp0" "needs data.tokenizer_model"
+check "train lm with sentencepiece" run 0 "$TMP/tsp" "$PST" train --config "$ROOT/configs/lm-fortunes.toml" \
+  --set model.d_model=32 --set model.ffn_dim=64 --set model.decoder_layers=1 --set model.max_len=64 \
+  --set data.seq_len=32 --set data.batch_size=4 --set data.eval_max_examples=8 --set data.test_max_examples=8 \
+  --set data.tokenizer=sentencepiece --set data.tokenizer_model="$TMP/sp.model" \
+  --set train.steps=10 --set train.eval_every=0 --set train.output="$TMP/lm-sp"
+check "bits per byte divide by the bytes the pieces cover" python3 -c "
+import json, math
+r = [json.loads(l) for l in open('$TMP/lm-sp/metrics.jsonl') if json.loads(l)['kind'] == 'test'][0]
+assert r['bytes'] > r['tokens'] > 0, r  # pieces of more than a byte on average
+assert abs(r['bits_per_byte'] - r['loss'] * r['tokens'] / r['bytes'] / math.log(2)) < 1e-4, r
+c = json.load(open('$TMP/lm-sp/config.json'))
+assert c['tokenizer']['kind'] == 'sentencepiece' and c['tgt_vocab_size'] == 500, c
+"
+check "the job keeps the tokenizer it trained with" cmp -s "$TMP/sp.model" "$TMP/lm-sp/tokenizer.model"
+mv "$TMP/sp.model" "$TMP/sp.model.away"
+check "eval a sentencepiece lm, no .model file" run 0 "$TMP/evsp" "$PST" eval --model "$TMP/lm-sp/model.safetensors" \
+  --split test --max-examples 8
+want=$(grep '"kind":"test"' "$TMP/lm-sp/metrics.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("bits/byte %.4f" % r["bits_per_byte"])')
+check "it prints train's test bits per byte ($want)" contains "$TMP/evsp" "$want"
+check "generate with sentencepiece" run 0 "$TMP/gsp" "$PST" predict --model "$TMP/lm-sp/model.safetensors" \
+  --bytes 30 "The "
+check "30 bytes or more after the prompt" python3 -c "
+t = open('$TMP/gsp', 'rb').read()
+assert t.startswith(b'The ') and len(t) >= 4 + 30, t"
+mv "$TMP/sp.model.away" "$TMP/sp.model"
+
 # debug grads writes what check_against_torch.py reads.
 check "debug grads" run 0 "$TMP/dg.log" "$PST" debug grads --config "$ROOT/tests/reference/configs/lm_pre.toml" --out "$TMP/dg"
 for f in config.toml weights.safetensors batch.safetensors pst.safetensors; do

@@ -25,6 +25,7 @@ gate multiplies.
 Files are read and written with a small safetensors reader/writer (numpy),
 since Debian has no python3-safetensors.
 """
+import base64
 import json
 import math
 import struct
@@ -556,6 +557,8 @@ def load(path):
     model.job = job
     model.letters = json.loads(meta["letters"]) if "letters" in meta else None
     model.phones = json.loads(meta["phones"]) if "phones" in meta else None
+    # A SentencePiece LM's tokenizer (.model bytes), for the sentencepiece package.
+    model.sentencepiece = base64.b64decode(meta["sentencepiece"]) if "sentencepiece" in meta else None
     return model
 
 
@@ -588,6 +591,8 @@ def g2p_greedy(model, word):
 
 def lm_greedy(model, prompt, n):
     """`n` more bytes after `prompt` by greedy decoding (a byte-level LM)."""
+    if model.sentencepiece is not None:
+        raise ValueError("a SentencePiece model: its ids are pieces of model.sentencepiece, not bytes")
     ids = list(prompt.encode())
     max_len = model.job["model"]["max_len"]
     for _ in range(n):

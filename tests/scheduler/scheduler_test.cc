@@ -309,7 +309,7 @@ GradStats sum_of(Dealer& server, int32_t rank, int64_t step, double sum_squares,
 }
 
 // Membership (docs/design.md): a job of 1 server and 3 workers that met at
-// the rendezvous, with a liveness window of 0.6 s and cluster.min_workers =
+// the rendezvous, with a liveness window of 2 s and cluster.min_workers =
 // 2. Worker 2 goes silent: it is removed (not the job's end), the server
 // hears it on its heartbeat line with the list of removed ranks, the members
 // gauge drops to 2 workers, and the removed worker's next message is
@@ -320,7 +320,7 @@ GradStats sum_of(Dealer& server, int32_t rank, int64_t step, double sum_squares,
 // stopped short, and why.
 TEST(SchedulerTest, ASilentWorkerIsRemovedAndTheServersAreTold) {
   ScheduledJob job("scheduler-members", JobLayout{1, 3}, [](SchedulerOptions& o) {
-    o.liveness_s = 0.6;
+    o.liveness_s = 2.0;  // 20 beats of 0.1 s: a busy machine may delay several
     o.min_workers = 2;
   });
   std::vector<std::unique_ptr<Dealer>> nodes;
@@ -497,7 +497,7 @@ Said next_error(Dealer& d, double seconds) {
 }
 
 // Re-forms (cluster.max_restarts = 1): a job of 2 servers and 2 workers
-// with a liveness window of 0.6 s. Server 0 goes silent while server 1
+// with a liveness window of 2 s. Server 0 goes silent while server 1
 // waits for the sum of step 4: server 1's round and the workers' heartbeat
 // lines are told, with code REFORM, that the job re-forms, naming server 0.
 // What the old lines send meanwhile is dropped unanswered. A replacement
@@ -510,7 +510,7 @@ Said next_error(Dealer& d, double seconds) {
 // that names it, and the waiting round hears it without REFORM.
 TEST(SchedulerTest, ALostServerReformsTheJobOnce) {
   ScheduledJob job("scheduler-reform", JobLayout{2, 2}, [](SchedulerOptions& o) {
-    o.liveness_s = 0.6;
+    o.liveness_s = 2.0;  // 20 beats of 0.1 s: a busy machine may delay several
     o.max_restarts = 1;
     o.joins = true;
   });

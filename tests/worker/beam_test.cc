@@ -336,9 +336,9 @@ TEST(DecodeCacheTest, GeneratedBytesAreTheUncachedOnes) {
   set_doubled_weights(model, 4);
   for (const std::string prompt :
        {"", "the quick brown fox", "a prompt longer than the model's twenty-four positions"}) {
-    const std::vector<uint8_t> p(prompt.begin(), prompt.end());
-    const auto cached = generate_bytes(model, p, 40, true);
-    const auto uncached = generate_bytes(model, p, 40, false);
+    const std::vector<int32_t> p(prompt.begin(), prompt.end());
+    const auto cached = generate_ids(model, p, 40, true);
+    const auto uncached = generate_ids(model, p, 40, false);
     ASSERT_EQ(cached.size(), 40u);
     size_t j = 0;
     while (j < cached.size() && cached[j] == uncached[j]) ++j;
