@@ -3,6 +3,8 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include "core/files.h"
+
 #include <fstream>
 #include <iterator>
 
@@ -136,13 +138,7 @@ Status train_sentencepiece(const std::vector<uint8_t>& text, const TokenizerTrai
   std::string model;
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
   if (!st.ok()) return invalid_argument("tokenizer training failed: {}", st.ToString());
-  const std::string tmp = out + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(model.data(), static_cast<std::streamsize>(model.size()));
-    if (!f) return io_error("cannot write '{}'", tmp);
-  }
-  if (std::rename(tmp.c_str(), out.c_str()) != 0) return io_error("cannot rename '{}' to '{}'", tmp, out);
+  PST_RETURN_IF_ERROR(write_atomic(out, model));
   return Status();
 }
 

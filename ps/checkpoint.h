@@ -25,6 +25,7 @@
 
 #include "comm/shard_plan.h"
 #include "core/deadline.h"
+#include "core/files.h"
 #include "core/status.h"
 #include "data/data_cursor.h"
 #include "model/param_table.h"
@@ -106,9 +107,6 @@ Result<Manifest> read_checkpoint(const std::string& dir);
 // manifest and files verify (a broken newer one is skipped with a warning).
 Result<std::string> latest_checkpoint(const std::string& root);
 
-// Writes path atomically: a temp file beside it, fsync, rename, fsync of
-// the directory. A reader sees the old bytes or the new, never a mix.
-Status write_atomic(const std::string& path, const std::string& bytes);
 // Checks that a checkpoint's parameter table is the model's (names and
 // shapes, in order): a clear error naming the first difference.
 Status check_model(const Manifest& m, const ParamTable& table);

@@ -1,14 +1,13 @@
 #include "worker/model_file.h"
 
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include <toml++/toml.h>
 #include <nlohmann/json.hpp>
 
 #include "core/cpus.h"
+#include "core/files.h"
 #include "core/safetensors.h"
 
 namespace pst {
@@ -72,18 +71,7 @@ Status save_model(const std::string& path, const JobConfig& job, Transformer& mo
 
 namespace {
 
-Status write_json(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
-    if (!out) return io_error("cannot write '{}'", tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return io_error("cannot rename '{}' to '{}': {}", tmp, path, ec.message());
-  return Status();
-}
+Status write_json(const std::string& path, const nlohmann::json& j) { return write_atomic(path, j.dump(2) + "\n"); }
 
 }  // namespace
 
@@ -105,9 +93,7 @@ Status write_model_card(const std::string& dir, const JobConfig& job, const Tran
     card["tokenizer"] = {{"kind", "sentencepiece"},
                          {"model", "tokenizer.model"},
                          {"note", "encoded line by line; a line break is the piece \"\\n\""}};
-    std::ofstream out(dir + "/tokenizer.model", std::ios::binary | std::ios::trunc);
-    out << tokenizer->serialized();
-    if (!out) return io_error("cannot write '{}/tokenizer.model'", dir);
+    PST_RETURN_IF_ERROR(write_atomic(dir + "/tokenizer.model", tokenizer->serialized()));
   } else if (job.data.task == Task::kLM) {
     card["tokenizer"] = {{"kind", "bytes"}, {"note", "token id = byte value (0-255) of the UTF-8 text"}};
   } else {
