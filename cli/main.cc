@@ -11,6 +11,7 @@
 #include "core/terminal.h"
 #include "core/version.h"
 #include "job/job.h"
+#include "tune/study.h"
 
 namespace {
 
@@ -46,6 +47,9 @@ struct Flags {
 
   CLI::App* tokenizer_train = nullptr;
   pst::TokenizerArgs tokenizer_args;
+
+  CLI::App* tune = nullptr;
+  pst::TuneArgs tune_args;
 };
 
 void add_train(CLI::App& app, Flags& f) {
@@ -153,6 +157,16 @@ void add_job_tools(CLI::App& app, Flags& f) {
   f.tokenizer_train->add_flag("--whole", f.tokenizer_args.whole,
                               "Learn from all of --data, not its hash split's training part");
 
+  pst::TuneArgs& t = f.tune_args;
+  f.tune =
+      app.add_subcommand("tune", "Hyperparameter search: trials of pst train chosen by a sampler (docs/tuning.md)");
+  auto* study = f.tune->add_option("--study", t.study, "A study file: a new study in its [study] dir");
+  auto* resume = f.tune->add_option("--resume", t.resume,
+                                    "A study folder to continue (unfinished trials run again; finished ones never)");
+  study->excludes(resume);
+  f.tune->add_option("--trials", t.trials, "Trials in all (default: the study file's trials)");
+  f.tune->add_option("--parallel", t.parallel, "Trials at once (default: the study file's parallel)");
+
   f.config = app.add_subcommand("config", "Every setting of a job file, with its default and what it does");
   f.config->require_subcommand(1);
   f.config->add_subcommand("defaults", "Print a job file of every key at its default, each with its one-line doc");
@@ -212,6 +226,16 @@ int run_command(Flags& f) {
   }
   if (*f.eval) return pst::run_eval(f.eval_args);
   if (*f.tokenizer_train) return pst::run_tokenizer_train(f.tokenizer_args);
+  if (*f.tune) {
+    if (f.tune_args.study.empty() && f.tune_args.resume.empty()) {
+      spdlog::error("pst tune: give --study FILE (a new study) or --resume DIR (a study to continue)");
+      return 2;
+    }
+    const pst::Status s = pst::run_tune(f.tune_args);
+    if (!s.ok()) spdlog::error("{}", s.message());
+    if (s.ok() && pst::stop_requested()) return 128 + pst::stop_signal();  // stopped: --resume continues
+    return pst::exit_code(s);
+  }
   if (*f.show) return pst::run_config_show(f.show_args);
   if (*f.config) return pst::run_config_defaults();
   return 1;

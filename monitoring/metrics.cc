@@ -123,7 +123,15 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
       job_reforms(BuildCounter()
                       .Name("pst_job_reforms_total")
                       .Help("Times the job re-formed from its newest checkpoint after a server was lost")
-                      .Register(r)) {}
+                      .Register(r)),
+      tune_trials(BuildGauge()
+                      .Name("pst_tune_trials")
+                      .Help("Trials of a pst tune study, by state (running, complete, pruned, failed)")
+                      .Register(r)),
+      tune_best(BuildGauge()
+                    .Name("pst_tune_best_value")
+                    .Help("The best objective a pst tune study has seen (label metric: its name)")
+                    .Register(r)) {}
 
 WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)
     : steps_(f.worker_steps.Add(node_labels("worker", rank))),

@@ -58,6 +58,9 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Gauge>& cluster_members;
   prometheus::Family<prometheus::Counter>& node_failures;
   prometheus::Family<prometheus::Counter>& job_reforms;
+  // pst tune.
+  prometheus::Family<prometheus::Gauge>& tune_trials;
+  prometheus::Family<prometheus::Gauge>& tune_best;
 };
 
 using Labels = std::map<std::string, std::string>;

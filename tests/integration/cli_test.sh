@@ -33,8 +33,8 @@ check "a misspelt command" run 2 "$TMP/u1" "$PST" trian --config x
 check "a misspelt command is named" contains "$TMP/u1" "unknown command 'trian'; did you mean 'train'?"
 check "a misspelt subcommand" run 2 "$TMP/u2" "$PST" checkpoint inspekt x
 check "a misspelt subcommand is named" contains "$TMP/u2" "pst checkpoint: unknown command 'inspekt'; did you mean 'inspect'?"
-check "a command pst does not have, with --help" run 2 "$TMP/u3" "$PST" tune --help
-check "it is not mistaken for another" contains "$TMP/u3" "unknown command 'tune'\$"
+check "a command pst does not have, with --help" run 2 "$TMP/u3" "$PST" serve --help
+check "it is not mistaken for another" contains "$TMP/u3" "unknown command 'serve'\$"
 check "no command" run 2 "$TMP/u4" "$PST"
 check "an unknown option" run 2 "$TMP/u5" "$PST" eval --model m --bogus
 check "a missing option" run 2 "$TMP/u6" "$PST" train
