@@ -7,9 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -41,14 +39,6 @@ std::string manifest_checksum(nlohmann::json j) {
 std::string failure_file_name(int server) { return fmt::format("server-{}.failed", server); }
 
 std::string first_line(const std::string& text) { return text.substr(0, std::min<size_t>(text.find('\n'), 500)); }
-
-Result<std::string> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("{}: cannot open", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 uint64_t xxh3_of(const std::string& bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -62,14 +61,8 @@ class JournalWriter {
     if (fd_ >= 0) ::close(fd_);
   }
   Status append(const nlohmann::json& j) {
-    const std::string line = j.dump() + "\n";
-    size_t off = 0;
-    while (off < line.size()) {
-      const ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return io_error("cannot write {}: {}", path_, std::strerror(errno));
-      off += static_cast<size_t>(n);
-    }
+    if (const int err = write_all(fd_, j.dump() + "\n"); err != 0)
+      return io_error("cannot write {}: {}", path_, std::strerror(err));
     if (::fsync(fd_) != 0) return io_error("cannot fsync {}: {}", path_, std::strerror(errno));
     return Status();
   }
@@ -195,11 +188,9 @@ std::string last_error(const std::string& dir) {
 // Cuts a journal back to its last whole line (read_journal has dropped a
 // torn one), so that the next entry starts a line of its own.
 Status drop_torn_line(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status();
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string all = ss.str();
+  auto read = read_all(path);
+  if (!read.ok()) return Status();  // (no journal yet)
+  const std::string& all = *read;
   if (all.empty() || all.back() == '\n') return Status();
   const size_t keep = all.rfind('\n') == std::string::npos ? 0 : all.rfind('\n') + 1;
   if (::truncate(path.c_str(), static_cast<off_t>(keep)) != 0)

@@ -1,12 +1,12 @@
 // The study file of `pst tune` and its journal (tune/study.h).
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "core/files.h"
 #include "tune/study.h"
 
 namespace pst {
@@ -223,28 +223,19 @@ Result<StudyConfig> parse_study(const std::string& text, const std::string& name
 }
 
 Result<StudyConfig> load_study(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found("study file {} cannot be read", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_study(ss.str(), path);
+  auto text = read_all(path);
+  if (!text.ok()) return not_found("study file {} cannot be read", path);
+  return parse_study(*text, path);
 }
 
 Result<std::vector<TrialRecord>> read_journal(const std::string& path, const SearchSpace& space) {
   std::vector<TrialRecord> trials;
-  std::ifstream in(path);
-  if (!in) return trials;
+  auto all = read_all(path);
+  if (!all.ok()) return trials;  // (no journal yet)
+  const bool last_complete = all->empty() || all->back() == '\n';
   std::vector<std::string> lines;
-  std::string line;
-  bool last_complete = true;
-  {
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string all = ss.str();
-    last_complete = all.empty() || all.back() == '\n';
-    std::istringstream is(all);
-    while (std::getline(is, line)) lines.push_back(line);
-  }
+  std::istringstream is(*all);
+  for (std::string line; std::getline(is, line);) lines.push_back(line);
   auto find = [&](int64_t n) -> TrialRecord* {
     for (TrialRecord& t : trials)
       if (t.number == n) return &t;
