@@ -58,7 +58,9 @@ void add_train(CLI::App& app, Flags& f) {
   train->add_option("--config", f.train_args.config, "TOML job file")->required();
   train->add_option("--set", f.train_args.sets, "Override a setting: section.key=value (repeatable)");
   train->add_option("--device", f.device, "auto, cpu, cuda or cuda:N (same as --set train.device=...)");
-  train->add_option("--role", f.role, "scheduler, server or worker: one process of a job started without mpirun");
+  train->add_option("--role", f.role,
+                    "scheduler, server or worker: one process of a job started without mpirun; auto: the role of "
+                    "Slurm task SLURM_PROCID (0 the scheduler, 1..S servers, the rest workers)");
   train->add_option("--scheduler", f.scheduler,
                     "With --role: the scheduler's endpoint (it binds there), e.g. tcp://host:5555");
   train->add_option("--resume", f.resume,

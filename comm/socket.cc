@@ -213,7 +213,7 @@ Result<std::string> resolve_host(const std::string& host, const std::string& int
 }
 
 Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std::string& endpoint,
-                                             int64_t max_message_bytes) {
+                                             int64_t max_message_bytes, int* error) {
   std::unique_ptr<Router> r(new Router(context));
   try {
     r->socket_.set(zmq::sockopt::linger, 0);
@@ -226,6 +226,7 @@ Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std:
     r->socket_.bind(endpoint);
     r->endpoint_ = r->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
+    if (error) *error = e.num();
     return io_error("bind {}: {}", endpoint, e.what());
   }
   return r;

@@ -73,8 +73,10 @@ class Router {
  public:
   // max_message_bytes > 0: ZeroMQ drops the connection of a peer that sends
   // a larger frame (ZMQ_MAXMSGSIZE; tcp and ipc), before it is buffered.
+  // A failed bind sets *error (when given) to ZeroMQ's errno, e.g.
+  // EADDRINUSE (core/ports.h, bind_in_range).
   static Result<std::unique_ptr<Router>> bind(zmq::context_t& context, const std::string& endpoint,
-                                              int64_t max_message_bytes = -1);
+                                              int64_t max_message_bytes = -1, int* error = nullptr);
 
   // The bound endpoint, with the port ZeroMQ chose for tcp port 0.
   const std::string& endpoint() const { return endpoint_; }

@@ -289,6 +289,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "staleness", &k.staleness));
   f.push_back(make_field("cluster", "in_process", &k.in_process));
   f.push_back(make_field("cluster", "interface", &k.interface));
+  f.push_back(make_field("cluster", "port_range", &k.port_range));
   auto& mc = c.metrics;
   f.push_back(make_field("metrics", "enabled", &mc.enabled));
   f.push_back(make_field("metrics", "bind", &mc.bind));
@@ -495,6 +496,7 @@ uint64_t job_id(const JobConfig& config) {
   shared.train.log_level = defaults.train.log_level;
   shared.cluster.host = defaults.cluster.host;
   shared.cluster.interface = defaults.cluster.interface;
+  shared.cluster.port_range = defaults.cluster.port_range;
   shared.metrics = defaults.metrics;
   shared.security.key_file = defaults.security.key_file;
   return fnv1a64(to_toml(shared));

@@ -43,10 +43,12 @@ enum class Overlap { kAuto, kOn, kOff };
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
 
-// A parsed train.device: "auto", "cpu", "cuda" (device 0) or "cuda:N".
+// A parsed train.device: "auto", "cpu", "cuda" or "cuda:N". index is N, or
+// -1 for "auto" and "cuda": the device of the process's local rank
+// (model/backend.h, local_device).
 struct DeviceSpec {
   DeviceKind kind = DeviceKind::kAuto;
-  int index = 0;
+  int index = -1;
 };
 
 struct ModelConfig {
@@ -143,8 +145,10 @@ struct TrainConfig {
   // A fresh job into an output that holds another run's model, metrics or
   // checkpoints removes them (`--overwrite`); false: the job refuses to start.
   bool overwrite = false;
-  bool test_at_end = true;                          // evaluate the test split after the last step
-  std::string device = "auto";                      // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU)
+  bool test_at_end = true;  // evaluate the test split after the last step
+  // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU; auto and
+  // cuda: the GPU of the process's local rank, modulo the visible devices)
+  std::string device = "auto";
   MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
   std::string log_level = "info";                   // trace | debug | info | warn | error | critical | off
 };
@@ -195,6 +199,11 @@ struct ClusterConfig {
   // (a container's eth0, one host of several).
   std::string host = "127.0.0.1";
   std::string interface = "";  // with host = auto: the interface to take the address of (e.g. eth0)
+  // Ports the servers' (and an mpirun job's scheduler's) ZeroMQ sockets and
+  // an ephemeral /metrics port (metrics.port = 0) listen on, FIRST-LAST
+  // (e.g. 30000-30100), for firewalls; each takes the first free one;
+  // empty: ephemeral ports.
+  std::string port_range = "";
 };
 
 // Who may connect to a job's TCP and IPC sockets (comm/security.h):
@@ -289,7 +298,7 @@ const std::vector<ConfigDoc>& config_docs();
 // The job's id: a hash of the settings every process of the job must share,
 // that is all but those that may differ from process to process
 // (train.device, train.threads, train.log_level, cluster.host,
-// cluster.interface, [metrics], security.key_file). Messages carry it; a
+// cluster.interface, cluster.port_range, [metrics], security.key_file). Messages carry it; a
 // process with another id is refused at the rendezvous.
 uint64_t job_id(const JobConfig& config);
 

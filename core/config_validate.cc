@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/config.h"
+#include "core/ports.h"
 
 namespace pst {
 
@@ -205,6 +206,7 @@ Status validate_cluster(const JobConfig& c) {
       check_range(k.interface.empty() || k.host == "auto",
                   fmt::format("cluster.interface = \"{}\": only used with cluster.host = \"auto\" (host is \"{}\")",
                               k.interface, k.host)));
+  PST_RETURN_IF_ERROR(parse_port_range(k.port_range).status());
   const auto& ck = c.checkpoint;
   PST_RETURN_IF_ERROR(
       check_range(ck.every_steps >= 0,

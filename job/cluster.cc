@@ -8,6 +8,7 @@
 
 #include "core/cpus.h"
 #include "core/philox.h"
+#include "core/ports.h"
 #include "model/param_table.h"
 
 namespace pst {
@@ -50,7 +51,10 @@ Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, C
 
 Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::context_t& ctx) {
   PST_ASSIGN_OR_RETURN(std::string host, resolve_host(job.cluster.host, job.cluster.interface));
-  return Router::bind(ctx, fmt::format("tcp://{}:0", host), max_frame_bytes(job.cluster.chunk_bytes));
+  PST_ASSIGN_OR_RETURN(const PortRange range, parse_port_range(job.cluster.port_range));
+  return bind_in_range<std::unique_ptr<Router>>(range, "the ZeroMQ socket on " + host, [&](int port, int* error) {
+    return Router::bind(ctx, fmt::format("tcp://{}:{}", host, port), max_frame_bytes(job.cluster.chunk_bytes), error);
+  });
 }
 
 std::string host_name() {

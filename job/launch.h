@@ -14,6 +14,10 @@ Status train_local(const TrainArgs& args);
 Status train_mpi(const TrainArgs& args);
 // One process with --role, meeting the others at the scheduler.
 Status train_role(const TrainArgs& args);
+// --role auto: the role of Slurm task SLURM_PROCID of SLURM_NTASKS (task 0
+// the scheduler, 1..S the servers, the rest the workers, as the ranks of an
+// mpirun job); sets cluster.workers to the tasks that are workers.
+Result<std::string> role_from_slurm(JobConfig& job);
 
 // A job of a fixed size (threads, mpirun) refuses cluster.max_workers >
 // cluster.workers: only --role jobs take workers that join; `mode` names it.

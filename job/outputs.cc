@@ -122,8 +122,9 @@ Result<std::unique_ptr<MetricsServer>> start_metrics(const JobConfig& job, int p
   if (job.metrics.bind == "0.0.0.0") {
     PST_ASSIGN_OR_RETURN(advertise, resolve_host(job.cluster.host, job.cluster.interface));
   }
-  PST_ASSIGN_OR_RETURN(auto m,
-                       MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu", advertise));
+  PST_ASSIGN_OR_RETURN(const PortRange range, parse_port_range(job.cluster.port_range));
+  PST_ASSIGN_OR_RETURN(
+      auto m, MetricsServer::start(job.metrics, port_offset, cuda_compiled() ? "cpu+cuda" : "cpu", advertise, range));
   spdlog::info("metrics at http://{}/metrics", m->endpoint());
   return m;
 }

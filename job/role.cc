@@ -5,9 +5,12 @@
 // the node table, load their data and pass the start barrier; the servers
 // sum their gradient statistics through the scheduler (scheduler/client.h).
 // Every process reads the same job file: cluster.servers and
-// cluster.workers say how many to wait for.
+// cluster.workers say how many to wait for. Under Slurm's srun without MPI,
+// --role auto takes the role from the task's rank (role_from_slurm).
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -114,15 +117,49 @@ Status run_role_node(JobConfig& job, const TrainArgs& args, zmq::context_t& ctx,
   }
 }
 
+// A number >= 0 from the environment variable `name`.
+Result<int64_t> env_count(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0')
+    return failed_precondition("--role auto: {} is not set (auto takes the role from Slurm's srun)", name);
+  int64_t n = -1;
+  const char* end = value + std::strlen(value);
+  auto [p, ec] = std::from_chars(value, end, n);
+  if (ec != std::errc() || p != end || n < 0)
+    return invalid_argument("--role auto: {} = '{}' is not a count", name, value);
+  return n;
+}
+
 }  // namespace
 
-Status train_role(const TrainArgs& args) {
+Result<std::string> role_from_slurm(JobConfig& job) {
+  PST_ASSIGN_OR_RETURN(const int64_t procid, env_count("SLURM_PROCID"));
+  PST_ASSIGN_OR_RETURN(const int64_t ntasks, env_count("SLURM_NTASKS"));
+  const int64_t servers = job.cluster.servers;
+  if (ntasks < servers + 2)
+    return invalid_argument(
+        "--role auto: SLURM_NTASKS = {} with cluster.servers = {} leaves no worker: the job needs at least {} tasks "
+        "(1 scheduler + servers + workers)",
+        ntasks, servers, servers + 2);
+  if (procid >= ntasks) return invalid_argument("--role auto: SLURM_PROCID = {} >= SLURM_NTASKS = {}", procid, ntasks);
+  job.cluster.workers = ntasks - 1 - servers;
+  return std::string(procid == 0 ? "scheduler" : procid <= servers ? "server" : "worker");
+}
+
+Status train_role(const TrainArgs& given) {
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  if (args.role != "scheduler" && args.role != "server" && args.role != "worker")
-    return invalid_argument("--role {}: allowed are scheduler, server and worker", args.role);
+  TrainArgs args = given;
+  if (args.role != "scheduler" && args.role != "server" && args.role != "worker" && args.role != "auto")
+    return invalid_argument("--role {}: allowed are scheduler, server, worker and auto (from srun's task rank)",
+                            args.role);
   if (args.scheduler.empty())
     return invalid_argument("--role {} needs --scheduler ENDPOINT (e.g. tcp://scheduler:5555)", args.role);
   PST_ASSIGN_OR_RETURN(JobConfig job, load_config(args.config, args.sets));
+  if (args.role == "auto") {
+    PST_ASSIGN_OR_RETURN(args.role, role_from_slurm(job));
+    spdlog::info("--role auto: {} (SLURM_PROCID {} of SLURM_NTASKS {}; {} servers, {} workers)", args.role,
+                 std::getenv("SLURM_PROCID"), std::getenv("SLURM_NTASKS"), job.cluster.servers, job.cluster.workers);
+  }
   init_logging(job.train.log_level, args.role);
   // Every process checks before it registers (a worker or server, in
   // run_role_node: it may still join a running job, or take a lost

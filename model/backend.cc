@@ -1,5 +1,9 @@
 #include "model/backend.h"
 
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 namespace pst {
@@ -18,23 +22,62 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions&) {
 }
 #endif
 
+std::optional<LocalRank> local_rank_from_env() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK", "MPI_LOCALRANKID"}) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') continue;
+    int rank = -1;
+    const char* end = value + std::strlen(value);
+    auto [p, ec] = std::from_chars(value, end, rank);
+    if (ec != std::errc() || p != end || rank < 0) {
+      spdlog::warn("{} = '{}' is not a local rank (a number >= 0); ignored", name, value);
+      continue;
+    }
+    return LocalRank{rank, name};
+  }
+  return std::nullopt;
+}
+
+int local_device(const std::optional<LocalRank>& local, int count) {
+  if (!local || count <= 0) return 0;
+  return local->rank % count;
+}
+
+namespace {
+
+// The CUDA backend on the local rank's device, of `count` present.
+Result<std::unique_ptr<Backend>> local_rank_backend(const char* device, int count, MatmulPrecision matmul) {
+  const std::optional<LocalRank> local = local_rank_from_env();
+  const int index = local_device(local, count);
+  if (local)
+    spdlog::info("device {}: cuda:{} ({} = {}, {} visible CUDA device{})", device, index, local->source, local->rank,
+                 count, count == 1 ? "" : "s");
+  else
+    spdlog::info("device {}: cuda:0 (no local rank in the environment; {} visible CUDA device{})", device, count,
+                 count == 1 ? "" : "s");
+  return make_cuda_backend(CudaOptions{index, matmul});
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads) {
   switch (device.kind) {
     case DeviceKind::kCpu: return make_cpu_backend(threads);
     case DeviceKind::kAuto: {
       std::string why;
-      if (cuda_device_count(&why) > 0) return make_cuda_backend(CudaOptions{0, matmul});
+      if (const int count = cuda_device_count(&why); count > 0) return local_rank_backend("auto", count, matmul);
       spdlog::info("device auto: no CUDA device ({}); using the CPU", why);
       return make_cpu_backend(threads);
     }
     case DeviceKind::kCuda: {
       std::string why;
       const int count = cuda_device_count(&why);
+      const std::string name = device.index < 0 ? "cuda" : fmt::format("cuda:{}", device.index);
       if (count == 0)
-        return failed_precondition("train.device = \"cuda:{}\": no CUDA device ({}); use auto or cpu", device.index,
-                                   why);
+        return failed_precondition("train.device = \"{}\": no CUDA device ({}); use auto or cpu", name, why);
+      if (device.index < 0) return local_rank_backend("cuda", count, matmul);
       if (device.index >= count)
-        return failed_precondition("train.device = \"cuda:{}\": there {} {} CUDA device{} (0..{})", device.index,
+        return failed_precondition("train.device = \"{}\": there {} {} CUDA device{} (0..{})", name,
                                    count == 1 ? "is" : "are", count, count == 1 ? "" : "s", count - 1);
       return make_cuda_backend(CudaOptions{device.index, matmul});
     }

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/config.h"
@@ -67,6 +68,14 @@ class Backend {
   // Waits until every queued kernel has finished (for timing; the CPU
   // backend's kernels finish before they return).
   virtual void synchronize() {}
+  // The device's memory in use (by every process) and its size, for the
+  // GPU memory metrics; nothing for the CPU. Call from the thread that
+  // computes.
+  struct DeviceMemory {
+    int64_t used_bytes = 0, total_bytes = 0;
+    int device = 0;
+  };
+  virtual std::optional<DeviceMemory> device_memory() const { return std::nullopt; }
 
   virtual void fill(float* x, int64_t n, float value) = 0;
   virtual void copy(float* dst, const float* src, int64_t n) = 0;
@@ -205,9 +214,27 @@ int cuda_device_count(std::string* why = nullptr);
 // the device does not exist.
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options);
 
-// Picks a backend for train.device: "cuda[:N]" fails where CUDA is not
-// compiled in or the device is absent; "auto" uses CUDA device 0 when one is
-// present, else the CPU with a log line saying why.
+// This process's rank among the job's processes on its host, as its
+// launcher tells it: OMPI_COMM_WORLD_LOCAL_RANK (mpirun), SLURM_LOCALID
+// (srun), LOCAL_RANK (torchrun, Kubernetes operators), MPI_LOCALRANKID
+// (MPICH), the first that is set; `source` names it. Absent: none is set
+// (a process started on its own, or the only one on its host).
+struct LocalRank {
+  int rank = 0;
+  std::string source;
+};
+std::optional<LocalRank> local_rank_from_env();
+
+// The CUDA device of a process with local rank `local` on a host that shows
+// it `count` devices: the local rank modulo the count, so the processes of
+// a host spread over its GPUs (device 0 without a local rank).
+int local_device(const std::optional<LocalRank>& local, int count);
+
+// Picks a backend for train.device: "cuda:N" fails where CUDA is not
+// compiled in or device N is absent; "cuda" takes the local rank's device
+// (local_device) and fails without one; "auto" takes the local rank's device
+// when there is a device, else the CPU with a log line saying why. The
+// choice and what it was made from are logged.
 Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads);
 
 }  // namespace pst

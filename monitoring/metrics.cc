@@ -72,6 +72,12 @@ MetricFamilies::MetricFamilies(prometheus::Registry& r)
                          .Name("pst_phase_duration_seconds")
                          .Help("Wall time of a phase of a worker's step (forward, backward, push, pull, wait)")
                          .Register(r)),
+      gpu_memory_used(BuildGauge()
+                          .Name("pst_gpu_memory_used_bytes")
+                          .Help("Memory in use on a worker's GPU, by every process (label device)")
+                          .Register(r)),
+      gpu_memory_total(
+          BuildGauge().Name("pst_gpu_memory_total_bytes").Help("Memory of a worker's GPU (label device)").Register(r)),
       optimizer_steps(BuildCounter()
                           .Name("pst_optimizer_steps_total")
                           .Help("Optimizer steps a server applied to its shard")
@@ -141,7 +147,9 @@ WorkerMetrics::WorkerMetrics(MetricFamilies& f, int rank)
       eval_loss_(f.eval_loss.Add(node_labels("worker", rank))),
       lr_(f.learning_rate.Add(node_labels("worker", rank))),
       grad_norm_(f.grad_norm.Add(node_labels("worker", rank))),
-      step_duration_(f.step_duration.Add(node_labels("worker", rank), seconds_buckets())) {
+      step_duration_(f.step_duration.Add(node_labels("worker", rank), seconds_buckets())),
+      f_(f),
+      labels_(node_labels("worker", rank)) {
   static const char* const kNames[kPhases] = {"forward", "backward", "push", "pull", "wait"};
   for (int p = 0; p < kPhases; ++p)
     phase_[p] = &f.phase_duration.Add(with(node_labels("worker", rank), "phase", kNames[p]), seconds_buckets());
@@ -154,6 +162,12 @@ void WorkerMetrics::step_done(int64_t tokens, double seconds, double lr, double 
   lr_.Set(lr);
   grad_norm_.Set(grad_norm);
   last_step_.SetToCurrentTime();
+}
+
+void WorkerMetrics::set_gpu_memory(int device, int64_t used_bytes, int64_t total_bytes) {
+  const Labels l = with(labels_, "device", std::to_string(device));
+  f_.gpu_memory_used.Add(l).Set(static_cast<double>(used_bytes));
+  f_.gpu_memory_total.Add(l).Set(static_cast<double>(total_bytes));
 }
 
 ServerMetrics::ServerMetrics(MetricFamilies& f, int rank, int shard)
@@ -197,31 +211,42 @@ void SchedulerMetrics::rejected(const char* reason) {
 }
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsConfig& config, int rank,
-                                                            const std::string& backend, const std::string& advertise) {
+                                                            const std::string& backend, const std::string& advertise,
+                                                            const PortRange& ephemeral) {
   std::unique_ptr<MetricsServer> m(new MetricsServer());
   m->registry_ = std::make_shared<prometheus::Registry>();
   m->families_ = std::make_unique<MetricFamilies>(*m->registry_);
   m->families_->build_info.Add({{"version", version()}, {"commit", git_commit()}, {"backend", backend}}).Set(1);
-  const int64_t port = config.port > 0 ? config.port + rank : 0;
-  const std::string address = fmt::format("{}:{}", config.bind, port);
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return io_error("metrics: socket(): {}", std::strerror(errno));
-  const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  m->process_ = std::make_unique<ProcessMetrics>(*m->registry_);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::inet_pton(AF_INET, config.bind.c_str(), &a.sin_addr) != 1) {
-    ::close(fd);
+  if (::inet_pton(AF_INET, config.bind.c_str(), &a.sin_addr) != 1)
     return invalid_argument("metrics.bind = '{}': not an IPv4 address", config.bind);
-  }
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 64) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    const std::string why = std::strerror(errno);
-    ::close(fd);
-    return io_error("metrics: cannot serve /metrics at {} (metrics.bind, metrics.port + rank {}): {}", address, rank,
-                    why);
+  // A listening socket on `port`; *error is errno when it fails.
+  auto listen_on = [&](int port, int* error) -> Result<int> {
+    const std::string address = fmt::format("{}:{}", config.bind, port);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return io_error("metrics: socket(): {}", std::strerror(errno));
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    socklen_t len = sizeof(a);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd, 64) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      *error = errno;
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      return io_error("metrics: cannot serve /metrics at {} (metrics.bind, metrics.port + rank {}): {}", address, rank,
+                      why);
+    }
+    return fd;
+  };
+  int fd = -1;
+  if (config.port > 0) {
+    int error = 0;
+    PST_ASSIGN_OR_RETURN(fd, listen_on(static_cast<int>(config.port + rank), &error));
+  } else {
+    PST_ASSIGN_OR_RETURN(fd, bind_in_range<int>(ephemeral, "metrics (metrics.port = 0)", listen_on));
   }
   m->listen_fd_ = fd;
   m->endpoint_ = fmt::format("{}:{}", advertise.empty() ? config.bind : advertise, ntohs(a.sin_port));
@@ -287,6 +312,7 @@ std::string MetricsServer::answer(const std::string& request) const {
   const std::string line = request.substr(0, request.find("\r\n"));
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
   if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
+    process_->update();
     body = prometheus::TextSerializer().Serialize(registry_->Collect());
   } else if (line.rfind("GET /healthz ", 0) == 0 || line == "GET /healthz") {
     if (ready_) {

@@ -23,7 +23,9 @@
 #include <prometheus/registry.h>
 
 #include "core/config.h"
+#include "core/ports.h"
 #include "core/status.h"
+#include "monitoring/process.h"
 
 namespace pst {
 
@@ -42,6 +44,8 @@ struct MetricFamilies {
   prometheus::Family<prometheus::Gauge>& grad_norm;
   prometheus::Family<prometheus::Histogram>& step_duration;
   prometheus::Family<prometheus::Histogram>& phase_duration;
+  prometheus::Family<prometheus::Gauge>& gpu_memory_used;
+  prometheus::Family<prometheus::Gauge>& gpu_memory_total;
   // Servers.
   prometheus::Family<prometheus::Counter>& optimizer_steps;
   prometheus::Family<prometheus::Counter>& skipped_steps;
@@ -76,6 +80,9 @@ class WorkerMetrics {
   // The mean loss of the last logged interval (the value the log prints).
   void set_train_loss(double loss) { train_loss_.Set(loss); }
   void set_eval_loss(double loss) { eval_loss_.Set(loss); }
+  // The memory of the GPU the worker computes on (used by all its
+  // processes, and its size), labelled with the device's index.
+  void set_gpu_memory(int device, int64_t used_bytes, int64_t total_bytes);
 
  private:
   prometheus::Counter& steps_;
@@ -87,6 +94,8 @@ class WorkerMetrics {
   prometheus::Gauge& grad_norm_;
   prometheus::Histogram& step_duration_;
   prometheus::Histogram* phase_[kPhases];
+  MetricFamilies& f_;
+  Labels labels_;
 };
 
 // The series of one parameter server (shard = its index among the servers).
@@ -149,12 +158,14 @@ class SchedulerMetrics {
 // idle clients cannot hold up a scrape.
 class MetricsServer {
  public:
-  // Binds metrics.bind at metrics.port + rank (an ephemeral port when
-  // metrics.port = 0). backend: "cpu" or "cuda", for pst_build_info.
+  // Binds metrics.bind at metrics.port + rank, or when metrics.port = 0 at
+  // the first free port of `ephemeral` (cluster.port_range; any: an
+  // ephemeral port). backend: "cpu" or "cuda", for pst_build_info.
   // advertise: the address endpoint() names, if not metrics.bind (which
   // may be 0.0.0.0).
   static Result<std::unique_ptr<MetricsServer>> start(const MetricsConfig& config, int rank, const std::string& backend,
-                                                      const std::string& advertise = "");
+                                                      const std::string& advertise = "",
+                                                      const PortRange& ephemeral = {});
   ~MetricsServer();
 
   // host:port where /metrics is served.
@@ -174,6 +185,7 @@ class MetricsServer {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricFamilies> families_;
+  std::unique_ptr<ProcessMetrics> process_;  // refreshed at each scrape
   int listen_fd_ = -1;
   std::atomic<bool> stop_{false}, ready_{false};
   std::thread thread_;

@@ -424,7 +424,11 @@ Result<TrainSummary> Trainer::run() {
     r.interval_tokens += totals.tokens;
     r.sum.steps = step + 1;
     r.sum.applied_steps = info.applied_steps;
-    if (opt_.monitor) opt_.monitor->step_done(totals.tokens, dt, info.lr, info.grad_norm);
+    if (opt_.monitor) {
+      opt_.monitor->step_done(totals.tokens, dt, info.lr, info.grad_norm);
+      if (const auto mem = model_->backend()->device_memory())
+        opt_.monitor->set_gpu_memory(mem->device, mem->used_bytes, mem->total_bytes);
+    }
     const bool time_up = r.deadline > 0 && r.wall.seconds() >= r.deadline;
     r.sum.stopped = (info.stop || time_up) && step + 1 < tc.steps;
     if (r.sum.stopped && r.stop_asked && !time_up && !stop_requested()) {

@@ -82,8 +82,8 @@ void expect_error(const std::string& toml, const std::vector<std::string>& sets,
 
 TEST(ConfigTest, DeviceSpecs) {
   for (auto [text, kind, index] :
-       {std::tuple{"auto", DeviceKind::kAuto, 0}, std::tuple{"cpu", DeviceKind::kCpu, 0},
-        std::tuple{"cuda", DeviceKind::kCuda, 0}, std::tuple{"cuda:3", DeviceKind::kCuda, 3}}) {
+       {std::tuple{"auto", DeviceKind::kAuto, -1}, std::tuple{"cpu", DeviceKind::kCpu, -1},
+        std::tuple{"cuda", DeviceKind::kCuda, -1}, std::tuple{"cuda:3", DeviceKind::kCuda, 3}}) {
     auto d = parse_device(text);
     ASSERT_TRUE(d.ok()) << text;
     EXPECT_EQ(d->kind, kind) << text;

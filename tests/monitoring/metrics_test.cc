@@ -2,10 +2,15 @@
 // with the values set through WorkerMetrics/ServerMetrics/SchedulerMetrics,
 // labelled role/rank/shard; the file_sd file lists the targets.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -26,6 +31,17 @@ namespace {
 std::string http_get(const std::string& endpoint, const std::string& path) {
   auto a = pst::http_get(endpoint, path, 10);
   return a.ok() ? a->body : "";
+}
+
+// What `command` prints on stdout.
+std::string output_of(const std::string& command) {
+  std::string out;
+  if (FILE* p = ::popen(command.c_str(), "r")) {
+    char buf[256];
+    while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+    ::pclose(p);
+  }
+  return out;
 }
 
 // The value of the series whose line starts with `series` (name and labels).
@@ -161,6 +177,100 @@ TEST(MetricsTest, FixedPortsAreBasePlusRankAndABusyPortIsAnError) {
   auto clash = MetricsServer::start(config, 2, "cpu");
   ASSERT_FALSE(clash.ok());
   EXPECT_NE(clash.status().message().find("metrics.port + rank 2"), std::string::npos) << clash.status().message();
+}
+
+TEST(MetricsTest, AnEphemeralPortComesFromThePortRange) {
+  MetricsConfig config;
+  auto first = MetricsServer::start(config, 0, "cpu");
+  ASSERT_TRUE(first.ok());
+  const int busy = std::stoi((*first)->endpoint().substr((*first)->endpoint().rfind(':') + 1));
+  // A range whose first port is taken: the next free one of it.
+  const int last = std::min(busy + 40, 65535);
+  ASSERT_GT(last, busy) << "the ephemeral port is the last one there is";
+  auto ranged = MetricsServer::start(config, 0, "cpu", "", PortRange{busy, last});
+  ASSERT_TRUE(ranged.ok()) << ranged.status().to_string();
+  const int port = std::stoi((*ranged)->endpoint().substr((*ranged)->endpoint().rfind(':') + 1));
+  EXPECT_GT(port, busy);
+  EXPECT_LE(port, last);
+  EXPECT_EQ(pst::http_get((*ranged)->endpoint(), "/healthz", 10)->status, 503);
+  // A range of one port that is taken: an error naming the range.
+  auto full = MetricsServer::start(config, 0, "cpu", "", PortRange{busy, busy});
+  ASSERT_FALSE(full.ok());
+  EXPECT_NE(full.status().message().find(fmt::format("cluster.port_range = \"{}-{}\" is in use", busy, busy)),
+            std::string::npos)
+      << full.status().message();
+}
+
+TEST(PortRangeTest, ParsesFirstDashLastAndNamesWhatIsAllowed) {
+  auto r = parse_port_range("30000-30100");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first, 30000);
+  EXPECT_EQ(r->last, 30100);
+  EXPECT_EQ(r->to_string(), "30000-30100");
+  EXPECT_TRUE(parse_port_range("")->any());
+  EXPECT_EQ(parse_port_range("5-5")->last, 5);
+  for (const char* bad : {"30000", "-5", "5-", "0-10", "10-5", "1-65536", "a-b", "1-2-3", " 1-2", "1 -2"}) {
+    auto b = parse_port_range(bad);
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.status().message().find("FIRST-LAST with 1 <= FIRST <= LAST <= 65535"), std::string::npos)
+        << b.status().message();
+  }
+}
+
+TEST(ProcessMetricsTest, FiguresAgreeWithTheKernelsOtherAccounts) {
+  auto before = read_process_stats();
+  ASSERT_TRUE(before.ok()) << before.status().to_string();
+  // Open descriptors: 8 more files open are 8 more.
+  std::vector<int> fds;
+  for (int i = 0; i < 8; ++i) fds.push_back(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+  auto opened = read_process_stats();
+  EXPECT_EQ(opened->open_fds, before->open_fds + 8);
+  for (int fd : fds) ::close(fd);
+  EXPECT_EQ(read_process_stats()->open_fds, before->open_fds);
+  // Resident memory: 64 MiB written are resident.
+  std::vector<char> block(64 << 20);
+  for (size_t i = 0; i < block.size(); i += 4096) block[i] = static_cast<char>(i);
+  auto grown = read_process_stats();
+  EXPECT_GE(grown->resident_bytes - before->resident_bytes, 60 << 20);
+  EXPECT_GE(grown->virtual_bytes, grown->resident_bytes);
+  // CPU time: getrusage's count, in clock ticks (1/100 s) of it.
+  volatile double sink = 0;
+  for (int i = 0; i < 30000000; ++i) sink = sink + 1e-9 * i;
+  rusage u{};
+  ASSERT_EQ(::getrusage(RUSAGE_SELF, &u), 0);
+  auto busy = read_process_stats();
+  const double rusage_s = static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+                          1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  EXPECT_NEAR(busy->cpu_seconds, rusage_s, 0.05);
+  EXPECT_GT(busy->cpu_seconds, before->cpu_seconds);
+  // Start time: ps's elapsed seconds of this process, subtracted from now.
+  const std::string etimes = output_of(fmt::format("ps -o etimes= -p {}", ::getpid()));
+  const double now = static_cast<double>(::time(nullptr));
+  EXPECT_NEAR(busy->start_time, now - std::stod(etimes), 2.0) << etimes;
+  rlimit limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  EXPECT_EQ(busy->max_fds, static_cast<int64_t>(limit.rlim_cur));
+}
+
+TEST(ProcessMetricsTest, ServedWithTheStandardNames) {
+  // Some CPU time to show (the kernel counts it in 10 ms ticks).
+  volatile double sink = 0;
+  for (int i = 0; read_process_stats()->cpu_seconds < 0.05; ++i) sink = sink + 1e-9 * i;
+  MetricsConfig config;
+  auto server = MetricsServer::start(config, 0, "cpu");
+  ASSERT_TRUE(server.ok());
+  const std::string text = "\n" + http_get((*server)->endpoint(), "/metrics");
+  for (const char* name : {"process_cpu_seconds_total", "process_start_time_seconds", "process_resident_memory_bytes",
+                           "process_virtual_memory_bytes", "process_open_fds", "process_max_fds"})
+    EXPECT_GT(value_of(text, name), 0) << name << " in\n" << text;
+  EXPECT_NE(text.find("# TYPE process_cpu_seconds_total counter"), std::string::npos);
+  // A CPU worker has no GPU memory series.
+  WorkerMetrics w((*server)->families(), 1);
+  EXPECT_EQ(http_get((*server)->endpoint(), "/metrics").find("pst_gpu_memory_used_bytes{"), std::string::npos);
+  w.set_gpu_memory(1, 3 << 20, 16 << 20);
+  const std::string gpu = "\n" + http_get((*server)->endpoint(), "/metrics");
+  EXPECT_EQ(value_of(gpu, "pst_gpu_memory_used_bytes{device=\"1\",rank=\"1\",role=\"worker\"}"), 3 << 20) << gpu;
+  EXPECT_EQ(value_of(gpu, "pst_gpu_memory_total_bytes{device=\"1\",rank=\"1\",role=\"worker\"}"), 16 << 20);
 }
 
 TEST(MetricsTest, FileSdListsEveryTarget) {

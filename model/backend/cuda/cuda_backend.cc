@@ -86,6 +86,13 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return "cuda"; }
 
+  std::optional<DeviceMemory> device_memory() const override {
+    size_t free = 0, total = 0;
+    if (cudaSetDevice(options_.device) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess)
+      return std::nullopt;
+    return DeviceMemory{static_cast<int64_t>(total - free), static_cast<int64_t>(total), options_.device};
+  }
+
   void* allocate(size_t bytes) override {
     void* p = nullptr;
     const size_t rounded = std::max<size_t>((bytes + 63) / 64 * 64, 64);
