@@ -45,8 +45,9 @@ def containers(compose, dockerfile):
             service_env = dict(e.split("=", 1) for e in service_env)
         env.update({k: str(v) for k, v in service_env.items()})
         role = cmd[cmd.index("--role") + 1]
-        replicas = int((svc.get("deploy") or {}).get("replicas", 1))
-        names = [name] if "deploy" not in svc else [f"{name}-{i}" for i in range(1, replicas + 1)]
+        deploy = svc.get("deploy") or {}
+        replicas = int(deploy.get("replicas", 1))
+        names = [name] if "replicas" not in deploy else [f"{name}-{i}" for i in range(1, replicas + 1)]
         for n in names:
             yield n, role, env, cmd
 

@@ -5,6 +5,8 @@ No Dockerfile linter is packaged for Debian 12 (hadolint is not), so this
 one checks the rules that matter for these images, each named in its
 message:
   from-tag        every FROM names a tag or digest, never :latest
+  cuda-base       NVIDIA's CUDA base images are CUDA 12.x (they run on R535+
+                  drivers; 13.x needs R580+), the same release in every stage
   copy-from       COPY --from names an earlier stage
   copy-source     COPY sources exist in the build context and .dockerignore
                   does not exclude them
@@ -24,13 +26,15 @@ With --compose FILE (the output of `docker-compose config`), the stack:
                   hashes them; a difference fails the rendezvous)
   compose-roles   one scheduler binding tcp://0.0.0.0:PORT; servers and
                   workers reach tcp://scheduler:PORT; cluster.servers equals
-                  the server services, cluster.workers the worker replicas
+                  the server replicas, cluster.workers the worker replicas
   compose-volumes every pst service mounts the runs volume where
                   train.output lives; the key file is a secret
   compose-files   bind-mounted files and directories exist
-  compose-restart servers restart on failure (a lost server's replacement
-                  re-forms the job); the scheduler does not (a new one
-                  cannot take over a running job)
+  compose-restart servers and workers restart on failure (a lost server's
+                  replacement re-forms the job, a worker takes its place
+                  back); the scheduler does not (a new one cannot take over
+                  a running job)
+  compose-limits  every pst service has CPU and memory limits
 Exit 1 with one line per problem; 0 when clean.
   tests/docker/lint.py [--context DIR] [--compose RESOLVED.yml] DOCKERFILE...
 """
@@ -96,10 +100,18 @@ def lint_dockerfile(path, context):
         with open(ignore_file) as f:
             patterns = [l.strip() for l in f if l.strip() and not l.startswith("#")]
     stages = []  # (name, [instructions])
+    cuda_releases = set()
     for line, word, args in ins:
         if word == "FROM":
             parts = args.split()
             image = parts[0]
+            m = re.match(r"(?:docker\.io/)?nvidia/cuda:(\d+)\.(\d+)\.(\d+)-", image)
+            if m:
+                cuda_releases.add(m.group(0))
+                if m.group(1) != "12":
+                    bad(line, "cuda-base", f"FROM {image}: CUDA {m.group(1)}.x; use a 12.x image (runs on R535+ drivers)")
+                if len(cuda_releases) > 1:
+                    bad(line, "cuda-base", f"FROM {image}: another CUDA release than the stage before")
             stage = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else ""
             base = image.split("/")[-1]
             if "@sha256:" not in image and (":" not in base or base.endswith(":latest")):
@@ -253,16 +265,24 @@ def lint_compose(path, context):
                 bad("compose-roles", f"{n} reaches the scheduler at {endpoint[n]!r}; expected {want}")
     env = env_of(pst[sched][0])
     servers = [n for n, r in roles.items() if r == "server"]
-    for n in servers:
+    for n in sorted(roles):
+        if roles[n] == "scheduler":
+            continue
         policy = str(services[n].get("restart", "no"))
         if not (policy.startswith("on-failure") or policy in ("always", "unless-stopped")):
-            bad("compose-restart", f"{n} has restart: {policy}; a server needs on-failure to replace itself")
+            bad("compose-restart", f"{n} has restart: {policy}; a {roles[n]} needs on-failure to replace itself")
+    for n in sorted(roles):
+        limits = ((services[n].get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        for what in ("cpus", "memory"):
+            if not limits.get(what):
+                bad("compose-limits", f"{n} has no {what} limit (deploy.resources.limits.{what})")
     if str(services[sched].get("restart", "no")) != "no":
         bad("compose-restart", f"{sched} has restart: {services[sched].get('restart')}; a scheduler must not restart")
     workers = [n for n, r in roles.items() if r == "worker"]
     replicas = sum(int((services[n].get("deploy") or {}).get("replicas", 1)) for n in workers)
-    if env.get("PST_CLUSTER_SERVERS") != str(len(servers)):
-        bad("compose-roles", f"PST_CLUSTER_SERVERS={env.get('PST_CLUSTER_SERVERS')} but {len(servers)} server services")
+    server_replicas = sum(int((services[n].get("deploy") or {}).get("replicas", 1)) for n in servers)
+    if env.get("PST_CLUSTER_SERVERS") != str(server_replicas):
+        bad("compose-roles", f"PST_CLUSTER_SERVERS={env.get('PST_CLUSTER_SERVERS')} but {server_replicas} server replicas")
     if env.get("PST_CLUSTER_WORKERS") != str(replicas):
         bad("compose-roles", f"PST_CLUSTER_WORKERS={env.get('PST_CLUSTER_WORKERS')} but {replicas} worker replicas")
     output = env.get("PST_TRAIN_OUTPUT", "")

@@ -20,12 +20,15 @@ check "docker-compose config -q: with compose.gpu.yaml" docker-compose -f compos
 docker-compose -f compose.yaml config >"$TMP/cpu.yml"
 docker-compose -f compose.yaml -f compose.gpu.yaml config >"$TMP/gpu.yml"
 PST_WORKERS=4 docker-compose -f compose.yaml config >"$TMP/four.yml"
+PST_SERVERS=3 docker-compose -f compose.yaml config >"$TMP/three.yml"
 cd "$ROOT"
 check "lint: Dockerfiles and the resolved stacks are clean" \
   "${LINT[@]}" --compose "$TMP/cpu.yml" --compose "$TMP/gpu.yml" --compose "$TMP/four.yml" \
-  docker/Dockerfile docker/Dockerfile.cuda
+  --compose "$TMP/three.yml" docker/Dockerfile docker/Dockerfile.cuda
 check "PST_WORKERS=4 gives 4 workers and cluster.workers = 4" \
   [ "$(grep -c '^worker-' <(python3 tests/docker/compose_roles.py "$TMP/four.yml" docker/Dockerfile))" == 4 ]
+check "PST_SERVERS=3 gives 3 servers" \
+  [ "$(grep -c '^server-' <(python3 tests/docker/compose_roles.py "$TMP/three.yml" docker/Dockerfile))" == 3 ]
 check "the GPU override gives workers the CUDA image and a GPU" \
   python3 -c "import yaml,sys; w=yaml.safe_load(open(sys.argv[1]))['services']['worker']; \
 assert w['image']=='pst:cuda' and w['deploy']['resources']['reservations']['devices'][0]['capabilities']==['gpu']" "$TMP/gpu.yml"
@@ -67,7 +70,9 @@ mutate() {
 mutate "no USER" user docker/Dockerfile '/^USER /d'
 mutate "USER root" user docker/Dockerfile 's/^USER pst/USER root/'
 mutate "an untagged base" from-tag docker/Dockerfile 's/^FROM debian:12-slim$/FROM debian/'
-mutate "a :latest base" from-tag docker/Dockerfile.cuda 's/runtime-ubuntu24.04/latest/; s/nvidia\/cuda:13.0.0-latest/nvidia\/cuda:latest/'
+mutate "a :latest base" from-tag docker/Dockerfile.cuda 's/runtime-ubuntu24.04/latest/; s/nvidia\/cuda:12.6.3-latest/nvidia\/cuda:latest/'
+mutate "a CUDA 13 base" cuda-base docker/Dockerfile.cuda 's/cuda:12.6.3-/cuda:13.0.0-/g'
+mutate "stages of two CUDA releases" cuda-base docker/Dockerfile.cuda 's/cuda:12.6.3-runtime/cuda:12.4.1-runtime/'
 mutate "install with recommends" apt docker/Dockerfile 's/ --no-install-recommends//'
 mutate "apt lists kept" apt docker/Dockerfile 's|rm -rf /var/lib/apt/lists/\* /tmp|rm -rf /tmp|'
 mutate "no HEALTHCHECK" healthcheck docker/Dockerfile '/^HEALTHCHECK/d'
@@ -78,14 +83,20 @@ mutate "a missing source" copy-source docker/Dockerfile 's/^COPY configs /COPY c
 mutate "an unknown stage" copy-from docker/Dockerfile 's/--from=build \/build\/bin/--from=builder \/build\/bin/'
 mutate "no runtime package list" runtime-libs docker/Dockerfile 's/runtime-packages.sh/true/'
 mutate "a relative WORKDIR" workdir docker/Dockerfile 's/^WORKDIR \/opt\/pst/WORKDIR opt/'
-mutate "one server with other job settings" compose-env "$TMP/cpu.yml" \
-  '/^  server-1:/,/^  [a-z]/ s/PST_TRAIN_STEPS: .7000./PST_TRAIN_STEPS: "7001"/' compose
-mutate "cluster.workers unlike the replicas" compose-roles "$TMP/cpu.yml" 's/replicas: 2/replicas: 3/' compose
+mutate "the servers with other job settings" compose-env "$TMP/cpu.yml" \
+  '/^  server:/,/^  [a-z]/ s/PST_TRAIN_STEPS: .7000./PST_TRAIN_STEPS: "7001"/' compose
+mutate "cluster.workers unlike the replicas" compose-roles "$TMP/cpu.yml" '/^  worker:/,/^  [a-z]/ s/replicas: 2/replicas: 3/' compose
 mutate "a server aimed elsewhere" compose-roles "$TMP/cpu.yml" '0,/tcp:\/\/scheduler:5555/ s//tcp:\/\/scheduler:5556/' compose
-mutate "a server that does not restart" compose-restart "$TMP/cpu.yml" \
-  '/^  server-1:/,/^  [a-z]/ s/restart: on-failure:3/restart: "no"/' compose
+mutate "servers that do not restart" compose-restart "$TMP/cpu.yml" \
+  '/^  server:/,/^  [a-z]/ s/restart: on-failure:3/restart: "no"/' compose
+mutate "workers that do not restart" compose-restart "$TMP/cpu.yml" \
+  '/^  worker:/,/^  [a-z]/ s/restart: on-failure:3/restart: "no"/' compose
+mutate "cluster.servers unlike the server replicas" compose-roles "$TMP/cpu.yml" \
+  '/^  server:/,/^  [a-z]/ s/replicas: 2/replicas: 3/' compose
+mutate "workers without a memory limit" compose-limits "$TMP/cpu.yml" \
+  '/^  worker:/,/^  [a-z]/ { /memory: 4g/d }' compose
 mutate "a key file that is no secret" compose-volumes "$TMP/cpu.yml" \
-  '/^  server-0:/,/^  [a-z]/ s|/run/secrets/pst_curve_key|/opt/pst/key|' compose
+  '/^  server:/,/^  [a-z]/ s|/run/secrets/pst_curve_key|/opt/pst/key|' compose
 
 echo "docker_test: $passes checks passed, $failures failed"
 [[ $failures -eq 0 ]]

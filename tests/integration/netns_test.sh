@@ -34,10 +34,6 @@ if [[ -z ${NETNS_TEST_INSIDE:-} ]]; then
 fi
 
 source "$ROOT/tests/integration/check.sh"
-# expect NAME ACTUAL WANTED
-expect() {
-  check "$1 (got '$2', want '$3')" [ "$2" == "$3" ]
-}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -95,12 +91,7 @@ i=2
 hosts="127.0.0.1 localhost
 10.77.0.1 launcher"
 while IFS=$'\t' read -r name role; do
-  ip netns add "$name"
-  ip link add "v$i" type veth peer name eth0 netns "$name"
-  ip link set "v$i" master br0 up
-  ip -n "$name" addr add "10.77.0.$i/24" dev eth0
-  ip -n "$name" link set eth0 up
-  ip -n "$name" link set lo up
+  bridged_namespace "$name" "10.77.0.$i" "v$i"
   ADDR[$name]=10.77.0.$i
   hosts+=$'\n'"10.77.0.$i $name"
   i=$((i + 1))
@@ -129,14 +120,6 @@ NAMES=($(cut -f1 "$TMP/roles.tsv"))
 WORKERS=($(awk -F'\t' '$2 == "worker" {print $1}' "$TMP/roles.tsv"))
 SERVERS=($(awk -F'\t' '$2 == "server" {print $1}' "$TMP/roles.tsv"))
 health() { "$PST" health "${ADDR[$1]}:9100" --timeout 2 2>&1 || true; }
-# wait_for FILE PATTERN SECONDS
-wait_for() {
-  for _ in $(seq 1 $(($3 * 5))); do
-    grep -q -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  return 1
-}
 # wait_all SECONDS: every started process's exit code into RC[name].
 declare -A RC STARTED
 wait_all() {

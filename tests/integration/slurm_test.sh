@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# deploy/slurm/pst.sbatch on a real Slurm (Debian's slurmctld, slurmd and
+# munge) whose nodes are network namespaces of this machine: inside
+# `unshare --net --mount --uts` (no packet leaves the machine; nobody else
+# sees the namespaces, mounts or daemons), a controller on a bridge and
+# three nodes, each its own namespace with its own slurmd and host name: a
+# CPU node (partition cpu) and two GPU nodes (partition gpu, one GPU each as
+# Slurm counts them; the machine has none, so the workers use the CPU).
+#  1. PST_LAUNCH=mpi: the heterogeneous job (scheduler and server on the
+#     CPU node, a worker on each GPU node) under srun --mpi=pmix, every
+#     listening port within cluster.port_range. Mid-run, the file_sd file
+#     names all four processes by their nodes' addresses and each serves
+#     /metrics. Then the time-limit warning (USR1 to the batch shell): pst
+#     stops after one common step with its checkpoint, the job requeues
+#     itself, the requeued run resumes at that step and ends.
+#  2. PST_LAUNCH=roles: the same job without MPI (--role auto from
+#     SLURM_PROCID). scancel --signal=TERM mid-run leaves a checkpoint and a
+#     completed job; scontrol requeue resumes it to the end.
+#   tests/integration/slurm_test.sh PST_BINARY
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PST=$(readlink -f "${1:?usage: slurm_test.sh PST_BINARY}")
+
+if [[ -z ${SLURM_TEST_INSIDE:-} ]]; then
+  for tool in ip unshare nsenter slurmctld slurmd munged sbatch scontrol; do
+    command -v "$tool" >/dev/null || { echo "slurm_test: needs $tool (scripts/setup installs it)"; exit 1; }
+  done
+  # The whole test, daemons included, ends within 15 minutes.
+  exec timeout -k 10 900 unshare --net --mount --uts env SLURM_TEST_INSIDE=1 bash "$0" "$@"
+fi
+
+source "$ROOT/tests/integration/check.sh"
+TMP=$(mktemp -d)
+NODES=(cpu1 gpu1 gpu2)
+cleanup() {
+  local rc=$?
+  if ((rc != 0 || failures > 0)); then
+    for f in "$TMP"/*.out "$TMP"/slurmctld.log "$TMP"/slurmd-*.log; do
+      [[ -f $f ]] && { echo "== $f"; tail -n 15 "$f"; }
+    done
+  fi
+  # Every daemon and job process of the test lives in its namespaces or
+  # was started here: the pid files and the namespaces name them all.
+  for f in "$TMP"/*.pid "$TMP"/munge/pid; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
+  for ns in "${NODES[@]}"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  [[ -n ${SLURM_TEST_KEEP:-} ]] && echo "slurm_test: kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mount --make-rprivate /
+mount -t tmpfs tmpfs /run
+hostname slurmctl
+ip link set lo up
+ip link add br0 type bridge
+ip addr add 10.79.0.1/24 dev br0
+ip link set br0 up
+hosts="127.0.0.1 localhost
+10.79.0.1 slurmctl"
+declare -A ADDR
+i=11
+for n in "${NODES[@]}"; do
+  bridged_namespace "$n" "10.79.0.$i" "v$n"
+  ADDR[$n]=10.79.0.$i
+  hosts+=$'\n'"10.79.0.$i $n"
+  i=$((i + 1))
+done
+echo "$hosts" >"$TMP/hosts"
+mount --bind "$TMP/hosts" /etc/hosts
+
+# munge: one daemon and key for the cluster, its socket a file every
+# namespace sees.
+mkdir -m 700 "$TMP/munge"
+head -c 1024 /dev/urandom >"$TMP/munge/munge.key"
+chmod 400 "$TMP/munge/munge.key"
+munged --force --key-file="$TMP/munge/munge.key" --socket="$TMP/munge/sock" --pid-file="$TMP/munge/pid" \
+  --log-file="$TMP/munge/log" --seed-file="$TMP/munge/seed"
+
+# Slurm: the nodes' spool and PMIx directories are their own (%n), as on
+# machines of their own; processes are tracked by process group (the
+# container has no cgroup hierarchy of its own to give slurmd). A requeued
+# job waits out the credential lifetime before it starts again: 20 s here,
+# not the default 120.
+mkdir -p "$TMP/state"
+for n in "${NODES[@]}"; do mkdir -p "$TMP/spool/$n" "$TMP/nodetmp/$n"; done
+export SLURM_CONF=$TMP/slurm.conf
+cat >"$SLURM_CONF" <<CONF
+ClusterName=pst-test
+SlurmctldHost=slurmctl(10.79.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$TMP/munge/sock,cred_expire=20
+CredType=cred/munge
+StateSaveLocation=$TMP/state
+SlurmdSpoolDir=$TMP/spool/%n
+TmpFS=$TMP/nodetmp/%n
+SlurmctldPidFile=$TMP/slurmctld.pid
+SlurmdPidFile=$TMP/slurmd-%n.pid
+SlurmctldLogFile=$TMP/slurmctld.log
+SlurmdLogFile=$TMP/slurmd-%n.log
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+ReturnToService=2
+SlurmdParameters=config_overrides
+KillWait=60
+GresTypes=gpu
+NodeName=cpu1 CPUs=2 State=UNKNOWN
+NodeName=gpu[1-2] CPUs=2 Gres=gpu:1 State=UNKNOWN
+PartitionName=cpu Nodes=cpu1 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE
+PartitionName=gpu Nodes=gpu[1-2] MaxTime=INFINITE State=UP OverSubscribe=FORCE
+CONF
+# GPUs as Slurm counts them (no device files: the machine has no GPU).
+printf 'AutoDetect=off\nNodeName=gpu[1-2] Name=gpu File=/dev/null\n' >"$TMP/gres.conf"
+slurmctld -f "$SLURM_CONF"
+for n in "${NODES[@]}"; do
+  # nsenter keeps this mount namespace's /sys (ip netns exec would remount it).
+  nsenter --net="/run/netns/$n" unshare --uts sh -c "hostname $n; exec slurmd -f $SLURM_CONF -N $n"
+done
+for _ in $(seq 1 150); do
+  [[ $(sinfo -h -o '%t' -N | grep -c idle) == 3 ]] && break
+  sleep 0.2
+done
+expect "3 nodes are idle" "$(sinfo -h -o '%t' -N | grep -c idle)" 3
+
+# The job: g2p-small, short, logged often, a checkpoint every 40 steps.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_tcp_if_include=10.79.0.0/24 OMPI_MCA_oob_tcp_if_include=10.79.0.0/24
+export PST="$PST" PST_CONFIG="$ROOT/configs/g2p-small.toml"
+export PST_TRAIN_STEPS=160 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=40 PST_TRAIN_LOG_EVERY=10
+export PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false PST_DATA_EVAL_MAX_EXAMPLES=50 PST_CHECKPOINT_EVERY_STEPS=40
+export PST_CLUSTER_TIMEOUT_S=120 PST_TRAIN_THREADS=1 PST_METRICS_LINGER_S=0 PST_CLUSTER_PORT_RANGE=31000-31019
+cd "$TMP"
+
+# job_field JOB FIELD: a field of scontrol show job (of the first component
+# of a heterogeneous job, which speaks for the job).
+job_field() { scontrol show job "$1" -o 2>/dev/null | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# wait_done JOB SECONDS: until the job has ended (not pending, running,
+# requeued or completing).
+wait_done() {
+  for _ in $(seq 1 $(($2 * 5))); do
+    case $(job_field "$1" JobState) in PENDING | RUNNING | REQUEUED | COMPLETING | CONFIGURING | "") ;; *) return 0 ;; esac
+    sleep 0.2
+  done
+  return 1
+}
+losses() { grep -ho '\[worker 0\] step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
+in_range() { (($1 >= 31000 && $1 <= 31019)); }
+
+# --- 1: mpi, the time-limit warning, a requeue of its own -------------------
+export PST_TRAIN_OUTPUT=$TMP/run-mpi
+job=$(PST_LAUNCH=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
+out=$TMP/pst-$job.out
+wait_for "$out" 'step *[4-9]0/160' 300 || { echo "slurm_test: the mpi job did not reach step 40"; exit 1; }
+expect "the job is heterogeneous: 2 components" "$(scontrol show job "$job" | grep -c '^JobId=')" 2
+for r in 0 1; do expect "rank $r runs on the CPU node" "$(grep -c "rank $r of 4 on host cpu1" "$out")" 1; done
+expect "the workers run on the GPU nodes" "$(grep -o 'rank [23] of 4 on host gpu[12]' "$out" | sed 's/.*host //' | sort -u | xargs)" "gpu1 gpu2"
+server_port=$(grep -o 'server 0 at tcp://10\.79\.0\.11:[0-9]*' "$out" | head -1 | sed 's/.*://')
+check "the server listens within cluster.port_range ($server_port)" in_range "${server_port:-0}"
+# Prometheus's view: the file_sd file names every process by its node's
+# address, and each serves /metrics.
+sd=$PST_TRAIN_OUTPUT/prometheus-targets.json
+wait_for "$sd" "${ADDR[gpu2]}" 60 || true
+mapfile -t targets < <(grep -o '"10\.79\.0\.[0-9]*:[0-9]*"' "$sd" | tr -d '"')
+expect "file_sd names 4 processes" "${#targets[@]}" 4
+expect "on the nodes' addresses" "$(printf '%s\n' "${targets[@]}" | cut -d: -f1 | sort | uniq -c | tr -s ' ' | xargs)" \
+  "2 10.79.0.11 1 10.79.0.12 1 10.79.0.13"
+for t in "${targets[@]}"; do
+  check "the metrics port of $t is within cluster.port_range" in_range "${t##*:}"
+  body=$(timeout 10 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" || true)
+  check "$t serves pst_build_info" grep -q '^pst_build_info{' <<<"$body"
+  check "$t serves process_resident_memory_bytes" grep -q '^process_resident_memory_bytes ' <<<"$body"
+done
+# 180 s before its time limit Slurm signals the batch shell (--signal=B:USR1@180).
+scancel --batch --signal=USR1 "$job"
+wait_for "$out" "srun exited" 120 || true
+wait_done "$job" 400 || true
+expect "the job completes" "$(job_field "$job" JobState)" COMPLETED
+expect "after one requeue" "$(job_field "$job" Restarts)" 1
+stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
+expect "both workers stopped after the same step" "$(grep -o 'stopped after step [0-9]*' "$out" | sort -u | wc -l)" 1
+expect "with a checkpoint of it" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
+expect "the requeued run says so" "$(grep -c 'pst.sbatch: job .* (restart 1)' "$out")" 1
+expect "it ends at step 160" "$(grep -c '\[worker 0\] step *160/160' "$out")" 1
+expect "the model is written" "$(test -s "$PST_TRAIN_OUTPUT/model.safetensors" && echo yes)" yes
+mapfile -t L < <(losses "$out")
+echo "slurm_test: mpi: stopped after step $stopped; loss ${L[0]} at step 10, ${L[-1]} at step 160"
+expect "the loss falls by more than 0.5" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
+
+# --- 2: roles, scancel --signal=TERM, scontrol requeue -------------------------
+export PST_TRAIN_OUTPUT=$TMP/run-roles
+job=$(PST_LAUNCH=roles sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
+out=$TMP/pst-$job.out
+wait_for "$out" 'step *[4-9]0/160' 300 || { echo "slurm_test: the roles job did not reach step 40"; exit 1; }
+expect "each task took its role from SLURM_PROCID" \
+  "$(grep -o -- '--role auto: [a-z]* (SLURM_PROCID [0-9]' "$out" | sort | uniq -c | awk '{print $4}' | xargs)" \
+  "scheduler server worker worker"
+scancel --signal=TERM "$job"
+wait_done "$job" 200 || true
+expect "scancel --signal=TERM: the job completes" "$(job_field "$job" JobState)" COMPLETED
+stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
+ck=$(printf 'step-%09d' "$stopped")
+expect "it leaves a checkpoint of the stop step" "$(test -f "$PST_TRAIN_OUTPUT/checkpoints/$ck/manifest.json" && echo yes)" yes
+expect "the job's key file is removed" "$(ls -a "$TMP" | grep -c '^\.pst-.*\.key$')" 0
+scontrol requeue "$job"
+wait_for "$out" 'pst.sbatch: job .* (restart 1)' 120 || true
+wait_done "$job" 400 || true
+expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
+expect "resuming at the stop step" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
+expect "and ends at step 160" "$(grep -c '\[worker 0\] step *160/160' "$out")" 1
+echo "slurm_test: roles: stopped after step $stopped, resumed, ended"
+echo "slurm_test: $passes checks passed, $failures failed"
+[[ $failures -eq 0 ]]
