@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
@@ -361,15 +362,22 @@ Result<DeviceSpec> parse_device(const std::string& text) {
     return d;
   }
   if (text.starts_with("cuda:")) {
-    const char* begin = text.data() + 5;
-    const char* end = text.data() + text.size();
-    auto [p, ec] = std::from_chars(begin, end, d.index);
-    if (ec == std::errc() && p == end && begin != end && d.index >= 0) {
+    const auto index = parse_count(std::string_view(text).substr(5));
+    if (index && *index <= std::numeric_limits<int>::max()) {
       d.kind = DeviceKind::kCuda;
+      d.index = static_cast<int>(*index);
       return d;
     }
   }
   return invalid_argument("train.device = \"{}\": allowed are auto, cpu, cuda and cuda:N (N >= 0)", text);
+}
+
+std::optional<int64_t> parse_count(std::string_view text) {
+  if (text.empty() || text.front() == '-' || text.front() == '+') return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) return std::nullopt;
+  return v;
 }
 
 Status apply_override(JobConfig& config, const std::string& assignment) {

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -320,5 +322,8 @@ const char* to_string(CheckpointFailure v);
 
 // Parses train.device; the error names the value and what is allowed.
 Result<DeviceSpec> parse_device(const std::string& text);
+// A count written in decimal: the whole of `text` is digits (no sign, no
+// spaces) of a value that fits; nothing otherwise.
+std::optional<int64_t> parse_count(std::string_view text);
 
 }  // namespace pst

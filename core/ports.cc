@@ -1,6 +1,6 @@
 #include "core/ports.h"
 
-#include <charconv>
+#include "core/config.h"
 
 namespace pst {
 
@@ -16,14 +16,10 @@ Result<PortRange> parse_port_range(const std::string& text) {
   };
   const auto dash = text.find('-');
   if (dash == std::string::npos) return bad();
-  PortRange r;
-  const char* end = text.data() + text.size();
-  auto [p1, e1] = std::from_chars(text.data(), text.data() + dash, r.first);
-  auto [p2, e2] = std::from_chars(text.data() + dash + 1, end, r.last);
-  if (e1 != std::errc() || p1 != text.data() + dash || dash == 0 || e2 != std::errc() || p2 != end ||
-      dash + 1 == text.size())
-    return bad();
-  if (r.first < 1 || r.first > r.last || r.last > 65535) return bad();
+  const auto first = parse_count(std::string_view(text).substr(0, dash));
+  const auto last = parse_count(std::string_view(text).substr(dash + 1));
+  if (!first || !last || *first < 1 || *first > *last || *last > 65535) return bad();
+  PortRange r{static_cast<int>(*first), static_cast<int>(*last)};
   return r;
 }
 

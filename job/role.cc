@@ -8,9 +8,7 @@
 // cluster.workers say how many to wait for. Under Slurm's srun without MPI,
 // --role auto takes the role from the task's rank (role_from_slurm).
 #include <algorithm>
-#include <charconv>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -122,12 +120,9 @@ Result<int64_t> env_count(const char* name) {
   const char* value = std::getenv(name);
   if (value == nullptr || *value == '\0')
     return failed_precondition("--role auto: {} is not set (auto takes the role from Slurm's srun)", name);
-  int64_t n = -1;
-  const char* end = value + std::strlen(value);
-  auto [p, ec] = std::from_chars(value, end, n);
-  if (ec != std::errc() || p != end || n < 0)
-    return invalid_argument("--role auto: {} = '{}' is not a count", name, value);
-  return n;
+  const auto n = parse_count(value);
+  if (!n) return invalid_argument("--role auto: {} = '{}' is not a count", name, value);
+  return *n;
 }
 
 }  // namespace

@@ -1,8 +1,7 @@
 #include "model/backend.h"
 
-#include <charconv>
 #include <cstdlib>
-#include <cstring>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -26,14 +25,12 @@ std::optional<LocalRank> local_rank_from_env() {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK", "MPI_LOCALRANKID"}) {
     const char* value = std::getenv(name);
     if (value == nullptr || *value == '\0') continue;
-    int rank = -1;
-    const char* end = value + std::strlen(value);
-    auto [p, ec] = std::from_chars(value, end, rank);
-    if (ec != std::errc() || p != end || rank < 0) {
+    const auto rank = parse_count(value);
+    if (!rank || *rank > std::numeric_limits<int>::max()) {
       spdlog::warn("{} = '{}' is not a local rank (a number >= 0); ignored", name, value);
       continue;
     }
-    return LocalRank{rank, name};
+    return LocalRank{static_cast<int>(*rank), name};
   }
   return std::nullopt;
 }

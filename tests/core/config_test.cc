@@ -97,6 +97,14 @@ TEST(ConfigTest, DeviceSpecs) {
   expect_error("[train]\nmatmul = \"fp16\"\n", {}, {"train.matmul", "fp32, tf32, bf16"});
 }
 
+TEST(ConfigTest, CountsAreWholeDecimalNumbers) {
+  EXPECT_EQ(parse_count("0"), 0);
+  EXPECT_EQ(parse_count("31000"), 31000);
+  EXPECT_EQ(parse_count("9223372036854775807"), INT64_MAX);
+  for (const char* bad : {"", "-1", "+1", " 1", "1 ", "1x", "0x10", "1.5", "9223372036854775808"})
+    EXPECT_FALSE(parse_count(bad).has_value()) << "'" << bad << "'";
+}
+
 TEST(ConfigTest, UnknownKeyNamesKeyLineAndAllowedKeys) {
   expect_error("[model]\nd_model = 8\nheadz = 2\n", {}, {"job.toml:3", "unknown key 'headz'", "[model]", "heads"});
 }
