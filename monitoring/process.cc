@@ -63,7 +63,10 @@ Result<ProcessStats> read_process_stats() {
   const auto field = [&f](int n) { return std::stod(f[static_cast<size_t>(n - 3)]); };
   ProcessStats s;
   s.cpu_seconds = (field(14) + field(15)) / ticks;  // utime + stime
-  PST_ASSIGN_OR_RETURN(const double boot, boot_time());
+  // The boot time does not change: /proc/stat (a line per CPU and the
+  // interrupt counts) is read once, not at every scrape.
+  static const Result<double> booted = boot_time();
+  PST_ASSIGN_OR_RETURN(const double boot, booted);
   s.start_time = boot + field(22) / ticks;
   s.virtual_bytes = static_cast<int64_t>(field(23));
   s.resident_bytes = static_cast<int64_t>(field(24)) * ::sysconf(_SC_PAGESIZE);
