@@ -153,7 +153,7 @@ wait_done() {
   return 1
 }
 losses() { grep -ho '\[worker 0\] step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
-in_range() { (($1 >= 31000 && $1 <= 31019)); }
+in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RANGE#*-})); }
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
 export PST_TRAIN_OUTPUT=$TMP/run-mpi
