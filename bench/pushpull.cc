@@ -27,10 +27,10 @@
 
 #include <fmt/format.h>
 
+#include "bench/flat_table.h"
 #include "comm/remote_client.h"
 #include "comm/security.h"
 #include "core/timer.h"
-#include "model/param_table.h"
 #include "ps/shard_server.h"
 
 using namespace pst;
@@ -38,19 +38,6 @@ using namespace pst;
 namespace {
 
 constexpr uint64_t kJob = 0xbe;
-
-// A parameter table of n floats in tensors of at most 1M floats.
-ParamTable flat_table(int64_t n) {
-  ParamTable t;
-  for (int64_t off = 0, i = 0; off < n; off += 1 << 20, ++i) {
-    ParamSpec p;
-    p.name = fmt::format("w{}", i);
-    p.shape = {std::min<int64_t>(1 << 20, n - off)};
-    p.is_matrix_weight = true;
-    t.add(p);
-  }
-  return t;
-}
 
 struct PstRound {
   double seconds = 0;         // per round, the slowest worker

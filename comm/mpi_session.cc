@@ -7,9 +7,10 @@ namespace pst {
 
 Result<std::unique_ptr<MpiSession>> MpiSession::init() {
   int provided = 0;
-  if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+  if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
     return failed_precondition("MPI_Init_thread failed");
   std::unique_ptr<MpiSession> s(new MpiSession());
+  s->thread_level_ = provided;
   if (provided < MPI_THREAD_SERIALIZED)
     return failed_precondition("this MPI library provides thread level {}; pst needs MPI_THREAD_SERIALIZED ({})",
                                provided, MPI_THREAD_SERIALIZED);

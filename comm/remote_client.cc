@@ -72,19 +72,28 @@ Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
   if (static_cast<int>(server_endpoints.size()) != plan.servers())
     return invalid_argument("remote client: {} server endpoints for a plan of {} servers", server_endpoints.size(),
                             plan.servers());
-  std::unique_ptr<RemoteParameterClient> c(new RemoteParameterClient(plan, options));
+  std::vector<std::unique_ptr<Channel>> channels;
   for (size_t k = 0; k < server_endpoints.size(); ++k) {
     PST_ASSIGN_OR_RETURN(
         auto d, Dealer::connect(context, server_endpoints[k], fmt::format("server {} ({})", k, server_endpoints[k])));
-    d->watch(options.interrupt);
-    c->servers_.push_back(std::move(d));
+    channels.push_back(std::move(d));
   }
+  return connect(plan, std::move(channels), options);
+}
+
+Result<std::unique_ptr<RemoteParameterClient>> RemoteParameterClient::connect(
+    const ShardPlan& plan, std::vector<std::unique_ptr<Channel>> servers, RemoteClientOptions options) {
+  if (static_cast<int>(servers.size()) != plan.servers())
+    return invalid_argument("remote client: {} servers for a plan of {} servers", servers.size(), plan.servers());
+  std::unique_ptr<RemoteParameterClient> c(new RemoteParameterClient(plan, options));
+  for (auto& d : servers) d->watch(options.interrupt);
+  c->servers_ = std::move(servers);
   return c;
 }
 
 Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uint64_t request_id, wire::Kind kind,
                                                                       const std::string& what) {
-  Dealer& d = *servers_[static_cast<size_t>(k)];
+  Channel& d = *servers_[static_cast<size_t>(k)];
   // A server may wait timeout_s for the slowest worker before it gives up
   // and says whom it waited for; waiting twice that lets its answer arrive.
   const Deadline deadline =
@@ -166,7 +175,7 @@ Status RemoteParameterClient::abandon_push(Status why) {
   // server that takes nothing more keeps them queued: closing the sockets
   // (linger 0) drops them, and the client is not used again.
   if (!p->latch.wait(Deadline::after(1))) {
-    for (auto& d : servers_) d->socket().close();
+    for (auto& d : servers_) d->close();
     if (!p->latch.wait(Deadline::after(options_.timeout_s)))
       PST_CHECK_MSG(false, "push of step {}: the transport still holds the gradient {} s after its sockets closed",
                     p->version, options_.timeout_s);
@@ -203,7 +212,7 @@ Result<StepReport> RemoteParameterClient::pull(int64_t min_version, float* weigh
 
 Status RemoteParameterClient::receive_pull_part(int k, StepReport* info) {
   const size_t ks = static_cast<size_t>(k);
-  Dealer& d = *servers_[ks];
+  Channel& d = *servers_[ks];
   PST_ASSIGN_OR_RETURN(auto m, await_reply(k, pull_request_, wire::Kind::PULL_REPLY,
                                            fmt::format("weights of version {}", pull_min_version_)));
   const auto& chunks = owned_[ks];

@@ -37,6 +37,10 @@ class RemoteParameterClient final : public ParameterClient {
   static Result<std::unique_ptr<RemoteParameterClient>> connect(zmq::context_t& context, const ShardPlan& plan,
                                                                 const std::vector<std::string>& server_endpoints,
                                                                 RemoteClientOptions options);
+  // servers[k] reaches server k (a Dealer, or an MpiChannel).
+  static Result<std::unique_ptr<RemoteParameterClient>> connect(const ShardPlan& plan,
+                                                                std::vector<std::unique_ptr<Channel>> servers,
+                                                                RemoteClientOptions options);
   ~RemoteParameterClient() override;
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
@@ -65,7 +69,7 @@ class RemoteParameterClient final : public ParameterClient {
 
   const ShardPlan& plan_;
   RemoteClientOptions options_;
-  std::vector<std::unique_ptr<Dealer>> servers_;
+  std::vector<std::unique_ptr<Channel>> servers_;
   std::vector<std::vector<Chunk>> owned_;  // per server, in flat order
   uint64_t next_request_ = 1;
 

@@ -232,6 +232,15 @@ Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std:
   return r;
 }
 
+Status Router::bind_also(const std::string& endpoint) {
+  try {
+    socket_.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    return io_error("bind {}: {}", endpoint, e.what());
+  }
+  return Status();
+}
+
 Result<Routed> Router::receive(Deadline deadline, const std::string& waiting_for) {
   PST_ASSIGN_OR_RETURN(Frames frames, receive_frames(socket_, deadline, "peers of " + endpoint_, waiting_for));
   if (frames.size() < 2) return data_loss("{}: a message without a route and a header", endpoint_);

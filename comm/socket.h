@@ -88,6 +88,8 @@ class Router {
   // (it does not read) until `deadline`; other peers never wait for it.
   Status send(const zmq::message_t& route, Frames frames, Deadline deadline);
   zmq::socket_t& socket() { return socket_; }
+  // Listens at another endpoint too (an inproc:// one for comm/mpi_transport.h).
+  Status bind_also(const std::string& endpoint);
 
  private:
   explicit Router(zmq::context_t& context) : socket_(context, zmq::socket_type::router) {}
@@ -95,18 +97,33 @@ class Router {
   std::string endpoint_;
 };
 
-class Dealer {
+// One node's line to one peer: what a worker reaches a server through. A
+// Dealer (ZeroMQ), or MPI point-to-point messages (comm/mpi_transport.h).
+class Channel {
  public:
-  // peer: how errors name the other side, e.g. "server 1 (tcp://10.0.0.2:5601)".
+  virtual ~Channel() = default;
+  // How errors name the other side, e.g. "server 1 (tcp://10.0.0.2:5601)".
+  virtual const std::string& peer() const = 0;
+  // An error once `deadline` passes with the frames not yet handed over.
+  virtual Status send(Frames frames, Deadline deadline) = 0;
+  virtual Result<Frames> receive(Deadline deadline, const std::string& waiting_for) = 0;
+  // Sends and receives end early once `interrupt` (which outlives this) is raised.
+  virtual void watch(const Interrupt* interrupt) = 0;
+  // Drops whatever it still holds of frames sent; sends fail afterwards.
+  virtual void close() = 0;
+};
+
+class Dealer final : public Channel {
+ public:
   static Result<std::unique_ptr<Dealer>> connect(zmq::context_t& context, const std::string& endpoint,
                                                  std::string peer);
 
-  const std::string& peer() const { return peer_; }
-  Status send(Frames frames, Deadline deadline);
-  Result<Frames> receive(Deadline deadline, const std::string& waiting_for);
+  const std::string& peer() const override { return peer_; }
+  Status send(Frames frames, Deadline deadline) override;
+  Result<Frames> receive(Deadline deadline, const std::string& waiting_for) override;
   zmq::socket_t& socket() { return socket_; }
-  // Sends and receives end early once `interrupt` (which outlives this) is raised.
-  void watch(const Interrupt* interrupt) { interrupt_ = interrupt; }
+  void watch(const Interrupt* interrupt) override { interrupt_ = interrupt; }
+  void close() override { socket_.close(); }
 
  private:
   explicit Dealer(zmq::context_t& context) : socket_(context, zmq::socket_type::dealer) {}

@@ -52,6 +52,7 @@ PST_ENUM_NAMES(ScheduleKind, {ScheduleKind::kConstant, "constant"}, {ScheduleKin
 PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp"}, {Consistency::kSsp, "ssp"})
 PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
 PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
+PST_ENUM_NAMES(Transport, {Transport::kZmq, "zmq"}, {Transport::kMpi, "mpi"})
 PST_ENUM_NAMES(SecurityMode, {SecurityMode::kSecret, "secret"}, {SecurityMode::kCurve, "curve"},
                {SecurityMode::kNone, "none"})
 PST_ENUM_NAMES(CheckpointFailure, {CheckpointFailure::kContinue, "continue"}, {CheckpointFailure::kStop, "stop"})
@@ -291,6 +292,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "in_process", &k.in_process));
   f.push_back(make_field("cluster", "interface", &k.interface));
   f.push_back(make_field("cluster", "port_range", &k.port_range));
+  f.push_back(make_field("cluster", "transport", &k.transport));
   auto& mc = c.metrics;
   f.push_back(make_field("metrics", "enabled", &mc.enabled));
   f.push_back(make_field("metrics", "bind", &mc.bind));
@@ -347,6 +349,7 @@ const char* to_string(MatmulPrecision v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }
 const char* to_string(Overlap v) { return enum_name(v); }
+const char* to_string(Transport v) { return enum_name(v); }
 const char* to_string(SecurityMode v) { return enum_name(v); }
 const char* to_string(CheckpointFailure v) { return enum_name(v); }
 

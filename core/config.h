@@ -41,6 +41,10 @@ enum class Consistency { kBsp, kAsp, kSsp };
 // in turn (the reference the tests hold distributed jobs to).
 enum class InProcess { kThreads, kSequential };
 enum class Overlap { kAuto, kOn, kOff };
+// What carries pushes and pulls between workers and servers: ZeroMQ over
+// TCP, or MPI point-to-point messages (a job launched by mpirun or srun
+// --mpi=pmix, on a cluster whose fast fabric MPI reaches).
+enum class Transport { kZmq, kMpi };
 // Precision of the CUDA backend's matrix products (inputs and outputs stay
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
@@ -206,6 +210,12 @@ struct ClusterConfig {
   // (e.g. 30000-30100), for firewalls; each takes the first free one;
   // empty: ephemeral ports.
   std::string port_range = "";
+  // What carries the tensors of pushes and pulls: zmq (TCP sockets), or mpi:
+  // MPI point-to-point messages on the fabric Open MPI picks (shared memory
+  // within a host, InfiniBand through UCX, TCP), for jobs launched by
+  // mpirun or srun --mpi=pmix. The messages, their checks and deadlines are
+  // the same; control traffic (registration, heartbeats) stays on ZeroMQ.
+  Transport transport = Transport::kZmq;  // zmq | mpi
 };
 
 // Who may connect to a job's TCP and IPC sockets (comm/security.h):
@@ -249,7 +259,9 @@ struct CheckpointConfig {
   CheckpointFailure on_failure = CheckpointFailure::kContinue;  // continue | stop
   // Start from: "" (a fresh job), "latest" (the newest complete checkpoint
   // under dir), "auto" (latest if dir holds any checkpoint, else a fresh
-  // job: a container that restarts continues) or a checkpoint directory.
+  // job: a container that restarts continues; a --role process whose newest
+  // checkpoint is at train.steps exits 0, the job having run to its end) or a
+  // checkpoint directory.
   std::string resume;
 };
 
@@ -317,6 +329,7 @@ const char* to_string(MatmulPrecision v);
 const char* to_string(Consistency v);
 const char* to_string(InProcess v);
 const char* to_string(Overlap v);
+const char* to_string(Transport v);
 const char* to_string(SecurityMode v);
 const char* to_string(CheckpointFailure v);
 

@@ -26,6 +26,8 @@
 
 namespace pst {
 
+class MpiGateway;  // comm/mpi_transport.h
+
 // Made by a bootstrap, then read by the node this process (or thread) runs;
 // start_barrier and reducer are called from that node's thread only.
 struct Cluster {
@@ -52,6 +54,11 @@ struct Cluster {
   // the step it starts at, known once its start barrier has passed.
   bool joining = false;
   int64_t join_step = 0;
+  // cluster.transport = mpi (job/mpi.cc): a worker's channel to server k,
+  // and what a server runs beside its Router to reach the workers; null:
+  // ZeroMQ (Dealers to `servers`, the Router alone).
+  std::function<Result<std::unique_ptr<Channel>>(int server)> server_channel;
+  std::function<Result<std::unique_ptr<MpiGateway>>(zmq::context_t&, Router&)> gateway;
 };
 
 // Fills cluster.resume, and cluster.initial when `servers` run in this process.

@@ -11,6 +11,14 @@ Status train(const TrainArgs& args) {
   return train_local(args);
 }
 
+Status check_zmq_transport(const JobConfig& job, const char* mode) {
+  if (job.cluster.transport != Transport::kMpi) return Status();
+  return invalid_argument(
+      "cluster.transport = mpi: MPI carries the tensors only between the ranks of a job launched by mpirun or "
+      "srun --mpi=pmix; {} job uses zmq (the default)",
+      mode);
+}
+
 Status check_fixed_size(const JobConfig& job, const char* mode) {
   if (job.cluster.max_workers <= job.cluster.workers) return Status();
   return invalid_argument(

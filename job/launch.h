@@ -22,5 +22,8 @@ Result<std::string> role_from_slurm(JobConfig& job);
 // A job of a fixed size (threads, mpirun) refuses cluster.max_workers >
 // cluster.workers: only --role jobs take workers that join; `mode` names it.
 Status check_fixed_size(const JobConfig& job, const char* mode);
+// An error unless cluster.transport is zmq: jobs that mpirun did not launch
+// (`mode` names them, e.g. "a one-process") have no MPI to carry tensors.
+Status check_zmq_transport(const JobConfig& job, const char* mode);
 
 }  // namespace pst

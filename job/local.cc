@@ -173,6 +173,7 @@ Status train_local(const TrainArgs& args) {
   init_logging(job.train.log_level);
   spdlog::info("resolved config:\n{}", to_toml(job));
   PST_RETURN_IF_ERROR(check_fixed_size(job, "a one-process"));
+  PST_RETURN_IF_ERROR(check_zmq_transport(job, "a one-process"));
   PST_RETURN_IF_ERROR(check_output_is_free(job));
   PST_ASSIGN_OR_RETURN(TaskData data, load_job_data(job));
   // Checkpoints are the servers' work: a job that writes or resumes them

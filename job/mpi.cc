@@ -4,13 +4,16 @@
 // once after every server has its shards initialised and its socket bound
 // (MPI_Barrier), so no push can reach a server that is not ready; it also
 // carries the servers' sum of gradient statistics. Tensors travel over
-// ZeroMQ. Worker 0 evaluates and writes train.output.
+// ZeroMQ, or with cluster.transport = mpi over MPI point-to-point messages
+// (a worker's MpiChannels, a server's MpiGateway). Worker 0 evaluates and
+// writes train.output.
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
 
 #include "comm/mpi_session.h"
 #include "comm/mpi_stats_reducer.h"
+#include "comm/mpi_transport.h"
 #include "core/logging.h"
 #include "job/cluster.h"
 #include "job/launch.h"
@@ -83,6 +86,28 @@ Result<Cluster> mpi_cluster(MpiSession& session, const JobConfig& job, const Job
     session.barrier();
     return Status();
   };
+  if (job.cluster.transport == Transport::kMpi) {
+    // Collective: every rank makes the transport's communicator here.
+    MPI_Comm transport = session.split(0);
+    if (session.thread_level() < MPI_THREAD_MULTIPLE)
+      return failed_precondition(
+          "cluster.transport = mpi needs MPI_THREAD_MULTIPLE (a server's gateway and its reduction call MPI from "
+          "two threads); this MPI library provides thread level {}",
+          session.thread_level());
+    MPI_Comm_set_errhandler(transport, MPI_ERRORS_RETURN);
+    const int64_t max_bytes = max_frame_bytes(job.cluster.chunk_bytes);
+    c.server_channel = [transport, layout, max_bytes](int k) -> Result<std::unique_ptr<Channel>> {
+      const int rank = layout.server_rank(k);
+      return std::unique_ptr<Channel>(
+          std::make_unique<MpiChannel>(transport, rank, fmt::format("server {} (MPI rank {})", k, rank), max_bytes));
+    };
+    c.gateway = [transport, layout, rank, max_bytes](zmq::context_t& context, Router& router) {
+      std::vector<int> workers;
+      for (int w = 0; w < layout.workers; ++w) workers.push_back(layout.worker_rank(w));
+      return MpiGateway::start(context, router, transport, std::move(workers), max_bytes,
+                               fmt::format("server {}", layout.server_index(rank)));
+    };
+  }
   const int servers = layout.servers;
   c.reducer = [servers, server_comm]() -> Result<std::shared_ptr<GradStatsReducer>> {
     if (servers == 1) return std::shared_ptr<GradStatsReducer>(std::make_shared<SingleServerReducer>());

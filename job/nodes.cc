@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "comm/mpi_transport.h"
 #include "comm/remote_client.h"
 #include "job/outputs.h"
 #include "job/resume.h"
@@ -39,7 +40,15 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   ShardServerOptions options = shard_server_options(job, cluster.job_id, k, layout);
   options.start_workers = static_cast<int>(job.cluster.workers);
   options.metrics = metrics.get();
+  Router* bound = router.get();
   ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), ctx, std::move(router), options);
+  // Made after the server, so it ends first: it hands over the Router's last
+  // answers while the Router still exists.
+  std::unique_ptr<MpiGateway> gateway;
+  if (cluster.gateway) {
+    PST_ASSIGN_OR_RETURN(gateway, cluster.gateway(ctx, *bound));
+    spdlog::info("server {}: pushes and pulls over MPI (cluster.transport = mpi)", k);
+  }
   if (cluster.resume) PST_RETURN_IF_ERROR(restore_server(server, *cluster.resume, table, plan, k, job.cluster.workers));
   spdlog::info("server {} at {}: {} chunks, {:.1f} MiB of weights", k, endpoint, plan.owned(k).size(),
                static_cast<double>(plan.bytes(k)) / (1 << 20));
@@ -92,10 +101,18 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   // The scheduler's word that the job re-forms ends every wait on the
   // servers (one of them is gone): the worker registers again.
   Interrupt reform;
-  PST_ASSIGN_OR_RETURN(
-      auto client,
-      RemoteParameterClient::connect(ctx, plan, cluster.servers,
-                                     RemoteClientOptions{cluster.job_id, w, layout, job.cluster.timeout_s, &reform}));
+  const RemoteClientOptions copt{cluster.job_id, w, layout, job.cluster.timeout_s, &reform};
+  std::unique_ptr<RemoteParameterClient> client;
+  if (cluster.server_channel) {
+    std::vector<std::unique_ptr<Channel>> channels;
+    for (int k = 0; k < layout.servers; ++k) {
+      PST_ASSIGN_OR_RETURN(auto channel, cluster.server_channel(k));
+      channels.push_back(std::move(channel));
+    }
+    PST_ASSIGN_OR_RETURN(client, RemoteParameterClient::connect(plan, std::move(channels), copt));
+  } else {
+    PST_ASSIGN_OR_RETURN(client, RemoteParameterClient::connect(ctx, plan, cluster.servers, copt));
+  }
   OutputFile metrics;  // worker 0's (of the workers the job started with)
   if (w == 0 && !cluster.joining) {
     PST_ASSIGN_OR_RETURN(metrics, open_output(job, cluster.resume ? cluster.resume->manifest.step : -1));

@@ -29,6 +29,27 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
   return std::optional<ResumePoint>(ResumePoint{dir, std::move(m)});
 }
 
+std::optional<std::string> finished_run(const JobConfig& job) {
+  if (job.checkpoint.resume != "auto") return std::nullopt;
+  auto dir = latest_checkpoint(checkpoint_root(job));
+  if (!dir.ok()) return std::nullopt;
+  auto m = read_checkpoint(*dir);
+  if (!m.ok()) return std::nullopt;
+  // train.epochs gives the steps only once the data is read: the
+  // checkpoint's job resolved them for the same data and epochs.
+  int64_t steps = job.train.steps;
+  if (job.train.epochs > 0) {
+    auto was = parse_config(m->config, *dir + "/manifest.json (config)", {});
+    if (!was.ok() || was->train.epochs != job.train.epochs) return std::nullopt;
+    steps = was->train.steps;
+  }
+  if (m->step < steps) return std::nullopt;
+  return fmt::format(
+      "checkpoint.resume = auto: {} is at step {} of train.steps = {}; the job has run to its end and "
+      "there is nothing to do",
+      *dir, m->step, steps);
+}
+
 Status restore_server(ShardServer& server, const ResumePoint& from, const ParamTable& table, const ShardPlan& plan,
                       int k, int workers) {
   PST_ASSIGN_OR_RETURN(ShardState state, load_shard(from.dir, from.manifest, table, plan.owned(k)));

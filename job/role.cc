@@ -156,6 +156,13 @@ Status train_role(const TrainArgs& given) {
                  std::getenv("SLURM_PROCID"), std::getenv("SLURM_NTASKS"), job.cluster.servers, job.cluster.workers);
   }
   init_logging(job.train.log_level, args.role);
+  PST_RETURN_IF_ERROR(check_zmq_transport(job, "a --role"));
+  // Started again after the end (a StatefulSet restarts a server whatever
+  // its status): a success that changes nothing, before any rendezvous.
+  if (const auto finished = finished_run(job)) {
+    spdlog::info("{}", *finished);
+    return Status();
+  }
   // Every process checks before it registers (a worker or server, in
   // run_role_node: it may still join a running job, or take a lost
   // server's place); worker 0 writes the output only after the rendezvous,

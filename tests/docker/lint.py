@@ -204,6 +204,18 @@ def lint_dockerfile(path, context):
     return problems
 
 
+# Settings that may differ from process to process (core/config.h, job_id):
+# every other PST_ variable is a job setting that all processes must share.
+PER_PROCESS = {"PST_TRAIN_DEVICE", "PST_TRAIN_THREADS", "PST_TRAIN_LOG_LEVEL", "PST_CLUSTER_HOST",
+               "PST_CLUSTER_INTERFACE", "PST_CLUSTER_PORT_RANGE", "PST_SECURITY_KEY_FILE"}
+
+
+def job_settings_of(env):
+    """The PST_ variables of an environment that the job id hashes."""
+    return {k: v for k, v in env.items() if k.startswith("PST_") and k not in PER_PROCESS
+            and not k.startswith("PST_METRICS_")}
+
+
 def lint_compose(path, context):
     import yaml  # python3-yaml, a dependency of docker-compose
 
@@ -225,8 +237,6 @@ def lint_compose(path, context):
     if not pst:
         bad("compose-roles", "no service runs pst train --role")
         return problems
-    per_process = {"PST_TRAIN_DEVICE", "PST_TRAIN_THREADS", "PST_TRAIN_LOG_LEVEL", "PST_CLUSTER_HOST",
-                   "PST_CLUSTER_INTERFACE", "PST_SECURITY_KEY_FILE"}
 
     def env_of(svc):
         env = svc.get("environment") or {}
@@ -235,9 +245,7 @@ def lint_compose(path, context):
         return {k: str(v) for k, v in env.items()}
 
     def job_settings(svc, cmd):
-        env = env_of(svc)
-        shared = {k: v for k, v in env.items()
-                  if k.startswith("PST_") and k not in per_process and not k.startswith("PST_METRICS_")}
+        shared = job_settings_of(env_of(svc))
         config = cmd[cmd.index("--config") + 1] if "--config" in cmd else None
         return shared, config
 

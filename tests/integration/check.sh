@@ -41,3 +41,80 @@ bridged_namespace() {
   ip -n "$1" link set eth0 up
   ip -n "$1" link set lo up
 }
+
+# Inside `unshare --net --mount`, the tests that stand in for containers on
+# one machine (netns_test.sh, kubernetes_test.sh):
+
+# image_root SCRATCH CONFIGS: the file system of pst's image. Mounts become
+# private, /run a tmpfs, and /opt a tmpfs holding /opt/pst (CONFIGS read-only
+# at /opt/pst/configs) while whatever the host has in /opt (this checkout,
+# perhaps) stays visible through bind mounts; SCRATCH/host-opt holds the
+# host's /opt (remove_namespaces unmounts it).
+image_root() {
+  mount --make-rprivate /
+  mount -t tmpfs tmpfs /run
+  mkdir -p "$1/host-opt"
+  mount --bind /opt "$1/host-opt"
+  mount -t tmpfs tmpfs /opt
+  local entry target
+  for entry in "$1"/host-opt/* "$1"/host-opt/.[!.]*; do
+    [[ -e $entry ]] || continue
+    target=/opt/$(basename "$entry")
+    if [[ -d $entry ]]; then mkdir -p "$target"; else touch "$target"; fi
+    mount --bind "$entry" "$target"
+  done
+  mkdir -p /opt/pst/configs
+  mount --bind -o ro "$2" /opt/pst/configs
+  ip link set lo up
+  ip link add br0 type bridge
+  ip addr add 10.77.0.1/24 dev br0
+  ip link set br0 up
+}
+
+# remove_namespaces SCRATCH: every process of every network namespace ends
+# (kill -9) and the namespaces go; then the host's /opt is unmounted.
+remove_namespaces() {
+  local ns p
+  for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1); do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  umount "$1/host-opt" 2>/dev/null || true
+}
+
+# wait_started SECONDS: for each NAME of the associative array STARTED
+# (NAME -> PID), its exit code into RC[NAME], or "timeout" (and kill -9)
+# for one still running when SECONDS have passed.
+wait_started() {
+  local deadline=$((SECONDS + $1)) n p
+  for n in "${!STARTED[@]}"; do
+    p=${STARTED[$n]}
+    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$p" 2>/dev/null; then
+      RC[$n]=timeout
+      kill -9 "$p"
+    else
+      set +e
+      wait "$p"
+      RC[$n]=$?
+      set -e
+    fi
+  done
+}
+
+# losses FILE...: the loss of every logged step.
+losses() { grep -ho 'step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
+
+# stop_all WORKER_LOG...: SIGTERM to every process in STARTED at once
+# (docker compose stop, kubectl delete); checks that each exits 0 and that
+# the workers (their logs) stopped after one common step, which goes into
+# STOPPED ("none" when they did not say).
+stop_all() {
+  local n steps
+  for n in "${!STARTED[@]}"; do kill -TERM "${STARTED[$n]}"; done
+  wait_started 180
+  for n in "${!STARTED[@]}"; do expect "$n exits 0 after SIGTERM" "${RC[$n]}" 0; done
+  steps=$(for f in "$@"; do grep -ho 'stopped after step [0-9]*' "$f" | grep -o '[0-9]*$' || echo none; done | sort -u)
+  expect "the workers stop after one common step" "$(wc -l <<<"$steps")" 1
+  STOPPED=$(head -1 <<<"$steps")
+}

@@ -9,8 +9,11 @@
 #     overlap on (pushes per layer, pulls in layer order, servers streaming
 #     every 1 KiB of updated weights).
 #  2. ASP and SSP(1) jobs finish, and their loss falls.
+#  Both over each transport: ZeroMQ (cluster.transport = zmq) and MPI
+#  point-to-point messages (mpi).
 #  3. kill -9 of a worker or of a server mid-run: the job ends non-zero well
-#     within its deadline, and the output names the dead rank.
+#     within its deadline, and the output names the dead rank (a server with
+#     tensors over MPI too).
 # Usage: mpi_test.sh PATH_TO_PST PATH_TO_MODEL_DIFF
 set -uo pipefail
 PST=$1
@@ -45,50 +48,54 @@ check "threads S=2 W=3" timeout 300 "$PST" train "${JOB[@]}" --set cluster.serve
   --set train.output="$TMP/threads" >"$TMP/threads.log" 2>&1
 check "threads S=2 W=3 equal one thread playing the workers, bit for bit" \
   "$DIFF" "$TMP/threads/model.safetensors" "$TMP/ref3/model.safetensors" 0 0
-for S in 1 2 3; do
-  for W in 1 2 3; do
-    out="$TMP/s${S}w${W}"
-    if timeout 300 "${MPIRUN[@]}" -np $((1 + S + W)) "$PST" train "${JOB[@]}" --set cluster.servers=$S \
-         --set train.output="$out" >"$out.log" 2>&1; then
-      passes=$((passes + 1))
-      check "S=$S W=$W equals one process on the concatenated batches, bit for bit" \
-        "$DIFF" "$out/model.safetensors" "$TMP/ref$W/model.safetensors" 0 0
-    else
-      echo "FAIL: mpirun S=$S W=$W"
-      tail -20 "$out.log"
-      failures=$((failures + 1))
-    fi
+for T in zmq mpi; do
+  for S in 1 2 3; do
+    for W in 1 2 3; do
+      out="$TMP/$T-s${S}w${W}"
+      if timeout 300 "${MPIRUN[@]}" -np $((1 + S + W)) "$PST" train "${JOB[@]}" --set cluster.servers=$S \
+           --set cluster.transport=$T --set train.output="$out" >"$out.log" 2>&1; then
+        passes=$((passes + 1))
+        check "$T: S=$S W=$W equals one process on the concatenated batches, bit for bit" \
+          "$DIFF" "$out/model.safetensors" "$TMP/ref$W/model.safetensors" 0 0
+      else
+        echo "FAIL: mpirun S=$S W=$W over $T"
+        tail -20 "$out.log"
+        failures=$((failures + 1))
+      fi
+    done
   done
-done
 
-check "mpirun S=2 W=3 with overlap on" timeout 300 "${MPIRUN[@]}" -np 6 "$PST" train "${JOB[@]}" \
-  --set cluster.servers=2 --set cluster.overlap=on --set cluster.stream_bytes=1024 \
-  --set train.output="$TMP/overlap" >"$TMP/overlap.log" 2>&1
-check "overlap on equals one process on the concatenated batches, bit for bit" \
-  "$DIFF" "$TMP/overlap/model.safetensors" "$TMP/ref3/model.safetensors" 0 0
-# Security is on by default: rank 0 made the job's secret at launch and
-# every rank proves it (security.mode = secret, security.key_file empty).
-check "every rank of the mpirun job has the job secret on" \
-  test "$(grep -c 'job secret on' "$TMP/overlap.log")" = 6
+  check "$T: mpirun S=2 W=3 with overlap on" timeout 300 "${MPIRUN[@]}" -np 6 "$PST" train "${JOB[@]}" \
+    --set cluster.servers=2 --set cluster.overlap=on --set cluster.stream_bytes=1024 --set cluster.transport=$T \
+    --set train.output="$TMP/$T-overlap" >"$TMP/$T-overlap.log" 2>&1
+  check "$T: overlap on equals one process on the concatenated batches, bit for bit" \
+    "$DIFF" "$TMP/$T-overlap/model.safetensors" "$TMP/ref3/model.safetensors" 0 0
+  # Security is on by default: rank 0 made the job's secret at launch and
+  # every rank proves it (security.mode = secret, security.key_file empty).
+  check "$T: every rank of the mpirun job has the job secret on" \
+    test "$(grep -c 'job secret on' "$TMP/$T-overlap.log")" = 6
 
-# 2. ASP and SSP jobs run to their end and the loss falls.
-for mode in asp ssp; do
-  log="$TMP/$mode.log"
-  check "$mode job" timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --set train.steps=60 \
-    --set train.log_every=10 --set cluster.servers=2 --set cluster.consistency=$mode --set cluster.staleness=1 \
-    --set train.output="$TMP/$mode" >"$log" 2>&1
-  first=$(grep -o '\[worker 0\] step 10/60  loss [0-9.]*' "$log" | awk '{print $NF}')
-  last=$(grep -o '\[worker 0\] step 60/60  loss [0-9.]*' "$log" | awk '{print $NF}')
-  check "$mode loss falls ($first -> $last)" awk -v a="$first" -v b="$last" 'BEGIN {exit !(a != "" && b != "" && b < 0.8 * a)}'
+  # 2. ASP and SSP jobs run to their end and the loss falls.
+  for mode in asp ssp; do
+    log="$TMP/$T-$mode.log"
+    check "$T: $mode job" timeout 300 "${MPIRUN[@]}" -np 5 "$PST" train "${JOB[@]}" --set train.steps=60 \
+      --set train.log_every=10 --set cluster.servers=2 --set cluster.consistency=$mode --set cluster.staleness=1 \
+      --set cluster.transport=$T --set train.output="$TMP/$T-$mode" >"$log" 2>&1
+    first=$(grep -o '\[worker 0\] step 10/60  loss [0-9.]*' "$log" | awk '{print $NF}')
+    last=$(grep -o '\[worker 0\] step 60/60  loss [0-9.]*' "$log" | awk '{print $NF}')
+    check "$T: $mode loss falls ($first -> $last)" \
+      awk -v a="$first" -v b="$last" 'BEGIN {exit !(a != "" && b != "" && b < 0.8 * a)}'
+  done
 done
 
 # 3. kill -9 of one rank: worker 1 (rank 3 of 1 + 1 + 2) or server 0 (rank 1).
 kill_rank() {
-  local rank=$1 what=$2 log="$TMP/kill$1.log"
+  local rank=$1 what=$2 transport=${3:-zmq}
+  local log="$TMP/kill$rank$transport.log"
   rm -f "$TMP"/pid.*
   "${MPIRUN[@]}" -np 4 bash -c 'echo $$ > "'"$TMP"'/pid.$OMPI_COMM_WORLD_RANK"; exec "$0" "$@"' \
     "$PST" train "${JOB[@]}" --set train.steps=1000000 --set train.log_every=20 --set cluster.timeout_s=10 \
-    --set train.output="$TMP/kill$rank" >"$log" 2>&1 &
+    --set cluster.transport="$transport" --set train.output="$TMP/kill$rank$transport" >"$log" 2>&1 &
   local mpirun_pid=$!
   STARTED+=("$mpirun_pid")
   for _ in $(seq 1 120); do
@@ -115,6 +122,7 @@ kill_rank() {
 }
 check "kill -9 of a worker ends the job, naming it" kill_rank 3 "worker 1"
 check "kill -9 of a server ends the job, naming it" kill_rank 1 "server 0"
+check "kill -9 of a server ends a job over MPI, naming it" kill_rank 1 "server 0" mpi
 
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -42,36 +42,15 @@ cleanup() {
     for f in "$TMP"/run*/*.log "$TMP"/*.log; do [[ -f $f ]] && { echo "== $f"; tail -n 8 "$f"; }; done
   fi
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1); do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    ip netns delete "$ns" 2>/dev/null || true
-  done
-  umount "$TMP/host-opt" 2>/dev/null || true
+  remove_namespaces "$TMP"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-# Private mounts: the namespaces' /run, the image's /opt/pst, /etc/hosts.
-mount --make-rprivate /
-mount -t tmpfs tmpfs /run
-# /opt becomes a tmpfs holding the image's /opt/pst; whatever the host has
-# in /opt (this checkout, perhaps) stays visible through bind mounts.
-mkdir -p "$TMP/host-opt"
-mount --bind /opt "$TMP/host-opt"
-mount -t tmpfs tmpfs /opt
-for entry in "$TMP"/host-opt/* "$TMP"/host-opt/.[!.]*; do
-  [[ -e $entry ]] || continue
-  target=/opt/$(basename "$entry")
-  if [[ -d $entry ]]; then mkdir -p "$target"; else touch "$target"; fi
-  mount --bind "$entry" "$target"
-done
-mkdir -p /run/secrets /opt/pst/configs /opt/pst/runs /opt/pst/targets
-mount --bind -o ro "$ROOT/configs" /opt/pst/configs
+# The image's file system (/opt/pst), private mounts, and the bridge br0.
+image_root "$TMP" "$ROOT/configs"
+mkdir -p /run/secrets /opt/pst/runs /opt/pst/targets
 hostname launcher
-ip link set lo up
-ip link add br0 type bridge
-ip addr add 10.77.0.1/24 dev br0
-ip link set br0 up
 
 # The compose stack, resolved by docker-compose itself.
 mkdir -p "$TMP/docker-secrets"
@@ -120,25 +99,7 @@ NAMES=($(cut -f1 "$TMP/roles.tsv"))
 WORKERS=($(awk -F'\t' '$2 == "worker" {print $1}' "$TMP/roles.tsv"))
 SERVERS=($(awk -F'\t' '$2 == "server" {print $1}' "$TMP/roles.tsv"))
 health() { "$PST" health "${ADDR[$1]}:9100" --timeout 2 2>&1 || true; }
-# wait_all SECONDS: every started process's exit code into RC[name].
 declare -A RC STARTED
-wait_all() {
-  local deadline=$((SECONDS + $1))
-  for n in "${NAMES[@]}"; do
-    local p=${STARTED[$n]}
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    if kill -0 "$p" 2>/dev/null; then
-      RC[$n]=timeout
-      kill -9 "$p"
-    else
-      set +e
-      wait "$p"
-      RC[$n]=$?
-      set -e
-    fi
-  done
-}
-losses() { grep -ho 'step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
 
 # --- 1 + 2: the compose stack, stopped mid-run and started again ---------
 mkdir -p "$TMP/run1" "$TMP/run2"
@@ -182,12 +143,8 @@ for n in "${NAMES[@]}"; do
 done
 # Stop mid-run: SIGTERM to every process at once, as docker compose stop.
 wait_for "$TMP/run1/${WORKERS[0]}.log" "step *[6-9]0/200" 300 || { tail -n 5 "$TMP"/run1/*.log; exit 1; }
-for n in "${NAMES[@]}"; do kill -TERM "${STARTED[$n]}"; done
-wait_all 180
-for n in "${NAMES[@]}"; do expect "$n exits 0 after SIGTERM" "${RC[$n]}" 0; done
-stopped=$(grep -ho 'stopped after step [0-9]*' "$TMP/run1/${WORKERS[0]}.log" | grep -o '[0-9]*$' || echo none)
-expect "the second worker stops at the same step" \
-  "$(grep -ho 'stopped after step [0-9]*' "$TMP/run1/${WORKERS[1]}.log" | grep -o '[0-9]*$' || echo none)" "$stopped"
+stop_all "$TMP/run1/${WORKERS[0]}.log" "$TMP/run1/${WORKERS[1]}.log"
+stopped=$STOPPED
 ck=$(ls /opt/pst/runs/job/checkpoints | tail -1)
 expect "the newest checkpoint is of the stop step" "$ck" "$(printf 'step-%09d' "$stopped")"
 expect "its manifest is there" "$(test -f "/opt/pst/runs/job/checkpoints/$ck/manifest.json" && echo yes)" yes
@@ -196,7 +153,7 @@ expect "pst checkpoint inspect verifies it" \
 
 # docker compose up again: the same containers, resume = auto.
 for n in "${NAMES[@]}"; do start "$n" "$TMP/run2/$n.log"; done
-wait_all 400
+wait_started 400
 for n in "${NAMES[@]}"; do expect "$n exits 0 after the restart" "${RC[$n]}" 0; done
 expect "server 0 resumed at the stop step" \
   "$(grep -c "resumed from .*(step $stopped," "$TMP/run2/${SERVERS[0]}.log")" 1

@@ -7,15 +7,18 @@
 # CPU node (partition cpu) and two GPU nodes (partition gpu, one GPU each as
 # Slurm counts them; the machine has none, so the workers use the CPU).
 #  1. PST_LAUNCH=mpi: the heterogeneous job (scheduler and server on the
-#     CPU node, a worker on each GPU node) under srun --mpi=pmix, every
-#     listening port within cluster.port_range. Mid-run, the file_sd file
+#     CPU node, a worker on each GPU node) under srun --mpi=pmix, its tensors
+#     over MPI (cluster.transport = mpi, Open MPI's TCP between the nodes),
+#     every listening port within cluster.port_range. Mid-run, the file_sd file
 #     names all four processes by their nodes' addresses and each serves
 #     /metrics. Then the time-limit warning (USR1 to the batch shell): pst
 #     stops after one common step with its checkpoint, the job requeues
 #     itself, the requeued run resumes at that step and ends.
 #  2. PST_LAUNCH=roles: the same job without MPI (--role auto from
 #     SLURM_PROCID). scancel --signal=TERM mid-run leaves a checkpoint and a
-#     completed job; scontrol requeue resumes it to the end.
+#     completed job; scontrol requeue resumes it to the end, at the loss of
+#     the first job (BSP: the same weights whatever the launch, transport
+#     and stops).
 #   tests/integration/slurm_test.sh PST_BINARY
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -157,12 +160,13 @@ in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RA
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
 export PST_TRAIN_OUTPUT=$TMP/run-mpi
-job=$(PST_LAUNCH=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
+job=$(PST_LAUNCH=mpi PST_CLUSTER_TRANSPORT=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
 out=$TMP/pst-$job.out
 wait_for "$out" 'step *[3-9]0/100' 600 || { echo "slurm_test: the mpi job did not reach step 30"; exit 1; }
 expect "the job is heterogeneous: 2 components" "$(scontrol show job "$job" | grep -c '^JobId=')" 2
 for r in 0 1; do expect "rank $r runs on the CPU node" "$(grep -c "rank $r of 4 on host cpu1" "$out")" 1; done
 expect "the workers run on the GPU nodes" "$(grep -o 'rank [23] of 4 on host gpu[12]' "$out" | sed 's/.*host //' | sort -u | xargs)" "gpu1 gpu2"
+expect "pushes and pulls go over MPI" "$(grep -c 'server 0: pushes and pulls over MPI' "$out")" 1
 server_port=$(grep -o 'server 0 at tcp://10\.79\.0\.11:[0-9]*' "$out" | head -1 | sed 's/.*://')
 check "the server listens within cluster.port_range ($server_port)" in_range "${server_port:-0}"
 # Prometheus's view: the file_sd file names every process by its node's
@@ -216,6 +220,8 @@ wait_done "$job" 700 || true
 expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
 expect "resuming at the stop step" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
 expect "and ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
+mapfile -t R < <(losses "$out")
+expect "the last loss equals the mpi job's (tensors over MPI there, ZeroMQ here)" "${R[-1]}" "${L[-1]}"
 echo "slurm_test: roles: stopped after step $stopped, resumed, ended"
 echo "slurm_test: $passes checks passed, $failures failed"
 [[ $failures -eq 0 ]]

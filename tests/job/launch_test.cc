@@ -1,6 +1,7 @@
 // --role auto (job/launch.h, role_from_slurm): Slurm's task rank decides a
 // process's role with the layout of an mpirun job, checked against every
-// task of jobs of several sizes.
+// task of jobs of several sizes. cluster.transport = mpi only where mpirun
+// launched the job.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -9,7 +10,9 @@
 
 #include "comm/socket.h"
 #include "job/cluster.h"
+#include "job/job.h"
 #include "job/launch.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
@@ -94,6 +97,22 @@ TEST(PortRangeJobTest, ServersBindWithinTheRange) {
       << full.status().message();
   job.cluster.port_range = "";
   EXPECT_TRUE(bind_node_router(job, ctx).ok());  // an ephemeral port
+}
+
+TEST(TransportTest, MpiIsRefusedWhereMpirunDidNotLaunchTheJob) {
+  auto bad = load_config(testing::source_path("configs/g2p-tiny.toml"), {"cluster.transport=tcp"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("zmq"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("mpi"), std::string::npos) << bad.status().message();
+  testing::TempDir tmp;
+  const std::vector<std::string> sets = {"cluster.transport=mpi", "train.steps=1", "metrics.enabled=false",
+                                         "train.output=" + tmp.path() + "/run"};
+  for (const auto& [role, mode] : {std::pair{"", "a one-process job"}, std::pair{"worker", "a --role job"}}) {
+    const Status s = train(TrainArgs{testing::source_path("configs/g2p-tiny.toml"), sets, role, "tcp://127.0.0.1:9"});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+    EXPECT_NE(s.message().find(std::string("cluster.transport = mpi")), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(mode), std::string::npos) << s.message();
+  }
 }
 
 }  // namespace
