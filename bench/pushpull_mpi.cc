@@ -8,7 +8,10 @@
 // pushes N bytes of gradient and pulls the new weights. For each size the
 // two transports alternate (zmq, mpi, zmq, mpi, ...) --repeats times; the
 // line gives each side's median time per round and the median of the
-// per-pair ratios zmq/mpi with its min-max (above 1: MPI is faster).
+// per-pair ratios zmq/mpi with its min-max (above 1: MPI is faster). A third
+// side, raw ZeroMQ, alternates with them: each worker sends each server its
+// bytes / S as one zero-copy message over TCP and gets as many back (what a
+// push and a pull move, without pst's protocol or the servers' update).
 //
 //   mpirun -np 3 build/bin/pushpull_mpi [--servers S] [--rounds N] [--repeats K]
 #include <mpi.h>
@@ -121,6 +124,71 @@ double session(int64_t bytes, const JobLayout& layout, int rounds, bool mpi, MPI
   return worst;
 }
 
+// Raw ZeroMQ between the same processes: a PAIR socket per (server,
+// worker); per round each worker sends each server bytes / S and waits for
+// as many back.
+double raw_session(int64_t bytes, const JobLayout& layout, int rounds) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  zmq::context_t ctx(2);
+  const size_t part = static_cast<size_t>(bytes / layout.servers);
+  auto buffer = std::make_shared<std::vector<char>>(part, 1);
+  std::vector<std::unique_ptr<zmq::socket_t>> pairs;
+  // Server k binds one PAIR per worker; the endpoints go round by MPI.
+  std::vector<char> mine(256 * static_cast<size_t>(layout.workers), '\0');
+  if (layout.is_server(rank)) {
+    for (int w = 0; w < layout.workers; ++w) {
+      pairs.push_back(std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::pair));
+      pairs.back()->bind("tcp://127.0.0.1:0");
+      std::snprintf(mine.data() + 256 * w, 256, "%s", pairs.back()->get(zmq::sockopt::last_endpoint).c_str());
+    }
+  }
+  std::vector<char> all(mine.size() * static_cast<size_t>(layout.nodes()));
+  MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_CHAR, all.data(), static_cast<int>(mine.size()),
+                MPI_CHAR, MPI_COMM_WORLD);
+  if (layout.is_worker(rank)) {
+    const int w = layout.worker_index(rank);
+    for (int k = 0; k < layout.servers; ++k) {
+      pairs.push_back(std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::pair));
+      pairs.back()->connect(all.data() + mine.size() * static_cast<size_t>(layout.server_rank(k)) + 256 * w);
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto message = [&] {
+    auto* keep = new std::shared_ptr<std::vector<char>>(buffer);
+    return zmq::message_t(
+        buffer->data(), buffer->size(),
+        [](void*, void* hint) { delete static_cast<std::shared_ptr<std::vector<char>>*>(hint); }, keep);
+  };
+  double seconds = 0;
+  if (layout.is_server(rank)) {
+    for (int r = 0; r < rounds + 2; ++r)
+      for (auto& p : pairs) {
+        zmq::message_t in;
+        if (!p->recv(in)) std::abort();
+        zmq::message_t out = message();
+        p->send(out, zmq::send_flags::none);
+      }
+  } else if (layout.is_worker(rank)) {
+    Stopwatch sw;
+    for (int r = 0; r < rounds + 2; ++r) {
+      if (r == 2) sw.reset();
+      for (auto& p : pairs) {
+        zmq::message_t out = message();
+        p->send(out, zmq::send_flags::none);
+      }
+      for (auto& p : pairs) {
+        zmq::message_t in;
+        if (!p->recv(in)) std::abort();
+      }
+    }
+    seconds = sw.seconds() / rounds;
+  }
+  double worst = 0;
+  MPI_Allreduce(&seconds, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return worst;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t m = v.size() / 2;
@@ -157,21 +225,25 @@ int main(int argc, char** argv) {
   MPI_Comm_set_errhandler(transport, MPI_ERRORS_RETURN);
   MPI_Comm_split(MPI_COMM_WORLD, layout.is_server(rank) ? 1 : 0, rank, &server_comm);
   if (rank == 0)
-    std::printf("S=%d W=%d, %d rounds x %d repeats, alternating\n%-8s %12s %12s %22s\n", layout.servers, layout.workers,
-                rounds, repeats, "size", "zmq us", "mpi us", "zmq/mpi median [min-max]");
+    std::printf("S=%d W=%d, %d rounds x %d repeats, alternating\n%-8s %12s %12s %12s %26s %14s\n", layout.servers,
+                layout.workers, rounds, repeats, "size", "zmq us", "mpi us", "raw zmq us", "zmq/mpi median [min-max]",
+                "raw/mpi");
   for (int64_t bytes : {int64_t{4096}, int64_t{4} << 20, int64_t{64} << 20}) {
     const int r = bytes <= 4096 ? rounds * 25 : bytes >= (int64_t{64} << 20) ? std::max(2, rounds / 5) : rounds;
-    std::vector<double> zmq_s, mpi_s, ratio;
+    std::vector<double> zmq_s, mpi_s, raw_s, ratio, raw_ratio;
     for (int k = 0; k < repeats; ++k) {
       zmq_s.push_back(session(bytes, layout, r, false, transport, server_comm));
       mpi_s.push_back(session(bytes, layout, r, true, transport, server_comm));
+      raw_s.push_back(raw_session(bytes, layout, r));
       ratio.push_back(zmq_s.back() / mpi_s.back());
+      raw_ratio.push_back(raw_s.back() / mpi_s.back());
     }
     if (rank == 0)
-      std::printf("%-8s %12.1f %12.1f %10.2f [%.2f-%.2f]\n",
+      std::printf("%-8s %12.1f %12.1f %12.1f %14.2f [%.2f-%.2f] %14.2f\n",
                   bytes <= 4096 ? "4 KiB" : fmt::format("{} MiB", bytes >> 20).c_str(), median(zmq_s) * 1e6,
-                  median(mpi_s) * 1e6, median(ratio), *std::min_element(ratio.begin(), ratio.end()),
-                  *std::max_element(ratio.begin(), ratio.end()));
+                  median(mpi_s) * 1e6, median(raw_s) * 1e6, median(ratio),
+                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+                  median(raw_ratio));
   }
   MPI_Comm_free(&server_comm);
   MPI_Comm_free(&transport);
