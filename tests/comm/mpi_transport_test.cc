@@ -170,7 +170,9 @@ TEST(MpiTransportTest, AWorkerThatDoesNotReadHoldsUpOnlyItsOwnAnswers) {
     EXPECT_EQ(failed.code(), StatusCode::kDeadlineExceeded) << failed.to_string();
     // Fewer than the gateway's bound plus the queues' high-water marks.
     EXPECT_LT(sent, (1 << 20) / static_cast<int>(kAnswer) + 2 * 1000 + 10);
-    // Rank 1 is served meanwhile.
+    // Rank 1 is served meanwhile (it pings once told: its ping must not
+    // come before rank 2's hello).
+    MPI_Send(&sent, 1, MPI_INT, 1, 8, MPI_COMM_WORLD);
     auto ping = s.router->receive(Deadline::after(30), "rank 1's ping");
     ASSERT_TRUE(ping.ok());
     EXPECT_EQ(ping->frames[0].to_string(), "ping");
@@ -180,6 +182,8 @@ TEST(MpiTransportTest, AWorkerThatDoesNotReadHoldsUpOnlyItsOwnAnswers) {
   } else if (rank == 1) {
     MpiChannel c(transport, 0, "server 0", kMaxFrame);
     MPI_Barrier(MPI_COMM_WORLD);
+    int go = 0;
+    MPI_Recv(&go, 1, MPI_INT, 0, 8, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     ASSERT_TRUE(c.send(frames_of({"ping"}), Deadline::after(60)).ok());
     auto pong = c.receive(Deadline::after(60), "pong");
     ASSERT_TRUE(pong.ok()) << pong.status().to_string();
