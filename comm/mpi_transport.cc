@@ -43,8 +43,26 @@ class Backoff {
   int sleeps_ = 0;
 };
 
-// Posts one MPI_Isend per frame, the last tagged kLastFrame.
-Status post_sends(MPI_Comm comm, int rank, Frames& frames, std::vector<MPI_Request>& requests, const std::string& to) {
+// Its size in bytes of a message MPI_Improbe matched.
+int matched_bytes(const MPI_Status& status) {
+  int count = 0;
+  MPI_Get_count(&status, MPI_BYTE, &count);
+  return std::max(count, 0);
+}
+
+// Takes a matched message off the line and drops it. (A truncating receive
+// would not need the buffer, but Open MPI 4.1 crashes on one of a large
+// message; the sender is a rank of the job, so its frames are as large as
+// its memory allows at most.)
+void discard(MPI_Message* message, const MPI_Status& status) {
+  const int count = matched_bytes(status);
+  std::vector<char> scratch(static_cast<size_t>(std::max(count, 1)));
+  MPI_Mrecv(scratch.data(), count, MPI_BYTE, message, MPI_STATUS_IGNORE);
+}
+
+}  // namespace
+
+Status MpiSends::post(MPI_Comm comm, int rank, const std::string& to) {
   requests.assign(frames.size(), MPI_REQUEST_NULL);
   for (size_t i = 0; i < frames.size(); ++i) {
     const int tag = i + 1 == frames.size() ? kLastFrame : kMoreFrames;
@@ -55,28 +73,16 @@ Status post_sends(MPI_Comm comm, int rank, Frames& frames, std::vector<MPI_Reque
   return Status();
 }
 
-bool sends_done(std::vector<MPI_Request>& requests) {
-  int done = 0;
-  MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
-  return done != 0;
+bool MpiSends::done() {
+  int all = 0;
+  MPI_Testall(static_cast<int>(requests.size()), requests.data(), &all, MPI_STATUSES_IGNORE);
+  return all != 0;
 }
-
-// Takes a matched message of `count` bytes off the line and drops it. (A
-// truncating receive would not need the buffer, but Open MPI 4.1 crashes on
-// one of a large message; the sender is a rank of the job, so its frames
-// are as large as its memory allows at most.)
-void discard(MPI_Message* message, int count) {
-  std::vector<char> scratch(static_cast<size_t>(std::max(count, 1)));
-  MPI_Mrecv(scratch.data(), count, MPI_BYTE, message, MPI_STATUS_IGNORE);
-}
-
-}  // namespace
 
 Result<zmq::message_t> receive_matched_frame(MPI_Message* message, const MPI_Status& status, int64_t max_bytes) {
-  int count = 0;
-  MPI_Get_count(&status, MPI_BYTE, &count);
-  if (count < 0 || (max_bytes > 0 && count > max_bytes)) {
-    discard(message, std::max(count, 0));
+  const int count = matched_bytes(status);
+  if (max_bytes > 0 && count > max_bytes) {
+    discard(message, status);
     return data_loss("a frame of {} bytes over MPI from rank {}, over the limit of {}", count, status.MPI_SOURCE,
                      max_bytes);
   }
@@ -91,8 +97,8 @@ MpiChannel::MpiChannel(MPI_Comm comm, int peer_rank, std::string peer, int64_t m
 
 MpiChannel::~MpiChannel() {
   // MPI may still read a stranded send's buffers: keep them if it does.
-  for (Stranded& s : stranded_)
-    if (!sends_done(s.requests)) (void)new Frames(std::move(s.frames));
+  for (MpiSends& s : stranded_)
+    if (!s.done()) (void)new Frames(std::move(s.frames));
 }
 
 void MpiChannel::close() { closed_ = true; }
@@ -100,12 +106,12 @@ void MpiChannel::close() { closed_ = true; }
 Status MpiChannel::send(Frames frames, Deadline deadline) {
   if (closed_) return failed_precondition("send to {}: its channel is closed", peer_);
   if (interrupt_ && interrupt_->raised()) return interrupt_->why();
-  std::erase_if(stranded_, [](Stranded& s) { return sends_done(s.requests); });
-  std::vector<MPI_Request> requests;
-  Status posted = post_sends(comm_, rank_, frames, requests, peer_);
+  std::erase_if(stranded_, [](MpiSends& s) { return s.done(); });
+  MpiSends sends{std::move(frames), {}};
+  Status posted = sends.post(comm_, rank_, peer_);
   Backoff backoff;
   while (posted.ok()) {
-    if (sends_done(requests)) return Status();
+    if (sends.done()) return Status();
     if (interrupt_ && interrupt_->raised()) {
       posted = interrupt_->why();
     } else if (deadline.expired()) {
@@ -114,7 +120,7 @@ Status MpiChannel::send(Frames frames, Deadline deadline) {
       backoff.wait(/*hurry=*/true);
     }
   }
-  stranded_.push_back({std::move(frames), std::move(requests)});
+  stranded_.push_back(std::move(sends));
   return posted;
 }
 
@@ -234,9 +240,7 @@ bool MpiGateway::take_from_workers() {
     const bool last = status.MPI_TAG == kLastFrame;
     Peer* p = peer_of(status.MPI_SOURCE);
     if (p == nullptr) {
-      int count = 0;
-      MPI_Get_count(&status, MPI_BYTE, &count);
-      discard(&message, std::max(count, 0));
+      discard(&message, status);
       if (last && ++dropped_ <= 10)
         spdlog::warn("{}: dropped a message over MPI from rank {}, which is no worker of the job", name_,
                      status.MPI_SOURCE);
@@ -281,7 +285,7 @@ bool MpiGateway::take_from_router(Peer& p) {
       s.frames.push_back(std::move(next));
     }
     for (const zmq::message_t& f : s.frames) s.bytes += static_cast<int64_t>(f.size());
-    const Status posted = post_sends(comm_, p.rank, s.frames, s.requests, fmt::format("rank {}", p.rank));
+    const Status posted = s.post(comm_, p.rank, fmt::format("rank {}", p.rank));
     if (!posted.ok()) spdlog::warn("{}: {}", name_, posted.message());
     p.queued_bytes += s.bytes;
     p.sending.push_back(std::move(s));
@@ -292,7 +296,7 @@ bool MpiGateway::take_from_router(Peer& p) {
 
 bool MpiGateway::progress(Peer& p) {
   bool moved = false;
-  while (!p.sending.empty() && sends_done(p.sending.front().requests)) {
+  while (!p.sending.empty() && p.sending.front().done()) {
     p.queued_bytes -= p.sending.front().bytes;
     p.sending.pop_front();
     moved = true;

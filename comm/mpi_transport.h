@@ -20,8 +20,9 @@
 //
 // Deadlines hold as over ZeroMQ: waits poll MPI (MPI_Improbe, MPI_Testall),
 // yielding while traffic flows and sleeping once it does not, so waiting
-// processes leave the cores to those that compute. Needs MPI_THREAD_MULTIPLE (the gateway and a server's
-// reduction call MPI from two threads).
+// processes leave the cores to those that compute. Needs
+// MPI_THREAD_MULTIPLE (the gateway and a server's reduction call MPI from
+// two threads).
 #pragma once
 
 #include <mpi.h>
@@ -41,8 +42,17 @@ constexpr int kMoreFrames = 1;
 constexpr int kLastFrame = 2;
 
 // Receives one frame that MPI_Improbe matched. A frame larger than max_bytes
-// (> 0) is taken off the line without its bytes and reported as an error.
+// (> 0) is taken off the line, dropped and reported as an error.
 Result<zmq::message_t> receive_matched_frame(MPI_Message* message, const MPI_Status& status, int64_t max_bytes);
+
+// A message's frames in MPI's hands: one MPI_Isend each, the last tagged
+// kLastFrame. The frames live as long as MPI may read them.
+struct MpiSends {
+  Frames frames;
+  std::vector<MPI_Request> requests;
+  Status post(MPI_Comm comm, int rank, const std::string& to);
+  bool done();  // MPI_Testall: every frame has left
+};
 
 class MpiChannel final : public Channel {
  public:
@@ -65,11 +75,7 @@ class MpiChannel final : public Channel {
   bool closed_ = false;
   // Sends that missed their deadline: MPI may still read their buffers, so
   // they live until they complete (or the process ends).
-  struct Stranded {
-    Frames frames;
-    std::vector<MPI_Request> requests;
-  };
-  std::vector<Stranded> stranded_;
+  std::vector<MpiSends> stranded_;
 };
 
 class MpiGateway {
@@ -98,9 +104,7 @@ class MpiGateway {
     std::unique_ptr<zmq::socket_t> dealer;
     Frames partial;         // frames of a message still arriving
     bool oversize = false;  // one of them was over the limit: the message is dropped
-    struct Sending {
-      Frames frames;
-      std::vector<MPI_Request> requests;
+    struct Sending : MpiSends {
       int64_t bytes = 0;
     };
     std::deque<Sending> sending;

@@ -109,7 +109,8 @@ class Channel {
   virtual Result<Frames> receive(Deadline deadline, const std::string& waiting_for) = 0;
   // Sends and receives end early once `interrupt` (which outlives this) is raised.
   virtual void watch(const Interrupt* interrupt) = 0;
-  // Drops whatever it still holds of frames sent; sends fail afterwards.
+  // Gives up the frames it still holds where the transport can (a Dealer
+  // drops them; MPI cannot cancel a send); sends fail afterwards.
   virtual void close() = 0;
 };
 

@@ -3,6 +3,15 @@
 #include <spdlog/spdlog.h>
 
 namespace pst {
+namespace {
+
+// The job a checkpoint in dir was written by (its manifest keeps the
+// resolved config).
+Result<JobConfig> checkpoint_job(const std::string& dir, const Manifest& m) {
+  return parse_config(m.config, dir + "/manifest.json (config)", {});
+}
+
+}  // namespace
 
 Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const ParamTable& table) {
   const std::string& r = job.checkpoint.resume;
@@ -18,7 +27,7 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
   PST_ASSIGN_OR_RETURN(Manifest m, read_checkpoint(dir));
   PST_RETURN_IF_ERROR(check_model(m, table).with_context(dir));
   // The data position counts steps' batches of train.accumulate micro-batches.
-  auto was = parse_config(m.config, dir + "/manifest.json (config)", {});
+  auto was = checkpoint_job(dir, m);
   if (was.ok() && was->train.accumulate != job.train.accumulate)
     return failed_precondition(
         "{}: train.accumulate = {} here, {} in the checkpoint's job; its data position counts batches of that many "
@@ -39,7 +48,7 @@ std::optional<std::string> finished_run(const JobConfig& job) {
   // checkpoint's job resolved them for the same data and epochs.
   int64_t steps = job.train.steps;
   if (job.train.epochs > 0) {
-    auto was = parse_config(m->config, *dir + "/manifest.json (config)", {});
+    auto was = checkpoint_job(*dir, *m);
     if (!was.ok() || was->train.epochs != job.train.epochs) return std::nullopt;
     steps = was->train.steps;
   }
