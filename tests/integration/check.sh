@@ -102,6 +102,20 @@ wait_started() {
   done
 }
 
+# start_in_namespace NAME LOG ENV_FILE ARGV_FILE: container or pod NAME's
+# process in the network namespace of that name, as its engine runs it:
+# env -i (its environment, a VAR=VALUE line each, then TEST_ENV, and nothing
+# else), in the image's WORKDIR /opt/pst, $PST with its arguments (a line
+# each); its PID into STARTED[NAME].
+start_in_namespace() {
+  local name=$1 log=$2 envs args
+  mapfile -t envs <"$3"
+  mapfile -t args <"$4"
+  (cd /opt/pst && exec ip netns exec "$name" env -i PATH=/usr/bin:/bin HOME=/opt/pst "${envs[@]}" "${TEST_ENV[@]}" \
+     "$PST" "${args[@]}") >"$log" 2>&1 &
+  STARTED[$name]=$!
+}
+
 # losses FILE...: the loss of every logged step.
 losses() { grep -ho 'step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
 

@@ -222,14 +222,7 @@ TEST_ENV=(PST_TRAIN_STEPS=120 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=3
 
 # start NAME LOG: pod NAME's container as the kubelet runs it (env -i: the
 # container's environment and nothing else; the image's WORKDIR).
-start() {
-  local name=$1 log=$2
-  mapfile -t envs < <(pods env "$name")
-  mapfile -t args < <(pods argv "$name")
-  (cd /opt/pst && exec ip netns exec "$name" env -i PATH=/usr/bin:/bin HOME=/opt/pst "${envs[@]}" "${TEST_ENV[@]}" \
-     "$PST" "${args[@]}") >"$log" 2>&1 &
-  STARTED[$name]=$!
-}
+start() { start_in_namespace "$1" "$2" <(pods env "$1") <(pods argv "$1"); }
 # ready NAME: the HTTP status of pod NAME's readiness probe.
 ready() {
   local port path

@@ -87,13 +87,8 @@ TEST_ENV=(PST_TRAIN_STEPS=200 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=5
 # start NAME LOG: the container NAME's process in its namespace, as compose
 # runs it (env -i: the container's environment and nothing else).
 start() {
-  local name=$1 log=$2
-  mapfile -t envs < <(roles --env "$name")
-  mapfile -t args < <(roles --argv "$name")
-  (cd /opt/pst && exec ip netns exec "$name" env -i PATH=/usr/bin:/bin HOME=/opt/pst "${envs[@]}" "${TEST_ENV[@]}" \
-     "$PST" "${args[@]}") >"$log" 2>&1 &
-  PIDS+=($!)
-  STARTED[$name]=$!
+  start_in_namespace "$1" "$2" <(roles --env "$1") <(roles --argv "$1")
+  PIDS+=("${STARTED[$1]}")
 }
 NAMES=($(cut -f1 "$TMP/roles.tsv"))
 WORKERS=($(awk -F'\t' '$2 == "worker" {print $1}' "$TMP/roles.tsv"))
