@@ -30,6 +30,7 @@
 #include "bench/flat_table.h"
 #include "comm/remote_client.h"
 #include "comm/security.h"
+#include "core/memory.h"
 #include "core/timer.h"
 #include "ps/shard_server.h"
 
@@ -147,6 +148,7 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // as pst does (core/memory.h)
   int rounds = 10;
   int64_t chunk_mib = 4;
   bool security_only = false;

@@ -29,6 +29,7 @@
 #include "comm/mpi_stats_reducer.h"
 #include "comm/mpi_transport.h"
 #include "comm/remote_client.h"
+#include "core/memory.h"
 #include "core/timer.h"
 #include "ps/shard_server.h"
 
@@ -198,6 +199,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // as pst does (core/memory.h)
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, size = 1;

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/config.h"
 #include "core/logging.h"
+#include "core/memory.h"
 #include "core/stop.h"
 #include "core/terminal.h"
 #include "core/version.h"
@@ -247,6 +248,7 @@ int run_command(Flags& f) {
 
 int main(int argc, char** argv) {
   pst::install_stop_handlers();  // before any thread starts (core/stop.h)
+  pst::keep_freed_memory();      // messages' buffers are reused, not faulted in anew (core/memory.h)
   pst::init_logging("info");
   CLI::App app{"pst: a parameter-server system for training Transformer models"};
   app.require_subcommand(1);

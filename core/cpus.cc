@@ -4,12 +4,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
+#include <vector>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace pst {
 namespace {
@@ -94,5 +100,45 @@ CpuSources read_cpu_sources() {
 }
 
 CpuBudget cpu_budget() { return cpu_budget(read_cpu_sources()); }
+
+void restart_with_passive_openmp() {
+  constexpr const char* kRestarted = "PST_OPENMP_RESTARTED";
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) {
+    if (std::getenv(kRestarted) != nullptr) {
+      unsetenv(kRestarted);
+      spdlog::info("started again with OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep while they wait");
+    }
+    return;
+  }
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  setenv(kRestarted, "1", 1);
+  // The arguments as the kernel keeps them: NUL-terminated, one after another.
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t begin = 0; begin < all.size();) {
+    const size_t end = all.find('\0', begin);
+    args.push_back(all.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    begin = end == std::string::npos ? all.size() : end + 1;
+  }
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (args.empty()) {
+    spdlog::warn(
+        "OMP_WAIT_POLICY: /proc/self/cmdline is unreadable; OpenMP threads spin while they wait (set "
+        "OMP_WAIT_POLICY=PASSIVE in the environment)");
+    return;
+  }
+  // The program's own path, not /proc/self/exe: the process keeps its name
+  // (ps, pgrep, top).
+  std::array<char, 4096> self{};
+  const ssize_t length = readlink("/proc/self/exe", self.data(), self.size() - 1);
+  execv(length > 0 ? self.data() : "/proc/self/exe", argv.data());
+  spdlog::warn(
+      "OMP_WAIT_POLICY: starting again with it set failed ({}); OpenMP threads spin while they wait (set "
+      "OMP_WAIT_POLICY=PASSIVE in the environment)",
+      std::strerror(errno));
+}
 
 }  // namespace pst

@@ -41,4 +41,17 @@ CpuSources read_cpu_sources();
 // cpu_budget(read_cpu_sources()).
 CpuBudget cpu_budget();
 
+// The OpenMP threads of several processes on one host must sleep while they
+// wait for work, not spin: spinning threads of one process take the cores
+// the others' threads need (two servers on 2 cores updated 3-4x slower).
+// libgomp reads OMP_WAIT_POLICY (and GOMP_SPINCOUNT) once, when it loads,
+// before main: a setenv afterwards changes nothing. So when the environment
+// names no policy, this sets OMP_WAIT_POLICY=PASSIVE and starts this program
+// again in this process (execv of the file /proc/self/exe links to, with the
+// arguments of /proc/self/cmdline), which logs that it did. It returns when
+// a policy was named already (the user's choice holds), or with a warning
+// when the restart failed (the process goes on, spinning). Call it before
+// any thread or MPI starts.
+void restart_with_passive_openmp();
+
 }  // namespace pst

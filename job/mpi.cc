@@ -14,6 +14,7 @@
 #include "comm/mpi_session.h"
 #include "comm/mpi_stats_reducer.h"
 #include "comm/mpi_transport.h"
+#include "core/cpus.h"
 #include "core/logging.h"
 #include "job/cluster.h"
 #include "job/launch.h"
@@ -152,8 +153,8 @@ Status train_rank(MpiSession& session, JobConfig& job) {
 
 Status train_mpi(const TrainArgs& args) {
   // OpenMP threads of several processes share the cores: they must sleep,
-  // not spin, while they wait.
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  // not spin, while they wait (before MPI or any thread starts).
+  restart_with_passive_openmp();
   PST_ASSIGN_OR_RETURN(auto mpi, MpiSession::init());
   auto job = rank_config(*mpi, args);
   Status s = job.status();

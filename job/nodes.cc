@@ -70,8 +70,12 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
   heartbeat.finish();
-  spdlog::info("server {}: {} steps, {} messages rejected{}", k, server.version(), server.rejected(),
-               server.rejected() > 0 ? fmt::format(" ({})", server.rejected_reasons()) : "");
+  const double per_update = 1e3 / static_cast<double>(std::max<int64_t>(1, server.updates()));
+  spdlog::info(
+      "server {}: {} steps ({:.2f} ms of update and {:.2f} ms waiting for the servers' statistics a step), {} "
+      "messages rejected{}",
+      k, server.version(), server.update_seconds() * per_update, server.reduce_wait_seconds() * per_update,
+      server.rejected(), server.rejected() > 0 ? fmt::format(" ({})", server.rejected_reasons()) : "");
   return Status();
 }
 

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/cpus.h"
 #include "core/logging.h"
 #include "job/cluster.h"
 #include "job/launch.h"
@@ -142,7 +143,9 @@ Result<std::string> role_from_slurm(JobConfig& job) {
 }
 
 Status train_role(const TrainArgs& given) {
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  // OpenMP threads of several processes share the cores: they must sleep,
+  // not spin, while they wait (before MPI or any thread starts).
+  restart_with_passive_openmp();
   TrainArgs args = given;
   if (args.role != "scheduler" && args.role != "server" && args.role != "worker" && args.role != "auto")
     return invalid_argument("--role {}: allowed are scheduler, server, worker and auto (from srun's task rank)",

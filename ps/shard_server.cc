@@ -770,6 +770,7 @@ void ShardServer::update_loop() {
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
         waited_ns;
     update_ns_ += ns;
+    reduce_wait_ns_ += waited_ns;
     ++updates_;
     if (options_.metrics && status.ok())
       options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied,

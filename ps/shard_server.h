@@ -161,6 +161,8 @@ class ShardServer {
   // The version the job stopped at (a graceful stop), or -1; after serve().
   int64_t stopped_at() const { return stopped_at_; }
   double update_seconds() const { return static_cast<double>(update_ns_.load()) * 1e-9; }
+  // The seconds those updates waited for the other servers' statistics (BSP).
+  double reduce_wait_seconds() const { return static_cast<double>(reduce_wait_ns_.load()) * 1e-9; }
 
  private:
   struct PendingPull {
@@ -286,6 +288,7 @@ class ShardServer {
   std::atomic<int64_t> waiting_pulls_{0};
   std::atomic<int64_t> updates_{0};
   std::atomic<int64_t> update_ns_{0};
+  std::atomic<int64_t> reduce_wait_ns_{0};
 
   // Graceful stop: a worker's push asked for it (receive thread -> update thread).
   std::atomic<bool> stop_asked_{false};

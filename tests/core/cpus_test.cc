@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdio>
+#include <string>
+
 namespace pst {
 namespace {
 
@@ -72,6 +76,53 @@ TEST(CpusTest, ThisProcessHasABudget) {
   const CpuBudget b = cpu_budget();
   EXPECT_GE(b.cpus, 1);
   EXPECT_FALSE(b.why.empty());
+}
+
+// The helper's stderr (tests/core/openmp_waits.cc), run by the shell with
+// `env` first: e.g. "-u OMP_WAIT_POLICY".
+std::string openmp_waits(const std::string& env, const std::string& args) {
+  const std::string command = "env " + env + " " + PST_OPENMP_WAITS + " " + args + " 2>&1";
+  FILE* p = popen(command.c_str(), "r");
+  EXPECT_NE(p, nullptr) << command;
+  if (p == nullptr) return "";
+  std::string out;
+  std::array<char, 4096> buffer;
+  for (size_t n; (n = fread(buffer.data(), 1, buffer.size(), p)) > 0;) out.append(buffer.data(), n);
+  EXPECT_EQ(pclose(p), 0) << command << "\n" << out;
+  return out;
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// libgomp's own account of its settings is the oracle: with a passive
+// policy read at load it spins 0 times before it sleeps.
+TEST(OpenMpWaitsTest, ARestartMakesLibgompWaitPassively) {
+  const std::string out = openmp_waits("-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", "restart 'two words' '' x");
+  EXPECT_EQ(count(out, "main begins"), 2u) << out;
+  EXPECT_NE(out.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << out;
+  EXPECT_NE(out.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << out;
+  // Every argument came through the restart as it was, the empty one too.
+  EXPECT_NE(out.find("arg [two words]\narg []\narg [x]\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("name [openmp_waits]"), std::string::npos) << out;  // ps and pgrep still know it
+  EXPECT_NE(out.find("started again with OMP_WAIT_POLICY=PASSIVE"), std::string::npos) << out;
+}
+
+TEST(OpenMpWaitsTest, ASetenvAfterLoadingChangesNothing) {
+  // Why the restart: libgomp has read its environment before main.
+  const std::string out = openmp_waits("-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", "setenv");
+  EXPECT_EQ(count(out, "main begins"), 1u) << out;
+  EXPECT_EQ(out.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << out;
+  EXPECT_NE(out.find("GOMP_SPINCOUNT = '"), std::string::npos) << out;
+}
+
+TEST(OpenMpWaitsTest, APolicyTheUserSetHolds) {
+  const std::string out = openmp_waits("OMP_WAIT_POLICY=ACTIVE", "restart");
+  EXPECT_EQ(count(out, "main begins"), 1u) << out;
+  EXPECT_NE(out.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << out;
 }
 
 }  // namespace
