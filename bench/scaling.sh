@@ -18,12 +18,16 @@
 # its prediction for large clusters, and draws OUT/scaling.png.
 #
 #   bench/scaling.sh [--build DIR] [--config JOB] [--compute-ms MS] [--tokens N] [--steps N] [--warmup N]
-#                    [--grid "SxW ..."] [--links "loopback 10gbit 1gbit"] [--out DIR] [--calibrate "LINK:SxW ..."]
+#                    [--grid "SxW ..."] [--links "loopback 1gbit 200mbit"] [--queue-ms MS] [--out DIR]
+#                    [--calibrate "LINK:SxW ..."]
 #
 # Defaults: g2p-small (5.5 M parameters, 22 MB of gradient per worker a
 # step) with the step of its H100 run (7,000 steps in 51.2 s: 7.31 ms and
-# 1,857 target tokens a step, docs/benchmarks.md), 12 steps of which the
-# first 2 are not counted.
+# 1,857 target tokens a step, docs/benchmarks.md), 8 steps of which the
+# first 2 are not counted, S x W from 1x1 to 4x8, links of 1 Gbit/s and
+# 200 Mbit/s with 20 ms queues; about 20 minutes on 2 cores. OUT
+# (bench-results/scaling) gets scaling.txt, scaling.png and runs/. PYTHON
+# (/usr/bin/python3, with python3-matplotlib) runs the baseline and model.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$ROOT/build
@@ -176,7 +180,7 @@ run_job() {
     >"$dir/scheduler.log" 2>&1 &
   PIDS+=($!)
   for ((k = 0; k < s; ++k)); do
-    in_host "$link" "s$k" "$PST" train "${args[@]}" --set "cluster.host=$(address_on "$link" "s$k")" ${SERVER_SETS:-} --role server --scheduler "$sched" \
+    in_host "$link" "s$k" "$PST" train "${args[@]}" --set "cluster.host=$(address_on "$link" "s$k")" --role server --scheduler "$sched" \
       >"$dir/server$k.log" 2>&1 &
     PIDS+=($!)
   done
@@ -185,8 +189,9 @@ run_job() {
       >"$dir/worker$i.log" 2>&1 &
     PIDS+=($!)
   done
-  # A job of 12 steps of a few seconds each ends well inside 10 minutes on
-  # a machine 3x slower than this one; one still running then is stuck.
+  # The defaults' slowest job (1x8 on 200 Mbit/s links, 16 s a step) ends
+  # well inside 10 minutes on a machine 3x slower than this one; one still
+  # running then is stuck.
   wait_all "$((SECONDS + 600))" || rc=$?
   if ((rc != 0)); then
     echo "$link ${s}x$w: a process failed (exit $rc); logs in $dir" >&2

@@ -143,18 +143,25 @@ def main():
     model = Model(a.compute_ms / 1e3, any_point["params"], any_point["bytes"], a.cpus)
 
     # The update's cost: two loopback points of one server (its log).
+    notes = []
     ones = sorted((w, p) for (link, s, w), p in points.items() if link == "loopback" and s == 1)
     if len(ones) >= 2 and ones[0][0] != ones[-1][0]:
         (w0, p0), (w1, p1) = ones[0], ones[-1]
         per_push = (p1["update"] - p0["update"]) / (w1 - w0)
         model.u_add = max(0.0, per_push) * a.cpus / model.P
         model.u_adam = max(0.0, p0["update"] - per_push * w0) * a.cpus / model.P
+    elif ones:
+        model.u_adam = ones[0][1]["update"] * a.cpus / model.P
+        notes.append("one loopback point with one server: the update's cost does not grow with W here")
+    else:
+        notes.append("no loopback point with one server: the update is left out")
     # The host's capacity, from the baseline (plain TCP) of one point per kind.
     C, M = model.C, model.M
     for item in a.calibrate.split():
         link, sw = item.split(":")
         s, w = map(int, sw.split("x"))
         if (link, s, w) not in points:
+            notes.append(f"no point {link} {sw} for --calibrate: the host's capacity is left out for that kind")
             continue
         kind = "loopback" if link_bits(link) is None else "shaped"
         model.H[kind] = w * M / ((points[(link, s, w)]["raw"] - C) / 2)
@@ -164,8 +171,10 @@ def main():
     print(f"model: C {C * 1e3:.2f} ms, M {M / 1e6:.2f} MB ({model.P} parameters), {a.cpus} CPUs; "
           f"update {model.u_add * 1e9:.2f} ns a parameter per gradient added + {model.u_adam * 1e9:.2f} ns a "
           f"parameter of AdamW (CPU time); host capacity "
-          + ", ".join(f"{k} {v / 1e6:.0f} MB/s" for k, v in sorted(model.H.items()))
+          + (", ".join(f"{k} {v / 1e6:.0f} MB/s" for k, v in sorted(model.H.items())) or "not calibrated")
           + (f", one loopback stream {model.R1 / 1e6:.0f} MB/s" if model.R1 < math.inf else ""))
+    for note in notes:
+        print(f"model: {note}")
     print(f"{'link':9s} {'SxW':5s} {'pst ms':>8s} {'tokens/s':>9s} {'push':>7s} {'pull':>7s} {'update':>7s} "
           f"{'TCP ms':>8s} {'pst/TCP':>7s} {'model ms':>9s} {'error':>7s} {'drops':>7s}")
     order = lambda key: (link_bits(key[0]) or math.inf, key[1], key[2])
