@@ -107,7 +107,9 @@ check "the role workers computed with 2 threads" grep -q "worker: 2 compute thre
 
 # The worker starts 6 s after the others, past cluster.timeout_s = 4; once
 # the job runs, one more worker of the same job (as from another host: its
-# train.output, relative, is another folder) registers and is refused.
+# train.output, relative, is another folder) registers and is refused. The
+# job's 600 steps outlast that registration on a loaded machine (with 40, it
+# once ended first under CI's load).
 # While the scheduler waits for that worker, a worker of the same config with
 # another job's keys tries to register: it is refused at the handshake,
 # learns nothing, and says what to check.
@@ -116,7 +118,7 @@ mkdir -p "$TMP/elsewhere"
   --set cluster.servers=1 --set cluster.workers=1 --set cluster.start_timeout_s=8 --role worker \
   --scheduler "ipc://$TMP/eq1.sock") >"$TMP/stranger.log" 2>&1 &
 STRANGER=$!
-start_job eq1 40 4 1 1 6 --set train.threads=0 --set train.output=eq1
+start_job eq1 600 4 1 1 6 --set train.threads=0 --set train.output=eq1
 for _ in $(seq 1 300); do grep -q "step 3/" "$TMP/eq1.worker0.log" 2>/dev/null && break; sleep 0.2; done
 (cd "$TMP/elsewhere" && exec timeout 60 "$PST" train "${ARGS[@]}" --role worker --scheduler "ipc://$TMP/eq1.sock") \
   >"$TMP/late.log" 2>&1
@@ -133,7 +135,7 @@ check "the scheduler refused its connection" grep -q "refused a connection" "$TM
 check "a --role process without keys is told what it needs" grep -q "need security.key_file" "$TMP/keyless.log"
 check "the 1 + 1 + 1 job with a late worker ends" wait_all 180 "$SCHED" "${SERVERS[@]}" "${WORKERS[@]}"
 check "every process exits 0 (${CODES[*]})" test "${CODES[*]}" = "0 0 0"
-check "reference W=1" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=40 \
+check "reference W=1" timeout 120 env OMP_NUM_THREADS=1 "$PST" train "${JOB[@]}" --set train.steps=600 \
   --set cluster.servers=1 --set cluster.workers=1 --set cluster.in_process=sequential --set train.output="$TMP/ref1" \
   >"$TMP/ref1.log" 2>&1
 check "1 server + 1 worker equal one process, bit for bit" \
