@@ -18,7 +18,12 @@
 // connection) and with CURVE (every byte encrypted), as ratios to none
 // measured in the same run.
 //
-//   pushpull [--rounds N] [--chunk-mib M] [--security-only]
+// --wire: cluster.wire = bf16 against fp32, rounds of the same parameters
+// alternated (fp32, bf16, fp32, ...) `--repeats` times, the median ratio of
+// their round times with its min-max, and the bytes each moves.
+//
+//   pushpull [--rounds N] [--chunk-mib M] [--security-only | --wire [--repeats K]]
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,7 +52,7 @@ struct PstRound {
 
 // Push + pull, averaged over `rounds` after 2 warm-up rounds.
 PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes,
-                   SecurityMode mode = SecurityMode::kNone) {
+                   SecurityMode mode = SecurityMode::kNone, bool bf16 = false) {
   const int64_t n = bytes / 4;
   const ParamTable table = flat_table(n);
   JobConfig job;
@@ -72,8 +77,9 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
     auto r = Router::bind(ctx, "tcp://127.0.0.1:0");
     if (!r.ok()) std::abort();
     endpoints.push_back((*r)->endpoint());
-    srv.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*r),
-                                                ShardServerOptions{kJob, k, layout, 120.0}));
+    ShardServerOptions so{kJob, k, layout, 120.0};
+    so.bf16_wire = bf16;
+    srv.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*r), so));
   }
   std::vector<std::thread> threads;
   for (auto& s : srv)
@@ -84,7 +90,9 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
   std::vector<double> seconds(static_cast<size_t>(workers));
   for (int w = 0; w < workers; ++w) {
     threads.emplace_back([&, w] {
-      auto c = RemoteParameterClient::connect(ctx, *plan, endpoints, RemoteClientOptions{kJob, w, layout, 120.0});
+      RemoteClientOptions co{kJob, w, layout, 120.0};
+      co.bf16_wire = bf16;
+      auto c = RemoteParameterClient::connect(ctx, *plan, endpoints, co);
       std::vector<float> g(static_cast<size_t>(n), 0.001f), weights(static_cast<size_t>(n));
       Stopwatch sw;
       for (int r = 0; r < rounds + 2; ++r) {
@@ -145,20 +153,56 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
   return worst;
 }
 
+// cluster.wire = bf16 against fp32 (module comment).
+void compare_wire(int rounds, int repeats, int64_t chunk_bytes) {
+  std::printf("%-8s %-5s %13s %13s %12s %12s %8s %13s\n", "MiB", "S/W", "fp32 MiB/rnd", "bf16 MiB/rnd", "fp32 ms",
+              "bf16 ms", "bf16/fp32", "[min-max]");
+  for (int64_t mib : {4, 64}) {
+    for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
+      const int64_t bytes = mib << 20;
+      const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
+      std::vector<double> fp32, bf16, ratio;
+      for (int rep = 0; rep < repeats; ++rep) {
+        fp32.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, false).seconds);
+        bf16.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, true).seconds);
+        ratio.push_back(bf16.back() / fp32.back());
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      // A round moves each worker's gradient up and the weights back down.
+      const double moved = 2.0 * static_cast<double>(mib) * w;
+      std::printf("%-8lld %d/%-3d %13.0f %13.0f %12.2f %12.2f %8.2f   [%.2f-%.2f]\n", static_cast<long long>(mib), s, w,
+                  moved, moved / 2, median(fp32) * 1e3, median(bf16) * 1e3, median(ratio),
+                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   keep_freed_memory();  // as pst does (core/memory.h)
   int rounds = 10;
   int64_t chunk_mib = 4;
-  bool security_only = false;
+  bool security_only = false, wire = false;
+  int repeats = 5;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--security-only"))
       security_only = true;
+    else if (!std::strcmp(argv[i], "--wire"))
+      wire = true;
+    else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc)
+      repeats = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--chunk-mib") && i + 1 < argc)
       chunk_mib = std::atoll(argv[++i]);
+  }
+  if (wire) {
+    compare_wire(rounds, repeats, chunk_mib << 20);
+    return 0;
   }
   // security.mode: the modes interleaved, three times each, the best kept.
   std::printf("%-8s %12s %12s %12s %14s %14s\n", "size", "none us", "secret us", "curve us", "secret/none",

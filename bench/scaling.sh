@@ -19,7 +19,7 @@
 #
 #   bench/scaling.sh [--build DIR] [--config JOB] [--compute-ms MS] [--tokens N] [--steps N] [--warmup N]
 #                    [--grid "SxW ..."] [--links "loopback 1gbit 200mbit"] [--queue-ms MS] [--out DIR]
-#                    [--calibrate "LINK:SxW ..."]
+#                    [--calibrate "LINK:SxW ..."] [--wire fp32|bf16]
 #
 # Defaults: g2p-small (5.5 M parameters, 22 MB of gradient per worker a
 # step) with the step of its H100 run (7,000 steps in 51.2 s: 7.31 ms and
@@ -28,6 +28,8 @@
 # 200 Mbit/s with 20 ms queues; about 20 minutes on 2 cores. OUT
 # (bench-results/scaling) gets scaling.txt, scaling.png and runs/. PYTHON
 # (/usr/bin/python3, with python3-matplotlib) runs the baseline and model.
+# --wire sets cluster.wire: with bf16 each worker moves half the bytes, and
+# the baseline and the model take those bytes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$ROOT/build
@@ -40,6 +42,7 @@ GRID="1x1 1x2 1x4 1x8 2x2 2x4 2x8 4x4 4x8"
 LINKS="loopback 1gbit 200mbit"
 CALIBRATE="1gbit:4x8 loopback:4x8"
 QUEUE_MS=20
+WIRE=fp32
 PYTHON=${PYTHON:-/usr/bin/python3}
 OUT=$ROOT/bench-results/scaling
 while (($#)); do
@@ -55,10 +58,12 @@ while (($#)); do
     --out) OUT=$2 ;;
     --calibrate) CALIBRATE=$2 ;;
     --queue-ms) QUEUE_MS=$2 ;;
+    --wire) WIRE=$2 ;;
     *) echo "bench/scaling.sh: unknown argument '$1' (see the usage at the top of the script)" >&2; exit 2 ;;
   esac
   shift 2
 done
+[[ $WIRE == fp32 || $WIRE == bf16 ]] || { echo "--wire: '$WIRE' is neither fp32 nor bf16" >&2; exit 2; }
 ((STEPS > WARMUP)) || { echo "--steps ($STEPS) must be more than --warmup ($WARMUP)" >&2; exit 2; }
 for link in $LINKS; do
   [[ $link == loopback || $link =~ ^[0-9]+(k|m|g)bit$ ]] ||
@@ -77,7 +82,8 @@ if [[ -z ${SCALING_INSIDE:-} ]]; then
   # A namespace of its own: the bridge, the hosts and their links go with it.
   exec timeout -k 10 "${SCALING_LIMIT_S:-5400}" unshare --net --mount env SCALING_INSIDE=1 bash "$0" \
     --build "$BUILD" --config "$CONFIG" --compute-ms "$COMPUTE_MS" --tokens "$TOKENS" --steps "$STEPS" \
-    --warmup "$WARMUP" --grid "$GRID" --links "$LINKS" --out "$OUT" --calibrate "$CALIBRATE" --queue-ms "$QUEUE_MS"
+    --warmup "$WARMUP" --grid "$GRID" --links "$LINKS" --out "$OUT" --calibrate "$CALIBRATE" --queue-ms "$QUEUE_MS" \
+    --wire "$WIRE"
 fi
 
 source "$ROOT/tests/integration/check.sh"  # bridged_namespace
@@ -173,7 +179,8 @@ run_job() {
   mkdir -p "$dir"
   args=(--config "$CONFIG" --set cluster.servers="$s" --set cluster.workers="$w" --set train.steps="$STEPS"
         --set train.eval_every=0 --set train.test_at_end=false --set train.log_every=1000000
-        --set train.output="$dir/run" --set security.key_file="$OUT/job.key" --set cluster.start_timeout_s=300)
+        --set train.output="$dir/run" --set security.key_file="$OUT/job.key" --set cluster.start_timeout_s=300
+        --set cluster.wire="$WIRE")
   sched=tcp://$(address_on "$link" sch):5555
   PIDS=()
   in_host "$link" sch "$PST" train "${args[@]}" --role scheduler --scheduler "$sched" \

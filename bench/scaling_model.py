@@ -168,7 +168,7 @@ def main():
     if ("loopback", 1, 1) in points:
         model.R1 = M / ((points[("loopback", 1, 1)]["raw"] - C) / 2)
 
-    print(f"model: C {C * 1e3:.2f} ms, M {M / 1e6:.2f} MB ({model.P} parameters), {a.cpus} CPUs; "
+    print(f"model: C {C * 1e3:.2f} ms, M {M / 1e6:.2f} MB ({model.P} parameters, {M / model.P:.0f} bytes each on the wire), {a.cpus} CPUs; "
           f"update {model.u_add * 1e9:.2f} ns a parameter per gradient added + {model.u_adam * 1e9:.2f} ns a "
           f"parameter of AdamW (CPU time); host capacity "
           + (", ".join(f"{k} {v / 1e6:.0f} MB/s" for k, v in sorted(model.H.items())) or "not calibrated")
@@ -205,7 +205,9 @@ def main():
             (64, 16, 25, "both"), (64, 64, 25, "fp32"), (64, 16, 100, "fp32"), (256, 64, 25, "fp32")]
     for W, S, gbit, variant in rows:
         bits = gbit * 1e9
-        scale = 0.5 if variant in ("bf16 wire", "both") else 1.0
+        # M is what the measured runs moved (4 or 2 bytes a parameter, as
+        # their cluster.wire); the rows name the format they predict.
+        scale = (2 if variant in ("bf16 wire", "both") else 4) * model.P / model.M
         d = scale * model.direction(S, W, bits)
         add = 0.0 if variant in ("sum on arrival", "both") else model.u_add
         u = (add * W + model.u_adam) * model.P / (S * a.cpus)

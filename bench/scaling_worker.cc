@@ -12,7 +12,8 @@
 //
 // Prints one line per step, "step N seconds T push P pull Q" (T: the sleep,
 // the push until it was sent, the pull until the new weights were in), and
-// at the end "parameters P bytes B".
+// at the end "parameters P bytes B" (B: the bytes of its gradient on the
+// wire, 4 or 2 a parameter as cluster.wire says).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -58,9 +59,9 @@ Status run(const Args& args) {
   const ParamTable params = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
   PST_ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::make(params.numels(), layout.servers, job.cluster.chunk_bytes));
   const int w = layout.worker_index(table.rank);
-  PST_ASSIGN_OR_RETURN(auto client,
-                       RemoteParameterClient::connect(ctx, plan, table.servers,
-                                                      RemoteClientOptions{id, w, layout, job.cluster.timeout_s}));
+  RemoteClientOptions options{id, w, layout, job.cluster.timeout_s};
+  options.bf16_wire = job.cluster.wire == WireFormat::kBf16;
+  PST_ASSIGN_OR_RETURN(auto client, RemoteParameterClient::connect(ctx, plan, table.servers, options));
   Heartbeat heartbeat(ctx, args.scheduler, id, table.rank, job.cluster.heartbeat_s);
   PST_RETURN_IF_ERROR(
       pass_start_barrier(*control, id, table.rank, job.cluster.timeout_s, job.cluster.start_timeout_s).status());
@@ -88,7 +89,8 @@ Status run(const Args& args) {
   }
   PST_RETURN_IF_ERROR(client->shutdown());
   heartbeat.finish();
-  std::printf("parameters %lld bytes %lld\n", static_cast<long long>(n), static_cast<long long>(4 * n));
+  const int64_t value_bytes = options.bf16_wire ? 2 : 4;  // cluster.wire
+  std::printf("parameters %lld bytes %lld\n", static_cast<long long>(n), static_cast<long long>(value_bytes * n));
   return Status();
 }
 

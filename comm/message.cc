@@ -50,6 +50,16 @@ std::string kind_name(wire::Kind kind) { return enumerant_name(kind, "kind"); }
 
 std::string error_code_name(wire::ErrorCode code) { return enumerant_name(code, "code"); }
 
+std::string dtype_name(wire::DType dtype) { return enumerant_name(dtype, "dtype"); }
+
+int64_t dtype_bytes(wire::DType dtype) {
+  switch (dtype) {
+    case wire::DType::FLOAT32: return 4;
+    case wire::DType::BFLOAT16: return 2;
+  }
+  return 0;
+}
+
 Status refused(wire::ErrorInfo::Reader error, const std::string& context) {
   const std::string message = context + ": " + error.getMessage().cStr();
   return error.getCode() == wire::ErrorCode::REFORM ? Status(StatusCode::kAborted, message)
@@ -68,10 +78,16 @@ OutMessage::OutMessage(wire::Kind kind, uint64_t job_id, int32_t sender, int64_t
 }
 
 void OutMessage::add_chunk(ChunkKey key, const float* data, int64_t floats, std::shared_ptr<const void> owner) {
-  payload_.push_back({key, data, floats, std::move(owner)});
+  payload_.push_back({key, data, floats, wire::DType::FLOAT32, std::move(owner)});
 }
 
-void OutMessage::add_key(ChunkKey key, int64_t floats) { payload_.push_back({key, nullptr, floats, nullptr}); }
+void OutMessage::add_chunk_bf16(ChunkKey key, const uint16_t* data, int64_t values, std::shared_ptr<const void> owner) {
+  payload_.push_back({key, data, values, wire::DType::BFLOAT16, std::move(owner)});
+}
+
+void OutMessage::add_key(ChunkKey key, int64_t floats) {
+  payload_.push_back({key, nullptr, floats, wire::DType::FLOAT32, nullptr});
+}
 
 Frames OutMessage::finish() {
   auto refs = header_.initChunks(static_cast<unsigned>(payload_.size()));
@@ -79,8 +95,8 @@ Frames OutMessage::finish() {
     auto r = refs[static_cast<unsigned>(i)];
     r.setTensor(payload_[i].key.tensor);
     r.setChunk(payload_[i].key.chunk);
-    r.setDtype(wire::DType::FLOAT32);
-    r.setBytes(static_cast<uint64_t>(payload_[i].floats) * 4);
+    r.setDtype(payload_[i].dtype);
+    r.setBytes(static_cast<uint64_t>(payload_[i].values * dtype_bytes(payload_[i].dtype)));
   }
   Frames frames;
   const kj::Array<capnp::word> flat = capnp::messageToFlatArray(builder_);
@@ -92,7 +108,7 @@ Frames OutMessage::finish() {
     // it no longer needs them, which drops the owner.
     auto* keep = new std::shared_ptr<const void>(std::move(p.owner));
     auto release = [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); };
-    frames.emplace_back(const_cast<float*>(p.data), static_cast<size_t>(p.floats) * 4, release, keep);
+    frames.emplace_back(const_cast<void*>(p.data), static_cast<size_t>(p.values * dtype_bytes(p.dtype)), release, keep);
   }
   payload_.clear();
   return frames;
@@ -199,6 +215,10 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
   if (m.frames() != frames)
     return reject(why, wire::ErrorCode::BAD_HEADER,
                   fmt::format("{} has {} frames; expected {}", kind_name(kind), m.frames(), frames));
+  if (kind == wire::Kind::PULL && dtype_bytes(h.getDtype()) == 0)
+    return reject(
+        why, wire::ErrorCode::BAD_HEADER,
+        fmt::format("pull asks for weights as {} (float32 and bfloat16 are known)", dtype_name(h.getDtype())));
   if (chunks > 0 && !e.plan)
     return reject(why, wire::ErrorCode::KEY_NOT_OWNED,
                   fmt::format("{} carries chunks; none are accepted here", kind_name(kind)));
@@ -214,15 +234,16 @@ bool validate(const InMessage& m, const Expectation& e, Rejection* why) {
       return reject(why, wire::ErrorCode::KEY_NOT_OWNED,
                     fmt::format("{}: key ({}, {}) belongs to server {}, not to server {}", kind_name(kind), key.tensor,
                                 key.chunk, c->server, e.owner));
-    if (ref.getDtype() != wire::DType::FLOAT32)
+    const int64_t value_bytes = dtype_bytes(ref.getDtype());
+    if (value_bytes == 0)
       return reject(why, wire::ErrorCode::SIZE_MISMATCH,
-                    fmt::format("{}: key ({}, {}) has dtype {} (only float32 is known)", kind_name(kind), key.tensor,
-                                key.chunk, static_cast<unsigned>(ref.getDtype())));
-    const uint64_t want = static_cast<uint64_t>(c->length) * 4;
+                    fmt::format("{}: key ({}, {}) has {} (float32 and bfloat16 are known)", kind_name(kind), key.tensor,
+                                key.chunk, dtype_name(ref.getDtype())));
+    const uint64_t want = static_cast<uint64_t>(c->length * value_bytes);
     if (ref.getBytes() != want)
       return reject(why, wire::ErrorCode::SIZE_MISMATCH,
-                    fmt::format("{}: key ({}, {}) declares {} bytes; the chunk has {}", kind_name(kind), key.tensor,
-                                key.chunk, ref.getBytes(), want));
+                    fmt::format("{}: key ({}, {}) declares {} bytes; the chunk's {} {} values take {}", kind_name(kind),
+                                key.tensor, key.chunk, ref.getBytes(), c->length, dtype_name(ref.getDtype()), want));
     if (bytes && m.frame_bytes(i + 1) != want)
       return reject(why, wire::ErrorCode::SIZE_MISMATCH,
                     fmt::format("{}: key ({}, {}) frame has {} bytes; the chunk has {}", kind_name(kind), key.tensor,

@@ -25,6 +25,7 @@
 
 #include "comm/protocol.capnp.h"
 #include "comm/shard_plan.h"
+#include "core/bf16.h"
 #include "core/status.h"
 
 namespace pst {
@@ -51,6 +52,8 @@ class OutMessage {
   // without a copy. `owner` keeps `data` alive until ZeroMQ has sent the
   // frame (null: the caller guarantees it some other way).
   void add_chunk(ChunkKey key, const float* data, int64_t floats, std::shared_ptr<const void> owner);
+  // The same with `values` bfloat16 values (2 bytes each) at `data`.
+  void add_chunk_bf16(ChunkKey key, const uint16_t* data, int64_t values, std::shared_ptr<const void> owner);
   // A chunk named without bytes (a Pull asks for these keys).
   void add_key(ChunkKey key, int64_t floats);
 
@@ -60,8 +63,9 @@ class OutMessage {
  private:
   struct Payload {
     ChunkKey key;
-    const float* data;
-    int64_t floats;
+    const void* data;
+    int64_t values;
+    wire::DType dtype;
     std::shared_ptr<const void> owner;
   };
   capnp::MallocMessageBuilder builder_;
@@ -98,10 +102,17 @@ class InMessage {
   capnp::List<wire::ChunkRef>::Reader chunk_refs() const { return chunks_; }
   size_t chunks() const { return static_cast<size_t>(chunks_.size()); }
   ChunkKey key(size_t i) const;
-  // The bytes of chunk i as floats (frame i + 1; valid for Push and PullReply
-  // after validate()).
+  // The values of chunk i (frame i + 1; valid for Push and PullReply after
+  // validate()), float32 or bfloat16 as its dtype says.
+  WireValues chunk_values(size_t i) const {
+    return {frames_[i + 1].data(), chunks_[static_cast<unsigned>(i)].getDtype() == wire::DType::BFLOAT16};
+  }
+  // Chunk i as float32 values; only for a float32 chunk.
   const float* chunk_data(size_t i) const { return static_cast<const float*>(frames_[i + 1].data()); }
-  int64_t chunk_floats(size_t i) const { return static_cast<int64_t>(frames_[i + 1].size() / 4); }
+  // Its number of values.
+  int64_t chunk_floats(size_t i) const {
+    return static_cast<int64_t>(frames_[i + 1].size() / (chunk_values(i).bf16 ? 2 : 4));
+  }
   size_t frames() const { return frames_.size(); }
   size_t frame_bytes(size_t i) const { return frames_[i].size(); }
 
@@ -124,8 +135,9 @@ struct Expectation {
 
 // True when the message may be used; otherwise fills *why. Checks: version,
 // job id, kind known, sender in the node table, the union member that the
-// kind needs, chunk keys that exist and are owned, dtypes, byte counts
-// against the plan, and one frame per chunk for kinds that carry bytes.
+// kind needs, chunk keys that exist and are owned, dtypes (float32 and
+// bfloat16), byte counts against the plan and the dtype, a Pull's dtype,
+// and one frame per chunk for kinds that carry bytes.
 bool validate(const InMessage& m, const Expectation& e, Rejection* why);
 
 // The Error reply to a rejected message (with its request id, when the
@@ -135,6 +147,10 @@ Frames error_reply(const Rejection& why, uint64_t job_id, int32_t sender, const 
 // The Status of an error answer, `context` first: aborted for REFORM (the
 // job re-forms; the node registers again), failed_precondition otherwise.
 Status refused(wire::ErrorInfo::Reader error, const std::string& context);
+
+// Bytes of one value of a dtype; 0 for one this build does not know.
+int64_t dtype_bytes(wire::DType dtype);
+std::string dtype_name(wire::DType dtype);  // "float32", "bfloat16", "dtype 9"
 
 // "push", "pullReply", ... (the schema's names), or "kind 77" when unknown.
 std::string kind_name(wire::Kind kind);

@@ -37,6 +37,13 @@ class ParameterClient {
   // gradients and weights never cross the bus.
   virtual bool device_buffers() const { return false; }
 
+  // True when pulls carry weights rounded on the way (cluster.wire = bf16:
+  // the servers keep float32 weights, the wire carries bfloat16).
+  virtual bool lossy_pulls() const { return false; }
+  // A pull of the servers' float32 weights, exact whatever the wire, for
+  // validation and the model file; as pull() otherwise.
+  virtual Result<StepReport> pull_exact(int64_t min_version, float* weights) { return pull(min_version, weights); }
+
   // Streaming (docs/design.md, Streaming), so that communication overlaps compute.
   //
   // A push in parts: begin_push(), then push_final(begin) each time

@@ -37,6 +37,7 @@ enum Role {
 
 enum DType {
   float32 @0;
+  bfloat16 @1;         # cluster.wire = bf16: the upper half of a float32, rounded to nearest even
 }
 
 # A chunk of a tensor: key (tensor index, chunk index) of the shard plan.
@@ -44,7 +45,7 @@ struct ChunkRef {
   tensor @0 :Int32;
   chunk @1 :Int32;
   dtype @2 :DType;
-  bytes @3 :UInt64;    # size of the frame that carries it
+  bytes @3 :UInt64;    # size of the frame that carries it (elements x the dtype's size)
 }
 
 struct NodeInfo {
@@ -146,4 +147,6 @@ struct Header {
                            # re-form the members it had); 0: cluster.workers
   reformed @22 :Bool;      # nodeTable: the job re-forms after a server was lost: every node resumes
                            # from the newest complete checkpoint
+  dtype @23 :DType;        # pull: the dtype the reply's chunks carry (bfloat16 only where the job's
+                           # cluster.wire is bf16; float32, the servers' exact weights, always)
 }

@@ -1,5 +1,6 @@
 #include "comm/remote_client.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -61,7 +62,10 @@ struct RemoteParameterClient::PushState {
 
 RemoteParameterClient::RemoteParameterClient(const ShardPlan& plan, RemoteClientOptions options)
     : plan_(plan), options_(options), owned_(static_cast<size_t>(plan.servers())) {
-  for (const Chunk& c : plan_.chunks()) owned_[static_cast<size_t>(c.server)].push_back(c);
+  for (const Chunk& c : plan_.chunks()) {
+    owned_[static_cast<size_t>(c.server)].push_back(c);
+    flat_size_ = std::max(flat_size_, c.begin + c.length);
+  }
 }
 
 RemoteParameterClient::~RemoteParameterClient() = default;
@@ -134,6 +138,8 @@ Status RemoteParameterClient::begin_push(int64_t version, int64_t tokens, double
   for (const auto& chunks : owned_) p.unsent.push_back(chunks.size());
   p.parts.assign(owned_.size(), 0);
   p.token = p.latch.token();
+  if (options_.bf16_wire && (!push_bf16_ || push_bf16_.use_count() > 1))
+    push_bf16_ = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(flat_size_));
   return Status();
 }
 
@@ -147,7 +153,14 @@ Status RemoteParameterClient::send_part(int k, size_t first) {
   h.setStop(p.stop);
   for (size_t i = first; i < p.unsent[ks]; ++i) {
     const Chunk& c = owned_[ks][i];
-    m.add_chunk(c.key, p.grads + c.begin, c.length, p.token);
+    if (options_.bf16_wire) {
+      // The frame carries a rounded copy: the caller's gradient is free again at once.
+      uint16_t* rounded = push_bf16_->data() + c.begin;
+      to_bf16(p.grads + c.begin, rounded, c.length);
+      m.add_chunk_bf16(c.key, rounded, c.length, push_bf16_);
+    } else {
+      m.add_chunk(c.key, p.grads + c.begin, c.length, p.token);
+    }
   }
   p.unsent[ks] = first;
   ++p.parts[ks];
@@ -210,6 +223,13 @@ Result<StepReport> RemoteParameterClient::pull(int64_t min_version, float* weigh
   return info;
 }
 
+Result<StepReport> RemoteParameterClient::pull_exact(int64_t min_version, float* weights) {
+  exact_ = true;
+  Result<StepReport> info = pull(min_version, weights);
+  exact_ = false;
+  return info;
+}
+
 Status RemoteParameterClient::receive_pull_part(int k, StepReport* info) {
   const size_t ks = static_cast<size_t>(k);
   Channel& d = *servers_[ks];
@@ -232,7 +252,11 @@ Status RemoteParameterClient::receive_pull_part(int k, StepReport* info) {
       return data_loss("{}: chunk {} of the weights of version {} out of order (expected {})", d.peer(),
                        plan_.describe(m->key(i), ""), pull_min_version_,
                        next < chunks.size() ? plan_.describe(chunks[next].key, "") : "no more");
-    std::copy_n(m->chunk_data(i), chunks[next].length, pull_weights_ + chunks[next].begin);
+    const WireValues values = m->chunk_values(i);
+    if (values.bf16 != pull_bf16_)
+      return data_loss("{}: {} weights in the answer to a pull of {} ones", d.peer(),
+                       values.bf16 ? "bfloat16" : "float32", pull_bf16_ ? "bfloat16" : "float32");
+    to_fp32(values, pull_weights_ + chunks[next].begin, chunks[next].length);
     ++next;
   }
   if (info) {
@@ -249,11 +273,13 @@ Result<StepReport> RemoteParameterClient::begin_pull(int64_t min_version, float*
   const int32_t rank = options_.layout.worker_rank(options_.worker);
   pull_request_ = next_request_++;
   pull_min_version_ = min_version;
+  pull_bf16_ = options_.bf16_wire && !exact_;
   pull_weights_ = weights;
   pull_next_.assign(owned_.size(), 0);
   pull_versions_.assign(owned_.size(), 0);
   for (int k = 0; k < plan_.servers(); ++k) {
     OutMessage m(wire::Kind::PULL, options_.job_id, rank, min_version, pull_request_);
+    m.header().setDtype(pull_bf16_ ? wire::DType::BFLOAT16 : wire::DType::FLOAT32);
     PST_RETURN_IF_ERROR(servers_[static_cast<size_t>(k)]->send(m.finish(), Deadline::after(options_.timeout_s)));
   }
   // Every server's first part: the version and what the step did.

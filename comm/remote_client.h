@@ -29,6 +29,9 @@ struct RemoteClientOptions {
   double timeout_s = 60;
   // Ends every wait on the servers once raised (the job re-forms); may be null.
   const Interrupt* interrupt = nullptr;
+  // cluster.wire = bf16: pushes send bfloat16 gradients and pulls ask for
+  // bfloat16 weights (pull_exact() for float32 ones).
+  bool bf16_wire = false;
 };
 
 class RemoteParameterClient final : public ParameterClient {
@@ -46,6 +49,8 @@ class RemoteParameterClient final : public ParameterClient {
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Result<StepReport> pull(int64_t min_version, float* weights) override;
   bool streams() const override { return true; }
+  bool lossy_pulls() const override { return options_.bf16_wire; }
+  Result<StepReport> pull_exact(int64_t min_version, float* weights) override;
   Status begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Status push_final(int64_t begin) override;
   Status finish_push() override;
@@ -71,14 +76,21 @@ class RemoteParameterClient final : public ParameterClient {
   RemoteClientOptions options_;
   std::vector<std::unique_ptr<Channel>> servers_;
   std::vector<std::vector<Chunk>> owned_;  // per server, in flat order
+  int64_t flat_size_ = 0;                  // floats of the flat buffers
   uint64_t next_request_ = 1;
 
   // The push in progress: chunks [0, push_unsent_[k]) of server k are unsent;
-  // push_parts_[k] parts went to it. The token rides on every frame.
+  // push_parts_[k] parts went to it. The token rides on every frame that
+  // points into the caller's gradient (a float32 wire).
   struct PushState;
   std::unique_ptr<PushState> push_;
+  // bfloat16 copies of pushed gradients (flat), which the frames of a push
+  // keep alive; reused once the transport has let go of them.
+  std::shared_ptr<std::vector<uint16_t>> push_bf16_;
   // The pull in progress: chunks [0, pull_next_[k]) of server k have arrived.
   float* pull_weights_ = nullptr;
+  bool pull_bf16_ = false;  // asked for bfloat16 weights
+  bool exact_ = false;      // in pull_exact()
   uint64_t pull_request_ = 0;
   int64_t pull_min_version_ = 0;
   std::vector<size_t> pull_next_;

@@ -53,6 +53,7 @@ PST_ENUM_NAMES(Consistency, {Consistency::kBsp, "bsp"}, {Consistency::kAsp, "asp
 PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequential, "sequential"})
 PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
 PST_ENUM_NAMES(Transport, {Transport::kZmq, "zmq"}, {Transport::kMpi, "mpi"})
+PST_ENUM_NAMES(WireFormat, {WireFormat::kFp32, "fp32"}, {WireFormat::kBf16, "bf16"})
 PST_ENUM_NAMES(SecurityMode, {SecurityMode::kSecret, "secret"}, {SecurityMode::kCurve, "curve"},
                {SecurityMode::kNone, "none"})
 PST_ENUM_NAMES(CheckpointFailure, {CheckpointFailure::kContinue, "continue"}, {CheckpointFailure::kStop, "stop"})
@@ -293,6 +294,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "interface", &k.interface));
   f.push_back(make_field("cluster", "port_range", &k.port_range));
   f.push_back(make_field("cluster", "transport", &k.transport));
+  f.push_back(make_field("cluster", "wire", &k.wire));
   auto& mc = c.metrics;
   f.push_back(make_field("metrics", "enabled", &mc.enabled));
   f.push_back(make_field("metrics", "bind", &mc.bind));
@@ -350,6 +352,7 @@ const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }
 const char* to_string(Overlap v) { return enum_name(v); }
 const char* to_string(Transport v) { return enum_name(v); }
+const char* to_string(WireFormat v) { return enum_name(v); }
 const char* to_string(SecurityMode v) { return enum_name(v); }
 const char* to_string(CheckpointFailure v) { return enum_name(v); }
 

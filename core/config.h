@@ -45,6 +45,10 @@ enum class Overlap { kAuto, kOn, kOff };
 // TCP, or MPI point-to-point messages (a job launched by mpirun or srun
 // --mpi=pmix, on a cluster whose fast fabric MPI reaches).
 enum class Transport { kZmq, kMpi };
+// How gradients and weights travel between workers and servers: float32,
+// or bfloat16 (half the bytes; the servers keep float32 weights and sum in
+// float32).
+enum class WireFormat { kFp32, kBf16 };
 // Precision of the CUDA backend's matrix products (inputs and outputs stay
 // fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
@@ -216,6 +220,13 @@ struct ClusterConfig {
   // mpirun or srun --mpi=pmix. The messages, their checks and deadlines are
   // the same; control traffic (registration, heartbeats) stays on ZeroMQ.
   Transport transport = Transport::kZmq;  // zmq | mpi
+  // Precision of pushed gradients and pulled weights on the wire: fp32, or
+  // bf16 (rounded to nearest even; half the bytes). The servers keep fp32
+  // weights and Adam state and sum the pushes in fp32; workers compute on
+  // the rounded weights, and pull exact fp32 weights to validate and to
+  // write the model. No effect where nothing travels: in_process =
+  // sequential, or one server and one worker in one process.
+  WireFormat wire = WireFormat::kFp32;  // fp32 | bf16
 };
 
 // Who may connect to a job's TCP and IPC sockets (comm/security.h):
@@ -330,6 +341,7 @@ const char* to_string(Consistency v);
 const char* to_string(InProcess v);
 const char* to_string(Overlap v);
 const char* to_string(Transport v);
+const char* to_string(WireFormat v);
 const char* to_string(SecurityMode v);
 const char* to_string(CheckpointFailure v);
 

@@ -3,6 +3,7 @@
 // worker (any owner), and every field a handler reads of a message that
 // passes. Nothing may crash, leak or read out of bounds (ASan, UBSan).
 #include <cstdint>
+#include <vector>
 
 #include "fuzz/frames.h"
 
@@ -38,11 +39,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const Chunk* c = plan().find(k);
       if (!c) __builtin_trap();  // validate() said every key exists
       if (h.getKind() == wire::Kind::PUSH || h.getKind() == wire::Kind::PULL_REPLY) {
-        const float* f = m->chunk_data(i);
-        float sum = 0;
-        for (int64_t j = 0; j < m->chunk_floats(i); ++j) sum += f[j];
-        (void)sum;
         if (m->chunk_floats(i) != c->length) __builtin_trap();  // validate() checked the bytes
+        std::vector<float> values(static_cast<size_t>(c->length));
+        to_fp32(m->chunk_values(i), values.data(), c->length);  // float32 or bfloat16, as handlers read them
+        float sum = 0;
+        for (float v : values) sum += v;
+        (void)sum;
       }
     }
   }

@@ -74,6 +74,26 @@ int main(int argc, char** argv) {
     OutMessage m(wire::Kind::PULL, fuzz::kFuzzJob, worker, 1, 4);
     add("pull", m);
   }
+  // cluster.wire = bf16: bfloat16 chunks, and a pull that asks for them.
+  std::vector<uint16_t> w16(w.size());
+  to_bf16(w.data(), w16.data(), static_cast<int64_t>(w.size()));
+  {
+    OutMessage m(wire::Kind::PUSH, fuzz::kFuzzJob, worker, 0, 2);
+    m.header().initPush().setTokens(10);
+    for (const Chunk& c : plan.chunks()) m.add_chunk_bf16(c.key, w16.data() + c.begin, c.length, nullptr);
+    add("push-bf16", m);
+  }
+  {
+    OutMessage m(wire::Kind::PULL, fuzz::kFuzzJob, worker, 1, 4);
+    m.header().setDtype(wire::DType::BFLOAT16);
+    add("pull-bf16", m);
+  }
+  {
+    OutMessage m(wire::Kind::PULL_REPLY, fuzz::kFuzzJob, server, 1, 4);
+    m.header().initStepInfo().setApplied(true);
+    for (const Chunk& c : plan.chunks()) m.add_chunk_bf16(c.key, w16.data() + c.begin, c.length, nullptr);
+    add("pull-reply-bf16", m);
+  }
   {
     OutMessage m(wire::Kind::PULL_REPLY, fuzz::kFuzzJob, server, 1, 4);
     m.header().initStepInfo().setApplied(true);

@@ -96,17 +96,24 @@ void ShardOptimizer::add_push_device(const float* grads, int64_t tokens, double 
   for (const Run& r : runs_) device_->copy(slot + r.local, grads + r.flat, r.length);
 }
 
-void ShardOptimizer::add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum,
+void ShardOptimizer::add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum,
                                      int64_t slot_index) {
   PST_CHECK_MSG(ranges.size() == owned_.size(), "push of {} ranges to a shard of {}", ranges.size(), owned_.size());
   float* slot = claim_push_slot(slot_index, tokens, loss_sum);
+  std::vector<float> widened;  // a bfloat16 range on its way to a device
   for (size_t i = 0; i < owned_.size(); ++i) {
-    const size_t bytes = static_cast<size_t>(owned_[i].length) * sizeof(float);
-    if (device_) {
-      device_->upload(slot + local_offset_[i], ranges[i], bytes);
-    } else {
-      std::copy_n(ranges[i], owned_[i].length, slot + local_offset_[i]);
+    const int64_t n = owned_[i].length;
+    if (!device_) {
+      to_fp32(ranges[i], slot + local_offset_[i], n);
+      continue;
     }
+    const float* host = static_cast<const float*>(ranges[i].data);
+    if (ranges[i].bf16) {
+      widened.resize(static_cast<size_t>(n));
+      to_fp32(ranges[i], widened.data(), n);
+      host = widened.data();
+    }
+    device_->upload(slot + local_offset_[i], host, static_cast<size_t>(n) * sizeof(float));
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include "comm/shard_plan.h"
 #include "comm/step_report.h"
+#include "core/bf16.h"
 #include "core/config.h"
 #include "model/backend.h"
 #include "model/param_table.h"
@@ -44,10 +45,11 @@ class ShardOptimizer {
   // same GPU); needs a device.
   void add_push_device(const float* grads, int64_t tokens, double loss_sum);
   // The same from separate host buffers, one per owned range (in owned()
-  // order), as a remote push delivers them. slot: the pushing worker's index,
-  // so that pushes combine in worker order whatever order they arrive in
-  // (-1: the next free slot).
-  void add_push_ranges(const std::vector<const float*>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1);
+  // order), as a remote push delivers them: float32, or bfloat16 values
+  // (cluster.wire = bf16) widened to float32 as they are copied. slot: the
+  // pushing worker's index, so that pushes combine in worker order whatever
+  // order they arrive in (-1: the next free slot).
+  void add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1);
   int64_t pushes() const { return pushes_; }
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges; every slot claimed this round must be filled.

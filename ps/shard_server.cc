@@ -53,6 +53,7 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
   o.stop_on_checkpoint_failure = job.checkpoint.on_failure == CheckpointFailure::kStop;
   if (job.checkpoint.every_steps > 0 || job.checkpoint.every_minutes > 0) o.final_step = job.train.steps;
   o.max_minutes = job.train.max_minutes;
+  o.bf16_wire = job.cluster.wire == WireFormat::kBf16;
   return o;
 }
 
@@ -106,8 +107,8 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
   removal_send_.connect(removals);
   cursor_.assign(members());
   batches_ = cursor_.batches();
-  snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
-  opt_.copy_local_weights(snapshot_->data());
+  snapshot_ = new_snapshot();
+  fill_snapshot(*snapshot_, 0, owned_chunks_.size());
   update_thread_ = std::thread([this] { update_loop(); });
 }
 
@@ -130,10 +131,53 @@ void ShardServer::restore(const ShardState& state, int64_t version, int64_t appl
   last_.version = version;
   last_.applied = true;
   last_.applied_steps = applied_steps;
-  opt_.copy_local_weights(snapshot_->data());
+  fill_snapshot(*snapshot_, 0, owned_chunks_.size());
   cursor_ = DataCursor(options_.layout.workers, pool);
   cursor_.assign(members());
   batches_ = cursor_.batches();
+}
+
+ShardServer::Snapshot ShardServer::new_snapshot() const {
+  auto s = std::make_shared<Weights>();
+  s->fp32.resize(static_cast<size_t>(opt_.local_size()));
+  if (options_.bf16_wire) s->bf16.resize(static_cast<size_t>(opt_.local_size()));
+  return s;
+}
+
+void ShardServer::fill_snapshot(Weights& s, size_t first, size_t last) const {
+  opt_.copy_local_weights(s.fp32.data(), first, last);
+  if (s.bf16.empty() || first >= last) return;
+  const int64_t begin = opt_.local_offset(first);
+  const int64_t end = opt_.local_offset(last - 1) + opt_.owned()[last - 1].length;
+  to_bf16(s.fp32.data() + begin, s.bf16.data() + begin, end - begin);
+}
+
+ShardServer::PendingPull ShardServer::pending_pull(zmq::message_t route, const InMessage& m, int worker) {
+  PendingPull p{std::move(route), m.header().getRequestId(), m.header().getStep(), worker};
+  p.bf16 = m.header().getDtype() == wire::DType::BFLOAT16;
+  return p;
+}
+
+bool ShardServer::wire_format_ok(const InMessage& m, Rejection* why) const {
+  const wire::Kind kind = m.header().getKind();
+  const char* wire = options_.bf16_wire ? "bf16" : "fp32";
+  if (kind == wire::Kind::PULL && m.header().getDtype() == wire::DType::BFLOAT16 && !options_.bf16_wire) {
+    *why = {wire::ErrorCode::BAD_HEADER, fmt::format("a pull of bfloat16 weights; this job's cluster.wire is {} (a "
+                                                     "worker's configuration differs from the servers')",
+                                                     wire)};
+    return false;
+  }
+  if (kind != wire::Kind::PUSH) return true;
+  const wire::DType want = options_.bf16_wire ? wire::DType::BFLOAT16 : wire::DType::FLOAT32;
+  for (auto ref : m.chunk_refs())
+    if (ref.getDtype() != want) {
+      *why = {wire::ErrorCode::SIZE_MISMATCH,
+              fmt::format("a push of {} gradients; this job's cluster.wire is {}, so pushes carry {} (a worker's "
+                          "configuration differs from the servers')",
+                          dtype_name(ref.getDtype()), wire, dtype_name(want))};
+      return false;
+    }
+  return true;
 }
 
 std::vector<uint8_t> ShardServer::members() const {
@@ -192,8 +236,7 @@ void ShardServer::hold_joining_pull(zmq::message_t route, const InMessage& m, in
     rejecter_.drop(senders_.spoofed(m.header().getSender(), route));
     return;
   }
-  joining_.push_back({PendingPull{std::move(route), m.header().getRequestId(), m.header().getStep(), worker, 0},
-                      m.header().getProcess()});
+  joining_.push_back({pending_pull(std::move(route), m, worker), m.header().getProcess()});
 }
 
 void ShardServer::take_joins(const std::vector<Joiner>& joined) {
@@ -444,7 +487,7 @@ bool ShardServer::handle(Routed msg) {
     return false;
   }
   const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
-  if (!validate(*m, e, &why)) {
+  if (!validate(*m, e, &why) || !wire_format_ok(*m, &why)) {
     error_ = reject(msg.route, why, m.get());
     return false;
   }
@@ -534,7 +577,7 @@ bool ShardServer::add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rej
   std::vector<size_t> sorted = ranges;
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 0; i < sorted.size(); ++i) {
-    if ((i > 0 && sorted[i] == sorted[i - 1]) || (!push.ranges.empty() && push.ranges[sorted[i]])) {
+    if ((i > 0 && sorted[i] == sorted[i - 1]) || (!push.ranges.empty() && push.ranges[sorted[i]].data)) {
       const ChunkKey key = owned_chunks_[sorted[i]].key;
       *why = {wire::ErrorCode::BAD_HEADER, fmt::format("push of step {} from worker {} repeats chunk {}", step, w,
                                                        plan_.describe(key, table_[key.tensor].name))};
@@ -546,9 +589,9 @@ bool ShardServer::add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rej
     push.step = step;
     push.tokens = h.getTokens();
     push.loss_sum = h.getLossSum();
-    push.ranges.assign(owned_chunks_.size(), nullptr);
+    push.ranges.assign(owned_chunks_.size(), WireValues{});
   }
-  for (size_t i = 0; i < ranges.size(); ++i) push.ranges[ranges[i]] = m->chunk_data(i);
+  for (size_t i = 0; i < ranges.size(); ++i) push.ranges[ranges[i]] = m->chunk_values(i);
   push.received += ranges.size();
   push.parts.push_back(std::move(m));
   return true;
@@ -583,7 +626,7 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   if (options_.metrics) {
     int64_t bytes = 0;
     const InMessage& part = *push.parts.back();
-    for (size_t i = 0; i < part.chunks(); ++i) bytes += plan_.find(part.key(i))->length * int64_t{sizeof(float)};
+    for (size_t i = 0; i < part.chunks(); ++i) bytes += static_cast<int64_t>(part.frame_bytes(i + 1));
     options_.metrics->bytes_in(bytes);
   }
   OutMessage ack(wire::Kind::PUSH_ACK, options_.job_id, options_.layout.server_rank(options_.server), step, request);
@@ -627,7 +670,7 @@ void ShardServer::start_update() {
   if (spare_ && spare_.use_count() == 1) {
     next_snapshot_ = std::move(spare_);
   } else {
-    next_snapshot_ = std::make_shared<std::vector<float>>(static_cast<size_t>(opt_.local_size()));
+    next_snapshot_ = new_snapshot();
   }
   spare_.reset();
   updating_ = true;
@@ -734,7 +777,7 @@ void ShardServer::update_loop() {
     Result<GradStats> global = bsp ? agree_on_round(&waited_ns) : opt_.reduce();
     Status status;
     StepReport report;
-    float* next = next_snapshot_->data();
+    Weights& next = *next_snapshot_;
     size_t copied = 0;
     int64_t unannounced = 0;
     // BSP: each updated range goes to the next snapshot, and every
@@ -745,7 +788,7 @@ void ShardServer::update_loop() {
       return r;
     };
     const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {
-      opt_.copy_local_weights(next, copied, done);
+      fill_snapshot(next, copied, done);
       for (; copied < done; ++copied) unannounced += opt_.owned()[copied].length * int64_t{sizeof(float)};
       if (unannounced < options_.stream_bytes) return;
       {
@@ -757,7 +800,7 @@ void ShardServer::update_loop() {
     };
     if (global.ok()) {
       report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp ? progress : nullptr));
-      opt_.copy_local_weights(next, copied, opt_.owned().size());  // a skipped step, ASP, SSP
+      fill_snapshot(next, copied, opt_.owned().size());  // a skipped step, ASP, SSP
     } else {
       status = global.status();
     }

@@ -98,6 +98,10 @@ struct ShardServerOptions {
   // The workers the job starts with: places 0..start_workers-1 (0: every
   // place of the layout); the others are free until a worker joins.
   int start_workers = 0;
+  // cluster.wire = bf16: pushes carry bfloat16 gradients, and pulls may ask
+  // for bfloat16 weights (kept beside the float32 ones in each snapshot).
+  // Otherwise both are float32 only, and a bfloat16 push or pull is refused.
+  bool bf16_wire = false;
 };
 
 // checkpoint.dir, or its default under train.output.
@@ -172,6 +176,7 @@ class ShardServer {
     int worker = 0;
     size_t sent = 0;    // owned chunks already sent (streamed during an update)
     bool gone = false;  // a send to the worker failed: it has gone
+    bool bf16 = false;  // the answer carries bfloat16 weights (the pull's dtype)
     std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
   };
   // A worker's push of one step, part by part.
@@ -180,10 +185,25 @@ class ShardServer {
     int64_t step = 0, tokens = 0;
     double loss_sum = 0.0;
     std::vector<std::unique_ptr<InMessage>> parts;
-    std::vector<const float*> ranges;  // per owned chunk; null until it arrives
+    std::vector<WireValues> ranges;  // per owned chunk; data null until it arrives
     size_t received = 0;
   };
-  using Snapshot = std::shared_ptr<std::vector<float>>;
+  // The weights of one version in local order: float32, and with a bf16
+  // wire the same rounded to bfloat16, for the pulls that ask for them.
+  struct Weights {
+    std::vector<float> fp32;
+    std::vector<uint16_t> bf16;
+  };
+  using Snapshot = std::shared_ptr<Weights>;
+  Snapshot new_snapshot() const;
+  // Writes owned ranges [first, last) of the optimizer's weights into s
+  // (update thread, or the receive thread while no update runs).
+  void fill_snapshot(Weights& s, size_t first, size_t last) const;
+  // A pull as it waits for its answer.
+  static PendingPull pending_pull(zmq::message_t route, const InMessage& m, int worker);
+  // False (and *why) when a push's chunks or a pull's answer are not in a
+  // format this job's wire uses.
+  bool wire_format_ok(const InMessage& m, Rejection* why) const;
 
   Status serve_until_done();
   // Workers that sent Shutdown or were removed.
@@ -223,8 +243,8 @@ class ShardServer {
   void start_next_async();
   Status on_pull(zmq::message_t route, const InMessage& m);
   // Sends chunks [p.sent, last) of `weights` (version `version`) to a pull.
-  Status send_pull_part(PendingPull& p, const std::vector<float>& weights, const Snapshot& owner, int64_t version,
-                        const StepReport& report, size_t last);
+  Status send_pull_part(PendingPull& p, const Snapshot& weights, int64_t version, const StepReport& report,
+                        size_t last);
   Status answer_pull(PendingPull& p);
   void start_update();
   void update_loop();

@@ -48,15 +48,15 @@ Status ShardServer::on_pull(zmq::message_t route, const InMessage& m) {
                                want, options_.server, version_)},
                   &m);
   const int w = options_.layout.worker_index(m.header().getSender());
-  PendingPull p{std::move(route), m.header().getRequestId(), want, w, 0};
+  PendingPull p = pending_pull(std::move(route), m, w);
   if (pull_allowed(want, w)) return answer_pull(p);
   pending_.push_back(std::move(p));
   waiting_pulls_ = static_cast<int64_t>(pending_.size());
   return Status();
 }
 
-Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& weights, const Snapshot& owner,
-                                   int64_t version, const StepReport& report, size_t last) {
+Status ShardServer::send_pull_part(PendingPull& p, const Snapshot& weights, int64_t version, const StepReport& report,
+                                   size_t last) {
   OutMessage reply(wire::Kind::PULL_REPLY, options_.job_id, options_.layout.server_rank(options_.server), version,
                    p.request_id);
   StepReport info = report;
@@ -74,8 +74,14 @@ Status ShardServer::send_pull_part(PendingPull& p, const std::vector<float>& wei
   to_wire(info, reply.header().initStepInfo());
   int64_t bytes = 0;
   for (size_t i = p.sent; i < last; ++i) {
-    reply.add_chunk(owned_chunks_[i].key, weights.data() + opt_.local_offset(i), owned_chunks_[i].length, owner);
-    bytes += owned_chunks_[i].length * int64_t{sizeof(float)};
+    const Chunk& c = owned_chunks_[i];
+    const size_t at = static_cast<size_t>(opt_.local_offset(i));
+    if (p.bf16) {
+      reply.add_chunk_bf16(c.key, weights->bf16.data() + at, c.length, weights);
+    } else {
+      reply.add_chunk(c.key, weights->fp32.data() + at, c.length, weights);
+    }
+    bytes += c.length * (p.bf16 ? 2 : 4);
   }
   p.sent = last;
   if (options_.metrics) options_.metrics->bytes_out(bytes);
@@ -100,7 +106,7 @@ Status ShardServer::answer_pull(PendingPull& p) {
   if (p.gone || (p.sent == owned_chunks_.size() && p.sent > 0)) return Status();
   StepReport report = last_;
   report.applied_steps = opt_.applied_steps();
-  PST_RETURN_IF_ERROR(send_pull_part(p, *snapshot_, snapshot_, version_, report, owned_chunks_.size()));
+  PST_RETURN_IF_ERROR(send_pull_part(p, snapshot_, version_, report, owned_chunks_.size()));
   if (options_.metrics)
     options_.metrics->request("pull",
                               std::chrono::duration<double>(std::chrono::steady_clock::now() - p.arrived).count());
@@ -119,7 +125,7 @@ Status ShardServer::on_progress(size_t done) {
   }
   for (PendingPull& p : pending_)
     if (!p.gone && p.min_version <= version_ + 1 && p.sent < done) {
-      PST_RETURN_IF_ERROR(send_pull_part(p, *next_snapshot_, next_snapshot_, version_ + 1, report, done));
+      PST_RETURN_IF_ERROR(send_pull_part(p, next_snapshot_, version_ + 1, report, done));
       ++streamed_parts_;
     }
   return Status();

@@ -172,6 +172,19 @@ Status Trainer::need(int64_t end) {
   return Status();
 }
 
+Status Trainer::exact_weights(int64_t version) {
+  Run& r = *run_;
+  PST_RETURN_IF_ERROR(need(r.n));
+  if (!client_->lossy_pulls() || r.on_device) return Status();
+  // The pulls carried rounded weights; validation and the model file take
+  // the servers' own.
+  Stopwatch pulled;
+  PST_RETURN_IF_ERROR(client_->pull_exact(version, r.host_weights->data()).status());
+  if (opt_.monitor) opt_.monitor->observe_phase(WorkerMetrics::kPull, pulled.seconds());
+  model_->set_weights(r.host_weights->data(), 0, r.n);
+  return Status();
+}
+
 Result<StepReport> Trainer::pull(int64_t min_version) {
   Run& r = *run_;
   Stopwatch pulled;
@@ -440,7 +453,7 @@ Result<TrainSummary> Trainer::run() {
     log_step(step, info, totals, last);
     if (may_lead && !info.lead && opt_.metrics) opt_.metrics = opt_.metrics_for_lead(false, step);
     if (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0 && !last && r.sum.lead) {
-      PST_RETURN_IF_ERROR(need(r.n));
+      PST_RETURN_IF_ERROR(exact_weights(version));
       validate(step + 1);
     }
     if (r.sum.stopped) {
@@ -468,6 +481,7 @@ Result<TrainSummary> Trainer::run() {
   if (info.lead && !opt_.evaluate)
     spdlog::info("worker 0 was removed from the job: this worker validates, tests and writes the model");
   if (r.sum.lead) {
+    PST_RETURN_IF_ERROR(exact_weights(version));
     if (opt_.save) PST_RETURN_IF_ERROR(opt_.save("model.safetensors"));
     r.sum.eval_stopped = false;  // (a stop during an earlier validation has stopped training too)
     if (!r.sum.stopped) validate(r.sum.steps);

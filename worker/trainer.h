@@ -105,6 +105,10 @@ class Trainer {
   void clip_gradient();
   Status need(int64_t end);
   Result<StepReport> pull(int64_t min_version);
+  // Completes the pull in progress; where pulls carry rounded weights
+  // (cluster.wire = bf16), replaces the model's with the servers' exact
+  // float32 weights of `version` (before validation and the model file).
+  Status exact_weights(int64_t version);
   // Forward, backward and push of shard i's batch at `step`; adds to `totals`.
   Status train_shard(size_t i, int64_t step, int64_t version, int64_t batch, StepTotals& totals);
   void log_step(int64_t step, const StepReport& info, const StepTotals& totals, bool last);

@@ -4,7 +4,8 @@
 // a message that names the bad value: wrong version or job id, unknown kind
 // or sender, a kind without its fields, keys that do not exist or are owned
 // by another server, wrong sizes, missing or extra frames, undecodable or
-// oversized headers. The Error reply carries the code and the request id.
+// oversized headers; bfloat16 chunks and their sizes. The Error reply
+// carries the code and the request id.
 #include "comm/message.h"
 
 #include <cstring>
@@ -165,6 +166,69 @@ TEST_F(MessageTest, KeysMustExistAndBeOwned) {
     const Rejection r = check(again->finish(), Expectation{kJob, 5, nullptr, -1});
     EXPECT_EQ(r.code, wire::ErrorCode::KEY_NOT_OWNED);
   }
+}
+
+// bfloat16 chunks (cluster.wire = bf16) take two bytes a value: the frame
+// round-trips as such, and a float32-sized frame, an unknown dtype or a
+// Pull asking for one is rejected, naming what is known.
+TEST_F(MessageTest, BfloatChunksTakeTwoBytesAValue) {
+  std::vector<uint16_t> h(data_.size());
+  to_bf16(data_.data(), h.data(), static_cast<int64_t>(h.size()));
+  {
+    OutMessage m(wire::Kind::PUSH, kJob, 3, 7, 42);
+    m.header().initPush();
+    for (const Chunk& c : owned_by_1_) m.add_chunk_bf16(c.key, h.data() + c.begin, c.length, nullptr);
+    Rejection why;
+    auto in = InMessage::parse(m.finish(), &why);
+    ASSERT_NE(in, nullptr) << why.message;
+    ASSERT_TRUE(validate(*in, server1(), &why)) << why.message;
+    for (size_t i = 0; i < in->chunks(); ++i) {
+      const Chunk& c = owned_by_1_[i];
+      EXPECT_EQ(in->chunk_refs()[static_cast<unsigned>(i)].getDtype(), wire::DType::BFLOAT16);
+      EXPECT_EQ(in->frame_bytes(i + 1), static_cast<size_t>(c.length) * 2);
+      EXPECT_EQ(in->chunk_floats(i), c.length);
+      std::vector<float> got(static_cast<size_t>(c.length));
+      to_fp32(in->chunk_values(i), got.data(), c.length);
+      for (int64_t j = 0; j < c.length; ++j)
+        EXPECT_EQ(got[static_cast<size_t>(j)], data_[static_cast<size_t>(c.begin + j)]);
+    }
+  }
+  const Chunk& c = owned_by_1_[0];
+  {
+    // Declared as bfloat16, carried as float32.
+    OutMessage m(wire::Kind::PUSH, kJob, 3, 7, 42);
+    m.header().initPush();
+    m.add_chunk_bf16(c.key, h.data() + c.begin, c.length, nullptr);
+    Frames f = m.finish();
+    f[1] = zmq::message_t(data_.data(), static_cast<size_t>(c.length) * 4);
+    expect_rejected(std::move(f), wire::ErrorCode::SIZE_MISMATCH, "frame has");
+  }
+  {
+    OutMessage m(wire::Kind::PUSH, kJob, 3, 7, 42);
+    m.header().initPush();
+    m.add_chunk(c.key, data_.data() + c.begin, c.length, nullptr);
+    Frames f = m.finish();
+    // Rewrite the dtype to one no build knows.
+    Rejection why;
+    auto in = InMessage::parse(std::move(f), &why);
+    ASSERT_NE(in, nullptr);
+    capnp::MallocMessageBuilder b;
+    b.setRoot(in->header());
+    b.getRoot<wire::Header>().getChunks()[0].setDtype(static_cast<wire::DType>(9));
+    Frames bad;
+    const auto flat = capnp::messageToFlatArray(b);
+    bad.emplace_back(flat.asBytes().begin(), flat.asBytes().size());
+    bad.emplace_back(data_.data(), static_cast<size_t>(c.length) * 4);
+    expect_rejected(std::move(bad), wire::ErrorCode::SIZE_MISMATCH, "dtype 9 (float32 and bfloat16 are known)");
+  }
+  {
+    OutMessage m(wire::Kind::PULL, kJob, 3, 7, 42);
+    m.header().setDtype(static_cast<wire::DType>(5));
+    expect_rejected(m.finish(), wire::ErrorCode::BAD_HEADER, "pull asks for weights as dtype 5");
+  }
+  EXPECT_EQ(dtype_bytes(wire::DType::FLOAT32), 4);
+  EXPECT_EQ(dtype_bytes(wire::DType::BFLOAT16), 2);
+  EXPECT_EQ(dtype_name(wire::DType::BFLOAT16), "bfloat16");
 }
 
 TEST_F(MessageTest, SizesAndFramesMustMatch) {

@@ -8,7 +8,9 @@
 #  - every server applied every step and rejected no message (each having
 #    started itself again to wait passively in OpenMP);
 #  - the shaped links' drops were counted; the model was calibrated from
-#    the baselines and predicts the clusters' rows; the plot is a PNG.
+#    the baselines and predicts the clusters' rows; the plot is a PNG;
+#  - with cluster.wire = bf16 (2x2 on loopback), the same, at 2 bytes a
+#    parameter.
 #   tests/integration/scaling_test.sh BUILD_DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -51,6 +53,21 @@ done
 check "the model is calibrated from both kinds of link" grep -Eq 'host capacity loopback [0-9]+ MB/s, shaped [0-9]+ MB/s' "$report"
 check "the model predicts 64 workers with 16 servers" grep -Eq '^ +64 +16 +25G/s +fp32 +[0-9.]+ ' "$report"
 check "the plot is a PNG" test "$(head -c 8 "$OUT/scaling.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a
+
+# cluster.wire = bf16 between the real processes: every server takes every
+# step's bfloat16 pushes (a push in another format would be rejected), and
+# each worker moves 2 bytes a parameter, which the baseline moves too.
+check "bench/scaling.sh --wire bf16 runs" env SCALING_LIMIT_S=300 bash "$ROOT/bench/scaling.sh" --build "$BUILD" \
+  --config "$ROOT/configs/g2p-tiny.toml" --grid "2x2" --links "loopback" --steps "$STEPS" --warmup 1 \
+  --calibrate "loopback:2x2" --wire bf16 --out "$OUT/bf16" >"$OUT/bf16.log" 2>&1 || tail -n 20 "$OUT/bf16.log"
+for f in "$OUT"/bf16/runs/loopback/2x2/server*.log; do
+  contains "$f" "server [0-9]: $STEPS steps (.*), 0 messages rejected" ||
+    check "bf16: $(basename "$f") applied $STEPS steps and rejected nothing" false
+done
+for f in "$OUT"/bf16/runs/loopback/2x2/worker*.log; do
+  contains "$f" "^parameters $params bytes $((2 * params))$" || check "bf16: $(basename "$f") moved 2 bytes a parameter" false
+done
+check "bf16: a row for loopback 2x2" grep -Eq "^loopback +2x2 +[0-9.]+ +[0-9]+ " "$OUT/bf16/scaling.txt"
 
 echo "scaling_test: $passes passed, $failures failed"
 ((failures == 0))

@@ -7,11 +7,17 @@
 // an independent path: no sockets, no shards, no reducer). A node that cannot
 // start (here the workers' device) ends the whole job at once with its
 // error, not at the others' deadlines.
+#include <bit>
+#include <cmath>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "core/safetensors.h"
+#include "job/cluster.h"
 #include "job/job.h"
+#include "ps/checkpoint.h"
+#include "ps/shard_optimizer.h"
 #include "tests/test_util.h"
 
 namespace pst {
@@ -76,6 +82,65 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ThreadsJobTest,
                            return fmt::format("S{}W{}{}", p.param.servers, p.param.workers,
                                               p.param.overlap ? "Streamed" : "");
                          });
+
+// cluster.wire = bf16, S = W = 2 with streamed pushes and pulls: the
+// model the lead worker writes is the servers' float32 weights (their
+// checkpoint of the last step), bit for bit, not the bfloat16 copies the
+// pulls carried; the rounded gradients make it differ from the fp32 job's
+// model, by little.
+TEST(ThreadsJobTest, ABf16WireJobWritesTheServersFloat32Weights) {
+  TempDir tmp;
+  const std::string config = source_path("configs/g2p-tiny.toml");
+  auto settings = [&](const std::string& wire) {
+    auto s = job_settings(tmp.path() + "/" + wire);
+    for (const char* x : {"cluster.servers=2", "cluster.workers=2", "cluster.overlap=on", "cluster.stream_bytes=1024",
+                          "checkpoint.every_steps=4"})
+      s.push_back(x);
+    s.push_back("cluster.wire=" + wire);
+    return s;
+  };
+  for (const std::string wire : {"bf16", "fp32"}) {
+    const Status s = train(TrainArgs{config, settings(wire), "", ""});
+    ASSERT_TRUE(s.ok()) << wire << ": " << s.to_string();
+  }
+  auto job = load_config(config, settings("bf16"));
+  ASSERT_TRUE(job.ok()) << job.status().to_string();
+  auto data = load_job_data(*job);
+  ASSERT_TRUE(data.ok()) << data.status().to_string();
+  const ParamTable table = build_param_table(job->model, data->src_vocab, data->tgt_vocab);
+  auto dir = latest_checkpoint(checkpoint_root(*job));
+  ASSERT_TRUE(dir.ok()) << dir.status().to_string();
+  auto manifest = read_checkpoint(*dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status().to_string();
+  EXPECT_EQ(manifest->step, 4);
+  auto state = load_shard(*dir, *manifest, table, whole_tensors(table));
+  ASSERT_TRUE(state.ok()) << state.status().to_string();
+  auto model = SafetensorsFile::read(tmp.path() + "/bf16/model.safetensors");
+  auto fp32 = SafetensorsFile::read(tmp.path() + "/fp32/model.safetensors");
+  ASSERT_TRUE(model.ok() && fp32.ok());
+  int64_t unrounded = 0, differ = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < table.size(); ++i) {
+    const std::string& name = table[i].name;
+    const StoredTensor* t = model->find(name);
+    const StoredTensor* f = fp32->find(name);
+    ASSERT_TRUE(t && f) << name;
+    const std::vector<float> got = t->to_f32(), other = f->to_f32();
+    const int64_t at = table.offset_of(name);
+    const std::vector<float> want(state->weights.begin() + at, state->weights.begin() + at + table[i].numel);
+    ASSERT_EQ(got, want) << name << ": the model is not the servers' float32 weights";
+    for (size_t j = 0; j < got.size(); ++j) {
+      unrounded += (std::bit_cast<uint32_t>(got[j]) & 0xffffu) != 0;
+      differ += got[j] != other[j];
+      worst = std::max(worst, static_cast<double>(std::fabs(got[j] - other[j])));
+    }
+  }
+  EXPECT_GT(unrounded, table.total_numel() / 2) << "the model holds bfloat16 values";
+  EXPECT_GT(differ, 0) << "the bf16 job's gradients were not rounded";
+  // Four AdamW steps at the tiny config's learning rate move a weight by at
+  // most about 4 lr; rounded gradients change the direction, not the size.
+  EXPECT_LT(worst, 4 * job->optim.lr + 1e-6);
+}
 
 TEST(ThreadsJobFailureTest, ANodeThatCannotStartEndsTheJobWithItsError) {
   TempDir tmp;
