@@ -33,6 +33,7 @@
 #include <fmt/format.h>
 
 #include "bench/flat_table.h"
+#include "bench/median.h"
 #include "comm/remote_client.h"
 #include "comm/security.h"
 #include "core/memory.h"
@@ -167,10 +168,6 @@ void compare_wire(int rounds, int repeats, int64_t chunk_bytes) {
         bf16.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, true).seconds);
         ratio.push_back(bf16.back() / fp32.back());
       }
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-      };
       // A round moves each worker's gradient up and the weights back down.
       const double moved = 2.0 * static_cast<double>(mib) * w;
       std::printf("%-8lld %d/%-3d %13.0f %13.0f %12.2f %12.2f %8.2f   [%.2f-%.2f]\n", static_cast<long long>(mib), s, w,

@@ -26,6 +26,7 @@
 #include <fmt/format.h>
 
 #include "bench/flat_table.h"
+#include "bench/median.h"
 #include "comm/mpi_stats_reducer.h"
 #include "comm/mpi_transport.h"
 #include "comm/remote_client.h"
@@ -188,12 +189,6 @@ double raw_session(int64_t bytes, const JobLayout& layout, int rounds) {
   double worst = 0;
   MPI_Allreduce(&seconds, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   return worst;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
 }  // namespace
