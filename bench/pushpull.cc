@@ -1,29 +1,35 @@
-// Push+pull throughput of pst's parameter servers against raw ZeroMQ, both
-// measured in this run over TCP on loopback, each node a thread.
+// The parameter server's round against the limits of this machine, measured
+// in one run over TCP on loopback, each node a thread.
 //
 // pst: W workers (RemoteParameterClient) and S servers (ShardServer, the
 // real BSP round: aggregation, global norm, AdamW, snapshot). Each round a
-// worker pushes its gradient of N bytes (float32) and pulls the new weights:
-// throughput = 2 x N x W / time per round.
-// Baseline: W pairs of ZeroMQ PUSH/PULL sockets, each moving 2 x N bytes per
-// round as single zero-copy messages (what push + pull move), the same formula.
+// worker pushes its gradient of N bytes (float32) and pulls the new weights.
+// Against two baselines, each what one half of the round would cost alone:
+//  - raw ZeroMQ: W pairs of PUSH/PULL sockets, each moving the round's 2 x N
+//    bytes as zero-copy messages of the shard plan's chunk size;
+//  - a plain fused AdamW loop (read w, m, v, g; write w, m, v) over all the
+//    round's parameters on every thread (OpenMP), no communication.
+// A pipelined round (receive, update and send overlapping) costs about the
+// larger of the two: the table prints round / max(zeromq, adamw), the
+// three alternated `--repeats` times, the median ratio with its min-max.
+// "update ms" is the slowest server's update, timed on its update thread.
 //
-// The last column takes the servers' update (aggregation, statistics, AdamW,
-// snapshot; measured on their update threads) out of pst's round: what the
-// transport and the protocol cost, the part raw ZeroMQ stands for.
+// The latency of a 4 KiB push + pull round trip (S = W = 1) against a raw
+// ZeroMQ round trip of the same bytes (4 KiB up, 4 KiB back, DEALER/ROUTER),
+// alternated the same way.
 //
-// Also the latency of a 4 KiB push + pull round trip (S = W = 1), and what
-// each security.mode costs: rounds of 4 KiB and 4 MiB (S = W = 1) with
-// sockets open (none), with the job's secret (PLAIN, checked once per
-// connection) and with CURVE (every byte encrypted), as ratios to none
-// measured in the same run.
+// --security-only: what each security.mode costs: rounds of 4 KiB and 4 MiB
+// (S = W = 1) with sockets open (none), with the job's secret (PLAIN, checked
+// once per connection) and with CURVE (every byte encrypted), as ratios to
+// none measured in the same run.
 //
 // --wire: cluster.wire = bf16 against fp32, rounds of the same parameters
 // alternated (fp32, bf16, fp32, ...) `--repeats` times, the median ratio of
 // their round times with its min-max, and the bytes each moves.
 //
-//   pushpull [--rounds N] [--chunk-mib M] [--security-only | --wire [--repeats K]]
+//   pushpull [--rounds N] [--repeats K] [--chunk-mib M] [--security-only | --wire]
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,8 +118,13 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
   return r;
 }
 
-// Seconds per round of W concurrent PUSH/PULL pairs, each moving 2 x bytes.
-double zmq_round(int64_t bytes, int pairs, int rounds) {
+// Seconds per round of W concurrent PUSH/PULL pairs, each moving 2 x bytes
+// in messages of at most chunk_bytes (as pst's shard plan cuts them: a
+// message over glibc's largest mmap threshold would be mapped and faulted
+// in anew each time).
+double zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
+  const int64_t size = std::min(bytes, chunk_bytes);
+  const int per_round = static_cast<int>(2 * ((bytes + size - 1) / size));
   zmq::context_t ctx(2);
   std::vector<double> seconds(static_cast<size_t>(pairs));
   std::vector<std::thread> threads;
@@ -124,13 +135,13 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
     pulls.back()->bind("tcp://127.0.0.1:0");
     endpoints[static_cast<size_t>(p)] = pulls.back()->get(zmq::sockopt::last_endpoint);
   }
-  auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(bytes), 1);
+  auto buffer = std::make_shared<std::vector<char>>(static_cast<size_t>(size), 1);
   for (int p = 0; p < pairs; ++p) {
     threads.emplace_back([&, p] {
       zmq::socket_t& in = *pulls[static_cast<size_t>(p)];
       Stopwatch sw;
-      for (int r = 0; r < 2 * (rounds + 2); ++r) {
-        if (r == 4) sw.reset();
+      for (int r = 0; r < per_round * (rounds + 2); ++r) {
+        if (r == 2 * per_round) sw.reset();
         zmq::message_t m;
         if (!in.recv(m)) std::abort();
       }
@@ -139,7 +150,7 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
     threads.emplace_back([&, p] {
       zmq::socket_t out(ctx, zmq::socket_type::push);
       out.connect(endpoints[static_cast<size_t>(p)]);
-      for (int r = 0; r < 2 * (rounds + 2); ++r) {
+      for (int r = 0; r < per_round * (rounds + 2); ++r) {
         auto* keep = new std::shared_ptr<std::vector<char>>(buffer);
         zmq::message_t m(
             buffer->data(), buffer->size(),
@@ -152,6 +163,103 @@ double zmq_round(int64_t bytes, int pairs, int rounds) {
   double worst = 0;
   for (double s : seconds) worst = std::max(worst, s);
   return worst;
+}
+
+// Seconds per round trip of `bytes` up and `bytes` back between a DEALER and
+// a ROUTER that answers at once.
+double zmq_round_trip(int64_t bytes, int rounds) {
+  zmq::context_t ctx(1);
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.bind("tcp://127.0.0.1:0");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  std::thread echo([&] {
+    for (int r = 0; r < rounds + 2; ++r) {
+      zmq::message_t id, m;
+      if (!router.recv(id) || !router.recv(m)) std::abort();
+      router.send(id, zmq::send_flags::sndmore);
+      router.send(m, zmq::send_flags::none);
+    }
+  });
+  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+  dealer.connect(endpoint);
+  std::vector<char> out(static_cast<size_t>(bytes), 1);
+  Stopwatch sw;
+  for (int r = 0; r < rounds + 2; ++r) {
+    if (r == 2) sw.reset();
+    dealer.send(zmq::buffer(out), zmq::send_flags::none);
+    zmq::message_t back;
+    if (!dealer.recv(back)) std::abort();
+  }
+  const double seconds = sw.seconds() / rounds;
+  echo.join();
+  return seconds;
+}
+
+// Seconds per pass of a plain fused AdamW loop over n parameters on every
+// OpenMP thread: what the servers' update would cost with nothing else to do.
+double adamw_round(int64_t n, int rounds) {
+  std::vector<float> w(static_cast<size_t>(n), 0.01f), m(static_cast<size_t>(n)), v(static_cast<size_t>(n)),
+      g(static_cast<size_t>(n), 0.001f);
+  float* W = w.data();
+  float* M = m.data();
+  float* V = v.data();
+  const float* G = g.data();
+  const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, decay = 1.0f - 1e-3f * 0.01f;
+  Stopwatch sw;
+  for (int r = 0; r < rounds + 2; ++r) {
+    if (r == 2) sw.reset();
+    const float step = -1e-3f / (1.0f - std::pow(beta1, static_cast<float>(r + 1)));
+    const float bc2 = std::sqrt(1.0f - std::pow(beta2, static_cast<float>(r + 1)));
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const float mi = beta1 * M[i] + (1.0f - beta1) * G[i];
+      const float vi = beta2 * V[i] + (1.0f - beta2) * G[i] * G[i];
+      M[i] = mi;
+      V[i] = vi;
+      W[i] = W[i] * decay + step * mi / (std::sqrt(vi) / bc2 + eps);
+    }
+  }
+  const double seconds = sw.seconds() / rounds;
+  if (!std::isfinite(W[n - 1])) std::abort();  // keeps the loop
+  return seconds;
+}
+
+// The round against its two limits (module comment).
+void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
+  std::printf("%-8s %-5s %10s %11s %10s %20s %12s %10s\n", "MiB/wkr", "S/W", "round ms", "zeromq ms", "adamw ms",
+              "round/max [min-max]", "round GB/s", "update ms");
+  for (int64_t mib : {4, 64}) {
+    for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
+      const int64_t bytes = mib << 20;
+      const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
+      std::vector<double> pst, raw, adamw, update, ratio;
+      for (int rep = 0; rep < repeats; ++rep) {
+        const PstRound round = pst_round(bytes, s, w, r, chunk_bytes);
+        pst.push_back(round.seconds);
+        update.push_back(round.update_seconds);
+        raw.push_back(zmq_round(bytes, w, r, chunk_bytes));
+        adamw.push_back(adamw_round(bytes / 4, r));  // the model, whatever W
+        ratio.push_back(pst.back() / std::max(raw.back(), adamw.back()));
+      }
+      const double moved = 2.0 * static_cast<double>(bytes) * w;
+      std::printf("%-8lld %d/%-3d %10.2f %11.2f %10.2f %8.2f [%.2f-%.2f] %12.3f %10.2f\n", static_cast<long long>(mib),
+                  s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, median(ratio),
+                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+                  moved / median(pst) / 1e9, median(update) * 1e3);
+    }
+  }
+  const int small = rounds * 50;
+  std::vector<double> pst, raw, ratio;
+  for (int rep = 0; rep < repeats; ++rep) {
+    pst.push_back(pst_round(4096, 1, 1, small, chunk_bytes).seconds);
+    raw.push_back(zmq_round_trip(4096, small));
+    ratio.push_back(pst.back() / raw.back());
+  }
+  std::printf(
+      "4 KiB push+pull round trip (S=W=1): %.1f us; raw ZeroMQ round trip of 4 KiB: %.1f us; "
+      "pst/zeromq %.2f [%.2f-%.2f]\n",
+      median(pst) * 1e6, median(raw) * 1e6, median(ratio), *std::min_element(ratio.begin(), ratio.end()),
+      *std::max_element(ratio.begin(), ratio.end()));
 }
 
 // cluster.wire = bf16 against fp32 (module comment).
@@ -201,6 +309,10 @@ int main(int argc, char** argv) {
     compare_wire(rounds, repeats, chunk_mib << 20);
     return 0;
   }
+  if (!security_only) {
+    round_against_limits(rounds, repeats, chunk_mib << 20);
+    return 0;
+  }
   // security.mode: the modes interleaved, three times each, the best kept.
   std::printf("%-8s %12s %12s %12s %14s %14s\n", "size", "none us", "secret us", "curve us", "secret/none",
               "curve/none");
@@ -215,25 +327,5 @@ int main(int argc, char** argv) {
     std::printf("%-8s %12.1f %12.1f %12.1f %14.2f %14.2f\n", bytes <= 4096 ? "4 KiB" : "4 MiB", best[0] * 1e6,
                 best[1] * 1e6, best[2] * 1e6, best[1] / best[0], best[2] / best[0]);
   }
-  if (security_only) return 0;
-  std::printf("%-8s %-5s %10s %12s %7s %10s %16s\n", "MiB/wkr", "S/W", "pst GB/s", "zeromq GB/s", "ratio", "update ms",
-              "ratio w/o update");
-  for (int64_t mib : {1, 4, 16, 64}) {
-    for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
-      const int64_t bytes = mib << 20;
-      const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
-      const PstRound pst = pst_round(bytes, s, w, r, chunk_mib << 20);
-      const double raw = zmq_round(bytes, w, r);
-      const double moved = 2.0 * static_cast<double>(bytes) * w;
-      const double gbs_pst = moved / pst.seconds / 1e9;
-      const double gbs_raw = moved / raw / 1e9;
-      const double gbs_transport = moved / std::max(1e-9, pst.seconds - pst.update_seconds) / 1e9;
-      std::printf("%-8lld %d/%-3d %10.3f %12.3f %7.2f %10.2f %16.2f\n", static_cast<long long>(mib), s, w, gbs_pst,
-                  gbs_raw, gbs_pst / gbs_raw, pst.update_seconds * 1e3, gbs_transport / gbs_raw);
-    }
-  }
-  const int small_rounds = rounds * 50;
-  const double latency = pst_round(4096, 1, 1, small_rounds, chunk_mib << 20).seconds;
-  std::printf("4 KiB push+pull round trip (S=W=1): %.1f us\n", latency * 1e6);
   return 0;
 }

@@ -86,12 +86,15 @@ class GradStatsReducer {
   // is gone): a waiting all_reduce, and every later one, fails with `why`.
   // Any thread; a reducer without such a peer ignores it.
   virtual void abandon(const std::string& why) { (void)why; }
+  // all_reduce returns at once, without waiting for anyone (one server).
+  virtual bool local() const { return false; }
 };
 
 // One server: its statistics are the global ones.
 class SingleServerReducer final : public GradStatsReducer {
  public:
   Result<GradStats> all_reduce(int, int64_t, const GradStats& local, Deadline) override { return local; }
+  bool local() const override { return true; }
 };
 
 // S servers running as threads of one process. The sum is taken in server

@@ -169,9 +169,10 @@ Result<std::unique_ptr<MpiGateway>> MpiGateway::start(zmq::context_t& context, R
     try {
       p.dealer->set(zmq::sockopt::linger, 0);
       // No high-water mark towards the Router: what MPI delivered is queued,
-      // never dropped; the workers' protocol bounds it (a push waits for its
-      // acknowledgement). The other way the usual one, so that the Router's
-      // send to a worker that does not read fails at its deadline.
+      // never dropped; the workers' protocol bounds it (a worker sends one
+      // push and one pull, then waits for their answers). The other way the
+      // usual one, so that the Router's send to a worker that does not read
+      // fails at its deadline.
       p.dealer->set(zmq::sockopt::sndhwm, 0);
       // The Router tells the workers apart by this route (and binds each
       // worker rank to it, comm/rejecter.h).

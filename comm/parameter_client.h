@@ -25,7 +25,9 @@ class ParameterClient {
 
   // Pushes this worker's gradient (flat, in parameter-table order, the mean
   // over its `tokens` target tokens) computed on weights `version`. The
-  // buffer may be reused as soon as push() returns.
+  // buffer may be reused as soon as push() returns. A client may return
+  // before the servers have acknowledged the push: a refusal then comes as
+  // the error of the next pull (or push).
   virtual Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) = 0;
 
   // Waits until weights of at least `min_version` exist (or the deadline

@@ -111,9 +111,19 @@ Result<std::unique_ptr<InMessage>> RemoteParameterClient::await_reply(int k, uin
       return data_loss("{}: a bad reply while waiting for {}: {}", d.peer(), what, why.message);
     if (m->header().getSender() != options_.layout.server_rank(k))
       return data_loss("{}: a reply from rank {} while waiting for {}", d.peer(), m->header().getSender(), what);
+    const uint64_t answers = m->header().getRequestId();
     if (m->header().getKind() == wire::Kind::ERROR)
-      return refused(m->header().getError(), fmt::format("{} rejected {}", d.peer(), what));
-    if (m->header().getRequestId() != request_id) continue;  // a late answer to an earlier request
+      return refused(m->header().getError(), fmt::format("{} rejected {}", d.peer(),
+                                                         unacked_.request != 0 && answers == unacked_.request
+                                                             ? fmt::format("the push of step {}", unacked_.version)
+                                                             : what));
+    if (m->header().getKind() == wire::Kind::PUSH_ACK && unacked_.request != 0 && answers == unacked_.request &&
+        unacked_.parts[static_cast<size_t>(k)] > 0) {
+      --unacked_.parts[static_cast<size_t>(k)];  // the finished push's, taken whenever it comes
+      if (answers == request_id) return m;
+      continue;
+    }
+    if (answers != request_id) continue;  // a late answer to an earlier request
     if (m->header().getKind() != kind)
       return data_loss("{}: a {} reply while waiting for {}", d.peer(), kind_name(m->header().getKind()), what);
     return m;
@@ -125,8 +135,22 @@ Status RemoteParameterClient::push(int64_t version, int64_t tokens, double loss_
   return finish_push();
 }
 
+Status RemoteParameterClient::take_acks() {
+  if (unacked_.request == 0) return Status();
+  const std::string what = fmt::format("the acknowledgement of the push of step {}", unacked_.version);
+  for (int k = 0; k < plan_.servers(); ++k)
+    while (unacked_.parts[static_cast<size_t>(k)] > 0)
+      if (Status acked = await_reply(k, unacked_.request, wire::Kind::PUSH_ACK, what).status(); !acked.ok()) {
+        unacked_ = Unacked{};
+        return acked;
+      }
+  unacked_ = Unacked{};
+  return Status();
+}
+
 Status RemoteParameterClient::begin_push(int64_t version, int64_t tokens, double loss_sum, const float* grads) {
   PST_CHECK_MSG(!push_, "begin_push() while the push of step {} is unfinished", push_ ? push_->version : 0);
+  PST_RETURN_IF_ERROR(take_acks());  // the previous push's, when no pull took them
   push_ = std::make_unique<PushState>();
   PushState& p = *push_;
   p.version = version;
@@ -204,11 +228,11 @@ Status RemoteParameterClient::finish_push() {
     if (push_->unsent[ks] > 0 || push_->parts[ks] == 0)
       if (Status sent = send_part(k, 0); !sent.ok()) return abandon_push(std::move(sent));
   }
-  const std::string what = fmt::format("the acknowledgement of the push of step {}", push_->version);
-  for (int k = 0; k < plan_.servers(); ++k)
-    for (int part = 0; part < push_->parts[static_cast<size_t>(k)]; ++part)
-      if (Status acked = await_reply(k, push_->request, wire::Kind::PUSH_ACK, what).status(); !acked.ok())
-        return abandon_push(std::move(acked));
+  // The acknowledgements are not waited for here: the pull that follows is
+  // sent at once and takes them as they come (each server answers a
+  // worker's messages in order, so they arrive before its weights), which
+  // saves a round trip a step.
+  unacked_ = Unacked{push_->request, push_->version, push_->parts};
   std::unique_ptr<PushState> done = std::move(push_);
   done->token.reset();
   if (!done->latch.wait(Deadline::after(options_.timeout_s)))
@@ -304,8 +328,9 @@ Status RemoteParameterClient::await_weights(int64_t end) {
   }
   bool complete = true;
   for (size_t k = 0; k < owned_.size(); ++k) complete = complete && pull_next_[k] == owned_[k].size();
-  if (complete) pull_weights_ = nullptr;
-  return Status();
+  if (!complete) return Status();
+  pull_weights_ = nullptr;
+  return take_acks();  // came before the weights; none left to wait for
 }
 
 Status RemoteParameterClient::shutdown() {

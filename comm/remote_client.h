@@ -1,7 +1,9 @@
 // The ParameterClient of a worker whose servers are other threads or
 // processes. A push sends each server the chunks it owns (the tensor bytes
-// leave without a copy), in parts as backward announces layers final, and
-// waits for an acknowledgement of every part; a pull asks every server for
+// leave without a copy), in parts as backward announces layers final; the
+// servers acknowledge every part, and the pull that follows (sent without
+// waiting for them) takes those acknowledgements before its weights, so a
+// push and a pull cost one round trip. A pull asks every server for
 // its chunks of a weights version and copies them into the flat buffer as
 // they arrive, first layers first, so forward can start on them. Every wait
 // has the configured deadline; an error names the server and what was waited
@@ -69,6 +71,9 @@ class RemoteParameterClient final : public ParameterClient {
   // Ends a push that failed (why) once the transport holds none of its
   // frames, which point at the caller's gradient; returns why.
   Status abandon_push(Status why);
+  // Waits for the acknowledgements of the last push that have not come yet
+  // (an Error reply instead: that error).
+  Status take_acks();
   // Receives the next part of server k's pull reply and copies its chunks.
   Status receive_pull_part(int k, StepReport* info);
 
@@ -87,6 +92,14 @@ class RemoteParameterClient final : public ParameterClient {
   // bfloat16 copies of pushed gradients (flat), which the frames of a push
   // keep alive; reused once the transport has let go of them.
   std::shared_ptr<std::vector<uint16_t>> push_bf16_;
+  // The finished push whose acknowledgements have not all come: its request,
+  // step and, per server, the parts not acknowledged yet.
+  struct Unacked {
+    uint64_t request = 0;  // 0: none
+    int64_t version = 0;
+    std::vector<int> parts;
+  };
+  Unacked unacked_;
   // The pull in progress: chunks [0, pull_next_[k]) of server k have arrived.
   float* pull_weights_ = nullptr;
   bool pull_bf16_ = false;  // asked for bfloat16 weights

@@ -125,9 +125,14 @@ struct AdamConstants {
   float neg_step_size = 0.0f;  // -lr / (1 - beta1^step)
   float bc2_sqrt = 1.0f;       // sqrt(1 - beta2^step)
   float eps = 1e-8f;
+  // Global-norm clipping's coefficient, applied to the gradient as the
+  // update reads it (1 = no clipping): the same float product as scaling
+  // the gradient first, without a pass of its own.
+  float grad_scale = 1.0f;
 };
 
 PST_HD void adam_update_element(float& w, float& m, float& v, float g, const AdamConstants& k) {
+  g = g * k.grad_scale;
   g = fmaf(w, k.l2, g);
   w = w * k.decay_factor;
   m = fmaf(g, k.one_minus_beta1, m * k.beta1);

@@ -204,21 +204,12 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
   r.clip_coef = clip ? clip_coefficient(r.grad_norm, job_.optim.clip_norm) : 1.0;
   r.lr = schedule_.lr(applied_);
   ++applied_;
-  if (r.clip_coef < 1.0) {
-    const auto coef = static_cast<float>(r.clip_coef);
-    const int64_t n = n_;
-    float* G = grad_;
-    if (device_) {
-      device_->scale(G, coef, n);
-    } else {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) G[i] *= coef;
-    }
-  }
   const OptimConfig& o = job_.optim;
   const bool decoupled = o.algorithm == OptimizerKind::kAdamW;
-  const AdamConstants with_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, o.weight_decay, decoupled, applied_);
-  const AdamConstants no_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, 0.0, decoupled, applied_);
+  AdamConstants with_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, o.weight_decay, decoupled, applied_);
+  AdamConstants no_decay = adam_constants(r.lr, o.beta1, o.beta2, o.eps, 0.0, decoupled, applied_);
+  // Clipping scales the gradient inside the update (AdamConstants::grad_scale).
+  with_decay.grad_scale = no_decay.grad_scale = static_cast<float>(r.clip_coef);
   for (size_t i = 0; i < owned_.size(); ++i) {
     const ParamSpec& spec = table_[owned_[i].tensor];
     const int64_t off = local_offset_[i];

@@ -645,7 +645,11 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   if (bsp) {
     opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w);
     pushed_[static_cast<size_t>(w)] = true;
-    if (round_complete()) start_update();
+    if (!round_complete()) return Status();
+    // A small shard whose statistics need no other server: updated on this
+    // thread at once, which saves two thread hand-offs a step.
+    if (update_here()) return update_now();
+    start_update();
     return Status();
   }
   // ASP, SSP: each push is its own update, in arrival order.
@@ -664,7 +668,18 @@ void ShardServer::start_next_async() {
   start_update();
 }
 
-void ShardServer::start_update() {
+bool ShardServer::update_here() const {
+  return reducer_->local() && options_.consistency == Consistency::kBsp &&
+         opt_.local_size() * int64_t{sizeof(float)} <= options_.stream_bytes;
+}
+
+Status ShardServer::update_now() {
+  start_update(/*here=*/true);
+  run_update(/*stream=*/false);
+  return finish_update();
+}
+
+void ShardServer::start_update(bool here) {
   // The update writes the next snapshot; the current one keeps serving
   // pulls of version_. The one before is reused once ZeroMQ lets go of it.
   if (spare_ && spare_.use_count() == 1) {
@@ -676,10 +691,10 @@ void ShardServer::start_update() {
   updating_ = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    update_requested_ = true;
+    update_requested_ = !here;
     round_pushed_.assign(pushed_.begin(), pushed_.end());
   }
-  cv_.notify_all();
+  if (!here) cv_.notify_all();
 }
 
 StepControl ShardServer::local_control() {
@@ -757,12 +772,13 @@ Result<GradStats> ShardServer::agree_on_round(int64_t* waited_ns) {
   return global;
 }
 
+void ShardServer::post(int64_t value) {
+  zmq::message_t note(sizeof(value));
+  std::memcpy(note.data(), &value, sizeof(value));
+  (void)notify_send_.send(note, zmq::send_flags::none);
+}
+
 void ShardServer::update_loop() {
-  auto post = [&](int64_t value) {
-    zmq::message_t note(sizeof(value));
-    std::memcpy(note.data(), &value, sizeof(value));
-    (void)notify_send_.send(note, zmq::send_flags::none);
-  };
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -770,56 +786,60 @@ void ShardServer::update_loop() {
       if (stop_) return;
       update_requested_ = false;
     }
-    // The receive thread leaves opt_ and next_snapshot_ alone while updating_ is set.
-    const auto started = std::chrono::steady_clock::now();
-    int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
-    const bool bsp = options_.consistency == Consistency::kBsp;
-    Result<GradStats> global = bsp ? agree_on_round(&waited_ns) : opt_.reduce();
-    Status status;
-    StepReport report;
-    Weights& next = *next_snapshot_;
-    size_t copied = 0;
-    int64_t unannounced = 0;
-    // BSP: each updated range goes to the next snapshot, and every
-    // stream_bytes the receive loop may send it to the waiting pulls.
-    auto with_flags = [&](StepReport r) {
-      r.stop = global.ok() && global->control.stop;
-      r.checkpoint = global.ok() && (global->control.checkpoint || global->control.stop);
-      return r;
-    };
-    const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {
-      fill_snapshot(next, copied, done);
-      for (; copied < done; ++copied) unannounced += opt_.owned()[copied].length * int64_t{sizeof(float)};
-      if (unannounced < options_.stream_bytes) return;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        progress_report_ = with_flags(r);
-      }
-      post(static_cast<int64_t>(done));
-      unannounced = 0;
-    };
-    if (global.ok()) {
-      report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp ? progress : nullptr));
-      fill_snapshot(next, copied, opt_.owned().size());  // a skipped step, ASP, SSP
-    } else {
-      status = global.status();
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      update_status_ = status;
-      update_report_ = report;
-    }
-    const int64_t ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
-        waited_ns;
-    update_ns_ += ns;
-    reduce_wait_ns_ += waited_ns;
-    ++updates_;
-    if (options_.metrics && status.ok())
-      options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied,
-                                    report.applied && report.clip_coef < 1.0);
+    run_update(/*stream=*/true);
     post(kUpdateDone);
   }
+}
+
+void ShardServer::run_update(bool stream) {
+  // The receive thread leaves opt_ and next_snapshot_ alone while updating_ is set.
+  const auto started = std::chrono::steady_clock::now();
+  int64_t waited_ns = 0;  // for the other servers' statistics: not this server's work
+  const bool bsp = options_.consistency == Consistency::kBsp;
+  Result<GradStats> global = bsp ? agree_on_round(&waited_ns) : opt_.reduce();
+  Status status;
+  StepReport report;
+  Weights& next = *next_snapshot_;
+  size_t copied = 0;
+  int64_t unannounced = 0;
+  // BSP: each updated range goes to the next snapshot, and every
+  // stream_bytes the receive loop may send it to the waiting pulls.
+  auto with_flags = [&](StepReport r) {
+    r.stop = global.ok() && global->control.stop;
+    r.checkpoint = global.ok() && (global->control.checkpoint || global->control.stop);
+    return r;
+  };
+  const ShardOptimizer::Progress progress = [&](const StepReport& r, size_t done) {
+    fill_snapshot(next, copied, done);
+    for (; copied < done; ++copied) unannounced += opt_.owned()[copied].length * int64_t{sizeof(float)};
+    if (unannounced < options_.stream_bytes) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_report_ = with_flags(r);
+    }
+    post(static_cast<int64_t>(done));
+    unannounced = 0;
+  };
+  if (global.ok()) {
+    report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp && stream ? progress : nullptr));
+    fill_snapshot(next, copied, opt_.owned().size());  // what is left: a skipped step, ASP, SSP, no stream
+  } else {
+    status = global.status();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    update_status_ = status;
+    update_report_ = report;
+  }
+  const int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count() -
+      waited_ns;
+  update_ns_ += ns;
+  reduce_wait_ns_ += waited_ns;
+  ++updates_;
+  if (options_.metrics && status.ok())
+    options_.metrics->update_done(static_cast<double>(ns) * 1e-9, report.applied,
+                                  report.applied && report.clip_coef < 1.0);
 }
 
 Status ShardServer::finish_update() {

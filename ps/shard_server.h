@@ -18,9 +18,11 @@
 // The update runs on its own thread; the receive thread keeps validating and
 // answering messages meanwhile (pulls of the current version are served from
 // a snapshot of the weights, so they never see a half-applied step; the
-// update writes the next snapshot range by range). Bad messages get an Error
-// reply and count as rejected; they never stop the server or touch the
-// optimizer.
+// update writes the next snapshot range by range). A BSP shard no larger
+// than stream_bytes on a server that needs no other's statistics is updated
+// on the receive thread instead, which is faster than the hand-off. Bad
+// messages get an Error reply and count as rejected; they never stop the
+// server or touch the optimizer.
 //
 // Membership (docs/design.md, Membership): remove_workers() takes workers
 // out of the job (the scheduler took them as dead). In BSP the round then
@@ -246,8 +248,21 @@ class ShardServer {
   Status send_pull_part(PendingPull& p, const Snapshot& weights, int64_t version, const StepReport& report,
                         size_t last);
   Status answer_pull(PendingPull& p);
-  void start_update();
+  // Hands the round to the update thread (here: the caller runs it).
+  void start_update(bool here = false);
   void update_loop();
+  // One update (update thread, or the receive thread when update_here()):
+  // reduce, agree, apply, write the next snapshot; stream: tell the receive
+  // loop every stream_bytes so that waiting pulls get parts early.
+  void run_update(bool stream);
+  // Posts to the receive loop: kUpdateDone, or the ranges done so far.
+  void post(int64_t value);
+  // BSP rounds of a shard no larger than stream_bytes, whose statistics
+  // need no other server (GradStatsReducer::local), are updated on the
+  // receive thread as the last push arrives: such an update takes less
+  // time than handing it to the update thread and back.
+  bool update_here() const;
+  Status update_now();
   // BSP on the update thread: reduces over the round's pushes, agrees with
   // the other servers on the statistics and on whose pushes count (again,
   // over fewer, when they summed different workers), and hands the next

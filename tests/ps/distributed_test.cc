@@ -37,7 +37,8 @@ const std::vector<std::pair<Words, Words>> kShards = {
 };
 
 // One server of the tiny model, for two workers, serving on its own thread
-// over inproc://NAME from the initial weights w0.
+// over inproc://NAME (or over TCP on loopback when NAME is "tcp") from the
+// initial weights w0.
 class ServedShard {
  public:
   static constexpr JobLayout kLayout{1, 2};
@@ -46,10 +47,11 @@ class ServedShard {
               int64_t stream_bytes = ShardServerOptions{}.stream_bytes, const std::string& checkpoint_root = "")
       : job_(testing::tiny_job()),
         table_(build_param_table(job_.model, 12, 12)),
-        endpoint_("inproc://" + name),
+        endpoint_(name == "tcp" ? "tcp://127.0.0.1:0" : "inproc://" + name),
         plan_(*ShardPlan::make(table_.numels(), 1, chunk_bytes)) {
     auto router = Router::bind(ctx_, endpoint_);
     PST_CHECK_MSG(router.ok(), "{}", router.status().to_string());
+    endpoint_ = (*router)->endpoint();
     ShardServerOptions so{kJob, 0, kLayout, timeout_s};
     so.stream_bytes = stream_bytes;
     so.checkpoint_root = checkpoint_root;
@@ -145,6 +147,46 @@ void await_waiting_pulls(ShardServer& server, int64_t n) {
   const Deadline d = Deadline::after(20);
   while (server.waiting_pulls() < n && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
+
+// Three BSP rounds over TCP: two workers with gradients and token counts of
+// their own, each pulling right after its push, hold after every round the
+// weights of one in-process optimizer fed the same pushes. The tiny shard is
+// updated on the receive thread (ShardServer::update_here) with the default
+// stream_bytes, and on the update thread, streamed, with 4.
+class RoundsOverTcp : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(RoundsOverTcp, GiveTheStepsOfOneOptimizer) {
+  const std::vector<float> w0 = initial_weights(8);
+  ServedShard s("tcp", w0, 96, 30.0, GetParam());
+  auto grad = [&](int step, int w) {
+    return testing::random_vec(w0.size(), static_cast<uint32_t>(10 * step + w), 0.2f);
+  };
+  const int64_t tokens[2] = {6, 11};
+  std::vector<std::vector<std::vector<float>>> got(3, std::vector<std::vector<float>>(2));
+  const auto st = s.run_workers([&](RemoteParameterClient& c, int w) -> Status {
+    for (int step = 0; step < 3; ++step) {
+      PST_RETURN_IF_ERROR(c.push(step, tokens[w], 0.0, grad(step, w).data()));
+      auto& weights = got[static_cast<size_t>(step)][static_cast<size_t>(w)];
+      weights.resize(w0.size());
+      PST_RETURN_IF_ERROR(c.pull(step + 1, weights.data()).status());
+    }
+    return c.shutdown();
+  });
+  ASSERT_TRUE(st[0].ok()) << st[0].to_string();
+  ASSERT_TRUE(st[1].ok()) << st[1].to_string();
+  ASSERT_TRUE(s.join().ok());
+  ShardOptimizer ref(s.job(), s.table(), whole_tensors(s.table()), w0.data());
+  for (int step = 0; step < 3; ++step) {
+    for (int w = 0; w < 2; ++w) ref.add_push(grad(step, w).data(), tokens[w], 0.0);
+    ref.apply(ref.reduce());
+    std::vector<float> want(w0.size());
+    ref.copy_weights(want.data());
+    EXPECT_EQ(got[static_cast<size_t>(step)][0], want) << "step " << step;
+    EXPECT_EQ(got[static_cast<size_t>(step)][1], want) << "step " << step;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(StreamBytes, RoundsOverTcp, ::testing::Values(ShardServerOptions{}.stream_bytes, 4));
 
 // A pull that waits while the update runs gets the new weights in parts as
 // AdamW gets through the chunks, all but the last before the update ends;

@@ -57,6 +57,31 @@ TEST_P(AdamBitExactTest, MatchesTorchOptimBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Torch, AdamBitExactTest, ::testing::Values("adamw", "adamw_nodecay", "adam"));
 
+// Clipping applied by the update (AdamConstants::grad_scale) is the update
+// of the gradient scaled first, as torch's clip_grad_norm_ then step() do,
+// bit for bit, with decoupled decay and with L2.
+TEST(AdamBitExactTest, ClippingInsideTheUpdateIsTheUpdateOfTheScaledGradient) {
+  const int64_t n = 70001;  // over the threaded size
+  const std::vector<float> g = testing::random_vec(n, 81, 3.0f);
+  const float coef = 0.2718f;
+  std::vector<float> scaled = g;
+  for (float& x : scaled) x *= coef;
+  for (const bool decoupled : {true, false}) {
+    std::vector<float> w1 = testing::random_vec(n, 82), m1 = testing::random_vec(n, 83, 0.01f), v1(n, 0.02f);
+    std::vector<float> w2 = w1, m2 = m1, v2 = v1;
+    for (int64_t step = 1; step <= 3; ++step) {
+      AdamConstants k = adam_constants(1e-3, 0.9, 0.999, 1e-8, 0.1, decoupled, step);
+      adam_update(w2.data(), m2.data(), v2.data(), scaled.data(), n, k);
+      k.grad_scale = coef;
+      adam_update(w1.data(), m1.data(), v1.data(), g.data(), n, k);
+    }
+    EXPECT_EQ(w1, w2);
+    EXPECT_EQ(m1, m2);
+    EXPECT_EQ(v1, v2);
+    EXPECT_NE(w1, testing::random_vec(n, 82));
+  }
+}
+
 TEST(ClippingTest, MatchesClipGradNorm) {
   const SafetensorsFile f = fixture("clip.safetensors");
   for (int c = 0; c < 3; ++c) {
