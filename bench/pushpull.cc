@@ -242,9 +242,9 @@ void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
         ratio.push_back(pst.back() / std::max(raw.back(), adamw.back()));
       }
       const double moved = 2.0 * static_cast<double>(bytes) * w;
+      const Spread q = spread(ratio);
       std::printf("%-8lld %d/%-3d %10.2f %11.2f %10.2f %8.2f [%.2f-%.2f] %12.3f %10.2f\n", static_cast<long long>(mib),
-                  s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, median(ratio),
-                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+                  s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, q.median, q.min, q.max,
                   moved / median(pst) / 1e9, median(update) * 1e3);
     }
   }
@@ -255,11 +255,11 @@ void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
     raw.push_back(zmq_round_trip(4096, small));
     ratio.push_back(pst.back() / raw.back());
   }
+  const Spread q = spread(ratio);
   std::printf(
       "4 KiB push+pull round trip (S=W=1): %.1f us; raw ZeroMQ round trip of 4 KiB: %.1f us; "
       "pst/zeromq %.2f [%.2f-%.2f]\n",
-      median(pst) * 1e6, median(raw) * 1e6, median(ratio), *std::min_element(ratio.begin(), ratio.end()),
-      *std::max_element(ratio.begin(), ratio.end()));
+      median(pst) * 1e6, median(raw) * 1e6, q.median, q.min, q.max);
 }
 
 // cluster.wire = bf16 against fp32 (module comment).
@@ -278,9 +278,9 @@ void compare_wire(int rounds, int repeats, int64_t chunk_bytes) {
       }
       // A round moves each worker's gradient up and the weights back down.
       const double moved = 2.0 * static_cast<double>(mib) * w;
+      const Spread q = spread(ratio);
       std::printf("%-8lld %d/%-3d %13.0f %13.0f %12.2f %12.2f %8.2f   [%.2f-%.2f]\n", static_cast<long long>(mib), s, w,
-                  moved, moved / 2, median(fp32) * 1e3, median(bf16) * 1e3, median(ratio),
-                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
+                  moved, moved / 2, median(fp32) * 1e3, median(bf16) * 1e3, q.median, q.min, q.max);
     }
   }
 }

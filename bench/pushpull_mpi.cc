@@ -235,12 +235,11 @@ int main(int argc, char** argv) {
       ratio.push_back(zmq_s.back() / mpi_s.back());
       raw_ratio.push_back(raw_s.back() / mpi_s.back());
     }
+    const Spread q = spread(ratio);
     if (rank == 0)
       std::printf("%-8s %12.1f %12.1f %12.1f %14.2f [%.2f-%.2f] %14.2f\n",
                   bytes <= 4096 ? "4 KiB" : fmt::format("{} MiB", bytes >> 20).c_str(), median(zmq_s) * 1e6,
-                  median(mpi_s) * 1e6, median(raw_s) * 1e6, median(ratio),
-                  *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
-                  median(raw_ratio));
+                  median(mpi_s) * 1e6, median(raw_s) * 1e6, q.median, q.min, q.max, median(raw_ratio));
   }
   MPI_Comm_free(&server_comm);
   MPI_Comm_free(&transport);
