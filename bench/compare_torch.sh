@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
 # Training tokens/s of pst against PyTorch 1.13 (Debian's python3-torch) on
-# the same decoder-only model, with 1 and 2 threads, measured in one run and
-# printed as ratios. PyTorch gets OMP_WAIT_POLICY=PASSIVE (its 2-thread run is
-# ~1.3x faster with it on these machines); pst runs as shipped.
-#   bench/compare_torch.sh [BUILD_DIR] [STEPS]
+# the same decoder-only model, with 1 and 2 threads: the two alternated
+# (pst, PyTorch, pst, ...) ROUNDS times, each pair's ratio printed, then the
+# median ratio with its min-max. PyTorch gets OMP_WAIT_POLICY=PASSIVE (its
+# 2-thread run is ~1.3x faster with it on these machines); pst runs as
+# shipped. Each pst run also measures its GEMM share (bench/train_throughput.cc):
+# the median of the rounds' is printed beside the ratio.
+#   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-10}
+ROUNDS=${3:-5}
 BIN=$BUILD/bin/train_throughput
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "needs Debian's python3-torch: scripts/setup --torch" >&2
   exit 1
 fi
+field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
+# median [min-max] of the numbers on stdin, one a line
+spread() { sort -g | awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                                            printf "%.3f [%.3f-%.3f]", m, v[1], v[NR]}'; }
 for threads in 1 2; do
-  pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2)
-  torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
-          --threads "$threads" --steps "$STEPS" --warmup 2)
-  echo "$pst"
-  echo "$torch"
-  p=$(sed -E 's/.*tokens\/s=([0-9.]+).*/\1/' <<<"$pst")
-  t=$(sed -E 's/.*tokens\/s=([0-9.]+).*/\1/' <<<"$torch")
-  awk -v p="$p" -v t="$t" -v n="$threads" 'BEGIN {printf "threads=%d  pst/torch tokens/s ratio = %.3f\n", n, p / t}'
+  ratios=() shares=() efficiencies=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2)
+    torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
+      --threads "$threads" --steps "$STEPS" --warmup 2)
+    echo "$pst"
+    echo "$torch"
+    p=$(field tokens/s <<<"$pst")
+    t=$(field tokens/s <<<"$torch")
+    ratios+=("$(awk -v p="$p" -v t="$t" 'BEGIN {printf "%.4f", p / t}')")
+    shares+=("$(field share <<<"$pst")")
+    efficiencies+=("$(field efficiency <<<"$pst")")
+    echo "threads=$threads round $r: pst/torch tokens/s = ${ratios[-1]}"
+  done
+  echo "threads=$threads pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
+    "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)"
 done

@@ -7,8 +7,23 @@
 // goes. On CUDA the in-process server keeps its state on the GPU, as
 // `pst train` does there.
 //
+// On the CPU it then prints the GEMM share (a second line, "gemm ..."): one
+// more step with the backend's log of matrix products open, and the same
+// products again as plain sgemm calls on the same shapes, in the same run:
+// each of Backend::gemm's whole, by OpenBLAS on --threads threads; the
+// attention's products of one head spread over --threads OpenMP threads,
+// one OpenBLAS thread each, as the step runs them. It prints the step's
+// GEMM time (in_step), the plain calls' (plain, the median of 3), their
+// ratio (efficiency: 1 = the step's products run as fast as plain sgemm),
+// and plain / step time (share: the part of a step that plain sgemm would
+// take; 1 would be a step of products alone at sgemm's speed).
+//
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
 //                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16]
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +39,45 @@
 #include "ps/shard_optimizer.h"
 
 using namespace pst;
+
+namespace {
+
+// Seconds of the logged products run again as plain sgemm calls (see the
+// top of the file).
+double plain_gemm_seconds(const std::vector<GemmRecord>& log, int threads) {
+  size_t a = 0, b = 0, c = 0;
+  for (const GemmRecord& r : log) {
+    a = std::max(a, static_cast<size_t>(r.M * r.K));
+    b = std::max(b, static_cast<size_t>(r.K * r.N));
+    c = std::max(c, static_cast<size_t>(r.M * r.N));
+  }
+  auto run = [](const GemmRecord& r, const float* A, const float* B, float* C) {
+    cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans, r.tb ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(r.M), static_cast<blasint>(r.N), static_cast<blasint>(r.K), 1.0f, A,
+                static_cast<blasint>(r.ta ? r.M : r.K), B, static_cast<blasint>(r.tb ? r.K : r.N), 0.0f, C,
+                static_cast<blasint>(r.N));
+  };
+  std::vector<std::vector<float>> A(static_cast<size_t>(threads), std::vector<float>(a, 0.01f));
+  std::vector<std::vector<float>> B(static_cast<size_t>(threads), std::vector<float>(b, 0.02f));
+  std::vector<std::vector<float>> C(static_cast<size_t>(threads), std::vector<float>(c, 0.0f));
+  std::vector<const GemmRecord*> per_thread;
+  for (const GemmRecord& r : log)
+    if (r.per_thread) per_thread.push_back(&r);
+  Stopwatch sw;
+  openblas_set_num_threads(threads);
+  for (const GemmRecord& r : log)
+    if (!r.per_thread) run(r, A[0].data(), B[0].data(), C[0].data());
+  openblas_set_num_threads(1);
+  const int64_t n = static_cast<int64_t>(per_thread.size());
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
+    run(*per_thread[static_cast<size_t>(i)], A[t].data(), B[t].data(), C[t].data());
+  }
+  return sw.seconds();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   int threads = 1, steps = 10, warmup = 2, batch = 8;
@@ -146,5 +200,30 @@ int main(int argc, char** argv) {
       "pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
       threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total, 100 * t_bwd / total,
       100 * t_opt / total, 100 * t_data / total);
+  if (on_gpu) return 0;
+  // The GEMM share: one more forward and backward with the log open.
+  const Batch b = it.next();
+  model.zero_grads();
+  ForwardOptions fo;
+  fo.train = true;
+  fo.grad_scale = 1.0f / static_cast<float>(b.tokens());
+  start_gemm_log();
+  model.forward(b, fo);
+  model.backward();
+  const std::vector<GemmRecord> log = stop_gemm_log();
+  double gflop = 0, in_step = 0, per_thread = 0;
+  for (const GemmRecord& r : log) {
+    gflop += 2e-9 * static_cast<double>(r.M) * static_cast<double>(r.N) * static_cast<double>(r.K);
+    (r.per_thread ? per_thread : in_step) += r.seconds;
+  }
+  in_step += per_thread / threads;  // the per-head products ran `threads` at a time
+  std::vector<double> plain;
+  for (int rep = 0; rep < 3; ++rep) plain.push_back(plain_gemm_seconds(log, threads));
+  std::sort(plain.begin(), plain.end());
+  const double step_s = total / steps;
+  std::printf(
+      "gemm products=%zu gflop/step=%.2f in_step_s=%.4f (%.1f GFLOP/s) plain_s=%.4f (%.1f GFLOP/s) "
+      "efficiency=%.3f share=%.3f\n",
+      log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s);
   return 0;
 }

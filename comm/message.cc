@@ -60,6 +60,16 @@ int64_t dtype_bytes(wire::DType dtype) {
   return 0;
 }
 
+int64_t OutMessage::payload_bytes() const {
+  int64_t bytes = 0;
+  for (const Payload& p : payload_) bytes += p.values * dtype_bytes(p.dtype);
+  return bytes;
+}
+
+int64_t InMessage::chunk_floats(size_t i) const {
+  return static_cast<int64_t>(frames_[i + 1].size()) / dtype_bytes(chunks_[static_cast<unsigned>(i)].getDtype());
+}
+
 Status refused(wire::ErrorInfo::Reader error, const std::string& context) {
   const std::string message = context + ": " + error.getMessage().cStr();
   return error.getCode() == wire::ErrorCode::REFORM ? Status(StatusCode::kAborted, message)

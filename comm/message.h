@@ -56,6 +56,8 @@ class OutMessage {
   void add_chunk_bf16(ChunkKey key, const uint16_t* data, int64_t values, std::shared_ptr<const void> owner);
   // A chunk named without bytes (a Pull asks for these keys).
   void add_key(ChunkKey key, int64_t floats);
+  // The bytes of the chunks added so far (what travels besides the header).
+  int64_t payload_bytes() const;
 
   // The frames to send; the OutMessage is spent afterwards.
   Frames finish();
@@ -110,9 +112,7 @@ class InMessage {
   // Chunk i as float32 values; only for a float32 chunk.
   const float* chunk_data(size_t i) const { return static_cast<const float*>(frames_[i + 1].data()); }
   // Its number of values.
-  int64_t chunk_floats(size_t i) const {
-    return static_cast<int64_t>(frames_[i + 1].size() / (chunk_values(i).bf16 ? 2 : 4));
-  }
+  int64_t chunk_floats(size_t i) const;
   size_t frames() const { return frames_.size(); }
   size_t frame_bytes(size_t i) const { return frames_[i].size(); }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "model/elementwise.h"
@@ -203,6 +204,21 @@ struct CudaOptions {
 
 // The CPU backend (OpenBLAS + OpenMP). threads = 0 uses all cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+// The matrix products the CPU backend runs while a log is open, for
+// bench/train_throughput's GEMM share: each as its caller asked for it
+// (Backend::gemm's shape, before the backend cuts it into blocks), or, for
+// the attention's products of one head (run one per thread inside a
+// parallel loop), per_thread. seconds: the product's wall time (a
+// per-thread one: on its own thread).
+struct GemmRecord {
+  bool ta = false, tb = false;
+  int64_t M = 0, N = 0, K = 0;
+  bool per_thread = false;
+  double seconds = 0;
+};
+void start_gemm_log();
+std::vector<GemmRecord> stop_gemm_log();
 
 // True when this build has the CUDA backend (nvcc was found at configure time).
 bool cuda_compiled();

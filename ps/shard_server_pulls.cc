@@ -72,7 +72,6 @@ Status ShardServer::send_pull_part(PendingPull& p, const Snapshot& weights, int6
     info.lead = lowest - batches.begin() == p.worker;
   }
   to_wire(info, reply.header().initStepInfo());
-  int64_t bytes = 0;
   for (size_t i = p.sent; i < last; ++i) {
     const Chunk& c = owned_chunks_[i];
     const size_t at = static_cast<size_t>(opt_.local_offset(i));
@@ -81,10 +80,9 @@ Status ShardServer::send_pull_part(PendingPull& p, const Snapshot& weights, int6
     } else {
       reply.add_chunk(c.key, weights->fp32.data() + at, c.length, weights);
     }
-    bytes += c.length * (p.bf16 ? 2 : 4);
   }
   p.sent = last;
-  if (options_.metrics) options_.metrics->bytes_out(bytes);
+  if (options_.metrics) options_.metrics->bytes_out(reply.payload_bytes());
   const Status sent = router_->send(p.route, reply.finish(), Deadline::after(options_.timeout_s));
   if (!sent.ok()) {
     // The worker has gone (killed while its pull waited). Its pull is

@@ -42,6 +42,11 @@ cleanup() {
     for f in "$TMP"/*.out "$TMP"/slurmctld.log "$TMP"/slurmd-*.log; do
       [[ -f $f ]] && { echo "== $f"; tail -n 15 "$f"; }
     done
+    # A process that died of a signal: Open MPI's report of it (the signal,
+    # the address, the stack), which the tails above may not reach.
+    for f in "$TMP"/*.out; do
+      grep -q 'received signal' "$f" && { echo "== $f: a signal"; grep -B 5 -A 30 -m 2 'received signal' "$f"; }
+    done
   fi
   # Every daemon and job process of the test lives in its namespaces or
   # was started here: the pid files and the namespaces name them all.

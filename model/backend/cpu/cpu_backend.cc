@@ -12,10 +12,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #include "core/status.h"
@@ -35,6 +38,25 @@ constexpr int64_t kGemmMaxBlocks = 8;
 constexpr int64_t kGemmAlign = 16;
 // Rows per block of the layer-norm parameter gradients.
 constexpr int64_t kRowBlock = 32;
+
+// The open GEMM log (start_gemm_log): off, one relaxed load a product.
+std::atomic<bool> gemm_logging{false};
+std::mutex gemm_log_mu;
+std::vector<GemmRecord> gemm_log;
+
+// Runs product(), recording its shape and time while the log is open.
+template <typename F>
+void logged_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool per_thread, F product) {
+  if (!gemm_logging.load(std::memory_order_relaxed)) {
+    product();
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  product();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(gemm_log_mu);
+  gemm_log.push_back({ta, tb, M, N, K, per_thread, seconds});
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -89,6 +111,13 @@ class CpuBackend final : public Backend {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
             int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
+    logged_gemm(ta, tb, M, N, K, omp_in_parallel() != 0,
+                [&] { blocked_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
+  }
+
+  // gemm(): a large product cut into blocks, one sgemm each.
+  static void blocked_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     const double flops = static_cast<double>(M) * N * K;
     if (flops < kParallelGemmFlops) {
       sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -433,7 +462,8 @@ class CpuBackend final : public Backend {
               for (int64_t i = qb_.i0; i < qb_.i1; ++i) std::fill(ob + i * d.ldo, ob + i * d.ldo + d.D, 0.0f);
               continue;
             }
-            sgemm(false, true, rows, qb_.keys, d.D, d.scale, qb + qb_.i0 * d.ldq, d.ldq, kb, d.ldk, 0.0f, Pb, d.Tk);
+            head_sgemm(false, true, rows, qb_.keys, d.D, d.scale, qb + qb_.i0 * d.ldq, d.ldq, kb, d.ldk, 0.0f, Pb,
+                       d.Tk);
             for (int64_t i = qb_.i0; i < qb_.i1; ++i) {
               const int64_t visible = d.causal ? std::min(len, i + 1) : len;
               softmax_row(P + i * d.Tk, visible, d.Tk);
@@ -443,7 +473,8 @@ class CpuBackend final : public Backend {
               apply_dropout(dropped.data(), Pb, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
               used = dropped.data();
             }
-            sgemm(false, false, rows, d.D, qb_.keys, 1.0f, used, d.Tk, vb, d.ldv, 0.0f, ob + qb_.i0 * d.ldo, d.ldo);
+            head_sgemm(false, false, rows, d.D, qb_.keys, 1.0f, used, d.Tk, vb, d.ldv, 0.0f, ob + qb_.i0 * d.ldo,
+                       d.ldo);
           }
         }
       }
@@ -494,10 +525,10 @@ class CpuBackend final : public Backend {
               }
               const float* dO = dob + qb_.i0 * d.ldo;
               // dV += P_dropped^T dO
-              sgemm(true, false, nk, d.D, rows, 1.0f, used, d.Tk, dO, d.ldo, 1.0f, dvb, d.ldv);
+              head_sgemm(true, false, nk, d.D, rows, 1.0f, used, d.Tk, dO, d.ldo, 1.0f, dvb, d.ldv);
               // dP_dropped = dO V^T, then back through dropout
               float* g = dP.data();
-              sgemm(false, true, rows, nk, d.D, 1.0f, dO, d.ldo, vb, d.ldv, 0.0f, g, d.Tk);
+              head_sgemm(false, true, rows, nk, d.D, 1.0f, dO, d.ldo, vb, d.ldv, 0.0f, g, d.Tk);
               if (p > 0.0f) apply_dropout(g, g, rows * d.Tk, p, key, offset + qb_.i0 * d.Tk);
               // softmax backward: dS = P * (dP - sum(dP * P)); entries past nk are 0
               for (int64_t r = 0; r < rows; ++r) {
@@ -510,8 +541,8 @@ class CpuBackend final : public Backend {
                 for (int64_t j = 0; j < nk; ++j) gr[j] = pr[j] * (gr[j] - dot);
               }
               // dQ = scale * dS K ; dK += scale * dS^T Q
-              sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f, dqb + qb_.i0 * d.ldq, d.ldq);
-              sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f, dkb, d.ldk);
+              head_sgemm(false, false, rows, d.D, nk, d.scale, g, d.Tk, kb, d.ldk, 0.0f, dqb + qb_.i0 * d.ldq, d.ldq);
+              head_sgemm(true, false, nk, d.D, rows, d.scale, g, d.Tk, qb + qb_.i0 * d.ldq, d.ldq, 1.0f, dkb, d.ldk);
             }
           }
         }
@@ -585,6 +616,11 @@ class CpuBackend final : public Backend {
                 static_cast<blasint>(N), static_cast<blasint>(K), alpha, A, static_cast<blasint>(lda), B,
                 static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
   }
+  // A product of one attention head, on the calling thread.
+  static void head_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                         const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    logged_gemm(ta, tb, M, N, K, true, [&] { sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
+  }
 
   // Softmax over the first `visible` entries of a row; the rest become 0.
   static void softmax_row(float* row, int64_t visible, int64_t n) {
@@ -631,5 +667,17 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+void start_gemm_log() {
+  std::lock_guard<std::mutex> lock(gemm_log_mu);
+  gemm_log.clear();
+  gemm_logging.store(true);
+}
+
+std::vector<GemmRecord> stop_gemm_log() {
+  gemm_logging.store(false);
+  std::lock_guard<std::mutex> lock(gemm_log_mu);
+  return std::move(gemm_log);
+}
 
 }  // namespace pst
