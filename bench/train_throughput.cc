@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "core/memory.h"
 #include "core/timer.h"
 #include "data/dataset.h"
 #include "data/text.h"
@@ -80,6 +81,7 @@ double plain_gemm_seconds(const std::vector<GemmRecord>& log, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // as pst does (core/memory.h)
   int threads = 1, steps = 10, warmup = 2, batch = 8;
   std::string device = "cpu", matmul = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {

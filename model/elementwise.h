@@ -14,12 +14,21 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 
+// fminf(fmaxf(x, -87.3f), 88.7f), bit for bit (a quiet NaN becomes -87.3;
+// a signaling NaN, which no arithmetic produces, too, where fmaxf's quieting
+// made it 88.7), in comparisons the compiler turns into vector instructions:
+// fminf and fmaxf are libm calls on x86, which keep a loop around them scalar.
+PST_HD float clamp_exp_input(float x) {
+  x = x >= -87.3f ? x : -87.3f;
+  return x <= 88.7f ? x : 88.7f;
+}
+
 // exp(x) in float without a libm call, so that loops over it vectorise:
 // x = n ln2 + r with |r| <= ln2/2, e^r by the degree-7 polynomial of Cephes'
 // expf (about 1 ulp on the reduced range), times 2^n built in the exponent
 // bits. Inputs are clamped to [-87.3, 88.7], where the result is a normal float.
 PST_HD float exp_approx(float x) {
-  x = fminf(fmaxf(x, -87.3f), 88.7f);
+  x = clamp_exp_input(x);
   const float n = floorf(x * 1.44269504088896341f + 0.5f);
   float r = fmaf(n, -0.693359375f, x);
   r = fmaf(n, 2.12194440e-4f, r);

@@ -3,8 +3,10 @@
 // fp64 over the fp32 outputs, against the analytic gradient. They run on the
 // backend PST_TEST_DEVICE names (tests/test_backend.h); kernel arguments go
 // through device copies (Mirror), so the same code checks CPU and CUDA.
+#include <bit>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -424,6 +426,34 @@ TEST(ElementwiseTest, ExpAndTanhApproximations) {
   EXPECT_EQ(exp_approx(-1000.0f) < 1e-37f, true);
   EXPECT_EQ(tanh_approx(100.0f), 1.0f);
   EXPECT_EQ(tanh_approx(-100.0f), -1.0f);
+}
+
+// exp_approx's clamp in comparisons equals fminf(fmaxf(x, -87.3f), 88.7f)
+// bit for bit: every sign, exponent and upper mantissa (the upper 16 bits)
+// with lower halves at both ends and in between, quiet NaNs, infinities,
+// zeros. Signaling NaNs (which no arithmetic produces) are the exception:
+// fmaxf turns one into a quiet NaN, which fminf then drops for 88.7; the
+// comparisons give -87.3, as for any other NaN.
+TEST(ElementwiseTest, ExpClampEqualsFminfOfFmaxf) {
+  auto bits = [](float f) { return std::bit_cast<uint32_t>(f); };
+  int64_t checked = 0, signaling = 0;
+  for (uint32_t hi = 0; hi < 65536; ++hi)
+    for (uint32_t lo : {0u, 1u, 0x5555u, 0x7fffu, 0x8000u, 0xfffeu, 0xffffu}) {
+      const uint32_t u = hi << 16 | lo;
+      const float x = std::bit_cast<float>(u);
+      if ((u & 0x7fc00000u) == 0x7f800000u && (u & 0x003fffffu) != 0) {  // signaling NaN
+        ASSERT_EQ(clamp_exp_input(x), -87.3f) << std::hex << u;
+        ++signaling;
+        continue;
+      }
+      ASSERT_EQ(bits(clamp_exp_input(x)), bits(fminf(fmaxf(x, -87.3f), 88.7f))) << std::hex << u;
+      ++checked;
+    }
+  EXPECT_EQ(checked + signaling, 65536 * 7);
+  EXPECT_EQ(signaling, 2 * 64 * 7 - 2);  // 64 upper halves per sign, less the two infinities' lo = 0
+  for (float x : {-87.3f, 88.7f, std::nextafter(-87.3f, -100.0f), std::nextafter(88.7f, 100.0f), -0.0f, 0.0f})
+    EXPECT_EQ(bits(clamp_exp_input(x)), bits(fminf(fmaxf(x, -87.3f), 88.7f))) << x;
+  EXPECT_EQ(clamp_exp_input(std::numeric_limits<float>::quiet_NaN()), -87.3f);  // as fmaxf does
 }
 
 TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
