@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -677,7 +678,7 @@ void start_gemm_log() {
 std::vector<GemmRecord> stop_gemm_log() {
   gemm_logging.store(false);
   std::lock_guard<std::mutex> lock(gemm_log_mu);
-  return std::move(gemm_log);
+  return std::exchange(gemm_log, {});
 }
 
 }  // namespace pst
