@@ -162,17 +162,21 @@ int main(int argc, char** argv) {
   ShardOptimizer server(job, model.table(), whole_tensors(model.table()), w.data(), on_gpu ? be : nullptr);
   LocalParameterClient client(&server, on_gpu);
 
+  // A training forward pass over b with fresh gradients, as `pst train` runs it.
+  auto forward = [&](const Batch& b) {
+    model.zero_grads();
+    ForwardOptions fo;
+    fo.train = true;
+    fo.grad_scale = 1.0f / static_cast<float>(b.tokens());
+    model.forward(b, fo);
+  };
   double t_data = 0, t_fwd = 0, t_bwd = 0, t_opt = 0, total = 0;
   int64_t tokens = 0;
   for (int step = 0; step < warmup + steps; ++step) {
     Stopwatch sw;
     const Batch b = it.next();
     const double d0 = sw.seconds();
-    model.zero_grads();
-    ForwardOptions fo;
-    fo.train = true;
-    fo.grad_scale = 1.0f / static_cast<float>(b.tokens());
-    model.forward(b, fo);
+    forward(b);
     const double d1 = sw.seconds();
     model.backward();
     be->synchronize();
@@ -204,13 +208,9 @@ int main(int argc, char** argv) {
       100 * t_opt / total, 100 * t_data / total);
   if (on_gpu) return 0;
   // The GEMM share: one more forward and backward with the log open.
-  const Batch b = it.next();
-  model.zero_grads();
-  ForwardOptions fo;
-  fo.train = true;
-  fo.grad_scale = 1.0f / static_cast<float>(b.tokens());
+  const Batch logged = it.next();
   start_gemm_log();
-  model.forward(b, fo);
+  forward(logged);
   model.backward();
   const std::vector<GemmRecord> log = stop_gemm_log();
   double gflop = 0, in_step = 0, per_thread = 0;
