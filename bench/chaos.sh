@@ -21,6 +21,7 @@
 #                  [CHECKPOINT_STEPS]
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 WORKERS=${2:-4}
 FAULTS=${3:-3}
@@ -159,8 +160,7 @@ chaos=$(awk -v a="$(now)" -v b="$start" 'BEGIN {printf "%.3f", a - b}')
 applied=$(grep -ho "server [0-9]*: [0-9]* steps" "$TMP"/chaos.server*.log | head -1 | awk '{print $3}')
 echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${applied:-0})"
 # median and max of a list of seconds
-summary() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
-  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "median %.2f s, max %.2f s", m, v[NR] }'; }
+summary() { printf '%s\n' "$@" | median_min_max | awk '{printf "median %.2f s, max %.2f s", $1, $3}'; }
 [[ ${#DETECT[@]} -gt 0 ]] && echo "fault to training without the worker: $(summary "${DETECT[@]}") over ${#DETECT[@]} faults"
 [[ ${#JOINED[@]} -gt 0 ]] && echo "a new worker's start to its first step: $(summary "${JOINED[@]}") over ${#JOINED[@]} joins"
 awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" -v r="$REJOIN" 'BEGIN {

@@ -9,6 +9,7 @@
 #   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-10}
 ROUNDS=${3:-5}
@@ -19,8 +20,7 @@ if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import torch' 2>/dev/nu
 fi
 field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
 # median [min-max] of the numbers on stdin, one a line
-spread() { sort -g | awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-                                            printf "%.3f [%.3f-%.3f]", m, v[1], v[NR]}'; }
+spread() { median_min_max | awk '{printf "%.3f [%.3f-%.3f]", $1, $2, $3}'; }
 for threads in 1 2; do
   ratios=() shares=() efficiencies=()
   for ((r = 1; r <= ROUNDS; r++)); do

@@ -10,6 +10,7 @@
 #   bench/decode.sh [BUILD_DIR] [MODEL] [ROUNDS] [SPLIT] [BEAM]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 MODEL=${2:-}
 ROUNDS=${3:-5}
@@ -54,8 +55,6 @@ grep -c . "$TMP/cached.txt" | xargs echo "words decoded per run:"
 awk '{print $4 / $1, $6 / $3, $5 / $2}' "$TMP/times" >"$TMP/ratios"
 for col in 1 2 3; do
   name=$(echo "whole-eval decoding scoring" | cut -d' ' -f$col)
-  cut -d' ' -f$col "$TMP/ratios" | sort -g | awk -v name="$name" '
-    {v[NR] = $1}
-    END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-         printf "%-11s uncached/cached = %.2fx median (%.2f-%.2f over %d rounds)\n", name, m, v[1], v[NR], NR}'
+  cut -d' ' -f$col "$TMP/ratios" | median_min_max | awk -v name="$name" '{
+    printf "%-11s uncached/cached = %.2fx median (%.2f-%.2f over %d rounds)\n", name, $1, $2, $3, $4}'
 done

@@ -7,6 +7,7 @@
 #   bench/e2e_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-100}
 ROUNDS=${3:-5}
@@ -27,7 +28,6 @@ for ((r = 1; r <= ROUNDS; ++r)); do
   ratios+=("$ratio")
   echo "round $r: one process $one tokens/s; mpirun 1 scheduler + 1 server + 1 worker $mpi tokens/s; ratio $ratio"
 done
-printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR] = $1} END {
-  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-  printf "processes / one process: median %.3f [%.3f-%.3f] over %d rounds (overhead %.1f%%)\n", m, v[1], v[NR], NR, 100 * (1 - m)
+printf '%s\n' "${ratios[@]}" | median_min_max | awk '{
+  printf "processes / one process: median %.3f [%.3f-%.3f] over %d rounds (overhead %.1f%%)\n", $1, $2, $3, $4, 100 * (1 - $1)
 }'

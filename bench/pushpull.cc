@@ -12,6 +12,11 @@
 // A pipelined round (receive, update and send overlapping) costs about the
 // larger of the two: the table prints round / max(zeromq, adamw), the
 // three alternated `--repeats` times, the median ratio with its min-max.
+// That holds where cores are spare. Each of the three also takes CPU time
+// (all the process's threads, the kernel's copies included), and the round
+// can take no less than the two halves' CPU time spread over the cores this
+// process may use: the table prints that bound too, max(zeromq, adamw,
+// (cpu zeromq + cpu adamw) / cores), and round / bound.
 // "update ms" is the slowest server's update, timed on its update thread.
 //
 // The latency of a 4 KiB push + pull round trip (S = W = 1) against a raw
@@ -27,14 +32,24 @@
 // alternated (fp32, bf16, fp32, ...) `--repeats` times, the median ratio of
 // their round times with its min-max, and the bytes each moves.
 //
-//   pushpull [--rounds N] [--repeats K] [--chunk-mib M] [--security-only | --wire]
+// --update: the server's update alone, no communication: one server's
+// ShardOptimizer (W pushes already in their slots; the token-weighted sum,
+// the sum of squares, clipped AdamW) writing the next snapshot as the server
+// does (ShardOptimizer::apply's next), and the same updating in place and then
+// copying the weights into a snapshot (the server before it wrote them in
+// place), against the plain fused AdamW loop; the three alternated.
+//
+//   pushpull [--rounds N] [--repeats K] [--chunk-mib M] [--security-only | --wire | --update]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <thread>
 #include <vector>
+
+#include <sched.h>
 
 #include <fmt/format.h>
 
@@ -42,8 +57,10 @@
 #include "bench/median.h"
 #include "comm/remote_client.h"
 #include "comm/security.h"
+#include "core/cpus.h"
 #include "core/memory.h"
 #include "core/timer.h"
+#include "ps/shard_optimizer.h"
 #include "ps/shard_server.h"
 
 using namespace pst;
@@ -52,8 +69,42 @@ namespace {
 
 constexpr uint64_t kJob = 0xbe;
 
-struct PstRound {
-  double seconds = 0;         // per round, the slowest worker
+// CPU seconds of every thread of this process, user and system.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// The cores this process may run on.
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+// Wall and process CPU time from reset() on, per round.
+class Meter {
+ public:
+  void reset() {
+    wall_.reset();
+    cpu_ = process_cpu_seconds();
+  }
+  double wall(int rounds) const { return wall_.seconds() / rounds; }
+  double cpu(int rounds) const { return (process_cpu_seconds() - cpu_) / rounds; }
+
+ private:
+  Stopwatch wall_;
+  double cpu_ = 0;
+};
+
+struct Timing {
+  double seconds = 0;      // wall time per round
+  double cpu_seconds = 0;  // the process's CPU time per round
+};
+
+struct PstRound : Timing {
   double update_seconds = 0;  // per round, the slowest server's update
 };
 
@@ -94,25 +145,28 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
       const Status st = s->serve();
       if (!st.ok()) std::fprintf(stderr, "%s\n", st.message().c_str());
     });
-  std::vector<double> seconds(static_cast<size_t>(workers));
+  std::vector<Timing> timing(static_cast<size_t>(workers));
   for (int w = 0; w < workers; ++w) {
     threads.emplace_back([&, w] {
       RemoteClientOptions co{kJob, w, layout, 120.0};
       co.bf16_wire = bf16;
       auto c = RemoteParameterClient::connect(ctx, *plan, endpoints, co);
       std::vector<float> g(static_cast<size_t>(n), 0.001f), weights(static_cast<size_t>(n));
-      Stopwatch sw;
+      Meter meter;
       for (int r = 0; r < rounds + 2; ++r) {
-        if (r == 2) sw.reset();
+        if (r == 2) meter.reset();
         if (!(*c)->push(r, 100, 0.0, g.data()).ok() || !(*c)->pull(r + 1, weights.data()).ok()) std::abort();
       }
-      seconds[static_cast<size_t>(w)] = sw.seconds() / rounds;
+      timing[static_cast<size_t>(w)] = {meter.wall(rounds), meter.cpu(rounds)};
       (void)(*c)->shutdown();
     });
   }
   for (auto& t : threads) t.join();
   PstRound r;
-  for (double s : seconds) r.seconds = std::max(r.seconds, s);
+  for (const Timing& t : timing) {
+    r.seconds = std::max(r.seconds, t.seconds);
+    r.cpu_seconds = std::max(r.cpu_seconds, t.cpu_seconds);
+  }
   for (auto& s : srv)
     r.update_seconds = std::max(r.update_seconds, s->update_seconds() / static_cast<double>(s->updates()));
   return r;
@@ -122,11 +176,11 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
 // in messages of at most chunk_bytes (as pst's shard plan cuts them: a
 // message over glibc's largest mmap threshold would be mapped and faulted
 // in anew each time).
-double zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
+Timing zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
   const int64_t size = std::min(bytes, chunk_bytes);
   const int per_round = static_cast<int>(2 * ((bytes + size - 1) / size));
   zmq::context_t ctx(2);
-  std::vector<double> seconds(static_cast<size_t>(pairs));
+  std::vector<Timing> timing(static_cast<size_t>(pairs));
   std::vector<std::thread> threads;
   std::vector<std::string> endpoints(static_cast<size_t>(pairs));
   std::vector<std::unique_ptr<zmq::socket_t>> pulls;
@@ -139,13 +193,13 @@ double zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
   for (int p = 0; p < pairs; ++p) {
     threads.emplace_back([&, p] {
       zmq::socket_t& in = *pulls[static_cast<size_t>(p)];
-      Stopwatch sw;
+      Meter meter;
       for (int r = 0; r < per_round * (rounds + 2); ++r) {
-        if (r == 2 * per_round) sw.reset();
+        if (r == 2 * per_round) meter.reset();
         zmq::message_t m;
         if (!in.recv(m)) std::abort();
       }
-      seconds[static_cast<size_t>(p)] = sw.seconds() / rounds;
+      timing[static_cast<size_t>(p)] = {meter.wall(rounds), meter.cpu(rounds)};
     });
     threads.emplace_back([&, p] {
       zmq::socket_t out(ctx, zmq::socket_type::push);
@@ -160,8 +214,11 @@ double zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
     });
   }
   for (auto& t : threads) t.join();
-  double worst = 0;
-  for (double s : seconds) worst = std::max(worst, s);
+  Timing worst;
+  for (const Timing& t : timing) {
+    worst.seconds = std::max(worst.seconds, t.seconds);
+    worst.cpu_seconds = std::max(worst.cpu_seconds, t.cpu_seconds);
+  }
   return worst;
 }
 
@@ -197,7 +254,7 @@ double zmq_round_trip(int64_t bytes, int rounds) {
 
 // Seconds per pass of a plain fused AdamW loop over n parameters on every
 // OpenMP thread: what the servers' update would cost with nothing else to do.
-double adamw_round(int64_t n, int rounds) {
+Timing adamw_round(int64_t n, int rounds) {
   std::vector<float> w(static_cast<size_t>(n), 0.01f), m(static_cast<size_t>(n)), v(static_cast<size_t>(n)),
       g(static_cast<size_t>(n), 0.001f);
   float* W = w.data();
@@ -205,9 +262,9 @@ double adamw_round(int64_t n, int rounds) {
   float* V = v.data();
   const float* G = g.data();
   const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, decay = 1.0f - 1e-3f * 0.01f;
-  Stopwatch sw;
+  Meter meter;
   for (int r = 0; r < rounds + 2; ++r) {
-    if (r == 2) sw.reset();
+    if (r == 2) meter.reset();
     const float step = -1e-3f / (1.0f - std::pow(beta1, static_cast<float>(r + 1)));
     const float bc2 = std::sqrt(1.0f - std::pow(beta2, static_cast<float>(r + 1)));
 #pragma omp parallel for simd schedule(static)
@@ -219,33 +276,99 @@ double adamw_round(int64_t n, int rounds) {
       W[i] = W[i] * decay + step * mi / (std::sqrt(vi) / bc2 + eps);
     }
   }
-  const double seconds = sw.seconds() / rounds;
+  const Timing t{meter.wall(rounds), meter.cpu(rounds)};
   if (!std::isfinite(W[n - 1])) std::abort();  // keeps the loop
-  return seconds;
+  return t;
+}
+
+// Seconds per update of one server's shard of n floats after `pushes`
+// workers' pushes (module comment, --update): the pushes' copies into their
+// slots are not timed (the receive thread makes them as chunks arrive).
+// copy: update in place, then copy the weights into a snapshot.
+double server_update(int64_t n, int pushes, int rounds, bool copy, int64_t chunk_bytes) {
+  const ParamTable table = flat_table(n);
+  JobConfig job;
+  job.optim.clip_norm = 1.0;
+  auto plan = ShardPlan::make(table.numels(), 1, chunk_bytes);
+  if (!plan.ok()) std::abort();
+  std::vector<float> w0(static_cast<size_t>(n), 0.01f), g(static_cast<size_t>(n), 0.001f);
+  ShardOptimizer opt(job, table, plan->owned(0), w0.data());
+  std::vector<float> snapshots[2] = {std::vector<float>(static_cast<size_t>(n)),
+                                     std::vector<float>(static_cast<size_t>(n))};
+  double seconds = 0;
+  for (int r = 0; r < rounds + 2; ++r) {
+    for (int p = 0; p < pushes; ++p) opt.add_push(g.data(), 100, 0.0);
+    Stopwatch sw;
+    std::vector<float>& next = snapshots[r % 2];
+    if (copy) {
+      opt.apply(opt.reduce());
+      opt.copy_local_weights(next.data());
+    } else {
+      opt.apply(opt.reduce(), /*clip=*/true, nullptr, next.data());
+    }
+    if (r >= 2) seconds += sw.seconds();
+  }
+  if (!std::isfinite(snapshots[0][static_cast<size_t>(n - 1)])) std::abort();
+  return seconds / rounds;
+}
+
+// The server's update against the fused loop (module comment, --update).
+void update_against_loop(int rounds, int repeats, int64_t chunk_bytes) {
+  std::printf("%-5s %-7s %13s %12s %10s %22s %22s\n", "MiB", "pushes", "to snapshot", "then copy", "adamw ms",
+              "snapshot/adamw", "snapshot/then copy");
+  for (int64_t mib : {4, 64}) {
+    for (int pushes : {1, 2}) {
+      const int64_t n = (mib << 20) / 4;
+      const int r = mib >= 64 ? std::max(2, rounds / 2) : rounds * 4;
+      std::vector<double> next, copy, adamw, vs_loop, vs_copy;
+      for (int rep = 0; rep < repeats; ++rep) {
+        next.push_back(server_update(n, pushes, r, false, chunk_bytes));
+        copy.push_back(server_update(n, pushes, r, true, chunk_bytes));
+        adamw.push_back(adamw_round(n, r).seconds);
+        vs_loop.push_back(next.back() / adamw.back());
+        vs_copy.push_back(next.back() / copy.back());
+      }
+      const Spread a = spread(vs_loop), c = spread(vs_copy);
+      std::printf("%-5lld %-7d %13.2f %12.2f %10.2f %8.2f [%.2f-%.2f] %10.2f [%.2f-%.2f]\n",
+                  static_cast<long long>(mib), pushes, median(next) * 1e3, median(copy) * 1e3, median(adamw) * 1e3,
+                  a.median, a.min, a.max, c.median, c.min, c.max);
+    }
+  }
 }
 
 // The round against its two limits (module comment).
 void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
-  std::printf("%-8s %-5s %10s %11s %10s %20s %12s %10s\n", "MiB/wkr", "S/W", "round ms", "zeromq ms", "adamw ms",
-              "round/max [min-max]", "round GB/s", "update ms");
+  const int cores = usable_cores();
+  std::printf("%d cores; CPU ms per round: every thread of the process, the kernel's work for it included\n", cores);
+  std::printf("%-8s %-5s %9s %10s %9s %20s %9s %9s %9s %9s %20s %10s\n", "MiB/wkr", "S/W", "round ms", "zeromq ms",
+              "adamw ms", "round/max [min-max]", "cpu round", "cpu zmq", "cpu adamw", "bound ms", "round/bound [m-M]",
+              "update ms");
   for (int64_t mib : {4, 64}) {
     for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
       const int64_t bytes = mib << 20;
       const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
-      std::vector<double> pst, raw, adamw, update, ratio;
+      std::vector<double> pst, raw, adamw, cpu_pst, cpu_raw, cpu_adamw, bound, update, ratio, to_bound;
       for (int rep = 0; rep < repeats; ++rep) {
         const PstRound round = pst_round(bytes, s, w, r, chunk_bytes);
+        const Timing z = zmq_round(bytes, w, r, chunk_bytes);
+        const Timing a = adamw_round(bytes / 4, r);  // the model, whatever W
         pst.push_back(round.seconds);
+        cpu_pst.push_back(round.cpu_seconds);
         update.push_back(round.update_seconds);
-        raw.push_back(zmq_round(bytes, w, r, chunk_bytes));
-        adamw.push_back(adamw_round(bytes / 4, r));  // the model, whatever W
-        ratio.push_back(pst.back() / std::max(raw.back(), adamw.back()));
+        raw.push_back(z.seconds);
+        cpu_raw.push_back(z.cpu_seconds);
+        adamw.push_back(a.seconds);
+        cpu_adamw.push_back(a.cpu_seconds);
+        bound.push_back(std::max({z.seconds, a.seconds, (z.cpu_seconds + a.cpu_seconds) / cores}));
+        ratio.push_back(round.seconds / std::max(z.seconds, a.seconds));
+        to_bound.push_back(round.seconds / bound.back());
       }
-      const double moved = 2.0 * static_cast<double>(bytes) * w;
-      const Spread q = spread(ratio);
-      std::printf("%-8lld %d/%-3d %10.2f %11.2f %10.2f %8.2f [%.2f-%.2f] %12.3f %10.2f\n", static_cast<long long>(mib),
-                  s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, q.median, q.min, q.max,
-                  moved / median(pst) / 1e9, median(update) * 1e3);
+      const Spread q = spread(ratio), b = spread(to_bound);
+      std::printf(
+          "%-8lld %d/%-3d %9.2f %10.2f %9.2f %8.2f [%.2f-%.2f] %9.2f %9.2f %9.2f %9.2f %8.2f [%.2f-%.2f] %10.2f\n",
+          static_cast<long long>(mib), s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, q.median, q.min,
+          q.max, median(cpu_pst) * 1e3, median(cpu_raw) * 1e3, median(cpu_adamw) * 1e3, median(bound) * 1e3, b.median,
+          b.min, b.max, median(update) * 1e3);
     }
   }
   const int small = rounds * 50;
@@ -288,16 +411,19 @@ void compare_wire(int rounds, int repeats, int64_t chunk_bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  keep_freed_memory();  // as pst does (core/memory.h)
+  restart_with_passive_openmp();  // as pst does (core/cpus.h): OpenMP threads sleep while they wait
+  keep_freed_memory();            // as pst does (core/memory.h)
   int rounds = 10;
   int64_t chunk_mib = 4;
-  bool security_only = false, wire = false;
+  bool security_only = false, wire = false, update = false;
   int repeats = 5;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--security-only"))
       security_only = true;
     else if (!std::strcmp(argv[i], "--wire"))
       wire = true;
+    else if (!std::strcmp(argv[i], "--update"))
+      update = true;
     else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc)
       repeats = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -307,6 +433,10 @@ int main(int argc, char** argv) {
   }
   if (wire) {
     compare_wire(rounds, repeats, chunk_mib << 20);
+    return 0;
+  }
+  if (update) {
+    update_against_loop(rounds, repeats, chunk_mib << 20);
     return 0;
   }
   if (!security_only) {

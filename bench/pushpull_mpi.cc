@@ -30,6 +30,7 @@
 #include "comm/mpi_stats_reducer.h"
 #include "comm/mpi_transport.h"
 #include "comm/remote_client.h"
+#include "core/cpus.h"
 #include "core/memory.h"
 #include "core/timer.h"
 #include "ps/shard_server.h"
@@ -194,7 +195,8 @@ double raw_session(int64_t bytes, const JobLayout& layout, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  keep_freed_memory();  // as pst does (core/memory.h)
+  restart_with_passive_openmp();  // as pst does (core/cpus.h): OpenMP threads sleep while they wait
+  keep_freed_memory();            // as pst does (core/memory.h)
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, size = 1;

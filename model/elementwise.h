@@ -153,10 +153,18 @@ PST_HD void adam_update_element(float& w, float& m, float& v, float g, const Ada
 // adam_update_element over n host floats (OpenMP threads for large n).
 // Defined in model/backend/cpu/cpu_optimizer.cc, compiled with -ffp-contract=off.
 void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k);
+// The same with the weights read from w and the updated ones written to out
+// (out == w is the in-place update): the same values, without a pass that
+// copies the weights elsewhere afterwards.
+void adam_update(float* out, const float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k);
 
 // The sum of squares of n host floats in fp64, and whether any of them (or
 // the sum) is not finite: the statistics of global-norm clipping.
 double sum_squares(const float* x, int64_t n, bool* nonfinite);
+// out = x[0] * weight[0] + x[1] * weight[1] + ... (k >= 1 host arrays of n
+// floats, each product rounded and added in that order), and its sum of
+// squares as sum_squares(out) gives it, in one pass over memory.
+double weighted_sum(float* out, const float* const* x, const float* weight, int k, int64_t n, bool* nonfinite);
 
 // The factor of global-norm clipping (torch.nn.utils.clip_grad_norm_):
 // min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0 (clipping off).

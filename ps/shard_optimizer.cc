@@ -27,26 +27,22 @@ ShardOptimizer::ShardOptimizer(const JobConfig& job, const ParamTable& table, st
     n_ += r.length;
   }
   const size_t n = static_cast<size_t>(n_);
-  float* state = nullptr;
-  if (device_) {
-    // allocate() zeroes: the moments' initial value.
-    device_state_ = static_cast<float*>(device_->allocate(4 * std::max<size_t>(n, 1) * sizeof(float)));
-    state = device_state_;
-  } else {
-    host_state_.assign(4 * n, 0.0f);
-    state = host_state_.data();
-  }
-  w_ = state;
-  m_ = w_ + n;
-  v_ = m_ + n;
-  grad_ = v_ + n;
   std::vector<float> w(n);
   for (const Run& r : runs_) std::copy_n(initial + r.flat, r.length, w.begin() + r.local);
   if (device_) {
+    // allocate() zeroes: the moments' initial value.
+    device_state_ = static_cast<float*>(device_->allocate(4 * std::max<size_t>(n, 1) * sizeof(float)));
+    w_ = device_state_;
+    m_ = w_ + n;
     device_->upload(w_, w.data(), n * sizeof(float));
   } else {
-    std::copy(w.begin(), w.end(), w_);
+    host_weights_ = std::move(w);
+    host_state_.assign(3 * n, 0.0f);
+    w_ = host_weights_.data();
+    m_ = host_state_.data();
   }
+  v_ = m_ + n;
+  grad_ = v_ + n;
 }
 
 ShardOptimizer::~ShardOptimizer() {
@@ -145,39 +141,41 @@ GradStats ShardOptimizer::reduce(const std::vector<uint8_t>& only) {
   if (in.size() == 1) {
     swapped_ = static_cast<int64_t>(in[0]);
     std::swap(grad_, pushed_[in[0]]);
+    if (!device_) return grad_stats(grad_, n);
   } else {
-    for (size_t i = 0; i < in.size(); ++i) {
-      const size_t w = in[i];
-      const float weight = total > 0
-                               ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
-                               : 1.0f / static_cast<float>(in.size());
-      const float* g = pushed_[w];
-      float* G = grad_;
-      if (device_) {
-        if (i == 0) {
-          device_->copy(G, g, n);
-          device_->scale(G, weight, n);
-        } else {
-          device_->axpy(G, weight, g, n);
-        }
-      } else if (i == 0) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; ++i) G[i] = g[i] * weight;
-      } else {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; ++i) G[i] += g[i] * weight;
-      }
+    std::vector<const float*> terms;
+    std::vector<float> weights;
+    for (size_t w : in) {
+      terms.push_back(pushed_[w]);
+      weights.push_back(total > 0
+                            ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
+                            : 1.0f / static_cast<float>(in.size()));
     }
+    if (!device_) {  // the sum and its statistics in one pass
+      GradStats st;
+      st.sum_squares =
+          weighted_sum(grad_, terms.data(), weights.data(), static_cast<int>(terms.size()), n, &st.nonfinite);
+      return st;
+    }
+    device_->copy(grad_, terms[0], n);
+    device_->scale(grad_, weights[0], n);
+    for (size_t i = 1; i < terms.size(); ++i) device_->axpy(grad_, weights[i], terms[i], n);
   }
-  if (device_) {
-    GradStats st;
-    st.sum_squares = device_->sum_squares(grad_, n, &st.nonfinite);
-    return st;
-  }
-  return grad_stats(grad_, n);
+  GradStats st;
+  st.sum_squares = device_->sum_squares(grad_, n, &st.nonfinite);
+  return st;
 }
 
-StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progress& progress) {
+StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progress& progress, float* next) {
+  PST_CHECK_MSG(next == nullptr || device_ == nullptr, "apply() into a host buffer on a device optimizer");
+  // The weights are read from `from` and written to w_: next from now on
+  // (progress() then finds the updated ranges where they are), or in place.
+  const float* from = w_;
+  if (next != nullptr) w_ = next;
+  // Once the weights live in the caller's buffer, their first one goes.
+  auto release_first = [&] {
+    if (!host_weights_.empty() && w_ != host_weights_.data()) std::vector<float>().swap(host_weights_);
+  };
   StepReport r;
   bool any = false;
   for (size_t w = 0; w < included_.size(); ++w)
@@ -199,6 +197,8 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
     r.applied_steps = applied_;
     r.lr = schedule_.lr(applied_);
     r.grad_norm = any ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    if (w_ != from) std::copy_n(from, n_, w_);
+    release_first();
     return r;
   }
   r.clip_coef = clip ? clip_coefficient(r.grad_norm, job_.optim.clip_norm) : 1.0;
@@ -217,7 +217,7 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
     if (device_) {
       device_->adam_update(w_ + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
     } else {
-      adam_update(w_ + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
+      adam_update(w_ + off, from + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
     }
     if (progress) {
       r.applied = true;
@@ -225,6 +225,7 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
       progress(r, i + 1);
     }
   }
+  release_first();
   r.applied = true;
   r.applied_steps = applied_;
   return r;
@@ -241,6 +242,7 @@ void ShardOptimizer::copy_weights(float* flat) const {
 }
 
 void ShardOptimizer::copy_local_weights(float* local) const {
+  if (local == w_) return;
   if (device_) {
     device_->download(local, w_, static_cast<size_t>(n_) * sizeof(float));
   } else {
@@ -250,7 +252,7 @@ void ShardOptimizer::copy_local_weights(float* local) const {
 
 void ShardOptimizer::copy_local_weights(float* local, size_t first, size_t last) const {
   PST_CHECK_MSG(first <= last && last <= owned_.size(), "owned ranges [{}, {}) of {}", first, last, owned_.size());
-  if (first == last) return;
+  if (first == last || local == w_) return;
   const int64_t begin = local_offset_[first];
   const int64_t end = last < owned_.size() ? local_offset_[last] : n_;
   if (device_) {

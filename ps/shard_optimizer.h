@@ -65,14 +65,22 @@ class ShardOptimizer {
   // progress, when given, is called after each owned range is updated, in
   // owned() order, with the report (complete but for the weights) and the
   // number of ranges updated so far; not at all when the step is skipped.
+  // next (host optimizers only): the updated weights are written there
+  // (local order, local_size() floats) instead of in place, and that buffer
+  // holds the optimizer's weights from then on (a skipped step copies them
+  // there): the caller keeps it alive, and writes nothing to it, until an
+  // apply() with another buffer or the optimizer's end. A server serves its
+  // pulls from the weights the update wrote, with no pass that copies them.
   using Progress = std::function<void(const StepReport&, size_t ranges_done)>;
-  StepReport apply(const GradStats& global, bool clip = true, const Progress& progress = nullptr);
+  StepReport apply(const GradStats& global, bool clip = true, const Progress& progress = nullptr,
+                   float* next = nullptr);
 
   // Copies the owned ranges of the current weights into a flat host buffer.
   void copy_weights(float* flat) const;
   // The same into device memory of the optimizer's device; needs a device.
   void copy_weights_device(float* flat) const;
   // The owned weights in local order (owned ranges back to back, n floats).
+  // A copy onto the buffer that holds them (apply()'s next) copies nothing.
   void copy_local_weights(float* local) const;
   // The same for owned ranges [first, last) only, at their local offsets.
   void copy_local_weights(float* local, size_t first, size_t last) const;
@@ -109,9 +117,13 @@ class ShardOptimizer {
   std::vector<Run> runs_;
   int64_t n_ = 0;  // owned floats
   Backend* device_ = nullptr;
-  // Local buffers of n_ floats: host vectors, or device memory of device_
+  // Local buffers of n_ floats: host vectors (host_weights_; host_state_
+  // holds exp_avg, exp_avg_sq, grad), or device memory of device_
   // (device_state_ holds weights, exp_avg, exp_avg_sq, grad: 4 n_ floats).
-  // w_, m_, v_ and grad_ point into whichever holds them.
+  // w_, m_, v_ and grad_ point into whichever holds them; w_ into the
+  // caller's buffer once apply() has been given one (host_weights_ is then
+  // released).
+  std::vector<float> host_weights_;
   std::vector<float> host_state_;
   float* device_state_ = nullptr;
   float* w_ = nullptr;

@@ -821,7 +821,10 @@ void ShardServer::run_update(bool stream) {
     unannounced = 0;
   };
   if (global.ok()) {
-    report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp && stream ? progress : nullptr));
+    // On the host the update writes the next snapshot itself (fill_snapshot
+    // then copies no float32 weights); a device's weights are downloaded.
+    float* in_place = opt_.device() ? nullptr : next.fp32.data();
+    report = with_flags(opt_.apply(*global, /*clip=*/bsp, bsp && stream ? progress : nullptr, in_place));
     fill_snapshot(next, copied, opt_.owned().size());  // what is left: a skipped step, ASP, SSP, no stream
   } else {
     status = global.status();

@@ -199,7 +199,9 @@ class ShardServer {
   using Snapshot = std::shared_ptr<Weights>;
   Snapshot new_snapshot() const;
   // Writes owned ranges [first, last) of the optimizer's weights into s
-  // (update thread, or the receive thread while no update runs).
+  // (update thread, or the receive thread while no update runs). On the
+  // host the update has written them there (ShardOptimizer::apply's next):
+  // only the bfloat16 copy is made.
   void fill_snapshot(Weights& s, size_t first, size_t last) const;
   // A pull as it waits for its answer.
   static PendingPull pending_pull(zmq::message_t route, const InMessage& m, int worker);

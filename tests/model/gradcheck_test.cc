@@ -456,6 +456,70 @@ TEST(ElementwiseTest, ExpClampEqualsFminfOfFmaxf) {
   EXPECT_EQ(clamp_exp_input(std::numeric_limits<float>::quiet_NaN()), -87.3f);  // as fmaxf does
 }
 
+// weighted_sum (the server's sum of W pushes and its statistics in one pass)
+// against the terms added one by one, each product rounded (a volatile
+// store keeps the compiler from fusing it into the add), and sum_squares of
+// that sum: the same bits. Sizes leave a partial block and take the
+// threaded path; a non-finite term is reported.
+TEST(ElementwiseTest, WeightedSumEqualsTheTermsAddedInOrder) {
+  for (int64_t n : {int64_t{5}, int64_t{3 * 4096 + 123}, int64_t{70001}}) {
+    for (int k : {1, 2, 3}) {
+      std::vector<Vec> x;
+      std::vector<const float*> terms;
+      std::vector<float> weights;
+      for (int j = 0; j < k; ++j) {
+        x.push_back(random_vec(static_cast<size_t>(n), 40 + static_cast<uint32_t>(j), 0.3f));
+        weights.push_back(0.13f + 0.31f * static_cast<float>(j));
+      }
+      for (const Vec& v : x) terms.push_back(v.data());
+      Vec want(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        volatile float acc = x[0][static_cast<size_t>(i)] * weights[0];
+        for (int j = 1; j < k; ++j) {
+          volatile float p = x[static_cast<size_t>(j)][static_cast<size_t>(i)] * weights[static_cast<size_t>(j)];
+          acc = acc + p;
+        }
+        want[static_cast<size_t>(i)] = acc;
+      }
+      Vec got(static_cast<size_t>(n), -1.0f);
+      bool bad = true, want_bad = true;
+      const double sum = weighted_sum(got.data(), terms.data(), weights.data(), k, n, &bad);
+      ASSERT_EQ(got, want) << "n=" << n << " k=" << k;
+      EXPECT_EQ(sum, sum_squares(want.data(), n, &want_bad));
+      EXPECT_FALSE(bad);
+      EXPECT_FALSE(want_bad);
+      double brute = 0;
+      for (float v : want) brute += static_cast<double>(v) * v;
+      EXPECT_NEAR(sum, brute, 1e-12 * brute);
+      x.back()[static_cast<size_t>(n / 2)] = std::numeric_limits<float>::infinity();
+      weighted_sum(got.data(), terms.data(), weights.data(), k, n, &bad);
+      EXPECT_TRUE(bad) << "n=" << n << " k=" << k;
+    }
+  }
+}
+
+// The update that writes the weights elsewhere (a server's next snapshot)
+// gives the in-place update's bits and leaves its input alone.
+TEST(ElementwiseTest, AdamIntoAnotherBufferEqualsAdamInPlace) {
+  const size_t n = 70001;  // the threaded path
+  const Vec w0 = random_vec(n, 1), m0 = random_vec(n, 2, 0.1f), g = random_vec(n, 4);
+  Vec v0 = random_vec(n, 3, 0.1f);
+  for (float& v : v0) v = v * v;
+  AdamConstants k;
+  k.decay_factor = 0.999f;
+  k.neg_step_size = -0.01f;
+  k.bc2_sqrt = 0.3f;
+  k.grad_scale = 0.7f;
+  Vec w = w0, m = m0, v = v0;
+  adam_update(w.data(), m.data(), v.data(), g.data(), static_cast<int64_t>(n), k);
+  Vec out(n), m2 = m0, v2 = v0;
+  adam_update(out.data(), w0.data(), m2.data(), v2.data(), g.data(), static_cast<int64_t>(n), k);
+  EXPECT_EQ(out, w);
+  EXPECT_EQ(m2, m);
+  EXPECT_EQ(v2, v);
+  EXPECT_NE(out, w0);
+}
+
 TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
   const int64_t n = 100000;
   Vec x(n, 1.0f), y(n);

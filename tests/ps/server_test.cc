@@ -23,13 +23,25 @@ using testing::gradient;
 using testing::make_batch;
 using testing::tiny_job;
 
+// The tiny model these tests train, initialised from a seed, and its weights.
+struct TinyModel {
+  explicit TinyModel(uint64_t seed) : m(job.model, 10, 12, be.get()) {
+    m.init_weights(seed);
+    w0.resize(m.num_params());
+    m.get_weights(w0.data());
+  }
+  JobConfig job = tiny_job();
+  std::unique_ptr<Backend> be = make_cpu_backend(1);
+  Transformer m;
+  std::vector<float> w0;
+};
+
 TEST(ServerTest, NonFiniteGradientSkipsStepAndSchedule) {
-  const JobConfig job = tiny_job();
-  auto be = make_cpu_backend(1);
-  Transformer m(job.model, 10, 12, be.get());
-  m.init_weights(1);
-  std::vector<float> w0(m.num_params()), w(m.num_params());
-  m.get_weights(w0.data());
+  TinyModel t(1);
+  const JobConfig& job = t.job;
+  Transformer& m = t.m;
+  const std::vector<float>& w0 = t.w0;
+  std::vector<float> w(m.num_params());
   ShardOptimizer server(job, m.table(), whole_tensors(m.table()), w0.data());
   LocalParameterClient client(&server);
   std::vector<float> g(m.num_params(), 0.01f);
@@ -53,12 +65,10 @@ TEST(ServerTest, NonFiniteGradientSkipsStepAndSchedule) {
 }
 
 TEST(ServerTest, TokenWeightedPushesEqualTheConcatenatedBatch) {
-  const JobConfig job = tiny_job();
-  auto be = make_cpu_backend(1);
-  Transformer m(job.model, 10, 12, be.get());
-  m.init_weights(2);
-  std::vector<float> w0(m.num_params());
-  m.get_weights(w0.data());
+  TinyModel t(2);
+  const JobConfig& job = t.job;
+  Transformer& m = t.m;
+  const std::vector<float>& w0 = t.w0;
   const std::vector<std::vector<int32_t>> srcA{{4, 5, 6, 2}, {7, 2}}, tgtA{{4, 5}, {9, 10, 11}};
   const std::vector<std::vector<int32_t>> srcB{{8, 9, 4, 5, 2}}, tgtB{{6}};
   auto all_src = srcA, all_tgt = tgtA;
@@ -84,12 +94,10 @@ TEST(ServerTest, TokenWeightedPushesEqualTheConcatenatedBatch) {
 }
 
 TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
-  const JobConfig job = tiny_job();
-  auto be = make_cpu_backend(1);
-  Transformer m(job.model, 10, 12, be.get());
-  m.init_weights(3);
-  std::vector<float> w0(m.num_params());
-  m.get_weights(w0.data());
+  TinyModel t(3);
+  const JobConfig& job = t.job;
+  Transformer& m = t.m;
+  const std::vector<float>& w0 = t.w0;
   const Batch b = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}});
   const std::vector<float> g = gradient(m, b);
   const auto all = whole_tensors(m.table());
@@ -114,16 +122,74 @@ TEST(ServerTest, TensorsSplitAcrossServersGiveTheSameStep) {
   EXPECT_TRUE(testing::all_close(w_split.data(), w_single.data(), w_single.size(), 1e-7, 1e-6, "weights"));
 }
 
+// A server's update writes the next snapshot (apply's next, two buffers
+// taking turns): the weights and moments equal an update in place, step by
+// step, through pushes of two workers and a skipped step, and progress()
+// finds each updated range in the buffer.
+TEST(ServerTest, UpdateIntoTheNextSnapshotEqualsTheUpdateInPlace) {
+  TinyModel t(5);
+  const JobConfig& job = t.job;
+  Transformer& m = t.m;
+  const std::vector<float>& w0 = t.w0;
+  const Batch a = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}}), b = make_batch({{8, 9, 2}}, {{4, 5}});
+  const std::vector<float> ga = gradient(m, a), gb = gradient(m, b);
+  std::vector<float> bad = ga;
+  bad[3] = std::nanf("");
+  const auto all = whole_tensors(m.table());
+  ShardOptimizer in_place(job, m.table(), all, w0.data()), turns(job, m.table(), all, w0.data());
+  const size_t n = static_cast<size_t>(turns.local_size());
+  std::vector<float> snapshots[2] = {std::vector<float>(n, -1.0f), std::vector<float>(n, -1.0f)};
+  std::vector<float> want(n), got(n), want_m, want_v, got_w, got_m, got_v, unused;
+  for (int step = 0; step < 4; ++step) {
+    const bool skipped = step == 2;
+    for (ShardOptimizer* o : {&in_place, &turns}) {
+      o->add_push(skipped ? bad.data() : ga.data(), a.tokens(), 0);
+      o->add_push(gb.data(), b.tokens(), 0);
+    }
+    const StepReport r0 = in_place.apply(in_place.reduce());
+    std::vector<float>& next = snapshots[step % 2];
+    size_t seen = 0;
+    const StepReport r1 = turns.apply(
+        turns.reduce(), true,
+        [&](const StepReport&, size_t done) {
+          // The ranges updated so far are in the buffer already.
+          const size_t end = done < all.size() ? static_cast<size_t>(turns.local_offset(done)) : n;
+          in_place.copy_local_weights(want.data());
+          for (size_t i = seen; i < end; ++i) ASSERT_EQ(next[i], want[i]) << "step " << step << " float " << i;
+          seen = end;
+        },
+        next.data());
+    EXPECT_EQ(r0.applied, !skipped);
+    EXPECT_EQ(r1.applied, !skipped);
+    if (skipped) {
+      EXPECT_TRUE(std::isnan(r1.grad_norm));
+    } else {
+      EXPECT_EQ(r1.grad_norm, r0.grad_norm) << "step " << step;
+      EXPECT_EQ(seen, n);
+    }
+    in_place.copy_local_weights(want.data());
+    EXPECT_EQ(next, want) << "step " << step;
+    turns.copy_local_weights(got.data());
+    EXPECT_EQ(got, want);
+    turns.copy_local_weights(next.data());  // onto the buffer that holds them: nothing to copy
+    EXPECT_EQ(next, want);
+    in_place.export_state(&unused, &want_m, &want_v);
+    turns.export_state(&got_w, &got_m, &got_v);
+    EXPECT_EQ(got_w, want);
+    EXPECT_EQ(got_m, want_m);
+    EXPECT_EQ(got_v, want_v);
+  }
+  EXPECT_EQ(turns.applied_steps(), 3);
+}
+
 // Tensors cut into chunks of 64 bytes spread over S servers by the shard
 // plan: the servers' partial statistics add up to the global norm, and the
 // weights equal those of one server owning everything.
 TEST(ServerTest, ChunkedShardsGiveTheSameStep) {
-  const JobConfig job = tiny_job();
-  auto be = make_cpu_backend(1);
-  Transformer m(job.model, 10, 12, be.get());
-  m.init_weights(5);
-  std::vector<float> w0(m.num_params());
-  m.get_weights(w0.data());
+  TinyModel t(5);
+  const JobConfig& job = t.job;
+  Transformer& m = t.m;
+  const std::vector<float>& w0 = t.w0;
   const Batch b = make_batch({{4, 5, 6, 2}, {3, 9}}, {{7, 8, 9}, {4, 4}});
   const std::vector<float> g = gradient(m, b);
   ShardOptimizer single(job, m.table(), whole_tensors(m.table()), w0.data());

@@ -9,33 +9,78 @@
 namespace pst {
 
 void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) adam_update_element(w[i], m[i], v[i], g[i], k);
+  adam_update(w, w, m, v, g, n, k);
 }
 
+void adam_update(float* out, const float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    float wi = w[i];
+    adam_update_element(wi, m[i], v[i], g[i], k);
+    out[i] = wi;
+  }
+}
+
+namespace {
+
+// Blocks of a fixed size summed in order, then the blocks' sums in order:
+// the sum of squares does not depend on the number of threads.
+constexpr int64_t kBlock = 4096;
+
+// The sum of squares of x[begin, end) in fp64; bad |= 1 for a value that is
+// not finite.
+double block_sum_squares(const float* x, int64_t begin, int64_t end, int& bad) {
+  double sum = 0.0;
+  int b = 0;
+#pragma omp simd reduction(+ : sum) reduction(| : b)
+  for (int64_t i = begin; i < end; ++i) {
+    const double v = x[i];
+    sum += v * v;
+    b |= std::isfinite(x[i]) ? 0 : 1;
+  }
+  bad |= b;
+  return sum;
+}
+
+// What block_sum_squares' per-block sums add up to, and whether it is finite.
+double total(const std::vector<double>& partial, int bad, bool* nonfinite) {
+  double sum = 0.0;
+  for (double p : partial) sum += p;
+  *nonfinite = bad != 0 || !std::isfinite(sum);
+  return sum;
+}
+
+}  // namespace
+
 double sum_squares(const float* x, int64_t n, bool* nonfinite) {
-  // Blocks of a fixed size summed in order, then the blocks' sums in order:
-  // the result does not depend on the number of threads.
-  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+  int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+  for (int64_t b = 0; b < blocks; ++b)
+    partial[static_cast<size_t>(b)] = block_sum_squares(x, b * kBlock, std::min(n, (b + 1) * kBlock), bad);
+  return total(partial, bad, nonfinite);
+}
+
+double weighted_sum(float* out, const float* const* x, const float* weight, int k, int64_t n, bool* nonfinite) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
   int bad = 0;
 #pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
   for (int64_t b = 0; b < blocks; ++b) {
-    double sum = 0.0;
-    const int64_t end = std::min(n, (b + 1) * kBlock);
-#pragma omp simd reduction(+ : sum) reduction(| : bad)
-    for (int64_t i = b * kBlock; i < end; ++i) {
-      const double v = x[i];
-      sum += v * v;
-      bad |= std::isfinite(x[i]) ? 0 : 1;
+    // Each term over the block while it is in cache, then its squares.
+    const int64_t begin = b * kBlock, end = std::min(n, (b + 1) * kBlock);
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = x[0][i] * weight[0];
+    for (int j = 1; j < k; ++j) {
+      const float* xj = x[j];
+      const float wj = weight[j];
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) out[i] += xj[i] * wj;
     }
-    partial[static_cast<size_t>(b)] = sum;
+    partial[static_cast<size_t>(b)] = block_sum_squares(out, begin, end, bad);
   }
-  double sum = 0.0;
-  for (double p : partial) sum += p;
-  *nonfinite = bad != 0 || !std::isfinite(sum);
-  return sum;
+  return total(partial, bad, nonfinite);
 }
 
 }  // namespace pst
