@@ -5,7 +5,9 @@
 # median ratio with its min-max. PyTorch gets OMP_WAIT_POLICY=PASSIVE (its
 # 2-thread run is ~1.3x faster with it on these machines); pst runs as
 # shipped. Each pst run also measures its GEMM share (bench/train_throughput.cc):
-# the median of the rounds' is printed beside the ratio.
+# the median of the rounds' is printed beside the ratio. Both load the same
+# OpenBLAS, whose kernels an OPENBLAS_CORETYPE in the environment forces (some
+# machines set one): the script names the kernels pst ran.
 #   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,3 +41,4 @@ for threads in 1 2; do
   echo "threads=$threads pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
     "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)"
 done
+echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"

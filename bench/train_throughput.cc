@@ -225,7 +225,8 @@ int main(int argc, char** argv) {
   const double step_s = total / steps;
   std::printf(
       "gemm products=%zu gflop/step=%.2f in_step_s=%.4f (%.1f GFLOP/s) plain_s=%.4f (%.1f GFLOP/s) "
-      "efficiency=%.3f share=%.3f\n",
-      log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s);
+      "efficiency=%.3f share=%.3f openblas=%s\n",
+      log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s,
+      openblas_get_corename());
   return 0;
 }
