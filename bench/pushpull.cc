@@ -49,8 +49,6 @@
 #include <thread>
 #include <vector>
 
-#include <sched.h>
-
 #include <fmt/format.h>
 
 #include "bench/flat_table.h"
@@ -76,12 +74,12 @@ double process_cpu_seconds() {
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-// The cores this process may run on.
+// The cores this process may run on: the machine's, its affinity mask's
+// and its cgroup quota's (core/cpus.h), whatever OMP_NUM_THREADS says.
 int usable_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
+  CpuSources sources = read_cpu_sources();
+  sources.omp_num_threads.reset();
+  return cpu_budget(sources).cpus;
 }
 
 // Wall and process CPU time from reset() on, per round.
