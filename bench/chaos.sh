@@ -114,10 +114,19 @@ for ((f = 0; f < FAULTS; f++)); do
   victims=("${victims[@]:0:$pick}" "${victims[@]:$((pick + 1))}")
   w=$(index chaos "$i")
   kind=$([[ $((RANDOM % 2)) == 0 ]] && echo "kill -9" || echo "SIGSTOP")
+  if ! kill -0 "${WORKERS_PIDS[$i]}" 2>/dev/null; then
+    echo "fault $((f + 1)): worker $w has ended already (the job trained its $STEPS steps first): no more faults; give more STEPS"
+    break
+  fi
   at=$(now)
   if [[ $kind == "kill -9" ]]; then kill -9 "${WORKERS_PIDS[$i]}"; else kill -STOP "${WORKERS_PIDS[$i]}" && stopped+=("$i"); fi
   # The first update after the fault that leaves worker w out.
-  took=$(elapsed "$(await update_without "$w" "$at")" "$at")
+  line=$(await update_without "$w" "$at")
+  if [[ -z $line ]]; then
+    echo "fault $((f + 1)): $kind of worker $w; no update without it within 60 s (the job may have ended: give more STEPS)"
+    continue
+  fi
+  took=$(elapsed "$line" "$at")
   DETECT+=("$took")
   echo "fault $((f + 1)): $kind of worker $w; training without it after $took s"
   if [[ $REJOIN == 1 ]]; then
@@ -132,6 +141,7 @@ for ((f = 0; f < FAULTS; f++)); do
     echo "  a new worker started; it joined at step $(grep -o 'at step [0-9]*' <<<"$line" | awk '{print $3}') after $took s"
   fi
 done
+made=$f  # faults made: fewer when the job ended first
 for i in "${stopped[@]}"; do kill -CONT "${WORKERS_PIDS[$i]}"; done
 # nth_start N: the scheduler's N-th "the job starts" line (the second: after a re-form).
 nth_start() { grep "the job starts" "$TMP/chaos.scheduler.log" | sed -n "$1p"; }
@@ -163,6 +173,6 @@ echo "steps lost: $((STEPS - ${applied:-0})) of $STEPS (the servers applied ${ap
 summary() { printf '%s\n' "$@" | median_min_max | awk '{printf "median %.2f s, max %.2f s", $1, $3}'; }
 [[ ${#DETECT[@]} -gt 0 ]] && echo "fault to training without the worker: $(summary "${DETECT[@]}") over ${#DETECT[@]} faults"
 [[ ${#JOINED[@]} -gt 0 ]] && echo "a new worker's start to its first step: $(summary "${JOINED[@]}") over ${#JOINED[@]} joins"
-awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$FAULTS" -v r="$REJOIN" 'BEGIN {
+awk -v c="$chaos" -v u="$calm" -v w="$WORKERS" -v f="$made" -v r="$REJOIN" 'BEGIN {
   printf "wall time: undisturbed %.1f s, with %d of %d workers lost%s %.1f s (ratio %.2f)\n", u, f, w,
     r == 1 ? " (and replaced)" : "", c, c / u }'
