@@ -235,9 +235,20 @@ Status RemoteParameterClient::finish_push() {
   unacked_ = Unacked{push_->request, push_->version, push_->parts};
   std::unique_ptr<PushState> done = std::move(push_);
   done->token.reset();
-  if (!done->latch.wait(Deadline::after(options_.timeout_s)))
-    return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
-                             options_.timeout_s);
+  // A server killed while the push was on its way keeps its frames queued:
+  // when the job re-forms meanwhile (options_.interrupt), the push is
+  // abandoned at once, so this worker registers again in time, rather than
+  // after timeout_s.
+  const Deadline deadline = Deadline::after(options_.timeout_s);
+  while (!done->latch.wait(Deadline::after(0.1))) {
+    if (options_.interrupt != nullptr && options_.interrupt->raised()) {
+      push_ = std::move(done);
+      return abandon_push(options_.interrupt->why());
+    }
+    if (deadline.expired())
+      return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
+                               options_.timeout_s);
+  }
   return Status();
 }
 

@@ -5,11 +5,14 @@
 //    the acknowledgements that come before the weights;
 //  - a push the server refuses is reported by that pull, naming the push,
 //    not the weights it asked for;
-//  - acknowledgements no pull took are waited for by the next push.
+//  - acknowledgements no pull took are waited for by the next push;
+//  - a push to a server that is gone ends when the job re-forms.
 #include "comm/remote_client.h"
 
+#include <chrono>
 #include <future>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -135,6 +138,37 @@ TEST_F(HandPlayedServer, ANextPushTakesTheAcknowledgementsNoPullTook) {
   const Status st = worker.get();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("second push of step 0"), std::string::npos) << st.message();
+}
+
+// A server killed while a push is on its way never takes the push's frames
+// (here: an endpoint nobody listens on any more, so ZeroMQ keeps them
+// queued). When the job re-forms meanwhile (the client's interrupt), the
+// push is abandoned with the re-form's error, so the worker can register
+// again; it used to wait out timeout_s (60 s here) and fail on its own.
+TEST(RemoteClientTest, APushToALostServerEndsWhenTheJobReforms) {
+  zmq::context_t ctx(1);
+  auto plan = ShardPlan::make({300, 200}, 1, 256);
+  ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+  std::string endpoint;
+  {
+    auto gone = Router::bind(ctx, "tcp://127.0.0.1:0");
+    ASSERT_TRUE(gone.ok()) << gone.status().to_string();
+    endpoint = (*gone)->endpoint();
+  }
+  Interrupt reform;
+  RemoteClientOptions options{kJob, 0, kLayout, /*timeout_s=*/60};
+  options.interrupt = &reform;
+  auto c = RemoteParameterClient::connect(ctx, *plan, {endpoint}, options);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  std::vector<float> grads(500, 0.5f);
+  auto raise = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    reform.raise(aborted("the job re-forms: server 0 was lost"));
+  });
+  const Status st = (*c)->push(0, 10, 1.0, grads.data());
+  raise.get();
+  EXPECT_EQ(st.code(), StatusCode::kAborted) << st.to_string();
+  EXPECT_NE(st.message().find("re-forms"), std::string::npos) << st.message();
 }
 
 }  // namespace
