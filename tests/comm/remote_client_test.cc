@@ -15,6 +15,9 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "comm/message.h"
@@ -141,20 +144,16 @@ TEST_F(HandPlayedServer, ANextPushTakesTheAcknowledgementsNoPullTook) {
 }
 
 // A server killed while a push is on its way never takes the push's frames
-// (here: an endpoint nobody listens on any more, so ZeroMQ keeps them
-// queued). When the job re-forms meanwhile (the client's interrupt), the
-// push is abandoned with the re-form's error, so the worker can register
-// again; it used to wait out timeout_s (60 s here) and fail on its own.
+// (here: an endpoint nobody listens on, an ipc path in a folder that does
+// not exist, so ZeroMQ keeps them queued). When the job re-forms meanwhile
+// (the client's interrupt), the push is abandoned with the re-form's error,
+// so the worker can register again; it used to wait out timeout_s (60 s
+// here) and fail on its own.
 TEST(RemoteClientTest, APushToALostServerEndsWhenTheJobReforms) {
   zmq::context_t ctx(1);
   auto plan = ShardPlan::make({300, 200}, 1, 256);
   ASSERT_TRUE(plan.ok()) << plan.status().to_string();
-  std::string endpoint;
-  {
-    auto gone = Router::bind(ctx, "tcp://127.0.0.1:0");
-    ASSERT_TRUE(gone.ok()) << gone.status().to_string();
-    endpoint = (*gone)->endpoint();
-  }
+  const std::string endpoint = fmt::format("ipc:///tmp/pst-no-such-folder-{}/server.sock", getpid());
   Interrupt reform;
   RemoteClientOptions options{kJob, 0, kLayout, /*timeout_s=*/60};
   options.interrupt = &reform;
