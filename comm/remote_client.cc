@@ -27,14 +27,22 @@ class ReleaseLatch {
       self->cv.notify_all();
     });
   }
-  bool wait(Deadline deadline) {
+  // False when the deadline passes first, or `interrupt` (may be null) is
+  // raised: looked at every 50 ms, as the sockets' waits do (comm/socket.h).
+  bool wait(Deadline deadline, const Interrupt* interrupt = nullptr) {
     std::unique_lock<std::mutex> lock(state_->mu);
     const auto done = [&] { return state_->released; };
-    if (deadline.is_never()) {
+    if (interrupt == nullptr && deadline.is_never()) {
       state_->cv.wait(lock, done);
       return true;
     }
-    return state_->cv.wait_for(lock, std::chrono::milliseconds(deadline.remaining_ms()), done);
+    while (true) {
+      if (interrupt != nullptr && interrupt->raised()) return state_->released;
+      long ms = deadline.remaining_ms();
+      if (interrupt != nullptr) ms = ms < 0 ? 50 : std::min<long>(ms, 50);
+      if (state_->cv.wait_for(lock, std::chrono::milliseconds(ms), done)) return true;
+      if (deadline.expired()) return false;
+    }
   }
 
  private:
@@ -239,17 +247,13 @@ Status RemoteParameterClient::finish_push() {
   // when the job re-forms meanwhile (options_.interrupt), the push is
   // abandoned at once, so this worker registers again in time, rather than
   // after timeout_s.
-  const Deadline deadline = Deadline::after(options_.timeout_s);
-  while (!done->latch.wait(Deadline::after(0.1))) {
-    if (options_.interrupt != nullptr && options_.interrupt->raised()) {
-      push_ = std::move(done);
-      return abandon_push(options_.interrupt->why());
-    }
-    if (deadline.expired())
-      return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
-                               options_.timeout_s);
+  if (done->latch.wait(Deadline::after(options_.timeout_s), options_.interrupt)) return Status();
+  if (options_.interrupt != nullptr && options_.interrupt->raised()) {
+    push_ = std::move(done);
+    return abandon_push(options_.interrupt->why());
   }
-  return Status();
+  return deadline_exceeded("push of step {}: the transport still holds the gradient after {} s", done->version,
+                           options_.timeout_s);
 }
 
 Result<StepReport> RemoteParameterClient::pull(int64_t min_version, float* weights) {
