@@ -165,6 +165,13 @@ double sum_squares(const float* x, int64_t n, bool* nonfinite);
 // floats, each product rounded and added in that order), and its sum of
 // squares as sum_squares(out) gives it, in one pass over memory.
 double weighted_sum(float* out, const float* const* x, const float* weight, int k, int64_t n, bool* nonfinite);
+// The same over pieces laid end to end (a server's owned ranges, each where
+// it lies): piece p has n[p] values, its k terms at x[p * k + j], its sum
+// written to out[p]. With k = 1 and out null, the terms are only read (their
+// sum of squares; weight unused). Each piece is taken in blocks of its own,
+// the blocks' sums added in piece order.
+double weighted_sum(float* const* out, const float* const* x, const float* weight, int k, const int64_t* n,
+                    size_t pieces, bool* nonfinite);
 
 // The factor of global-norm clipping (torch.nn.utils.clip_grad_norm_):
 // min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0 (clipping off).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "core/status.h"
@@ -51,7 +52,7 @@ ShardOptimizer::~ShardOptimizer() {
   device_->deallocate(device_state_);
 }
 
-float* ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss_sum) {
+size_t ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss_sum) {
   if (slot < 0) slot = static_cast<int64_t>(push_tokens_.size());
   const size_t k = static_cast<size_t>(slot);
   if (push_tokens_.size() <= k) {
@@ -59,24 +60,38 @@ float* ShardOptimizer::claim_push_slot(int64_t slot, int64_t tokens, double loss
     push_loss_.resize(k + 1, 0.0);
   }
   PST_CHECK_MSG(push_tokens_[k] < 0, "push slot {} filled twice in one round", slot);
-  // Push buffers are kept across steps, so a step allocates nothing.
-  while (pushed_.size() <= k) {
-    if (device_) {
-      device_pushed_.push_back(static_cast<float*>(device_->allocate(std::max<size_t>(n_, 1) * sizeof(float))));
-      pushed_.push_back(device_pushed_.back());
-    } else {
-      host_pushed_.emplace_back(static_cast<size_t>(n_));
-      pushed_.push_back(host_pushed_.back().data());
-    }
-  }
+  if (device_ && pushed_.size() <= k) pushed_.resize(k + 1, nullptr);
+  if (!device_ && push_ranges_.size() <= k) push_ranges_.resize(k + 1, std::vector<const float*>(owned_.size()));
   push_tokens_[k] = tokens;
   push_loss_[k] = loss_sum;
   ++pushes_;
+  return k;
+}
+
+float* ShardOptimizer::slot_buffer(size_t k) {
+  // Push buffers are kept across steps, so a step allocates nothing.
+  if (pushed_[k] == nullptr) {
+    device_pushed_.push_back(static_cast<float*>(device_->allocate(std::max<size_t>(n_, 1) * sizeof(float))));
+    pushed_[k] = device_pushed_.back();
+  }
   return pushed_[k];
 }
 
+float* ShardOptimizer::host_copies(size_t k, int64_t floats) {
+  if (host_pushed_.size() <= k) host_pushed_.resize(k + 1);
+  host_pushed_[k].resize(static_cast<size_t>(floats));  // its capacity stays for the next rounds
+  return host_pushed_[k].data();
+}
+
+int64_t ShardOptimizer::host_push_floats() const {
+  int64_t floats = 0;
+  for (const std::vector<float>& b : host_pushed_) floats += static_cast<int64_t>(b.capacity());
+  return floats;
+}
+
 void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum) {
-  float* slot = claim_push_slot(-1, tokens, loss_sum);
+  const size_t k = claim_push_slot(-1, tokens, loss_sum);
+  float* slot = device_ ? slot_buffer(k) : host_copies(k, n_);
   for (const Run& r : runs_) {
     if (device_) {
       device_->upload(slot + r.local, grads + r.flat, static_cast<size_t>(r.length) * sizeof(float));
@@ -84,25 +99,46 @@ void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_su
       std::copy_n(grads + r.flat, r.length, slot + r.local);
     }
   }
+  if (!device_)
+    for (size_t i = 0; i < owned_.size(); ++i) push_ranges_[k][i] = slot + local_offset_[i];
 }
 
 void ShardOptimizer::add_push_device(const float* grads, int64_t tokens, double loss_sum) {
   PST_CHECK_MSG(device_ != nullptr, "add_push_device on a host optimizer");
-  float* slot = claim_push_slot(-1, tokens, loss_sum);
+  float* slot = slot_buffer(claim_push_slot(-1, tokens, loss_sum));
   for (const Run& r : runs_) device_->copy(slot + r.local, grads + r.flat, r.length);
 }
 
 void ShardOptimizer::add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum,
-                                     int64_t slot_index) {
+                                     int64_t slot_index, Lend lend) {
   PST_CHECK_MSG(ranges.size() == owned_.size(), "push of {} ranges to a shard of {}", ranges.size(), owned_.size());
-  float* slot = claim_push_slot(slot_index, tokens, loss_sum);
-  std::vector<float> widened;  // a bfloat16 range on its way to a device
+  const size_t k = claim_push_slot(slot_index, tokens, loss_sum);
+  if (!device_) {
+    // A float32 range the caller lends is read where it lies. The others
+    // (bfloat16, or not aligned for float: ZeroMQ puts a small frame at any
+    // byte of its buffer) are copied back to back into the slot's buffer,
+    // which is only as large as they are.
+    auto lent = [&](size_t i) {
+      return lend == Lend::kYes && !ranges[i].bf16 && reinterpret_cast<uintptr_t>(ranges[i].data) % alignof(float) == 0;
+    };
+    int64_t copies = 0;
+    for (size_t i = 0; i < owned_.size(); ++i) copies += lent(i) ? 0 : owned_[i].length;
+    float* to = host_copies(k, copies);
+    for (size_t i = 0; i < owned_.size(); ++i) {
+      if (lent(i)) {
+        push_ranges_[k][i] = static_cast<const float*>(ranges[i].data);
+        continue;
+      }
+      to_fp32(ranges[i], to, owned_[i].length);
+      push_ranges_[k][i] = to;
+      to += owned_[i].length;
+    }
+    return;
+  }
+  std::vector<float> widened;  // a bfloat16 range on its way to the device
+  float* slot = slot_buffer(k);
   for (size_t i = 0; i < owned_.size(); ++i) {
     const int64_t n = owned_[i].length;
-    if (!device_) {
-      to_fp32(ranges[i], slot + local_offset_[i], n);
-      continue;
-    }
     const float* host = static_cast<const float*>(ranges[i].data);
     if (ranges[i].bf16) {
       widened.resize(static_cast<size_t>(n));
@@ -138,30 +174,41 @@ GradStats ShardOptimizer::reduce(const std::vector<uint8_t>& only) {
   const int64_t n = n_;
   // G = sum_w (n_w / N) g_w, in worker order. With one worker the weight is
   // exactly 1, so G is that worker's gradient bit for bit, taken as it is.
+  std::vector<float> weights;
+  for (size_t w : in)
+    weights.push_back(total > 0 ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
+                                : 1.0f / static_cast<float>(in.size()));
+  GradStats st;
+  if (!device_) {
+    // Range by range where each push lies; the sum and its statistics in
+    // one pass.
+    const size_t ranges = owned_.size(), k = in.size();
+    std::vector<int64_t> lengths(ranges);
+    std::vector<const float*> terms(ranges * k);
+    for (size_t i = 0; i < ranges; ++i) {
+      lengths[i] = owned_[i].length;
+      for (size_t j = 0; j < k; ++j) terms[i * k + j] = push_ranges_[in[j]][i];
+    }
+    if (k == 1) {
+      grad_ranges_ = push_ranges_[in[0]];
+      st.sum_squares = weighted_sum(nullptr, terms.data(), nullptr, 1, lengths.data(), ranges, &st.nonfinite);
+      return st;
+    }
+    std::vector<float*> out(ranges);
+    for (size_t i = 0; i < ranges; ++i) out[i] = grad_ + local_offset_[i];
+    grad_ranges_.assign(out.begin(), out.end());
+    st.sum_squares = weighted_sum(out.data(), terms.data(), weights.data(), static_cast<int>(k), lengths.data(), ranges,
+                                  &st.nonfinite);
+    return st;
+  }
   if (in.size() == 1) {
     swapped_ = static_cast<int64_t>(in[0]);
     std::swap(grad_, pushed_[in[0]]);
-    if (!device_) return grad_stats(grad_, n);
   } else {
-    std::vector<const float*> terms;
-    std::vector<float> weights;
-    for (size_t w : in) {
-      terms.push_back(pushed_[w]);
-      weights.push_back(total > 0
-                            ? static_cast<float>(static_cast<double>(push_tokens_[w]) / static_cast<double>(total))
-                            : 1.0f / static_cast<float>(in.size()));
-    }
-    if (!device_) {  // the sum and its statistics in one pass
-      GradStats st;
-      st.sum_squares =
-          weighted_sum(grad_, terms.data(), weights.data(), static_cast<int>(terms.size()), n, &st.nonfinite);
-      return st;
-    }
-    device_->copy(grad_, terms[0], n);
+    device_->copy(grad_, pushed_[in[0]], n);
     device_->scale(grad_, weights[0], n);
-    for (size_t i = 1; i < terms.size(); ++i) device_->axpy(grad_, weights[i], terms[i], n);
+    for (size_t j = 1; j < in.size(); ++j) device_->axpy(grad_, weights[j], pushed_[in[j]], n);
   }
-  GradStats st;
   st.sum_squares = device_->sum_squares(grad_, n, &st.nonfinite);
   return st;
 }
@@ -189,6 +236,11 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
   included_.clear();
   pushes_ = 0;
   swapped_ = -1;
+  // The pushes' ranges are read for the last time below (lent ones may go
+  // once apply() returns).
+  const std::vector<const float*> grad = std::move(grad_ranges_);
+  grad_ranges_.clear();
+  for (std::vector<const float*>& r : push_ranges_) std::fill(r.begin(), r.end(), nullptr);
   ++version_;
   r.version = version_;
   r.grad_norm = std::sqrt(global.sum_squares);
@@ -217,7 +269,7 @@ StepReport ShardOptimizer::apply(const GradStats& global, bool clip, const Progr
     if (device_) {
       device_->adam_update(w_ + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
     } else {
-      adam_update(w_ + off, from + off, m_ + off, v_ + off, grad_ + off, owned_[i].length, k);
+      adam_update(w_ + off, from + off, m_ + off, v_ + off, grad[i], owned_[i].length, k);
     }
     if (progress) {
       r.applied = true;

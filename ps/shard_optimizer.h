@@ -49,8 +49,16 @@ class ShardOptimizer {
   // (cluster.wire = bf16) widened to float32 as they are copied. slot: the
   // pushing worker's index, so that pushes combine in worker order whatever
   // order they arrive in (-1: the next free slot).
-  void add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1);
+  // lend: float32 ranges on a host optimizer are read where they are, not
+  // copied (a server's received frames): the caller keeps them alive and
+  // unchanged until apply() returns. bfloat16 ranges, and ranges not aligned
+  // for float, are copied all the same.
+  enum class Lend { kNo, kYes };
+  void add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1,
+                       Lend lend = Lend::kNo);
   int64_t pushes() const { return pushes_; }
+  // Floats the host holds for copies of pushes (allocated, all slots).
+  int64_t host_push_floats() const;
   // Forms the token-weighted mean of the pushes and returns its statistics
   // over the owned ranges; every slot claimed this round must be filled.
   GradStats reduce();
@@ -105,9 +113,15 @@ class ShardOptimizer {
     int64_t local = 0, flat = 0, length = 0;
   };
 
-  // The local buffer of push slot `slot` (-1: the next), allocated on first
-  // use and reused; records the push's tokens and loss.
-  float* claim_push_slot(int64_t slot, int64_t tokens, double loss_sum);
+  // Claims push slot `slot` (-1: the next) and records the push's tokens and
+  // loss; returns the slot's index.
+  size_t claim_push_slot(int64_t slot, int64_t tokens, double loss_sum);
+  // A device's buffer of slot k (n_ floats, local order), allocated on first
+  // use and reused.
+  float* slot_buffer(size_t k);
+  // The host buffer of slot k, sized to `floats` (its capacity kept across
+  // rounds): the push's ranges that are copied, back to back.
+  float* host_copies(size_t k, int64_t floats);
 
   JobConfig job_;
   const ParamTable& table_;
@@ -129,15 +143,22 @@ class ShardOptimizer {
   float* w_ = nullptr;
   float* m_ = nullptr;
   float* v_ = nullptr;
-  float* grad_ = nullptr;                        // the reduced gradient of this round
-  std::vector<float*> pushed_;                   // buffers of this round's pushes (reused)
-  std::vector<std::vector<float>> host_pushed_;  // their storage on the host path
-  std::vector<float*> device_pushed_;            // their storage on a device
-  std::vector<int64_t> push_tokens_;             // per slot of this round; -1: empty
-  std::vector<double> push_loss_;                // per slot of this round
-  std::vector<uint8_t> included_;                // per slot: in the last reduce()
-  int64_t pushes_ = 0;                           // filled slots
-  int64_t swapped_ = -1;  // a slot whose buffer reduce() swapped with grad_ (one push), this round
+  float* grad_ = nullptr;  // the reduced gradient of this round
+  // Device: each slot's buffer (null until used; reduce() may swap one with
+  // grad_), and their storage.
+  std::vector<float*> pushed_;
+  std::vector<float*> device_pushed_;
+  // Host: where each slot's push lies, per owned range (the lent frames, or
+  // its copy in host_pushed_), and where the reduced gradient of each range
+  // lies (grad_, or the one push's ranges).
+  std::vector<std::vector<const float*>> push_ranges_;
+  std::vector<const float*> grad_ranges_;
+  std::vector<std::vector<float>> host_pushed_;
+  std::vector<int64_t> push_tokens_;  // per slot of this round; -1: empty
+  std::vector<double> push_loss_;     // per slot of this round
+  std::vector<uint8_t> included_;     // per slot: in the last reduce()
+  int64_t pushes_ = 0;                // filled slots
+  int64_t swapped_ = -1;              // a device slot whose buffer reduce() swapped with grad_ (one push), this round
   int64_t version_ = 0;
   int64_t applied_ = 0;
 };

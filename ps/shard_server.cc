@@ -643,7 +643,8 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   PartialPush done = std::move(push);
   push = PartialPush{};
   if (bsp) {
-    opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w);
+    opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w, lend());
+    if (lend() == ShardOptimizer::Lend::kYes) lent_.push_back(std::move(done));
     pushed_[static_cast<size_t>(w)] = true;
     if (!round_complete()) return Status();
     // A small shard whose statistics need no other server: updated on this
@@ -664,8 +665,17 @@ void ShardServer::start_next_async() {
   queued_.erase(queued_.begin());
   max_staleness_ = std::max(max_staleness_, version_ - push.step);
   if (options_.metrics) options_.metrics->staleness(version_ - push.step);
-  opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, 0);
+  opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, 0, lend());
+  if (lend() == ShardOptimizer::Lend::kYes) lent_.push_back(std::move(push));
   start_update();
+}
+
+ShardOptimizer::Lend ShardServer::lend() const {
+  // Over inproc a frame is the pushing worker's own buffer, which it waits
+  // to get back before its pull: that one is copied. Over tcp and ipc (and
+  // MPI, whose frames reach the router over inproc but belong to no worker)
+  // the frames are the server's.
+  return router_->endpoint().starts_with("inproc://") ? ShardOptimizer::Lend::kNo : ShardOptimizer::Lend::kYes;
 }
 
 bool ShardServer::update_here() const {
@@ -854,6 +864,7 @@ Status ShardServer::finish_update() {
     report = update_report_;
   }
   updating_ = false;
+  lent_.clear();  // the update has read the pushes' frames
   if (!status.ok() && scheduler_lost_ && options_.consistency == Consistency::kBsp &&
       !options_.checkpoint_root.empty()) {
     // Without the scheduler the servers cannot agree on another step; each

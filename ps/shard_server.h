@@ -239,6 +239,8 @@ class ShardServer {
   // Adds a part to the worker's push; false (and *why) when it does not fit
   // (another step, other tokens, a chunk it already sent, an empty part).
   bool add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rejection* why) const;
+  // Whether the optimizer reads the pushes' frames where they lie.
+  ShardOptimizer::Lend lend() const;
   bool pull_allowed(int64_t min_version, int worker) const;
   // Pushes of the slowest worker that has neither finished nor been removed;
   // INT64_MAX when none is left.
@@ -297,6 +299,9 @@ class ShardServer {
   int64_t version_ = 0;
   std::vector<bool> pushed_;          // per worker, this round (BSP)
   std::vector<PartialPush> partial_;  // per worker: the push arriving
+  // The round's complete pushes, whose frames the optimizer reads where they
+  // lie until the update has ended.
+  std::vector<PartialPush> lent_;
   int shutdowns_ = 0;
   bool updating_ = false;
   std::vector<PendingPull> pending_;

@@ -498,6 +498,59 @@ TEST(ElementwiseTest, WeightedSumEqualsTheTermsAddedInOrder) {
   }
 }
 
+// The sum over pieces (a server's owned ranges, each where it lies): each
+// piece's sum is the one-piece sum's, bit for bit; pieces of whole blocks
+// give the sum of squares of the pieces laid end to end; with one term and
+// no output, the terms are only read.
+TEST(ElementwiseTest, WeightedSumOverPiecesEqualsTheSumOfEachPiece) {
+  const std::vector<int64_t> lengths = {3, 4096, 5000, 1, 2 * 4096, 70001};
+  for (int k : {1, 2, 3}) {
+    std::vector<float> weights;
+    for (int j = 0; j < k; ++j) weights.push_back(0.21f + 0.17f * static_cast<float>(j));
+    std::vector<std::vector<Vec>> x(lengths.size());  // [piece][term]
+    std::vector<const float*> terms;
+    std::vector<Vec> got(lengths.size());
+    std::vector<float*> out;
+    for (size_t p = 0; p < lengths.size(); ++p) {
+      for (int j = 0; j < k; ++j) {
+        x[p].push_back(random_vec(static_cast<size_t>(lengths[p]), 60 + static_cast<uint32_t>(10 * p + j), 0.4f));
+        terms.push_back(x[p].back().data());
+      }
+      got[p].assign(static_cast<size_t>(lengths[p]), -1.0f);
+      out.push_back(got[p].data());
+    }
+    bool bad = true;
+    const double sum = weighted_sum(out.data(), terms.data(), weights.data(), k, lengths.data(), lengths.size(), &bad);
+    EXPECT_FALSE(bad);
+    double brute = 0;
+    for (size_t p = 0; p < lengths.size(); ++p) {
+      Vec want(static_cast<size_t>(lengths[p]));
+      bool unused = false;
+      weighted_sum(want.data(), terms.data() + p * static_cast<size_t>(k), weights.data(), k, lengths[p], &unused);
+      ASSERT_EQ(got[p], want) << "piece " << p << " k=" << k;
+      for (float v : want) brute += static_cast<double>(v) * v;
+    }
+    EXPECT_NEAR(sum, brute, 1e-12 * brute);
+    // Pieces 1 and 4 are whole blocks: as one array, the same blocks.
+    Vec joined = got[1];
+    joined.insert(joined.end(), got[4].begin(), got[4].end());
+    const float* two[2] = {got[1].data(), got[4].data()};
+    const int64_t two_n[2] = {lengths[1], lengths[4]};
+    bool b1 = true, b2 = true;
+    EXPECT_EQ(weighted_sum(nullptr, two, nullptr, 1, two_n, 2, &b1),
+              sum_squares(joined.data(), static_cast<int64_t>(joined.size()), &b2));
+    EXPECT_FALSE(b1);
+    // One term, no output: only read; an inf in any piece is reported.
+    const std::vector<float> before = got[5];
+    got[5][7] = std::numeric_limits<float>::infinity();
+    std::vector<const float*> read;
+    for (const Vec& v : got) read.push_back(v.data());
+    weighted_sum(nullptr, read.data(), nullptr, 1, lengths.data(), lengths.size(), &bad);
+    EXPECT_TRUE(bad);
+    EXPECT_EQ(got[5][6], before[6]);
+  }
+}
+
 // The update that writes the weights elsewhere (a server's next snapshot)
 // gives the in-place update's bits and leaves its input alone.
 TEST(ElementwiseTest, AdamIntoAnotherBufferEqualsAdamInPlace) {

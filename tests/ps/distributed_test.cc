@@ -490,6 +490,9 @@ TEST(ShardServerTest, AMissingWorkerEndsTheRoundAtTheDeadline) {
 struct AsyncCase {
   Consistency mode;
   int64_t staleness;
+  // inproc: the server copies each push (a frame is the worker's buffer);
+  // tcp: it reads the received frames where they lie.
+  const char* transport;
 };
 
 class AsyncTest : public ::testing::TestWithParam<AsyncCase> {};
@@ -526,7 +529,8 @@ TEST_P(AsyncTest, StalenessBoundHoldsAndTheLossFalls) {
   std::vector<std::unique_ptr<ShardServer>> servers;
   std::vector<std::string> endpoints;
   for (int k = 0; k < S; ++k) {
-    auto router = Router::bind(ctx, fmt::format("inproc://async-test-{}", k));
+    auto router = Router::bind(ctx, std::string(c.transport) == "tcp" ? std::string("tcp://127.0.0.1:0")
+                                                                      : fmt::format("inproc://async-test-{}", k));
     ASSERT_TRUE(router.ok());
     endpoints.push_back((*router)->endpoint());
     servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, ctx,
@@ -582,10 +586,12 @@ TEST_P(AsyncTest, StalenessBoundHoldsAndTheLossFalls) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, AsyncTest,
-                         ::testing::Values(AsyncCase{Consistency::kAsp, 0}, AsyncCase{Consistency::kSsp, 1},
-                                           AsyncCase{Consistency::kSsp, 2}),
+                         ::testing::Values(AsyncCase{Consistency::kAsp, 0, "inproc"},
+                                           AsyncCase{Consistency::kAsp, 0, "tcp"},
+                                           AsyncCase{Consistency::kSsp, 1, "tcp"},
+                                           AsyncCase{Consistency::kSsp, 2, "inproc"}),
                          [](const ::testing::TestParamInfo<AsyncCase>& p) {
-                           return fmt::format("{}{}", to_string(p.param.mode), p.param.staleness);
+                           return fmt::format("{}{}_{}", to_string(p.param.mode), p.param.staleness, p.param.transport);
                          });
 
 }  // namespace

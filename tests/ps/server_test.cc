@@ -6,6 +6,7 @@
 #include "ps/shard_optimizer.h"
 
 #include <cmath>
+#include <cstring>
 
 #include <gtest/gtest.h>
 
@@ -180,6 +181,66 @@ TEST(ServerTest, UpdateIntoTheNextSnapshotEqualsTheUpdateInPlace) {
     EXPECT_EQ(got_v, want_v);
   }
   EXPECT_EQ(turns.applied_steps(), 3);
+}
+
+// Pushes lent range by range (a server's received frames) are read where
+// they lie: a range written after add_push_ranges() is what the step uses,
+// while a range not aligned for float is copied at once (writing it
+// afterwards changes nothing). The steps, with one push and with two, equal
+// those of pushes copied whole.
+TEST(ServerTest, LentPushesAreReadWhereTheyLie) {
+  TinyModel t(6);
+  Transformer& m = t.m;
+  const auto all = whole_tensors(m.table());
+  ShardOptimizer copied(t.job, m.table(), all, t.w0.data()), lent(t.job, m.table(), all, t.w0.data());
+  const Batch a = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}}), b = make_batch({{8, 9, 2}}, {{4, 5}});
+  const std::vector<float> grads[2] = {gradient(m, a), gradient(m, b)};
+  const int64_t tokens[2] = {a.tokens(), b.tokens()};
+  ASSERT_GE(all.size(), 2u);
+  for (int step = 0; step < 3; ++step) {
+    const int pushes = step == 0 ? 1 : 2;
+    // Each push's ranges in buffers of their own; range 0 one byte into its
+    // buffer, so not aligned for float.
+    std::vector<std::vector<std::vector<char>>> frames(static_cast<size_t>(pushes));
+    for (int w = 0; w < pushes; ++w) {
+      const std::vector<float>& g = grads[w];
+      std::vector<WireValues> ranges;
+      for (size_t i = 0; i < all.size(); ++i) {
+        const size_t bytes = static_cast<size_t>(all[i].length) * sizeof(float), skew = i == 0 ? 1 : 0;
+        std::vector<char>& f = frames[static_cast<size_t>(w)].emplace_back(bytes + skew + sizeof(float), char{0});
+        if (i == 0) std::memcpy(f.data() + skew, g.data() + all[i].begin, bytes);  // copied at once
+        ranges.push_back({f.data() + skew, false});
+      }
+      lent.add_push_ranges(ranges, tokens[w], 0.0, w, ShardOptimizer::Lend::kYes);
+      copied.add_push(g.data(), tokens[w], 0.0);
+      // The aligned ranges are read only now; range 0 was taken before.
+      for (size_t i = 0; i < all.size(); ++i) {
+        std::vector<char>& f = frames[static_cast<size_t>(w)][i];
+        const size_t bytes = static_cast<size_t>(all[i].length) * sizeof(float);
+        if (i == 0) {
+          const float junk = std::nanf("");
+          for (size_t k = 0; k < bytes; k += sizeof(float)) std::memcpy(f.data() + 1 + k, &junk, sizeof(float));
+        } else {
+          std::memcpy(f.data(), g.data() + all[i].begin, bytes);
+        }
+      }
+    }
+    // The lent optimizer holds copies of range 0 only, one per push slot.
+    EXPECT_EQ(lent.host_push_floats(), (step == 0 ? 1 : 2) * all[0].length) << "step " << step;
+    EXPECT_EQ(copied.host_push_floats(), (step == 0 ? 1 : 2) * copied.local_size());
+    const StepReport want = copied.apply(copied.reduce());
+    const StepReport got = lent.apply(lent.reduce());
+    ASSERT_TRUE(want.applied);
+    EXPECT_TRUE(got.applied) << "step " << step;
+    EXPECT_EQ(got.grad_norm, want.grad_norm) << "step " << step;
+    std::vector<float> ww, wm, wv, gw, gm, gv;
+    copied.export_state(&ww, &wm, &wv);
+    lent.export_state(&gw, &gm, &gv);
+    EXPECT_EQ(gw, ww) << "step " << step;
+    EXPECT_EQ(gm, wm) << "step " << step;
+    EXPECT_EQ(gv, wv) << "step " << step;
+  }
+  EXPECT_EQ(lent.applied_steps(), 3);
 }
 
 // Tensors cut into chunks of 64 bytes spread over S servers by the shard

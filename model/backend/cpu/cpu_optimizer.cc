@@ -53,32 +53,51 @@ double total(const std::vector<double>& partial, int bad, bool* nonfinite) {
 }  // namespace
 
 double sum_squares(const float* x, int64_t n, bool* nonfinite) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-  int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
-  for (int64_t b = 0; b < blocks; ++b)
-    partial[static_cast<size_t>(b)] = block_sum_squares(x, b * kBlock, std::min(n, (b + 1) * kBlock), bad);
-  return total(partial, bad, nonfinite);
+  const float* one = x;
+  return weighted_sum(nullptr, &one, nullptr, 1, &n, 1, nonfinite);
 }
 
 double weighted_sum(float* out, const float* const* x, const float* weight, int k, int64_t n, bool* nonfinite) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+  return weighted_sum(&out, x, weight, k, &n, 1, nonfinite);
+}
+
+double weighted_sum(float* const* out, const float* const* x, const float* weight, int k, const int64_t* n,
+                    size_t pieces, bool* nonfinite) {
+  // Each piece in blocks of its own, the blocks in piece order.
+  struct Block {
+    size_t piece;
+    int64_t begin, end;
+  };
+  std::vector<Block> blocks;
+  int64_t values = 0;
+  for (size_t p = 0; p < pieces; ++p) {
+    for (int64_t b = 0; b < n[p]; b += kBlock) blocks.push_back({p, b, std::min(n[p], b + kBlock)});
+    values += n[p];
+  }
+  std::vector<double> partial(blocks.size(), 0.0);
   int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
-  for (int64_t b = 0; b < blocks; ++b) {
+  const int64_t count = static_cast<int64_t>(blocks.size());
+#pragma omp parallel for schedule(static) reduction(| : bad) if (values > 65536)
+  for (int64_t b = 0; b < count; ++b) {
+    const Block& bl = blocks[static_cast<size_t>(b)];
+    const float* const* terms = x + bl.piece * static_cast<size_t>(k);
+    float* o = out == nullptr ? nullptr : out[bl.piece];
+    if (o == nullptr) {  // one term, read as it is
+      partial[static_cast<size_t>(b)] = block_sum_squares(terms[0], bl.begin, bl.end, bad);
+      continue;
+    }
     // Each term over the block while it is in cache, then its squares.
-    const int64_t begin = b * kBlock, end = std::min(n, (b + 1) * kBlock);
+    const float* x0 = terms[0];
+    const float w0 = weight[0];
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) out[i] = x[0][i] * weight[0];
+    for (int64_t i = bl.begin; i < bl.end; ++i) o[i] = x0[i] * w0;
     for (int j = 1; j < k; ++j) {
-      const float* xj = x[j];
+      const float* xj = terms[j];
       const float wj = weight[j];
 #pragma omp simd
-      for (int64_t i = begin; i < end; ++i) out[i] += xj[i] * wj;
+      for (int64_t i = bl.begin; i < bl.end; ++i) o[i] += xj[i] * wj;
     }
-    partial[static_cast<size_t>(b)] = block_sum_squares(out, begin, end, bad);
+    partial[static_cast<size_t>(b)] = block_sum_squares(o, bl.begin, bl.end, bad);
   }
   return total(partial, bad, nonfinite);
 }
