@@ -4,13 +4,16 @@
 # processes; tensors over ZeroMQ on loopback) against the same steps in one
 # process. The two alternate ROUNDS times in one run (one process, then
 # mpirun, ...); it prints each pair's ratio and their median with its range.
-#   bench/e2e_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS]
+# SETTING... (key=value) go to the processes' side only, e.g. cluster.wire=bf16.
+#   bench/e2e_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS] [SETTING...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-100}
 ROUNDS=${3:-5}
+EXTRA=()
+for setting in "${@:4}"; do EXTRA+=(--set "$setting"); done
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -20,7 +23,7 @@ rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
 ratios=()
 for ((r = 1; r <= ROUNDS; ++r)); do
   "$BUILD/bin/pst" train "${JOB[@]}" --set train.output="$TMP/one$r" >"$TMP/one$r.log" 2>&1
-  mpirun --oversubscribe --bind-to none -np 3 "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
+  mpirun --oversubscribe --bind-to none -np 3 "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 "${EXTRA[@]}" \
     --set train.output="$TMP/mpi$r" >"$TMP/mpi$r.log" 2>&1
   one=$(rate "$TMP/one$r.log")
   mpi=$(rate "$TMP/mpi$r.log")

@@ -92,8 +92,9 @@ Result<std::unique_ptr<JobSecurity>> enable_security(const JobConfig& job, zmq::
 void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank, int local_processes, bool all_local) {
   // Overlap pays where communication does not take cycles from compute: on
   // a host of the process's own (the network's time is then hidden), not
-  // where CPU processes of the job share the cores (on 2 shared cores it cost
-  // 8-12% of tokens/s). A GPU worker turns auto on itself (run_worker).
+  // where CPU processes of the job share the cores (on 2 shared cores it once
+  // cost 8-12% of tokens/s, and gains nothing measurable now: bench/overlap.sh,
+  // docs/operations.md). A GPU worker turns auto on itself (run_worker).
   const bool shares_host = all_local || local_processes > 1;
   if (job.cluster.overlap == Overlap::kAuto && !shares_host) job.cluster.overlap = Overlap::kOn;
   if (!layout.is_server(rank) && !layout.is_worker(rank)) return;  // the scheduler computes nothing
