@@ -17,9 +17,7 @@ for setting in "${@:4}"; do EXTRA+=(--set "$setting"); done
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-JOB=(--config "$ROOT/configs/g2p-small.toml" --set train.steps="$STEPS" --set train.eval_every=0
-     --set train.test_at_end=false --set train.log_every="$STEPS" --set data.eval_max_examples=50)
-rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
+short_g2p_job "$STEPS"
 ratios=()
 for ((r = 1; r <= ROUNDS; ++r)); do
   "$BUILD/bin/pst" train "${JOB[@]}" --set train.output="$TMP/one$r" >"$TMP/one$r.log" 2>&1

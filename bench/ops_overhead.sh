@@ -10,6 +10,7 @@
 #   bench/ops_overhead.sh [BUILD_DIR] [STEPS] [ROUNDS] [EVERY] [SCRAPE]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-60}
 ROUNDS=${3:-2}
@@ -19,9 +20,7 @@ TMP=$(mktemp -d)
 SCRAPER=
 trap '[[ -n $SCRAPER ]] && kill $SCRAPER 2>/dev/null; rm -rf "$TMP"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-JOB=(--config "$ROOT/configs/g2p-small.toml" --set train.steps="$STEPS" --set train.eval_every=0
-     --set train.test_at_end=false --set train.log_every="$STEPS" --set data.eval_max_examples=50)
-rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
+short_g2p_job "$STEPS"
 run() {  # run NAME ARGS...: tokens/s of one mpirun job
   local name=$1
   shift

@@ -15,10 +15,7 @@ WORKERS=${4:-1}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-JOB=(--config "$ROOT/configs/g2p-small.toml" --set train.steps="$STEPS" --set train.eval_every=0
-     --set train.test_at_end=false --set train.log_every="$STEPS" --set data.eval_max_examples=50)
-# The job's tokens/s as its first worker reports it at the last step.
-rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
+short_g2p_job "$STEPS"
 run() {
   mpirun --oversubscribe --bind-to none -np $((2 + WORKERS)) "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
     --set cluster.overlap="$1" --set train.output="$TMP/$1$2" >"$TMP/$1$2.log" 2>&1
