@@ -21,15 +21,9 @@ PST=$(realpath "$1")
 DIFF=$(realpath "$2")
 ATTACKER=$(realpath "$3")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"
+scratch_and_processes
+unset OMP_NUM_THREADS
 
 "$PST" keygen --out "$TMP/job.key" >/dev/null
 STEPS=1500

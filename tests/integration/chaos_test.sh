@@ -19,15 +19,9 @@ set -uo pipefail
 PST=$(realpath "$1")
 SEED=${2:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"
+scratch_and_processes
+unset OMP_NUM_THREADS
 echo "chaos_test: seed $SEED (chaos_test.sh PST $SEED repeats this order)"
 RANDOM=$SEED
 

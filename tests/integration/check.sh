@@ -21,6 +21,15 @@ expect() {
   check "$1 (got '$2', want '$3')" [ "$2" == "$3" ]
 }
 
+# scratch_and_processes: TMP, a scratch folder, and PIDS, the processes the
+# test starts (it adds each one's PID); at exit each of them is killed by its
+# PID and TMP removed.
+scratch_and_processes() {
+  TMP=$(mktemp -d)
+  PIDS=()
+  trap 'for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done; rm -rf "$TMP"' EXIT
+}
+
 # wait_for FILE PATTERN SECONDS: until PATTERN is in FILE (1 when it never is).
 wait_for() {
   for _ in $(seq 1 $(($3 * 5))); do

@@ -31,15 +31,9 @@ set -uo pipefail
 PST=$(realpath "$1")
 DIFF=$(realpath "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"
+scratch_and_processes
+unset OMP_NUM_THREADS
 
 # The job's keys: security.mode = secret (the default) admits only
 # processes that prove its secret.
