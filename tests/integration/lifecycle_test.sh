@@ -17,17 +17,11 @@ set -uo pipefail
 PST=$1
 DIFF=$2
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d)
-STARTED=()
-cleanup() {
-  for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/check.sh"
+scratch_and_processes
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset OMP_NUM_THREADS NO_COLOR
 MPIRUN=(mpirun --oversubscribe --bind-to none)
-source "$(dirname "$0")/check.sh"
 
 lacks() { ! grep -q -- "$2" "$1" || { echo "'$2' in $1"; return 1; }; }
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set train.eval_every=0 --set data.eval_max_examples=20)
@@ -47,7 +41,7 @@ done
 "$PST" train "${JOB[@]}" --set train.steps=3 --set data.eval_max_examples=0 \
   --set train.output="$TMP/int" >"$TMP/int.log" 2>&1 &
 pid=$!
-STARTED+=("$pid")
+PIDS+=("$pid")
 for _ in $(seq 1 600); do grep -q "saved .*model.safetensors" "$TMP/int.log" && break; sleep 0.1; done
 check "the model is written before the final evaluation" contains "$TMP/int.log" "saved .*model.safetensors"
 kill -INT "$pid"
