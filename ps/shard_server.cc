@@ -643,8 +643,7 @@ Status ShardServer::on_push(const zmq::message_t& route, std::unique_ptr<InMessa
   PartialPush done = std::move(push);
   push = PartialPush{};
   if (bsp) {
-    opt_.add_push_ranges(done.ranges, done.tokens, done.loss_sum, w, lend());
-    if (lend() == ShardOptimizer::Lend::kYes) lent_.push_back(std::move(done));
+    add_to_round(std::move(done), w);
     pushed_[static_cast<size_t>(w)] = true;
     if (!round_complete()) return Status();
     // A small shard whose statistics need no other server: updated on this
@@ -665,17 +664,19 @@ void ShardServer::start_next_async() {
   queued_.erase(queued_.begin());
   max_staleness_ = std::max(max_staleness_, version_ - push.step);
   if (options_.metrics) options_.metrics->staleness(version_ - push.step);
-  opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, 0, lend());
-  if (lend() == ShardOptimizer::Lend::kYes) lent_.push_back(std::move(push));
+  add_to_round(std::move(push), 0);
   start_update();
 }
 
-ShardOptimizer::Lend ShardServer::lend() const {
+void ShardServer::add_to_round(PartialPush push, int64_t slot) {
   // Over inproc a frame is the pushing worker's own buffer, which it waits
   // to get back before its pull: that one is copied. Over tcp and ipc (and
   // MPI, whose frames reach the router over inproc but belong to no worker)
-  // the frames are the server's.
-  return router_->endpoint().starts_with("inproc://") ? ShardOptimizer::Lend::kNo : ShardOptimizer::Lend::kYes;
+  // the frames are the server's, kept until the update has read them.
+  const bool lend = !router_->endpoint().starts_with("inproc://");
+  opt_.add_push_ranges(push.ranges, push.tokens, push.loss_sum, slot,
+                       lend ? ShardOptimizer::Lend::kYes : ShardOptimizer::Lend::kNo);
+  if (lend) lent_.push_back(std::move(push));
 }
 
 bool ShardServer::update_here() const {

@@ -239,8 +239,9 @@ class ShardServer {
   // Adds a part to the worker's push; false (and *why) when it does not fit
   // (another step, other tokens, a chunk it already sent, an empty part).
   bool add_part(PartialPush& push, std::unique_ptr<InMessage>& m, Rejection* why) const;
-  // Whether the optimizer reads the pushes' frames where they lie.
-  ShardOptimizer::Lend lend() const;
+  // Hands a complete push to the optimizer as push slot `slot`, lending its
+  // frames (lent_) where they are the server's.
+  void add_to_round(PartialPush push, int64_t slot);
   bool pull_allowed(int64_t min_version, int worker) const;
   // Pushes of the slowest worker that has neither finished nor been removed;
   // INT64_MAX when none is left.
