@@ -1,6 +1,10 @@
-// `pst checkpoint inspect DIR` and `pst checkpoint export DIR --out FILE`.
+// `pst checkpoint inspect DIR`, `pst checkpoint export DIR --out FILE` and
+// `pst checkpoint average DIR... [--last N] --out FILE`.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -79,34 +83,139 @@ int run_checkpoint_inspect(const std::string& dir) {
   return 0;
 }
 
-int run_checkpoint_export(const std::string& dir, const std::string& out) {
-  auto fail = [](const Status& s) {
-    spdlog::error("{}", s.message());
-    return 1;
+namespace {
+
+// The first key of [model], or of the data keys the vocabularies follow
+// from, whose value differs between a and b: "model.activation (relu in A,
+// gelu in B)"; empty when none does.
+std::string model_difference(const JobConfig& a, const std::string& a_name, const JobConfig& b,
+                             const std::string& b_name) {
+  const std::vector<std::string> data_keys = {"task", "path", "train", "tokenizer", "tokenizer_model"};
+  auto lines = [&](const JobConfig& job) {
+    std::vector<std::string> out;
+    std::istringstream in(to_toml(job));
+    std::string line, section;
+    while (std::getline(in, line)) {
+      if (line.starts_with("[")) {
+        section = line.substr(1, line.size() - 2);
+        continue;
+      }
+      const std::string key = line.substr(0, line.find(' '));
+      if (section == "model" ||
+          (section == "data" && std::find(data_keys.begin(), data_keys.end(), key) != data_keys.end()))
+        out.push_back(section + "." + line);
+    }
+    return out;
   };
-  auto path = resolve_checkpoint(dir);
-  if (!path.ok()) return fail(path.status());
-  auto m = read_checkpoint(*path);
-  if (!m.ok()) return fail(m.status());
-  auto job = checkpoint_job(*path, *m);
-  if (!job.ok()) return fail(job.status());
+  const auto la = lines(a), lb = lines(b);
+  for (size_t i = 0; i < la.size() && i < lb.size(); ++i) {
+    if (la[i] == lb[i]) continue;
+    const size_t eq = la[i].find(" = ");
+    return fmt::format("{} ({} in {}, {} in {})", la[i].substr(0, eq), la[i].substr(eq + 3), a_name,
+                       lb[i].substr(lb[i].find(" = ") + 3), b_name);
+  }
+  return "";
+}
+
+// Writes the elementwise mean of the weights of the checkpoints `dirs` (each
+// resolved as by inspect) to `out`, in the format of pst train's
+// model.safetensors, with the job, vocabularies and tokenizer of the first.
+// The sum is taken in double, in the order given, and rounded once.
+Status write_mean_model(const std::vector<std::string>& dirs, const std::string& out) {
+  if (dirs.empty()) return invalid_argument("no checkpoint to write a model from");
+  std::vector<std::string> paths;
+  std::vector<Manifest> manifests;
+  std::vector<JobConfig> jobs;
+  for (const std::string& dir : dirs) {
+    auto path = resolve_checkpoint(dir);
+    if (!path.ok()) return path.status();
+    const std::string canonical = fs::weakly_canonical(*path).string();
+    for (const std::string& p : paths)
+      if (fs::weakly_canonical(p).string() == canonical)
+        return invalid_argument("{} is named twice; each checkpoint is averaged once", *path);
+    auto m = read_checkpoint(*path);
+    if (!m.ok()) return m.status();
+    auto job = checkpoint_job(*path, *m);
+    if (!job.ok()) return job.status();
+    if (!jobs.empty()) {
+      const std::string diff = model_difference(jobs[0], paths[0], *job, *path);
+      if (!diff.empty())
+        return invalid_argument("{} and {} are not checkpoints of one model: {} differs", paths[0], *path, diff);
+    }
+    paths.push_back(*path);
+    manifests.push_back(std::move(*m));
+    jobs.push_back(std::move(*job));
+  }
   // The vocabularies (and so the embedding shapes) come from the job's data,
   // as in training.
-  auto data = load_task_data(*job);
-  if (!data.ok()) return fail(data.status());
-  auto backend = make_backend(DeviceSpec{DeviceKind::kCpu, 0}, job->train.matmul, 1);
-  if (!backend.ok()) return fail(backend.status());
-  Transformer model(job->model, data->src_vocab, data->tgt_vocab, backend->get());
-  Status s = check_model(*m, model.table());
-  if (!s.ok()) return fail(s);
-  auto state = load_shard(*path, *m, model.table(), whole_tensors(model.table()));
-  if (!state.ok()) return fail(state.status());
-  model.set_weights(state->weights.data(), 0, model.num_params());
-  s = save_model(out, *job, model, data->g2p ? &data->g2p->letters : nullptr, data->g2p ? &data->g2p->phones : nullptr,
-                 &data->tokenizer);
-  if (!s.ok()) return fail(s);
-  spdlog::info("wrote {}: the weights of step {} ({} tensors) from {}", out, m->step, model.table().size(), *path);
-  return 0;
+  const JobConfig& job = jobs[0];
+  auto data = load_task_data(job);
+  if (!data.ok()) return data.status();
+  auto backend = make_backend(DeviceSpec{DeviceKind::kCpu, 0}, job.train.matmul, 1);
+  if (!backend.ok()) return backend.status();
+  Transformer model(job.model, data->src_vocab, data->tgt_vocab, backend->get());
+  std::vector<double> sum(static_cast<size_t>(model.num_params()), 0.0);
+  std::vector<float> mean(sum.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    PST_RETURN_IF_ERROR(check_model(manifests[i], model.table()));
+    auto state = load_shard(paths[i], manifests[i], model.table(), whole_tensors(model.table()));
+    if (!state.ok()) return state.status();
+    if (state->weights.size() != sum.size())
+      return data_loss("{}: {} weights where the model has {}", paths[i], state->weights.size(), sum.size());
+    for (size_t j = 0; j < sum.size(); ++j) sum[j] += state->weights[j];
+  }
+  for (size_t j = 0; j < sum.size(); ++j) mean[j] = static_cast<float>(sum[j] / static_cast<double>(paths.size()));
+  model.set_weights(mean.data(), 0, model.num_params());
+  PST_RETURN_IF_ERROR(save_model(out, job, model, data->g2p ? &data->g2p->letters : nullptr,
+                                 data->g2p ? &data->g2p->phones : nullptr, &data->tokenizer));
+  std::string steps;
+  for (const Manifest& m : manifests) steps += (steps.empty() ? "" : ", ") + std::to_string(m.step);
+  if (paths.size() == 1)
+    spdlog::info("wrote {}: the weights of step {} ({} tensors) from {}", out, steps, model.table().size(), paths[0]);
+  else
+    spdlog::info("wrote {}: the mean of the weights of steps {} ({} checkpoints, {} tensors)", out, steps, paths.size(),
+                 model.table().size());
+  return Status();
+}
+
+int fail(const Status& s) {
+  spdlog::error("{}", s.message());
+  return 1;
+}
+
+}  // namespace
+
+int run_checkpoint_export(const std::string& dir, const std::string& out) {
+  const Status s = write_mean_model({dir}, out);
+  return s.ok() ? 0 : fail(s);
+}
+
+int run_checkpoint_average(const std::vector<std::string>& dirs, std::optional<int64_t> given_last,
+                           const std::string& out) {
+  std::vector<std::string> chosen = dirs;
+  if (given_last) {
+    const int64_t last = *given_last;
+    if (last < 1)
+      return fail(invalid_argument("--last {}: must be at least 1 (the newest checkpoints to average)", last));
+    if (dirs.size() != 1 || !fs::is_directory(dirs[0]) || fs::exists(dirs[0] + "/manifest.json"))
+      return fail(invalid_argument("--last N takes one root of step directories (such as runs/x/checkpoints)"));
+    // The newest `last` complete checkpoints, newest first (step_dirs is in
+    // step order).
+    chosen.clear();
+    const auto steps = step_dirs(dirs[0]);
+    for (auto it = steps.rbegin(); it != steps.rend() && static_cast<int64_t>(chosen.size()) < last; ++it) {
+      auto m = read_checkpoint(it->second);
+      if (m.ok())
+        chosen.push_back(it->second);
+      else
+        spdlog::warn("skipping {}: {}", it->second, m.status().message());
+    }
+    if (static_cast<int64_t>(chosen.size()) < last)
+      return fail(
+          invalid_argument("{} holds {} complete checkpoints; --last {} asks for more", dirs[0], chosen.size(), last));
+  }
+  const Status s = write_mean_model(chosen, out);
+  return s.ok() ? 0 : fail(s);
 }
 
 }  // namespace pst

@@ -2,6 +2,7 @@
 // process exit code.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,14 @@ int run_debug_grads(const ConfigArgs& args, int64_t seed, const std::string& out
 // `pst checkpoint inspect DIR`: DIR's manifest (or, for a root of step
 // directories, each one's state and the newest complete one's), every file
 // verified. `pst checkpoint export DIR --out FILE`: the weights as one model
-// file, as `pst train` writes model.safetensors.
+// file, as `pst train` writes model.safetensors. `pst checkpoint average
+// DIR... --out FILE`: the elementwise mean of the checkpoints' weights as one
+// model file; with `--last N`, DIR is a root and its N newest complete
+// checkpoints are averaged. They must be of one model (the [model] section
+// and the data keys the vocabularies follow from are compared).
 int run_checkpoint_inspect(const std::string& dir);
 int run_checkpoint_export(const std::string& dir, const std::string& out);
+int run_checkpoint_average(const std::vector<std::string>& dirs, std::optional<int64_t> last, const std::string& out);
 // `pst keygen --out FILE`: a job's keys (secret and CURVE pair) for security.key_file.
 int run_keygen(const std::string& out);
 // `pst health [HOST:PORT]`: exit 0 when the process there answers /healthz

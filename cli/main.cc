@@ -40,8 +40,10 @@ struct Flags {
   pst::Sampling sampling;
   pst::EvalArgs eval_args;
 
-  CLI::App *inspect = nullptr, *export_ = nullptr, *keygen = nullptr, *health = nullptr;
+  CLI::App *inspect = nullptr, *export_ = nullptr, *average = nullptr, *keygen = nullptr, *health = nullptr;
   CLI::App *config = nullptr, *show = nullptr;
+  std::vector<std::string> ck_dirs;
+  int64_t ck_last = 0;
   std::string ck_dir, ck_out, key_out, health_endpoint = "127.0.0.1:9100";
   double health_timeout = 3;
   pst::ConfigArgs show_args;
@@ -131,7 +133,7 @@ void add_model_tools(CLI::App& app, Flags& f) {
 }
 
 void add_job_tools(CLI::App& app, Flags& f) {
-  auto* checkpoint = app.add_subcommand("checkpoint", "Inspect or export a checkpoint of pst train");
+  auto* checkpoint = app.add_subcommand("checkpoint", "Inspect, export or average checkpoints of pst train");
   checkpoint->require_subcommand(1);
   f.inspect = checkpoint->add_subcommand("inspect",
                                          "Step, loss, config, shards, sizes and checksums (verified) of a checkpoint");
@@ -142,6 +144,11 @@ void add_job_tools(CLI::App& app, Flags& f) {
   f.export_->add_option("dir", f.ck_dir, "A checkpoint directory, or a root of them (its newest complete one)")
       ->required();
   f.export_->add_option("--out", f.ck_out, "The file to write")->required();
+  f.average = checkpoint->add_subcommand(
+      "average", "The mean of the weights of several checkpoints of one run as one safetensors file");
+  f.average->add_option("dirs", f.ck_dirs, "Checkpoint directories, or with --last one root of them")->required();
+  f.average->add_option("--last", f.ck_last, "Average the N newest complete checkpoints under the root");
+  f.average->add_option("--out", f.ck_out, "The file to write")->required();
 
   f.keygen = app.add_subcommand("keygen", "Write a job's keys (a secret and a CURVE key pair) for security.key_file");
   f.keygen->add_option("--out", f.key_out, "The key file to write (mode 0600)")->required();
@@ -210,6 +217,9 @@ int run_command(Flags& f) {
   if (*f.grads) return pst::run_debug_grads(f.debug_args, f.seed, f.out_dir, f.debug_batch);
   if (*f.inspect) return pst::run_checkpoint_inspect(f.ck_dir);
   if (*f.export_) return pst::run_checkpoint_export(f.ck_dir, f.ck_out);
+  if (*f.average)
+    return pst::run_checkpoint_average(
+        f.ck_dirs, f.average->count("--last") ? std::optional<int64_t>(f.ck_last) : std::nullopt, f.ck_out);
   if (*f.keygen) return pst::run_keygen(f.key_out);
   if (*f.health) return pst::run_health(f.health_endpoint, f.health_timeout);
   if (*f.predict) {

@@ -4,6 +4,7 @@
 #     checkpoint every 10, then --resume latest to 40, bit for bit (the
 #     learning rate schedule and the data position included).
 # 1b. The same with train.accumulate = 3; another K on resume is refused.
+# 1a. pst checkpoint average: the mean of two checkpoints, against Python.
 #  2. Another number of servers: a checkpoint of 2 servers resumed by 3, and
 #     one of 3 resumed by 1, equal uninterrupted jobs of 3 and 1 servers (to
 #     1e-6 of each tensor's scale: the global norm's partial sums differ).
@@ -56,6 +57,55 @@ check "resume latest to 40" train resumed2 --set cluster.servers=2 --set train.s
   --set checkpoint.dir="$TMP/ck2" --resume latest
 check "it resumed at step 20" grep -q "resumed from $TMP/ck2/step-000000020 (step 20" "$TMP/resumed2.log"
 check "resumed equals uninterrupted, bit for bit" "$DIFF" "$TMP/resumed2/model.safetensors" "$TMP/full2/model.safetensors" 0 0
+
+# 1a. Averaging: pst checkpoint average of steps 10 and 20 is, tensor by
+# tensor, the float64 mean of step 10's export and of the model file the
+# 20-step job wrote itself, rounded to float32, computed here in Python; naming the two directories gives the same file; a third
+# checkpoint asked of a root of two, a directory named twice and a
+# checkpoint of another model are refused, naming why.
+check "average --last 2" "$PST" checkpoint average "$TMP/ck2" --last 2 --out "$TMP/avg.safetensors"
+check "export step 10" "$PST" checkpoint export "$TMP/ck2/step-000000010" --out "$TMP/export10.safetensors"
+check "the average is the mean of step 10's export and the 20-step job's model file" python3 - \
+  "$TMP/avg.safetensors" "$TMP/export10.safetensors" "$TMP/part2/model.safetensors" <<'PY'
+import array, json, struct, sys
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    out = {}
+    for k, v in header.items():
+        assert v["dtype"] == "F32", (k, v["dtype"])
+        out[k] = array.array("f", raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+    return out
+def f32(x):  # a float64 rounded to float32 (to nearest, ties to even)
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+avg, a, b = (tensors(p) for p in sys.argv[1:])
+assert avg.keys() == a.keys() == b.keys() and len(avg) > 10, sorted(avg)
+moved = 0
+for k in avg:
+    want = [f32((x + y) / 2) for x, y in zip(a[k], b[k])]
+    assert list(avg[k]) == want, k
+    moved += int(a[k] != b[k])
+assert moved > 10, moved  # the two steps' weights differ, so the mean is neither
+PY
+check "average of the two directories" "$PST" checkpoint average "$TMP/ck2/step-000000010" \
+  "$TMP/ck2/step-000000020" --out "$TMP/avg2.safetensors"
+check "equals --last 2, bit for bit" "$DIFF" "$TMP/avg2.safetensors" "$TMP/avg.safetensors" 0 0
+check "pst eval takes the average" "$PST" eval --model "$TMP/avg.safetensors" --split valid --max-examples 20
+"$PST" checkpoint average "$TMP/ck2" --last 3 --out "$TMP/no.safetensors" >"$TMP/avg3.log" 2>&1
+check "--last 3 of 2 fails" test $? -ne 0 -a ! -e "$TMP/no.safetensors"
+check "  naming the count" contains "$TMP/avg3.log" "holds 2 complete checkpoints; --last 3"
+"$PST" checkpoint average "$TMP/ck2/step-000000010" "$TMP/ck2/step-000000010/" --out "$TMP/no.safetensors" \
+  >"$TMP/twice.log" 2>&1
+check "a directory named twice fails" test $? -ne 0 -a ! -e "$TMP/no.safetensors"
+check "  naming it" contains "$TMP/twice.log" "step-000000010/ is named twice"
+check "a checkpoint of another model" train relu --set cluster.servers=2 --set train.steps=2 \
+  --set model.activation=relu --set checkpoint.every_steps=2 --set checkpoint.dir="$TMP/ck-relu"
+"$PST" checkpoint average "$TMP/ck2/step-000000020" "$TMP/ck-relu/step-000000002" --out "$TMP/no.safetensors" \
+  >"$TMP/other.log" 2>&1
+check "is not averaged with it" test $? -ne 0 -a ! -e "$TMP/no.safetensors"
+check "  naming the setting" contains "$TMP/other.log" "model.activation (\"gelu\" in .*, \"relu\" in"
 
 # 1b. With gradient accumulation (2 workers, 3 micro-batches each, dropout):
 # the data position of a checkpoint counts steps' batches, so a resumed job
