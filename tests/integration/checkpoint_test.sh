@@ -3,8 +3,8 @@
 #  1. 2 servers + 2 workers as threads: 40 steps equal 20 steps with a
 #     checkpoint every 10, then --resume latest to 40, bit for bit (the
 #     learning rate schedule and the data position included).
-# 1b. The same with train.accumulate = 3; another K on resume is refused.
 # 1a. pst checkpoint average: the mean of two checkpoints, against Python.
+# 1b. The same as 1 with train.accumulate = 3; another K on resume is refused.
 #  2. Another number of servers: a checkpoint of 2 servers resumed by 3, and
 #     one of 3 resumed by 1, equal uninterrupted jobs of 3 and 1 servers (to
 #     1e-6 of each tensor's scale: the global norm's partial sums differ).
@@ -60,9 +60,10 @@ check "resumed equals uninterrupted, bit for bit" "$DIFF" "$TMP/resumed2/model.s
 
 # 1a. Averaging: pst checkpoint average of steps 10 and 20 is, tensor by
 # tensor, the float64 mean of step 10's export and of the model file the
-# 20-step job wrote itself, rounded to float32, computed here in Python; naming the two directories gives the same file; a third
-# checkpoint asked of a root of two, a directory named twice and a
-# checkpoint of another model are refused, naming why.
+# 20-step job wrote itself, rounded to float32, computed here in Python.
+# Naming the two directories gives the same file; a third checkpoint asked
+# of a root of two, a directory named twice and a checkpoint of another
+# model are refused, naming why.
 check "average --last 2" "$PST" checkpoint average "$TMP/ck2" --last 2 --out "$TMP/avg.safetensors"
 check "export step 10" "$PST" checkpoint export "$TMP/ck2/step-000000010" --out "$TMP/export10.safetensors"
 check "the average is the mean of step 10's export and the 20-step job's model file" python3 - \
