@@ -123,32 +123,33 @@ std::string model_difference(const JobConfig& a, const std::string& a_name, cons
 // The sum is taken in double, in the order given, and rounded once.
 Status write_mean_model(const std::vector<std::string>& dirs, const std::string& out) {
   if (dirs.empty()) return invalid_argument("no checkpoint to write a model from");
-  std::vector<std::string> paths;
+  std::vector<std::string> paths, canonical;
   std::vector<Manifest> manifests;
-  std::vector<JobConfig> jobs;
+  std::optional<JobConfig> first;  // the job of paths[0]
   for (const std::string& dir : dirs) {
     auto path = resolve_checkpoint(dir);
     if (!path.ok()) return path.status();
-    const std::string canonical = fs::weakly_canonical(*path).string();
-    for (const std::string& p : paths)
-      if (fs::weakly_canonical(p).string() == canonical)
-        return invalid_argument("{} is named twice; each checkpoint is averaged once", *path);
+    std::string c = fs::weakly_canonical(*path).string();
+    if (std::find(canonical.begin(), canonical.end(), c) != canonical.end())
+      return invalid_argument("{} is named twice; each checkpoint is averaged once", *path);
     auto m = read_checkpoint(*path);
     if (!m.ok()) return m.status();
     auto job = checkpoint_job(*path, *m);
     if (!job.ok()) return job.status();
-    if (!jobs.empty()) {
-      const std::string diff = model_difference(jobs[0], paths[0], *job, *path);
+    if (first) {
+      const std::string diff = model_difference(*first, paths[0], *job, *path);
       if (!diff.empty())
         return invalid_argument("{} and {} are not checkpoints of one model: {} differs", paths[0], *path, diff);
+    } else {
+      first = std::move(*job);
     }
     paths.push_back(*path);
+    canonical.push_back(std::move(c));
     manifests.push_back(std::move(*m));
-    jobs.push_back(std::move(*job));
   }
   // The vocabularies (and so the embedding shapes) come from the job's data,
   // as in training.
-  const JobConfig& job = jobs[0];
+  const JobConfig& job = *first;
   auto data = load_task_data(job);
   if (!data.ok()) return data.status();
   auto backend = make_backend(DeviceSpec{DeviceKind::kCpu, 0}, job.train.matmul, 1);
@@ -199,17 +200,7 @@ int run_checkpoint_average(const std::vector<std::string>& dirs, std::optional<i
       return fail(invalid_argument("--last {}: must be at least 1 (the newest checkpoints to average)", last));
     if (dirs.size() != 1 || !fs::is_directory(dirs[0]) || fs::exists(dirs[0] + "/manifest.json"))
       return fail(invalid_argument("--last N takes one root of step directories (such as runs/x/checkpoints)"));
-    // The newest `last` complete checkpoints, newest first (step_dirs is in
-    // step order).
-    chosen.clear();
-    const auto steps = step_dirs(dirs[0]);
-    for (auto it = steps.rbegin(); it != steps.rend() && static_cast<int64_t>(chosen.size()) < last; ++it) {
-      auto m = read_checkpoint(it->second);
-      if (m.ok())
-        chosen.push_back(it->second);
-      else
-        spdlog::warn("skipping {}: {}", it->second, m.status().message());
-    }
+    chosen = newest_checkpoints(dirs[0], last);
     if (static_cast<int64_t>(chosen.size()) < last)
       return fail(
           invalid_argument("{} holds {} complete checkpoints; --last {} asks for more", dirs[0], chosen.size(), last));

@@ -291,14 +291,24 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
   return m;
 }
 
-Result<std::string> latest_checkpoint(const std::string& root) {
-  auto dirs = step_dirs(root);
-  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+std::vector<std::string> newest_checkpoints(const std::string& root, int64_t count) {
+  std::vector<std::string> out;
+  const auto dirs = step_dirs(root);
+  for (auto it = dirs.rbegin(); it != dirs.rend() && static_cast<int64_t>(out.size()) < count; ++it) {
     auto m = read_checkpoint(it->second);
-    if (m.ok()) return it->second;
-    spdlog::warn("skipping {}: {}", it->second, m.status().message());
+    if (m.ok())
+      out.push_back(it->second);
+    else
+      spdlog::warn("skipping {}: {}", it->second, m.status().message());
   }
-  return not_found("{}: no complete checkpoint (step-NNNNNNNNN directories with a valid manifest.json)", root);
+  return out;
+}
+
+Result<std::string> latest_checkpoint(const std::string& root) {
+  auto newest = newest_checkpoints(root, 1);
+  if (newest.empty())
+    return not_found("{}: no complete checkpoint (step-NNNNNNNNN directories with a valid manifest.json)", root);
+  return newest[0];
 }
 
 Status check_model(const Manifest& m, const ParamTable& table) {

@@ -106,6 +106,9 @@ Result<Manifest> read_checkpoint(const std::string& dir);
 // The newest complete checkpoint under root: the highest step whose
 // manifest and files verify (a broken newer one is skipped with a warning).
 Result<std::string> latest_checkpoint(const std::string& root);
+// The `count` newest complete checkpoints under root, newest first, skipped
+// ones as in latest_checkpoint; fewer when root holds fewer.
+std::vector<std::string> newest_checkpoints(const std::string& root, int64_t count);
 
 // Checks that a checkpoint's parameter table is the model's (names and
 // shapes, in order): a clear error naming the first difference.

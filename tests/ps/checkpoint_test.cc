@@ -126,6 +126,14 @@ TEST(CheckpointTest, DamageIsDetectedAndLatestFallsBack) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("server-1.safetensors: checksum"), std::string::npos) << r.status().message();
   EXPECT_EQ(*latest_checkpoint(root.path()), checkpoint_dir(root.path(), 10)) << "latest must fall back";
+  write_checkpoint(root.path(), table, 2, 256, 5);
+  write_checkpoint(root.path(), table, 2, 256, 30);
+  EXPECT_EQ(newest_checkpoints(root.path(), 2),
+            (std::vector<std::string>{checkpoint_dir(root.path(), 30), checkpoint_dir(root.path(), 10)}))
+      << "the damaged step 20 is skipped";
+  EXPECT_EQ(newest_checkpoints(root.path(), 9).size(), 3u) << "30, 10 and 5: fewer than asked";
+  fs::remove_all(checkpoint_dir(root.path(), 5));
+  fs::remove_all(checkpoint_dir(root.path(), 30));
 
   // Truncated.
   std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() - 100);
