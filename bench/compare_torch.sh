@@ -7,14 +7,17 @@
 # shipped. Each pst run also measures its GEMM share (bench/train_throughput.cc):
 # the median of the rounds' is printed beside the ratio. Both load the same
 # OpenBLAS, whose kernels an OPENBLAS_CORETYPE in the environment forces (some
-# machines set one): the script names the kernels pst ran.
-#   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS]
+# machines set one): the script names the kernels pst ran. MATMUL bf16 runs
+# both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
+# PyTorch's CPU autocast to bfloat16 (its oneDNN products).
+#   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS] [MATMUL: fp32|bf16]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 BUILD=${1:-$ROOT/build}
 STEPS=${2:-10}
 ROUNDS=${3:-5}
+MATMUL=${4:-fp32}
 BIN=$BUILD/bin/train_throughput
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "needs Debian's python3-torch: scripts/setup --torch" >&2
@@ -26,9 +29,9 @@ spread() { median_min_max | awk '{printf "%.3f [%.3f-%.3f]", $1, $2, $3}'; }
 for threads in 1 2; do
   ratios=() shares=() efficiencies=()
   for ((r = 1; r <= ROUNDS; r++)); do
-    pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2)
+    pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
     torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
-      --threads "$threads" --steps "$STEPS" --warmup 2)
+      --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
     echo "$pst"
     echo "$torch"
     p=$(field tokens/s <<<"$pst")
@@ -36,9 +39,9 @@ for threads in 1 2; do
     ratios+=("$(awk -v p="$p" -v t="$t" 'BEGIN {printf "%.4f", p / t}')")
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
-    echo "threads=$threads round $r: pst/torch tokens/s = ${ratios[-1]}"
+    echo "threads=$threads matmul=$MATMUL round $r: pst/torch tokens/s = ${ratios[-1]}"
   done
-  echo "threads=$threads pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
+  echo "threads=$threads matmul=$MATMUL pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
     "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)"
 done
 echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"

@@ -16,7 +16,9 @@
 // GEMM time (in_step), the plain calls' (plain, the median of 3), their
 // ratio (efficiency: 1 = the step's products run as fast as plain sgemm),
 // and plain / step time (share: the part of a step that plain sgemm would
-// take; 1 would be a step of products alone at sgemm's speed).
+// take; 1 would be a step of products alone at sgemm's speed). The plain
+// calls are fp32 whatever --matmul says: with bf16 products, efficiency is
+// their speed-up over fp32 sgemm on the step's shapes.
 //
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
 //                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16]
@@ -201,7 +203,8 @@ int main(int argc, char** argv) {
       tokens += b.tokens();
     }
   }
-  if (on_gpu) std::printf("pst device=%s matmul=%s batch=%d ", device.c_str(), matmul.c_str(), batch);
+  if (on_gpu || matmul != "fp32")
+    std::printf("pst device=%s matmul=%s batch=%d ", device.c_str(), matmul.c_str(), batch);
   std::printf(
       "pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
       threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total, 100 * t_bwd / total,

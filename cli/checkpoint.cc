@@ -152,9 +152,9 @@ Status write_mean_model(const std::vector<std::string>& dirs, const std::string&
   const JobConfig& job = *first;
   auto data = load_task_data(job);
   if (!data.ok()) return data.status();
-  auto backend = make_backend(DeviceSpec{DeviceKind::kCpu, 0}, job.train.matmul, 1);
-  if (!backend.ok()) return backend.status();
-  Transformer model(job.model, data->src_vocab, data->tgt_vocab, backend->get());
+  // The model only lays out the weights here; nothing is computed.
+  const auto backend = make_cpu_backend(1);
+  Transformer model(job.model, data->src_vocab, data->tgt_vocab, backend.get());
   std::vector<double> sum(static_cast<size_t>(model.num_params()), 0.0);
   std::vector<float> mean(sum.size());
   for (size_t i = 0; i < paths.size(); ++i) {

@@ -49,8 +49,9 @@ enum class Transport { kZmq, kMpi };
 // or bfloat16 (half the bytes; the servers keep float32 weights and sum in
 // float32).
 enum class WireFormat { kFp32, kBf16 };
-// Precision of the CUDA backend's matrix products (inputs and outputs stay
-// fp32): fp32, TF32 tensor cores, or bf16 tensor cores with fp32 accumulation.
+// Precision of the model's matrix products (inputs and outputs stay fp32):
+// fp32, TF32 tensor cores (CUDA; fp32 on the CPU), or bf16 operands with fp32
+// accumulation (CUDA's tensor cores; oneDNN on CPUs with AVX512_BF16 or AMX).
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
 
 // A parsed train.device: "auto", "cpu", "cuda" or "cuda:N". index is N, or
@@ -159,8 +160,9 @@ struct TrainConfig {
   // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU; auto and
   // cuda: the GPU of the process's local rank, modulo the visible devices)
   std::string device = "auto";
-  MatmulPrecision matmul = MatmulPrecision::kFp32;  // CUDA matrix products: fp32 | tf32 | bf16
-  std::string log_level = "info";                   // trace | debug | info | warn | error | critical | off
+  MatmulPrecision matmul =
+      MatmulPrecision::kFp32;      // matrix products: fp32 | tf32 (CUDA) | bf16 (CUDA, CPUs with AVX512_BF16)
+  std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
 };
 
 // The processes of a job (docs/design.md, Roles and launch; Streaming). Under mpirun the number of

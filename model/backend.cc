@@ -59,12 +59,17 @@ Result<std::unique_ptr<Backend>> local_rank_backend(const char* device, int coun
 
 Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads) {
   switch (device.kind) {
-    case DeviceKind::kCpu: return make_cpu_backend(threads);
+    case DeviceKind::kCpu: return make_cpu_backend(threads, matmul);
     case DeviceKind::kAuto: {
       std::string why;
       if (const int count = cuda_device_count(&why); count > 0) return local_rank_backend("auto", count, matmul);
       spdlog::info("device auto: no CUDA device ({}); using the CPU", why);
-      return make_cpu_backend(threads);
+      // auto takes what the machine has: bf16 products where the CPU has them.
+      if (matmul == MatmulPrecision::kBf16 && !cpu_bf16_products(&why)) {
+        spdlog::warn("device auto: train.matmul = \"bf16\", but {}; the CPU's products are fp32", why);
+        return make_cpu_backend(threads);
+      }
+      return make_cpu_backend(threads, matmul);
     }
     case DeviceKind::kCuda: {
       std::string why;

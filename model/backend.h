@@ -196,14 +196,23 @@ class HostBuffer {
   size_t n_;
 };
 
-// Options of the CUDA backend; the CPU backend always computes in fp32.
+// Options of the CUDA backend.
 struct CudaOptions {
   int device = 0;  // CUDA device index
   MatmulPrecision matmul = MatmulPrecision::kFp32;
 };
 
-// The CPU backend (OpenBLAS + OpenMP). threads = 0 uses all cores.
+// The CPU backend (OpenBLAS + OpenMP), in fp32. threads = 0 uses all cores.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+// The CPU backend with Backend::gemm's products in `matmul`'s precision:
+// bf16 runs them on bf16-rounded operands with fp32 sums (oneDNN), and fails
+// on a CPU without bf16 instructions, naming what it has; tf32, which CPUs do
+// not have, computes in fp32. The attention's per-head products stay fp32.
+Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul);
+// True when this CPU runs bf16 products with its own instructions
+// (AVX512_BF16 or AMX, as oneDNN finds them; DNNL_MAX_CPU_ISA in the
+// environment can hide them); otherwise false with the reason in *why.
+bool cpu_bf16_products(std::string* why = nullptr);
 
 // The matrix products the CPU backend runs while a log is open, for
 // bench/train_throughput's GEMM share: each as its caller asked for it

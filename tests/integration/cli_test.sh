@@ -335,6 +335,36 @@ t = open('$TMP/gsp', 'rb').read()
 assert t.startswith(b'The ') and len(t) >= 4 + 30, t"
 mv "$TMP/sp.model.away" "$TMP/sp.model"
 
+# bf16 products on the CPU (train.matmul = "bf16"). oneDNN told to use AVX2
+# at most stands for a CPU without bf16 instructions: device cpu refuses
+# them, naming what the CPU has; device auto trains in fp32 with a warning.
+check "bf16 on a CPU without it" run 2 "$TMP/bf1" env DNNL_MAX_CPU_ISA=AVX2 "$PST" train \
+  --config "$ROOT/configs/g2p-tiny.toml" --set train.device=cpu --set train.matmul=bf16 --set train.output="$TMP/bf1-out"
+check "bf16 on a CPU without it: message" contains "$TMP/bf1" \
+  'train.matmul = "bf16" on the CPU: oneDNN [0-9.]* finds no bf16 instructions on this CPU (it finds AVX2;'
+check "no job was started" test ! -e "$TMP/bf1-out/model.safetensors"
+check "bf16 with device auto, on a CPU without it" run 0 "$TMP/bf2" env DNNL_MAX_CPU_ISA=AVX2 "$PST" train \
+  --config "$ROOT/configs/g2p-tiny.toml" --set train.device=auto --set train.matmul=bf16 --set train.steps=3 \
+  --set train.eval_every=0 --set train.test_at_end=false --set train.output="$TMP/bf2-out"
+check "it warns that the products are fp32" contains "$TMP/bf2" "the CPU's products are fp32"
+if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then
+  # With the instructions: the same job in bf16 and in fp32 learn alike but
+  # not to the same bits.
+  for m in fp32 bf16; do
+    check "train in $m" run 0 "$TMP/bf-$m" "$PST" train --config "$ROOT/configs/g2p-tiny.toml" --set train.device=cpu \
+      --set train.matmul=$m --set train.steps=30 --set train.eval_every=0 --set train.test_at_end=false \
+      --set train.log_every=30 --set train.output="$TMP/bf-$m-out"
+  done
+  check "bf16 and fp32 losses agree within 2% after 30 steps, and differ" python3 -c "
+import json
+last = lambda m: [json.loads(l) for l in open('$TMP/bf-' + m + '-out/metrics.jsonl') if json.loads(l)['kind'] == 'train'][-1]
+a, b = last('fp32'), last('bf16')
+assert a['step'] == b['step'] == 30, (a, b)
+assert a['loss'] != b['loss'] and abs(a['loss'] - b['loss']) < 0.02 * a['loss'], (a, b)"
+else
+  echo "skip: this CPU has no bf16 instructions (avx512_bf16, amx_bf16), so no bf16 training run"
+fi
+
 # debug grads writes what check_against_torch.py reads.
 check "debug grads" run 0 "$TMP/dg.log" "$PST" debug grads --config "$ROOT/tests/reference/configs/lm_pre.toml" --out "$TMP/dg"
 for f in config.toml weights.safetensors batch.safetensors pst.safetensors; do

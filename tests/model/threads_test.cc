@@ -49,8 +49,10 @@ Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64_t seed
   return b;
 }
 
-PassResult pass(int threads, const Batch& batch, int32_t vocab) {
-  auto be = make_cpu_backend(threads);
+PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision matmul = MatmulPrecision::kFp32) {
+  auto made = make_cpu_backend(threads, matmul);
+  PST_CHECK(made.ok());
+  std::unique_ptr<Backend> be = std::move(*made);
   ModelConfig cfg = testing::tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre);
   cfg.d_model = 128;
   cfg.heads = 4;
@@ -73,13 +75,14 @@ PassResult pass(int threads, const Batch& batch, int32_t vocab) {
   return r;
 }
 
-TEST(ThreadsTest, ForwardAndBackwardAreBitwiseEqualForAnyThreadCount) {
+// A pass with 2, 3 and 4 threads gives the bits of a pass with 1.
+void expect_same_for_any_thread_count(MatmulPrecision matmul) {
   const int32_t vocab = 40;
   // 96 x 24 target rows: products of 2304 rows, cut into blocks.
   const Batch batch = random_batch(96, 20, 24, vocab, 11);
-  const PassResult one = pass(1, batch, vocab);
+  const PassResult one = pass(1, batch, vocab, matmul);
   for (int threads : {2, 3, 4}) {
-    const PassResult r = pass(threads, batch, vocab);
+    const PassResult r = pass(threads, batch, vocab, matmul);
     EXPECT_EQ(std::memcmp(&r.loss, &one.loss, sizeof(double)), 0)
         << threads << " threads: loss " << r.loss << ", 1 thread " << one.loss;
     ASSERT_EQ(r.grads.size(), one.grads.size());
@@ -92,6 +95,17 @@ TEST(ThreadsTest, ForwardAndBackwardAreBitwiseEqualForAnyThreadCount) {
       }
   }
   omp_set_num_threads(1);
+}
+
+TEST(ThreadsTest, ForwardAndBackwardAreBitwiseEqualForAnyThreadCount) {
+  expect_same_for_any_thread_count(MatmulPrecision::kFp32);
+}
+
+// The same contract with bf16 products (oneDNN's, one thread per block).
+TEST(ThreadsTest, Bf16ProductsAreBitwiseEqualForAnyThreadCount) {
+  std::string why;
+  if (!cpu_bf16_products(&why)) GTEST_SKIP() << why;
+  expect_same_for_any_thread_count(MatmulPrecision::kBf16);
 }
 
 TEST(ThreadsTest, SumSquaresIsBitwiseEqualForAnyThreadCountAndMatchesTheSum) {

@@ -1,7 +1,9 @@
-// The CPU backend: OpenBLAS sgemm for every matrix product, OpenMP for the
-// rest. OpenBLAS runs single-threaded; parallelism comes from splitting the
-// output of large products across OpenMP threads and from parallel loops over
-// rows, heads and elements, so no two thread pools compete for the 2 cores.
+// The CPU backend: OpenBLAS sgemm for every matrix product (with
+// train.matmul = "bf16", oneDNN's bf16 products for Backend::gemm's:
+// bf16_gemm.h), OpenMP for the rest. OpenBLAS and oneDNN run single-threaded;
+// parallelism comes from splitting the output of large products across OpenMP
+// threads and from parallel loops over rows, heads and elements, so no two
+// thread pools compete for the 2 cores.
 //
 // Results do not depend on the number of threads, bit for bit: every
 // reduction is cut into blocks whose boundaries follow from the shapes alone
@@ -24,6 +26,7 @@
 
 #include "core/status.h"
 #include "model/backend.h"
+#include "model/backend/cpu/bf16_gemm.h"
 
 namespace pst {
 namespace {
@@ -61,7 +64,7 @@ void logged_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool per_thr
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) {
+  CpuBackend(int threads, bool bf16) : bf16_(bf16) {
     if (threads > 0) omp_set_num_threads(threads);
     openblas_set_num_threads(1);
   }
@@ -112,16 +115,35 @@ class CpuBackend final : public Backend {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
             int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
-    logged_gemm(ta, tb, M, N, K, omp_in_parallel() != 0,
-                [&] { blocked_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
+    logged_gemm(ta, tb, M, N, K, omp_in_parallel() != 0, [&] {
+      if (bf16_ && K > 0)
+        rounded_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      else
+        blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, sgemm);
+    });
   }
 
-  // gemm(): a large product cut into blocks, one sgemm each.
-  static void blocked_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+  // gemm() in bf16: both operands rounded once, then cut into blocks as in
+  // fp32, each block one single-threaded oneDNN product.
+  static void rounded_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    thread_local std::vector<uint16_t> a16, b16;
+    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    a16.resize(static_cast<size_t>(a_rows * a_cols));
+    b16.resize(static_cast<size_t>(b_rows * b_cols));
+    round_to_bf16(A, a_rows, a_cols, lda, a16.data());
+    round_to_bf16(B, b_rows, b_cols, ldb, b16.data());
+    blocked(ta, tb, M, N, K, alpha, a16.data(), a_cols, b16.data(), b_cols, beta, C, ldc, bf16_gemm);
+  }
+
+  // A large product cut into blocks, product() once per block (sgemm, or
+  // bf16_gemm on rounded operands).
+  template <typename T, typename F>
+  static void blocked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
+                      const T* B, int64_t ldb, float beta, float* C, int64_t ldc, F product) {
     const double flops = static_cast<double>(M) * N * K;
     if (flops < kParallelGemmFlops) {
-      sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      product(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
     // The blocks depend on the shape only: OpenBLAS may choose another kernel
@@ -135,11 +157,11 @@ class CpuBackend final : public Backend {
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t begin = edge(blk), end = edge(blk + 1);
       if (split_rows) {
-        const float* a = ta ? A + begin : A + begin * lda;
-        sgemm(ta, tb, end - begin, N, K, alpha, a, lda, B, ldb, beta, C + begin * ldc, ldc);
+        const T* a = ta ? A + begin : A + begin * lda;
+        product(ta, tb, end - begin, N, K, alpha, a, lda, B, ldb, beta, C + begin * ldc, ldc);
       } else {
-        const float* b = tb ? B + begin * ldb : B + begin;
-        sgemm(ta, tb, M, end - begin, K, alpha, A, lda, b, ldb, beta, C + begin, ldc);
+        const T* b = tb ? B + begin * ldb : B + begin;
+        product(ta, tb, M, end - begin, K, alpha, A, lda, b, ldb, beta, C + begin, ldc);
       }
     }
   }
@@ -611,6 +633,8 @@ class CpuBackend final : public Backend {
   double sum_squares(const float* x, int64_t n, bool* nonfinite) override { return pst::sum_squares(x, n, nonfinite); }
 
  private:
+  bool bf16_;  // Backend::gemm's products in bf16
+
   static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
@@ -667,7 +691,15 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads, false); }
+
+Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul) {
+  if (matmul != MatmulPrecision::kBf16) return make_cpu_backend(threads);
+  std::string why;
+  if (!cpu_bf16_products(&why))
+    return failed_precondition("train.matmul = \"bf16\" on the CPU: {}; use fp32 (the default)", why);
+  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads, true));
+}
 
 void start_gemm_log() {
   std::lock_guard<std::mutex> lock(gemm_log_mu);

@@ -1,0 +1,167 @@
+// The CPU backend's bf16 products (train.matmul = "bf16"): products against
+// an fp64 sum of the operands rounded by core/bf16.h (whose rounding
+// tests/core/bf16_test.cc checks), and a whole pass against the same pass in
+// fp32.
+// The products need a CPU with bf16 instructions; without them the tests
+// that run products skip, naming what the CPU has.
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/bf16.h"
+#include "core/philox.h"
+#include "model/backend.h"
+#include "model/transformer.h"
+#include "tests/model/fixtures.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+using Vec = std::vector<float>;
+
+class Bf16ProductTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!cpu_bf16_products(&why)) GTEST_SKIP() << why;
+    auto be = make_cpu_backend(2, MatmulPrecision::kBf16);
+    ASSERT_TRUE(be.ok()) << be.status().to_string();
+    bf16_ = std::move(*be);
+    fp32_ = make_cpu_backend(2);
+  }
+  std::unique_ptr<Backend> bf16_, fp32_;
+};
+
+float rounded(float x) { return from_bf16(to_bf16(x)); }
+
+struct Shape {
+  int64_t M, N, K;
+};
+
+// Every transposition, with alpha and beta and operands wider than the
+// product (leading dimensions beyond the columns used), on a product below
+// the blocking threshold, one cut into row blocks and one into column blocks.
+TEST_F(Bf16ProductTest, ProductsEqualAnFp64SumOfTheRoundedOperands) {
+  for (Shape sh : {Shape{20, 30, 40}, Shape{700, 300, 256}, Shape{64, 1500, 96}}) {
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t M = sh.M, N = sh.N, K = sh.K;
+        const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
+        const Vec A = testing::random_vec(static_cast<size_t>((ta ? K : M) * lda), 11);
+        const Vec B = testing::random_vec(static_cast<size_t>((tb ? N : K) * ldb), 12);
+        const Vec C0 = testing::random_vec(static_cast<size_t>(M * ldc), 13);
+        const float alpha = 0.7f, beta = 0.3f;
+        Vec got = C0, in32 = C0;
+        bf16_->gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+        fp32_->gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, in32.data(), ldc);
+        double worst = 0;
+        int64_t differ_from_fp32 = 0;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double sum = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              const double a = rounded(ta ? A[k * lda + i] : A[i * lda + k]);
+              const double b = rounded(tb ? B[j * ldb + k] : B[k * ldb + j]);
+              sum += a * b;
+              mag += std::fabs(a * b);
+            }
+            const double want = alpha * sum + beta * C0[i * ldc + j];
+            // fp32 sums of K terms: a few ulps of the sum of magnitudes.
+            const double err = std::fabs(got[i * ldc + j] - want) / (alpha * mag + std::fabs(beta * C0[i * ldc + j]));
+            worst = std::max(worst, err);
+            differ_from_fp32 += got[i * ldc + j] != in32[i * ldc + j];
+          }
+        EXPECT_LT(worst, 1e-5) << M << "x" << N << "x" << K << " ta " << ta << " tb " << tb;
+        // The operands really were rounded: most results differ from fp32's.
+        EXPECT_GT(differ_from_fp32, M * N / 2) << M << "x" << N << "x" << K << " ta " << ta << " tb " << tb;
+        // Only C's M x N part is written; the columns past N keep their values.
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = N; j < ldc; ++j) ASSERT_EQ(got[i * ldc + j], C0[i * ldc + j]);
+      }
+  }
+}
+
+// A long sum with a small output: one block, which oneDNN would split over
+// K among the threads it may use, changing the rounding with their number.
+TEST_F(Bf16ProductTest, ALongSumIsBitwiseEqualForAnyThreadCount) {
+  const int64_t M = 16, N = 16, K = 60000;
+  const Vec A = testing::random_vec(static_cast<size_t>(M * K), 21), B = testing::random_vec(N * K, 22);
+  Vec one(M * N);
+  auto be1 = make_cpu_backend(1, MatmulPrecision::kBf16);
+  ASSERT_TRUE(be1.ok());
+  (*be1)->gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, one.data(), N);
+  for (int threads : {2, 3, 4}) {
+    auto be = make_cpu_backend(threads, MatmulPrecision::kBf16);
+    ASSERT_TRUE(be.ok());
+    Vec got(M * N);
+    (*be)->gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, got.data(), N);
+    EXPECT_EQ(std::memcmp(got.data(), one.data(), got.size() * sizeof(float)), 0) << threads << " threads";
+  }
+  omp_set_num_threads(2);
+}
+
+TEST_F(Bf16ProductTest, EmptySumScalesC) {
+  Vec c = {1.0f, -2.0f, 4.0f, 8.0f};
+  const float none = 0;
+  bf16_->gemm(false, false, 2, 2, 0, 1.0f, &none, 1, &none, 2, 0.5f, c.data(), 2);
+  EXPECT_EQ(c, (Vec{0.5f, -1.0f, 2.0f, 4.0f}));
+}
+
+// A training pass of g2p-modern's blocks in bf16 stays close to the same
+// pass in fp32: the loss within 0.5%, every gradient within 5% of the
+// largest (bf16 keeps 8 bits of each operand: 0.4% per rounding).
+TEST_F(Bf16ProductTest, APassStaysCloseToFp32) {
+  ModelConfig cfg = testing::modern_blocks(testing::tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre));
+  cfg.d_model = 64;
+  cfg.heads = 4;
+  cfg.kv_heads = 2;
+  cfg.ffn_dim = 171;
+  cfg.max_len = 32;
+  cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0;
+  const int32_t vocab = 30;
+  Batch batch;
+  batch.B = 16;
+  batch.S = 12;
+  batch.T = 10;
+  const Philox rng(4, 0);
+  uint64_t k = 0;
+  for (int64_t b = 0; b < batch.B; ++b) {
+    batch.src_len.push_back(static_cast<int32_t>(6 + b % 7));
+    batch.tgt_len.push_back(static_cast<int32_t>(4 + b % 7));
+    for (int64_t s = 0; s < batch.S; ++s)
+      batch.src.push_back(s < batch.src_len.back() ? 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26) : 0);
+    for (int64_t t = 0; t < batch.T; ++t) {
+      const bool in = t < batch.tgt_len.back();
+      batch.tgt_in.push_back(in ? (t == 0 ? 1 : 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26)) : 0);
+      batch.tgt_out.push_back(in ? 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26) : kIgnoreTarget);
+    }
+  }
+  auto run = [&](Backend* be, std::vector<float>* grads) {
+    Transformer model(cfg, vocab, vocab, be);
+    model.init_weights(7);
+    ForwardOptions opt;
+    opt.train = true;
+    opt.grad_scale = 1.0f / static_cast<float>(batch.tokens());
+    model.zero_grads();
+    const double loss = model.forward(batch, opt).loss_sum;
+    model.backward();
+    grads->resize(static_cast<size_t>(model.num_params()));
+    model.get_grads(grads->data());
+    return loss;
+  };
+  std::vector<float> g16, g32;
+  const double l16 = run(bf16_.get(), &g16), l32 = run(fp32_.get(), &g32);
+  EXPECT_NEAR(l16, l32, 5e-3 * l32);
+  EXPECT_NE(l16, l32);  // bf16 was in use
+  double scale = 0;
+  for (float x : g32) scale = std::max(scale, std::fabs(static_cast<double>(x)));
+  EXPECT_TRUE(testing::all_close(g16.data(), g32.data(), g32.size(), 5e-2 * scale, 0, "bf16 gradients"));
+}
+
+}  // namespace
+}  // namespace pst
