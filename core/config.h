@@ -160,9 +160,8 @@ struct TrainConfig {
   // auto | cpu | cuda | cuda:N (auto: CUDA if present, else CPU; auto and
   // cuda: the GPU of the process's local rank, modulo the visible devices)
   std::string device = "auto";
-  MatmulPrecision matmul =
-      MatmulPrecision::kFp32;      // matrix products: fp32 | tf32 (CUDA) | bf16 (CUDA, CPUs with AVX512_BF16)
-  std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
+  MatmulPrecision matmul = MatmulPrecision::kFp32;  // matrix products: fp32 | tf32 (CUDA) | bf16 (CUDA, AVX512_BF16)
+  std::string log_level = "info";                   // trace | debug | info | warn | error | critical | off
 };
 
 // The processes of a job (docs/design.md, Roles and launch; Streaming). Under mpirun the number of
