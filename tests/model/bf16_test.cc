@@ -13,7 +13,6 @@
 #include <gtest/gtest.h>
 
 #include "core/bf16.h"
-#include "core/philox.h"
 #include "model/backend.h"
 #include "model/transformer.h"
 #include "tests/model/fixtures.h"
@@ -124,23 +123,7 @@ TEST_F(Bf16ProductTest, APassStaysCloseToFp32) {
   cfg.max_len = 32;
   cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0;
   const int32_t vocab = 30;
-  Batch batch;
-  batch.B = 16;
-  batch.S = 12;
-  batch.T = 10;
-  const Philox rng(4, 0);
-  uint64_t k = 0;
-  for (int64_t b = 0; b < batch.B; ++b) {
-    batch.src_len.push_back(static_cast<int32_t>(6 + b % 7));
-    batch.tgt_len.push_back(static_cast<int32_t>(4 + b % 7));
-    for (int64_t s = 0; s < batch.S; ++s)
-      batch.src.push_back(s < batch.src_len.back() ? 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26) : 0);
-    for (int64_t t = 0; t < batch.T; ++t) {
-      const bool in = t < batch.tgt_len.back();
-      batch.tgt_in.push_back(in ? (t == 0 ? 1 : 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26)) : 0);
-      batch.tgt_out.push_back(in ? 4 + static_cast<int32_t>(rng.block(k++).v[0] % 26) : kIgnoreTarget);
-    }
-  }
+  const Batch batch = testing::random_batch(16, 12, 10, vocab, 4);
   auto run = [&](Backend* be, std::vector<float>* grads) {
     Transformer model(cfg, vocab, vocab, be);
     model.init_weights(7);

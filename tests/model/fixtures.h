@@ -3,6 +3,7 @@
 
 #include "core/batch.h"
 #include "core/config.h"
+#include "core/philox.h"
 
 namespace pst::testing {
 
@@ -48,6 +49,31 @@ inline Batch tiny_batch(bool enc_dec) {
   b.tgt_in = {1, 4, 5, 6, 1, 7, 0, 0};
   b.tgt_out = {4, 5, 6, 2, 7, 2, kIgnoreTarget, kIgnoreTarget};
   b.tgt_len = {4, 2};
+  return b;
+}
+
+// B encoder-decoder rows of random ids (4..vocab-1) drawn from Philox with
+// `seed`: sources of 2..S tokens, targets of 2..T, padded to S and T.
+inline Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64_t seed) {
+  const Philox rng(seed, 0);
+  uint64_t k = 0;
+  auto draw = [&](int32_t lo, int32_t hi) {
+    return lo + static_cast<int32_t>(rng.block(k++).v[0] % uint32_t(hi - lo));
+  };
+  Batch b;
+  b.B = B;
+  b.S = S;
+  b.T = T;
+  for (int64_t i = 0; i < B; ++i) {
+    const int32_t slen = draw(2, static_cast<int32_t>(S) + 1), tlen = draw(2, static_cast<int32_t>(T) + 1);
+    b.src_len.push_back(slen);
+    b.tgt_len.push_back(tlen);
+    for (int64_t s = 0; s < S; ++s) b.src.push_back(s < slen ? draw(4, vocab) : 0);
+    for (int64_t t = 0; t < T; ++t) {
+      b.tgt_in.push_back(t < tlen ? (t == 0 ? 1 : draw(4, vocab)) : 0);
+      b.tgt_out.push_back(t < tlen ? draw(4, vocab) : kIgnoreTarget);
+    }
+  }
   return b;
 }
 

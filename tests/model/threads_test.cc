@@ -26,29 +26,6 @@ struct PassResult {
   std::vector<float> grads;
 };
 
-Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64_t seed) {
-  const Philox rng(seed, 0);
-  uint64_t k = 0;
-  auto draw = [&](int32_t lo, int32_t hi) {
-    return lo + static_cast<int32_t>(rng.block(k++).v[0] % uint32_t(hi - lo));
-  };
-  Batch b;
-  b.B = B;
-  b.S = S;
-  b.T = T;
-  for (int64_t i = 0; i < B; ++i) {
-    const int32_t slen = draw(2, static_cast<int32_t>(S) + 1), tlen = draw(2, static_cast<int32_t>(T) + 1);
-    b.src_len.push_back(slen);
-    b.tgt_len.push_back(tlen);
-    for (int64_t s = 0; s < S; ++s) b.src.push_back(s < slen ? draw(4, vocab) : 0);
-    for (int64_t t = 0; t < T; ++t) {
-      b.tgt_in.push_back(t < tlen ? (t == 0 ? 1 : draw(4, vocab)) : 0);
-      b.tgt_out.push_back(t < tlen ? draw(4, vocab) : kIgnoreTarget);
-    }
-  }
-  return b;
-}
-
 PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision matmul = MatmulPrecision::kFp32) {
   auto made = make_cpu_backend(threads, matmul);
   PST_CHECK(made.ok());
@@ -79,7 +56,7 @@ PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision 
 void expect_same_for_any_thread_count(MatmulPrecision matmul) {
   const int32_t vocab = 40;
   // 96 x 24 target rows: products of 2304 rows, cut into blocks.
-  const Batch batch = random_batch(96, 20, 24, vocab, 11);
+  const Batch batch = testing::random_batch(96, 20, 24, vocab, 11);
   const PassResult one = pass(1, batch, vocab, matmul);
   for (int threads : {2, 3, 4}) {
     const PassResult r = pass(threads, batch, vocab, matmul);
