@@ -80,4 +80,23 @@ Result<GradStats> ThreadStatsReducer::all_reduce(int server, int64_t step, const
   return result_;
 }
 
+int question_round(const InMessage& question) {
+  const auto h = question.header();
+  return h.which() == wire::Header::STATS ? h.getStats().getRound() : 0;
+}
+
+Frames answer_sum_question(const SumAnswer& answer, const InMessage& question, uint64_t job_id, int32_t rank,
+                           int server) {
+  const auto h = question.header();
+  if (answer.sum) {
+    OutMessage reply(wire::Kind::REPORT, job_id, rank, h.getStep(), h.getRequestId());
+    to_wire(*answer.sum, reply.header().initStats());
+    return reply.finish();
+  }
+  const Rejection none{answer.lasting ? wire::ErrorCode::BAD_STEP : wire::ErrorCode::LATER,
+                       fmt::format("server {} has no sum of step {} (round {}){}", server, h.getStep(),
+                                   question_round(question), answer.lasting ? "" : " and still hears the scheduler")};
+  return error_reply(none, job_id, rank, &question);
+}
+
 }  // namespace pst

@@ -13,9 +13,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "comm/message.h"
 #include "comm/protocol.capnp.h"
 #include "core/deadline.h"
 #include "core/status.h"
@@ -73,6 +75,14 @@ GradStats sum_over_servers(const std::vector<GradStats>& parts);
 void to_wire(const GradStats& stats, wire::GradStatsInfo::Builder out);
 GradStats from_wire(wire::GradStatsInfo::Reader in);
 
+// A server's answer to another that asks for a sum of statistics.
+struct SumAnswer {
+  std::optional<GradStats> sum;  // the sum, when this server has it
+  // Without a sum: none will come (this server takes no more sums from
+  // the scheduler); otherwise the question may be asked again.
+  bool lasting = false;
+};
+
 // Thread safety: all_reduce is called by S server threads at once (one per
 // server index); implementations synchronise them.
 class GradStatsReducer {
@@ -83,12 +93,33 @@ class GradStatsReducer {
   // statistics of that round, or an error at the deadline.
   virtual Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) = 0;
   // The reduction cannot complete any more (the scheduler it goes through
-  // is gone): a waiting all_reduce, and every later one, fails with `why`.
-  // Any thread; a reducer without such a peer ignores it.
+  // is gone): a waiting all_reduce, and every later one, fails with `why`,
+  // unless another server has the sum (asks_servers()). Any thread; a
+  // reducer without such a peer ignores it.
   virtual void abandon(const std::string& why) { (void)why; }
+  // Another server's question once the scheduler is gone (docs/design.md,
+  // The scheduler's death): the sum of `step`'s round `round` (1, or 2 after
+  // a redo), when this server has it. Any thread.
+  virtual SumAnswer sum_of(int64_t step, int round) const {
+    (void)step;
+    (void)round;
+    return {std::nullopt, true};
+  }
+  // Once the scheduler is gone, all_reduce asks the other servers for the
+  // sum (and they ask this one).
+  virtual bool asks_servers() const { return false; }
   // all_reduce returns at once, without waiting for anyone (one server).
   virtual bool local() const { return false; }
 };
+
+// The round another server's question names (a Report whose stats carry
+// it; 0 when they do not).
+int question_round(const InMessage& question);
+// The reply of server `server` (rank `rank` of job `job_id`) to another
+// server's question, given what its reducer says (sum_of): the sum, or an
+// Error that says it has none, for good (BAD_STEP) or for now (LATER).
+Frames answer_sum_question(const SumAnswer& answer, const InMessage& question, uint64_t job_id, int32_t rank,
+                           int server);
 
 // One server: its statistics are the global ones.
 class SingleServerReducer final : public GradStatsReducer {

@@ -89,6 +89,8 @@ struct GradStatsInfo {
                                # (the scheduler's answer: in every server's)
   redo @5 :Bool;       # the answer: servers summed different workers; all reduce again over contributors
   joined @6 :List(Joiner); # the answer (without redo): workers that join the job at the next round
+  round @7 :UInt8;     # a server's question to another once the scheduler is gone: which sum of
+                       # the step it lacks (1, or 2 after a redo); the answer is that sum, or an error
 }
 
 # A worker that joins a running job: its rank and the process that speaks for it.
@@ -110,6 +112,7 @@ enum ErrorCode {
   internal @9;
   spoofed @10;         # a rank's message from another process than the one that rank is bound to (never answered)
   reform @11;          # the job re-forms after a server was lost: register again, resume from the newest checkpoint
+  later @12;           # a server asked for a sum of statistics it lacks while it still hears the scheduler: ask again
 }
 
 struct ErrorInfo {

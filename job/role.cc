@@ -91,8 +91,8 @@ Status run_role_member(JobConfig& job, const TrainArgs& args, zmq::context_t& ct
   // reaches the servers at one step (docs/design.md, Checkpoints).
   cluster.reducer = [&]() -> Result<std::shared_ptr<GradStatsReducer>> {
     PST_ASSIGN_OR_RETURN(auto d, Dealer::connect(ctx, args.scheduler, scheduler_name));
-    return std::shared_ptr<GradStatsReducer>(
-        std::make_shared<SchedulerStatsReducer>(std::move(d), cluster.job_id, cluster.rank));
+    return std::shared_ptr<GradStatsReducer>(std::make_shared<SchedulerStatsReducer>(
+        std::move(d), cluster.job_id, cluster.rank, PeerServers{&ctx, cluster.servers}));
   };
   if (server) return run_server(job, *data, ctx, std::move(router), cluster);
   return run_worker(job, *data, ctx, cluster);

@@ -75,6 +75,7 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
                   if (metrics) metrics->rejected(reason);
                 }),
       senders_(options.layout.nodes()),
+      told_(static_cast<size_t>(options.layout.servers), -1),
       pushed_(static_cast<size_t>(options.layout.workers), false),
       partial_(static_cast<size_t>(options.layout.workers)),
       clocks_(static_cast<size_t>(options.layout.workers), 0),
@@ -390,6 +391,8 @@ Status ShardServer::serve() {
     pending_.clear();
     waiting_pulls_ = 0;
   }
+  if (!s.ok() && scheduler_lost_ && options_.consistency == Consistency::kBsp && reducer_->asks_servers())
+    answer_servers_after_loss(s);
   // Workers that came to join too late (or whose join failed) learn it.
   for (JoiningPull& p : joining_)
     refuse(p.pull.route,
@@ -523,6 +526,11 @@ bool ShardServer::handle(Routed msg) {
     rejecter_.drop(senders_.spoofed(sender, msg.route));
     return false;
   }
+  if (kind == wire::Kind::REPORT && options_.layout.is_server(sender) &&
+      sender != options_.layout.server_rank(options_.server)) {
+    answer_server(msg.route, *m);
+    return false;
+  }
   if ((kind == wire::Kind::PUSH || kind == wire::Kind::PULL || kind == wire::Kind::SHUTDOWN) &&
       !options_.layout.is_worker(m->header().getSender())) {
     error_ = reject(msg.route,
@@ -550,6 +558,50 @@ bool ShardServer::handle(Routed msg) {
                       m.get());
   }
   return kind == wire::Kind::PUSH || kind == wire::Kind::SHUTDOWN;
+}
+
+void ShardServer::answer_server(const zmq::message_t& route, const InMessage& m) {
+  // Another server that has taken the scheduler as gone asks for a sum of
+  // statistics (docs/design.md, The scheduler's death). A sum this server
+  // has is the answer. That it has none is a lasting answer only once this
+  // server, too, takes no more sums from the scheduler: until its own
+  // heartbeat says the scheduler is gone, it answers LATER.
+  const auto h = m.header();
+  const SumAnswer answer = reducer_->sum_of(h.getStep(), question_round(m));
+  const int k = options_.layout.server_index(h.getSender());
+  if (answer.lasting) told_[static_cast<size_t>(k)] = std::max(told_[static_cast<size_t>(k)], h.getStep());
+  (void)router_->send(
+      route,
+      answer_sum_question(answer, m, options_.job_id, options_.layout.server_rank(options_.server), options_.server),
+      Deadline::after(1));
+}
+
+void ShardServer::answer_servers_after_loss(const Status& why) {
+  // Every other server in the same place asks this one about its step (the
+  // one this server could not complete either) before it gives up; this
+  // server stays to answer, up to cluster.timeout_s, so that none waits out
+  // its deadline for a server that has left. Pulls meanwhile learn why.
+  const int32_t me = options_.layout.server_rank(options_.server);
+  auto waiting = [&] {
+    for (int k = 0; k < options_.layout.servers; ++k)
+      if (k != options_.server && told_[static_cast<size_t>(k)] < version_) return true;
+    return false;
+  };
+  const Deadline end = Deadline::after(options_.timeout_s);
+  while (waiting() && !end.expired()) {
+    auto msg = router_->receive(Deadline::after(std::min(0.1, static_cast<double>(end.remaining_ms()) / 1000)),
+                                "the other servers' questions");
+    if (!msg.ok()) continue;
+    Rejection bad;
+    auto m = InMessage::parse(std::move(msg->frames), &bad);
+    const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
+    if (!m || !validate(*m, e, &bad) || !senders_.admit(m->header().getSender(), msg->route)) continue;
+    const int32_t sender = m->header().getSender();
+    if (m->header().getKind() == wire::Kind::REPORT && options_.layout.is_server(sender) && sender != me)
+      answer_server(msg->route, *m);
+    else if (m->header().getKind() == wire::Kind::PULL)
+      refuse(msg->route, {wire::ErrorCode::INTERNAL, why.message()}, 1);
+  }
 }
 
 Status ShardServer::reject(const zmq::message_t& route, const Rejection& why, const InMessage* m) {
@@ -869,8 +921,10 @@ Status ShardServer::finish_update() {
   if (!status.ok() && scheduler_lost_ && options_.consistency == Consistency::kBsp &&
       !options_.checkpoint_root.empty()) {
     // Without the scheduler the servers cannot agree on another step; each
-    // is at the last one they all completed, and keeps it: every server
-    // writes its file of that step, server 0 the manifest.
+    // is at the last one they all completed (a server the scheduler did not
+    // answer took the sum from one it did: SchedulerStatsReducer), and
+    // keeps it: every server writes its file of that step, server 0 the
+    // manifest.
     StepReport keep = last_;
     keep.version = version_;
     keep.checkpoint = true;

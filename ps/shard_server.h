@@ -137,8 +137,9 @@ class ShardServer {
   // remove a worker that has joined in a removed one's place; any thread.
   void remove_workers(const std::vector<int32_t>& ranks, const std::vector<uint64_t>& processes = {});
   // The scheduler (through which the servers agree) is gone: the step in
-  // progress cannot complete. A BSP server with checkpoints writes one of its
-  // last complete step and serve() ends with an error that says so; any
+  // progress completes only if another server has the scheduler's sum of
+  // it (the reducer asks them). A BSP server with checkpoints writes one of
+  // its last complete step and serve() ends with an error that says so; any
   // thread.
   void scheduler_lost(const std::string& why);
   // The job re-forms (another server was lost; cluster.max_restarts): the
@@ -221,6 +222,12 @@ class ShardServer {
   // Answers a waiting pull (route) with `why`: removed, not admitted, the
   // server failed. A send that does not go within `seconds` is dropped.
   void refuse(const zmq::message_t& route, const Rejection& why, double seconds);
+  // Another server's question for a sum of statistics (the scheduler is
+  // gone): the sum, or an error that says this server has none.
+  void answer_server(const zmq::message_t& route, const InMessage& m);
+  // After a step that failed for the scheduler's loss: answers the other
+  // servers' questions until each has had a lasting answer about it.
+  void answer_servers_after_loss(const Status& why);
   // The places of workers in the job (not removed, not free).
   std::vector<uint8_t> members() const;
   // A joiner the scheduler named that can be admitted: a worker's place and
@@ -295,6 +302,9 @@ class ShardServer {
   std::vector<Chunk> owned_chunks_;
   Rejecter rejecter_;    // reject() on the receive thread
   RankBinding senders_;  // which process speaks for each rank (receive thread)
+  // By server index: the newest step another server was given a lasting
+  // answer about (receive thread).
+  std::vector<int64_t> told_;
 
   // Receive-thread state.
   int64_t version_ = 0;

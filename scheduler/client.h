@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,24 +53,52 @@ Result<NodeTable> register_with_scheduler(Dealer& scheduler, uint64_t job_id, co
 Result<int64_t> pass_start_barrier(Dealer& scheduler, uint64_t job_id, int32_t rank, double timeout_s,
                                    double start_timeout_s);
 
+// The other servers of a job, for the question a server asks them once the
+// scheduler is gone (docs/design.md, The scheduler's death).
+struct PeerServers {
+  zmq::context_t* context = nullptr;   // none: no server is asked
+  std::vector<std::string> endpoints;  // by server index; this server's own is not asked
+};
+
 // S server processes started without MPI: each reports its statistics to
-// the scheduler, which answers with the sum (added in server order).
-// Thread safety: the Dealer is used only by the calling (update) thread;
-// abandon() may be called from any thread.
+// the scheduler, which answers with the sum (added in server order). Once
+// the scheduler is gone (abandon()), a server still waiting for a sum asks
+// the other servers for it: should the scheduler have died between its
+// answers, the servers that had the sum give it to those that did not, and
+// every server completes the same step.
+// Thread safety: all_reduce is called by the update thread only; abandon()
+// and sum_of() may be called from any thread.
 class SchedulerStatsReducer final : public GradStatsReducer {
  public:
-  SchedulerStatsReducer(std::unique_ptr<Dealer> scheduler, uint64_t job_id, int32_t rank)
-      : scheduler_(std::move(scheduler)), job_id_(job_id), rank_(rank) {}
+  SchedulerStatsReducer(std::unique_ptr<Dealer> scheduler, uint64_t job_id, int32_t rank, PeerServers peers = {})
+      : scheduler_(std::move(scheduler)), job_id_(job_id), rank_(rank), peers_(std::move(peers)) {}
   Result<GradStats> all_reduce(int server, int64_t step, const GradStats& local, Deadline deadline) override;
   void abandon(const std::string& why) override;
+  SumAnswer sum_of(int64_t step, int round) const override;
+  bool asks_servers() const override { return peers_.context != nullptr && peers_.endpoints.size() > 1; }
 
  private:
+  struct Sum {
+    int64_t step = -1;
+    int round = 0;
+    GradStats total;
+  };
+  // The sum from a server that has it, or the error `lost` (the scheduler
+  // is gone) when none does or some do not answer by the deadline.
+  Result<GradStats> ask_servers(int server, int64_t step, int round, const std::string& lost, Deadline deadline);
+  void keep(Sum sum);  // (mu_ held)
+
   std::unique_ptr<Dealer> scheduler_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::string abandoned_;  // guarded by mu_; empty: not abandoned
+  std::vector<Sum> sums_;  // guarded by mu_: the last rounds' sums (the newest last)
   uint64_t job_id_;
   int32_t rank_;
+  PeerServers peers_;
+  std::vector<std::unique_ptr<Dealer>> peer_lines_;  // by server index, made when first asked
   uint64_t request_ = 1;
+  int64_t last_step_ = -1;
+  int round_ = 0;
 };
 
 }  // namespace pst

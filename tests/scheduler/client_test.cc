@@ -5,8 +5,15 @@
 // servers' statistics come back as their sum with the control flags of
 // either; a registration after the rendezvous is refused with an error
 // that says so; Shutdowns end the job and the scheduler returns OK.
+// Once the scheduler is gone (a scheduler played by hand that answers one
+// server only), the servers ask each other: the one the scheduler did not
+// answer takes the sum from the one it did; when none has it, every server
+// fails; a server that still hears the scheduler says LATER, and a sum
+// that comes after a server gave the scheduler up is not taken.
 #include "scheduler/client.h"
 
+#include <atomic>
+#include <chrono>
 #include <set>
 #include <thread>
 #include <vector>
@@ -118,6 +125,163 @@ TEST(SchedulerClientTest, RendezvousBarrierStatisticsAndShutdown) {
   for (int i = 0; i < 3; ++i) Heartbeat(ctx, endpoint, kJob, tables[static_cast<size_t>(i)]->rank, 0.2).finish();
   scheduler.join();
   EXPECT_TRUE(scheduled.ok()) << scheduled.to_string();
+}
+
+// Two servers (ranks 1 and 2) whose reducers meet at a scheduler played by
+// the test, each answering the other's questions from its own Router as a
+// ShardServer does (answer_sum_question).
+class LostSchedulerTest : public ::testing::Test {
+ protected:
+  static constexpr int kServers = 2;
+  void SetUp() override {
+    auto r = Router::bind(ctx_, "inproc://lost-scheduler");
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    scheduler_ = std::move(*r);
+    for (int k = 0; k < kServers; ++k) {
+      auto line = Router::bind(ctx_, "inproc://lost-server" + std::to_string(k));
+      ASSERT_TRUE(line.ok()) << line.status().to_string();
+      lines_.push_back(std::move(*line));
+    }
+    const PeerServers peers{&ctx_, {"inproc://lost-server0", "inproc://lost-server1"}};
+    for (int k = 0; k < kServers; ++k) {
+      auto d = Dealer::connect(ctx_, "inproc://lost-scheduler", "the scheduler");
+      ASSERT_TRUE(d.ok());
+      reducers_.push_back(std::make_unique<SchedulerStatsReducer>(std::move(*d), kJob, layout_.server_rank(k), peers));
+    }
+    for (int k = 0; k < kServers; ++k)
+      answering_.emplace_back([this, k] {
+        while (!done_) {
+          auto q = lines_[static_cast<size_t>(k)]->receive(Deadline::after(0.02), "a question");
+          if (!q.ok()) continue;
+          Rejection why;
+          auto m = InMessage::parse(std::move(q->frames), &why);
+          ASSERT_TRUE(m) << why.message;
+          ++questions_[k];
+          const SumAnswer a = reducers_[static_cast<size_t>(k)]->sum_of(m->header().getStep(), question_round(*m));
+          (void)lines_[static_cast<size_t>(k)]->send(
+              q->route, answer_sum_question(a, *m, kJob, layout_.server_rank(k), k), Deadline::after(1));
+        }
+      });
+  }
+  void TearDown() override {
+    done_ = true;
+    for (auto& t : answering_) t.join();
+  }
+
+  // Each server's statistics of `step`, to the scheduler, on its own thread.
+  void report(int64_t step, double seconds = 20) {
+    for (int k = 0; k < kServers; ++k)
+      reducing_.emplace_back([this, k, step, seconds] {
+        GradStats local;
+        local.sum_squares = k == 0 ? 1.5 : 2.25;
+        local.control.checkpoint = k == 1;
+        sums_[k] = reducers_[static_cast<size_t>(k)]->all_reduce(k, step, local, Deadline::after(seconds));
+      });
+  }
+  // The scheduler receives both parts; returns the routes by server.
+  std::vector<zmq::message_t> receive_parts(uint64_t* request) {
+    std::vector<zmq::message_t> routes(kServers);
+    for (int i = 0; i < kServers; ++i) {
+      auto msg = scheduler_->receive(Deadline::after(20), "a part");
+      EXPECT_TRUE(msg.ok()) << msg.status().to_string();
+      if (!msg.ok()) return routes;
+      Rejection why;
+      auto m = InMessage::parse(std::move(msg->frames), &why);
+      const int k = layout_.server_index(m->header().getSender());
+      request[k] = m->header().getRequestId();
+      routes[static_cast<size_t>(k)] = std::move(msg->route);
+    }
+    return routes;
+  }
+  void answer(const zmq::message_t& route, int64_t step, uint64_t request) {
+    OutMessage reply(wire::Kind::REPORT, kJob, 0, step, request);
+    to_wire(total(), reply.header().initStats());
+    ASSERT_TRUE(scheduler_->send(route, reply.finish(), Deadline::after(5)).ok());
+  }
+  static GradStats total() {
+    GradStats t;
+    t.sum_squares = 3.75;
+    t.control.checkpoint = true;
+    return t;
+  }
+  void join() {
+    for (auto& t : reducing_) t.join();
+    reducing_.clear();
+  }
+
+  zmq::context_t ctx_;
+  const JobLayout layout_{kServers, 1};
+  std::unique_ptr<Router> scheduler_;
+  std::vector<std::unique_ptr<Router>> lines_;
+  std::vector<std::unique_ptr<SchedulerStatsReducer>> reducers_;
+  std::vector<std::thread> answering_, reducing_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> questions_[kServers] = {};
+  Result<GradStats> sums_[kServers] = {failed_precondition("not run"), failed_precondition("not run")};
+};
+
+TEST_F(LostSchedulerTest, TheServerTheSchedulerDidNotAnswerTakesTheSumFromTheOther) {
+  report(7);
+  uint64_t request[kServers];
+  auto routes = receive_parts(request);
+  answer(routes[0], 7, request[0]);  // and dies before answering server 1
+  while (!reducers_[0]->sum_of(7, 1).sum) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  reducers_[1]->abandon("the scheduler is gone");
+  join();
+  for (const auto& s : sums_) {
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    EXPECT_EQ(s->sum_squares, 3.75);
+    EXPECT_TRUE(s->control.checkpoint);
+  }
+  EXPECT_GE(questions_[0].load(), 1);
+  EXPECT_EQ(questions_[1].load(), 0);  // server 0 had its sum: it asked nobody
+  // Server 1 keeps the sum it was given, for a third server's question.
+  ASSERT_TRUE(reducers_[1]->sum_of(7, 1).sum);
+  EXPECT_EQ(reducers_[1]->sum_of(7, 1).sum->sum_squares, 3.75);
+  EXPECT_FALSE(reducers_[1]->sum_of(7, 2).sum);  // another round's is not that one
+}
+
+TEST_F(LostSchedulerTest, WhenNoServerHasTheSumEveryServerFailsAndALaterAnswerIsNotTaken) {
+  report(3);
+  uint64_t request[kServers];
+  auto routes = receive_parts(request);
+  // Server 1 gives the scheduler up first; server 0 still hears it, so
+  // server 1 hears LATER until server 0 gives it up too.
+  reducers_[1]->abandon("the scheduler is gone (server 1's heartbeat)");
+  while (questions_[0].load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_FALSE(reducers_[0]->sum_of(3, 1).lasting);
+  reducers_[0]->abandon("the scheduler is gone (server 0's heartbeat)");
+  EXPECT_TRUE(reducers_[0]->sum_of(3, 1).lasting);
+  // The scheduler's answer, after both gave it up, is taken by neither:
+  // server 1 may have been told that server 0 has none.
+  answer(routes[0], 3, request[0]);
+  answer(routes[1], 3, request[1]);
+  join();
+  for (int k = 0; k < kServers; ++k) {
+    ASSERT_FALSE(sums_[k].ok());
+    EXPECT_EQ(sums_[k].status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(sums_[k].status().message().find("cannot be summed: the scheduler is gone"), std::string::npos)
+        << sums_[k].status().message();
+    EXPECT_NE(sums_[k].status().message().find("no other server has the sum"), std::string::npos)
+        << sums_[k].status().message();
+    EXPECT_FALSE(reducers_[static_cast<size_t>(k)]->sum_of(3, 1).sum);
+  }
+}
+
+TEST_F(LostSchedulerTest, AServerThatDoesNotAnswerIsNamedAtTheDeadline) {
+  done_ = true;  // nobody answers questions
+  report(5, 2);
+  uint64_t request[kServers];
+  auto routes = receive_parts(request);
+  reducers_[0]->abandon("the scheduler is gone");
+  reducers_[1]->abandon("the scheduler is gone");
+  join();
+  for (int k = 0; k < kServers; ++k) {
+    ASSERT_FALSE(sums_[k].ok());
+    EXPECT_NE(sums_[k].status().message().find(fmt::format("server {} did not say whether it has the sum", 1 - k)),
+              std::string::npos)
+        << sums_[k].status().message();
+  }
 }
 
 }  // namespace

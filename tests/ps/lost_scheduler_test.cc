@@ -1,0 +1,134 @@
+// Two parameter servers of a --role job over real ZeroMQ sockets (inproc),
+// whose statistics meet at a scheduler played by the test, and a worker.
+// The scheduler answers step 0 to server 0 only and dies: server 1, once it
+// takes the scheduler as gone, asks server 0 for the sum and completes the
+// step with it, so the worker's pull of step 1 holds the weights of one
+// optimizer. At the next step neither server has the sum: both end with an
+// error that says a checkpoint of step 1 is written, and that checkpoint is
+// complete (server 0's manifest over both files) and holds the same weights.
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "comm/remote_client.h"
+#include "comm/shard_plan.h"
+#include "ps/checkpoint.h"
+#include "ps/shard_optimizer.h"
+#include "ps/shard_server.h"
+#include "scheduler/client.h"
+#include "tests/ps/fixtures.h"
+#include "tests/test_util.h"
+
+namespace pst {
+namespace {
+
+constexpr uint64_t kJob = 0x105e;
+constexpr JobLayout kLayout{2, 1};
+
+TEST(LostSchedulerTest, AServerTheSchedulerDidNotAnswerCompletesTheStepAndTheCheckpointIsWhole) {
+  zmq::context_t ctx;
+  testing::TempDir root;
+  const JobConfig job = testing::tiny_job();
+  const ParamTable table = build_param_table(job.model, 12, 12);
+  const ShardPlan plan = *ShardPlan::make(table.numels(), kLayout.servers, 256);
+  std::vector<float> w0(static_cast<size_t>(table.total_numel()));
+  init_params(table, 5, w0.data());
+  const std::vector<float> g = testing::random_vec(w0.size(), 11, 0.1f);
+
+  auto scheduler = Router::bind(ctx, "inproc://lost-sched");
+  ASSERT_TRUE(scheduler.ok());
+  const std::vector<std::string> endpoints{"inproc://lost-s0", "inproc://lost-s1"};
+  std::vector<std::unique_ptr<SchedulerStatsReducer>> reducers;
+  std::vector<std::unique_ptr<ShardServer>> servers;
+  for (int k = 0; k < kLayout.servers; ++k) {
+    auto d = Dealer::connect(ctx, "inproc://lost-sched", "the scheduler");
+    ASSERT_TRUE(d.ok());
+    reducers.push_back(std::make_unique<SchedulerStatsReducer>(std::move(*d), kJob, kLayout.server_rank(k),
+                                                               PeerServers{&ctx, endpoints}));
+    auto router = Router::bind(ctx, endpoints[static_cast<size_t>(k)]);
+    ASSERT_TRUE(router.ok());
+    ShardServerOptions so{kJob, k, kLayout, 30.0};
+    so.checkpoint_root = root.path();
+    servers.push_back(
+        std::make_unique<ShardServer>(job, table, plan, w0.data(), reducers.back().get(), ctx, std::move(*router), so));
+  }
+  std::vector<Status> served(kLayout.servers);
+  std::vector<std::thread> serving;
+  for (int k = 0; k < kLayout.servers; ++k)
+    serving.emplace_back([&, k] { served[static_cast<size_t>(k)] = servers[static_cast<size_t>(k)]->serve(); });
+
+  // The worker: step 0, then step 1, whose weights never come.
+  std::vector<float> step1(w0.size());
+  Status first, second;
+  std::thread worker([&] {
+    auto c = RemoteParameterClient::connect(ctx, plan, endpoints, RemoteClientOptions{kJob, 0, kLayout, 30.0});
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    first = (*c)->push(0, 7, 0.0, g.data());
+    if (first.ok()) first = (*c)->pull(1, step1.data()).status();
+    if (!first.ok()) return;
+    second = (*c)->push(1, 7, 0.0, g.data());
+    std::vector<float> step2(w0.size());
+    if (second.ok()) second = (*c)->pull(2, step2.data()).status();
+  });
+
+  // The scheduler sums step 0 and answers server 0 only.
+  auto receive_parts = [&](int64_t step, int count) {
+    std::vector<GradStats> parts(kLayout.servers);
+    std::vector<std::pair<zmq::message_t, uint64_t>> routes(kLayout.servers);
+    for (int i = 0; i < count; ++i) {
+      auto msg = (*scheduler)->receive(Deadline::after(60), "a part");
+      EXPECT_TRUE(msg.ok()) << msg.status().to_string();
+      if (!msg.ok()) break;
+      Rejection why;
+      auto m = InMessage::parse(std::move(msg->frames), &why);
+      EXPECT_TRUE(m) << why.message;
+      EXPECT_EQ(m->header().getStep(), step);
+      const size_t k = static_cast<size_t>(kLayout.server_index(m->header().getSender()));
+      parts[k] = from_wire(m->header().getStats());
+      routes[k] = {std::move(msg->route), m->header().getRequestId()};
+    }
+    return std::make_pair(sum_over_servers(parts), std::move(routes));
+  };
+  auto [total, routes] = receive_parts(0, 2);
+  OutMessage reply(wire::Kind::REPORT, kJob, 0, 0, routes[0].second);
+  to_wire(total, reply.header().initStats());
+  ASSERT_TRUE((*scheduler)->send(routes[0].first, reply.finish(), Deadline::after(5)).ok());
+  const Deadline limit = Deadline::after(60);
+  while (!reducers[0]->sum_of(0, 1).sum && !limit.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // Server 1's heartbeat takes the scheduler as gone; server 0 still hears it.
+  servers[1]->scheduler_lost("the scheduler is gone (a test)");
+  // Server 0 reports step 1 (the worker pushed it; server 1, having given
+  // the scheduler up, reports nothing); then server 0 too takes the
+  // scheduler as gone.
+  (void)receive_parts(1, 1);
+  servers[0]->scheduler_lost("the scheduler is gone (a test)");
+  worker.join();
+  for (auto& t : serving) t.join();
+
+  ASSERT_TRUE(first.ok()) << first.to_string();
+  ShardOptimizer ref(job, table, whole_tensors(table), w0.data());
+  ref.add_push(g.data(), 7, 0.0);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  EXPECT_EQ(step1, want);
+  EXPECT_FALSE(second.ok());
+  for (int k = 0; k < kLayout.servers; ++k) {
+    const Status& s = served[static_cast<size_t>(k)];
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.to_string();
+    EXPECT_NE(s.message().find("a checkpoint of step 1 is written"), std::string::npos) << s.to_string();
+    EXPECT_NE(s.message().find("no other server has the sum"), std::string::npos) << s.to_string();
+  }
+  const std::string dir = checkpoint_dir(root.path(), 1);
+  auto m = read_checkpoint(dir);
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->step, 1);
+  auto state = load_shard(dir, *m, table, whole_tensors(table));
+  ASSERT_TRUE(state.ok()) << state.status().to_string();
+  EXPECT_EQ(state->weights, want);
+}
+
+}  // namespace
+}  // namespace pst
