@@ -14,6 +14,7 @@
 
 #include "core/bf16.h"
 #include "model/backend.h"
+#include "model/backend/cpu/bf16_gemm.h"
 #include "model/transformer.h"
 #include "tests/model/fixtures.h"
 #include "tests/test_util.h"
@@ -109,6 +110,27 @@ TEST_F(Bf16ProductTest, EmptySumScalesC) {
   const float none = 0;
   bf16_->gemm(false, false, 2, 2, 0, 1.0f, &none, 1, &none, 2, 0.5f, c.data(), 2);
   EXPECT_EQ(c, (Vec{0.5f, -1.0f, 2.0f, 4.0f}));
+}
+
+// The set-up products kept are at most 1,024 (the least recently used go):
+// 1,100 shapes leave 1,024, and a shape made again after it went computes
+// the same product.
+TEST_F(Bf16ProductTest, TheSetUpProductsKeptAreBounded) {
+  const int64_t N = 3, K = 5;
+  const std::vector<uint16_t> B(static_cast<size_t>(K * N), to_bf16(0.5f));
+  auto product = [&](int64_t M) {
+    std::vector<uint16_t> A(static_cast<size_t>(M * K));
+    for (size_t i = 0; i < A.size(); ++i) A[i] = to_bf16(static_cast<float>(i % 7) - 3.0f);
+    Vec C(static_cast<size_t>(M * N));
+    bf16_gemm(false, false, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
+    return C;
+  };
+  const Vec first = product(1);
+  for (int64_t M = 2; M <= 1100; ++M) (void)product(M);
+  EXPECT_EQ(bf16_cached_products(), 1024u);
+  EXPECT_EQ(product(1), first);  // made again: the shape M = 1 had gone
+  // Row 0 of A is (-3, -2, -1, 0, 1): its sum times 0.5.
+  EXPECT_EQ(first, (Vec{-2.5f, -2.5f, -2.5f}));
 }
 
 // A training pass of g2p-modern's blocks in bf16 stays close to the same

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 #include <vector>
@@ -40,6 +42,9 @@ const dnnl::engine& cpu_engine() {
 
 // A set-up product per shape: oneDNN compiles its kernels for the shape, so
 // they are made once and kept (a job's shapes are few: its batch lengths).
+// At most kCachedProducts are kept, the least recently used going first, as
+// oneDNN's own primitive cache does (1,024 by default), so that a job whose
+// shapes keep changing does not grow without bound.
 struct ProductKey {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
@@ -51,18 +56,25 @@ struct Product {
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
 };
+constexpr size_t kCachedProducts = 1024;
 
+// Guarded by products_mu. A product in use stays alive (shared) after it
+// leaves the cache.
 std::mutex products_mu;
-// Entries are never removed, so references to them stay valid.
-std::map<ProductKey, Product>& products() {
-  static std::map<ProductKey, Product> m;
-  return m;
-}
+struct Cached {
+  std::shared_ptr<const Product> product;
+  std::list<ProductKey>::iterator used;  // its place in `recent`
+};
+std::map<ProductKey, Cached> products;
+std::list<ProductKey> recent;  // most recently used first
 
-const Product& product_for(const ProductKey& k) {
+std::shared_ptr<const Product> product_for(const ProductKey& k) {
   {
     std::lock_guard<std::mutex> lock(products_mu);
-    if (auto it = products().find(k); it != products().end()) return it->second;
+    if (auto it = products.find(k); it != products.end()) {
+      recent.splice(recent.begin(), recent, it->second.used);
+      return it->second.product;
+    }
   }
   using dt = dnnl::memory::data_type;
   const dnnl::memory::desc a({k.M, k.K}, dt::bf16, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
@@ -81,21 +93,28 @@ const Product& product_for(const ProductKey& k) {
   }
   if (k.beta != 0.0f) ops.append_sum(k.beta);
   attr.set_post_ops(ops);
-  Product made;
+  auto made = std::make_shared<Product>();
   try {
     const OneThread one;
 #if DNNL_VERSION_MAJOR >= 3  // Ubuntu 24.04's 3.1
-    made.pd = dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
+    made->pd = dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
 #else  // Debian 12's 2.6
-    made.pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, cpu_engine());
+    made->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, cpu_engine());
 #endif
-    made.primitive = dnnl::matmul(made.pd);
+    made->primitive = dnnl::matmul(made->pd);
   } catch (const dnnl::error& e) {
     PST_CHECK_MSG(false, "oneDNN could not set up a bf16 product {}x{}x{}: {}", k.M, k.N, k.K, e.what());
   }
   std::lock_guard<std::mutex> lock(products_mu);
   // Another thread may have made the same one meanwhile; the first is kept.
-  return products().emplace(k, std::move(made)).first->second;
+  if (auto it = products.find(k); it != products.end()) return it->second.product;
+  if (products.size() >= kCachedProducts) {
+    products.erase(recent.back());
+    recent.pop_back();
+  }
+  recent.push_front(k);
+  products.emplace(k, Cached{made, recent.begin()});
+  return made;
 }
 
 }  // namespace
@@ -133,7 +152,8 @@ bool cpu_bf16_products(std::string* why) {
 
 void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const Product& p = product_for({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta});
+  const std::shared_ptr<const Product> held = product_for({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta});
+  const Product& p = *held;
   thread_local dnnl::stream stream(cpu_engine());
   thread_local std::vector<uint8_t> scratch;
   const dnnl::memory::desc scratch_desc = p.pd.scratchpad_desc();
@@ -147,6 +167,11 @@ void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   const OneThread one;
   p.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, s}});
   stream.wait();
+}
+
+size_t bf16_cached_products() {
+  std::lock_guard<std::mutex> lock(products_mu);
+  return products.size();
 }
 
 }  // namespace pst

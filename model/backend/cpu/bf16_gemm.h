@@ -5,6 +5,7 @@
 // backend.h's cpu_bf16_products says whether this CPU has them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace pst {
@@ -20,5 +21,9 @@ void round_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, uint1
 // M x N with leading dimension ldc. Thread-safe.
 void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// The set-up products kept for reuse (one per shape and scaling, at most
+// 1,024: the least recently used go first).
+size_t bf16_cached_products();
 
 }  // namespace pst
