@@ -182,5 +182,9 @@ check "within 20% of the undisturbed run's" awk -v a="$chaos" -v b="$calm" 'BEGI
 echo "$passes passed, $failures failed"
 if [[ $failures -ne 0 ]]; then
   for f in "$TMP"/chaos.*.log; do echo "== $f"; tail -n 4 "$f"; done
+  # The job's membership over time, from every process's log: which workers
+  # each step took, joins, removals and the re-form.
+  echo "== membership"
+  grep -h -E "takes the pushes|joins the job|removed|re-form|resumed from|skipped" "$TMP"/chaos.*.log | sort | cut -c1-220
 fi
 [[ $failures -eq 0 ]]
