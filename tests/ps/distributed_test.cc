@@ -109,18 +109,6 @@ std::vector<float> initial_weights(uint64_t seed) {
   return w;
 }
 
-// The weights after one step from w0 on the pushes (tokens each) of g, by
-// one in-process optimizer: the oracle of a served round.
-std::vector<float> one_step(const ServedShard& s, const std::vector<float>& w0, const std::vector<float>& g,
-                            const std::vector<int64_t>& tokens) {
-  ShardOptimizer ref(s.job(), s.table(), whole_tensors(s.table()), w0.data());
-  for (int64_t t : tokens) ref.add_push(g.data(), t, 0.0);
-  ref.apply(ref.reduce());
-  std::vector<float> want(w0.size());
-  ref.copy_weights(want.data());
-  return want;
-}
-
 // One BSP round of both workers on the served shard: each (after
 // before_push(w), if given) pushes g with `tokens`, pulls step 1 and shuts
 // down; every status is OK, and both hold the oracle's step from w0.
@@ -137,7 +125,7 @@ void expect_one_round(ServedShard& s, const std::vector<float>& w0, const std::v
   EXPECT_TRUE(st[0].ok()) << st[0].to_string();
   EXPECT_TRUE(st[1].ok()) << st[1].to_string();
   EXPECT_TRUE(served.ok()) << served.to_string();
-  const std::vector<float> want = one_step(s, w0, g, {tokens, tokens});
+  const std::vector<float> want = testing::one_step(s.job(), s.table(), w0, g, {tokens, tokens});
   EXPECT_EQ(weights[0], want);
   EXPECT_EQ(weights[1], want);
 }
@@ -241,7 +229,7 @@ TEST(ShardServerTest, AStopAskedByOneWorkerEndsTheJobAtThatStepWithACheckpoint) 
   EXPECT_EQ(m->applied_steps, 1);
   auto state = load_shard(dir, *m, s.table(), whole_tensors(s.table()));
   ASSERT_TRUE(state.ok()) << state.status().to_string();
-  EXPECT_EQ(state->weights, one_step(s, w0, g, {5, 5}));
+  EXPECT_EQ(state->weights, testing::one_step(s.job(), s.table(), w0, g, {5, 5}));
 }
 
 // Without a stop, the pulls carry none and nothing is written.
@@ -351,7 +339,7 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_EQ(s.server().version(), 1);
   EXPECT_EQ(s.server().rejected(), 4);
   // The step used the mean gradient g: one AdamW step from w0.
-  const std::vector<float> want = one_step(s, w0, g, {13});
+  const std::vector<float> want = testing::one_step(s.job(), s.table(), w0, g, {13});
   EXPECT_EQ(weights[0], want);
   EXPECT_EQ(weights[1], want);
 }

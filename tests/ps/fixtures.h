@@ -7,6 +7,7 @@
 #include "core/batch.h"
 #include "core/config.h"
 #include "model/transformer.h"
+#include "ps/shard_optimizer.h"
 
 namespace pst::testing {
 
@@ -60,6 +61,18 @@ inline std::vector<float> gradient(Transformer& m, const Batch& b, float label_s
   std::vector<float> g(m.num_params());
   m.get_grads(g.data());
   return g;
+}
+
+// The weights after one step from w0 on the pushes (tokens each) of g, by
+// one in-process optimizer over the whole model: the oracle of a served round.
+inline std::vector<float> one_step(const JobConfig& job, const ParamTable& table, const std::vector<float>& w0,
+                                   const std::vector<float>& g, const std::vector<int64_t>& tokens) {
+  ShardOptimizer ref(job, table, whole_tensors(table), w0.data());
+  for (int64_t t : tokens) ref.add_push(g.data(), t, 0.0);
+  ref.apply(ref.reduce());
+  std::vector<float> want(w0.size());
+  ref.copy_weights(want.data());
+  return want;
 }
 
 }  // namespace pst::testing
