@@ -19,6 +19,9 @@
 #     completed job; scontrol requeue resumes it to the end, at the loss of
 #     the first job (BSP: the same weights whatever the launch, transport
 #     and stops).
+# Slurm's own daemons hanging (a node not answering slurmctld's pings for
+# 60 s while the test waits on a job) makes the test print what the nodes
+# show and run that part once more on daemons started afresh.
 #   tests/integration/slurm_test.sh PST_BINARY
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -91,11 +94,17 @@ munged --force --key-file="$TMP/munge/munge.key" --socket="$TMP/munge/sock" --pi
 # machines of their own; processes are tracked by process group (the
 # container has no cgroup hierarchy of its own to give slurmd). A requeued
 # job waits out the credential lifetime before it starts again: 20 s here,
-# not the default 120.
-mkdir -p "$TMP/state"
-for n in "${NODES[@]}"; do mkdir -p "$TMP/spool/$n" "$TMP/nodetmp/$n"; done
+# not the default 120. start_slurm starts the controller and the nodes'
+# daemons, each time (generation) with state, spool and job numbers of their
+# own; stop_slurm ends them and every process of the nodes.
 export SLURM_CONF=$TMP/slurm.conf
-cat >"$SLURM_CONF" <<CONF
+generation=0
+start_slurm() {
+  generation=$((generation + 1))
+  local g=$generation
+  mkdir -p "$TMP/state-$g"
+  for n in "${NODES[@]}"; do mkdir -p "$TMP/spool-$g/$n" "$TMP/nodetmp/$n"; done
+  cat >"$SLURM_CONF" <<CONF
 ClusterName=pst-test
 SlurmctldHost=slurmctl(10.79.0.1)
 SlurmUser=root
@@ -103,9 +112,10 @@ SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket=$TMP/munge/sock,cred_expire=20
 CredType=cred/munge
-StateSaveLocation=$TMP/state
-SlurmdSpoolDir=$TMP/spool/%n
+StateSaveLocation=$TMP/state-$g
+SlurmdSpoolDir=$TMP/spool-$g/%n
 TmpFS=$TMP/nodetmp/%n
+FirstJobId=$(((g - 1) * 100 + 1))
 SlurmctldPidFile=$TMP/slurmctld.pid
 SlurmdPidFile=$TMP/slurmd-%n.pid
 SlurmctldLogFile=$TMP/slurmctld.log
@@ -126,18 +136,31 @@ NodeName=gpu[1-2] CPUs=2 Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=cpu1 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE
 PartitionName=gpu Nodes=gpu[1-2] MaxTime=INFINITE State=UP OverSubscribe=FORCE
 CONF
+  slurmctld -f "$SLURM_CONF"
+  for n in "${NODES[@]}"; do
+    # nsenter keeps this mount namespace's /sys (ip netns exec would remount it).
+    nsenter --net="/run/netns/$n" unshare --uts sh -c "hostname $n; exec slurmd -f $SLURM_CONF -N $n"
+  done
+  for _ in $(seq 1 150); do
+    [[ $(sinfo -h -o '%t' -N | grep -c idle) == 3 ]] && break
+    sleep 0.2
+  done
+  expect "3 nodes are idle" "$(sinfo -h -o '%t' -N | grep -c idle)" 3
+}
+stop_slurm() {
+  local pid
+  for n in "${NODES[@]}"; do
+    for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  done
+  pid=$(cat "$TMP/slurmctld.pid" 2>/dev/null || true)
+  if [[ -n $pid ]]; then
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+}
 # GPUs as Slurm counts them (no device files: the machine has no GPU).
 printf 'AutoDetect=off\nNodeName=gpu[1-2] Name=gpu File=/dev/null\n' >"$TMP/gres.conf"
-slurmctld -f "$SLURM_CONF"
-for n in "${NODES[@]}"; do
-  # nsenter keeps this mount namespace's /sys (ip netns exec would remount it).
-  nsenter --net="/run/netns/$n" unshare --uts sh -c "hostname $n; exec slurmd -f $SLURM_CONF -N $n"
-done
-for _ in $(seq 1 150); do
-  [[ $(sinfo -h -o '%t' -N | grep -c idle) == 3 ]] && break
-  sleep 0.2
-done
-expect "3 nodes are idle" "$(sinfo -h -o '%t' -N | grep -c idle)" 3
+start_slurm
 
 # The job: g2p-small, short, logged often, a checkpoint every 30 steps.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -151,17 +174,84 @@ cd "$TMP"
 # job_field JOB FIELD: a field of scontrol show job (of the first component
 # of a heterogeneous job, which speaks for the job).
 job_field() { scontrol show job "$1" -o 2>/dev/null | head -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+losses() { grep -ho '\[worker 0\] step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
+in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RANGE#*-})); }
+
+# Slurm itself can stop answering. In one CI run, after every process of a
+# job had ended (each node's slurmd logged its step done), the batch step
+# never ended, and slurmctld found the slurmd of two nodes not responding to
+# its pings from then on; the job stayed RUNNING and the next one never
+# started. slurm_hung says so once a node has been marked not responding
+# (sinfo's '*') for 60 s in a row. The part of the test then running is run
+# once more on daemons started afresh (run_part), said in the log with what
+# the nodes showed; a second hang fails the test.
+unresponsive_since=""
+slurm_hung() {
+  if sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
+    unresponsive_since=${unresponsive_since:-$SECONDS}
+    ((SECONDS - unresponsive_since >= 60))
+  else
+    unresponsive_since=""
+    return 1
+  fi
+}
 # wait_done JOB SECONDS: until the job has ended (not pending, running,
-# requeued or completing).
+# requeued or completing): 0; 1 after SECONDS; 2 when Slurm hangs.
 wait_done() {
-  for _ in $(seq 1 $(($2 * 5))); do
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
     case $(job_field "$1" JobState) in PENDING | RUNNING | REQUEUED | COMPLETING | CONFIGURING | "") ;; *) return 0 ;; esac
+    ((i % 25 != 0)) || ! slurm_hung || return 2
     sleep 0.2
   done
   return 1
 }
-losses() { grep -ho '\[worker 0\] step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
-in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RANGE#*-})); }
+# wait_out FILE PATTERN SECONDS: until PATTERN is in FILE: 0; 1 after
+# SECONDS; 2 when Slurm hangs.
+wait_out() {
+  local i
+  for ((i = 0; i < $3 * 5; i++)); do
+    grep -q -- "$2" "$1" 2>/dev/null && return 0
+    ((i % 25 != 0)) || ! slurm_hung || return 2
+    sleep 0.2
+  done
+  return 1
+}
+# hung_now: what the nodes showed when Slurm stopped answering; the part
+# returns after it.
+hung=0
+hung_now() {
+  hung=1
+  echo "slurm_test: Slurm stopped answering (not responding: $(sinfo -h -N -o '%N %t' | awk '$2 ~ /\*$/ {print $1}' | xargs)):"
+  sinfo -N -o '%N %T %E'
+  scontrol show job "$job" -o | cut -c 1-300
+  local n pids
+  for n in "${NODES[@]}"; do
+    echo "== $n: slurmd's port $(timeout 5 bash -c "exec 3<>/dev/tcp/${ADDR[$n]}/6818" 2>/dev/null && echo accepts || echo 'does not accept') a connection from the controller"
+    pids=$(ip netns pids "$n" | paste -sd, -)
+    [[ -z $pids ]] || ps -o pid,stat,wchan:24,etime,args -p "$pids" | cut -c 1-160
+    nsenter --net="/run/netns/$n" ss -tan | grep -v LISTEN | head -n 20
+    nsenter --net="/run/netns/$n" ip -s link show eth0
+    tail -n 6 "$TMP/slurmd-$n.log"
+  done
+  tail -n 10 "$TMP/slurmctld.log"
+}
+# run_part PART: runs the function PART, and once more on Slurm's daemons
+# started afresh when it returned because Slurm hung (the hung try's checks
+# are not counted).
+run_part() {
+  local p=$passes f=$failures
+  hung=0 unresponsive_since=""
+  "$1"
+  ((hung)) || return 0
+  echo "slurm_test: $1 runs again on Slurm's daemons started afresh"
+  stop_slurm
+  passes=$p failures=$f
+  start_slurm
+  hung=0 unresponsive_since=""
+  "$1"
+  ((hung == 0)) || { echo "slurm_test: Slurm stopped answering twice"; exit 1; }
+}
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
 # Open MPI 4.1.4 (Debian 12) can fail to wire its TCP connections between the
@@ -170,77 +260,92 @@ in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RA
 # error), before pst has taken a step. That job is cancelled and a new one
 # submitted, once, said in the log; everything checked is of the job that ran.
 wireup='Open MPI failed to TCP connect'
-for attempt in 1 2; do
-  export PST_TRAIN_OUTPUT=$TMP/run-mpi-$attempt
-  job=$(PST_LAUNCH=mpi PST_CLUSTER_TRANSPORT=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
-  out=$TMP/pst-$job.out
-  wait_for "$out" "step *[3-9]0/100\\|$wireup" 600 || { echo "slurm_test: the mpi job did not reach step 30"; exit 1; }
-  grep -q "step *[3-9]0/100" "$out" && break
-  ((attempt == 1)) || { echo "slurm_test: Open MPI's wireup failed twice"; exit 1; }
-  echo "slurm_test: Open MPI's TCP wireup failed before the first step; the job is cancelled and submitted again:"
-  grep -A 8 "$wireup" "$out" | head -n 9
-  scancel "$job"
-  wait_done "$job" 120 || true
-done
-expect "the job is heterogeneous: 2 components" "$(scontrol show job "$job" | grep -c '^JobId=')" 2
-for r in 0 1; do expect "rank $r runs on the CPU node" "$(grep -c "rank $r of 4 on host cpu1" "$out")" 1; done
-expect "the workers run on the GPU nodes" "$(grep -o 'rank [23] of 4 on host gpu[12]' "$out" | sed 's/.*host //' | sort -u | xargs)" "gpu1 gpu2"
-expect "pushes and pulls go over MPI" "$(grep -c 'server 0: pushes and pulls over MPI' "$out")" 1
-server_port=$(grep -o 'server 0 at tcp://10\.79\.0\.11:[0-9]*' "$out" | head -1 | sed 's/.*://')
-check "the server listens within cluster.port_range ($server_port)" in_range "${server_port:-0}"
-# Prometheus's view: the file_sd file names every process by its node's
-# address, and each serves /metrics.
-sd=$PST_TRAIN_OUTPUT/prometheus-targets.json
-wait_for "$sd" "${ADDR[gpu2]}" 60 || true
-mapfile -t targets < <(grep -o '"10\.79\.0\.[0-9]*:[0-9]*"' "$sd" | tr -d '"')
-expect "file_sd names 4 processes" "${#targets[@]}" 4
-expect "on the nodes' addresses" "$(printf '%s\n' "${targets[@]}" | cut -d: -f1 | sort | uniq -c | tr -s ' ' | xargs)" \
-  "2 10.79.0.11 1 10.79.0.12 1 10.79.0.13"
-for t in "${targets[@]}"; do
-  check "the metrics port of $t is within cluster.port_range" in_range "${t##*:}"
-  body=$(timeout 10 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" || true)
-  check "$t serves pst_build_info" grep -q '^pst_build_info{' <<<"$body"
-  check "$t serves process_resident_memory_bytes" grep -q '^process_resident_memory_bytes ' <<<"$body"
-done
-# 180 s before its time limit Slurm signals the batch shell (--signal=B:USR1@180).
-scancel --batch --signal=USR1 "$job"
-wait_for "$out" "srun exited" 120 || true
-wait_done "$job" 700 || true
-expect "the job completes" "$(job_field "$job" JobState)" COMPLETED
-expect "after one requeue" "$(job_field "$job" Restarts)" 1
-stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
-expect "both workers stopped after the same step" "$(grep -o 'stopped after step [0-9]*' "$out" | sort -u | wc -l)" 1
-expect "with a checkpoint of it" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
-expect "the requeued run says so" "$(grep -c 'pst.sbatch: job .* (restart 1)' "$out")" 1
-expect "it ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
-expect "the model is written" "$(test -s "$PST_TRAIN_OUTPUT/model.safetensors" && echo yes)" yes
-mapfile -t L < <(losses "$out")
-echo "slurm_test: mpi: stopped after step $stopped; loss ${L[0]} at step 10, ${L[-1]} at step 100"
-expect "the loss falls by more than 0.5" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
+part_mpi() {
+  local attempt
+  for attempt in 1 2; do
+    export PST_TRAIN_OUTPUT=$TMP/run-mpi-$generation-$attempt
+    job=$(PST_LAUNCH=mpi PST_CLUSTER_TRANSPORT=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
+    out=$TMP/pst-$job.out
+    wait_out "$out" "step *[3-9]0/100\\|$wireup" 600 || {
+      (($? != 2)) || { hung_now || true; return 0; }
+      echo "slurm_test: the mpi job did not reach step 30"
+      exit 1
+    }
+    grep -q "step *[3-9]0/100" "$out" && break
+    ((attempt == 1)) || { echo "slurm_test: Open MPI's wireup failed twice"; exit 1; }
+    echo "slurm_test: Open MPI's TCP wireup failed before the first step; the job is cancelled and submitted again:"
+    grep -A 8 "$wireup" "$out" | head -n 9
+    scancel "$job"
+    wait_done "$job" 120 || (($? != 2)) || { hung_now || true; return 0; }
+  done
+  expect "the job is heterogeneous: 2 components" "$(scontrol show job "$job" | grep -c '^JobId=')" 2
+  for r in 0 1; do expect "rank $r runs on the CPU node" "$(grep -c "rank $r of 4 on host cpu1" "$out")" 1; done
+  expect "the workers run on the GPU nodes" "$(grep -o 'rank [23] of 4 on host gpu[12]' "$out" | sed 's/.*host //' | sort -u | xargs)" "gpu1 gpu2"
+  expect "pushes and pulls go over MPI" "$(grep -c 'server 0: pushes and pulls over MPI' "$out")" 1
+  server_port=$(grep -o 'server 0 at tcp://10\.79\.0\.11:[0-9]*' "$out" | head -1 | sed 's/.*://')
+  check "the server listens within cluster.port_range ($server_port)" in_range "${server_port:-0}"
+  # Prometheus's view: the file_sd file names every process by its node's
+  # address, and each serves /metrics.
+  sd=$PST_TRAIN_OUTPUT/prometheus-targets.json
+  wait_for "$sd" "${ADDR[gpu2]}" 60 || true
+  mapfile -t targets < <(grep -o '"10\.79\.0\.[0-9]*:[0-9]*"' "$sd" | tr -d '"')
+  expect "file_sd names 4 processes" "${#targets[@]}" 4
+  expect "on the nodes' addresses" "$(printf '%s\n' "${targets[@]}" | cut -d: -f1 | sort | uniq -c | tr -s ' ' | xargs)" \
+    "2 10.79.0.11 1 10.79.0.12 1 10.79.0.13"
+  for t in "${targets[@]}"; do
+    check "the metrics port of $t is within cluster.port_range" in_range "${t##*:}"
+    body=$(timeout 10 bash -c "exec 3<>/dev/tcp/${t%:*}/${t##*:}; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" || true)
+    check "$t serves pst_build_info" grep -q '^pst_build_info{' <<<"$body"
+    check "$t serves process_resident_memory_bytes" grep -q '^process_resident_memory_bytes ' <<<"$body"
+  done
+  # 180 s before its time limit Slurm signals the batch shell (--signal=B:USR1@180).
+  scancel --batch --signal=USR1 "$job"
+  wait_out "$out" "srun exited" 120 || (($? != 2)) || { hung_now || true; return 0; }
+  wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
+  expect "the job completes" "$(job_field "$job" JobState)" COMPLETED
+  expect "after one requeue" "$(job_field "$job" Restarts)" 1
+  stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
+  expect "both workers stopped after the same step" "$(grep -o 'stopped after step [0-9]*' "$out" | sort -u | wc -l)" 1
+  expect "with a checkpoint of it" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
+  expect "the requeued run says so" "$(grep -c 'pst.sbatch: job .* (restart 1)' "$out")" 1
+  expect "it ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
+  expect "the model is written" "$(test -s "$PST_TRAIN_OUTPUT/model.safetensors" && echo yes)" yes
+  mapfile -t L < <(losses "$out")
+  echo "slurm_test: mpi: stopped after step $stopped; loss ${L[0]} at step 10, ${L[-1]} at step 100"
+  expect "the loss falls by more than 0.5" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
+}
+run_part part_mpi
 
 # --- 2: roles, scancel --signal=TERM, scontrol requeue -------------------------
-export PST_TRAIN_OUTPUT=$TMP/run-roles
-job=$(PST_LAUNCH=roles sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
-out=$TMP/pst-$job.out
-wait_for "$out" 'step *[3-9]0/100' 600 || { echo "slurm_test: the roles job did not reach step 30"; exit 1; }
-expect "each task took its role from SLURM_PROCID" \
-  "$(grep -o -- '--role auto: [a-z]* (SLURM_PROCID [0-9]' "$out" | sort | uniq -c | awk '{print $4}' | xargs)" \
-  "scheduler server worker worker"
-scancel --signal=TERM "$job"
-wait_done "$job" 400 || true
-expect "scancel --signal=TERM: the job completes" "$(job_field "$job" JobState)" COMPLETED
-stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
-ck=$(printf 'step-%09d' "$stopped")
-expect "it leaves a checkpoint of the stop step" "$(test -f "$PST_TRAIN_OUTPUT/checkpoints/$ck/manifest.json" && echo yes)" yes
-expect "the job's key file is removed" "$(ls -a "$TMP" | grep -c '^\.pst-.*\.key$')" 0
-scontrol requeue "$job"
-wait_for "$out" 'pst.sbatch: job .* (restart 1)' 120 || true
-wait_done "$job" 700 || true
-expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
-expect "resuming at the stop step" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
-expect "and ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
-mapfile -t R < <(losses "$out")
-expect "the last loss equals the mpi job's (tensors over MPI there, ZeroMQ here)" "${R[-1]}" "${L[-1]}"
-echo "slurm_test: roles: stopped after step $stopped, resumed, ended"
+part_roles() {
+  export PST_TRAIN_OUTPUT=$TMP/run-roles-$generation
+  job=$(PST_LAUNCH=roles sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
+  out=$TMP/pst-$job.out
+  wait_out "$out" 'step *[3-9]0/100' 600 || {
+    (($? != 2)) || { hung_now || true; return 0; }
+    echo "slurm_test: the roles job did not reach step 30"
+    exit 1
+  }
+  expect "each task took its role from SLURM_PROCID" \
+    "$(grep -o -- '--role auto: [a-z]* (SLURM_PROCID [0-9]' "$out" | sort | uniq -c | awk '{print $4}' | xargs)" \
+    "scheduler server worker worker"
+  scancel --signal=TERM "$job"
+  wait_done "$job" 400 || (($? != 2)) || { hung_now || true; return 0; }
+  expect "scancel --signal=TERM: the job completes" "$(job_field "$job" JobState)" COMPLETED
+  stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
+  ck=$(printf 'step-%09d' "$stopped")
+  expect "it leaves a checkpoint of the stop step" "$(test -f "$PST_TRAIN_OUTPUT/checkpoints/$ck/manifest.json" && echo yes)" yes
+  expect "the job's key file is removed" "$(test -e "$TMP/.pst-$job.key" && echo left || echo removed)" removed
+  scontrol requeue "$job"
+  wait_out "$out" 'pst.sbatch: job .* (restart 1)' 120 || (($? != 2)) || { hung_now || true; return 0; }
+  wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
+  expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
+  expect "resuming at the stop step" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
+  expect "and ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
+  mapfile -t R < <(losses "$out")
+  expect "the last loss equals the mpi job's (tensors over MPI there, ZeroMQ here)" "${R[-1]}" "${L[-1]}"
+  echo "slurm_test: roles: stopped after step $stopped, resumed, ended"
+}
+run_part part_roles
 echo "slurm_test: $passes checks passed, $failures failed"
 [[ $failures -eq 0 ]]
