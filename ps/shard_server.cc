@@ -475,8 +475,12 @@ Status ShardServer::serve_until_done() {
             "{}worker {} (rank {}{})", missing.empty() ? "" : ", ", w, options_.layout.worker_rank(w),
             p.parts.empty() ? "" : fmt::format("; {} of {} chunks arrived", p.received, owned_chunks_.size()));
       }
-      return deadline_exceeded("server {}: no message for {} s while waiting for pushes of step {} from {}",
-                               options_.server, options_.timeout_s, version_, missing);
+      const Status late =
+          deadline_exceeded("server {}: no message for {} s while waiting for pushes of step {} from {}",
+                            options_.server, options_.timeout_s, version_, missing);
+      // Workers gone with the scheduler (one machine lost with both, say):
+      // the steps since the last checkpoint are kept all the same.
+      return keeps_last_step() ? keep_last_step(late) : late;
     }
   }
   return Status();
@@ -908,6 +912,23 @@ void ShardServer::run_update(bool stream) {
                                   report.applied && report.clip_coef < 1.0);
 }
 
+bool ShardServer::keeps_last_step() const {
+  return scheduler_lost_ && options_.consistency == Consistency::kBsp && !options_.checkpoint_root.empty();
+}
+
+Status ShardServer::keep_last_step(const Status& why) {
+  // Without the scheduler the servers cannot agree on another step; each
+  // is at the last one they all completed (a server the scheduler did not
+  // answer took the sum from one it did: SchedulerStatsReducer), and keeps
+  // it: every server writes its file of that step, server 0 the manifest.
+  StepReport keep = last_;
+  keep.version = version_;
+  keep.checkpoint = true;
+  checkpoint_if_due(keep);
+  return failed_precondition("{}; a checkpoint of step {} is written: start the job again with --resume latest",
+                             why.message(), version_);
+}
+
 Status ShardServer::finish_update() {
   Status status;
   StepReport report;
@@ -918,20 +939,7 @@ Status ShardServer::finish_update() {
   }
   updating_ = false;
   lent_.clear();  // the update has read the pushes' frames
-  if (!status.ok() && scheduler_lost_ && options_.consistency == Consistency::kBsp &&
-      !options_.checkpoint_root.empty()) {
-    // Without the scheduler the servers cannot agree on another step; each
-    // is at the last one they all completed (a server the scheduler did not
-    // answer took the sum from one it did: SchedulerStatsReducer), and
-    // keeps it: every server writes its file of that step, server 0 the
-    // manifest.
-    StepReport keep = last_;
-    keep.version = version_;
-    keep.checkpoint = true;
-    checkpoint_if_due(keep);
-    return failed_precondition("{}; a checkpoint of step {} is written: start the job again with --resume latest",
-                               status.message(), version_);
-  }
+  if (!status.ok() && keeps_last_step()) return keep_last_step(status);
   PST_RETURN_IF_ERROR(status);
   last_ = report;
   version_ = report.version;

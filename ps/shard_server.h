@@ -283,6 +283,11 @@ class ShardServer {
   // This server's control flags for the step being reduced (update thread).
   StepControl local_control();
   Status finish_update();
+  // Whether this server ends a step it cannot complete by keeping the last
+  // one (BSP, the scheduler taken as gone, a checkpoint directory), and the
+  // ending itself: a checkpoint of that step and an error that says so.
+  bool keeps_last_step() const;
+  Status keep_last_step(const Status& why);
   // The update has written owned chunks [0, done) of next_snapshot_.
   Status on_progress(size_t done);
   // After an update, when a checkpoint is due: a copy of this server's
