@@ -19,9 +19,10 @@
 #     completed job; scontrol requeue resumes it to the end, at the loss of
 #     the first job (BSP: the same weights whatever the launch, transport
 #     and stops).
-# Slurm's own daemons hanging (a node not answering slurmctld's pings for
-# 60 s while the test waits on a job) makes the test print what the nodes
-# show and run that part once more on daemons started afresh.
+# Slurm's own daemons hanging (a node not answering slurmctld's pings, and
+# the job's output not growing, for 60 s while the test waits on the job)
+# makes the test print what the nodes show and run that part once more on
+# daemons started afresh.
 #   tests/integration/slurm_test.sh PST_BINARY
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -182,18 +183,21 @@ in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RA
 # never ended, and slurmctld found the slurmd of two nodes not responding to
 # its pings from then on; the job stayed RUNNING and the next one never
 # started. slurm_hung says so once a node has been marked not responding
-# (sinfo's '*') for 60 s in a row. The part of the test then running is run
-# once more on daemons started afresh (run_part), said in the log with what
-# the nodes showed; a second hang fails the test.
-unresponsive_since=""
+# (sinfo's '*') for 60 s in a row while the job's output ($out) has not
+# grown: under a CPU hog a ping can time out while the job trains on. The
+# part of the test then running is run once more on daemons started afresh
+# (run_part), said in the log with what the nodes showed; a second hang
+# fails the test.
+unresponsive_since="" out_size=""
 slurm_hung() {
-  if sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
-    unresponsive_since=${unresponsive_since:-$SECONDS}
-    ((SECONDS - unresponsive_since >= 60))
-  else
-    unresponsive_since=""
+  local size
+  size=$(stat -c %s "$out" 2>/dev/null || echo 0)
+  if [[ $size != "$out_size" ]] || ! sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
+    out_size=$size unresponsive_since=""
     return 1
   fi
+  unresponsive_since=${unresponsive_since:-$SECONDS}
+  ((SECONDS - unresponsive_since >= 60))
 }
 # wait_done JOB SECONDS: until the job has ended (not pending, running,
 # requeued or completing): 0; 1 after SECONDS; 2 when Slurm hangs.
@@ -241,14 +245,14 @@ hung_now() {
 # are not counted).
 run_part() {
   local p=$passes f=$failures
-  hung=0 unresponsive_since=""
+  hung=0 unresponsive_since="" out_size=""
   "$1"
   ((hung)) || return 0
   echo "slurm_test: $1 runs again on Slurm's daemons started afresh"
   stop_slurm
   passes=$p failures=$f
   start_slurm
-  hung=0 unresponsive_since=""
+  hung=0 unresponsive_since="" out_size=""
   "$1"
   ((hung == 0)) || { echo "slurm_test: Slurm stopped answering twice"; exit 1; }
 }
