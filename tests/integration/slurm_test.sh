@@ -19,10 +19,10 @@
 #     completed job; scontrol requeue resumes it to the end, at the loss of
 #     the first job (BSP: the same weights whatever the launch, transport
 #     and stops).
-# Slurm's own daemons hanging (a node not answering slurmctld's pings, and
-# the job's output not growing, for 60 s while the test waits on the job)
-# makes the test print what the nodes show and run that part once more on
-# daemons started afresh.
+# Slurm hanging (for 60 s while the test waits on the job, its output not
+# growing and a node not answering slurmctld's pings, or the job running with
+# no pst process left) makes the test print what the nodes show and run that
+# part once more on daemons started afresh.
 #   tests/integration/slurm_test.sh PST_BINARY
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,6 +40,14 @@ fi
 source "$ROOT/tests/integration/check.sh"
 TMP=$(mktemp -d)
 NODES=(cpu1 gpu1 gpu2)
+# kill_node_processes: every process in the nodes' namespaces (slurmd, the
+# job's steps) was started by this test.
+kill_node_processes() {
+  local n p
+  for n in "${NODES[@]}"; do
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  done
+}
 cleanup() {
   local rc=$?
   if ((rc != 0 || failures > 0)); then
@@ -55,10 +63,8 @@ cleanup() {
   # Every daemon and job process of the test lives in its namespaces or
   # was started here: the pid files and the namespaces name them all.
   for f in "$TMP"/*.pid "$TMP"/munge/pid; do [[ -f $f ]] && kill -9 "$(cat "$f")" 2>/dev/null; done
-  for ns in "${NODES[@]}"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    ip netns delete "$ns" 2>/dev/null || true
-  done
+  kill_node_processes
+  for ns in "${NODES[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
   [[ -n ${SLURM_TEST_KEEP:-} ]] && echo "slurm_test: kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -150,9 +156,7 @@ CONF
 }
 stop_slurm() {
   local pid
-  for n in "${NODES[@]}"; do
-    for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-  done
+  kill_node_processes
   pid=$(cat "$TMP/slurmctld.pid" 2>/dev/null || true)
   if [[ -n $pid ]]; then
     kill -9 "$pid" 2>/dev/null || true
@@ -178,62 +182,80 @@ job_field() { scontrol show job "$1" -o 2>/dev/null | head -n 1 | tr ' ' '\n' | 
 losses() { grep -ho '\[worker 0\] step *[0-9]*/[0-9]* *loss [0-9.]*' "$@" | awk '{print $NF}'; }
 in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RANGE#*-})); }
 
-# Slurm itself can stop answering. In one CI run, after every process of a
-# job had ended (each node's slurmd logged its step done), the batch step
-# never ended, and slurmctld found the slurmd of two nodes not responding to
-# its pings from then on; the job stayed RUNNING and the next one never
-# started. slurm_hung says so once a node has been marked not responding
-# (sinfo's '*') for 60 s in a row while the job's output ($out) has not
-# grown: under a CPU hog a ping can time out while the job trains on. The
-# part of the test then running is run once more on daemons started afresh
-# (run_part), said in the log with what the nodes showed; a second hang
-# fails the test.
-unresponsive_since="" out_size=""
+# Slurm itself can hang. In one CI run, after every process of a job had
+# ended (each node's slurmd logged its step done), the batch step never
+# ended, and slurmctld found the slurmd of two nodes not responding to its
+# pings from then on; the job stayed RUNNING and the next one never started.
+# Here, once, the same job's srun never exited after its tasks had (every
+# slurmd logged the step done; srun waited on a lock, no node was marked
+# not responding). slurm_hung says so once, for 60 s in a row, the job's
+# output ($out) has not grown and either a node is marked not responding
+# (sinfo's '*': under a CPU hog a ping can time out while the job trains
+# on, hence the output's growth) or the job is RUNNING with no pst process
+# on any node (its work has ended, Slurm has not ended it). The part of the
+# test then running is run once more on daemons started afresh (run_part),
+# said in the log with what the nodes showed; a second hang fails the test.
+hung_since="" hung_why="" out_size=""
+# pst_alive: whether a pst process lives on any node.
+pst_alive() {
+  local n pid
+  for n in "${NODES[@]}"; do
+    for pid in $(ip netns pids "$n" 2>/dev/null); do
+      [[ $(readlink "/proc/$pid/exe" 2>/dev/null) != "$PST" ]] || return 0
+    done
+  done
+  return 1
+}
 slurm_hung() {
-  local size
+  local size why=""
   size=$(stat -c %s "$out" 2>/dev/null || echo 0)
-  if [[ $size != "$out_size" ]] || ! sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
-    out_size=$size unresponsive_since=""
+  if [[ $size == "$out_size" ]]; then
+    if sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
+      why="not responding: $(sinfo -h -N -o '%N %t' | awk '$2 ~ /\*$/ {print $1}' | xargs)"
+    elif [[ $(job_field "$job" JobState) == RUNNING ]] && ! pst_alive; then
+      why="job $job is RUNNING with no pst process on any node"
+    fi
+  fi
+  if [[ -z $why ]]; then
+    out_size=$size hung_since=""
     return 1
   fi
-  unresponsive_since=${unresponsive_since:-$SECONDS}
-  ((SECONDS - unresponsive_since >= 60))
+  hung_since=${hung_since:-$SECONDS} hung_why=$why
+  ((SECONDS - hung_since >= 60))
 }
-# wait_done JOB SECONDS: until the job has ended (not pending, running,
-# requeued or completing): 0; 1 after SECONDS; 2 when Slurm hangs.
-wait_done() {
-  local i
-  for ((i = 0; i < $2 * 5; i++)); do
-    case $(job_field "$1" JobState) in PENDING | RUNNING | REQUEUED | COMPLETING | CONFIGURING | "") ;; *) return 0 ;; esac
+# until_or_hung SECONDS COMMAND...: until COMMAND succeeds: 0; 1 after
+# SECONDS; 2 when Slurm hangs (checked every 5 s).
+until_or_hung() {
+  local i limit=$1
+  shift
+  for ((i = 0; i < limit * 5; i++)); do
+    "$@" && return 0
     ((i % 25 != 0)) || ! slurm_hung || return 2
     sleep 0.2
   done
   return 1
 }
-# wait_out FILE PATTERN SECONDS: until PATTERN is in FILE: 0; 1 after
-# SECONDS; 2 when Slurm hangs.
-wait_out() {
-  local i
-  for ((i = 0; i < $3 * 5; i++)); do
-    grep -q -- "$2" "$1" 2>/dev/null && return 0
-    ((i % 25 != 0)) || ! slurm_hung || return 2
-    sleep 0.2
-  done
-  return 1
+# job_ended JOB: the job is not pending, running, requeued or completing.
+job_ended() {
+  case $(job_field "$1" JobState) in PENDING | RUNNING | REQUEUED | COMPLETING | CONFIGURING | "") return 1 ;; esac
 }
-# hung_now: what the nodes showed when Slurm stopped answering; the part
+# wait_done JOB SECONDS; wait_out FILE PATTERN SECONDS: until the job has
+# ended; until PATTERN is in FILE.
+wait_done() { until_or_hung "$2" job_ended "$1"; }
+wait_out() { until_or_hung "$3" grep -qs -- "$2" "$1"; }
+# hung_now: what the nodes showed when Slurm hung; the part
 # returns after it.
 hung=0
 hung_now() {
   hung=1
-  echo "slurm_test: Slurm stopped answering (not responding: $(sinfo -h -N -o '%N %t' | awk '$2 ~ /\*$/ {print $1}' | xargs)):"
+  echo "slurm_test: Slurm hung ($hung_why, for 60 s, the job's output not growing):"
   sinfo -N -o '%N %T %E'
   scontrol show job "$job" -o | cut -c 1-300
   local n pids
   for n in "${NODES[@]}"; do
     echo "== $n: slurmd's port $(timeout 5 bash -c "exec 3<>/dev/tcp/${ADDR[$n]}/6818" 2>/dev/null && echo accepts || echo 'does not accept') a connection from the controller"
     pids=$(ip netns pids "$n" | paste -sd, -)
-    [[ -z $pids ]] || ps -o pid,stat,wchan:24,etime,args -p "$pids" | cut -c 1-160
+    [[ -z $pids ]] || ps -L -o pid,tid,stat,wchan:24,etime,args -p "$pids" | cut -c 1-160
     nsenter --net="/run/netns/$n" ss -tan | grep -v LISTEN | head -n 20
     nsenter --net="/run/netns/$n" ip -s link show eth0
     tail -n 6 "$TMP/slurmd-$n.log"
@@ -245,16 +267,16 @@ hung_now() {
 # are not counted).
 run_part() {
   local p=$passes f=$failures
-  hung=0 unresponsive_since="" out_size=""
+  hung=0 hung_since="" out_size=""
   "$1"
   ((hung)) || return 0
   echo "slurm_test: $1 runs again on Slurm's daemons started afresh"
   stop_slurm
   passes=$p failures=$f
   start_slurm
-  hung=0 unresponsive_since="" out_size=""
+  hung=0 hung_since="" out_size=""
   "$1"
-  ((hung == 0)) || { echo "slurm_test: Slurm stopped answering twice"; exit 1; }
+  ((hung == 0)) || { echo "slurm_test: Slurm hung twice"; exit 1; }
 }
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
