@@ -67,6 +67,7 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
       },
       [&server](const std::string& why) { server.reform(why); });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
+  heartbeat.watch();
   if (cluster.metrics) cluster.metrics->set_ready();
   PST_RETURN_IF_ERROR(server.serve());
   heartbeat.finish();
@@ -127,6 +128,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
                       liveness_s(job), nullptr,
                       [&reform, w](const std::string& why) { reform.raise(aborted("worker {}: {}", w, why)); });
   PST_RETURN_IF_ERROR(cluster.start_barrier());
+  heartbeat.watch();
   if (cluster.metrics) cluster.metrics->set_ready();
   TrainerOptions topt = worker_trainer_options(job, layout, w, *backend, metrics.get());
   // Worker 0 writes the model, or the worker the servers name lead once it

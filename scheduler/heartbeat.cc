@@ -33,6 +33,11 @@ Heartbeat::~Heartbeat() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Heartbeat::watch() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (watched_ == std::chrono::steady_clock::time_point::min()) watched_ = std::chrono::steady_clock::now();
+}
+
 void Heartbeat::finish() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -68,6 +73,7 @@ void Heartbeat::run() {
     const Deadline beat = Deadline::after(interval_s_);
     lock.lock();
     while (!stop_ && !beat.expired()) {
+      const auto watched = watched_;
       lock.unlock();
       zmq::pollitem_t item{(*dealer)->socket().handle(), 0, ZMQ_POLLIN, 0};
       try {
@@ -76,12 +82,13 @@ void Heartbeat::run() {
         if (e.num() != EINTR) throw;
       }
       if (item.revents & ZMQ_POLLIN) read_messages(**dealer);
-      // Counted from the first acknowledgement: before its watch begins (an
-      // mpirun job's scheduler waits for every rank at MPI's barrier) the
-      // scheduler answers nothing.
-      const bool heard = heard_ != std::chrono::steady_clock::time_point::min();
+      // Counted from the last acknowledgement or the watch's start: before
+      // its watch begins (an mpirun job's scheduler waits for every rank at
+      // MPI's barrier) the scheduler answers nothing.
+      const auto since = std::max(heard_, watched);
+      const bool counting = since != std::chrono::steady_clock::time_point::min();
       const double silent =
-          heard ? std::chrono::duration<double>(std::chrono::steady_clock::now() - heard_).count() : 0.0;
+          counting ? std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() : 0.0;
       // (A job that re-forms answers no more beats on this line.)
       if (!lost && !reformed_ && lost_after_s_ > 0 && silent > lost_after_s_) {
         lost = true;

@@ -4,12 +4,14 @@
 // how the scheduler tells it is gone. The scheduler speaks back on the same
 // line: an acknowledgement of each beat, and the workers it removed from the
 // job (Membership), which the thread passes to on_membership, and that the
-// job re-forms (on_reform). A scheduler
-// that acknowledges nothing for a while is gone (on_lost). A job without a
-// scheduler (threads of one process) passes an empty endpoint: nothing is
+// job re-forms (on_reform). A scheduler that acknowledges nothing for a
+// while is gone (on_lost): silent since its last acknowledgement, or, when
+// it has acknowledged none, since its watch began (watch()). A job without
+// a scheduler (threads of one process) passes an empty endpoint: nothing is
 // sent.
 //
-// Thread safety: finish() and the destructor are called by the owner thread.
+// Thread safety: watch(), finish() and the destructor are called by the
+// owner thread.
 #pragma once
 
 #include <atomic>
@@ -35,8 +37,11 @@ class Heartbeat {
   // was removed (0: not known).
   using OnMembership = std::function<void(const std::vector<int32_t>& removed, const std::vector<uint64_t>& processes)>;
   // on_lost (may be null) is called once, on the heartbeat's thread, when
-  // the scheduler, having acknowledged a beat, then acknowledges none for
-  // lost_after_s: it is taken as gone, with the seconds it was silent.
+  // the scheduler acknowledges no beat for lost_after_s, counted from its
+  // last acknowledgement or from watch(), whichever is later: it is taken
+  // as gone, with the seconds it was silent. Before either, silence does
+  // not count (an mpirun job's scheduler answers nothing until every rank
+  // has passed MPI's start barrier).
   using OnLost = std::function<void(double silent_s)>;
   // on_reform (may be null) is called once, on the heartbeat's thread, when
   // the scheduler says the job re-forms (an error with code REFORM), with
@@ -49,6 +54,10 @@ class Heartbeat {
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
+  // The scheduler's watch has begun (the job's start barrier has passed):
+  // from now on it answers each beat, so its silence counts even before a
+  // first acknowledgement (a scheduler that dies just after the barrier).
+  void watch();
   // Sends Shutdown and stops.
   void finish();
 
@@ -69,8 +78,9 @@ class Heartbeat {
   bool reformed_ = false;                        // on_reform_ was called (heartbeat thread)
   std::chrono::steady_clock::time_point heard_;  // the scheduler's last message (heartbeat thread)
   std::mutex mu_;
-  bool stop_ = false;      // guarded by mu_
-  bool finished_ = false;  // guarded by mu_
+  std::chrono::steady_clock::time_point watched_ = std::chrono::steady_clock::time_point::min();  // guarded by mu_
+  bool stop_ = false;                                                                             // guarded by mu_
+  bool finished_ = false;                                                                         // guarded by mu_
   std::thread thread_;
 };
 
