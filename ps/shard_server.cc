@@ -486,15 +486,17 @@ Status ShardServer::serve_until_done() {
   return Status();
 }
 
+bool ShardServer::read_valid(Frames frames, std::unique_ptr<InMessage>* m, Rejection* why) const {
+  *m = InMessage::parse(std::move(frames), why);
+  if (!*m) return false;
+  const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
+  return validate(**m, e, why) && wire_format_ok(**m, why);
+}
+
 bool ShardServer::handle(Routed msg) {
   Rejection why;
-  auto m = InMessage::parse(std::move(msg.frames), &why);
-  if (!m) {
-    error_ = reject(msg.route, why, nullptr);
-    return false;
-  }
-  const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
-  if (!validate(*m, e, &why) || !wire_format_ok(*m, &why)) {
+  std::unique_ptr<InMessage> m;
+  if (!read_valid(std::move(msg.frames), &m, &why)) {
     error_ = reject(msg.route, why, m.get());
     return false;
   }
@@ -597,9 +599,8 @@ void ShardServer::answer_servers_after_loss(const Status& why) {
                                 "the other servers' questions");
     if (!msg.ok()) continue;
     Rejection bad;
-    auto m = InMessage::parse(std::move(msg->frames), &bad);
-    const Expectation e{options_.job_id, options_.layout.nodes(), &plan_, options_.server};
-    if (!m || !validate(*m, e, &bad) || !senders_.admit(m->header().getSender(), msg->route)) continue;
+    std::unique_ptr<InMessage> m;
+    if (!read_valid(std::move(msg->frames), &m, &bad) || !senders_.admit(m->header().getSender(), msg->route)) continue;
     const int32_t sender = m->header().getSender();
     if (m->header().getKind() == wire::Kind::REPORT && options_.layout.is_server(sender) && sender != me)
       answer_server(msg->route, *m);

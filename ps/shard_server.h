@@ -209,6 +209,10 @@ class ShardServer {
   // False (and *why) when a push's chunks or a pull's answer are not in a
   // format this job's wire uses.
   bool wire_format_ok(const InMessage& m, Rejection* why) const;
+  // Parses frames into *m and checks them against the job (header, keys,
+  // wire format): false with *why set when they are not a message this
+  // server takes (*m stays null when they could not be parsed at all).
+  bool read_valid(Frames frames, std::unique_ptr<InMessage>* m, Rejection* why) const;
 
   Status serve_until_done();
   // Workers that sent Shutdown or were removed.
