@@ -40,13 +40,15 @@ fi
 source "$ROOT/tests/integration/check.sh"
 TMP=$(mktemp -d)
 NODES=(cpu1 gpu1 gpu2)
-# kill_node_processes: every process in the nodes' namespaces (slurmd, the
-# job's steps) was started by this test.
+# node_pids: the processes in the nodes' namespaces; kill_node_processes
+# ends them all (each was started by this test: slurmd, the job's steps).
+node_pids() {
+  local n
+  for n in "${NODES[@]}"; do ip netns pids "$n" 2>/dev/null || true; done
+}
 kill_node_processes() {
-  local n p
-  for n in "${NODES[@]}"; do
-    for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-  done
+  local p
+  for p in $(node_pids); do kill -9 "$p" 2>/dev/null || true; done
 }
 cleanup() {
   local rc=$?
@@ -198,20 +200,19 @@ in_range() { (($1 >= ${PST_CLUSTER_PORT_RANGE%-*} && $1 <= ${PST_CLUSTER_PORT_RA
 hung_since="" hung_why="" out_size=""
 # pst_alive: whether a pst process lives on any node.
 pst_alive() {
-  local n pid
-  for n in "${NODES[@]}"; do
-    for pid in $(ip netns pids "$n" 2>/dev/null); do
-      [[ $(readlink "/proc/$pid/exe" 2>/dev/null) != "$PST" ]] || return 0
-    done
+  local pid
+  for pid in $(node_pids); do
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) != "$PST" ]] || return 0
   done
   return 1
 }
 slurm_hung() {
-  local size why=""
+  local size why="" down
   size=$(stat -c %s "$out" 2>/dev/null || echo 0)
   if [[ $size == "$out_size" ]]; then
-    if sinfo -h -N -o '%t' 2>/dev/null | grep -q '\*'; then
-      why="not responding: $(sinfo -h -N -o '%N %t' | awk '$2 ~ /\*$/ {print $1}' | xargs)"
+    down=$(sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 ~ /\*$/ {print $1}' | xargs)
+    if [[ -n $down ]]; then
+      why="not responding: $down"
     elif [[ $(job_field "$job" JobState) == RUNNING ]] && ! pst_alive; then
       why="job $job is RUNNING with no pst process on any node"
     fi

@@ -23,6 +23,15 @@ constexpr uint64_t kJob = 0x4b;
 constexpr double kInterval = 0.1;  // seconds between beats
 constexpr double kLostAfter = 0.5;
 
+// Polls `done` until it holds or `limit_s` (far beyond any window here, for
+// a busy machine) has passed; what it last returned.
+template <typename Done>
+bool poll_until(double limit_s, Done done) {
+  const Deadline d = Deadline::after(limit_s);
+  while (!done() && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return done();
+}
+
 // The scheduler's side: counts the beats that reach it and acknowledges
 // each, as scheduler.cc does, while `answering`.
 class PlayedScheduler {
@@ -69,12 +78,9 @@ struct Lost {
       ++calls;
     };
   }
-  // Waits up to `limit_s` (far beyond the window, for a busy machine) for
-  // the call.
+  // Waits up to `limit_s` for the call.
   bool wait(double limit_s) const {
-    const Deadline d = Deadline::after(limit_s);
-    while (calls == 0 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    return calls > 0;
+    return poll_until(limit_s, [this] { return calls > 0; });
   }
 };
 
@@ -86,8 +92,7 @@ struct Line {
     beat = std::make_unique<Heartbeat>(ctx, endpoint, kJob, 1, kInterval, nullptr, kLostAfter, lost.callback());
   }
   void wait_for_beats(int n) const {
-    const Deadline d = Deadline::after(30);
-    while (scheduler.beats < n && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    poll_until(30, [&] { return scheduler.beats >= n; });
     ASSERT_GE(scheduler.beats.load(), n) << "the beats did not reach the played scheduler";
   }
   zmq::context_t ctx;
