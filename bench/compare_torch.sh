@@ -5,7 +5,9 @@
 # median ratio with its min-max. PyTorch gets OMP_WAIT_POLICY=PASSIVE (its
 # 2-thread run is ~1.3x faster with it on these machines); pst runs as
 # shipped. Each pst run also measures its GEMM share (bench/train_throughput.cc):
-# the median of the rounds' is printed beside the ratio. Both load the same
+# the median of the rounds' is printed beside the ratio, and so is its
+# replay of the step's products through OpenBLAS against oneDNN's fp32 matmul
+# (openblas/onednn: above 1, oneDNN is the faster library here). Both load the same
 # OpenBLAS, whose kernels an OPENBLAS_CORETYPE in the environment forces (some
 # machines set one): the script names the kernels pst ran. MATMUL bf16 runs
 # both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
@@ -27,7 +29,7 @@ field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
 # median [min-max] of the numbers on stdin, one a line
 spread() { median_min_max | awk '{printf "%.3f [%.3f-%.3f]", $1, $2, $3}'; }
 for threads in 1 2; do
-  ratios=() shares=() efficiencies=()
+  ratios=() shares=() efficiencies=() libraries=()
   for ((r = 1; r <= ROUNDS; r++)); do
     pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
     torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
@@ -39,9 +41,11 @@ for threads in 1 2; do
     ratios+=("$(awk -v p="$p" -v t="$t" 'BEGIN {printf "%.4f", p / t}')")
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
+    libraries+=("$(field openblas/onednn <<<"$pst")")
     echo "threads=$threads matmul=$MATMUL round $r: pst/torch tokens/s = ${ratios[-1]}"
   done
   echo "threads=$threads matmul=$MATMUL pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
-    "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)"
+    "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)," \
+    "products through OpenBLAS / oneDNN fp32 $(printf '%s\n' "${libraries[@]}" | spread)"
 done
 echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"

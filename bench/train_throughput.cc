@@ -20,6 +20,11 @@
 // calls are fp32 whatever --matmul says: with bf16 products, efficiency is
 // their speed-up over fp32 sgemm on the step's shapes.
 //
+// The same plain calls once more through oneDNN's fp32 matmul (Debian's
+// libdnnl-dev, which the bf16 products use), each product set up before the
+// clock starts, the same threads: "onednn_s", and "openblas/onednn" (above 1:
+// oneDNN is the faster library for this step's shapes on this CPU).
+//
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
 //                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16]
 #include <cblas.h>
@@ -29,8 +34,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include "core/memory.h"
 #include "core/timer.h"
@@ -45,21 +54,17 @@ using namespace pst;
 
 namespace {
 
-// Seconds of the logged products run again as plain sgemm calls (see the
-// top of the file).
-double plain_gemm_seconds(const std::vector<GemmRecord>& log, int threads) {
+// Seconds of the logged products run again as plain calls (see the top of
+// the file): `product(r, A, B, C)` computes one, `threads(n)` sets how many
+// threads the library gives a whole product.
+template <typename Product, typename Threads>
+double replay_seconds(const std::vector<GemmRecord>& log, int threads, Product product, Threads set_threads) {
   size_t a = 0, b = 0, c = 0;
   for (const GemmRecord& r : log) {
     a = std::max(a, static_cast<size_t>(r.M * r.K));
     b = std::max(b, static_cast<size_t>(r.K * r.N));
     c = std::max(c, static_cast<size_t>(r.M * r.N));
   }
-  auto run = [](const GemmRecord& r, const float* A, const float* B, float* C) {
-    cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans, r.tb ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(r.M), static_cast<blasint>(r.N), static_cast<blasint>(r.K), 1.0f, A,
-                static_cast<blasint>(r.ta ? r.M : r.K), B, static_cast<blasint>(r.tb ? r.K : r.N), 0.0f, C,
-                static_cast<blasint>(r.N));
-  };
   std::vector<std::vector<float>> A(static_cast<size_t>(threads), std::vector<float>(a, 0.01f));
   std::vector<std::vector<float>> B(static_cast<size_t>(threads), std::vector<float>(b, 0.02f));
   std::vector<std::vector<float>> C(static_cast<size_t>(threads), std::vector<float>(c, 0.0f));
@@ -67,18 +72,76 @@ double plain_gemm_seconds(const std::vector<GemmRecord>& log, int threads) {
   for (const GemmRecord& r : log)
     if (r.per_thread) per_thread.push_back(&r);
   Stopwatch sw;
-  openblas_set_num_threads(threads);
+  set_threads(threads);
   for (const GemmRecord& r : log)
-    if (!r.per_thread) run(r, A[0].data(), B[0].data(), C[0].data());
-  openblas_set_num_threads(1);
+    if (!r.per_thread) product(r, A[0].data(), B[0].data(), C[0].data());
+  set_threads(1);
   const int64_t n = static_cast<int64_t>(per_thread.size());
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < n; ++i) {
     const size_t t = static_cast<size_t>(omp_get_thread_num());
-    run(*per_thread[static_cast<size_t>(i)], A[t].data(), B[t].data(), C[t].data());
+    product(*per_thread[static_cast<size_t>(i)], A[t].data(), B[t].data(), C[t].data());
   }
+  set_threads(threads);
   return sw.seconds();
 }
+
+double openblas_seconds(const std::vector<GemmRecord>& log, int threads) {
+  auto product = [](const GemmRecord& r, const float* A, const float* B, float* C) {
+    cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans, r.tb ? CblasTrans : CblasNoTrans,
+                static_cast<blasint>(r.M), static_cast<blasint>(r.N), static_cast<blasint>(r.K), 1.0f, A,
+                static_cast<blasint>(r.ta ? r.M : r.K), B, static_cast<blasint>(r.tb ? r.K : r.N), 0.0f, C,
+                static_cast<blasint>(r.N));
+  };
+  return replay_seconds(log, threads, product, [](int n) { openblas_set_num_threads(n); });
+}
+
+// The same products through oneDNN's fp32 matmul: a primitive per shape,
+// made before the clock starts with the threads it will run on (oneDNN
+// plans a product for the threads it may use when it is made).
+class OneDnnReplay {
+ public:
+  OneDnnReplay(const std::vector<GemmRecord>& log, int threads) : log_(log), threads_(threads) {
+    using dt = dnnl::memory::data_type;
+    for (const GemmRecord& r : log) {
+      if (made_.count(key(r))) continue;
+      omp_set_num_threads(r.per_thread ? 1 : threads);
+      const dnnl::memory::desc a({r.M, r.K}, dt::f32, r.ta ? dnnl::memory::dims{1, r.M} : dnnl::memory::dims{r.K, 1});
+      const dnnl::memory::desc b({r.K, r.N}, dt::f32, r.tb ? dnnl::memory::dims{1, r.K} : dnnl::memory::dims{r.N, 1});
+      const dnnl::memory::desc c({r.M, r.N}, dt::f32, dnnl::memory::dims{r.N, 1});
+#if DNNL_VERSION_MAJOR >= 3
+      dnnl::matmul::primitive_desc pd(engine_, a, b, c);
+#else
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine_);
+#endif
+      made_.emplace(key(r), Made{pd, dnnl::matmul(pd)});
+    }
+    omp_set_num_threads(threads);
+  }
+  double seconds() {
+    auto product = [this](const GemmRecord& r, float* A, float* B, float* C) {
+      const Made& m = made_.at(key(r));
+      thread_local dnnl::stream stream(engine_);
+      dnnl::memory a(m.pd.src_desc(), engine_, A), b(m.pd.weights_desc(), engine_, B), c(m.pd.dst_desc(), engine_, C);
+      m.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+      stream.wait();
+    };
+    return replay_seconds(log_, threads_, product, [](int n) { omp_set_num_threads(n); });
+  }
+
+ private:
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, bool>;
+  struct Made {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul primitive;
+  };
+  static Key key(const GemmRecord& r) { return {r.ta, r.tb, r.M, r.N, r.K, r.per_thread}; }
+
+  const std::vector<GemmRecord>& log_;
+  const int threads_;
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  std::map<Key, Made> made_;
+};
 
 }  // namespace
 
@@ -222,14 +285,20 @@ int main(int argc, char** argv) {
     (r.per_thread ? per_thread : in_step) += r.seconds;
   }
   in_step += per_thread / threads;  // the per-head products ran `threads` at a time
-  std::vector<double> plain;
-  for (int rep = 0; rep < 3; ++rep) plain.push_back(plain_gemm_seconds(log, threads));
+  // The two libraries alternate, 3 times each; the medians are compared.
+  OneDnnReplay onednn_replay(log, threads);
+  std::vector<double> plain, onednn;
+  for (int rep = 0; rep < 3; ++rep) {
+    plain.push_back(openblas_seconds(log, threads));
+    onednn.push_back(onednn_replay.seconds());
+  }
   std::sort(plain.begin(), plain.end());
+  std::sort(onednn.begin(), onednn.end());
   const double step_s = total / steps;
   std::printf(
       "gemm products=%zu gflop/step=%.2f in_step_s=%.4f (%.1f GFLOP/s) plain_s=%.4f (%.1f GFLOP/s) "
-      "efficiency=%.3f share=%.3f openblas=%s\n",
+      "efficiency=%.3f share=%.3f openblas=%s onednn_s=%.4f (%.1f GFLOP/s) openblas/onednn=%.3f\n",
       log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s,
-      openblas_get_corename());
+      openblas_get_corename(), onednn[1], gflop / onednn[1], plain[1] / onednn[1]);
   return 0;
 }

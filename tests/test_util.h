@@ -2,14 +2,18 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "core/deadline.h"
 
 namespace pst::testing {
 
@@ -22,6 +26,15 @@ inline std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f
   std::vector<float> v(n);
   for (auto& x : v) x = d(g);
   return v;
+}
+
+// Polls `done` every `every_ms` until it holds or `limit_s` has passed (a
+// limit far beyond what a busy machine needs); what `done` last returned.
+template <typename Done>
+bool poll_until(double limit_s, Done done, int every_ms = 1) {
+  const Deadline d = Deadline::after(limit_s);
+  while (!done() && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(every_ms));
+  return done();
 }
 
 // A fresh directory under the system temp dir, removed by the destructor.

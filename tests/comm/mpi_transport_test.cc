@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "comm/mpi_transport.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
@@ -105,8 +106,8 @@ TEST(MpiTransportTest, OversizeFramesAndStrangersAreDroppedAndCounted) {
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     ASSERT_EQ(m->frames.size(), 1u);
     EXPECT_EQ(m->frames[0].to_string(), "after");
-    const Deadline d = Deadline::after(30);
-    while (s.gateway->dropped() < 2 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    testing::poll_until(
+        30, [&] { return s.gateway->dropped() >= 2; }, 5);
     EXPECT_EQ(s.gateway->dropped(), 2);
     auto none = s.router->receive(Deadline::after(0.2), "nothing");
     EXPECT_EQ(none.status().code(), StatusCode::kDeadlineExceeded) << "the dropped messages never reach the Router";

@@ -132,8 +132,7 @@ void expect_one_round(ServedShard& s, const std::vector<float>& w0, const std::v
 
 // Blocks until the server holds `n` waiting pulls (at most 20 s).
 void await_waiting_pulls(ShardServer& server, int64_t n) {
-  const Deadline d = Deadline::after(20);
-  while (server.waiting_pulls() < n && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  testing::poll_until(20, [&] { return server.waiting_pulls() >= n; });
 }
 
 // Three BSP rounds over TCP: two workers with gradients and token counts of
@@ -364,8 +363,7 @@ TEST(ShardServerTest, APeerThatDoesNotReadItsErrorsHoldsUpNobody) {
   EXPECT_EQ(sent, kBad);
   // The server gets through all of them (it used to stop at the first reply
   // that found the queue full).
-  const Deadline d = Deadline::after(20);
-  while (s.server().rejected() < kBad && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  testing::poll_until(20, [&] { return s.server().rejected() >= kBad; });
   EXPECT_EQ(s.server().rejected(), kBad);
   expect_one_round(s, w0, std::vector<float>(w0.size(), 0.02f), 10);
   EXPECT_EQ(s.server().rejected(), kBad);
@@ -387,8 +385,7 @@ TEST(ShardServerTest, AnotherProcessCannotSpeakForABoundWorker) {
       ASSERT_TRUE((*own)->send(beat.finish(), Deadline::after(10)).ok());
     }
     // Both heard (and the ranks bound) before this socket closes.
-    const Deadline heard = Deadline::after(20);
-    while (s.server().received() < 2 && !heard.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    testing::poll_until(20, [&] { return s.server().received() >= 2; });
     ASSERT_EQ(s.server().received(), 2);
   }
   zmq::socket_t impostor(s.context(), zmq::socket_type::dealer);
@@ -410,8 +407,7 @@ TEST(ShardServerTest, AnotherProcessCannotSpeakForABoundWorker) {
   for (Frames& f : forged)
     for (size_t i = 0; i < f.size(); ++i)
       ASSERT_TRUE(impostor.send(f[i], i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
-  const Deadline d = Deadline::after(20);
-  while (s.server().rejected() < 3 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  testing::poll_until(20, [&] { return s.server().rejected() >= 3; });
   EXPECT_EQ(s.server().rejected(), 3);
   zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
   EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(500)), 0) << "a spoofed message gets no answer";

@@ -432,8 +432,8 @@ TEST(ShardServerMembershipTest, SspStopsWaitingForARemovedWorker) {
       },
       [&] {
         // Workers 0 and 1 push twice each, then wait: worker 2 has pushed nothing.
-        const Deadline d = Deadline::after(20);
-        while (pushed.load() < 4 && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        testing::poll_until(
+            20, [&] { return pushed.load() >= 4; }, 5);
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         EXPECT_EQ(pushed.load(), 4) << "the bound held them at a lead of 2";
         for (int k = 0; k < 2; ++k) job2.server(k).remove_workers({TwoServers::kLayout.worker_rank(2)});

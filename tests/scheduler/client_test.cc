@@ -22,6 +22,7 @@
 
 #include "scheduler/heartbeat.h"
 #include "scheduler/scheduler.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
@@ -164,8 +165,17 @@ class LostSchedulerTest : public ::testing::Test {
       });
   }
   void TearDown() override {
+    stop_answering();
+    for (auto& r : reducers_) r->abandon("the test has ended");
+    join();  // the reducing threads of a test that ended at a failed ASSERT
+  }
+  // From now on nobody answers questions: the answering threads have
+  // returned (one still waiting in receive() would answer a question that
+  // came within its wait).
+  void stop_answering() {
     done_ = true;
     for (auto& t : answering_) t.join();
+    answering_.clear();
   }
 
   // Each server's statistics of `step`, to the scheduler, on its own thread.
@@ -225,7 +235,8 @@ TEST_F(LostSchedulerTest, TheServerTheSchedulerDidNotAnswerTakesTheSumFromTheOth
   uint64_t request[kServers];
   auto routes = receive_parts(request);
   answer(routes[0], 7, request[0]);  // and dies before answering server 1
-  while (!reducers_[0]->sum_of(7, 1).sum) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(testing::poll_until(20, [&] { return reducers_[0]->sum_of(7, 1).sum.has_value(); }))
+      << "server 0 never took the scheduler's sum";
   reducers_[1]->abandon("the scheduler is gone");
   join();
   for (const auto& s : sums_) {
@@ -248,7 +259,8 @@ TEST_F(LostSchedulerTest, WhenNoServerHasTheSumEveryServerFailsAndALaterAnswerIs
   // Server 1 gives the scheduler up first; server 0 still hears it, so
   // server 1 hears LATER until server 0 gives it up too.
   reducers_[1]->abandon("the scheduler is gone (server 1's heartbeat)");
-  while (questions_[0].load() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(testing::poll_until(20, [&] { return questions_[0].load() >= 3; }))
+      << "server 1 asked server 0 " << questions_[0].load() << " times, not 3";
   EXPECT_FALSE(reducers_[0]->sum_of(3, 1).lasting);
   reducers_[0]->abandon("the scheduler is gone (server 0's heartbeat)");
   EXPECT_TRUE(reducers_[0]->sum_of(3, 1).lasting);
@@ -269,7 +281,7 @@ TEST_F(LostSchedulerTest, WhenNoServerHasTheSumEveryServerFailsAndALaterAnswerIs
 }
 
 TEST_F(LostSchedulerTest, AServerThatDoesNotAnswerIsNamedAtTheDeadline) {
-  done_ = true;  // nobody answers questions
+  stop_answering();
   report(5, 2);
   uint64_t request[kServers];
   auto routes = receive_parts(request);

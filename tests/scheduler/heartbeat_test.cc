@@ -15,6 +15,7 @@
 
 #include "comm/message.h"
 #include "comm/socket.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
@@ -22,15 +23,6 @@ namespace {
 constexpr uint64_t kJob = 0x4b;
 constexpr double kInterval = 0.1;  // seconds between beats
 constexpr double kLostAfter = 0.5;
-
-// Polls `done` until it holds or `limit_s` (far beyond any window here, for
-// a busy machine) has passed; what it last returned.
-template <typename Done>
-bool poll_until(double limit_s, Done done) {
-  const Deadline d = Deadline::after(limit_s);
-  while (!done() && !d.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  return done();
-}
 
 // The scheduler's side: counts the beats that reach it and acknowledges
 // each, as scheduler.cc does, while `answering`.
@@ -80,7 +72,7 @@ struct Lost {
   }
   // Waits up to `limit_s` for the call.
   bool wait(double limit_s) const {
-    return poll_until(limit_s, [this] { return calls > 0; });
+    return testing::poll_until(limit_s, [this] { return calls > 0; });
   }
 };
 
@@ -92,7 +84,7 @@ struct Line {
     beat = std::make_unique<Heartbeat>(ctx, endpoint, kJob, 1, kInterval, nullptr, kLostAfter, lost.callback());
   }
   void wait_for_beats(int n) const {
-    poll_until(30, [&] { return scheduler.beats >= n; });
+    testing::poll_until(30, [&] { return scheduler.beats >= n; });
     ASSERT_GE(scheduler.beats.load(), n) << "the beats did not reach the played scheduler";
   }
   zmq::context_t ctx;

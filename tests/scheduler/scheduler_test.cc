@@ -27,6 +27,7 @@
 #include "comm/grad_stats.h"
 #include "comm/message.h"
 #include "monitoring/metrics.h"
+#include "tests/test_util.h"
 
 namespace pst {
 namespace {
@@ -164,8 +165,7 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   // Every message so far handled (2 broken registrations, 2 real ones, the
   // late one: its answer goes out before the scheduler counts it).
   const int64_t before = 5;
-  const Deadline settled = Deadline::after(20);
-  while (job.received() < before && !settled.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  testing::poll_until(20, [&] { return job.received() >= before; });
   ASSERT_EQ(job.received(), before);
   std::vector<Frames> forged;
   for (int32_t rank : {server_rank, worker_rank}) {
@@ -180,8 +180,7 @@ TEST(SchedulerTest, BrokenAndLateRegistrationsAreRejectedAndTheJobGoesOn) {
   for (Frames& f : forged)
     for (size_t i = 0; i < f.size(); ++i)
       ASSERT_TRUE(impostor.send(f[i], i + 1 < f.size() ? zmq::send_flags::sndmore : zmq::send_flags::none));
-  const Deadline handled = Deadline::after(20);
-  while (job.received() < before + 3 && !handled.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  testing::poll_until(20, [&] { return job.received() >= before + 3; });
   EXPECT_EQ(job.received(), before + 3);
   EXPECT_FALSE(job.returned()) << "forged Shutdowns ended the job";
   zmq::pollitem_t item{impostor.handle(), 0, ZMQ_POLLIN, 0};
