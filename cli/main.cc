@@ -96,7 +96,8 @@ void add_model_tools(CLI::App& app, Flags& f) {
   f.predict->add_option("inputs", f.inputs, "Words (G2P) or prompts (LM)");
   f.predict->add_option("--input", f.input_file,
                         "Read the words (G2P) or prompts (LM) from this file, one per line ('-': standard input), "
-                        "after any given as arguments");
+                        "after any given as arguments (with neither, standard input is read when it is not a "
+                        "terminal)");
   f.predict->add_option("--bytes", f.gen_bytes, "LM: bytes to generate per prompt");
   f.predict->add_option("--temperature", f.sampling.temperature,
                         "LM: sample each byte from softmax(logits / T) (0 = greedy: the most probable byte)");
@@ -224,15 +225,21 @@ int run_command(Flags& f) {
   if (*f.health) return pst::run_health(f.health_endpoint, f.health_timeout);
   if (*f.predict) {
     std::vector<std::string> inputs = f.inputs;
-    if (!f.input_file.empty()) {
-      const pst::Status s = pst::read_lines(f.input_file, &inputs);
+    // With no words given, words piped in are read, as a filter reads them
+    // (`cut -f1 words.tsv | pst predict --model M`); a terminal is not
+    // waited on.
+    std::string from = f.input_file;
+    if (from.empty() && inputs.empty() && !::isatty(STDIN_FILENO)) from = "-";
+    if (!from.empty()) {
+      const pst::Status s = pst::read_lines(from, &inputs);
       if (!s.ok()) {
         spdlog::error("{}", s.message());
         return 2;
       }
     }
     if (inputs.empty()) {
-      spdlog::error("predict: no words or prompts (give them as arguments or with --input FILE)");
+      spdlog::error(
+          "predict: no words or prompts (give them as arguments, with --input FILE, or on standard input)");
       return 2;
     }
     return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode, f.sampling);

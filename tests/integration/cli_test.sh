@@ -157,7 +157,8 @@ check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetenso
 check "predict prints a line per word" test "$(grep -c "$(printf '\t')" "$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"
 # Words from a file and from standard input (blank lines and CRs skipped),
-# after those given as arguments; none at all is an error.
+# after those given as arguments; with neither, words piped in; none at all
+# is an error.
 printf 'zebra\r\n\nhello\n' >"$TMP/words.txt"
 check "predict --input FILE" run 0 "$TMP/prf" "$PST" predict --model "$TMP/g2p/model.safetensors" \
   --input "$TMP/words.txt" first
@@ -166,7 +167,11 @@ check "predict --input FILE answers each word in order" \
 check "predict --input -" run 0 "$TMP/prs" bash -c "printf 'world\n' | '$PST' predict \
   --model '$TMP/g2p/model.safetensors' --input -"
 check "predict --input - reads standard input" contains "$TMP/prs" "^world	"
-check "predict with no words" run 2 "$TMP/prn" "$PST" predict --model "$TMP/g2p/model.safetensors"
+check "predict with no words or --input reads words piped in" run 0 "$TMP/prp" bash -c "printf 'world\nzebra\n' | \
+  '$PST' predict --model '$TMP/g2p/model.safetensors'"
+check "and answers each of them in order" \
+  test "$(grep "$(printf '\t')" "$TMP/prp" | cut -f1 | tr '\n' ' ')" = "world zebra "
+check "predict with no words" run 2 "$TMP/prn" "$PST" predict --model "$TMP/g2p/model.safetensors" </dev/null
 check "predict with no words says so" contains "$TMP/prn" "no words or prompts"
 
 # eval: the validation metrics of the model are those train logged at its end.
