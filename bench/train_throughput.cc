@@ -31,10 +31,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -55,8 +58,8 @@ using namespace pst;
 namespace {
 
 // Seconds of the logged products run again as plain calls (see the top of
-// the file): `product(r, A, B, C)` computes one, `threads(n)` sets how many
-// threads the library gives a whole product.
+// the file): `product(r, A, B, C)` computes one, `set_threads(n)` sets how
+// many threads the library gives a whole product.
 template <typename Product, typename Threads>
 double replay_seconds(const std::vector<GemmRecord>& log, int threads, Product product, Threads set_threads) {
   size_t a = 0, b = 0, c = 0;
@@ -86,14 +89,15 @@ double replay_seconds(const std::vector<GemmRecord>& log, int threads, Product p
   return sw.seconds();
 }
 
+void openblas_product(const GemmRecord& r, const float* A, const float* B, float* C) {
+  cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans, r.tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(r.M), static_cast<blasint>(r.N), static_cast<blasint>(r.K), 1.0f, A,
+              static_cast<blasint>(r.ta ? r.M : r.K), B, static_cast<blasint>(r.tb ? r.K : r.N), 0.0f, C,
+              static_cast<blasint>(r.N));
+}
+
 double openblas_seconds(const std::vector<GemmRecord>& log, int threads) {
-  auto product = [](const GemmRecord& r, const float* A, const float* B, float* C) {
-    cblas_sgemm(CblasRowMajor, r.ta ? CblasTrans : CblasNoTrans, r.tb ? CblasTrans : CblasNoTrans,
-                static_cast<blasint>(r.M), static_cast<blasint>(r.N), static_cast<blasint>(r.K), 1.0f, A,
-                static_cast<blasint>(r.ta ? r.M : r.K), B, static_cast<blasint>(r.tb ? r.K : r.N), 0.0f, C,
-                static_cast<blasint>(r.N));
-  };
-  return replay_seconds(log, threads, product, [](int n) { openblas_set_num_threads(n); });
+  return replay_seconds(log, threads, openblas_product, [](int n) { openblas_set_num_threads(n); });
 }
 
 // The same products through oneDNN's fp32 matmul: a primitive per shape,
@@ -115,21 +119,45 @@ class OneDnnReplay {
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine_);
 #endif
       made_.emplace(key(r), Made{pd, dnnl::matmul(pd)});
+      if (checked_.insert({r.ta, r.tb}).second) check(r);
     }
     omp_set_num_threads(threads);
   }
   double seconds() {
-    auto product = [this](const GemmRecord& r, float* A, float* B, float* C) {
-      const Made& m = made_.at(key(r));
-      thread_local dnnl::stream stream(engine_);
-      dnnl::memory a(m.pd.src_desc(), engine_, A), b(m.pd.weights_desc(), engine_, B), c(m.pd.dst_desc(), engine_, C);
-      m.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
-      stream.wait();
-    };
-    return replay_seconds(log_, threads_, product, [](int n) { omp_set_num_threads(n); });
+    return replay_seconds(
+        log_, threads_, [this](const GemmRecord& r, float* A, float* B, float* C) { product(r, A, B, C); },
+        [](int n) { omp_set_num_threads(n); });
   }
 
  private:
+  void product(const GemmRecord& r, float* A, float* B, float* C) const {
+    const Made& m = made_.at(key(r));
+    thread_local dnnl::stream stream(engine_);
+    dnnl::memory a(m.pd.src_desc(), engine_, A), b(m.pd.weights_desc(), engine_, B), c(m.pd.dst_desc(), engine_, C);
+    m.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    stream.wait();
+  }
+  // The two libraries compute the same product (one of each transposition),
+  // so that the race is between equals.
+  void check(const GemmRecord& r) const {
+    std::vector<float> A(static_cast<size_t>(r.M * r.K)), B(static_cast<size_t>(r.K * r.N));
+    std::mt19937 g(1);
+    std::normal_distribution<float> draw;
+    for (float& x : A) x = draw(g);
+    for (float& x : B) x = draw(g);
+    std::vector<float> mine(static_cast<size_t>(r.M * r.N)), blas(mine.size());
+    product(r, A.data(), B.data(), mine.data());
+    openblas_product(r, A.data(), B.data(), blas.data());
+    double worst = 0;
+    for (size_t i = 0; i < mine.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(mine[i] - blas[i])));
+    // Sums of K products of N(0, 1) draws: about sqrt(K) in size, rounded.
+    if (worst > 1e-5 * static_cast<double>(r.K)) {
+      std::fprintf(stderr, "oneDNN and OpenBLAS differ by %g on a %s%s product %ldx%ldx%ld\n", worst, r.ta ? "T" : "N",
+                   r.tb ? "T" : "N", static_cast<long>(r.M), static_cast<long>(r.N), static_cast<long>(r.K));
+      std::exit(1);
+    }
+  }
+
   using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, bool>;
   struct Made {
     dnnl::matmul::primitive_desc pd;
@@ -141,6 +169,7 @@ class OneDnnReplay {
   const int threads_;
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   std::map<Key, Made> made_;
+  std::set<std::pair<bool, bool>> checked_;
 };
 
 }  // namespace

@@ -238,8 +238,7 @@ int run_command(Flags& f) {
       }
     }
     if (inputs.empty()) {
-      spdlog::error(
-          "predict: no words or prompts (give them as arguments, with --input FILE, or on standard input)");
+      spdlog::error("predict: no words or prompts (give them as arguments, with --input FILE, or on standard input)");
       return 2;
     }
     return pst::run_predict(f.model_path, inputs, f.gen_bytes, f.threads, f.decode, f.sampling);
