@@ -103,6 +103,11 @@ double openblas_seconds(const std::vector<GemmRecord>& log, int threads) {
 // The same products through oneDNN's fp32 matmul: a primitive per shape,
 // made before the clock starts with the threads it will run on (oneDNN
 // plans a product for the threads it may use when it is made).
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
 class OneDnnReplay {
  public:
   OneDnnReplay(const std::vector<GemmRecord>& log, int threads) : log_(log), threads_(threads) {
@@ -114,9 +119,9 @@ class OneDnnReplay {
       const dnnl::memory::desc b({r.K, r.N}, dt::f32, r.tb ? dnnl::memory::dims{1, r.K} : dnnl::memory::dims{r.N, 1});
       const dnnl::memory::desc c({r.M, r.N}, dt::f32, dnnl::memory::dims{r.N, 1});
 #if DNNL_VERSION_MAJOR >= 3
-      dnnl::matmul::primitive_desc pd(engine_, a, b, c);
+      dnnl::matmul::primitive_desc pd(cpu_engine(), a, b, c);
 #else
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine_);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu_engine());
 #endif
       made_.emplace(key(r), Made{pd, dnnl::matmul(pd)});
       if (checked_.insert({r.ta, r.tb}).second) check(r);
@@ -132,8 +137,9 @@ class OneDnnReplay {
  private:
   void product(const GemmRecord& r, float* A, float* B, float* C) const {
     const Made& m = made_.at(key(r));
-    thread_local dnnl::stream stream(engine_);
-    dnnl::memory a(m.pd.src_desc(), engine_, A), b(m.pd.weights_desc(), engine_, B), c(m.pd.dst_desc(), engine_, C);
+    const dnnl::engine& engine = cpu_engine();
+    thread_local dnnl::stream stream(engine);
+    dnnl::memory a(m.pd.src_desc(), engine, A), b(m.pd.weights_desc(), engine, B), c(m.pd.dst_desc(), engine, C);
     m.primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
     stream.wait();
   }
@@ -167,7 +173,6 @@ class OneDnnReplay {
 
   const std::vector<GemmRecord>& log_;
   const int threads_;
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   std::map<Key, Made> made_;
   std::set<std::pair<bool, bool>> checked_;
 };
