@@ -16,6 +16,11 @@ int cuda_device_count(std::string* why) {
   return 0;
 }
 
+bool cuda_blas_loaded(std::string* why) {
+  if (why) *why = "this build has no CUDA backend (nvcc was not found when it was configured)";
+  return false;
+}
+
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions&) {
   return failed_precondition("cuda: this build has no CUDA backend (nvcc was not found when it was configured)");
 }

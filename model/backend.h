@@ -235,8 +235,13 @@ bool cuda_compiled();
 // cudaGetDeviceCount fails for any reason (no driver, no device,
 // CUDA_VISIBLE_DEVICES=""), with the reason in *why when why is not null.
 int cuda_device_count(std::string* why = nullptr);
-// The CUDA backend on one device; an error when CUDA is not compiled in or
-// the device does not exist.
+// True when this build's CUDA backend finds cuBLAS, which it loads when the
+// first backend is made rather than linking it (its libraries take 0.3 s
+// to initialise in every process that links them), with every function it
+// calls; otherwise false with the reason in *why. Needs no device.
+bool cuda_blas_loaded(std::string* why = nullptr);
+// The CUDA backend on one device; an error when CUDA is not compiled in,
+// the device does not exist or cuBLAS cannot be loaded.
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options);
 
 // This process's rank among the job's processes on its host, as its

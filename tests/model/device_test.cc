@@ -73,6 +73,20 @@ TEST_F(LocalRankEnv, GarbageIsIgnored) {
   }
 }
 
+// cuBLAS is loaded at run time: where the CUDA backend is built, the library
+// and every function the backend calls must be found, a GPU or not (a
+// misspelt name would otherwise show only on a GPU machine).
+TEST(CudaBlas, IsLoadedWithEveryFunctionWhereCudaIsBuilt) {
+  std::string why;
+  const bool loaded = cuda_blas_loaded(&why);
+  if (!cuda_compiled()) {
+    EXPECT_FALSE(loaded);
+    EXPECT_NE(why.find("no CUDA backend"), std::string::npos) << why;
+    return;
+  }
+  EXPECT_TRUE(loaded) << why;
+}
+
 TEST(LocalDevice, SpreadsLocalRanksOverTheDevices) {
   // Brute force: every device of a host with `count` GPUs gets the same
   // number of ranks (within one) from local ranks 0..n-1.

@@ -7,13 +7,21 @@
 // Memory: allocate() is cudaMalloc. The scratch buffers below grow to the
 // largest shape seen and are then reused, so a training step after the first
 // allocates nothing.
+//
+// cuBLAS is loaded (dlopen) when the first backend is made, not linked:
+// libcublas and libcublasLt spend 0.3-0.4 s initialising in every process
+// that links them, which every pst command and test process paid, on
+// machines without a GPU too. The CUDA runtime is linked; it costs nothing
+// at start.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "core/status.h"
 #include "model/backend.h"
@@ -25,14 +33,77 @@
     PST_CHECK_MSG(pst_err_ == cudaSuccess, "{} failed: {}", #expr, cudaGetErrorString(pst_err_)); \
   } while (0)
 
-#define PST_CUBLAS_CHECK(expr)                                                                               \
-  do {                                                                                                       \
-    const cublasStatus_t pst_st_ = (expr);                                                                   \
-    PST_CHECK_MSG(pst_st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr, cublasGetStatusString(pst_st_)); \
+#define PST_CUBLAS_CHECK(expr)                                                                                \
+  do {                                                                                                        \
+    const cublasStatus_t pst_st_ = (expr);                                                                    \
+    PST_CHECK_MSG(pst_st_ == CUBLAS_STATUS_SUCCESS, "{} failed: {}", #expr, cublas().status_string(pst_st_)); \
   } while (0)
 
 namespace pst {
 namespace {
+
+// The cuBLAS functions the backend calls, from the library loaded at run
+// time (the signatures of cublas_api.h).
+struct Cublas {
+  cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+  cublasStatus_t (*destroy)(cublasHandle_t) = nullptr;
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+  cublasStatus_t (*gemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*,
+                         cudaDataType, int, const void*, cudaDataType, int, const void*, void*, cudaDataType, int,
+                         cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+  cublasStatus_t (*gemm_strided_batched)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                         const void*, const void*, cudaDataType, int, long long, const void*,
+                                         cudaDataType, int, long long, const void*, void*, cudaDataType, int, long long,
+                                         int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+  const char* (*status_string)(cublasStatus_t) = nullptr;
+  std::string error;  // why the library or one of its functions is missing; empty when loaded
+};
+// Each pointer has the type of the header's declaration (an overload that
+// matches it exactly), or this does not compile.
+#define PST_CUBLAS_SIGNATURE(member, function) \
+  static_assert(sizeof(static_cast<decltype(Cublas::member)>(&function)) > 0, #function)
+PST_CUBLAS_SIGNATURE(create, cublasCreate_v2);
+PST_CUBLAS_SIGNATURE(destroy, cublasDestroy_v2);
+PST_CUBLAS_SIGNATURE(set_stream, cublasSetStream_v2);
+PST_CUBLAS_SIGNATURE(gemm, cublasGemmEx);
+PST_CUBLAS_SIGNATURE(gemm_strided_batched, cublasGemmStridedBatchedEx);
+PST_CUBLAS_SIGNATURE(status_string, cublasGetStatusString);
+#undef PST_CUBLAS_SIGNATURE
+
+// Loads cuBLAS of the major version this file was compiled against, by the
+// dynamic linker's search (ld.so.cache, LD_LIBRARY_PATH) and then from the
+// toolkit's library directory found at configure time; once per process.
+const Cublas& cublas() {
+  static const Cublas loaded = [] {
+    Cublas c;
+    const std::string name = fmt::format("libcublas.so.{}", CUBLAS_VER_MAJOR);
+    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const std::string first = dlerror();
+      const std::string path = std::string(PST_CUBLAS_DIR) + "/" + name;
+      lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!lib) {
+        c.error = fmt::format(
+            "cannot load cuBLAS: {}; nor {}: {} (install CUDA's cuBLAS {}, or name its directory "
+            "in LD_LIBRARY_PATH)",
+            first, path, dlerror(), CUBLAS_VER_MAJOR);
+        return c;
+      }
+    }
+    const auto find = [&](auto& f, const char* symbol) {
+      f = reinterpret_cast<std::remove_reference_t<decltype(f)>>(dlsym(lib, symbol));
+      if (!f && c.error.empty()) c.error = fmt::format("{} has no function {}", name, symbol);
+    };
+    find(c.create, "cublasCreate_v2");
+    find(c.destroy, "cublasDestroy_v2");
+    find(c.set_stream, "cublasSetStream_v2");
+    find(c.gemm, "cublasGemmEx");
+    find(c.gemm_strided_batched, "cublasGemmStridedBatchedEx");
+    find(c.status_string, "cublasGetStatusString");
+    return c;
+  }();
+  return loaded;
+}
 
 // A device buffer that only grows.
 class Scratch {
@@ -71,8 +142,8 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(const CudaOptions& o) : options_(o), compute_(compute_type(o.matmul)) {
     PST_CUDA_CHECK(cudaSetDevice(o.device));
     PST_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    PST_CUBLAS_CHECK(cublasCreate(&blas_));
-    PST_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    PST_CUBLAS_CHECK(cublas().create(&blas_));
+    PST_CUBLAS_CHECK(cublas().set_stream(blas_, stream_));
     PST_CUDA_CHECK(cudaMallocHost(&result_, sizeof(HostResult)));
     // Each reduction writes only its fields; the copy back reads them all.
     PST_CUDA_CHECK(cudaMemsetAsync(device_result(), 0, sizeof(HostResult), stream_));
@@ -80,7 +151,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     cudaFreeHost(result_);
-    cublasDestroy(blas_);
+    cublas().destroy(blas_);
     cudaStreamDestroy(stream_);
   }
 
@@ -148,10 +219,10 @@ class CudaBackend final : public Backend {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
             int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
-    PST_CUBLAS_CHECK(cublasGemmEx(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F,
-                                  static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda), &beta, C, CUDA_R_32F,
-                                  static_cast<int>(ldc), compute_, CUBLAS_GEMM_DEFAULT));
+    PST_CUBLAS_CHECK(cublas().gemm(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F,
+                                   static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda), &beta, C, CUDA_R_32F,
+                                   static_cast<int>(ldc), compute_, CUBLAS_GEMM_DEFAULT));
   }
 
   void add_bias(float* y, const float* b, int64_t rows, int64_t cols) override {
@@ -323,7 +394,7 @@ class CudaBackend final : public Backend {
                     int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
                     int64_t stride_c, int64_t batch) {
     if (M == 0 || N == 0 || batch == 0) return;
-    PST_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+    PST_CUBLAS_CHECK(cublas().gemm_strided_batched(
         blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
         static_cast<int>(K), &alpha, B, CUDA_R_32F, static_cast<int>(ldb), stride_b, A, CUDA_R_32F,
         static_cast<int>(lda), stride_a, &beta, C, CUDA_R_32F, static_cast<int>(ldc), stride_c, static_cast<int>(batch),
@@ -354,6 +425,13 @@ int cuda_device_count(std::string* why) {
   return n;
 }
 
+bool cuda_blas_loaded(std::string* why) {
+  const Cublas& c = cublas();
+  if (c.error.empty()) return true;
+  if (why) *why = c.error;
+  return false;
+}
+
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
   std::string why;
   const int count = cuda_device_count(&why);
@@ -364,6 +442,7 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
   const cudaError_t err = cudaGetDeviceProperties(&prop, options.device);
   if (err != cudaSuccess)
     return failed_precondition("cuda:{}: cudaGetDeviceProperties: {}", options.device, cudaGetErrorString(err));
+  if (!cublas().error.empty()) return failed_precondition("cuda:{}: {}", options.device, cublas().error);
   spdlog::info("CUDA device {}: {} (sm_{}{}, {} SMs, {:.1f} GiB), matrix products in {}", options.device, prop.name,
                prop.major, prop.minor, prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / (1 << 30),
                to_string(options.matmul));
