@@ -10,13 +10,13 @@
 #     arguments and environment as the kubelet resolves them (the image's
 #     ENV, the ConfigMap, the pod's address from the downward API), the
 #     Secret at its mount path with its mode, the claim shared at its mount
-#     path. Only the number of steps and the logging are the test's own.
-#     The readiness probe is 503 before the rendezvous and 200 after it;
-#     every server binds its pod address within the NetworkPolicy's port
-#     range. `kubectl delete` (SIGTERM to every pod) mid-run ends in a
-#     checkpoint of one common step; the pods started again resume at it
-#     and finish; a server that its StatefulSet starts again after the end
-#     changes nothing in the claim.
+#     path. Only the model's size, the number of steps and the logging are
+#     the test's own. The readiness probe is 503 before the rendezvous and
+#     200 after it; every server binds its pod address within the
+#     NetworkPolicy's port range. `kubectl delete` (SIGTERM to every pod)
+#     mid-run ends in a checkpoint of one common step; the pods started
+#     again resume at it and finish; a server that its StatefulSet starts
+#     again after the end changes nothing in the claim.
 #   tests/integration/kubernetes_test.sh PST_BINARY
 # PST_KUBECTL names another kubectl (e.g. Debian 12's 1.20, unpacked).
 set -euo pipefail
@@ -45,6 +45,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 echo "kubernetes_test: $("$KUBECTL" version --client 2>/dev/null | head -1)"
 
 # --- 1: render ---------------------------------------------------------------
@@ -215,8 +216,10 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 done <"$TMP/mounts.tsv"
 check "the claim and the Secret are mounted" [ "$(wc -l <"$TMP/mounts.tsv")" == 2 ]
 
-# What the test changes of the job: a short run of small batches, logged often.
-TEST_ENV=(PST_TRAIN_STEPS=120 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=30 PST_TRAIN_LOG_EVERY=10
+# What the test changes of the job: a short run of small batches of a small
+# model (check.sh), logged often.
+STEPS=400
+TEST_ENV=("${SMALL_MODEL_ENV[@]}" PST_TRAIN_STEPS=$STEPS PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=30 PST_TRAIN_LOG_EVERY=10
           PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false PST_DATA_EVAL_MAX_EXAMPLES=50
           PST_CHECKPOINT_EVERY_STEPS=50 PST_CLUSTER_TIMEOUT_S=120 PST_TRAIN_THREADS=1 PST_METRICS_LINGER_S=0)
 
@@ -253,7 +256,7 @@ done
 expect "CURVE is on in every pod" "$(cat "$TMP"/run1/*.log | grep -c 'CURVE on')" "${#NAMES[@]}"
 
 # kubectl delete: SIGTERM to every pod at once, mid-run.
-wait_for "$TMP/run1/${WORKERS[0]}.log" "step *[3-6]0/120" 300 || { tail -n 5 "$TMP"/run1/*.log; exit 1; }
+wait_for "$TMP/run1/${WORKERS[0]}.log" "step *[3-6]0/$STEPS" 300 || { tail -n 5 "$TMP"/run1/*.log; exit 1; }
 stop_all "$TMP/run1/${WORKERS[0]}.log" "$TMP/run1/${WORKERS[1]}.log"
 stopped=$STOPPED
 expect "the newest checkpoint on the claim is of the stop step" "$(ls "$OUT/checkpoints" | tail -1)" \
@@ -266,11 +269,11 @@ for n in "${NAMES[@]}"; do start "$n" "$TMP/run2/$n.log"; done
 wait_started 400
 for n in "${NAMES[@]}"; do expect "$n exits 0 after the restart" "${RC[$n]}" 0; done
 expect "${SERVERS[0]} resumed at the stop step" "$(grep -c "resumed from .*(step $stopped," "$TMP/run2/${SERVERS[0]}.log")" 1
-expect "the job ends at step 120" "$(grep -c 'step *120/120' "$TMP/run2/${WORKERS[0]}.log")" 1
-expect "a checkpoint of step 120" "$(test -f "$OUT/checkpoints/step-000000120/manifest.json" && echo yes)" yes
+expect "the job ends at step $STEPS" "$(grep -c "step *$STEPS/$STEPS" "$TMP/run2/${WORKERS[0]}.log")" 1
+expect "a checkpoint of step $STEPS" "$(test -f "$OUT/checkpoints/$(printf 'step-%09d' $STEPS)/manifest.json" && echo yes)" yes
 expect "the model file is written" "$(test -s "$OUT/model.safetensors" && echo yes)" yes
 mapfile -t L < <(losses "$TMP/run1/${WORKERS[0]}.log" "$TMP/run2/${WORKERS[0]}.log")
-echo "kubernetes_test: loss ${L[0]} at step 10, ${L[-1]} at step 120 (${#L[@]} log lines)"
+echo "kubernetes_test: loss ${L[0]} at step 10, ${L[-1]} at step $STEPS (${#L[@]} log lines)"
 expect "the loss falls by more than 0.5 over the job" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
 
 # After the end the StatefulSet starts its servers again (restartPolicy
@@ -281,7 +284,7 @@ unset 'STARTED[$SCHED]' 'STARTED[${WORKERS[0]}]' 'STARTED[${WORKERS[1]}]' 'START
 start "${SERVERS[0]}" "$TMP/run3.log"
 wait_started 60
 expect "a server started after the end exits 0" "${RC[${SERVERS[0]}]}" 0
-check "it says the job has run to its end" grep -q "step-000000120 is at step 120 of train.steps = 120; the job has run to its end" "$TMP/run3.log"
+check "it says the job has run to its end" grep -q "$(printf 'step-%09d' $STEPS) is at step $STEPS of train.steps = $STEPS; the job has run to its end" "$TMP/run3.log"
 expect "the claim is unchanged" "$(cd "$OUT" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)" "$before"
 echo "kubernetes_test: $passes checks passed, $failures failed"
 [[ $failures -eq 0 ]]

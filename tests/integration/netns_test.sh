@@ -7,8 +7,8 @@
 #  1. The compose stack exactly as `docker-compose config` resolves it: every
 #     pst container's command and environment (the image's ENV, then the
 #     service's), its secret at /run/secrets, its volume at /opt/pst/runs;
-#     only the number of steps and the logging are the test's own. Roles
-#     start without MPI, with CURVE on. /healthz is 503 before the
+#     only the model's size, the number of steps and the logging are the
+#     test's own. Roles start without MPI, with CURVE on. /healthz is 503 before the
 #     rendezvous and 200 after it; the scheduler's file_sd file names every
 #     process by its own address.
 #  2. The stop test: SIGTERM to every process mid-run (docker compose stop).
@@ -46,6 +46,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 
 # The image's file system (/opt/pst), private mounts, and the bridge br0.
 image_root "$TMP" "$ROOT/configs"
@@ -79,8 +80,9 @@ echo "$hosts" >"$TMP/hosts"
 mount --bind "$TMP/hosts" /etc/hosts
 
 # What the test changes of the stack: a short job of small batches (with a short warmup, so
-# that the loss falls within it), logged often.
-TEST_ENV=(PST_TRAIN_STEPS=200 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=50 PST_TRAIN_LOG_EVERY=10 PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false
+# that the loss falls within it) of a small model (check.sh), logged often.
+STEPS=400
+TEST_ENV=("${SMALL_MODEL_ENV[@]}" PST_TRAIN_STEPS=$STEPS PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=50 PST_TRAIN_LOG_EVERY=10 PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false
           PST_DATA_EVAL_MAX_EXAMPLES=50 PST_CHECKPOINT_EVERY_STEPS=50 PST_CLUSTER_TIMEOUT_S=120
           PST_TRAIN_THREADS=1 PST_METRICS_LINGER_S=0)
 
@@ -137,7 +139,7 @@ for n in "${NAMES[@]}"; do
   expect "file_sd names $n by its address" "$(grep -c "\"${ADDR[$n]}:9100\"" /opt/pst/targets/pst.json)" 1
 done
 # Stop mid-run: SIGTERM to every process at once, as docker compose stop.
-wait_for "$TMP/run1/${WORKERS[0]}.log" "step *[6-9]0/200" 300 || { tail -n 5 "$TMP"/run1/*.log; exit 1; }
+wait_for "$TMP/run1/${WORKERS[0]}.log" "step *[6-9]0/$STEPS" 300 || { tail -n 5 "$TMP"/run1/*.log; exit 1; }
 stop_all "$TMP/run1/${WORKERS[0]}.log" "$TMP/run1/${WORKERS[1]}.log"
 stopped=$STOPPED
 ck=$(ls /opt/pst/runs/job/checkpoints | tail -1)
@@ -152,14 +154,15 @@ wait_started 400
 for n in "${NAMES[@]}"; do expect "$n exits 0 after the restart" "${RC[$n]}" 0; done
 expect "server 0 resumed at the stop step" \
   "$(grep -c "resumed from .*(step $stopped," "$TMP/run2/${SERVERS[0]}.log")" 1
-first=$(grep -ho 'step *[0-9]*/200' "$TMP/run2/${WORKERS[0]}.log" | head -1 | grep -o '[0-9]*/' | tr -d /)
+first=$(grep -ho "step *[0-9]*/$STEPS" "$TMP/run2/${WORKERS[0]}.log" | head -1 | grep -o '[0-9]*/' | tr -d /)
 expect "the first step logged after the restart follows the stop step" \
   "$((first > stopped && first <= stopped + 10))" 1
-expect "the job ends at step 200" "$(grep -c 'step *200/200' "$TMP/run2/${WORKERS[0]}.log")" 1
-expect "a checkpoint of step 200" "$(test -f /opt/pst/runs/job/checkpoints/step-000000200/manifest.json && echo yes)" yes
+expect "the job ends at step $STEPS" "$(grep -c "step *$STEPS/$STEPS" "$TMP/run2/${WORKERS[0]}.log")" 1
+expect "a checkpoint of step $STEPS" \
+  "$(test -f "/opt/pst/runs/job/checkpoints/$(printf 'step-%09d' $STEPS)/manifest.json" && echo yes)" yes
 expect "the model file is written" "$(test -s /opt/pst/runs/job/model.safetensors && echo yes)" yes
 mapfile -t L < <(losses "$TMP/run1/${WORKERS[0]}.log" "$TMP/run2/${WORKERS[0]}.log")
-echo "netns_test: loss ${L[0]} at step 10, ${L[-1]} at step 200 (${#L[@]} log lines)"
+echo "netns_test: loss ${L[0]} at step 10, ${L[-1]} at step $STEPS (${#L[@]} log lines)"
 expect "the loss falls by more than 0.5 over the job" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
 
 # --- 3: mpirun across the namespaces ---------------------------------------
@@ -175,7 +178,7 @@ EOF
 chmod +x "$TMP/rsh"
 for n in "${NAMES[@]}"; do echo "$n slots=1"; done >"$TMP/hostfile"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPI_ENV=(PST_CLUSTER_HOST=auto PST_DATA_BATCH_SIZE=64 PST_SECURITY_MODE=curve PST_TRAIN_STEPS=40 PST_SCHEDULE_WARMUP_STEPS=10
+MPI_ENV=("${SMALL_MODEL_ENV[@]}" PST_CLUSTER_HOST=auto PST_DATA_BATCH_SIZE=64 PST_SECURITY_MODE=curve PST_TRAIN_STEPS=40 PST_SCHEDULE_WARMUP_STEPS=10
          PST_TRAIN_LOG_EVERY=10
          PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false PST_DATA_EVAL_MAX_EXAMPLES=50
          PST_CHECKPOINT_EVERY_STEPS=20 PST_TRAIN_OUTPUT=$TMP/mpi PST_TRAIN_THREADS=1 PST_METRICS_ENABLED=false)

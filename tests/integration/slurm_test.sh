@@ -70,6 +70,7 @@ cleanup() {
   [[ -n ${SLURM_TEST_KEEP:-} ]] && echo "slurm_test: kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
@@ -169,11 +170,14 @@ stop_slurm() {
 printf 'AutoDetect=off\nNodeName=gpu[1-2] Name=gpu File=/dev/null\n' >"$TMP/gres.conf"
 start_slurm
 
-# The job: g2p-small, short, logged often, a checkpoint every 30 steps.
+# The job: g2p-small's file with a small model (check.sh), short, logged
+# often, a checkpoint every 30 steps.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_tcp_if_include=10.79.0.0/24 OMPI_MCA_oob_tcp_if_include=10.79.0.0/24
 export PST="$PST" PST_CONFIG="$ROOT/configs/g2p-small.toml"
-export PST_TRAIN_STEPS=100 PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=30 PST_TRAIN_LOG_EVERY=10
+export "${SMALL_MODEL_ENV[@]}"
+STEPS=400
+export PST_TRAIN_STEPS=$STEPS PST_DATA_BATCH_SIZE=64 PST_SCHEDULE_WARMUP_STEPS=30 PST_TRAIN_LOG_EVERY=10
 export PST_TRAIN_EVAL_EVERY=0 PST_TRAIN_TEST_AT_END=false PST_DATA_EVAL_MAX_EXAMPLES=50 PST_CHECKPOINT_EVERY_STEPS=30
 export PST_CLUSTER_TIMEOUT_S=120 PST_TRAIN_THREADS=1 PST_METRICS_LINGER_S=0 PST_CLUSTER_PORT_RANGE=31000-31019
 cd "$TMP"
@@ -293,12 +297,12 @@ part_mpi() {
     export PST_TRAIN_OUTPUT=$TMP/run-mpi-$generation-$attempt
     job=$(PST_LAUNCH=mpi PST_CLUSTER_TRANSPORT=mpi sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
     out=$TMP/pst-$job.out
-    wait_out "$out" "step *[3-9]0/100\\|$wireup" 600 || {
+    wait_out "$out" "step *[3-9]0/$STEPS\\|$wireup" 600 || {
       (($? != 2)) || { hung_now || true; return 0; }
       echo "slurm_test: the mpi job did not reach step 30"
       exit 1
     }
-    grep -q "step *[3-9]0/100" "$out" && break
+    grep -q "step *[3-9]0/$STEPS" "$out" && break
     ((attempt == 1)) || { echo "slurm_test: Open MPI's wireup failed twice"; exit 1; }
     echo "slurm_test: Open MPI's TCP wireup failed before the first step; the job is cancelled and submitted again:"
     grep -A 8 "$wireup" "$out" | head -n 9
@@ -335,10 +339,10 @@ part_mpi() {
   expect "both workers stopped after the same step" "$(grep -o 'stopped after step [0-9]*' "$out" | sort -u | wc -l)" 1
   expect "with a checkpoint of it" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
   expect "the requeued run says so" "$(grep -c 'pst.sbatch: job .* (restart 1)' "$out")" 1
-  expect "it ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
+  expect "it ends at step $STEPS" "$(grep -c "\[worker 0\] step *$STEPS/$STEPS" "$out")" 1
   expect "the model is written" "$(test -s "$PST_TRAIN_OUTPUT/model.safetensors" && echo yes)" yes
   mapfile -t L < <(losses "$out")
-  echo "slurm_test: mpi: stopped after step $stopped; loss ${L[0]} at step 10, ${L[-1]} at step 100"
+  echo "slurm_test: mpi: stopped after step $stopped; loss ${L[0]} at step 10, ${L[-1]} at step $STEPS"
   expect "the loss falls by more than 0.5" "$(awk -v a="${L[0]}" -v b="${L[-1]}" 'BEGIN {print (b < a - 0.5)}')" 1
 }
 run_part part_mpi
@@ -348,7 +352,7 @@ part_roles() {
   export PST_TRAIN_OUTPUT=$TMP/run-roles-$generation
   job=$(PST_LAUNCH=roles sbatch --parsable "$ROOT/deploy/slurm/pst.sbatch")
   out=$TMP/pst-$job.out
-  wait_out "$out" 'step *[3-9]0/100' 600 || {
+  wait_out "$out" "step *[3-9]0/$STEPS" 600 || {
     (($? != 2)) || { hung_now || true; return 0; }
     echo "slurm_test: the roles job did not reach step 30"
     exit 1
@@ -368,7 +372,7 @@ part_roles() {
   wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
   expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
   expect "resuming at the stop step" "$(grep -c "resumed from .*(step $stopped," "$out")" 1
-  expect "and ends at step 100" "$(grep -c '\[worker 0\] step *100/100' "$out")" 1
+  expect "and ends at step $STEPS" "$(grep -c "\[worker 0\] step *$STEPS/$STEPS" "$out")" 1
   mapfile -t R < <(losses "$out")
   expect "the last loss equals the mpi job's (tensors over MPI there, ZeroMQ here)" "${R[-1]}" "${L[-1]}"
   echo "slurm_test: roles: stopped after step $stopped, resumed, ended"
