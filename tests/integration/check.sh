@@ -131,8 +131,8 @@ start_in_namespace() {
 # FFN 256, 2 + 2 layers: 0.93 MiB of weights against 21 MiB), whose step
 # takes an eighth of the time: what they check is the wiring (addresses,
 # keys, launchers, stops and resumes), which is the same for any size. The
-# tensors are cut into 8 KiB chunks, so that each weight matrix spans
-# several (2 to 8) where g2p-small's, under 4 MiB, span one each.
+# tensors are cut into 8 KiB chunks, so that a layer's weight matrix spans
+# 2 (attention) to 8 (FFN) where g2p-small's, under 4 MiB, span one each.
 SMALL_MODEL_ENV=(PST_MODEL_D_MODEL=64 PST_MODEL_FFN_DIM=256 PST_MODEL_ENCODER_LAYERS=2 PST_MODEL_DECODER_LAYERS=2
                  PST_CLUSTER_CHUNK_BYTES=8192)
 
