@@ -9,20 +9,22 @@ namespace pst {
 
 #if !defined(PST_HAVE_CUDA)
 // This build has no CUDA backend (nvcc was not found at configure time).
+constexpr const char* kNoCuda = "this build has no CUDA backend (nvcc was not found when it was configured)";
+
 bool cuda_compiled() { return false; }
 
 int cuda_device_count(std::string* why) {
-  if (why) *why = "this build has no CUDA backend (nvcc was not found when it was configured)";
+  if (why) *why = kNoCuda;
   return 0;
 }
 
 bool cuda_blas_loaded(std::string* why) {
-  if (why) *why = "this build has no CUDA backend (nvcc was not found when it was configured)";
+  if (why) *why = kNoCuda;
   return false;
 }
 
 Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions&) {
-  return failed_precondition("cuda: this build has no CUDA backend (nvcc was not found when it was configured)");
+  return failed_precondition("cuda: {}", kNoCuda);
 }
 #endif
 

@@ -1,5 +1,10 @@
 # Sourced by the integration scripts: check NAME CONDITION... runs the
 # condition and counts it in passes or failures, printing "FAIL: NAME".
+
+# SIGTERM (a test's own timeout, ctest's) and SIGINT end a script through
+# exit, so that its EXIT trap (its cleanup) runs: a signal would end bash
+# without it, leaving the test's processes behind.
+trap 'exit 143' TERM INT
 failures=0
 passes=0
 check() {
@@ -23,12 +28,11 @@ expect() {
 
 # scratch_and_processes: TMP, a scratch folder, and PIDS, the processes the
 # test starts (it adds each one's PID); at exit, SIGTERM and SIGINT
-# included, each of them is killed by its PID and TMP removed.
+# included (above), each of them is killed by its PID and TMP removed.
 scratch_and_processes() {
   TMP=$(mktemp -d)
   PIDS=()
   trap 'for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done; rm -rf "$TMP"' EXIT
-  trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 }
 
 # wait_for FILE PATTERN SECONDS: until PATTERN is in FILE (1 when it never is).

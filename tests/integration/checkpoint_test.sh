@@ -35,7 +35,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 source "$(dirname "$0")/check.sh"

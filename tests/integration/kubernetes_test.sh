@@ -45,7 +45,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 echo "kubernetes_test: $("$KUBECTL" version --client 2>/dev/null | head -1)"
 
 # --- 1: render ---------------------------------------------------------------

@@ -27,7 +27,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # The references compute with 1 thread, the jobs with as many as each process
 # resolves (train.threads = 0): results do not depend on the thread count.

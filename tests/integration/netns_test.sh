@@ -8,9 +8,9 @@
 #     pst container's command and environment (the image's ENV, then the
 #     service's), its secret at /run/secrets, its volume at /opt/pst/runs;
 #     only the model's size, the number of steps and the logging are the
-#     test's own. Roles start without MPI, with CURVE on. /healthz is 503 before the
-#     rendezvous and 200 after it; the scheduler's file_sd file names every
-#     process by its own address.
+#     test's own. Roles start without MPI, with CURVE on. /healthz is 503
+#     before the rendezvous and 200 after it; the scheduler's file_sd file
+#     names every process by its own address.
 #  2. The stop test: SIGTERM to every process mid-run (docker compose stop).
 #     All exit 0 after one common step N, with a checkpoint of N; the same
 #     containers started again (checkpoint.resume = auto) resume at N and
@@ -46,7 +46,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 
 # The image's file system (/opt/pst), private mounts, and the bridge br0.
 image_root "$TMP" "$ROOT/configs"

@@ -70,7 +70,6 @@ cleanup() {
   [[ -n ${SLURM_TEST_KEEP:-} ]] && echo "slurm_test: kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run

@@ -23,7 +23,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM INT  # (a signal ends bash without its EXIT trap otherwise)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset OMP_NUM_THREADS
 source "$(dirname "$0")/check.sh"

@@ -58,17 +58,6 @@ struct Cublas {
   const char* (*status_string)(cublasStatus_t) = nullptr;
   std::string error;  // why the library or one of its functions is missing; empty when loaded
 };
-// Each pointer has the type of the header's declaration (an overload that
-// matches it exactly), or this does not compile.
-#define PST_CUBLAS_SIGNATURE(member, function) \
-  static_assert(sizeof(static_cast<decltype(Cublas::member)>(&function)) > 0, #function)
-PST_CUBLAS_SIGNATURE(create, cublasCreate_v2);
-PST_CUBLAS_SIGNATURE(destroy, cublasDestroy_v2);
-PST_CUBLAS_SIGNATURE(set_stream, cublasSetStream_v2);
-PST_CUBLAS_SIGNATURE(gemm, cublasGemmEx);
-PST_CUBLAS_SIGNATURE(gemm_strided_batched, cublasGemmStridedBatchedEx);
-PST_CUBLAS_SIGNATURE(status_string, cublasGetStatusString);
-#undef PST_CUBLAS_SIGNATURE
 
 // Loads cuBLAS of the major version this file was compiled against, by the
 // dynamic linker's search (ld.so.cache, LD_LIBRARY_PATH) and then from the
@@ -94,12 +83,19 @@ const Cublas& cublas() {
       f = reinterpret_cast<std::remove_reference_t<decltype(f)>>(dlsym(lib, symbol));
       if (!f && c.error.empty()) c.error = fmt::format("{} has no function {}", name, symbol);
     };
-    find(c.create, "cublasCreate_v2");
-    find(c.destroy, "cublasDestroy_v2");
-    find(c.set_stream, "cublasSetStream_v2");
-    find(c.gemm, "cublasGemmEx");
-    find(c.gemm_strided_batched, "cublasGemmStridedBatchedEx");
-    find(c.status_string, "cublasGetStatusString");
+    // Each function is named once: its symbol, and the declaration in
+    // cublas_api.h that the member's type must match exactly (an overload
+    // of that type, or this does not compile).
+#define PST_CUBLAS_FIND(member, function)                                                 \
+  static_assert(sizeof(static_cast<decltype(Cublas::member)>(&function)) > 0, #function); \
+  find(c.member, #function)
+    PST_CUBLAS_FIND(create, cublasCreate_v2);
+    PST_CUBLAS_FIND(destroy, cublasDestroy_v2);
+    PST_CUBLAS_FIND(set_stream, cublasSetStream_v2);
+    PST_CUBLAS_FIND(gemm, cublasGemmEx);
+    PST_CUBLAS_FIND(gemm_strided_batched, cublasGemmStridedBatchedEx);
+    PST_CUBLAS_FIND(status_string, cublasGetStatusString);
+#undef PST_CUBLAS_FIND
     return c;
   }();
   return loaded;
@@ -442,7 +438,7 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaOptions& options) {
   const cudaError_t err = cudaGetDeviceProperties(&prop, options.device);
   if (err != cudaSuccess)
     return failed_precondition("cuda:{}: cudaGetDeviceProperties: {}", options.device, cudaGetErrorString(err));
-  if (!cublas().error.empty()) return failed_precondition("cuda:{}: {}", options.device, cublas().error);
+  if (!cuda_blas_loaded(&why)) return failed_precondition("cuda:{}: {}", options.device, why);
   spdlog::info("CUDA device {}: {} (sm_{}{}, {} SMs, {:.1f} GiB), matrix products in {}", options.device, prop.name,
                prop.major, prop.minor, prop.multiProcessorCount, static_cast<double>(prop.totalGlobalMem) / (1 << 30),
                to_string(options.matmul));
