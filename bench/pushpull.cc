@@ -32,6 +32,9 @@
 // alternated (fp32, bf16, fp32, ...) `--repeats` times, the median ratio of
 // their round times with its min-max, and the bytes each moves.
 //
+// --latency: only the 4 KiB round trip, with the CPU time and the context
+// switches (every thread of the process) a round trip costs on each side.
+//
 // --update: the server's update alone, no communication: one server's
 // ShardOptimizer (W pushes already in their slots; the token-weighted sum,
 // the sum of squares, clipped AdamW) writing the next snapshot as the server
@@ -39,7 +42,8 @@
 // copying the weights into a snapshot (the server before it wrote them in
 // place), against the plain fused AdamW loop; the three alternated.
 //
-//   pushpull [--rounds N] [--repeats K] [--chunk-mib M] [--security-only | --wire | --update]
+//   pushpull [--rounds N] [--repeats K] [--chunk-mib M] [--security-only | --wire | --update | --latency]
+#include <sys/resource.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -82,28 +86,50 @@ int usable_cores() {
   return cpu_budget(sources).cpus;
 }
 
-// Wall and process CPU time from reset() on, per round.
+// Context switches of every thread of this process so far, voluntary
+// (a wait) and involuntary (preempted).
+double process_switches() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_nvcsw + u.ru_nivcsw);
+}
+
+// Wall and process CPU time, and context switches, from reset() on, per round.
 class Meter {
  public:
   void reset() {
     wall_.reset();
     cpu_ = process_cpu_seconds();
+    switches_ = process_switches();
   }
   double wall(int rounds) const { return wall_.seconds() / rounds; }
   double cpu(int rounds) const { return (process_cpu_seconds() - cpu_) / rounds; }
+  double switches(int rounds) const { return (process_switches() - switches_) / rounds; }
 
  private:
   Stopwatch wall_;
   double cpu_ = 0;
+  double switches_ = 0;
 };
 
 struct Timing {
   double seconds = 0;      // wall time per round
   double cpu_seconds = 0;  // the process's CPU time per round
+  double switches = 0;     // the process's context switches per round
 };
 
 struct PstRound : Timing {
   double update_seconds = 0;  // per round, the slowest server's update
+};
+
+// The Timings of the repeats of one measurement.
+struct Samples {
+  std::vector<double> seconds, cpu_seconds, switches;
+  void add(const Timing& t) {
+    seconds.push_back(t.seconds);
+    cpu_seconds.push_back(t.cpu_seconds);
+    switches.push_back(t.switches);
+  }
 };
 
 // Push + pull, averaged over `rounds` after 2 warm-up rounds.
@@ -135,7 +161,7 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
     endpoints.push_back((*r)->endpoint());
     ShardServerOptions so{kJob, k, layout, 120.0};
     so.bf16_wire = bf16;
-    srv.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*r), so));
+    srv.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), std::move(*r), so));
   }
   std::vector<std::thread> threads;
   for (auto& s : srv)
@@ -155,7 +181,7 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
         if (r == 2) meter.reset();
         if (!(*c)->push(r, 100, 0.0, g.data()).ok() || !(*c)->pull(r + 1, weights.data()).ok()) std::abort();
       }
-      timing[static_cast<size_t>(w)] = {meter.wall(rounds), meter.cpu(rounds)};
+      timing[static_cast<size_t>(w)] = {meter.wall(rounds), meter.cpu(rounds), meter.switches(rounds)};
       (void)(*c)->shutdown();
     });
   }
@@ -164,6 +190,7 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
   for (const Timing& t : timing) {
     r.seconds = std::max(r.seconds, t.seconds);
     r.cpu_seconds = std::max(r.cpu_seconds, t.cpu_seconds);
+    r.switches = std::max(r.switches, t.switches);
   }
   for (auto& s : srv)
     r.update_seconds = std::max(r.update_seconds, s->update_seconds() / static_cast<double>(s->updates()));
@@ -220,9 +247,9 @@ Timing zmq_round(int64_t bytes, int pairs, int rounds, int64_t chunk_bytes) {
   return worst;
 }
 
-// Seconds per round trip of `bytes` up and `bytes` back between a DEALER and
-// a ROUTER that answers at once.
-double zmq_round_trip(int64_t bytes, int rounds) {
+// A round trip of `bytes` up and `bytes` back between a DEALER and a ROUTER
+// that answers at once.
+Timing zmq_round_trip(int64_t bytes, int rounds) {
   zmq::context_t ctx(1);
   zmq::socket_t router(ctx, zmq::socket_type::router);
   router.bind("tcp://127.0.0.1:0");
@@ -238,16 +265,16 @@ double zmq_round_trip(int64_t bytes, int rounds) {
   zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
   dealer.connect(endpoint);
   std::vector<char> out(static_cast<size_t>(bytes), 1);
-  Stopwatch sw;
+  Meter meter;
   for (int r = 0; r < rounds + 2; ++r) {
-    if (r == 2) sw.reset();
+    if (r == 2) meter.reset();
     dealer.send(zmq::buffer(out), zmq::send_flags::none);
     zmq::message_t back;
     if (!dealer.recv(back)) std::abort();
   }
-  const double seconds = sw.seconds() / rounds;
+  const Timing t{meter.wall(rounds), meter.cpu(rounds), meter.switches(rounds)};
   echo.join();
-  return seconds;
+  return t;
 }
 
 // Seconds per pass of a plain fused AdamW loop over n parameters on every
@@ -334,6 +361,26 @@ void update_against_loop(int rounds, int repeats, int64_t chunk_bytes) {
   }
 }
 
+// A 4 KiB push + pull round trip against a raw ZeroMQ one (module comment),
+// with each one's CPU time and context switches (every thread of the
+// process) per round trip.
+void small_round_trip(int rounds, int repeats, int64_t chunk_bytes) {
+  Samples pst, raw;
+  std::vector<double> ratio;
+  for (int rep = 0; rep < repeats; ++rep) {
+    pst.add(pst_round(4096, 1, 1, rounds, chunk_bytes));
+    raw.add(zmq_round_trip(4096, rounds));
+    ratio.push_back(pst.seconds.back() / raw.seconds.back());
+  }
+  const Spread q = spread(ratio);
+  std::printf(
+      "4 KiB push+pull round trip (S=W=1): %.1f us; raw ZeroMQ round trip of 4 KiB: %.1f us; "
+      "pst/zeromq %.2f [%.2f-%.2f]\n"
+      "  CPU us per round trip: pst %.1f, raw %.1f; context switches per round trip: pst %.1f, raw %.1f\n",
+      median(pst.seconds) * 1e6, median(raw.seconds) * 1e6, q.median, q.min, q.max, median(pst.cpu_seconds) * 1e6,
+      median(raw.cpu_seconds) * 1e6, median(pst.switches), median(raw.switches));
+}
+
 // The round against its two limits (module comment).
 void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
   const int cores = usable_cores();
@@ -345,18 +392,16 @@ void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
     for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
       const int64_t bytes = mib << 20;
       const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
-      std::vector<double> pst, raw, adamw, cpu_pst, cpu_raw, cpu_adamw, bound, update, ratio, to_bound;
+      Samples pst, raw, adamw;
+      std::vector<double> bound, update, ratio, to_bound;
       for (int rep = 0; rep < repeats; ++rep) {
         const PstRound round = pst_round(bytes, s, w, r, chunk_bytes);
         const Timing z = zmq_round(bytes, w, r, chunk_bytes);
         const Timing a = adamw_round(bytes / 4, r);  // the model, whatever W
-        pst.push_back(round.seconds);
-        cpu_pst.push_back(round.cpu_seconds);
+        pst.add(round);
         update.push_back(round.update_seconds);
-        raw.push_back(z.seconds);
-        cpu_raw.push_back(z.cpu_seconds);
-        adamw.push_back(a.seconds);
-        cpu_adamw.push_back(a.cpu_seconds);
+        raw.add(z);
+        adamw.add(a);
         bound.push_back(std::max({z.seconds, a.seconds, (z.cpu_seconds + a.cpu_seconds) / cores}));
         ratio.push_back(round.seconds / std::max(z.seconds, a.seconds));
         to_bound.push_back(round.seconds / bound.back());
@@ -364,23 +409,13 @@ void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
       const Spread q = spread(ratio), b = spread(to_bound);
       std::printf(
           "%-8lld %d/%-3d %9.2f %10.2f %9.2f %8.2f [%.2f-%.2f] %9.2f %9.2f %9.2f %9.2f %8.2f [%.2f-%.2f] %10.2f\n",
-          static_cast<long long>(mib), s, w, median(pst) * 1e3, median(raw) * 1e3, median(adamw) * 1e3, q.median, q.min,
-          q.max, median(cpu_pst) * 1e3, median(cpu_raw) * 1e3, median(cpu_adamw) * 1e3, median(bound) * 1e3, b.median,
-          b.min, b.max, median(update) * 1e3);
+          static_cast<long long>(mib), s, w, median(pst.seconds) * 1e3, median(raw.seconds) * 1e3,
+          median(adamw.seconds) * 1e3, q.median, q.min, q.max, median(pst.cpu_seconds) * 1e3,
+          median(raw.cpu_seconds) * 1e3, median(adamw.cpu_seconds) * 1e3, median(bound) * 1e3, b.median, b.min, b.max,
+          median(update) * 1e3);
     }
   }
-  const int small = rounds * 50;
-  std::vector<double> pst, raw, ratio;
-  for (int rep = 0; rep < repeats; ++rep) {
-    pst.push_back(pst_round(4096, 1, 1, small, chunk_bytes).seconds);
-    raw.push_back(zmq_round_trip(4096, small));
-    ratio.push_back(pst.back() / raw.back());
-  }
-  const Spread q = spread(ratio);
-  std::printf(
-      "4 KiB push+pull round trip (S=W=1): %.1f us; raw ZeroMQ round trip of 4 KiB: %.1f us; "
-      "pst/zeromq %.2f [%.2f-%.2f]\n",
-      median(pst) * 1e6, median(raw) * 1e6, q.median, q.min, q.max);
+  small_round_trip(rounds * 50, repeats, chunk_bytes);
 }
 
 // cluster.wire = bf16 against fp32 (module comment).
@@ -413,7 +448,7 @@ int main(int argc, char** argv) {
   keep_freed_memory();            // as pst does (core/memory.h)
   int rounds = 10;
   int64_t chunk_mib = 4;
-  bool security_only = false, wire = false, update = false;
+  bool security_only = false, wire = false, update = false, latency = false;
   int repeats = 5;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--security-only"))
@@ -422,6 +457,8 @@ int main(int argc, char** argv) {
       wire = true;
     else if (!std::strcmp(argv[i], "--update"))
       update = true;
+    else if (!std::strcmp(argv[i], "--latency"))
+      latency = true;
     else if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc)
       repeats = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc)
@@ -435,6 +472,10 @@ int main(int argc, char** argv) {
   }
   if (update) {
     update_against_loop(rounds, repeats, chunk_mib << 20);
+    return 0;
+  }
+  if (latency) {
+    small_round_trip(rounds * 50, repeats, chunk_mib << 20);
     return 0;
   }
   if (!security_only) {

@@ -73,7 +73,7 @@ double session(int64_t bytes, const JobLayout& layout, int rounds, bool mpi, MPI
       reducer = std::make_unique<MpiStatsReducer>(servers);
     }
     std::vector<float> w0(static_cast<size_t>(n), 0.01f);
-    server = std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), ctx, std::move(*r),
+    server = std::make_unique<ShardServer>(job, table, *plan, w0.data(), reducer.get(), std::move(*r),
                                            ShardServerOptions{kJob, layout.server_index(rank), layout, 120.0});
   }
   // Every rank's endpoint (servers' only matter).

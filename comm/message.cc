@@ -91,6 +91,12 @@ void OutMessage::add_chunk(ChunkKey key, const float* data, int64_t floats, std:
   payload_.push_back({key, data, floats, wire::DType::FLOAT32, std::move(owner)});
 }
 
+void OutMessage::add_chunk_copy(ChunkKey key, const float* data, int64_t floats) {
+  auto copy = std::make_shared<std::vector<float>>(data, data + floats);
+  const float* values = copy->data();
+  add_chunk(key, values, floats, std::move(copy));
+}
+
 void OutMessage::add_chunk_bf16(ChunkKey key, const uint16_t* data, int64_t values, std::shared_ptr<const void> owner) {
   payload_.push_back({key, data, values, wire::DType::BFLOAT16, std::move(owner)});
 }

@@ -52,6 +52,9 @@ class OutMessage {
   // without a copy. `owner` keeps `data` alive until ZeroMQ has sent the
   // frame (null: the caller guarantees it some other way).
   void add_chunk(ChunkKey key, const float* data, int64_t floats, std::shared_ptr<const void> owner);
+  // The same with a copy of the values, which the frame owns: the caller's
+  // buffer is free again at once.
+  void add_chunk_copy(ChunkKey key, const float* data, int64_t floats);
   // The same with `values` bfloat16 values (2 bytes each) at `data`.
   void add_chunk_bf16(ChunkKey key, const uint16_t* data, int64_t values, std::shared_ptr<const void> owner);
   // A chunk named without bytes (a Pull asks for these keys).

@@ -11,6 +11,9 @@
 namespace pst {
 namespace {
 
+// Parts of a push up to this size are sent as copies (send_part).
+constexpr int64_t kCopiedPushBytes = 32 << 10;
+
 // Counts down as ZeroMQ releases the frames that point into a push's
 // gradient buffer, so push() can return only when the caller may reuse it.
 class ReleaseLatch {
@@ -183,9 +186,17 @@ Status RemoteParameterClient::send_part(int k, size_t first) {
   h.setTokens(p.tokens);
   h.setLossSum(p.loss_sum);
   h.setStop(p.stop);
+  int64_t floats = 0;
+  for (size_t i = first; i < p.unsent[ks]; ++i) floats += owned_[ks][i].length;
+  // A small part travels as a copy: the push then needs no word from
+  // ZeroMQ's I/O thread that the gradient is free (a wake-up of this thread,
+  // which costs more than copying a few kilobytes).
+  const bool copy = floats * int64_t{sizeof(float)} <= kCopiedPushBytes;
   for (size_t i = first; i < p.unsent[ks]; ++i) {
     const Chunk& c = owned_[ks][i];
-    if (options_.bf16_wire) {
+    if (copy && !options_.bf16_wire) {
+      m.add_chunk_copy(c.key, p.grads + c.begin, c.length);
+    } else if (options_.bf16_wire) {
       // The frame carries a rounded copy: the caller's gradient is free again at once.
       uint16_t* rounded = push_bf16_->data() + c.begin;
       to_bf16(p.grads + c.begin, rounded, c.length);

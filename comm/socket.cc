@@ -84,17 +84,29 @@ Status send_frames(zmq::socket_t& s, const zmq::message_t* route, Frames& frames
 
 Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::string& from,
                               const std::string& waiting_for, const Interrupt* interrupt = nullptr) {
+  // A receive that blocks under ZeroMQ's own timeout (ZMQ_RCVTIMEO, set
+  // here: it lives in the socket's options, no system call) takes a message
+  // already queued without any system call, and waits with about half the
+  // calls of zmq_poll followed by a receive (docs/design.md, Wire protocol).
   while (true) {
-    if (!wait_for(s, ZMQ_POLLIN, deadline, interrupt)) {
-      if (interrupt && interrupt->raised()) return interrupt->why();
-      return deadline_exceeded("no message from {} before the deadline, waiting for {}", from, waiting_for);
+    long ms = deadline.remaining_ms();
+    if (interrupt) {
+      if (interrupt->raised()) return interrupt->why();
+      ms = ms < 0 ? 50 : std::min<long>(ms, 50);
     }
     Frames frames;
     try {
-      if (zmq::recv_multipart(s, std::back_inserter(frames), zmq::recv_flags::dontwait)) return frames;
+      s.set(zmq::sockopt::rcvtimeo, static_cast<int>(ms));
+      // The parts of a message arrive together: only the first one waits.
+      if (zmq::recv_multipart(s, std::back_inserter(frames))) return frames;
     } catch (const zmq::error_t& e) {
-      return io_error("receive from {}: {}", from, e.what());
+      // A signal handled by this thread (pst blocks its own, core/stop.h;
+      // a host program may not) interrupts the wait: wait again.
+      if (e.num() != EINTR || !frames.empty()) return io_error("receive from {}: {}", from, e.what());
     }
+    if (interrupt && interrupt->raised()) return interrupt->why();
+    if (deadline.expired())
+      return deadline_exceeded("no message from {} before the deadline, waiting for {}", from, waiting_for);
   }
 }
 

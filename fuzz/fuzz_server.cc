@@ -42,7 +42,7 @@ struct Served {
     auto router = Router::bind(ctx, endpoint);
     if (!router.ok()) __builtin_trap();
     ShardServerOptions so{fuzz::kFuzzJob, 0, JobLayout{1, 2}, 1e6};
-    server = std::make_unique<ShardServer>(job, table, plan, w0.data(), &reducer, ctx, std::move(*router), so);
+    server = std::make_unique<ShardServer>(job, table, plan, w0.data(), &reducer, std::move(*router), so);
     done = false;
     thread = std::thread([this] {
       (void)server->serve();

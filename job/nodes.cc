@@ -41,7 +41,7 @@ Status run_server(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   options.start_workers = static_cast<int>(job.cluster.workers);
   options.metrics = metrics.get();
   Router* bound = router.get();
-  ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), ctx, std::move(router), options);
+  ShardServer server(job, table, plan, cluster.initial->data(), reducer.get(), std::move(router), options);
   // Made after the server, so it ends first: it hands over the Router's last
   // answers while the Router still exists.
   std::unique_ptr<MpiGateway> gateway;

@@ -21,8 +21,14 @@ uint64_t key_id(ChunkKey k) {
 }
 
 // The update thread tells the receive loop how far it got: owned chunks
-// written to the next snapshot (>= 0), or kUpdateDone.
+// written to the next snapshot (>= 0), or kUpdateDone; kRemovals wakes it
+// to look at removals and re-forms (remove_workers(), reform()).
 constexpr int64_t kUpdateDone = -1;
+constexpr int64_t kRemovals = -2;
+
+// Messages the receive loop takes from the router before it looks at the
+// notes again.
+constexpr int kQueuedAtOnce = 64;
 
 int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -58,18 +64,14 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
 }
 
 ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const ShardPlan& plan, const float* initial,
-                         GradStatsReducer* reducer, zmq::context_t& context, std::unique_ptr<Router> router,
-                         ShardServerOptions options, Backend* device)
+                         GradStatsReducer* reducer, std::unique_ptr<Router> router, ShardServerOptions options,
+                         Backend* device)
     : table_(table),
       plan_(plan),
       reducer_(reducer),
       options_(options),
       opt_(job, table, plan.owned(options.server), initial, device),
       router_(std::move(router)),
-      notify_recv_(context, zmq::socket_type::pair),
-      notify_send_(context, zmq::socket_type::pair),
-      removal_recv_(context, zmq::socket_type::pair),
-      removal_send_(context, zmq::socket_type::pair),
       rejecter_(options.job_id, options.layout.server_rank(options.server), fmt::format("server {}", options.server),
                 [metrics = options.metrics](const char* reason) {
                   if (metrics) metrics->rejected(reason);
@@ -96,16 +98,6 @@ ShardServer::ShardServer(const JobConfig& job, const ParamTable& table, const Sh
     range_of_key_[key_id(c.key)] = owned_chunks_.size();
     owned_chunks_.push_back(c);
   }
-  const std::string name = fmt::format("inproc://pst-update-{}", static_cast<const void*>(this));
-  notify_recv_.set(zmq::sockopt::linger, 0);
-  notify_send_.set(zmq::sockopt::linger, 0);
-  notify_recv_.bind(name);
-  notify_send_.connect(name);
-  const std::string removals = fmt::format("inproc://pst-removals-{}", static_cast<const void*>(this));
-  removal_recv_.set(zmq::sockopt::linger, 0);
-  removal_send_.set(zmq::sockopt::linger, 0);
-  removal_recv_.bind(removals);
-  removal_send_.connect(removals);
   cursor_.assign(members());
   batches_ = cursor_.batches();
   snapshot_ = new_snapshot();
@@ -191,8 +183,7 @@ void ShardServer::remove_workers(const std::vector<int32_t>& ranks, const std::v
   std::lock_guard<std::mutex> lock(removal_mu_);
   removals_.insert(removals_.end(), ranks.begin(), ranks.end());
   for (size_t i = 0; i < ranks.size(); ++i) removal_processes_.push_back(i < processes.size() ? processes[i] : 0);
-  zmq::message_t note(size_t{0});
-  (void)removal_send_.send(note, zmq::send_flags::dontwait);
+  notes_.post(kRemovals);
 }
 
 void ShardServer::scheduler_lost(const std::string& why) {
@@ -206,8 +197,7 @@ void ShardServer::reform(const std::string& why) {
     if (reform_) return;
     reform_why_ = why;
     reform_ = true;
-    zmq::message_t note(size_t{0});  // wakes the receive thread
-    (void)removal_send_.send(note, zmq::send_flags::dontwait);
+    notes_.post(kRemovals);  // wakes the receive thread
   }
   reducer_->abandon(why);
 }
@@ -416,42 +406,44 @@ Status ShardServer::serve_until_done() {
   const int workers = options_.layout.workers;
   Deadline deadline = Deadline::after(options_.timeout_s);
   while (!(ended_workers() == workers && !updating_ && queued_.empty())) {
-    zmq::pollitem_t items[3] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0},
-                                {notify_recv_.handle(), 0, ZMQ_POLLIN, 0},
-                                {removal_recv_.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[2] = {{router_->socket().handle(), 0, ZMQ_POLLIN, 0}, {nullptr, notes_.fd(), ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 3, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
+      zmq::poll(items, 2, std::chrono::milliseconds(updating_ ? -1 : deadline.remaining_ms()));
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;  // a signal interrupted the wait: look again
       continue;
     }
     if (items[1].revents & ZMQ_POLLIN) {
-      zmq::message_t note;
-      (void)notify_recv_.recv(note, zmq::recv_flags::dontwait);
-      int64_t done = kUpdateDone;
-      if (note.size() == sizeof(done)) std::memcpy(&done, note.data(), sizeof(done));
-      if (done == kUpdateDone) {
-        PST_RETURN_IF_ERROR(finish_update());
-        deadline = Deadline::after(options_.timeout_s);
-      } else {
-        PST_RETURN_IF_ERROR(on_progress(static_cast<size_t>(done)));
+      bool removals = false;
+      for (const int64_t note : notes_.take()) {
+        if (note == kRemovals) {
+          removals = true;
+        } else if (note == kUpdateDone) {
+          PST_RETURN_IF_ERROR(finish_update());
+          deadline = Deadline::after(options_.timeout_s);
+        } else {
+          PST_RETURN_IF_ERROR(on_progress(static_cast<size_t>(note)));
+        }
       }
-    }
-    if (items[2].revents & ZMQ_POLLIN) {
-      zmq::message_t note;
-      while (removal_recv_.recv(note, zmq::recv_flags::dontwait)) {
+      if (removals) {
+        if (reform_) return Status();  // serve() says why
+        PST_RETURN_IF_ERROR(take_removals());
+        deadline = Deadline::after(options_.timeout_s);  // a removal is progress
       }
-      if (reform_) return Status();  // serve() says why
-      PST_RETURN_IF_ERROR(take_removals());
-      deadline = Deadline::after(options_.timeout_s);  // a removal is progress
     }
     if (items[0].revents & ZMQ_POLLIN) {
-      auto msg = router_->receive(Deadline::after(0), "a message");
-      // Only pushes and shutdowns are progress: a worker that keeps asking
-      // for weights must not hide another that stopped pushing.
-      const bool progress = msg.ok() && handle(std::move(*msg));
-      ++received_;  // after handling: a reader of received() sees its effects
-      if (progress) deadline = Deadline::after(options_.timeout_s);
+      // The messages queued now, taken without polling again (a receive
+      // that finds one makes no system call); a bounded number, so that
+      // the notes are not kept waiting.
+      for (int taken = 0; taken < kQueuedAtOnce && error_.ok(); ++taken) {
+        auto msg = router_->receive(Deadline::after(0), "a message");
+        if (!msg.ok() && msg.status().code() == StatusCode::kDeadlineExceeded) break;  // none left
+        // Only pushes and shutdowns are progress: a worker that keeps asking
+        // for weights must not hide another that stopped pushing.
+        const bool progress = msg.ok() && handle(std::move(*msg));
+        ++received_;  // after handling: a reader of received() sees its effects
+        if (progress) deadline = Deadline::after(options_.timeout_s);
+      }
     }
     if (!error_.ok()) return error_;
     std::erase_if(joining_, [&](const JoiningPull& p) {
@@ -840,11 +832,7 @@ Result<GradStats> ShardServer::agree_on_round(int64_t* waited_ns) {
   return global;
 }
 
-void ShardServer::post(int64_t value) {
-  zmq::message_t note(sizeof(value));
-  std::memcpy(note.data(), &value, sizeof(value));
-  (void)notify_send_.send(note, zmq::send_flags::none);
-}
+void ShardServer::post(int64_t value) { notes_.post(value); }
 
 void ShardServer::update_loop() {
   while (true) {

@@ -52,6 +52,7 @@
 #include "comm/grad_stats.h"
 #include "comm/layout.h"
 #include "comm/message.h"
+#include "comm/note_queue.h"
 #include "comm/rejecter.h"
 #include "comm/shard_plan.h"
 #include "comm/socket.h"
@@ -116,8 +117,8 @@ class ShardServer {
   // table, plan and reducer must outlive the server; initial holds the flat
   // initial weights. device: as ShardOptimizer's.
   ShardServer(const JobConfig& job, const ParamTable& table, const ShardPlan& plan, const float* initial,
-              GradStatsReducer* reducer, zmq::context_t& context, std::unique_ptr<Router> router,
-              ShardServerOptions options, Backend* device = nullptr);
+              GradStatsReducer* reducer, std::unique_ptr<Router> router, ShardServerOptions options,
+              Backend* device = nullptr);
   ~ShardServer();
   ShardServer(const ShardServer&) = delete;
   ShardServer& operator=(const ShardServer&) = delete;
@@ -305,8 +306,7 @@ class ShardServer {
   ShardServerOptions options_;
   ShardOptimizer opt_;
   std::unique_ptr<Router> router_;
-  zmq::socket_t notify_recv_, notify_send_;            // update thread -> receive loop
-  zmq::socket_t removal_recv_, removal_send_;          // remove_workers() -> receive loop
+  NoteQueue notes_;                                    // update thread, remove_workers(), reform() -> receive loop
   std::unordered_map<uint64_t, size_t> range_of_key_;  // (tensor << 32 | chunk) -> owned range index
   std::vector<Chunk> owned_chunks_;
   Rejecter rejecter_;    // reject() on the receive thread

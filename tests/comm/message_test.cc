@@ -98,6 +98,31 @@ TEST_F(MessageTest, PushRoundTripsWithoutCopyingTensorBytes) {
   EXPECT_TRUE(watch.expired()) << "releasing the frames releases the owner";
 }
 
+// add_chunk_copy: the frames own copies, so the caller's buffer may change
+// (or go) as soon as the chunk is added; the values are those at that time.
+TEST_F(MessageTest, CopiedChunksKeepTheValuesOfTheirTime) {
+  std::vector<float> buffer = data_;
+  OutMessage m(wire::Kind::PUSH, kJob, 3, 7, 42);
+  m.header().initPush().setTokens(120);
+  for (const Chunk& c : owned_by_1_) m.add_chunk_copy(c.key, buffer.data() + c.begin, c.length);
+  std::fill(buffer.begin(), buffer.end(), -1.0f);  // after the copies: must not show
+  Frames frames = m.finish();
+  ASSERT_EQ(frames.size(), owned_by_1_.size() + 1);
+  EXPECT_NE(frames[1].data(), static_cast<const void*>(buffer.data() + owned_by_1_[0].begin));
+  buffer.clear();
+  buffer.shrink_to_fit();
+  Rejection why;
+  auto in = InMessage::parse(std::move(frames), &why);
+  ASSERT_TRUE(in) << why.message;
+  ASSERT_TRUE(validate(*in, server1(), &why)) << why.message;
+  ASSERT_EQ(in->chunks(), owned_by_1_.size());
+  for (size_t i = 0; i < in->chunks(); ++i) {
+    ASSERT_EQ(in->chunk_floats(i), owned_by_1_[i].length);
+    for (int64_t j = 0; j < owned_by_1_[i].length; ++j)
+      EXPECT_EQ(in->chunk_data(i)[j], data_[static_cast<size_t>(owned_by_1_[i].begin + j)]);
+  }
+}
+
 TEST_F(MessageTest, WrongVersionJobKindOrSender) {
   {
     auto m = push();

@@ -148,10 +148,11 @@ TEST_F(HandPlayedServer, ANextPushTakesTheAcknowledgementsNoPullTook) {
 // not exist, so ZeroMQ keeps them queued). When the job re-forms meanwhile
 // (the client's interrupt), the push is abandoned with the re-form's error,
 // so the worker can register again; it used to wait out timeout_s (60 s
-// here) and fail on its own.
+// here) and fail on its own. (The push is 200 KB: a small one is sent as a
+// copy, which frees the gradient at once.)
 TEST(RemoteClientTest, APushToALostServerEndsWhenTheJobReforms) {
   zmq::context_t ctx(1);
-  auto plan = ShardPlan::make({300, 200}, 1, 256);
+  auto plan = ShardPlan::make({30000, 20000}, 1, 64 << 10);
   ASSERT_TRUE(plan.ok()) << plan.status().to_string();
   const std::string endpoint = fmt::format("ipc:///tmp/pst-no-such-folder-{}/server.sock", getpid());
   Interrupt reform;
@@ -159,7 +160,7 @@ TEST(RemoteClientTest, APushToALostServerEndsWhenTheJobReforms) {
   options.interrupt = &reform;
   auto c = RemoteParameterClient::connect(ctx, *plan, {endpoint}, options);
   ASSERT_TRUE(c.ok()) << c.status().to_string();
-  std::vector<float> grads(500, 0.5f);
+  std::vector<float> grads(50000, 0.5f);
   auto raise = std::async(std::launch::async, [&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     reform.raise(aborted("the job re-forms: server 0 was lost"));

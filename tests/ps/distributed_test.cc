@@ -55,7 +55,7 @@ class ServedShard {
     ShardServerOptions so{kJob, 0, kLayout, timeout_s};
     so.stream_bytes = stream_bytes;
     so.checkpoint_root = checkpoint_root;
-    server_ = std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so);
+    server_ = std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, std::move(*router), so);
     thread_ = std::thread([this] { served_ = server_->serve(); });
   }
   ~ServedShard() { (void)join(); }
@@ -343,6 +343,82 @@ TEST(ShardServerTest, BadPushesAreRejectedAndTheRoundGoesOn) {
   EXPECT_EQ(weights[1], want);
 }
 
+// The push that completes a round and the pull sent right behind it, as a
+// worker sends them, over TCP (the server takes both from its queue without
+// polling in between): the two answers come in the order of the requests,
+// the acknowledgement first, then the weights of the step the push
+// completed. A push part with nothing behind it is acknowledged at once.
+TEST(ShardServerTest, APushAndThePullBehindItAreAnsweredInOrder) {
+  const std::vector<float> w0 = initial_weights(5);
+  ServedShard s("tcp", w0, 256, 30.0);
+  const auto& chunks = s.plan().chunks();
+  const std::vector<float> g(w0.size(), 0.01f);
+  auto raw = Dealer::connect(s.context(), s.endpoint(), "server 0");
+  ASSERT_TRUE(raw.ok());
+  const int32_t rank = ServedShard::kLayout.worker_rank(1);
+  auto reply = [&](const char* what) -> std::unique_ptr<InMessage> {
+    auto frames = (*raw)->receive(Deadline::after(10), what);
+    EXPECT_TRUE(frames.ok()) << frames.status().to_string();
+    if (!frames.ok()) return nullptr;
+    Rejection why;
+    auto in = InMessage::parse(std::move(*frames), &why);
+    EXPECT_TRUE(in != nullptr) << why.message;
+    return in;
+  };
+  auto push_part = [&](size_t first, size_t last, uint64_t request) {
+    OutMessage m(wire::Kind::PUSH, kJob, rank, 0, request);
+    m.header().initPush().setTokens(10);
+    for (size_t i = first; i < last; ++i) m.add_chunk_copy(chunks[i].key, g.data() + chunks[i].begin, chunks[i].length);
+    return (*raw)->send(m.finish(), Deadline::after(10));
+  };
+  // A first part alone: its acknowledgement comes though nothing follows it.
+  ASSERT_TRUE(push_part(0, 1, 21).ok());
+  auto ack = reply("the acknowledgement of a part");
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->header().getKind(), wire::Kind::PUSH_ACK);
+  EXPECT_EQ(ack->header().getRequestId(), 21u);
+
+  auto c0 = s.client(0, 30.0);
+  ASSERT_TRUE(c0->push(0, 10, 0.0, g.data()).ok());
+  // The rest of worker 1's push completes the round; its pull follows at once.
+  ASSERT_TRUE(push_part(1, chunks.size(), 21).ok());
+  OutMessage pull(wire::Kind::PULL, kJob, rank, 1, 22);
+  pull.header().setDtype(wire::DType::FLOAT32);
+  ASSERT_TRUE((*raw)->send(pull.finish(), Deadline::after(10)).ok());
+
+  ack = reply("the acknowledgement of the last part");
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->header().getKind(), wire::Kind::PUSH_ACK) << "the push's answer comes before the pull's";
+  EXPECT_EQ(ack->header().getRequestId(), 21u);
+  std::vector<float> weights(w0.size(), -1.0f);
+  size_t received = 0;
+  while (received < chunks.size()) {
+    auto part = reply("the weights");
+    ASSERT_TRUE(part);
+    ASSERT_EQ(part->header().getKind(), wire::Kind::PULL_REPLY);
+    EXPECT_EQ(part->header().getRequestId(), 22u);
+    EXPECT_EQ(part->header().getStep(), 1);
+    for (size_t i = 0; i < part->chunks(); ++i, ++received) {
+      ASSERT_LT(received, chunks.size());
+      const Chunk& c = chunks[received];
+      ASSERT_TRUE(part->key(i) == c.key);
+      std::copy_n(part->chunk_data(i), c.length, weights.begin() + c.begin);
+    }
+  }
+  const std::vector<float> want = testing::one_step(s.job(), s.table(), w0, g, {10, 10});
+  EXPECT_EQ(weights, want);
+
+  std::vector<float> pulled(w0.size());
+  ASSERT_TRUE(c0->pull(1, pulled.data()).ok());
+  EXPECT_EQ(pulled, want);
+  ASSERT_TRUE(c0->shutdown().ok());
+  OutMessage bye(wire::Kind::SHUTDOWN, kJob, rank, 0, 23);
+  ASSERT_TRUE((*raw)->send(bye.finish(), Deadline::after(10)).ok());
+  const Status served = s.join();
+  EXPECT_TRUE(served.ok()) << served.to_string();
+  EXPECT_EQ(s.server().rejected(), 0);
+}
+
 // A peer that floods the server with bad messages and never reads the
 // Error replies: once its queue is full the server drops them, and the
 // round of the real workers goes on (it used to spin on that one peer
@@ -517,8 +593,7 @@ TEST_P(AsyncTest, StalenessBoundHoldsAndTheLossFalls) {
                                                                       : fmt::format("inproc://async-test-{}", k));
     ASSERT_TRUE(router.ok());
     endpoints.push_back((*router)->endpoint());
-    servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, ctx,
-                                                    std::move(*router),
+    servers.push_back(std::make_unique<ShardServer>(job, ref.table(), *plan, w0.data(), &unused, std::move(*router),
                                                     ShardServerOptions{kJob, k, layout, 30.0, c.mode, c.staleness}));
   }
   std::vector<Status> status(S + W);

@@ -48,7 +48,7 @@ struct TwoServers {
       ShardServerOptions so{kJob, k, kLayout, timeout_s};
       so.checkpoint_root = root.path();
       servers.push_back(
-          std::make_unique<ShardServer>(job, table, plan, w0.data(), reducers.back().get(), ctx, std::move(*own), so));
+          std::make_unique<ShardServer>(job, table, plan, w0.data(), reducers.back().get(), std::move(*own), so));
     }
     for (int k = 0; k < kLayout.servers; ++k)
       serving.emplace_back([this, k] { served[static_cast<size_t>(k)] = servers[static_cast<size_t>(k)]->serve(); });

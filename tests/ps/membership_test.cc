@@ -177,7 +177,7 @@ class TwoServers {
       so.staleness = 1;
       so.start_workers = start_workers;
       servers_.push_back(
-          std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, ctx_, std::move(*router), so));
+          std::make_unique<ShardServer>(job_, table_, plan_, w0.data(), &reducer_, std::move(*router), so));
     }
     for (int k = 0; k < 2; ++k)
       threads_.emplace_back([this, k] { served_[k] = servers_[static_cast<size_t>(k)]->serve(); });

@@ -63,8 +63,7 @@ TEST(Bf16WireTest, ServersSumRoundedGradientsIntoFloat32WeightsAndPullsCarryThem
     endpoints.push_back((*router)->endpoint());
     ShardServerOptions so = shard_server_options(job, kJob, k, layout);
     EXPECT_TRUE(so.bf16_wire);
-    servers.push_back(
-        std::make_unique<ShardServer>(job, table, *plan, w0.data(), &reducer, ctx, std::move(*router), so));
+    servers.push_back(std::make_unique<ShardServer>(job, table, *plan, w0.data(), &reducer, std::move(*router), so));
   }
   std::vector<Status> status(S + W);
   std::vector<std::vector<std::vector<float>>> pulled(W), exact(W);
@@ -134,7 +133,7 @@ class RawPeerTest : public ::testing::TestWithParam<bool> {
     plan_ = std::make_unique<ShardPlan>(*ShardPlan::make(table_.numels(), 1, 256));
     auto router = Router::bind(ctx_, "inproc://bf16-raw");
     ASSERT_TRUE(router.ok());
-    server_ = std::make_unique<ShardServer>(job_, table_, *plan_, w0_.data(), &reducer_, ctx_, std::move(*router),
+    server_ = std::make_unique<ShardServer>(job_, table_, *plan_, w0_.data(), &reducer_, std::move(*router),
                                             shard_server_options(job_, kJob, 0, kLayout));
     thread_ = std::thread([this] { (void)server_->serve(); });
     auto raw = Dealer::connect(ctx_, "inproc://bf16-raw", "server 0");

@@ -12,12 +12,29 @@ void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const 
   adam_update(w, w, m, v, g, n, k);
 }
 
+namespace {
+
+// Below this many values a loop runs on the calling thread alone, and
+// outside any OpenMP region: libgomp makes a system call (a futex wake) for
+// every region it enters, even one whose if clause is false, which costs
+// more than the loop over a small shard's chunk (measured in
+// docs/benchmarks.md, pushpull --latency).
+constexpr int64_t kParallelValues = 65536;
+
+}  // namespace
+
 void adam_update(float* out, const float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
+  const auto element = [&](int64_t i) {
     float wi = w[i];
     adam_update_element(wi, m[i], v[i], g[i], k);
     out[i] = wi;
+  };
+  if (n > kParallelValues) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) element(i);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) element(i);
   }
 }
 
@@ -75,16 +92,13 @@ double weighted_sum(float* const* out, const float* const* x, const float* weigh
     values += n[p];
   }
   std::vector<double> partial(blocks.size(), 0.0);
-  int bad = 0;
-  const int64_t count = static_cast<int64_t>(blocks.size());
-#pragma omp parallel for schedule(static) reduction(| : bad) if (values > 65536)
-  for (int64_t b = 0; b < count; ++b) {
+  const auto sum_block = [&](int64_t b, int& bad) {
     const Block& bl = blocks[static_cast<size_t>(b)];
     const float* const* terms = x + bl.piece * static_cast<size_t>(k);
     float* o = out == nullptr ? nullptr : out[bl.piece];
     if (o == nullptr) {  // one term, read as it is
       partial[static_cast<size_t>(b)] = block_sum_squares(terms[0], bl.begin, bl.end, bad);
-      continue;
+      return;
     }
     // Each term over the block while it is in cache, then its squares.
     const float* x0 = terms[0];
@@ -98,6 +112,14 @@ double weighted_sum(float* const* out, const float* const* x, const float* weigh
       for (int64_t i = bl.begin; i < bl.end; ++i) o[i] += xj[i] * wj;
     }
     partial[static_cast<size_t>(b)] = block_sum_squares(o, bl.begin, bl.end, bad);
+  };
+  int bad = 0;
+  const int64_t count = static_cast<int64_t>(blocks.size());
+  if (values > kParallelValues) {
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (int64_t b = 0; b < count; ++b) sum_block(b, bad);
+  } else {
+    for (int64_t b = 0; b < count; ++b) sum_block(b, bad);
   }
   return total(partial, bad, nonfinite);
 }
