@@ -87,7 +87,7 @@ Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::st
   // A receive that blocks under ZeroMQ's own timeout (ZMQ_RCVTIMEO, set
   // here: it lives in the socket's options, no system call) takes a message
   // already queued without any system call, and waits with about half the
-  // calls of zmq_poll followed by a receive (docs/design.md, Wire protocol).
+  // calls of zmq_poll followed by a receive (docs/design.md, Streaming).
   while (true) {
     long ms = deadline.remaining_ms();
     if (interrupt) {
