@@ -41,8 +41,7 @@ class ReleaseLatch {
     }
     while (true) {
       if (interrupt != nullptr && interrupt->raised()) return state_->released;
-      long ms = deadline.remaining_ms();
-      if (interrupt != nullptr) ms = ms < 0 ? 50 : std::min<long>(ms, 50);
+      const long ms = wait_slice_ms(deadline, interrupt);
       if (state_->cv.wait_for(lock, std::chrono::milliseconds(ms), done)) return true;
       if (deadline.expired()) return false;
     }

@@ -28,11 +28,8 @@ namespace {
 bool wait_for(zmq::socket_t& s, short events, Deadline deadline, const Interrupt* interrupt) {
   zmq::pollitem_t item{s.handle(), 0, events, 0};
   while (true) {
-    long ms = deadline.remaining_ms();
-    if (interrupt) {
-      if (interrupt->raised()) return false;
-      ms = ms < 0 ? 50 : std::min<long>(ms, 50);
-    }
+    if (interrupt && interrupt->raised()) return false;
+    const long ms = wait_slice_ms(deadline, interrupt);
     int n = 0;
     try {
       n = zmq::poll(&item, 1, std::chrono::milliseconds(ms));
@@ -89,11 +86,8 @@ Result<Frames> receive_frames(zmq::socket_t& s, Deadline deadline, const std::st
   // already queued without any system call, and waits with about half the
   // calls of zmq_poll followed by a receive (docs/design.md, Streaming).
   while (true) {
-    long ms = deadline.remaining_ms();
-    if (interrupt) {
-      if (interrupt->raised()) return interrupt->why();
-      ms = ms < 0 ? 50 : std::min<long>(ms, 50);
-    }
+    if (interrupt && interrupt->raised()) return interrupt->why();
+    const long ms = wait_slice_ms(deadline, interrupt);
     Frames frames;
     try {
       s.set(zmq::sockopt::rcvtimeo, static_cast<int>(ms));
@@ -288,6 +282,12 @@ Status Dealer::send(Frames frames, Deadline deadline) {
 
 Result<Frames> Dealer::receive(Deadline deadline, const std::string& waiting_for) {
   return receive_frames(socket_, deadline, peer_, waiting_for, interrupt_);
+}
+
+long wait_slice_ms(Deadline deadline, const Interrupt* interrupt) {
+  const long ms = deadline.remaining_ms();
+  if (!interrupt) return ms;
+  return ms < 0 ? 50 : std::min<long>(ms, 50);
 }
 
 void Interrupt::raise(Status why) {

@@ -69,6 +69,10 @@ class Interrupt {
   Status why_;  // guarded by mu_
 };
 
+// How long one wait may take, in milliseconds (-1: no limit): until the
+// deadline, and at most 50 ms when an interrupt (may be null) must be looked at.
+long wait_slice_ms(Deadline deadline, const Interrupt* interrupt);
+
 class Router {
  public:
   // max_message_bytes > 0: ZeroMQ drops the connection of a peer that sends

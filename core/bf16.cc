@@ -2,16 +2,16 @@
 
 #include <algorithm>
 
+#include "core/parallel.h"
+
 namespace pst {
 
 void to_bf16(const float* in, uint16_t* out, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 18))
-  for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+  elementwise(n, int64_t{1} << 18, [&](int64_t i) { out[i] = to_bf16(in[i]); });
 }
 
 void from_bf16(const uint16_t* in, float* out, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > (int64_t{1} << 18))
-  for (int64_t i = 0; i < n; ++i) out[i] = from_bf16(in[i]);
+  elementwise(n, int64_t{1} << 18, [&](int64_t i) { out[i] = from_bf16(in[i]); });
 }
 
 void to_fp32(WireValues in, float* out, int64_t n) {

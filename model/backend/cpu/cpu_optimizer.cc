@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/parallel.h"
 #include "model/elementwise.h"
 
 namespace pst {
@@ -14,28 +15,18 @@ void adam_update(float* w, float* m, float* v, const float* g, int64_t n, const 
 
 namespace {
 
-// Below this many values a loop runs on the calling thread alone, and
-// outside any OpenMP region: libgomp makes a system call (a futex wake) for
-// every region it enters, even one whose if clause is false, which costs
-// more than the loop over a small shard's chunk (measured in
-// docs/benchmarks.md, pushpull --latency).
+// Below this many values a loop runs on the calling thread alone, outside
+// any OpenMP region (core/parallel.h says why).
 constexpr int64_t kParallelValues = 65536;
 
 }  // namespace
 
 void adam_update(float* out, const float* w, float* m, float* v, const float* g, int64_t n, const AdamConstants& k) {
-  const auto element = [&](int64_t i) {
+  elementwise(n, kParallelValues, [&](int64_t i) {
     float wi = w[i];
     adam_update_element(wi, m[i], v[i], g[i], k);
     out[i] = wi;
-  };
-  if (n > kParallelValues) {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) element(i);
-  } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) element(i);
-  }
+  });
 }
 
 namespace {
@@ -115,6 +106,8 @@ double weighted_sum(float* const* out, const float* const* x, const float* weigh
   };
   int bad = 0;
   const int64_t count = static_cast<int64_t>(blocks.size());
+  // Split over the threads only when large, as elementwise() does; a loop
+  // of blocks, with a reduction of its own.
   if (values > kParallelValues) {
 #pragma omp parallel for schedule(static) reduction(| : bad)
     for (int64_t b = 0; b < count; ++b) sum_block(b, bad);
