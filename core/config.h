@@ -173,13 +173,15 @@ struct ClusterConfig {
   int64_t workers = 1;            // workers (W) of a run without mpirun
   int64_t chunk_bytes = 4 << 20;  // largest piece of a tensor that one message carries
   // Workers push each layer during backward and pull in layer order during
-  // forward; in BSP servers also send updated weights before their update
-  // ends. auto: on for GPU workers and for processes with a host of their
+  // forward. auto: on for GPU workers and for processes with a host of their
   // own, off where CPU workers share their host's cores with the job's
   // other processes (the traffic would take cycles from compute).
   Overlap overlap = Overlap::kAuto;  // auto | on | off
-  int64_t stream_bytes = 256 << 10;  // bsp + overlap: a server's updated bytes between streamed parts
-  double timeout_s = 120;            // longest wait for a peer of a running job before it fails, naming it
+  // BSP, whatever overlap says: a server sends the waiting pulls its updated
+  // weights every stream_bytes before its update ends (a shard no larger is
+  // sent whole).
+  int64_t stream_bytes = 256 << 10;
+  double timeout_s = 120;  // longest wait for a peer of a running job before it fails, naming it
   // Longest wait for the job's processes to start: the rendezvous, loading
   // data and the start barrier (containers may be pulled and started late).
   double start_timeout_s = 600;

@@ -49,9 +49,10 @@ ShardServerOptions shard_server_options(const JobConfig& job, uint64_t job_id, i
   o.timeout_s = job.cluster.timeout_s;
   o.consistency = job.cluster.consistency;
   o.staleness = job.cluster.staleness;
-  // overlap = auto here: not resolved to on (resolve_node_settings), so the
-  // server shares its host's cores with workers and does not stream.
-  o.stream_bytes = job.cluster.overlap == Overlap::kOn ? job.cluster.stream_bytes : INT64_MAX;
+  // BSP servers stream whatever cluster.overlap says: the workers wait for
+  // their pulls while the update runs, so sending its finished chunks then
+  // takes no cycles from compute (overlap decides what the workers do).
+  o.stream_bytes = job.cluster.stream_bytes;
   o.checkpoint_root = checkpoint_root(job);
   o.checkpoint_every = job.checkpoint.every_steps;
   o.checkpoint_minutes = job.checkpoint.every_minutes;

@@ -48,22 +48,21 @@ void expect_same_model(const std::string& a_path, const std::string& b_path) {
 
 struct Layout {
   int servers, workers;
-  bool overlap = false;  // pushes per layer and pulls in layer order, streamed every 1 KiB
+  bool overlap = false;   // pushes per layer and pulls in layer order, streamed every 1 KiB
+  bool streamed = false;  // overlap off, the servers' pull replies streamed every 1 KiB
 };
 
 class ThreadsJobTest : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(ThreadsJobTest, EqualsOneThreadPlayingTheWorkersBitForBit) {
-  const auto [S, W, overlap] = GetParam();
+  const auto [S, W, overlap, streamed] = GetParam();
   TempDir tmp;
   const std::string config = source_path("configs/g2p-tiny.toml");
   auto threads = job_settings(tmp.path() + "/threads");
   threads.push_back(fmt::format("cluster.servers={}", S));
   threads.push_back(fmt::format("cluster.workers={}", W));
-  if (overlap) {
-    threads.push_back("cluster.overlap=on");
-    threads.push_back("cluster.stream_bytes=1024");
-  }
+  threads.push_back(overlap ? "cluster.overlap=on" : "cluster.overlap=off");
+  if (overlap || streamed) threads.push_back("cluster.stream_bytes=1024");
   const Status s = train(TrainArgs{config, threads, "", ""});
   ASSERT_TRUE(s.ok()) << s.to_string();
   auto sequential = job_settings(tmp.path() + "/sequential");
@@ -77,10 +76,13 @@ TEST_P(ThreadsJobTest, EqualsOneThreadPlayingTheWorkersBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Layouts, ThreadsJobTest,
                          ::testing::Values(Layout{1, 2}, Layout{1, 3}, Layout{2, 1}, Layout{2, 2}, Layout{2, 3},
                                            Layout{3, 1}, Layout{3, 2}, Layout{3, 3}, Layout{1, 2, true},
-                                           Layout{2, 3, true}, Layout{3, 3, true}),
+                                           Layout{2, 3, true}, Layout{3, 3, true}, Layout{1, 2, false, true},
+                                           Layout{2, 3, false, true}),
                          [](const ::testing::TestParamInfo<Layout>& p) {
                            return fmt::format("S{}W{}{}", p.param.servers, p.param.workers,
-                                              p.param.overlap ? "Streamed" : "");
+                                              p.param.overlap    ? "Streamed"
+                                              : p.param.streamed ? "ServersStream"
+                                                                 : "");
                          });
 
 // cluster.wire = bf16, S = W = 2 with streamed pushes and pulls: the

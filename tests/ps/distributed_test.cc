@@ -189,6 +189,17 @@ TEST(ShardServerTest, PullsWaitingForAnUpdateGetItInParts) {
   EXPECT_GT(s.server().streamed_parts(), 0) << "nothing went out before the update ended";
 }
 
+// A job's servers stream in BSP whatever cluster.overlap says (it decides
+// what the workers do): only cluster.stream_bytes sets the parts' size.
+TEST(ShardServerTest, AJobsServersStreamWhateverOverlapSays) {
+  for (const Overlap overlap : {Overlap::kOff, Overlap::kAuto, Overlap::kOn}) {
+    JobConfig job;
+    job.cluster.overlap = overlap;
+    job.cluster.stream_bytes = 12345;
+    EXPECT_EQ(shard_server_options(job, 7, 0, JobLayout{1, 1}).stream_bytes, 12345) << to_string(overlap);
+  }
+}
+
 // A graceful stop asked by one worker (core/stop.h; the flag rides on its
 // push, as when a signal reaches only that worker's process): the update of
 // that step reports the stop to both workers' pulls, a complete checkpoint

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Two sets of settings against each other under mpirun: training tokens/s of
+# g2p-small with 1 server and WORKERS workers, run with the settings A and
+# with B in alternation ROUNDS times in one run (A, then B, ...). Each run's
+# line gives its tokens/s and, from worker 0's /metrics at the end (kept up
+# by metrics.linger_s), its forward and backward and its push and pull time
+# per step: on these shared machines compute alone swings by 10% between
+# runs, while the communication phases, which the settings usually change,
+# show their difference through it. Prints each pair's B/A ratio of tokens/s
+# and their median with its range. A and B are comma-separated key=value
+# settings.
+#   bench/settings_ab.sh [BUILD_DIR] [STEPS] [ROUNDS] [WORKERS] A B
+#   e.g. bench/settings_ab.sh build 40 5 1 cluster.stream_bytes=1073741824 cluster.stream_bytes=262144
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/bench/lib.sh"
+BUILD=${1:-$ROOT/build}
+STEPS=${2:-40}
+ROUNDS=${3:-5}
+WORKERS=${4:-1}
+A=${5:?usage: settings_ab.sh BUILD STEPS ROUNDS WORKERS A B}
+B=${6:?usage: settings_ab.sh BUILD STEPS ROUNDS WORKERS A B}
+TMP=$(mktemp -d)
+pid=""
+cleanup() {
+  [[ -z $pid ]] || kill "$pid" 2>/dev/null || true
+  [[ -z $pid ]] || wait "$pid" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+short_g2p_job "$STEPS"
+# run SETTINGS NAME: one job; prints "TOKENS_PER_S PHASES" where PHASES are
+# worker 0's forward, backward, push and pull ms per step.
+run() {
+  local log=$TMP/$2.log settings=() s url=""
+  IFS=, read -ra s <<<"$1"
+  for x in "${s[@]}"; do settings+=(--set "$x"); done
+  mpirun --oversubscribe --bind-to none -np $((2 + WORKERS)) "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
+    "${settings[@]}" --set metrics.linger_s=60 --set train.output="$TMP/$2" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && ! grep -q 'tokens/s$' "$log"; do sleep 0.5; done
+  url=$(grep '\[worker 0\].*metrics at http' "$log" | grep -o 'http://[^ ]*' | head -1)
+  local phases
+  phases=$(curl -s --max-time 10 "$url" | awk -v steps="$STEPS" '/^pst_phase_duration_seconds_sum/ {
+      match($0, /phase="[a-z]*"/); v[substr($0, RSTART + 7, RLENGTH - 8)] = $NF }
+    END { printf "forward %.0f backward %.0f push %.1f pull %.1f ms/step", 1e3 * v["forward"] / steps,
+          1e3 * v["backward"] / steps, 1e3 * v["push"] / steps, 1e3 * v["pull"] / steps }')
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=""
+  echo "$(rate "$log") $phases"
+}
+ratios=()
+for ((r = 1; r <= ROUNDS; ++r)); do
+  a=$(run "$A" "a$r")
+  b=$(run "$B" "b$r")
+  ratio=$(awk -v x="${b%% *}" -v y="${a%% *}" 'BEGIN {printf "%.3f", x / y}')
+  ratios+=("$ratio")
+  echo "round $r: 1 server + $WORKERS workers; A ($A) ${a%% *} tokens/s, ${a#* }"
+  echo "round $r: B ($B) ${b%% *} tokens/s, ${b#* }; B/A $ratio"
+done
+printf '%s\n' "${ratios[@]}" | median_min_max | awk -v a="$A" -v b="$B" '{
+  printf "%s / %s: median %.3f [%.3f-%.3f] over %d rounds\n", b, a, $1, $2, $3, $4
+}'
