@@ -22,7 +22,8 @@
 # Slurm hanging (for 60 s while the test waits on the job, its output not
 # growing and a node not answering slurmctld's pings, or the job running with
 # no pst process left) makes the test print what the nodes show and run that
-# part once more on daemons started afresh.
+# part once more on daemons started afresh; so does a requeued mpi run whose
+# MPI start-up fails before any rank writes a line.
 #   tests/integration/slurm_test.sh PST_BINARY
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -267,8 +268,8 @@ hung_now() {
   tail -n 10 "$TMP/slurmctld.log"
 }
 # run_part PART: runs the function PART, and once more on Slurm's daemons
-# started afresh when it returned because Slurm hung (the hung try's checks
-# are not counted).
+# started afresh when it returned because Slurm hung or a requeued run's
+# MPI start-up failed (the failed try's checks are not counted).
 run_part() {
   local p=$passes f=$failures
   hung=0 hung_since="" out_size=""
@@ -280,7 +281,7 @@ run_part() {
   start_slurm
   hung=0 hung_since="" out_size=""
   "$1"
-  ((hung == 0)) || { echo "slurm_test: Slurm hung twice"; exit 1; }
+  ((hung == 0)) || { echo "slurm_test: Slurm hung, or MPI's start-up failed, twice"; exit 1; }
 }
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
@@ -332,6 +333,16 @@ part_mpi() {
   scancel --batch --signal=USR1 "$job"
   wait_out "$out" "srun exited" 120 || (($? != 2)) || { hung_now || true; return 0; }
   wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
+  # The requeued run's MPI start-up can fail before any rank runs pst's
+  # code: once a rank died of a segmentation fault as PMIx and Open MPI
+  # started it, once Open MPI's TCP wireup failed. That is Slurm's and
+  # MPI's, not pst's (no rank wrote a line): the part runs again.
+  if [[ $(job_field "$job" JobState) == FAILED ]] && ! sed -n '/(restart 1)/,$p' "$out" | grep -q 'rank [0-9] of 4 on host'; then
+    echo "slurm_test: the requeued run's MPI start-up failed before pst ran on any rank:"
+    sed -n '/(restart 1)/,$p' "$out" | head -n 12
+    hung=1
+    return 0
+  fi
   expect "the job completes" "$(job_field "$job" JobState)" COMPLETED
   expect "after one requeue" "$(job_field "$job" Restarts)" 1
   stopped=$(grep -ho 'stopped after step [0-9]*' "$out" | head -1 | grep -o '[0-9]*$' || echo none)
