@@ -4,7 +4,7 @@
 # with B in alternation ROUNDS times in one run (A, then B, ...). Each run's
 # line gives its tokens/s and, from worker 0's /metrics at the end (kept up
 # by metrics.linger_s), its forward and backward and its push and pull time
-# per step: on these shared machines compute alone swings by 10% between
+# per step: on these shared machines compute alone swings by 10-20% between
 # runs, while the communication phases, which the settings usually change,
 # show their difference through it. Prints each pair's B/A ratio of tokens/s
 # and their median with its range. A and B are comma-separated key=value
@@ -33,7 +33,7 @@ short_g2p_job "$STEPS"
 # run SETTINGS NAME: one job; prints "TOKENS_PER_S PHASES" where PHASES are
 # worker 0's forward, backward, push and pull ms per step.
 run() {
-  local log=$TMP/$2.log settings=() s url=""
+  local log=$TMP/$2.log settings=() s x url phases
   IFS=, read -ra s <<<"$1"
   for x in "${s[@]}"; do settings+=(--set "$x"); done
   mpirun --oversubscribe --bind-to none -np $((2 + WORKERS)) "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
@@ -41,7 +41,6 @@ run() {
   pid=$!
   while kill -0 "$pid" 2>/dev/null && ! grep -q 'tokens/s$' "$log"; do sleep 0.5; done
   url=$(grep '\[worker 0\].*metrics at http' "$log" | grep -o 'http://[^ ]*' | head -1)
-  local phases
   phases=$(curl -s --max-time 10 "$url" | awk -v steps="$STEPS" '/^pst_phase_duration_seconds_sum/ {
       match($0, /phase="[a-z]*"/); v[substr($0, RSTART + 7, RLENGTH - 8)] = $NF }
     END { printf "forward %.0f backward %.0f push %.1f pull %.1f ms/step", 1e3 * v["forward"] / steps,

@@ -334,8 +334,8 @@ part_mpi() {
   wait_out "$out" "srun exited" 120 || (($? != 2)) || { hung_now || true; return 0; }
   wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
   # The requeued run's MPI start-up can fail before any rank runs pst's
-  # code: once a rank died of a segmentation fault as PMIx and Open MPI
-  # started it, once Open MPI's TCP wireup failed. That is Slurm's and
+  # code: a rank died of a segmentation fault as PMIx and Open MPI started
+  # it (Open MPI's TCP wireup to it failing beside it). That is Slurm's and
   # MPI's, not pst's (no rank wrote a line): the part runs again.
   if [[ $(job_field "$job" JobState) == FAILED ]] && ! sed -n '/(restart 1)/,$p' "$out" | grep -q 'rank [0-9] of 4 on host'; then
     echo "slurm_test: the requeued run's MPI start-up failed before pst ran on any rank:"
