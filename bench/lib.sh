@@ -18,3 +18,47 @@ short_g2p_job() {
 
 # rate LOG: the tokens/s a training log reports last.
 rate() { grep -o '[0-9]* tokens/s$' "$1" | tail -1 | cut -d' ' -f1; }
+
+# scraped_run LOG STEPS COMMAND...: runs a training job in the background
+# (COMMAND must set metrics.linger_s, so that its /metrics stays up after the
+# last step), waits for its last tokens/s line, reads worker 0's phases from
+# its /metrics and ends the job. Sets SCRAPED to "TOKENS_PER_S STEP_MS
+# FORWARD_MS BACKWARD_MS PUSH_MS PULL_MS WAIT_MS": the step is the training
+# time over the steps (the log's "in Ns of training"), each phase its time per
+# step (pull: asking for the weights; wait: waiting for those not yet there).
+# SCRAPED_PID holds the job's PID while it runs, for the EXIT trap's
+# end_scraped_run (call scraped_run in the script's shell, not in $(...)).
+SCRAPED="" SCRAPED_PID=""
+scraped_run() {
+  local log=$1 steps=$2 url
+  shift 2
+  "$@" >"$log" 2>&1 &
+  SCRAPED_PID=$!
+  while kill -0 "$SCRAPED_PID" 2>/dev/null && ! grep -q 'tokens/s$' "$log"; do sleep 0.5; done
+  # One process logs one metrics address; under mpirun worker 0's is named.
+  url=$(grep '\[worker 0\].*metrics at http' "$log" | grep -o 'http://[^ ]*' | head -1 || true)
+  [[ -n $url ]] || url=$(grep 'metrics at http' "$log" | grep -o 'http://[^ ]*' | head -1 || true)
+  local training
+  training=$(grep -o 'in [0-9.]*s of training' "$log" | tail -1 | grep -o '[0-9.]*')
+  SCRAPED=$(curl -s --max-time 10 "$url" | awk -v steps="$steps" -v rate="$(rate "$log")" -v training="$training" '
+    /^pst_phase_duration_seconds_sum/ { match($0, /phase="[a-z]*"/); v[substr($0, RSTART + 7, RLENGTH - 8)] = $NF }
+    END { printf "%s %.1f %.1f %.1f %.1f %.1f %.1f\n", rate, 1e3 * training / steps, 1e3 * v["forward"] / steps,
+          1e3 * v["backward"] / steps, 1e3 * v["push"] / steps, 1e3 * v["pull"] / steps, 1e3 * v["wait"] / steps }')
+  kill "$SCRAPED_PID" 2>/dev/null || true
+  wait "$SCRAPED_PID" 2>/dev/null || true
+  SCRAPED_PID=""
+}
+
+# end_scraped_run: the EXIT trap's part for a job scraped_run left running.
+end_scraped_run() {
+  [[ -z $SCRAPED_PID ]] || kill "$SCRAPED_PID" 2>/dev/null || true
+  [[ -z $SCRAPED_PID ]] || wait "$SCRAPED_PID" 2>/dev/null || true
+}
+
+# phases_text "TOKENS_PER_S STEP FORWARD BACKWARD PUSH PULL WAIT": the
+# figures scraped_run sets, in words; "other" is the step's time outside
+# those phases.
+phases_text() {
+  awk '{printf "%s tokens/s, step %.0f ms: forward %.0f backward %.0f push %.1f pull %.1f wait %.1f other %.1f ms/step",
+        $1, $2, $3, $4, $5, $6, $7, $2 - $3 - $4 - $5 - $6 - $7}' <<<"$1"
+}

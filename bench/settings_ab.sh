@@ -21,43 +21,27 @@ WORKERS=${4:-1}
 A=${5:?usage: settings_ab.sh BUILD STEPS ROUNDS WORKERS A B}
 B=${6:?usage: settings_ab.sh BUILD STEPS ROUNDS WORKERS A B}
 TMP=$(mktemp -d)
-pid=""
-cleanup() {
-  [[ -z $pid ]] || kill "$pid" 2>/dev/null || true
-  [[ -z $pid ]] || wait "$pid" 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap 'end_scraped_run; rm -rf "$TMP"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 short_g2p_job "$STEPS"
-# run SETTINGS NAME: one job; prints "TOKENS_PER_S PHASES" where PHASES are
-# worker 0's forward, backward, push and pull ms per step.
+# run SETTINGS NAME: one job; sets SCRAPED (scraped_run).
 run() {
-  local log=$TMP/$2.log settings=() s x url phases
+  local settings=() s x
   IFS=, read -ra s <<<"$1"
   for x in "${s[@]}"; do settings+=(--set "$x"); done
-  mpirun --oversubscribe --bind-to none -np $((2 + WORKERS)) "$BUILD/bin/pst" train "${JOB[@]}" --servers 1 \
-    "${settings[@]}" --set metrics.linger_s=60 --set train.output="$TMP/$2" >"$log" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null && ! grep -q 'tokens/s$' "$log"; do sleep 0.5; done
-  url=$(grep '\[worker 0\].*metrics at http' "$log" | grep -o 'http://[^ ]*' | head -1)
-  phases=$(curl -s --max-time 10 "$url" | awk -v steps="$STEPS" '/^pst_phase_duration_seconds_sum/ {
-      match($0, /phase="[a-z]*"/); v[substr($0, RSTART + 7, RLENGTH - 8)] = $NF }
-    END { printf "forward %.0f backward %.0f push %.1f pull %.1f ms/step", 1e3 * v["forward"] / steps,
-          1e3 * v["backward"] / steps, 1e3 * v["push"] / steps, 1e3 * v["pull"] / steps }')
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=""
-  echo "$(rate "$log") $phases"
+  scraped_run "$TMP/$2.log" "$STEPS" mpirun --oversubscribe --bind-to none -np $((2 + WORKERS)) "$BUILD/bin/pst" \
+    train "${JOB[@]}" --servers 1 "${settings[@]}" --set metrics.linger_s=60 --set train.output="$TMP/$2"
 }
 ratios=()
 for ((r = 1; r <= ROUNDS; ++r)); do
-  a=$(run "$A" "a$r")
-  b=$(run "$B" "b$r")
+  run "$A" "a$r"
+  a=$SCRAPED
+  run "$B" "b$r"
+  b=$SCRAPED
   ratio=$(awk -v x="${b%% *}" -v y="${a%% *}" 'BEGIN {printf "%.3f", x / y}')
   ratios+=("$ratio")
-  echo "round $r: 1 server + $WORKERS workers; A ($A) ${a%% *} tokens/s, ${a#* }"
-  echo "round $r: B ($B) ${b%% *} tokens/s, ${b#* }; B/A $ratio"
+  echo "round $r: 1 server + $WORKERS workers; A ($A) $(phases_text "$a")"
+  echo "round $r: B ($B) $(phases_text "$b"); B/A $ratio"
 done
 printf '%s\n' "${ratios[@]}" | median_min_max | awk -v a="$A" -v b="$B" '{
   printf "%s / %s: median %.3f [%.3f-%.3f] over %d rounds\n", b, a, $1, $2, $3, $4
