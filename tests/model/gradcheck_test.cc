@@ -587,13 +587,66 @@ TEST_F(GradcheckTest, DropoutKeepsExpectedShareAndScales) {
     }
   }
   EXPECT_NEAR(static_cast<double>(kept) / n, 0.7, 0.006);  // 4 standard errors
-  // The scalar keep() rule of the shared element-wise code agrees with the kernel.
-  for (int64_t i = 0; i < 1000; ++i)
-    EXPECT_EQ(y[i] != 0.0f, dropout_keep(1, DropoutKey::make(1, 0, 0, 1).stream, i, 0.3f));
+  // The scalar keep() rule of the shared element-wise code agrees with the
+  // kernel at every element (the CPU backend draws its blocks 1,024 elements
+  // at a time, n is not a multiple of that).
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(y[i] != 0.0f, dropout_keep(1, DropoutKey::make(1, 0, 0, 1).stream, static_cast<uint64_t>(i), 0.3f)) << i;
   Vec y2(n);
   be_->dropout_forward(d.in(y2), d.in(x), n, 0.3f, DropoutKey::make(1, 1, 0, 1));
   d.back(y2);
   EXPECT_NE(y, y2);  // another step draws another mask
+}
+
+// Attention's dropout draws element (b, h, i, j) of the (B, H, Tq, Tk)
+// probabilities: masks at offsets that are not multiples of a Philox block
+// (Tk = 7), over several query blocks of the CPU kernel (Tq = 70, causal),
+// checked against the scalar keep() rule and a product in double.
+TEST_F(GradcheckTest, AttentionDropoutDrawsEachProbabilitysOwnElement) {
+  for (const bool causal : {false, true}) {
+    AttentionDims d;
+    d.B = 2;
+    d.H = 3;
+    d.D = 4;
+    d.Tq = causal ? 70 : 5;
+    d.Tk = causal ? 70 : 7;
+    d.causal = causal;
+    d.scale = 0.5f;
+    d.ldq = d.ldk = d.ldv = d.ldo = d.H * d.D;
+    const Vec q = random_vec(d.B * d.Tq * d.ldq, 21), k = random_vec(d.B * d.Tk * d.ldk, 22),
+              v = random_vec(d.B * d.Tk * d.ldv, 23);
+    const std::vector<int32_t> key_len{static_cast<int32_t>(d.Tk), static_cast<int32_t>(d.Tk - 3)};
+    const DropoutKey key = DropoutKey::make(4, 9, 2, 6);
+    const float p = 0.4f;
+    Vec probs(d.B * d.H * d.Tq * d.Tk), out(d.B * d.Tq * d.ldo);
+    testing::Mirror m(be_.get());  // its own: the vectors of each case have other sizes
+    be_->attention_forward(d, m.in(q), m.in(k), m.in(v), m.in(key_len), m.in(probs), m.in(out), p, key);
+    m.back(probs);
+    m.back(out);
+    int64_t dropped = 0, kept = 0;
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t h = 0; h < d.H; ++h)
+        for (int64_t i = 0; i < d.Tq; ++i)
+          for (int64_t c = 0; c < d.D; ++c) {
+            double want = 0;
+            for (int64_t j = 0; j < d.Tk; ++j) {
+              const int64_t at = d.probs_at(b, h) + i * d.Tk + j;
+              const float pr = probs[static_cast<size_t>(at)];
+              if (!dropout_keep(key.seed, key.stream, static_cast<uint64_t>(at), p)) {
+                if (c == 0 && pr > 0.0f) ++dropped;
+                continue;
+              }
+              if (c == 0 && pr > 0.0f) ++kept;
+              want += static_cast<double>(pr) / (1.0 - p) * v[static_cast<size_t>(d.v_at(b, h) + j * d.ldv + c)];
+            }
+            const float got = out[static_cast<size_t>(d.out_at(b, h) + i * d.ldo + c)];
+            ASSERT_NEAR(got, want, 1e-5 + 1e-5 * std::abs(want))
+                << (causal ? "causal" : "cross") << " b " << b << " h " << h << " i " << i << " c " << c;
+          }
+    // Both outcomes occur among the visible keys (p = 0.4: more kept than dropped).
+    EXPECT_GT(dropped, 0);
+    EXPECT_GT(kept, dropped);
+  }
 }
 
 TEST_F(GradcheckTest, GemmSplitsMatchOneCall) {
