@@ -23,22 +23,28 @@ PST_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
   return static_cast<uint32_t>(p);
 }
 
+// The key's increment after each round (Weyl constants).
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+// One round on the counter (c0, c1, c2, c3) with the round key (k0, k1).
+PST_HD void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0, uint32_t k1) {
+  uint32_t hi0, hi1;
+  const uint32_t lo0 = mulhilo32(0xD2511F53u, c0, &hi0);
+  const uint32_t lo1 = mulhilo32(0xCD9E8D57u, c2, &hi1);
+  const uint32_t n0 = hi1 ^ c1 ^ k0;
+  const uint32_t n2 = hi0 ^ c3 ^ k1;
+  c0 = n0;
+  c1 = lo1;
+  c2 = n2;
+  c3 = lo0;
+}
+
 // key: 64 bits; counter: 128 bits as (c0, c1, c2, c3).
 PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
-    uint32_t hi0, hi1;
-    const uint32_t lo0 = mulhilo32(kM0, c0, &hi0);
-    const uint32_t lo1 = mulhilo32(kM1, c2, &hi1);
-    const uint32_t n0 = hi1 ^ c1 ^ k0;
-    const uint32_t n2 = hi0 ^ c3 ^ k1;
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-    k0 += kW0;
-    k1 += kW1;
+    philox_round(c0, c1, c2, c3, k0, k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
   }
   return PhiloxOut{{c0, c1, c2, c3}};
 }
@@ -64,8 +70,6 @@ class Philox {
   // runs one block's dependent rounds on scalar registers.
   void blocks(uint64_t first, int64_t count, uint32_t* out) const {
     constexpr int kLanes = 16;
-    constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-    constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
     for (int64_t j0 = 0; j0 < count; j0 += kLanes) {
       uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
       for (int l = 0; l < kLanes; ++l) {
@@ -77,18 +81,9 @@ class Philox {
       }
       uint32_t k0 = static_cast<uint32_t>(key_), k1 = static_cast<uint32_t>(key_ >> 32);
       for (int round = 0; round < 10; ++round) {
-        for (int l = 0; l < kLanes; ++l) {
-          const uint64_t p0 = static_cast<uint64_t>(kM0) * c0[l];
-          const uint64_t p1 = static_cast<uint64_t>(kM1) * c2[l];
-          const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-          const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-          c0[l] = n0;
-          c1[l] = static_cast<uint32_t>(p1);
-          c2[l] = n2;
-          c3[l] = static_cast<uint32_t>(p0);
-        }
-        k0 += kW0;
-        k1 += kW1;
+        for (int l = 0; l < kLanes; ++l) philox_round(c0[l], c1[l], c2[l], c3[l], k0, k1);
+        k0 += kPhiloxW0;
+        k1 += kPhiloxW1;
       }
       const int lanes = static_cast<int>(count - j0 < kLanes ? count - j0 : kLanes);
       for (int l = 0; l < lanes; ++l) {
