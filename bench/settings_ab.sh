@@ -2,11 +2,12 @@
 # Two sets of settings against each other under mpirun: training tokens/s of
 # g2p-small with 1 server and WORKERS workers, run with the settings A and
 # with B in alternation ROUNDS times in one run (A, then B, ...). Each run's
-# line gives its tokens/s and, from worker 0's /metrics at the end (kept up
-# by metrics.linger_s), its forward and backward and its push and pull time
-# per step: on these shared machines compute alone swings by 10-20% between
-# runs, while the communication phases, which the settings usually change,
-# show their difference through it. Prints each pair's B/A ratio of tokens/s
+# line gives its tokens/s, its step time and, from worker 0's /metrics at the
+# end (kept up by metrics.linger_s), its forward, backward, push, pull and
+# wait time per step (bench/lib.sh, scraped_run): on these shared machines
+# compute alone swings by 10-20% between runs, while the communication
+# phases, which the settings usually change, show their difference through
+# it. Prints each pair's B/A ratio of tokens/s
 # and their median with its range. A and B are comma-separated key=value
 # settings.
 #   bench/settings_ab.sh [BUILD_DIR] [STEPS] [ROUNDS] [WORKERS] A B
