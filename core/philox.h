@@ -49,6 +49,14 @@ PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c
   return PhiloxOut{{c0, c1, c2, c3}};
 }
 
+// Block `index` of the stream `stream` under the key `key`: the counter is
+// (index, stream) and the key (key), each 64-bit value split low word first.
+PST_HD PhiloxOut philox_block(uint64_t key, uint64_t stream, uint64_t index) {
+  return philox4x32_10(static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32), static_cast<uint32_t>(stream),
+                       static_cast<uint32_t>(stream >> 32), static_cast<uint32_t>(key),
+                       static_cast<uint32_t>(key >> 32));
+}
+
 // Uniform in [0, 1) with 24 bits of resolution (exactly representable floats).
 PST_HD float uniform01(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
 
@@ -58,43 +66,14 @@ class Philox {
  public:
   Philox(uint64_t key, uint64_t stream) : key_(key), stream_(stream) {}
 
-  PhiloxOut block(uint64_t index) const {
-    return philox4x32_10(static_cast<uint32_t>(index), static_cast<uint32_t>(index >> 32),
-                         static_cast<uint32_t>(stream_), static_cast<uint32_t>(stream_ >> 32),
-                         static_cast<uint32_t>(key_), static_cast<uint32_t>(key_ >> 32));
-  }
+  PhiloxOut block(uint64_t index) const { return philox_block(key_, stream_, index); }
   // Blocks first .. first + count - 1: word w of block first + j goes to
-  // out[4 * j + w], as block() gives them one at a time. kLanes blocks go
-  // through the rounds together, each round a loop over the lanes that the
-  // compiler vectorises (a 32 x 32 -> 64-bit product per lane), where block()
-  // runs one block's dependent rounds on scalar registers.
-  void blocks(uint64_t first, int64_t count, uint32_t* out) const {
-    constexpr int kLanes = 16;
-    for (int64_t j0 = 0; j0 < count; j0 += kLanes) {
-      uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-      for (int l = 0; l < kLanes; ++l) {
-        const uint64_t b = first + static_cast<uint64_t>(j0 + l);
-        c0[l] = static_cast<uint32_t>(b);
-        c1[l] = static_cast<uint32_t>(b >> 32);
-        c2[l] = static_cast<uint32_t>(stream_);
-        c3[l] = static_cast<uint32_t>(stream_ >> 32);
-      }
-      uint32_t k0 = static_cast<uint32_t>(key_), k1 = static_cast<uint32_t>(key_ >> 32);
-      for (int round = 0; round < 10; ++round) {
-        for (int l = 0; l < kLanes; ++l) philox_round(c0[l], c1[l], c2[l], c3[l], k0, k1);
-        k0 += kPhiloxW0;
-        k1 += kPhiloxW1;
-      }
-      const int lanes = static_cast<int>(count - j0 < kLanes ? count - j0 : kLanes);
-      for (int l = 0; l < lanes; ++l) {
-        uint32_t* o = out + 4 * (j0 + l);
-        o[0] = c0[l];
-        o[1] = c1[l];
-        o[2] = c2[l];
-        o[3] = c3[l];
-      }
-    }
-  }
+  // out[4 * j + w], as block() gives them one at a time. On CPUs with
+  // AVX-512 (asked when the program runs) 64 blocks go through the rounds
+  // together, in registers of 16 lanes (core/philox.cc); elsewhere, and
+  // always in blocks_portable(), one block at a time.
+  void blocks(uint64_t first, int64_t count, uint32_t* out) const;
+  void blocks_portable(uint64_t first, int64_t count, uint32_t* out) const;
   // Element i of the uniform [0,1) stream.
   float uniform(uint64_t i) const { return uniform01(block(i / 4).v[i % 4]); }
   // Element i of the standard normal stream (Box-Muller on block i's first two words).

@@ -107,11 +107,7 @@ struct DropoutKey {
 };
 
 PST_HD bool dropout_keep(uint64_t key, uint64_t stream, uint64_t i, float p) {
-  const uint64_t blk = i >> 2;
-  const PhiloxOut out =
-      philox4x32_10(static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32), static_cast<uint32_t>(stream),
-                    static_cast<uint32_t>(stream >> 32), static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
-  return uniform01(out.v[i & 3]) >= p;
+  return uniform01(philox_block(key, stream, i >> 2).v[i & 3]) >= p;
 }
 
 // One Adam/AdamW update of one element, in exactly the operation order and

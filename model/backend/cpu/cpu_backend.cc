@@ -669,7 +669,8 @@ class CpuBackend final : public Backend {
 
   // y[i] = keep(offset + i) ? x[i] / (1 - p) : 0. Draws one Philox block per
   // four elements, the blocks of 1,024 elements at a time (Philox::blocks,
-  // whose rounds run in vector lanes), then the mask of those elements.
+  // in AVX-512 registers where the CPU has them), then the mask of those
+  // elements.
   static void apply_dropout(float* y, const float* x, int64_t n, float p, DropoutKey key, int64_t offset) {
     if (p <= 0.0f) {
       if (y != x) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
