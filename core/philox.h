@@ -71,7 +71,7 @@ class Philox {
   // out[4 * j + w], as block() gives them one at a time. On CPUs with
   // AVX-512 (asked when the program runs) 64 blocks go through the rounds
   // together, in registers of 16 lanes (core/philox.cc); elsewhere, and
-  // always in blocks_portable(), one block at a time.
+  // always in blocks_portable(), a loop over block().
   void blocks(uint64_t first, int64_t count, uint32_t* out) const;
   void blocks_portable(uint64_t first, int64_t count, uint32_t* out) const;
   // Element i of the uniform [0,1) stream.

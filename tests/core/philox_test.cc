@@ -52,7 +52,7 @@ TEST(PhiloxTest, UniformAndNormalMoments) {
 
 // blocks() draws 64 blocks at a time in AVX-512 registers where the CPU
 // has them (the machines CI runs on do), then groups of 16 lanes for the
-// rest, and blocks_portable() one block after the other: each block is the
+// rest, and blocks_portable() a loop over block(): each block is the
 // scalar block() of the same index, whatever the count (whole groups, a
 // part of one, or several), at indices whose low word carries into the high
 // one and past 2^64.
