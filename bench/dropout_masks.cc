@@ -1,7 +1,8 @@
 // What a dropout mask costs on the CPU: Philox4x32-10 blocks drawn one at a
-// time (Philox::block, the scalar rounds), in 16 lanes as the compiler
-// vectorises them (Philox::blocks_portable), and as Philox::blocks draws
-// them on this CPU (AVX-512 registers where it has them); then the CPU
+// time (Philox::block, the scalar rounds), by the fallback of CPUs without
+// AVX-512 (Philox::blocks_portable, a loop over block() that the compiler
+// may vectorise), and as Philox::blocks draws them on this CPU (AVX-512
+// registers where it has them); then the CPU
 // backend's dropout_forward over a g2p-modern FFN activation (2,560 rows x
 // 683) against a copy of the same bytes, the least any pass over them costs.
 // One thread. The sides alternate (A B C ...) --repeats times; it prints

@@ -49,10 +49,10 @@ __attribute__((target("avx512f"))) void avx512_group(uint64_t key, uint64_t stre
     c2[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
     c3[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
   }
-  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
   uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-  for (int round = 0; round < 10; ++round) {  // philox_round in every lane
+  for (int round = 0; round < kPhiloxRounds; ++round) {  // philox_round in every lane
     const __m512i rk0 = _mm512_set1_epi32(static_cast<int>(k0)), rk1 = _mm512_set1_epi32(static_cast<int>(k1));
     for (int g = 0; g < G; ++g) {
       __m512i hi0, hi1;

@@ -23,14 +23,17 @@ PST_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
   return static_cast<uint32_t>(p);
 }
 
-// The key's increment after each round (Weyl constants).
+// The round's multipliers, the key's increment after each round (Weyl
+// constants), and the rounds of Philox4x32-10.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+constexpr int kPhiloxRounds = 10;
 
 // One round on the counter (c0, c1, c2, c3) with the round key (k0, k1).
 PST_HD void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0, uint32_t k1) {
   uint32_t hi0, hi1;
-  const uint32_t lo0 = mulhilo32(0xD2511F53u, c0, &hi0);
-  const uint32_t lo1 = mulhilo32(0xCD9E8D57u, c2, &hi1);
+  const uint32_t lo0 = mulhilo32(kPhiloxM0, c0, &hi0);
+  const uint32_t lo1 = mulhilo32(kPhiloxM1, c2, &hi1);
   const uint32_t n0 = hi1 ^ c1 ^ k0;
   const uint32_t n2 = hi0 ^ c3 ^ k1;
   c0 = n0;
@@ -41,7 +44,7 @@ PST_HD void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
 
 // key: 64 bits; counter: 128 bits as (c0, c1, c2, c3).
 PST_HD PhiloxOut philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
+  for (int round = 0; round < kPhiloxRounds; ++round) {
     philox_round(c0, c1, c2, c3, k0, k1);
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
