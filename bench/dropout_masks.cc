@@ -1,14 +1,13 @@
 // What a dropout mask costs on the CPU: Philox4x32-10 blocks drawn one at a
-// time (Philox::block, the scalar rounds), by the fallback of CPUs without
-// AVX-512 (Philox::blocks_portable, a loop over block() that the compiler
-// may vectorise), and as Philox::blocks draws them on this CPU (AVX-512
-// registers where it has them); then the CPU
-// backend's dropout_forward over a g2p-modern FFN activation (2,560 rows x
-// 683) against a copy of the same bytes, the least any pass over them costs.
-// One thread. The sides alternate (A B C ...) --repeats times; it prints
-// each side's median ns per block (per element for the kernel and the
-// copy) and the ratios to Philox::blocks (to the copy) as median [min-max]
-// of the repeats' ratios.
+// time (Philox::block, the scalar rounds), then in every way
+// Philox::blocks has on this CPU (a loop over block(), which the compiler
+// may vectorise; AVX2 registers; AVX-512 registers), against the way
+// blocks() takes here (the widest); then the CPU backend's dropout_forward
+// over a g2p-modern FFN activation (2,560 rows x 683) against a copy of the
+// same bytes, the least any pass over them costs. One thread. The sides
+// alternate (A B C ...) --repeats times; it prints each side's median ns
+// per block (per element for the kernel and the copy) and the ratios to
+// blocks() (to the copy) as median [min-max] of the repeats' ratios.
 //
 //   dropout_masks [--repeats N]
 #include <omp.h>
@@ -17,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,19 +34,18 @@ constexpr int64_t kChunk = 256;       // blocks per call, as the backend's 1,024
 
 uint32_t sink = 0;
 
-double time_blocks(const Philox& rng, int how) {
+// ns per block: block() one at a time (lanes empty), or blocks(lanes).
+double time_blocks(const Philox& rng, std::optional<Philox::Lanes> lanes) {
   std::vector<uint32_t> out(4 * kChunk);
   const Stopwatch t;
   for (int64_t j = 0; j < kBlocks; j += kChunk) {
-    if (how == 0) {
+    if (!lanes) {
       for (int64_t b = 0; b < kChunk; ++b) {
         const PhiloxOut o = rng.block(static_cast<uint64_t>(j + b));
         std::memcpy(&out[static_cast<size_t>(4 * b)], o.v, sizeof o.v);
       }
-    } else if (how == 1) {
-      rng.blocks_portable(static_cast<uint64_t>(j), kChunk, out.data());
     } else {
-      rng.blocks(static_cast<uint64_t>(j), kChunk, out.data());
+      rng.blocks(*lanes, static_cast<uint64_t>(j), kChunk, out.data());
     }
     sink += out[static_cast<size_t>(j % (4 * kChunk))];
   }
@@ -89,26 +88,33 @@ int main(int argc, char** argv) {
     }
     return t.seconds() * 1e9 / (kPasses * static_cast<double>(n));
   };
-  time_blocks(rng, 2);  // warm up
-  std::vector<double> scalar, portable, lanes, kernel, copy, r_scalar, r_portable, r_kernel;
+  const Philox::Lanes best = Philox::best_lanes();
+  // The sides: block(), then every way this CPU has, the widest (blocks()) last.
+  std::vector<std::optional<Philox::Lanes>> sides = {std::nullopt};
+  std::vector<std::string> names = {"block()"};
+  for (Philox::Lanes lanes : {Philox::Lanes::kPortable, Philox::Lanes::kAvx2, Philox::Lanes::kAvx512})
+    if (Philox::has(lanes)) {
+      sides.push_back(lanes);
+      names.push_back(std::string("blocks(") + Philox::name(lanes) + ")");
+    }
+  time_blocks(rng, best);  // warm up
+  std::vector<std::vector<double>> ns(sides.size()), ratio(sides.size());
+  std::vector<double> kernel, copy, r_kernel;
   for (int r = 0; r < repeats; ++r) {
-    scalar.push_back(time_blocks(rng, 0));
-    portable.push_back(time_blocks(rng, 1));
-    lanes.push_back(time_blocks(rng, 2));
+    for (size_t s = 0; s < sides.size(); ++s) ns[s].push_back(time_blocks(rng, sides[s]));
+    for (size_t s = 0; s < sides.size(); ++s) ratio[s].push_back(ns[s].back() / ns.back().back());
     kernel.push_back(per_element(true));
     copy.push_back(per_element(false));
-    r_scalar.push_back(scalar.back() / lanes.back());
-    r_portable.push_back(portable.back() / lanes.back());
     r_kernel.push_back(kernel.back() / copy.back());
   }
-  auto show = [](const char* what, const std::vector<double>& v) {
+  auto show = [](const std::string& what, const std::vector<double>& v) {
     const Spread s = spread(v);
-    std::printf("%s %.2f [%.2f-%.2f]", what, s.median, s.min, s.max);
+    std::printf("%s %.2f [%.2f-%.2f]", what.c_str(), s.median, s.min, s.max);
   };
-  std::printf("ns per block: block() %.2f  blocks_portable() %.2f  blocks() %.2f\n", median(scalar), median(portable),
-              median(lanes));
-  show("block() / blocks()", r_scalar);
-  show("   blocks_portable() / blocks()", r_portable);
+  std::printf("blocks() here: blocks(%s)\nns per block:", Philox::name(best));
+  for (size_t s = 0; s < sides.size(); ++s) std::printf("  %s %.2f", names[s].c_str(), median(ns[s]));
+  std::printf("\nover blocks(%s):", Philox::name(best));
+  for (size_t s = 0; s + 1 < sides.size(); ++s) show("  " + names[s], ratio[s]);
   std::printf("\nns per element, %lld elements: dropout_forward %.3f  copy %.3f\n", static_cast<long long>(n),
               median(kernel), median(copy));
   show("dropout_forward / copy", r_kernel);

@@ -1,5 +1,7 @@
 #include "core/philox.h"
 
+#include "core/status.h"
+
 #if defined(__x86_64__)
 // GCC 12's AVX-512 intrinsics pass an uninitialised vector as the operand a
 // mask would keep, and warn of it in the header where they are inlined.
@@ -97,26 +99,129 @@ __attribute__((target("avx512f"))) void avx512_blocks(uint64_t key, uint64_t str
   for (; j < count; j += 16)
     avx512_group<1>(key, stream, first + static_cast<uint64_t>(j), count - j < 16 ? count - j : 16, out + 4 * j);
 }
+
+// The same in AVX2's registers of 8 lanes, for CPUs without AVX-512: the
+// products are vpmuludq's of 4 x 4 lanes, the carry into the counter's high
+// word a signed comparison of the words with their top bits flipped (AVX2
+// compares only signed), and the three-way xor two xors.
+__attribute__((target("avx2"))) inline __m256i mulhilo_avx2(__m256i m, __m256i a, __m256i* hi) {
+  const __m256i even = _mm256_mul_epu32(m, a);
+  const __m256i odd = _mm256_mul_epu32(m, _mm256_srli_epi64(a, 32));
+  constexpr int kOdd = 0xAA;
+  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, kOdd);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), kOdd);
+}
+
+// Blocks first .. first + n - 1 (n <= 8 * G) in G groups of 8 lanes.
+template <int G>
+__attribute__((target("avx2"))) void avx2_group(uint64_t key, uint64_t stream, uint64_t first, int64_t n,
+                                                uint32_t* out) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i top = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  __m256i c0[G], c1[G], c2[G], c3[G];
+  for (int g = 0; g < G; ++g) {
+    const uint64_t b = first + static_cast<uint64_t>(8 * g);
+    const __m256i lo = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(b)));
+    const __m256i hi = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(b >> 32)));
+    c0[g] = _mm256_add_epi32(lo, iota);
+    // All ones (-1) where the low word wrapped (c0 < lo as unsigned numbers).
+    const __m256i wrapped = _mm256_cmpgt_epi32(_mm256_xor_si256(lo, top), _mm256_xor_si256(c0[g], top));
+    c1[g] = _mm256_sub_epi32(hi, wrapped);
+    c2[g] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+    c3[g] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+  }
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < kPhiloxRounds; ++round) {  // philox_round in every lane
+    const __m256i rk0 = _mm256_set1_epi32(static_cast<int>(k0)), rk1 = _mm256_set1_epi32(static_cast<int>(k1));
+    for (int g = 0; g < G; ++g) {
+      __m256i hi0, hi1;
+      const __m256i lo0 = mulhilo_avx2(m0, c0[g], &hi0);
+      const __m256i lo1 = mulhilo_avx2(m1, c2[g], &hi1);
+      c0[g] = _mm256_xor_si256(_mm256_xor_si256(hi1, c1[g]), rk0);
+      c2[g] = _mm256_xor_si256(_mm256_xor_si256(hi0, c3[g]), rk1);
+      c1[g] = lo1;
+      c3[g] = lo0;
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  for (int g = 0; g < G; ++g) {
+    // A 4 x 8 transpose: after the unpacks u_q holds blocks q and q + 4
+    // (one per 128-bit lane); each store takes two consecutive blocks.
+    const __m256i t0 = _mm256_unpacklo_epi32(c0[g], c1[g]), t1 = _mm256_unpackhi_epi32(c0[g], c1[g]);
+    const __m256i t2 = _mm256_unpacklo_epi32(c2[g], c3[g]), t3 = _mm256_unpackhi_epi32(c2[g], c3[g]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    constexpr int kLows = 0x20, kHighs = 0x31;  // the two low 128-bit lanes, the two high ones
+    const __m256i pairs[4] = {_mm256_permute2x128_si256(u0, u1, kLows), _mm256_permute2x128_si256(u2, u3, kLows),
+                              _mm256_permute2x128_si256(u0, u1, kHighs), _mm256_permute2x128_si256(u2, u3, kHighs)};
+    const int64_t left = n - 8 * g;  // blocks of this group to write
+    for (int q = 0; q < 4 && 2 * q < left; ++q) {
+      uint32_t* o = out + 32 * g + 8 * q;
+      if (left >= 2 * q + 2)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), pairs[q]);
+      else  // the last block: only its 4 words
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm256_castsi256_si128(pairs[q]));
+    }
+  }
+}
+
+__attribute__((target("avx2"))) void avx2_blocks(uint64_t key, uint64_t stream, uint64_t first, int64_t count,
+                                                 uint32_t* out) {
+  int64_t j = 0;
+  for (; j + 32 <= count; j += 32) avx2_group<4>(key, stream, first + static_cast<uint64_t>(j), 32, out + 4 * j);
+  for (; j < count; j += 8)
+    avx2_group<1>(key, stream, first + static_cast<uint64_t>(j), count - j < 8 ? count - j : 8, out + 4 * j);
+}
 #endif
 
 }  // namespace
 
-void Philox::blocks_portable(uint64_t first, int64_t count, uint32_t* out) const {
-  for (int64_t j = 0; j < count; ++j) {
-    const PhiloxOut b = block(first + static_cast<uint64_t>(j));
-    for (int w = 0; w < 4; ++w) out[4 * j + w] = b.v[w];
+bool Philox::has(Lanes lanes) {
+  switch (lanes) {
+    case Lanes::kPortable: return true;
+#if defined(__x86_64__)
+    case Lanes::kAvx2: {
+      static const bool avx2 = __builtin_cpu_supports("avx2");
+      return avx2;
+    }
+    case Lanes::kAvx512: {
+      static const bool avx512 = __builtin_cpu_supports("avx512f");
+      return avx512;
+    }
+#endif
+    default: return false;
   }
 }
 
-void Philox::blocks(uint64_t first, int64_t count, uint32_t* out) const {
-#if defined(__x86_64__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512) {
-    avx512_blocks(key_, stream_, first, count, out);
-    return;
+Philox::Lanes Philox::best_lanes() {
+  static const Lanes best = has(Lanes::kAvx512) ? Lanes::kAvx512 : has(Lanes::kAvx2) ? Lanes::kAvx2 : Lanes::kPortable;
+  return best;
+}
+
+const char* Philox::name(Lanes lanes) {
+  switch (lanes) {
+    case Lanes::kAvx512: return "avx512";
+    case Lanes::kAvx2: return "avx2";
+    default: return "portable";
   }
+}
+
+void Philox::blocks(Lanes lanes, uint64_t first, int64_t count, uint32_t* out) const {
+  PST_CHECK_MSG(has(lanes), "Philox::blocks: this CPU has no {} instructions", name(lanes));
+  switch (lanes) {
+#if defined(__x86_64__)
+    case Lanes::kAvx512: avx512_blocks(key_, stream_, first, count, out); return;
+    case Lanes::kAvx2: avx2_blocks(key_, stream_, first, count, out); return;
 #endif
-  blocks_portable(first, count, out);
+    default:
+      for (int64_t j = 0; j < count; ++j) {
+        const PhiloxOut b = block(first + static_cast<uint64_t>(j));
+        for (int w = 0; w < 4; ++w) out[4 * j + w] = b.v[w];
+      }
+  }
 }
 
 }  // namespace pst

@@ -70,13 +70,24 @@ class Philox {
   Philox(uint64_t key, uint64_t stream) : key_(key), stream_(stream) {}
 
   PhiloxOut block(uint64_t index) const { return philox_block(key_, stream_, index); }
+
+  // How blocks() draws many blocks (core/philox.cc): 64 at a time through
+  // the rounds in registers of 16 lanes (AVX-512), 32 at a time in
+  // registers of 8 (AVX2), or a loop over block(). Every way gives
+  // block()'s words.
+  enum class Lanes { kPortable, kAvx2, kAvx512 };
+  // Whether this CPU has the instructions (asked once, when first needed).
+  static bool has(Lanes lanes);
+  // The widest this CPU has: what blocks() uses.
+  static Lanes best_lanes();
+  static const char* name(Lanes lanes);
+
   // Blocks first .. first + count - 1: word w of block first + j goes to
-  // out[4 * j + w], as block() gives them one at a time. On CPUs with
-  // AVX-512 (asked when the program runs) 64 blocks go through the rounds
-  // together, in registers of 16 lanes (core/philox.cc); elsewhere, and
-  // always in blocks_portable(), a loop over block().
-  void blocks(uint64_t first, int64_t count, uint32_t* out) const;
-  void blocks_portable(uint64_t first, int64_t count, uint32_t* out) const;
+  // out[4 * j + w], as block() gives them one at a time.
+  void blocks(uint64_t first, int64_t count, uint32_t* out) const { blocks(best_lanes(), first, count, out); }
+  // The same in the given way, which this CPU must have (has(lanes)): for
+  // the tests and benchmarks, which hold every way to block().
+  void blocks(Lanes lanes, uint64_t first, int64_t count, uint32_t* out) const;
   // Element i of the uniform [0,1) stream.
   float uniform(uint64_t i) const { return uniform01(block(i / 4).v[i % 4]); }
   // Element i of the standard normal stream (Box-Muller on block i's first two words).

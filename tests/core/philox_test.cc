@@ -1,6 +1,7 @@
 #include "core/philox.h"
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -51,37 +52,46 @@ TEST(PhiloxTest, UniformAndNormalMoments) {
 }
 
 // blocks() draws 64 blocks at a time in AVX-512 registers where the CPU
-// has them (the machines CI runs on do), then groups of 16 lanes for the
-// rest, and blocks_portable() a loop over block(): each block is the
-// scalar block() of the same index, whatever the count (whole groups, a
-// part of one, or several), at indices whose low word carries into the high
-// one and past 2^64.
+// has them (the machines CI runs on do), 32 in AVX2 registers where it has
+// only those, then groups of 16 (8) lanes for the rest, or loops over
+// block(). Every way this CPU has (AVX2 too on an AVX-512 CPU) must give
+// the scalar block() of the same index, whatever the count (whole groups,
+// a part of one, or several), at indices whose low word carries into the
+// high one and past 2^64, and write nothing past the last block.
 TEST(PhiloxTest, BlocksAreTheScalarBlocks) {
   const uint64_t firsts[] = {0, 1, 13, 0xFFFFFFF0ull, 0xFFFFFFFFull, 0x123456789ABCull, ~uint64_t{0} - 40};
-  const int64_t counts[] = {1, 3, 15, 16, 17, 33, 64, 127, 257};
+  const int64_t counts[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 127, 257};
   const uint64_t keys[] = {0, 7, 0xDEADBEEFCAFEF00Dull}, streams[] = {0, mix_stream(3, 4)};
-  for (uint64_t key : keys)
-    for (uint64_t stream : streams) {
-      const Philox rng(key, stream);
-      for (uint64_t first : firsts)
-        for (int64_t count : counts)
-          for (bool portable : {false, true}) {
+  int ways = 0;
+  for (Philox::Lanes lanes : {Philox::Lanes::kPortable, Philox::Lanes::kAvx2, Philox::Lanes::kAvx512}) {
+    if (!Philox::has(lanes)) continue;
+    ++ways;
+    for (uint64_t key : keys)
+      for (uint64_t stream : streams) {
+        const Philox rng(key, stream);
+        for (uint64_t first : firsts)
+          for (int64_t count : counts) {
             std::vector<uint32_t> out(static_cast<size_t>(4 * count) + 4, 0xA5A5A5A5u);
-            if (portable)
-              rng.blocks_portable(first, count, out.data());
-            else
-              rng.blocks(first, count, out.data());
+            rng.blocks(lanes, first, count, out.data());
             for (int64_t j = 0; j < count; ++j) {
               const PhiloxOut b = rng.block(first + static_cast<uint64_t>(j));
               for (int w = 0; w < 4; ++w)
                 ASSERT_EQ(out[static_cast<size_t>(4 * j + w)], b.v[w])
-                    << (portable ? "blocks_portable" : "blocks") << ": key " << key << " stream " << stream << " block "
-                    << first << " + " << j << " word " << w;
+                    << Philox::name(lanes) << ": key " << key << " stream " << stream << " block " << first << " + "
+                    << j << " word " << w;
             }
             // Nothing past the last block is written.
-            for (size_t i = static_cast<size_t>(4 * count); i < out.size(); ++i) EXPECT_EQ(out[i], 0xA5A5A5A5u);
+            for (size_t i = static_cast<size_t>(4 * count); i < out.size(); ++i)
+              EXPECT_EQ(out[i], 0xA5A5A5A5u) << Philox::name(lanes) << " count " << count;
           }
-    }
+      }
+  }
+  // blocks() takes the widest way this CPU has.
+  const Philox::Lanes widest = Philox::has(Philox::Lanes::kAvx512) ? Philox::Lanes::kAvx512
+                               : Philox::has(Philox::Lanes::kAvx2) ? Philox::Lanes::kAvx2
+                                                                   : Philox::Lanes::kPortable;
+  EXPECT_EQ(Philox::best_lanes(), widest);
+  std::printf("Philox ways held to block() on this CPU: %d (blocks() takes %s)\n", ways, Philox::name(widest));
 }
 
 TEST(PhiloxTest, StreamsAreIndependentOfOrder) {
