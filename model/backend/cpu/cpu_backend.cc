@@ -129,8 +129,11 @@ class CpuBackend final : public Backend {
                            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
     thread_local std::vector<uint16_t> a16, b16;
     const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
-    a16.resize(static_cast<size_t>(a_rows * a_cols));
-    b16.resize(static_cast<size_t>(b_rows * b_cols));
+    // Grown, never shrunk: resizing a vector up zeroes the values it adds,
+    // even within its capacity, a pass over memory the rounding overwrites
+    // (1.3% of a bf16 g2p-modern step's main thread when the sizes alternated).
+    if (a16.size() < static_cast<size_t>(a_rows * a_cols)) a16.resize(static_cast<size_t>(a_rows * a_cols));
+    if (b16.size() < static_cast<size_t>(b_rows * b_cols)) b16.resize(static_cast<size_t>(b_rows * b_cols));
     round_to_bf16(A, a_rows, a_cols, lda, a16.data());
     round_to_bf16(B, b_rows, b_cols, ldb, b16.data());
     blocked(ta, tb, M, N, K, alpha, a16.data(), a_cols, b16.data(), b_cols, beta, C, ldc, bf16_gemm);
