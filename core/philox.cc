@@ -177,6 +177,21 @@ __attribute__((target("avx2"))) void avx2_blocks(uint64_t key, uint64_t stream, 
 }
 #endif
 
+// The blocks in the given way, which the caller knows this CPU has.
+void draw(Philox::Lanes lanes, uint64_t key, uint64_t stream, uint64_t first, int64_t count, uint32_t* out) {
+  switch (lanes) {
+#if defined(__x86_64__)
+    case Philox::Lanes::kAvx512: avx512_blocks(key, stream, first, count, out); return;
+    case Philox::Lanes::kAvx2: avx2_blocks(key, stream, first, count, out); return;
+#endif
+    default:
+      for (int64_t j = 0; j < count; ++j) {
+        const PhiloxOut b = philox_block(key, stream, first + static_cast<uint64_t>(j));
+        for (int w = 0; w < 4; ++w) out[4 * j + w] = b.v[w];
+      }
+  }
+}
+
 }  // namespace
 
 bool Philox::has(Lanes lanes) {
@@ -209,19 +224,13 @@ const char* Philox::name(Lanes lanes) {
   }
 }
 
+void Philox::blocks(uint64_t first, int64_t count, uint32_t* out) const {
+  draw(best_lanes(), key_, stream_, first, count, out);
+}
+
 void Philox::blocks(Lanes lanes, uint64_t first, int64_t count, uint32_t* out) const {
   PST_CHECK_MSG(has(lanes), "Philox::blocks: this CPU has no {} instructions", name(lanes));
-  switch (lanes) {
-#if defined(__x86_64__)
-    case Lanes::kAvx512: avx512_blocks(key_, stream_, first, count, out); return;
-    case Lanes::kAvx2: avx2_blocks(key_, stream_, first, count, out); return;
-#endif
-    default:
-      for (int64_t j = 0; j < count; ++j) {
-        const PhiloxOut b = block(first + static_cast<uint64_t>(j));
-        for (int w = 0; w < 4; ++w) out[4 * j + w] = b.v[w];
-      }
-  }
+  draw(lanes, key_, stream_, first, count, out);
 }
 
 }  // namespace pst

@@ -84,7 +84,7 @@ class Philox {
 
   // Blocks first .. first + count - 1: word w of block first + j goes to
   // out[4 * j + w], as block() gives them one at a time.
-  void blocks(uint64_t first, int64_t count, uint32_t* out) const { blocks(best_lanes(), first, count, out); }
+  void blocks(uint64_t first, int64_t count, uint32_t* out) const;
   // The same in the given way, which this CPU must have (has(lanes)): for
   // the tests and benchmarks, which hold every way to block().
   void blocks(Lanes lanes, uint64_t first, int64_t count, uint32_t* out) const;
