@@ -12,8 +12,11 @@
 # checkpoint left verifies, the last one of step S; the replacement server
 # resumed from a checkpoint at most 2 intervals before the kill, and
 # metrics.jsonl has a row for every step; the model's validation loss (pst eval,
-# 1000 words) is within 20% of an undisturbed threads job of 3 workers
-# trained S steps with the same seed (undisturbed seeds differ by 10%).
+# 1000 words) is within 10% of an undisturbed threads job of 3 workers
+# trained S steps with the same seed (undisturbed seeds differ by 5%). Both
+# take a cosine schedule to the end: at a constant rate the last step's
+# model is one noisy point of the path, whose loss moved by 25% within 25
+# steps.
 # Usage: chaos_test.sh PATH_TO_PST [SEED] (the order and moments of the faults; 1)
 set -uo pipefail
 PST=$(realpath "$1")
@@ -30,7 +33,7 @@ RANDOM=$SEED
 # memorised 64 words has a validation loss too erratic to compare.)
 JOB=(--config "$ROOT/configs/g2p-tiny.toml" --set security.key_file="$TMP/job.key" --set data.max_examples=0
      --set train.eval_every=0 --set train.test_at_end=false --set data.batch_size=16 --set train.threads=1
-     --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=3)
+     --set cluster.chunk_bytes=4096 --set cluster.servers=2 --set cluster.workers=3 --set schedule.kind=cosine)
 S=1000
 ARGS=("${JOB[@]}" --set train.steps=$S --set train.log_every=1 --set cluster.timeout_s=20
       --set cluster.heartbeat_s=0.5 --set cluster.heartbeat_misses=6 --set checkpoint.every_steps=25
@@ -175,9 +178,10 @@ valid_loss() { "$PST" eval --model "$1" --split valid --max-examples 1000 --thre
 chaos=$(valid_loss "$TMP/chaos/model.safetensors")
 calm=$(valid_loss "$TMP/calm/model.safetensors")
 echo "validation loss after $S steps: $chaos with the faults, $calm undisturbed"
-# Undisturbed runs of seeds 1, 2 and 3 give 0.525, 0.482 and 0.476 here: a
-# spread of 10%, so twice that is within noise.
-check "within 20% of the undisturbed run's" awk -v a="$chaos" -v b="$calm" 'BEGIN {exit !(a > 0 && b > 0 && (a - b) ^ 2 <= (0.2 * b) ^ 2)}'
+# Undisturbed runs of train.seed 1 to 8 give 0.414 to 0.434 here, and the
+# faults of seeds 1 to 8 beside stress-ng 0.420 to 0.430 against seed 1's
+# 0.420: twice the undisturbed spread is well clear of the noise.
+check "within 10% of the undisturbed run's" awk -v a="$chaos" -v b="$calm" 'BEGIN {exit !(a > 0 && b > 0 && (a - b) ^ 2 <= (0.1 * b) ^ 2)}'
 
 echo "$passes passed, $failures failed"
 if [[ $failures -ne 0 ]]; then
