@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   // The sides: block(), then every way this CPU has, the widest (blocks()) last.
   std::vector<std::optional<Philox::Lanes>> sides = {std::nullopt};
   std::vector<std::string> names = {"block()"};
-  for (Philox::Lanes lanes : {Philox::Lanes::kPortable, Philox::Lanes::kAvx2, Philox::Lanes::kAvx512})
+  for (Philox::Lanes lanes : Philox::kLanes)
     if (Philox::has(lanes)) {
       sides.push_back(lanes);
       names.push_back(std::string("blocks(") + Philox::name(lanes) + ")");
