@@ -9,10 +9,11 @@ median_min_max() {
     END {if (NR) printf "%.9g %.9g %.9g %d\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR], NR}'
 }
 
-# short_g2p_job STEPS: sets JOB to the arguments of a short g2p-small run for
-# a throughput figure (no validation, no test, one log line at the end).
+# short_g2p_job STEPS [CONFIG]: sets JOB to the arguments of a short run of
+# configs/CONFIG.toml (g2p-small by default) for a throughput figure (no
+# validation, no test, one log line at the end).
 short_g2p_job() {
-  JOB=(--config "$ROOT/configs/g2p-small.toml" --set train.steps="$1" --set train.eval_every=0
+  JOB=(--config "$ROOT/configs/${2:-g2p-small}.toml" --set train.steps="$1" --set train.eval_every=0
        --set train.test_at_end=false --set train.log_every="$1" --set data.eval_max_examples=50)
 }
 
