@@ -212,7 +212,13 @@ bool Philox::has(Lanes lanes) {
 }
 
 Philox::Lanes Philox::best_lanes() {
-  static const Lanes best = has(Lanes::kAvx512) ? Lanes::kAvx512 : has(Lanes::kAvx2) ? Lanes::kAvx2 : Lanes::kPortable;
+  // The last way held in kLanes, which lists them narrowest first.
+  static const Lanes best = [] {
+    Lanes widest = Lanes::kPortable;
+    for (Lanes lanes : kLanes)
+      if (has(lanes)) widest = lanes;
+    return widest;
+  }();
   return best;
 }
 

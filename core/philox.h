@@ -76,7 +76,7 @@ class Philox {
   // registers of 8 (AVX2), or a loop over block(). Every way gives
   // block()'s words.
   enum class Lanes { kPortable, kAvx2, kAvx512 };
-  // Every way, the narrowest first (what the tests and benchmarks walk).
+  // Every way, the narrowest first (best_lanes(), the tests and benchmarks walk it).
   static constexpr Lanes kLanes[] = {Lanes::kPortable, Lanes::kAvx2, Lanes::kAvx512};
   // Whether this CPU has the instructions (asked once, when first needed).
   static bool has(Lanes lanes);
