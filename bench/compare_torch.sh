@@ -11,8 +11,10 @@
 # OpenBLAS, whose kernels an OPENBLAS_CORETYPE in the environment forces (some
 # machines set one): the script names the kernels pst ran. MATMUL bf16 runs
 # both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
-# PyTorch's CPU autocast to bfloat16 (its oneDNN products).
-#   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS] [MATMUL: fp32|bf16]
+# PyTorch's CPU autocast to bfloat16 (its oneDNN products). BLAS onednn
+# trains pst with train.blas = "onednn" (its float32 products in oneDNN);
+# PyTorch is unchanged.
+#   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS] [MATMUL: fp32|bf16] [BLAS: openblas|onednn]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/bench/lib.sh"
@@ -20,6 +22,7 @@ BUILD=${1:-$ROOT/build}
 STEPS=${2:-10}
 ROUNDS=${3:-5}
 MATMUL=${4:-fp32}
+BLAS=${5:-openblas}
 BIN=$BUILD/bin/train_throughput
 if [[ ! -x /usr/bin/python3 ]] || ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "needs Debian's python3-torch: scripts/setup --torch" >&2
@@ -31,7 +34,8 @@ spread() { median_min_max | awk '{printf "%.3f [%.3f-%.3f]", $1, $2, $3}'; }
 for threads in 1 2; do
   ratios=() shares=() efficiencies=() libraries=()
   for ((r = 1; r <= ROUNDS; r++)); do
-    pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
+    pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL" \
+      --blas "$BLAS")
     torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
       --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
     echo "$pst"
@@ -42,9 +46,9 @@ for threads in 1 2; do
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
     libraries+=("$(field openblas/onednn <<<"$pst")")
-    echo "threads=$threads matmul=$MATMUL round $r: pst/torch tokens/s = ${ratios[-1]}"
+    echo "threads=$threads matmul=$MATMUL blas=$BLAS round $r: pst/torch tokens/s = ${ratios[-1]}"
   done
-  echo "threads=$threads matmul=$MATMUL pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
+  echo "threads=$threads matmul=$MATMUL blas=$BLAS pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
     "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)," \
     "products through OpenBLAS / oneDNN fp32 $(printf '%s\n' "${libraries[@]}" | spread)"
 done

@@ -24,9 +24,11 @@
 // libdnnl-dev, which the bf16 products use), each product set up before the
 // clock starts, the same threads: "onednn_s", and "openblas/onednn" (above 1:
 // oneDNN is the faster library for this step's shapes on this CPU).
+// --blas onednn trains with train.blas = "onednn" (the step's float32
+// products in oneDNN); the plain calls stay as described.
 //
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
-//                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16]
+//                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16] [--blas openblas|onednn]
 #include <cblas.h>
 #include <omp.h>
 
@@ -182,7 +184,7 @@ class OneDnnReplay {
 int main(int argc, char** argv) {
   keep_freed_memory();  // as pst does (core/memory.h)
   int threads = 1, steps = 10, warmup = 2, batch = 8;
-  std::string device = "cpu", matmul = "fp32";
+  std::string device = "cpu", matmul = "fp32", blas = "openblas";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads"))
       threads = std::atoi(argv[i + 1]);
@@ -196,10 +198,12 @@ int main(int argc, char** argv) {
       device = argv[i + 1];
     else if (!std::strcmp(argv[i], "--matmul"))
       matmul = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--blas"))
+      blas = argv[i + 1];
   }
   // The device settings go through the job config's own parsing and checks.
   JobConfig dev_job;
-  for (const std::string& set : {"train.device=" + device, "train.matmul=" + matmul}) {
+  for (const std::string& set : {"train.device=" + device, "train.matmul=" + matmul, "train.blas=" + blas}) {
     const Status st = apply_override(dev_job, set);
     if (!st.ok()) {
       std::fprintf(stderr, "%s\n", st.to_string().c_str());
@@ -247,7 +251,7 @@ int main(int argc, char** argv) {
   TextDataset data(&stream, 256);
   BatchIterator it(&data, batch, 1);
 
-  auto backend = make_backend(*spec, dev_job.train.matmul, threads);
+  auto backend = make_backend(*spec, dev_job.train.matmul, threads, dev_job.train.blas);
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().to_string().c_str());
     return 2;
@@ -300,8 +304,8 @@ int main(int argc, char** argv) {
       tokens += b.tokens();
     }
   }
-  if (on_gpu || matmul != "fp32")
-    std::printf("pst device=%s matmul=%s batch=%d ", device.c_str(), matmul.c_str(), batch);
+  if (on_gpu || matmul != "fp32" || blas != "openblas")
+    std::printf("pst device=%s matmul=%s blas=%s batch=%d ", device.c_str(), matmul.c_str(), blas.c_str(), batch);
   std::printf(
       "pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
       threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total, 100 * t_bwd / total,

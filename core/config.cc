@@ -59,6 +59,7 @@ PST_ENUM_NAMES(SecurityMode, {SecurityMode::kSecret, "secret"}, {SecurityMode::k
 PST_ENUM_NAMES(CheckpointFailure, {CheckpointFailure::kContinue, "continue"}, {CheckpointFailure::kStop, "stop"})
 PST_ENUM_NAMES(MatmulPrecision, {MatmulPrecision::kFp32, "fp32"}, {MatmulPrecision::kTf32, "tf32"},
                {MatmulPrecision::kBf16, "bf16"})
+PST_ENUM_NAMES(CpuBlas, {CpuBlas::kOpenBlas, "openblas"}, {CpuBlas::kOneDnn, "onednn"})
 
 template <typename E>
 const char* enum_name(E v) {
@@ -272,6 +273,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("train", "test_at_end", &t.test_at_end));
   f.push_back(make_field("train", "device", &t.device));
   f.push_back(make_field("train", "matmul", &t.matmul));
+  f.push_back(make_field("train", "blas", &t.blas));
   f.push_back(make_field("train", "log_level", &t.log_level));
   f.push_back(make_field("train", "overwrite", &t.overwrite));
   auto& k = c.cluster;
@@ -348,6 +350,7 @@ const char* to_string(InitScheme v) { return enum_name(v); }
 const char* to_string(Task v) { return enum_name(v); }
 const char* to_string(LexiconFormat v) { return enum_name(v); }
 const char* to_string(MatmulPrecision v) { return enum_name(v); }
+const char* to_string(CpuBlas v) { return enum_name(v); }
 const char* to_string(Consistency v) { return enum_name(v); }
 const char* to_string(InProcess v) { return enum_name(v); }
 const char* to_string(Overlap v) { return enum_name(v); }

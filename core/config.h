@@ -53,6 +53,9 @@ enum class WireFormat { kFp32, kBf16 };
 // fp32, TF32 tensor cores (CUDA; fp32 on the CPU), or bf16 operands with fp32
 // accumulation (CUDA's tensor cores; oneDNN on CPUs with AVX512_BF16 or AMX).
 enum class MatmulPrecision { kFp32, kTf32, kBf16 };
+// The library of the CPU backend's float32 products: OpenBLAS's sgemm, or
+// oneDNN's matmul (Debian's libdnnl, which bf16 products use already).
+enum class CpuBlas { kOpenBlas, kOneDnn };
 
 // A parsed train.device: "auto", "cpu", "cuda" or "cuda:N". index is N, or
 // -1 for "auto" and "cuda": the device of the process's local rank
@@ -161,7 +164,11 @@ struct TrainConfig {
   // cuda: the GPU of the process's local rank, modulo the visible devices)
   std::string device = "auto";
   MatmulPrecision matmul = MatmulPrecision::kFp32;  // matrix products: fp32 | tf32 (CUDA) | bf16 (CUDA, AVX512_BF16)
-  std::string log_level = "info";                   // trace | debug | info | warn | error | critical | off
+  // The CPU backend's float32 products (the attention's too with matmul =
+  // bf16): openblas | onednn. Each gives the same bits for any thread count;
+  // the two differ in the last bits (a resume with the other one warns).
+  CpuBlas blas = CpuBlas::kOpenBlas;
+  std::string log_level = "info";  // trace | debug | info | warn | error | critical | off
 };
 
 // The processes of a job (docs/design.md, Roles and launch; Streaming). Under mpirun the number of
@@ -340,6 +347,7 @@ const char* to_string(InitScheme v);
 const char* to_string(Task v);
 const char* to_string(LexiconFormat v);
 const char* to_string(MatmulPrecision v);
+const char* to_string(CpuBlas v);
 const char* to_string(Consistency v);
 const char* to_string(InProcess v);
 const char* to_string(Overlap v);

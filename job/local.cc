@@ -67,7 +67,7 @@ Status train_sequential(JobConfig& job, const TaskData& data) {
   PST_RETURN_IF_ERROR(clear_previous_run(job));  // (with servers, server 0 does it)
   job.train.threads = resolve_threads(job.train.threads, 1, "worker");
   PST_ASSIGN_OR_RETURN(auto backend, make_backend(*parse_device(job.train.device), job.train.matmul,
-                                                  static_cast<int>(job.train.threads)));
+                                                  static_cast<int>(job.train.threads), job.train.blas));
   Transformer model(job.model, data.src_vocab, data.tgt_vocab, backend.get());
   std::vector<float> init(static_cast<size_t>(model.num_params()));
   init_params(model.table(), static_cast<uint64_t>(job.train.seed), init.data());

@@ -99,7 +99,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   const JobLayout& layout = cluster.layout;
   const int w = layout.worker_index(cluster.rank);
   PST_ASSIGN_OR_RETURN(auto backend, make_backend(*parse_device(job.train.device), job.train.matmul,
-                                                  static_cast<int>(job.train.threads)));
+                                                  static_cast<int>(job.train.threads), job.train.blas));
   Transformer model(job.model, data.src_vocab, data.tgt_vocab, backend.get());
   PST_ASSIGN_OR_RETURN(ShardPlan plan,
                        ShardPlan::make(model.table().numels(), layout.servers, job.cluster.chunk_bytes));

@@ -33,6 +33,14 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
         "{}: train.accumulate = {} here, {} in the checkpoint's job; its data position counts batches of that many "
         "micro-batches, so resume with train.accumulate = {}",
         dir, job.train.accumulate, was->train.accumulate, was->train.accumulate);
+  // Another library or precision of the products resumes fine, but the
+  // steps from here are not those of the run uninterrupted, bit for bit.
+  if (was.ok() && (was->train.blas != job.train.blas || was->train.matmul != job.train.matmul))
+    spdlog::warn(
+        "{}: train.blas = {} and train.matmul = {} here, {} and {} in the checkpoint's job: the steps from here "
+        "differ in their last bits from the run's without the restart",
+        dir, to_string(job.train.blas), to_string(job.train.matmul), to_string(was->train.blas),
+        to_string(was->train.matmul));
   if (m.step >= job.train.steps)
     return failed_precondition("{} is at step {}; train.steps = {} leaves nothing to do", dir, m.step, job.train.steps);
   return std::optional<ResumePoint>(ResumePoint{dir, std::move(m)});

@@ -64,9 +64,10 @@ Result<std::unique_ptr<Backend>> local_rank_backend(const char* device, int coun
 
 }  // namespace
 
-Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads) {
+Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads,
+                                              CpuBlas blas) {
   switch (device.kind) {
-    case DeviceKind::kCpu: return make_cpu_backend(threads, matmul);
+    case DeviceKind::kCpu: return make_cpu_backend(threads, matmul, blas);
     case DeviceKind::kAuto: {
       std::string why;
       if (const int count = cuda_device_count(&why); count > 0) return local_rank_backend("auto", count, matmul);
@@ -74,9 +75,9 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPr
       // auto takes what the machine has: bf16 products where the CPU has them.
       if (matmul == MatmulPrecision::kBf16 && !cpu_bf16_products(&why)) {
         spdlog::warn("device auto: train.matmul = \"bf16\", but {}; the CPU's products are fp32", why);
-        return make_cpu_backend(threads);
+        return make_cpu_backend(threads, MatmulPrecision::kFp32, blas);
       }
-      return make_cpu_backend(threads, matmul);
+      return make_cpu_backend(threads, matmul, blas);
     }
     case DeviceKind::kCuda: {
       std::string why;

@@ -208,7 +208,9 @@ std::unique_ptr<Backend> make_cpu_backend(int threads);
 // bf16 runs them on bf16-rounded operands with fp32 sums (oneDNN), and fails
 // on a CPU without bf16 instructions, naming what it has; tf32, which CPUs do
 // not have, computes in fp32. The attention's per-head products stay fp32.
-Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul);
+// blas: the library of its float32 products (train.blas).
+Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul,
+                                                  CpuBlas blas = CpuBlas::kOpenBlas);
 // True when this CPU runs bf16 products with its own instructions
 // (AVX512_BF16 or AMX, as oneDNN finds them; DNNL_MAX_CPU_ISA in the
 // environment can hide them); otherwise false with the reason in *why.
@@ -265,6 +267,7 @@ int local_device(const std::optional<LocalRank>& local, int count);
 // (local_device) and fails without one; "auto" takes the local rank's device
 // when there is a device, else the CPU with a log line saying why. The
 // choice and what it was made from are logged.
-Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads);
+Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads,
+                                              CpuBlas blas = CpuBlas::kOpenBlas);
 
 }  // namespace pst

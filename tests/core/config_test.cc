@@ -97,6 +97,11 @@ TEST(ConfigTest, DeviceSpecs) {
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->train.matmul, MatmulPrecision::kTf32);
   expect_error("[train]\nmatmul = \"fp16\"\n", {}, {"train.matmul", "fp32, tf32, bf16"});
+  auto blas = parse_config("[train]\nblas = \"onednn\"\n", "t", {});
+  ASSERT_TRUE(blas.ok()) << blas.status().to_string();
+  EXPECT_EQ(blas->train.blas, CpuBlas::kOneDnn);
+  EXPECT_EQ(parse_config("", "t", {})->train.blas, CpuBlas::kOpenBlas);
+  expect_error("[train]\nblas = \"mkl\"\n", {}, {"train.blas", "openblas, onednn"});
 }
 
 TEST(ConfigTest, CountsAreWholeDecimalNumbers) {

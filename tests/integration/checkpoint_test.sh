@@ -4,7 +4,8 @@
 #     checkpoint every 10, then --resume latest to 40, bit for bit (the
 #     learning rate schedule and the data position included).
 # 1a. pst checkpoint average: the mean of two checkpoints, against Python.
-# 1b. The same as 1 with train.accumulate = 3; another K on resume is refused.
+# 1b. The same as 1 with train.accumulate = 3; another K on resume is refused;
+#     another train.blas resumes with a warning.
 #  2. Another number of servers: a checkpoint of 2 servers resumed by 3, and
 #     one of 3 resumed by 1, equal uninterrupted jobs of 3 and 1 servers (to
 #     1e-6 of each tensor's scale: the global norm's partial sums differ).
@@ -122,6 +123,18 @@ train acc-other --set train.accumulate=2 --set train.steps=16 --set checkpoint.d
 rc=$?
 check "resuming with another train.accumulate fails (exit $rc)" test $rc = 2
 check "and says which to use" grep -q "resume with train.accumulate = 3" "$TMP/acc-other.log"
+# Another library of the products (train.blas) resumes, with a warning that
+# the steps from there are not the uninterrupted run's bits: they are not,
+# and they stay close (a gradient whose true value is 0, such as the key
+# third of in_proj_bias, becomes a step of +-lr under Adam: 3% of its scale).
+check "resume with train.blas = onednn" train acc-onednn --set train.accumulate=3 --set train.steps=16 \
+  --set checkpoint.dir="$TMP/ck-acc" --set train.blas=onednn --resume latest
+check "  warns that the bits differ" contains "$TMP/acc-onednn.log" \
+  "train.blas = onednn and train.matmul = fp32 here, openblas and fp32 in the checkpoint's job"
+"$DIFF" "$TMP/acc-onednn/model.safetensors" "$TMP/acc-full/model.safetensors" 0 0 >/dev/null
+rc=$?
+check "  oneDNN's products changed the bits (model_diff exit $rc)" test $rc = 1
+check "  and stayed close" "$DIFF" "$TMP/acc-onednn/model.safetensors" "$TMP/acc-full/model.safetensors" 0 0.05
 
 # 2. Another number of servers.
 check "full 40 steps, 3 servers" train full3 --set cluster.servers=3 --set train.steps=40

@@ -14,7 +14,7 @@
 
 #include "core/bf16.h"
 #include "model/backend.h"
-#include "model/backend/cpu/bf16_gemm.h"
+#include "model/backend/cpu/onednn_gemm.h"
 #include "model/transformer.h"
 #include "tests/model/fixtures.h"
 #include "tests/test_util.h"
@@ -127,7 +127,7 @@ TEST_F(Bf16ProductTest, TheSetUpProductsKeptAreBounded) {
   };
   const Vec first = product(1);
   for (int64_t M = 2; M <= 1100; ++M) (void)product(M);
-  EXPECT_EQ(bf16_cached_products(), 1024u);
+  EXPECT_EQ(onednn_cached_products(), 1024u);
   EXPECT_EQ(product(1), first);  // made again: the shape M = 1 had gone
   // Row 0 of A is (-3, -2, -1, 0, 1): its sum times 0.5.
   EXPECT_EQ(first, (Vec{-2.5f, -2.5f, -2.5f}));
@@ -137,30 +137,9 @@ TEST_F(Bf16ProductTest, TheSetUpProductsKeptAreBounded) {
 // pass in fp32: the loss within 0.5%, every gradient within 5% of the
 // largest (bf16 keeps 8 bits of each operand: 0.4% per rounding).
 TEST_F(Bf16ProductTest, APassStaysCloseToFp32) {
-  ModelConfig cfg = testing::modern_blocks(testing::tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre));
-  cfg.d_model = 64;
-  cfg.heads = 4;
-  cfg.kv_heads = 2;
-  cfg.ffn_dim = 171;
-  cfg.max_len = 32;
-  cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0;
-  const int32_t vocab = 30;
-  const Batch batch = testing::random_batch(16, 12, 10, vocab, 4);
-  auto run = [&](Backend* be, std::vector<float>* grads) {
-    Transformer model(cfg, vocab, vocab, be);
-    model.init_weights(7);
-    ForwardOptions opt;
-    opt.train = true;
-    opt.grad_scale = 1.0f / static_cast<float>(batch.tokens());
-    model.zero_grads();
-    const double loss = model.forward(batch, opt).loss_sum;
-    model.backward();
-    grads->resize(static_cast<size_t>(model.num_params()));
-    model.get_grads(grads->data());
-    return loss;
-  };
   std::vector<float> g16, g32;
-  const double l16 = run(bf16_.get(), &g16), l32 = run(fp32_.get(), &g32);
+  const double l16 = testing::modern_blocks_pass(bf16_.get(), &g16),
+               l32 = testing::modern_blocks_pass(fp32_.get(), &g32);
   EXPECT_NEAR(l16, l32, 5e-3 * l32);
   EXPECT_NE(l16, l32);  // bf16 was in use
   double scale = 0;

@@ -4,6 +4,7 @@
 #include "core/batch.h"
 #include "core/config.h"
 #include "core/philox.h"
+#include "model/transformer.h"
 
 namespace pst::testing {
 
@@ -75,6 +76,32 @@ inline Batch random_batch(int64_t B, int64_t S, int64_t T, int32_t vocab, uint64
     }
   }
   return b;
+}
+
+// A training pass of g2p-modern's blocks at a small size (d_model 64, 4
+// heads, 2 key/value heads, no dropout) on a fixed batch, on `be`: its loss
+// sum, and its gradients in *grads. For comparing backends' products.
+inline double modern_blocks_pass(Backend* be, std::vector<float>* grads) {
+  ModelConfig cfg = modern_blocks(tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre));
+  cfg.d_model = 64;
+  cfg.heads = 4;
+  cfg.kv_heads = 2;
+  cfg.ffn_dim = 171;
+  cfg.max_len = 32;
+  cfg.dropout = cfg.attention_dropout = cfg.embedding_dropout = 0;
+  const int32_t vocab = 30;
+  const Batch batch = random_batch(16, 12, 10, vocab, 4);
+  Transformer model(cfg, vocab, vocab, be);
+  model.init_weights(7);
+  ForwardOptions opt;
+  opt.train = true;
+  opt.grad_scale = 1.0f / static_cast<float>(batch.tokens());
+  model.zero_grads();
+  const double loss = model.forward(batch, opt).loss_sum;
+  model.backward();
+  grads->resize(static_cast<size_t>(model.num_params()));
+  model.get_grads(grads->data());
+  return loss;
 }
 
 }  // namespace pst::testing

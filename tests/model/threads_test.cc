@@ -26,8 +26,9 @@ struct PassResult {
   std::vector<float> grads;
 };
 
-PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision matmul = MatmulPrecision::kFp32) {
-  auto made = make_cpu_backend(threads, matmul);
+PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision matmul = MatmulPrecision::kFp32,
+                CpuBlas blas = CpuBlas::kOpenBlas) {
+  auto made = make_cpu_backend(threads, matmul, blas);
   PST_CHECK(made.ok());
   std::unique_ptr<Backend> be = std::move(*made);
   ModelConfig cfg = testing::tiny_model(ModelKind::kEncoderDecoder, NormPlacement::kPre);
@@ -53,13 +54,13 @@ PassResult pass(int threads, const Batch& batch, int32_t vocab, MatmulPrecision 
 }
 
 // A pass with 2, 3 and 4 threads gives the bits of a pass with 1.
-void expect_same_for_any_thread_count(MatmulPrecision matmul) {
+void expect_same_for_any_thread_count(MatmulPrecision matmul, CpuBlas blas = CpuBlas::kOpenBlas) {
   const int32_t vocab = 40;
   // 96 x 24 target rows: products of 2304 rows, cut into blocks.
   const Batch batch = testing::random_batch(96, 20, 24, vocab, 11);
-  const PassResult one = pass(1, batch, vocab, matmul);
+  const PassResult one = pass(1, batch, vocab, matmul, blas);
   for (int threads : {2, 3, 4}) {
-    const PassResult r = pass(threads, batch, vocab, matmul);
+    const PassResult r = pass(threads, batch, vocab, matmul, blas);
     EXPECT_EQ(std::memcmp(&r.loss, &one.loss, sizeof(double)), 0)
         << threads << " threads: loss " << r.loss << ", 1 thread " << one.loss;
     ASSERT_EQ(r.grads.size(), one.grads.size());
@@ -83,6 +84,11 @@ TEST(ThreadsTest, Bf16ProductsAreBitwiseEqualForAnyThreadCount) {
   std::string why;
   if (!cpu_bf16_products(&why)) GTEST_SKIP() << why;
   expect_same_for_any_thread_count(MatmulPrecision::kBf16);
+}
+
+// The same contract with oneDNN's float32 products (train.blas = "onednn").
+TEST(ThreadsTest, OneDnnProductsAreBitwiseEqualForAnyThreadCount) {
+  expect_same_for_any_thread_count(MatmulPrecision::kFp32, CpuBlas::kOneDnn);
 }
 
 TEST(ThreadsTest, SumSquaresIsBitwiseEqualForAnyThreadCountAndMatchesTheSum) {

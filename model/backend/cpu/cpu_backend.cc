@@ -1,6 +1,7 @@
 // The CPU backend: OpenBLAS sgemm for every matrix product (with
-// train.matmul = "bf16", oneDNN's bf16 products for Backend::gemm's:
-// bf16_gemm.h), OpenMP for the rest. OpenBLAS and oneDNN run single-threaded;
+// train.blas = "onednn", oneDNN's float32 products where they are fast, and
+// with train.matmul = "bf16" its bf16 products for Backend::gemm's:
+// onednn_gemm.h), OpenMP for the rest. OpenBLAS and oneDNN run single-threaded;
 // parallelism comes from splitting the output of large products across OpenMP
 // threads and from parallel loops over rows, heads and elements, so no two
 // thread pools compete for the 2 cores.
@@ -26,7 +27,7 @@
 
 #include "core/status.h"
 #include "model/backend.h"
-#include "model/backend/cpu/bf16_gemm.h"
+#include "model/backend/cpu/onednn_gemm.h"
 
 namespace pst {
 namespace {
@@ -64,7 +65,8 @@ void logged_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool per_thr
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, bool bf16) : bf16_(bf16) {
+  CpuBackend(int threads, bool bf16, CpuBlas blas)
+      : bf16_(bf16), fp32_(blas == CpuBlas::kOneDnn ? onednn_or_openblas : sgemm) {
     if (threads > 0) omp_set_num_threads(threads);
     openblas_set_num_threads(1);
   }
@@ -119,7 +121,7 @@ class CpuBackend final : public Backend {
       if (bf16_ && K > 0)
         rounded_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       else
-        blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, sgemm);
+        blocked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, fp32_);
     });
   }
 
@@ -637,6 +639,10 @@ class CpuBackend final : public Backend {
 
  private:
   bool bf16_;  // Backend::gemm's products in bf16
+  // The float32 products' library (train.blas): sgemm or onednn_or_openblas.
+  using Fp32Product = void (*)(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                               int64_t, float, float*, int64_t);
+  Fp32Product fp32_;
 
   static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -644,10 +650,21 @@ class CpuBackend final : public Backend {
                 static_cast<blasint>(N), static_cast<blasint>(K), alpha, A, static_cast<blasint>(lda), B,
                 static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
   }
+  // train.blas = "onednn": oneDNN's product, or OpenBLAS's for those that
+  // oneDNN would run in its slow reference kernel (onednn_gemm.h). Which one
+  // follows from the product's shape and scalars, never from the threads.
+  static void onednn_or_openblas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (onednn_fast_sgemm(K, alpha, beta)) {
+      onednn_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } else {
+      sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+  }
   // A product of one attention head, on the calling thread.
-  static void head_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                         const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    logged_gemm(ta, tb, M, N, K, true, [&] { sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
+  void head_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) const {
+    logged_gemm(ta, tb, M, N, K, true, [&] { fp32_(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); });
   }
 
   // Softmax over the first `visible` entries of a row; the rest become 0.
@@ -700,14 +717,16 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads, false); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend>(threads, false, CpuBlas::kOpenBlas);
+}
 
-Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul) {
-  if (matmul != MatmulPrecision::kBf16) return make_cpu_backend(threads);
+Result<std::unique_ptr<Backend>> make_cpu_backend(int threads, MatmulPrecision matmul, CpuBlas blas) {
+  const bool bf16 = matmul == MatmulPrecision::kBf16;
   std::string why;
-  if (!cpu_bf16_products(&why))
+  if (bf16 && !cpu_bf16_products(&why))
     return failed_precondition("train.matmul = \"bf16\" on the CPU: {}; use fp32 (the default)", why);
-  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads, true));
+  return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads, bf16, blas));
 }
 
 void start_gemm_log() {

@@ -1,7 +1,8 @@
-#include "model/backend/cpu/bf16_gemm.h"
+#include "model/backend/cpu/onednn_gemm.h"
 
 #include <omp.h>
 
+#include <atomic>
 #include <list>
 #include <map>
 #include <memory>
@@ -49,7 +50,8 @@ struct ProductKey {
   bool ta, tb;
   int64_t M, N, K, lda, ldb, ldc;
   float alpha, beta;
-  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta); }
+  bool f32;  // float32 operands; otherwise bf16
+  auto tie() const { return std::tie(ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, f32); }
   bool operator<(const ProductKey& o) const { return tie() < o.tie(); }
 };
 struct Product {
@@ -77,8 +79,9 @@ std::shared_ptr<const Product> product_for(const ProductKey& k) {
     }
   }
   using dt = dnnl::memory::data_type;
-  const dnnl::memory::desc a({k.M, k.K}, dt::bf16, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
-  const dnnl::memory::desc b({k.K, k.N}, dt::bf16, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
+  const dt in = k.f32 ? dt::f32 : dt::bf16;
+  const dnnl::memory::desc a({k.M, k.K}, in, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
+  const dnnl::memory::desc b({k.K, k.N}, in, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
   const dnnl::memory::desc c({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // each thread brings its own
@@ -103,7 +106,8 @@ std::shared_ptr<const Product> product_for(const ProductKey& k) {
 #endif
     made->primitive = dnnl::matmul(made->pd);
   } catch (const dnnl::error& e) {
-    PST_CHECK_MSG(false, "oneDNN could not set up a bf16 product {}x{}x{}: {}", k.M, k.N, k.K, e.what());
+    PST_CHECK_MSG(false, "oneDNN could not set up a {} product {}x{}x{}: {}", k.f32 ? "float32" : "bf16", k.M, k.N, k.K,
+                  e.what());
   }
   std::lock_guard<std::mutex> lock(products_mu);
   // Another thread may have made the same one meanwhile; the first is kept.
@@ -150,9 +154,14 @@ bool cpu_bf16_products(std::string* why) {
   return false;
 }
 
-void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
-               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const std::shared_ptr<const Product> held = product_for({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta});
+namespace {
+
+std::atomic<int64_t> sgemm_calls{0};  // onednn_sgemm_calls()
+
+// A product of either kind on the calling thread (onednn_gemm.h).
+void onednn_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
+                 const void* B, int64_t ldb, float beta, float* C, int64_t ldc, bool f32) {
+  const std::shared_ptr<const Product> held = product_for({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, f32});
   const Product& p = *held;
   thread_local dnnl::stream stream(cpu_engine());
   thread_local std::vector<uint8_t> scratch;
@@ -160,8 +169,8 @@ void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
   const dnnl::engine& engine = cpu_engine();
   // oneDNN takes non-const handles; it only reads the operands.
-  dnnl::memory a(p.pd.src_desc(), engine, const_cast<uint16_t*>(A));
-  dnnl::memory b(p.pd.weights_desc(), engine, const_cast<uint16_t*>(B));
+  dnnl::memory a(p.pd.src_desc(), engine, const_cast<void*>(A));
+  dnnl::memory b(p.pd.weights_desc(), engine, const_cast<void*>(B));
   dnnl::memory c(p.pd.dst_desc(), engine, C);
   dnnl::memory s(scratch_desc, engine, scratch.data());
   const OneThread one;
@@ -169,7 +178,22 @@ void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   stream.wait();
 }
 
-size_t bf16_cached_products() {
+}  // namespace
+
+void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  onednn_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, /*f32=*/false);
+}
+
+void onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  sgemm_calls.fetch_add(1, std::memory_order_relaxed);
+  onednn_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, /*f32=*/true);
+}
+
+int64_t onednn_sgemm_calls() { return sgemm_calls.load(std::memory_order_relaxed); }
+
+size_t onednn_cached_products() {
   std::lock_guard<std::mutex> lock(products_mu);
   return products.size();
 }
