@@ -38,7 +38,7 @@ Result<std::optional<ResumePoint>> resume_point(const JobConfig& job, const Para
   if (was.ok() && (was->train.blas != job.train.blas || was->train.matmul != job.train.matmul))
     spdlog::warn(
         "{}: train.blas = {} and train.matmul = {} here, {} and {} in the checkpoint's job: the steps from here "
-        "differ in their last bits from the run's without the restart",
+        "may differ in their last bits from the run's without the restart",
         dir, to_string(job.train.blas), to_string(job.train.matmul), to_string(was->train.blas),
         to_string(was->train.matmul));
   if (m.step >= job.train.steps)

@@ -124,17 +124,13 @@ rc=$?
 check "resuming with another train.accumulate fails (exit $rc)" test $rc = 2
 check "and says which to use" grep -q "resume with train.accumulate = 3" "$TMP/acc-other.log"
 # Another library of the products (train.blas) resumes, with a warning that
-# the steps from there are not the uninterrupted run's bits: they are not,
-# and they stay close (a gradient whose true value is 0, such as the key
-# third of in_proj_bias, becomes a step of +-lr under Adam: 3% of its scale).
+# the steps from there need not be the uninterrupted run's bits. (g2p-tiny's
+# products are below the size oneDNN takes, so here they are the same;
+# tests/model/onednn_test.cc checks oneDNN's products and where they run.)
 check "resume with train.blas = onednn" train acc-onednn --set train.accumulate=3 --set train.steps=16 \
   --set checkpoint.dir="$TMP/ck-acc" --set train.blas=onednn --resume latest
-check "  warns that the bits differ" contains "$TMP/acc-onednn.log" \
+check "  warns that the bits may differ" contains "$TMP/acc-onednn.log" \
   "train.blas = onednn and train.matmul = fp32 here, openblas and fp32 in the checkpoint's job"
-"$DIFF" "$TMP/acc-onednn/model.safetensors" "$TMP/acc-full/model.safetensors" 0 0 >/dev/null
-rc=$?
-check "  oneDNN's products changed the bits (model_diff exit $rc)" test $rc = 1
-check "  and stayed close" "$DIFF" "$TMP/acc-onednn/model.safetensors" "$TMP/acc-full/model.safetensors" 0 0.05
 
 # 2. Another number of servers.
 check "full 40 steps, 3 servers" train full3 --set cluster.servers=3 --set train.steps=40

@@ -1,5 +1,5 @@
 // The CPU backend: OpenBLAS sgemm for every matrix product (with
-// train.blas = "onednn", oneDNN's float32 products where they are fast, and
+// train.blas = "onednn", oneDNN's float32 products where they gain, and
 // with train.matmul = "bf16" its bf16 products for Backend::gemm's:
 // onednn_gemm.h), OpenMP for the rest. OpenBLAS and oneDNN run single-threaded;
 // parallelism comes from splitting the output of large products across OpenMP
@@ -651,11 +651,12 @@ class CpuBackend final : public Backend {
                 static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
   }
   // train.blas = "onednn": oneDNN's product, or OpenBLAS's for those that
-  // oneDNN would run in its slow reference kernel (onednn_gemm.h). Which one
-  // follows from the product's shape and scalars, never from the threads.
+  // oneDNN would run in its slow reference kernel and small ones
+  // (onednn_gemm.h). Which one follows from the product's shape and scalars
+  // (a block's, for a product cut into blocks), never from the threads.
   static void onednn_or_openblas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    if (onednn_fast_sgemm(K, alpha, beta)) {
+    if (onednn_fast_sgemm(M, N, K, alpha, beta)) {
       onednn_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     } else {
       sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

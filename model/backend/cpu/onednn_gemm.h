@@ -28,10 +28,17 @@ void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 // The same on float32 operands, for K >= 1. oneDNN 2.6 runs a product whose
 // sum is both scaled (alpha != 1) and added to C (beta != 0) in a reference
 // kernel 10-1000x slower than its generated ones (DNNL_VERBOSE names it
-// ref:any): onednn_fast_sgemm() says which products avoid it.
+// ref:any), and a small product costs more in its set-up per call (finding
+// the product, wrapping the operands) than OpenBLAS takes for the whole of
+// it: onednn_fast_sgemm() says which products gain (1M multiply-adds or
+// more: g2p-modern's step, whose attention products are small, ran 0.97x
+// OpenBLAS's with every product in oneDNN and 1.06x with this bound).
 void onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-inline bool onednn_fast_sgemm(int64_t K, float alpha, float beta) { return K > 0 && (alpha == 1.0f || beta == 0.0f); }
+inline bool onednn_fast_sgemm(int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+  return K > 0 && (alpha == 1.0f || beta == 0.0f) &&
+         static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) >= 1e6;
+}
 // The float32 products onednn_sgemm() has run in this process.
 int64_t onednn_sgemm_calls();
 
