@@ -27,12 +27,13 @@ void bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 
 // The same on float32 operands, for K >= 1. oneDNN 2.6 runs a product whose
 // sum is both scaled (alpha != 1) and added to C (beta != 0) in a reference
-// kernel 10-1000x slower than its generated ones (DNNL_VERBOSE names it
-// ref:any), and a small product costs more in its set-up per call (finding
-// the product, wrapping the operands) than OpenBLAS takes for the whole of
-// it: onednn_fast_sgemm() says which products gain (1M multiply-adds or
-// more: g2p-modern's step, whose attention products are small, ran 0.97x
-// OpenBLAS's with every product in oneDNN and 1.06x with this bound).
+// kernel (DNNL_VERBOSE names it ref:any; 27 ms for a 256 x 64 x 64 product
+// on a Zen 4), and a small product costs more in its set-up per call
+// (finding the product, wrapping the operands) than OpenBLAS takes for the
+// whole of it: onednn_fast_sgemm() says which products gain (1M
+// multiply-adds or more: g2p-modern's step, whose attention products are
+// small, ran 0.97x OpenBLAS's with every other product in oneDNN and 1.06x
+// with this bound).
 void onednn_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 inline bool onednn_fast_sgemm(int64_t M, int64_t N, int64_t K, float alpha, float beta) {
