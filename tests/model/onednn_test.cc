@@ -1,6 +1,6 @@
 // The CPU backend with train.blas = "onednn": its float32 products against
 // an fp64 sum of the operands, each kind of product in the library that
-// runs it (oneDNN's set-up products are counted), the same bits for any
+// runs it (oneDNN's float32 calls are counted), the same bits for any
 // thread count, and a whole training pass against the same pass through
 // OpenBLAS.
 #include <omp.h>
