@@ -13,7 +13,10 @@
 # both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
 # PyTorch's CPU autocast to bfloat16 (its oneDNN products). BLAS onednn
 # trains pst with train.blas = "onednn" (its float32 products in oneDNN);
-# PyTorch is unchanged.
+# PyTorch is unchanged. With float32 products it also prints where the
+# cores' limit lies: the step's products as a fraction of their measured
+# float32 FMA peak, and the pst/PyTorch ratio pst would reach were its
+# products done at that peak (no float32 library can do better on this CPU).
 #   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS] [MATMUL: fp32|bf16] [BLAS: openblas|onednn]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +35,7 @@ field() { grep -o "$1=[0-9.]*" | head -1 | cut -d= -f2; }
 # median [min-max] of the numbers on stdin, one a line
 spread() { median_min_max | awk '{printf "%.3f [%.3f-%.3f]", $1, $2, $3}'; }
 for threads in 1 2; do
-  ratios=() shares=() efficiencies=() libraries=()
+  ratios=() shares=() efficiencies=() libraries=() bounds=() of_peak=()
   for ((r = 1; r <= ROUNDS; r++)); do
     pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL" \
       --blas "$BLAS")
@@ -46,10 +49,20 @@ for threads in 1 2; do
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
     libraries+=("$(field openblas/onednn <<<"$pst")")
+    b=$(field bound_tokens/s <<<"$pst")
+    if [[ -n $b ]]; then
+      bounds+=("$(awk -v b="$b" -v t="$t" 'BEGIN {printf "%.4f", b / t}')")
+      of_peak+=("$(field products_at <<<"$pst")")
+    fi
     echo "threads=$threads matmul=$MATMUL blas=$BLAS round $r: pst/torch tokens/s = ${ratios[-1]}"
   done
   echo "threads=$threads matmul=$MATMUL blas=$BLAS pst/torch tokens/s: median $(printf '%s\n' "${ratios[@]}" | spread) over $ROUNDS rounds;" \
     "GEMM share $(printf '%s\n' "${shares[@]}" | spread), GEMM efficiency $(printf '%s\n' "${efficiencies[@]}" | spread)," \
     "products through OpenBLAS / oneDNN fp32 $(printf '%s\n' "${libraries[@]}" | spread)"
+  if ((${#bounds[@]})); then
+    echo "threads=$threads matmul=$MATMUL blas=$BLAS products at $(printf '%s\n' "${of_peak[@]}" | spread) of the cores'" \
+      "float32 FMA peak; pst/torch with them at the peak (the rest of pst's step as measured):" \
+      "$(printf '%s\n' "${bounds[@]}" | spread)"
+  fi
 done
 echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"

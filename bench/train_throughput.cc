@@ -27,8 +27,19 @@
 // --blas onednn trains with train.blas = "onednn" (the step's float32
 // products in oneDNN); the plain calls stay as described.
 //
+// With float32 products a third line ("peak ...") gives the cores' measured
+// float32 multiply-add peak on the same threads (core/fma_peak.h), the
+// step's products as a fraction of it, and bound_tokens/s: the step's
+// tokens/s were its products done at that peak and the rest of the step as
+// measured, which no float32 product library can beat on this CPU.
+//
+// --buffers staging hands the in-process server host copies of the
+// gradient and weights, as `pst train` did on the CPU before its client took
+// the model's own buffers (--buffers model, the default: ps/local_client.h).
+//
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
 //                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16] [--blas openblas|onednn]
+//                    [--buffers model|staging]
 #include <cblas.h>
 #include <omp.h>
 
@@ -46,6 +57,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/fma_peak.h"
 #include "core/memory.h"
 #include "core/timer.h"
 #include "data/dataset.h"
@@ -184,7 +196,7 @@ class OneDnnReplay {
 int main(int argc, char** argv) {
   keep_freed_memory();  // as pst does (core/memory.h)
   int threads = 1, steps = 10, warmup = 2, batch = 8;
-  std::string device = "cpu", matmul = "fp32", blas = "openblas";
+  std::string device = "cpu", matmul = "fp32", blas = "openblas", buffers = "model";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads"))
       threads = std::atoi(argv[i + 1]);
@@ -200,6 +212,8 @@ int main(int argc, char** argv) {
       matmul = argv[i + 1];
     else if (!std::strcmp(argv[i], "--blas"))
       blas = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--buffers"))
+      buffers = argv[i + 1];
   }
   // The device settings go through the job config's own parsing and checks.
   JobConfig dev_job;
@@ -263,7 +277,12 @@ int main(int argc, char** argv) {
   init_params(model.table(), 1, w.data());
   model.set_weights(w.data());
   ShardOptimizer server(job, model.table(), whole_tensors(model.table()), w.data(), on_gpu ? be : nullptr);
-  LocalParameterClient client(&server, on_gpu);
+  if (buffers != "model" && buffers != "staging") {
+    std::fprintf(stderr, "--buffers must be model or staging, not %s\n", buffers.c_str());
+    return 2;
+  }
+  const bool model_buffers = buffers == "model";
+  LocalParameterClient client(&server, model_buffers);
 
   // A training forward pass over b with fresh gradients, as `pst train` runs it.
   auto forward = [&](const Batch& b) {
@@ -284,7 +303,7 @@ int main(int argc, char** argv) {
     model.backward();
     be->synchronize();
     const double d2 = sw.seconds();
-    if (on_gpu) {
+    if (model_buffers) {
       if (!client.push(step, b.tokens(), 0.0, model.grads()).ok()) return 1;
       if (!client.pull(step + 1, model.weights()).ok()) return 1;
       be->synchronize();
@@ -304,8 +323,9 @@ int main(int argc, char** argv) {
       tokens += b.tokens();
     }
   }
-  if (on_gpu || matmul != "fp32" || blas != "openblas")
-    std::printf("pst device=%s matmul=%s blas=%s batch=%d ", device.c_str(), matmul.c_str(), blas.c_str(), batch);
+  if (on_gpu || matmul != "fp32" || blas != "openblas" || !model_buffers)
+    std::printf("pst device=%s matmul=%s blas=%s buffers=%s batch=%d ", device.c_str(), matmul.c_str(), blas.c_str(),
+                buffers.c_str(), batch);
   std::printf(
       "pst threads=%d steps=%d tokens/s=%.1f step_s=%.4f forward=%.1f%% backward=%.1f%% optimizer=%.1f%% data=%.1f%%\n",
       threads, steps, static_cast<double>(tokens) / total, total / steps, 100 * t_fwd / total, 100 * t_bwd / total,
@@ -338,5 +358,15 @@ int main(int argc, char** argv) {
       "efficiency=%.3f share=%.3f openblas=%s onednn_s=%.4f (%.1f GFLOP/s) openblas/onednn=%.3f\n",
       log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s,
       openblas_get_corename(), onednn[1], gflop / onednn[1], plain[1] / onednn[1]);
+  // The cores' float32 multiply-add peak on the same threads, and the
+  // tokens/s of this step were its products done at that peak and the rest
+  // as measured: no float32 library can take the step past it.
+  if (matmul == "fp32") {
+    const FmaPeak peak = measure_fma_peak(threads);
+    const double at_peak = gflop / peak.gflops;
+    std::printf("peak fma_gflops=%.1f isa=%s products_at=%.3f of_peak bound_tokens/s=%.1f\n", peak.gflops,
+                to_string(peak.isa), gflop / in_step / peak.gflops,
+                static_cast<double>(tokens) / steps / (step_s - in_step + at_peak));
+  }
   return 0;
 }

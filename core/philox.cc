@@ -1,20 +1,7 @@
 #include "core/philox.h"
 
 #include "core/status.h"
-
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an uninitialised vector as the operand a
-// mask would keep, and warn of it in the header where they are inlined.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-#endif
+#include "core/x86_intrinsics.h"
 
 namespace pst {
 namespace {

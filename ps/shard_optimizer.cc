@@ -89,8 +89,12 @@ int64_t ShardOptimizer::host_push_floats() const {
   return floats;
 }
 
-void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum) {
+void ShardOptimizer::add_push(const float* grads, int64_t tokens, double loss_sum, Lend lend) {
   const size_t k = claim_push_slot(-1, tokens, loss_sum);
+  if (!device_ && lend == Lend::kYes) {
+    for (size_t i = 0; i < owned_.size(); ++i) push_ranges_[k][i] = grads + owned_[i].begin;
+    return;
+  }
   float* slot = device_ ? slot_buffer(k) : host_copies(k, n_);
   for (const Run& r : runs_) {
     if (device_) {

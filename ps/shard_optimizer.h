@@ -38,9 +38,15 @@ class ShardOptimizer {
   ShardOptimizer(const ShardOptimizer&) = delete;
   ShardOptimizer& operator=(const ShardOptimizer&) = delete;
 
+  // lend (add_push, add_push_ranges): float32 host memory the optimizer
+  // reads where it is instead of copying it; the caller keeps it alive and
+  // unchanged until apply() returns.
+  enum class Lend { kNo, kYes };
   // Records a worker's gradient of this round (flat layout, host memory;
-  // only owned ranges are read and copied).
-  void add_push(const float* grads, int64_t tokens, double loss_sum);
+  // only owned ranges are read, and copied unless lent to a host optimizer:
+  // an in-process server whose round ends within the push lends it, and so
+  // saves a pass over the gradient).
+  void add_push(const float* grads, int64_t tokens, double loss_sum, Lend lend = Lend::kNo);
   // The same from device memory of the optimizer's device (a worker on the
   // same GPU); needs a device.
   void add_push_device(const float* grads, int64_t tokens, double loss_sum);
@@ -50,10 +56,8 @@ class ShardOptimizer {
   // pushing worker's index, so that pushes combine in worker order whatever
   // order they arrive in (-1: the next free slot).
   // lend: float32 ranges on a host optimizer are read where they are, not
-  // copied (a server's received frames): the caller keeps them alive and
-  // unchanged until apply() returns. bfloat16 ranges, and ranges not aligned
-  // for float, are copied all the same.
-  enum class Lend { kNo, kYes };
+  // copied (a server's received frames). bfloat16 ranges, and ranges not
+  // aligned for float, are copied all the same.
   void add_push_ranges(const std::vector<WireValues>& ranges, int64_t tokens, double loss_sum, int64_t slot = -1,
                        Lend lend = Lend::kNo);
   int64_t pushes() const { return pushes_; }

@@ -102,8 +102,8 @@ struct Trainer::Run {
   std::vector<BatchIterator> iterators;  // one per shard
   std::unique_ptr<DataCursor> cursor;    // the batches of each shard's next step, unless the servers say
   // Weights and gradients cross to the client through pinned host buffers,
-  // or not at all when the client takes the model's device buffers.
-  bool on_device = false;
+  // or not at all when the client takes the model's own buffers.
+  bool model_buffers = false;
   std::unique_ptr<HostBuffer> host_weights, host_grads;
   int64_t n = 0;  // parameters
   // A streaming client (docs/design.md, Streaming) delivers the weights in
@@ -167,7 +167,7 @@ Status Trainer::need(int64_t end) {
   Stopwatch waited;
   PST_RETURN_IF_ERROR(client_->await_weights(end));
   if (opt_.monitor) opt_.monitor->observe_phase(WorkerMetrics::kWait, waited.seconds());
-  if (!r.on_device) model_->set_weights(r.host_weights->data(), r.have, end);
+  if (!r.model_buffers) model_->set_weights(r.host_weights->data(), r.have, end);
   r.have = end;
   return Status();
 }
@@ -175,7 +175,7 @@ Status Trainer::need(int64_t end) {
 Status Trainer::exact_weights(int64_t version) {
   Run& r = *run_;
   PST_RETURN_IF_ERROR(need(r.n));
-  if (!client_->lossy_pulls() || r.on_device) return Status();
+  if (!client_->lossy_pulls() || r.model_buffers) return Status();
   // The pulls carried rounded weights; validation and the model file take
   // the servers' own.
   Stopwatch pulled;
@@ -189,9 +189,9 @@ Result<StepReport> Trainer::pull(int64_t min_version) {
   Run& r = *run_;
   Stopwatch pulled;
   PST_ASSIGN_OR_RETURN(StepReport pi,
-                       client_->begin_pull(min_version, r.on_device ? model_->weights() : r.host_weights->data()));
+                       client_->begin_pull(min_version, r.model_buffers ? model_->weights() : r.host_weights->data()));
   if (opt_.monitor) opt_.monitor->observe_phase(WorkerMetrics::kPull, pulled.seconds());
-  r.have = r.on_device ? r.n : 0;
+  r.have = r.model_buffers ? r.n : 0;
   if (!r.stream) PST_RETURN_IF_ERROR(need(r.n));
   return pi;
 }
@@ -258,10 +258,10 @@ Status Trainer::train_shard(size_t i, int64_t step, int64_t version, int64_t bat
   } else {
     model_->backward();
     if (opt_.clip_norm > 0) clip_gradient();
-    if (!r.on_device) model_->get_grads(r.host_grads->data());
+    if (!r.model_buffers) model_->get_grads(r.host_grads->data());
     phase_done(WorkerMetrics::kBackward);
     PST_RETURN_IF_ERROR(client_->push(version, shard_tokens, shard_loss.loss_sum,
-                                      r.on_device ? model_->grads() : r.host_grads->data()));
+                                      r.model_buffers ? model_->grads() : r.host_grads->data()));
   }
   phase_done(WorkerMetrics::kPush);
   totals.tokens += shard_tokens;
@@ -384,14 +384,14 @@ Result<TrainSummary> Trainer::run() {
                              opt_.workers, true);
   r.cursor = std::make_unique<DataCursor>(static_cast<int>(opt_.workers), opt_.data_pool);
   r.cursor->assign_all();
-  r.on_device = client_->device_buffers();
+  r.model_buffers = client_->model_buffers();
   r.n = r.have = model_->num_params();
-  if (!r.on_device) {
+  if (!r.model_buffers) {
     r.host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(r.n));
     r.host_grads = std::make_unique<HostBuffer>(model_->backend(), r.host_weights->size());
   }
   r.stream = client_->streams() && opt_.overlap;
-  r.stream_push = r.stream && !r.on_device && opt_.clip_norm <= 0;
+  r.stream_push = r.stream && !r.model_buffers && opt_.clip_norm <= 0;
   PST_ASSIGN_OR_RETURN(StepReport info, pull(opt_.first_step));
   int64_t version = info.version;
   if (opt_.first_step > 0 && version != opt_.first_step)

@@ -183,6 +183,22 @@ TEST(ServerTest, UpdateIntoTheNextSnapshotEqualsTheUpdateInPlace) {
   EXPECT_EQ(turns.applied_steps(), 3);
 }
 
+// Applies the round's pushes on both optimizers and expects the same step:
+// the global norm, and the weights and both moments bit for bit.
+void apply_both_and_compare(ShardOptimizer& want_from, ShardOptimizer& got_from, int step) {
+  const StepReport want = want_from.apply(want_from.reduce());
+  const StepReport got = got_from.apply(got_from.reduce());
+  ASSERT_TRUE(want.applied);
+  EXPECT_TRUE(got.applied) << "step " << step;
+  EXPECT_EQ(got.grad_norm, want.grad_norm) << "step " << step;
+  std::vector<float> ww, wm, wv, gw, gm, gv;
+  want_from.export_state(&ww, &wm, &wv);
+  got_from.export_state(&gw, &gm, &gv);
+  EXPECT_EQ(gw, ww) << "step " << step;
+  EXPECT_EQ(gm, wm) << "step " << step;
+  EXPECT_EQ(gv, wv) << "step " << step;
+}
+
 // Pushes lent range by range (a server's received frames) are read where
 // they lie: a range written after add_push_ranges() is what the step uses,
 // while a range not aligned for float is copied at once (writing it
@@ -228,19 +244,73 @@ TEST(ServerTest, LentPushesAreReadWhereTheyLie) {
     // The lent optimizer holds copies of range 0 only, one per push slot.
     EXPECT_EQ(lent.host_push_floats(), (step == 0 ? 1 : 2) * all[0].length) << "step " << step;
     EXPECT_EQ(copied.host_push_floats(), (step == 0 ? 1 : 2) * copied.local_size());
-    const StepReport want = copied.apply(copied.reduce());
-    const StepReport got = lent.apply(lent.reduce());
-    ASSERT_TRUE(want.applied);
-    EXPECT_TRUE(got.applied) << "step " << step;
-    EXPECT_EQ(got.grad_norm, want.grad_norm) << "step " << step;
-    std::vector<float> ww, wm, wv, gw, gm, gv;
-    copied.export_state(&ww, &wm, &wv);
-    lent.export_state(&gw, &gm, &gv);
-    EXPECT_EQ(gw, ww) << "step " << step;
-    EXPECT_EQ(gm, wm) << "step " << step;
-    EXPECT_EQ(gv, wv) << "step " << step;
+    apply_both_and_compare(copied, lent, step);
   }
   EXPECT_EQ(lent.applied_steps(), 3);
+}
+
+// A whole flat gradient lent to a host optimizer (add_push with Lend::kYes,
+// what an in-process server's client does when a round is one push) is read
+// where it lies, at each owned range's flat offset: a buffer filled only
+// after add_push() gives the step of the gradient copied in, and the
+// optimizer holds no copy of it. Owning every other tensor, so that the flat
+// offsets are not the local ones.
+TEST(ServerTest, LentWholePushIsReadWhereItLies) {
+  TinyModel t(7);
+  Transformer& m = t.m;
+  const auto all = whole_tensors(m.table());
+  std::vector<ChunkRange> odd;
+  for (size_t i = 1; i < all.size(); i += 2) odd.push_back(all[i]);
+  for (const std::vector<ChunkRange>& owned : {all, odd}) {
+    ShardOptimizer copied(t.job, m.table(), owned, t.w0.data()), lent(t.job, m.table(), owned, t.w0.data());
+    const Batch a = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}});
+    const std::vector<float> g = gradient(m, a);
+    std::vector<float> buffer(g.size(), std::nanf(""));
+    for (int step = 0; step < 2; ++step) {
+      copied.add_push(g.data(), a.tokens(), 0.0);
+      lent.add_push(buffer.data(), a.tokens(), 0.0, ShardOptimizer::Lend::kYes);
+      buffer = g;  // written after the push: a lent buffer is read only now
+      EXPECT_EQ(lent.host_push_floats(), 0);
+      apply_both_and_compare(copied, lent, step);
+      std::fill(buffer.begin(), buffer.end(), std::nanf(""));
+    }
+  }
+}
+
+// The in-process client lends a push to its server only when the push ends
+// the round: with two pushes a round (one process playing two workers, which
+// reuses its gradient buffer for the second), each is copied, and the step
+// is that of the two gradients, not of the last one twice. With one push a
+// round the server keeps no copy.
+TEST(ServerTest, LocalClientCopiesThePushesOfARoundOfSeveral) {
+  TinyModel t(8);
+  Transformer& m = t.m;
+  const auto all = whole_tensors(m.table());
+  const Batch a = make_batch({{4, 5, 6, 2}}, {{7, 8, 9}}), b = make_batch({{8, 9, 2}}, {{4, 5}});
+  const std::vector<float> ga = gradient(m, a), gb = gradient(m, b);
+  ASSERT_NE(ga, gb);
+  ShardOptimizer want(t.job, m.table(), all, t.w0.data()), two(t.job, m.table(), all, t.w0.data());
+  want.add_push(ga.data(), a.tokens(), 0.0);
+  want.add_push(gb.data(), b.tokens(), 0.0);
+  want.apply(want.reduce());
+  std::vector<float> w_want(m.num_params()), w_got(m.num_params());
+  want.copy_weights(w_want.data());
+  for (bool model_buffers : {false, true}) {
+    ShardOptimizer server(t.job, m.table(), all, t.w0.data());
+    LocalParameterClient client(&server, model_buffers, /*pushes_per_round=*/2);
+    std::vector<float> buffer = ga;  // one buffer, reused as the trainer does
+    ASSERT_TRUE(client.push(0, a.tokens(), 0.0, buffer.data()).ok());
+    buffer = gb;
+    ASSERT_TRUE(client.push(0, b.tokens(), 0.0, buffer.data()).ok());
+    std::fill(buffer.begin(), buffer.end(), 0.0f);
+    ASSERT_TRUE(client.pull(1, w_got.data()).ok());
+    EXPECT_EQ(w_got, w_want) << "model_buffers " << model_buffers;
+    EXPECT_EQ(server.host_push_floats(), 2 * server.local_size());
+  }
+  ShardOptimizer server(t.job, m.table(), all, t.w0.data());
+  LocalParameterClient one(&server, true);
+  ASSERT_TRUE(one.push(0, a.tokens(), 0.0, ga.data()).ok());
+  EXPECT_EQ(server.host_push_floats(), 0);
 }
 
 // Tensors cut into chunks of 64 bytes spread over S servers by the shard

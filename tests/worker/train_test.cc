@@ -271,6 +271,42 @@ TEST(TrainTest, KeepBestEndsWithTheBestValidatedWeights) {
   EXPECT_NEAR(again.loss, best->second, 1e-6);  // (the record keeps 6 decimals)
 }
 
+// A CPU model trained through an in-process client that takes its own
+// buffers (the push reads the model's gradient, the pull writes its weights)
+// ends with the bits of one trained through host staging copies, for a round
+// of one push (the server reads the gradient where it lies) and of two (one
+// process playing two workers, which reuses its gradient buffer). The losses
+// on the way are the same too.
+TEST(TrainTest, ModelBuffersTrainAsStagingCopies) {
+  for (int64_t workers : {1, 2}) {
+    OverfitJob f({"train.steps=30", "cluster.workers=" + std::to_string(workers)});
+    std::vector<float> final_weights[2];
+    double last_loss[2] = {0, 0};
+    for (bool model_buffers : {false, true}) {
+      std::unique_ptr<Backend> be = make_cpu_backend(2);
+      Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+      const std::vector<float> init = initial_weights(model, 3);
+      ShardOptimizer server(f.job, model.table(), whole_tensors(model.table()), init.data());
+      LocalParameterClient client(&server, model_buffers, static_cast<int>(workers));
+      TrainerOptions opt;
+      opt.progress = false;
+      opt.workers = workers;
+      opt.shards.clear();
+      for (int64_t w = 0; w < workers; ++w) opt.shards.push_back(w);
+      Trainer trainer(f.job, f.data, &model, &client, opt);
+      auto sum = trainer.run();
+      ASSERT_TRUE(sum.ok()) << sum.status().to_string();
+      ASSERT_EQ(sum->applied_steps, 30);
+      last_loss[model_buffers] = sum->last_loss;
+      final_weights[model_buffers].resize(static_cast<size_t>(model.num_params()));
+      model.get_weights(final_weights[model_buffers].data());
+      EXPECT_NE(final_weights[model_buffers], init);
+    }
+    EXPECT_EQ(final_weights[1], final_weights[0]) << workers << " workers";
+    EXPECT_EQ(last_loss[1], last_loss[0]) << workers << " workers";
+  }
+}
+
 // train.patience = 2: the second validation in a row without a lower loss
 // asks the job to stop; it ends after the next step, and the final
 // validation runs. The expected step comes from the recorded figures.
