@@ -34,8 +34,9 @@
 // measured, which no float32 product library can beat on this CPU.
 //
 // --buffers staging hands the in-process server host copies of the
-// gradient and weights, as `pst train` did on the CPU before its client took
-// the model's own buffers (--buffers model, the default: ps/local_client.h).
+// gradient and weights, as pst's trainer did on the CPU before it handed
+// every client the model's own buffers (--buffers model, the default:
+// worker/trainer.cc, TrainerOptions::stage_buffers).
 //
 //   train_throughput [--threads N] [--steps N] [--warmup N] [--batch N]
 //                    [--device cpu|cuda[:N]] [--matmul fp32|tf32|bf16] [--blas openblas|onednn]
@@ -282,7 +283,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   const bool model_buffers = buffers == "model";
-  LocalParameterClient client(&server, model_buffers);
+  // The model's own buffers: device pointers on a GPU, host memory on the CPU.
+  LocalParameterClient client(&server, on_gpu && model_buffers);
 
   // A training forward pass over b with fresh gradients, as `pst train` runs it.
   auto forward = [&](const Batch& b) {

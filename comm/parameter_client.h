@@ -34,13 +34,11 @@ class ParameterClient {
   // passes) and copies them, flat, into `weights`.
   virtual Result<StepReport> pull(int64_t min_version, float* weights) = 0;
 
-  // True when push() and pull() take the worker's model's own buffers
-  // (Transformer::grads() and weights(), in its backend's memory) instead of
-  // host copies of them: a server in this process that reads the gradient
-  // and writes the weights within the call, on the same device (gradients
-  // and weights never cross the bus) or, for a CPU model, in host memory
-  // (no copy into or out of a staging buffer).
-  virtual bool model_buffers() const { return false; }
+  // True when push() and pull() take device pointers of the worker's backend
+  // instead of host memory: a server in this process on the same device, so
+  // gradients and weights never cross the bus. (Host memory is whatever the
+  // caller has: a CPU model's own buffers, or host copies of a GPU model's.)
+  virtual bool device_buffers() const { return false; }
 
   // True when pulls carry weights rounded on the way (cluster.wire = bf16:
   // the servers keep float32 weights, the wire carries bfloat16).

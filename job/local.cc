@@ -82,9 +82,7 @@ Status train_sequential(JobConfig& job, const TaskData& data) {
   if (job.cluster.consistency != Consistency::kBsp)
     spdlog::info("cluster.consistency = {}: one thread runs its workers in lockstep (BSP)",
                  to_string(job.cluster.consistency));
-  // The trainer hands the client its model's own buffers: on a GPU the server
-  // reads and writes them there, on the CPU in place of staging copies.
-  LocalParameterClient client(&server, /*model_buffers=*/true, static_cast<int>(workers));
+  LocalParameterClient client(&server, server_device != nullptr, static_cast<int>(workers));
   const uint64_t id = job_id(job);
   PST_ASSIGN_OR_RETURN(auto prom, start_process_metrics(job, id));
   std::unique_ptr<WorkerMetrics> monitor;

@@ -58,6 +58,9 @@ class Backend {
   // Device memory. allocate() returns zeroed memory, aligned to 64 bytes.
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* p) = 0;
+  // True when that memory is the host's (the CPU backend): code on the host
+  // may read and write it in place, with no upload or download.
+  virtual bool host_memory() const { return false; }
   // Host memory for transfers to and from the device: page-locked on CUDA,
   // so copies run at full bus speed. Not zeroed.
   virtual void* allocate_host(size_t bytes) = 0;

@@ -8,7 +8,7 @@ Status LocalParameterClient::push(int64_t version, int64_t tokens, double loss_s
   if (version != server_->version())
     return failed_precondition("push: gradient for version {} but the server is at version {}", version,
                                server_->version());
-  if (model_buffers_ && server_->device() != nullptr) {
+  if (device_buffers_) {
     server_->add_push_device(grads, tokens, loss_sum);
   } else {
     // A round of one push ends within this call, before the caller may touch
@@ -30,7 +30,7 @@ Result<StepReport> LocalParameterClient::pull(int64_t min_version, float* weight
   if (server_->version() < min_version)
     return failed_precondition("pull: version {} requested but the server is at {} (no push pending)", min_version,
                                server_->version());
-  if (model_buffers_ && server_->device() != nullptr) {
+  if (device_buffers_) {
     server_->copy_weights_device(weights);
   } else {
     server_->copy_weights(weights);

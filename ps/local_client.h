@@ -1,9 +1,7 @@
 // The in-process ParameterClient: one worker, one server, no network. push()
 // runs the whole BSP step on the calling thread (aggregate, clip, update), so
-// pull() never waits. With model_buffers, push() and pull() take the model's
-// own buffers: device pointers of the server's device (the worker's model on
-// the same GPU), or host memory when the server is on the host (a CPU
-// model); without, host staging buffers whatever the server's device.
+// pull() never waits. With device_buffers, push() and pull() take device
+// pointers of the server's device (the worker's model on the same GPU).
 #pragma once
 
 #include "comm/parameter_client.h"
@@ -16,16 +14,16 @@ class LocalParameterClient final : public ParameterClient {
   // The optimizer must outlive the client.
   // pushes_per_round: the pushes that make one step (the workers a single
   // process plays); the step is applied when the last of them arrives.
-  explicit LocalParameterClient(ShardOptimizer* server, bool model_buffers = false, int pushes_per_round = 1)
-      : server_(server), model_buffers_(model_buffers), pushes_per_round_(pushes_per_round) {}
+  explicit LocalParameterClient(ShardOptimizer* server, bool device_buffers = false, int pushes_per_round = 1)
+      : server_(server), device_buffers_(device_buffers), pushes_per_round_(pushes_per_round) {}
 
   Status push(int64_t version, int64_t tokens, double loss_sum, const float* grads) override;
   Result<StepReport> pull(int64_t min_version, float* weights) override;
-  bool model_buffers() const override { return model_buffers_; }
+  bool device_buffers() const override { return device_buffers_; }
 
  private:
   ShardOptimizer* server_;
-  bool model_buffers_;
+  bool device_buffers_;
   int pushes_per_round_;
   StepReport last_{.applied = true};  // version 0 counts as applied, as a server answers it
 };

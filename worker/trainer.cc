@@ -102,7 +102,9 @@ struct Trainer::Run {
   std::vector<BatchIterator> iterators;  // one per shard
   std::unique_ptr<DataCursor> cursor;    // the batches of each shard's next step, unless the servers say
   // Weights and gradients cross to the client through pinned host buffers,
-  // or not at all when the client takes the model's own buffers.
+  // or not at all when the client takes the model's own buffers: a GPU
+  // model's on a client of its device, a CPU model's on any client (the
+  // pulls write the weights, and the pushes read the gradient, in place).
   bool model_buffers = false;
   std::unique_ptr<HostBuffer> host_weights, host_grads;
   int64_t n = 0;  // parameters
@@ -175,13 +177,14 @@ Status Trainer::need(int64_t end) {
 Status Trainer::exact_weights(int64_t version) {
   Run& r = *run_;
   PST_RETURN_IF_ERROR(need(r.n));
-  if (!client_->lossy_pulls() || r.model_buffers) return Status();
+  if (!client_->lossy_pulls()) return Status();
   // The pulls carried rounded weights; validation and the model file take
   // the servers' own.
   Stopwatch pulled;
-  PST_RETURN_IF_ERROR(client_->pull_exact(version, r.host_weights->data()).status());
+  PST_RETURN_IF_ERROR(
+      client_->pull_exact(version, r.model_buffers ? model_->weights() : r.host_weights->data()).status());
   if (opt_.monitor) opt_.monitor->observe_phase(WorkerMetrics::kPull, pulled.seconds());
-  model_->set_weights(r.host_weights->data(), 0, r.n);
+  if (!r.model_buffers) model_->set_weights(r.host_weights->data(), 0, r.n);
   return Status();
 }
 
@@ -191,7 +194,7 @@ Result<StepReport> Trainer::pull(int64_t min_version) {
   PST_ASSIGN_OR_RETURN(StepReport pi,
                        client_->begin_pull(min_version, r.model_buffers ? model_->weights() : r.host_weights->data()));
   if (opt_.monitor) opt_.monitor->observe_phase(WorkerMetrics::kPull, pulled.seconds());
-  r.have = r.model_buffers ? r.n : 0;
+  r.have = 0;
   if (!r.stream) PST_RETURN_IF_ERROR(need(r.n));
   return pi;
 }
@@ -245,10 +248,13 @@ Status Trainer::train_shard(size_t i, int64_t step, int64_t version, int64_t bat
     }
   }
   if (r.stream_push) {
-    PST_RETURN_IF_ERROR(client_->begin_push(version, shard_tokens, shard_loss.loss_sum, r.host_grads->data()));
+    // The client sends grads[begin, n) while backward computes the ranges
+    // below begin, which it no longer writes once they are final.
+    PST_RETURN_IF_ERROR(client_->begin_push(version, shard_tokens, shard_loss.loss_sum,
+                                            r.model_buffers ? model_->grads() : r.host_grads->data()));
     int64_t final_from = r.n;
     model_->backward([&](int64_t begin) {
-      model_->get_grads(r.host_grads->data(), begin, final_from);
+      if (!r.model_buffers) model_->get_grads(r.host_grads->data(), begin, final_from);
       final_from = begin;
       if (hooks.ok()) hooks = client_->push_final(begin);
     });
@@ -384,14 +390,14 @@ Result<TrainSummary> Trainer::run() {
                              opt_.workers, true);
   r.cursor = std::make_unique<DataCursor>(static_cast<int>(opt_.workers), opt_.data_pool);
   r.cursor->assign_all();
-  r.model_buffers = client_->model_buffers();
+  r.model_buffers = client_->device_buffers() || (model_->backend()->host_memory() && !opt_.stage_buffers);
   r.n = r.have = model_->num_params();
   if (!r.model_buffers) {
     r.host_weights = std::make_unique<HostBuffer>(model_->backend(), static_cast<size_t>(r.n));
     r.host_grads = std::make_unique<HostBuffer>(model_->backend(), r.host_weights->size());
   }
   r.stream = client_->streams() && opt_.overlap;
-  r.stream_push = r.stream && !r.model_buffers && opt_.clip_norm <= 0;
+  r.stream_push = r.stream && !client_->device_buffers() && opt_.clip_norm <= 0;
   PST_ASSIGN_OR_RETURN(StepReport info, pull(opt_.first_step));
   int64_t version = info.version;
   if (opt_.first_step > 0 && version != opt_.first_step)

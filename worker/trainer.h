@@ -70,6 +70,10 @@ struct TrainerOptions {
   std::function<std::FILE*(bool lead, int64_t step)> metrics_for_lead;
   // Push per layer and pull in layer order when the client can (cluster.overlap).
   bool overlap = false;
+  // Hand the client host copies of a CPU model's weights and gradients, as
+  // for a GPU model, instead of the model's own buffers (tests compare the
+  // two).
+  bool stage_buffers = false;
   WorkerMetrics* monitor = nullptr;  // Prometheus series of this worker, if any
   // The step a resumed job starts at (the checkpoint's): the first pull asks
   // for that version.

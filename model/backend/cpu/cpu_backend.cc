@@ -87,6 +87,7 @@ class CpuBackend final : public Backend {
     return p;
   }
   void deallocate_host(void* p) override { std::free(p); }
+  bool host_memory() const override { return true; }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
 
