@@ -216,6 +216,10 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--buffers"))
       buffers = argv[i + 1];
   }
+  if (buffers != "model" && buffers != "staging") {
+    std::fprintf(stderr, "--buffers must be model or staging, not %s\n", buffers.c_str());
+    return 2;
+  }
   // The device settings go through the job config's own parsing and checks.
   JobConfig dev_job;
   for (const std::string& set : {"train.device=" + device, "train.matmul=" + matmul, "train.blas=" + blas}) {
@@ -278,10 +282,6 @@ int main(int argc, char** argv) {
   init_params(model.table(), 1, w.data());
   model.set_weights(w.data());
   ShardOptimizer server(job, model.table(), whole_tensors(model.table()), w.data(), on_gpu ? be : nullptr);
-  if (buffers != "model" && buffers != "staging") {
-    std::fprintf(stderr, "--buffers must be model or staging, not %s\n", buffers.c_str());
-    return 2;
-  }
   const bool model_buffers = buffers == "model";
   // The model's own buffers: device pointers on a GPU, host memory on the CPU.
   LocalParameterClient client(&server, on_gpu && model_buffers);
