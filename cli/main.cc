@@ -131,6 +131,10 @@ void add_model_tools(CLI::App& app, Flags& f) {
                      "G2P beam search: rank by log-probability / length^this (0 = none, 1 = per token)");
   f.eval->add_flag_function(
       "--no-cache", [&e](int64_t) { e.decode.cache = false; }, no_cache);
+  f.eval->add_flag_function(
+      "--decode-all", [&e](int64_t) { e.decode.from_scoring = false; },
+      "G2P greedy: decode every word, also those whose output the teacher-forced pass already shows (one of "
+      "their references is greedy's choice at every position)");
 }
 
 void add_job_tools(CLI::App& app, Flags& f) {

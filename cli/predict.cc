@@ -218,7 +218,14 @@ int run_eval(const EvalArgs& args) {
       return 128 + stop_signal();
     }
     spdlog::info("{}: scoring took {:.2f} s{}", to_string(split), r.scoring_seconds,
-                 data->task == Task::kG2P ? fmt::format(", decoding {:.2f} s", r.decoding_seconds) : "");
+                 data->task == Task::kG2P
+                     ? fmt::format(", decoding {:.2f} s ({} of {} words decoded{})", r.decoding_seconds,
+                                   r.words - r.shown_words, r.words,
+                                   r.shown_words > 0 ? fmt::format("; the teacher-forced pass showed greedy's output "
+                                                                   "of the other {}",
+                                                                   r.shown_words)
+                                                     : "")
+                     : "");
     std::printf("%s %s: %s\n", args.model.c_str(), whole ? "all" : to_string(split),
                 describe_eval(data->task, r).c_str());
     parts.push_back(r);

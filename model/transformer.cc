@@ -600,12 +600,32 @@ struct Transformer::Impl {
     return s.kind == Sublayer::kSelfAttn ? decoding.capacity * room * 2 * KV : rows * decoding.S * 2 * KV;
   }
 
-  void begin_decoding(const Batch& prefix, int64_t capacity) {
+  std::vector<float> encoder_output(int64_t row, int64_t positions) const {
+    PST_CHECK_MSG(enc_dec && row >= 0 && row < memory_B && positions >= 0 && positions <= memory_S,
+                  "encoder output of row {} ({} positions): the last inference forward had {} rows of {}", row,
+                  positions, memory_B, memory_S);
+    std::vector<float> out(static_cast<size_t>(positions * C));
+    be->download(out.data(), memory.p + row * memory_S * C, out.size() * sizeof(float));
+    return out;
+  }
+
+  void begin_decoding(const Batch& prefix, int64_t capacity, const std::vector<float>* encoder_output) {
     PST_CHECK_MSG(prefix.T <= capacity && capacity <= cfg.max_len, "decoding capacity {} outside [T={}, max_len={}]",
                   capacity, prefix.T, cfg.max_len);
     for (int32_t len : prefix.tgt_len)
       PST_CHECK_MSG(len == prefix.T, "a decoding prefix of {} ids in a batch of {}", len, prefix.T);
-    forward(prefix, ForwardOptions{});
+    ForwardOptions o;
+    if (encoder_output) {
+      const int64_t n = prefix.B * prefix.S * C;
+      PST_CHECK_MSG(enc_dec && static_cast<int64_t>(encoder_output->size()) == n,
+                    "an encoder output of {} floats for {} rows of {} positions of {}", encoder_output->size(),
+                    prefix.B, prefix.S, C);
+      be->upload(reserve(memory, n), encoder_output->data(), static_cast<size_t>(n) * sizeof(float));
+      memory_B = prefix.B;
+      memory_S = prefix.S;
+      o.reuse_encoder = true;
+    }
+    forward(prefix, o);
     decoding.S = enc_dec ? prefix.S : 0;
     decoding.capacity = capacity;
     decoding.room = B;
@@ -828,7 +848,15 @@ LossStats Transformer::forward(const Batch& batch, const ForwardOptions& opt) { 
 
 void Transformer::backward(const GradientsFinal& on_final) { impl_->backward(on_final); }
 
-void Transformer::begin_decoding(const Batch& prefix, int64_t capacity) { impl_->begin_decoding(prefix, capacity); }
+void Transformer::begin_decoding(const Batch& prefix, int64_t capacity) {
+  impl_->begin_decoding(prefix, capacity, nullptr);
+}
+void Transformer::begin_decoding(const Batch& prefix, int64_t capacity, const std::vector<float>& encoder_output) {
+  impl_->begin_decoding(prefix, capacity, &encoder_output);
+}
+std::vector<float> Transformer::encoder_output(int64_t row, int64_t positions) const {
+  return impl_->encoder_output(row, positions);
+}
 void Transformer::decode_step(const std::vector<int32_t>& ids) { impl_->decode_step(ids); }
 void Transformer::reorder_decoding(const std::vector<int32_t>& from) { impl_->reorder_decoding(from); }
 int64_t Transformer::decoding_rows() const { return impl_->decoding.active ? impl_->decoding.rows : 0; }

@@ -102,6 +102,15 @@ class Transformer {
   // positions per row (prefix.T <= capacity <= max_len). logits() then holds
   // the prefix's (B*T, V). Another forward() ends the decoding.
   void begin_decoding(const Batch& prefix, int64_t capacity);
+  // The same with the encoder's output given, (prefix.B, prefix.S, C) on the
+  // host, instead of computed from prefix.src (whose lengths still mask the
+  // positions past each row's source; they should hold zeros): each row's as
+  // encoder_output gives it, padded.
+  void begin_decoding(const Batch& prefix, int64_t capacity, const std::vector<float>& encoder_output);
+  // Encoder-decoder: row `row`'s encoder output in the last inference forward
+  // (evaluation's teacher-forced pass), its first `positions` positions of C
+  // floats, on the host.
+  std::vector<float> encoder_output(int64_t row, int64_t positions) const;
   // Appends one id per row at the next position; logits() then holds
   // (rows, V). The logits equal those of a forward over each row's whole
   // prefix, up to float rounding (the sums run over other shapes).

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -10,6 +11,7 @@
 #include "core/philox.h"
 #include "core/stop.h"
 #include "core/timer.h"
+#include "data/vocab.h"
 
 namespace pst {
 
@@ -130,6 +132,39 @@ std::vector<std::vector<int32_t>> greedy_uncached(Transformer& model, const std:
   return out;
 }
 
+// Greedy decoding's output for row r of a teacher-forced batch, when its
+// logits show that it is the row's reference: at every position greedy's
+// choice is the reference's next id, the last one </s>, and the reference
+// is shorter than the row's output limit (greedy reaches the </s>). Nothing
+// otherwise. The logits of a position are those a decoding step computes
+// for the same prefix, up to float rounding (the sums run over other shapes).
+std::optional<std::vector<int32_t>> greedy_shown(const Transformer& model, const Batch& b,
+                                                 const std::vector<float>& logits, int64_t r) {
+  const int64_t V = model.tgt_vocab();
+  const int64_t len = b.tgt_len[static_cast<size_t>(r)];
+  const int32_t* target = b.tgt_out.data() + r * b.T;
+  if (len < 1 || target[len - 1] != Vocabulary::kEos) return std::nullopt;
+  const int64_t letters = b.src_len[static_cast<size_t>(r)] - 1;
+  if (len - 1 >= clamp_limits(model, {g2p_output_limit(letters)}, 1)[0]) return std::nullopt;
+  for (int64_t t = 0; t < len; ++t)
+    if (greedy_choice(logits.data() + (r * b.T + t) * V, V) != target[t]) return std::nullopt;
+  return std::vector<int32_t>(target, target + len - 1);
+}
+
+// The (words, S, C) encoder output of `words` for begin_decoding: each one's
+// kept positions, zeros up to the longest.
+std::vector<float> padded_encoder_output(const std::vector<std::vector<float>>& encoded,
+                                         const std::vector<int64_t>& words, int64_t C) {
+  size_t S = 0;
+  for (int64_t w : words) S = std::max(S, encoded[static_cast<size_t>(w)].size() / static_cast<size_t>(C));
+  std::vector<float> out(words.size() * S * static_cast<size_t>(C), 0.0f);
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::vector<float>& e = encoded[static_cast<size_t>(words[i])];
+    std::copy(e.begin(), e.end(), out.begin() + static_cast<int64_t>(i * S * static_cast<size_t>(C)));
+  }
+  return out;
+}
+
 int64_t largest(const std::vector<int64_t>& v) {
   int64_t m = 1;
   for (int64_t x : v) m = std::max(m, x);
@@ -143,15 +178,22 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::v
   return greedy_decode(model, sources, std::vector<int64_t>(sources.size(), max_out), cache);
 }
 
-std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
-                                                const std::vector<int64_t>& max_outs, bool cache) {
-  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
-  if (!cache) return greedy_uncached(model, sources, limit);
+namespace {
+
+// Greedy decoding with the cache, limits clamped; the encoder's output
+// given (begin_decoding's layout) or computed.
+std::vector<std::vector<int32_t>> greedy_cached(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                                const std::vector<int64_t>& limit,
+                                                const std::vector<float>* encoder_output) {
   const int64_t V = model.tgt_vocab();
   std::vector<std::vector<int32_t>> out(sources.size());
   if (sources.empty()) return out;
   // A row's t-th step needs t positions, and steps go on while t <= limit.
-  model.begin_decoding(source_batch(sources, 1), largest(limit));
+  if (encoder_output) {
+    model.begin_decoding(source_batch(sources, 1), largest(limit), *encoder_output);
+  } else {
+    model.begin_decoding(source_batch(sources, 1), largest(limit));
+  }
   std::vector<int64_t> source_of(sources.size());  // decoding row -> source
   std::iota(source_of.begin(), source_of.end(), 0);
   for (int64_t t = 1;; ++t) {
@@ -175,6 +217,14 @@ std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::v
     model.decode_step(next);
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const std::vector<std::vector<int32_t>>& sources,
+                                                const std::vector<int64_t>& max_outs, bool cache) {
+  const std::vector<int64_t> limit = clamp_limits(model, max_outs, sources.size());
+  return cache ? greedy_cached(model, sources, limit, nullptr) : greedy_uncached(model, sources, limit);
 }
 
 namespace {
@@ -466,6 +516,14 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     spdlog::info("{}: {} {}/{} {}", what, phase, done, total, unit);
     since_report.reset();
   };
+  // Greedy decoding from the scoring pass (DecodeOptions::from_scoring):
+  // shown[w] is word w's greedy output where a reference's logits show it;
+  // encoded[w] the encoder's output for a word not shown (yet), while those
+  // kept take at most decode.kept_encoder_bytes.
+  const bool from_scoring = data.task == Task::kG2P && decode.beam == 1 && decode.cache && decode.from_scoring;
+  std::vector<std::optional<std::vector<int32_t>>> shown;
+  std::vector<std::vector<float>> encoded;
+  int64_t kept_bytes = 0;
   int64_t scored = 0;
   Stopwatch since_start;
   for (const auto& ids : length_sorted_batches(ds, n, batch_size)) {
@@ -481,6 +539,26 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     r.loss_sum += s.loss_sum;
     r.tokens += s.tokens;
     r.correct += s.correct;
+    if (!from_scoring) continue;
+    const auto& g = static_cast<const G2PDataset&>(ds);
+    const std::vector<float> logits = model.logits();
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const auto w = static_cast<size_t>(g.word_of(ids[k]));
+      if (w >= shown.size()) {
+        shown.resize(w + 1);
+        encoded.resize(w + 1);
+      }
+      if (shown[w]) continue;
+      const int64_t bytes = b.src_len[k] * model.config().d_model * static_cast<int64_t>(sizeof(float));
+      shown[w] = greedy_shown(model, b, logits, static_cast<int64_t>(k));
+      if (shown[w] && !encoded[w].empty()) {  // kept for another reference
+        encoded[w] = {};
+        kept_bytes -= bytes;
+      }
+      if (shown[w] || !encoded[w].empty() || kept_bytes + bytes > decode.kept_encoder_bytes) continue;
+      encoded[w] = model.encoder_output(static_cast<int64_t>(k), b.src_len[k]);
+      kept_bytes += bytes;
+    }
   }
   r.scoring_seconds = since_start.seconds();
   r.examples = n;
@@ -491,21 +569,45 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   const auto& g = static_cast<const G2PDataset&>(ds);
   const auto& words = data.g2p->split(split);
   const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
-  int64_t decoded_words = 0;
-  // Words are decoded in order of length, longest first, so that a batch
-  // runs about as many steps as each of its words needs and the first sizes
-  // the buffers; predictions keep the split's order.
-  std::vector<int64_t> by_length(static_cast<size_t>(nwords));
-  std::iota(by_length.begin(), by_length.end(), 0);
+  shown.resize(static_cast<size_t>(nwords));
+  encoded.resize(static_cast<size_t>(nwords));
+  std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
+  auto score = [&](int64_t word, const std::vector<int32_t>& decoded) {
+    std::vector<std::string> phones;
+    for (int32_t id : decoded) phones.push_back(data.g2p->phones.token(id));
+    const G2PWord& w = words[static_cast<size_t>(word)];
+    const WordScore sc = score_word(phones, w.prons);
+    r.distance += sc.distance;
+    r.ref_length += sc.ref_length;
+    r.wrong += sc.correct ? 0 : 1;
+    if (predictions) {
+      std::string& line = lines[static_cast<size_t>(word)];
+      line = w.word + "\t";
+      for (size_t p = 0; p < phones.size(); ++p) line += (p ? " " : "") + phones[p];
+    }
+  };
+  // The words left to decode, in order of length, longest first, so that a
+  // batch runs about as many steps as each of its words needs and the first
+  // sizes the buffers; predictions keep the split's order.
+  std::vector<int64_t> by_length;
+  for (int64_t w = 0; w < nwords; ++w) {
+    if (const auto& out = shown[static_cast<size_t>(w)]) {
+      score(w, *out);
+      ++r.shown_words;
+    } else {
+      by_length.push_back(w);
+    }
+  }
   std::stable_sort(by_length.begin(), by_length.end(),
                    [&](int64_t a, int64_t b) { return word_symbols(words[a].word) > word_symbols(words[b].word); });
-  std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
-  for (auto ids : sequential_batches(nwords, batch_size)) {
+  const auto to_decode = static_cast<int64_t>(by_length.size());
+  int64_t decoded_words = 0;
+  for (auto ids : sequential_batches(to_decode, batch_size)) {
     if (stop_requested()) {
       r.stopped = true;
       return r;
     }
-    report("decoded", decoded_words, nwords, "words");
+    report("decoded", decoded_words, to_decode, "words");
     decoded_words += static_cast<int64_t>(ids.size());
     for (int64_t& w : ids) w = by_length[static_cast<size_t>(w)];
     std::vector<std::vector<int32_t>> srcs;
@@ -513,24 +615,19 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     const std::vector<int64_t> limits = g2p_output_limits(srcs);
     std::vector<std::vector<int32_t>> decoded;
     if (decode.beam == 1) {
-      decoded = greedy_decode(model, srcs, limits, decode.cache);
+      // The encoder's output from the scoring pass, when it kept every word's.
+      const bool kept =
+          std::all_of(ids.begin(), ids.end(), [&](int64_t w) { return !encoded[static_cast<size_t>(w)].empty(); });
+      if (kept) {
+        const std::vector<float> memory = padded_encoder_output(encoded, ids, model.config().d_model);
+        decoded = greedy_cached(model, srcs, clamp_limits(model, limits, srcs.size()), &memory);
+      } else {
+        decoded = greedy_decode(model, srcs, limits, decode.cache);
+      }
     } else {
       for (Hypothesis& h : beam_decode(model, srcs, limits, decode)) decoded.push_back(std::move(h.ids));
     }
-    for (size_t k = 0; k < ids.size(); ++k) {
-      std::vector<std::string> phones;
-      for (int32_t id : decoded[k]) phones.push_back(data.g2p->phones.token(id));
-      const G2PWord& w = words[ids[k]];
-      const WordScore sc = score_word(phones, w.prons);
-      r.distance += sc.distance;
-      r.ref_length += sc.ref_length;
-      r.wrong += sc.correct ? 0 : 1;
-      if (predictions) {
-        std::string& line = lines[static_cast<size_t>(ids[k])];
-        line = w.word + "\t";
-        for (size_t p = 0; p < phones.size(); ++p) line += (p ? " " : "") + phones[p];
-      }
-    }
+    for (size_t k = 0; k < ids.size(); ++k) score(ids[k], decoded[k]);
   }
   r.decoding_seconds = since_start.seconds() - r.scoring_seconds;
   if (predictions) predictions->insert(predictions->end(), lines.begin(), lines.end());
@@ -553,6 +650,7 @@ EvalResult merge_evals(const std::vector<EvalResult>& parts) {
     r.wrong += p.wrong;
     r.scoring_seconds += p.scoring_seconds;
     r.decoding_seconds += p.decoding_seconds;
+    r.shown_words += p.shown_words;
     r.stopped = r.stopped || p.stopped;
   }
   set_rates(r);

@@ -40,6 +40,9 @@ struct EvalResult {
   int64_t distance = 0;   // g2p: edit distances to the closest references
   int64_t ref_length = 0;
   int64_t wrong = 0;  // g2p: words matching no reference
+  // g2p, greedy: words not decoded, their output shown by the teacher-forced
+  // pass (DecodeOptions::from_scoring)
+  int64_t shown_words = 0;
 };
 
 // The figures of evaluations of disjoint sets as one of their union.
@@ -61,6 +64,17 @@ struct DecodeOptions {
   // the decoder over the whole prefix at every step: the reference the
   // cache is tested against, and the baseline of bench/decode.sh.
   bool cache = true;
+  // Greedy with the cache: a word is not decoded when the teacher-forced
+  // pass, which scores every reference pronunciation anyway, shows greedy's
+  // output: for one of its references, greedy's choice from the logits at
+  // each position is the reference's next phone and then </s> (within the
+  // word's output limit). Greedy decoding would compute the same logits
+  // step by step (up to float rounding) and make the same choices. The
+  // words left are decoded from the encoder output the pass computed for
+  // them, up to kept_encoder_bytes of it (the rest run the encoder again).
+  // false decodes every word from its letters (--decode-all).
+  bool from_scoring = true;
+  int64_t kept_encoder_bytes = int64_t{256} << 20;
 };
 
 // max_examples = 0 evaluates the whole split (for G2P: the first N words).

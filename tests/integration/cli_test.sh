@@ -192,6 +192,14 @@ check "eval logs the time of each pass" contains "$TMP/ev3" "valid: scoring took
 check "eval --no-cache" run 0 "$TMP/evn" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid \
   --max-examples 100 --no-cache --predictions "$TMP/pred-nc.txt"
 check "the cache predicts what re-running every prefix does" cmp -s "$TMP/pred.txt" "$TMP/pred-nc.txt"
+# Greedy evaluation does not decode the words whose output the teacher-forced
+# pass shows; --decode-all decodes them too, and predicts the same.
+check "eval --decode-all" run 0 "$TMP/eva" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid \
+  --max-examples 100 --decode-all --predictions "$TMP/pred-all.txt"
+check "--decode-all decodes every word" contains "$TMP/eva" "(100 of 100 words decoded"
+check "eval says how many words it decoded" contains "$TMP/ev" "([0-9]* of 100 words decoded"
+check "words shown by the teacher-forced pass are predicted as decoding does" \
+  cmp -s "$TMP/pred.txt" "$TMP/pred-all.txt"
 check "eval --beam 3 with and without the cache" run 0 "$TMP/ev3c" bash -c "
   '$PST' eval --model '$TMP/g2p/model.safetensors' --split valid --beam 3 --max-examples 50 --predictions '$TMP/b3.txt' &&
   '$PST' eval --model '$TMP/g2p/model.safetensors' --split valid --beam 3 --max-examples 50 --predictions '$TMP/b3nc.txt' --no-cache"

@@ -6,6 +6,7 @@
 // they continue.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -68,6 +69,19 @@ void expect_step(const std::vector<float>& step, const std::vector<float>& full,
           << what << ": row " << r << " position " << t << " id " << v;
 }
 
+// The logits (rows, prefix, V) of begin_decoding against the first `prefix`
+// positions of a full forward's rows.
+void expect_prefix(const std::vector<float>& first, const std::vector<float>& full, int64_t rows, int64_t prefix,
+                   const std::string& what) {
+  ASSERT_EQ(first.size(), static_cast<size_t>(rows * prefix * kTgtVocab)) << what;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < prefix; ++t)
+      for (int64_t v = 0; v < kTgtVocab; ++v)
+        ASSERT_NEAR(first[static_cast<size_t>((r * prefix + t) * kTgtVocab + v)],
+                    full[static_cast<size_t>((r * kLen + t) * kTgtVocab + v)], 2e-5)
+            << what << ": row " << r << " position " << t;
+}
+
 TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
   PST_TEST_BACKEND_OR_SKIP(be);
   ModelConfig cfg = testing::tiny_model(GetParam().kind, GetParam().norm);
@@ -96,19 +110,17 @@ TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
     rows.tgt.back()[0] = 1;  // <s>
   }
   const std::vector<float> full = full_logits(model, rows, enc_dec);
+  // The encoder's output of that forward, for a decoding given it below.
+  std::vector<std::vector<float>> encoded;
+  for (size_t r = 0; enc_dec && r < 3; ++r)
+    encoded.push_back(model.encoder_output(static_cast<int64_t>(r), static_cast<int64_t>(rows.src[r].size())));
 
   // A prefix of two positions, then one step at a time.
   const int64_t prefix = 2, fork = 5, shrink = 7;
   model.begin_decoding(make_batch(rows, enc_dec, prefix), kLen);
   EXPECT_EQ(model.decoding_rows(), 3);
   EXPECT_EQ(model.decoded_positions(), prefix);
-  const std::vector<float> first = model.logits();
-  for (int64_t r = 0; r < 3; ++r)
-    for (int64_t t = 0; t < prefix; ++t)
-      for (int64_t v = 0; v < kTgtVocab; ++v)
-        ASSERT_NEAR(first[static_cast<size_t>((r * prefix + t) * kTgtVocab + v)],
-                    full[static_cast<size_t>((r * kLen + t) * kTgtVocab + v)], 2e-5)
-            << "prefix row " << r << " position " << t;
+  expect_prefix(model.logits(), full, 3, prefix, "the prefix");
   auto step = [&](const Rows& now, int64_t t) {
     std::vector<int32_t> ids;
     for (const auto& tgt : now.tgt) ids.push_back(tgt[static_cast<size_t>(t)]);
@@ -162,6 +174,42 @@ TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
     step(kept, t);
     expect_step(model.logits(), kept_full, 2, t, "after the shrink");
   }
+  if (!enc_dec) return;
+
+  // Rows 2 and 1 decoded from the encoder's output of the first forward
+  // (there padded to 5 positions, here to 4): the same logits. The same
+  // outputs in the wrong rows must give others, or the given output was not
+  // read.
+  const std::vector<size_t> pick = {2, 1};
+  Rows given;
+  for (size_t r : pick) {
+    given.src.push_back(rows.src[r]);
+    given.tgt.push_back(rows.tgt[r]);
+  }
+  const std::vector<float> given_full = full_logits(model, given, true);
+  auto memory_of = [&](const std::vector<size_t>& order) {
+    const size_t S = 4, C = static_cast<size_t>(cfg.d_model);
+    std::vector<float> m(2 * S * C, 0.0f);
+    for (size_t i = 0; i < 2; ++i) {
+      const std::vector<float>& e = encoded[order[i]];
+      std::copy(e.begin(), e.begin() + static_cast<int64_t>(std::min(e.size(), S * C)),
+                m.begin() + static_cast<int64_t>(i * S * C));
+    }
+    return m;
+  };
+  model.begin_decoding(make_batch(given, true, prefix), kLen, memory_of(pick));
+  const std::vector<float> given_first = model.logits();
+  expect_prefix(given_first, given_full, 2, prefix, "the prefix, given the encoder's output");
+  for (int64_t t = prefix; t < kLen; ++t) {
+    step(given, t);
+    expect_step(model.logits(), given_full, 2, t, "given the encoder's output");
+  }
+  model.begin_decoding(make_batch(given, true, prefix), kLen, memory_of({1, 2}));
+  const std::vector<float> swapped = model.logits();
+  double most = 0.0;
+  for (size_t i = 0; i < swapped.size(); ++i)
+    most = std::max(most, std::abs(static_cast<double>(swapped[i]) - given_first[i]));
+  EXPECT_GT(most, 1e-3) << "the encoder output given in the wrong rows changed nothing";
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -323,6 +323,79 @@ TEST(DecodeCacheTest, CachedDecodingGivesTheUncachedOutputs) {
   EXPECT_LE(ties, 3) << same << " outputs equal";
 }
 
+// Greedy evaluation takes a word's output from the teacher-forced pass when
+// the pass shows it (DecodeOptions::from_scoring). The oracle is greedy
+// decoding itself: two thirds of 90 words get a reference set to their
+// greedy output (in first or last place), the rest one set to that output
+// without its last phone, and exactly the words whose greedy output ends
+// with </s> before the limit and equals a reference must be shown. Every
+// prediction and rate must be those of decoding every word, and so must
+// those of the words left, decoded from the encoder output the pass kept
+// (all of it, or only a few words': the rest from their letters). (A near
+// tie may round another way on another CPU: one word may differ.)
+TEST(DecodeCacheTest, ScoringShowsGreedysOutputOfWordsItPredicts) {
+  Fixture f = make_fixture(90);
+  PST_TEST_BACKEND_OR_SKIP(be);
+  Transformer model(f.job.model, f.data.src_vocab, f.data.tgt_vocab, be.get());
+  set_doubled_weights(model, 9);
+  // Most outputs of these weights run to their limit; a </s> bias 3 higher
+  // ends 53 of the 90 before it here.
+  std::vector<float> w(static_cast<size_t>(model.num_params()));
+  model.get_weights(w.data());
+  w[static_cast<size_t>(model.table().offset_of("output.bias") + 2)] += 3.0f;
+  model.set_weights(w.data());
+  const std::vector<int64_t> limits = g2p_output_limits(f.sources);
+  const auto greedy = greedy_decode(model, f.sources, limits);
+  auto& words = f.data.g2p->valid;
+  int64_t want_shown = 0, stopped = 0;
+  for (size_t i = 0; i < f.sources.size(); ++i) {
+    std::vector<std::string> phones;
+    for (int32_t id : greedy[i]) phones.push_back(f.data.g2p->phones.token(id));
+    auto& prons = words[i].prons;
+    if (i % 3 == 0) prons.front() = phones;
+    if (i % 3 == 1) prons.back() = phones;  // the only one of most words
+    // Greedy's output without its last phone: right up to the </s>, which
+    // greedy does not choose there.
+    if (i % 3 == 2 && !phones.empty()) prons.front().assign(phones.begin(), phones.end() - 1);
+    const bool ended = static_cast<int64_t>(greedy[i].size()) < limits[i];
+    stopped += ended ? 1 : 0;
+    if (ended && std::find(prons.begin(), prons.end(), phones) != prons.end()) ++want_shown;
+  }
+  ASSERT_GE(want_shown, 25) << "too few greedy outputs end before their limit";
+  ASSERT_LT(stopped, 90) << "every output ends: the limit case is not tested";
+  std::vector<std::string> shown_lines, all_lines;
+  DecodeOptions all;
+  all.from_scoring = false;
+  const EvalResult shown = evaluate(model, f.data, Split::kValid, 16, 90, &shown_lines);
+  const EvalResult every = evaluate(model, f.data, Split::kValid, 16, 90, &all_lines, all);
+  EXPECT_EQ(every.shown_words, 0);
+  EXPECT_NEAR(static_cast<double>(shown.shown_words), static_cast<double>(want_shown), 1.0);
+  ASSERT_EQ(shown_lines.size(), 90u);
+  ASSERT_EQ(all_lines.size(), 90u);
+  int differ = 0;
+  for (size_t i = 0; i < 90; ++i) differ += shown_lines[i] != all_lines[i] ? 1 : 0;
+  EXPECT_LE(differ, 1);
+  if (differ == 0) {
+    EXPECT_EQ(shown.shown_words, want_shown);
+    EXPECT_EQ(shown.wer, every.wer);
+    EXPECT_EQ(shown.per, every.per);
+  }
+  EXPECT_EQ(shown.loss, every.loss);
+  // The words left are decoded from the pass's encoder output; with room
+  // for 200 positions' (the longest words', about a batch), batches of words
+  // without it run the encoder again.
+  DecodeOptions little;
+  little.kept_encoder_bytes = 200 * f.job.model.d_model * static_cast<int64_t>(sizeof(float));
+  std::vector<std::string> little_lines;
+  evaluate(model, f.data, Split::kValid, 16, 90, &little_lines, little);
+  int little_differ = 0;
+  for (size_t i = 0; i < 90; ++i) little_differ += little_lines[i] != all_lines[i] ? 1 : 0;
+  EXPECT_LE(little_differ, 1);
+  // Beam search and the uncached reference decode every word.
+  EXPECT_EQ(evaluate(model, f.data, Split::kValid, 16, 90, nullptr, DecodeOptions{2, 1.0}).shown_words, 0);
+  EXPECT_EQ(evaluate(model, f.data, Split::kValid, 16, 90, nullptr, DecodeOptions{1, 1.0, false}).shown_words, 0);
+}
+
 // Continuations of a decoder-only model: the cache is used until the
 // context fills the model's positions, then every byte is a whole forward
 // over the last max_len bytes (as without it).
