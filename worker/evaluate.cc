@@ -498,16 +498,17 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
                     std::vector<std::string>* predictions, const DecodeOptions& decode) {
   EvalResult r;
   const Dataset& ds = data.split(split);
+  const auto* g = data.task == Task::kG2P ? static_cast<const G2PDataset*>(&ds) : nullptr;
   int64_t n = ds.size();
-  if (data.task == Task::kG2P && max_examples > 0) {
+  if (g && max_examples > 0) {
     // Cap by words: keep every pronunciation of the first N words.
-    const auto& g = static_cast<const G2PDataset&>(ds);
     int64_t i = 0;
-    while (i < n && g.word_of(i) < max_examples) ++i;
+    while (i < n && g->word_of(i) < max_examples) ++i;
     n = i;
   } else if (max_examples > 0) {
     n = std::min(n, max_examples);
   }
+  const int64_t nwords = g && n > 0 ? g->word_of(n - 1) + 1 : 0;
   ForwardOptions opt;
   Stopwatch since_report;
   const char* what = to_string(split);
@@ -520,9 +521,9 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
   // shown[w] is word w's greedy output where a reference's logits show it;
   // encoded[w] the encoder's output for a word not shown (yet), while those
   // kept take at most decode.kept_encoder_bytes.
-  const bool from_scoring = data.task == Task::kG2P && decode.beam == 1 && decode.cache && decode.from_scoring;
-  std::vector<std::optional<std::vector<int32_t>>> shown;
-  std::vector<std::vector<float>> encoded;
+  const bool from_scoring = g && decode.beam == 1 && decode.cache && decode.from_scoring;
+  std::vector<std::optional<std::vector<int32_t>>> shown(static_cast<size_t>(nwords));
+  std::vector<std::vector<float>> encoded(static_cast<size_t>(nwords));
   int64_t kept_bytes = 0;
   int64_t scored = 0;
   Stopwatch since_start;
@@ -540,14 +541,9 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     r.tokens += s.tokens;
     r.correct += s.correct;
     if (!from_scoring) continue;
-    const auto& g = static_cast<const G2PDataset&>(ds);
     const std::vector<float> logits = model.logits();
     for (size_t k = 0; k < ids.size(); ++k) {
-      const auto w = static_cast<size_t>(g.word_of(ids[k]));
-      if (w >= shown.size()) {
-        shown.resize(w + 1);
-        encoded.resize(w + 1);
-      }
+      const auto w = static_cast<size_t>(g->word_of(ids[k]));
       if (shown[w]) continue;
       const int64_t bytes = b.src_len[k] * model.config().d_model * static_cast<int64_t>(sizeof(float));
       shown[w] = greedy_shown(model, b, logits, static_cast<int64_t>(k));
@@ -566,11 +562,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     set_rates(r);
     return r;
   }
-  const auto& g = static_cast<const G2PDataset&>(ds);
   const auto& words = data.g2p->split(split);
-  const int64_t nwords = n > 0 ? g.word_of(n - 1) + 1 : 0;
-  shown.resize(static_cast<size_t>(nwords));
-  encoded.resize(static_cast<size_t>(nwords));
   std::vector<std::string> lines(predictions ? static_cast<size_t>(nwords) : 0);
   auto score = [&](int64_t word, const std::vector<int32_t>& decoded) {
     std::vector<std::string> phones;
@@ -611,7 +603,7 @@ EvalResult evaluate(Transformer& model, const TaskData& data, Split split, int64
     decoded_words += static_cast<int64_t>(ids.size());
     for (int64_t& w : ids) w = by_length[static_cast<size_t>(w)];
     std::vector<std::vector<int32_t>> srcs;
-    for (int64_t w : ids) srcs.push_back(g.encode_word(words[w].word));
+    for (int64_t w : ids) srcs.push_back(g->encode_word(words[w].word));
     const std::vector<int64_t> limits = g2p_output_limits(srcs);
     std::vector<std::vector<int32_t>> decoded;
     if (decode.beam == 1) {
