@@ -275,18 +275,19 @@ hung_now() {
 # before and after.
 run_part() {
   local p=$passes f=$failures try
-  hung=0 hung_since="" out_size=""
-  "$1"
-  for try in 2 3; do
-    ((hung)) || return 0
-    echo "slurm_test: $1 runs again (try $try of 3) on Slurm's daemons started afresh"
-    stop_slurm
-    passes=$p failures=$f
-    start_slurm
+  for try in 1 2 3; do
+    if ((try > 1)); then
+      echo "slurm_test: $1 runs again (try $try of 3) on Slurm's daemons started afresh"
+      stop_slurm
+      passes=$p failures=$f
+      start_slurm
+    fi
     hung=0 hung_since="" out_size=""
     "$1"
+    ((hung)) || return 0
   done
-  ((hung == 0)) || { echo "slurm_test: Slurm hung, or MPI's start-up failed, three times"; exit 1; }
+  echo "slurm_test: Slurm hung, or MPI's start-up failed, three times"
+  exit 1
 }
 
 # --- 1: mpi, the time-limit warning, a requeue of its own -------------------
