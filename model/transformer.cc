@@ -178,6 +178,7 @@ struct Transformer::Impl {
 
   // Per-forward state.
   int64_t B = 0, S = 0, T = 0;
+  bool planned_inference = false;
   ForwardOptions opt;
   float* logits = nullptr;   // (B*T, V)
   float* dlogits = nullptr;  // (B*T, V)
@@ -294,35 +295,77 @@ struct Transformer::Impl {
 
   // ---- buffer assignment -------------------------------------------------
 
-  void assign_stack(Stack& st, int64_t L, int64_t mem_len) {
+  // A forward for training keeps every sublayer's activations for backward.
+  // One for inference keeps only what is read after it: a decoder
+  // self-attention's projection and a cross-attention's keys and values
+  // (begin_decoding copies them). The rest of a sublayer's activations live
+  // in one of two sets of buffers that the sublayers take in turn, since a
+  // sublayer reads only the output of the one before it.
+  void assign_stack(Stack& st, int64_t L, int64_t mem_len, bool inference) {
     const int64_t rows = B * L;
+    const bool decoder = &st == &dec;
     st.L = L;
     st.ids = arena.take<int32_t>(rows);
     st.key_len = arena.take<int32_t>(B);
     st.x0 = arena.take<float>(rows * C);
-    for (Sublayer& s : st.subs) {
-      s.mean = rms ? nullptr : arena.take<float>(rows);
-      s.rstd = arena.take<float>(rows);
-      s.ln = arena.take<float>(rows * C);
-      s.sum = pre ? nullptr : arena.take<float>(rows * C);
-      s.out = pre ? arena.take<float>(rows * C) : s.ln;
+    struct Set {
+      float *mean, *rstd, *ln, *sum, *out, *a, *probs, *ctx;
+    };
+    const auto take_set = [&](int64_t a_floats, int64_t probs_floats, int64_t ctx_floats) {
+      Set t{};
+      t.mean = rms ? nullptr : arena.take<float>(rows);
+      t.rstd = arena.take<float>(rows);
+      t.ln = arena.take<float>(rows * C);
+      t.sum = pre ? nullptr : arena.take<float>(rows * C);
+      t.out = pre ? arena.take<float>(rows * C) : t.ln;
+      t.a = a_floats > 0 ? arena.take<float>(a_floats) : nullptr;
+      t.probs = probs_floats > 0 ? arena.take<float>(probs_floats) : nullptr;
+      t.ctx = arena.take<float>(ctx_floats);
+      return t;
+    };
+    // Floats of a sublayer's own buffers: a (a decoder self-attention's
+    // projection is kept apart in inference), probs and ctx.
+    struct Need {
+      int64_t a = 0, probs = 0, ctx = 0;
+    };
+    const auto need = [&](const Sublayer& s) {
       switch (s.kind) {
-        case Sublayer::kSelfAttn:
-          s.a = arena.take<float>(rows * QKV);
-          s.probs = arena.take<float>(B * H * L * L);
-          s.ctx = arena.take<float>(rows * C);
-          break;
-        case Sublayer::kCrossAttn:
-          s.a = arena.take<float>(rows * C);
-          s.kv = arena.take<float>(B * mem_len * 2 * KV);
-          s.probs = arena.take<float>(B * H * L * mem_len);
-          s.ctx = arena.take<float>(rows * C);
-          break;
-        case Sublayer::kFfn:
-          s.a = arena.take<float>(rows * F1);
-          s.ctx = arena.take<float>(rows * F);
-          break;
+        case Sublayer::kSelfAttn: return Need{inference && decoder ? 0 : rows * QKV, B * H * L * L, rows * C};
+        case Sublayer::kCrossAttn: return Need{rows * C, B * H * L * mem_len, rows * C};
+        case Sublayer::kFfn: break;
       }
+      return Need{rows * F1, 0, rows * F};
+    };
+    Set turns[2];
+    if (inference) {
+      Need most[2];
+      for (size_t i = 0; i < st.subs.size(); ++i) {
+        const Need n = need(st.subs[i]);
+        Need& m = most[i % 2];
+        m = Need{std::max(m.a, n.a), std::max(m.probs, n.probs), std::max(m.ctx, n.ctx)};
+      }
+      for (int k = 0; k < 2 && k < static_cast<int>(st.subs.size()); ++k)
+        turns[k] = take_set(most[k].a, most[k].probs, most[k].ctx);
+    }
+    for (size_t i = 0; i < st.subs.size(); ++i) {
+      Sublayer& s = st.subs[i];
+      Set t;
+      if (inference) {
+        t = turns[i % 2];
+      } else {
+        const Need n = need(s);
+        t = take_set(n.a, n.probs, n.ctx);
+      }
+      if (inference && decoder && s.kind == Sublayer::kSelfAttn) t.a = arena.take<float>(rows * QKV);
+      s.mean = t.mean;
+      s.rstd = t.rstd;
+      s.ln = t.ln;
+      s.sum = t.sum;
+      s.out = t.out;
+      s.a = t.a;
+      s.probs = s.kind != Sublayer::kFfn ? t.probs : nullptr;
+      s.ctx = t.ctx;
+      s.kv = s.kind == Sublayer::kCrossAttn ? arena.take<float>(B * mem_len * 2 * KV) : nullptr;
     }
     if (st.final_w >= 0) {
       st.final_mean = rms ? nullptr : arena.take<float>(rows);
@@ -331,15 +374,19 @@ struct Transformer::Impl {
     }
   }
 
-  void assign_buffers() {
-    if (enc_dec) assign_stack(enc, S, 0);
-    assign_stack(dec, T, S);
+  void assign_buffers(bool inference) {
+    if (enc_dec) assign_stack(enc, S, 0, inference);
+    assign_stack(dec, T, S, inference);
     const int64_t rows = B * std::max(S, T);
     const int64_t V = m->tgt_vocab_;
     logits = arena.take<float>(B * T * V);
-    dlogits = arena.take<float>(B * T * V);
     targets = arena.take<int32_t>(B * T);
     u = arena.take<float>(rows * C);
+    if (inference) {  // no backward: forward(train = true) plans again
+      dlogits = dA = dB = du = dln = dctx = dqkv = dh = dh1 = dmem = dkv = nullptr;
+      return;
+    }
+    dlogits = arena.take<float>(B * T * V);
     dA = arena.take<float>(rows * C);
     dB = arena.take<float>(rows * C);
     du = arena.take<float>(rows * C);
@@ -352,15 +399,21 @@ struct Transformer::Impl {
     dkv = enc_dec ? arena.take<float>(B * S * 2 * KV) : nullptr;
   }
 
-  void plan(int64_t b, int64_t s, int64_t t) {
+  // Lays the buffers of a forward of this shape out in the arena (growing
+  // it if need be); `inference` for a forward no backward follows.
+  void plan(int64_t b, int64_t s, int64_t t, bool inference) {
     B = b;
     S = s;
     T = t;
+    planned_inference = inference;
     arena.begin(true);
-    assign_buffers();
+    assign_buffers(inference);
     arena.reserve(arena.used());
     arena.begin(false);
-    assign_buffers();
+    assign_buffers(inference);
+  }
+  bool planned(int64_t b, int64_t s, int64_t t, bool inference) const {
+    return b == B && s == S && t == T && inference == planned_inference;
   }
 
   // ---- building blocks ---------------------------------------------------
@@ -546,7 +599,8 @@ struct Transformer::Impl {
     decoding.active = false;
     PST_CHECK_MSG(!o.reuse_encoder || (!o.train && enc_dec && memory_B == batch.B && memory_S == batch.S),
                   "reuse_encoder needs an inference forward of an encoder-decoder on the same source");
-    if (batch.B != B || batch.S != S || batch.T != T) plan(batch.B, enc_dec ? batch.S : 0, batch.T);
+    const int64_t src_len = enc_dec ? batch.S : 0;
+    if (!planned(batch.B, src_len, batch.T, !o.train)) plan(batch.B, src_len, batch.T, !o.train);
     const float* mem = nullptr;
     if (enc_dec && o.reuse_encoder) {
       be->upload(enc.key_len, batch.src_len.data(), batch.src_len.size() * sizeof(int32_t));
@@ -655,7 +709,7 @@ struct Transformer::Impl {
     PST_CHECK_MSG(decoding.positions < decoding.capacity, "decoding is full: {} positions", decoding.capacity);
     opt = ForwardOptions{};
     have_grad = false;
-    if (B != decoding.rows || S != decoding.S || T != 1) plan(decoding.rows, decoding.S, 1);
+    if (!planned(decoding.rows, decoding.S, 1, true)) plan(decoding.rows, decoding.S, 1, true);
     decoding.step = true;
     embed_forward(dec, ids, std::vector<int32_t>(ids.size(), static_cast<int32_t>(decoding.positions + 1)),
                   decoding.positions);
@@ -861,6 +915,8 @@ void Transformer::decode_step(const std::vector<int32_t>& ids) { impl_->decode_s
 void Transformer::reorder_decoding(const std::vector<int32_t>& from) { impl_->reorder_decoding(from); }
 int64_t Transformer::decoding_rows() const { return impl_->decoding.active ? impl_->decoding.rows : 0; }
 int64_t Transformer::decoded_positions() const { return impl_->decoding.active ? impl_->decoding.positions : 0; }
+
+size_t Transformer::activation_bytes() const { return impl_->arena.used(); }
 
 std::vector<float> Transformer::logits() const {
   std::vector<float> out(static_cast<size_t>(impl_->B * impl_->T * tgt_vocab_));

@@ -90,6 +90,11 @@ class Transformer {
 
   // Logits (B*T, V) of the last forward or decoding step, on the host.
   std::vector<float> logits() const;
+  // Device bytes of the last forward's activations and scratch. A train
+  // forward keeps every sublayer's activations for backward; an inference
+  // forward keeps only what decoding reads after it, the rest in two sets of
+  // buffers that the sublayers take in turn (docs/design.md, Memory).
+  size_t activation_bytes() const;
 
   // Incremental decoding, for inference (docs/design.md, Decoding). Each
   // self-attention keeps the keys and values of the positions seen so far,

@@ -1,8 +1,9 @@
 // pst's model and optimizer against PyTorch (tests/reference/): the loss,
-// logits and every gradient of one step, and the weights after 3 steps of
-// clipping + AdamW/Adam under a warmup schedule, for tiny models that cover
-// both model kinds, padding, post-LN, pre-LN and DeepNorm, and the blocks of
-// current LMs (RMSNorm, rotary positions, SwiGLU, grouped-query attention).
+// logits (of a train and of an inference forward) and every gradient of one
+// step, and the weights after 3 steps of clipping + AdamW/Adam under a
+// warmup schedule, for tiny models that cover both model kinds, padding,
+// post-LN, pre-LN and DeepNorm, and the blocks of current LMs (RMSNorm,
+// rotary positions, SwiGLU, grouped-query attention).
 //
 // Tolerances (fp32, different summation orders): loss 1e-5 relative;
 // logits and each gradient tensor max |pst - torch| <= 1e-4 * max |torch|.
@@ -57,13 +58,23 @@ TEST_P(ReferenceTest, MatchesTorch) {
     std::copy(v.begin(), v.end(), init.begin() + p.offset);
   }
   model.set_weights(init.data());
+  // An inference forward, whose buffers are laid out otherwise
+  // (Transformer::activation_bytes), gives torch's logits too; the train
+  // forwards after it lay the arena out again.
+  model.forward(*batch, ForwardOptions{});
+  const std::vector<float> inference_logits = model.logits();
+  const size_t inference_bytes = model.activation_bytes();
   const ReferenceStep r = run_reference_step(*job, model, *batch, 3);
+  EXPECT_LT(inference_bytes, model.activation_bytes());
 
   const float torch_loss = torch->find("loss")->to_f32()[0];
   EXPECT_NEAR(r.loss, torch_loss, 1e-5 * std::abs(torch_loss));
   const auto logits = torch->find("logits")->to_f32();
   ASSERT_EQ(logits.size(), r.logits.size());
   EXPECT_TRUE(testing::all_close(r.logits.data(), logits.data(), logits.size(), 1e-4 * max_abs(logits), 0, "logits"));
+  ASSERT_EQ(inference_logits.size(), logits.size());
+  EXPECT_TRUE(testing::all_close(inference_logits.data(), logits.data(), logits.size(), 1e-4 * max_abs(logits), 0,
+                                 "inference logits"));
 
   const auto lrs = torch->find("lr")->to_f32();
   double lr_sum = 0;
