@@ -5,9 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
-#include <map>
-#include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace pst {
 
@@ -206,8 +205,8 @@ Result<G2PCorpus> load_lexicon(const std::string& path, LexiconFormat format, in
 Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, LexiconFormat format, int64_t max_train_words,
                                std::optional<Split> whole) {
   G2PCorpus corpus;
-  std::vector<std::string> order;
-  std::unordered_map<std::string, std::vector<std::vector<std::string>>> prons;
+  std::vector<G2PWord> words;                     // in order of first entry
+  std::unordered_map<std::string, size_t> index;  // word -> its place in `words`
   std::string line, word;
   std::vector<std::string> phones;
   int64_t entries = 0;
@@ -226,9 +225,10 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
       continue;
     }
     ++entries;
-    auto [it, fresh] = prons.try_emplace(word);
-    if (fresh) order.push_back(word);
-    if (std::find(it->second.begin(), it->second.end(), phones) == it->second.end()) it->second.push_back(phones);
+    const auto [it, fresh] = index.try_emplace(word, words.size());
+    if (fresh) words.push_back(G2PWord{word, {}});
+    auto& prons = words[it->second].prons;
+    if (std::find(prons.begin(), prons.end(), phones) == prons.end()) prons.push_back(phones);
   }
   corpus.format = format;
   if (corpus.lines == 0) return invalid_argument("lexicon '{}' is empty", path);
@@ -241,9 +241,8 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
     return invalid_argument(
         "lexicon '{}': {} of {} lines are malformed (first at line {}; data.format = {}: expected {})", path,
         corpus.skipped_lines, corpus.lines, corpus.first_skipped_line, to_string(format), expected_entry(format));
-  for (const std::string& w : order) {
-    G2PWord gw{w, std::move(prons[w])};
-    switch (whole.value_or(split_of(w))) {
+  for (G2PWord& gw : words) {
+    switch (whole.value_or(split_of(gw.word))) {
       case Split::kTrain:
         if (max_train_words == 0 || static_cast<int64_t>(corpus.train.size()) < max_train_words)
           corpus.train.push_back(std::move(gw));
@@ -252,15 +251,19 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
       case Split::kTest: corpus.test.push_back(std::move(gw)); break;
     }
   }
-  std::set<std::string> letters, phone_set;
+  // The vocabularies: the training words' symbols, each once, in sorted order.
+  std::unordered_set<std::string> letters, phone_set;
   std::vector<std::string> symbols;
   for (const G2PWord& w : corpus.train) {
     utf8_symbols(w.word, &symbols);
     letters.insert(symbols.begin(), symbols.end());
     for (const auto& p : w.prons) phone_set.insert(p.begin(), p.end());
   }
-  for (const auto& l : letters) corpus.letters.add(l);
-  for (const auto& p : phone_set) corpus.phones.add(p);
+  for (const auto& [set, vocab] : {std::pair{&letters, &corpus.letters}, std::pair{&phone_set, &corpus.phones}}) {
+    std::vector<std::string> sorted(set->begin(), set->end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& x : sorted) vocab->add(x);
+  }
   return corpus;
 }
 

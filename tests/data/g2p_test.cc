@@ -226,6 +226,12 @@ TEST(G2PTest, DebianCmudictSplit) {
   EXPECT_EQ(c->skipped_lines, 0);
   EXPECT_EQ(c->letters.size(), 4 + 26);
   EXPECT_EQ(c->phones.size(), 4 + 40);
+  // After the specials, each vocabulary's symbols in sorted order: a to z,
+  // and the phones (the ids a run's model and its results depend on).
+  for (int i = 0; i < 26; ++i) EXPECT_EQ(c->letters.id(std::string(1, static_cast<char>('a' + i))), 4 + i);
+  for (int32_t id = 5; id < c->phones.size(); ++id) EXPECT_LT(c->phones.token(id - 1), c->phones.token(id)) << id;
+  EXPECT_EQ(c->phones.token(4), "aa");
+  EXPECT_EQ(c->phones.token(4 + 39), "zh");
 }
 
 }  // namespace
