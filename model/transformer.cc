@@ -323,14 +323,18 @@ struct Transformer::Impl {
       t.ctx = arena.take<float>(ctx_floats);
       return t;
     };
-    // Floats of a sublayer's own buffers: a (a decoder self-attention's
-    // projection is kept apart in inference), probs and ctx.
+    // In inference a decoder self-attention's projection is its own, kept
+    // for begin_decoding, not in the shared sets.
+    const auto own_projection = [&](const Sublayer& s) {
+      return inference && decoder && s.kind == Sublayer::kSelfAttn;
+    };
+    // Floats of a sublayer's buffers in a set: a, probs and ctx.
     struct Need {
       int64_t a = 0, probs = 0, ctx = 0;
     };
     const auto need = [&](const Sublayer& s) {
       switch (s.kind) {
-        case Sublayer::kSelfAttn: return Need{inference && decoder ? 0 : rows * QKV, B * H * L * L, rows * C};
+        case Sublayer::kSelfAttn: return Need{own_projection(s) ? 0 : rows * QKV, B * H * L * L, rows * C};
         case Sublayer::kCrossAttn: return Need{rows * C, B * H * L * mem_len, rows * C};
         case Sublayer::kFfn: break;
       }
@@ -356,7 +360,7 @@ struct Transformer::Impl {
         const Need n = need(s);
         t = take_set(n.a, n.probs, n.ctx);
       }
-      if (inference && decoder && s.kind == Sublayer::kSelfAttn) t.a = arena.take<float>(rows * QKV);
+      if (own_projection(s)) t.a = arena.take<float>(rows * QKV);
       s.mean = t.mean;
       s.rstd = t.rstd;
       s.ln = t.ln;

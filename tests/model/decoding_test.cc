@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <random>
 
 #include "model/transformer.h"
@@ -48,6 +49,26 @@ struct Rows {
   std::vector<std::vector<int32_t>> src;
   std::vector<std::vector<int32_t>> tgt;
 };
+
+// n ids drawn uniformly from [lo, hi).
+std::vector<int32_t> random_ids(std::mt19937& rng, int64_t n, int32_t lo, int32_t hi) {
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(std::uniform_int_distribution<int32_t>(lo, hi - 1)(rng));
+  return ids;
+}
+
+// A row per source length: random ids ending in </s>, and kLen random
+// decoder ids starting with <s>.
+Rows random_rows(std::mt19937& rng, std::initializer_list<int64_t> source_lengths) {
+  Rows rows;
+  for (int64_t len : source_lengths) {
+    rows.src.push_back(random_ids(rng, len - 1, 4, kSrcVocab));
+    rows.src.back().push_back(2);  // </s>
+    rows.tgt.push_back(random_ids(rng, kLen, 4, kTgtVocab));
+    rows.tgt.back()[0] = 1;  // <s>
+  }
+  return rows;
+}
 
 Batch make_batch(const Rows& rows, bool enc_dec, int64_t T) {
   Batch b;
@@ -104,18 +125,7 @@ TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
   Transformer model(cfg, kSrcVocab, kTgtVocab, be.get());
   model.init_weights(11);
   std::mt19937 rng(5);
-  auto random_ids = [&](int64_t n, int32_t lo, int32_t hi) {
-    std::vector<int32_t> ids;
-    for (int64_t i = 0; i < n; ++i) ids.push_back(std::uniform_int_distribution<int32_t>(lo, hi - 1)(rng));
-    return ids;
-  };
-  Rows rows;
-  for (int64_t len : {5, 3, 4}) {
-    rows.src.push_back(random_ids(len - 1, 4, kSrcVocab));
-    rows.src.back().push_back(2);  // </s>
-    rows.tgt.push_back(random_ids(kLen, 4, kTgtVocab));
-    rows.tgt.back()[0] = 1;  // <s>
-  }
+  const Rows rows = random_rows(rng, {5, 3, 4});
   const std::vector<float> full = full_logits(model, rows, enc_dec);
   // The encoder's output of that forward, for a decoding given it below.
   std::vector<std::vector<float>> encoded;
@@ -147,7 +157,7 @@ TEST_P(DecodingTest, StepsGiveTheLogitsOfTheWholePrefix) {
     forked.src.push_back(rows.src[static_cast<size_t>(from[r])]);
     std::vector<int32_t> tgt = rows.tgt[static_cast<size_t>(from[r])];
     if (r >= 2) {
-      const auto fresh = random_ids(kLen - fork, 4, kTgtVocab);
+      const auto fresh = random_ids(rng, kLen - fork, 4, kTgtVocab);
       std::copy(fresh.begin(), fresh.end(), tgt.begin() + fork);
     }
     forked.tgt.push_back(tgt);
@@ -233,16 +243,7 @@ TEST_P(DecodingTest, InferenceLayoutGivesTheTrainForwardsLogits) {
   Transformer model(cfg, kSrcVocab, kTgtVocab, be.get());
   model.init_weights(3);
   std::mt19937 rng(8);
-  Rows rows;
-  for (int64_t len : {4, 6, 5}) {
-    std::vector<int32_t> src, tgt;
-    for (int64_t i = 0; i + 1 < len; ++i) src.push_back(std::uniform_int_distribution<int32_t>(4, kSrcVocab - 1)(rng));
-    src.push_back(2);
-    for (int64_t i = 0; i < kLen; ++i) tgt.push_back(std::uniform_int_distribution<int32_t>(4, kTgtVocab - 1)(rng));
-    tgt[0] = 1;
-    rows.src.push_back(src);
-    rows.tgt.push_back(tgt);
-  }
+  const Rows rows = random_rows(rng, {4, 6, 5});
   Batch batch = make_batch(rows, enc_dec, kLen);
   for (size_t r = 0; r < rows.tgt.size(); ++r)  // next-id targets: a loss to take the gradient of
     for (int64_t t = 0; t + 1 < kLen; ++t)
