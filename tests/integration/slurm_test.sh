@@ -103,8 +103,12 @@ munged --force --key-file="$TMP/munge/munge.key" --socket="$TMP/munge/sock" --pi
 # Slurm: the nodes' spool and PMIx directories are their own (%n), as on
 # machines of their own; processes are tracked by process group (the
 # container has no cgroup hierarchy of its own to give slurmd). A requeued
-# job waits out the credential lifetime before it starts again: 20 s here,
-# not the default 120. start_slurm starts the controller and the nodes'
+# job waits out the credential lifetime before it starts again: 10 s here,
+# not the default 120 (a launch's credential must reach its node within it).
+# Only the backfill scheduler starts a heterogeneous job, and it runs every
+# bf_interval seconds: every 30 by default, which was most of this test's
+# time (each of its four runs waited up to 30 s to start); here every
+# second (requeue_started below has the catch). start_slurm starts the controller and the nodes'
 # daemons, each time (generation) with state, spool and job numbers of their
 # own; stop_slurm ends them and every process of the nodes.
 export SLURM_CONF=$TMP/slurm.conf
@@ -120,7 +124,7 @@ SlurmctldHost=slurmctl(10.79.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$TMP/munge/sock,cred_expire=20
+AuthInfo=socket=$TMP/munge/sock,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$TMP/state-$g
 SlurmdSpoolDir=$TMP/spool-$g/%n
@@ -136,6 +140,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
+SchedulerParameters=bf_interval=1
 MpiDefault=none
 ReturnToService=2
 SlurmdParameters=config_overrides
@@ -248,6 +253,20 @@ job_ended() {
 # ended; until PATTERN is in FILE.
 wait_done() { until_or_hung "$2" job_ended "$1"; }
 wait_out() { until_or_hung "$3" grep -qs -- "$2" "$1"; }
+# The backfill scheduler runs only when a job, node, partition or
+# reservation has changed since its last pass. A requeued job becomes
+# eligible when its credentials have expired, which is no change: on this
+# quiet cluster the next one came minutes later (a node ping), where on a
+# busy one any job's event brings it within bf_interval. requeue_started JOB:
+# once the job, requeued (pending, restarted at least once), is eligible,
+# a change (its comment) for the scheduler to see; returns as until_or_hung.
+requeued() { [[ $(job_field "$1" JobState) == PENDING && $(job_field "$1" Restarts) -ge 1 ]]; }
+eligible() { (($(date +%s) > $(date -d "$(job_field "$1" EligibleTime)" +%s))); }
+requeue_started() {
+  until_or_hung 120 requeued "$1" || return $?
+  until_or_hung 120 eligible "$1" || return $?
+  scontrol update JobId="$1" Comment="eligible since $(job_field "$1" EligibleTime)"
+}
 # hung_now: what the nodes showed when Slurm hung; the part
 # returns after it.
 hung=0
@@ -338,6 +357,7 @@ part_mpi() {
   # 180 s before its time limit Slurm signals the batch shell (--signal=B:USR1@180).
   scancel --batch --signal=USR1 "$job"
   wait_out "$out" "srun exited" 120 || (($? != 2)) || { hung_now || true; return 0; }
+  requeue_started "$job" || (($? != 2)) || { hung_now || true; return 0; }
   wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
   # The requeued run's MPI start-up can fail before any rank runs pst's
   # code: a rank died of a segmentation fault as PMIx and Open MPI started
@@ -384,6 +404,7 @@ part_roles() {
   expect "it leaves a checkpoint of the stop step" "$(test -f "$PST_TRAIN_OUTPUT/checkpoints/$ck/manifest.json" && echo yes)" yes
   expect "the job's key file is removed" "$(test -e "$TMP/.pst-$job.key" && echo left || echo removed)" removed
   scontrol requeue "$job"
+  requeue_started "$job" || (($? != 2)) || { hung_now || true; return 0; }
   wait_out "$out" 'pst.sbatch: job .* (restart 1)' 120 || (($? != 2)) || { hung_now || true; return 0; }
   wait_done "$job" 700 || (($? != 2)) || { hung_now || true; return 0; }
   expect "requeued, it completes" "$(job_field "$job" JobState)" COMPLETED
