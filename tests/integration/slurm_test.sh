@@ -258,14 +258,23 @@ wait_out() { until_or_hung "$3" grep -qs -- "$2" "$1"; }
 # eligible when its credentials have expired, which is no change: on this
 # quiet cluster the next one came minutes later (a node ping), where on a
 # busy one any job's event brings it within bf_interval. requeue_started JOB:
-# once the job, requeued (pending, restarted at least once), is eligible,
-# a change (its comment) for the scheduler to see; returns as until_or_hung.
-requeued() { [[ $(job_field "$1" JobState) == PENDING && $(job_field "$1" Restarts) -ge 1 ]]; }
-eligible() { (($(date +%s) > $(date -d "$(job_field "$1" EligibleTime)" +%s))); }
+# once the job is requeued (restarted at least once, its last run ended) and
+# eligible, a change (its comment) for the scheduler to see, unless it has
+# started already; returns as until_or_hung.
+requeued() {
+  [[ $(job_field "$1" Restarts) -ge 1 ]] || return 1
+  case $(job_field "$1" JobState) in REQUEUED | COMPLETING | "") return 1 ;; esac
+}
+eligible_or_started() {
+  local t
+  [[ $(job_field "$1" JobState) == PENDING ]] || return 0
+  t=$(date -d "$(job_field "$1" EligibleTime)" +%s 2>/dev/null) && (($(date +%s) > t))
+}
 requeue_started() {
   until_or_hung 120 requeued "$1" || return $?
-  until_or_hung 120 eligible "$1" || return $?
-  scontrol update JobId="$1" Comment="eligible since $(job_field "$1" EligibleTime)"
+  until_or_hung 120 eligible_or_started "$1" || return $?
+  [[ $(job_field "$1" JobState) != PENDING ]] ||
+    scontrol update JobId="$1" Comment="eligible since $(job_field "$1" EligibleTime)"
 }
 # hung_now: what the nodes showed when Slurm hung; the part
 # returns after it.
