@@ -108,9 +108,10 @@ munged --force --key-file="$TMP/munge/munge.key" --socket="$TMP/munge/sock" --pi
 # Only the backfill scheduler starts a heterogeneous job, and it runs every
 # bf_interval seconds: every 30 by default, which was most of this test's
 # time (each of its four runs waited up to 30 s to start); here every
-# second (requeue_started below has the catch). start_slurm starts the controller and the nodes'
-# daemons, each time (generation) with state, spool and job numbers of their
-# own; stop_slurm ends them and every process of the nodes.
+# second (requeue_started below has the catch). start_slurm starts the
+# controller and the nodes' daemons, each time (generation) with state,
+# spool and job numbers of their own; stop_slurm ends them and every process
+# of the nodes.
 export SLURM_CONF=$TMP/slurm.conf
 generation=0
 start_slurm() {
