@@ -398,13 +398,13 @@ class JobWatch {
   // The start barrier: released once every server (and node) is in.
   Status on_barrier(int32_t rank, Routed& msg, uint64_t request) {
     if (released_) return Status();
-    barrier_.emplace_back(std::move(msg.route), request);
+    barrier_.push_back({std::move(msg.route), request, rank});
     if (l_.is_server(rank)) ++servers_at_barrier_;
     if (servers_at_barrier_ < l_.servers || static_cast<int>(barrier_.size()) < l_.servers + start_workers_)
       return Status();
-    for (auto& [route, id] : barrier_) {
-      OutMessage r(wire::Kind::BARRIER, o_.job_id, 0, 0, id);
-      PST_RETURN_IF_ERROR(router_.send(route, r.finish(), Deadline::after(o_.timeout_s)));
+    for (Waiting& w : barrier_) {
+      OutMessage r(wire::Kind::BARRIER, o_.job_id, 0, 0, w.request);
+      told(router_.send(w.route, r.finish(), Deadline::after(o_.timeout_s)), w.rank, "its start");
     }
     released_ = true;
     spdlog::info("scheduler: every server is ready; the job starts");
@@ -478,14 +478,28 @@ class JobWatch {
           total.joined.push_back({rank, j.process});
           admitted.push_back(rank);
         }
-    for (auto& [route, request] : r.routes) {
-      OutMessage reply(wire::Kind::REPORT, o_.job_id, 0, h.getStep(), request);
+    for (size_t s = 0; s < r.routes.size(); ++s) {
+      OutMessage reply(wire::Kind::REPORT, o_.job_id, 0, h.getStep(), r.routes[s].second);
       to_wire(total, reply.header().initStats());
-      PST_RETURN_IF_ERROR(router_.send(route, reply.finish(), Deadline::after(o_.timeout_s)));
+      told(router_.send(r.routes[s].first, reply.finish(), Deadline::after(o_.timeout_s)),
+           l_.server_rank(static_cast<int>(s)), fmt::format("the sum of step {}", h.getStep()));
     }
     rounds_.erase(h.getStep());
     for (int32_t rank : admitted) PST_RETURN_IF_ERROR(admit(rank, h.getStep() + 1));
     return Status();
+  }
+
+  // What became of an answer to a node that waits on the scheduler (the
+  // start barrier, a round's sum). A node can die between asking and being
+  // answered (a server killed after it sent its statistics): its line is
+  // gone, and the answer with it. That is the node's fault, not the job's:
+  // the others are answered all the same, and the liveness check decides
+  // what the silent node's absence means (a worker removed, the job
+  // re-formed or ended), as for a node that dies at any other moment.
+  void told(const Status& sent, int32_t rank, const std::string& what) const {
+    if (!sent.ok())
+      spdlog::warn("scheduler: {} did not take {}: {}; the liveness check decides whether it is gone",
+                   node_name(l_, rank), what, sent.message());
   }
 
   // "2 of 3 workers remain": members now, of the most the job has had.
@@ -609,8 +623,8 @@ class JobWatch {
           if (route.size() > 0)
             (void)router_.send(route, error_reply(verdict, o_.job_id, 0, nullptr), Deadline::after(1));
       if (!released_)
-        for (auto& [route, request] : barrier_)
-          (void)router_.send(route, error_reply(verdict, o_.job_id, 0, nullptr), Deadline::after(1));
+        for (Waiting& w : barrier_)
+          (void)router_.send(w.route, error_reply(verdict, o_.job_id, 0, nullptr), Deadline::after(1));
       return dead;
     }
     return Status();
@@ -711,7 +725,12 @@ class JobWatch {
   std::map<int32_t, Join> joining_;
   std::vector<Registrant> spares_;  // servers waiting for a re-form
   // The start barrier: the routes waiting for release.
-  std::vector<std::pair<zmq::message_t, uint64_t>> barrier_;
+  struct Waiting {
+    zmq::message_t route;
+    uint64_t request = 0;
+    int32_t rank = 0;
+  };
+  std::vector<Waiting> barrier_;
   int servers_at_barrier_ = 0;
   bool released_ = false;
   std::map<int64_t, Round> rounds_;
