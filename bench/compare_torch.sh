@@ -9,7 +9,10 @@
 # replay of the step's products through OpenBLAS against oneDNN's fp32 matmul
 # (openblas/onednn: above 1, oneDNN is the faster library here). Both load the same
 # OpenBLAS, whose kernels an OPENBLAS_CORETYPE in the environment forces (some
-# machines set one): the script names the kernels pst ran. MATMUL bf16 runs
+# machines set one): the script names the kernels pst ran. Without one, pst
+# starts again with kernels that fit the CPU where OpenBLAS's own choice does
+# not (core/cpus.h), and PyTorch gets the same kernels: the script sets
+# OPENBLAS_CORETYPE to those pst ran, after pst's first run. MATMUL bf16 runs
 # both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
 # PyTorch's CPU autocast to bfloat16 (its oneDNN products). BLAS onednn
 # trains pst with train.blas = "onednn" (its float32 products in oneDNN);
@@ -39,6 +42,7 @@ for threads in 1 2; do
   for ((r = 1; r <= ROUNDS; r++)); do
     pst=$(OMP_NUM_THREADS=$threads "$BIN" --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL" \
       --blas "$BLAS")
+    [[ -n ${OPENBLAS_CORETYPE:-} ]] || export OPENBLAS_CORETYPE=$(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2)
     torch=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$ROOT/bench/torch_train.py" \
       --threads "$threads" --steps "$STEPS" --warmup 2 --matmul "$MATMUL")
     echo "$pst"
@@ -65,4 +69,4 @@ for threads in 1 2; do
       "$(printf '%s\n' "${bounds[@]}" | spread)"
   fi
 done
-echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
+echo "OpenBLAS kernels: $(grep -o 'openblas=[A-Za-z0-9]*' <<<"$pst" | cut -d= -f2) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} at the end)"

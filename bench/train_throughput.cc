@@ -58,6 +58,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/cpus.h"
 #include "core/fma_peak.h"
 #include "core/memory.h"
 #include "core/timer.h"
@@ -195,7 +196,8 @@ class OneDnnReplay {
 }  // namespace
 
 int main(int argc, char** argv) {
-  keep_freed_memory();  // as pst does (core/memory.h)
+  restart_with_fitting_openblas_kernels();  // as pst does (core/cpus.h)
+  keep_freed_memory();                      // as pst does (core/memory.h)
   int threads = 1, steps = 10, warmup = 2, batch = 8;
   std::string device = "cpu", matmul = "fp32", blas = "openblas", buffers = "model";
   for (int i = 1; i + 1 < argc; i += 2) {

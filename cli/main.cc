@@ -1,3 +1,4 @@
+#include <cblas.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -6,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/config.h"
+#include "core/cpus.h"
 #include "core/logging.h"
 #include "core/memory.h"
 #include "core/stop.h"
@@ -270,9 +272,12 @@ int main(int argc, char** argv) {
   pst::install_stop_handlers();  // before any thread starts (core/stop.h)
   pst::keep_freed_memory();      // messages' buffers are reused, not faulted in anew (core/memory.h)
   pst::init_logging("info");
+  // Before any thread starts: OpenBLAS's kernels that fit this CPU (core/cpus.h).
+  pst::restart_with_fitting_openblas_kernels();
   CLI::App app{"pst: a parameter-server system for training Transformer models"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", fmt::format("pst {} (commit {})", pst::version(), pst::git_commit()));
+  app.set_version_flag("--version", fmt::format("pst {} (commit {}); OpenBLAS kernels: {}", pst::version(),
+                                                pst::git_commit(), openblas_get_corename()));
   app.option_defaults()->always_capture_default();  // --help shows each option's default
   Flags flags;
   add_train(app, flags);

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include <cblas.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -101,6 +102,35 @@ CpuSources read_cpu_sources() {
 
 CpuBudget cpu_budget() { return cpu_budget(read_cpu_sources()); }
 
+namespace {
+
+// Starts this program again in this process: execv of the file
+// /proc/self/exe links to, with the arguments of /proc/self/cmdline and the
+// environment as it is now. Returns only when that failed, with why.
+std::string restart_self() {
+  // The arguments as the kernel keeps them: NUL-terminated, one after another.
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t begin = 0; begin < all.size();) {
+    const size_t end = all.find('\0', begin);
+    args.push_back(all.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    begin = end == std::string::npos ? all.size() : end + 1;
+  }
+  if (args.empty()) return "/proc/self/cmdline is unreadable";
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // The program's own path, not /proc/self/exe: the process keeps its name
+  // (ps, pgrep, top).
+  std::array<char, 4096> self{};
+  const ssize_t length = readlink("/proc/self/exe", self.data(), self.size() - 1);
+  execv(length > 0 ? self.data() : "/proc/self/exe", argv.data());
+  return fmt::format("starting again failed ({})", std::strerror(errno));
+}
+
+}  // namespace
+
 void restart_with_passive_openmp() {
   constexpr const char* kRestarted = "PST_OPENMP_RESTARTED";
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) {
@@ -112,33 +142,68 @@ void restart_with_passive_openmp() {
   }
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
   setenv(kRestarted, "1", 1);
-  // The arguments as the kernel keeps them: NUL-terminated, one after another.
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> args;
-  for (size_t begin = 0; begin < all.size();) {
-    const size_t end = all.find('\0', begin);
-    args.push_back(all.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
-    begin = end == std::string::npos ? all.size() : end + 1;
-  }
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  if (args.empty()) {
-    spdlog::warn(
-        "OMP_WAIT_POLICY: /proc/self/cmdline is unreadable; OpenMP threads spin while they wait (set "
-        "OMP_WAIT_POLICY=PASSIVE in the environment)");
-    return;
-  }
-  // The program's own path, not /proc/self/exe: the process keeps its name
-  // (ps, pgrep, top).
-  std::array<char, 4096> self{};
-  const ssize_t length = readlink("/proc/self/exe", self.data(), self.size() - 1);
-  execv(length > 0 ? self.data() : "/proc/self/exe", argv.data());
+  const std::string failed = restart_self();
   spdlog::warn(
-      "OMP_WAIT_POLICY: starting again with it set failed ({}); OpenMP threads spin while they wait (set "
-      "OMP_WAIT_POLICY=PASSIVE in the environment)",
-      std::strerror(errno));
+      "OMP_WAIT_POLICY: {}; OpenMP threads spin while they wait (set OMP_WAIT_POLICY=PASSIVE in the environment)",
+      failed);
+}
+
+VectorWidth openblas_kernels_width(std::string_view kernels) {
+  // The names openblas_get_corename() gives (OpenBLAS's dynamic.c); its
+  // Zen kernels are Haswell's.
+  for (std::string_view k : {"SkylakeX", "Cooperlake", "SapphireRapids"})
+    if (kernels == k) return VectorWidth::kAvx512;
+  for (std::string_view k : {"Haswell", "Zen"})
+    if (kernels == k) return VectorWidth::kAvx2;
+  return VectorWidth::kOlder;
+}
+
+CpuVectors cpu_vectors() {
+  CpuVectors v;
+  v.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // OpenBLAS's SkylakeX kernels use all four.
+  v.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  v.avx512_bf16 = v.avx512 && __builtin_cpu_supports("avx512bf16");
+  return v;
+}
+
+std::string fitting_openblas_kernels(std::string_view chosen, const CpuVectors& cpu) {
+  if (openblas_kernels_width(chosen) != VectorWidth::kOlder) return "";
+  if (cpu.avx512) return cpu.avx512_bf16 ? "Cooperlake" : "SkylakeX";
+  if (cpu.avx2_fma) return "Haswell";
+  return "";
+}
+
+namespace {
+constexpr const char* kOpenBlasChose = "PST_OPENBLAS_OWN_CHOICE";
+}  // namespace
+
+void restart_with_fitting_openblas_kernels() {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's choice, or this function's
+  const std::string chosen = openblas_get_corename();
+  const std::string fitting = fitting_openblas_kernels(chosen, cpu_vectors());
+  if (fitting.empty()) return;
+  setenv("OPENBLAS_CORETYPE", fitting.c_str(), 1);
+  setenv(kOpenBlasChose, chosen.c_str(), 1);
+  const std::string failed = restart_self();
+  unsetenv("OPENBLAS_CORETYPE");
+  unsetenv(kOpenBlasChose);
+  spdlog::warn(
+      "OpenBLAS runs its {} kernels, which use neither AVX2 nor AVX-512, on a CPU that has {}, and starting again "
+      "with OPENBLAS_CORETYPE={} failed: {}. Matrix products run several times slower than they could: set "
+      "OPENBLAS_CORETYPE={} in the environment",
+      chosen, fitting == "Haswell" ? "AVX2" : "AVX-512", fitting, failed, fitting);
+}
+
+std::string openblas_kernels_note() {
+  const char* own = std::getenv(kOpenBlasChose);
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  if (own == nullptr || set == nullptr) return "";
+  return fmt::format(
+      "OpenBLAS runs its {} kernels: its own choice for this CPU, {}, uses neither AVX2 nor AVX-512, so pst set "
+      "OPENBLAS_CORETYPE={} (set OPENBLAS_CORETYPE to choose)",
+      openblas_get_corename(), own, set);
 }
 
 }  // namespace pst

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace pst {
 
@@ -53,5 +54,41 @@ CpuBudget cpu_budget();
 // when the restart failed (the process goes on, spinning). Call it before
 // any thread or MPI starts.
 void restart_with_passive_openmp();
+
+// OpenBLAS picks its kernels for the CPU when it loads, before main, unless
+// OPENBLAS_CORETYPE names them. Debian 12's OpenBLAS (0.3.21) does not know
+// Intel's Xeons after Sapphire Rapids (an Emerald Rapids Xeon, CPUID family 6
+// model 207, got its Prescott kernels: SSE3, a fifth of the products' speed
+// with AVX-512 there), and falls back to kernels older than the CPU's
+// vectors. The widths of OpenBLAS's kernels by name:
+enum class VectorWidth { kOlder, kAvx2, kAvx512 };
+VectorWidth openblas_kernels_width(std::string_view kernels);
+
+// The vectors of the CPU that OpenBLAS has kernels for.
+struct CpuVectors {
+  bool avx2_fma = false;
+  bool avx512 = false;  // F, BW, DQ and VL
+  bool avx512_bf16 = false;
+};
+CpuVectors cpu_vectors();  // this CPU's
+
+// The kernels OpenBLAS should run on a CPU with `cpu` where its own choice
+// was `chosen`: empty when that choice stands, which it does unless it uses
+// neither AVX2 nor AVX-512 and the CPU has one of them (then the kernels
+// OpenBLAS gives the CPUs it knows with those vectors: Cooperlake with
+// AVX512_BF16, SkylakeX, Haswell). OpenBLAS's choices among AVX2 and
+// AVX-512 kernels stand (on a Zen 4 its AVX2 kernels ran as fast).
+std::string fitting_openblas_kernels(std::string_view chosen, const CpuVectors& cpu);
+
+// When the environment names no kernels and OpenBLAS's own choice does not
+// fit this CPU (fitting_openblas_kernels), sets OPENBLAS_CORETYPE and starts
+// this program again, as restart_with_passive_openmp does; returns when it
+// had nothing to do, or with a warning when the restart failed. Call it
+// first in main.
+void restart_with_fitting_openblas_kernels();
+
+// What that did, for the log: empty when this process runs OpenBLAS's own
+// choice or the environment's.
+std::string openblas_kernels_note();
 
 }  // namespace pst

@@ -106,6 +106,7 @@ void resolve_node_settings(JobConfig& job, const JobLayout& layout, int32_t rank
 }
 
 int64_t resolve_threads(int64_t configured, int sharers, const char* who) {
+  if (const std::string note = openblas_kernels_note(); !note.empty()) spdlog::info("{}: {}", who, note);
   if (configured > 0) {
     spdlog::info("{}: {} compute threads (train.threads)", who, configured);
     return configured;

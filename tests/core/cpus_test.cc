@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <string>
+#include <vector>
 
 namespace pst {
 namespace {
@@ -123,6 +126,64 @@ TEST(OpenMpWaitsTest, APolicyTheUserSetHolds) {
   const std::string out = openmp_waits("OMP_WAIT_POLICY=ACTIVE", "restart");
   EXPECT_EQ(count(out, "main begins"), 1u) << out;
   EXPECT_NE(out.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << out;
+}
+
+// fitting_openblas_kernels against a table written from OpenBLAS's kernel
+// names: a choice without AVX2 or AVX-512 gives way on a CPU that has them,
+// any other stands.
+TEST(OpenBlasKernelsTest, AChoiceOlderThanTheCpusVectorsGivesWay) {
+  const CpuVectors none, avx2{true, false, false}, avx512{true, true, false}, bf16{true, true, true};
+  struct Case {
+    const char* chosen;
+    CpuVectors cpu;
+    const char* fitting;
+  };
+  for (const Case& c :
+       {Case{"Prescott", bf16, "Cooperlake"}, Case{"Prescott", avx512, "SkylakeX"}, Case{"Nehalem", avx2, "Haswell"},
+        Case{"Sandybridge", avx512, "SkylakeX"}, Case{"Core2", none, ""}, Case{"Prescott", none, ""},
+        Case{"Haswell", bf16, ""}, Case{"Zen", avx512, ""}, Case{"SkylakeX", bf16, ""}, Case{"Cooperlake", avx512, ""},
+        Case{"SapphireRapids", bf16, ""}})
+    EXPECT_EQ(fitting_openblas_kernels(c.chosen, c.cpu), c.fitting)
+        << c.chosen << " on avx2 " << c.cpu.avx2_fma << " avx512 " << c.cpu.avx512 << " bf16 " << c.cpu.avx512_bf16;
+}
+
+// The value after "LABEL [" in the helper's output, up to "]".
+std::string bracketed(const std::string& out, const std::string& label) {
+  const size_t at = out.find(label + " [");
+  if (at == std::string::npos) return "<none>";
+  const size_t begin = at + label.size() + 2;
+  return out.substr(begin, out.find(']', begin) - begin);
+}
+
+// The oracle is the kernel's own flags: on a CPU whose /proc/cpuinfo lists
+// AVX2 and FMA, a program that calls the restart runs OpenBLAS kernels
+// with AVX2 or AVX-512, whatever OpenBLAS chose for itself; when it had to
+// start again, it says so (on an Emerald Rapids Xeon OpenBLAS 0.3.21 chose
+// Prescott).
+TEST(OpenBlasKernelsTest, AProgramThatRestartsRunsKernelsThatFitTheCpu) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, flags;
+  while (std::getline(in, line) && flags.empty())
+    if (line.starts_with("flags")) flags = line + " ";
+  ASSERT_FALSE(flags.empty()) << "no flags in /proc/cpuinfo";
+  const std::string out = openmp_waits("-u OPENBLAS_CORETYPE -u PST_OPENBLAS_OWN_CHOICE", "openblas");
+  const std::string kernels = bracketed(out, "kernels"), note = bracketed(out, "note");
+  if (flags.find(" avx2 ") != std::string::npos && flags.find(" fma ") != std::string::npos) {
+    const std::vector<std::string> wide{"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
+    EXPECT_NE(std::find(wide.begin(), wide.end(), kernels), wide.end()) << out;
+  }
+  // Started twice exactly when it says why.
+  EXPECT_EQ(count(out, "main begins"), note.empty() ? 1u : 2u) << out;
+  if (!note.empty()) {
+    EXPECT_NE(note.find("pst set OPENBLAS_CORETYPE=" + kernels), std::string::npos) << note;
+  }
+}
+
+TEST(OpenBlasKernelsTest, KernelsTheUserNamedHold) {
+  const std::string out = openmp_waits("-u PST_OPENBLAS_OWN_CHOICE OPENBLAS_CORETYPE=Prescott", "openblas");
+  EXPECT_EQ(count(out, "main begins"), 1u) << out;
+  EXPECT_EQ(bracketed(out, "kernels"), "Prescott") << out;
+  EXPECT_EQ(bracketed(out, "note"), "") << out;
 }
 
 }  // namespace

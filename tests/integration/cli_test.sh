@@ -28,6 +28,14 @@ run() {
 commit=$(git -C "$ROOT" describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown)
 check "--version" run 0 "$TMP/v" "$PST" --version
 check "--version names the version and the commit" contains "$TMP/v" "pst [0-9]*\.[0-9]*\.[0-9]* (commit $commit)"
+# It names OpenBLAS's kernels too: on a CPU with AVX2 and FMA (the kernel's
+# flags say) ones with AVX2 or AVX-512, whatever OpenBLAS chose for itself
+# (core/cpus.h). Debian 12's chose its SSE3 ones on an Emerald Rapids Xeon.
+if grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2 && grep -m1 '^flags' /proc/cpuinfo | grep -qw fma; then
+  check "--version, OpenBLAS choosing" run 0 "$TMP/v2" env -u OPENBLAS_CORETYPE -u PST_OPENBLAS_OWN_CHOICE "$PST" --version
+  check "--version: OpenBLAS kernels with AVX2 or AVX-512 on this CPU" \
+    contains "$TMP/v2" "OpenBLAS kernels: \(Haswell\|Zen\|SkylakeX\|Cooperlake\|SapphireRapids\)$"
+fi
 # Usage errors exit 2 and name the nearest command.
 check "a misspelt command" run 2 "$TMP/u1" "$PST" trian --config x
 check "a misspelt command is named" contains "$TMP/u1" "unknown command 'trian'; did you mean 'train'?"
