@@ -53,7 +53,7 @@ for threads in 1 2; do
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
     libraries+=("$(field openblas/onednn <<<"$pst")")
-    b=$(field bound_tokens/s <<<"$pst")
+    b=$(field bound_tokens/s <<<"$pst" || true)  # (none with bf16 products)
     if [[ -n $b ]]; then
       bounds+=("$(awk -v b="$b" -v t="$t" 'BEGIN {printf "%.4f", b / t}')")
       of_peak+=("$(field products_at <<<"$pst")")
