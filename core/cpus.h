@@ -58,7 +58,7 @@ void restart_with_passive_openmp();
 // OpenBLAS picks its kernels for the CPU when it loads, before main, unless
 // OPENBLAS_CORETYPE names them. Debian 12's OpenBLAS (0.3.21) does not know
 // Intel's Xeons after Sapphire Rapids (an Emerald Rapids Xeon, CPUID family 6
-// model 207, got its Prescott kernels: SSE3, a fifth of the products' speed
+// model 207, got its Prescott kernels: SSE3, a quarter of the products' speed
 // with AVX-512 there), and falls back to kernels older than the CPU's
 // vectors. The widths of OpenBLAS's kernels by name:
 enum class VectorWidth { kOlder, kAvx2, kAvx512 };
