@@ -186,6 +186,13 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
       {"servers", 3, "lists 2 files for 3 servers"},
       {"chunk_bytes", 0, "chunk_bytes = 0: must be a multiple of 4"},
       {"chunk_bytes", 257, "chunk_bytes = 257"},
+      // Numbers that are not integers of the field's type (a plain cast
+      // turned 1e30 into a seed, undefined behaviour; the fuzzer found it).
+      {"seed", 1e30, "seed is 1e+30, not an integer"},
+      {"seed", -1, "seed is -1, not an integer in [0, 18446744073709551615]"},
+      {"step", 10.5, "step is 10.5, not an integer"},
+      {"servers", 18446744073709551615ull, "servers is 18446744073709551615, not an integer"},
+      {"format", 2.0, "format is 2.0, not an integer"},
   };
   // The manifest checks itself: an edit is refused by its checksum before
   // any field is read, unless the editor also re-signs it, as here.
