@@ -48,13 +48,18 @@ start() {
   PIDS+=("$STARTED")
   n=$((n + 1))
 }
+# The scheduler's log has a name of its own; chaos.0.log, which start()'s
+# background shell opens whenever it gets to run, links to it. (Moving the
+# file after the start lost the log beside a CPU hog: the shell had not yet
+# created it, and then wrote a new chaos.0.log nobody read.)
+: >"$LOG"
+ln -s "$LOG" "$TMP/chaos.0.log"
 start scheduler
 SCHED=$STARTED
 SERVERS=()
 WORKERS=()
 for _ in 1 2; do start server && SERVERS+=("$STARTED"); done
 for _ in 1 2 3; do start worker && WORKERS+=("$STARTED"); done
-mv "$TMP/chaos.0.log" "$LOG" && ln -s "$LOG" "$TMP/chaos.0.log"
 
 count() { grep -c -- "$1" "$LOG"; }
 # await N PATTERN: waits (up to 60 s) until the scheduler has logged PATTERN N times.
