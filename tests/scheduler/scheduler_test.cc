@@ -541,6 +541,25 @@ void beat(std::vector<std::unique_ptr<Dealer>>& nodes, const std::vector<int32_t
   }
 }
 
+// Beats from nodes[from..] every 0.1 s until `listener` hears a message
+// other than a beat's acknowledgement (for at most 20 s, or until the
+// scheduler returns); that message.
+Said beat_until_told(ScheduledJob& job, std::vector<std::unique_ptr<Dealer>>& nodes, const std::vector<int32_t>& ranks,
+                     size_t from, Dealer& listener) {
+  Said told;
+  for (int i = 0; i < 200 && told.kind == wire::Kind::HEARTBEAT && !job.returned(); ++i) {
+    beat(nodes, ranks, from);
+    told = next_error(listener, 0.1);
+  }
+  return told;
+}
+
+// Waits (up to 10 s) until the scheduler has handled more than `handled`
+// messages.
+void await_handled(ScheduledJob& job, int64_t handled) {
+  for (int i = 0; i < 2000 && job.received() == handled; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
 // A server's statistics of `step` (of 2 workers), sent on `d`.
 Status stats(Dealer& d, int32_t rank, int64_t step) {
   OutMessage m(wire::Kind::REPORT, kJob, rank, step, 70);
@@ -583,11 +602,7 @@ TEST(SchedulerTest, ALostServerReformsTheJobOnce) {
   // Server 1's round of step 4 waits for server 0, which says nothing more.
   auto round = job.connect();
   ASSERT_TRUE(stats(*round, ranks[1], 4).ok());
-  Said told;
-  for (int i = 0; i < 200 && told.kind != wire::Kind::ERROR; ++i) {
-    beat(nodes, ranks, 1);
-    told = next_error(*nodes[2], 0.1);
-  }
+  const Said told = beat_until_told(job, nodes, ranks, 1, *nodes[2]);
   ASSERT_EQ(told.kind, wire::Kind::ERROR) << "no word to worker 0 on its line";
   EXPECT_EQ(told.code, wire::ErrorCode::REFORM) << told.message;
   EXPECT_NE(told.message.find("server 0 (rank 1) sent nothing"), std::string::npos) << told.message;
@@ -655,7 +670,7 @@ TEST(SchedulerTest, AServerLostAfterItsStatisticsIsJudgedByLiveness) {
   const int64_t handled = job.received();
   auto dying = job.connect();
   ASSERT_TRUE(stats(*dying, ranks[0], 4).ok());
-  for (int i = 0; i < 2000 && job.received() == handled; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  await_handled(job, handled);
   ASSERT_GT(job.received(), handled) << "the scheduler did not take server 0's statistics";
   dying.reset();
   nodes[0].reset();
@@ -665,11 +680,7 @@ TEST(SchedulerTest, AServerLostAfterItsStatisticsIsJudgedByLiveness) {
   const Said sum = next_error(*round, 20);
   EXPECT_EQ(sum.kind, wire::Kind::REPORT) << sum.message;
   EXPECT_FALSE(job.returned()) << "a server lost before its answer ended the job: " << job.join().to_string();
-  Said told;
-  for (int i = 0; i < 200 && told.kind != wire::Kind::ERROR && !job.returned(); ++i) {
-    beat(nodes, ranks, 1);
-    told = next_error(*nodes[2], 0.1);
-  }
+  const Said told = beat_until_told(job, nodes, ranks, 1, *nodes[2]);
   ASSERT_EQ(told.kind, wire::Kind::ERROR) << "no word to the worker on its line";
   EXPECT_EQ(told.code, wire::ErrorCode::REFORM) << told.message;
   EXPECT_NE(told.message.find("server 0 (rank 1) sent nothing"), std::string::npos) << told.message;
@@ -703,19 +714,14 @@ TEST(SchedulerTest, AWorkerLostAtTheStartBarrierIsRemoved) {
     OutMessage b(wire::Kind::BARRIER, kJob, ranks[static_cast<size_t>(i)], 0, 1);
     ASSERT_TRUE(nodes[static_cast<size_t>(i)]->send(b.finish(), Deadline::after(5)).ok());
     if (i != 2) continue;
-    for (int k = 0; k < 2000 && job.received() == handled; ++k)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    await_handled(job, handled);
     nodes.pop_back();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(next_error(*nodes[0], 20).kind, wire::Kind::BARRIER);
   EXPECT_EQ(next_error(*nodes[1], 20).kind, wire::Kind::BARRIER);
   EXPECT_FALSE(job.returned()) << "a worker lost at the barrier ended the job: " << job.join().to_string();
-  Said membership;
-  for (int i = 0; i < 200 && membership.kind != wire::Kind::MEMBERSHIP && !job.returned(); ++i) {
-    beat(nodes, ranks, 0);
-    membership = next_error(*nodes[0], 0.1);
-  }
+  const Said membership = beat_until_told(job, nodes, ranks, 0, *nodes[0]);
   EXPECT_EQ(membership.kind, wire::Kind::MEMBERSHIP) << "the server was not told of the removal";
   EXPECT_EQ(metric(job.registry(), "pst_cluster_members", "worker"), 1);
   EXPECT_FALSE(job.returned());
