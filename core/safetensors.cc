@@ -7,8 +7,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <nlohmann/json.hpp>
+
+#include "core/json_fields.h"
 
 namespace pst {
 namespace {
@@ -138,20 +141,27 @@ Result<SafetensorsFile> SafetensorsFile::read(const std::string& path) {
     t.dtype = entry["dtype"].get<std::string>();
     const int64_t esize = dtype_size(t.dtype);
     if (esize == 0) return data_loss("'{}': tensor '{}' has dtype {}; pst reads F32 and I32", path, name, t.dtype);
+    // Each dimension a count in int64's range, and their product (in bytes)
+    // too: a shape of 2^32 x 2^32 would wrap to 0 elements.
+    int64_t bytes = esize;
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_unsigned()) return data_loss("'{}': tensor '{}' has a bad shape entry", path, name);
+      if (!d.is_number_unsigned() || !json_integer_fits<int64_t>(d))
+        return data_loss("'{}': tensor '{}' has a bad shape entry {} (allowed: integers in [0, {}])", path, name,
+                         d.dump(), std::numeric_limits<int64_t>::max());
       t.shape.push_back(d.get<int64_t>());
+      if (__builtin_mul_overflow(bytes, t.shape.back(), &bytes))
+        return data_loss("'{}': tensor '{}' of shape {} has more elements than 2^63 bytes hold", path, name,
+                         entry["shape"].dump());
     }
     const auto& off = entry["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    if (!json_integer_fits<uint64_t>(off[0]) || !json_integer_fits<uint64_t>(off[1]))
       return data_loss("'{}': tensor '{}' has bad data_offsets", path, name);
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size)
       return data_loss("'{}': tensor '{}' bytes [{}, {}) lie outside the {} data bytes", path, name, begin, end,
                        data_size);
-    if (static_cast<uint64_t>(t.numel() * esize) != end - begin)
-      return data_loss("'{}': tensor '{}' has {} bytes but its shape needs {}", path, name, end - begin,
-                       t.numel() * esize);
+    if (static_cast<uint64_t>(bytes) != end - begin)
+      return data_loss("'{}': tensor '{}' has {} bytes but its shape needs {}", path, name, end - begin, bytes);
     t.bytes.assign(data.begin() + static_cast<int64_t>(begin), data.begin() + static_cast<int64_t>(end));
     file.tensors_[name] = std::move(t);
   }

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <limits>
 #include <map>
 #include <stdexcept>
 #include <thread>
@@ -16,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "core/json_fields.h"
 #include "core/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -55,28 +55,11 @@ int64_t step_of(const std::string& name) {
   return v;
 }
 
-// An integer field of a manifest, of type T. nlohmann's get<T>() converts
-// a number with a fraction or an exponent by a plain cast (undefined for
-// 1e30: the fuzzer found it, "seed": 1e+30) and wraps an unsigned one past
-// T's range; a manifest pst writes holds plain integers in range.
-template <typename T>
-T integer(const nlohmann::json& v, const char* what) {
-  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
-                    : v.is_number_integer()
-                        ? v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
-                              v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max())
-                        : false;
-  if (!fits)
-    throw std::invalid_argument(fmt::format("{} is {}, not an integer in [{}, {}]", what, v.dump(),
-                                            std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
-  return v.is_number_unsigned() ? static_cast<T>(v.get<uint64_t>()) : static_cast<T>(v.get<int64_t>());
-}
-
-// A list of integers, each as integer() reads it.
+// A list of integers, each as json_integer() reads it.
 std::vector<int64_t> integers(const nlohmann::json& v, const char* what) {
   if (!v.is_array()) throw std::invalid_argument(fmt::format("{} is {}, not a list", what, v.dump()));
   std::vector<int64_t> out;
-  for (const auto& e : v) out.push_back(integer<int64_t>(e, what));
+  for (const auto& e : v) out.push_back(json_integer<int64_t>(e, what));
   return out;
 }
 
@@ -263,7 +246,7 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
   Manifest m;
   try {
     const auto j = nlohmann::json::parse(text);
-    const int format = integer<int>(j.at("format"), "format");
+    const int format = json_integer<int>(j.at("format"), "format");
     if (format != kFormat && format != kFormatWithoutChecksum)
       return data_loss("{}: checkpoint format {}; this pst reads formats {} and {}", path, format,
                        kFormatWithoutChecksum, kFormat);
@@ -278,23 +261,23 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
             "edited)",
             path, stored, computed);
     }
-    m.step = integer<int64_t>(j.at("step"), "step");
-    m.applied_steps = integer<int64_t>(j.at("applied_steps"), "applied_steps");
-    m.skipped_steps = integer<int64_t>(j.at("skipped_steps"), "skipped_steps");
+    m.step = json_integer<int64_t>(j.at("step"), "step");
+    m.applied_steps = json_integer<int64_t>(j.at("applied_steps"), "applied_steps");
+    m.skipped_steps = json_integer<int64_t>(j.at("skipped_steps"), "skipped_steps");
     m.loss = j.at("loss").get<double>();
     m.config = j.at("config").get<std::string>();
-    m.seed = integer<uint64_t>(j.at("seed"), "seed");
+    m.seed = json_integer<uint64_t>(j.at("seed"), "seed");
     if (j.contains("data_position") && j["data_position"].contains("next")) {
-      m.data_next = integer<int64_t>(j["data_position"].at("next"), "data_position.next");
+      m.data_next = json_integer<int64_t>(j["data_position"].at("next"), "data_position.next");
       m.data_holes = integers(j["data_position"].at("holes"), "data_position.holes");
     }
-    m.servers = integer<int64_t>(j.at("servers"), "servers");
-    m.chunk_bytes = integer<int64_t>(j.at("chunk_bytes"), "chunk_bytes");
+    m.servers = json_integer<int64_t>(j.at("servers"), "servers");
+    m.chunk_bytes = json_integer<int64_t>(j.at("chunk_bytes"), "chunk_bytes");
     for (const auto& p : j.at("params")) m.params.emplace_back(p.at("name"), integers(p.at("shape"), "a shape"));
     for (const auto& f : j.at("files")) {
       CheckpointFile cf;
       cf.name = f.at("name").get<std::string>();
-      cf.bytes = integer<int64_t>(f.at("bytes"), "a file's bytes");
+      cf.bytes = json_integer<int64_t>(f.at("bytes"), "a file's bytes");
       cf.xxh3 = std::stoull(f.at("xxh3").get<std::string>(), nullptr, 16);
       if (cf.name.find('/') != std::string::npos || cf.name.empty())
         return data_loss("{}: file name '{}' is not a plain name", path, cf.name);

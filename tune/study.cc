@@ -21,6 +21,7 @@
 
 #include "core/cpus.h"
 #include "core/files.h"
+#include "core/json_fields.h"
 #include "core/stop.h"
 #include "core/timer.h"
 #include "monitoring/metrics.h"
@@ -371,7 +372,7 @@ class Tuner {
       nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       // A row that is not a validation with numbers where they belong is not one to judge by.
       if (!j.is_object() || !j.contains("kind") || j["kind"] != "valid" || !j.contains(s_.metric) ||
-          !j[s_.metric].is_number() || !j.contains("step") || !j["step"].is_number_integer())
+          !j[s_.metric].is_number() || !j.contains("step") || !json_integer_fits<int64_t>(j["step"]))
         continue;
       const int64_t step = j["step"].get<int64_t>();
       const double v = j[s_.metric].get<double>();

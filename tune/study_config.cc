@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/files.h"
+#include "core/json_fields.h"
 #include "tune/study.h"
 
 namespace pst {
@@ -248,7 +249,7 @@ Result<std::vector<TrialRecord>> read_journal(const std::string& path, const Sea
       j = nlohmann::json::parse(lines[i]);
       const std::string event = j.at("event").get<std::string>();
       if (event == "study") continue;
-      const int64_t n = j.at("trial").get<int64_t>();
+      const int64_t n = json_integer<int64_t>(j.at("trial"), "trial");
       if (event == "start") {
         TrialRecord t;
         t.number = n;
@@ -274,7 +275,7 @@ Result<std::vector<TrialRecord>> read_journal(const std::string& path, const Sea
       } else if (event == "report") {
         TrialRecord* t = find(n);
         if (!t) return data_loss("{}: a report of trial {}, which has not started", where, n);
-        t->rungs.emplace_back(j.at("rung").get<int>(), j.at("value").get<double>());
+        t->rungs.emplace_back(json_integer<int>(j.at("rung"), "rung"), j.at("value").get<double>());
       } else if (event == "end") {
         TrialRecord* t = find(n);
         if (!t) return data_loss("{}: the end of trial {}, which has not started", where, n);
@@ -283,13 +284,13 @@ Result<std::vector<TrialRecord>> read_journal(const std::string& path, const Sea
           return data_loss("{}: state '{}' (allowed: complete, pruned, failed)", where, t->state);
         t->has_value = j.contains("value") && !j.at("value").is_null();
         if (t->has_value) t->value = j.at("value").get<double>();
-        t->step = j.value("step", int64_t{0});
+        t->step = j.contains("step") ? json_integer<int64_t>(j["step"], "step") : 0;
         t->seconds = j.value("seconds", 0.0);
         t->error = j.value("error", std::string());
       } else {
         return data_loss("{}: event '{}' (allowed: study, start, report, end)", where, event);
       }
-    } catch (const nlohmann::json::exception& e) {
+    } catch (const std::exception& e) {  // nlohmann's, and json_integer's std::invalid_argument
       if (i + 1 == lines.size() && !last_complete) {
         spdlog::warn("{}: a torn last line (the tuner stopped while writing it) is dropped", where);
         break;

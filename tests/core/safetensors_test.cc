@@ -78,6 +78,16 @@ TEST(SafetensorsTest, CorruptFilesAreClearErrors) {
        "its shape needs 12"},
       {with_header(R"({"x":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}})", std::string(8, '\0')), "BF16"},
       {with_header(R"({"x":{"dtype":"F32"}})", ""), "needs dtype, shape and data_offsets"},
+      // Shapes whose element count overflows 64 bits: 2^32 x 2^32 wrapped to 0
+      // elements, which the 0 bytes matched, and a dimension past int64's range
+      // read as a negative one.
+      {with_header(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", ""),
+       "has more elements than"},
+      {with_header(R"({"x":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", ""),
+       "has more elements than"},
+      {with_header(R"({"x":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,4]}})",
+                   std::string(4, '\0')),
+       "has a bad shape entry"},
   };
   for (const Case& c : cases) {
     write_bytes(p, c.bytes);

@@ -117,6 +117,24 @@ TEST(StudyTest, TheJournalReplaysTrialsAndDropsOnlyATornLastLine) {
   t = read_journal(path, s->space);
   ASSERT_FALSE(t.ok());
   EXPECT_NE(t.status().message().find("is not a value of schedule.kind"), std::string::npos);
+  // Integers are integers in range: a number with an exponent or a fraction
+  // would reach a plain float-to-integer cast (undefined past the range).
+  const std::string start0 =
+      "{\"event\":\"start\",\"trial\":0,\"params\":{\"optim.lr\":0.001,\"schedule.kind\":\"cosine\"}}\n";
+  for (const auto& [line, says] : std::vector<std::pair<std::string, std::string>>{
+           {"{\"event\":\"start\",\"trial\":1e30,\"params\":{}}", "trial is 1e+30, not an integer in"},
+           {"{\"event\":\"report\",\"trial\":0,\"rung\":4294967296,\"step\":20,\"value\":0.8}",
+            "rung is 4294967296, not an integer in"},
+           {"{\"event\":\"report\",\"trial\":0,\"rung\":0.5,\"step\":20,\"value\":0.8}",
+            "rung is 0.5, not an integer in"},
+           {"{\"event\":\"end\",\"trial\":0,\"state\":\"complete\",\"value\":0.5,\"step\":-1e300}",
+            "step is -1e+300, not an integer in"}}) {
+    std::ofstream(path) << start0 << line << "\n";
+    t = read_journal(path, s->space);
+    ASSERT_FALSE(t.ok()) << line;
+    EXPECT_NE(t.status().message().find("line 2"), std::string::npos) << t.status().message();
+    EXPECT_NE(t.status().message().find(says), std::string::npos) << t.status().message();
+  }
 }
 
 std::string replaced(std::string s, const std::string& from, const std::string& to) {
