@@ -16,10 +16,11 @@
 # both sides' products in bf16: pst's train.matmul = "bf16" (oneDNN), and
 # PyTorch's CPU autocast to bfloat16 (its oneDNN products). BLAS onednn
 # trains pst with train.blas = "onednn" (its float32 products in oneDNN);
-# PyTorch is unchanged. With float32 products it also prints where the
-# cores' limit lies: the step's products as a fraction of their measured
-# float32 FMA peak, and the pst/PyTorch ratio pst would reach were its
-# products done at that peak (no float32 library can do better on this CPU).
+# PyTorch is unchanged. It also prints where the cores' limit lies: the
+# step's products as a fraction of their measured float32 FMA peak (bf16
+# dot-product peak with bf16 products), and the pst/PyTorch ratio pst would
+# reach were its products done at that peak (no library of that precision can
+# do better on this CPU).
 #   bench/compare_torch.sh [BUILD_DIR] [STEPS] [ROUNDS] [MATMUL: fp32|bf16] [BLAS: openblas|onednn]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +54,7 @@ for threads in 1 2; do
     shares+=("$(field share <<<"$pst")")
     efficiencies+=("$(field efficiency <<<"$pst")")
     libraries+=("$(field openblas/onednn <<<"$pst")")
-    b=$(field bound_tokens/s <<<"$pst" || true)  # (none with bf16 products)
+    b=$(field bound_tokens/s <<<"$pst" || true)  # (none where no peak was measured)
     if [[ -n $b ]]; then
       bounds+=("$(awk -v b="$b" -v t="$t" 'BEGIN {printf "%.4f", b / t}')")
       of_peak+=("$(field products_at <<<"$pst")")
@@ -65,7 +66,8 @@ for threads in 1 2; do
     "products through OpenBLAS / oneDNN fp32 $(printf '%s\n' "${libraries[@]}" | spread)"
   if ((${#bounds[@]})); then
     echo "threads=$threads matmul=$MATMUL blas=$BLAS products at $(printf '%s\n' "${of_peak[@]}" | spread) of the cores'" \
-      "float32 FMA peak; pst/torch with them at the peak (the rest of pst's step as measured):" \
+      "$([[ $MATMUL == bf16 ]] && echo "bf16 dot-product" || echo "float32 FMA") peak;" \
+      "pst/torch with them at the peak (the rest of pst's step as measured):" \
       "$(printf '%s\n' "${bounds[@]}" | spread)"
   fi
 done

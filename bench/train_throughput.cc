@@ -27,11 +27,13 @@
 // --blas onednn trains with train.blas = "onednn" (the step's float32
 // products in oneDNN); the plain calls stay as described.
 //
-// With float32 products a third line ("peak ...") gives the cores' measured
-// float32 multiply-add peak on the same threads (core/fma_peak.h), the
-// step's products as a fraction of it, and bound_tokens/s: the step's
-// tokens/s were its products done at that peak and the rest of the step as
-// measured, which no float32 product library can beat on this CPU.
+// A third line ("peak ...") gives the cores' measured float32 multiply-add
+// peak on the same threads (core/fma_peak.h), the step's products as a
+// fraction of it, and bound_tokens/s: the step's tokens/s were its products
+// done at that peak and the rest of the step as measured, which no float32
+// product library can beat on this CPU. With bf16 products the same against
+// the cores' bf16 dot-product peak (AVX512_BF16), printed beside the float32
+// one.
 //
 // --buffers staging hands the in-process server host copies of the
 // gradient and weights, as pst's trainer did on the CPU before it handed
@@ -365,12 +367,16 @@ int main(int argc, char** argv) {
   // The cores' float32 multiply-add peak on the same threads, and the
   // tokens/s of this step were its products done at that peak and the rest
   // as measured: no float32 library can take the step past it.
-  if (matmul == "fp32") {
-    const FmaPeak peak = measure_fma_peak(threads);
-    const double at_peak = gflop / peak.gflops;
-    std::printf("peak fma_gflops=%.1f isa=%s products_at=%.3f of_peak bound_tokens/s=%.1f\n", peak.gflops,
-                to_string(peak.isa), gflop / in_step / peak.gflops,
-                static_cast<double>(tokens) / steps / (step_s - in_step + at_peak));
+  // With bf16 products the limit is the cores' bf16 dot-product peak, printed
+  // with the float32 one beside it (a CPU may run the bf16 instruction slower).
+  const FmaPeak peak = measure_fma_peak(threads);
+  const double bf16_peak = matmul == "bf16" ? measure_bf16_dot_peak(threads) : 0.0;
+  const double limit = matmul == "bf16" ? bf16_peak : peak.gflops;
+  if (limit > 0) {
+    std::printf("peak fma_gflops=%.1f isa=%s", peak.gflops, to_string(peak.isa));
+    if (matmul == "bf16") std::printf(" bf16_dot_gflops=%.1f", bf16_peak);
+    std::printf(" products_at=%.3f of_peak bound_tokens/s=%.1f\n", gflop / in_step / limit,
+                static_cast<double>(tokens) / steps / (step_s - in_step + gflop / limit));
   }
   return 0;
 }

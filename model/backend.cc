@@ -2,8 +2,11 @@
 
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
+
+#include "core/fma_peak.h"
 
 namespace pst {
 
@@ -62,12 +65,33 @@ Result<std::unique_ptr<Backend>> local_rank_backend(const char* device, int coun
   return make_cuda_backend(CudaOptions{index, matmul});
 }
 
+// A job's CPU backend. With bf16 products the log says, once a process,
+// what the cores' measured peaks say of them (core/fma_peak.h): on a CPU
+// whose bf16 dot products run below its float32 multiply-adds the job would
+// run slower than in fp32, and a user who chose bf16 for speed should know.
+Result<std::unique_ptr<Backend>> job_cpu_backend(int threads, MatmulPrecision matmul, CpuBlas blas) {
+  auto backend = make_cpu_backend(threads, matmul, blas);
+  if (backend.ok() && matmul == MatmulPrecision::kBf16) {
+    static std::once_flag once;
+    std::call_once(once, [] {
+      // One thread each, a few tenths of a second in all: the ratio is a
+      // core's, and 0.5x or 2x does not hide in a busy machine's noise.
+      const double bf16 = measure_bf16_dot_peak(1, 0.03, 3);
+      const double fp32 = measure_fma_peak(1, 0.03, 3).gflops;
+      bool slower = false;
+      const std::string note = bf16_products_note(bf16, fp32, &slower);
+      spdlog::log(slower ? spdlog::level::warn : spdlog::level::info, "train.matmul = \"bf16\": {}", note);
+    });
+  }
+  return backend;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPrecision matmul, int threads,
                                               CpuBlas blas) {
   switch (device.kind) {
-    case DeviceKind::kCpu: return make_cpu_backend(threads, matmul, blas);
+    case DeviceKind::kCpu: return job_cpu_backend(threads, matmul, blas);
     case DeviceKind::kAuto: {
       std::string why;
       if (const int count = cuda_device_count(&why); count > 0) return local_rank_backend("auto", count, matmul);
@@ -77,7 +101,7 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceSpec& device, MatmulPr
         spdlog::warn("device auto: train.matmul = \"bf16\", but {}; the CPU's products are fp32", why);
         return make_cpu_backend(threads, MatmulPrecision::kFp32, blas);
       }
-      return make_cpu_backend(threads, matmul, blas);
+      return job_cpu_backend(threads, matmul, blas);
     }
     case DeviceKind::kCuda: {
       std::string why;

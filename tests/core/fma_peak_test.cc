@@ -53,5 +53,49 @@ TEST(FmaPeakTest, MeasurementNamesAKernelTheCpuRuns) {
   }
 }
 
+// The bf16 dot kernel adds two products of a (rounded to bf16) a round to
+// every lane of kFmaChains vectors of 16. Oracles: counting (a = 0.5 adds 1
+// a round, exact below 2^24), a value bf16 cannot hold (1 + 2^-10 rounds to
+// 1, so 2 a round), and a tie (1 + 3 * 2^-8 lies halfway between 1 + 2^-7
+// and 1 + 2^-6, the two nearest bf16 values: ties to even give 1 + 2^-6,
+// where cutting the bits off would give 1 + 2^-7).
+TEST(FmaPeakTest, TheBf16DotKernelRunsTheRecurrenceItCounts) {
+  const double vectors = static_cast<double>(kFmaChains) * 16;
+  for (bool vector : {true, false}) {  // (the AVX512_BF16 kernel where the CPU has it, and the plain C++)
+    SCOPED_TRACE(vector ? "vector" : "plain");
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{1} << 20})
+      EXPECT_EQ(bf16_dot_kernel(n, 0.5f, 0.0f, vector), vectors * static_cast<double>(n)) << "n = " << n;
+    EXPECT_EQ(bf16_dot_kernel(100, 1.0f + std::ldexp(1.0f, -10), 3.0f, vector), vectors * (3.0 + 2.0 * 100));
+    EXPECT_EQ(bf16_dot_kernel(1, 1.0f + 3 * std::ldexp(1.0f, -8), 0.0f, vector),
+              vectors * 2.0 * (1.0 + std::ldexp(1.0, -6)));
+  }
+#if defined(__x86_64__)
+  EXPECT_EQ(has_bf16_dot(),
+            __builtin_cpu_supports("avx512f") && static_cast<bool>(__builtin_cpu_supports("avx512bf16")));
+#endif
+}
+
+TEST(FmaPeakTest, Bf16DotMeasurementIsZeroOnlyWithoutTheInstruction) {
+  const double gflops = measure_bf16_dot_peak(2, 0.01, 1);
+  if (has_bf16_dot())
+    EXPECT_GT(gflops, 0.0);
+  else
+    EXPECT_EQ(gflops, 0.0);
+}
+
+// The note's verdict against the ratio of the two peaks.
+TEST(FmaPeakTest, TheBf16NoteSaysWhenTheProductsCannotWin) {
+  bool slower = false;
+  std::string note = bf16_products_note(86, 175, &slower);
+  EXPECT_TRUE(slower);
+  EXPECT_NE(note.find("measured 86 GFLOP/s a core, its float32 multiply-adds 175"), std::string::npos) << note;
+  EXPECT_NE(note.find("train.matmul = \"fp32\" is likely faster"), std::string::npos) << note;
+  note = bf16_products_note(232, 116, &slower);
+  EXPECT_FALSE(slower);
+  EXPECT_NE(note.find("(2.00x)"), std::string::npos) << note;
+  bf16_products_note(0, 116, &slower);  // no AVX512_BF16: nothing to gain
+  EXPECT_TRUE(slower);
+}
+
 }  // namespace
 }  // namespace pst
