@@ -107,8 +107,13 @@ Result<SafetensorsFile> SafetensorsFile::read(const std::string& path) {
   in.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(len_bytes[i]) << (8 * i);
+  // A file of another kind (a config, a log) lands here: its first 8 bytes
+  // read as a length far beyond the file.
   if (header_len > static_cast<uint64_t>(size - 8) || header_len > (100u << 20))
-    return data_loss("'{}': header length {} exceeds the file ({} bytes)", path, header_len, size);
+    return data_loss(
+        "'{}' is not a safetensors file: its first 8 bytes give a header length of {}, which exceeds the file "
+        "({} bytes; a safetensors file starts with its JSON header's length, then the header)",
+        path, header_len, size);
   std::string text(header_len, '\0');
   in.read(text.data(), static_cast<std::streamsize>(header_len));
   nlohmann::json header;
