@@ -364,11 +364,11 @@ int main(int argc, char** argv) {
       "efficiency=%.3f share=%.3f openblas=%s onednn_s=%.4f (%.1f GFLOP/s) openblas/onednn=%.3f\n",
       log.size(), gflop, in_step, gflop / in_step, plain[1], gflop / plain[1], plain[1] / in_step, plain[1] / step_s,
       openblas_get_corename(), onednn[1], gflop / onednn[1], plain[1] / onednn[1]);
-  // The cores' float32 multiply-add peak on the same threads, and the
-  // tokens/s of this step were its products done at that peak and the rest
-  // as measured: no float32 library can take the step past it.
-  // With bf16 products the limit is the cores' bf16 dot-product peak, printed
-  // with the float32 one beside it (a CPU may run the bf16 instruction slower).
+  // The cores' peak on the same threads (float32 multiply-adds; with bf16
+  // products their bf16 dot products, printed beside the float32 one, since a
+  // CPU may run that instruction slower), and the tokens/s of this step were
+  // its products done at that peak and the rest as measured: no library of
+  // that precision can take the step past it.
   const FmaPeak peak = measure_fma_peak(threads);
   const double bf16_peak = matmul == "bf16" ? measure_bf16_dot_peak(threads) : 0.0;
   const double limit = matmul == "bf16" ? bf16_peak : peak.gflops;

@@ -10,6 +10,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -34,6 +35,14 @@ T json_integer(const nlohmann::json& v, std::string_view what) {
     throw std::invalid_argument(fmt::format("{} is {}, not an integer in [{}, {}]", what, v.dump(),
                                             std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
   return v.is_number_unsigned() ? static_cast<T>(v.get<uint64_t>()) : static_cast<T>(v.get<int64_t>());
+}
+
+// A list of such integers (int64_t), or std::invalid_argument naming `what`.
+inline std::vector<int64_t> json_integers(const nlohmann::json& v, std::string_view what) {
+  if (!v.is_array()) throw std::invalid_argument(fmt::format("{} is {}, not a list", what, v.dump()));
+  std::vector<int64_t> out;
+  for (const auto& e : v) out.push_back(json_integer<int64_t>(e, what));
+  return out;
 }
 
 }  // namespace pst

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
-#include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
@@ -53,14 +52,6 @@ int64_t step_of(const std::string& name) {
     v = v * 10 + (name[i] - '0');
   }
   return v;
-}
-
-// A list of integers, each as json_integer() reads it.
-std::vector<int64_t> integers(const nlohmann::json& v, const char* what) {
-  if (!v.is_array()) throw std::invalid_argument(fmt::format("{} is {}, not a list", what, v.dump()));
-  std::vector<int64_t> out;
-  for (const auto& e : v) out.push_back(json_integer<int64_t>(e, what));
-  return out;
 }
 
 }  // namespace
@@ -269,11 +260,11 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
     m.seed = json_integer<uint64_t>(j.at("seed"), "seed");
     if (j.contains("data_position") && j["data_position"].contains("next")) {
       m.data_next = json_integer<int64_t>(j["data_position"].at("next"), "data_position.next");
-      m.data_holes = integers(j["data_position"].at("holes"), "data_position.holes");
+      m.data_holes = json_integers(j["data_position"].at("holes"), "data_position.holes");
     }
     m.servers = json_integer<int64_t>(j.at("servers"), "servers");
     m.chunk_bytes = json_integer<int64_t>(j.at("chunk_bytes"), "chunk_bytes");
-    for (const auto& p : j.at("params")) m.params.emplace_back(p.at("name"), integers(p.at("shape"), "a shape"));
+    for (const auto& p : j.at("params")) m.params.emplace_back(p.at("name"), json_integers(p.at("shape"), "a shape"));
     for (const auto& f : j.at("files")) {
       CheckpointFile cf;
       cf.name = f.at("name").get<std::string>();
