@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,6 +16,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = [] {
     const std::string d = "/dev/shm/pst-fuzz-manifest-" + std::to_string(::getpid()) + "/step-000000010";
     std::filesystem::create_directories(d);
+    // Nothing is left in /dev/shm when the run ends (libFuzzer ends it with exit()).
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all("/dev/shm/pst-fuzz-manifest-" + std::to_string(::getpid()), ec);
+    });
     return d;
   }();
   {
