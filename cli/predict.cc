@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "core/stop.h"
 #include "data/g2p.h"
+#include "data/vocab.h"
 #include "worker/evaluate.h"
 #include "worker/model_file.h"
 #include "worker/task_data.h"
@@ -55,8 +56,9 @@ Status read_lines(const std::string& path, std::vector<std::string>* lines) {
   }
   std::istream& in = path == "-" ? std::cin : file;
   std::string line;
-  while (std::getline(in, line)) {
+  for (bool first = true; std::getline(in, line); first = false) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (first) strip_utf8_bom(&line);
     if (!line.empty()) lines->push_back(line);
   }
   if (in.bad()) return io_error("--input '{}': read error", path);

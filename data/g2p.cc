@@ -213,6 +213,7 @@ Result<G2PCorpus> read_lexicon(std::istream& in, const std::string& path, Lexico
   while (std::getline(in, line)) {
     ++corpus.lines;
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (corpus.lines == 1) strip_utf8_bom(&line);
     if (corpus.lines == 1 && line == "MNCL") {  // Festival's header
       if (format == LexiconFormat::kAuto) format = LexiconFormat::kFestival;
       continue;

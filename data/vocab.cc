@@ -50,6 +50,12 @@ bool utf8_symbols(const std::string& text, std::vector<std::string>* out) {
   return valid;
 }
 
+bool strip_utf8_bom(std::string* first_line) {
+  if (!first_line->starts_with("\xEF\xBB\xBF")) return false;
+  first_line->erase(0, 3);
+  return true;
+}
+
 namespace {
 constexpr const char* kSpecials[] = {"<pad>", "<s>", "</s>", "<unk>"};
 }  // namespace

@@ -16,6 +16,11 @@ namespace pst {
 // truncated or overlong sequences, surrogates, or code points past U+10FFFF.
 bool utf8_symbols(const std::string& text, std::vector<std::string>* out);
 
+// Removes the UTF-8 byte order mark (EF BB BF) that some editors write at the
+// start of a text file, from the file's first line; true when there was one.
+// Kept, it would become part of the first word, a letter of its own.
+bool strip_utf8_bom(std::string* first_line);
+
 class Vocabulary {
  public:
   static constexpr int32_t kPad = kPadId, kBos = 1, kEos = 2, kUnk = 3;

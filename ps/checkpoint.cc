@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
@@ -274,7 +275,9 @@ Result<Manifest> read_checkpoint(const std::string& dir) {
         return data_loss("{}: file name '{}' is not a plain name", path, cf.name);
       m.files.push_back(cf);
     }
-  } catch (const std::exception& e) {
+  } catch (const nlohmann::json::exception& e) {
+    return data_loss("{}: not a valid manifest: {}", path, e.what());
+  } catch (const std::logic_error& e) {  // json_integer's, std::stoull's: a damaged field, not a failure of pst
     return data_loss("{}: not a valid manifest: {}", path, e.what());
   }
   if (m.files.empty()) return data_loss("{}: lists no files", path);

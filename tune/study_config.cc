@@ -1,7 +1,9 @@
 // The study file of `pst tune` and its journal (tune/study.h).
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -245,6 +247,7 @@ Result<std::vector<TrialRecord>> read_journal(const std::string& path, const Sea
   for (size_t i = 0; i < lines.size(); ++i) {
     const std::string where = fmt::format("{} line {}", path, i + 1);
     nlohmann::json j;
+    std::optional<std::string> bad;  // why line i is not an entry
     try {
       j = nlohmann::json::parse(lines[i]);
       const std::string event = j.at("event").get<std::string>();
@@ -290,12 +293,19 @@ Result<std::vector<TrialRecord>> read_journal(const std::string& path, const Sea
       } else {
         return data_loss("{}: event '{}' (allowed: study, start, report, end)", where, event);
       }
-    } catch (const std::exception& e) {  // nlohmann's, and json_integer's std::invalid_argument
+    } catch (const nlohmann::json::exception& e) {
+      bad = e.what();
+    } catch (const std::logic_error& e) {  // json_integer's std::invalid_argument
+      bad = e.what();
+    }
+    // Only what a damaged line causes is a bad line; anything else (an
+    // allocation failure) goes on up.
+    if (bad) {
       if (i + 1 == lines.size() && !last_complete) {
         spdlog::warn("{}: a torn last line (the tuner stopped while writing it) is dropped", where);
         break;
       }
-      return data_loss("{}: not a journal entry ({})", where, e.what());
+      return data_loss("{}: not a journal entry ({})", where, *bad);
     }
   }
   return trials;

@@ -194,6 +194,31 @@ TEST(G2PTest, LoadsEveryLexiconFormat) {
       << festival.status().message();
 }
 
+// A UTF-8 byte order mark before the first line (Windows editors write one)
+// is not part of the first word: "zebra" keeps its split and no letter
+// U+FEFF enters the vocabulary; Festival's header is still recognised.
+TEST(G2PTest, AByteOrderMarkIsNotPartOfTheFirstWord) {
+  testing::TempDir dir;
+  write(dir.file("dict"), "\xEF\xBB\xBFzebra Z IY1 B R AH0\ntesting T EH1 S T IH0 NG\n");
+  write(dir.file("tsv"), "\xEF\xBB\xBFzebra\tz i b r a\ntesting\tt e s t i n g\n");
+  write(dir.file("festival"), "\xEF\xBB\xBFMNCL\n(\"zebra\" nil (((z iy1) 1) ((b r ah0) 0)))\n");
+  for (const char* name : {"dict", "tsv", "festival"}) {
+    auto lex = load_lexicon(dir.file(name));
+    ASSERT_TRUE(lex.ok()) << name << ": " << lex.status().to_string();
+    EXPECT_EQ(lex->skipped_lines, 0) << name;
+    ASSERT_FALSE(lex->train.empty()) << name;
+    EXPECT_EQ(lex->train[0].word, "zebra") << name;
+    EXPECT_EQ(lex->letters.id("\uFEFF"), Vocabulary::kUnk) << name;
+  }
+  EXPECT_EQ(load_lexicon(dir.file("festival"))->format, LexiconFormat::kFestival);
+  // The mark comes off once, from the start of the line only.
+  std::string line = "\xEF\xBB\xBFhello";
+  EXPECT_TRUE(strip_utf8_bom(&line));
+  EXPECT_EQ(line, "hello");
+  EXPECT_FALSE(strip_utf8_bom(&line));
+  EXPECT_EQ(line, "hello");
+}
+
 // A lexicon given for one split goes there whole, vocabularies from its
 // training words only (none for a held-out file).
 TEST(G2PTest, AWholeLexiconGoesToItsSplit) {

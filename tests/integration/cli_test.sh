@@ -164,10 +164,10 @@ check "a warmup past the steps is named" contains "$TMP/tep" "schedule.warmup_st
 check "predict" run 0 "$TMP/pr" "$PST" predict --model "$TMP/g2p/model.safetensors" Hello world
 check "predict prints a line per word" test "$(grep -c "$(printf '\t')" "$TMP/pr")" -eq 2
 check "predict echoes the word" contains "$TMP/pr" "^Hello	"
-# Words from a file and from standard input (blank lines and CRs skipped),
-# after those given as arguments; with neither, words piped in; none at all
-# is an error.
-printf 'zebra\r\n\nhello\n' >"$TMP/words.txt"
+# Words from a file and from standard input (blank lines, CRs and a UTF-8
+# byte order mark, as a Windows editor writes it, skipped), after those given
+# as arguments; with neither, words piped in; none at all is an error.
+printf '\xef\xbb\xbfzebra\r\n\nhello\n' >"$TMP/words.txt"
 check "predict --input FILE" run 0 "$TMP/prf" "$PST" predict --model "$TMP/g2p/model.safetensors" \
   --input "$TMP/words.txt" first
 check "predict --input FILE answers each word in order" \

@@ -234,6 +234,16 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
     ASSERT_FALSE(r.ok()) << pool.dump() << " was accepted";
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
   }
+  // A file's checksum that is not 64 bits of hex: std::stoull's errors
+  // (invalid_argument, out_of_range) are a damaged manifest, not a crash.
+  for (const char* sum : {"zz", "1ffffffffffffffff"}) {
+    nlohmann::json j = good;
+    j["files"][0]["xxh3"] = sum;
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok()) << sum << " was accepted";
+    EXPECT_NE(r.status().message().find("not a valid manifest"), std::string::npos) << r.status().message();
+  }
   {
     nlohmann::json j = good;
     j["data_position"]["next"] = 30;
