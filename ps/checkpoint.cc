@@ -219,6 +219,19 @@ static Status check_manifest_fields(const std::string& path, const std::string& 
   if (static_cast<int64_t>(m.files.size()) != m.servers)
     return data_loss("{}: lists {} files for {} servers", path, m.files.size(), m.servers);
   if (m.params.empty()) return data_loss("{}: lists no parameters", path);
+  // Shapes of counts whose elements, all tensors together, int64 holds
+  // (inspect and average sum them).
+  int64_t total = 0;
+  for (const auto& [name, shape] : m.params) {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      if (d < 0 || __builtin_mul_overflow(n, d, &n))
+        return data_loss(
+            "{}: parameter {} has shape [{}]: each dimension must be >= 0 and all elements fewer than 2^63", path, name,
+            fmt::join(shape, ","));
+    if (__builtin_add_overflow(total, n, &total))
+      return data_loss("{}: the parameters have more elements than 2^63 (at {})", path, name);
+  }
   for (const CheckpointFile& f : m.files)
     if (f.bytes < 0) return data_loss("{}: {} has {} bytes", path, f.name, f.bytes);
   if (m.data_next < -1) return bad("data_position.next", m.data_next, ">= 0");

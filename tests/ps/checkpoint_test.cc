@@ -234,6 +234,25 @@ TEST(CheckpointTest, ManifestFieldsAreRangeChecked) {
     ASSERT_FALSE(r.ok()) << pool.dump() << " was accepted";
     EXPECT_NE(r.status().message().find(want), std::string::npos) << r.status().message();
   }
+  // Shapes whose elements overflow int64 (inspect summed them: undefined
+  // behaviour) or with a negative dimension.
+  for (const nlohmann::json& shape : {nlohmann::json{4, -1}, nlohmann::json{4294967296ll, 4294967296ll}}) {
+    nlohmann::json j = good;
+    j["params"][0]["shape"] = shape;
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok()) << shape.dump() << " was accepted";
+    EXPECT_NE(r.status().message().find("each dimension must be >= 0"), std::string::npos) << r.status().message();
+  }
+  {
+    nlohmann::json j = good;
+    j["params"][0]["shape"] = {4611686018427387904ll};  // 2^62, twice
+    j["params"][1]["shape"] = {4611686018427387904ll};
+    std::ofstream(path, std::ios::trunc) << resign(j).dump();
+    const auto r = read_checkpoint(dir);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("more elements than 2^63"), std::string::npos) << r.status().message();
+  }
   // A file's checksum that is not 64 bits of hex: std::stoull's errors
   // (invalid_argument, out_of_range) are a damaged manifest, not a crash.
   for (const char* sum : {"zz", "1ffffffffffffffff"}) {
