@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -357,10 +358,18 @@ Result<ShardState> load_shard(const std::string& dir, const Manifest& m, const P
       int kind = -1;
       for (int k = 0; k < 3; ++k)
         if (key.compare(0, slash, kKinds[k]) == 0) kind = k;
-      if (slash == std::string::npos || at == std::string::npos || at < slash || kind < 0 || t.dtype != "F32" ||
-          t.shape.size() != 1)
-        return data_loss("{}/{}: unexpected tensor '{}'", dir, f.name, key);
-      pieces[{kind, key.substr(slash + 1, at - slash - 1)}][std::stoll(key.substr(at + 1))] = t.to_f32();
+      // KIND/TENSOR@OFFSET, the offset in decimal digits.
+      int64_t offset = -1;
+      if (at != std::string::npos) {
+        const char* const end = key.data() + key.size();
+        const auto [p, ec] = std::from_chars(key.data() + at + 1, end, offset);
+        if (ec != std::errc() || p != end) offset = -1;
+      }
+      if (slash == std::string::npos || at == std::string::npos || at < slash || kind < 0 || offset < 0 ||
+          t.dtype != "F32" || t.shape.size() != 1)
+        return data_loss("{}/{}: unexpected tensor '{}' (a shard file holds KIND/TENSOR@OFFSET, float32, 1-D)", dir,
+                         f.name, key);
+      pieces[{kind, key.substr(slash + 1, at - slash - 1)}][offset] = t.to_f32();
     }
   }
   ShardState s;

@@ -17,6 +17,7 @@
 #include <xxhash.h>
 #include <nlohmann/json.hpp>
 
+#include "core/safetensors.h"
 #include "ps/checkpoint.h"
 #include "ps/shard_optimizer.h"
 #include "tests/ps/fixtures.h"
@@ -369,6 +370,44 @@ TEST(CheckpointTest, AnotherModelIsRejected) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("linear1.weight 16x8; this model's is"), std::string::npos) << s.message();
   EXPECT_FALSE(load_shard(checkpoint_dir(root.path(), 5), *m, bigger, whole_tensors(bigger)).ok());
+}
+
+// A shard file whose tensor names are not KIND/TENSOR@OFFSET, in a
+// checkpoint whose manifest matches it (a crafted one: the checksums guard
+// against damage, not against an editor who recomputes them): refused,
+// naming the tensor. The offset was read with std::stoll, whose exception
+// ended the process.
+TEST(CheckpointTest, AShardFileWithBadTensorNamesIsRefused) {
+  testing::TempDir root;
+  const ParamTable table = tiny_table();
+  Manifest m = write_checkpoint(root.path(), table, 1, 1024, 5);
+  const std::string dir = checkpoint_dir(root.path(), 5);
+  const std::string file = dir + "/" + shard_file_name(0);
+  auto original = SafetensorsFile::read(file);
+  ASSERT_TRUE(original.ok()) << original.status().to_string();
+  ASSERT_TRUE(load_shard(dir, m, table, whole_tensors(table)).ok());
+  for (const char* offset : {"x", "", "-4", "99999999999999999999", "4x", " 4"}) {
+    SafetensorsFile f;
+    for (const auto& [k, v] : original->metadata()) f.set_metadata(k, v);
+    std::string bad;
+    for (const auto& [key, t] : original->tensors()) {
+      std::string name = key;
+      if (bad.empty()) bad = name = key.substr(0, key.rfind('@') + 1) + offset;
+      const std::vector<float> values = t.to_f32();
+      f.add_f32(name, t.shape, values.data());
+    }
+    ASSERT_TRUE(f.write(file).ok());
+    auto on_disk = checkpoint_file(dir, shard_file_name(0));
+    ASSERT_TRUE(on_disk.ok());
+    m.files[0] = *on_disk;
+    ASSERT_TRUE(write_manifest(dir, m).ok());
+    auto read = read_checkpoint(dir);
+    ASSERT_TRUE(read.ok()) << read.status().to_string();
+    const auto s = load_shard(dir, *read, table, whole_tensors(table));
+    ASSERT_FALSE(s.ok()) << "'" << bad << "' was taken";
+    EXPECT_NE(s.status().message().find(fmt::format("unexpected tensor '{}'", bad)), std::string::npos)
+        << s.status().message();
+  }
 }
 
 TEST(CheckpointTest, PruneKeepsTheNewestComplete) {
