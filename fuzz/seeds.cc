@@ -1,7 +1,7 @@
 // Writes the seed corpora of the fuzz targets from real messages and files
 // (fuzz/frames.h gives the multipart form): seeds DIR makes DIR/message,
-// DIR/server, DIR/scheduler, DIR/safetensors and DIR/manifest (configs come from
-// configs/*.toml, copied by scripts/fuzz).
+// DIR/server, DIR/scheduler, DIR/safetensors, DIR/manifest and DIR/shard
+// (configs come from configs/*.toml, copied by scripts/fuzz).
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string root = argv[1];
-  for (const char* d : {"message", "server", "scheduler", "safetensors", "manifest"})
+  for (const char* d : {"message", "server", "scheduler", "safetensors", "manifest", "shard"})
     fs::create_directories(root + "/" + d);
   const JobConfig job = fuzz::fuzz_job();
   const ParamTable table = build_param_table(job.model, 12, 12);
@@ -168,6 +168,25 @@ int main(int argc, char** argv) {
   save(root + "/manifest/format1.json", j.dump(2));
   fs::copy_file(dir + "/" + shard_file_name(0), root + "/safetensors/checkpoint-part.safetensors",
                 fs::copy_options::overwrite_existing);
+  fs::copy_file(dir + "/" + shard_file_name(0), root + "/shard/whole", fs::copy_options::overwrite_existing);
+  {
+    // Server 0's half of a 2-server checkpoint: the other half's ranges are missing.
+    const ShardPlan two = *ShardPlan::make(table.numels(), 2, fuzz::kFuzzChunkBytes);
+    ShardState half;
+    half.ranges = two.owned(0);
+    for (const ChunkRange& r : half.ranges) {
+      half.weights.insert(half.weights.end(), w.begin() + r.begin, w.begin() + r.begin + r.length);
+      half.exp_avg.insert(half.exp_avg.end(), static_cast<size_t>(r.length), 0.01f);
+      half.exp_avg_sq.insert(half.exp_avg_sq.end(), static_cast<size_t>(r.length), 0.0001f);
+    }
+    auto f = write_shard(root + "/half", 0, table, half);
+    if (!f.ok()) {
+      std::fprintf(stderr, "%s\n", f.status().to_string().c_str());
+      return 1;
+    }
+    fs::copy_file(root + "/half/" + shard_file_name(0), root + "/shard/half", fs::copy_options::overwrite_existing);
+    fs::remove_all(root + "/half");
+  }
   SafetensorsFile small;
   const std::vector<int32_t> ids{1, 2, 3};
   small.add_i32("ids", {3}, ids.data());
