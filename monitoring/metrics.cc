@@ -372,7 +372,7 @@ Result<HttpAnswer> http_get(const std::string& endpoint, const std::string& path
       sent += static_cast<size_t>(n);
     }
     char buf[4096];
-    while (sent == request.size() && wait(POLLIN)) {
+    while (sent == request.size() && answer.size() <= kMaxHttpAnswerBytes && wait(POLLIN)) {
       const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
       if (n <= 0) break;
       answer.append(buf, static_cast<size_t>(n));
@@ -380,6 +380,10 @@ Result<HttpAnswer> http_get(const std::string& endpoint, const std::string& path
   }
   ::close(fd);
   if (err != 0) return io_error("connect to {}: {}", endpoint, std::strerror(err));
+  // A peer that answers without end must not fill memory until the deadline.
+  if (answer.size() > kMaxHttpAnswerBytes)
+    return data_loss("{}: the answer exceeds {} MiB (pst's endpoints answer in far less)", endpoint,
+                     kMaxHttpAnswerBytes >> 20);
   // "HTTP/1.x CODE reason\r\n...\r\n\r\nbody"
   const auto body = answer.find("\r\n\r\n");
   HttpAnswer a;

@@ -193,7 +193,9 @@ class MetricsServer {
 };
 
 // An HTTP GET of http://HOST:PORT/path (HTTP/1.0, IPv4), bounded by
-// `seconds` in all: the status code and body. For `pst health` and tests.
+// `seconds` in all and by kMaxHttpAnswerBytes of answer: the status code and
+// body. For `pst health` and tests.
+inline constexpr size_t kMaxHttpAnswerBytes = size_t{16} << 20;
 struct HttpAnswer {
   int status = 0;
   std::string body;

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -154,6 +155,37 @@ TEST(MetricsTest, HealthzIsReadyOnlyAfterSetReady) {
   }
   EXPECT_FALSE(pst::http_get(closed_ep, "/healthz", 5).ok());
   EXPECT_FALSE(pst::http_get("no-port", "/healthz", 5).ok());
+}
+
+// A peer that answers a GET with more than kMaxHttpAnswerBytes (here 24 MiB,
+// then it closes): an error that says so, not the whole answer in memory.
+TEST(MetricsTest, AnEndlessAnswerIsCutOff) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string ep = fmt::format("127.0.0.1:{}", ntohs(a.sin_port));
+  std::thread peer([listener] {
+    const int fd = ::accept(listener, nullptr, nullptr);
+    if (fd < 0) return;
+    char request[1024];
+    (void)::recv(fd, request, sizeof(request), 0);
+    const std::string head = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n";
+    const std::string body(1 << 16, 'x');
+    bool open = ::send(fd, head.data(), head.size(), MSG_NOSIGNAL) > 0;
+    for (int i = 0; open && i < 24 * 16; ++i) open = ::send(fd, body.data(), body.size(), MSG_NOSIGNAL) > 0;
+    ::close(fd);
+  });
+  auto answer = pst::http_get(ep, "/metrics", 60);
+  peer.join();
+  ::close(listener);
+  ASSERT_FALSE(answer.ok()) << "an answer of " << answer->body.size() << " bytes was taken";
+  EXPECT_NE(answer.status().message().find("the answer exceeds 16 MiB"), std::string::npos)
+      << answer.status().message();
 }
 
 TEST(MetricsTest, AdvertisedAddressNamesTheEndpoint) {
