@@ -79,7 +79,7 @@ const char* expected_entry(LexiconFormat f) {
   switch (f) {
     case LexiconFormat::kFestival: return "(\"word\" pos (((phones) stress) ...))";
     case LexiconFormat::kCmudict: return "word PH1 PH2 ..., variants as word(2)";
-    case LexiconFormat::kTsv: return "word<TAB>phone phone ...";
+    case LexiconFormat::kTsv: return "word<TAB>phone phone ..., one tab a line";
     case LexiconFormat::kAuto: break;
   }
   return "a Festival, cmudict or word<TAB>phones entry";
@@ -165,8 +165,13 @@ bool parse_cmudict_dict_line(const std::string& line, std::string* word, std::ve
 
 bool parse_tsv_line(const std::string& line, std::string* word, std::vector<std::string>* phones) {
   // word<TAB>phone phone ...: phones as written (any UTF-8 without spaces).
+  // One tab only: a dictionary with more columns (a pronunciation's
+  // probability, as some aligners' have) would give "0.99" as a phone.
+  // (Trailing blanks, as a spreadsheet's export may leave, are not a column.)
   const size_t tab = line.find('\t');
   if (tab == std::string::npos) return false;
+  const size_t last = line.find_last_not_of(" \t");
+  if (last != std::string::npos && last > tab && line.find('\t', tab + 1) < last) return false;
   const std::vector<std::string> left = split_whitespace(line.substr(0, tab));
   if (left.size() != 1 || !take_word(left[0], word)) return false;
   *phones = split_whitespace(line.substr(tab + 1));

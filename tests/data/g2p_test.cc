@@ -131,6 +131,18 @@ TEST(G2PTest, ParsesTabSeparatedEntries) {
   for (const char* special : {"<pad>", "<s>", "</s>", "<unk>"})
     EXPECT_FALSE(parse_tsv_line(std::string("zebra\tz ") + special + " b", &w, &ph)) << special;
   EXPECT_TRUE(parse_tsv_line("zebra\tz <x> b", &w, &ph));
+  // A second tab means another column (an aligner's dictionary may give a
+  // pronunciation's probability there): not read as a phone "0.99".
+  EXPECT_FALSE(parse_tsv_line("hello\t0.99\th \u0259 l o", &w, &ph));
+  EXPECT_FALSE(parse_tsv_line("hello\th \u0259\tl o", &w, &ph));
+  ASSERT_TRUE(parse_tsv_line("hello\th \u0259 l o\t \t", &w, &ph));  // trailing blanks are no column
+  EXPECT_EQ(ph.size(), 4u);
+  testing::TempDir dir;
+  write(dir.file("probabilities"), "hello\t0.99\th \u0259 l o\nzebra\t1.0\tz i b r a\n");
+  auto lex = load_lexicon(dir.file("probabilities"));
+  ASSERT_FALSE(lex.ok());
+  EXPECT_NE(lex.status().message().find("line 1 is the first bad one"), std::string::npos) << lex.status().message();
+  EXPECT_NE(lex.status().message().find("one tab a line"), std::string::npos) << lex.status().message();
 }
 
 TEST(G2PTest, SplitsUtf8IntoCodePoints) {
