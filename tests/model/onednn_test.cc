@@ -102,17 +102,22 @@ TEST(OneDnnFp32Test, ALongSumIsBitwiseEqualForAnyThreadCount) {
 
 // A training pass (g2p-modern's blocks, attention included) with oneDNN's
 // products stays within float32 rounding of the same pass with OpenBLAS's,
-// and is not the same pass (oneDNN was in use).
+// and oneDNN ran some of its products (counted: whether the bits differ
+// depends on the CPU's kernels; with OpenBLAS's SkylakeX ones this pass
+// gave the same bits through both libraries).
 TEST(OneDnnFp32Test, APassMatchesOpenBlasToRounding) {
   const std::unique_ptr<Backend> onednn = onednn_backend(2), openblas = make_cpu_backend(2);
   std::vector<float> gd, gb;
-  const double ld = testing::modern_blocks_pass(onednn.get(), &gd),
-               lb = testing::modern_blocks_pass(openblas.get(), &gb);
+  const int64_t before = onednn_sgemm_calls();
+  const double ld = testing::modern_blocks_pass(onednn.get(), &gd);
+  const int64_t in_onednn = onednn_sgemm_calls() - before;
+  const double lb = testing::modern_blocks_pass(openblas.get(), &gb);
+  EXPECT_GT(in_onednn, 0) << "oneDNN ran none of the pass's products";
+  EXPECT_EQ(onednn_sgemm_calls() - before, in_onednn) << "the OpenBLAS backend called oneDNN";
   EXPECT_NEAR(ld, lb, 1e-5 * lb);
   double scale = 0;
   for (float x : gb) scale = std::max(scale, std::fabs(static_cast<double>(x)));
   EXPECT_TRUE(testing::all_close(gd.data(), gb.data(), gb.size(), 1e-4 * scale, 0, "oneDNN gradients"));
-  EXPECT_NE(std::memcmp(gd.data(), gb.data(), gb.size() * sizeof(float)), 0) << "the same bits: oneDNN was not used";
 }
 
 }  // namespace
