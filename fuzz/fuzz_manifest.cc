@@ -2,25 +2,18 @@
 // read_checkpoint (JSON, its own checksum, every field's range, the files
 // it names). The seeds are real manifests of both formats: format 1 has no
 // checksum, so mutations of it reach the field checks.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "fuzz/scratch.h"
 #include "ps/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = [] {
-    const std::string d = "/dev/shm/pst-fuzz-manifest-" + std::to_string(::getpid()) + "/step-000000010";
+    const std::string d = pst::fuzz::scratch_dir("manifest") + "/step-000000010";
     std::filesystem::create_directories(d);
-    // Nothing is left in /dev/shm when the run ends (libFuzzer ends it with exit()).
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all("/dev/shm/pst-fuzz-manifest-" + std::to_string(::getpid()), ec);
-    });
     return d;
   }();
   {

@@ -4,31 +4,18 @@
 // that names the file, whose size and checksum read_checkpoint verifies
 // first, is fuzz_manifest's; a crafted checkpoint can match it to any
 // file.) The seeds are real checkpoint parts, whole and half of a model.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "fuzz/frames.h"
+#include "fuzz/scratch.h"
 #include "ps/checkpoint.h"
 
 using namespace pst;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string root = "/dev/shm/pst-fuzz-shard-" + std::to_string(::getpid());
-  static const std::string dir = [] {
-    const std::string d = checkpoint_dir(root, 10);
-    std::filesystem::create_directories(d);
-    // Nothing is left in /dev/shm when the run ends (libFuzzer ends it with exit()).
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(root, ec);
-    });
-    return d;
-  }();
+  static const std::string& dir = fuzz::scratch_dir("shard");
   static const JobConfig job = fuzz::fuzz_job();
   static const ParamTable table = build_param_table(job.model, 12, 12);
   static const Manifest base = [] {
