@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <zmq_addon.hpp>
 
@@ -22,6 +23,15 @@
 
 namespace pst {
 namespace {
+
+// What went wrong binding or connecting to `endpoint`; a Unix socket's path
+// that is too long says how long one may be.
+std::string endpoint_error(const std::string& endpoint, const zmq::error_t& e) {
+  if (e.num() == ENAMETOOLONG && endpoint.rfind("ipc://", 0) == 0)
+    return fmt::format("{} (the path of an ipc:// endpoint holds at most {} bytes; this one has {})", e.what(),
+                       sizeof(sockaddr_un::sun_path) - 1, endpoint.size() - 6);
+  return e.what();
+}
 
 // Waits until the socket can take (POLLOUT) or give (POLLIN) a message.
 // False when the deadline passes first, or `interrupt` (may be null) is raised.
@@ -233,7 +243,7 @@ Result<std::unique_ptr<Router>> Router::bind(zmq::context_t& context, const std:
     r->endpoint_ = r->socket_.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
     if (error) *error = e.num();
-    return io_error("bind {}: {}", endpoint, e.what());
+    return io_error("bind {}: {}", endpoint, endpoint_error(endpoint, e));
   }
   return r;
 }
@@ -242,7 +252,7 @@ Status Router::bind_also(const std::string& endpoint) {
   try {
     socket_.bind(endpoint);
   } catch (const zmq::error_t& e) {
-    return io_error("bind {}: {}", endpoint, e.what());
+    return io_error("bind {}: {}", endpoint, endpoint_error(endpoint, e));
   }
   return Status();
 }
@@ -270,7 +280,7 @@ Result<std::unique_ptr<Dealer>> Dealer::connect(zmq::context_t& context, const s
     secure(context, d->socket_, endpoint, /*server=*/false);
     d->socket_.connect(endpoint);
   } catch (const zmq::error_t& e) {
-    return io_error("connect to {} at {}: {}", d->peer_, endpoint, e.what());
+    return io_error("connect to {} at {}: {}", d->peer_, endpoint, endpoint_error(endpoint, e));
   }
   return d;
 }

@@ -132,6 +132,21 @@ TEST(SocketErrorsTest, BindingATakenPortNamesTheEndpoint) {
   EXPECT_NE(bad.status().message().find("carrier-pigeon://nowhere"), std::string::npos);
 }
 
+// A Unix socket's path longer than sockaddr_un holds (a scheduler at
+// ipc://DIR/NAME under a deep directory): the error says how long one may be.
+TEST(SocketErrorsTest, AnIpcPathTooLongSaysTheLimit) {
+  zmq::context_t ctx;
+  const std::string endpoint = "ipc:///tmp/" + std::string(150, 'x') + "/s.sock";
+  auto r = Router::bind(ctx, endpoint);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("holds at most 107 bytes; this one has 162"), std::string::npos)
+      << r.status().message();
+  auto d = Dealer::connect(ctx, endpoint, "the scheduler");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("the scheduler"), std::string::npos) << d.status().message();
+  EXPECT_NE(d.status().message().find("holds at most 107 bytes"), std::string::npos) << d.status().message();
+}
+
 }  // namespace
 }  // namespace pst
 
