@@ -29,8 +29,9 @@
 // none measured in the same run.
 //
 // --wire: cluster.wire = bf16 against fp32, rounds of the same parameters
-// alternated (fp32, bf16, fp32, ...) `--repeats` times, the median ratio of
-// their round times with its min-max, and the bytes each moves.
+// alternated (fp32, bf16, bf16 with stochastic rounding, fp32, ...)
+// `--repeats` times, the median ratio of their round times with its
+// min-max, and the bytes each moves.
 //
 // --latency: only the 4 KiB round trip, with the CPU time and the context
 // switches (every thread of the process) a round trip costs on each side.
@@ -134,7 +135,7 @@ struct Samples {
 
 // Push + pull, averaged over `rounds` after 2 warm-up rounds.
 PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t chunk_bytes,
-                   SecurityMode mode = SecurityMode::kNone, bool bf16 = false) {
+                   SecurityMode mode = SecurityMode::kNone, bool bf16 = false, bool stochastic = false) {
   const int64_t n = bytes / 4;
   const ParamTable table = flat_table(n);
   JobConfig job;
@@ -174,6 +175,7 @@ PstRound pst_round(int64_t bytes, int servers, int workers, int rounds, int64_t 
     threads.emplace_back([&, w] {
       RemoteClientOptions co{kJob, w, layout, 120.0};
       co.bf16_wire = bf16;
+      co.stochastic_rounding = stochastic;
       auto c = RemoteParameterClient::connect(ctx, *plan, endpoints, co);
       std::vector<float> g(static_cast<size_t>(n), 0.001f), weights(static_cast<size_t>(n));
       Meter meter;
@@ -420,23 +422,26 @@ void round_against_limits(int rounds, int repeats, int64_t chunk_bytes) {
 
 // cluster.wire = bf16 against fp32 (module comment).
 void compare_wire(int rounds, int repeats, int64_t chunk_bytes) {
-  std::printf("%-8s %-5s %13s %13s %12s %12s %8s %13s\n", "MiB", "S/W", "fp32 MiB/rnd", "bf16 MiB/rnd", "fp32 ms",
-              "bf16 ms", "bf16/fp32", "[min-max]");
+  std::printf("%-8s %-5s %13s %13s %10s %10s %10s %8s %13s %8s %13s\n", "MiB", "S/W", "fp32 MiB/rnd", "bf16 MiB/rnd",
+              "fp32 ms", "bf16 ms", "sr ms", "bf16/fp32", "[min-max]", "sr/bf16", "[min-max]");
   for (int64_t mib : {4, 64}) {
     for (auto [s, w] : {std::pair{1, 1}, std::pair{2, 2}}) {
       const int64_t bytes = mib << 20;
       const int r = mib >= 64 ? std::max(2, rounds / 4) : rounds;
-      std::vector<double> fp32, bf16, ratio;
+      std::vector<double> fp32, bf16, sr, ratio, sr_ratio;
       for (int rep = 0; rep < repeats; ++rep) {
         fp32.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, false).seconds);
         bf16.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, true).seconds);
+        sr.push_back(pst_round(bytes, s, w, r, chunk_bytes, SecurityMode::kNone, true, true).seconds);
         ratio.push_back(bf16.back() / fp32.back());
+        sr_ratio.push_back(sr.back() / bf16.back());
       }
       // A round moves each worker's gradient up and the weights back down.
       const double moved = 2.0 * static_cast<double>(mib) * w;
-      const Spread q = spread(ratio);
-      std::printf("%-8lld %d/%-3d %13.0f %13.0f %12.2f %12.2f %8.2f   [%.2f-%.2f]\n", static_cast<long long>(mib), s, w,
-                  moved, moved / 2, median(fp32) * 1e3, median(bf16) * 1e3, q.median, q.min, q.max);
+      const Spread q = spread(ratio), qs = spread(sr_ratio);
+      std::printf("%-8lld %d/%-3d %13.0f %13.0f %10.2f %10.2f %10.2f %8.2f   [%.2f-%.2f] %8.2f   [%.2f-%.2f]\n",
+                  static_cast<long long>(mib), s, w, moved, moved / 2, median(fp32) * 1e3, median(bf16) * 1e3,
+                  median(sr) * 1e3, q.median, q.min, q.max, qs.median, qs.min, qs.max);
     }
   }
 }

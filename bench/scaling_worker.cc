@@ -59,8 +59,7 @@ Status run(const Args& args) {
   const ParamTable params = build_param_table(job.model, data.src_vocab, data.tgt_vocab);
   PST_ASSIGN_OR_RETURN(ShardPlan plan, ShardPlan::make(params.numels(), layout.servers, job.cluster.chunk_bytes));
   const int w = layout.worker_index(table.rank);
-  RemoteClientOptions options{id, w, layout, job.cluster.timeout_s};
-  options.bf16_wire = job.cluster.wire == WireFormat::kBf16;
+  const RemoteClientOptions options = worker_client_options(job, id, w, layout, nullptr);
   PST_ASSIGN_OR_RETURN(auto client, RemoteParameterClient::connect(ctx, plan, table.servers, options));
   Heartbeat heartbeat(ctx, args.scheduler, id, table.rank, job.cluster.heartbeat_s);
   PST_RETURN_IF_ERROR(

@@ -198,7 +198,12 @@ Status RemoteParameterClient::send_part(int k, size_t first) {
     } else if (options_.bf16_wire) {
       // The frame carries a rounded copy: the caller's gradient is free again at once.
       uint16_t* rounded = push_bf16_->data() + c.begin;
-      to_bf16(p.grads + c.begin, rounded, c.length);
+      if (options_.stochastic_rounding) {
+        const Philox bits(options_.rounding_seed, stochastic_rounding_stream(p.version, options_.worker));
+        to_bf16_stochastic(p.grads + c.begin, rounded, c.length, bits, static_cast<uint64_t>(c.begin));
+      } else {
+        to_bf16(p.grads + c.begin, rounded, c.length);
+      }
       m.add_chunk_bf16(c.key, rounded, c.length, push_bf16_);
     } else {
       m.add_chunk(c.key, p.grads + c.begin, c.length, p.token);

@@ -34,6 +34,11 @@ struct RemoteClientOptions {
   // cluster.wire = bf16: pushes send bfloat16 gradients and pulls ask for
   // bfloat16 weights (pull_exact() for float32 ones).
   bool bf16_wire = false;
+  // cluster.wire_rounding = stochastic: the pushed gradients are rounded
+  // stochastically with the bits of (rounding_seed, the step, this worker)
+  // (core/bf16.h), not to nearest.
+  bool stochastic_rounding = false;
+  uint64_t rounding_seed = 0;
 };
 
 class RemoteParameterClient final : public ParameterClient {

@@ -9,11 +9,21 @@
 // bfloat16's largest value becomes infinity; NaN stays a (quiet) NaN of
 // the same sign. Widening back to float32 is exact.
 //
+// Stochastic rounding (cluster.wire_rounding = stochastic) rounds up or down
+// to the two bfloat16 values around x, up with probability (x - down) /
+// (up - down), so that the expectation of the result is x: 16 random bits
+// are added to the 16 bits that bfloat16 drops, and the sum is cut. Values
+// that bfloat16 holds exactly are kept; NaN stays a quiet NaN; infinity
+// stays infinity; a finite value beyond bfloat16's largest may round to
+// infinity.
+//
 // Thread safety: pure functions.
 #pragma once
 
 #include <bit>
 #include <cstdint>
+
+#include "core/philox.h"
 
 namespace pst {
 
@@ -26,10 +36,37 @@ inline uint16_t to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// x rounded up or down by the random bits r16 (in [0, 65535]).
+inline uint16_t to_bf16_stochastic(float f, uint32_t r16) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: keep it quiet
+  // The sum carries into bit 16 (rounds up) for as many of the 65,536
+  // values of r16 as the dropped 16 bits count.
+  return static_cast<uint16_t>((u + r16) >> 16);
+}
+
+// The random bits of element i of a stochastically rounded array: the low
+// (i even) or high (i odd) half of word (i / 2) % 4 of `bits`' block i / 8.
+inline uint32_t stochastic_rounding_bits(const Philox& bits, uint64_t i) {
+  return (bits.block(i / 8).v[(i / 2) % 4] >> (16 * (i % 2))) & 0xffffu;
+}
+
+// The stream of the bits with which worker `worker` rounds its gradient of
+// step `step` (the key is the job's seed, train.seed); the elements are
+// numbered by their flat offset in the model, so the rounding of a value
+// does not depend on the servers, the chunks or the parts it travels in.
+inline uint64_t stochastic_rounding_stream(int64_t step, int worker) {
+  constexpr uint64_t kWire = 0x7769726520726e64ull;  // "wire rnd" (dropout's streams mix the step first)
+  return mix_stream(mix_stream(kWire, static_cast<uint64_t>(step)), static_cast<uint64_t>(worker));
+}
+
 inline float from_bf16(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
 
 // n values at once (threads and SIMD for large n).
 void to_bf16(const float* in, uint16_t* out, int64_t n);
+// Elements first .. first + n - 1 of an array, rounded stochastically with
+// `bits` (stochastic_rounding_bits(bits, first + i) for in[i]).
+void to_bf16_stochastic(const float* in, uint16_t* out, int64_t n, const Philox& bits, uint64_t first);
 void from_bf16(const uint16_t* in, float* out, int64_t n);
 
 // Values that are float32 or bfloat16, in memory someone else owns (a

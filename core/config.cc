@@ -54,6 +54,7 @@ PST_ENUM_NAMES(InProcess, {InProcess::kThreads, "threads"}, {InProcess::kSequent
 PST_ENUM_NAMES(Overlap, {Overlap::kAuto, "auto"}, {Overlap::kOn, "on"}, {Overlap::kOff, "off"})
 PST_ENUM_NAMES(Transport, {Transport::kZmq, "zmq"}, {Transport::kMpi, "mpi"})
 PST_ENUM_NAMES(WireFormat, {WireFormat::kFp32, "fp32"}, {WireFormat::kBf16, "bf16"})
+PST_ENUM_NAMES(WireRounding, {WireRounding::kNearest, "nearest"}, {WireRounding::kStochastic, "stochastic"})
 PST_ENUM_NAMES(SecurityMode, {SecurityMode::kSecret, "secret"}, {SecurityMode::kCurve, "curve"},
                {SecurityMode::kNone, "none"})
 PST_ENUM_NAMES(CheckpointFailure, {CheckpointFailure::kContinue, "continue"}, {CheckpointFailure::kStop, "stop"})
@@ -297,6 +298,7 @@ std::vector<Field> fields_of(JobConfig& c) {
   f.push_back(make_field("cluster", "port_range", &k.port_range));
   f.push_back(make_field("cluster", "transport", &k.transport));
   f.push_back(make_field("cluster", "wire", &k.wire));
+  f.push_back(make_field("cluster", "wire_rounding", &k.wire_rounding));
   auto& mc = c.metrics;
   f.push_back(make_field("metrics", "enabled", &mc.enabled));
   f.push_back(make_field("metrics", "bind", &mc.bind));
@@ -356,6 +358,7 @@ const char* to_string(InProcess v) { return enum_name(v); }
 const char* to_string(Overlap v) { return enum_name(v); }
 const char* to_string(Transport v) { return enum_name(v); }
 const char* to_string(WireFormat v) { return enum_name(v); }
+const char* to_string(WireRounding v) { return enum_name(v); }
 const char* to_string(SecurityMode v) { return enum_name(v); }
 const char* to_string(CheckpointFailure v) { return enum_name(v); }
 

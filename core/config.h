@@ -49,6 +49,9 @@ enum class Transport { kZmq, kMpi };
 // or bfloat16 (half the bytes; the servers keep float32 weights and sum in
 // float32).
 enum class WireFormat { kFp32, kBf16 };
+// How a bfloat16 wire rounds pushed gradients: to nearest (ties to even),
+// or stochastically (up or down, unbiased; core/bf16.h).
+enum class WireRounding { kNearest, kStochastic };
 // Precision of the model's matrix products (inputs and outputs stay fp32):
 // fp32, TF32 tensor cores (CUDA; fp32 on the CPU), or bf16 operands with fp32
 // accumulation (CUDA's tensor cores; oneDNN on CPUs with AVX512_BF16 or AMX).
@@ -237,6 +240,13 @@ struct ClusterConfig {
   // write the model. No effect where nothing travels: in_process =
   // sequential, or one server and one worker in one process.
   WireFormat wire = WireFormat::kFp32;  // fp32 | bf16
+  // How cluster.wire = bf16 rounds the gradients a worker pushes: nearest
+  // (ties to even), or stochastic: up or down to the bfloat16 values around
+  // each value, with the probabilities that make its expectation the
+  // gradient's, from random bits keyed by train.seed, the step, the worker
+  // and the value's place in the model (the same bits in every launch mode
+  // and for any servers). Pulled weights are rounded to nearest either way.
+  WireRounding wire_rounding = WireRounding::kNearest;  // nearest | stochastic
 };
 
 // Who may connect to a job's TCP and IPC sockets (comm/security.h):
@@ -353,6 +363,7 @@ const char* to_string(InProcess v);
 const char* to_string(Overlap v);
 const char* to_string(Transport v);
 const char* to_string(WireFormat v);
+const char* to_string(WireRounding v);
 const char* to_string(SecurityMode v);
 const char* to_string(CheckpointFailure v);
 

@@ -226,6 +226,9 @@ Status validate_cluster(const JobConfig& c) {
   PST_RETURN_IF_ERROR(check_range(!mc.bind.empty(), "metrics.bind: must not be empty"));
   PST_RETURN_IF_ERROR(check_range(mc.linger_s >= 0, fmt::format("metrics.linger_s = {}: must be >= 0", mc.linger_s)));
   PST_RETURN_IF_ERROR(check_range(k.staleness >= 0, fmt::format("cluster.staleness = {}: must be >= 0", k.staleness)));
+  PST_RETURN_IF_ERROR(check_range(k.wire_rounding == WireRounding::kNearest || k.wire == WireFormat::kBf16,
+                                  "cluster.wire_rounding = stochastic: rounds bfloat16 gradients, so it needs "
+                                  "cluster.wire = bf16 (the wire is fp32)"));
   return Status();
 }
 

@@ -49,6 +49,20 @@ Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, C
   return Status();
 }
 
+RemoteClientOptions worker_client_options(const JobConfig& job, uint64_t job_id, int worker, const JobLayout& layout,
+                                          const Interrupt* interrupt) {
+  RemoteClientOptions o;
+  o.job_id = job_id;
+  o.worker = worker;
+  o.layout = layout;
+  o.timeout_s = job.cluster.timeout_s;
+  o.interrupt = interrupt;
+  o.bf16_wire = job.cluster.wire == WireFormat::kBf16;
+  o.stochastic_rounding = job.cluster.wire_rounding == WireRounding::kStochastic;
+  o.rounding_seed = static_cast<uint64_t>(job.train.seed);
+  return o;
+}
+
 Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::context_t& ctx) {
   PST_ASSIGN_OR_RETURN(std::string host, resolve_host(job.cluster.host, job.cluster.interface));
   PST_ASSIGN_OR_RETURN(const PortRange range, parse_port_range(job.cluster.port_range));

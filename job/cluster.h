@@ -17,6 +17,7 @@
 
 #include "comm/grad_stats.h"
 #include "comm/layout.h"
+#include "comm/remote_client.h"
 #include "comm/security.h"
 #include "comm/socket.h"
 #include "core/config.h"
@@ -67,6 +68,12 @@ Status prepare_start(const JobConfig& job, const TaskData& data, bool servers, C
 // A server's Router (or the scheduler's under mpirun): bound on cluster.host
 // at a port the OS picks.
 Result<std::unique_ptr<Router>> bind_node_router(const JobConfig& job, zmq::context_t& ctx);
+
+// What worker `worker` of the job's layout tells its RemoteParameterClient:
+// the job's deadline and wire (cluster.wire, cluster.wire_rounding with
+// train.seed); `interrupt` (may be null) ends its waits.
+RemoteClientOptions worker_client_options(const JobConfig& job, uint64_t job_id, int worker, const JobLayout& layout,
+                                          const Interrupt* interrupt);
 
 // The job's data, once its model is known to fit in this machine's memory
 // (4 fp32 copies of the parameters: a worker's weights, gradients and

@@ -106,8 +106,7 @@ Status run_worker(const JobConfig& job, const TaskData& data, zmq::context_t& ct
   // The scheduler's word that the job re-forms ends every wait on the
   // servers (one of them is gone): the worker registers again.
   Interrupt reform;
-  const RemoteClientOptions copt{cluster.job_id,        w,       layout,
-                                 job.cluster.timeout_s, &reform, job.cluster.wire == WireFormat::kBf16};
+  const RemoteClientOptions copt = worker_client_options(job, cluster.job_id, w, layout, &reform);
   std::unique_ptr<RemoteParameterClient> client;
   if (cluster.server_channel) {
     std::vector<std::unique_ptr<Channel>> channels;

@@ -208,6 +208,14 @@ TEST(ConfigTest, StartDeadlineAndRestartGrowthAreChecked) {
   EXPECT_EQ(c->data.test_max_examples, 7);
 }
 
+TEST(ConfigTest, StochasticRoundingNeedsABf16Wire) {
+  expect_error("", {"cluster.wire_rounding=stochastic"},
+               {"cluster.wire_rounding = stochastic", "needs cluster.wire = bf16"});
+  expect_error("", {"cluster.wire=bf16", "cluster.wire_rounding=up"},
+               {"cluster.wire_rounding", "nearest", "stochastic"});
+  EXPECT_TRUE(parse_config("", "job.toml", {"cluster.wire=bf16", "cluster.wire_rounding=stochastic"}).ok());
+}
+
 TEST(ConfigTest, SizesHaveUpperBounds) {
   expect_error("", {"model.d_model=1000000000"}, {"model.d_model = 1000000000", "[1, 65536]"});
   expect_error("", {"model.ffn_dim=1000000000000"}, {"model.ffn_dim = 1000000000000", "[1, 2^20]"});

@@ -144,6 +144,37 @@ TEST(ThreadsJobTest, ABf16WireJobWritesTheServersFloat32Weights) {
   EXPECT_LT(worst, 4 * job->optim.lr + 1e-6);
 }
 
+// cluster.wire_rounding = stochastic: the bits that round a value are
+// those of its place in the model, so 1 server with streamed pushes and 2
+// servers without give the same model, bit for bit; rounding to nearest
+// gives another.
+TEST(ThreadsJobTest, StochasticRoundingOfTheWireDoesNotDependOnTheServers) {
+  TempDir tmp;
+  const std::string config = source_path("configs/g2p-tiny.toml");
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    auto s = job_settings(tmp.path() + "/" + name);
+    s.push_back("cluster.workers=2");
+    s.push_back("cluster.wire=bf16");
+    s.insert(s.end(), extra.begin(), extra.end());
+    const Status st = train(TrainArgs{config, s, "", ""});
+    ASSERT_TRUE(st.ok()) << name << ": " << st.to_string();
+  };
+  run("one",
+      {"cluster.servers=1", "cluster.wire_rounding=stochastic", "cluster.overlap=on", "cluster.stream_bytes=1024"});
+  run("two", {"cluster.servers=2", "cluster.wire_rounding=stochastic"});
+  run("nearest", {"cluster.servers=2"});
+  expect_same_model(tmp.path() + "/one/model.safetensors", tmp.path() + "/two/model.safetensors");
+  auto a = SafetensorsFile::read(tmp.path() + "/two/model.safetensors");
+  auto b = SafetensorsFile::read(tmp.path() + "/nearest/model.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  int64_t differ = 0;
+  for (const auto& [name, t] : b->tensors()) {
+    const std::vector<float> x = t.to_f32(), y = a->find(name)->to_f32();
+    for (size_t i = 0; i < x.size(); ++i) differ += x[i] != y[i];
+  }
+  EXPECT_GT(differ, 0) << "stochastic rounding gave the model of rounding to nearest";
+}
+
 TEST(ThreadsJobFailureTest, ANodeThatCannotStartEndsTheJobWithItsError) {
   TempDir tmp;
   auto settings = job_settings(tmp.path() + "/out");

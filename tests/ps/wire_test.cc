@@ -4,7 +4,10 @@
 // to bfloat16: the servers' float32 weights (pull_exact) equal it bit for
 // bit, and the weights a pull carries are exactly those rounded. A server
 // refuses a push or pull in a format its job's wire does not use, and a
-// bfloat16 answer takes two bytes a value.
+// bfloat16 answer takes two bytes a value. With stochastic rounding the
+// oracle rounds each worker's whole gradient with the bits of (seed, step,
+// worker) from element 0 (core/bf16.h): the servers, chunks and parts a
+// value travels in do not change how it is rounded.
 #include <random>
 #include <thread>
 
@@ -29,8 +32,22 @@ std::vector<float> rounded(const std::vector<float>& x) {
   return back;
 }
 
-TEST(Bf16WireTest, ServersSumRoundedGradientsIntoFloat32WeightsAndPullsCarryThemRounded) {
+// x rounded stochastically as worker w rounds its push of step `step`.
+std::vector<float> rounded_stochastically(const std::vector<float>& x, uint64_t seed, int64_t step, int w) {
+  std::vector<uint16_t> h(x.size());
+  to_bf16_stochastic(x.data(), h.data(), static_cast<int64_t>(x.size()),
+                     Philox(seed, stochastic_rounding_stream(step, w)), 0);
+  std::vector<float> back(x.size());
+  from_bf16(h.data(), back.data(), static_cast<int64_t>(x.size()));
+  return back;
+}
+
+class Bf16WireTest : public ::testing::TestWithParam<WireRounding> {};
+
+TEST_P(Bf16WireTest, ServersSumRoundedGradientsIntoFloat32WeightsAndPullsCarryThemRounded) {
   const int S = 2, W = 2, kRounds = 3;
+  const bool stochastic = GetParam() == WireRounding::kStochastic;
+  constexpr uint64_t kSeed = 31;
   JobConfig job = testing::tiny_job();
   job.optim.clip_norm = 1e6;  // the oracle sums squares in another order: keep clipping out
   job.cluster.wire = WireFormat::kBf16;
@@ -73,6 +90,8 @@ TEST(Bf16WireTest, ServersSumRoundedGradientsIntoFloat32WeightsAndPullsCarryThem
     threads.emplace_back([&, w] {
       RemoteClientOptions co{kJob, w, layout, 30.0};
       co.bf16_wire = true;
+      co.stochastic_rounding = stochastic;
+      co.rounding_seed = kSeed;
       auto client = RemoteParameterClient::connect(ctx, *plan, endpoints, co);
       auto run = [&]() -> Status {
         PST_RETURN_IF_ERROR(client.status());
@@ -97,29 +116,45 @@ TEST(Bf16WireTest, ServersSumRoundedGradientsIntoFloat32WeightsAndPullsCarryThem
 
   // The oracle, fed the gradients as the wire carries them; and the same
   // fed float32 ones, which the bfloat16 job must not match.
+  // (With stochastic rounding, the same fed gradients rounded to nearest,
+  // which it must not match either.)
   ShardOptimizer ref(job, table, whole_tensors(table), w0.data());
   ShardOptimizer unrounded(job, table, whole_tensors(table), w0.data());
-  std::vector<float> want(static_cast<size_t>(n)), fp32_job(static_cast<size_t>(n));
+  ShardOptimizer nearest(job, table, whole_tensors(table), w0.data());
+  std::vector<float> want(static_cast<size_t>(n)), fp32_job(static_cast<size_t>(n)),
+      nearest_job(static_cast<size_t>(n));
   for (int r = 0; r < kRounds; ++r) {
     for (int w = 0; w < W; ++w) {
       const auto& g = grads[static_cast<size_t>(w)][static_cast<size_t>(r)];
-      ref.add_push(rounded(g).data(), tokens[static_cast<size_t>(w)], 0.0);
+      ref.add_push((stochastic ? rounded_stochastically(g, kSeed, r, w) : rounded(g)).data(),
+                   tokens[static_cast<size_t>(w)], 0.0);
       unrounded.add_push(g.data(), tokens[static_cast<size_t>(w)], 0.0);
+      nearest.add_push(rounded(g).data(), tokens[static_cast<size_t>(w)], 0.0);
     }
     ref.apply(ref.reduce());
     unrounded.apply(unrounded.reduce());
+    nearest.apply(nearest.reduce());
     ref.copy_weights(want.data());
     unrounded.copy_weights(fp32_job.data());
+    nearest.copy_weights(nearest_job.data());
     for (int w = 0; w < W; ++w) {
       const auto& e = exact[static_cast<size_t>(w)][static_cast<size_t>(r)];
       const auto& p = pulled[static_cast<size_t>(w)][static_cast<size_t>(r)];
       EXPECT_EQ(e, want) << "round " << r << ", worker " << w;
       EXPECT_NE(e, fp32_job) << "round " << r << ": the gradients were not rounded on the wire";
+      if (stochastic) {
+        EXPECT_NE(e, nearest_job) << "round " << r << ": the gradients were rounded to nearest";
+      }
       EXPECT_EQ(p, rounded(want)) << "round " << r << ", worker " << w;
       EXPECT_NE(p, e) << "round " << r << ": the pulled weights were not rounded";
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Rounding, Bf16WireTest, ::testing::Values(WireRounding::kNearest, WireRounding::kStochastic),
+                         [](const ::testing::TestParamInfo<WireRounding>& p) {
+                           return p.param == WireRounding::kNearest ? "Nearest" : "Stochastic";
+                         });
 
 // One server of the tiny model for one worker, and a raw socket in that
 // worker's name.
