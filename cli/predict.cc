@@ -88,7 +88,13 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& i
   }
   if (loaded->job.data.task == Task::kG2P) {
     std::vector<std::vector<int32_t>> srcs;
-    for (const std::string& raw : inputs) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const std::string& raw = inputs[i];
+      if (raw.empty()) {
+        // (an unset shell variable, say; --input skips blank lines)
+        spdlog::error("word {} of {} is empty: there is nothing to pronounce", i + 1, inputs.size());
+        return 2;
+      }
       std::string w = raw;
       for (char& c : w) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       std::vector<std::string> letters;

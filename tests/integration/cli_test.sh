@@ -181,6 +181,8 @@ check "and answers each of them in order" \
   test "$(grep "$(printf '\t')" "$TMP/prp" | cut -f1 | tr '\n' ' ')" = "world zebra "
 check "predict with no words" run 2 "$TMP/prn" "$PST" predict --model "$TMP/g2p/model.safetensors" </dev/null
 check "predict with no words says so" contains "$TMP/prn" "no words or prompts"
+check "predict with an empty word" run 2 "$TMP/pre" "$PST" predict --model "$TMP/g2p/model.safetensors" hello ""
+check "predict with an empty word names it" contains "$TMP/pre" "word 2 of 2 is empty"
 
 # eval: the validation metrics of the model are those train logged at its end.
 check "eval" run 0 "$TMP/ev" "$PST" eval --model "$TMP/g2p/model.safetensors" --split valid --max-examples 100 \
