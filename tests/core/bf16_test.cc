@@ -7,9 +7,9 @@
 // itself where bfloat16 holds it), up for exactly the share of the 2^16
 // random values that the dropped bits say (counted over all of them), up
 // in a share of many draws within a binomial bound of that, so the mean of
-// the rounded values is x; the array version takes element i's bits from
-// the Philox block the scalar rule names, from any first element, on any
-// number of threads.
+// the rounded values is x; the array version, threaded or not, takes
+// element i's bits from the Philox block the scalar rule names, from any
+// first element.
 #include <bit>
 #include <cmath>
 #include <limits>
