@@ -5,9 +5,10 @@
 // bit, and the weights a pull carries are exactly those rounded. A server
 // refuses a push or pull in a format its job's wire does not use, and a
 // bfloat16 answer takes two bytes a value. With stochastic rounding the
-// oracle rounds each worker's whole gradient with the bits of (seed, step,
-// worker) from element 0 (core/bf16.h): the servers, chunks and parts a
-// value travels in do not change how it is rounded.
+// oracle rounds each value of a worker's gradient by the scalar rule with
+// the bits of (seed, step, worker) at its flat offset (core/bf16.h): the
+// servers, chunks and parts a value travels in do not change how it is
+// rounded.
 #include <random>
 #include <thread>
 
@@ -32,13 +33,14 @@ std::vector<float> rounded(const std::vector<float>& x) {
   return back;
 }
 
-// x rounded stochastically as worker w rounds its push of step `step`.
+// x rounded stochastically as worker w rounds its push of step `step`:
+// element by element, each with its bits read from its Philox block (not
+// the array version the client calls).
 std::vector<float> rounded_stochastically(const std::vector<float>& x, uint64_t seed, int64_t step, int w) {
-  std::vector<uint16_t> h(x.size());
-  to_bf16_stochastic(x.data(), h.data(), static_cast<int64_t>(x.size()),
-                     Philox(seed, stochastic_rounding_stream(step, w)), 0);
+  const Philox bits(seed, stochastic_rounding_stream(step, w));
   std::vector<float> back(x.size());
-  from_bf16(h.data(), back.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i)
+    back[i] = from_bf16(to_bf16_stochastic(x[i], stochastic_rounding_bits(bits, i)));
   return back;
 }
 
